@@ -1,0 +1,13 @@
+"""graphcompiler: a symbol-to-symbol differentiation compiler on NumPy (the public API of API.md)."""
+
+from .errors import (DisconnectedInputError, DTypeError, ExecutionError, FeedError, GraphCompilerError,
+                     GraphFileError, NumericsError, ShapeError, UndefinedGradientError)
+from .graph import DuplicateNameError, Graph, GraphMismatchError, Node
+from .ops import *  # noqa: F401,F403  the op functions: add, matmul, softmax_cross_entropy, ...
+from .ops import OPS
+from .autodiff import build_grad
+from .compiler import compile
+from .compiler.program import Program
+from .runtime import NumpyEvaluator
+
+__version__ = "0.1.0"

@@ -1,0 +1,30 @@
+"""compile: turn the outputs of a graph into a Program (prune, schedule, run on the NumPy evaluator)."""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+from ..errors import GraphCompilerError
+from ..graph import Graph, GraphMismatchError, Node
+from .program import Program
+
+
+def compile(outputs: Node | Iterable[Node], *, updates: Mapping[Node, Node] | None = None,
+            optimize: bool = True, memory_budget: int | None = None, nan_check: bool = False) -> Program:
+    """Compile outputs (and parameter updates) into a Program; nothing is computed until it runs."""
+    single = isinstance(outputs, Node)
+    outputs = [outputs] if single else list(outputs)
+    updates = dict(updates or {})
+    nodes = outputs + list(updates) + list(updates.values())
+    if not nodes:
+        raise GraphCompilerError("compile needs at least one output or update")
+    for n in nodes:
+        if not isinstance(n, Node):
+            raise GraphCompilerError(f"compile takes graph nodes, got {type(n).__name__} {n!r}")
+    graph: Graph = nodes[0].graph
+    for n in nodes:
+        if n.graph is not graph:
+            raise GraphMismatchError(f"{n.name!r} belongs to graph {n.graph.name!r}, not {graph.name!r}; "
+                                     "a program runs nodes of one graph")
+    return Program(graph, outputs, updates, optimize=optimize, memory_budget=memory_budget,
+                   nan_check=nan_check)

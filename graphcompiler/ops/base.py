@@ -1,0 +1,225 @@
+"""The Op record and the machinery every op block uses: the registry, shape rules, and `apply`.
+
+An op is a small frozen dataclass whose fields are its static attributes (axis, shape, dtype). One block per
+op gives its shape/dtype rule (`infer`), its NumPy kernel (`kernel`) and its derivative rule (`bprop`,
+equation 6.54 of Goodfellow et al.): bprop builds graph nodes from other ops and never computes numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import DTypeError, GraphCompilerError, ShapeError, fmt_shape
+from ..graph import Graph, GraphMismatchError, Node
+
+OPS: dict[str, type["Op"]] = {}   # op name -> op class: the allowlist the file loader checks against
+
+
+class _Undefined:
+    """bprop's answer for an edge with no derivative (an integer path); build_grad reports it if needed."""
+
+    def __repr__(self) -> str:
+        return "UNDEFINED"
+
+
+UNDEFINED = _Undefined()
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    """Base of every op. Subclasses are frozen dataclasses: equal attributes make equal (mergeable) ops."""
+
+    name: ClassVar[str] = "op"
+    arity: ClassVar[int | None] = None          # number of inputs; None: any
+    piecewise_constant: ClassVar[bool] = False  # comparisons and the like: a path through them adds zero
+    shape_only: ClassVar[tuple[int, ...]] = ()  # inputs read only for their run-time shape
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "name" in cls.__dict__:
+            OPS[cls.name] = cls
+
+    # -- the op's record -------------------------------------------------------------------
+    def infer(self, *xs: Node) -> tuple[tuple, np.dtype]:
+        """Output (shape, dtype) from the inputs' shapes and dtypes; raise ShapeError/DTypeError."""
+        raise NotImplementedError
+
+    def kernel(self, *xs: np.ndarray) -> np.ndarray:
+        """The NumPy computation of one step."""
+        raise NotImplementedError
+
+    def bprop(self, i: int, x: tuple[Node, ...], y: Node, g: Node) -> Node | None:
+        """dz/dx[i] as new graph nodes, given the node y = op(*x) and g = dz/dy (equation 6.54)."""
+        raise NotImplementedError(f"{self.name} has no derivative rule")
+
+    # -- derived ---------------------------------------------------------------------------
+    def grad(self, i: int, x: tuple[Node, ...], y: Node, g: Node):
+        """bprop with the rules shared by every op: paths through bools add zero, integer paths are undefined."""
+        if self.piecewise_constant or x[i].dtype == bool or y.dtype == bool:
+            return None
+        if x[i].dtype.kind != "f" or y.dtype.kind != "f":
+            return UNDEFINED
+        return self.bprop(i, x, y, g)
+
+    def reads_value(self, i: int) -> bool:
+        """False for an input read only for its run-time shape (a compiled program need not keep it)."""
+        return i not in self.shape_only
+
+    def attrs(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def __str__(self) -> str:
+        a = ", ".join(f"{k}={v!r}" for k, v in self.attrs().items())
+        return f"{self.name}({a})" if a else self.name
+
+
+# -- leaves ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Input(Op):
+    name: ClassVar[str] = "input"
+    arity: ClassVar[int] = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameter(Op):
+    name: ClassVar[str] = "parameter"
+    arity: ClassVar[int] = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Constant(Op):
+    name: ClassVar[str] = "constant"
+    arity: ClassVar[int] = 0
+
+
+LEAF_OPS = ("input", "parameter", "constant")
+
+
+# -- building nodes -------------------------------------------------------------------------
+
+class _Pending:
+    """A constant not yet in the graph: ops see its shape and dtype, and it is added only if the op is."""
+
+    def __init__(self, value: np.ndarray):
+        self.value = value
+        self.shape = value.shape
+        self.dtype = value.dtype
+        self.name = repr(value.item()) if value.ndim == 0 else f"array{fmt_shape(value.shape)}"
+        self.op = Constant()
+        self.ndim = value.ndim
+
+
+def apply(op: Op, args: tuple, name: str | None = None) -> Node:
+    """Make the node op(*args): Python numbers become constants, the shape rule runs, then the node is added.
+
+    A rejected op adds nothing to the graph: constants are added only after the shape rule accepts.
+    """
+    nodes = [a for a in args if isinstance(a, Node)]
+    if not nodes:
+        raise GraphCompilerError(f"{op.name}: at least one input must be a graph node; got "
+                                 f"{', '.join(type(a).__name__ for a in args)}")
+    graph: Graph = nodes[0].graph
+    for n in nodes[1:]:
+        if n.graph is not graph:
+            raise GraphMismatchError(
+                f"{op.name}{' ' + repr(name) if name else ''}: node {nodes[0].name!r} belongs to graph "
+                f"{graph.name!r} but {n.name!r} belongs to graph {n.graph.name!r}; an op's inputs must come "
+                "from one graph")
+    floats = [n.dtype for n in nodes if n.dtype.kind == "f"]
+    like = np.result_type(*floats) if floats else nodes[0].dtype
+    xs = []
+    for a in args:
+        if isinstance(a, Node):
+            xs.append(a)
+        else:
+            xs.append(_Pending(_as_constant(a, like, op, name)))
+    if op.arity is not None and len(xs) != op.arity:
+        raise GraphCompilerError(f"{op.name} takes {op.arity} inputs, got {len(xs)}")
+    try:
+        shape, dtype = op.infer(*xs)
+    except (ShapeError, DTypeError) as e:
+        raise type(e)(f"{op.name}{' ' + repr(name) if name else ''}: {e}; inputs: {_describe(xs)}") from None
+    except GraphCompilerError:
+        raise
+    if name is not None:
+        graph._check_new_name(name, op.name)
+    inputs = tuple(graph.constant(x.value) if isinstance(x, _Pending) else x for x in xs)
+    return graph._add(op, inputs, dtype, shape, name)
+
+
+def _as_constant(value: Any, like: np.dtype, op: Op, name: str | None) -> np.ndarray:
+    """A Python scalar takes the dtype of the floating operands; NumPy values keep their own dtype."""
+    if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+        if isinstance(value, bool):
+            return np.array(value)
+        if like.kind == "f" or isinstance(value, int) and like.kind in "iu":
+            return np.array(value, dtype=like)
+        return np.array(value)
+    arr = np.asarray(value)
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise DTypeError(f"{op.name}{' ' + repr(name) if name else ''}: cannot use {type(value).__name__} "
+                         f"{value!r} as a graph value; give a node, a number or a numeric array")
+    return arr
+
+
+def _describe(xs) -> str:
+    return ", ".join(f"{x.name} ({x.op.name}, shape {fmt_shape(x.shape)}, {x.dtype})" for x in xs)
+
+
+# -- shape rules ----------------------------------------------------------------------------
+
+def broadcast_shapes(*shapes: tuple) -> tuple:
+    """NumPy broadcasting with None dims: None broadcasts with 1 and matches any fixed size."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out = []
+    for k in range(ndim):
+        dims = [s[len(s) - ndim + k] for s in shapes if len(s) - ndim + k >= 0]
+        fixed = {d for d in dims if d is not None and d != 1}
+        if len(fixed) > 1:
+            raise ShapeError(f"shapes {', '.join(fmt_shape(s) for s in shapes)} do not broadcast: "
+                             f"dimension {k - ndim} is {' vs '.join(str(d) for d in sorted(fixed))}")
+        if fixed:
+            out.append(fixed.pop())
+        elif None in dims:
+            out.append(None)
+        else:
+            out.append(1)
+    return tuple(out)
+
+
+def normalize_axes(axis, ndim: int, what: str) -> tuple[int, ...]:
+    """axis=None, an int or a tuple -> a sorted tuple of non-negative axes (None means all)."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for a in axes:
+        if not isinstance(a, (int, np.integer)) or isinstance(a, bool) or not -ndim <= a < ndim:
+            raise ShapeError(f"{what}: axis {a!r} is out of range for a value of rank {ndim}")
+        out.append(int(a) % ndim)
+    if len(set(out)) != len(out):
+        raise ShapeError(f"{what}: repeated axis in {axis!r}")
+    return tuple(sorted(out))
+
+
+def normalize_axis(axis: int, ndim: int, what: str) -> int:
+    return normalize_axes(axis, ndim, what)[0]
+
+
+def float_dtype(x, what: str) -> np.dtype:
+    if x.dtype.kind != "f":
+        raise DTypeError(f"{what} needs a floating input, got {x.dtype} from {x.name!r}; "
+                         "cast it with gc.astype(x, 'float64')")
+    return x.dtype
+
+
+def is_static(shape: tuple) -> bool:
+    return all(d is not None for d in shape)
+
+
+def size_of(shape: tuple) -> int:
+    return int(np.prod(shape, dtype=np.int64))

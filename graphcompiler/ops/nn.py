@@ -1,0 +1,188 @@
+"""The neural-network ops: softmax, log_softmax, logsumexp and the losses, with stable kernels.
+
+Each kernel subtracts the maximum before exponentiating, so logits of +-1e4 give finite results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..errors import DTypeError, ShapeError, fmt_shape
+from .base import Op, apply, broadcast_shapes, normalize_axes, normalize_axis, float_dtype
+from . import elementwise as E
+from . import reduce as R
+from . import shape as S
+
+
+def _stable_max(x, axis, keepdims=True):
+    m = np.max(x, axis=axis, keepdims=keepdims)
+    return np.where(np.isfinite(m), m, 0)          # an all -inf slice stays -inf, not nan
+
+
+def _logsumexp(x, axis, keepdims):
+    m = _stable_max(x, axis)
+    s = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return s if keepdims else np.squeeze(s, axis=axis)
+
+
+@dataclass(frozen=True)
+class Softmax(Op):
+    name: ClassVar[str] = "softmax"
+    arity: ClassVar[int] = 1
+    axis: int = -1
+
+    def infer(self, x):
+        return x.shape, float_dtype(x, "softmax")
+
+    def kernel(self, x):
+        e = np.exp(x - _stable_max(x, self.axis))
+        e /= np.sum(e, axis=self.axis, keepdims=True)
+        return e
+
+    def bprop(self, i, x, y, g):                                   # dx = y * (g - sum(g * y))
+        s = R.sum(E.multiply(g, y), axis=self.axis, keepdims=True)
+        return E.multiply(y, E.subtract(g, s))
+
+
+@dataclass(frozen=True)
+class LogSoftmax(Op):
+    name: ClassVar[str] = "log_softmax"
+    arity: ClassVar[int] = 1
+    axis: int = -1
+
+    def infer(self, x):
+        return x.shape, float_dtype(x, "log_softmax")
+
+    def kernel(self, x):
+        return x - _logsumexp(x, self.axis, keepdims=True)
+
+    def bprop(self, i, x, y, g):                                   # dx = g - softmax(x) * sum(g)
+        s = R.sum(g, axis=self.axis, keepdims=True)
+        return E.subtract(g, E.multiply(E.exp(y), s))
+
+
+@dataclass(frozen=True)
+class LogSumExp(Op):
+    name: ClassVar[str] = "logsumexp"
+    arity: ClassVar[int] = 1
+    axis: tuple = ()
+    keepdims: bool = False
+
+    def infer(self, x):
+        float_dtype(x, "logsumexp")
+        if self.keepdims:
+            return tuple(1 if k in self.axis else d for k, d in enumerate(x.shape)), x.dtype
+        return tuple(d for k, d in enumerate(x.shape) if k not in self.axis), x.dtype
+
+    def kernel(self, x):
+        return _logsumexp(x, self.axis, self.keepdims)
+
+    def bprop(self, i, x, y, g):                                   # dx = g * exp(x - lse) = g * softmax(x)
+        keep = (lambda v: v) if self.keepdims or not self.axis else (lambda v: S.expand_dims(v, self.axis))
+        return E.multiply(keep(g), E.exp(E.subtract(x[0], keep(y))))
+
+
+@dataclass(frozen=True)
+class OneHot(Op):
+    """one_hot(labels, like): like's shape and dtype, 1 at each label along the last axis."""
+
+    name: ClassVar[str] = "one_hot"
+    arity: ClassVar[int] = 2
+    shape_only: ClassVar[tuple] = (1,)
+    piecewise_constant: ClassVar[bool] = True
+
+    def infer(self, labels, like):
+        return like.shape, like.dtype
+
+    def kernel(self, labels, like):
+        out = np.zeros(like.shape, like.dtype)
+        np.put_along_axis(out, labels[..., None], 1, axis=-1)
+        return out
+
+
+@dataclass(frozen=True)
+class SoftmaxCrossEntropy(Op):
+    """mean over the batch of -log softmax(logits)[label], integer labels; logits (..., C), labels (...)."""
+
+    name: ClassVar[str] = "softmax_cross_entropy"
+    arity: ClassVar[int] = 2
+
+    def infer(self, logits, labels):
+        float_dtype(logits, "softmax_cross_entropy's logits")
+        if labels.dtype.kind not in "iu":
+            raise DTypeError(f"softmax_cross_entropy takes integer class labels, got {labels.dtype} from "
+                             f"{labels.name!r}; declare the labels with dtype='int64' (one class index per "
+                             "row), or use log_softmax and a sum for soft targets")
+        if logits.ndim < 1 or labels.ndim != logits.ndim - 1:
+            raise ShapeError(f"logits {fmt_shape(logits.shape)} need labels of shape "
+                             f"{fmt_shape(logits.shape[:-1])}, got {fmt_shape(labels.shape)}")
+        broadcast_shapes(logits.shape[:-1], labels.shape)
+        for a, b in zip(logits.shape[:-1], labels.shape):
+            if a is not None and b is not None and a != b:
+                raise ShapeError(f"logits {fmt_shape(logits.shape)} need labels of shape "
+                                 f"{fmt_shape(logits.shape[:-1])}, got {fmt_shape(labels.shape)}")
+        return (), logits.dtype
+
+    def kernel(self, logits, labels):
+        c = logits.shape[-1]
+        if labels.size and (labels.min() < 0 or labels.max() >= c):
+            bad = labels[(labels < 0) | (labels >= c)].ravel()[0]
+            raise ValueError(f"label {bad} is out of range for {c} classes (labels must be in [0, {c}))")
+        picked = np.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+        nll = _logsumexp(logits, -1, keepdims=False) - picked
+        return np.asarray(np.mean(nll), dtype=logits.dtype)
+
+    def bprop(self, i, x, y, g):                                   # dlogits = (softmax - onehot) g / n
+        logits, labels = x
+        n = S.count(labels, tuple(range(labels.ndim)), g.dtype)
+        diff = E.subtract(softmax(logits, -1), apply(OneHot(), (labels, logits)))
+        return E.multiply(diff, E.divide(g, n))
+
+
+@dataclass(frozen=True)
+class MSE(Op):
+    """mean((prediction - target)^2) over every element (shapes broadcast)."""
+
+    name: ClassVar[str] = "mse"
+    arity: ClassVar[int] = 2
+
+    def infer(self, p, t):
+        broadcast_shapes(p.shape, t.shape)
+        dtype = np.result_type(p.dtype, t.dtype)
+        if dtype.kind != "f":
+            raise DTypeError(f"mse needs floating values, got {p.dtype} and {t.dtype}")
+        return (), dtype
+
+    def kernel(self, p, t):
+        d = p - t
+        return np.asarray(np.mean(d * d), dtype=d.dtype)
+
+    def bprop(self, i, x, y, g):                                   # d mse = 2 (p - t) / n, and its negative
+        p, t = x
+        d = E.subtract(p, t)
+        scale = E.divide(E.multiply(g, 2), S.count(d, tuple(range(d.ndim)), g.dtype))
+        gd = E.multiply(d, scale)
+        return S.sum_to(gd if i == 0 else E.negative(gd), x[i])
+
+
+def softmax(x, axis: int = -1, name: str | None = None):
+    return apply(Softmax(normalize_axis(axis, x.ndim, "softmax")), (x,), name)
+
+
+def log_softmax(x, axis: int = -1, name: str | None = None):
+    return apply(LogSoftmax(normalize_axis(axis, x.ndim, "log_softmax")), (x,), name)
+
+
+def logsumexp(x, axis=None, keepdims: bool = False, name: str | None = None):
+    return apply(LogSumExp(normalize_axes(axis, x.ndim, "logsumexp"), bool(keepdims)), (x,), name)
+
+
+def softmax_cross_entropy(logits, labels, name: str | None = None):
+    return apply(SoftmaxCrossEntropy(), (logits, labels), name)
+
+
+def mse(prediction, target, name: str | None = None):
+    return apply(MSE(), (prediction, target), name)

@@ -1,0 +1,512 @@
+"""Ops that move data without arithmetic: reshape, transpose, broadcast, slicing, concatenation.
+
+Also the internal `*_like` ops the derivative rules need when a size is fixed only at run time: their second
+input is read for its shape alone (`shape_only`), so a compiled program need not keep its value alive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..errors import DTypeError, ShapeError, fmt_shape
+from .base import Op, apply, broadcast_shapes, is_static, normalize_axes, normalize_axis, size_of
+
+
+# -- reshape, transpose, expand/squeeze ------------------------------------------------------
+
+@dataclass(frozen=True)
+class Reshape(Op):
+    name: ClassVar[str] = "reshape"
+    arity: ClassVar[int] = 1
+    shape: tuple = ()
+
+    def infer(self, x):
+        target = list(self.shape)
+        if target.count(-1) > 1:
+            raise ShapeError(f"at most one -1 in a reshape target, got {self.shape}")
+        if is_static(x.shape):
+            n = size_of(x.shape)
+            known = size_of([d for d in target if d != -1])
+            if -1 in target:
+                if known == 0 or n % known:
+                    raise ShapeError(f"cannot reshape {fmt_shape(x.shape)} ({n} elements) to {self.shape}")
+                target[target.index(-1)] = n // known
+            elif known != n:
+                raise ShapeError(f"cannot reshape {fmt_shape(x.shape)} ({n} elements) to "
+                                 f"{fmt_shape(self.shape)} ({known} elements)")
+            return tuple(target), x.dtype
+        return tuple(None if d == -1 else d for d in target), x.dtype
+
+    def kernel(self, x):
+        return np.reshape(x, self.shape)
+
+    def bprop(self, i, x, y, g):
+        return reshape_to(g, x[0])
+
+
+@dataclass(frozen=True)
+class ReshapeLike(Op):
+    name: ClassVar[str] = "reshape_like"
+    arity: ClassVar[int] = 2
+    shape_only: ClassVar[tuple] = (1,)
+
+    def infer(self, x, like):
+        return like.shape, x.dtype
+
+    def kernel(self, x, like):
+        return np.reshape(x, like.shape)
+
+    def bprop(self, i, x, y, g):
+        return reshape_to(g, x[0])
+
+
+@dataclass(frozen=True)
+class Transpose(Op):
+    name: ClassVar[str] = "transpose"
+    arity: ClassVar[int] = 1
+    axes: tuple = ()
+
+    def infer(self, x):
+        if sorted(self.axes) != list(range(x.ndim)):
+            raise ShapeError(f"axes {self.axes} are not a permutation of the {x.ndim} axes of {x.name!r}")
+        return tuple(x.shape[a] for a in self.axes), x.dtype
+
+    def kernel(self, x):
+        return np.transpose(x, self.axes)
+
+    def bprop(self, i, x, y, g):
+        return transpose(g, tuple(int(a) for a in np.argsort(self.axes)))   # the inverse permutation
+
+
+@dataclass(frozen=True)
+class ExpandDims(Op):
+    name: ClassVar[str] = "expand_dims"
+    arity: ClassVar[int] = 1
+    axis: tuple = ()
+
+    def infer(self, x):
+        shape = list(x.shape)
+        for a in self.axis:
+            shape.insert(a, 1)
+        return tuple(shape), x.dtype
+
+    def kernel(self, x):
+        return np.expand_dims(x, self.axis)
+
+    def bprop(self, i, x, y, g):
+        return squeeze(g, self.axis)
+
+
+@dataclass(frozen=True)
+class Squeeze(Op):
+    name: ClassVar[str] = "squeeze"
+    arity: ClassVar[int] = 1
+    axis: tuple = ()
+
+    def infer(self, x):
+        for a in self.axis:
+            if x.shape[a] not in (1, None):
+                raise ShapeError(f"cannot squeeze axis {a} of size {x.shape[a]}")
+        return tuple(d for k, d in enumerate(x.shape) if k not in self.axis), x.dtype
+
+    def kernel(self, x):
+        return np.squeeze(x, self.axis)
+
+    def bprop(self, i, x, y, g):
+        return expand_dims(g, self.axis)
+
+
+# -- broadcasting and its inverse -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BroadcastTo(Op):
+    name: ClassVar[str] = "broadcast_to"
+    arity: ClassVar[int] = 1
+    shape: tuple = ()
+
+    def infer(self, x):
+        if len(self.shape) < x.ndim or broadcast_shapes(x.shape, self.shape) != tuple(self.shape):
+            raise ShapeError(f"cannot broadcast {fmt_shape(x.shape)} to {fmt_shape(self.shape)}")
+        return tuple(self.shape), x.dtype
+
+    def kernel(self, x):
+        return np.broadcast_to(x, self.shape)
+
+    def bprop(self, i, x, y, g):
+        return sum_to(g, x[0])
+
+
+@dataclass(frozen=True)
+class BroadcastLike(Op):
+    name: ClassVar[str] = "broadcast_like"
+    arity: ClassVar[int] = 2
+    shape_only: ClassVar[tuple] = (1,)
+
+    def infer(self, x, like):
+        return broadcast_shapes(x.shape, like.shape), x.dtype
+
+    def kernel(self, x, like):
+        return np.broadcast_to(x, np.broadcast_shapes(x.shape, like.shape))
+
+    def bprop(self, i, x, y, g):
+        return sum_to(g, x[0])
+
+
+@dataclass(frozen=True)
+class SumLike(Op):
+    """Sum g down to the shape of `like`: the inverse of broadcasting, for sizes known only at run time."""
+
+    name: ClassVar[str] = "sum_like"
+    arity: ClassVar[int] = 2
+    shape_only: ClassVar[tuple] = (1,)
+
+    def infer(self, g, like):
+        return like.shape, g.dtype
+
+    def kernel(self, g, like):
+        return unbroadcast(g, like.shape)
+
+    def bprop(self, i, x, y, g):
+        return broadcast_to_node(g, x[0])
+
+
+def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum the broadcast axes of g so that it has `shape` (NumPy, run time)."""
+    if g.shape == tuple(shape):
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + k for k, d in enumerate(shape) if d == 1 and g.shape[lead + k] != 1)
+    return np.sum(g, axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
+
+
+def sum_to(g, x):
+    """The gradient g of a broadcast result, summed to the shape of the operand x (undoes broadcasting).
+
+    Decided statically where the shapes say which axes were broadcast; a None dim is taken to match the
+    None dim it lines up with. Otherwise a sum_like node decides at run time.
+    """
+    if g.shape == x.shape:
+        return g
+    lead = g.ndim - x.ndim
+    axes = list(range(lead))
+    for k, d in enumerate(x.shape):
+        gd = g.shape[lead + k]
+        if d == gd:
+            continue
+        if d == 1:
+            axes.append(lead + k)
+        else:                    # x's dim is None against a fixed size (or the other way): decide at run time
+            return apply(SumLike(), (g, x))
+    from .reduce import sum as reduce_sum
+    out = reduce_sum(g, axis=tuple(axes), keepdims=True) if axes else g
+    return reshape(out, x.shape) if out.shape != x.shape and is_static(x.shape) else \
+        (squeeze(out, tuple(range(lead))) if lead else out)
+
+
+def broadcast_to_node(g, x):
+    """g broadcast to x's shape: statically when x's shape is fixed, else at run time."""
+    if g.shape == x.shape:
+        return g
+    if is_static(x.shape):
+        return broadcast_to(g, x.shape)
+    return apply(BroadcastLike(), (g, x))
+
+
+def reshape_to(g, x):
+    if g.shape == x.shape and is_static(x.shape):
+        return g
+    if is_static(x.shape):
+        return reshape(g, x.shape)
+    return apply(ReshapeLike(), (g, x))
+
+
+@dataclass(frozen=True)
+class ZerosLike(Op):
+    name: ClassVar[str] = "zeros_like"
+    arity: ClassVar[int] = 1
+    shape_only: ClassVar[tuple] = (0,)
+    piecewise_constant: ClassVar[bool] = True
+
+    def infer(self, x):
+        return x.shape, x.dtype
+
+    def kernel(self, x):
+        return np.zeros(x.shape, x.dtype)
+
+
+@dataclass(frozen=True)
+class Count(Op):
+    """The number of elements of x (over `axis`) as a scalar of `dtype`: a mean's divisor at run time."""
+
+    name: ClassVar[str] = "count"
+    arity: ClassVar[int] = 1
+    shape_only: ClassVar[tuple] = (0,)
+    piecewise_constant: ClassVar[bool] = True
+    axis: tuple = ()
+    dtype: str = "float64"
+
+    def infer(self, x):
+        return (), np.dtype(self.dtype)
+
+    def kernel(self, x):
+        return np.array(size_of([x.shape[a] for a in self.axis]), dtype=self.dtype)
+
+
+def count(x, axis, dtype):
+    """Number of elements of x over `axis`: a constant when those dims are fixed, a count node otherwise."""
+    dims = [x.shape[a] for a in axis]
+    if is_static(dims):
+        return np.array(size_of(dims), dtype=dtype)
+    return apply(Count(tuple(axis), np.dtype(dtype).name), (x,))
+
+
+# -- slicing and concatenation ---------------------------------------------------------------
+
+def _encode_index(index, ndim: int, what: str) -> tuple:
+    """A static NumPy basic index -> a hashable tuple: ("i", k), ("s", start, stop, step), ("new",), ("...",)."""
+    if not isinstance(index, tuple):
+        index = (index,)
+    out = []
+    for it in index:
+        if isinstance(it, slice):
+            for v in (it.start, it.stop, it.step):
+                if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool)):
+                    raise ShapeError(f"{what}: slice bounds must be static ints, got {it!r}")
+            if it.step == 0:
+                raise ShapeError(f"{what}: slice step cannot be zero")
+            out.append(("s", _int(it.start), _int(it.stop), _int(it.step)))
+        elif it is None:
+            out.append(("new",))
+        elif it is Ellipsis:
+            out.append(("...",))
+        elif isinstance(it, (int, np.integer)) and not isinstance(it, bool):
+            out.append(("i", int(it)))
+        else:
+            raise ShapeError(f"{what}: only static ints, slices, None and ... can index a node, not "
+                             f"{type(it).__name__} {it!r} (no fancy or boolean indexing)")
+    if sum(1 for it in out if it[0] == "...") > 1:
+        raise ShapeError(f"{what}: an index can have only one ellipsis")
+    consumed = sum(1 for it in out if it[0] in ("i", "s"))
+    if consumed > ndim:
+        raise ShapeError(f"{what}: too many indices ({consumed}) for a value of rank {ndim}")
+    return tuple(out)
+
+
+def _int(v):
+    return None if v is None else int(v)
+
+
+def _decode_index(index: tuple) -> tuple:
+    out = []
+    for it in index:
+        kind = it[0]
+        out.append(slice(*it[1:]) if kind == "s" else it[1] if kind == "i" else None if kind == "new" else ...)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class GetItem(Op):
+    name: ClassVar[str] = "getitem"
+    arity: ClassVar[int] = 1
+    index: tuple = ()
+
+    def infer(self, x):
+        idx = list(self.index)
+        n_used = sum(1 for it in idx if it[0] in ("i", "s"))
+        if ("...",) in idx:
+            k = idx.index(("...",))
+            idx[k:k + 1] = [("s", None, None, None)] * (x.ndim - n_used)
+        idx += [("s", None, None, None)] * (x.ndim - sum(1 for it in idx if it[0] in ("i", "s")))
+        shape, axis = [], 0
+        for it in idx:
+            if it[0] == "new":
+                shape.append(1)
+                continue
+            d = x.shape[axis]
+            if it[0] == "i":
+                if d is not None and not -d <= it[1] < d:
+                    raise ShapeError(f"index {it[1]} is out of bounds for axis {axis} of size {d}")
+            else:
+                shape.append(None if d is None else len(range(*slice(*it[1:]).indices(d))))
+            axis += 1
+        return tuple(shape), x.dtype
+
+    def kernel(self, x):
+        return x[_decode_index(self.index)]
+
+    def bprop(self, i, x, y, g):
+        return apply(ScatterLike(self.index), (g, x[0]))            # g placed into zeros of x's shape
+
+
+@dataclass(frozen=True)
+class ScatterLike(Op):
+    """Zeros of like's shape with g written at a static index: the derivative of x[index]."""
+
+    name: ClassVar[str] = "scatter_like"
+    arity: ClassVar[int] = 2
+    shape_only: ClassVar[tuple] = (1,)
+    index: tuple = ()
+
+    def infer(self, g, like):
+        return like.shape, g.dtype
+
+    def kernel(self, g, like):
+        out = np.zeros(like.shape, g.dtype)
+        out[_decode_index(self.index)] = g
+        return out
+
+    def bprop(self, i, x, y, g):
+        return apply(GetItem(self.index), (g,))
+
+
+@dataclass(frozen=True)
+class Concatenate(Op):
+    name: ClassVar[str] = "concatenate"
+    axis: int = 0
+
+    def infer(self, *xs):
+        nd = xs[0].ndim
+        if nd == 0:
+            raise ShapeError("cannot concatenate scalars; reshape them to (1,) first")
+        for x in xs:
+            if x.ndim != nd:
+                raise ShapeError(f"all inputs must have the same rank; {xs[0].name!r} has rank {nd} "
+                                 f"and {x.name!r} rank {x.ndim}")
+        shape = []
+        for k in range(nd):
+            dims = [x.shape[k] for x in xs]
+            if k == self.axis:
+                shape.append(None if None in dims else sum(dims))
+            else:
+                fixed = {d for d in dims if d is not None}
+                if len(fixed) > 1:
+                    raise ShapeError(f"dimension {k} differs ({', '.join(map(str, dims))}); only axis "
+                                     f"{self.axis} may differ")
+                shape.append(fixed.pop() if fixed else None)
+        dtype = np.result_type(*[x.dtype for x in xs])
+        return tuple(shape), dtype
+
+    def kernel(self, *xs):
+        return np.concatenate(xs, axis=self.axis)
+
+    def bprop(self, i, x, y, g):
+        return apply(ConcatPart(self.axis, i), (g, *x))
+
+
+@dataclass(frozen=True)
+class ConcatPart(Op):
+    """The part of g that input `part` of a concatenation filled (the derivative of concatenate)."""
+
+    name: ClassVar[str] = "concat_part"
+    axis: int = 0
+    part: int = 0
+
+    def reads_value(self, i: int) -> bool:
+        return i == 0                 # the other inputs give only their sizes along the axis
+
+    def infer(self, g, *likes):
+        return likes[self.part].shape, g.dtype
+
+    def kernel(self, g, *likes):
+        start = sum(l.shape[self.axis] for l in likes[:self.part])
+        stop = start + likes[self.part].shape[self.axis]
+        return g[(slice(None),) * self.axis + (slice(start, stop),)]
+
+    def bprop(self, i, x, y, g):
+        if i != 0:
+            return None
+        parts = [g if k == self.part else zeros_like(l) for k, l in enumerate(x[1:])]
+        return concatenate(parts, axis=self.axis)
+
+
+# -- the public functions -------------------------------------------------------------------
+
+def reshape(x, shape, name: str | None = None):
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    for d in shape:
+        if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < -1:
+            raise ShapeError(f"reshape{' ' + repr(name) if name else ''}: target {shape!r} must hold "
+                             "non-negative ints and at most one -1")
+    return apply(Reshape(tuple(int(d) for d in shape)), (x,), name)
+
+
+def transpose(x, axes=None, name: str | None = None):
+    nd = _ndim(x)
+    axes = tuple(reversed(range(nd))) if axes is None else tuple(int(a) % nd if nd else int(a) for a in axes)
+    return apply(Transpose(axes), (x,), name)
+
+
+def swapaxes_last(x):
+    """x with its last two axes swapped (the matrix transpose of a stack of matrices)."""
+    axes = list(range(x.ndim))
+    axes[-1], axes[-2] = axes[-2], axes[-1]
+    return transpose(x, tuple(axes))
+
+
+def expand_dims(x, axis, name: str | None = None):
+    axis = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    nd = _ndim(x) + len(axis)
+    return apply(ExpandDims(normalize_axes(axis, nd, "expand_dims")), (x,), name)
+
+
+def squeeze(x, axis=None, name: str | None = None):
+    if axis is None:
+        axis = tuple(k for k, d in enumerate(x.shape) if d == 1)
+    return apply(Squeeze(normalize_axes(axis, _ndim(x), "squeeze")), (x,), name)
+
+
+def broadcast_to(x, shape, name: str | None = None):
+    from ..graph import Node
+    if isinstance(shape, Node):
+        return apply(BroadcastLike(), (x, shape), name)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    for d in shape:
+        if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 0:
+            raise ShapeError(f"broadcast_to: target {shape!r} must hold non-negative ints; to follow "
+                             "another node's run-time shape pass that node instead")
+    return apply(BroadcastTo(tuple(int(d) for d in shape)), (x,), name)
+
+
+def zeros_like(x, name: str | None = None):
+    return apply(ZerosLike(), (x,), name)
+
+
+def getitem(x, index, name: str | None = None):
+    return apply(GetItem(_encode_index(index, _ndim(x), f"indexing {getattr(x, 'name', x)!r}")), (x,), name)
+
+
+def concatenate(xs, axis: int = 0, name: str | None = None):
+    xs = list(xs)
+    if not xs:
+        raise ShapeError("concatenate needs at least one input")
+    nd = max(_ndim(x) for x in xs)
+    if nd == 0:
+        raise ShapeError("cannot concatenate scalars; reshape them to (1,) first")
+    return apply(Concatenate(normalize_axis(axis, nd, "concatenate")), tuple(xs), name)
+
+
+def split(x, indices_or_sections, axis: int = 0, name: str | None = None):
+    """Split x along axis into a list of slices (NumPy's split): sections need a fixed size there."""
+    axis = normalize_axis(axis, x.ndim, "split")
+    n = x.shape[axis]
+    if isinstance(indices_or_sections, (int, np.integer)):
+        k = int(indices_or_sections)
+        if n is None or k <= 0 or n % k:
+            raise ShapeError(f"split: cannot cut axis {axis} of {x.name!r} (size {n}) into {k} equal parts"
+                             "; give the cut indices instead")
+        cuts = [n // k * j for j in range(1, k)]
+    else:
+        cuts = [int(c) for c in indices_or_sections]
+    bounds = [None, *cuts, None]
+    parts = []
+    for j, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        index = (slice(None),) * axis + (slice(a, b),)
+        parts.append(getitem(x, index, name=None if name is None else f"{name}_{j}"))
+    return parts
+
+
+def _ndim(x) -> int:
+    return x.ndim if hasattr(x, "ndim") else np.ndim(x)
