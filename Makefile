@@ -15,6 +15,9 @@ test: $(STAMP) dot
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
+figures: $(STAMP) dot
+	$(PY) docs/make_figures.py docs/figures
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
