@@ -152,9 +152,10 @@ def _accumulate(graph, parts, v, name_for, owner, fresh_from):
 
 def _zeros_named(graph: Graph, t: Node, name: str) -> Node:
     with graph._gradient_scope(None):
+        if not t.shape:
+            return graph.constant(np.zeros((), t.dtype), name=name)
         if is_static(t.shape):
-            return S.broadcast_to(np.zeros((), t.dtype), t.shape, name=name) if t.shape else \
-                graph.constant(np.zeros((), t.dtype), name=name)
+            return S.broadcast_to(graph.constant(np.zeros((), t.dtype)), t.shape, name=name)
         return S.zeros_like(t, name=name)
 
 

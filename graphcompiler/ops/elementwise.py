@@ -231,7 +231,9 @@ class Sigmoid(Unary):
 
     def kernel(self, x, out=None):
         # 1/(1+e^-x) = exp(-log(1+e^-x)); logaddexp keeps it finite and accurate at |x| = 1e4
-        out = np.negative(x, out=out)
+        if out is None:
+            return np.exp(-np.logaddexp(0, -x))
+        np.negative(x, out=out)
         np.logaddexp(0, out, out=out)
         np.negative(out, out=out)
         return np.exp(out, out=out)
