@@ -215,8 +215,8 @@ class Graph:
         return iter(list(self._nodes))
 
     def consumers(self, node: Node | str) -> list[Node]:
-        """The nodes that read `node`, in creation order (one entry per consumer, even if it reads twice)."""
-        return list(self._consumers[self._lookup(node)])
+        """The nodes that read `node`, in creation order (once each, even a node that reads it twice)."""
+        return list(dict.fromkeys(self._consumers[self._lookup(node)]))
 
     def inputs(self) -> list[Node]:
         return [n for n in self._nodes if n.op.name == "input"]
@@ -396,6 +396,7 @@ def _check_shape(shape: Any, *, allow_none: bool, what: str) -> Shape:
 
 def _unknown_name(graph: Graph, name: str) -> str:
     import difflib
-    close = difflib.get_close_matches(str(name), list(graph._by_name), n=3)
+    lowered = {n.lower(): n for n in graph._by_name}
+    close = [lowered[c] for c in difflib.get_close_matches(str(name).lower(), list(lowered), n=3)]
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return f"graph {graph.name!r} has no node named {name!r}{hint}"

@@ -1,0 +1,196 @@
+"""The graph (API section 1): leaves, names, shapes and dtypes inferred at creation, look-ups, text form,
+and the errors raised while building a graph (API section 6)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import networkx as nx
+import numpy as np
+import pytest
+
+import graphcompiler as gc
+
+
+def mlp():
+    g = gc.Graph("mlp")
+    x = g.input("x", shape=(None, 4))
+    y = g.input("y", shape=(None,), dtype="int64")
+    W1 = g.parameter("W1", np.random.default_rng(0).standard_normal((4, 3)))
+    W2 = g.parameter("W2", shape=(3, 2))
+    lam = g.constant(0.01, name="lambda")
+    z = gc.matmul(x, W1, name="z")
+    h = gc.relu(z, name="h")
+    o = h @ W2
+    L = gc.softmax_cross_entropy(o, y, name="L")
+    s = gc.multiply(lam / 2, gc.sum(W1 * W1) + gc.sum(W2 * W2), name="s")
+    J = gc.add(L, s, name="J")
+    return g, dict(x=x, y=y, W1=W1, W2=W2, lam=lam, z=z, h=h, o=o, L=L, s=s, J=J)
+
+
+def test_api_example_shapes_dtypes_and_ops():
+    g, n = mlp()
+    assert n["z"].shape == (None, 3) and n["o"].shape == (None, 2) and n["J"].shape == ()
+    assert n["y"].dtype == np.int64 and n["J"].dtype == np.float64
+    assert n["z"].op.name == "matmul" and n["x"].op.name == "input"
+    assert n["W1"].op.name == "parameter" and n["lam"].op.name == "constant"
+    assert n["z"].inputs == (n["x"], n["W1"]) and n["z"].graph is g
+    assert not n["J"].is_gradient and n["J"].origin is None
+    assert g["z"] is n["z"] and len(g) == len(g.nodes)
+    assert g.nodes[0] is n["x"]
+    assert g.consumers(n["W1"])[0] is n["z"] and len(g.consumers(n["W1"])) == 2   # z and W1 * W1
+    assert n["z"] in g.consumers("x") and all(n["W1"] in c.inputs for c in g.consumers(n["W1"]))
+
+
+def test_nodes_are_immutable_records():
+    g, n = mlp()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        n["z"].name = "other"
+    assert hash(n["z"]) != hash(n["h"]) and {n["z"]: 1}[n["z"]] == 1
+
+
+def test_automatic_names_are_unique_and_readable():
+    g = gc.Graph()
+    x = g.input("x", shape=(2,))
+    a, b = x * 2, x * 3
+    assert a.name != b.name and a.name.startswith("multiply")
+    assert len({node.name for node in g.nodes}) == len(g)
+
+
+def test_parameter_values():
+    g, n = mlp()
+    W1 = n["W1"]
+    v = g.value(W1)
+    assert v.shape == (4, 3) and not v.flags.writeable
+    assert g.value(n["W2"]) is None
+    g.set_value("W2", np.ones((3, 2)))
+    np.testing.assert_array_equal(g.value("W2"), np.ones((3, 2)))
+    with pytest.raises(gc.ShapeError, match=r"W2.*\(3, 2\).*\(2, 3\)"):
+        g.set_value(n["W2"], np.ones((2, 3)))
+    with pytest.raises(gc.DTypeError):
+        g.set_value(n["W2"], np.ones((3, 2), dtype=complex))
+    with pytest.raises(gc.GraphCompilerError, match="input"):
+        g.set_value(n["x"], np.ones((2, 4)))
+
+
+def test_python_scalars_take_the_floating_dtype():
+    g = gc.Graph()
+    x = g.input("x", shape=(3,), dtype="float32")
+    i = g.input("i", shape=(3,), dtype="int32")
+    assert (x * 2.5).dtype == np.float32 and (2 - x).dtype == np.float32 and (x ** 2).dtype == np.float32
+    assert (i + 1).dtype == np.int32 and (i * 1.5).dtype == np.float64
+    assert (x + np.float64(1.0)).dtype == np.float64                 # a NumPy value keeps its dtype
+
+
+def test_none_dims_and_broadcasting_inference():
+    g = gc.Graph()
+    a = g.input("a", shape=(None, 1, 3))
+    b = g.input("b", shape=(4, 1))
+    assert (a + b).shape == (None, 4, 3)
+    c = g.input("c", shape=(None,))
+    assert (c + 1).shape == (None,) and gc.sum(a, axis=0).shape == (1, 3)
+    assert gc.reshape(a, (-1, 3)).shape == (None, 3)
+    assert gc.concatenate([a, a], axis=0).shape == (None, 1, 3)
+    assert a[:, 0, 1:].shape == (None, 2)
+
+
+def test_networkx_view():
+    g, n = mlp()
+    d = g.to_networkx()
+    assert isinstance(d, nx.DiGraph) and set(d.nodes) == {node.name for node in g.nodes}
+    assert d.has_edge("x", "z") and d.has_edge("W1", "z") and nx.is_directed_acyclic_graph(d)
+    assert d.nodes["z"]["op"] == "matmul"
+    sq = [c for c in g.consumers("W1") if c.op.name == "multiply"][0]
+    assert d.edges["W1", sq.name]["index"] == (0, 1)           # W1 * W1 reads W1 twice
+
+
+def test_text_form_one_line_per_node():
+    g, n = mlp()
+    text = str(g)
+    lines = text.splitlines()
+    assert len(lines) == len(g) + 1
+    z_line = next(l for l in lines if l.strip().startswith("z "))
+    assert "matmul(x, W1)" in z_line and "(None, 3)" in z_line and "float64" in z_line
+    gc.build_grad(n["J"], [n["W1"]])
+    assert "dJ/dW1" in str(g) and "# grad of" in str(g)
+
+
+# -- errors while building (API section 6) ------------------------------------------------------
+
+def test_matmul_mismatch_names_nodes_ops_and_shapes():
+    g = gc.Graph()
+    x = g.input("x", shape=(None, 4))
+    W = g.parameter("W", shape=(3, 2))
+    n_before = len(g)
+    with pytest.raises(gc.ShapeError) as e:
+        gc.matmul(x, W, name="layer")
+    msg = str(e.value)
+    for part in ("matmul", "'layer'", "4 and 3", "x (input, shape (None, 4)", "W (parameter, shape (3, 2)"):
+        assert part in msg, msg
+    assert isinstance(e.value, ValueError) and len(g) == n_before
+
+
+def test_broadcast_mismatch_and_rejected_op_adds_nothing():
+    g = gc.Graph()
+    a = g.input("a", shape=(3, 2))
+    n_before = len(g)
+    with pytest.raises(gc.ShapeError, match=r"\(3, 2\).*\(3,\)"):
+        a + np.ones(3)                  # the constant is not added either
+    assert len(g) == n_before and all(node.op.name != "constant" for node in g.nodes)
+
+
+def test_dtype_errors():
+    g = gc.Graph()
+    o = g.input("o", shape=(None, 3))
+    yf = g.input("yf", shape=(None,))
+    with pytest.raises(gc.DTypeError, match="integer class labels.*yf"):
+        gc.softmax_cross_entropy(o, yf)
+    i = g.input("i", shape=(3,), dtype="int64")
+    with pytest.raises(gc.DTypeError, match="floating"):
+        gc.exp(i)
+    with pytest.raises(gc.DTypeError):
+        g.input("s", shape=(2,), dtype="complex128")
+    assert isinstance(gc.DTypeError("x"), TypeError)
+
+
+def test_duplicate_names_and_mixed_graphs():
+    g1, g2 = gc.Graph("one"), gc.Graph("two")
+    a = g1.input("a", shape=(2,))
+    b = g2.input("b", shape=(2,))
+    with pytest.raises(gc.GraphCompilerError, match="already has a node named 'a'"):
+        g1.input("a", shape=(3,))
+    with pytest.raises(gc.GraphCompilerError, match="already has a node named 'a'"):
+        gc.exp(a, name="a")
+    n1, n2 = len(g1), len(g2)
+    with pytest.raises(gc.GraphCompilerError, match="graph 'one'.*graph 'two'"):
+        a + b
+    assert (len(g1), len(g2)) == (n1, n2)
+
+
+def test_unknown_name_suggests():
+    g, n = mlp()
+    with pytest.raises(KeyError, match="did you mean 'W1'"):
+        g["w1"]
+
+
+def test_node_has_no_truth_value():
+    g = gc.Graph()
+    x = g.input("x", shape=())
+    with pytest.raises(gc.GraphCompilerError, match="gc.where"):
+        if x > 0:
+            pass
+
+
+def test_bad_shapes_and_indices():
+    g = gc.Graph()
+    x = g.input("x", shape=(3, 2))
+    with pytest.raises(gc.ShapeError, match="axis 2"):
+        gc.sum(x, axis=2)
+    with pytest.raises(gc.ShapeError, match="reshape"):
+        gc.reshape(x, (4, 2))
+    with pytest.raises(gc.ShapeError, match="out of bounds"):
+        x[5]
+    with pytest.raises(gc.ShapeError, match="static"):
+        x[np.array([0, 1])]
+    with pytest.raises(gc.ShapeError):
+        g.input("bad", shape=(-1, 2))
