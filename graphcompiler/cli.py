@@ -1,0 +1,255 @@
+"""The `graphcompiler` command line (API section 8): demo, and render/grad/export/run/show on saved graph files.
+
+Every failure the user can cause (a bad file, an unknown node, a bad argument) is one line on stderr and a
+non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import GraphCompilerError, fmt_shape
+
+PROG = "graphcompiler"
+PICTURE_SUFFIXES = (".svg", ".png", ".pdf", ".dot")
+
+
+class CommandError(GraphCompilerError):
+    """A command that cannot do what it was asked; main() prints it as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line that points at --help instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 on success, 1 on an error, 2 on bad arguments)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except (GraphCompilerError, OSError, ValueError, KeyError) as e:
+        print(f"{PROG} {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="graphcompiler: symbol-to-symbol differentiation of static graphs on "
+                "NumPy. Run the demo, or work on graph files written by graph.save(path).")
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    d = sub.add_parser("demo", help="train the D2L MLP on scikit-learn's digits and write its pictures",
+                       description="Declare the D2L one-hidden-layer MLP (relu, softmax cross-entropy, weight "
+                       "decay), check its gradients against central differences, compile an SGD training "
+                       "step, train it on scikit-learn's bundled handwritten digits (no download), and write "
+                       "the forward and backward pictures, the derivation of the gradients, the memory report "
+                       "and the loss curve into the output folder.")
+    d.add_argument("--out", default="demo-output", metavar="DIR", help="output folder (default: ./demo-output)")
+    d.add_argument("--epochs", type=_positive_int, default=30, help="training epochs (default: 30)")
+    d.add_argument("--hidden", type=_positive_int, default=128, help="hidden units (default: 128)")
+    d.add_argument("--seed", type=int, default=0, help="random seed of the split, the weights and the batches")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.set_defaults(func=_cmd_demo)
+
+    r = sub.add_parser("render", help="draw a graph file (SVG, PNG, PDF or DOT)",
+                       description="Draw a saved graph with Graphviz; the format follows the suffix of OUT.")
+    r.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
+    r.add_argument("-o", "--output", required=True, metavar="OUT", help="the picture: OUT.svg, .png, .pdf or .dot")
+    r.add_argument("--show", choices=("forward", "backward", "all"), default="all",
+                   help="which nodes to draw (default: all)")
+    r.set_defaults(func=_cmd_render)
+
+    g = sub.add_parser("grad", help="add the gradients of a node to a graph file (build_grad) and save",
+                       description="Load a graph, add d<OF>/d<W> for each W of --wrt as graph nodes "
+                       "(Algorithms 6.5/6.6), and save the grown graph to OUT.")
+    g.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
+    g.add_argument("--of", required=True, metavar="J", help="the scalar node to differentiate")
+    g.add_argument("--wrt", required=True, metavar="W1,W2", type=_names,
+                   help="comma-separated names of the nodes to differentiate with respect to")
+    g.add_argument("-o", "--output", required=True, metavar="OUT", help="where to save the graph with gradients")
+    g.add_argument("--disconnected", choices=("raise", "zero"), default="raise",
+                   help="a target J does not depend on: an error (default) or a zeros gradient")
+    g.set_defaults(func=_cmd_grad)
+
+    e = sub.add_parser("export", help="print a node as a SymPy expression or LaTeX",
+                       description="Print a node of a graph file as a formula in the graph's leaves; "
+                       "gradients come out in the textbook's closed form.")
+    e.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
+    e.add_argument("--node", required=True, metavar="NAME", help="the node to export, e.g. dJ/dW2")
+    e.add_argument("--latex", action="store_true", help="print LaTeX instead of the SymPy expression")
+    e.set_defaults(func=_cmd_export)
+
+    u = sub.add_parser("run", help="compile a graph file and run it on .npy feeds",
+                       description="Compile the graph's outputs and run them once. Inputs are fed from .npy "
+                       "files; parameters use the values stored in the file unless fed.")
+    u.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
+    u.add_argument("--feed", action="append", default=[], metavar="NAME=FILE.npy", type=_feed,
+                   help="feed a node from a .npy file (repeat for each input)")
+    u.add_argument("--fetch", type=_names, metavar="A,B",
+                   help="comma-separated nodes to compute (default: every node that no other node reads)")
+    u.add_argument("-o", "--output", metavar="OUT.npz", help="also save the results, by node name, to OUT.npz")
+    u.add_argument("--nan-check", action="store_true", help="stop at the first step producing NaN or infinity")
+    u.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("show", help="print a graph file as a listing, one node per line",
+                       description="Print the text form of a saved graph (what print(graph) shows).")
+    s.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
+    s.set_defaults(func=_cmd_show)
+    return p
+
+
+# -- the commands ---------------------------------------------------------------------------------------
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+    run_demo(args.out, epochs=args.epochs, hidden=args.hidden, seed=args.seed, progress=not args.no_progress)
+    return 0
+
+
+def _cmd_render(args) -> int:
+    out = Path(args.output)
+    if out.suffix.lower() not in PICTURE_SUFFIXES:
+        raise CommandError(f"cannot tell the picture format from {str(out)!r}; end the name in "
+                           f"{', '.join(PICTURE_SUFFIXES)}")
+    graph = _load(args.file)
+    from .viz import render
+    import graphviz
+    try:
+        render(graph, out, show=args.show)
+    except graphviz.ExecutableNotFound:
+        raise CommandError("Graphviz's `dot` program is not installed; install it (apt-get install graphviz, "
+                           "brew install graphviz) or write OUT.dot, which needs no Graphviz") from None
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_grad(args) -> int:
+    from .autodiff import build_grad
+    graph = _load(args.file)
+    z = _node(graph, args.of, args.file)
+    targets = [_node(graph, name, args.file) for name in args.wrt]
+    grads = build_grad(z, targets, disconnected=args.disconnected)
+    graph.save(args.output)
+    for t in targets:
+        d = grads[t]
+        print(f"{d.name}  {d.op.name}  {fmt_shape(d.shape)}  {d.dtype}")
+    print(f"wrote {args.output} ({len(graph)} nodes)")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from . import symbolic
+    graph = _load(args.file)
+    node = _node(graph, args.node, args.file)
+    print(symbolic.to_latex(node) if args.latex else symbolic.to_sympy(node))
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .compiler import compile
+    graph = _load(args.file)
+    feeds = {}
+    for name, path in args.feed:
+        node = _node(graph, name, args.file)
+        feeds[node] = _load_npy(path, name)
+    if args.fetch:
+        outputs = [_node(graph, name, args.file) for name in args.fetch]
+    else:
+        outputs = [n for n in graph.nodes if not graph.consumers(n) and n.inputs]
+        if not outputs:
+            raise CommandError(f"{args.file} has no computed node to run; name one with --fetch")
+    program = compile(outputs, nan_check=args.nan_check)
+    values = program.run(feeds)
+    with np.printoptions(precision=6, suppress=True, threshold=50, edgeitems=3, linewidth=100):
+        for node, value in zip(outputs, values):
+            body = np.array2string(np.asarray(value), prefix="  ")
+            sep = "\n  " if "\n" in body or value.ndim > 1 else " "
+            print(f"{node.name} {fmt_shape(np.shape(value))} {value.dtype}:{sep}{body}")
+    if args.output:
+        np.savez(args.output, **{n.name: v for n, v in zip(outputs, values)})
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _cmd_show(args) -> int:
+    print(_load(args.file))
+    return 0
+
+
+# -- helpers --------------------------------------------------------------------------------------------
+
+def _load(path: str):
+    if not Path(path).is_file():
+        raise CommandError(f"{path}: no such graph file" if not Path(path).exists() else f"{path} is not a file")
+    from .io import load
+    return load(path)
+
+
+def _node(graph, name: str, path: str):
+    if name not in graph:
+        from .graph import _unknown_name
+        raise CommandError(f"{_unknown_name(graph, name)} (in {path}); `{PROG} show {path}` lists its nodes")
+    return graph[name]
+
+
+def _load_npy(path: str, name: str) -> np.ndarray:
+    try:
+        value = np.load(path, allow_pickle=False)      # never unpickle: a feed file is data only
+    except FileNotFoundError:
+        raise CommandError(f"feed {name!r}: no such file {path!r}") from None
+    except ValueError as e:
+        raise CommandError(f"feed {name!r}: {path!r} is not a .npy array of numbers ({_one_line(e)})") from None
+    if not isinstance(value, np.ndarray):
+        raise CommandError(f"feed {name!r}: {path!r} holds several arrays (an .npz); save one array with np.save")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of node names (e.g. W1,W2)")
+    return names
+
+
+def _feed(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=FILE.npy (e.g. --feed x=x.npy)")
+    return name, path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive")
+    return value
+
+
+def _one_line(e: BaseException) -> str:
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        msg = f"{e.filename}: {e.strerror}"
+    return " ".join(str(msg).split()) or type(e).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())
