@@ -1,0 +1,539 @@
+"""Graph files (API section 7): save a graph as JSON data, and load one back only after validating all of it.
+
+The format is documented in docs/FORMAT.md. A file is data, never a program: the loader reads JSON, looks op
+names up in the op allowlist `OPS`, and builds nodes the way the graph API does, re-running each op's shape
+rule. Nothing named by the file is imported, unpickled or evaluated, and no array is allocated before its
+size has been checked against the caller's limits (TensorFlow's CVE-2022-23580 sized a vector by a value
+read from the file; here a size is checked before it is used).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import GraphCompilerError, GraphFileError, fmt_shape
+from .graph import Graph, Node
+
+FORMAT = "graphcompiler-graph"
+VERSION = 1
+
+DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+          "float16", "float32", "float64")                       # the dtype allowlist
+
+LIMITS = {                              # the defaults of load's size limits (callers may raise or lower them)
+    "max_file_bytes": 256 * 2**20,      # the file itself, checked before it is read
+    "max_nodes": 1_000_000,
+    "max_array_elements": 2**26,        # one parameter or constant value
+    "max_array_bytes": 256 * 2**20,     # one value, shape times item size
+    "max_total_bytes": 1024 * 2**20,    # all values together
+}
+MAX_RANK = 32                          # NumPy allows 64; no op here needs more than a handful
+MAX_NAME = 1000                        # characters in a node or graph name
+MAX_INPUTS = 4096                      # inputs of one node (concatenate takes any number)
+MAX_ATTR_ITEMS = 64                    # entries of a tuple attribute (axes, a reshape target, an index)
+MAX_INT = 2**62                        # |int| in attributes and dims: a product of dims stays in int64
+
+NODE_KEYS = ("name", "op", "inputs", "shape", "dtype", "attrs", "is_gradient", "origin")
+VALUE_KEYS = ("dtype", "shape", "data")
+TOP_KEYS = ("format", "version", "name", "nodes")
+
+
+# -- saving ---------------------------------------------------------------------------------
+
+def save(graph: Graph, path: str | os.PathLike) -> None:
+    """Write `graph` to `path` as one JSON file of data (written to a temporary file, then renamed)."""
+    text = dumps(graph)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def dumps(graph: Graph) -> str:
+    """The JSON text of `graph`: one node per line, in creation order."""
+    if not isinstance(graph, Graph):
+        raise GraphCompilerError(f"save takes a gc.Graph, got {type(graph).__name__}")
+    rows = [json.dumps(_node_record(graph, n), separators=(",", ":"), allow_nan=False) for n in graph.nodes]
+    head = json.dumps({"format": FORMAT, "version": VERSION, "name": graph.name})[:-1]
+    return head + ', "nodes": [\n' + ",\n".join(rows) + "\n]}\n"
+
+
+def _node_record(graph: Graph, n: Node) -> dict:
+    rec = {
+        "name": n.name,
+        "op": n.op.name,
+        "inputs": [x.name for x in n.inputs],
+        "shape": list(n.shape),
+        "dtype": n.dtype.name,
+        "attrs": {k: _encode_attr(n, k, v) for k, v in n.attrs.items()},
+        "is_gradient": bool(n.is_gradient),
+        "origin": None if n.origin is None else [n.origin[0].name, int(n.origin[1])],
+    }
+    if n.op.name in ("parameter", "constant"):
+        arr = graph._values.get(n)
+        rec["value"] = None if arr is None else _encode_array(arr)
+    return rec
+
+
+def _encode_attr(n: Node, key: str, v: Any):
+    if isinstance(v, (bool, int, str)) or v is None:
+        return v
+    if isinstance(v, float) and math.isfinite(v):
+        return v
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, tuple):
+        return [_encode_attr(n, key, item) for item in v]
+    raise GraphCompilerError(f"node {n.name!r} ({n.op.name}): attribute {key}={v!r} of type "
+                             f"{type(v).__name__} cannot be written to a graph file (ints, bools, strings, "
+                             "floats and tuples of them only)")
+
+
+def _encode_array(arr: np.ndarray) -> dict:
+    little = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+    return {"dtype": arr.dtype.name, "shape": list(arr.shape),
+            "data": base64.b64encode(little.tobytes()).decode("ascii")}
+
+
+# -- loading --------------------------------------------------------------------------------
+
+def load(path: str | os.PathLike, **limits: int) -> Graph:
+    """Read a graph file written by `save`, validating all of it first (see docs/FORMAT.md).
+
+    Keyword limits (defaults in `LIMITS`): max_file_bytes, max_nodes, max_array_elements, max_array_bytes,
+    max_total_bytes. Anything malformed, unknown or over a limit raises GraphFileError naming where.
+    """
+    lim = _limits(limits)
+    where = str(path)
+    try:
+        size = os.stat(path).st_size
+        if size > lim["max_file_bytes"]:
+            raise GraphFileError(f"{where}: the file has {size} bytes, over the limit max_file_bytes="
+                                 f"{lim['max_file_bytes']}; pass a larger max_file_bytes to gc.load if you "
+                                 "trust it")
+        with open(path, "rb") as f:
+            data = f.read(lim["max_file_bytes"] + 1)
+    except OSError as e:
+        raise GraphFileError(f"{where}: cannot read the graph file: {e.strerror or e}") from None
+    return _load(data, where, lim)
+
+
+def loads(data: str | bytes, **limits: int) -> Graph:
+    """`load` from the text (or UTF-8 bytes) of a graph file instead of a path."""
+    return _load(data, "<graph file>", _limits(limits))
+
+
+def _limits(overrides: dict) -> dict:
+    lim = dict(LIMITS)
+    for k, v in overrides.items():
+        if k not in LIMITS:
+            raise GraphCompilerError(f"unknown load limit {k!r}; the limits are {', '.join(LIMITS)}")
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise GraphCompilerError(f"load limit {k}={v!r} must be a non-negative int")
+        lim[k] = v
+    return lim
+
+
+def _load(data: str | bytes, where: str, lim: dict) -> Graph:
+    if len(data) > lim["max_file_bytes"]:
+        raise GraphFileError(f"{where}: the file has more than max_file_bytes={lim['max_file_bytes']} bytes; "
+                             "pass a larger max_file_bytes if you trust it")
+    doc = _parse_json(data, where)
+    specs, name = _check_document(doc, where, lim)
+    return _build(specs, name, where)
+
+
+class _Problem(Exception):
+    """A defect found while parsing; turned into a GraphFileError that says where."""
+
+
+def _reject_constant(token: str):
+    raise _Problem(f"{token} is not allowed in a graph file (numbers must be finite)")
+
+
+def _no_duplicate_keys(pairs: list) -> dict:
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _Problem(f"the key {k!r} appears twice in one object")
+        out[k] = v
+    return out
+
+
+def _parse_json(data: str | bytes, where: str) -> Any:
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise GraphFileError(f"{where}: not UTF-8 text at byte {e.start}; a graph file is JSON") from None
+    elif not isinstance(data, str):
+        raise GraphFileError(f"{where}: expected the text of a graph file, got {type(data).__name__}")
+    try:
+        return json.loads(data, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
+    except _Problem as e:
+        raise GraphFileError(f"{where}: {e}") from None
+    except RecursionError:
+        raise GraphFileError(f"{where}: the JSON is nested too deeply to be a graph file") from None
+    except json.JSONDecodeError as e:
+        raise GraphFileError(f"{where}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except ValueError as e:          # an integer too long to convert, and the like
+        raise GraphFileError(f"{where}: not a valid graph file ({e})") from None
+
+
+@dataclasses.dataclass
+class _Spec:
+    """One node record of the file, checked field by field (no graph object exists yet)."""
+
+    index: int
+    name: str
+    op: str
+    inputs: list
+    shape: tuple
+    dtype: np.dtype
+    attrs: dict
+    is_gradient: bool
+    origin: tuple | None
+    value: np.ndarray | None
+
+
+def _check_document(doc: Any, where: str, lim: dict) -> tuple[list[_Spec], str]:
+    if not isinstance(doc, dict):
+        raise GraphFileError(f"{where}: the top level must be a JSON object with {', '.join(TOP_KEYS)}; "
+                             f"got a {_json_type(doc)}")
+    fmt = doc.get("format")
+    if fmt != FORMAT:
+        raise GraphFileError(f"{where}: field \"format\" is {_short(fmt)}, not {FORMAT!r}; this is not a "
+                             "graphcompiler graph file")
+    version = doc.get("version")
+    if not _is_int(version):
+        raise GraphFileError(f"{where}: field \"version\" must be an integer, got {_short(version)}")
+    if version != VERSION:
+        hint = "; it was written by a newer graphcompiler: upgrade to read it" if version > VERSION else ""
+        raise GraphFileError(f"{where}: format version {version} is not supported (this graphcompiler reads "
+                             f"version {VERSION}){hint}")
+    extra = sorted(set(doc) - set(TOP_KEYS))
+    if extra:
+        raise GraphFileError(f"{where}: unknown top-level field(s) {', '.join(map(repr, extra))}; version "
+                             f"{VERSION} has {', '.join(TOP_KEYS)}")
+    name = doc.get("name", "graph")
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+        raise GraphFileError(f"{where}: field \"name\" must be a non-empty string of at most {MAX_NAME} "
+                             f"characters, got {_short(name)}")
+    nodes = doc.get("nodes")
+    if not isinstance(nodes, list):
+        raise GraphFileError(f"{where}: field \"nodes\" must be a list of node objects, got {_short(nodes)}")
+    if len(nodes) > lim["max_nodes"]:
+        raise GraphFileError(f"{where}: {len(nodes)} nodes, over the limit max_nodes={lim['max_nodes']}")
+    specs: list[_Spec] = []
+    by_name: dict[str, _Spec] = {}
+    total = [0]
+    for i, rec in enumerate(nodes):
+        spec = _check_node(i, rec, by_name, where, lim, total)
+        specs.append(spec)
+        by_name[spec.name] = spec
+    return specs, name
+
+
+def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: list) -> _Spec:
+    from .ops import OPS
+    at = f"{where}: node {i}"
+    if not isinstance(rec, dict):
+        raise GraphFileError(f"{at}: a node must be a JSON object, got a {_json_type(rec)}")
+    name = rec.get("name")
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+        raise GraphFileError(f"{at}, field \"name\": must be a non-empty string of at most {MAX_NAME} "
+                             f"characters, got {_short(name)}")
+    if name in by_name:
+        raise GraphFileError(f"{at}, field \"name\": the name {name!r} is already used by node "
+                             f"{by_name[name].index}; names must be unique")
+    at = f"{where}: node {i} {name!r}"
+    missing = [k for k in NODE_KEYS if k not in rec]
+    if missing:
+        raise GraphFileError(f"{at}: missing field(s) {', '.join(map(repr, missing))}")
+    extra = sorted(set(rec) - set(NODE_KEYS) - {"value"})
+    if extra:
+        raise GraphFileError(f"{at}: unknown field(s) {', '.join(map(repr, extra))}")
+
+    opname = rec["op"]
+    if not isinstance(opname, str) or opname not in OPS:
+        import difflib
+        close = difflib.get_close_matches(opname, list(OPS), n=1) if isinstance(opname, str) else []
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise GraphFileError(f"{at}, field \"op\": {_short(opname)} is not an op of this graphcompiler"
+                             f"{hint}; only the ops of gc.OPS can be loaded")
+    at = f"{where}: node {i} {name!r} ({opname})"
+    cls = OPS[opname]
+
+    inputs = rec["inputs"]
+    if not isinstance(inputs, list) or len(inputs) > MAX_INPUTS:
+        raise GraphFileError(f"{at}, field \"inputs\": must be a list of at most {MAX_INPUTS} node names, "
+                             f"got {_short(inputs)}")
+    for k, src in enumerate(inputs):
+        if not isinstance(src, str):
+            raise GraphFileError(f"{at}, field \"inputs\"[{k}]: must be a node name, got {_short(src)}")
+        if src not in by_name:
+            why = ("is the node itself (a cycle)" if src == name else
+                   "does not name an earlier node; inputs must come before the nodes that read them")
+            raise GraphFileError(f"{at}, field \"inputs\"[{k}]: {src!r} {why}")
+    arity = cls.arity
+    if arity is not None and len(inputs) != arity:
+        raise GraphFileError(f"{at}, field \"inputs\": {opname} takes {arity} input(s), got {len(inputs)}")
+    if arity is None and not inputs:
+        raise GraphFileError(f"{at}, field \"inputs\": {opname} needs at least one input")
+
+    shape = _check_dims(rec["shape"], f"{at}, field \"shape\"", allow_none=opname != "parameter"
+                        and opname != "constant")
+    dtype = _check_dtype(rec["dtype"], f"{at}, field \"dtype\"")
+    attrs = _check_attrs(cls, rec["attrs"], at)
+
+    is_gradient = rec["is_gradient"]
+    if not isinstance(is_gradient, bool):
+        raise GraphFileError(f"{at}, field \"is_gradient\": must be true or false, got {_short(is_gradient)}")
+    origin = rec["origin"]
+    if origin is not None:
+        if not (isinstance(origin, list) and len(origin) == 2 and isinstance(origin[0], str)
+                and _is_int(origin[1])):
+            raise GraphFileError(f"{at}, field \"origin\": must be null or [forward node name, input index], "
+                                 f"got {_short(origin)}")
+        fwd = by_name.get(origin[0])
+        if fwd is None:
+            raise GraphFileError(f"{at}, field \"origin\": {origin[0]!r} does not name an earlier node")
+        if not 0 <= origin[1] < len(fwd.inputs):
+            raise GraphFileError(f"{at}, field \"origin\": input index {origin[1]} is out of range for "
+                                 f"{origin[0]!r} ({fwd.op}), which has {len(fwd.inputs)} input(s)")
+        if not is_gradient:
+            raise GraphFileError(f"{at}, field \"origin\": only gradient nodes (is_gradient true) have an "
+                                 "origin")
+        origin = (origin[0], origin[1])
+
+    value = None
+    if opname in ("parameter", "constant"):
+        raw = rec.get("value")
+        if raw is None:
+            if opname == "constant":
+                raise GraphFileError(f"{at}, field \"value\": a constant needs its value")
+        else:
+            value = _check_array(raw, f"{at}, field \"value\"", shape, dtype, lim, total)
+    elif "value" in rec:
+        raise GraphFileError(f"{at}, field \"value\": only parameters and constants hold a value")
+    return _Spec(i, name, opname, inputs, shape, dtype, attrs, is_gradient, origin, value)
+
+
+def _check_dims(dims: Any, at: str, *, allow_none: bool) -> tuple:
+    if not isinstance(dims, list) or len(dims) > MAX_RANK:
+        raise GraphFileError(f"{at}: must be a list of at most {MAX_RANK} dimensions, got {_short(dims)}")
+    size = 1
+    for d in dims:
+        if d is None and allow_none:
+            continue
+        if not _is_int(d) or not 0 <= d <= MAX_INT:
+            raise GraphFileError(f"{at}: dimension {_short(d)} in {_short(dims)} must be a non-negative "
+                                 f"integer{' or null' if allow_none else ''}")
+        size *= d
+        if size > MAX_INT:
+            raise GraphFileError(f"{at}: the shape {fmt_shape(dims)} has more than 2**62 elements")
+    return tuple(dims)
+
+
+def _check_dtype(name: Any, at: str) -> np.dtype:
+    if not isinstance(name, str) or name not in DTYPES:
+        raise GraphFileError(f"{at}: {_short(name)} is not an allowed dtype; allowed: {', '.join(DTYPES)}")
+    return np.dtype(name)
+
+
+def _check_array(raw: Any, at: str, shape: tuple, dtype: np.dtype, lim: dict, total: list) -> np.ndarray:
+    """Check an array record against the node and the limits, then (and only then) decode it."""
+    if not isinstance(raw, dict) or set(raw) != set(VALUE_KEYS):
+        raise GraphFileError(f"{at}: an array must be an object with exactly {', '.join(VALUE_KEYS)}, got "
+                             f"{_short(raw)}")
+    adt = _check_dtype(raw["dtype"], f"{at}.dtype")
+    ashape = _check_dims(raw["shape"], f"{at}.shape", allow_none=False)
+    if adt != dtype or ashape != shape:
+        raise GraphFileError(f"{at}: the value is {adt} of shape {fmt_shape(ashape)} but the node is {dtype} "
+                             f"of shape {fmt_shape(shape)}")
+    count = math.prod(ashape)
+    nbytes = count * adt.itemsize
+    if count > lim["max_array_elements"]:
+        raise GraphFileError(f"{at}: {count} elements, over the limit max_array_elements="
+                             f"{lim['max_array_elements']}; pass a larger limit to gc.load if you trust the file")
+    if nbytes > lim["max_array_bytes"]:
+        raise GraphFileError(f"{at}: {nbytes} bytes, over the limit max_array_bytes={lim['max_array_bytes']}; "
+                             "pass a larger limit to gc.load if you trust the file")
+    total[0] += nbytes
+    if total[0] > lim["max_total_bytes"]:
+        raise GraphFileError(f"{at}: the values reach {total[0]} bytes in all, over the limit "
+                             f"max_total_bytes={lim['max_total_bytes']}")
+    data = raw["data"]
+    expect = 4 * ((nbytes + 2) // 3)                       # base64 length of nbytes bytes
+    if not isinstance(data, str) or len(data) != expect:
+        got = f"{len(data)} characters" if isinstance(data, str) else _short(data)
+        raise GraphFileError(f"{at}.data: must be base64 of {nbytes} bytes ({fmt_shape(ashape)} x "
+                             f"{adt.itemsize} bytes), i.e. {expect} characters; got {got}")
+    try:
+        buf = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise GraphFileError(f"{at}.data: not valid base64 ({e})") from None
+    if len(buf) != nbytes:
+        raise GraphFileError(f"{at}.data: decodes to {len(buf)} bytes, expected {nbytes}")
+    return np.frombuffer(buf, dtype=adt.newbyteorder("<"), count=count).astype(adt).reshape(ashape)
+
+
+def _check_attrs(cls: type, attrs: Any, at: str) -> dict:
+    """Attributes by the type of the op's dataclass fields: ints, bools, strings, floats, tuples of ints."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if not isinstance(attrs, dict):
+        raise GraphFileError(f"{at}, field \"attrs\": must be an object, got {_short(attrs)}")
+    unknown = sorted(set(attrs) - set(fields))
+    missing = sorted(set(fields) - set(attrs))
+    if unknown or missing:
+        raise GraphFileError(f"{at}, field \"attrs\": {cls.name} has attributes "
+                             f"{', '.join(fields) or 'none'}"
+                             + (f"; unknown: {', '.join(map(repr, unknown))}" if unknown else "")
+                             + (f"; missing: {', '.join(map(repr, missing))}" if missing else ""))
+    out = {}
+    for key, f in fields.items():
+        out[key] = _check_attr(key, f.default, attrs[key], f"{at}, attribute {key!r}")
+    return out
+
+
+def _check_attr(key: str, default: Any, v: Any, at: str):
+    if isinstance(default, bool):
+        if not isinstance(v, bool):
+            raise GraphFileError(f"{at}: must be true or false, got {_short(v)}")
+        return v
+    if isinstance(default, int):
+        if not _is_int(v) or abs(v) > MAX_INT:
+            raise GraphFileError(f"{at}: must be an integer, got {_short(v)}")
+        return v
+    if isinstance(default, float):
+        if not (_is_int(v) and abs(v) <= MAX_INT or isinstance(v, float)):
+            raise GraphFileError(f"{at}: must be a number, got {_short(v)}")
+        return float(v)
+    if isinstance(default, str):
+        if key == "dtype":
+            return _check_dtype(v, at).name
+        if not isinstance(v, str) or len(v) > MAX_NAME:
+            raise GraphFileError(f"{at}: must be a string, got {_short(v)}")
+        return v
+    if isinstance(default, tuple):
+        if not isinstance(v, list) or len(v) > MAX_ATTR_ITEMS:
+            raise GraphFileError(f"{at}: must be a list of at most {MAX_ATTR_ITEMS} entries, got {_short(v)}")
+        if key == "index":
+            return _check_index(v, at)
+        for item in v:
+            if not _is_int(item) or abs(item) > MAX_INT:
+                raise GraphFileError(f"{at}: entry {_short(item)} of {_short(v)} must be an integer")
+        if key == "axis" and (sorted(set(v)) != v or any(a < 0 for a in v)):
+            raise GraphFileError(f"{at}: axes {_short(v)} must be non-negative, sorted and distinct")
+        return tuple(v)
+    raise GraphFileError(f"{at}: this attribute's type ({type(default).__name__}) cannot be read from a file")
+
+
+def _check_index(v: list, at: str) -> tuple:
+    """A static basic index: ["s", start, stop, step], ["i", k], ["new"], ["..."]."""
+    out = []
+    for item in v:
+        ok = isinstance(item, list) and item and isinstance(item[0], str)
+        kind = item[0] if ok else None
+        if kind == "s" and len(item) == 4 and all(b is None or _is_int(b) and abs(b) <= MAX_INT
+                                                    for b in item[1:]) and item[3] != 0:
+            out.append(tuple(item))
+        elif kind == "i" and len(item) == 2 and _is_int(item[1]) and abs(item[1]) <= MAX_INT:
+            out.append(tuple(item))
+        elif kind in ("new", "...") and len(item) == 1:
+            out.append((kind,))
+        else:
+            raise GraphFileError(f"{at}: entry {_short(item)} is not an index item; use [\"s\", start, stop, "
+                                 "step] (a non-zero step), [\"i\", k], [\"new\"] or [\"...\"]")
+    if out.count(("...",)) > 1:
+        raise GraphFileError(f"{at}: an index can have only one [\"...\"]")
+    return tuple(out)
+
+
+# -- building -------------------------------------------------------------------------------
+
+def _build(specs: list[_Spec], name: str, where: str) -> Graph:
+    """Make the graph node by node from checked records, re-running every op's shape rule."""
+    from .ops import OPS
+    graph = Graph(name)
+    for s in specs:
+        at = f"{where}: node {s.index} {s.name!r} ({s.op})"
+        try:
+            op = OPS[s.op](**s.attrs)
+        except Exception as e:          # an op's own check of its attributes
+            raise GraphFileError(f"{at}, field \"attrs\": rejected by {s.op}: {e}") from None
+        inputs = tuple(graph[x] for x in s.inputs)
+        if inputs:
+            _check_axes(s, op, inputs, at)
+            try:
+                shape, dtype = op.infer(*inputs)
+            except Exception as e:      # ShapeError, DTypeError, or an attribute the rule cannot use
+                shapes = ", ".join(f"{x.name} {fmt_shape(x.shape)} {x.dtype}" for x in inputs)
+                raise GraphFileError(f"{at}: shape inference fails on inputs {shapes}: "
+                                     f"{type(e).__name__}: {e}") from None
+            if tuple(shape) != s.shape or np.dtype(dtype) != s.dtype:
+                raise GraphFileError(f"{at}: the file says shape {fmt_shape(s.shape)} and dtype {s.dtype}, but "
+                                     f"shape inference gives {fmt_shape(shape)} and {np.dtype(dtype)}")
+        origin = None if s.origin is None else (graph[s.origin[0]], s.origin[1])
+        if s.is_gradient:
+            with graph._gradient_scope(origin):
+                node = graph._add(op, inputs, s.dtype, s.shape, s.name)
+        else:
+            node = graph._add(op, inputs, s.dtype, s.shape, s.name)
+        if s.value is not None:
+            if s.op == "constant":
+                s.value.setflags(write=False)
+            graph._values[node] = s.value
+    return graph
+
+
+def _check_axes(s: _Spec, op, inputs: tuple[Node, ...], at: str) -> None:
+    """Axis attributes must lie inside the rank they index (the output's for expand_dims)."""
+    rank = len(s.shape) if s.op == "expand_dims" else inputs[0].ndim
+    for key in ("axis", "axes"):
+        v = s.attrs.get(key)
+        if v is None or isinstance(v, bool):
+            continue
+        for a in (v if isinstance(v, tuple) else (v,)):
+            if isinstance(a, int) and not 0 <= a < rank:
+                raise GraphFileError(f"{at}, attribute {key!r}: axis {a} is out of range for rank {rank} "
+                                     "(axes are written non-negative)")
+    part = s.attrs.get("part")
+    if isinstance(part, int) and not 0 <= part < len(inputs) - 1:
+        raise GraphFileError(f"{at}, attribute 'part': {part} is out of range for {len(inputs) - 1} parts")
+    index = s.attrs.get("index")
+    if isinstance(index, tuple):
+        indexed = inputs[-1]              # getitem indexes its input; scatter_like writes into `like`
+        used = sum(1 for it in index if it[0] in ("i", "s"))
+        if used > indexed.ndim:
+            raise GraphFileError(f"{at}, attribute 'index': {used} indices for {indexed.name!r} of rank "
+                                 f"{indexed.ndim}")
+
+
+# -- small helpers --------------------------------------------------------------------------
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _json_type(v: Any) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    """A value from the file for a message, cut short (the file may hold anything)."""
+    try:
+        text = json.dumps(v)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(type(v).__name__)
+    return text if len(text) <= limit else text[:limit] + "..."
