@@ -308,7 +308,8 @@ class Graph:
     def _rename(self, node: Node, name: str) -> Node:
         """Give a fresh node that nothing reads yet a readable name (build_grad's dJ/dx)."""
         assert not self._consumers[node] and self._nodes[node.index] is node
-        new = dataclasses.replace(node, name=name)
+        new = Node(name, node.op, node.inputs, node.shape, node.dtype, self, node.index, node.is_gradient,
+                   node.origin)
         self._nodes[node.index] = new
         del self._by_name[node.name]
         self._by_name[name] = new

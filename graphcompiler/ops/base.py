@@ -118,25 +118,24 @@ def apply(op: Op, args: tuple, name: str | None = None) -> Node:
 
     A rejected op adds nothing to the graph: constants are added only after the shape rule accepts.
     """
-    nodes = [a for a in args if isinstance(a, Node)]
-    if not nodes:
-        raise GraphCompilerError(f"{op.name}: at least one input must be a graph node; got "
-                                 f"{', '.join(type(a).__name__ for a in args)}")
-    graph: Graph = nodes[0].graph
-    for n in nodes[1:]:
-        if n.graph is not graph:
-            raise GraphMismatchError(
-                f"{op.name}{' ' + repr(name) if name else ''}: node {nodes[0].name!r} belongs to graph "
-                f"{graph.name!r} but {n.name!r} belongs to graph {n.graph.name!r}; an op's inputs must come "
-                "from one graph")
-    floats = [n.dtype for n in nodes if n.dtype.kind == "f"]
-    like = np.result_type(*floats) if floats else nodes[0].dtype
-    xs = []
-    for a in args:
-        if isinstance(a, Node):
-            xs.append(a)
-        else:
-            xs.append(_Pending(_as_constant(a, like, op, name)))
+    if all(type(a) is Node for a in args):          # the common case: no constants to make
+        graph = args[0].graph
+        for n in args:
+            if n.graph is not graph:
+                _mixed_graphs(op, name, args)
+        xs = list(args)
+    else:
+        nodes = [a for a in args if isinstance(a, Node)]
+        if not nodes:
+            raise GraphCompilerError(f"{op.name}: at least one input must be a graph node; got "
+                                     f"{', '.join(type(a).__name__ for a in args)}")
+        graph = nodes[0].graph
+        for n in nodes:
+            if n.graph is not graph:
+                _mixed_graphs(op, name, nodes)
+        floats = [n.dtype for n in nodes if n.dtype.kind == "f"]
+        like = np.result_type(*floats) if floats else nodes[0].dtype
+        xs = [a if isinstance(a, Node) else _Pending(_as_constant(a, like, op, name)) for a in args]
     if op.arity is not None and len(xs) != op.arity:
         raise GraphCompilerError(f"{op.name} takes {op.arity} inputs, got {len(xs)}")
     try:
@@ -147,8 +146,18 @@ def apply(op: Op, args: tuple, name: str | None = None) -> Node:
         raise
     if name is not None:
         graph._check_new_name(name, op.name)
-    inputs = tuple(graph.constant(x.value) if isinstance(x, _Pending) else x for x in xs)
-    return graph._add(op, inputs, dtype, shape, name)
+    if any(type(x) is _Pending for x in xs):
+        xs = [graph.constant(x.value) if type(x) is _Pending else x for x in xs]
+    return graph._add(op, tuple(xs), dtype, shape, name)
+
+
+def _mixed_graphs(op: Op, name: str | None, nodes) -> None:
+    first = nodes[0]
+    other = next(n for n in nodes if n.graph is not first.graph)
+    raise GraphMismatchError(
+        f"{op.name}{' ' + repr(name) if name else ''}: node {first.name!r} belongs to graph "
+        f"{first.graph.name!r} but {other.name!r} belongs to graph {other.graph.name!r}; an op's inputs must "
+        "come from one graph")
 
 
 def _as_constant(value: Any, like: np.dtype, op: Op, name: str | None) -> np.ndarray:
@@ -174,6 +183,9 @@ def _describe(xs) -> str:
 
 def broadcast_shapes(*shapes: tuple) -> tuple:
     """NumPy broadcasting with None dims: None broadcasts with 1 and matches any fixed size."""
+    first = shapes[0]
+    if all(s == first for s in shapes):
+        return tuple(first)
     ndim = max((len(s) for s in shapes), default=0)
     out = []
     for k in range(ndim):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import builtins
-import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -46,7 +45,7 @@ class Binary(Op):
     def infer(self, a, b):
         shape = broadcast_shapes(a.shape, b.shape)
         try:
-            dtype = self.ufunc.resolve_dtypes((a.dtype, b.dtype, None))[-1]
+            dtype = _result_dtype(self.ufunc, a.dtype, b.dtype)
         except TypeError:
             raise DTypeError(f"{self.name} is not defined for dtypes {a.dtype} and {b.dtype}") from None
         return shape, dtype
@@ -63,6 +62,11 @@ class Comparison(Binary):
 
     def infer(self, a, b):
         return broadcast_shapes(a.shape, b.shape), np.dtype(bool)
+
+
+@functools.lru_cache(maxsize=None)
+def _result_dtype(ufunc, a: np.dtype, b: np.dtype) -> np.dtype:
+    return ufunc.resolve_dtypes((a, b, None))[-1]
 
 
 # -- arithmetic -----------------------------------------------------------------------------
