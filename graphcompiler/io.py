@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -265,7 +266,6 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
 
     opname = rec["op"]
     if not isinstance(opname, str) or opname not in OPS:
-        import difflib
         close = difflib.get_close_matches(opname, list(OPS), n=1) if isinstance(opname, str) else []
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise GraphFileError(f"{at}, field \"op\": {_short(opname)} is not an op of this graphcompiler"
