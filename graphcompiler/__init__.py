@@ -9,5 +9,7 @@ from .autodiff import build_grad
 from .compiler import compile
 from .compiler.program import Program
 from .runtime import NumpyEvaluator
+from .io import load
+from .viz import render, to_dot
 
 __version__ = "0.1.0"
