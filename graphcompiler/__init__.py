@@ -9,6 +9,7 @@ from .autodiff import build_grad
 from .compiler import compile
 from .compiler.program import Program
 from .runtime import NumpyEvaluator
+from .symbolic import derivation, to_latex, to_sympy
 from .io import load
 from .viz import render, to_dot
 

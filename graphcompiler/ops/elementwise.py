@@ -79,6 +79,10 @@ class Add(Binary):
     def bprop(self, i, x, y, g):
         return S.sum_to(g, x[i])                                   # d(a+b) = da + db
 
+    def to_sympy(self, node, a, b):
+        from ..symbolic import elementwise
+        return elementwise(node, lambda a, b: a + b, a, b)
+
 
 @dataclass(frozen=True)
 class Subtract(Binary):
@@ -88,6 +92,10 @@ class Subtract(Binary):
     def bprop(self, i, x, y, g):
         return S.sum_to(g if i == 0 else negative(g), x[i])       # d(a-b) = da - db
 
+    def to_sympy(self, node, a, b):
+        from ..symbolic import elementwise
+        return elementwise(node, lambda a, b: a - b, a, b)
+
 
 @dataclass(frozen=True)
 class Multiply(Binary):
@@ -96,6 +104,10 @@ class Multiply(Binary):
 
     def bprop(self, i, x, y, g):
         return S.sum_to(multiply(g, x[1 - i]), x[i])              # d(ab) = b da + a db
+
+    def to_sympy(self, node, a, b):
+        from ..symbolic import elementwise
+        return elementwise(node, lambda a, b: a * b, a, b)  # a Hadamard product of matrices
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,10 @@ class Divide(Binary):
         if i == 0:
             return S.sum_to(divide(g, b), a)                       # d(a/b)/da = 1/b
         return S.sum_to(negative(divide(multiply(g, y), b)), b)   # d(a/b)/db = -(a/b)/b
+
+    def to_sympy(self, node, a, b):
+        from ..symbolic import elementwise
+        return elementwise(node, lambda a, b: a / b, a, b)
 
 
 @dataclass(frozen=True)
@@ -122,6 +138,10 @@ class Power(Binary):
         safe_log = log(where(greater(a, 0), a, 1))                 # d(a^b)/db = a^b log a (0 where a <= 0)
         return S.sum_to(multiply(g, multiply(y, safe_log)), b)
 
+    def to_sympy(self, node, a, b):
+        from ..symbolic import elementwise
+        return elementwise(node, lambda a, b: a**b, a, b)
+
 
 @dataclass(frozen=True)
 class Maximum(Binary):
@@ -131,6 +151,10 @@ class Maximum(Binary):
     def bprop(self, i, x, y, g):                                   # ties share the gradient equally
         return S.sum_to(multiply(g, _share(x[i], x[1 - i], greater, g.dtype)), x[i])
 
+    def to_sympy(self, node, a, b):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.Max, a, b)
+
 
 @dataclass(frozen=True)
 class Minimum(Binary):
@@ -139,6 +163,10 @@ class Minimum(Binary):
 
     def bprop(self, i, x, y, g):
         return S.sum_to(multiply(g, _share(x[i], x[1 - i], less, g.dtype)), x[i])
+
+    def to_sympy(self, node, a, b):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.Min, a, b)
 
 
 def _share(mine, other, wins, dtype):
@@ -155,6 +183,10 @@ class Negative(Unary):
     def bprop(self, i, x, y, g):
         return negative(g)                                         # d(-a) = -da
 
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise
+        return elementwise(node, lambda t: -t, x)
+
 
 @dataclass(frozen=True)
 class Square(Unary):
@@ -165,6 +197,10 @@ class Square(Unary):
     def bprop(self, i, x, y, g):
         return multiply(g, multiply(x[0], 2))                      # d(a^2) = 2a da
 
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise
+        return elementwise(node, lambda t: t**2, x)
+
 
 @dataclass(frozen=True)
 class Sqrt(Unary):
@@ -173,6 +209,10 @@ class Sqrt(Unary):
 
     def bprop(self, i, x, y, g):
         return divide(g, multiply(y, 2))                           # d sqrt(a) = da / (2 sqrt(a))
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.sqrt, x)
 
 
 @dataclass(frozen=True)
@@ -183,6 +223,10 @@ class Exp(Unary):
     def bprop(self, i, x, y, g):
         return multiply(g, y)                                      # d e^a = e^a da: reuses y (eq. 6.52)
 
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.exp, x)
+
 
 @dataclass(frozen=True)
 class Log(Unary):
@@ -191,6 +235,10 @@ class Log(Unary):
 
     def bprop(self, i, x, y, g):
         return divide(g, x[0])                                     # d log a = da / a
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.log, x)
 
 
 @dataclass(frozen=True)
@@ -201,6 +249,10 @@ class Log1p(Unary):
     def bprop(self, i, x, y, g):
         return divide(g, add(x[0], 1))                             # d log(1+a) = da / (1+a)
 
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, lambda t: sp.log(1 + t), x)
+
 
 @dataclass(frozen=True)
 class Sin(Unary):
@@ -209,6 +261,10 @@ class Sin(Unary):
 
     def bprop(self, i, x, y, g):
         return multiply(g, cos(x[0]))                              # d sin a = cos a da
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.sin, x)
 
 
 @dataclass(frozen=True)
@@ -219,6 +275,10 @@ class Cos(Unary):
     def bprop(self, i, x, y, g):
         return negative(multiply(g, sin(x[0])))                    # d cos a = -sin a da
 
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.cos, x)
+
 
 @dataclass(frozen=True)
 class Tanh(Unary):
@@ -227,6 +287,10 @@ class Tanh(Unary):
 
     def bprop(self, i, x, y, g):
         return multiply(g, subtract(1, square(y)))                 # d tanh a = (1 - tanh^2 a) da
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.tanh, x)
 
 
 @dataclass(frozen=True)
@@ -245,6 +309,10 @@ class Sigmoid(Unary):
     def bprop(self, i, x, y, g):
         return multiply(g, multiply(y, subtract(1, y)))            # d s(a) = s(a)(1 - s(a)) da
 
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, lambda t: 1 / (1 + sp.exp(-t)), x)
+
 
 @dataclass(frozen=True)
 class Relu(Unary):
@@ -257,6 +325,10 @@ class Relu(Unary):
     def bprop(self, i, x, y, g):
         return multiply(g, astype(greater(x[0], 0), g.dtype))      # d relu(a) = [a > 0] da
 
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, lambda t: sp.Max(t, 0), x)
+
 
 @dataclass(frozen=True)
 class Abs(Unary):
@@ -267,6 +339,10 @@ class Abs(Unary):
     def bprop(self, i, x, y, g):
         return multiply(g, sign(x[0]))                             # d|a| = sign(a) da
 
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.Abs, x)
+
 
 @dataclass(frozen=True)
 class Sign(Unary):
@@ -274,6 +350,10 @@ class Sign(Unary):
     ufunc: ClassVar = np.sign
     any_dtype: ClassVar[bool] = True
     piecewise_constant: ClassVar[bool] = True
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.sign, x)
 
 
 @dataclass(frozen=True)
@@ -289,6 +369,10 @@ class Identity(Unary):
 
     def bprop(self, i, x, y, g):
         return g
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise
+        return elementwise(node, lambda t: t, x)  # stop_gradient too: the identity in value
 
 
 @dataclass(frozen=True)
@@ -306,11 +390,19 @@ class Greater(Comparison):
     name: ClassVar[str] = "greater"
     ufunc: ClassVar = np.greater
 
+    def to_sympy(self, node, a, b):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.StrictGreaterThan, a, b)
+
 
 @dataclass(frozen=True)
 class Less(Comparison):
     name: ClassVar[str] = "less"
     ufunc: ClassVar = np.less
+
+    def to_sympy(self, node, a, b):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.StrictLessThan, a, b)
 
 
 @dataclass(frozen=True)
@@ -318,11 +410,19 @@ class GreaterEqual(Comparison):
     name: ClassVar[str] = "greater_equal"
     ufunc: ClassVar = np.greater_equal
 
+    def to_sympy(self, node, a, b):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.GreaterThan, a, b)
+
 
 @dataclass(frozen=True)
 class LessEqual(Comparison):
     name: ClassVar[str] = "less_equal"
     ufunc: ClassVar = np.less_equal
+
+    def to_sympy(self, node, a, b):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.LessThan, a, b)
 
 
 @dataclass(frozen=True)
@@ -330,11 +430,19 @@ class Equal(Comparison):
     name: ClassVar[str] = "equal"
     ufunc: ClassVar = np.equal
 
+    def to_sympy(self, node, a, b):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, lambda a, b: sp.Eq(a, b, evaluate=False), a, b)
+
 
 @dataclass(frozen=True)
 class NotEqual(Comparison):
     name: ClassVar[str] = "not_equal"
     ufunc: ClassVar = np.not_equal
+
+    def to_sympy(self, node, a, b):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, lambda a, b: sp.Ne(a, b, evaluate=False), a, b)
 
 
 # -- where and casts ------------------------------------------------------------------------
@@ -360,6 +468,10 @@ class Where(Op):
             return S.sum_to(where(c, g, zero), x[1])               # the chosen branch gets the gradient
         return S.sum_to(where(c, zero, g), x[2])
 
+    def to_sympy(self, node, c, a, b):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, lambda c, a, b: sp.Piecewise((a, c), (b, True)), c, a, b)
+
 
 @dataclass(frozen=True)
 class Astype(Op):
@@ -383,6 +495,17 @@ class Astype(Op):
 
     def bprop(self, i, x, y, g):
         return astype(g, x[0].dtype)                               # float -> float: cast the gradient back
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, indicator, sp
+        src, dst = node.inputs[0].dtype, node.dtype
+        if src == bool and dst != bool:                            # [c] as 0/1 (a step function)
+            return elementwise(node, indicator, x)
+        if dst == bool:
+            return elementwise(node, lambda t: sp.Ne(t, 0), x)
+        if src.kind == "f" and dst.kind in "iu":                  # truncation toward zero
+            return elementwise(node, lambda t: sp.sign(t) * sp.floor(sp.Abs(t)), x)
+        return elementwise(node, lambda t: t, x)  # a change of precision is the identity
 
 
 # -- the public functions -------------------------------------------------------------------

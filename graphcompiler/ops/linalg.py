@@ -61,6 +61,10 @@ class Matmul(Op):
             return R.sum(t, axis=tuple(range(t.ndim - 1)))
         return S.sum_to(matmul(S.swapaxes_last(a), g), b)           # dB = A^T G
 
+    def to_sympy(self, node, a, b):
+        from ..symbolic import matmul
+        return matmul(node, a, b)  # A B; 1-D operands are columns
+
 
 def matmul(a, b, name: str | None = None):
     return apply(Matmul(), (a, b), name)

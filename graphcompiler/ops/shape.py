@@ -46,6 +46,10 @@ class Reshape(Op):
     def bprop(self, i, x, y, g):
         return reshape_to(g, x[0])
 
+    def to_sympy(self, node, x):
+        from ..symbolic import reshape
+        return reshape(node, x)  # the same matrix, or its transpose
+
 
 @dataclass(frozen=True)
 class ReshapeLike(Op):
@@ -61,6 +65,10 @@ class ReshapeLike(Op):
 
     def bprop(self, i, x, y, g):
         return reshape_to(g, x[0])
+
+    def to_sympy(self, node, x, like):
+        from ..symbolic import reshape
+        return reshape(node, x)
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,10 @@ class Transpose(Op):
 
     def bprop(self, i, x, y, g):
         return transpose(g, tuple(int(a) for a in np.argsort(self.axes)))   # the inverse permutation
+
+    def to_sympy(self, node, x):
+        from ..symbolic import transpose
+        return transpose(node, x, self.axes)  # X^T
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,10 @@ class ExpandDims(Op):
     def bprop(self, i, x, y, g):
         return squeeze(g, self.axis)
 
+    def to_sympy(self, node, x):
+        from ..symbolic import reshape
+        return reshape(node, x)
+
 
 @dataclass(frozen=True)
 class Squeeze(Op):
@@ -117,6 +133,10 @@ class Squeeze(Op):
 
     def bprop(self, i, x, y, g):
         return expand_dims(g, self.axis)
+
+    def to_sympy(self, node, x):
+        from ..symbolic import reshape
+        return reshape(node, x)
 
 
 # -- broadcasting and its inverse -------------------------------------------------------------
@@ -138,6 +158,10 @@ class BroadcastTo(Op):
     def bprop(self, i, x, y, g):
         return sum_to(g, x[0])
 
+    def to_sympy(self, node, x):
+        from ..symbolic import broadcast
+        return broadcast(node, x)  # with ones vectors: v 1^T
+
 
 @dataclass(frozen=True)
 class BroadcastLike(Op):
@@ -153,6 +177,10 @@ class BroadcastLike(Op):
 
     def bprop(self, i, x, y, g):
         return sum_to(g, x[0])
+
+    def to_sympy(self, node, x, like):
+        from ..symbolic import broadcast
+        return broadcast(node, x)
 
 
 @dataclass(frozen=True)
@@ -171,6 +199,10 @@ class SumLike(Op):
 
     def bprop(self, i, x, y, g):
         return broadcast_to_node(g, x[0])
+
+    def to_sympy(self, node, g, like):
+        from ..symbolic import sum_to
+        return sum_to(node, g)  # G 1, 1^T G
 
 
 def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
@@ -236,6 +268,10 @@ class ZerosLike(Op):
     def kernel(self, x):
         return np.zeros(x.shape, x.dtype)
 
+    def to_sympy(self, node, x):
+        from ..symbolic import zeros
+        return zeros(node)
+
 
 @dataclass(frozen=True)
 class Count(Op):
@@ -253,6 +289,10 @@ class Count(Op):
 
     def kernel(self, x):
         return np.array(size_of([x.shape[a] for a in self.axis]), dtype=self.dtype)
+
+    def to_sympy(self, node, x):
+        from ..symbolic import count
+        return count(node, node.inputs[0], self.axis)  # a product of dims, n at run time
 
 
 def count(x, axis, dtype):
@@ -340,6 +380,10 @@ class GetItem(Op):
     def bprop(self, i, x, y, g):
         return apply(ScatterLike(self.index), (g, x[0]))            # g placed into zeros of x's shape
 
+    def to_sympy(self, node, *args):
+        from ..symbolic import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+
 
 @dataclass(frozen=True)
 class ScatterLike(Op):
@@ -360,6 +404,10 @@ class ScatterLike(Op):
 
     def bprop(self, i, x, y, g):
         return apply(GetItem(self.index), (g,))
+
+    def to_sympy(self, node, *args):
+        from ..symbolic import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
 @dataclass(frozen=True)
@@ -395,6 +443,10 @@ class Concatenate(Op):
     def bprop(self, i, x, y, g):
         return apply(ConcatPart(self.axis, i), (g, *x))
 
+    def to_sympy(self, node, *args):
+        from ..symbolic import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+
 
 @dataclass(frozen=True)
 class ConcatPart(Op):
@@ -420,6 +472,10 @@ class ConcatPart(Op):
             return None
         parts = [g if k == self.part else zeros_like(l) for k, l in enumerate(x[1:])]
         return concatenate(parts, axis=self.axis)
+
+    def to_sympy(self, node, *args):
+        from ..symbolic import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
 # -- the public functions -------------------------------------------------------------------
