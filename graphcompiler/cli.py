@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
     e.add_argument("--node", required=True, metavar="NAME", help="the node to export, e.g. dJ/dW2")
     e.add_argument("--latex", action="store_true", help="print LaTeX instead of the SymPy expression")
+    e.add_argument("--expand", action="store_true",
+                   help="write everything in the graph's leaves instead of keeping named intermediates "
+                   "(dJ/do, h) as symbols")
     e.set_defaults(func=_cmd_export)
 
     u = sub.add_parser("run", help="compile a graph file and run it on .npy feeds",
@@ -157,7 +160,8 @@ def _cmd_export(args) -> int:
     from . import symbolic
     graph = _load(args.file)
     node = _node(graph, args.node, args.file)
-    print(symbolic.to_latex(node) if args.latex else symbolic.to_sympy(node))
+    form = "leaves" if args.expand else "textbook"
+    print(symbolic.to_latex(node, form=form) if args.latex else symbolic.to_sympy(node, form=form))
     return 0
 
 
@@ -175,6 +179,11 @@ def _cmd_run(args) -> int:
         if not outputs:
             raise CommandError(f"{args.file} has no computed node to run; name one with --fetch")
     program = compile(outputs, nan_check=args.nan_check)
+    fed = set(feeds)
+    missing = [n for n in program.nodes if n.op.name == "input" and n not in fed]
+    if missing:
+        raise CommandError("; ".join(f"input {n.name!r} (shape {fmt_shape(n.shape)}, {n.dtype}) is not fed: add "
+                                     f"--feed {n.name}=FILE.npy" for n in missing))
     values = program.run(feeds)
     with np.printoptions(precision=6, suppress=True, threshold=50, edgeitems=3, linewidth=100):
         for node, value in zip(outputs, values):

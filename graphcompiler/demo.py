@@ -146,14 +146,14 @@ def run_demo(out: str | Path = "demo-output", *, epochs: int = 30, hidden: int =
     log(f"model: {mlp.graph.name}, {X_train.shape[1]}-{hidden}-{n_classes} relu MLP, softmax cross-entropy, "
         f"weight decay lambda={lam:g}; {len(mlp.graph)} nodes after build_grad")
 
+    result = DemoResult(out, check, [], [], 0.0, 0.0)
     # one SGD step: J is returned, W <- W - lr dJ/dW is applied in place after the run (API section 3)
     train = compile([mlp.J], updates={p: p - lr * mlp.grads[p] for p in (mlp.W1, mlp.W2)})
     predict = compile([mlp.o])
     log(f"training step: {train.stats['nodes_out']} steps compiled from {train.stats['nodes_in']} graph nodes")
 
     rng = np.random.default_rng(seed)
-    losses: list[float] = []
-    accuracies: list[float] = []
+    losses, accuracies = result.losses, result.accuracies
     bar = _progress(range(1, epochs + 1), enabled=progress)
     t_train = time.perf_counter()
     for epoch in bar:
@@ -172,18 +172,16 @@ def run_demo(out: str | Path = "demo-output", *, epochs: int = 30, hidden: int =
             bar.write(line)
         else:
             log(line)
-    train_seconds = time.perf_counter() - t_train
-
-    result = DemoResult(out, check, losses, accuracies, train_seconds, 0.0)
+    result.train_seconds = time.perf_counter() - t_train
     batch_feed = {"x": X_train[:batch], "y": y_train[:batch]}
-    _write_graph_file(mlp, out, result)
+    _write_graph_file(mlp, hidden, lam, seed, out, result)
     _write_pictures(mlp, out, result)
     _write_derivation(mlp, out, result)
     _write_memory(mlp, train, batch_feed, out, result)
     _write_loss_curve(result, out / "loss_curve.png")
     result.seconds = time.perf_counter() - t_start
 
-    log(f"trained {epochs} epochs in {train_seconds:.1f} s: final loss {losses[-1]:.4f}, "
+    log(f"trained {epochs} epochs in {result.train_seconds:.1f} s: final loss {losses[-1]:.4f}, "
         f"held-out accuracy {result.accuracy:.1%}")
     log(f"wrote {len(result.files)} files to {out}/:")
     for what, path in result.files.items():
@@ -204,10 +202,14 @@ def _progress(epochs, enabled: bool):
 
 # -- the files ------------------------------------------------------------------------------------------
 
-def _write_graph_file(mlp: MLP, out: Path, result: DemoResult) -> None:
+def _write_graph_file(mlp: MLP, hidden: int, lam: float, seed: int, out: Path, result: DemoResult) -> None:
+    """The trained model as a graph file: J and its gradients, without the training step's update nodes."""
     path = out / "d2l_mlp.json"
+    clean = build_mlp(mlp.W1.shape[0], hidden, mlp.W2.shape[1], lam=lam, seed=seed)
+    for p in ("W1", "W2"):
+        clean.graph.set_value(p, mlp.graph.value(p))
     try:
-        mlp.graph.save(path)
+        clean.graph.save(path)
     except (ImportError, AttributeError) as e:     # io.py not in this version
         result.skipped["graph file"] = f"saving graphs is not available ({e})"
         return
@@ -232,28 +234,17 @@ def _write_pictures(mlp: MLP, out: Path, result: DemoResult) -> None:
 
 
 def _write_derivation(mlp: MLP, out: Path, result: DemoResult) -> None:
+    """The backward pass as equations, in the order backprop computes them (gc.derivation)."""
     try:
-        from . import symbolic
+        from .symbolic import derivation
     except ImportError as e:
         result.skipped["derivation"] = f"graphcompiler.symbolic is not available ({e})"
         return
-    grads = {p: mlp.grads[p] for p in (mlp.W1, mlp.W2)}
-    text, latex = _derivation_text(symbolic, grads)
-    (out / "derivation.txt").write_text(text + "\n")
-    (out / "derivation.tex").write_text(latex + "\n")
+    d = derivation({p: mlp.grads[p] for p in (mlp.W1, mlp.W2)})
+    (out / "derivation.txt").write_text(str(d) + "\n")
+    (out / "derivation.tex").write_text(d.latex + "\n")
     result.files["derivation of the gradients (text)"] = out / "derivation.txt"
     result.files["derivation of the gradients (LaTeX)"] = out / "derivation.tex"
-
-
-def _derivation_text(symbolic, grads: dict[Node, Node]) -> tuple[str, str]:
-    """The backward pass as equations, in the order backprop computes them (gc.derivation)."""
-    d = symbolic.derivation(grads)
-    equations = getattr(d, "equations", d)
-    latex = d.latex() if callable(getattr(d, "latex", None)) else getattr(d, "latex", None)
-    if latex is None:
-        latex = symbolic.to_latex_align(equations) if hasattr(symbolic, "to_latex_align") else str(d)
-    text = "\n".join(f"{eq.lhs} = {eq.rhs}" if hasattr(eq, "lhs") else str(eq) for eq in equations)
-    return text, latex
 
 
 def _write_memory(mlp: MLP, train, feed: dict, out: Path, result: DemoResult) -> None:
