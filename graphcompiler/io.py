@@ -121,8 +121,8 @@ def load(path: str | os.PathLike, **limits: int) -> Graph:
             raise GraphFileError(f"{where}: the file has {size} bytes, over the limit max_file_bytes="
                                  f"{lim['max_file_bytes']}; pass a larger max_file_bytes to gc.load if you "
                                  "trust it")
-        with open(path, "rb") as f:
-            data = f.read(lim["max_file_bytes"] + 1)
+        with open(path, "rb") as f:             # read what stat announced (and one byte to see it grew)
+            data = f.read(size + 1)
     except OSError as e:
         raise GraphFileError(f"{where}: cannot read the graph file: {e.strerror or e}") from None
     return _load(data, where, lim)
