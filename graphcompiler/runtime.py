@@ -1,10 +1,22 @@
-"""The NumPy evaluator: executes a Program's schedule of prepared steps, apart from the graph."""
+"""The NumPy evaluator: executes a Program's prepared steps on NumPy buffers, apart from the graph.
+
+The compiler hands over a flat list of prepared steps (kernel, argument slots or constants, the planned
+output buffer, the slots to release afterwards). The evaluator turns it into straight-line Python once
+(one line per step, values in local variables), so a run does no graph walking, no look-up and no
+dictionary building; very long programs run in a tight loop instead, since compiling 40,000 lines of
+Python would cost more than it saves. Any exception in a step is re-raised naming the node and op.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .errors import ExecutionError, GraphCompilerError, NumericsError, fmt_shape
+
+CODEGEN_LIMIT = 3000        # steps; longer programs run in the loop (Python's compiler is slow on huge functions)
 
 
 def describe_step(node) -> str:
@@ -12,14 +24,161 @@ def describe_step(node) -> str:
     return f"{node.name} = {node.op.name}({', '.join(i.name for i in node.inputs)})"
 
 
+@dataclass
+class Prepared:
+    """One step, ready to run: slot = fn(*args, **kw, out=out). An arg is a slot (int) or a Const."""
+
+    node: Any
+    fn: Callable
+    args: tuple
+    slot: int
+    out: np.ndarray | None = None
+    kw: dict = field(default_factory=dict)
+    drop: tuple = ()                  # slots whose last reader this step is (their memory is released)
+    arg_nodes: tuple = ()             # the nodes behind args, for error messages
+
+
+class Const:
+    """A constant argument (a constant's value, or a stand-in carrying only a shape)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
 class NumpyEvaluator:
-    """Runs steps on NumPy arrays. A step is (node, kernel, argument slots, output slot)."""
+    """Runs prepared steps on NumPy arrays: `load` once per specialised program, then `run` per call."""
 
     def __init__(self, nan_check: bool = False):
         self.nan_check = nan_check
+        self._run: Callable | None = None
+        self.steps: list[Prepared] = []
 
+    # -- loading ---------------------------------------------------------------------------
+    def load(self, steps: Sequence[Prepared], leaf_slots: Sequence[int], n_slots: int,
+             results: Sequence[int], copy: Sequence[bool]) -> "NumpyEvaluator":
+        """Prepare to run `steps`; a run takes the leaves' values (in leaf_slots order), returns `results`."""
+        self.steps = list(steps)
+        if len(self.steps) <= CODEGEN_LIMIT:
+            self._run = self._codegen(leaf_slots, results, copy)
+        else:
+            self._run = self._loop(leaf_slots, n_slots, results, copy)
+        return self
+
+    def run(self, leaves: Sequence[Any]) -> list:
+        """Execute every step once on the given leaf values; return the result values."""
+        return self._run(leaves)
+
+    def _codegen(self, leaf_slots, results, copy) -> Callable:
+        env: dict[str, Any] = {"_fail": self._fail, "_chk": self._check, "_GCE": GraphCompilerError,
+                               "_copy": _copy}
+        lines = ["def _run(_L):"]
+        if leaf_slots:
+            lines.append("    " + ", ".join(f"v{s}" for s in leaf_slots) + ", = _L")
+        lines += ["    _s = -1", "    try:"]
+        for k, st in enumerate(self.steps):
+            env[f"f{k}"] = st.fn
+            args = []
+            for j, a in enumerate(st.args):
+                if isinstance(a, Const):
+                    env[f"c{k}_{j}"] = a.value
+                    args.append(f"c{k}_{j}")
+                else:
+                    args.append(f"v{a}")
+            for key, val in st.kw.items():
+                env[f"k{k}_{key}"] = val
+                args.append(f"{key}=k{k}_{key}")
+            if st.out is not None:
+                env[f"o{k}"] = st.out
+                args.append(f"out=o{k}")
+            lines.append(f"        _s = {k}; v{st.slot} = f{k}({', '.join(args)})")
+            if self.nan_check:
+                ins = ", ".join(args[:len(st.args)])
+                lines.append(f"        _chk({k}, v{st.slot}, ({ins}{',' if ins else ''}))")
+            if st.drop:
+                lines.append("        del " + ", ".join(f"v{d}" for d in st.drop))
+        if not self.steps:
+            lines.append("        pass")
+        lines += ["    except _GCE:", "        raise", "    except Exception as _e:",
+                  "        _fail(_s, _e, locals())"]
+        outs = [f"_copy(v{r})" if c else f"v{r}" for r, c in zip(results, copy)]
+        lines.append(f"    return [{', '.join(outs)}]")
+        exec(compile("\n".join(lines), "<graphcompiler program>", "exec"), env)
+        return env["_run"]
+
+    def _loop(self, leaf_slots, n_slots, results, copy) -> Callable:
+        template: list = [None] * n_slots
+        plan = []
+        for st in self.steps:
+            slots = []
+            for a in st.args:
+                if isinstance(a, Const):
+                    template.append(a.value)
+                    slots.append(len(template) - 1)
+                else:
+                    slots.append(a)
+            kw = dict(st.kw)
+            if len(slots) == 1 and not kw:
+                code, a, b = (1 if st.out is not None else 3), slots[0], 0
+            elif len(slots) == 2 and not kw:
+                code, a, b = (2 if st.out is not None else 4), slots[0], slots[1]
+            else:
+                code, a, b = 5, tuple(slots), 0
+                if st.out is not None:
+                    kw["out"] = st.out
+            plan.append((code, st.fn, a, b, st.out, st.slot, kw, st.drop))
+        evaluator = self
+
+        def _run(leaves):
+            values = list(template)
+            for s, v in zip(leaf_slots, leaves):
+                values[s] = v
+            k = -1
+            try:
+                for k, (code, fn, a, b, out, o, kw, drop) in enumerate(plan):
+                    if code == 1:
+                        values[o] = fn(values[a], out=out)
+                    elif code == 2:
+                        values[o] = fn(values[a], values[b], out=out)
+                    elif code == 3:
+                        values[o] = fn(values[a])
+                    elif code == 4:
+                        values[o] = fn(values[a], values[b])
+                    else:
+                        values[o] = fn(*[values[x] for x in a], **kw)
+                    if evaluator.nan_check:
+                        evaluator._check(k, values[o], tuple(values[x] for x in (a if code == 5 else
+                                                                                 (a,) if code in (1, 3) else (a, b))))
+                    if drop:
+                        for d in drop:
+                            values[d] = None
+            except GraphCompilerError:
+                raise
+            except Exception as e:
+                st = evaluator.steps[k]
+                evaluator._fail(k, e, {f"v{a}": values[a] for a in st.args if not isinstance(a, Const)})
+            return [_copy(values[r]) if c else values[r] for r, c in zip(results, copy)]
+
+        return _run
+
+    # -- errors ----------------------------------------------------------------------------
+    def _fail(self, k: int, e: Exception, env: dict) -> None:
+        st = self.steps[k]
+        shapes = []
+        for x, a in zip(st.arg_nodes or st.node.inputs, st.args):
+            val = a.value if isinstance(a, Const) else env.get(f"v{a}")
+            shapes.append(f"{x.name}: {fmt_shape(np.shape(val))}")
+        raise ExecutionError(f"while computing {describe_step(st.node)}: {type(e).__name__}: {e} "
+                             f"(input shapes {', '.join(shapes)})") from e
+
+    def _check(self, k: int, result, args) -> None:
+        st = self.steps[k]
+        check_finite(st.node, result, args, st.arg_nodes or st.node.inputs)
+
+    # -- the first evaluator's interface, kept for callers that run (node, kernel, slots, slot) steps --
     def execute(self, steps, values: list) -> None:
-        """Run every step in order; `values` holds one slot per value, leaves already filled in."""
+        """Run (node, kernel, argument slots, output slot) steps in order over `values`."""
         for node, kernel, args, out in steps:
             try:
                 result = kernel(*[values[a] for a in args])
@@ -34,12 +193,16 @@ class NumpyEvaluator:
             values[out] = result
 
 
-def check_finite(node, result, args) -> None:
+def _copy(value) -> np.ndarray:
+    return np.array(value, copy=True)
+
+
+def check_finite(node, result, args, arg_nodes=None) -> None:
     r = np.asarray(result)
     if r.dtype.kind in "fc" and not np.all(np.isfinite(r)):
         bad = "NaN" if np.isnan(r).any() else "infinity"
         ranges = []
-        for i, a in zip(node.inputs, args):
+        for i, a in zip(arg_nodes if arg_nodes is not None else node.inputs, args):
             a = np.asarray(a)
             if a.size and a.dtype.kind in "biuf":
                 ranges.append(f"{i.name} in [{np.min(a):.4g}, {np.max(a):.4g}]")
@@ -47,3 +210,33 @@ def check_finite(node, result, args) -> None:
                 ranges.append(f"{i.name} (empty)")
         raise NumericsError(f"while computing {describe_step(node)}: the {node.op.name} step produced {bad} "
                             f"(inputs: {'; '.join(ranges) or 'none'})")
+
+
+# -- kernels as the evaluator calls them ----------------------------------------------------------
+
+def can_write_out(op, dtype) -> bool:
+    """Whether the evaluator can have this op write into a planned buffer (`out=`)."""
+    from .ops import reduce as R
+    return bool(getattr(op, "writes_out", False)) or isinstance(op, R.Sum) and np.dtype(dtype).kind == "f"
+
+
+def fast_kernel(op, writes: bool) -> tuple[Callable, tuple, dict]:
+    """The cheapest call for an op's kernel: (function, extra constant args, keyword args).
+
+    Elementwise ops and matmul call their NumPy ufunc directly (one Python frame less per step); a
+    float sum calls np.add.reduce with out=. Anything else calls the op's own kernel.
+    """
+    from .ops import elementwise as E
+    from .ops import linalg as L
+    from .ops import reduce as R
+    cls = type(op)
+    if isinstance(op, (E.Unary, E.Binary)) and getattr(cls, "ufunc", None) is not None \
+            and cls.kernel in (E.Unary.kernel, E.Binary.kernel):
+        return cls.ufunc, (), {}
+    if isinstance(op, E.Relu):
+        return np.maximum, (0,), {}
+    if isinstance(op, L.Matmul):
+        return np.matmul, (), {}
+    if isinstance(op, R.Sum) and writes:
+        return np.add.reduce, (), {"axis": tuple(op.axis), "keepdims": op.keepdims}
+    return op.kernel, (), {}

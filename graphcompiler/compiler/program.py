@@ -1,4 +1,10 @@
-"""Program: a compiled list of steps over buffers, run by an evaluator (API section 3)."""
+"""Program: the compiled outputs of a graph, specialised per signature of feed shapes (API section 3).
+
+compile() prunes and simplifies once. A run with feed shapes not seen before specialises the program: the
+shape rules of every op run again on the concrete shapes (so feeds whose sizes conflict are reported before
+any kernel runs), the shape-dependent rules fire (counts become constants, identity broadcasts go), the steps
+are scheduled, buffers planned, and the evaluator loaded. A second run with the same shapes does no planning.
+"""
 
 from __future__ import annotations
 
@@ -7,83 +13,146 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import DTypeError, FeedError, GraphCompilerError, ShapeError, fmt_shape
-from ..graph import Graph, Node, format_nodes
-from ..ops.base import LEAF_OPS
-from ..runtime import NumpyEvaluator
+from ..errors import FeedError, GraphCompilerError, ShapeError, fmt_shape
+from ..graph import Graph, Node
+from ..ops.base import broadcast_shapes
+from ..ops.elementwise import Binary, Where
+from ..runtime import Const, NumpyEvaluator, Prepared, fast_kernel
+from .ir import Context, is_leaf, nbytes, topo_order, value_inputs
+from .memory import BufferPlan, plan_buffers
+from .schedule import declared_order, memory_order
+from .simplify import simplify
+
+PASSES = ("simplify", "schedule", "buffers")
 
 
 @dataclass(frozen=True)
 class Step:
+    """One step of a schedule: the node it computes, its op's name, its buffer, whether it is a recomputation."""
+
     node: Node
+    op: str
+    buffer: int | None = None
+    recomputed: bool = False
+    value: Node | None = None          # the program's own node (a stand-in or a concrete-shape copy)
 
-    @property
-    def op(self) -> str:
-        return self.node.op.name
+    def __repr__(self) -> str:
+        return f"Step({self.node.name} = {self.op}, buffer={self.buffer}{', recomputed' if self.recomputed else ''})"
 
 
-def ancestors(roots) -> list[Node]:
-    """Every node the roots depend on, themselves included, in creation (topological) order."""
-    seen = set(roots)
-    stack = list(roots)
-    while stack:
-        for x in stack.pop().inputs:
-            if x not in seen:
-                seen.add(x)
-                stack.append(x)
-    return sorted(seen, key=lambda n: n.index)
+@dataclass
+class Specialization:
+    """Everything a run with one signature of feed shapes needs: computed once, reused by later runs."""
+
+    signature: tuple
+    nodes: list[Node]
+    roots: list[Node]
+    plan: BufferPlan
+    steps: list[Step]
+    leaf_nodes: list[Node]              # graph nodes whose values a run passes in (inputs, parameters)
+    evaluator: NumpyEvaluator
+    scalar_out: list[bool]
+    shapes: dict[Node, tuple]           # graph input -> fed shape
+    recomputed: int = 0
+    recompute_flops: int = 0
+    unbudgeted_peak: int | None = None
+
+
+def passes_of(optimize) -> frozenset[str]:
+    if optimize is True:
+        return frozenset(PASSES)
+    if optimize is False or optimize is None:
+        return frozenset()
+    chosen = frozenset(optimize)
+    unknown = chosen - set(PASSES)
+    if unknown:
+        raise GraphCompilerError(f"unknown optimisation pass {sorted(unknown)[0]!r}; choose among "
+                                 f"{', '.join(PASSES)} (or optimize=True for all, False for none)")
+    return chosen
 
 
 class Program:
     """Runs the outputs of a graph on feeds; returned arrays belong to the caller."""
 
-    def __init__(self, graph: Graph, outputs: list[Node], updates: dict[Node, Node], *, optimize: bool,
-                 memory_budget, nan_check: bool):
+    def __init__(self, graph: Graph, outputs: list[Node], updates: dict[Node, Node], *, optimize=True,
+                 memory_budget: int | None = None, nan_check: bool = False):
         self.graph = graph
-        self.outputs = outputs
-        self.updates = updates
-        for p, v in updates.items():
+        self.outputs = list(outputs)
+        self.updates = dict(updates)
+        self.passes = passes_of(optimize)
+        self.memory_budget = memory_budget
+        self.nan_check = nan_check
+        for p, v in self.updates.items():
             if p.op.name != "parameter":
-                raise GraphCompilerError(f"updates can only replace parameters; {p.name!r} is a {p.op.name}")
+                raise GraphCompilerError(f"updates can only replace parameters; {p.name!r} is a {p.op.name} "
+                                         f"node (shape {fmt_shape(p.shape)})")
             if v.shape != p.shape:
                 raise ShapeError(f"the update of {p.name!r} (shape {fmt_shape(p.shape)}) has shape "
                                  f"{fmt_shape(v.shape)} ({v.name!r}, {v.op.name})")
-        self.nodes = ancestors(outputs + list(updates.values()))
-        self.evaluator = NumpyEvaluator(nan_check=nan_check)
-        self.inputs = [n for n in self.nodes if n.op.name == "input"]
-        self.schedule = [Step(n) for n in self.nodes if n.op.name not in LEAF_OPS]
-        slot = {n: k for k, n in enumerate(self.nodes)}
-        self._slot = slot
-        self._steps = [(s.node, s.node.op.kernel, [slot[x] for x in s.node.inputs], slot[s.node])
-                       for s in self.schedule]
-        self.stats = {"nodes_in": len(graph), "nodes_out": len(self.schedule), "buffers": len(self.nodes),
-                      "peak_bytes": 0}
+        if memory_budget is not None and (not isinstance(memory_budget, (int, np.integer)) or memory_budget < 0):
+            raise GraphCompilerError(f"memory_budget must be a number of bytes (a non-negative int), not "
+                                     f"{memory_budget!r}")
+        self._ctx = Context(graph)
+        roots = self.outputs + list(self.updates.values())
+        nodes = topo_order(roots)                                   # prune: the ancestors of the roots
+        self.stats: dict[str, Any] = {"nodes_in": len(graph), "removed_prune": len(graph) - len(nodes)}
+        self._static = all(None not in n.shape for n in nodes if n.op.name == "input")
+        if "simplify" in self.passes:
+            before = len(nodes)
+            nodes, roots = simplify(nodes, roots, self._ctx, shapes=self._static)
+            self.stats["removed_simplify"] = before - len(nodes)
+        else:
+            self.stats["removed_simplify"] = 0
+        self._nodes, self._roots = nodes, roots
+        self.nodes = sorted({self._ctx.origin_of(n) for n in nodes if self._ctx.origin_of(n) in graph
+                             and graph._nodes[self._ctx.origin_of(n).index] is self._ctx.origin_of(n)},
+                            key=lambda n: n.index)
+        self.inputs = [self._ctx.origin_of(n) for n in nodes if n.op.name == "input"]
+        self._feedable = {n.name: n for n in nodes if n.op.name in ("input", "parameter")}
+        self._feedable_nodes = {self._ctx.origin_of(n): n for n in nodes if n.op.name in ("input", "parameter")}
+        self._checks = [(self._ctx.origin_of(n), n.name, n.shape, n.dtype) for n in nodes if n.op.name == "input"]
+        self._cache: dict[tuple, Specialization] = {}
+        self._last: Specialization | None = None
+        self._symbolic_steps = [Step(self._ctx.origin_of(n), n.op.name, None, False, n)
+                                for n in (memory_order(nodes, roots) if "schedule" in self.passes
+                                          else declared_order(nodes))]
+        self.stats.update({"nodes_out": len(nodes), "steps": len(self._symbolic_steps), "buffers": 0,
+                           "peak_bytes": 0, "removed_specialize": 0, "inplace": 0, "recomputed": 0,
+                           "recompute_flops": 0, "rewrites": dict(self._ctx.counts)})
+        if self._static:
+            self._specialize({n: n.shape for n in self.inputs})
 
+    # -- running ---------------------------------------------------------------------------
     def run(self, feeds: Mapping[Any, Any] | None = None) -> list[np.ndarray]:
-        values: list = [None] * len(self.nodes)
+        """Compute the outputs on `feeds` (by name or node); then apply the updates in place."""
         fed = self._check_feeds(feeds or {})
-        for n in self.nodes:
-            k = self._slot[n]
-            if n.op.name == "input":
-                values[k] = fed[n]
-            elif n in fed:
-                values[k] = fed[n]
-            elif n.op.name in ("parameter", "constant"):
-                v = self.graph._values.get(n)
+        sig = tuple(fed[n].shape for n in self.inputs)
+        spec = self._cache.get(sig)
+        if spec is None:
+            spec = self._specialize({n: fed[n].shape for n in self.inputs})
+        if spec is not self._last:
+            self._use(spec)
+        values = self.graph._values
+        leaves = []
+        for n in spec.leaf_nodes:
+            v = fed.get(n)
+            if v is None:
+                v = values.get(n)
                 if v is None:
-                    raise FeedError(f"parameter {n.name!r} (shape {fmt_shape(n.shape)}) has no stored value; "
-                                    "feed it or set it with graph.set_value")
-                values[k] = v
-        self.evaluator.execute(self._steps, values)
-        result = [np.array(values[self._slot[o]], copy=True) for o in self.outputs]
-        new = {p: np.array(values[self._slot[v]], dtype=p.dtype) for p, v in self.updates.items()}
-        for p, v in new.items():
-            stored = self.graph._values.get(p)
-            if stored is None:
-                self.graph._values[p] = v
-            else:
-                stored[...] = v
-        return result
+                    raise FeedError(f"parameter {n.name!r} (shape {fmt_shape(n.shape)}, {n.dtype}) has no stored "
+                                    f"value; feed it or set it with graph.set_value({n.name!r}, array)")
+            leaves.append(v)
+        results = spec.evaluator.run(leaves)
+        k = len(self.outputs)
+        outs = [np.asarray(r) if s else r for r, s in zip(results[:k], spec.scalar_out)]
+        if self.updates:
+            for p, v in zip(self.updates, results[k:]):
+                stored = values.get(p)
+                if stored is None or not stored.flags.writeable:
+                    values[p] = np.array(v, dtype=p.dtype)
+                else:
+                    stored[...] = v
+        return outs
 
     def __call__(self, **feeds) -> list[np.ndarray]:
         return self.run(feeds)
@@ -95,34 +164,291 @@ class Program:
                 if key.graph is not self.graph:
                     raise FeedError(f"feed {key.name!r} is a node of graph {key.graph.name!r}, not "
                                     f"{self.graph.name!r}")
-                node = key
+                node = self._feedable_nodes.get(key)
+                if node is None:
+                    continue                                 # not read by this program: ignored
             else:
-                if key not in self.graph:
-                    from ..graph import _unknown_name
-                    raise FeedError(f"feed {key!r}: {_unknown_name(self.graph, key)}")
-                node = self.graph[key]
-            if node not in self._slot:
-                continue                                     # not read by this program: ignored
-            fed[node] = check_feed(node, value)
-        for n in self.inputs:
+                node = self._feedable.get(key)
+                if node is None:
+                    if key not in self.graph:
+                        from ..graph import _unknown_name
+                        raise FeedError(f"feed {key!r}: {_unknown_name(self.graph, key)}")
+                    continue
+            fed[self._ctx.origin_of(node)] = check_feed(node, value)
+        for n, name, shape, dtype in self._checks:
             if n not in fed:
-                raise FeedError(f"input {n.name!r} (shape {fmt_shape(n.shape)}, {n.dtype}) is not fed; pass "
-                                f"it to run, e.g. program.run({{{n.name!r}: array}})")
+                raise FeedError(f"input {name!r} (shape {fmt_shape(shape)}, {dtype}) is not fed; pass it to "
+                                f"run, e.g. program.run({{{name!r}: array}})")
         return fed
 
+    # -- specialising ----------------------------------------------------------------------
+    def _specialize(self, shapes: dict[Node, tuple]) -> Specialization:
+        ctx = self._ctx
+        nodes, roots = self._nodes, self._roots
+        count_before = len(nodes)
+        if not self._static:
+            nodes, roots = concretize(nodes, roots, shapes, ctx)
+            if "simplify" in self.passes:
+                nodes, roots = simplify(nodes, roots, ctx, shapes=True)
+        nodes = topo_order(roots, edges=value_inputs)     # what is read only for its shape is not computed
+        removed = count_before - len(nodes)
+        order = memory_order(nodes, roots) if "schedule" in self.passes else declared_order(
+            sorted(nodes, key=lambda n: n.index) if _is_topological(sorted(nodes, key=lambda n: n.index))
+            else nodes)
+        plan = plan_buffers(order, roots, reuse="buffers" in self.passes)
+        spec = self._load(tuple(shapes[n] for n in self.inputs), nodes, roots, plan, shapes)
+        spec.removed = removed
+        self._cache[spec.signature] = spec
+        self._use(spec)
+        return spec
+
+    def _load(self, sig, nodes, roots, plan: BufferPlan, shapes) -> Specialization:
+        ctx = self._ctx
+        arrays = [np.empty(size, dtype) for size, dtype in plan.buffers]
+        slot: dict[Node, int] = {}
+        leaf_nodes, leaf_slots = [], []
+        for n in nodes:
+            if n.op.name in ("input", "parameter"):
+                slot[n] = len(slot)
+                leaf_nodes.append(ctx.origin_of(n))
+                leaf_slots.append(slot[n])
+        for n in plan.order:
+            slot[n] = len(slot)
+        prepared, steps = [], []
+        drops: dict[int, list[int]] = {}
+        for n in plan.order:
+            v = plan.values[n]
+            if v.kind != "buffer" and v.last < len(plan.order):
+                drops.setdefault(max(v.readers, default=v.first), []).append(slot[n])
+        for k, n in enumerate(plan.order):
+            v = plan.values[n]
+            fn, extra, kw = fast_kernel(n.op, v.kind == "buffer")
+            args = []
+            for i, x in enumerate(n.inputs):
+                if not n.op.reads_value(i):
+                    args.append(Const(np.broadcast_to(np.empty((), x.dtype), x.shape)))
+                elif x.op.name == "constant":
+                    args.append(Const(ctx.value(x)))
+                else:
+                    args.append(slot[x])
+            args += [Const(e) for e in extra]
+            out = None
+            if v.kind == "buffer":
+                size, _ = plan.buffers[v.buffer]
+                out = arrays[v.buffer][:size].reshape(n.shape)
+            prepared.append(Prepared(n, fn, tuple(args), slot[n], out, kw, tuple(drops.get(k, ())), n.inputs))
+            steps.append(Step(ctx.origin_of(n), n.op.name, v.buffer, False, n))
+        results, copy, seen = [], [], set()
+        for r in roots:
+            if r.op.name == "constant":
+                slot.setdefault(r, None)
+            results.append(r)
+        res_slots, copies = [], []
+        const_results = {}
+        for r in results:
+            if r.op.name == "constant":                        # an output the optimiser folded to a constant
+                const_results[len(res_slots)] = ctx.value(r)
+                res_slots.append(None)
+                copies.append(True)
+                continue
+            res_slots.append(slot[r])
+            kind = plan.values[r].kind if r in plan.values else "leaf"
+            copies.append(kind not in ("fresh", "buffer") or r in seen or
+                          (kind == "buffer" and len(res_slots) <= len(self.outputs)))
+            seen.add(r)
+        evaluator = NumpyEvaluator(self.nan_check)
+        if const_results:
+            evaluator = _WithConstants(evaluator, const_results)
+            res_slots = [s if s is not None else -1 for s in res_slots]
+        evaluator.load(prepared, leaf_slots, len(slot), [s for s in res_slots], copies)
+        scalar_out = [o.shape == () for o in self.outputs]
+        return Specialization(sig, nodes, roots, plan, steps, leaf_nodes, evaluator, scalar_out, dict(shapes))
+
+    def _use(self, spec: Specialization) -> None:
+        """Make spec the last-run specialisation: the one schedule, stats and reports describe."""
+        self._last = spec
+        plan = spec.plan
+        self.stats.update({"nodes_out": len(spec.nodes), "steps": len(spec.steps), "buffers": len(plan.buffers),
+                           "peak_bytes": plan.peak_bytes, "resident_bytes": plan.resident_bytes,
+                           "removed_specialize": getattr(spec, "removed", 0),
+                           "inplace": sum(1 for v in plan.values.values() if v.inplace),
+                           "recomputed": spec.recomputed, "recompute_flops": spec.recompute_flops,
+                           "rewrites": dict(self._ctx.counts)})
+
+    # -- introspection ---------------------------------------------------------------------
+    @property
+    def schedule(self) -> list[Step]:
+        """The ordered steps of the last run's shapes (before any run: the symbolic order, no buffers)."""
+        return list(self._last.steps) if self._last else list(self._symbolic_steps)
+
+    def buffer_of(self, node: Node) -> int | None:
+        """The planned buffer holding node's value in the last specialisation (None: allocated by its kernel)."""
+        if self._last is None:
+            return None
+        for s in self._last.steps:
+            if s.node is node or s.value is node:
+                return s.buffer
+        return None
+
+    def kept_for_backward(self) -> set[Node]:
+        """The forward values that gradient steps read: what training keeps alive beyond inference."""
+        steps = [s.value for s in self.schedule]
+        kept = set()
+        for n in steps:
+            if n.is_gradient:
+                for x in value_inputs(n):
+                    if not x.is_gradient and not is_leaf(x):
+                        kept.add(self._ctx.origin_of(x))
+        return kept
+
     def __str__(self) -> str:
-        return format_nodes([s.node for s in self.schedule],
-                            title=f"Program of graph {self.graph.name!r}: {len(self.schedule)} steps")
+        spec = self._last
+        head = f"Program of graph {self.graph.name!r}: {len(self.schedule)} steps"
+        if spec is not None:
+            feeds = ", ".join(f"{n.name}: {fmt_shape(s)}" for n, s in spec.shapes.items())
+            head += (f", {len(spec.plan.buffers)} buffers, peak {_fmt_bytes(spec.plan.peak_bytes)}"
+                     f"{' (shapes ' + feeds + ')' if feeds else ''}")
+        else:
+            head += " (buffers are planned at the first run, when the None dims are known)"
+        rows = []
+        for k, s in enumerate(self.schedule):
+            n = s.value
+            rhs = f"{s.op}({', '.join(x.name for x in n.inputs)})"
+            if spec is None:
+                where = "-"
+            else:
+                v = spec.plan.values[n]
+                where = (f"buf {v.buffer}{' (in place)' if v.inplace else ''}" if v.kind == "buffer" else
+                         f"view of buf {v.buffer}" if v.kind == "view" and v.buffer is not None else
+                         "view" if v.kind == "view" else "output" if n in spec.roots else "allocated")
+            mark = " recomputed" if s.recomputed else (" grad" if n.is_gradient else "")
+            rows.append((f"[{k}]", n.name, rhs, fmt_shape(n.shape), str(n.dtype), where + mark))
+        widths = [max((len(r[c]) for r in rows), default=0) for c in range(5)]
+        lines = [head]
+        for r in rows:
+            lines.append(f"  {r[0]:>{widths[0]}} {r[1]:<{widths[1]}} = {r[2]:<{widths[2]}}  "
+                         f"{r[3]:<{widths[3]}} {r[4]:<{widths[4]}}  {r[5]}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"<Program of graph {self.graph.name!r}: {len(self.outputs)} outputs, {len(self.schedule)} steps, "
+                f"peak {_fmt_bytes(self.stats.get('peak_bytes', 0))}>")
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        try:
+            from ..viz import to_dot
+            return {"image/svg+xml": to_dot(self)._repr_image_svg_xml(), "text/plain": str(self)}
+        except Exception:   # no viz module or no dot binary: the listing
+            return {"text/plain": str(self)}
+
+
+class _WithConstants:
+    """An evaluator whose results include outputs the optimiser folded to constants."""
+
+    def __init__(self, inner: NumpyEvaluator, consts: dict[int, np.ndarray]):
+        self.inner, self.consts = inner, consts
+
+    def load(self, steps, leaf_slots, n_slots, results, copy):
+        self._pick = [k for k, s in enumerate(results) if k not in self.consts]
+        self._n = len(results)
+        self.inner.load(steps, leaf_slots, n_slots, [results[k] for k in self._pick],
+                        [copy[k] for k in self._pick])
+        self.steps = self.inner.steps
+        return self
+
+    def run(self, leaves):
+        got = self.inner.run(leaves)
+        out = [None] * self._n
+        for k, v in zip(self._pick, got):
+            out[k] = v
+        for k, c in self.consts.items():
+            out[k] = np.array(c, copy=True)
+        return out
+
+
+def _is_topological(order) -> bool:
+    seen = set()
+    for n in order:
+        if any(x not in seen and not is_leaf(x) for x in value_inputs(n)):
+            return False
+        seen.add(n)
+    return True
+
+
+def concretize(nodes: list[Node], roots: list[Node], shapes: dict[Node, tuple], ctx: Context):
+    """Copies of the nodes with the concrete shapes of one run: each op's shape rule runs again on them.
+
+    A conflict between fed sizes is reported here, before any kernel runs. So is a None dimension fed
+    with 1 against another None dimension it lines up with in a broadcast whose gradient was built: the
+    gradient assumed those two sizes are equal (sum_to in ops/shape.py).
+    """
+    has_grad = any(n.is_gradient for n in nodes)
+    new: dict[Node, Node] = {}
+    by_origin = {ctx.origin_of(n): s for n, s in shapes.items()}
+    for n in nodes:
+        if n.op.name == "input":
+            shape = by_origin.get(ctx.origin_of(n), n.shape)
+            new[n] = n if shape == n.shape else ctx.rebuild(n, (), shape)
+            continue
+        if is_leaf(n):
+            new[n] = n
+            continue
+        ins = tuple(new[x] for x in n.inputs)
+        if ins == n.inputs:
+            new[n] = n
+            continue
+        try:
+            shape, dtype = n.op.infer(*ins)
+        except GraphCompilerError as e:
+            raise ShapeError(f"the fed shapes do not fit {n.name} = {n.op.name}("
+                             f"{', '.join(x.name for x in n.inputs)}): {e}; inputs "
+                             f"{', '.join(f'{x.name} {fmt_shape(x.shape)}' for x in ins)} (declared "
+                             f"{', '.join(f'{x.name} {fmt_shape(x.shape)}' for x in n.inputs)}); "
+                             f"feed arrays whose sizes agree ({_fed(shapes)})") from None
+        if has_grad and isinstance(n.op, (Binary, Where)):
+            _check_lineup(n, ins, shapes)
+        if any(d is not None and d != c for d, c in zip(n.shape, shape)) or len(shape) != len(n.shape):
+            raise ShapeError(f"{n.name} ({n.op.name}) was declared with shape {fmt_shape(n.shape)} but the feeds "
+                             f"give it shape {fmt_shape(shape)} ({_fed(shapes)})")
+        new[n] = ctx.rebuild(n, ins, shape)
+    return topo_order([new[r] for r in roots]), [new[r] for r in roots]
+
+
+def _check_lineup(n: Node, ins: tuple, shapes) -> None:
+    nd = len(n.shape)
+    for k in range(1, nd + 1):
+        sym = [(x, y) for x, y in zip(n.inputs, ins) if x.ndim >= k]
+        pairs = [(x, y) for x, y in sym if x.shape[-k] is None]
+        sizes = {y.shape[-k] for _, y in pairs}
+        if len(pairs) > 1 and len(sizes) > 1:
+            desc = ", ".join(f"{x.name} {fmt_shape(y.shape)}" for x, y in pairs)
+            raise ShapeError(f"{n.name} = {n.op.name}({', '.join(x.name for x in n.inputs)}) was differentiated "
+                             f"assuming its inputs' None dimension {-k} has one size, but the feeds give {desc} "
+                             f"({_fed(shapes)}); feed equal sizes there, or declare the dimension that is "
+                             "broadcast with size 1")
+
+
+def _fed(shapes) -> str:
+    return "fed " + ", ".join(f"{n.name}: {fmt_shape(s)}" for n, s in shapes.items()) if shapes else "no feeds"
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
 
 
 def check_feed(node: Node, value: Any) -> np.ndarray:
     """A fed array, checked against the node's shape (None dims match any size) and dtype."""
-    arr = np.asarray(value)
+    arr = value if type(value) is np.ndarray else np.asarray(value)
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         raise FeedError(f"feed {node.name!r}: got {type(value).__name__} of dtype {arr.dtype}; feed a numeric array")
-    if len(arr.shape) != len(node.shape) or any(d is not None and d != a for d, a in zip(node.shape, arr.shape)):
+    shape = arr.shape
+    if len(shape) != len(node.shape) or any(d is not None and d != a for d, a in zip(node.shape, shape)):
         raise FeedError(f"feed {node.name!r} ({node.op.name}) expects shape {fmt_shape(node.shape)}, got "
-                        f"{fmt_shape(arr.shape)}")
+                        f"{fmt_shape(shape)}")
     if arr.dtype != node.dtype:
         if not np.can_cast(arr.dtype, node.dtype, casting="same_kind"):
             raise FeedError(f"feed {node.name!r} ({node.op.name}) expects dtype {node.dtype}, got {arr.dtype}, "

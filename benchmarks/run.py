@@ -1,0 +1,360 @@
+"""Benchmark: a training step of graphcompiler against handwritten NumPy (and PyTorch, JAX, PyTensor when
+installed), the one-time cost of build_grad + compile, runs of the Figure 6.10 chain, and peak memory.
+
+    python benchmarks/run.py            # both threading settings, writes benchmarks/RESULTS.md
+    python benchmarks/run.py --quick    # fewer repeats (a smoke test)
+
+Each threading setting runs in its own subprocess, because BLAS reads its thread count from the environment
+when NumPy is imported: "pinned" sets OPENBLAS_NUM_THREADS=OMP_NUM_THREADS=MKL_NUM_THREADS=1, "default"
+leaves them alone. In each, NumPy and graphcompiler (and the peers) are timed interleaved on the same inputs,
+and medians and minimums are reported: at microsecond sizes the machine is noisy, the minimum is stable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc as pygc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+MLP_SIZES = {"tiny": (8, (16, 16, 4)), "small": (32, (64, 32, 10)), "medium": (128, (784, 256, 10)),
+             "large": (512, (784, 2048, 10))}
+DEEP = (256, (512,) * 9 + (10,))            # 8 tanh layers of 512, batch 256
+NARROW = (2048, (784,) + (128,) * 32 + (10,))   # issue 4: 32 tanh layers of 128, batch 2048
+CHAIN_N = (10, 100, 1000, 10000)
+CHAIN_SIZE = 1000
+
+
+# -- timing -------------------------------------------------------------------------------------
+
+def interleaved(fns: dict, repeats: int, inner: int) -> dict:
+    """Time each fn `inner` times per sample, samples interleaved; per-call seconds: median and min."""
+    for f in fns.values():
+        f()
+    samples = {k: [] for k in fns}
+    pygc.disable()
+    try:
+        for _ in range(repeats):
+            for k, f in fns.items():
+                t = time.perf_counter()
+                for _ in range(inner):
+                    f()
+                samples[k].append((time.perf_counter() - t) / inner)
+    finally:
+        pygc.enable()
+    return {k: {"median": statistics.median(v), "min": min(v)} for k, v in samples.items()}
+
+
+def traced_peak(fn, resident: int = 0) -> int:
+    """Bytes allocated at the peak of one call of fn beyond what was live before it (+ resident buffers)."""
+    fn()
+    pygc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        out = fn()
+        peak = tracemalloc.get_traced_memory()[1] - base
+        del out
+    finally:
+        tracemalloc.stop()
+    return peak + resident
+
+
+# -- peers (optional) ---------------------------------------------------------------------------
+
+def torch_step(sizes, act, X, Y, Ws):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+    Wt = [torch.tensor(w, requires_grad=True) for w in Ws]
+    f = torch.relu if act == "relu" else torch.tanh
+    from models import LAMBDA
+
+    def step():
+        h = Xt
+        for k, W in enumerate(Wt):
+            h = h @ W
+            if k < len(Wt) - 1:
+                h = f(h)
+        J = torch.nn.functional.cross_entropy(h, Yt) + LAMBDA / 2 * sum((W * W).sum() for W in Wt)
+        grads = torch.autograd.grad(J, Wt)
+        return J, grads
+    return step
+
+
+def jax_step(sizes, act, X, Y, Ws):
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None, None
+    from models import LAMBDA
+    f = jax.nn.relu if act == "relu" else jnp.tanh
+
+    def loss(Ws, X, Y):
+        h = X
+        for k, W in enumerate(Ws):
+            h = h @ W
+            if k < len(Ws) - 1:
+                h = f(h)
+        logp = jax.nn.log_softmax(h)
+        L = -jnp.mean(jnp.take_along_axis(logp, Y[:, None], axis=1))
+        return L + LAMBDA / 2 * sum(jnp.sum(W * W) for W in Ws)
+
+    t = time.perf_counter()
+    vg = jax.jit(jax.value_and_grad(loss))
+    Wj = [jnp.asarray(w) for w in Ws]
+    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
+    jax.block_until_ready(vg(Wj, Xj, Yj))
+    once = time.perf_counter() - t
+
+    def step():
+        return jax.block_until_ready(vg(Wj, Xj, Yj))
+    return step, once
+
+
+def pytensor_step(sizes, act, X, Y, Ws):
+    try:
+        import pytensor
+        import pytensor.tensor as pt
+    except ImportError:
+        return None, None
+    from models import LAMBDA
+    t = time.perf_counter()
+    x = pt.matrix("x", dtype=X.dtype)
+    y = pt.lvector("y")
+    Wv = [pytensor.shared(w) for w in Ws]
+    h = x
+    for k, W in enumerate(Wv):
+        h = h @ W
+        if k < len(Wv) - 1:
+            h = pt.maximum(h, 0) if act == "relu" else pt.tanh(h)
+    logp = pt.special.log_softmax(h, axis=1)
+    J = -logp[pt.arange(y.shape[0]), y].mean() + LAMBDA / 2 * sum((W * W).sum() for W in Wv)
+    fn = pytensor.function([x, y], [J, *pytensor.grad(J, Wv)])
+    fn(X, Y)
+    once = time.perf_counter() - t
+    return (lambda: fn(X, Y)), once
+
+
+# -- the measurements ---------------------------------------------------------------------------
+
+def bench_net(name, batch, sizes, act, repeats, inner, peers=True):
+    import numpy as np
+    import graphcompiler as gc
+    from models import data, gc_net, numpy_net
+    X, Y = data(batch, sizes[0], sizes[-1], "float32")
+    np_step, Ws = numpy_net(sizes, act)
+    t = time.perf_counter()
+    g, J, params = gc_net(sizes, act, batch=None)
+    t_graph = time.perf_counter() - t
+    t = time.perf_counter()
+    grads = gc.build_grad(J, params)
+    prog = gc.compile([J, *[grads[p] for p in params]])
+    t_compile = time.perf_counter() - t
+    t = time.perf_counter()
+    prog.run({"x": X, "y": Y})
+    t_first = time.perf_counter() - t
+    feeds = {"x": X, "y": Y}
+    # the same math: check before timing
+    ref = np_step(X, Y)
+    got = prog.run(feeds)
+    err = max(float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-30)) for a, b in zip(got[1:], ref[1]))
+    fns = {"numpy": lambda: np_step(X, Y), "graphcompiler": lambda: prog.run(feeds)}
+    once = {}
+    if peers:
+        s = torch_step(sizes, act, X, Y, Ws)
+        if s:
+            fns["pytorch"] = s
+        s, o = jax_step(sizes, act, X, Y, Ws)
+        if s:
+            fns["jax"], once["jax"] = s, o
+        s, o = pytensor_step(sizes, act, X, Y, Ws)
+        if s:
+            fns["pytensor"], once["pytensor"] = s, o
+    times = interleaved(fns, repeats, inner)
+    resident = prog.stats["resident_bytes"]
+    mem = {"numpy": traced_peak(lambda: np_step(X, Y)),
+           "graphcompiler": traced_peak(lambda: prog.run(feeds), resident),
+           "planned": prog.stats["peak_bytes"]}
+    infer = gc.compile([J])
+    infer.run(feeds)
+    mem["inference_planned"] = infer.stats["peak_bytes"]
+    mem["inference_measured"] = traced_peak(lambda: infer.run(feeds), infer.stats["resident_bytes"])
+    return {"name": name, "times": times, "compile_s": t_compile, "first_run_s": t_first, "graph_s": t_graph,
+            "rel_err": err, "memory": mem, "peer_once": once, "steps": prog.stats["steps"]}
+
+
+def bench_chain(n, repeats):
+    import numpy as np
+    import graphcompiler as gc
+    from models import gc_chain, numpy_chain
+    g, w, z = gc_chain(n, CHAIN_SIZE)
+    seed = g.constant(np.ones(CHAIN_SIZE), name="seed")
+    t = time.perf_counter()
+    grads = gc.build_grad(z, [w], seed=seed)
+    t_grad = time.perf_counter() - t
+    t = time.perf_counter()
+    prog = gc.compile([z, grads[w]])
+    t_compile = time.perf_counter() - t
+    W = np.random.default_rng(0).standard_normal(CHAIN_SIZE)
+    step = numpy_chain(n)
+    got, ref = prog.run({"w": W}), step(W)
+    err = max(float(np.max(np.abs(a - b))) for a, b in zip(got, ref))
+    inner = max(1, 2000 // n)
+    times = interleaved({"numpy": lambda: step(W), "graphcompiler": lambda: prog.run({"w": W})},
+                        repeats, inner)
+    return {"n": n, "grad_s": t_grad, "compile_s": t_compile, "times": times, "abs_err": err,
+            "steps": prog.stats["steps"]}
+
+
+def worker(setting: str, quick: bool) -> dict:
+    sys.path.insert(0, str(HERE))
+    import numpy as np
+    out = {"setting": setting, "nets": [], "chain": []}
+    try:
+        import threadpoolctl
+        out["threadpools"] = [{k: p.get(k) for k in ("user_api", "internal_api", "num_threads")}
+                              for p in threadpoolctl.threadpool_info()]
+    except ImportError:
+        out["threadpools"] = []
+    plan = [("tiny", 60, 200), ("small", 60, 100), ("medium", 30, 10), ("large", 11, 1)]
+    for name, reps, inner in plan:
+        batch, sizes = MLP_SIZES[name]
+        out["nets"].append(bench_net(f"MLP {name}", batch, sizes, "relu", max(3, reps // (4 if quick else 1)),
+                                     inner))
+    out["nets"].append(bench_net("deep 8x512 tanh", DEEP[0], DEEP[1], "tanh", 5 if quick else 11, 1))
+    if not quick:
+        out["nets"].append(bench_net("narrow 32x128 tanh", NARROW[0], NARROW[1], "tanh", 5, 1, peers=False))
+    for n in CHAIN_N:
+        out["chain"].append(bench_chain(n, 3 if quick else 7))
+    return out
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+def machine() -> str:
+    import numpy as np
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}, "
+            f"{platform.system()} {platform.release()}")
+
+
+def us(t: float) -> str:
+    return f"{t * 1e6:,.0f} us" if t < 1e-2 else f"{t * 1e3:,.1f} ms"
+
+
+def report(results: list[dict]) -> str:
+    lines = ["# Benchmark results", "", f"Machine: {machine()}.", "",
+             "Written by `make bench` (benchmarks/run.py). Times are per training step (loss and all gradients, "
+             "float32), NumPy and the others interleaved in one process; ratio = time / handwritten NumPy's "
+             "(below 1 is faster). Medians, with minimums in brackets.", ""]
+    for res in results:
+        lines += [f"## Threads: {res['setting']}", ""]
+        if res.get("threadpools"):
+            lines.append("Thread pools: " + ", ".join(f"{p['internal_api']} ({p['num_threads']} threads)"
+                                                        for p in res["threadpools"]) + ".")
+            lines.append("")
+        peers = [p for p in ("pytorch", "jax", "pytensor") if any(p in r["times"] for r in res["nets"])]
+        head = "| model | NumPy | graphcompiler | ratio (min) |" + "".join(f" {p} ratio |" for p in peers)
+        lines += [head, "|" + " --- |" * (4 + len(peers))]
+        for r in res["nets"]:
+            t = r["times"]
+            base = t["numpy"]
+            row = (f"| {r['name']} | {us(base['median'])} ({us(base['min'])}) | {us(t['graphcompiler']['median'])} "
+                   f"({us(t['graphcompiler']['min'])}) | {t['graphcompiler']['median'] / base['median']:.2f} "
+                   f"({t['graphcompiler']['min'] / base['min']:.2f}) |")
+            for p in peers:
+                row += (f" {t[p]['median'] / base['median']:.2f} |" if p in t else " - |")
+            lines.append(row)
+        lines += ["", "| model | build_grad + compile | first run | steps | max rel. error vs NumPy | peer one-time |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for r in res["nets"]:
+            once = ", ".join(f"{k} {v:.2f} s" for k, v in r["peer_once"].items()) or "-"
+            lines.append(f"| {r['name']} | {r['compile_s'] * 1e3:.1f} ms | {r['first_run_s'] * 1e3:.1f} ms | "
+                         f"{r['steps']} | {r['rel_err']:.1e} | {once} |")
+        lines += ["", "Peak memory of a step (tracemalloc; graphcompiler's buffers kept between runs included; "
+                  "feeds and parameters not counted):", "",
+                  "| model | NumPy | graphcompiler measured | ratio | planned `peak_bytes` | planned/measured | "
+                  "inference only (planned / measured) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in res["nets"]:
+            m = r["memory"]
+            lines.append(f"| {r['name']} | {m['numpy'] / 2**20:.2f} MiB | {m['graphcompiler'] / 2**20:.2f} MiB | "
+                         f"{m['graphcompiler'] / max(m['numpy'], 1):.2f} | {m['planned'] / 2**20:.2f} MiB | "
+                         f"{m['planned'] / max(m['graphcompiler'], 1):.2f} | {m['inference_planned'] / 2**20:.2f} / "
+                         f"{m['inference_measured'] / 2**20:.2f} MiB |")
+        lines += ["", f"Chain z = f(f(...f(w))) (Figure 6.10), f alternating sin and tanh on a vector of "
+                  f"{CHAIN_SIZE} float64, z and dz/dw (seed of ones):", "",
+                  "| N | build_grad | compile | grad + compile | run: NumPy loop | run: graphcompiler | ratio (min) |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for c in res["chain"]:
+            t = c["times"]
+            lines.append(f"| {c['n']:,} | {c['grad_s'] * 1e3:.1f} ms | {c['compile_s'] * 1e3:.1f} ms | "
+                         f"{(c['grad_s'] + c['compile_s']) * 1e3:.1f} ms | {us(t['numpy']['median'])} | "
+                         f"{us(t['graphcompiler']['median'])} | {t['graphcompiler']['median'] / t['numpy']['median']:.2f} "
+                         f"({t['graphcompiler']['min'] / t['numpy']['min']:.2f}) |")
+        lines.append("")
+    lines += ["What the program does about threads: nothing at run time. It calls NumPy, whose BLAS uses the "
+              "thread count it read from the environment at import; set OPENBLAS_NUM_THREADS (or use "
+              "threadpoolctl) to pin it. graphcompiler starts no thread pool of its own, so it never competes "
+              "with BLAS for the cores.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument("--worker", choices=("pinned", "default"), help=argparse.SUPPRESS)
+    ap.add_argument("--settings", default="pinned,default", help="comma-separated: pinned, default")
+    ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    args = ap.parse_args()
+    if args.worker:
+        print("@@RESULT@@" + json.dumps(worker(args.worker, args.quick)))
+        return
+    results = []
+    for setting in args.settings.split(","):
+        env = dict(os.environ)
+        for v in THREAD_VARS:
+            if setting == "pinned":
+                env[v] = "1"
+            else:
+                env.pop(v, None)
+        cmd = [sys.executable, __file__, "--worker", setting] + (["--quick"] if args.quick else [])
+        print(f"running the {setting} setting ...", file=sys.stderr, flush=True)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode:
+            sys.stderr.write(proc.stdout + proc.stderr)
+            raise SystemExit(f"the {setting} worker failed")
+        line = [l for l in proc.stdout.splitlines() if l.startswith("@@RESULT@@")][-1]
+        results.append(json.loads(line[len("@@RESULT@@"):]))
+    text = report(results)
+    Path(args.out).write_text(text)
+    json_path = Path(args.out).with_suffix(".json")
+    json_path.write_text(json.dumps(results, indent=1))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The compiler's working data: stand-in nodes the passes create, constant values, and topological walks.
+
+Passes never mutate the user's Graph: a node whose inputs change is rebuilt as a new Node record of the
+same name (the same value, computed differently), and a value the optimiser introduces gets a stand-in Node
+with a fresh unique name. Neither is added to the graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Callable, Iterable
+
+import numpy as np
+
+from ..graph import Graph, Node
+from ..ops.base import Constant, LEAF_OPS, Op
+
+
+class Context:
+    """What the passes share: the graph, the values of stand-in constants, fresh names and pass counters."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.consts: dict[Node, np.ndarray] = {}          # values of constants the optimiser made
+        self.source: dict[Node, Node] = {}                # rebuilt node -> the graph node it stands for
+        self.counts: dict[str, int] = {}                  # rewrites per rule
+        self._fresh = itertools.count(1)
+        self._names: set[str] = set()
+
+    # -- values ----------------------------------------------------------------------------
+    def value(self, node: Node) -> np.ndarray:
+        """The value of a constant node (a graph constant or one the optimiser made)."""
+        v = self.consts.get(node)
+        return self.graph._values[node] if v is None else v
+
+    def is_const(self, node: Node) -> bool:
+        return node.op.name == "constant"
+
+    # -- making nodes ----------------------------------------------------------------------
+    def fresh_name(self, base: str) -> str:
+        while True:
+            name = f"{base.split('~')[0]}~{next(self._fresh)}"
+            if name not in self.graph._by_name and name not in self._names:
+                self._names.add(name)
+                return name
+
+    def node(self, op: Op, inputs: Iterable[Node], like: Node, name: str | None = None) -> Node:
+        """A stand-in node op(*inputs) that takes the place of `like` (its gradient marks, a fresh name)."""
+        inputs = tuple(inputs)
+        shape, dtype = op.infer(*inputs)
+        return Node(name=name or self.fresh_name(like.name), op=op, inputs=inputs, shape=tuple(shape),
+                    dtype=np.dtype(dtype), graph=like.graph, index=like.index, is_gradient=like.is_gradient,
+                    origin=like.origin)
+
+    def constant(self, value, like: Node) -> Node:
+        """A stand-in constant holding `value` (kept out of the graph)."""
+        arr = np.asarray(value)
+        if arr.flags.writeable and arr.base is None:
+            arr.setflags(write=False)
+        n = Node(name=self.fresh_name(like.name), op=Constant(), inputs=(), shape=arr.shape, dtype=arr.dtype,
+                 graph=like.graph, index=like.index, is_gradient=like.is_gradient, origin=like.origin)
+        self.consts[n] = arr
+        return n
+
+    def rebuild(self, node: Node, inputs: tuple[Node, ...], shape: tuple | None = None) -> Node:
+        """The same value as `node`, reading new inputs (and, when specialised, with concrete shapes)."""
+        new = dataclasses.replace(node, inputs=inputs, shape=node.shape if shape is None else tuple(shape))
+        self.source[new] = self.source.get(node, node)
+        if node in self.consts:
+            self.consts[new] = self.consts[node]
+        return new
+
+    def origin_of(self, node: Node) -> Node:
+        """The graph node a program node computes (itself when the optimiser introduced it)."""
+        return self.source.get(node, node)
+
+    def count(self, what: str, k: int = 1) -> None:
+        self.counts[what] = self.counts.get(what, 0) + k
+
+
+# -- walks ----------------------------------------------------------------------------------
+
+def value_inputs(node: Node) -> list[Node]:
+    """The inputs whose values a step reads (not those read only for their shape)."""
+    return [x for i, x in enumerate(node.inputs) if node.op.reads_value(i)]
+
+
+def topo_order(roots: Iterable[Node], edges: Callable[[Node], Iterable[Node]] = lambda n: n.inputs
+               ) -> list[Node]:
+    """Every node the roots reach through `edges`, inputs before consumers (iterative depth-first)."""
+    order: list[Node] = []
+    seen: set[Node] = set()
+    for root in roots:
+        if root in seen:
+            continue
+        seen.add(root)
+        stack = [(root, iter(edges(root)))]
+        while stack:
+            node, it = stack[-1]
+            for x in it:
+                if x not in seen:
+                    seen.add(x)
+                    stack.append((x, iter(edges(x))))
+                    break
+            else:
+                stack.pop()
+                order.append(node)
+    return order
+
+
+def is_leaf(node: Node) -> bool:
+    return node.op.name in LEAF_OPS
+
+
+def nbytes(node: Node) -> int:
+    """Bytes of a value of the node's (concrete) shape."""
+    n = 1
+    for d in node.shape:
+        n *= d
+    return n * node.dtype.itemsize

@@ -1,0 +1,152 @@
+"""The buffer plan: live ranges of values, buffers reused across values, in-place elementwise steps, the peak.
+
+A step's value is one of three kinds. "buffer": the kernel writes into a planned buffer (`out=`) that lives
+in the program between runs; a buffer whose values have all been read for the last time is reused by a later
+value of the same size and dtype, and an elementwise step writes in place into an input that dies there.
+"view": the kernel returns a view of its first input (a reshape, a transpose), which keeps that input's
+memory alive as long as the view is read. "fresh": the kernel allocates its result (ops without `out=`, and
+the outputs, which are handed to the caller without a copy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..graph import Node
+from ..ops.elementwise import Binary, Comparison, Unary
+from ..runtime import can_write_out
+from .ir import is_leaf, nbytes, value_inputs
+from .schedule import VIEW_OPS
+
+
+@dataclass
+class Value:
+    """One step's value in the plan: where it lives and for how long (steps numbered from 0)."""
+
+    node: Node
+    kind: str                       # "buffer", "view" or "fresh"
+    first: int                      # the step that computes it
+    last: int = -1                  # the last step that reads it (len(schedule) for outputs and updates)
+    root: Node | None = None        # whose memory it occupies (itself unless a view; None: a leaf's)
+    buffer: int | None = None       # planned buffer id (buffer kind, and views of one)
+    inplace: bool = False           # written into the buffer of an input that dies at this step
+    readers: list = field(default_factory=list)
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.kind == "view" else nbytes(self.node)
+
+
+@dataclass
+class BufferPlan:
+    order: list[Node]
+    values: dict[Node, Value]
+    buffers: list[tuple[int, np.dtype]]          # buffer id -> (elements, dtype)
+    live: list[int]                              # bytes live after each step (buffers' values + fresh)
+    peak_bytes: int
+    peak_step: int
+    resident_bytes: int                          # the planned buffers, kept between runs
+
+
+def is_elementwise(node: Node) -> bool:
+    op = node.op
+    return isinstance(op, (Unary, Binary)) and not isinstance(op, Comparison) and getattr(op, "writes_out", False)
+
+
+def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True) -> BufferPlan:
+    """Assign buffers to the values of a schedule; `keep` (outputs, updates) live to the end."""
+    end = len(order)
+    pos = {n: k for k, n in enumerate(order)}
+    outputs = set(keep)
+    values: dict[Node, Value] = {}
+    for k, n in enumerate(order):
+        x0 = n.inputs[0] if n.inputs else None
+        if n.op.name in VIEW_OPS and x0 is not None:
+            root = values[x0].root if x0 in values else None
+            v = Value(n, "view", k, root=root)
+        elif can_write_out(n.op, n.dtype) and n not in outputs and reuse:
+            v = Value(n, "buffer", k, root=n)
+        else:
+            v = Value(n, "fresh", k, root=n)
+        values[n] = v
+        for x in set(value_inputs(n)):
+            if x in values:
+                values[x].readers.append(k)
+    for n in order:                                   # each value's own last read; roots cover their views
+        v = values[n]
+        v.last = end if n in outputs else max(v.readers, default=v.first)
+    for n in reversed(order):
+        v = values[n]
+        if v.kind == "view" and v.root is not None:
+            r = values[v.root]
+            r.last = max(r.last, v.last)
+
+    buffers: list[tuple[int, np.dtype]] = []
+    free: dict[tuple[int, str], list[int]] = {}
+    dying: dict[int, list[Node]] = {}
+    for n in order:
+        v = values[n]
+        if v.root is n:
+            dying.setdefault(v.last, []).append(n)
+    for k, n in enumerate(order):
+        v = values[n]
+        if v.kind == "buffer":
+            size = int(np.prod(n.shape, dtype=np.int64))
+            key = (size, n.dtype.str)
+            if reuse and is_elementwise(n):           # in place: an input whose memory dies here
+                ins = value_inputs(n)
+                for x in ins:
+                    xv = values.get(x)
+                    if (xv is not None and xv.kind == "buffer" and xv.last == k and x not in outputs
+                            and x.shape == n.shape and x.dtype == n.dtype
+                            and all(y is x or values.get(y) is None or values[y].root is not x for y in ins)):
+                        v.buffer, v.inplace = xv.buffer, True
+                        dying[k].remove(x)
+                        break
+            if v.buffer is None:
+                pool = free.get(key)
+                if pool:
+                    v.buffer = pool.pop()
+                else:
+                    v.buffer = len(buffers)
+                    buffers.append((size, n.dtype))
+        elif v.kind == "view" and v.root is not None:
+            v.buffer = values[v.root].buffer
+        for x in dying.get(k, ()):                    # memory whose last reader was this step
+            xv = values[x]
+            if xv.kind == "buffer" and x not in outputs and reuse:
+                size, dt = buffers[xv.buffer]
+                free.setdefault((size, dt.str), []).append(xv.buffer)
+    resident = sum(size * dt.itemsize for size, dt in buffers)
+    fresh_delta = [0] * (end + 2)
+    for n in order:
+        v = values[n]
+        if v.kind == "fresh":
+            fresh_delta[v.first] += v.nbytes
+            fresh_delta[min(v.last, end) + 1] -= v.nbytes
+    live, acc = [], 0
+    for k in range(end):
+        acc += fresh_delta[k]
+        live.append(resident + acc)
+    if end:
+        acc += fresh_delta[end]
+    peak = max(live, default=resident)
+    peak_step = live.index(peak) if live else 0
+    return BufferPlan(order, values, buffers, live, peak, peak_step, resident)
+
+
+def live_value_bytes(plan: BufferPlan) -> list[int]:
+    """Bytes of the values live after each step (ignoring buffer sharing): what a perfect allocator needs."""
+    end = len(plan.order)
+    delta = [0] * (end + 2)
+    for v in plan.values.values():
+        if v.kind != "view":
+            delta[v.first] += v.nbytes
+            delta[min(v.last, end) + 1] -= v.nbytes
+    out, acc = [], 0
+    for k in range(end):
+        acc += delta[k]
+        out.append(acc)
+    return out

@@ -1,0 +1,414 @@
+"""simplify: algebraic rewrite rules applied to a fixpoint, with common subexpressions merged.
+
+Each rule is one line of the table RULES: an op name, the rule, and its algebra. A rule looks at one node
+(whose inputs are already simplified) and returns the node that replaces it, or None. A replacement has the
+node's exact shape and dtype; the driver checks that, so a rule can never change what a program computes.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..graph import Node
+from ..ops import elementwise as E
+from ..ops import nn as NN
+from ..ops import shape as S
+from ..ops.base import Op
+from .ir import Context, is_leaf
+
+Rule = Callable[[Node, Context], "Node | None"]
+
+_SMALL = 1 << 16           # constants folded only up to this many elements (a broadcast view is free)
+
+
+# -- helpers the rules read with ----------------------------------------------------------------
+
+def _const_all(ctx: Context, x: Node, v: float) -> bool:
+    """x is a constant whose every element equals v."""
+    if not ctx.is_const(x):
+        return False
+    a = ctx.value(x)
+    if a.size > _SMALL or a.dtype.kind not in "biuf":
+        return False
+    return bool(np.all(a == v))
+
+
+def _scalar_const(ctx: Context, x: Node) -> bool:
+    return ctx.is_const(x) and ctx.value(x).size == 1 and x.dtype.kind == "f"
+
+
+def _uniform(a: np.ndarray) -> bool:
+    """Every element equal (a broadcast constant, typically), so one scalar can stand for it."""
+    if a.size == 0:
+        return False
+    if all(st == 0 for st in a.strides):
+        return True
+    return a.size <= _SMALL and bool(np.all(a == a.flat[0]))
+
+
+def _same(n: Node, x: Node) -> bool:
+    """x can stand for n as it is: same shape (None dims taken from the same source) and dtype."""
+    return x.shape == n.shape and x.dtype == n.dtype
+
+
+def _binary_args(n: Node) -> tuple[Node, Node]:
+    return n.inputs[0], n.inputs[1]
+
+
+def _mk(ctx: Context, op: Op, inputs, n: Node) -> Node:
+    return ctx.node(op, inputs, like=n)
+
+
+# -- the rules ----------------------------------------------------------------------------------
+
+def times_one(n, ctx):                                   # x * 1 -> x,  1 * x -> x (seeds of ones too)
+    a, b = _binary_args(n)
+    if _const_all(ctx, b, 1) and _same(n, a):
+        return a
+    if _const_all(ctx, a, 1) and _same(n, b):
+        return b
+    return None
+
+
+def plus_zero(n, ctx):                                   # x + 0 -> x,  0 + x -> x
+    a, b = _binary_args(n)
+    if _const_all(ctx, b, 0) and _same(n, a):
+        return a
+    if _const_all(ctx, a, 0) and _same(n, b):
+        return b
+    return None
+
+
+def minus_zero(n, ctx):                                  # x - 0 -> x
+    a, b = _binary_args(n)
+    return a if _const_all(ctx, b, 0) and _same(n, a) else None
+
+
+def zero_minus(n, ctx):                                  # 0 - x -> -x
+    a, b = _binary_args(n)
+    if _const_all(ctx, a, 0) and _same(n, b) and b.dtype.kind == "f":
+        return _mk(ctx, E.Negative(), (b,), n)
+    return None
+
+
+def over_one(n, ctx):                                    # x / 1 -> x
+    a, b = _binary_args(n)
+    return a if _const_all(ctx, b, 1) and _same(n, a) else None
+
+
+def neg_neg(n, ctx):                                     # --x -> x
+    x = n.inputs[0]
+    return x.inputs[0] if x.op.name == "negative" and _same(n, x.inputs[0]) else None
+
+
+def neg_scaled(n, ctx):                                  # -(c * x) -> (-c) * x   (c a scalar constant)
+    x = n.inputs[0]
+    if x.op.name == "multiply":
+        a, b = _binary_args(x)
+        if _scalar_const(ctx, a):
+            return _mk(ctx, E.Multiply(), (ctx.constant(-ctx.value(a), n), b), n)
+        if _scalar_const(ctx, b):
+            return _mk(ctx, E.Multiply(), (a, ctx.constant(-ctx.value(b), n)), n)
+    return None
+
+
+def add_neg(n, ctx):                                     # a + (-b) -> a - b,  (-a) + b -> b - a
+    a, b = _binary_args(n)
+    if b.op.name == "negative":
+        return _mk(ctx, E.Subtract(), (a, b.inputs[0]), n)
+    if a.op.name == "negative":
+        return _mk(ctx, E.Subtract(), (b, a.inputs[0]), n)
+    return None
+
+
+def sub_neg(n, ctx):                                     # a - (-b) -> a + b
+    a, b = _binary_args(n)
+    return _mk(ctx, E.Add(), (a, b.inputs[0]), n) if b.op.name == "negative" else None
+
+
+def twice(n, ctx):                                       # x + x -> 2 * x   (exact in floating point)
+    a, b = _binary_args(n)
+    if a is b and a.dtype.kind == "f":
+        return _mk(ctx, E.Multiply(), (ctx.constant(np.array(2, a.dtype), n), a), n)
+    return None
+
+
+def scale_scale(n, ctx):                                 # c1 * (c2 * x) -> (c1 c2) * x   (scalar c1, c2)
+    a, b = _binary_args(n)
+    for c, m in ((a, b), (b, a)):
+        if _scalar_const(ctx, c) and m.op.name == "multiply":
+            p, q = _binary_args(m)
+            for c2, x in ((p, q), (q, p)):
+                if _scalar_const(ctx, c2):
+                    v = np.asarray(ctx.value(c) * ctx.value(c2), dtype=np.result_type(c.dtype, c2.dtype))
+                    if v.ndim > max(c.ndim, c2.ndim):
+                        v = v.reshape(v.shape[-max(c.ndim, c2.ndim):] if max(c.ndim, c2.ndim) else ())
+                    return _mk(ctx, E.Multiply(), (ctx.constant(v, n), x), n)
+    return None
+
+
+def absorb_broadcast(n, ctx):                            # f(broadcast(a), b) -> f(a, b)   (f broadcasts anyway)
+    ins = list(n.inputs)
+    for k, x in enumerate(ins):
+        small = None
+        if x.op.name in ("broadcast_to", "broadcast_like") and x.inputs[0].dtype == x.dtype:
+            small = x.inputs[0]
+        elif ctx.is_const(x) and x.ndim and _uniform(ctx.value(x)):   # a constant array of one value: a scalar
+            small = ctx.constant(np.asarray(ctx.value(x).flat[0]).astype(x.dtype), n)
+        if small is not None:
+            trial = ins[:k] + [small] + ins[k + 1:]
+            try:
+                shape, dtype = n.op.infer(*trial)
+            except Exception:
+                continue
+            if tuple(shape) == n.shape and dtype == n.dtype:
+                return _mk(ctx, n.op, trial, n)
+    return None
+
+
+def transpose_identity(n, ctx):                          # transpose(x, (0, 1, ..)) -> x
+    return n.inputs[0] if tuple(n.op.axes) == tuple(range(n.ndim)) else None
+
+
+def transpose_transpose(n, ctx):                         # transpose(transpose(x, p), q) -> transpose(x, p[q])
+    x = n.inputs[0]
+    if x.op.name != "transpose":
+        return None
+    axes = tuple(x.op.axes[a] for a in n.op.axes)
+    inner = x.inputs[0]
+    return inner if axes == tuple(range(n.ndim)) else _mk(ctx, S.Transpose(axes), (inner,), n)
+
+
+def reshape_same(n, ctx):                                # reshape(x, shape(x)) -> x
+    x = n.inputs[0]
+    return x if _same(n, x) and None not in x.shape else None
+
+
+def reshape_reshape(n, ctx):                             # reshape(reshape(x, s1), s2) -> reshape(x, s2)
+    x = n.inputs[0]
+    if x.op.name == "reshape":
+        return _mk(ctx, S.Reshape(n.op.shape), (x.inputs[0],), n)
+    return None
+
+
+def broadcast_same(n, ctx):                              # broadcast_to(x, shape(x)) -> x
+    x = n.inputs[0]
+    return x if _same(n, x) and None not in x.shape else None
+
+
+def sum_no_axes(n, ctx):                                 # sum(x, axis=()) -> x
+    x = n.inputs[0]
+    return x if not n.op.axis and _same(n, x) else None
+
+
+def astype_same(n, ctx):                                 # astype(x, dtype(x)) -> x
+    x = n.inputs[0]
+    return x if _same(n, x) else None
+
+
+def identity_drop(n, ctx):                               # identity(x) -> x   (stop_gradient too: a run is the same)
+    x = n.inputs[0]
+    return x if _same(n, x) else None
+
+
+def squeeze_expand(n, ctx):                              # squeeze(expand_dims(x, a), a) -> x, and back
+    x = n.inputs[0]
+    pair = {"squeeze": "expand_dims", "expand_dims": "squeeze"}[n.op.name]
+    if x.op.name == pair and tuple(x.op.axis) == tuple(n.op.axis) and _same(n, x.inputs[0]):
+        return x.inputs[0]
+    return None
+
+
+def log_of_softmax(n, ctx):                              # log(softmax(x)) -> log_softmax(x)
+    x = n.inputs[0]
+    return _mk(ctx, NN.LogSoftmax(x.op.axis), x.inputs, n) if x.op.name == "softmax" else None
+
+
+def log_one_plus(n, ctx):                                # log(1 + x) -> log1p(x)
+    x = n.inputs[0]
+    if x.op.name != "add":
+        return None
+    a, b = _binary_args(x)
+    for one, y in ((a, b), (b, a)):
+        if _const_all(ctx, one, 1) and _same(n, y):
+            return _mk(ctx, E.Log1p(), (y,), n)
+    return None
+
+
+def log_sum_exp(n, ctx):                                 # log(sum(exp(x), axis)) -> logsumexp(x, axis)
+    s = n.inputs[0]
+    if s.op.name == "sum" and s.inputs[0].op.name == "exp" and s.dtype == s.inputs[0].dtype:
+        return _mk(ctx, NN.LogSumExp(s.op.axis, s.op.keepdims), s.inputs[0].inputs, n)
+    return None
+
+
+# -- rules that need the concrete shapes of a run (applied when a program is specialised) ---------
+
+def count_fold(n, ctx):                                  # count(x, axes) -> the number, once shapes are known
+    return ctx.constant(n.op.kernel(n.inputs[0]), n) if None not in n.inputs[0].shape else None
+
+
+def like_identity(n, ctx):                               # sum_like/broadcast_like/reshape_like(g, like) -> g if shapes agree
+    g = n.inputs[0]
+    return g if _same(n, g) and None not in n.shape else None
+
+
+def like_static(n, ctx):                                 # broadcast_like(g, like) -> broadcast_to(g, shape(like)); same for reshape
+    if None in n.shape:
+        return None
+    op = {"broadcast_like": S.BroadcastTo, "reshape_like": S.Reshape}[n.op.name](n.shape)
+    return _mk(ctx, op, (n.inputs[0],), n)
+
+
+def zeros_fold(n, ctx):                                  # zeros_like(x) -> a broadcast zero constant (no memory)
+    if None in n.shape:
+        return None
+    return ctx.constant(np.broadcast_to(np.zeros((), n.dtype), n.shape), n)
+
+
+_BINARY = ("add", "subtract", "multiply", "divide", "power", "maximum", "minimum", "where")
+
+RULES: dict[str, list[Rule]] = {
+    "multiply": [times_one, scale_scale],
+    "add": [plus_zero, add_neg, twice],
+    "subtract": [minus_zero, zero_minus, sub_neg],
+    "divide": [over_one],
+    "negative": [neg_neg, neg_scaled],
+    "transpose": [transpose_identity, transpose_transpose],
+    "reshape": [reshape_same, reshape_reshape],
+    "broadcast_to": [broadcast_same],
+    "sum": [sum_no_axes],
+    "mean": [sum_no_axes],
+    "astype": [astype_same],
+    "identity": [identity_drop],
+    "stop_gradient": [identity_drop],
+    "squeeze": [squeeze_expand],
+    "expand_dims": [squeeze_expand],
+    "log": [log_of_softmax, log_one_plus, log_sum_exp],
+}
+for _name in _BINARY:
+    RULES.setdefault(_name, []).append(absorb_broadcast)
+
+SHAPE_RULES: dict[str, list[Rule]] = {
+    "count": [count_fold],
+    "sum_like": [like_identity],
+    "broadcast_like": [like_identity, like_static],
+    "reshape_like": [like_identity, like_static],
+    "zeros_like": [zeros_fold],
+}
+
+
+# -- the driver ---------------------------------------------------------------------------------
+
+def fold_constant(n: Node, ctx: Context) -> Node | None:
+    """op(constants) -> constant: computed once here instead of at every run (small results only)."""
+    if is_leaf(n) or n.op.name in ("one_hot",):
+        return None
+    args = []
+    for i, x in enumerate(n.inputs):
+        if n.op.reads_value(i):
+            if not ctx.is_const(x):
+                return None
+            args.append(ctx.value(x))
+        else:
+            if None in x.shape:
+                return None
+            args.append(np.broadcast_to(np.empty((), x.dtype), x.shape))
+    if None in n.shape:
+        return None
+    size = int(np.prod(n.shape, dtype=np.int64))
+    broadcast = n.op.name in ("broadcast_to", "broadcast_like", "expand_dims", "reshape", "squeeze")
+    if size > _SMALL and not broadcast:
+        return None
+    try:
+        with np.errstate(all="ignore"):
+            value = np.asarray(n.op.kernel(*args))
+    except Exception:
+        return None               # leave it to the run, which reports the failure naming the step
+    if value.shape != n.shape or value.dtype != n.dtype:
+        return None
+    if size > _SMALL and any(s != 0 for s in value.strides) and value.nbytes > _SMALL:
+        return None
+    return ctx.constant(value, n)
+
+
+def simplify(nodes: list[Node], roots: list[Node], ctx: Context, *, shapes: bool = False
+             ) -> tuple[list[Node], list[Node]]:
+    """Rewrite to a fixpoint; return the new node list (topological) and the roots' replacements.
+
+    One sweep in topological order simplifies every node after its inputs, so a rule sees simplified
+    inputs; a node's replacement is simplified again until no rule applies (the fixpoint). `shapes=True`
+    adds the rules that need concrete shapes.
+    """
+    table = dict(RULES)
+    if shapes:
+        for k, v in SHAPE_RULES.items():
+            table[k] = v + table.get(k, [])
+    replaced: dict[Node, Node] = {}
+    seen: dict[tuple, Node] = {}                     # (op, inputs) -> node: common subexpressions
+    consts: dict[tuple, Node] = {}                   # small constants by value
+
+    def canonical(m: Node) -> Node:
+        if m.op.name == "constant":
+            v = ctx.value(m)
+            if v.size <= 16:
+                key = (v.dtype.str, v.shape, v.tobytes())
+                first = consts.setdefault(key, m)
+                if first is not m:
+                    ctx.count("cse")
+                return first
+            return m
+        if is_leaf(m):
+            return m
+        if m.op.name == "stop_gradient":
+            return m
+        key = (m.op, m.inputs)
+        first = seen.setdefault(key, m)
+        if first is not m:
+            ctx.count("cse")                         # the same op on the same inputs: one value
+        return first
+
+    def settle(m: Node) -> Node:
+        """Apply rules to m until none does (each replacement's new inputs are settled first)."""
+        for _ in range(64):
+            m = canonical(m)
+            if is_leaf(m):
+                return m
+            new = fold_constant(m, ctx)
+            rule_name = "fold"
+            if new is None:
+                for rule in table.get(m.op.name, ()):
+                    new = rule(m, ctx)
+                    if new is not None:
+                        rule_name = rule.__name__
+                        break
+            if new is None:
+                return m
+            if new.shape != m.shape or new.dtype != m.dtype:
+                raise AssertionError(f"rule {rule_name} changed {m.name} from {m.shape} {m.dtype} to "
+                                     f"{new.shape} {new.dtype}")
+            ctx.count(rule_name)
+            ins = tuple(x if x in settled else settle(x) for x in new.inputs)
+            if ins != new.inputs:
+                new = ctx.rebuild(new, ins)
+            m = new
+        return m
+
+    settled: set[Node] = set()
+    for n in nodes:
+        if is_leaf(n):
+            m = canonical(n)
+            settled.add(m)
+        else:
+            ins = tuple(replaced[x] for x in n.inputs)
+            m = n if ins == n.inputs else ctx.rebuild(n, ins)
+            m = settle(m)
+        replaced[n] = m
+        settled.add(m)
+    new_roots = [replaced[r] for r in roots]
+    return topo_order(new_roots), new_roots
+
+
+from .ir import topo_order  # noqa: E402  (kept at the end: the driver's only other helper)
