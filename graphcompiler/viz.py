@@ -70,7 +70,7 @@ class _Subject:
     title: str
     nodes: list[Node]
     outputs: list[Node]
-    program: Any = None
+    program: "_Plan | None" = None
 
 
 def _subject(what: Any) -> _Subject:
@@ -97,17 +97,13 @@ def _subject(what: Any) -> _Subject:
 
 
 def _program_subject(program: Any) -> _Subject:
-    steps = list(program.schedule)
-    nodes = list(getattr(program, "nodes", []) or [])
-    seen = set(nodes)
-    for s in steps:                 # a value the optimiser introduced is a step whose node is a stand-in
-        if s.node not in seen:
-            seen.add(s.node)
-            nodes.append(s.node)
-    nodes = _topological(_ancestors(nodes))
-    outputs = list(getattr(program, "outputs", []) or [])
+    """A Program draws its steps' own nodes (`step.value` where the program has one: a stand-in or a
+    concrete-shape copy whose inputs are what the step really reads) and the leaves they read."""
+    plan = _Plan(program)
+    nodes = _topological(_ancestors(plan.values))
+    outputs = [plan.value_of.get(o, o) for o in getattr(program, "outputs", []) or []]
     graph = getattr(program, "graph", None)
-    return _Subject(f"program of {getattr(graph, 'name', 'a graph')}", nodes, outputs, program)
+    return _Subject(f"program of {getattr(graph, 'name', 'a graph')}", nodes, outputs, plan)
 
 
 def _ancestors(roots: list[Node]) -> set[Node]:
@@ -302,11 +298,16 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
     visible_set = set(visible)
     ctx_set = set(ctx)
 
-    plan = _Plan(subject.program) if subject.program is not None else None
+    plan = subject.program
+
+    anchored = _anchors(visible, visible_set)
+
+    def scope(n: Node) -> str | None:             # a sum or the seed dJ/dJ goes where its anchor is
+        return scope_of(anchored[n]) if n in anchored else scope_of(n)
 
     collapsed: set[str] = set()
     if collapse:
-        scopes = {c for n in visible for c in _scope_chain(scope_of(n))}
+        scopes = {c for n in visible for c in _scope_chain(scope(n))}
         collapsed = scopes if collapse is True else {s.rstrip("/") for s in collapse} & scopes
     ids = {n: f"n{k}" for k, n in enumerate(visible)}
     # a collapsed scope is two nodes, its forward part and its backward part; ids free of ":" (a port)
@@ -314,7 +315,7 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
                  for b in (False, True)}
 
     def rep(n: Node) -> str:                      # the drawn id of n: its own, or its collapsed scope's
-        for s in _scope_chain(scope_of(n)):
+        for s in _scope_chain(scope(n)):
             if s in collapsed:
                 return scope_ids[s, n.is_gradient]
         return ids[n]
@@ -331,12 +332,12 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
         if rep(n) != ids[n]:
             continue
         attrs = _node_attrs(n, kinds[n], n in outputs, n in ctx_set, plan)
-        where = scope_of(n) if group or collapsed else None
+        where = scope(n) if group or collapsed else None
         boxes.setdefault(where, []).append((ids[n], attrs))
     members: dict[tuple[str, bool], list[Node]] = {}
     for n in visible:
         if rep(n) != ids[n]:
-            s = next(s for s in _scope_chain(scope_of(n)) if s in collapsed)
+            s = next(s for s in _scope_chain(scope(n)) if s in collapsed)
             members.setdefault((s, n.is_gradient), []).append(n)
     for (s, backward), ms in members.items():
         outer = [c for c in _scope_chain(s)[:-1] if c not in collapsed]
@@ -344,7 +345,7 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
             (scope_ids[s, backward], _collapsed_attrs(s, backward, ms, kinds)))
     _emit_boxes(dot, boxes, collapsed)
 
-    anchors = _anchors(visible, visible_set) if align and not collapsed else {}
+    anchors = anchored if align and not collapsed else {}
 
     # edges: input -> consumer; from forward into backward they are pale (B reads a forward value)
     seen_collapsed: set[tuple[str, str]] = set()
@@ -362,7 +363,8 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
                     continue
                 seen_collapsed.add((a, b))
             attrs = _edge_attrs(x, n, kinds, edge_shapes)
-            if n in anchors or align and collapsed and n.is_gradient:                        # its place is fixed by its forward origin's rank
+            free_leaf = x.op.name == "constant" and x not in anchors     # placed by this edge alone
+            if (n in anchors or align and collapsed and n.is_gradient) and not free_leaf:                        # its place is fixed by its forward origin's rank
                 attrs["constraint"] = "false"
             dot.edge(a, b, **attrs)
 
@@ -373,14 +375,12 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
                     same.attr(rank="same")
                     same.node(scope_ids[s, False])
                     same.node(scope_ids[s, True])
-    if anchors:                                     # each backward node level with its forward origin
-        for v in visible:
-            row = [ids[n] for n in visible if anchors.get(n) is v]
-            if row:
-                with dot.subgraph() as same:
-                    same.attr(rank="same")
-                    for node_id in [ids[v], *row]:
-                        same.node(node_id)
+    rows: dict[Node, list[str]] = {}
+    for n, v in anchors.items():                    # each backward node level with its forward origin
+        rows.setdefault(v, []).append(ids[n])
+    for v in visible:
+        if v in rows:                               # ids are plain words: no quoting needed
+            dot.body.append(f"\t{{rank=same; {ids[v]}; {'; '.join(rows[v])};}}\n")
 
     if provenance:
         for n in visible:
@@ -419,10 +419,10 @@ def _anchors(visible: list[Node], visible_set: set[Node]) -> dict[Node, Node]:
             a = v if not v.is_gradient else anchors.get(v)
         else:
             a = next((anchors[x] for x in n.inputs if x in anchors), None)
-        if a is not None and a in visible_set:
-            anchors[n] = a
+        if a is not None and a in visible_set and (n.op.name != "constant" or n.origin is None):
+            anchors[n] = a                          # a literal of a bprop (the 0 of z > 0) sits by its reader
     for n in visible:                               # seeds: with what their first reader is anchored to
-        if n.is_gradient and n not in anchors:
+        if n.is_gradient and n not in anchors and n.origin is None:
             readers = [m for m in visible if n in m.inputs and m.origin is not None and m in anchors]
             if readers:
                 anchors[n] = readers[0].origin[0] if not readers[0].origin[0].is_gradient else anchors[readers[0]]
@@ -573,24 +573,33 @@ def _swatch(fill: str, border: str, text: str, width: int = 1) -> str:
 # -- a Program's plan ---------------------------------------------------------------------------
 
 class _Plan:
-    """Schedule order, buffers and kept values of a compiled Program, read through its public names."""
+    """Schedule order, buffers and kept values of a compiled Program, read through its public names.
+
+    `step.node` is the graph node a step computes; `step.value` (where the Program has it) the program's own
+    node for it. Pictures draw the values; what the Program answers about graph nodes is mapped onto them.
+    """
 
     def __init__(self, program: Any):
         self.program = program
+        self.values: list[Node] = []
+        self.value_of: dict[Node, Node] = {}          # graph node -> the drawn value of its step
         self.step_of: dict[Node, int] = {}
         self.buffer: dict[Node, Any] = {}
         self._recomputed: set[Node] = set()
         for k, s in enumerate(program.schedule, start=1):
-            node = s.node
-            self.step_of.setdefault(node, k)
+            value = getattr(s, "value", None)
+            value = s.node if value is None else value
+            self.values.append(value)
+            self.value_of.setdefault(s.node, value)
+            self.step_of.setdefault(value, k)
             buf = getattr(s, "buffer", None)
             if buf is None:
-                buf = self._buffer_of(node)
+                buf = self._buffer_of(s.node)
             if buf is not None:
-                self.buffer.setdefault(node, buf)
+                self.buffer.setdefault(value, buf)
             if getattr(s, "recomputed", False):
-                self._recomputed.add(node)
-        self.kept = self._kept()
+                self._recomputed.add(value)
+        self.kept = {self.value_of.get(n, n) for n in self._kept()}
 
     def _buffer_of(self, node: Node):
         f = getattr(self.program, "buffer_of", None)
@@ -622,11 +631,8 @@ class _Plan:
             parts.append(f"step {self.step_of[n]}")
         elif n.op.name in ("input", "parameter"):
             parts.append("fed" if n.op.name == "input" else "stored")
-        buf = self.buffer.get(n)
-        if buf is None and n not in self.step_of:
-            buf = self._buffer_of(n)
-        if buf is not None:
-            parts.append(f"buffer {buf}")
+        if n in self.buffer:
+            parts.append(f"buffer {self.buffer[n]}")
         if n in self._recomputed:
             parts.append("recomputed")
         if n in self.kept:
