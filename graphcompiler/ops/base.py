@@ -193,7 +193,8 @@ def broadcast_shapes(*shapes: tuple) -> tuple:
         fixed = {d for d in dims if d is not None and d != 1}
         if len(fixed) > 1:
             raise ShapeError(f"shapes {', '.join(fmt_shape(s) for s in shapes)} do not broadcast: "
-                             f"dimension {k - ndim} is {' vs '.join(str(d) for d in sorted(fixed))}")
+                             f"dimension {k - ndim} is {' vs '.join(str(d) for d in sorted(fixed))}; sizes "
+                             "must be equal or 1 (reshape, transpose or gc.expand_dims an operand to line them up)")
         if fixed:
             out.append(fixed.pop())
         elif None in dims:
@@ -203,23 +204,25 @@ def broadcast_shapes(*shapes: tuple) -> tuple:
     return tuple(out)
 
 
-def normalize_axes(axis, ndim: int, what: str) -> tuple[int, ...]:
-    """axis=None, an int or a tuple -> a sorted tuple of non-negative axes (None means all)."""
+def normalize_axes(axis, ndim: int, what: str, of=None) -> tuple[int, ...]:
+    """axis=None, an int or a tuple -> a sorted tuple of non-negative axes (None means all); `of` is the node."""
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out = []
     for a in axes:
         if not isinstance(a, (int, np.integer)) or isinstance(a, bool) or not -ndim <= a < ndim:
-            raise ShapeError(f"{what}: axis {a!r} is out of range for a value of rank {ndim}")
+            who = f" of {of.name!r} (shape {fmt_shape(of.shape)})" if hasattr(of, "shape") else ""
+            raise ShapeError(f"{what}{who}: axis {a!r} is out of range for a value of rank {ndim}"
+                             + (f"; use an axis from {-ndim} to {ndim - 1}" if ndim else "; it has no axes"))
         out.append(int(a) % ndim)
     if len(set(out)) != len(out):
         raise ShapeError(f"{what}: repeated axis in {axis!r}")
     return tuple(sorted(out))
 
 
-def normalize_axis(axis: int, ndim: int, what: str) -> int:
-    return normalize_axes(axis, ndim, what)[0]
+def normalize_axis(axis: int, ndim: int, what: str, of=None) -> int:
+    return normalize_axes(axis, ndim, what, of)[0]
 
 
 def float_dtype(x, what: str) -> np.dtype:

@@ -30,7 +30,8 @@ class Matmul(Op):
         if ka is not None and kb is not None and ka != kb:
             raise ShapeError(f"dimensions must be equal, but are {ka} and {kb} (the last of "
                              f"{fmt_shape(a.shape)} and the {'second-to-last' if b.ndim > 1 else 'only'} "
-                             f"of {fmt_shape(b.shape)})")
+                             f"of {fmt_shape(b.shape)}); check the operands' order and shapes, or transpose "
+                             "one of them (gc.transpose or .T)")
         batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
         rows = (a.shape[-2],) if a.ndim > 1 else ()
         cols = (b.shape[-1],) if b.ndim > 1 else ()

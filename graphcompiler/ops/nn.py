@@ -195,15 +195,15 @@ class MSE(Op):
 
 
 def softmax(x, axis: int = -1, name: str | None = None):
-    return apply(Softmax(normalize_axis(axis, x.ndim, "softmax")), (x,), name)
+    return apply(Softmax(normalize_axis(axis, x.ndim, "softmax", x)), (x,), name)
 
 
 def log_softmax(x, axis: int = -1, name: str | None = None):
-    return apply(LogSoftmax(normalize_axis(axis, x.ndim, "log_softmax")), (x,), name)
+    return apply(LogSoftmax(normalize_axis(axis, x.ndim, "log_softmax", x)), (x,), name)
 
 
 def logsumexp(x, axis=None, keepdims: bool = False, name: str | None = None):
-    return apply(LogSumExp(normalize_axes(axis, x.ndim, "logsumexp"), bool(keepdims)), (x,), name)
+    return apply(LogSumExp(normalize_axes(axis, x.ndim, "logsumexp", x), bool(keepdims)), (x,), name)
 
 
 def softmax_cross_entropy(logits, labels, name: str | None = None):

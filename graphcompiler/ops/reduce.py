@@ -91,7 +91,7 @@ class Max(Reduction):
 
 
 def _reduce(cls, x, axis, keepdims, name):
-    axes = normalize_axes(axis, x.ndim, cls.name)
+    axes = normalize_axes(axis, x.ndim, cls.name, x)
     return apply(cls(axes, bool(keepdims)), (x,), name)
 
 

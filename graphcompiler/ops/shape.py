@@ -511,7 +511,7 @@ def expand_dims(x, axis, name: str | None = None):
 def squeeze(x, axis=None, name: str | None = None):
     if axis is None:
         axis = tuple(k for k, d in enumerate(x.shape) if d == 1)
-    return apply(Squeeze(normalize_axes(axis, _ndim(x), "squeeze")), (x,), name)
+    return apply(Squeeze(normalize_axes(axis, _ndim(x), "squeeze", x)), (x,), name)
 
 
 def broadcast_to(x, shape, name: str | None = None):
@@ -546,7 +546,7 @@ def concatenate(xs, axis: int = 0, name: str | None = None):
 
 def split(x, indices_or_sections, axis: int = 0, name: str | None = None):
     """Split x along axis into a list of slices (NumPy's split): sections need a fixed size there."""
-    axis = normalize_axis(axis, x.ndim, "split")
+    axis = normalize_axis(axis, x.ndim, "split", x)
     n = x.shape[axis]
     if isinstance(indices_or_sections, (int, np.integer)):
         k = int(indices_or_sections)
