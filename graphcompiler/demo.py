@@ -175,6 +175,10 @@ def run_demo(out: str | Path = "demo-output", *, epochs: int = 30, hidden: int =
     result.train_seconds = time.perf_counter() - t_train
     batch_feed = {"x": X_train[:batch], "y": y_train[:batch]}
     _write_graph_file(mlp, hidden, lam, seed, out, result)
+    np.save(out / "x_test.npy", X_test)
+    np.save(out / "y_test.npy", y_test)
+    result.files["held-out images x, to feed with graphcompiler run"] = out / "x_test.npy"
+    result.files["held-out labels y"] = out / "y_test.npy"
     _write_pictures(mlp, out, result)
     _write_derivation(mlp, out, result)
     _write_memory(mlp, train, batch_feed, out, result)
@@ -188,8 +192,7 @@ def run_demo(out: str | Path = "demo-output", *, epochs: int = 30, hidden: int =
         log(f"  {path}  ({what})")
     for what, why in result.skipped.items():
         log(f"  skipped {what}: {why}")
-    log(f"done in {result.seconds:.1f} s. Try: graphcompiler render {out / 'd2l_mlp.json'} -o mlp.svg "
-        f"--show backward")
+    log(f"done in {result.seconds:.1f} s. Try: graphcompiler export {out / 'd2l_mlp.json'} --node dJ/dW2")
     return result
 
 

@@ -256,10 +256,25 @@ def test_gradient_check_passes_and_can_fail():
     assert gradient_check(mlp, X[:8], y[:8]).max_rel_error > 1e-3
 
 
-def test_demo_trains_and_writes_its_files(capsys, tmp_path):
-    out = tmp_path / "demo"
-    status, stdout, _ = cli(capsys, "demo", "--out", out, "--no-progress")
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """`graphcompiler demo` run once for the module, as `make demo` runs it: (folder, stdout, seconds)."""
+    import contextlib
+    import io
+    import time
+    work = tmp_path_factory.mktemp("demo")
+    out = work / "demo-output"
+    buf = io.StringIO()
+    t = time.perf_counter()
+    with contextlib.redirect_stdout(buf):
+        status = main(["demo", "--out", str(out), "--no-progress"])
     assert status == 0
+    return out, buf.getvalue(), time.perf_counter() - t
+
+
+def test_demo_trains_and_writes_its_files(demo_run):
+    out, stdout, seconds = demo_run
+    assert seconds < 60
     lines = stdout.splitlines()
     assert lines[0].startswith("gradient check: 6 entries of dJ/dW1, dJ/dW2 agree")
     final = [ln for ln in lines if ln.startswith("trained 30 epochs")]
@@ -278,8 +293,54 @@ def test_demo_trains_and_writes_its_files(capsys, tmp_path):
     assert r"\begin{align}" in (out / "derivation.tex").read_text()
     trained = gc.load(out / "d2l_mlp.json")
     assert {"J", "dJ/dW1", "dJ/dW2"} <= {n.name for n in trained.nodes}
+    # the saved model is the trained one: its accuracy on the saved held-out data is the one printed
+    (o,) = gc.compile([trained["o"]]).run({"x": np.load(out / "x_test.npy")})
+    assert np.mean(o.argmax(axis=1) == np.load(out / "y_test.npy")) == pytest.approx(accuracy, abs=1e-3)
     if HAS_DOT:
         for show in ("forward", "backward"):
             ET.parse(out / f"mlp_{show}.svg")                          # valid SVG
     for path in out.iterdir():
         assert str(path) in stdout                                     # the demo says where each file is
+
+
+# -- the README's commands work ---------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _blocks(lang: str) -> list[str]:
+    text = README.read_text()
+    parts = text.split("```" + lang + "\n")[1:]
+    return [p.split("```")[0] for p in parts]
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (example,) = _blocks("python")
+    if not HAS_DOT:
+        example = example.replace('gc.render(g, "mlp.svg"', '(lambda *a, **k: None)(g, "mlp.svg"')
+    exec(compile(example, "README.md", "exec"), {"__name__": "readme"})
+    out = capsys.readouterr().out
+    assert "lambda*W2 + h.T*dJ/do" in out                    # the textbook form the README promises
+    if HAS_DOT:
+        ET.parse(tmp_path / "mlp.svg")
+
+
+def test_readme_commands_work(demo_run, monkeypatch, capsys):
+    out, *_ = demo_run
+    monkeypatch.chdir(out.parent)
+    lines = [ln for block in _blocks("sh") for ln in block.splitlines() if ln.startswith("graphcompiler ")]
+    assert len(lines) >= 6
+    import shlex
+    for line in lines:
+        command = line.split("  #")[0].strip()
+        args = shlex.split(command)[1:]
+        if args[0] == "demo":                                  # run once, by the demo_run fixture
+            assert args == ["demo", "--out", "demo-output", "--epochs", "30"]
+            continue
+        if args[0] == "render" and not HAS_DOT:
+            continue
+        status, stdout, err = cli(capsys, *args)
+        assert status == 0, (command, err)
+        if "--node" in args and "dJ/dW2" in args and "--latex" not in args:
+            assert line.endswith("# " + stdout.strip())       # the README shows what it prints
