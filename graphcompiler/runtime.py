@@ -220,7 +220,19 @@ def can_write_out(op, dtype) -> bool:
     return bool(getattr(op, "writes_out", False)) or isinstance(op, R.Sum) and np.dtype(dtype).kind == "f"
 
 
-def fast_kernel(op, writes: bool) -> tuple[Callable, tuple, dict]:
+def _log_softmax_last(x):
+    """log_softmax over the last axis: x - max - log(sum(exp(x - max))), finite for logits of +-1e4."""
+    m = np.maximum.reduce(x, axis=-1, keepdims=True)
+    if not np.isfinite(m).all():
+        m = np.where(np.isfinite(m), m, 0)
+    d = np.subtract(x, m)
+    e = np.exp(d)
+    s = np.add.reduce(e, axis=-1, keepdims=True)
+    np.log(s, out=s)
+    return np.subtract(d, s, out=d)
+
+
+def fast_kernel(op, writes: bool, shape: tuple | None = None, in_shape: tuple = ()) -> tuple[Callable, tuple, dict]:
     """The cheapest call for an op's kernel: (function, extra constant args, keyword args).
 
     Elementwise ops and matmul call their NumPy ufunc directly (one Python frame less per step); a
@@ -239,4 +251,13 @@ def fast_kernel(op, writes: bool) -> tuple[Callable, tuple, dict]:
         return np.matmul, (), {}
     if isinstance(op, R.Sum) and writes:
         return np.add.reduce, (), {"axis": tuple(op.axis), "keepdims": op.keepdims}
+    from .ops import nn as NN
+    from .ops import shape as S
+    if isinstance(op, NN.LogSoftmax) and shape is not None and op.axis == len(shape) - 1 and len(shape):
+        return _log_softmax_last, (), {}
+    if isinstance(op, S.Transpose) and len(in_shape):
+        return np.ndarray.transpose, (tuple(op.axes),), {}
+    if isinstance(op, (S.Reshape, S.ExpandDims, S.Squeeze)) and shape is not None and None not in shape \
+            and len(in_shape):
+        return np.ndarray.reshape, (tuple(shape),), {}
     return op.kernel, (), {}

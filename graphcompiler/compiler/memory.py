@@ -17,6 +17,7 @@ import numpy as np
 from ..graph import Node
 from ..ops.elementwise import Binary, Comparison, Unary
 from ..runtime import can_write_out
+from .fused import MinusOneHot
 from .ir import is_leaf, nbytes, value_inputs
 from .schedule import VIEW_OPS
 
@@ -51,7 +52,10 @@ class BufferPlan:
 
 
 def is_elementwise(node: Node) -> bool:
+    """A step that may write its result over an input of its own shape (elementwise, reading each once)."""
     op = node.op
+    if isinstance(op, MinusOneHot):
+        return True
     return isinstance(op, (Unary, Binary)) and not isinstance(op, Comparison) and getattr(op, "writes_out", False)
 
 

@@ -110,6 +110,9 @@ class Program:
         self.inputs = [self._ctx.origin_of(n) for n in nodes if n.op.name == "input"]
         self._feedable = {n.name: n for n in nodes if n.op.name in ("input", "parameter")}
         self._feedable_nodes = {self._ctx.origin_of(n): n for n in nodes if n.op.name in ("input", "parameter")}
+        self._origin = {n: self._ctx.origin_of(n) for n in self._feedable.values()}
+        self._static_dims = {n: [(k, d) for k, d in enumerate(n.shape) if d is not None]
+                             for n in self._feedable.values()}
         self._checks = [(self._ctx.origin_of(n), n.name, n.shape, n.dtype) for n in nodes if n.op.name == "input"]
         self._cache: dict[tuple, Specialization] = {}
         self._last: Specialization | None = None
@@ -174,7 +177,11 @@ class Program:
                         from ..graph import _unknown_name
                         raise FeedError(f"feed {key!r}: {_unknown_name(self.graph, key)}")
                     continue
-            fed[self._ctx.origin_of(node)] = check_feed(node, value)
+            if (type(value) is np.ndarray and value.dtype == node.dtype and value.ndim == node.ndim
+                    and all(value.shape[k] == d for k, d in self._static_dims[node])):
+                fed[self._origin[node]] = value                # the common case, checked cheaply
+            else:
+                fed[self._origin[node]] = check_feed(node, value)
         for n, name, shape, dtype in self._checks:
             if n not in fed:
                 raise FeedError(f"input {name!r} (shape {fmt_shape(shape)}, {dtype}) is not fed; pass it to "
@@ -222,7 +229,8 @@ class Program:
                 drops.setdefault(max(v.readers, default=v.first), []).append(slot[n])
         for k, n in enumerate(plan.order):
             v = plan.values[n]
-            fn, extra, kw = fast_kernel(n.op, v.kind == "buffer")
+            fn, extra, kw = fast_kernel(n.op, v.kind == "buffer", n.shape,
+                                        n.inputs[0].shape if n.inputs else ())
             args = []
             for i, x in enumerate(n.inputs):
                 if not n.op.reads_value(i):

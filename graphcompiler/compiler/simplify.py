@@ -16,6 +16,7 @@ from ..ops import elementwise as E
 from ..ops import nn as NN
 from ..ops import shape as S
 from ..ops.base import Op
+from . import fused as F
 from .ir import Context, is_leaf
 
 Rule = Callable[[Node, Context], "Node | None"]
@@ -135,6 +136,16 @@ def twice(n, ctx):                                       # x + x -> 2 * x   (exa
     return None
 
 
+def mask_multiply(n, ctx):                               # g * float(mask) -> g * mask   (NumPy multiplies by a bool as 0/1)
+    a, b = _binary_args(n)
+    for k, m in ((1, b), (0, a)):
+        if m.op.name == "astype" and m.inputs[0].dtype == bool and m.dtype.kind == "f":
+            trial = (a, m.inputs[0]) if k == 1 else (m.inputs[0], b)
+            if n.op.infer(*trial) == (n.shape, n.dtype):
+                return _mk(ctx, E.Multiply(), trial, n)
+    return None
+
+
 def scale_scale(n, ctx):                                 # c1 * (c2 * x) -> (c1 c2) * x   (scalar c1, c2)
     a, b = _binary_args(n)
     for c, m in ((a, b), (b, a)):
@@ -226,6 +237,11 @@ def log_of_softmax(n, ctx):                              # log(softmax(x)) -> lo
     return _mk(ctx, NN.LogSoftmax(x.op.axis), x.inputs, n) if x.op.name == "softmax" else None
 
 
+def log_exp(n, ctx):                                     # log(exp(x)) -> x
+    x = n.inputs[0]
+    return x.inputs[0] if x.op.name == "exp" and _same(n, x.inputs[0]) else None
+
+
 def log_one_plus(n, ctx):                                # log(1 + x) -> log1p(x)
     x = n.inputs[0]
     if x.op.name != "add":
@@ -241,6 +257,34 @@ def log_sum_exp(n, ctx):                                 # log(sum(exp(x), axis)
     s = n.inputs[0]
     if s.op.name == "sum" and s.inputs[0].op.name == "exp" and s.dtype == s.inputs[0].dtype:
         return _mk(ctx, NN.LogSumExp(s.op.axis, s.op.keepdims), s.inputs[0].inputs, n)
+    return None
+
+
+def cross_entropy(n, ctx):                               # sce(o, y) -> -mean(log_softmax(o)[y])  (shares log_softmax with the gradient)
+    o, y = n.inputs
+    if o.ndim < 1 or y.dtype.kind not in "iu":
+        return None
+    return _mk(ctx, F.PickMean(), (_mk(ctx, NN.LogSoftmax(o.ndim - 1), (o,), n), y), n)
+
+
+def softmax_as_exp(n, ctx):                              # softmax(x) -> exp(log_softmax(x))  (one log_softmax for loss and gradient)
+    return _mk(ctx, E.Exp(), (_mk(ctx, NN.LogSoftmax(n.op.axis), n.inputs, n),), n) \
+        if n.op.axis == n.ndim - 1 else None
+
+
+def minus_one_hot(n, ctx):                               # p - one_hot(y) -> p with 1 taken off at the labels
+    p, h = _binary_args(n)
+    if h.op.name == "one_hot" and _same(n, p) and h.shape == p.shape:
+        return _mk(ctx, F.MinusOneHot(), (p, h.inputs[0]), n)
+    return None
+
+
+def sum_of_product(n, ctx):                              # sum(a * b) over all axes -> dot(a, b)
+    m = n.inputs[0]
+    if (m.op.name == "multiply" and not n.op.keepdims and len(n.op.axis) == m.ndim and m.ndim
+            and m.inputs[0].shape == m.inputs[1].shape == m.shape and None not in m.shape
+            and m.dtype.kind == "f" and m.inputs[0].dtype == m.inputs[1].dtype == m.dtype):
+        return _mk(ctx, F.DotAll(), m.inputs, n)
     return None
 
 
@@ -271,22 +315,24 @@ def zeros_fold(n, ctx):                                  # zeros_like(x) -> a br
 _BINARY = ("add", "subtract", "multiply", "divide", "power", "maximum", "minimum", "where")
 
 RULES: dict[str, list[Rule]] = {
-    "multiply": [times_one, scale_scale],
+    "multiply": [times_one, scale_scale, mask_multiply],
     "add": [plus_zero, add_neg, twice],
-    "subtract": [minus_zero, zero_minus, sub_neg],
+    "subtract": [minus_zero, zero_minus, sub_neg, minus_one_hot],
     "divide": [over_one],
     "negative": [neg_neg, neg_scaled],
     "transpose": [transpose_identity, transpose_transpose],
     "reshape": [reshape_same, reshape_reshape],
     "broadcast_to": [broadcast_same],
-    "sum": [sum_no_axes],
+    "sum": [sum_no_axes, sum_of_product],
+    "softmax_cross_entropy": [cross_entropy],
+    "softmax": [softmax_as_exp],
     "mean": [sum_no_axes],
     "astype": [astype_same],
     "identity": [identity_drop],
     "stop_gradient": [identity_drop],
     "squeeze": [squeeze_expand],
     "expand_dims": [squeeze_expand],
-    "log": [log_of_softmax, log_one_plus, log_sum_exp],
+    "log": [log_of_softmax, log_exp, log_one_plus, log_sum_exp],
 }
 for _name in _BINARY:
     RULES.setdefault(_name, []).append(absorb_broadcast)

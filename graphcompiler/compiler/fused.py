@@ -1,0 +1,75 @@
+"""Ops only the optimiser introduces (never in a user's graph, never in a file): cheaper forms of patterns
+that the rules in simplify.py recognise. They are not registered in the op table, since a graph file may not
+name them; each has a shape rule and a kernel (with `out=`), and no derivative (they appear after build_grad).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..ops.base import Op
+
+
+@dataclass(frozen=True)
+class PickMean(Op):
+    """-mean(logp[..., label]): the cross-entropy read off log-probabilities (integer labels)."""
+
+    arity: ClassVar[int] = 2
+
+    def infer(self, logp, labels):
+        return (), logp.dtype
+
+    def kernel(self, logp, labels):
+        c = logp.shape[-1]
+        if labels.size and (labels.min() < 0 or labels.max() >= c):
+            bad = labels[(labels < 0) | (labels >= c)].ravel()[0]
+            raise ValueError(f"label {bad} is out of range for {c} classes (labels must be in [0, {c}))")
+        if logp.ndim == 2:
+            picked = logp[np.arange(logp.shape[0]), labels]
+        else:
+            picked = np.take_along_axis(logp, labels[..., None], axis=-1)
+        return np.asarray(-np.mean(picked), dtype=logp.dtype)
+
+
+@dataclass(frozen=True)
+class MinusOneHot(Op):
+    """p - one_hot(labels): p with 1 subtracted at each label along the last axis (in place when p dies)."""
+
+    arity: ClassVar[int] = 2
+    writes_out: ClassVar[bool] = True
+
+    def infer(self, p, labels):
+        return p.shape, p.dtype
+
+    def kernel(self, p, labels, out=None):
+        if out is None:
+            out = np.array(p, copy=True)
+        elif out is not p:
+            np.copyto(out, p)
+        if out.ndim == 2:
+            out[np.arange(out.shape[0]), labels] -= 1
+        else:
+            idx = labels[..., None]
+            np.put_along_axis(out, idx, np.take_along_axis(out, idx, axis=-1) - 1, axis=-1)
+        return out
+
+
+@dataclass(frozen=True)
+class DotAll(Op):
+    """sum(a * b) over every element, as one BLAS dot (a and b of one shape, floating)."""
+
+    arity: ClassVar[int] = 2
+
+    def infer(self, a, b):
+        return (), np.result_type(a.dtype, b.dtype)
+
+    def kernel(self, a, b):
+        return np.asarray(np.vdot(a, b))
+
+
+PickMean.name = "pick_mean"          # set after the class body: not registered in ops.OPS
+MinusOneHot.name = "minus_one_hot"
+DotAll.name = "dot_all"
