@@ -266,7 +266,8 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
 
     opname = rec["op"]
     if not isinstance(opname, str) or opname not in OPS:
-        close = difflib.get_close_matches(opname, list(OPS), n=1) if isinstance(opname, str) else []
+        close = (difflib.get_close_matches(opname, list(OPS), n=1)
+                 if isinstance(opname, str) and len(opname) <= 100 else [])     # difflib is quadratic
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise GraphFileError(f"{at}, field \"op\": {_short(opname)} is not an op of this graphcompiler"
                              f"{hint}; only the ops of gc.OPS can be loaded")
@@ -283,7 +284,7 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
         if src not in by_name:
             why = ("is the node itself (a cycle)" if src == name else
                    "does not name an earlier node; inputs must come before the nodes that read them")
-            raise GraphFileError(f"{at}, field \"inputs\"[{k}]: {src!r} {why}")
+            raise GraphFileError(f"{at}, field \"inputs\"[{k}]: {_short(src, quote=True)} {why}")
     arity = cls.arity
     if arity is not None and len(inputs) != arity:
         raise GraphFileError(f"{at}, field \"inputs\": {opname} takes {arity} input(s), got {len(inputs)}")
@@ -530,8 +531,10 @@ def _json_type(v: Any) -> str:
             type(None): "null"}.get(type(v), type(v).__name__)
 
 
-def _short(v: Any, limit: int = 60) -> str:
-    """A value from the file for a message, cut short (the file may hold anything)."""
+def _short(v: Any, limit: int = 60, quote: bool = False) -> str:
+    """A value from the file for a message, cut short (the file may hold anything); quote: a str as repr."""
+    if quote and isinstance(v, str):
+        return repr(v) if len(v) <= limit else repr(v[:limit]) + "..."
     try:
         text = json.dumps(v)
     except (TypeError, ValueError, RecursionError):

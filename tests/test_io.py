@@ -415,3 +415,12 @@ def test_the_loader_imports_and_evaluates_nothing():
                         "pathlib", "typing", "numpy", "errors", "graph", "ops"}, imported
     called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
     assert not called & {"eval", "exec", "compile", "getattr", "__import__", "setattr", "globals"}, called
+
+
+def test_huge_strings_from_the_file_are_cut_short_in_messages(doc):
+    d = copy.deepcopy(doc); node(d, "z")["op"] = "m" * 2_000_000                     # no quadratic difflib
+    msg = expect_file_error(d, "'z'", "field \"op\"")
+    assert len(msg) < 1000
+    d = copy.deepcopy(doc); node(d, "z")["inputs"] = ["x", "q" * 2_000_000]
+    msg = expect_file_error(d, "'z' (matmul), field \"inputs\"[1]", "earlier node")
+    assert len(msg) < 1000
