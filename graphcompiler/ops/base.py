@@ -155,9 +155,10 @@ def _mixed_graphs(op: Op, name: str | None, nodes) -> None:
     first = nodes[0]
     other = next(n for n in nodes if n.graph is not first.graph)
     raise GraphMismatchError(
-        f"{op.name}{' ' + repr(name) if name else ''}: node {first.name!r} belongs to graph "
-        f"{first.graph.name!r} but {other.name!r} belongs to graph {other.graph.name!r}; an op's inputs must "
-        "come from one graph")
+        f"{op.name}{' ' + repr(name) if name else ''}: node {first.name!r} ({first.op.name}, shape "
+        f"{fmt_shape(first.shape)}) belongs to graph {first.graph.name!r} but {other.name!r} ({other.op.name}, "
+        f"shape {fmt_shape(other.shape)}) belongs to graph {other.graph.name!r}; an op's inputs must come from "
+        "one graph: declare both in the same gc.Graph")
 
 
 def _as_constant(value: Any, like: np.dtype, op: Op, name: str | None) -> np.ndarray:
