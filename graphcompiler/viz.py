@@ -2,7 +2,7 @@
 
 Every node shows its name, op and shape; colour and shape tell the kinds apart, and a legend in the picture
 names them. The four colours follow Torralba et al., Figure 14.17 ("forward-backward is just a bigger
-network"); the rule that sorts nodes into those kinds is the one written in `KIND_RULES` and in the legend:
+network"); `classify` sorts nodes into those kinds by this rule, which the legend repeats:
 
 - forward nodes (is_gradient False): *data forward* if they depend on an input (the data and the
   activations), *params forward* if they are a parameter or are computed from parameters alone (W, W*W),
@@ -43,8 +43,8 @@ class Style:
     legend: str
 
 
-# Pastel fills with a darker border of the same hue; the four Torralba kinds differ in hue, so they stay
-# apart in grey-scale print too (forward fills are lighter than backward ones).
+# Pastel fills with a darker border of the same hue, so black labels stay legible; the five kinds differ in
+# hue (orange, pink, blue, green, grey), and the node shapes tell forward from backward without colour.
 STYLES: dict[str, Style] = {
     PARAMS_FORWARD: Style("#fde3bd", "#b35c00", "parameters, and values computed from parameters alone"),
     PARAMS_BACKWARD: Style("#f2c6df", "#9c2a6f", "gradient work that feeds only a parameter's dJ/dW"),
@@ -70,7 +70,7 @@ class _Subject:
     title: str
     nodes: list[Node]
     outputs: list[Node]
-    program: "_Plan | None" = None
+    plan: "_Plan | None" = None
 
 
 def _subject(what: Any) -> _Subject:
@@ -298,7 +298,7 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
     visible_set = set(visible)
     ctx_set = set(ctx)
 
-    plan = subject.program
+    plan = subject.plan
 
     anchored = _anchors(visible, visible_set)
 
