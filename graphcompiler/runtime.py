@@ -15,6 +15,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import ExecutionError, GraphCompilerError, NumericsError, fmt_shape
+from .ops import elementwise as E
+from .ops import linalg as L
+from .ops import nn as NN
+from .ops import reduce as R
+from .ops import shape as S
 
 CODEGEN_LIMIT = 3000        # steps; longer programs run in the loop (Python's compiler is slow on huge functions)
 
@@ -45,6 +50,15 @@ class Const:
 
     def __init__(self, value):
         self.value = value
+
+
+class OutSlot:
+    """An `out=` that is the array of another slot (an output written over an input that dies there)."""
+
+    __slots__ = ("slot",)
+
+    def __init__(self, slot: int):
+        self.slot = slot
 
 
 class NumpyEvaluator:
@@ -89,9 +103,13 @@ class NumpyEvaluator:
             for key, val in st.kw.items():
                 env[f"k{k}_{key}"] = val
                 args.append(f"{key}=k{k}_{key}")
-            if st.out is not None:
+            if isinstance(st.out, OutSlot):
+                args.append(f"out=v{st.out.slot}")
+            elif st.out is not None:
                 env[f"o{k}"] = st.out
-                args.append(f"out=o{k}")
+                # a ufunc takes out= positionally after its inputs (cheaper than a keyword)
+                args.append(f"o{k}" if isinstance(st.fn, np.ufunc) and not st.kw
+                            and len(st.args) == st.fn.nin and st.fn not in _KEYWORD_OUT else f"out=o{k}")
             lines.append(f"        _s = {k}; v{st.slot} = f{k}({', '.join(args)})")
             if self.nan_check:
                 ins = ", ".join(args[:len(st.args)])
@@ -119,6 +137,10 @@ class NumpyEvaluator:
                 else:
                     slots.append(a)
             kw = dict(st.kw)
+            if isinstance(st.out, OutSlot):
+                code, a, b = 6, tuple(slots), st.out.slot
+                plan.append((code, st.fn, a, b, None, st.slot, kw, st.drop))
+                continue
             if len(slots) == 1 and not kw:
                 code, a, b = (1 if st.out is not None else 3), slots[0], 0
             elif len(slots) == 2 and not kw:
@@ -145,10 +167,12 @@ class NumpyEvaluator:
                         values[o] = fn(values[a])
                     elif code == 4:
                         values[o] = fn(values[a], values[b])
-                    else:
+                    elif code == 5:
                         values[o] = fn(*[values[x] for x in a], **kw)
+                    else:
+                        values[o] = fn(*[values[x] for x in a], out=values[b], **kw)
                     if evaluator.nan_check:
-                        evaluator._check(k, values[o], tuple(values[x] for x in (a if code == 5 else
+                        evaluator._check(k, values[o], tuple(values[x] for x in (a if code >= 5 else
                                                                                  (a,) if code in (1, 3) else (a, b))))
                     if drop:
                         for d in drop:
@@ -193,6 +217,9 @@ class NumpyEvaluator:
             values[out] = result
 
 
+_KEYWORD_OUT = (np.maximum, np.minimum)      # NumPy deprecates their positional out
+
+
 def _copy(value) -> np.ndarray:
     return np.array(value, copy=True)
 
@@ -216,14 +243,14 @@ def check_finite(node, result, args, arg_nodes=None) -> None:
 
 def can_write_out(op, dtype) -> bool:
     """Whether the evaluator can have this op write into a planned buffer (`out=`)."""
-    from .ops import reduce as R
     return bool(getattr(op, "writes_out", False)) or isinstance(op, R.Sum) and np.dtype(dtype).kind == "f"
 
 
 def _log_softmax_last(x):
     """log_softmax over the last axis: x - max - log(sum(exp(x - max))), finite for logits of +-1e4."""
     m = np.maximum.reduce(x, axis=-1, keepdims=True)
-    if not np.isfinite(m).all():
+    total = float(np.add.reduce(m, axis=None))
+    if total - total != 0:                        # an inf or nan row somewhere (rare): the careful form
         m = np.where(np.isfinite(m), m, 0)
     d = np.subtract(x, m)
     e = np.exp(d)
@@ -232,27 +259,22 @@ def _log_softmax_last(x):
     return np.subtract(d, s, out=d)
 
 
-def fast_kernel(op, writes: bool, shape: tuple | None = None, in_shape: tuple = ()) -> tuple[Callable, tuple, dict]:
+def fast_kernel(op, writes: bool, shape: tuple | None = None, in_shape: tuple = (), shape_dtype=None) -> tuple[Callable, tuple, dict]:
     """The cheapest call for an op's kernel: (function, extra constant args, keyword args).
 
     Elementwise ops and matmul call their NumPy ufunc directly (one Python frame less per step); a
     float sum calls np.add.reduce with out=. Anything else calls the op's own kernel.
     """
-    from .ops import elementwise as E
-    from .ops import linalg as L
-    from .ops import reduce as R
     cls = type(op)
     if isinstance(op, (E.Unary, E.Binary)) and getattr(cls, "ufunc", None) is not None \
             and cls.kernel in (E.Unary.kernel, E.Binary.kernel):
         return cls.ufunc, (), {}
     if isinstance(op, E.Relu):
-        return np.maximum, (0,), {}
+        return np.maximum, (np.zeros((), dtype=shape_dtype) if shape_dtype is not None else 0,), {}
     if isinstance(op, L.Matmul):
         return np.matmul, (), {}
     if isinstance(op, R.Sum) and writes:
         return np.add.reduce, (), {"axis": tuple(op.axis), "keepdims": op.keepdims}
-    from .ops import nn as NN
-    from .ops import shape as S
     if isinstance(op, NN.LogSoftmax) and shape is not None and op.axis == len(shape) - 1 and len(shape):
         return _log_softmax_last, (), {}
     if isinstance(op, S.Transpose) and len(in_shape):

@@ -13,6 +13,23 @@ import numpy as np
 from ..ops.base import Op
 
 
+_ARANGE: dict[int, np.ndarray] = {}
+
+
+def _arange(n: int) -> np.ndarray:
+    """np.arange(n), made once per n (the row index of a fancy pick)."""
+    a = _ARANGE.get(n)
+    if a is None:
+        a = _ARANGE[n] = np.arange(n)
+        a.setflags(write=False)
+    return a
+
+
+def _bad_label(labels: np.ndarray, c: int):
+    bad = labels[(labels < 0) | (labels >= c)].ravel()[0]
+    raise ValueError(f"label {bad} is out of range for {c} classes (labels must be in [0, {c}))")
+
+
 @dataclass(frozen=True)
 class PickMean(Op):
     """-mean(logp[..., label]): the cross-entropy read off log-probabilities (integer labels)."""
@@ -24,14 +41,17 @@ class PickMean(Op):
 
     def kernel(self, logp, labels):
         c = logp.shape[-1]
-        if labels.size and (labels.min() < 0 or labels.max() >= c):
-            bad = labels[(labels < 0) | (labels >= c)].ravel()[0]
-            raise ValueError(f"label {bad} is out of range for {c} classes (labels must be in [0, {c}))")
-        if logp.ndim == 2:
-            picked = logp[np.arange(logp.shape[0]), labels]
+        if logp.ndim == 2 and labels.dtype.kind == "i":
+            try:                      # as unsigned, a negative label is out of range too
+                picked = logp[_arange(logp.shape[0]), labels.view(labels.dtype.str.replace("i", "u"))]
+            except IndexError:
+                _bad_label(labels, c)
         else:
+            if labels.size and (labels.min() < 0 or labels.max() >= c):
+                _bad_label(labels, c)
             picked = np.take_along_axis(logp, labels[..., None], axis=-1)
-        return np.asarray(-np.mean(picked), dtype=logp.dtype)
+        total = np.add.reduce(picked, axis=None)
+        return np.asarray(total * (-1.0 / max(picked.size, 1)) if picked.size else np.nan, dtype=logp.dtype)
 
 
 @dataclass(frozen=True)
@@ -50,7 +70,8 @@ class MinusOneHot(Op):
         elif out is not p:
             np.copyto(out, p)
         if out.ndim == 2:
-            out[np.arange(out.shape[0]), labels] -= 1
+            rows = _arange(out.shape[0])
+            out[rows, labels] -= 1
         else:
             idx = labels[..., None]
             np.put_along_axis(out, idx, np.take_along_axis(out, idx, axis=-1) - 1, axis=-1)

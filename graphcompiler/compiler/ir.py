@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from typing import Callable, Iterable
 
 import numpy as np
@@ -81,9 +82,12 @@ class Context:
 
 # -- walks ----------------------------------------------------------------------------------
 
-def value_inputs(node: Node) -> list[Node]:
+def value_inputs(node: Node) -> tuple[Node, ...]:
     """The inputs whose values a step reads (not those read only for their shape)."""
-    return [x for i, x in enumerate(node.inputs) if node.op.reads_value(i)]
+    op = node.op
+    if not op.shape_only and type(op).reads_value is Op.reads_value:
+        return node.inputs                                   # the common case: every input is read
+    return tuple(x for i, x in enumerate(node.inputs) if op.reads_value(i))
 
 
 def topo_order(roots: Iterable[Node], edges: Callable[[Node], Iterable[Node]] = lambda n: n.inputs
@@ -115,7 +119,4 @@ def is_leaf(node: Node) -> bool:
 
 def nbytes(node: Node) -> int:
     """Bytes of a value of the node's (concrete) shape."""
-    n = 1
-    for d in node.shape:
-        n *= d
-    return n * node.dtype.itemsize
+    return math.prod(node.shape) * node.dtype.itemsize

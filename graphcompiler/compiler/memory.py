@@ -10,6 +10,7 @@ the outputs, which are handed to the caller without a copy).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,10 +35,11 @@ class Value:
     buffer: int | None = None       # planned buffer id (buffer kind, and views of one)
     inplace: bool = False           # written into the buffer of an input that dies at this step
     readers: list = field(default_factory=list)
+    into: Node | None = None        # an output written over a freshly allocated input that dies here
 
     @property
     def nbytes(self) -> int:
-        return 0 if self.kind == "view" else nbytes(self.node)
+        return 0 if self.kind == "view" or self.into is not None else nbytes(self.node)
 
 
 @dataclass
@@ -81,6 +83,19 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True) -> 
     for n in order:                                   # each value's own last read; roots cover their views
         v = values[n]
         v.last = end if n in outputs else max(v.readers, default=v.first)
+    if reuse:                                         # an output may take over the memory of a dying input
+        for k, n in enumerate(order):
+            v = values[n]
+            if n in outputs and v.kind == "fresh" and is_elementwise(n):
+                for x in value_inputs(n):
+                    xv = values.get(x)
+                    if (xv is not None and xv.kind in ("buffer", "fresh") and xv.into is None and x not in outputs
+                            and xv.readers == [k] and x.shape == n.shape and x.dtype == n.dtype and x.ndim
+                            and not any(values[y].root is x for y in value_inputs(n) if y in values and y is not x)
+                            and not _viewed(x, values)):
+                        xv.kind, v.into, v.inplace = "fresh", x, True
+                        xv.last = end
+                        break
     for n in reversed(order):
         v = values[n]
         if v.kind == "view" and v.root is not None:
@@ -97,7 +112,7 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True) -> 
     for k, n in enumerate(order):
         v = values[n]
         if v.kind == "buffer":
-            size = int(np.prod(n.shape, dtype=np.int64))
+            size = math.prod(n.shape)
             key = (size, n.dtype.str)
             if reuse and is_elementwise(n):           # in place: an input whose memory dies here
                 ins = value_inputs(n)
@@ -139,6 +154,10 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True) -> 
     peak = max(live, default=resident)
     peak_step = live.index(peak) if live else 0
     return BufferPlan(order, values, buffers, live, peak, peak_step, resident)
+
+
+def _viewed(x: Node, values: dict) -> bool:
+    return any(v.kind == "view" and v.root is x for v in values.values())
 
 
 def live_value_bytes(plan: BufferPlan) -> list[int]:

@@ -17,7 +17,7 @@ from ..errors import FeedError, GraphCompilerError, ShapeError, fmt_shape
 from ..graph import Graph, Node
 from ..ops.base import broadcast_shapes
 from ..ops.elementwise import Binary, Where
-from ..runtime import Const, NumpyEvaluator, Prepared, fast_kernel
+from ..runtime import Const, NumpyEvaluator, OutSlot, Prepared, fast_kernel
 from .ir import Context, is_leaf, nbytes, topo_order, value_inputs
 from .memory import BufferPlan, plan_buffers
 from .schedule import declared_order, memory_order
@@ -113,13 +113,15 @@ class Program:
         self._origin = {n: self._ctx.origin_of(n) for n in self._feedable.values()}
         self._static_dims = {n: [(k, d) for k, d in enumerate(n.shape) if d is not None]
                              for n in self._feedable.values()}
+        self._fast = {}
+        for n in self._feedable.values():
+            entry = (self._origin[n], n, n.ndim, n.dtype, tuple(self._static_dims[n]))
+            self._fast[n.name] = self._fast[self._origin[n]] = entry
         self._checks = [(self._ctx.origin_of(n), n.name, n.shape, n.dtype) for n in nodes if n.op.name == "input"]
         self._cache: dict[tuple, Specialization] = {}
         self._last: Specialization | None = None
-        self._symbolic_steps = [Step(self._ctx.origin_of(n), n.op.name, None, False, n)
-                                for n in (memory_order(nodes, roots) if "schedule" in self.passes
-                                          else declared_order(nodes))]
-        self.stats.update({"nodes_out": len(nodes), "steps": len(self._symbolic_steps), "buffers": 0,
+        self._symbolic_steps: list[Step] | None = None          # made when asked for before a run
+        self.stats.update({"nodes_out": len(nodes), "steps": sum(1 for n in nodes if not is_leaf(n)), "buffers": 0,
                            "peak_bytes": 0, "removed_specialize": 0, "inplace": 0, "recomputed": 0,
                            "recompute_flops": 0, "rewrites": dict(self._ctx.counts)})
         if self._static:
@@ -162,31 +164,34 @@ class Program:
 
     def _check_feeds(self, feeds: Mapping) -> dict[Node, np.ndarray]:
         fed: dict[Node, np.ndarray] = {}
+        fast = self._fast
         for key, value in feeds.items():
-            if isinstance(key, Node):
-                if key.graph is not self.graph:
-                    raise FeedError(f"feed {key.name!r} is a node of graph {key.graph.name!r}, not "
-                                    f"{self.graph.name!r}")
-                node = self._feedable_nodes.get(key)
-                if node is None:
-                    continue                                 # not read by this program: ignored
+            entry = fast.get(key)
+            if entry is None:
+                if isinstance(key, Node):
+                    if key.graph is not self.graph:
+                        raise FeedError(f"feed {key.name!r} is a node of graph {key.graph.name!r}, not "
+                                        f"{self.graph.name!r}")
+                elif not isinstance(key, str) or key not in self.graph:
+                    from ..graph import _unknown_name
+                    raise FeedError(f"feed {key!r}: {_unknown_name(self.graph, key)}")
+                continue                                     # not read by this program: ignored
+            origin, node, ndim, dtype, dims = entry
+            if (type(value) is np.ndarray and value.dtype == dtype and value.ndim == ndim
+                    and all(value.shape[k] == d for k, d in dims)):
+                fed[origin] = value                          # the common case, checked cheaply
             else:
-                node = self._feedable.get(key)
-                if node is None:
-                    if key not in self.graph:
-                        from ..graph import _unknown_name
-                        raise FeedError(f"feed {key!r}: {_unknown_name(self.graph, key)}")
-                    continue
-            if (type(value) is np.ndarray and value.dtype == node.dtype and value.ndim == node.ndim
-                    and all(value.shape[k] == d for k, d in self._static_dims[node])):
-                fed[self._origin[node]] = value                # the common case, checked cheaply
-            else:
-                fed[self._origin[node]] = check_feed(node, value)
+                fed[origin] = check_feed(node, value)
+        for n in self.inputs:
+            if n not in fed:
+                self._missing(fed)
+        return fed
+
+    def _missing(self, fed) -> None:
         for n, name, shape, dtype in self._checks:
             if n not in fed:
-                raise FeedError(f"input {name!r} (shape {fmt_shape(shape)}, {dtype}) is not fed; pass it to "
-                                f"run, e.g. program.run({{{name!r}: array}})")
-        return fed
+                raise FeedError(f"input {name!r} (shape {fmt_shape(shape)}, {dtype}) is not fed; pass it "
+                                    f"to run, e.g. program.run({{{name!r}: array}})")
 
     # -- specialising ----------------------------------------------------------------------
     def _specialize(self, shapes: dict[Node, tuple]) -> Specialization:
@@ -230,7 +235,7 @@ class Program:
         for k, n in enumerate(plan.order):
             v = plan.values[n]
             fn, extra, kw = fast_kernel(n.op, v.kind == "buffer", n.shape,
-                                        n.inputs[0].shape if n.inputs else ())
+                                        n.inputs[0].shape if n.inputs else (), n.dtype)
             args = []
             for i, x in enumerate(n.inputs):
                 if not n.op.reads_value(i):
@@ -244,6 +249,10 @@ class Program:
             if v.kind == "buffer":
                 size, _ = plan.buffers[v.buffer]
                 out = arrays[v.buffer][:size].reshape(n.shape)
+            elif v.into is not None:                       # an output written over its dying input's array
+                fn, extra, kw = fast_kernel(n.op, True, n.shape, n.inputs[0].shape if n.inputs else (), n.dtype)
+                args = args[:len(n.inputs)] + [Const(e) for e in extra]
+                out = OutSlot(slot[v.into])
             prepared.append(Prepared(n, fn, tuple(args), slot[n], out, kw, tuple(drops.get(k, ())), n.inputs))
             steps.append(Step(ctx.origin_of(n), n.op.name, v.buffer, False, n))
         results, copy, seen = [], [], set()
@@ -287,7 +296,13 @@ class Program:
     @property
     def schedule(self) -> list[Step]:
         """The ordered steps of the last run's shapes (before any run: the symbolic order, no buffers)."""
-        return list(self._last.steps) if self._last else list(self._symbolic_steps)
+        if self._last:
+            return list(self._last.steps)
+        if self._symbolic_steps is None:
+            order = memory_order(self._nodes, self._roots) if "schedule" in self.passes else \
+                declared_order(self._nodes)
+            self._symbolic_steps = [Step(self._ctx.origin_of(n), n.op.name, None, False, n) for n in order]
+        return list(self._symbolic_steps)
 
     def buffer_of(self, node: Node) -> int | None:
         """The planned buffer holding node's value in the last specialisation (None: allocated by its kernel)."""

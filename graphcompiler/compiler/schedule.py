@@ -2,10 +2,14 @@
 
 At each point every step whose inputs exist is a candidate; the one that frees the most bytes net (the inputs
 it is the last reader of, minus what it allocates) runs next, ties going to the declared order. So gradient
-sums run as soon as their terms exist and large values die early, which lowers the peak (issue 4).
+sums run as soon as their terms exist and large values die early, which lowers the peak (issue 4). A heap
+holds the candidates; a candidate's score changes only when one of its inputs is left with it as the last
+reader, and then it is pushed again with the new score (the old entry is skipped when popped).
 """
 
 from __future__ import annotations
+
+import heapq
 
 from .ir import is_leaf, nbytes, value_inputs
 
@@ -26,43 +30,90 @@ def declared_order(nodes) -> list:
 
 
 def memory_order(nodes, keep) -> list:
-    """The steps of `nodes` (topological) in an order that keeps few bytes live; `keep` lives to the end."""
+    """The steps of `nodes` (topological) in an order that keeps few bytes live; `keep` lives to the end.
+
+    A view (a transpose, a reshape) holds its input's memory, so memory is counted on roots: a step frees
+    a root when it is the last step reading it directly or through views. Among steps that free equally,
+    the one with the longest path still ahead of it goes first (the forward pass before the backward
+    terms that can wait), then the declared order.
+    """
     steps = [n for n in nodes if not is_leaf(n)]
     pos = {n: k for k, n in enumerate(steps)}
-    readers: dict = {n: set() for n in steps}
-    waiting: dict = {}
+    deps = {n: {x for x in value_inputs(n) if x in pos} for n in steps}
+    consumers: dict = {n: [] for n in steps}
     for n in steps:
-        deps = {x for x in value_inputs(n) if x in pos}
-        waiting[n] = len(deps)
-        for x in deps:
-            readers[x].add(n)
-    remaining = {n: len(r) for n, r in readers.items()}
+        for x in deps[n]:
+            consumers[x].append(n)
+    height = {}
+    for n in reversed(steps):
+        height[n] = 1 + max((height[c] for c in consumers[n]), default=0)
+    roots_of: dict = {}                                   # the memory a step's inputs occupy
+    for n in steps:
+        rs = set()
+        for x in deps[n]:
+            rs |= roots_of[x] if x.op.name in VIEW_OPS else {x}
+        roots_of[n] = rs
+    readers: dict = {n: set() for n in steps}            # non-view steps reading a root, not yet run
+    for n in steps:
+        if n.op.name not in VIEW_OPS:
+            for r in roots_of[n]:
+                readers[r].add(n)
     size = {n: size_of_value(n) for n in steps}
     keep = set(keep)
-    ready = [n for n in steps if waiting[n] == 0]
+    for n in list(keep):
+        if n in roots_of and n.op.name in VIEW_OPS:
+            keep |= roots_of[n]
+    waiting = {n: len(deps[n]) for n in steps}
+
+    def net(n, also=None) -> int:
+        """Bytes n allocates minus the bytes it frees (`also`: a step taken as run just before it)."""
+        freed = 0
+        if n.op.name not in VIEW_OPS:
+            for r in roots_of[n]:
+                left = readers[r]
+                if r not in keep and (len(left) == 1 or also is not None and len(left) == 2 and also in left):
+                    freed += size[r]
+        return size[n] - freed
+
+    def key(n):
+        # one step of look-ahead: an allocation that lets a consumer free more right after is worth it
+        own = net(n)
+        best = own
+        if own > 0:
+            for c in consumers[n]:
+                if waiting[c] == 1:
+                    best = min(best, own + net(c, also=n))
+        return (best, -height[n], pos[n])
+
+    version = dict.fromkeys(steps, 0)
+    heap = [(key(n), 0, n) for n in steps if waiting[n] == 0]
+    heapq.heapify(heap)
     order = []
-    while ready:
-        if len(ready) == 1:
-            best = ready.pop()
-        else:
-            best_k, best_key = 0, None
-            for k, n in enumerate(ready[:256]):
-                freed = 0
-                for x in set(value_inputs(n)):
-                    if x in pos and remaining[x] == 1 and x not in keep:
-                        freed += size[x]
-                key = (freed - size[n], -pos[n])
-                if best_key is None or key > best_key:
-                    best_k, best_key = k, key
-            best = ready.pop(best_k)
+    done = set()
+    while heap:
+        _, ver, best = heapq.heappop(heap)
+        if best in done or ver != version[best]:
+            continue
+        done.add(best)
         order.append(best)
-        for x in set(value_inputs(best)):
-            if x in pos:
-                remaining[x] -= 1
-        for r in readers[best]:
-            waiting[r] -= 1
-            if waiting[r] == 0:
-                ready.append(r)
+        if best.op.name not in VIEW_OPS:
+            for r in roots_of[best]:
+                left = readers[r]
+                left.discard(best)
+                if len(left) == 1:                   # its last reader now frees it: a better score
+                    (other,) = left
+                    if waiting[other] == 0 and other not in done:
+                        version[other] += 1
+                        heapq.heappush(heap, (key(other), version[other], other))
+        for c in consumers[best]:
+            waiting[c] -= 1
+            if waiting[c] == 0:
+                heapq.heappush(heap, (key(c), version[c], c))
+            elif waiting[c] == 1:                    # its last missing input now looks ahead to it
+                for d in deps[c]:
+                    if d not in done and waiting[d] == 0:
+                        version[d] += 1
+                        heapq.heappush(heap, (key(d), version[d], d))
     if len(order) != len(steps):
         raise AssertionError("schedule: the graph has a cycle")
     return order
