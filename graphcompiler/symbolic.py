@@ -149,7 +149,7 @@ def _body_to_matrix(body, env: dict, mshape: tuple):
         return sp.HadamardPower(env[body.base], body.exp)     # a∘k
     nonlinear = len(free) == 1 and sp.diff(body, free[0]).has(free[0])
     if isinstance(body, sp.Add) and not nonlinear:            # sums of matrices
-        return sp.MatAdd(*[_body_to_matrix(a, env, mshape) for a in body.args])
+        return sp.MatAdd(*[_body_to_matrix(a, env, mshape) for a in body.args], evaluate=True)
     if isinstance(body, sp.Mul):                              # scalar coefficient times a Hadamard product
         coeff = [a for a in body.args if not (a.free_symbols & set(free))]
         rest = [a for a in body.args if a.free_symbols & set(free)]
@@ -159,8 +159,12 @@ def _body_to_matrix(body, env: dict, mshape: tuple):
             c = sp.Mul(*coeff)
             return core if c == 1 else sp.MatMul(c, core)
     if len(free) == 1:                                        # f applied elementwise: (t -> f(t))∘(M)
+        d, m = free[0], env[free[0]]
+        if m in _COMPOSE:                                     # h = tanh(z) kept: 1 - h∘h reads as phi'(z)
+            inner, d, m = _COMPOSE[m]
+            body = body.xreplace({free[0]: inner})
         t = sp.Dummy("t", real=True)
-        return ElementwiseApplyFunction(sp.Lambda(t, body.xreplace({free[0]: t})), env[free[0]])
+        return ElementwiseApplyFunction(sp.Lambda(t, body.xreplace({d: t})), m)
     ts = [sp.Dummy(f"t{k}", real=True) for k in range(len(free))]
     return ElementwiseMap(sp.Lambda(tuple(ts), body.xreplace(dict(zip(free, ts)))),
                           *[env[d] for d in free])
@@ -457,9 +461,43 @@ def _leaf_term(node: Node) -> Term:
     return of_matrix(node.shape, symbol_of(node))
 
 
+_COMPOSE: dict = {}     # textbook form: kept symbol h -> (body, placeholder, matrix) of h = f(z) elementwise
+
+
 def _export(root: Node, form: Form):
     if form not in ("leaves", "textbook"):
         raise GraphCompilerError(f"form must be 'leaves' or 'textbook', not {form!r}")
+    _PLACEHOLDERS.clear()
+    _COMPOSE.clear()
+    try:
+        if form == "textbook":
+            for k in _kept_inputs(root):
+                t = _terms(k, form)
+                free = [d for d in t.env if d in t.body.free_symbols] if t.ndim else []
+                if len(free) == 1 and t.body != free[0]:
+                    _COMPOSE[symbol_of(k)] = (t.body, free[0], t.env[free[0]])
+        return to_matrix(_terms(root, form))
+    finally:
+        _COMPOSE.clear()
+
+
+def _kept_inputs(root: Node) -> list[Node]:
+    """The named forward values a textbook export of root reads (h, o, ...)."""
+    out, seen, stack = [], {root}, [root]
+    while stack:
+        for x in stack.pop().inputs:
+            if x in seen:
+                continue
+            seen.add(x)
+            if _kept(x):
+                if not x.is_gradient:
+                    out.append(x)
+            else:
+                stack.append(x)
+    return out
+
+
+def _terms(root: Node, form: Form) -> Term:
     keep = (lambda n: n is not root and _kept(n)) if form == "textbook" else (lambda n: False)
     need, stack = {root}, [root]
     while stack:
@@ -486,7 +524,7 @@ def _export(root: Node, form: Form):
             except Exception as e:   # a SymPy failure: name the node and op being exported
                 raise GraphCompilerError(f"symbolic export of {n.name!r} ({n.op.name}, shape "
                                          f"{fmt_shape(n.shape)}) failed: {type(e).__name__}: {e}") from e
-    return to_matrix(terms[root])
+    return terms[root]
 
 
 # -- the public functions -----------------------------------------------------------------------
@@ -620,11 +658,17 @@ def _schedule(eqs: dict) -> list[Node]:
 def evaluate(expr, values: Mapping[Any, Any]) -> np.ndarray:
     """The number an exported expression stands for, given arrays for its symbols (by name or by node).
 
-    1-D arrays are columns; the run-time dim n is read from the arrays' shapes. Undefined functions run
+    1-D arrays are columns; the run-time dim n is read from the arrays' shapes (or given as values["n"] where
+    no array tells it, e.g. a gradient that is a ones vector). Undefined functions run
     their op's kernel, so every export evaluates.
     """
     vals = {(k.name if isinstance(k, Node) else str(k)): np.asarray(v) for k, v in values.items()}
-    dims: dict = {}
+    dims: dict = {_N: int(vals["n"])} if "n" in vals and vals["n"].ndim == 0 else {}
+    for k, v in values.items():                 # a node given as a key tells n by its None dims
+        if isinstance(k, Node):
+            for d, size in zip(_mshape(k.shape) or (), _as2d(np.asarray(v)).shape):
+                if d == _N:
+                    dims[_N] = size
     for ms in expr.atoms(sp.MatrixSymbol):
         if ms.name not in vals:
             raise GraphCompilerError(f"evaluate: no value for {ms.name!r} (shape {ms.shape}); give it in values")
