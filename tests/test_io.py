@@ -8,6 +8,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import graphcompiler as gc
 from graphcompiler import io
@@ -424,3 +426,38 @@ def test_huge_strings_from_the_file_are_cut_short_in_messages(doc):
     d = copy.deepcopy(doc); node(d, "z")["inputs"] = ["x", "q" * 2_000_000]
     msg = expect_file_error(d, "'z' (matmul), field \"inputs\"[1]", "earlier node")
     assert len(msg) < 1000
+
+
+UNARY = [gc.exp, gc.tanh, gc.sigmoid, gc.relu, gc.negative, gc.square, gc.sin, gc.abs]
+BINARY = [gc.add, gc.subtract, gc.multiply, gc.maximum, gc.minimum]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["unary", "binary", "sum", "transpose", "slice", "softmax"]),
+                          st.integers(0, 30), st.integers(0, 30), st.integers(0, 7)), min_size=1, max_size=12),
+       st.booleans())
+def test_random_graphs_round_trip(tmp_path_factory, steps, differentiate):
+    """Graphs built from random op sequences (and their gradients) load back equal."""
+    g = gc.Graph("random")
+    pool = [g.input("x", shape=(None, 3)), g.parameter("w", np.arange(3.0) - 1), g.parameter("m", np.eye(3))]
+    for kind, i, j, k in steps:
+        a, b = pool[i % len(pool)], pool[j % len(pool)]
+        if kind == "unary":
+            pool.append(UNARY[k](a))
+        elif kind == "binary":
+            try:
+                pool.append(BINARY[k % len(BINARY)](a, b))
+            except gc.ShapeError:                       # shapes that do not broadcast: skip the step
+                pass
+        elif kind == "sum" and a.ndim:
+            pool.append(gc.sum(a, axis=k % a.ndim, keepdims=bool(k % 2)))
+        elif kind == "transpose":
+            pool.append(gc.transpose(a))
+        elif kind == "slice" and a.ndim:
+            pool.append(a[k % 2:])
+        elif kind == "softmax" and a.ndim:
+            pool.append(gc.softmax(a))
+    if differentiate:
+        gc.build_grad(gc.sum(pool[-1]), [pool[1]], disconnected="zero")
+    path = tmp_path_factory.mktemp("rand") / "g.json"
+    g.save(path)
+    assert_same_graph(g, gc.load(path))
