@@ -208,8 +208,16 @@ def _scope_chain(scope: str | None) -> list[str]:
 # -- labels -----------------------------------------------------------------------------------
 
 def _esc(text: Any) -> str:
-    """Text made safe inside a Graphviz HTML label (and so in the SVG it writes)."""
-    return html.escape(str(text), quote=True).replace("\n", "<BR/>")
+    """Text made safe inside a Graphviz HTML label (and so in the SVG it writes): markup characters become
+    entities, a newline a line break, and other control characters (not allowed in XML) a visible \\xNN."""
+    text = "".join(c if c == "\n" or (ord(c) >= 32 and ord(c) != 127) else f"\\x{ord(c):02x}" for c in str(text))
+    # dot expands \N, \G, ... even inside HTML labels; a doubled backslash is a literal one
+    return html.escape(text, quote=True).replace("\\", "\\\\").replace("\n", "<BR/>")
+
+
+def _tip(text: Any) -> str:
+    """A tooltip: escaped like a label, backslashes doubled once more (a quoted string is unescaped twice)."""
+    return _esc(text).replace("\\", "\\\\")
 
 
 def _short(v: Any, limit: int = 28) -> str:
@@ -391,7 +399,7 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
                     continue
                 src = v.inputs[i].name if i < len(v.inputs) else "?"
                 dot.edge(a, b, color=PROVENANCE_COLOR, style="dashed", arrowhead="empty", penwidth="0.8",
-                         constraint="false", tooltip=_esc(f"{n.name} was made by the bprop of {v.name} "
+                         constraint="false", tooltip=_tip(f"{n.name} was made by the bprop of {v.name} "
                                                           f"({v.op.name}) for its input {i} ({src})"))
 
     heading = f"<B>{_esc(title if title is not None else subject.title)}</B>"
@@ -439,7 +447,7 @@ def _node_attrs(n: Node, kind: str, is_output: bool, is_context: bool, plan: "_P
     extra: list[str] = []
     if plan is not None:
         extra = plan.notes(n)
-    attrs = {"label": _label(n, extra), "tooltip": _esc(f"{n.name}: {op} {fmt_shape(n.shape)} {n.dtype}"),
+    attrs = {"label": _label(n, extra), "tooltip": _tip(f"{n.name}: {op} {fmt_shape(n.shape)} {n.dtype}"),
              "fillcolor": st.fill, "color": st.border, "style": "filled"}
     if op == "input":
         attrs["shape"] = "ellipse"
@@ -475,7 +483,7 @@ def _collapsed_attrs(scope: str, backward: bool, members: list[Node], kinds: dic
     label = (f"<<B>{_esc(scope)}/</B> {part}<BR/><FONT POINT-SIZE=\"9\">{len(members)} nodes</FONT><BR/>"
              f"<FONT POINT-SIZE=\"8\" COLOR=\"#555555\">{_esc(detail)}</FONT>>")
     return {"label": label, "shape": "box3d", "style": "filled", "fillcolor": st.fill, "color": st.border,
-            "tooltip": _esc(f"scope {scope}/ ({part}) collapsed: " + ", ".join(m.name for m in members[:40]))}
+            "tooltip": _tip(f"scope {scope}/ ({part}) collapsed: " + ", ".join(m.name for m in members[:40]))}
 
 
 def _emit_boxes(dot: graphviz.Digraph, boxes: dict, collapsed: set[str]) -> None:
