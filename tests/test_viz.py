@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import re
 import shutil
 import types
 import xml.etree.ElementTree as ET
@@ -373,7 +374,7 @@ def test_a_program_shows_schedule_order_and_marks_values_kept_for_backward():
         value = getattr(step, "value", None)          # the program's own node for the step, where it has one
         name = (step.node if value is None else value).name
         assert name in drawn
-        assert any(f"step {k}" in t for t in texts(drawn[name])), name
+        assert any(re.search(rf"\bstep {k}\b", t) for t in texts(drawn[name])), name
     kept_fn = getattr(prog, "kept_for_backward", None)
     kept = set(kept_fn()) if callable(kept_fn) else {n["h"], n["z"]}
     assert kept
@@ -381,6 +382,21 @@ def test_a_program_shows_schedule_order_and_marks_values_kept_for_backward():
         assert viz.KEPT_COLOR in strokes(drawn[v.name]), v.name
     assert viz.KEPT_COLOR not in strokes(drawn["J"])
     assert "kept from forward for backward" in " ".join(texts(root))
+
+
+@needs_dot
+def test_a_program_after_a_run_shows_the_buffer_of_each_step():
+    g, n = d2l_mlp()
+    prog = gc.compile([n["J"], n["dW1"], n["dW2"]])
+    prog.run({"x": np.ones((5, 4)), "y": np.zeros(5, dtype="int64")})
+    drawn = drawn_nodes(svg_of(prog))
+    for k, step in enumerate(prog.schedule, start=1):
+        value = getattr(step, "value", None)
+        node = step.node if value is None else value
+        words = " ".join(texts(drawn[node.name]))
+        assert re.search(rf"\bstep {k}\b", words), (node.name, words)
+        if getattr(step, "buffer", None) is not None:
+            assert re.search(rf"\bbuffer {step.buffer}\b", words), (node.name, words)
 
 
 @needs_dot
