@@ -316,3 +316,27 @@ def test_a_budget_that_cannot_be_met_names_the_smallest_that_can(rng):
     p = gc.compile([cost], memory_budget=smallest)
     p.run({"x": rng.standard_normal((64, 64)) * 0.01})
     assert p.stats["peak_bytes"] <= smallest
+
+
+def test_compile_argument_errors_name_the_nodes(mlp):
+    g, x, y, W1, W2, z, *_ = mlp
+    with raises(gc.GraphCompilerError, "at least one output"):
+        gc.compile([])
+    with raises(gc.GraphCompilerError, "graph nodes", "'z'"):
+        gc.compile(["z"])
+    with raises(gc.GraphCompilerError, "only", "parameters", "'x'", "input"):
+        gc.compile([z], updates={x: x})
+    with raises(gc.ShapeError, "'W1'", "(4, 3)", "()", "'s'", "sum"):
+        gc.compile([z], updates={W1: gc.sum(z, name="s")})
+    with raises(gc.GraphCompilerError, "memory_budget", "-5"):
+        gc.compile([z], memory_budget=-5)
+
+
+def test_a_node_is_not_a_python_bool(mlp):
+    g, x, *_ = mlp
+    with raises(gc.GraphCompilerError, "'x'", "input", "(None, 4)", "gc.where"):
+        if x:
+            pass
+    with raises(gc.GraphCompilerError, "'greater_1'", "greater", "(None, 4)", "gc.where"):
+        if x > 0:
+            pass
