@@ -24,6 +24,9 @@ from typing import Any, Callable, Iterable, Literal, Mapping
 import numpy as np
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
+from sympy.printing.latex import LatexPrinter
+from sympy.printing.precedence import PRECEDENCE
+from sympy.printing.str import StrPrinter
 
 from .errors import GraphCompilerError, fmt_shape
 from .graph import Node
@@ -154,7 +157,8 @@ def _body_to_matrix(body, env: dict, mshape: tuple):
         coeff = [a for a in body.args if not (a.free_symbols & set(free))]
         rest = [a for a in body.args if a.free_symbols & set(free)]
         if len(rest) == 1 and not nonlinear or len(rest) > 1:
-            parts = [_body_to_matrix(a, env, mshape) for a in rest]
+            parts = [_body_to_matrix(a, env, mshape) for a in rest]     # dJ/dh before phi'(z), as the book
+            parts.sort(key=lambda m: isinstance(m, (ElementwiseFunction, ElementwiseMap)))
             core = parts[0] if len(parts) == 1 else sp.HadamardProduct(*parts)
             c = sp.Mul(*coeff)
             return core if c == 1 else sp.MatMul(c, core)
@@ -164,7 +168,7 @@ def _body_to_matrix(body, env: dict, mshape: tuple):
             inner, d, m = _COMPOSE[m]
             body = body.xreplace({free[0]: inner})
         t = sp.Dummy("t", real=True)
-        return ElementwiseApplyFunction(sp.Lambda(t, body.xreplace({d: t})), m)
+        return ElementwiseFunction(sp.Lambda(t, body.xreplace({d: t})), m)
     ts = [sp.Dummy(f"t{k}", real=True) for k in range(len(free))]
     return ElementwiseMap(sp.Lambda(tuple(ts), body.xreplace(dict(zip(free, ts)))),
                           *[env[d] for d in free])
@@ -175,8 +179,21 @@ def _as_scalar(m):
     return sp.Trace(m) if getattr(m, "is_Matrix", False) else m
 
 
+class ElementwiseFunction(ElementwiseApplyFunction):
+    """f applied entry by entry to a matrix, printed as the book writes it: tanh(z), 1 - tanh^2(z), [z > 0]."""
+
+    def __new__(cls, function, expr):
+        return sp.Basic.__new__(cls, function, expr)      # no shortcut for 1 x 1 matrices: keep the form
+
+    def _latex(self, printer):
+        return _print_applied(printer, self.function, [self.expr], latex=True)
+
+    def _sympystr(self, printer):
+        return _print_applied(printer, self.function, [self.expr], latex=False)
+
+
 class ElementwiseMap(sp.MatrixExpr):
-    """A function of several same-shaped matrices applied entry by entry: ((t0, t1) -> f)∘(A, B)."""
+    """A function of several same-shaped matrices applied entry by entry: max(A, B), where(A > B, A, C)."""
 
     def __new__(cls, fn, *mats):
         return sp.Basic.__new__(cls, fn, *mats)
@@ -192,12 +209,78 @@ class ElementwiseMap(sp.MatrixExpr):
     def _entry(self, i, j, **kw):
         return self.function(*[m[i, j] for m in self.args[1:]])
 
+    def _eval_transpose(self):
+        return ElementwiseMap(self.function, *[m.T for m in self.args[1:]])
+
     def _latex(self, printer):
-        mats = ", ".join(printer._print(m) for m in self.args[1:])
-        return rf"{{\left( {printer._print(self.function)} \right)}}_{{\circ}}\left({mats}\right)"
+        return _print_applied(printer, self.function, self.args[1:], latex=True)
 
     def _sympystr(self, printer):
-        return f"({printer._print(self.function)})o({', '.join(printer._print(m) for m in self.args[1:])})"
+        return _print_applied(printer, self.function, self.args[1:], latex=False)
+
+
+class _Latex(LatexPrinter):
+    """SymPy's LaTeX with the book's Hadamard product: A odot B (the Hadamard product of the seeds)."""
+
+    def _print_HadamardProduct(self, expr):
+        return r" \odot ".join(self.parenthesize(a, PRECEDENCE["Pow"], strict=True) for a in expr.args)
+
+
+class _BodyLatex(_Latex):
+    """LaTeX of an elementwise body with its variables printed as the matrices they stand for."""
+
+    def __init__(self, settings, names):
+        super().__init__(settings)
+        self.names = names
+
+    def _print_Symbol(self, expr, style="plain"):
+        return self.names[expr] if expr in self.names else super()._print_Symbol(expr, style)
+
+    _print_Dummy = _print_Symbol
+
+    def _print_Heaviside(self, expr, exp=None):             # theta(u, 0) = [u > 0], Iverson's bracket
+        tex = rf"\left[{self._print(expr.args[0])} > 0\right]"
+        return tex if exp is None else rf"{tex}^{{{exp}}}"
+
+
+class _BodyStr(StrPrinter):
+    def __init__(self, settings, names):
+        super().__init__(settings)
+        self.names = names
+
+    def _print_Symbol(self, expr):
+        return self.names[expr] if expr in self.names else super()._print_Symbol(expr)
+
+    _print_Dummy = _print_Symbol
+
+    def _print_Heaviside(self, expr):
+        return f"[{self._print(expr.args[0])} > 0]"
+
+
+def _print_applied(printer, fn, mats, latex: bool) -> str:
+    """f(M) for an elementwise map: the body printed with each variable replaced by its matrix."""
+    names, sub = {}, {}
+    for v, m in zip(fn.variables, mats):
+        txt = printer._print(m)
+        if not isinstance(m, sp.MatrixSymbol) and not _only_in_calls(fn.expr, v):
+            txt = rf"\left({txt}\right)" if latex else f"({txt})"
+        sub[v] = sp.Dummy(v.name)
+        names[sub[v]] = txt
+    cls = _BodyLatex if latex else _BodyStr
+    settings = {k: v for k, v in printer._settings.items() if k in cls._default_settings}
+    out = cls(settings, names).doprint(fn.expr.xreplace(sub))
+    if isinstance(fn.expr, (sp.Add, sp.Mul, sp.Piecewise)):          # (1 - tanh^2(z)) ∘ g needs its brackets
+        out = rf"\left({out}\right)" if latex else f"({out})"
+    return out
+
+
+def _only_in_calls(expr, v) -> bool:
+    """True when v appears only as a whole argument of function calls (tanh(v), [v > 0]): no brackets needed."""
+    if expr == v:
+        return False
+    if isinstance(expr, sp.Function):
+        return all(a == v or _only_in_calls(a, v) for a in expr.args)
+    return all(_only_in_calls(a, v) for a in expr.args)
 
 
 # -- undefined functions: ops with no matrix-calculus form ---------------------------------------
@@ -221,10 +304,10 @@ class OpMatrix(sp.MatrixExpr):
         return self.args[2:]
 
     def _latex(self, printer):
-        return _latex_call(self.op.name, self.operands, printer)
+        return _latex_call(self.op, self.operands, printer)
 
     def _sympystr(self, printer):
-        return f"{self.op.name}({', '.join(printer._print(a) for a in self.operands)})"
+        return _str_call(self.op, self.operands, printer)
 
 
 class OpFunction(sp.Function):
@@ -239,16 +322,25 @@ class OpFunction(sp.Function):
         return self.args
 
     def _latex(self, printer, exp=None):
-        s = _latex_call(self.op.name, self.args, printer)
+        s = _latex_call(self.op, self.args, printer)
         return s if exp is None else rf"{s}^{{{exp}}}"
 
     def _sympystr(self, printer):
-        return f"{self.op.name}({', '.join(printer._print(a) for a in self.args)})"
+        return _str_call(self.op, self.args, printer)
 
 
-def _latex_call(name: str, args, printer) -> str:
-    inner = ", ".join(printer._print(a) for a in args)
-    return rf"\operatorname{{{name.replace('_', chr(92) + '_')}}}\left({inner}\right)"
+def _value_args(op, args) -> list:
+    """The operands an op reads the value of (one_hot's second operand gives only its shape)."""
+    return [a for i, a in enumerate(args) if op.reads_value(i)]
+
+
+def _latex_call(op, args, printer) -> str:
+    inner = ", ".join(printer._print(a) for a in _value_args(op, args))
+    return rf"\operatorname{{{op.name.replace('_', chr(92) + '_')}}}\left({inner}\right)"
+
+
+def _str_call(op, args, printer) -> str:
+    return f"{op.name}({', '.join(printer._print(a) for a in _value_args(op, args))})"
 
 
 _OP_CLASSES: dict[tuple, type] = {}
@@ -552,7 +644,7 @@ def latex_names(expr) -> dict:
 def to_latex(node_or_expr, *, form: Form = "textbook") -> str:
     """The LaTeX of a node (textbook form by default: named intermediates stay symbols) or of an expression."""
     expr = to_sympy(node_or_expr, form=form) if isinstance(node_or_expr, Node) else node_or_expr
-    return sp.latex(expr, symbol_names=latex_names(expr))
+    return _Latex({"symbol_names": latex_names(expr)}).doprint(expr)
 
 
 class Derivation:
@@ -578,8 +670,8 @@ class Derivation:
         for eq in self.equations:
             names.update(latex_names(eq.lhs))
             names.update(latex_names(eq.rhs))
-        rows = [f"{sp.latex(eq.lhs, symbol_names=names)} &= {sp.latex(eq.rhs, symbol_names=names)}"
-                for eq in self.equations]
+        printer = _Latex({"symbol_names": names})
+        rows = [f"{printer.doprint(eq.lhs)} &= {printer.doprint(eq.rhs)}" for eq in self.equations]
         return "\\begin{align}\n" + " \\\\\n".join(rows) + "\n\\end{align}"
 
     def _repr_latex_(self) -> str:
