@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import GraphCompilerError, GraphFileError, fmt_shape
 from .graph import Graph, Node
+from .ops import OPS                    # the allowlist of op names: the only classes a file can name
 
 FORMAT = "graphcompiler-graph"
 VERSION = 1
@@ -245,7 +246,6 @@ def _check_document(doc: Any, where: str, lim: dict) -> tuple[list[_Spec], str]:
 
 
 def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: list) -> _Spec:
-    from .ops import OPS
     at = f"{where}: node {i}"
     if not isinstance(rec, dict):
         raise GraphFileError(f"{at}: a node must be a JSON object, got a {_json_type(rec)}")
@@ -307,7 +307,8 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
                                  f"got {_short(origin)}")
         fwd = by_name.get(origin[0])
         if fwd is None:
-            raise GraphFileError(f"{at}, field \"origin\": {origin[0]!r} does not name an earlier node")
+            raise GraphFileError(f"{at}, field \"origin\": {_short(origin[0], quote=True)} does not name an "
+                                 "earlier node")
         if not 0 <= origin[1] < len(fwd.inputs):
             raise GraphFileError(f"{at}, field \"origin\": input index {origin[1]} is out of range for "
                                  f"{origin[0]!r} ({fwd.op}), which has {len(fwd.inputs)} input(s)")
@@ -464,7 +465,6 @@ def _check_index(v: list, at: str) -> tuple:
 
 def _build(specs: list[_Spec], name: str, where: str) -> Graph:
     """Make the graph node by node from checked records, re-running every op's shape rule."""
-    from .ops import OPS
     graph = Graph(name)
     for s in specs:
         at = f"{where}: node {s.index} {s.name!r} ({s.op})"
