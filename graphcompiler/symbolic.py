@@ -167,11 +167,21 @@ def _body_to_matrix(body, env: dict, mshape: tuple):
         if m in _COMPOSE:                                     # h = tanh(z) kept: 1 - h∘h reads as phi'(z)
             inner, d, m = _COMPOSE[m]
             body = body.xreplace({free[0]: inner})
-        t = sp.Dummy("t", real=True)
+        t = _bound(0)
         return ElementwiseFunction(sp.Lambda(t, body.xreplace({d: t})), m)
-    ts = [sp.Dummy(f"t{k}", real=True) for k in range(len(free))]
+    ts = [_bound(k + 1) for k in range(len(free))]
     return ElementwiseMap(sp.Lambda(tuple(ts), body.xreplace(dict(zip(free, ts)))),
                           *[env[d] for d in free])
+
+
+_BOUND: list = []
+
+
+def _bound(k: int) -> sp.Dummy:
+    """The k-th bound variable of elementwise maps: fixed Dummies, so two exports of a node compare equal."""
+    while len(_BOUND) <= k:
+        _BOUND.append(sp.Dummy("t" if not _BOUND else f"t{len(_BOUND) - 1}", real=True))
+    return _BOUND[k]
 
 
 def _as_scalar(m):

@@ -252,6 +252,19 @@ def test_d2l_gradients_in_textbook_form(phi, loss):
     assert dphi.function(t) == expected
     tex = gc.to_latex(grads[W2])
     assert r"\frac{\partial J}{\partial o} h^{T}" in tex and r"\lambda W_{2}" in tex
+    dz_tex = gc.to_latex(g["dJ/dz"])                     # dJ/dh odot phi'(z), written the book's way
+    phi_tex = r"\left(1 - \tanh^{2}{\left(z \right)}\right)" if phi == "tanh" else r"\left[z > 0\right]"
+    assert dz_tex == r"\frac{\partial J}{\partial h} \odot " + phi_tex
+
+
+def test_export_survives_save_and_load(tmp_path):
+    g, grads, feeds = d2l_mlp("tanh", "mse")
+    g.save(tmp_path / "d2l.json")
+    h = gc.load(tmp_path / "d2l.json")
+    for name in ("dJ/dW1", "dJ/dW2", "dJ/dz"):
+        for form in ("leaves", "textbook"):
+            assert gc.to_sympy(h[name], form=form) == gc.to_sympy(g[name], form=form)
+    assert str(gc.derivation([h["dJ/dW1"], h["dJ/dW2"]])) == str(gc.derivation(grads))
 
 
 @pytest.mark.parametrize("phi,loss", CASES)
