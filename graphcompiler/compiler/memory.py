@@ -145,6 +145,10 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True) -> 
         if v.kind == "fresh":
             fresh_delta[v.first] += v.nbytes
             fresh_delta[min(v.last, end) + 1] -= v.nbytes
+        extra = scratch_bytes(n)                      # a kernel's own temporaries, during its step
+        if extra:
+            fresh_delta[v.first] += extra
+            fresh_delta[v.first + 1] -= extra
     live, acc = [], 0
     for k in range(end):
         acc += fresh_delta[k]
@@ -154,6 +158,18 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True) -> 
     peak = max(live, default=resident)
     peak_step = live.index(peak) if live else 0
     return BufferPlan(order, values, buffers, live, peak, peak_step, resident)
+
+
+_SCRATCH = {"log_softmax": 1, "softmax": 1, "logsumexp": 2, "softmax_cross_entropy": 2, "mse": 1,
+            "one_hot": 0, "where": 0}
+
+
+def scratch_bytes(node: Node) -> int:
+    """Temporaries a kernel allocates besides its result (in multiples of its largest input)."""
+    k = _SCRATCH.get(node.op.name)
+    if not k or not node.inputs:
+        return 0
+    return k * max(nbytes(x) for x in node.inputs if None not in x.shape)
 
 
 def _viewed(x: Node, values: dict) -> bool:
@@ -166,7 +182,11 @@ def live_value_bytes(plan: BufferPlan) -> list[int]:
     delta = [0] * (end + 2)
     for v in plan.values.values():
         if v.kind != "view":
-            delta[v.first] += v.nbytes
+            start = v.first + 1 if v.inplace else v.first      # written over an input that dies here
+            delta[min(start, end)] += v.nbytes
+            if start > v.last:
+                delta[min(start, end)] -= v.nbytes
+                continue
             delta[min(v.last, end) + 1] -= v.nbytes
     out, acc = [], 0
     for k in range(end):

@@ -21,6 +21,8 @@ from ..runtime import Const, NumpyEvaluator, OutSlot, Prepared, fast_kernel
 from .ir import Context, is_leaf, nbytes, topo_order, value_inputs
 from .memory import BufferPlan, plan_buffers
 from .schedule import declared_order, memory_order
+from .recompute import choose, flops
+from .report import MemoryReport, build_report
 from .simplify import simplify
 
 PASSES = ("simplify", "schedule", "buffers")
@@ -204,17 +206,39 @@ class Program:
                 nodes, roots = simplify(nodes, roots, ctx, shapes=True)
         nodes = topo_order(roots, edges=value_inputs)     # what is read only for its shape is not computed
         removed = count_before - len(nodes)
-        order = memory_order(nodes, roots) if "schedule" in self.passes else declared_order(
-            sorted(nodes, key=lambda n: n.index) if _is_topological(sorted(nodes, key=lambda n: n.index))
-            else nodes)
-        plan = plan_buffers(order, roots, reuse="buffers" in self.passes)
-        spec = self._load(tuple(shapes[n] for n in self.inputs), nodes, roots, plan, shapes)
+        copies: set[Node] = set()
+        after: dict = {}
+        unbudgeted = cost = None
+        if self.memory_budget is not None:
+            def plan_peak(ns, rs, aft, cps):
+                return self._plan(ns, rs, aft).peak_bytes
+            unbudgeted = plan_peak(nodes, roots, {}, set())
+            nodes, roots, after, copies, _, cost = choose(nodes, roots, int(self.memory_budget), ctx, plan_peak)
+        plan = self._plan(nodes, roots, after)
+        spec = self._load(tuple(shapes[n] for n in self.inputs), nodes, roots, plan, shapes, copies)
         spec.removed = removed
+        spec.recomputed, spec.recompute_flops, spec.unbudgeted_peak = len(copies), cost or 0, unbudgeted
+        spec.forward_flops = sum(flops(n) for n in plan.order if not n.is_gradient and n not in copies)
         self._cache[spec.signature] = spec
         self._use(spec)
         return spec
 
-    def _load(self, sig, nodes, roots, plan: BufferPlan, shapes) -> Specialization:
+    def _plan(self, nodes, roots, after=None) -> BufferPlan:
+        """Schedule the steps of `nodes` and plan their buffers."""
+        if "schedule" in self.passes:
+            plan = plan_buffers(memory_order(nodes, roots, after), roots, reuse="buffers" in self.passes)
+            by_index = sorted(nodes, key=lambda n: n.index)
+            if not after and len(by_index) <= 20_000 and _is_topological(by_index):
+                other = plan_buffers(declared_order(by_index), roots, reuse="buffers" in self.passes)
+                if other.peak_bytes < plan.peak_bytes:       # the greedy order is a heuristic: keep the better
+                    plan = other
+            return plan
+        else:
+            by_index = sorted(nodes, key=lambda n: n.index)
+            order = declared_order(by_index if _is_topological(by_index) and not after else nodes)
+        return plan_buffers(order, roots, reuse="buffers" in self.passes)
+
+    def _load(self, sig, nodes, roots, plan: BufferPlan, shapes, recomputed=frozenset()) -> Specialization:
         ctx = self._ctx
         arrays = [np.empty(size, dtype) for size, dtype in plan.buffers]
         slot: dict[Node, int] = {}
@@ -254,7 +278,8 @@ class Program:
                 args = args[:len(n.inputs)] + [Const(e) for e in extra]
                 out = OutSlot(slot[v.into])
             prepared.append(Prepared(n, fn, tuple(args), slot[n], out, kw, tuple(drops.get(k, ())), n.inputs))
-            steps.append(Step(ctx.origin_of(n), n.op.name, v.buffer, False, n))
+            steps.append(Step(ctx.origin_of(n) if n not in recomputed else n, n.op.name, v.buffer,
+                              n in recomputed, n))
         results, copy, seen = [], [], set()
         for r in roots:
             if r.op.name == "constant":
@@ -279,7 +304,9 @@ class Program:
             res_slots = [s if s is not None else -1 for s in res_slots]
         evaluator.load(prepared, leaf_slots, len(slot), [s for s in res_slots], copies)
         scalar_out = [o.shape == () for o in self.outputs]
-        return Specialization(sig, nodes, roots, plan, steps, leaf_nodes, evaluator, scalar_out, dict(shapes))
+        spec = Specialization(sig, nodes, roots, plan, steps, leaf_nodes, evaluator, scalar_out, dict(shapes))
+        spec.copies = set(recomputed)
+        return spec
 
     def _use(self, spec: Specialization) -> None:
         """Make spec the last-run specialisation: the one schedule, stats and reports describe."""
@@ -290,6 +317,8 @@ class Program:
                            "removed_specialize": getattr(spec, "removed", 0),
                            "inplace": sum(1 for v in plan.values.values() if v.inplace),
                            "recomputed": spec.recomputed, "recompute_flops": spec.recompute_flops,
+                           "forward_flops": getattr(spec, "forward_flops", 0),
+                           "unbudgeted_peak_bytes": spec.unbudgeted_peak,
                            "rewrites": dict(self._ctx.counts)})
 
     # -- introspection ---------------------------------------------------------------------
@@ -323,6 +352,26 @@ class Program:
                     if not x.is_gradient and not is_leaf(x):
                         kept.add(self._ctx.origin_of(x))
         return kept
+
+    def memory_report(self) -> MemoryReport:
+        """The buffer plan of the last run's shapes: values, buffers, live ranges, what backward keeps, the peak.
+
+        str() of the result is a table; .plot(path) draws live bytes over the schedule.
+        """
+        spec = self._last
+        if spec is None:
+            raise GraphCompilerError(
+                f"the program of graph {self.graph.name!r} has None dims in its inputs "
+                f"({', '.join(f'{n.name} {fmt_shape(n.shape)}' for n in self.inputs)}), so its memory is "
+                "planned at the first run; run it once, then ask for the report")
+        declared = None
+        if "schedule" in self.passes and len(spec.plan.order) <= 50_000:
+            by_index = sorted(spec.nodes, key=lambda n: n.index)
+            if _is_topological(by_index) and not spec.copies:
+                declared = plan_buffers(declared_order(by_index), spec.roots,
+                                        reuse="buffers" in self.passes).peak_bytes
+        return build_report(f"graph {self.graph.name!r}", spec.plan, self._ctx.origin_of, spec.copies,
+                            declared_peak=declared, budget=self.memory_budget, unbudgeted=spec.unbudgeted_peak)
 
     def __str__(self) -> str:
         spec = self._last

@@ -29,13 +29,14 @@ def declared_order(nodes) -> list:
     return [n for n in nodes if not is_leaf(n)]
 
 
-def memory_order(nodes, keep) -> list:
+def memory_order(nodes, keep, after=None) -> list:
     """The steps of `nodes` (topological) in an order that keeps few bytes live; `keep` lives to the end.
 
     A view (a transpose, a reshape) holds its input's memory, so memory is counted on roots: a step frees
     a root when it is the last step reading it directly or through views. Among steps that free equally,
     the one with the longest path still ahead of it goes first (the forward pass before the backward
-    terms that can wait), then the declared order.
+    terms that can wait), then the declared order. `after` adds ordering constraints only (step -> steps
+    it must follow), as for recomputed steps that should run late.
     """
     steps = [n for n in nodes if not is_leaf(n)]
     pos = {n: k for k, n in enumerate(steps)}
@@ -64,6 +65,13 @@ def memory_order(nodes, keep) -> list:
         if n in roots_of and n.op.name in VIEW_OPS:
             keep |= roots_of[n]
     waiting = {n: len(deps[n]) for n in steps}
+    followers: dict = {}
+    for n, prior in (after or {}).items():
+        if n in pos:
+            for p in prior:
+                if p in pos:
+                    followers.setdefault(p, []).append(n)
+                    waiting[n] += 1
 
     def net(n, also=None) -> int:
         """Bytes n allocates minus the bytes it frees (`also`: a step taken as run just before it)."""
@@ -105,6 +113,10 @@ def memory_order(nodes, keep) -> list:
                     if waiting[other] == 0 and other not in done:
                         version[other] += 1
                         heapq.heappush(heap, (key(other), version[other], other))
+        for c in followers.get(best, ()):
+            waiting[c] -= 1
+            if waiting[c] == 0:
+                heapq.heappush(heap, (key(c), version[c], c))
         for c in consumers[best]:
             waiting[c] -= 1
             if waiting[c] == 0:
