@@ -223,6 +223,63 @@ def bench_chain(n, repeats):
             "steps": prog.stats["steps"]}
 
 
+def bench_budget_net(batch, sizes, fraction=0.6, repeats=5):
+    """Issue 4: the narrow net with memory_budget = outputs + 60% of the rest of the unbudgeted peak."""
+    import numpy as np
+    import graphcompiler as gc
+    from models import data, gc_net
+    X, Y = data(batch, sizes[0], sizes[-1], "float32")
+    g, J, params = gc_net(sizes, "tanh")
+    grads = gc.build_grad(J, params)
+    outs = [J, *[grads[p] for p in params]]
+    feeds = {"x": X, "y": Y}
+    free = gc.compile(outs)
+    ref = free.run(feeds)
+    out_bytes = sum(np.asarray(a).nbytes for a in ref)
+    budget = out_bytes + int(fraction * (free.stats["peak_bytes"] - out_bytes))
+    t = time.perf_counter()
+    tight = gc.compile(outs, memory_budget=budget)
+    got = tight.run(feeds)
+    t_plan = time.perf_counter() - t
+    times = interleaved({"unbudgeted": lambda: free.run(feeds), "budgeted": lambda: tight.run(feeds)}, repeats, 1)
+    return {"name": f"narrow {len(sizes) - 2}x{sizes[1]} tanh, batch {batch}", "budget": budget,
+            "unbudgeted_planned": free.stats["peak_bytes"], "planned": tight.stats["peak_bytes"],
+            "measured": traced_peak(lambda: tight.run(feeds), tight.stats["resident_bytes"]),
+            "identical": all(np.array_equal(a, b) for a, b in zip(got, ref)), "times": times,
+            "recomputed": tight.stats["recomputed"],
+            "extra_forward": tight.stats["recompute_flops"] / max(tight.stats["forward_flops"], 1),
+            "plan_s": t_plan}
+
+
+def bench_budget_chain(n=1000, repeats=5):
+    """Issue 4: the chain with a budget of about 3 sqrt(n) values (Chen et al.'s checkpointing)."""
+    import math
+    import numpy as np
+    import graphcompiler as gc
+    from models import gc_chain
+    g, w, z = gc_chain(n, CHAIN_SIZE)
+    seed = g.constant(np.ones(CHAIN_SIZE), name="seed")
+    grads = gc.build_grad(z, [w], seed=seed)
+    outs = [z, grads[w]]
+    feeds = {"w": np.random.default_rng(0).standard_normal(CHAIN_SIZE)}
+    free = gc.compile(outs)
+    ref = free.run(feeds)
+    value = CHAIN_SIZE * 8
+    budget = 2 * value + int(3 * math.sqrt(n)) * value
+    t = time.perf_counter()
+    tight = gc.compile(outs, memory_budget=budget)
+    got = tight.run(feeds)
+    t_plan = time.perf_counter() - t
+    times = interleaved({"unbudgeted": lambda: free.run(feeds), "budgeted": lambda: tight.run(feeds)}, repeats, 1)
+    return {"name": f"chain N={n}", "budget": budget, "unbudgeted_planned": free.stats["peak_bytes"],
+            "planned": tight.stats["peak_bytes"],
+            "measured": traced_peak(lambda: tight.run(feeds), tight.stats["resident_bytes"]),
+            "identical": all(np.array_equal(a, b) for a, b in zip(got, ref)), "times": times,
+            "recomputed": tight.stats["recomputed"],
+            "extra_forward": tight.stats["recompute_flops"] / max(tight.stats["forward_flops"], 1),
+            "plan_s": t_plan}
+
+
 def worker(setting: str, quick: bool) -> dict:
     sys.path.insert(0, str(HERE))
     import numpy as np
@@ -243,6 +300,10 @@ def worker(setting: str, quick: bool) -> dict:
         out["nets"].append(bench_net("narrow 32x128 tanh", NARROW[0], NARROW[1], "tanh", 5, 1, peers=False))
     for n in CHAIN_N:
         out["chain"].append(bench_chain(n, 3 if quick else 7))
+    out["budget"] = []
+    if not quick:
+        out["budget"].append(bench_budget_net(*NARROW))
+        out["budget"].append(bench_budget_chain(1000))
     return out
 
 
@@ -315,6 +376,18 @@ def report(results: list[dict]) -> str:
                          f"{(c['grad_s'] + c['compile_s']) * 1e3:.1f} ms | {us(t['numpy']['median'])} | "
                          f"{us(t['graphcompiler']['median'])} | {t['graphcompiler']['median'] / t['numpy']['median']:.2f} "
                          f"({t['graphcompiler']['min'] / t['numpy']['min']:.2f}) |")
+        if res.get("budget"):
+            lines += ["", "memory_budget (issue 4): recomputing forward values in the backward pass (equation 6.53):", "",
+                      "| program | unbudgeted planned peak | budget | planned | measured (tracemalloc) | results identical "
+                      "| steps recomputed | extra FLOPs / forward | time vs unbudgeted (min) | planning |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            for b in res["budget"]:
+                t = b["times"]
+                lines.append(f"| {b['name']} | {b['unbudgeted_planned'] / 2**20:.2f} MiB | {b['budget'] / 2**20:.2f} MiB | "
+                             f"{b['planned'] / 2**20:.2f} MiB | {b['measured'] / 2**20:.2f} MiB | {b['identical']} | "
+                             f"{b['recomputed']} | {b['extra_forward']:.2f} | "
+                             f"{t['budgeted']['median'] / t['unbudgeted']['median']:.2f} "
+                             f"({t['budgeted']['min'] / t['unbudgeted']['min']:.2f}) | {b['plan_s']:.1f} s |")
         lines.append("")
     lines += ["What the program does about threads: nothing at run time. It calls NumPy, whose BLAS uses the "
               "thread count it read from the environment at import; set OPENBLAS_NUM_THREADS (or use "

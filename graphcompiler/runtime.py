@@ -41,6 +41,15 @@ class Prepared:
     kw: dict = field(default_factory=dict)
     drop: tuple = ()                  # slots whose last reader this step is (their memory is released)
     arg_nodes: tuple = ()             # the nodes behind args, for error messages
+    user_node: Any = None             # the user's node whose value this step computes, if not `node` itself
+
+    def describe(self) -> str:
+        """The step as messages name it: the user's node, and the optimised form when it differs."""
+        text = describe_step(self.user_node if self.user_node is not None else self.node)
+        if self.user_node is not None and self.user_node is not self.node and \
+                describe_step(self.node) != text.replace(self.user_node.name, self.node.name, 1):
+            text += f" (computed as {describe_step(self.node)})"
+        return text
 
 
 class Const:
@@ -193,12 +202,12 @@ class NumpyEvaluator:
         for x, a in zip(st.arg_nodes or st.node.inputs, st.args):
             val = a.value if isinstance(a, Const) else env.get(f"v{a}")
             shapes.append(f"{x.name}: {fmt_shape(np.shape(val))}")
-        raise ExecutionError(f"while computing {describe_step(st.node)}: {type(e).__name__}: {e} "
+        raise ExecutionError(f"while computing {st.describe()}: {type(e).__name__}: {e} "
                              f"(input shapes {', '.join(shapes)})") from e
 
     def _check(self, k: int, result, args) -> None:
         st = self.steps[k]
-        check_finite(st.node, result, args, st.arg_nodes or st.node.inputs)
+        check_finite(st.node, result, args, st.arg_nodes or st.node.inputs, st.describe())
 
     # -- the first evaluator's interface, kept for callers that run (node, kernel, slots, slot) steps --
     def execute(self, steps, values: list) -> None:
@@ -224,7 +233,7 @@ def _copy(value) -> np.ndarray:
     return np.array(value, copy=True)
 
 
-def check_finite(node, result, args, arg_nodes=None) -> None:
+def check_finite(node, result, args, arg_nodes=None, described: str | None = None) -> None:
     r = np.asarray(result)
     if r.dtype.kind in "fc" and not np.all(np.isfinite(r)):
         bad = "NaN" if np.isnan(r).any() else "infinity"
@@ -235,7 +244,7 @@ def check_finite(node, result, args, arg_nodes=None) -> None:
                 ranges.append(f"{i.name} in [{np.min(a):.4g}, {np.max(a):.4g}]")
             else:
                 ranges.append(f"{i.name} (empty)")
-        raise NumericsError(f"while computing {describe_step(node)}: the {node.op.name} step produced {bad} "
+        raise NumericsError(f"while computing {described or describe_step(node)}: the {node.op.name} step produced {bad} "
                             f"(inputs: {'; '.join(ranges) or 'none'})")
 
 

@@ -1,4 +1,11 @@
-"""compile: turn the outputs of a graph into a Program (prune, schedule, run on the NumPy evaluator)."""
+"""compile: turn the outputs of a graph into a Program.
+
+The pipeline, one module per job: prune (ir.topo_order: the ancestors of the outputs and updates),
+simplify (simplify.py: a table of rewrite rules to a fixpoint, common subexpressions, constant folding),
+then per signature of feed shapes (program.py): the shape rules again on concrete shapes, the shape-dependent
+rules, recomputation for a memory budget (recompute.py), schedule (schedule.py), buffer plan (memory.py),
+and the NumPy evaluator loaded with the prepared steps (runtime.py). memory_report is in report.py.
+"""
 
 from __future__ import annotations
 

@@ -61,8 +61,11 @@ def is_elementwise(node: Node) -> bool:
     return isinstance(op, (Unary, Binary)) and not isinstance(op, Comparison) and getattr(op, "writes_out", False)
 
 
-def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True) -> BufferPlan:
-    """Assign buffers to the values of a schedule; `keep` (outputs, updates) live to the end."""
+def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True, inplace: bool = True) -> BufferPlan:
+    """Assign buffers to the values of a schedule; `keep` (outputs, updates) live to the end.
+
+    inplace=False keeps every input intact through its last step (nan_check reads the inputs after it).
+    """
     end = len(order)
     pos = {n: k for k, n in enumerate(order)}
     outputs = set(keep)
@@ -83,7 +86,7 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True) -> 
     for n in order:                                   # each value's own last read; roots cover their views
         v = values[n]
         v.last = end if n in outputs else max(v.readers, default=v.first)
-    if reuse:                                         # an output may take over the memory of a dying input
+    if reuse and inplace:                             # an output may take over the memory of a dying input
         for k, n in enumerate(order):
             v = values[n]
             if n in outputs and v.kind == "fresh" and is_elementwise(n):
@@ -114,7 +117,7 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True) -> 
         if v.kind == "buffer":
             size = math.prod(n.shape)
             key = (size, n.dtype.str)
-            if reuse and is_elementwise(n):           # in place: an input whose memory dies here
+            if reuse and inplace and is_elementwise(n):   # in place: an input whose memory dies here
                 ins = value_inputs(n)
                 for x in ins:
                     xv = values.get(x)

@@ -8,6 +8,8 @@ are scheduled, buffers planned, and the evaluator loaded. A second run with the 
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -94,6 +96,10 @@ class Program:
         if memory_budget is not None and (not isinstance(memory_budget, (int, np.integer)) or memory_budget < 0):
             raise GraphCompilerError(f"memory_budget must be a number of bytes (a non-negative int), not "
                                      f"{memory_budget!r}")
+        with _no_gc():
+            self._build(graph)
+
+    def _build(self, graph: Graph) -> None:
         self._ctx = Context(graph)
         roots = self.outputs + list(self.updates.values())
         nodes = topo_order(roots)                                   # prune: the ancestors of the roots
@@ -197,6 +203,10 @@ class Program:
 
     # -- specialising ----------------------------------------------------------------------
     def _specialize(self, shapes: dict[Node, tuple]) -> Specialization:
+        with _no_gc():              # planning makes many small objects; the cyclic collector would rescan them all
+            return self._specialize_now(shapes)
+
+    def _specialize_now(self, shapes: dict[Node, tuple]) -> Specialization:
         ctx = self._ctx
         nodes, roots = self._nodes, self._roots
         count_before = len(nodes)
@@ -226,17 +236,19 @@ class Program:
     def _plan(self, nodes, roots, after=None) -> BufferPlan:
         """Schedule the steps of `nodes` and plan their buffers."""
         if "schedule" in self.passes:
-            plan = plan_buffers(memory_order(nodes, roots, after), roots, reuse="buffers" in self.passes)
+            plan = plan_buffers(memory_order(nodes, roots, after), roots, reuse="buffers" in self.passes,
+                                inplace=not self.nan_check)
             by_index = sorted(nodes, key=lambda n: n.index)
             if not after and len(by_index) <= 20_000 and _is_topological(by_index):
-                other = plan_buffers(declared_order(by_index), roots, reuse="buffers" in self.passes)
+                other = plan_buffers(declared_order(by_index), roots, reuse="buffers" in self.passes,
+                                     inplace=not self.nan_check)
                 if other.peak_bytes < plan.peak_bytes:       # the greedy order is a heuristic: keep the better
                     plan = other
             return plan
         else:
             by_index = sorted(nodes, key=lambda n: n.index)
             order = declared_order(by_index if _is_topological(by_index) and not after else nodes)
-        return plan_buffers(order, roots, reuse="buffers" in self.passes)
+        return plan_buffers(order, roots, reuse="buffers" in self.passes, inplace=not self.nan_check)
 
     def _load(self, sig, nodes, roots, plan: BufferPlan, shapes, recomputed=frozenset()) -> Specialization:
         ctx = self._ctx
@@ -277,7 +289,8 @@ class Program:
                 fn, extra, kw = fast_kernel(n.op, True, n.shape, n.inputs[0].shape if n.inputs else (), n.dtype)
                 args = args[:len(n.inputs)] + [Const(e) for e in extra]
                 out = OutSlot(slot[v.into])
-            prepared.append(Prepared(n, fn, tuple(args), slot[n], out, kw, tuple(drops.get(k, ())), n.inputs))
+            prepared.append(Prepared(n, fn, tuple(args), slot[n], out, kw, tuple(drops.get(k, ())), n.inputs,
+                                     ctx.origin_of(n)))
             steps.append(Step(ctx.origin_of(n) if n not in recomputed else n, n.op.name, v.buffer,
                               n in recomputed, n))
         results, copy, seen = [], [], set()
@@ -412,6 +425,18 @@ class Program:
             return {"image/svg+xml": to_dot(self)._repr_image_svg_xml(), "text/plain": str(self)}
         except Exception:   # no viz module or no dot binary: the listing
             return {"text/plain": str(self)}
+
+
+@contextlib.contextmanager
+def _no_gc():
+    """Pause Python's cyclic garbage collector (only while planning; it is restored as it was)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 class _WithConstants:

@@ -145,7 +145,7 @@ def choose(nodes: list[Node], roots: list[Node], budget: int, ctx: Context,
     # shortest such prefix by bisection
     ranked = sorted(cands, key=lambda c: -nbytes(c) / max(flops(c), 1))
     m, prev = 1, 0
-    while True:
+    while not (best is not None and n > 300):          # long chains: the checkpoints are good enough
         _, peak, _ = trial(set(ranked[:m]))
         if peak <= budget:
             lo, hi = prev, m
@@ -167,8 +167,8 @@ def _result(best, smallest, budget, nodes, roots):
     if best is None:
         out_bytes = sum(nbytes(r) for r in set(roots) if not is_leaf(r))
         raise GraphCompilerError(
-            f"memory_budget={budget:,} bytes cannot be met: the smallest planned peak found, recomputing "
-            f"forward values in the backward pass, is {smallest:,} bytes (the outputs alone take "
-            f"{out_bytes:,}); pass memory_budget={smallest} or more")
+            f"memory_budget={budget} cannot be met: the smallest budget that can is {smallest:,} bytes (the "
+            f"lowest planned peak found when recomputing forward values in the backward pass; the outputs "
+            f"alone take {out_bytes:,} bytes); pass memory_budget={smallest} or more")
     res, peak, cost = best
     return (*res, peak, cost)

@@ -451,6 +451,9 @@ def simplify(nodes: list[Node], roots: list[Node], ctx: Context, *, shapes: bool
             ins = tuple(replaced[x] for x in n.inputs)
             m = n if ins == n.inputs else ctx.rebuild(n, ins)
             m = settle(m)
+            if m is not n and not is_leaf(m) and not (m.name in ctx.graph._by_name and
+                                                      ctx.graph._by_name[m.name] is m):
+                ctx.source.setdefault(m, ctx.origin_of(n))    # m computes the value of the user's node n
         replaced[n] = m
         settled.add(m)
     new_roots = [replaced[r] for r in roots]
