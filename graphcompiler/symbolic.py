@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Literal, Mapping
 import numpy as np
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
+from sympy.logic.boolalg import Boolean
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
@@ -144,10 +145,14 @@ def to_matrix(t: Term):
 
 def _body_to_matrix(body, env: dict, mshape: tuple):
     free = [d for d in env if d in body.free_symbols]
+    if not free and isinstance(body, Boolean):
+        body = indicator(body)
     if not free:                                              # a broadcast scalar: c 1 1^T
         return sp.MatMul(body, sp.OneMatrix(*mshape)) if body != 1 else sp.OneMatrix(*mshape)
     if body in env:
         return env[body]
+    if isinstance(body, Boolean):                             # a bool matrix is written as its 0/1 indicator
+        return _body_to_matrix(indicator(body), env, mshape)
     if isinstance(body, sp.Pow) and body.base in env and body.exp.is_Integer:
         return sp.HadamardPower(env[body.base], body.exp)     # a∘k
     nonlinear = len(free) == 1 and sp.diff(body, free[0]).has(free[0])
@@ -481,9 +486,13 @@ def _full_sum(x: Term):
     return coeff * sp.Trace(sp.MatMul(ones_l, m) if cols == 1 else sp.MatMul(ones_l, m, sp.OneMatrix(cols, 1)))
 
 
-def sum_to(node: Node, g: Term) -> Term:
-    """g summed over the axes it was broadcast along, back to node's shape (the inverse of broadcasting)."""
+def sum_to(node: Node, g: Term, like: Term) -> Term:
+    """g summed over the axes it was broadcast along, back to like's shape (the inverse of broadcasting).
+
+    A run-time dim of like against a fixed dim of g may be 1 (summed) or not: that stays sum_like(g)."""
     lead = g.ndim - node.ndim
+    if any(d is None and gd is not None for d, gd in zip(node.shape, g.shape[lead:])):
+        return apply_undefined(node, g, like)
     axes = tuple(range(lead)) + tuple(lead + k for k, d in enumerate(node.shape)
                                       if d == 1 and g.shape[lead + k] != 1)
     if not axes:
@@ -783,6 +792,19 @@ def evaluate(expr, values: Mapping[Any, Any]) -> np.ndarray:
     return np.asarray(out, dtype=float)
 
 
+_LAMBDIFIED: dict = {}
+
+
+def _lambdified(syms: tuple, e) -> Callable:
+    """sp.lambdify, remembered: one body is evaluated many times (every node of a graph reads it)."""
+    f = _LAMBDIFIED.get((syms, e))
+    if f is None:
+        if len(_LAMBDIFIED) > 4096:
+            _LAMBDIFIED.clear()
+        f = _LAMBDIFIED[(syms, e)] = sp.lambdify(syms, e, modules="numpy")
+    return f
+
+
 def _as2d(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1, 1) if a.ndim == 1 else a.reshape(1, 1) if a.ndim == 0 else a
 
@@ -842,8 +864,8 @@ class _Evaluator:
         """A scalar expression (entrywise over arrays for the placeholders in extra), with NumPy."""
         e = sp.sympify(e)
         sub, args = {}, dict(extra or {})
-        for a in e.atoms(sp.Trace, OpFunction):
-            d = sp.Dummy()
+        for k, a in enumerate(sorted(e.atoms(sp.Trace, OpFunction), key=sp.default_sort_key)):
+            d = _bound(100 + k)           # fixed stand-ins, so the lambdified body can be remembered
             sub[a] = d
             args[d] = np.trace(self.mat(a.arg)) if isinstance(a, sp.Trace) else self.kernel(a).reshape(())
         e = e.xreplace(sub)
@@ -856,8 +878,7 @@ class _Evaluator:
                 args[s] = self.vals[s.name].astype(float)
             else:
                 raise GraphCompilerError(f"evaluate: no value for the symbol {s}; give it in values")
-        syms = list(args)
-        f = sp.lambdify(syms, e, modules="numpy")
-        out = f(*[args[s] for s in syms])
+        syms = tuple(sorted(args, key=sp.default_sort_key))
+        out = _lambdified(syms, e)(*[args[s] for s in syms])
         shape = next((np.shape(v) for v in (extra or {}).values()), ())
         return np.broadcast_to(np.asarray(out, dtype=float), shape) if shape else np.asarray(out, dtype=float)

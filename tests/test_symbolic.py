@@ -190,6 +190,34 @@ def test_gradients_of_broadcasts_evaluate(rng):
         np.testing.assert_allclose(got.reshape(np.shape(out)), out, rtol=1e-10, err_msg=t.name)
 
 
+def test_every_node_of_first_and_second_derivatives_exports_and_evaluates(rng):
+    """All nodes build_grad makes (sum_like, broadcasts, one_hot, concat_part, scatter_like, count, ...)."""
+    g = gc.Graph("every")
+    A = g.input("A", shape=(3, None))
+    r = g.input("r", shape=(None,))
+    c = g.input("c", shape=(3, 1))
+    lab = g.input("lab", shape=(None,), dtype="int64")
+    parts = [gc.sum(gc.concatenate([A, A * c], axis=0)), gc.sum(gc.split(A, [1], axis=0)[1] ** 2),
+             gc.sum(gc.log_softmax(A, axis=0) * A), gc.sum(gc.squeeze(gc.expand_dims(r, 1), 1) * r),
+             gc.sum(gc.broadcast_to(c, (3, 4)) * gc.tanh(A)), gc.mean(gc.power(abs(A) + 1, c)),
+             gc.softmax_cross_entropy(gc.transpose(A * c), lab), gc.sum(gc.maximum(A, c) + gc.sigmoid(A + r)),
+             gc.mse(A, c), gc.sum(gc.max(A, axis=0))]
+    J = parts[0]
+    for p in parts[1:]:
+        J = J + p
+    grads = gc.build_grad(J, [A, r, c])
+    gc.build_grad(gc.sum(grads[c] * grads[c]), [A, r], disconnected="zero")      # second derivatives
+    nodes = [n for n in g.nodes if n.op.name != "input" and n.dtype.kind == "f"]
+    values = {"A": rng.normal(size=(3, 4)), "r": rng.normal(size=4), "c": rng.normal(size=(3, 1)),
+              "lab": rng.integers(0, 3, size=4)}
+    outs = gc.compile(nodes, optimize=False).run(values)
+    assert len(nodes) > 100 and {n.op.name for n in nodes} >= {"sum_like", "one_hot", "concat_part", "scatter_like"}
+    for node, out in zip(nodes, outs):
+        got = evaluate(gc.to_sympy(node), {**values, "n": 4})
+        np.testing.assert_allclose(got.reshape(np.shape(out)), out, rtol=1e-9, atol=1e-12,
+                                   err_msg=f"{node.name} ({node.op.name})")
+
+
 # -- the D2L MLP in column form (seeds 000 and 001) -------------------------------------------
 
 D, HID, Q, N, LAM = 4, 3, 2, 5, 0.01

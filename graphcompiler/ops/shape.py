@@ -202,7 +202,7 @@ class SumLike(Op):
 
     def to_sympy(self, node, g, like):
         from ..symbolic import sum_to
-        return sum_to(node, g)  # G 1, 1^T G
+        return sum_to(node, g, like)  # G 1, 1^T G
 
 
 def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
