@@ -81,6 +81,25 @@ def _mshape(shape: tuple) -> tuple | None:
                              f"of shape {fmt_shape(shape)} has no matrix form. Reshape it to a matrix first")
 
 
+class Ones(sp.OneMatrix):
+    """The ones matrix of sums and broadcasts, printed as the books write it: 1_n, 1_n^T, 1_{m x n}."""
+
+    def _eval_transpose(self):
+        return Ones(self.cols, self.rows)
+
+    def _latex(self, printer):
+        r, c = (printer._print(d) for d in self.shape)
+        if self.cols == 1:
+            return rf"\mathbf{{1}}_{{{r}}}"
+        if self.rows == 1:
+            return rf"\mathbf{{1}}_{{{c}}}^{{T}}"
+        return rf"\mathbf{{1}}_{{{r} \times {c}}}"
+
+    def _sympystr(self, printer):
+        r, c = (printer._print(d) for d in self.shape)
+        return f"1_{r}" if self.cols == 1 else f"1_{c}.T" if self.rows == 1 else f"1_({r}x{c})"
+
+
 def of_matrix(shape: tuple, m) -> Term:
     """A Term holding one matrix expression m (or a scalar expression for shape ())."""
     if len(shape) == 0:
@@ -102,11 +121,11 @@ def _bcast_matrix(m, src: tuple, dst: tuple):
     if len(src) == 1 and len(dst) == 2:            # a 1-D value lines up with the last axis: it is a row
         m, src = m.T, (1, src[0])
     if len(dst) == 1:                              # (1,) -> (k,)
-        return sp.MatMul(sp.OneMatrix(_dim(dst[0]), 1), m) if src[0] == 1 and dst[0] != 1 else m
+        return sp.MatMul(Ones(_dim(dst[0]), 1), m) if src[0] == 1 and dst[0] != 1 else m
     if src[0] == 1 and dst[0] != 1:
-        m = sp.MatMul(sp.OneMatrix(_dim(dst[0]), 1), m)
+        m = sp.MatMul(Ones(_dim(dst[0]), 1), m)
     if src[1] == 1 and dst[1] != 1:
-        m = sp.MatMul(m, sp.OneMatrix(1, _dim(dst[1])))
+        m = sp.MatMul(m, Ones(1, _dim(dst[1])))
     return m
 
 
@@ -148,7 +167,7 @@ def _body_to_matrix(body, env: dict, mshape: tuple):
     if not free and isinstance(body, Boolean):
         body = indicator(body)
     if not free:                                              # a broadcast scalar: c 1 1^T
-        return sp.MatMul(body, sp.OneMatrix(*mshape)) if body != 1 else sp.OneMatrix(*mshape)
+        return sp.MatMul(body, Ones(*mshape)) if body != 1 else Ones(*mshape)
     if body in env:
         return env[body]
     if isinstance(body, Boolean):                             # a bool matrix is written as its 0/1 indicator
@@ -429,7 +448,7 @@ def reshape(node: Node, x: Term) -> Term:
         return _map_env(x, node.shape, lambda m: m.T)
     if src is None or dst is None:                                       # scalar <-> 1 x 1 matrix
         m = to_matrix(x)
-        return of_matrix(node.shape, _as_scalar(m) if dst is None else sp.MatMul(m, sp.OneMatrix(1, 1)))
+        return of_matrix(node.shape, _as_scalar(m) if dst is None else sp.MatMul(m, Ones(1, 1)))
     return apply_undefined(node, x)
 
 
@@ -460,9 +479,9 @@ def reduce_sum(node: Node, x: Term, axis: tuple, keepdims: bool) -> Term:
     rows, cols = _mshape(x.shape)
     if axis == (0,):                                                    # column sums
         if keepdims:
-            return of_matrix(node.shape, sp.MatMul(sp.OneMatrix(1, rows), m))
-        return of_matrix(node.shape, sp.MatMul(m.T, sp.OneMatrix(rows, 1)))
-    return of_matrix(node.shape, sp.MatMul(m, sp.OneMatrix(cols, 1)))  # row sums: X 1
+            return of_matrix(node.shape, sp.MatMul(Ones(1, rows), m))
+        return of_matrix(node.shape, sp.MatMul(m.T, Ones(rows, 1)))
+    return of_matrix(node.shape, sp.MatMul(m, Ones(cols, 1)))  # row sums: X 1
 
 
 def _full_sum(x: Term):
@@ -482,8 +501,8 @@ def _full_sum(x: Term):
         return coeff * sp.Trace(sp.MatMul(a.T, b))                          # sum(A∘B) = tr(A^T B)
     m = to_matrix(Term(x.shape, sp.Mul(*factors), x.env))
     rows, cols = mshape
-    ones_l = sp.OneMatrix(1, rows)
-    return coeff * sp.Trace(sp.MatMul(ones_l, m) if cols == 1 else sp.MatMul(ones_l, m, sp.OneMatrix(cols, 1)))
+    ones_l = Ones(1, rows)
+    return coeff * sp.Trace(sp.MatMul(ones_l, m) if cols == 1 else sp.MatMul(ones_l, m, Ones(cols, 1)))
 
 
 def sum_to(node: Node, g: Term, like: Term) -> Term:
