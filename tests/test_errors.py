@@ -217,6 +217,10 @@ def test_feed_of_wrong_shape_rank_or_dtype_names_the_input_and_both_shapes(mlp, 
         p.run({**feeds, "x": np.ones((5, 4, 1))})
     with raises(gc.FeedError, "'y'", "int64", "float64"):
         p.run({**feeds, "y": feeds["y"] + 0.5})
+    with raises(gc.FeedError, "'W1'", "parameter", "(4, 3)", "(3, 3)"):
+        p.run({**feeds, "W1": np.ones((3, 3))})
+    with raises(gc.FeedError, "'x'", "numeric array"):
+        p.run({**feeds, "x": [["a"] * 4] * 5})
     other = gc.Graph("other").input("x", shape=(None, 4))
     with raises(gc.FeedError, "'x'", "'other'"):
         p.run({other: feeds["x"], "y": feeds["y"]})
