@@ -9,7 +9,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 import graphcompiler as gc
 from graphcompiler.errors import GraphCompilerError
 from graphcompiler.ops import LEAF_OPS, OPS
-from graphcompiler.symbolic import OpFunction, OpMatrix, evaluate, symbol_of
+from graphcompiler.symbolic import OpFunction, OpMatrix, Ones, evaluate, symbol_of
 
 # -- random scalar graphs: sympy.diff of the export equals the export of build_grad ------------------
 
@@ -115,7 +115,8 @@ def test_matrix_calculus_forms():
     assert isinstance(gc.to_sympy(A * W), sp.HadamardProduct)
     assert gc.to_sympy(gc.matmul(A, x)) == sp.MatrixSymbol("A", 2, 3) * sp.MatrixSymbol("x", 3, 1)
     row_sums = gc.to_sympy(gc.sum(A, axis=1))
-    assert row_sums == sp.MatrixSymbol("A", 2, 3) * sp.OneMatrix(3, 1)      # A 1
+    assert row_sums == sp.MatrixSymbol("A", 2, 3) * Ones(3, 1)           # A 1
+    assert gc.to_latex(gc.sum(A, axis=1)) == r"A \mathbf{1}_{3}"
     assert isinstance(gc.to_sympy(gc.tanh(A)), ElementwiseApplyFunction)
 
 
