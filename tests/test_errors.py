@@ -238,11 +238,7 @@ def test_run_time_shape_conflicts_name_the_step(rng):
     np.testing.assert_allclose(out[0], np.full((2, 3), 5.0))
 
 
-@pytest.mark.parametrize("optimize", [
-    False,
-    pytest.param(True, marks=pytest.mark.xfail(
-        reason="compiler/runtime (issue 3): the optimised program names its fused step 'L~2 = pick_mean(L~1, y)' "
-               "instead of the user's node L", strict=False))])
+@pytest.mark.parametrize("optimize", [False, True])
 def test_kernel_failure_names_the_users_step(mlp, feeds, optimize):
     g, x, y, W1, W2, z, h, o, L = mlp
     g.set_value(W2, np.ones((3, 2)))
@@ -300,8 +296,6 @@ def test_nan_check_reports_infinity_at_the_first_step(mlp):
         p.run({"x": np.full((1, 4), 1000.0)})
 
 
-@pytest.mark.xfail(reason="runtime (issue 3): with buffer reuse the log step overwrites z's buffer before the "
-                          "check reads it, so the message reports 'z in [nan, nan]'", strict=False)
 def test_nan_check_reports_the_ranges_of_intermediate_inputs(mlp):
     g, x, y, W1, *_ = mlp
     g.set_value(W1, np.ones((4, 3)))
@@ -313,8 +307,6 @@ def test_nan_check_reports_the_ranges_of_intermediate_inputs(mlp):
 
 # -- memory budget --------------------------------------------------------------------------
 
-@pytest.mark.xfail(reason="compile(memory_budget=...) belongs to the compiler rewrite (issue 3); it does not yet "
-                          "raise for a budget that cannot be met", strict=False)
 def test_a_budget_that_cannot_be_met_names_the_smallest_that_can(rng):
     g = gc.Graph("chain")
     x = g.input("x", shape=(64, 64))
