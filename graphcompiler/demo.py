@@ -211,21 +211,13 @@ def _write_graph_file(mlp: MLP, hidden: int, lam: float, seed: int, out: Path, r
     clean = build_mlp(mlp.W1.shape[0], hidden, mlp.W2.shape[1], lam=lam, seed=seed)
     for p in ("W1", "W2"):
         clean.graph.set_value(p, mlp.graph.value(p))
-    try:
-        clean.graph.save(path)
-    except (ImportError, AttributeError) as e:     # io.py not in this version
-        result.skipped["graph file"] = f"saving graphs is not available ({e})"
-        return
+    clean.graph.save(path)
     result.files["the graph with its gradients, for the graphcompiler command"] = path
 
 
 def _write_pictures(mlp: MLP, out: Path, result: DemoResult) -> None:
-    try:
-        from .viz import render
-    except ImportError as e:
-        result.skipped["pictures"] = f"graphcompiler.viz is not available ({e})"
-        return
     import graphviz
+    from .viz import render
     for show, what in (("forward", "forward graph"), ("backward", "backward graph (build_grad's subgraph B)")):
         path = out / f"mlp_{show}.svg"
         try:
@@ -238,11 +230,7 @@ def _write_pictures(mlp: MLP, out: Path, result: DemoResult) -> None:
 
 def _write_derivation(mlp: MLP, out: Path, result: DemoResult) -> None:
     """The backward pass as equations, in the order backprop computes them (gc.derivation)."""
-    try:
-        from .symbolic import derivation
-    except ImportError as e:
-        result.skipped["derivation"] = f"graphcompiler.symbolic is not available ({e})"
-        return
+    from .symbolic import derivation
     d = derivation({p: mlp.grads[p] for p in (mlp.W1, mlp.W2)})
     (out / "derivation.txt").write_text(str(d) + "\n")
     (out / "derivation.tex").write_text(d.latex + "\n")
@@ -251,24 +239,23 @@ def _write_derivation(mlp: MLP, out: Path, result: DemoResult) -> None:
 
 
 def _write_memory(mlp: MLP, train, feed: dict, out: Path, result: DemoResult) -> None:
-    """Training against inference (D2L): the peak of the training step against that of the forward pass."""
+    """Training against inference (D2L): the peak of the training step against that of the forward pass,
+    then the training step's memory report (each value, its buffer, its live range, what backward keeps)."""
     infer = compile([mlp.J])
     infer.run(feed)
-    train_peak = train.stats["peak_bytes"]
-    lines = [f"Memory of one step at batch size {len(feed['y'])} (program.stats['peak_bytes']: the program's own "
-             "buffers, not the feeds or the parameters)",
-             f"  inference (J only):                  {infer.stats['peak_bytes']:>10,d} bytes",
-             f"  training (J, dJ/dW1, dJ/dW2, update): {train_peak:>10,d} bytes", ""]
-    report = getattr(train, "memory_report", None)
-    if report is not None:
-        train.run(feed)
-        rep = report()
-        lines.append(str(rep))
-        if hasattr(rep, "plot"):
-            rep.plot(out / "memory.png")
-            result.files["live bytes over the training step"] = out / "memory.png"
+    saved = {p: np.array(mlp.graph.value(p)) for p in (mlp.W1, mlp.W2)}
+    train.run(feed)                         # the report is for the last run's shapes: one full minibatch
+    for p, value in saved.items():          # ... and that run's SGD update is undone
+        mlp.graph.set_value(p, value)
+    report = train.memory_report()
+    lines = [f"Memory of one step on a minibatch of {len(feed['y'])} (peak_bytes: the program's own buffers, "
+             "not the feeds or the parameters)",
+             f"  inference (J only):                   {infer.stats['peak_bytes']:>10,d} bytes",
+             f"  training (J, dJ/dW1, dJ/dW2, update): {train.stats['peak_bytes']:>10,d} bytes", "", str(report)]
     (out / "memory_report.txt").write_text("\n".join(lines) + "\n")
+    report.plot(out / "memory.png")
     result.files["memory report"] = out / "memory_report.txt"
+    result.files["live bytes over the training step"] = out / "memory.png"
 
 
 def _write_loss_curve(result: DemoResult, path: Path) -> None:

@@ -286,8 +286,10 @@ def test_demo_trains_and_writes_its_files(demo_run):
     losses = [float(ln.split("loss ")[1].split(",")[0]) for ln in epochs]
     assert losses[-1] < 0.25 * losses[0]
 
-    assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "peak" in (out / "memory_report.txt").read_text()
+    for png in ("loss_curve.png", "memory.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    memory = (out / "memory_report.txt").read_text()
+    assert "kept for backward" in memory and "inference (J only)" in memory
     derivation = (out / "derivation.txt").read_text()
     assert "dJ/dW1" in derivation and "dJ/dW2" in derivation
     assert r"\begin{align}" in (out / "derivation.tex").read_text()
