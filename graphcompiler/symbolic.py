@@ -785,14 +785,18 @@ def _schedule(eqs: dict) -> list[Node]:
 
 # -- evaluating an exported expression with NumPy ----------------------------------------------
 
-def evaluate(expr, values: Mapping[Any, Any]) -> np.ndarray:
+def evaluate(expr, values: Mapping[Any, Any], graph=None) -> np.ndarray:
     """The number an exported expression stands for, given arrays for its symbols (by name or by node).
 
     1-D arrays are columns; the run-time dim n is read from the arrays' shapes (or given as values["n"] where
-    no array tells it, e.g. a gradient that is a ones vector). Undefined functions run
+    no array tells it, e.g. a gradient that is a ones vector). With graph=, parameters and named constants
+    default to the values the graph stores. Undefined functions run
     their op's kernel, so every export evaluates.
     """
-    vals = {(k.name if isinstance(k, Node) else str(k)): np.asarray(v) for k, v in values.items()}
+    vals = {}
+    if graph is not None:                        # parameters' stored values and named constants by default
+        vals.update({n.name: np.asarray(v) for n, v in graph._values.items() if v is not None})
+    vals.update({(k.name if isinstance(k, Node) else str(k)): np.asarray(v) for k, v in values.items()})
     dims: dict = {_N: int(vals["n"])} if "n" in vals and vals["n"].ndim == 0 else {}
     for k, v in values.items():                 # a node given as a key tells n by its None dims
         if isinstance(k, Node):
