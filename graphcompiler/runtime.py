@@ -255,12 +255,18 @@ def can_write_out(op, dtype) -> bool:
     return bool(getattr(op, "writes_out", False)) or isinstance(op, R.Sum) and np.dtype(dtype).kind == "f"
 
 
+def worth_a_buffer(shape) -> bool:
+    """A planned buffer pays for values with elements; NumPy's scalars are cheaper than out= on a 0-d array."""
+    return len(shape) > 0
+
+
 def _log_softmax_last(x):
-    """log_softmax over the last axis: x - max - log(sum(exp(x - max))), finite for logits of +-1e4."""
+    """log_softmax over the last axis: (x - max) - log(sum(exp(x - max))), finite for logits of +-1e4.
+
+    A row holding +inf gives NaN in every entry here (the op's own kernel gives -inf beside the NaN);
+    nan_check reports either.
+    """
     m = np.maximum.reduce(x, axis=-1, keepdims=True)
-    total = float(np.add.reduce(m, axis=None))
-    if total - total != 0:                        # an inf or nan row somewhere (rare): the careful form
-        m = np.where(np.isfinite(m), m, 0)
     d = np.subtract(x, m)
     e = np.exp(d)
     s = np.add.reduce(e, axis=-1, keepdims=True)

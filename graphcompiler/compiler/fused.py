@@ -14,6 +14,7 @@ from ..ops.base import Op
 
 
 _ARANGE: dict[int, np.ndarray] = {}
+_UNSIGNED = {np.dtype(t): np.dtype(t.replace("int", "uint")) for t in ("int8", "int16", "int32", "int64")}
 
 
 def _arange(n: int) -> np.ndarray:
@@ -41,11 +42,13 @@ class PickMean(Op):
 
     def kernel(self, logp, labels):
         c = logp.shape[-1]
-        if logp.ndim == 2 and labels.dtype.kind == "i":
+        if logp.ndim == 2 and labels.dtype in _UNSIGNED:
             try:                      # as unsigned, a negative label is out of range too
-                picked = logp[_arange(logp.shape[0]), labels.view(labels.dtype.str.replace("i", "u"))]
+                picked = logp[_arange(logp.shape[0]), labels.view(_UNSIGNED[labels.dtype])]
             except IndexError:
                 _bad_label(labels, c)
+            if picked.size:
+                return np.add.reduce(picked) * (-1.0 / picked.size)
         else:
             if labels.size and (labels.min() < 0 or labels.max() >= c):
                 _bad_label(labels, c)
@@ -88,7 +91,7 @@ class DotAll(Op):
         return (), np.result_type(a.dtype, b.dtype)
 
     def kernel(self, a, b):
-        return np.asarray(np.vdot(a, b))
+        return np.vdot(a, b)
 
 
 PickMean.name = "pick_mean"          # set after the class body: not registered in ops.OPS

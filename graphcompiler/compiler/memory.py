@@ -17,7 +17,7 @@ import numpy as np
 
 from ..graph import Node
 from ..ops.elementwise import Binary, Comparison, Unary
-from ..runtime import can_write_out
+from ..runtime import can_write_out, worth_a_buffer
 from .fused import MinusOneHot
 from .ir import is_leaf, nbytes, value_inputs
 from .schedule import VIEW_OPS
@@ -75,7 +75,7 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True, inp
         if n.op.name in VIEW_OPS and x0 is not None:
             root = values[x0].root if x0 in values else None
             v = Value(n, "view", k, root=root)
-        elif can_write_out(n.op, n.dtype) and n not in outputs and reuse:
+        elif can_write_out(n.op, n.dtype) and worth_a_buffer(n.shape) and n not in outputs and reuse:
             v = Value(n, "buffer", k, root=n)
         else:
             v = Value(n, "fresh", k, root=n)

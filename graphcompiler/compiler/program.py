@@ -138,26 +138,27 @@ class Program:
     # -- running ---------------------------------------------------------------------------
     def run(self, feeds: Mapping[Any, Any] | None = None) -> list[np.ndarray]:
         """Compute the outputs on `feeds` (by name or node); then apply the updates in place."""
-        fed = self._check_feeds(feeds or {})
-        sig = tuple(fed[n].shape for n in self.inputs)
+        fed = self._check_feeds(feeds) if feeds else self._check_feeds({})
+        sig = tuple([fed[n].shape for n in self.inputs])
         spec = self._cache.get(sig)
         if spec is None:
             spec = self._specialize({n: fed[n].shape for n in self.inputs})
         if spec is not self._last:
             self._use(spec)
         values = self.graph._values
-        leaves = []
-        for n in spec.leaf_nodes:
-            v = fed.get(n)
-            if v is None:
-                v = values.get(n)
-                if v is None:
-                    raise FeedError(f"parameter {n.name!r} (shape {fmt_shape(n.shape)}, {n.dtype}) has no stored "
-                                    f"value; feed it or set it with graph.set_value({n.name!r}, array)")
-            leaves.append(v)
+        try:
+            leaves = [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
+        except KeyError:
+            missing = next(n for n in spec.leaf_nodes if n not in fed and n not in values)
+            raise FeedError(f"parameter {missing.name!r} (shape {fmt_shape(missing.shape)}, {missing.dtype}) has no "
+                            f"stored value; feed it or set it with graph.set_value({missing.name!r}, array)") from None
         results = spec.evaluator.run(leaves)
+        if spec.any_scalar:
+            results = [np.asarray(r) if s else r for r, s in zip(results, spec.scalar_out)]
+        if not self.updates:
+            return results
         k = len(self.outputs)
-        outs = [np.asarray(r) if s else r for r, s in zip(results[:k], spec.scalar_out)]
+        outs = results[:k]
         if self.updates:
             for p, v in zip(self.updates, results[k:]):
                 stored = values.get(p)
@@ -185,8 +186,11 @@ class Program:
                     raise FeedError(f"feed {key!r}: {_unknown_name(self.graph, key)}")
                 continue                                     # not read by this program: ignored
             origin, node, ndim, dtype, dims = entry
-            if (type(value) is np.ndarray and value.dtype == dtype and value.ndim == ndim
-                    and all(value.shape[k] == d for k, d in dims)):
+            if type(value) is np.ndarray and value.dtype == dtype and value.ndim == ndim:
+                shape = value.shape
+                for k, d in dims:
+                    if shape[k] != d:
+                        value = check_feed(node, value)      # raises, naming both shapes
                 fed[origin] = value                          # the common case, checked cheaply
             else:
                 fed[origin] = check_feed(node, value)
@@ -316,9 +320,10 @@ class Program:
             evaluator = _WithConstants(evaluator, const_results)
             res_slots = [s if s is not None else -1 for s in res_slots]
         evaluator.load(prepared, leaf_slots, len(slot), [s for s in res_slots], copies)
-        scalar_out = [o.shape == () for o in self.outputs]
+        scalar_out = [o.shape == () for o in self.outputs] + [False] * len(self.updates)
         spec = Specialization(sig, nodes, roots, plan, steps, leaf_nodes, evaluator, scalar_out, dict(shapes))
         spec.copies = set(recomputed)
+        spec.any_scalar = any(scalar_out)
         return spec
 
     def _use(self, spec: Specialization) -> None:
