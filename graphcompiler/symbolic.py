@@ -16,7 +16,6 @@ symbols, which gives the seeds' closed forms (dJ/dW2 = dJ/do h^T + lambda W2).
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Literal, Mapping
@@ -32,8 +31,7 @@ from sympy.printing.str import StrPrinter
 from .errors import GraphCompilerError, fmt_shape
 from .graph import Node
 
-__all__ = ["to_sympy", "to_latex", "derivation", "Derivation", "evaluate", "Term", "elementwise", "matmul",
-           "transpose", "reshape", "broadcast", "reduce_sum", "sum_to", "count", "zeros", "indicator", "sp"]
+__all__ = ["to_sympy", "to_latex", "derivation", "Derivation", "evaluate"]   # the rest serves the op rules
 
 Form = Literal["leaves", "textbook"]
 
@@ -584,9 +582,8 @@ def _leaf_term(node: Node) -> Term:
         value = np.asarray(node.graph._values[node])
         if value.ndim == 0 or value.size and np.all(value == value.flat[0]):
             return Term(node.shape, _number(value.flat[0] if value.size else 0), {})
-        if value.ndim > 2:
-            _mshape(value.shape)
-        mat = sp.ImmutableMatrix(value.reshape(_mshape(value.shape) and (value.shape[0], -1)).tolist())
+        _mshape(value.shape)                                  # rank > 2 has no matrix form: raises
+        mat = sp.ImmutableMatrix(value.reshape(value.shape[0], -1).tolist())    # (k,) -> a k x 1 column
         return of_matrix(node.shape, mat)
     return of_matrix(node.shape, symbol_of(node))
 
