@@ -316,6 +316,15 @@ def _blocks(lang: str) -> list[str]:
     return [p.split("```")[0] for p in parts]
 
 
+def test_readme_links_point_at_files():
+    import re
+    links = re.findall(r"\]\(([^)#]+)\)", README.read_text())
+    local = [link for link in links if not link.startswith(("http://", "https://"))]
+    assert len(local) >= 10
+    missing = [link for link in local if not (README.parent / link).exists()]
+    assert not missing
+
+
 def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (example,) = _blocks("python")
