@@ -351,3 +351,22 @@ def test_unknown_pass_is_an_error():
     with pytest.raises(gc.GraphCompilerError, match="unknown optimisation pass"):
         gc.compile([gc.sin(x)], optimize={"fuse"})
     assert set(PASSES) == {"simplify", "schedule", "buffers"}
+
+
+def test_introspection_for_pictures():
+    """What viz.to_dot reads: steps with node/op/buffer/recomputed, buffer_of, kept_for_backward, a mimebundle."""
+    g, J, grads, (W1, W2), feeds = d2l_mlp()
+    p = gc.compile([J, grads[W1], grads[W2]])
+    before = p.schedule
+    assert all(s.buffer is None for s in before)                  # None dims: no buffers before a run
+    p.run(feeds)
+    for s in p.schedule:
+        assert isinstance(s.op, str) and s.recomputed is False
+        assert s.buffer is None or isinstance(s.buffer, int)
+        assert p.buffer_of(s.node) == s.buffer
+    assert p.buffer_of(g["z"]) is not None
+    assert p.buffer_of(W1) is None                                 # a parameter is not a program buffer
+    user_nodes = [s.node for s in p.schedule if s.node in g]
+    assert g["z"] in user_nodes and g["h"] in user_nodes
+    bundle = p._repr_mimebundle_()
+    assert "text/plain" in bundle and "steps" in bundle["text/plain"]
