@@ -228,12 +228,21 @@ def _write_pictures(mlp: MLP, out: Path, result: DemoResult) -> None:
         result.files[what] = path
 
 
+MODEL_TEXT = "z = x W1, h = relu(z), o = h W2, L = l(o, y), s = lambda/2 (|W1|^2 + |W2|^2), J = L + s"
+MODEL_LATEX = (r"$z = x W_1$, $h = \operatorname{relu}(z)$, $o = h W_2$, $L = l(o, y)$, "
+               r"$s = \frac{\lambda}{2}\left(\|W_1\|_F^2 + \|W_2\|_F^2\right)$, $J = L + s$")
+
+
 def _write_derivation(mlp: MLP, out: Path, result: DemoResult) -> None:
     """The backward pass as equations, in the order backprop computes them (gc.derivation)."""
     from .symbolic import derivation
     d = derivation({p: mlp.grads[p] for p in (mlp.W1, mlp.W2)})
-    (out / "derivation.txt").write_text(str(d) + "\n")
-    (out / "derivation.tex").write_text(d.latex + "\n")
+    (out / "derivation.txt").write_text(f"The backward pass of {MODEL_TEXT}, in the order backprop computes it "
+                                        f"(n: the batch size):\n\n{d}\n")
+    (out / "derivation.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{amsmath}\n\\begin{document}\n"
+        f"The backward pass of {MODEL_LATEX}, in the order backprop computes it ($n$: the batch size):\n"
+        f"{d.latex}\n\\end{{document}}\n")
     result.files["derivation of the gradients (text)"] = out / "derivation.txt"
     result.files["derivation of the gradients (LaTeX)"] = out / "derivation.tex"
 
