@@ -389,9 +389,14 @@ def _check_array(raw: Any, at: str, shape: tuple, dtype: np.dtype, lim: dict, to
     return np.frombuffer(buf, dtype=adt.newbyteorder("<"), count=count).astype(adt).reshape(ashape)
 
 
+_FIELDS: dict[type, dict] = {}        # op class -> its dataclass fields (dataclasses.fields is slow per call)
+
+
 def _check_attrs(cls: type, attrs: Any, at: str) -> dict:
     """Attributes by the type of the op's dataclass fields: ints, bools, strings, floats, tuples of ints."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = _FIELDS[cls] = {f.name: f for f in dataclasses.fields(cls)}
     if not isinstance(attrs, dict):
         raise GraphFileError(f"{at}, field \"attrs\": must be an object, got {_short(attrs)}")
     unknown = sorted(set(attrs) - set(fields))
