@@ -283,7 +283,6 @@ def bench_budget_chain(n=1000, repeats=5):
 
 def worker(setting: str, quick: bool) -> dict:
     sys.path.insert(0, str(HERE))
-    import numpy as np
     out = {"setting": setting, "nets": [], "chain": []}
     try:
         import threadpoolctl

@@ -19,7 +19,7 @@ from ..graph import Node
 from ..ops.elementwise import Binary, Comparison, Unary
 from ..runtime import can_write_out, worth_a_buffer
 from .fused import MinusOneHot
-from .ir import is_leaf, nbytes, value_inputs
+from .ir import nbytes, value_inputs
 from .schedule import VIEW_OPS
 
 
@@ -67,7 +67,6 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True, inp
     inplace=False keeps every input intact through its last step (nan_check reads the inputs after it).
     """
     end = len(order)
-    pos = {n: k for k, n in enumerate(order)}
     outputs = set(keep)
     values: dict[Node, Value] = {}
     for k, n in enumerate(order):

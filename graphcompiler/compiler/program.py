@@ -9,6 +9,7 @@ are scheduled, buffers planned, and the evaluator loaded. A second run with the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -17,10 +18,9 @@ import numpy as np
 
 from ..errors import FeedError, GraphCompilerError, ShapeError, fmt_shape
 from ..graph import Graph, Node
-from ..ops.base import broadcast_shapes
 from ..ops.elementwise import Binary, Where
 from ..runtime import Const, NumpyEvaluator, OutSlot, Prepared, fast_kernel
-from .ir import Context, is_leaf, nbytes, topo_order, value_inputs
+from .ir import Context, is_leaf, topo_order, value_inputs
 from .memory import BufferPlan, plan_buffers
 from .schedule import declared_order, memory_order
 from .recompute import choose, flops
@@ -57,12 +57,17 @@ class Specialization:
     evaluator: NumpyEvaluator
     scalar_out: list[bool]
     shapes: dict[Node, tuple]           # graph input -> fed shape
-    recomputed: int = 0
+    recomputed: int = 0                 # steps that recompute a forward value (memory_budget)
     recompute_flops: int = 0
+    forward_flops: int = 0
     unbudgeted_peak: int | None = None
+    removed: int = 0                    # nodes the specialisation removed (shape rules, shape-only reads)
+    copies: set = dataclasses.field(default_factory=set)
+    any_scalar: bool = False
 
 
 def passes_of(optimize) -> frozenset[str]:
+    """optimize=True: every pass; False: none (the graph as declared); or a collection of pass names."""
     if optimize is True:
         return frozenset(PASSES)
     if optimize is False or optimize is None:
@@ -297,11 +302,7 @@ class Program:
                                      ctx.origin_of(n)))
             steps.append(Step(ctx.origin_of(n) if n not in recomputed else n, n.op.name, v.buffer,
                               n in recomputed, n))
-        results, copy, seen = [], [], set()
-        for r in roots:
-            if r.op.name == "constant":
-                slot.setdefault(r, None)
-            results.append(r)
+        results, seen = list(roots), set()
         res_slots, copies = [], []
         const_results = {}
         for r in results:

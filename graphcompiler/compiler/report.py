@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..graph import Node
-from .ir import is_leaf, value_inputs
+from .ir import value_inputs
 from .memory import BufferPlan, live_value_bytes
 
 
