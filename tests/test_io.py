@@ -77,7 +77,7 @@ def assert_same_graph(g1: gc.Graph, g2: gc.Graph) -> None:
         if o1 is not None:
             assert (o2[0].name, o2[1]) == (o1[0].name, o1[1]) and o2[0] is g2[o1[0].name]
         if n1.op.name in ("parameter", "constant"):
-            v1, v2 = g1._values.get(n1), g2._values.get(n2)
+            v1, v2 = g1.value(n1), g2.value(n2)
             assert (v1 is None) == (v2 is None), n1.name
             if v1 is not None:
                 assert v2.dtype == v1.dtype and v2.shape == v1.shape
