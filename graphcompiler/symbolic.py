@@ -160,15 +160,20 @@ def to_matrix(t: Term):
     return _body_to_matrix(t.body, t.env, _mshape(t.shape))
 
 
+def _is_bool(e) -> bool:
+    """A comparison or a truth value (a Symbol is a Boolean to SymPy too, but it is a number here)."""
+    return isinstance(e, Boolean) and not isinstance(e, sp.Expr)
+
+
 def _body_to_matrix(body, env: dict, mshape: tuple):
     free = [d for d in env if d in body.free_symbols]
-    if not free and isinstance(body, Boolean):
+    if not free and _is_bool(body):
         body = indicator(body)
     if not free:                                              # a broadcast scalar: c 1 1^T
         return sp.MatMul(body, Ones(*mshape)) if body != 1 else Ones(*mshape)
     if body in env:
         return env[body]
-    if isinstance(body, Boolean):                             # a bool matrix is written as its 0/1 indicator
+    if _is_bool(body):                                        # a bool matrix is written as its 0/1 indicator
         return _body_to_matrix(indicator(body), env, mshape)
     if isinstance(body, sp.Pow) and body.base in env and body.exp.is_Integer:
         return sp.HadamardPower(env[body.base], body.exp)     # a∘k

@@ -224,6 +224,31 @@ def test_every_node_of_first_and_second_derivatives_exports_and_evaluates(rng):
                                    err_msg=f"{node.name} ({node.op.name})")
 
 
+def _table_cases():
+    """The op table of test_ops (every op on broadcasting shapes) where every value has rank <= 2."""
+    from test_ops import CASES
+    return [c for c in CASES if all(len(s) <= 2 for s in c.shapes)]
+
+
+@pytest.mark.parametrize("case", _table_cases(), ids=lambda c: c.id)
+def test_op_table_exports_evaluate_with_their_first_derivatives(case):
+    rng = np.random.default_rng(7)
+    arrays = case.arrays(rng)
+    g = gc.Graph(case.id)
+    xs = [g.input(f"x{k}", shape=a.shape) for k, a in enumerate(arrays)]
+    y = case.build(*xs)
+    if y.ndim > 2:
+        pytest.skip("rank > 2: no matrix form")
+    weights = g.constant(rng.uniform(0.5, 1.5, size=y.shape), name="w")
+    grads = gc.build_grad(gc.sum(y * weights, name="J"), xs)
+    nodes = [y] + [grads[x] for x in xs]
+    feeds = {x.name: a for x, a in zip(xs, arrays)}
+    outs = gc.compile(nodes).run(feeds)
+    for node, out in zip(nodes, outs):
+        got = evaluate(gc.to_sympy(node), feeds, graph=g)
+        np.testing.assert_allclose(got.reshape(np.shape(out)), out, rtol=1e-10, atol=1e-12, err_msg=node.name)
+
+
 # -- the D2L MLP in column form (seeds 000 and 001) -------------------------------------------
 
 D, HID, Q, N, LAM = 4, 3, 2, 5, 0.01
