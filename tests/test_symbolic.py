@@ -75,6 +75,47 @@ def test_second_derivative_export_equals_sympy_diff(case):
     assert _simplifies_to_zero(sp.diff(F, X, 2) - D2, X)
 
 
+@st.composite
+def matrix_graphs(draw):
+    """A random graph on a (2, 3) value: elementwise ops broadcasting columns, rows and scalars, matmuls,
+    transposes and axis sums; the cost weights every entry differently."""
+    g = gc.Graph("random matrices")
+    A, B = g.input("A", shape=(2, 3)), g.input("B", shape=(2, 3))
+    c, r, s = g.input("c", shape=(2, 1)), g.input("r", shape=(3,)), g.input("s")
+    W, M = g.parameter("W", shape=(3, 2)), g.parameter("M", shape=(2, 3))
+    head = A
+    for _ in range(draw(st.integers(1, 5))):
+        op = draw(st.sampled_from(["tanh", "sin", "sigmoid", "square", "add", "subtract", "multiply",
+                                   "matmul", "transpose", "sum0", "mean1"]))
+        if op in ("tanh", "sin", "sigmoid", "square"):
+            head = getattr(gc, op)(head)
+        elif op in ("add", "subtract", "multiply"):
+            other = draw(st.sampled_from([B, c, r, s]))
+            head = getattr(gc, op)(*((head, other) if draw(st.booleans()) else (other, head)))
+        elif op == "matmul":
+            head = (head @ W) @ M                                   # (2, 3) (3, 2) (2, 3)
+        elif op == "transpose":
+            head = gc.transpose(gc.transpose(head) * 1.5)
+        elif op == "sum0":
+            head = head + gc.sum(head, axis=0, keepdims=True)      # a row broadcast back down the columns
+        else:
+            head = head * gc.mean(head, axis=1, keepdims=True)     # a column broadcast across the rows
+    J = gc.sum(head * g.constant(np.arange(1.0, 7.0).reshape(2, 3) / 4), name="J")
+    return g, J, [A, B, c, r, s, W, M]
+
+
+@given(matrix_graphs())
+def test_random_matrix_graphs_export_gradients_that_evaluate_to_the_program(case):
+    g, J, leaves = case
+    grads = gc.build_grad(J, leaves, disconnected="zero")
+    rng = np.random.default_rng(3)
+    values = {x.name: rng.normal(size=x.shape) for x in leaves}
+    outs = gc.compile([J] + [grads[x] for x in leaves]).run(values)
+    for node, out in zip([J] + [grads[x] for x in leaves], outs):
+        got = evaluate(gc.to_sympy(node), values)
+        np.testing.assert_allclose(got.reshape(np.shape(out)), out, rtol=1e-9, atol=1e-12, err_msg=node.name)
+
+
 # -- leaves, shapes and names -------------------------------------------------------------------
 
 def test_leaves_become_symbols_with_shapes():
@@ -412,3 +453,20 @@ def test_goodfellow_657_mlp(rng):
     der = gc.derivation(grads)
     names = [str(eq.lhs) for eq in der]
     assert names[0] == "dJ/dU2" and names.index("dJ/dH") < names.index("dJ/dU1") < names.index("dJ/dW1")
+
+
+def test_goodfellow_figure_610_chain():
+    """z = f(f(f(w))) with f = exp: the derivation reuses the forward values, dz/dx = dz/dy f'(x) (fig. 6.10)."""
+    g = gc.Graph("fig 6.10")
+    w = g.input("w")
+    x = gc.exp(w, name="x")
+    y = gc.exp(x, name="y")
+    z = gc.exp(y, name="z")
+    grads = gc.build_grad(z, [w])
+    der = gc.derivation(grads)
+    sym = {n: sp.Symbol(n, real=True) for n in ("x", "y", "z", "dz/dy", "dz/dx", "dz/dw")}
+    assert [(eq.lhs, eq.rhs) for eq in der] == [(sym["dz/dy"], sym["z"]), (sym["dz/dx"], sym["dz/dy"] * sym["y"]),
+                                                (sym["dz/dw"], sym["dz/dx"] * sym["x"])]
+    W = gc.to_sympy(w)
+    assert gc.to_sympy(grads[w]) == sp.diff(sp.exp(sp.exp(sp.exp(W))), W)
+    assert der.latex.splitlines()[1] == r"\frac{\partial z}{\partial y} &= z \\"
