@@ -274,12 +274,15 @@ mutation = st.one_of(
 )
 
 
-def apply_mutation(m) -> tuple[str, str]:
-    """A mutated copy of the base file: (text, description)."""
+def mutate(doc: dict, m) -> int | None:
+    """Apply one mutation to a parsed file in place; returns a nesting depth to splice in, if any."""
     kind, i, arg = m
-    doc = json.loads(BASE_TEXT)                               # a fresh copy (faster than deepcopy)
+    if kind == "top":
+        doc[i] = arg
+        return None
     nodes = doc["nodes"]
-    rec = nodes[i] if isinstance(i, int) else None
+    i = i % len(nodes)
+    rec = nodes[i]
     deep = None
     if kind == "op":
         rec["op"] = arg
@@ -322,17 +325,38 @@ def apply_mutation(m) -> tuple[str, str]:
     elif kind == "deep":
         deep = arg[1]
         rec[arg[0]] = "\u0001DEEP"
-    elif kind == "top":
-        doc[i] = arg
+    return deep
+
+
+def render(doc: dict, deep: int | None) -> str:
     text = json.dumps(doc)
-    if deep:
-        text = text.replace('"\\u0001DEEP"', "[" * deep + "]" * deep)
-    return text, f"{kind} {NODE_NAMES[i] if isinstance(i, int) else i!r} {arg!r}"[:300]
+    return text.replace('"\\u0001DEEP"', "[" * deep + "]" * deep) if deep else text
+
+
+def apply_mutation(m) -> tuple[str, str]:
+    """A mutated copy of the base file: (text, description)."""
+    doc = json.loads(BASE_TEXT)                               # a fresh copy (faster than deepcopy)
+    deep = mutate(doc, m)
+    kind, i, arg = m
+    return render(doc, deep), f"{kind} {NODE_NAMES[i] if isinstance(i, int) else i!r} {arg!r}"[:300]
+
+
+def stacked(mutations) -> str:
+    """Several mutations in one file (each skipped where an earlier one removed what it edits)."""
+    doc, deep = json.loads(BASE_TEXT), None
+    for m in mutations:
+        if not isinstance(doc.get("nodes"), list) or not doc["nodes"]:
+            break
+        try:
+            deep = mutate(doc, m) or deep
+        except (TypeError, KeyError, AttributeError, IndexError):
+            continue
+    return render(doc, deep)
 
 
 def test_structural_mutations():
     examples = settings().max_examples
-    batch = math.ceil(N_STRUCTURAL_MIN / examples) + 1        # at least N_STRUCTURAL_MIN files in all
+    batch = math.ceil(N_STRUCTURAL_MIN / examples)            # at least N_STRUCTURAL_MIN files in all
     out = Outcomes()
     kinds: set[str] = set()
 
@@ -344,6 +368,7 @@ def test_structural_mutations():
             text, what = apply_mutation(m)
             kinds.add(m[0])
             out.attempt(text, what)
+        out.attempt(stacked(mutations[:4]), f"stacked {mutations[:4]!r}"[:300])
 
     run()
     assert out.total >= N_STRUCTURAL_MIN, out.total
