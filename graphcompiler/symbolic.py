@@ -608,7 +608,10 @@ def _export(root: Node, form: Form):
                 free = [d for d in t.env if d in t.body.free_symbols] if t.ndim else []
                 if len(free) == 1 and t.body != free[0]:
                     _COMPOSE[symbol_of(k)] = (t.body, free[0], t.env[free[0]])
-        return to_matrix(_terms(root, form))
+        out = to_matrix(_terms(root, form))
+        # SymPy folds 1_m 1_n^T into a plain OneMatrix; give it back the book's printing
+        return out.replace(lambda e: type(e) is sp.OneMatrix, lambda e: Ones(*e.shape)) if isinstance(
+            out, sp.Basic) and out.has(sp.OneMatrix) else out
     finally:
         _COMPOSE.clear()
 
