@@ -284,6 +284,7 @@ def bench_budget_chain(n=1000, repeats=5):
 def worker(setting: str, quick: bool) -> dict:
     sys.path.insert(0, str(HERE))
     out = {"setting": setting, "nets": [], "chain": []}
+    import numpy  # noqa: F401  (loads BLAS, so that threadpoolctl sees its pool)
     try:
         import threadpoolctl
         out["threadpools"] = [{k: p.get(k) for k in ("user_api", "internal_api", "num_threads")}

@@ -51,6 +51,7 @@ class BufferPlan:
     peak_bytes: int
     peak_step: int
     resident_bytes: int                          # the planned buffers, kept between runs
+    offsets: list[int] | None = None             # each buffer's byte offset in one arena (None: separate arrays)
 
 
 def is_elementwise(node: Node) -> bool:
@@ -104,43 +105,17 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True, inp
             r = values[v.root]
             r.last = max(r.last, v.last)
 
-    buffers: list[tuple[int, np.dtype]] = []
-    free: dict[tuple[int, str], list[int]] = {}
-    dying: dict[int, list[Node]] = {}
+    groups = _inplace_groups(order, values, outputs, reuse and inplace)
+    offsets = None
+    if reuse and len(groups) <= ARENA_LIMIT:
+        buffers, offsets, resident = _pack(groups, values)
+    else:
+        buffers = _pools(order, values, groups, outputs, reuse)
+        resident = sum(size * dt.itemsize for size, dt in buffers)
     for n in order:
         v = values[n]
-        if v.root is n:
-            dying.setdefault(v.last, []).append(n)
-    for k, n in enumerate(order):
-        v = values[n]
-        if v.kind == "buffer":
-            size = math.prod(n.shape)
-            key = (size, n.dtype.str)
-            if reuse and inplace and is_elementwise(n):   # in place: an input whose memory dies here
-                ins = value_inputs(n)
-                for x in ins:
-                    xv = values.get(x)
-                    if (xv is not None and xv.kind == "buffer" and xv.last == k and x not in outputs
-                            and x.shape == n.shape and x.dtype == n.dtype
-                            and all(y is x or values.get(y) is None or values[y].root is not x for y in ins)):
-                        v.buffer, v.inplace = xv.buffer, True
-                        dying[k].remove(x)
-                        break
-            if v.buffer is None:
-                pool = free.get(key)
-                if pool:
-                    v.buffer = pool.pop()
-                else:
-                    v.buffer = len(buffers)
-                    buffers.append((size, n.dtype))
-        elif v.kind == "view" and v.root is not None:
+        if v.kind == "view" and v.root is not None:
             v.buffer = values[v.root].buffer
-        for x in dying.get(k, ()):                    # memory whose last reader was this step
-            xv = values[x]
-            if xv.kind == "buffer" and x not in outputs and reuse:
-                size, dt = buffers[xv.buffer]
-                free.setdefault((size, dt.str), []).append(xv.buffer)
-    resident = sum(size * dt.itemsize for size, dt in buffers)
     fresh_delta = [0] * (end + 2)
     for n in order:
         v = values[n]
@@ -159,7 +134,100 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True, inp
         acc += fresh_delta[end]
     peak = max(live, default=resident)
     peak_step = live.index(peak) if live else 0
-    return BufferPlan(order, values, buffers, live, peak, peak_step, resident)
+    return BufferPlan(order, values, buffers, live, peak, peak_step, resident, offsets)
+
+
+ARENA_LIMIT = 1500          # groups; beyond it, buffers are pooled by size (packing is quadratic)
+ALIGN = 64                  # bytes: every value starts on a cache line
+
+
+def _inplace_groups(order, values, outputs, inplace: bool) -> list[list[Node]]:
+    """Buffer values in chains that share memory: an elementwise step written over an input dying there."""
+    group_of: dict[Node, int] = {}
+    groups: list[list[Node]] = []
+    for k, n in enumerate(order):
+        v = values[n]
+        if v.kind != "buffer":
+            continue
+        if inplace and is_elementwise(n):
+            ins = value_inputs(n)
+            for x in ins:
+                xv = values.get(x)
+                if (xv is not None and xv.kind == "buffer" and xv.last == k and x not in outputs
+                        and x.shape == n.shape and x.dtype == n.dtype and x in group_of
+                        and groups[group_of[x]][-1] is x
+                        and all(y is x or values.get(y) is None or values[y].root is not x for y in ins)):
+                    v.inplace = True
+                    group_of[n] = group_of[x]
+                    groups[group_of[n]].append(n)
+                    break
+        if n not in group_of:
+            group_of[n] = len(groups)
+            groups.append([n])
+    return groups
+
+
+def _pack(groups, values) -> tuple[list, list[int], int]:
+    """Place each group at an offset of one arena so that groups live at once never overlap.
+
+    Greedy by size: the largest first, each at the lowest offset free over its whole live range. Unlike
+    pools of equal sizes, a dead activation's memory can hold a later value of any size.
+    """
+    info = []
+    for g, members in enumerate(groups):
+        n = members[0]
+        elements = math.prod(n.shape)
+        nb = -(-elements * n.dtype.itemsize // ALIGN) * ALIGN
+        first = values[n].first
+        last = max(max(values[m].last for m in members), first)
+        info.append((nb, first, last, g, elements, n.dtype))
+    placed: list[tuple[int, int, int, int]] = []           # (first, last, offset, end)
+    offsets = [0] * len(groups)
+    arena = 0
+    for nb, first, last, g, _, _ in sorted(info, key=lambda t: (-t[0], t[1])):
+        busy = sorted((o, e) for f, l, o, e in placed if f <= last and first <= l)
+        off = 0
+        for o, e in busy:
+            if off + nb <= o:
+                break
+            off = max(off, e)
+        offsets[g] = off
+        placed.append((first, last, off, off + nb))
+        arena = max(arena, off + nb)
+    for g, members in enumerate(groups):
+        for m in members:
+            values[m].buffer = g
+    buffers = [(elements, dtype) for _, _, _, _, elements, dtype in sorted(info, key=lambda t: t[3])]
+    return buffers, offsets, arena
+
+
+def _pools(order, values, groups, outputs, reuse) -> list[tuple[int, np.dtype]]:
+    """Buffers pooled by (size, dtype): a group takes a buffer freed by a group that died before it."""
+    buffers: list[tuple[int, np.dtype]] = []
+    free: dict[tuple[int, str], list[int]] = {}
+    dying: dict[int, list[int]] = {}
+    start = {}
+    for g, members in enumerate(groups):
+        start.setdefault(values[members[0]].first, []).append(g)
+        last = max(values[m].last for m in members)
+        dying.setdefault(last, []).append(g)
+    for k in range(len(order)):
+        for g in start.get(k, ()):
+            n = groups[g][0]
+            key = (math.prod(n.shape), n.dtype.str)
+            pool = free.get(key) if reuse else None
+            b = pool.pop() if pool else None
+            if b is None:
+                b = len(buffers)
+                buffers.append((key[0], n.dtype))
+            for m in groups[g]:
+                values[m].buffer = b
+        for g in dying.get(k, ()):                    # memory whose last reader was this step
+            n = groups[g][0]
+            if reuse and n not in outputs:
+                size, dt = buffers[values[n].buffer]
+                free.setdefault((size, dt.str), []).append(values[n].buffer)
+    return buffers
 
 
 _SCRATCH = {"log_softmax": 1, "softmax": 1, "logsumexp": 2, "softmax_cross_entropy": 2, "mse": 1,

@@ -21,7 +21,7 @@ from ..graph import Graph, Node
 from ..ops.elementwise import Binary, Where
 from ..runtime import Const, NumpyEvaluator, OutSlot, Prepared, fast_kernel
 from .ir import Context, is_leaf, topo_order, value_inputs
-from .memory import BufferPlan, plan_buffers
+from .memory import ALIGN, BufferPlan, plan_buffers
 from .schedule import declared_order, memory_order
 from .recompute import choose, flops
 from .report import MemoryReport, build_report
@@ -261,7 +261,7 @@ class Program:
 
     def _load(self, sig, nodes, roots, plan: BufferPlan, shapes, recomputed=frozenset()) -> Specialization:
         ctx = self._ctx
-        arrays = [np.empty(size, dtype) for size, dtype in plan.buffers]
+        arrays = allocate(plan)
         slot: dict[Node, int] = {}
         leaf_nodes, leaf_slots = [], []
         for n in nodes:
@@ -467,6 +467,16 @@ class _WithConstants:
         for k, c in self.consts.items():
             out[k] = np.array(c, copy=True)
         return out
+
+
+def allocate(plan: BufferPlan) -> list[np.ndarray]:
+    """The planned buffers: views into one aligned arena when the plan packed them, else one array each."""
+    if plan.offsets is None:
+        return [np.empty(size, dtype) for size, dtype in plan.buffers]
+    raw = np.empty(plan.resident_bytes + ALIGN, np.uint8)
+    shift = (-raw.ctypes.data) % ALIGN
+    return [raw[shift + off: shift + off + size * np.dtype(dt).itemsize].view(dt)
+            for off, (size, dt) in zip(plan.offsets, plan.buffers)]
 
 
 def _is_topological(order) -> bool:
