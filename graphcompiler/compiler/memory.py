@@ -137,7 +137,7 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True, inp
     return BufferPlan(order, values, buffers, live, peak, peak_step, resident, offsets)
 
 
-ARENA_LIMIT = 1500          # groups; beyond it, buffers are pooled by size (packing is quadratic)
+ARENA_LIMIT = 800           # groups; beyond it, buffers are pooled by size (packing is quadratic)
 ALIGN = 64                  # bytes: every value starts on a cache line
 
 
