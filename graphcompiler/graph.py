@@ -138,7 +138,7 @@ class Graph:
         from .ops.base import Parameter
         what = f"parameter {name!r}"
         if value is not None:
-            arr = np.array(value, dtype=_dtype(dtype, what) if dtype is not None else None)
+            arr = _native(np.array(value, dtype=_dtype(dtype, what) if dtype is not None else None))
             if shape is not None and tuple(shape) != arr.shape:
                 raise ShapeError(f"{what}: the value has shape {fmt_shape(arr.shape)} but shape="
                                  f"{fmt_shape(tuple(shape))} was declared; give one or make them agree")
@@ -153,7 +153,7 @@ class Graph:
     def constant(self, value: Any, name: str | None = None, dtype: Any = None) -> Node:
         """A fixed value; unnamed constants get an automatic name."""
         from .ops.base import Constant
-        arr = np.array(value, dtype=_dtype(dtype, "constant") if dtype is not None else None)
+        arr = _native(np.array(value, dtype=_dtype(dtype, "constant") if dtype is not None else None))
         if arr.dtype == object or arr.dtype.kind in "USV":
             raise DTypeError(f"constant {name or ''!r}: values of dtype {arr.dtype} are not supported; "
                              "give numbers (bool, int or float)")
@@ -363,6 +363,11 @@ def format_nodes(nodes, title: str | None = None) -> str:
 
 def _short(v) -> str:
     return repr(v) if not isinstance(v, np.ndarray) else f"array{fmt_shape(v.shape)}"
+
+
+def _native(arr: np.ndarray) -> np.ndarray:
+    """Values are stored in the machine's byte order, so a big-endian array and its copy compare equal."""
+    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
 
 
 def _dtype(dtype: Any, what: str) -> np.dtype:
