@@ -226,14 +226,13 @@ class Program:
         nodes = topo_order(roots, edges=value_inputs)     # what is read only for its shape is not computed
         removed = count_before - len(nodes)
         copies: set[Node] = set()
-        after: dict = {}
         unbudgeted = cost = None
         if self.memory_budget is not None:
-            def plan_peak(ns, rs, aft, cps):
-                return self._plan(ns, rs, aft).peak_bytes
-            unbudgeted = plan_peak(nodes, roots, {}, set())
-            nodes, roots, after, copies, _, cost = choose(nodes, roots, int(self.memory_budget), ctx, plan_peak)
-        plan = self._plan(nodes, roots, after)
+            def plan_peak(ns, rs, cps):
+                return self._plan(ns, rs, cps).peak_bytes
+            unbudgeted = plan_peak(nodes, roots, set())
+            nodes, roots, copies, _, cost = choose(nodes, roots, int(self.memory_budget), ctx, plan_peak)
+        plan = self._plan(nodes, roots, copies)
         spec = self._load(tuple(shapes[n] for n in self.inputs), nodes, roots, plan, shapes, copies)
         spec.removed = removed
         spec.recomputed, spec.recompute_flops, spec.unbudgeted_peak = len(copies), cost or 0, unbudgeted
@@ -242,13 +241,13 @@ class Program:
         self._use(spec)
         return spec
 
-    def _plan(self, nodes, roots, after=None) -> BufferPlan:
-        """Schedule the steps of `nodes` and plan their buffers."""
+    def _plan(self, nodes, roots, recomputed=None) -> BufferPlan:
+        """Schedule the steps of `nodes` and plan their buffers (recomputed steps run late)."""
         if "schedule" in self.passes:
-            plan = plan_buffers(memory_order(nodes, roots, after), roots, reuse="buffers" in self.passes,
+            plan = plan_buffers(memory_order(nodes, roots, recomputed), roots, reuse="buffers" in self.passes,
                                 inplace=not self.nan_check)
             by_index = sorted(nodes, key=lambda n: n.index)
-            if not after and len(by_index) <= 20_000 and _is_topological(by_index):
+            if not recomputed and len(by_index) <= 20_000 and _is_topological(by_index):
                 other = plan_buffers(declared_order(by_index), roots, reuse="buffers" in self.passes,
                                      inplace=not self.nan_check)
                 if other.peak_bytes < plan.peak_bytes:       # the greedy order is a heuristic: keep the better
@@ -256,7 +255,7 @@ class Program:
             return plan
         else:
             by_index = sorted(nodes, key=lambda n: n.index)
-            order = declared_order(by_index if _is_topological(by_index) and not after else nodes)
+            order = declared_order(by_index if _is_topological(by_index) and not recomputed else nodes)
         return plan_buffers(order, roots, reuse="buffers" in self.passes, inplace=not self.nan_check)
 
     def _load(self, sig, nodes, roots, plan: BufferPlan, shapes, recomputed=frozenset()) -> Specialization:

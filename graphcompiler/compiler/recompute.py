@@ -2,8 +2,8 @@
 
 A forward value that a gradient step reads is normally kept alive from the forward pass to the backward
 pass. Choosing it for recomputation gives the backward readers a copy of its step (a stand-in node computing
-the same op on the same inputs, hence bit-identical), scheduled just before they need it: the copy waits for
-the gradient its reader combines it with. Copies of consecutive dropped values chain back to the nearest
+the same op on the same inputs, hence bit-identical), scheduled just before they need it (the scheduler holds
+a copy back until a step that reads it has everything else it needs). Copies of consecutive dropped values chain back to the nearest
 kept value (a checkpoint), as in Chen et al. (2016).
 
 Two ways of choosing, the one that meets the budget with the fewer extra FLOPs wins:
@@ -46,11 +46,10 @@ def candidates(nodes: list[Node], keep: set[Node]) -> list[Node]:
 
 
 def with_recomputation(nodes: list[Node], roots: list[Node], drop: set[Node], ctx: Context
-                       ) -> tuple[list[Node], list[Node], dict[Node, set[Node]], set[Node]]:
-    """The program with `drop` recomputed for its gradient readers.
+                       ) -> tuple[list[Node], list[Node], set[Node]]:
+    """The program with `drop` recomputed for its gradient readers: new nodes, roots and the copies.
 
-    Returns the new node list, roots, the extra ordering constraints (copy -> the steps it must wait for)
-    and the set of copies.
+    The scheduler runs the copies late (schedule.memory_order's `lazy`): just before a step needs them.
     """
     copy: dict[Node, Node] = {}
     replaced: dict[Node, Node] = {}
@@ -78,35 +77,15 @@ def with_recomputation(nodes: list[Node], roots: list[Node], drop: set[Node], ct
     new_roots = [replaced.get(r, r) for r in roots]
     new_nodes = topo_order(new_roots, edges=value_inputs)
     copies &= set(new_nodes)                             # copies nothing reads are not made
-    # each copy waits for the gradients its readers combine it with, so it runs late, just before them:
-    # walking down from the copy through what depends on it (D), the first gradient inputs not in D
-    readers: dict[Node, list[Node]] = {}
-    for n in new_nodes:
-        for x in value_inputs(n):
-            readers.setdefault(x, []).append(n)
-    derived: set[Node] = set()
-    for n in new_nodes:
-        if n in copies or any(x in derived for x in value_inputs(n)):
-            derived.add(n)
-    trig: dict[Node, frozenset] = {}
-    for m in reversed(new_nodes):
-        if m not in derived:
-            continue
-        acc: set[Node] = set()
-        for r in readers.get(m, ()):
-            ys = {y for y in value_inputs(r) if y not in derived and y.is_gradient and not is_leaf(y)}
-            acc |= ys if ys else trig.get(r, frozenset())
-        trig[m] = frozenset(acc)
-    after = {c: set(trig[c]) for c in copies if trig.get(c)}
-    return new_nodes, new_roots, after, copies
+    return new_nodes, new_roots, copies
 
 
 def choose(nodes: list[Node], roots: list[Node], budget: int, ctx: Context,
            plan_peak: Callable[[list[Node], list[Node], dict, set], int]) -> tuple:
     """The cheapest recomputation found whose planned peak is at most `budget`; raise if there is none.
 
-    plan_peak(nodes, roots, after, copies) schedules and plans a candidate program and returns its peak.
-    Returns (nodes, roots, after, copies, peak).
+    plan_peak(nodes, roots, copies) schedules and plans a candidate program and returns its peak.
+    Returns (nodes, roots, copies, peak, extra FLOPs).
     """
     keep = set(roots)
     cands = candidates(nodes, keep)
@@ -119,9 +98,9 @@ def choose(nodes: list[Node], roots: list[Node], budget: int, ctx: Context,
         key = frozenset(drop)
         if key in tried:
             return tried[key]
-        res = with_recomputation(nodes, roots, drop, ctx) if drop else (nodes, roots, {}, set())
+        res = with_recomputation(nodes, roots, drop, ctx) if drop else (nodes, roots, set())
         peak = plan_peak(*res)
-        cost = sum(flops(c) for c in res[3])
+        cost = sum(flops(c) for c in res[2])
         tried[key] = (res, peak, cost)
         if smallest is None or peak < smallest:
             smallest = peak

@@ -29,14 +29,16 @@ def declared_order(nodes) -> list:
     return [n for n in nodes if not is_leaf(n)]
 
 
-def memory_order(nodes, keep, after=None) -> list:
+def memory_order(nodes, keep, lazy=None) -> list:
     """The steps of `nodes` (topological) in an order that keeps few bytes live; `keep` lives to the end.
 
     A view (a transpose, a reshape) holds its input's memory, so memory is counted on roots: a step frees
     a root when it is the last step reading it directly or through views. Among steps that free equally,
     the one with the longest path still ahead of it goes first (the forward pass before the backward
-    terms that can wait), then the declared order. `after` adds ordering constraints only (step -> steps
-    it must follow), as for recomputed steps that should run late.
+    terms that can wait), then the declared order.
+
+    `lazy` steps (recomputations) run as late as possible: such a step, and any step reading only lazy
+    steps, waits until a step that needs it has everything else it reads, or until nothing else can run.
     """
     steps = [n for n in nodes if not is_leaf(n)]
     pos = {n: k for k, n in enumerate(steps)}
@@ -65,13 +67,13 @@ def memory_order(nodes, keep, after=None) -> list:
         if n in roots_of and n.op.name in VIEW_OPS:
             keep |= roots_of[n]
     waiting = {n: len(deps[n]) for n in steps}
-    followers: dict = {}
-    for n, prior in (after or {}).items():
-        if n in pos:
-            for p in prior:
-                if p in pos:
-                    followers.setdefault(p, []).append(n)
-                    waiting[n] += 1
+    lazy = set(lazy or ()) & set(pos)
+    for n in steps:                                       # reading only recomputed values: wait as well
+        if n not in lazy and deps[n] and all(x in lazy for x in deps[n]):
+            lazy.add(n)
+    hard = {n: sum(1 for x in deps[n] if x not in lazy) for n in steps}
+    released: set = set()
+    dormant: list = []                                    # lazy steps whose inputs exist, by urgency
 
     def net(n, also=None) -> int:
         """Bytes n allocates minus the bytes it frees (`also`: a step taken as run just before it)."""
@@ -94,11 +96,40 @@ def memory_order(nodes, keep, after=None) -> list:
         return (best, -height[n], pos[n])
 
     version = dict.fromkeys(steps, 0)
-    heap = [(key(n), 0, n) for n in steps if waiting[n] == 0]
+    heap = [(key(n), 0, n) for n in steps if waiting[n] == 0 and n not in lazy]
     heapq.heapify(heap)
     order = []
     done = set()
-    while heap:
+
+    def ready(n):
+        if n in lazy and n not in released:
+            heapq.heappush(dormant, (-height[n], pos[n], n))
+        else:
+            heapq.heappush(heap, (key(n), version[n], n))
+
+    def release(n):
+        stack = [n]
+        while stack:
+            m = stack.pop()
+            if m in released:
+                continue
+            released.add(m)
+            if waiting[m] == 0 and m not in done:
+                heapq.heappush(heap, (key(m), version[m], m))
+            stack.extend(x for x in deps[m] if x in lazy and x not in released)
+
+    for n in steps:
+        if n not in lazy and hard[n] == 0:
+            for x in deps[n]:
+                release(x)
+        if n in lazy and waiting[n] == 0:
+            ready(n)
+    while heap or dormant:
+        if not heap:                                     # nothing else can run: the most urgent lazy step
+            _, _, m = heapq.heappop(dormant)
+            if m not in done and m not in released:
+                release(m)
+            continue
         _, ver, best = heapq.heappop(heap)
         if best in done or ver != version[best]:
             continue
@@ -110,20 +141,22 @@ def memory_order(nodes, keep, after=None) -> list:
                 left.discard(best)
                 if len(left) == 1:                   # its last reader now frees it: a better score
                     (other,) = left
-                    if waiting[other] == 0 and other not in done:
+                    if waiting[other] == 0 and other not in done and (other not in lazy or other in released):
                         version[other] += 1
                         heapq.heappush(heap, (key(other), version[other], other))
-        for c in followers.get(best, ()):
-            waiting[c] -= 1
-            if waiting[c] == 0:
-                heapq.heappush(heap, (key(c), version[c], c))
         for c in consumers[best]:
             waiting[c] -= 1
+            if best not in lazy:
+                hard[c] -= 1
+                if hard[c] == 0 and (c not in lazy or c in released):
+                    for x in deps[c]:
+                        if x in lazy:
+                            release(x)
             if waiting[c] == 0:
-                heapq.heappush(heap, (key(c), version[c], c))
+                ready(c)
             elif waiting[c] == 1:                    # its last missing input now looks ahead to it
                 for d in deps[c]:
-                    if d not in done and waiting[d] == 0:
+                    if d not in done and waiting[d] == 0 and (d not in lazy or d in released):
                         version[d] += 1
                         heapq.heappush(heap, (key(d), version[d], d))
     if len(order) != len(steps):
