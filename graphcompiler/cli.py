@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--expand", action="store_true",
                    help="write everything in the graph's leaves instead of keeping named intermediates "
                    "(dJ/do, h) as symbols")
+    e.add_argument("--derivation", action="store_true",
+                   help="print the backward pass that computes the gradient node(s) of --node (comma-separated), "
+                   "one equation per step, in the order backprop computes them")
     e.set_defaults(func=_cmd_export)
 
     u = sub.add_parser("run", help="compile a graph file and run it on .npy feeds",
@@ -159,6 +162,19 @@ def _cmd_grad(args) -> int:
 def _cmd_export(args) -> int:
     from . import symbolic
     graph = _load(args.file)
+    if args.derivation:
+        try:
+            names = _names(args.node)
+        except argparse.ArgumentTypeError as e:
+            raise CommandError(f"--node: {e}") from None
+        nodes = [_node(graph, name, args.file) for name in names]
+        not_grads = [n.name for n in nodes if not n.is_gradient]
+        if not_grads:
+            raise CommandError(f"--derivation takes gradient nodes (made by build_grad or `{PROG} grad`); "
+                               f"{', '.join(repr(n) for n in not_grads)} is not one")
+        d = symbolic.derivation(nodes)
+        print(d.latex if args.latex else d)
+        return 0
     node = _node(graph, args.node, args.file)
     form = "leaves" if args.expand else "textbook"
     print(symbolic.to_latex(node, form=form) if args.latex else symbolic.to_sympy(node, form=form))

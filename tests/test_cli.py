@@ -179,6 +179,25 @@ def test_export_prints_the_textbook_form(capsys, mlp_file, tmp_path):
     assert status == 0 and "dJ/do" not in expanded and "softmax" in expanded
 
 
+def test_export_derivation(capsys, mlp_file, tmp_path):
+    path, *_ = mlp_file
+    grads_path = tmp_path / "grads.json"
+    assert cli(capsys, "grad", path, "--of", "J", "--wrt", "W1,W2", "-o", grads_path)[0] == 0
+    status, out, _ = cli(capsys, "export", grads_path, "--node", "dJ/dW1,dJ/dW2", "--derivation")
+    assert status == 0
+    lhs = [line.split(" = ")[0] for line in out.strip().splitlines()]
+    assert lhs[-1] == "dJ/dW1" and "dJ/dW2" in lhs and "dJ/do" in lhs       # backprop's order: dJ/dW1 last
+    assert lhs.index("dJ/do") < lhs.index("dJ/dW2")
+    loaded = gc.load(grads_path)
+    assert out.strip() == str(gc.derivation([loaded["dJ/dW1"], loaded["dJ/dW2"]]))
+    status, latex, _ = cli(capsys, "export", grads_path, "--node", "dJ/dW2", "--derivation", "--latex")
+    assert status == 0 and latex.startswith(r"\begin{align}")
+    status, _, err = cli(capsys, "export", grads_path, "--node", "W2", "--derivation")
+    assert_one_line_error(status, err, "'W2' is not one")
+    status, _, err = cli(capsys, "export", grads_path, "--node", "dJ/dW2,,", "--derivation")
+    assert_one_line_error(status, err, "comma-separated")
+
+
 def test_run_computes_and_saves(capsys, mlp_file, tmp_path):
     path, g, X, Y = mlp_file
     feeds = ["--feed", f"x={tmp_path / 'x.npy'}", "--feed", f"y={tmp_path / 'y.npy'}"]
