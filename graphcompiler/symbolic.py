@@ -11,7 +11,8 @@ after the op, so every graph of rank <= 2 exports.
 
 Two forms: form="leaves" writes a node in terms of the graph's inputs, parameters and named constants;
 form="textbook" keeps the nodes a user named (h, o) and the gradients of named nodes (dJ/do, dJ/dh) as
-symbols, which gives the seeds' closed forms (dJ/dW2 = dJ/do h^T + lambda W2).
+symbols, which gives the seeds' closed forms (dJ/dW2 = dJ/do h^T + lambda W2). to_sympy exports a gradient
+node in the textbook form and any other node in its leaves unless form= says otherwise.
 """
 
 from __future__ import annotations
@@ -664,11 +665,16 @@ def _terms(root: Node, form: Form) -> Term:
 
 # -- the public functions -----------------------------------------------------------------------
 
-def to_sympy(node: Node, *, form: Form = "leaves"):
+def to_sympy(node: Node, *, form: Form | None = None):
     """node as a SymPy expression: in the graph's leaves (form="leaves"), or with named values and the
-    gradients of named values kept as symbols (form="textbook": dJ/dW2 -> dJ/do h^T + lambda W2)."""
+    gradients of named values kept as symbols (form="textbook": dJ/dW2 -> dJ/do h^T + lambda W2).
+
+    By default a gradient node exports in the textbook form (API section 5) and any other node in its leaves.
+    """
     if not isinstance(node, Node):
         raise GraphCompilerError(f"to_sympy exports a graph Node, got {type(node).__name__} {node!r}")
+    if form is None:
+        form = "textbook" if node.is_gradient else "leaves"
     return _export(node, form)
 
 

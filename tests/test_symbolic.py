@@ -58,7 +58,7 @@ def _simplifies_to_zero(d, x) -> bool:
 def test_export_of_gradient_equals_sympy_diff(case):
     g, f, x = case
     grad = gc.build_grad(f, [x])[x]
-    F, G, X = gc.to_sympy(f), gc.to_sympy(grad), gc.to_sympy(x)
+    F, G, X = gc.to_sympy(f), gc.to_sympy(grad, form="leaves"), gc.to_sympy(x)
     assert X == sp.Symbol("x", real=True)
     assume(not F.has(sp.zoo, sp.nan))           # e.g. 1/(x - x): undefined in the graph as well
     assert _simplifies_to_zero(sp.diff(F, X) - G, X)
@@ -70,7 +70,7 @@ def test_second_derivative_export_equals_sympy_diff(case):
     g, f, x = case
     d1 = gc.build_grad(f, [x])[x]
     d2 = gc.build_grad(d1, [x], disconnected="zero")[x]
-    F, X, D2 = gc.to_sympy(f), gc.to_sympy(x), gc.to_sympy(d2)
+    F, X, D2 = gc.to_sympy(f), gc.to_sympy(x), gc.to_sympy(d2, form="leaves")
     assume(not (F.has(sp.zoo, sp.nan) or D2.has(sp.zoo, sp.nan)))
     assert _simplifies_to_zero(sp.diff(F, X, 2) - D2, X)
 
@@ -112,7 +112,7 @@ def test_random_matrix_graphs_export_gradients_that_evaluate_to_the_program(case
     values = {x.name: rng.normal(size=x.shape) for x in leaves}
     outs = gc.compile([J] + [grads[x] for x in leaves]).run(values)
     for node, out in zip([J] + [grads[x] for x in leaves], outs):
-        got = evaluate(gc.to_sympy(node), values)
+        got = evaluate(gc.to_sympy(node, form="leaves"), values)
         np.testing.assert_allclose(got.reshape(np.shape(out)), out, rtol=1e-9, atol=1e-12, err_msg=node.name)
 
 
@@ -214,7 +214,7 @@ def test_exports_evaluate_to_program_outputs(rng):
     values = {"A": rng.normal(size=(3, 5)), "r": rng.normal(size=5), "c": rng.normal(size=(3, 1))}
     outs = gc.compile(list(zoo.values())).run(values)
     for (what, node), out in zip(zoo.items(), outs):
-        got = evaluate(gc.to_sympy(node), {**values, "k": 2.5})
+        got = evaluate(gc.to_sympy(node, form="leaves"), {**values, "k": 2.5})
         np.testing.assert_allclose(got.reshape(np.shape(out)), out, rtol=1e-10, atol=1e-12, err_msg=what)
 
 
@@ -228,7 +228,7 @@ def test_gradients_of_broadcasts_evaluate(rng):
     values = {"A": rng.normal(size=(3, 4)), "r": rng.normal(size=4), "c": rng.normal(size=(3, 1))}
     outs = gc.compile(list(grads.values())).run(values)
     for (t, node), out in zip(grads.items(), outs):
-        got = evaluate(gc.to_sympy(node), {**values, "k": 2.5, "n": 4})
+        got = evaluate(gc.to_sympy(node, form="leaves"), {**values, "k": 2.5, "n": 4})
         np.testing.assert_allclose(got.reshape(np.shape(out)), out, rtol=1e-10, err_msg=t.name)
 
 
@@ -260,7 +260,7 @@ def test_every_node_of_first_and_second_derivatives_exports_and_evaluates(rng):
     outs = gc.compile(nodes, optimize=False).run(values)
     assert {n.op.name for n in nodes} >= {"sum_like", "one_hot", "concat_part", "scatter_like", "count", "where"}
     for node, out in zip(nodes, outs):
-        got = evaluate(gc.to_sympy(node), {**values, "n": 4})
+        got = evaluate(gc.to_sympy(node, form="leaves"), {**values, "n": 4})
         np.testing.assert_allclose(got.reshape(np.shape(out)), out, rtol=1e-9, atol=1e-12,
                                    err_msg=f"{node.name} ({node.op.name})")
 
@@ -286,7 +286,7 @@ def test_op_table_exports_evaluate_with_their_first_derivatives(case):
     feeds = {x.name: a for x, a in zip(xs, arrays)}
     outs = gc.compile(nodes).run(feeds)
     for node, out in zip(nodes, outs):
-        got = evaluate(gc.to_sympy(node), feeds, graph=g)
+        got = evaluate(gc.to_sympy(node, form="leaves"), feeds, graph=g)
         np.testing.assert_allclose(got.reshape(np.shape(out)), out, rtol=1e-10, atol=1e-12, err_msg=node.name)
 
 
@@ -340,7 +340,9 @@ CASES = [("tanh", "mse"), ("relu", "mse"), ("tanh", "cross-entropy"), ("relu", "
 def test_d2l_gradients_in_textbook_form(phi, loss):
     g, grads, feeds = d2l_mlp(phi, loss)
     W1, W2 = g["W1"], g["W2"]
-    dW2 = gc.to_sympy(grads[W2], form="textbook")
+    dW2 = gc.to_sympy(grads[W2])                         # a gradient exports in the textbook form by default
+    assert dW2 == gc.to_sympy(grads[W2], form="textbook") != gc.to_sympy(grads[W2], form="leaves")
+    assert gc.to_sympy(g["h"]) == gc.to_sympy(g["h"], form="leaves")             # a forward node: its leaves
     G, h, lam = symbol_of(g["dJ/do"]), symbol_of(g["h"]), sp.Symbol("lambda", real=True)
     assert dW2 == G * h.T + lam * symbol_of(W2)                                    # dJ/do h^T + lambda W2
     dz = gc.to_sympy(g["dJ/dz"], form="textbook")
@@ -379,7 +381,7 @@ def test_d2l_exports_evaluate_to_program_and_closed_forms(phi, loss):
     for key in ("dJ/dW1", "dJ/dW2"):
         np.testing.assert_allclose(program[key], closed[key], rtol=1e-10)
         node = grads[W1] if key == "dJ/dW1" else grads[W2]
-        np.testing.assert_allclose(evaluate(gc.to_sympy(node), leaves), program[key], rtol=1e-10)
+        np.testing.assert_allclose(evaluate(gc.to_sympy(node, form="leaves"), leaves), program[key], rtol=1e-10)
         np.testing.assert_allclose(evaluate(gc.to_sympy(node, form="textbook"), {**leaves, **program}),
                                    closed[key], rtol=1e-10)
 
@@ -438,8 +440,8 @@ def test_goodfellow_657_mlp(rng):
     out_W1, out_W2 = gc.compile([grads[W1], grads[W2]]).run({"X": Xv, "y": yv})
     vals = {"X": Xv, "y": yv, "W1": g.value(W1), "W2": g.value(W2), "lambda": lam}
     for node, out in ((grads[W1], out_W1), (grads[W2], out_W2)):
-        np.testing.assert_allclose(evaluate(gc.to_sympy(node), vals), out, rtol=1e-10)
-        np.testing.assert_allclose(evaluate(gc.to_sympy(node), {"X": Xv, "y": yv}, graph=g), out, rtol=1e-10)
+        np.testing.assert_allclose(evaluate(gc.to_sympy(node, form="leaves"), vals), out, rtol=1e-10)
+        np.testing.assert_allclose(evaluate(gc.to_sympy(node, form="leaves"), {"X": Xv, "y": yv}, graph=g), out, rtol=1e-10)
     # the seed's closed forms: G = (softmax(U2) - onehot)/m, G' = G W2^T masked by U1 > 0
     u1 = Xv @ g.value(W1)
     h = np.maximum(u1, 0)
@@ -468,5 +470,5 @@ def test_goodfellow_figure_610_chain():
     assert [(eq.lhs, eq.rhs) for eq in der] == [(sym["dz/dy"], sym["z"]), (sym["dz/dx"], sym["dz/dy"] * sym["y"]),
                                                 (sym["dz/dw"], sym["dz/dx"] * sym["x"])]
     W = gc.to_sympy(w)
-    assert gc.to_sympy(grads[w]) == sp.diff(sp.exp(sp.exp(sp.exp(W))), W)
+    assert gc.to_sympy(grads[w], form="leaves") == sp.diff(sp.exp(sp.exp(sp.exp(W))), W)
     assert der.latex.splitlines()[1] == r"\frac{\partial z}{\partial y} &= z \\"
