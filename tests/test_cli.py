@@ -374,3 +374,19 @@ def test_readme_commands_work(demo_run, monkeypatch, capsys):
         assert status == 0, (command, err)
         if "--node" in args and "dJ/dW2" in args and "--latex" not in args:
             assert line.endswith("# " + stdout.strip())       # the README shows what it prints
+
+
+def test_demo_without_graphviz_still_writes_the_rest(tmp_path, monkeypatch):
+    import graphviz
+    import graphcompiler.viz
+
+    def no_dot(*args, **kwargs):
+        raise graphviz.ExecutableNotFound(("dot",))
+    monkeypatch.setattr(graphcompiler.viz, "render", no_dot)
+    lines: list[str] = []
+    result = run_demo(tmp_path, epochs=2, hidden=16, progress=False, log=lines.append)
+    assert "pictures" in result.skipped and not list(tmp_path.glob("*.svg"))
+    assert any(line.startswith("  skipped pictures: Graphviz's `dot` is not installed") for line in lines)
+    assert {p.name for p in result.files.values()} >= {"loss_curve.png", "memory.png", "derivation.tex",
+                                                        "d2l_mlp.json"}
+    assert len(result.losses) == 2 and result.accuracy > 0.5
