@@ -52,10 +52,14 @@ def memory_order(nodes, keep, lazy=None) -> list:
         height[n] = 1 + max((height[c] for c in consumers[n]), default=0)
     roots_of: dict = {}                                   # the memory a step's inputs occupy
     for n in steps:
-        rs = set()
-        for x in deps[n]:
-            rs |= roots_of[x] if x.op.name in VIEW_OPS else {x}
-        roots_of[n] = rs
+        ds = deps[n]
+        if any(x.op.name in VIEW_OPS for x in ds):
+            rs = set()
+            for x in ds:
+                rs |= roots_of[x] if x.op.name in VIEW_OPS else {x}
+            roots_of[n] = rs
+        else:
+            roots_of[n] = ds
     readers: dict = {n: set() for n in steps}            # non-view steps reading a root, not yet run
     for n in steps:
         if n.op.name not in VIEW_OPS:
@@ -67,11 +71,12 @@ def memory_order(nodes, keep, lazy=None) -> list:
         if n in roots_of and n.op.name in VIEW_OPS:
             keep |= roots_of[n]
     waiting = {n: len(deps[n]) for n in steps}
-    lazy = set(lazy or ()) & set(pos)
-    for n in steps:                                       # reading only recomputed values: wait as well
-        if n not in lazy and deps[n] and all(x in lazy for x in deps[n]):
-            lazy.add(n)
-    hard = {n: sum(1 for x in deps[n] if x not in lazy) for n in steps}
+    lazy = {n for n in (lazy or ()) if n in pos}
+    if lazy:
+        for n in steps:                                   # reading only recomputed values: wait as well
+            if n not in lazy and deps[n] and all(x in lazy for x in deps[n]):
+                lazy.add(n)
+        hard = {n: sum(1 for x in deps[n] if x not in lazy) for n in steps}
     released: set = set()
     dormant: list = []                                    # lazy steps whose inputs exist, by urgency
 
@@ -118,10 +123,11 @@ def memory_order(nodes, keep, lazy=None) -> list:
                 heapq.heappush(heap, (key(m), version[m], m))
             stack.extend(x for x in deps[m] if x in lazy and x not in released)
 
-    for n in steps:
+    for n in steps if lazy else ():
         if n not in lazy and hard[n] == 0:
             for x in deps[n]:
-                release(x)
+                if x in lazy:
+                    release(x)
         if n in lazy and waiting[n] == 0:
             ready(n)
     while heap or dormant:
@@ -146,7 +152,7 @@ def memory_order(nodes, keep, lazy=None) -> list:
                         heapq.heappush(heap, (key(other), version[other], other))
         for c in consumers[best]:
             waiting[c] -= 1
-            if best not in lazy:
+            if lazy and best not in lazy:
                 hard[c] -= 1
                 if hard[c] == 0 and (c not in lazy or c in released):
                     for x in deps[c]:
