@@ -225,12 +225,12 @@ class Program:
                 nodes, roots = simplify(nodes, roots, ctx, shapes=True)
         nodes = topo_order(roots, edges=value_inputs)     # what is read only for its shape is not computed
         removed = count_before - len(nodes)
-        copies: set[Node] = set()
+        copies: dict[Node, Node] = {}
         unbudgeted = cost = None
         if self.memory_budget is not None:
             def plan_peak(ns, rs, cps):
                 return self._plan(ns, rs, cps).peak_bytes
-            unbudgeted = plan_peak(nodes, roots, set())
+            unbudgeted = plan_peak(nodes, roots, {})
             nodes, roots, copies, _, cost = choose(nodes, roots, int(self.memory_budget), ctx, plan_peak)
         plan = self._plan(nodes, roots, copies)
         spec = self._load(tuple(shapes[n] for n in self.inputs), nodes, roots, plan, shapes, copies)

@@ -46,14 +46,14 @@ def candidates(nodes: list[Node], keep: set[Node]) -> list[Node]:
 
 
 def with_recomputation(nodes: list[Node], roots: list[Node], drop: set[Node], ctx: Context
-                       ) -> tuple[list[Node], list[Node], set[Node]]:
-    """The program with `drop` recomputed for its gradient readers: new nodes, roots and the copies.
+                       ) -> tuple[list[Node], list[Node], dict[Node, Node]]:
+    """The program with `drop` recomputed for its gradient readers: new nodes, roots and the copies
+    (each mapped to the value it repeats).
 
     The scheduler runs the copies late (schedule.memory_order's `lazy`): just before a step needs them.
     """
     copy: dict[Node, Node] = {}
     replaced: dict[Node, Node] = {}
-    copies: set[Node] = set()
 
     def backward_version(x: Node) -> Node:
         return copy.get(x, replaced.get(x, x))
@@ -73,10 +73,10 @@ def with_recomputation(nodes: list[Node], roots: list[Node], drop: set[Node], ct
             c = ctx.node(n.op, cins, like=n, name=ctx.fresh_name(n.name.split("~")[0] + "'"))
             ctx.source[c] = ctx.origin_of(n)
             copy[n] = c
-            copies.add(c)
     new_roots = [replaced.get(r, r) for r in roots]
     new_nodes = topo_order(new_roots, edges=value_inputs)
-    copies &= set(new_nodes)                             # copies nothing reads are not made
+    made = set(new_nodes)
+    copies = {c: replaced.get(n, n) for n, c in copy.items() if c in made}   # copy -> the value it repeats
     return new_nodes, new_roots, copies
 
 
@@ -98,7 +98,7 @@ def choose(nodes: list[Node], roots: list[Node], budget: int, ctx: Context,
         key = frozenset(drop)
         if key in tried:
             return tried[key]
-        res = with_recomputation(nodes, roots, drop, ctx) if drop else (nodes, roots, set())
+        res = with_recomputation(nodes, roots, drop, ctx) if drop else (nodes, roots, {})
         peak = plan_peak(*res)
         cost = sum(flops(c) for c in res[2])
         tried[key] = (res, peak, cost)

@@ -37,8 +37,9 @@ def memory_order(nodes, keep, lazy=None) -> list:
     the one with the longest path still ahead of it goes first (the forward pass before the backward
     terms that can wait), then the declared order.
 
-    `lazy` steps (recomputations) run as late as possible: such a step, and any step reading only lazy
-    steps, waits until a step that needs it has everything else it reads, or until nothing else can run.
+    `lazy` steps (recomputations, mapped to the step each repeats) run as late as possible: such a step,
+    and any step reading only lazy steps, waits until a step that needs it has everything else it reads,
+    or until nothing else can run; and never before the step it repeats.
     """
     steps = [n for n in nodes if not is_leaf(n)]
     pos = {n: k for k, n in enumerate(steps)}
@@ -71,7 +72,13 @@ def memory_order(nodes, keep, lazy=None) -> list:
         if n in roots_of and n.op.name in VIEW_OPS:
             keep |= roots_of[n]
     waiting = {n: len(deps[n]) for n in steps}
+    repeats = dict(lazy) if isinstance(lazy, dict) else {}
     lazy = {n for n in (lazy or ()) if n in pos}
+    followers: dict = {}
+    for c, original in repeats.items():                  # a copy runs after the step it repeats
+        if c in pos and original in pos:
+            followers.setdefault(original, []).append(c)
+            waiting[c] += 1
     if lazy:
         for n in steps:                                   # reading only recomputed values: wait as well
             if n not in lazy and deps[n] and all(x in lazy for x in deps[n]):
@@ -150,6 +157,10 @@ def memory_order(nodes, keep, lazy=None) -> list:
                     if waiting[other] == 0 and other not in done and (other not in lazy or other in released):
                         version[other] += 1
                         heapq.heappush(heap, (key(other), version[other], other))
+        for c in followers.get(best, ()):
+            waiting[c] -= 1
+            if waiting[c] == 0:
+                ready(c)
         for c in consumers[best]:
             waiting[c] -= 1
             if lazy and best not in lazy:
