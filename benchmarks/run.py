@@ -435,7 +435,12 @@ def targets(results: list[dict]) -> list[str]:
     if 10000 in chain and 1000 in chain:
         big, small = (chain[n]["grad_s"] + chain[n]["compile_s"] for n in (10000, 1000))
         row("chain 10,000: build_grad + compile under 1 s", f"{big:.2f} s", big < 1)
-        row("chain: 10x the ops, at most 12x the time", f"{big / small:.1f}x", big / small <= 12)
+        row("chain: 10x the ops, at most 12x the time (build_grad + compile)", f"{big / small:.1f}x",
+            big / small <= 12)
+        grow = chain[10000]["compile_s"] / chain[1000]["compile_s"]
+        row("chain: the same for compile alone", f"{grow:.1f}x", grow <= 12)
+        grow = chain[10000]["grad_s"] / chain[1000]["grad_s"]
+        row("chain: the same for build_grad alone", f"{grow:.1f}x", grow <= 12)
         t = chain[10000]["times"]
         r = t["graphcompiler"]["median"] / t["numpy"]["median"]
         row("chain 10,000: a run at most 1.2x a NumPy loop", f"{r:.2f}", r <= 1.2)
@@ -470,7 +475,13 @@ def main() -> None:
     ap.add_argument("--worker", choices=("pinned", "default"), help=argparse.SUPPRESS)
     ap.add_argument("--settings", default="pinned,default", help="comma-separated: pinned, default")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    ap.add_argument("--from-json", help="rewrite the report from a RESULTS.json of an earlier run")
     args = ap.parse_args()
+    if args.from_json:
+        text = report(json.loads(Path(args.from_json).read_text()))
+        Path(args.out).write_text(text)
+        print(text)
+        return
     if args.worker:
         print("@@RESULT@@" + json.dumps(worker(args.worker, args.quick)))
         return
