@@ -117,9 +117,8 @@ class Program:
         else:
             self.stats["removed_simplify"] = 0
         self._nodes, self._roots = nodes, roots
-        self.nodes = sorted({self._ctx.origin_of(n) for n in nodes if self._ctx.origin_of(n) in graph
-                             and graph._nodes[self._ctx.origin_of(n).index] is self._ctx.origin_of(n)},
-                            key=lambda n: n.index)
+        origins = {self._ctx.origin_of(n) for n in nodes}
+        self.nodes = sorted((o for o in origins if graph._by_name.get(o.name) is o), key=lambda n: n.index)
         self.inputs = [self._ctx.origin_of(n) for n in nodes if n.op.name == "input"]
         self._feedable = {n.name: n for n in nodes if n.op.name in ("input", "parameter")}
         self._feedable_nodes = {self._ctx.origin_of(n): n for n in nodes if n.op.name in ("input", "parameter")}
@@ -271,6 +270,7 @@ class Program:
         for n in plan.order:
             slot[n] = len(slot)
         prepared, steps = [], []
+        views: dict[tuple, np.ndarray] = {}
         drops: dict[int, list[int]] = {}
         for n in plan.order:
             v = plan.values[n]
@@ -291,8 +291,10 @@ class Program:
             args += [Const(e) for e in extra]
             out = None
             if v.kind == "buffer":
-                size, _ = plan.buffers[v.buffer]
-                out = arrays[v.buffer][:size].reshape(n.shape)
+                out = views.get((v.buffer, n.shape))
+                if out is None:                            # values of one buffer and shape share a view
+                    size, _ = plan.buffers[v.buffer]
+                    out = views[v.buffer, n.shape] = arrays[v.buffer][:size].reshape(n.shape)
             elif v.into is not None:                       # an output written over its dying input's array
                 fn, extra, kw = fast_kernel(n.op, True, n.shape, n.inputs[0].shape if n.inputs else (), n.dtype)
                 args = args[:len(n.inputs)] + [Const(e) for e in extra]
