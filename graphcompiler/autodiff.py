@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import (DisconnectedInputError, GraphCompilerError, ShapeError, UndefinedGradientError,
                      fmt_shape)
-from .graph import Graph, GraphMismatchError, Node
+from .graph import Graph, GraphMismatchError, Node, paused_gc
 from .ops import elementwise as E
 from .ops import shape as S
 from .ops.base import LEAF_OPS, UNDEFINED, is_static
@@ -42,7 +42,8 @@ def build_grad(z: Node, targets: Node | Iterable[Node], *, seed: Node | None = N
     graph = _check_arguments(z, targets, seed, disconnected)
     mark = len(graph)
     try:
-        return _build(graph, z, targets, seed, disconnected)
+        with paused_gc():
+            return _build(graph, z, targets, seed, disconnected)
     except BaseException:
         graph._truncate(mark)            # a failed build_grad leaves the graph as it was
         raise

@@ -8,16 +8,14 @@ are scheduled, buffers planned, and the evaluator loaded. A second run with the 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
 from ..errors import FeedError, GraphCompilerError, ShapeError, fmt_shape
-from ..graph import Graph, Node
+from ..graph import Graph, Node, paused_gc
 from ..ops.elementwise import Binary, Where
 from ..runtime import Const, NumpyEvaluator, OutSlot, Prepared, fast_kernel
 from .ir import Context, is_leaf, topo_order, value_inputs
@@ -101,7 +99,7 @@ class Program:
         if memory_budget is not None and (not isinstance(memory_budget, (int, np.integer)) or memory_budget < 0):
             raise GraphCompilerError(f"memory_budget must be a number of bytes (a non-negative int), not "
                                      f"{memory_budget!r}")
-        with _no_gc():
+        with paused_gc():
             self._build(graph)
 
     def _build(self, graph: Graph) -> None:
@@ -211,7 +209,7 @@ class Program:
 
     # -- specialising ----------------------------------------------------------------------
     def _specialize(self, shapes: dict[Node, tuple]) -> Specialization:
-        with _no_gc():              # planning makes many small objects; the cyclic collector would rescan them all
+        with paused_gc():              # planning makes many small objects; the cyclic collector would rescan them all
             return self._specialize_now(shapes)
 
     def _specialize_now(self, shapes: dict[Node, tuple]) -> Specialization:
@@ -432,18 +430,6 @@ class Program:
             return {"image/svg+xml": to_dot(self)._repr_image_svg_xml(), "text/plain": str(self)}
         except Exception:   # no viz module or no dot binary: the listing
             return {"text/plain": str(self)}
-
-
-@contextlib.contextmanager
-def _no_gc():
-    """Pause Python's cyclic garbage collector (only while planning; it is restored as it was)."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 class _WithConstants:

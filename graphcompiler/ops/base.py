@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import DTypeError, GraphCompilerError, ShapeError, fmt_shape
-from ..graph import Graph, GraphMismatchError, Node
+from ..graph import GraphMismatchError, Node
 
 OPS: dict[str, type["Op"]] = {}   # op name -> op class: the allowlist the file loader checks against
 

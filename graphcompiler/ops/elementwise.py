@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import DTypeError
-from .base import Op, apply, broadcast_shapes, UNDEFINED
+from .base import Op, apply, broadcast_shapes
 from . import shape as S
 
 

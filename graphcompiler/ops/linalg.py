@@ -24,7 +24,7 @@ class Matmul(Op):
         if a.ndim == 0 or b.ndim == 0:
             raise ShapeError("matmul needs operands of rank 1 or more; use multiply for a scalar")
         if a.dtype == bool or b.dtype == bool:
-            raise DTypeError(f"matmul of bool operands; cast them with gc.astype")
+            raise DTypeError(f"matmul of bool operands ({a.name!r}: {a.dtype}, {b.name!r}: {b.dtype}); cast them with gc.astype")
         ka = a.shape[-1]
         kb = b.shape[-2] if b.ndim > 1 else b.shape[0]
         if ka is not None and kb is not None and ka != kb:

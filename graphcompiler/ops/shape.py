@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import DTypeError, ShapeError, fmt_shape
+from ..errors import ShapeError, fmt_shape
 from .base import Op, apply, broadcast_shapes, is_static, normalize_axes, normalize_axis, size_of
 
 
