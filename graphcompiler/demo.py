@@ -200,7 +200,7 @@ def _progress(epochs, enabled: bool):
     if not enabled:
         return epochs
     from tqdm import tqdm
-    return tqdm(epochs, desc="training", unit="epoch", leave=False)
+    return tqdm(epochs, desc="training", unit="epoch", leave=False, disable=None)   # None: no bar in a log file
 
 
 # -- the files ------------------------------------------------------------------------------------------
