@@ -30,7 +30,7 @@ from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from .errors import GraphCompilerError, fmt_shape
-from .graph import Node
+from .graph import GraphMismatchError, Node
 
 __all__ = ["to_sympy", "to_latex", "derivation", "Derivation", "evaluate"]   # the rest serves the op rules
 
@@ -740,6 +740,12 @@ def derivation(grads: Mapping[Node, Node] | Iterable[Node] | Node, *, forward: b
     roots = [grads] if isinstance(grads, Node) else list(grads.values() if isinstance(grads, Mapping) else grads)
     if not roots:
         raise GraphCompilerError("derivation needs at least one gradient node (build_grad's result)")
+    for n in roots:
+        if not isinstance(n, Node):
+            raise GraphCompilerError(f"derivation takes graph nodes, got {type(n).__name__} {n!r}")
+        if n.graph is not roots[0].graph:
+            raise GraphMismatchError(f"derivation: {roots[0].name!r} belongs to graph {roots[0].graph.name!r} "
+                                     f"but {n.name!r} to graph {n.graph.name!r}; derive one graph at a time")
     eqs: dict[Node, tuple] = {}
     todo = list(roots)
     while todo:

@@ -472,3 +472,10 @@ def test_goodfellow_figure_610_chain():
     W = gc.to_sympy(w)
     assert gc.to_sympy(grads[w], form="leaves") == sp.diff(sp.exp(sp.exp(sp.exp(W))), W)
     assert der.latex.splitlines()[1] == r"\frac{\partial z}{\partial y} &= z \\"
+
+
+def test_derivation_refuses_nodes_of_two_graphs():
+    g1, grads1, _ = d2l_mlp("tanh", "mse")
+    g2, grads2, _ = d2l_mlp("tanh", "mse")
+    with pytest.raises(gc.GraphMismatchError, match="two|graph"):
+        gc.derivation([grads1[g1["W1"]], grads2[g2["W2"]]])
