@@ -13,23 +13,14 @@ from hypothesis import strategies as st
 
 import graphcompiler as gc
 from graphcompiler import io
+from test_graph import mlp
 
 
 def mlp_graph(rng) -> gc.Graph:
     """The MLP of API section 1 with its gradients: every kind of node a user makes."""
-    g = gc.Graph("mlp")
-    x = g.input("x", shape=(None, 4))
-    y = g.input("y", shape=(None,), dtype="int64")
-    W1 = g.parameter("W1", rng.standard_normal((4, 3)))
-    W2 = g.parameter("W2", shape=(3, 2))
-    lam = g.constant(0.01, name="lambda")
-    z = gc.matmul(x, W1, name="z")
-    h = gc.relu(z, name="h")
-    o = h @ W2
-    L = gc.softmax_cross_entropy(o, y, name="L")
-    s = gc.multiply(lam / 2, gc.sum(W1 * W1) + gc.sum(W2 * W2), name="s")
-    gc.add(L, s, name="J")
-    gc.build_grad(g["J"], [W1, W2])
+    g, n = mlp()
+    g.set_value(n["W1"], rng.standard_normal((4, 3)))
+    gc.build_grad(n["J"], [n["W1"], n["W2"]])
     return g
 
 

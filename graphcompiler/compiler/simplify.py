@@ -64,22 +64,22 @@ def _mk(ctx: Context, op: Op, inputs, n: Node) -> Node:
 
 # -- the rules ----------------------------------------------------------------------------------
 
-def times_one(n, ctx):                                   # x * 1 -> x,  1 * x -> x (seeds of ones too)
+def _drop_unit(n, ctx, unit):
+    """a . unit -> a and unit . b -> b, for a commutative op whose unit is `unit`."""
     a, b = _binary_args(n)
-    if _const_all(ctx, b, 1) and _same(n, a):
+    if _const_all(ctx, b, unit) and _same(n, a):
         return a
-    if _const_all(ctx, a, 1) and _same(n, b):
+    if _const_all(ctx, a, unit) and _same(n, b):
         return b
     return None
+
+
+def times_one(n, ctx):                                   # x * 1 -> x,  1 * x -> x (seeds of ones too)
+    return _drop_unit(n, ctx, 1)
 
 
 def plus_zero(n, ctx):                                   # x + 0 -> x,  0 + x -> x
-    a, b = _binary_args(n)
-    if _const_all(ctx, b, 0) and _same(n, a):
-        return a
-    if _const_all(ctx, a, 0) and _same(n, b):
-        return b
-    return None
+    return _drop_unit(n, ctx, 0)
 
 
 def minus_zero(n, ctx):                                  # x - 0 -> x
