@@ -55,17 +55,26 @@ def _shape(shape) -> tuple[tuple, tuple]:
     return tuple(int(d) for d in shape), ()
 
 
-def normal(key, shape: Any = (), dtype: Any = "float64", name: str | None = None):
-    """Standard normal draws of `shape` (a tuple, or a node whose run-time shape to use)."""
+def _dtype(dtype, like) -> str:
+    """The draw's dtype: as given; by default float64, or the float dtype of the node giving the shape."""
+    if dtype is not None:
+        return np.dtype(dtype).name
+    return like[0].dtype.name if like and like[0].dtype.kind == "f" else "float64"
+
+
+def normal(key, shape: Any = (), dtype: Any = None, name: str | None = None):
+    """Standard normal draws of `shape` (a tuple, or a node whose run-time shape and float dtype to use);
+    dtype defaults to float64."""
     static, like = _shape(shape)
-    return apply(RandomNormal(static, np.dtype(dtype).name, bool(like)), (key, *like), name)
+    return apply(RandomNormal(static, _dtype(dtype, like), bool(like)), (key, *like), name)
 
 
-def uniform(key, shape: Any = (), dtype: Any = "float64", low: float = 0.0, high: float = 1.0,
+def uniform(key, shape: Any = (), dtype: Any = None, low: float = 0.0, high: float = 1.0,
             name: str | None = None):
-    """Uniform draws in [low, high) of `shape` (a tuple, or a node whose run-time shape to use)."""
+    """Uniform draws in [low, high) of `shape` (a tuple, or a node whose run-time shape and float dtype to
+    use); dtype defaults to float64."""
     static, like = _shape(shape)
-    return apply(RandomUniform(static, np.dtype(dtype).name, bool(like), float(low), float(high)),
+    return apply(RandomUniform(static, _dtype(dtype, like), bool(like), float(low), float(high)),
                  (key, *like), name)
 
 

@@ -183,6 +183,13 @@ def test_draws_of_a_run_time_shape():
     assert a.shape == b.shape == (5, 3)
     (c,) = _draw(lambda g, k: gc.random.normal(k, (5, 3)), 0)
     np.testing.assert_array_equal(a, c)                    # the shape's source does not change the numbers
+    x32 = g.input("x32", shape=(None, 2), dtype="float32")
+    assert gc.random.normal(key, x32).dtype == np.float32 and gc.random.uniform(key, (2,)).dtype == np.float64
+    y = g.input("y", shape=(None,), dtype="int64")
+    assert gc.random.normal(key, y).dtype == np.float64
+    gy = gc.build_grad(gc.sum(gc.random.normal(key, x) * x), [x])[x]  # x's shape path adds nothing
+    X = np.ones((5, 3))
+    np.testing.assert_array_equal(gc.compile([gy]).run({"key": gc.random.key(0), "x": X})[0], a)
 
 
 # -- keys: errors and gradients -----------------------------------------------------------------
@@ -297,7 +304,7 @@ def test_random_ops_draw_and_export(op_name):
          "random_normal": lambda: gc.random.normal(k1, (3, 2)) * x,
          "random_uniform": lambda: gc.random.uniform(key, x) + x,
          "random_bernoulli": lambda: gc.astype(gc.random.bernoulli(key, 0.5, (3, 2)), "float64") * x,
-         "random_dropout_mask": None, "dropout_mask": lambda: gc.dropout(x, 0.5, key)}[op_name]()
+         "dropout_mask": lambda: gc.dropout(x, 0.5, key)}[op_name]()
     assert op_name in {n.op.name for n in g.nodes}
     assert op_name in gc.to_dot(g).source
     for n in g.nodes:

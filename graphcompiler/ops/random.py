@@ -153,8 +153,8 @@ class RandomOp(Op):
     def out_shape(self, like) -> tuple:
         return like[0].shape if self.like else tuple(self.shape)
 
-    def bprop(self, i, x, y, g):
-        return None                                                # the like input gives only a shape
+    def grad(self, i, x, y, g):
+        return UNDEFINED if i == 0 else None                     # a key has no derivative; like gives a shape
 
     to_sympy = staticmethod(_undefined)
 
@@ -258,8 +258,8 @@ class DropoutMask(Op):
         kept = uniform_bits(key, like.shape, np.float64) < keep
         return (kept * (1.0 / keep)).astype(like.dtype)
 
-    def bprop(self, i, x, y, g):
-        return None                                                # the mask does not depend on x's value
+    def grad(self, i, x, y, g):
+        return UNDEFINED if i == 0 else None                     # the mask does not depend on x's value
 
     to_sympy = staticmethod(_undefined)
 
