@@ -11,7 +11,7 @@ import pytest
 import graphcompiler as gc
 from gradcheck import check_gradients
 from test_io import assert_same_graph
-from test_ops import Case, normal
+from test_ops import Case
 
 I = np.array  # noqa: E741  index arrays, baked into a case as constants
 
@@ -321,7 +321,7 @@ def test_trace_exports_as_the_matrix_trace():
 
 def test_loader_checks_the_new_ops_attributes(tmp_path):
     import json
-    g, outs, _ = _graph_with("stack")
+    g, _, _ = _graph_with("stack")
     g.save(tmp_path / "g.json")
     doc = json.loads((tmp_path / "g.json").read_text())
     rec = next(r for r in doc["nodes"] if r["op"] == "stack")
@@ -330,7 +330,7 @@ def test_loader_checks_the_new_ops_attributes(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(doc))
     with pytest.raises(gc.GraphFileError, match="axis"):
         gc.load(tmp_path / "bad.json")
-    g, outs, _ = _graph_with("pad")
+    g, _, _ = _graph_with("pad")
     g.save(tmp_path / "p.json")
     doc = json.loads((tmp_path / "p.json").read_text())
     rec = next(r for r in doc["nodes"] if r["op"] == "pad")

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 import graphcompiler as gc
-from graphcompiler.ops.random import random_bits, split_keys, threefry2x32, uniform_bits
+from graphcompiler.ops.random import random_bits, split_keys, threefry2x32
 from gradcheck import check_gradients
 from test_io import assert_same_graph
 
@@ -53,8 +53,9 @@ def _draw(build, seed=0, feeds=None, optimize=True):
 
 
 def test_same_key_same_numbers_across_programs_and_optimisation():
-    build = lambda g, k: [gc.random.normal(k, (3, 4)), gc.random.uniform(k, (5,), low=-1, high=2),
-                          gc.random.bernoulli(k, 0.3, (6,))]
+    def build(g, k):
+        return [gc.random.normal(k, (3, 4)), gc.random.uniform(k, (5,), low=-1, high=2),
+                gc.random.bernoulli(k, 0.3, (6,))]
     a, b = _draw(build, 1), _draw(build, 1, optimize=False)
     for u, v in zip(a, b):
         np.testing.assert_array_equal(u, v)
