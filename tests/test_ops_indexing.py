@@ -251,6 +251,12 @@ def test_shape_and_dtype_errors_name_the_nodes():
     with pytest.raises(gc.ShapeError, match="take_along_axis"):
         gc.take_along_axis(a, np.array([0, 1]), 1)
     n = len(g)
+    with pytest.raises(gc.ShapeError, match="index 3 is out of range for axis 0 of size 3"):
+        a[np.array([0, 3])]                                   # a NumPy index is checked at once
+    with pytest.raises(gc.ShapeError, match="index -3 is out of range"):
+        gc.take_along_axis(a, np.array([[0, -3]]), 1)
+    assert len(g) == n
+    n = len(g)
     with pytest.raises(gc.ShapeError):
         gc.repeat(a, 2, axis=3)
     assert len(g) == n                                        # a rejected op adds nothing
@@ -346,3 +352,27 @@ def test_every_indexing_op_of_the_contract_exists_and_is_exercised():
     tested = " ".join(c.id for c in CASES)
     for name in "stack pad flip roll tile repeat diagonal trace eye take take_along_axis scatter_add".split():
         assert name in tested, name
+
+
+def test_float32_graphs_stay_float32_through_the_new_ops_and_their_gradients():
+    g = gc.Graph()
+    x = g.input("x", shape=(None, 3), dtype="float32")
+    i = g.input("i", shape=(None,), dtype="int64")
+    ops = [x[i], gc.take_along_axis(x, gc.reshape(i, (-1, 1)), 1), gc.pad(x, 1), gc.flip(x), gc.roll(x, 1, 1),
+           gc.tile(x, 2), gc.repeat(x, 2, 0), gc.stack([x, x]), gc.trace(x[:3]), gc.diagonal(x),
+           gc.one_hot(i, 3, dtype="float32") * x[:, :1], gc.take(x[:, 0], i)]
+    assert all(o.dtype == np.float32 for o in ops)
+    J = gc.add(gc.sum(gc.stack([gc.sum(o * o) for o in ops])), 0.0, name="J")
+    gx = gc.build_grad(J, [x])[x]
+    X = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
+    v, d = gc.compile([J, gx]).run({"x": X, "i": [0, 2, 1, 1]})
+    assert v.dtype == d.dtype == np.float32
+    g64 = gc.Graph()                                           # the same cost in float64 agrees
+    x64, i64 = g64.input("x", shape=(None, 3)), g64.input("i", shape=(None,), dtype="int64")
+    ops64 = [x64[i64], gc.take_along_axis(x64, gc.reshape(i64, (-1, 1)), 1), gc.pad(x64, 1), gc.flip(x64),
+             gc.roll(x64, 1, 1), gc.tile(x64, 2), gc.repeat(x64, 2, 0), gc.stack([x64, x64]), gc.trace(x64[:3]),
+             gc.diagonal(x64), gc.one_hot(i64, 3) * x64[:, :1], gc.take(x64[:, 0], i64)]
+    J64 = gc.sum(gc.stack([gc.sum(o * o) for o in ops64]))
+    v64, d64 = gc.compile([J64, gc.build_grad(J64, [x64])[x64]]).run({"x": X.astype(float), "i": [0, 2, 1, 1]})
+    np.testing.assert_allclose(v, v64, rtol=1e-5)
+    np.testing.assert_allclose(d, d64, rtol=1e-5)
