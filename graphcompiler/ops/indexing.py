@@ -663,8 +663,8 @@ def fancy_index(x, index, name: str | None = None):
     if not hasattr(idx, "op"):
         idx = np.asarray(idx)
         if idx.dtype == bool:
-            raise ShapeError(f"indexing {x.name!r}: boolean masks give a shape known only at run time and are "
-                             "not supported; use gc.where")
+            raise ShapeError(f"indexing {x.name!r}: a boolean mask gives a shape known only at run time, not a "
+                             "static one, and is not supported; use gc.where")
         if idx.dtype.kind not in "iu":
             raise DTypeError(f"indexing {x.name!r}: an array index must hold integers, got {idx.dtype}")
     return take(x, idx, axis=arrays[0], name=name)
