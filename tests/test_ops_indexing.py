@@ -202,6 +202,7 @@ def test_eye_as_constant_and_in_a_graph():
     (lambda x, i: gc.take(x, i, 0), 4), (lambda x, i: x[i], -5),
     (lambda x, i: gc.take_along_axis(x, gc.reshape(i, (-1, 1)), 0), 7),
     (lambda x, i: gc.scatter_add(x, i, gc.take(x, i * 0, 0), 0), 9),
+    (lambda x, i: gc.scatter_add(x[:, 0], i, gc.take(x[:, 0], i * 0)), -5),     # 1-D: the bincount path
     (lambda x, i: gc.one_hot(i, 4), -1),
 ])
 def test_index_out_of_range_raises_naming_the_node_and_index(build, bad):
