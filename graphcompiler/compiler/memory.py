@@ -17,9 +17,10 @@ import numpy as np
 
 from ..graph import Node
 from ..ops.elementwise import Binary, Comparison, Unary
-from ..runtime import can_write_out, worth_a_buffer
 from .fused import MinusOneHot
 from .ir import nbytes, value_inputs
+from .lower import can_write_out, worth_a_buffer
+from .lowered import ALIGN
 from .schedule import VIEW_OPS
 
 
@@ -138,7 +139,6 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True, inp
 
 
 ARENA_LIMIT = 800           # groups; beyond it, buffers are pooled by size (packing is quadratic)
-ALIGN = 64                  # bytes: every value starts on a cache line
 
 
 def _inplace_groups(order, values, outputs, inplace: bool) -> list[list[Node]]:

@@ -17,9 +17,11 @@ import numpy as np
 from ..errors import FeedError, GraphCompilerError, ShapeError, fmt_shape
 from ..graph import Graph, Node, paused_gc
 from ..ops.elementwise import Binary, Where
-from ..runtime import Const, NumpyEvaluator, OutSlot, Prepared, fast_kernel
 from .ir import Context, is_leaf, topo_order, value_inputs
-from .memory import ALIGN, BufferPlan, plan_buffers
+from .backends import evaluator_class, new_evaluator
+from .lower import lower
+from .lowered import LoweredProgram
+from .memory import BufferPlan, plan_buffers
 from .schedule import declared_order, memory_order
 from .recompute import choose, flops
 from .report import MemoryReport, build_report
@@ -52,7 +54,8 @@ class Specialization:
     plan: BufferPlan
     steps: list[Step]
     leaf_nodes: list[Node]              # graph nodes whose values a run passes in (inputs, parameters)
-    evaluator: NumpyEvaluator
+    evaluator: Any                      # the backend's Evaluator, loaded with `lowered`
+    lowered: LoweredProgram
     scalar_out: list[bool]
     shapes: dict[Node, tuple]           # graph input -> fed shape
     recomputed: int = 0                 # steps that recompute a forward value (memory_budget)
@@ -82,8 +85,10 @@ class Program:
     """Runs the outputs of a graph on feeds; returned arrays belong to the caller."""
 
     def __init__(self, graph: Graph, outputs: list[Node], updates: dict[Node, Node], *, optimize=True,
-                 memory_budget: int | None = None, nan_check: bool = False):
+                 memory_budget: int | None = None, nan_check: bool = False, backend: str = "numpy"):
         self.graph = graph
+        self.backend = backend
+        evaluator_class(backend)                # an unknown name fails at compile time
         self.outputs = list(outputs)
         self.updates = dict(updates)
         self.passes = passes_of(optimize)
@@ -119,7 +124,6 @@ class Program:
         self.nodes = sorted((o for o in origins if graph._by_name.get(o.name) is o), key=lambda n: n.index)
         self.inputs = [self._ctx.origin_of(n) for n in nodes if n.op.name == "input"]
         self._feedable = {n.name: n for n in nodes if n.op.name in ("input", "parameter")}
-        self._feedable_nodes = {self._ctx.origin_of(n): n for n in nodes if n.op.name in ("input", "parameter")}
         self._origin = {n: self._ctx.origin_of(n) for n in self._feedable.values()}
         self._static_dims = {n: [(k, d) for k, d in enumerate(n.shape) if d is not None]
                              for n in self._feedable.values()}
@@ -257,71 +261,14 @@ class Program:
 
     def _load(self, sig, nodes, roots, plan: BufferPlan, shapes, recomputed=frozenset()) -> Specialization:
         ctx = self._ctx
-        arrays = allocate(plan)
-        slot: dict[Node, int] = {}
-        leaf_nodes, leaf_slots = [], []
-        for n in nodes:
-            if n.op.name in ("input", "parameter"):
-                slot[n] = len(slot)
-                leaf_nodes.append(ctx.origin_of(n))
-                leaf_slots.append(slot[n])
-        for n in plan.order:
-            slot[n] = len(slot)
-        prepared, steps = [], []
-        views: dict[tuple, np.ndarray] = {}
-        drops: dict[int, list[int]] = {}
-        for n in plan.order:
-            v = plan.values[n]
-            if v.kind != "buffer" and v.last < len(plan.order):
-                drops.setdefault(max(v.readers, default=v.first), []).append(slot[n])
-        for k, n in enumerate(plan.order):
-            v = plan.values[n]
-            fn, extra, kw = fast_kernel(n.op, v.kind == "buffer", n.shape,
-                                        n.inputs[0].shape if n.inputs else (), n.dtype)
-            args = []
-            for i, x in enumerate(n.inputs):
-                if not n.op.reads_value(i):
-                    args.append(Const(np.broadcast_to(np.empty((), x.dtype), x.shape)))
-                elif x.op.name == "constant":
-                    args.append(Const(ctx.value(x)))
-                else:
-                    args.append(slot[x])
-            args += [Const(e) for e in extra]
-            out = None
-            if v.kind == "buffer":
-                out = views.get((v.buffer, n.shape))
-                if out is None:                            # values of one buffer and shape share a view
-                    size, _ = plan.buffers[v.buffer]
-                    out = views[v.buffer, n.shape] = arrays[v.buffer][:size].reshape(n.shape)
-            elif v.into is not None:                       # an output written over its dying input's array
-                fn, extra, kw = fast_kernel(n.op, True, n.shape, n.inputs[0].shape if n.inputs else (), n.dtype)
-                args = args[:len(n.inputs)] + [Const(e) for e in extra]
-                out = OutSlot(slot[v.into])
-            prepared.append(Prepared(n, fn, tuple(args), slot[n], out, kw, tuple(drops.get(k, ())), n.inputs,
-                                     ctx.origin_of(n)))
-            steps.append(Step(ctx.origin_of(n) if n not in recomputed else n, n.op.name, v.buffer,
-                              n in recomputed, n))
-        results, seen = list(roots), set()
-        res_slots, copies = [], []
-        const_results = {}
-        for r in results:
-            if r.op.name == "constant":                        # an output the optimiser folded to a constant
-                const_results[len(res_slots)] = ctx.value(r)
-                res_slots.append(None)
-                copies.append(True)
-                continue
-            res_slots.append(slot[r])
-            kind = plan.values[r].kind if r in plan.values else "leaf"
-            copies.append(kind not in ("fresh", "buffer") or r in seen or
-                          (kind == "buffer" and len(res_slots) <= len(self.outputs)))
-            seen.add(r)
-        evaluator = NumpyEvaluator(self.nan_check)
-        if const_results:
-            evaluator = _WithConstants(evaluator, const_results)
-            res_slots = [s if s is not None else -1 for s in res_slots]
-        evaluator.load(prepared, leaf_slots, len(slot), [s for s in res_slots], copies)
+        lowered, leaf_nodes = lower(plan, nodes, roots, ctx, len(self.outputs), [p.name for p in self.updates],
+                                    self.nan_check)
+        steps = [Step(ctx.origin_of(n) if n not in recomputed else n, n.op.name, plan.values[n].buffer,
+                      n in recomputed, n) for n in plan.order]
+        evaluator = new_evaluator(self.backend).load(lowered)
         scalar_out = [o.shape == () for o in self.outputs] + [False] * len(self.updates)
-        spec = Specialization(sig, nodes, roots, plan, steps, leaf_nodes, evaluator, scalar_out, dict(shapes))
+        spec = Specialization(sig, nodes, roots, plan, steps, leaf_nodes, evaluator, lowered, scalar_out,
+                              dict(shapes))
         spec.copies = set(recomputed)
         spec.any_scalar = any(scalar_out)
         return spec
@@ -340,6 +287,11 @@ class Program:
                            "rewrites": dict(self._ctx.counts)})
 
     # -- introspection ---------------------------------------------------------------------
+    @property
+    def lowered(self) -> LoweredProgram | None:
+        """The lowered program (compiler/lowered.py) of the last run's shapes; None before shapes are known."""
+        return self._last.lowered if self._last is not None else None
+
     @property
     def schedule(self) -> list[Step]:
         """The ordered steps of the last run's shapes (before any run: the symbolic order, no buffers)."""
@@ -430,40 +382,6 @@ class Program:
             return {"image/svg+xml": to_dot(self)._repr_image_svg_xml(), "text/plain": str(self)}
         except Exception:   # no viz module or no dot binary: the listing
             return {"text/plain": str(self)}
-
-
-class _WithConstants:
-    """An evaluator whose results include outputs the optimiser folded to constants."""
-
-    def __init__(self, inner: NumpyEvaluator, consts: dict[int, np.ndarray]):
-        self.inner, self.consts = inner, consts
-
-    def load(self, steps, leaf_slots, n_slots, results, copy):
-        self._pick = [k for k, s in enumerate(results) if k not in self.consts]
-        self._n = len(results)
-        self.inner.load(steps, leaf_slots, n_slots, [results[k] for k in self._pick],
-                        [copy[k] for k in self._pick])
-        self.steps = self.inner.steps
-        return self
-
-    def run(self, leaves):
-        got = self.inner.run(leaves)
-        out = [None] * self._n
-        for k, v in zip(self._pick, got):
-            out[k] = v
-        for k, c in self.consts.items():
-            out[k] = np.array(c, copy=True)
-        return out
-
-
-def allocate(plan: BufferPlan) -> list[np.ndarray]:
-    """The planned buffers: views into one aligned arena when the plan packed them, else one array each."""
-    if plan.offsets is None:
-        return [np.empty(size, dtype) for size, dtype in plan.buffers]
-    raw = np.empty(plan.resident_bytes + ALIGN, np.uint8)
-    shift = (-raw.ctypes.data) % ALIGN
-    return [raw[shift + off: shift + off + size * np.dtype(dt).itemsize].view(dt)
-            for off, (size, dt) in zip(plan.offsets, plan.buffers)]
 
 
 def _is_topological(order) -> bool:
