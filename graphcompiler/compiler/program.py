@@ -9,6 +9,9 @@ are scheduled, buffers planned, and the evaluator loaded. A second run with the 
 from __future__ import annotations
 
 import dataclasses
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -28,6 +31,19 @@ from .report import MemoryReport, build_report
 from .simplify import simplify
 
 PASSES = ("simplify", "schedule", "buffers")
+CACHE_SIZE = 32             # specialisations (feed-shape signatures) a Program keeps; the least recently used go
+
+_UPDATE_LOCKS: "weakref.WeakKeyDictionary[Graph, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def update_lock(graph: Graph) -> threading.RLock:
+    """The lock every run with updates holds while it reads the graph's parameters and writes their new values."""
+    lock = _UPDATE_LOCKS.get(graph)
+    if lock is None:
+        with _LOCKS_LOCK:
+            lock = _UPDATE_LOCKS.setdefault(graph, threading.RLock())
+    return lock
 
 
 @dataclass(frozen=True)
@@ -82,11 +98,29 @@ def passes_of(optimize) -> frozenset[str]:
 
 
 class Program:
-    """Runs the outputs of a graph on feeds; returned arrays belong to the caller."""
+    """Runs the outputs of a graph on feeds; returned arrays belong to the caller.
+
+    Threads. `run` may be called from several threads at once, and again from inside a kernel: each call
+    computes in its own set of buffers (the evaluator keeps one arena per run in flight), so each gets its own
+    correct results. Runs of programs with `updates` hold one lock per graph from reading the parameters to
+    writing their new values, so every update is applied exactly once, as if the runs took turns (a run
+    without updates reads the parameters unlocked: it sees them before or after a concurrent update, and may
+    see a parameter half-written if another thread is updating it at that moment). Building the graph
+    (adding nodes, build_grad) from several threads at once is not supported: give each thread its own
+    Graph, or build under a lock of your own, then compile and run freely.
+
+    Shapes. A Program keeps the specialisations of the last `cache_size` signatures of feed shapes (32 by
+    default); the least recently used is dropped, with its buffers, when another is made.
+    """
 
     def __init__(self, graph: Graph, outputs: list[Node], updates: dict[Node, Node], *, optimize=True,
-                 memory_budget: int | None = None, nan_check: bool = False, backend: str = "numpy"):
+                 memory_budget: int | None = None, nan_check: bool = False, backend: str = "numpy",
+                 cache_size: int = CACHE_SIZE):
         self.graph = graph
+        if not isinstance(cache_size, (int, np.integer)) or isinstance(cache_size, bool) or cache_size < 1:
+            raise GraphCompilerError(f"cache_size must be a positive number of specialisations, not {cache_size!r}")
+        self.cache_size = int(cache_size)
+        self._lock = threading.RLock()          # specialising (the shared Context) and the cache
         self.backend = backend
         evaluator_class(backend)                # an unknown name fails at compile time
         self.outputs = list(outputs)
@@ -132,7 +166,7 @@ class Program:
             entry = (self._origin[n], n, n.ndim, n.dtype, tuple(self._static_dims[n]))
             self._fast[n.name] = self._fast[self._origin[n]] = entry
         self._checks = [(self._ctx.origin_of(n), n.name, n.shape, n.dtype) for n in nodes if n.op.name == "input"]
-        self._cache: dict[tuple, Specialization] = {}
+        self._cache: OrderedDict[tuple, Specialization] = OrderedDict()
         self._last: Specialization | None = None
         self._symbolic_steps: list[Step] | None = None          # made when asked for before a run
         self.stats.update({"nodes_out": len(nodes), "steps": sum(1 for n in nodes if not is_leaf(n)), "buffers": 0,
@@ -151,28 +185,34 @@ class Program:
             spec = self._specialize({n: fed[n].shape for n in self.inputs})
         if spec is not self._last:
             self._use(spec)
-        values = self.graph._values
-        try:
-            leaves = [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
-        except KeyError:
-            missing = next(n for n in spec.leaf_nodes if n not in fed and n not in values)
-            raise FeedError(f"parameter {missing.name!r} (shape {fmt_shape(missing.shape)}, {missing.dtype}) has no "
-                            f"stored value; feed it or set it with graph.set_value({missing.name!r}, array)") from None
-        results = spec.evaluator.run(leaves)
-        if spec.any_scalar:
-            results = [np.asarray(r) if s else r for r, s in zip(results, spec.scalar_out)]
         if not self.updates:
+            results = spec.evaluator.run(self._leaves(spec, fed))
+            if spec.any_scalar:
+                results = [np.asarray(r) if s else r for r, s in zip(results, spec.scalar_out)]
             return results
-        k = len(self.outputs)
-        outs = results[:k]
-        if self.updates:
+        with update_lock(self.graph):          # read the parameters, compute, write: as if runs took turns
+            results = spec.evaluator.run(self._leaves(spec, fed))
+            values = self.graph._values
+            k = len(self.outputs)
             for p, v in zip(self.updates, results[k:]):
                 stored = values.get(p)
                 if stored is None or not stored.flags.writeable:
                     values[p] = np.array(v, dtype=p.dtype)
                 else:
                     stored[...] = v
+        outs = results[:k]
+        if spec.any_scalar:
+            outs = [np.asarray(r) if s else r for r, s in zip(outs, spec.scalar_out)]
         return outs
+
+    def _leaves(self, spec: Specialization, fed: dict) -> list:
+        values = self.graph._values
+        try:
+            return [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
+        except KeyError:
+            missing = next(n for n in spec.leaf_nodes if n not in fed and n not in values)
+            raise FeedError(f"parameter {missing.name!r} (shape {fmt_shape(missing.shape)}, {missing.dtype}) has no "
+                            f"stored value; feed it or set it with graph.set_value({missing.name!r}, array)") from None
 
     def __call__(self, **feeds) -> list[np.ndarray]:
         return self.run(feeds)
@@ -213,8 +253,13 @@ class Program:
 
     # -- specialising ----------------------------------------------------------------------
     def _specialize(self, shapes: dict[Node, tuple]) -> Specialization:
-        with paused_gc():              # planning makes many small objects; the cyclic collector would rescan them all
-            return self._specialize_now(shapes)
+        sig = tuple(shapes[n] for n in self.inputs)
+        with self._lock:               # one thread specialises at a time (the passes share self._ctx)
+            spec = self._cache.get(sig)
+            if spec is not None:       # another thread made it meanwhile
+                return spec
+            with paused_gc():          # planning makes many small objects; the cyclic collector would rescan them all
+                return self._specialize_now(shapes)
 
     def _specialize_now(self, shapes: dict[Node, tuple]) -> Specialization:
         ctx = self._ctx
@@ -239,6 +284,8 @@ class Program:
         spec.recomputed, spec.recompute_flops, spec.unbudgeted_peak = len(copies), cost or 0, unbudgeted
         spec.forward_flops = sum(flops(n) for n in plan.order if not n.is_gradient and n not in copies)
         self._cache[spec.signature] = spec
+        while len(self._cache) > self.cache_size:       # the least recently used go, with their buffers
+            self._cache.popitem(last=False)
         self._use(spec)
         return spec
 
@@ -276,6 +323,10 @@ class Program:
     def _use(self, spec: Specialization) -> None:
         """Make spec the last-run specialisation: the one schedule, stats and reports describe."""
         self._last = spec
+        try:
+            self._cache.move_to_end(spec.signature)   # the most recently used (kept longest)
+        except KeyError:                              # evicted meanwhile by another thread
+            pass
         plan = spec.plan
         self.stats.update({"nodes_out": len(spec.nodes), "steps": len(spec.steps), "buffers": len(plan.buffers),
                            "peak_bytes": plan.peak_bytes, "resident_bytes": plan.resident_bytes,
