@@ -1,9 +1,9 @@
 """Program: the compiled outputs of a graph, specialised per signature of feed shapes (API section 3).
 
-compile() prunes and simplifies once. A run with feed shapes not seen before specialises the program: the
-shape rules of every op run again on the concrete shapes (so feeds whose sizes conflict are reported before
-any kernel runs), the shape-dependent rules fire (counts become constants, identity broadcasts go), the steps
-are scheduled, buffers planned, and the evaluator loaded. A second run with the same shapes does no planning.
+compile() runs the front of the pipeline once (pipeline.py: prune, simplify). A run with feed shapes not seen
+before runs the rest (concretize, recompute, schedule, plan, lower) and loads the backend's evaluator with
+the lowered program; a second run with the same shapes does no planning. Program keeps what is not a pass:
+the cache of specialisations, feed checking, updates, threads, and introspection.
 """
 
 from __future__ import annotations
@@ -19,18 +19,15 @@ import numpy as np
 
 from ..errors import FeedError, GraphCompilerError, ShapeError, fmt_shape
 from ..graph import Graph, Node, paused_gc
-from ..ops.elementwise import Binary, Where
-from .ir import Context, is_leaf, topo_order, value_inputs
+from . import pipeline
 from .backends import evaluator_class, new_evaluator
-from .lower import lower
+from .ir import is_leaf, value_inputs
 from .lowered import LoweredProgram
 from .memory import BufferPlan, plan_buffers
-from .schedule import declared_order, memory_order
-from .recompute import choose, flops
+from .pipeline import PASSES, concretize, is_topological, passes_of  # noqa: F401  (PASSES, concretize: API)
 from .report import MemoryReport, build_report
-from .simplify import simplify
+from .schedule import declared_order, memory_order
 
-PASSES = ("simplify", "schedule", "buffers")
 CACHE_SIZE = 32             # specialisations (feed-shape signatures) a Program keeps; the least recently used go
 
 _UPDATE_LOCKS: "weakref.WeakKeyDictionary[Graph, threading.RLock]" = weakref.WeakKeyDictionary()
@@ -83,20 +80,6 @@ class Specialization:
     any_scalar: bool = False
 
 
-def passes_of(optimize) -> frozenset[str]:
-    """optimize=True: every pass; False: none (the graph as declared); or a collection of pass names."""
-    if optimize is True:
-        return frozenset(PASSES)
-    if optimize is False or optimize is None:
-        return frozenset()
-    chosen = frozenset(optimize)
-    unknown = chosen - set(PASSES)
-    if unknown:
-        raise GraphCompilerError(f"unknown optimisation pass {sorted(unknown)[0]!r}; choose among "
-                                 f"{', '.join(PASSES)} (or optimize=True for all, False for none)")
-    return chosen
-
-
 class Program:
     """Runs the outputs of a graph on feeds; returned arrays belong to the caller.
 
@@ -142,18 +125,10 @@ class Program:
             self._build(graph)
 
     def _build(self, graph: Graph) -> None:
-        self._ctx = Context(graph)
-        roots = self.outputs + list(self.updates.values())
-        nodes = topo_order(roots)                                   # prune: the ancestors of the roots
-        self.stats: dict[str, Any] = {"nodes_in": len(graph), "removed_prune": len(graph) - len(nodes)}
-        self._static = all(None not in n.shape for n in nodes if n.op.name == "input")
-        if "simplify" in self.passes:
-            before = len(nodes)
-            nodes, roots = simplify(nodes, roots, self._ctx, shapes=self._static)
-            self.stats["removed_simplify"] = before - len(nodes)
-        else:
-            self.stats["removed_simplify"] = 0
-        self._nodes, self._roots = nodes, roots
+        fr = self._front = pipeline.front(graph, self.outputs + list(self.updates.values()), self.passes)
+        self._ctx, nodes, self._static = fr.ctx, fr.nodes, fr.static
+        self.stats: dict[str, Any] = dict(fr.stats)
+        self._nodes, self._roots = nodes, fr.roots
         origins = {self._ctx.origin_of(n) for n in nodes}
         self.nodes = sorted((o for o in origins if graph._by_name.get(o.name) is o), key=lambda n: n.index)
         self.inputs = [self._ctx.origin_of(n) for n in nodes if n.op.name == "input"]
@@ -262,62 +237,22 @@ class Program:
                 return self._specialize_now(shapes)
 
     def _specialize_now(self, shapes: dict[Node, tuple]) -> Specialization:
-        ctx = self._ctx
-        nodes, roots = self._nodes, self._roots
-        count_before = len(nodes)
-        if not self._static:
-            nodes, roots = concretize(nodes, roots, shapes, ctx)
-            if "simplify" in self.passes:
-                nodes, roots = simplify(nodes, roots, ctx, shapes=True)
-        nodes = topo_order(roots, edges=value_inputs)     # what is read only for its shape is not computed
-        removed = count_before - len(nodes)
-        copies: dict[Node, Node] = {}
-        unbudgeted = cost = None
-        if self.memory_budget is not None:
-            def plan_peak(ns, rs, cps):
-                return self._plan(ns, rs, cps).peak_bytes
-            unbudgeted = plan_peak(nodes, roots, {})
-            nodes, roots, copies, _, cost = choose(nodes, roots, int(self.memory_budget), ctx, plan_peak)
-        plan = self._plan(nodes, roots, copies)
-        spec = self._load(tuple(shapes[n] for n in self.inputs), nodes, roots, plan, shapes, copies)
-        spec.removed = removed
-        spec.recomputed, spec.recompute_flops, spec.unbudgeted_peak = len(copies), cost or 0, unbudgeted
-        spec.forward_flops = sum(flops(n) for n in plan.order if not n.is_gradient and n not in copies)
+        sp = pipeline.specialize(self._front, shapes, self.passes, memory_budget=self.memory_budget,
+                                 nan_check=self.nan_check, n_outputs=len(self.outputs),
+                                 updates=[p.name for p in self.updates])
+        ctx, plan, copies = self._ctx, sp.plan, sp.copies
+        steps = [Step(ctx.origin_of(n) if n not in copies else n, n.op.name, plan.values[n].buffer,
+                      n in copies, n) for n in plan.order]
+        evaluator = new_evaluator(self.backend).load(sp.lowered)
+        scalar_out = [o.shape == () for o in self.outputs] + [False] * len(self.updates)
+        spec = Specialization(tuple(shapes[n] for n in self.inputs), sp.nodes, sp.roots, plan, steps,
+                              sp.leaf_nodes, evaluator, sp.lowered, scalar_out, dict(shapes), len(copies),
+                              sp.recompute_flops, sp.forward_flops, sp.unbudgeted_peak, sp.removed, set(copies),
+                              any(scalar_out))
         self._cache[spec.signature] = spec
         while len(self._cache) > self.cache_size:       # the least recently used go, with their buffers
             self._cache.popitem(last=False)
         self._use(spec)
-        return spec
-
-    def _plan(self, nodes, roots, recomputed=None) -> BufferPlan:
-        """Schedule the steps of `nodes` and plan their buffers (recomputed steps run late)."""
-        if "schedule" in self.passes:
-            plan = plan_buffers(memory_order(nodes, roots, recomputed), roots, reuse="buffers" in self.passes,
-                                inplace=not self.nan_check)
-            by_index = sorted(nodes, key=lambda n: n.index)
-            if not recomputed and len(by_index) <= 20_000 and _is_topological(by_index):
-                other = plan_buffers(declared_order(by_index), roots, reuse="buffers" in self.passes,
-                                     inplace=not self.nan_check)
-                if other.peak_bytes < plan.peak_bytes:       # the greedy order is a heuristic: keep the better
-                    plan = other
-            return plan
-        else:
-            by_index = sorted(nodes, key=lambda n: n.index)
-            order = declared_order(by_index if _is_topological(by_index) and not recomputed else nodes)
-        return plan_buffers(order, roots, reuse="buffers" in self.passes, inplace=not self.nan_check)
-
-    def _load(self, sig, nodes, roots, plan: BufferPlan, shapes, recomputed=frozenset()) -> Specialization:
-        ctx = self._ctx
-        lowered, leaf_nodes = lower(plan, nodes, roots, ctx, len(self.outputs), [p.name for p in self.updates],
-                                    self.nan_check)
-        steps = [Step(ctx.origin_of(n) if n not in recomputed else n, n.op.name, plan.values[n].buffer,
-                      n in recomputed, n) for n in plan.order]
-        evaluator = new_evaluator(self.backend).load(lowered)
-        scalar_out = [o.shape == () for o in self.outputs] + [False] * len(self.updates)
-        spec = Specialization(sig, nodes, roots, plan, steps, leaf_nodes, evaluator, lowered, scalar_out,
-                              dict(shapes))
-        spec.copies = set(recomputed)
-        spec.any_scalar = any(scalar_out)
         return spec
 
     def _use(self, spec: Specialization) -> None:
@@ -388,7 +323,7 @@ class Program:
         declared = None
         if "schedule" in self.passes and len(spec.plan.order) <= 50_000:
             by_index = sorted(spec.nodes, key=lambda n: n.index)
-            if _is_topological(by_index) and not spec.copies:
+            if is_topological(by_index) and not spec.copies:
                 declared = plan_buffers(declared_order(by_index), spec.roots,
                                         reuse="buffers" in self.passes).peak_bytes
         return build_report(f"graph {self.graph.name!r}", spec.plan, self._ctx.origin_of, spec.copies,
@@ -433,72 +368,6 @@ class Program:
             return {"image/svg+xml": to_dot(self)._repr_image_svg_xml(), "text/plain": str(self)}
         except Exception:   # no viz module or no dot binary: the listing
             return {"text/plain": str(self)}
-
-
-def _is_topological(order) -> bool:
-    seen = set()
-    for n in order:
-        if any(x not in seen and not is_leaf(x) for x in value_inputs(n)):
-            return False
-        seen.add(n)
-    return True
-
-
-def concretize(nodes: list[Node], roots: list[Node], shapes: dict[Node, tuple], ctx: Context):
-    """Copies of the nodes with the concrete shapes of one run: each op's shape rule runs again on them.
-
-    A conflict between fed sizes is reported here, before any kernel runs. So is a None dimension fed
-    with 1 against another None dimension it lines up with in a broadcast whose gradient was built: the
-    gradient assumed those two sizes are equal (sum_to in ops/shape.py).
-    """
-    has_grad = any(n.is_gradient for n in nodes)
-    new: dict[Node, Node] = {}
-    by_origin = {ctx.origin_of(n): s for n, s in shapes.items()}
-    for n in nodes:
-        if n.op.name == "input":
-            shape = by_origin.get(ctx.origin_of(n), n.shape)
-            new[n] = n if shape == n.shape else ctx.rebuild(n, (), shape)
-            continue
-        if is_leaf(n):
-            new[n] = n
-            continue
-        ins = tuple(new[x] for x in n.inputs)
-        if ins == n.inputs:
-            new[n] = n
-            continue
-        try:
-            shape, dtype = n.op.infer(*ins)
-        except GraphCompilerError as e:
-            raise ShapeError(f"the fed shapes do not fit {n.name} = {n.op.name}("
-                             f"{', '.join(x.name for x in n.inputs)}): {e}; inputs "
-                             f"{', '.join(f'{x.name} {fmt_shape(x.shape)}' for x in ins)} (declared "
-                             f"{', '.join(f'{x.name} {fmt_shape(x.shape)}' for x in n.inputs)}); "
-                             f"feed arrays whose sizes agree ({_fed(shapes)})") from None
-        if has_grad and isinstance(n.op, (Binary, Where)):
-            _check_lineup(n, ins, shapes)
-        if any(d is not None and d != c for d, c in zip(n.shape, shape)) or len(shape) != len(n.shape):
-            raise ShapeError(f"{n.name} ({n.op.name}) was declared with shape {fmt_shape(n.shape)} but the feeds "
-                             f"give it shape {fmt_shape(shape)} ({_fed(shapes)})")
-        new[n] = ctx.rebuild(n, ins, shape)
-    return topo_order([new[r] for r in roots]), [new[r] for r in roots]
-
-
-def _check_lineup(n: Node, ins: tuple, shapes) -> None:
-    nd = len(n.shape)
-    for k in range(1, nd + 1):
-        sym = [(x, y) for x, y in zip(n.inputs, ins) if x.ndim >= k]
-        pairs = [(x, y) for x, y in sym if x.shape[-k] is None]
-        sizes = {y.shape[-k] for _, y in pairs}
-        if len(pairs) > 1 and len(sizes) > 1:
-            desc = ", ".join(f"{x.name} {fmt_shape(y.shape)}" for x, y in pairs)
-            raise ShapeError(f"{n.name} = {n.op.name}({', '.join(x.name for x in n.inputs)}) was differentiated "
-                             f"assuming its inputs' None dimension {-k} has one size, but the feeds give {desc} "
-                             f"({_fed(shapes)}); feed equal sizes there, or declare the dimension that is "
-                             "broadcast with size 1")
-
-
-def _fed(shapes) -> str:
-    return "fed " + ", ".join(f"{n.name}: {fmt_shape(s)}" for n, s in shapes.items()) if shapes else "no feeds"
 
 
 def _fmt_bytes(n: int) -> str:
