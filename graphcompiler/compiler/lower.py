@@ -8,16 +8,12 @@ its label with the user's names. See lowered.py for the contract backends implem
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from ..graph import Node
-from ..ops import elementwise as E
-from ..ops import linalg as L
-from ..ops import nn as NN
-from ..ops import reduce as R
-from ..ops import shape as S
+from ..ops.base import Constant, Input, Parameter
 from .ir import Context
 from .lowered import BufferView, Const, LoweredProgram, LoweredStep, OutSlot
 
@@ -46,12 +42,12 @@ def lower(plan: "BufferPlan", nodes: Sequence[Node], roots: Sequence[Node], ctx:
     slot: dict[Node, int] = {}
     leaf_nodes, leaf_slots, leaf_kinds = [], [], []
     for n in nodes:
-        kind = n.op.name
-        if kind == "input" or kind == "parameter":
+        op = n.op
+        if isinstance(op, (Input, Parameter)):
             slot[n] = len(slot)
             leaf_nodes.append(ctx.origin_of(n))
             leaf_slots.append(slot[n])
-            leaf_kinds.append("feed" if kind == "input" else "parameter")
+            leaf_kinds.append("feed" if isinstance(op, Input) else "parameter")
     for n in plan.order:
         slot[n] = len(slot)
     drops: dict[int, list[int]] = {}
@@ -66,12 +62,12 @@ def lower(plan: "BufferPlan", nodes: Sequence[Node], roots: Sequence[Node], ctx:
         v = values[n]
         op = n.op
         in_shape = n.inputs[0].shape if n.inputs else ()
-        fn, extra, kw = fast_kernel(op, v.kind == "buffer", n.shape, in_shape, n.dtype)
+        fn, extra, kw = op.fast_kernel(v.kind == "buffer", n.shape, in_shape, n.dtype)
         args: list = []
         for i, x in enumerate(n.inputs):
             if not op.reads_value(i):
                 args.append(Const(np.broadcast_to(np.empty((), x.dtype), x.shape)))
-            elif x.op.name == "constant":
+            elif isinstance(x.op, Constant):
                 args.append(Const(ctx.value(x)))
             else:
                 args.append(slot[x])
@@ -79,7 +75,7 @@ def lower(plan: "BufferPlan", nodes: Sequence[Node], roots: Sequence[Node], ctx:
         if v.kind == "buffer":
             out = BufferView(v.buffer, n.shape, n.dtype)
         elif v.into is not None:                       # an output written over its dying input's array
-            fn, extra, kw = fast_kernel(op, True, n.shape, in_shape, n.dtype)
+            fn, extra, kw = op.fast_kernel(True, n.shape, in_shape, n.dtype)
             out = OutSlot(slot[v.into])
         args += [Const(e) for e in extra]
         steps.append(LoweredStep(op, op.name, fn, tuple(args), slot[n], n.shape, n.dtype, out, kw,
@@ -89,7 +85,7 @@ def lower(plan: "BufferPlan", nodes: Sequence[Node], roots: Sequence[Node], ctx:
     copy: list[bool] = []
     seen: set[Node] = set()
     for r in roots:
-        if r.op.name == "constant":                        # an output the optimiser folded to a constant
+        if isinstance(r.op, Constant):                     # an output the optimiser folded to a constant
             results.append(Const(ctx.value(r)))
             copy.append(True)
             continue
@@ -105,50 +101,10 @@ def lower(plan: "BufferPlan", nodes: Sequence[Node], roots: Sequence[Node], ctx:
 
 
 def can_write_out(op, dtype) -> bool:
-    """Whether the evaluator can have this op write into a planned buffer (`out=`)."""
-    return bool(getattr(op, "writes_out", False)) or isinstance(op, R.Sum) and np.dtype(dtype).kind == "f"
+    """Whether the evaluator can have this op write into a planned buffer (`out=`): the op record says."""
+    return op.can_write_out(dtype)
 
 
 def worth_a_buffer(shape) -> bool:
     """A planned buffer pays for values with elements; NumPy's scalars are cheaper than out= on a 0-d array."""
     return len(shape) > 0
-
-
-def _log_softmax_last(x):
-    """log_softmax over the last axis: (x - max) - log(sum(exp(x - max))), finite for logits of +-1e4.
-
-    A row holding +inf gives NaN in every entry here (the op's own kernel gives -inf beside the NaN);
-    nan_check reports either.
-    """
-    m = np.maximum.reduce(x, axis=-1, keepdims=True)
-    d = np.subtract(x, m)
-    e = np.exp(d)
-    s = np.add.reduce(e, axis=-1, keepdims=True)
-    np.log(s, out=s)
-    return np.subtract(d, s, out=d)
-
-
-def fast_kernel(op, writes: bool, shape: tuple | None = None, in_shape: tuple = (), shape_dtype=None) -> tuple[Callable, tuple, dict]:
-    """The cheapest call for an op's kernel: (function, extra constant args, keyword args).
-
-    Elementwise ops and matmul call their NumPy ufunc directly (one Python frame less per step); a
-    float sum calls np.add.reduce with out=. Anything else calls the op's own kernel.
-    """
-    cls = type(op)
-    if isinstance(op, (E.Unary, E.Binary)) and getattr(cls, "ufunc", None) is not None \
-            and cls.kernel in (E.Unary.kernel, E.Binary.kernel):
-        return cls.ufunc, (), {}
-    if isinstance(op, E.Relu):
-        return np.maximum, (np.zeros((), dtype=shape_dtype) if shape_dtype is not None else 0,), {}
-    if isinstance(op, L.Matmul):
-        return np.matmul, (), {}
-    if isinstance(op, R.Sum) and writes:
-        return np.add.reduce, (), {"axis": tuple(op.axis), "keepdims": op.keepdims}
-    if isinstance(op, NN.LogSoftmax) and shape is not None and op.axis == len(shape) - 1 and len(shape):
-        return _log_softmax_last, (), {}
-    if isinstance(op, S.Transpose) and len(in_shape):
-        return np.ndarray.transpose, (tuple(op.axes),), {}
-    if isinstance(op, (S.Reshape, S.ExpandDims, S.Squeeze)) and shape is not None and None not in shape \
-            and len(in_shape):
-        return np.ndarray.reshape, (tuple(shape),), {}
-    return op.kernel, (), {}

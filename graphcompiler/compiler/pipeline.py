@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from ..errors import GraphCompilerError, ShapeError, fmt_shape
 from ..graph import Graph, Node
-from ..ops.elementwise import Binary, Where
+from ..ops.base import Input
 from .ir import Context, is_leaf, topo_order, value_inputs
 from .lower import lower
 from .lowered import LoweredProgram
@@ -82,7 +82,7 @@ def front(graph: Graph, roots: Sequence[Node], passes: frozenset[str]) -> Front:
     nodes = prune(roots)
     stats: dict[str, Any] = {"nodes_in": len(graph), "removed_prune": len(graph) - len(nodes),
                              "removed_simplify": 0}
-    static = all(None not in n.shape for n in nodes if n.op.name == "input")
+    static = all(None not in n.shape for n in nodes if isinstance(n.op, Input))
     if "simplify" in passes:
         before = len(nodes)
         nodes, roots = simplify(nodes, roots, ctx, shapes=static)
@@ -160,7 +160,7 @@ def concretize(nodes: list[Node], roots: list[Node], shapes: dict[Node, tuple], 
     new: dict[Node, Node] = {}
     by_origin = {ctx.origin_of(n): s for n, s in shapes.items()}
     for n in nodes:
-        if n.op.name == "input":
+        if isinstance(n.op, Input):
             shape = by_origin.get(ctx.origin_of(n), n.shape)
             new[n] = n if shape == n.shape else ctx.rebuild(n, (), shape)
             continue
@@ -179,7 +179,7 @@ def concretize(nodes: list[Node], roots: list[Node], shapes: dict[Node, tuple], 
                              f"{', '.join(f'{x.name} {fmt_shape(x.shape)}' for x in ins)} (declared "
                              f"{', '.join(f'{x.name} {fmt_shape(x.shape)}' for x in n.inputs)}); "
                              f"feed arrays whose sizes agree ({_fed(shapes)})") from None
-        if has_grad and isinstance(n.op, (Binary, Where)):
+        if has_grad and n.op.broadcasting:
             _check_lineup(n, ins, shapes)
         if any(d is not None and d != c for d, c in zip(n.shape, shape)) or len(shape) != len(n.shape):
             raise ShapeError(f"{n.name} ({n.op.name}) was declared with shape {fmt_shape(n.shape)} but the feeds "

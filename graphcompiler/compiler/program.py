@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import FeedError, GraphCompilerError, ShapeError, fmt_shape
 from ..graph import Graph, Node, paused_gc
+from ..ops.base import Input, Parameter
 from . import pipeline
 from .backends import evaluator_class, new_evaluator
 from .ir import is_leaf, value_inputs
@@ -112,7 +113,7 @@ class Program:
         self.memory_budget = memory_budget
         self.nan_check = nan_check
         for p, v in self.updates.items():
-            if p.op.name != "parameter":
+            if not isinstance(p.op, Parameter):
                 raise GraphCompilerError(f"updates can only replace parameters; {p.name!r} is a {p.op.name} "
                                          f"node (shape {fmt_shape(p.shape)})")
             if v.shape != p.shape:
@@ -131,8 +132,8 @@ class Program:
         self._nodes, self._roots = nodes, fr.roots
         origins = {self._ctx.origin_of(n) for n in nodes}
         self.nodes = sorted((o for o in origins if graph._by_name.get(o.name) is o), key=lambda n: n.index)
-        self.inputs = [self._ctx.origin_of(n) for n in nodes if n.op.name == "input"]
-        self._feedable = {n.name: n for n in nodes if n.op.name in ("input", "parameter")}
+        self.inputs = [self._ctx.origin_of(n) for n in nodes if isinstance(n.op, Input)]
+        self._feedable = {n.name: n for n in nodes if isinstance(n.op, (Input, Parameter))}
         self._origin = {n: self._ctx.origin_of(n) for n in self._feedable.values()}
         self._static_dims = {n: [(k, d) for k, d in enumerate(n.shape) if d is not None]
                              for n in self._feedable.values()}
@@ -140,7 +141,7 @@ class Program:
         for n in self._feedable.values():
             entry = (self._origin[n], n, n.ndim, n.dtype, tuple(self._static_dims[n]))
             self._fast[n.name] = self._fast[self._origin[n]] = entry
-        self._checks = [(self._ctx.origin_of(n), n.name, n.shape, n.dtype) for n in nodes if n.op.name == "input"]
+        self._checks = [(self._ctx.origin_of(n), n.name, n.shape, n.dtype) for n in nodes if isinstance(n.op, Input)]
         self._cache: OrderedDict[tuple, Specialization] = OrderedDict()
         self._last: Specialization | None = None
         self._symbolic_steps: list[Step] | None = None          # made when asked for before a run
