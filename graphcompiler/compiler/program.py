@@ -105,6 +105,7 @@ class Program:
             raise GraphCompilerError(f"cache_size must be a positive number of specialisations, not {cache_size!r}")
         self.cache_size = int(cache_size)
         self._lock = threading.RLock()          # specialising (the shared Context) and the cache
+        self._update_lock = update_lock(graph)  # shared by the programs of one graph that update parameters
         self.backend = backend
         evaluator_class(backend)                # an unknown name fails at compile time
         self.outputs = list(outputs)
@@ -161,14 +162,24 @@ class Program:
             spec = self._specialize({n: fed[n].shape for n in self.inputs})
         if spec is not self._last:
             self._use(spec)
+        values = self.graph._values
         if not self.updates:
-            results = spec.evaluator.run(self._leaves(spec, fed))
+            try:
+                leaves = [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
+            except KeyError:
+                self._leaves(spec, fed)        # raises the FeedError
+            results = spec.evaluator.run(leaves)
             if spec.any_scalar:
                 results = [np.asarray(r) if s else r for r, s in zip(results, spec.scalar_out)]
             return results
-        with update_lock(self.graph):          # read the parameters, compute, write: as if runs took turns
-            results = spec.evaluator.run(self._leaves(spec, fed))
-            values = self.graph._values
+        lock = self._update_lock
+        lock.acquire()                         # read the parameters, compute, write: as if runs took turns
+        try:
+            try:
+                leaves = [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
+            except KeyError:
+                self._leaves(spec, fed)        # raises the FeedError
+            results = spec.evaluator.run(leaves)
             k = len(self.outputs)
             for p, v in zip(self.updates, results[k:]):
                 stored = values.get(p)
@@ -176,6 +187,8 @@ class Program:
                     values[p] = np.array(v, dtype=p.dtype)
                 else:
                     stored[...] = v
+        finally:
+            lock.release()
         outs = results[:k]
         if spec.any_scalar:
             outs = [np.asarray(r) if s else r for r, s in zip(outs, spec.scalar_out)]
