@@ -10,6 +10,7 @@ random = _import_module(".random", __name__)  # gc.random (keys, split, normal, 
 from .autodiff import build_grad
 from .compiler import compile
 from .compiler.program import Program
+from .compiler.backends import backends
 from .runtime import NumpyEvaluator
 from .symbolic import derivation, to_latex, to_sympy
 from .io import load

@@ -14,6 +14,9 @@ from ..errors import GraphCompilerError
 
 BACKENDS: dict[str, Any] = {
     "numpy": "graphcompiler.runtime:NumpyEvaluator",
+    "jax": "graphcompiler.backends_jax:JaxEvaluator",
+    "dask": "graphcompiler.backends_dask:DaskEvaluator",
+    "cupy": "graphcompiler.backends_cupy:CupyEvaluator",
 }
 
 
@@ -31,3 +34,29 @@ def evaluator_class(name: str) -> Callable[..., Any]:
 def new_evaluator(name: str) -> Any:
     """A fresh, unloaded evaluator of backend `name` (it reads nan_check and the rest from the lowered program)."""
     return evaluator_class(name)()
+
+
+def backends() -> list[dict]:
+    """Each registered backend: {"name", "available", "why"}; `why` says what is missing (package, device).
+
+    A backend module may define `availability() -> (bool, reason)`; it is asked without loading the engine
+    where it can (a package's presence), and the engine's devices are listed where it is installed.
+    """
+    out = []
+    for name, entry in BACKENDS.items():
+        ok, why = True, ""
+        if isinstance(entry, str):
+            module = entry.partition(":")[0]
+            try:
+                mod = importlib.import_module(module)
+            except Exception as e:           # a missing optional package, or a broken module
+                ok, why = False, f"{type(e).__name__}: {e}"
+            else:
+                check = getattr(mod, "availability", None)
+                if check is not None:
+                    try:
+                        ok, why = check()
+                    except Exception as e:
+                        ok, why = False, f"{type(e).__name__}: {e}"
+        out.append({"name": name, "available": bool(ok), "why": why})
+    return out

@@ -107,7 +107,9 @@ class Program:
         self._lock = threading.RLock()          # specialising (the shared Context) and the cache
         self._update_lock = update_lock(graph)  # shared by the programs of one graph that update parameters
         self.backend = backend
-        evaluator_class(backend)                # an unknown name fails at compile time
+        # an unknown name fails at compile time; a backend that takes its engine's arrays (dask, jax) as feeds
+        # says so (`accepts_arrays`): they are checked by shape and dtype without converting them to NumPy
+        self._duck = bool(getattr(evaluator_class(backend), "accepts_arrays", False))
         self.outputs = list(outputs)
         self.updates = dict(updates)
         self.passes = passes_of(optimize)
@@ -153,24 +155,34 @@ class Program:
             self._specialize({n: n.shape for n in self.inputs})
 
     # -- running ---------------------------------------------------------------------------
-    def run(self, feeds: Mapping[Any, Any] | None = None) -> list[np.ndarray]:
-        """Compute the outputs on `feeds` (by name or node); then apply the updates in place."""
+    def run(self, feeds: Mapping[Any, Any] | None = None, **options: Any) -> list[np.ndarray]:
+        """Compute the outputs on `feeds` (by name or node); then apply the updates in place.
+
+        `options` go to the backend's evaluator (API section 12): `sharding=` and `numpy=` on "jax",
+        `compute=` and `chunks=` on "dask"; a backend refuses the options it does not know.
+        """
+        if options:
+            self._check_options(options)
         fed = self._check_feeds(feeds) if feeds else self._check_feeds({})
-        sig = tuple([fed[n].shape for n in self.inputs])
+        sig = tuple([tuple(fed[n].shape) for n in self.inputs])
         spec = self._cache.get(sig)
         if spec is None:
-            spec = self._specialize({n: fed[n].shape for n in self.inputs})
+            spec = self._specialize({n: tuple(fed[n].shape) for n in self.inputs})
         if spec is not self._last:
             self._use(spec)
+        if options:
+            options = dict(options, batch_axes=tuple(0 if len(n.shape) and n.shape[0] is None and
+                                                     n.op.name == "input" else None for n in spec.leaf_nodes))
         values = self.graph._values
         if not self.updates:
             try:
                 leaves = [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
             except KeyError:
                 self._leaves(spec, fed)        # raises the FeedError
-            results = spec.evaluator.run(leaves)
+            results = spec.evaluator.run(leaves, **options) if options else spec.evaluator.run(leaves)
             if spec.any_scalar:
-                results = [np.asarray(r) if s else r for r, s in zip(results, spec.scalar_out)]
+                results = [np.asarray(r) if s and isinstance(r, _NUMPY_LIKE) else r
+                           for r, s in zip(results, spec.scalar_out)]
             return results
         lock = self._update_lock
         lock.acquire()                         # read the parameters, compute, write: as if runs took turns
@@ -179,7 +191,7 @@ class Program:
                 leaves = [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
             except KeyError:
                 self._leaves(spec, fed)        # raises the FeedError
-            results = spec.evaluator.run(leaves)
+            results = spec.evaluator.run(leaves, **options) if options else spec.evaluator.run(leaves)
             k = len(self.outputs)
             for p, v in zip(self.updates, results[k:]):
                 stored = values.get(p)
@@ -191,8 +203,15 @@ class Program:
             lock.release()
         outs = results[:k]
         if spec.any_scalar:
-            outs = [np.asarray(r) if s else r for r, s in zip(outs, spec.scalar_out)]
+            outs = [np.asarray(r) if s and isinstance(r, _NUMPY_LIKE) else r for r, s in zip(outs, spec.scalar_out)]
         return outs
+
+    def _check_options(self, options: Mapping[str, Any]) -> None:
+        known = getattr(evaluator_class(self.backend), "run_options", frozenset())
+        bad = sorted(set(options) - set(known) | ({"batch_axes"} & set(options)))
+        if bad:
+            raise GraphCompilerError(f"backend {self.backend!r} takes no run option {', '.join(map(repr, bad))}"
+                                     f"{'; it takes ' + ', '.join(sorted(known - {'batch_axes'})) if known else ''}")
 
     def _leaves(self, spec: Specialization, fed: dict) -> list:
         values = self.graph._values
@@ -228,7 +247,7 @@ class Program:
                         value = check_feed(node, value)      # raises, naming both shapes
                 fed[origin] = value                          # the common case, checked cheaply
             else:
-                fed[origin] = check_feed(node, value)
+                fed[origin] = check_feed(node, value, self._duck)
         for n in self.inputs:
             if n not in fed:
                 self._missing(fed)
@@ -392,8 +411,38 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def check_feed(node: Node, value: Any) -> np.ndarray:
-    """A fed array, checked against the node's shape (None dims match any size) and dtype."""
+_NUMPY_LIKE = (np.ndarray, np.generic, float, int, bool)
+
+
+def check_feed(node: Node, value: Any, duck: bool = False) -> np.ndarray:
+    """A fed array, checked against the node's shape (None dims match any size) and dtype.
+
+    duck: an array of another engine (anything with shape, dtype and astype that is not NumPy's, e.g. a dask
+    or JAX array) is checked as it is, without converting it to NumPy (which would compute a dask array).
+    """
+    if duck and type(value) is not np.ndarray and hasattr(value, "shape") and hasattr(value, "dtype") \
+            and hasattr(value, "astype"):
+        arr = value
+        try:
+            dt = np.dtype(arr.dtype)
+        except TypeError:
+            raise FeedError(f"feed {node.name!r}: got {type(value).__name__} of dtype {arr.dtype}; feed a numeric "
+                            "array") from None
+        shape = tuple(arr.shape)
+        if dt.kind not in "biuf":
+            raise FeedError(f"feed {node.name!r}: got {type(value).__name__} of dtype {dt}; feed a numeric array")
+        if len(shape) != len(node.shape) or any(d is not None and d != a for d, a in zip(node.shape, shape)):
+            raise FeedError(f"feed {node.name!r} ({node.op.name}) expects shape {fmt_shape(node.shape)}, got "
+                            f"{fmt_shape(shape)}")
+        if any(not isinstance(a, (int, np.integer)) or a != a for a in shape):
+            raise FeedError(f"feed {node.name!r}: its shape {shape} has unknown sizes; compute the chunk sizes "
+                            "first (dask: x.compute_chunk_sizes())")
+        if dt != node.dtype:
+            if not np.can_cast(dt, node.dtype, casting="same_kind"):
+                raise FeedError(f"feed {node.name!r} ({node.op.name}) expects dtype {node.dtype}, got {dt}, "
+                                "which does not convert without changing kind (e.g. float to int)")
+            arr = arr.astype(node.dtype)
+        return arr
     arr = value if type(value) is np.ndarray else np.asarray(value)
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         raise FeedError(f"feed {node.name!r}: got {type(value).__name__} of dtype {arr.dtype}; feed a numeric array")

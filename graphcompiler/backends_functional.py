@@ -1,0 +1,497 @@
+"""The functional evaluator: a LoweredProgram run as pure array-API calls (no out= buffers, no in-place writes).
+
+The JAX, dask and CuPy backends share it. Each step is translated from its op record (`step.op`, its class
+and attributes, and the step's concrete shape and dtype) by one kernel of the table `KERNELS`:
+`kernel(env, step, *args) -> array`, written against `env.xp`, an array API namespace (array-api-compat).
+The few things the standard lacks or that differ per engine are methods of the `Env` (label-range checks,
+bit casts, erfinv); the non-standard kernels (softmax family, logsumexp, sigmoid, one-hot and the
+cross-entropies, scatter-add, the Threefry generator) are written once on top of the namespace.
+
+A program with an op that has no functional kernel is refused at load with a GraphCompilerError naming the
+ops and the backend: never a silently wrong result. This module imports only NumPy and lowered.py.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .compiler.lowered import Const, LoweredProgram
+from .errors import ExecutionError, GraphCompilerError
+
+Kernel = Callable[..., Any]
+KERNELS: dict[str, Kernel] = {}
+
+
+class Env:
+    """What kernels need beyond the namespace; subclassed per engine (jax, dask) where it differs."""
+
+    name = "array-api"
+
+    def __init__(self, xp: Any):
+        self.xp = xp
+
+    def check_labels(self, labels, n: int, label: str):
+        """labels, after checking 0 <= labels < n (eagerly here; jax and dask do it their own way)."""
+        lab = np.asarray(labels) if not hasattr(labels, "__array_namespace__") else labels
+        xp = self.xp
+        if math.prod(lab.shape) and bool(xp.any((lab < 0) | (lab >= n))):
+            bad = np.asarray(lab)[(np.asarray(lab) < 0) | (np.asarray(lab) >= n)].ravel()[0]
+            raise ExecutionError(f"while computing {label}: label {int(bad)} is out of range for {n} classes "
+                                 f"(labels must be in [0, {n}))")
+        return labels
+
+    def bitcast(self, x, dtype):
+        return x.view(dtype)
+
+    def erfinv(self, x):
+        from scipy.special import erfinv
+        return erfinv(x)
+
+    def asarray(self, value, dtype=None):
+        return self.xp.asarray(value, dtype=dtype)
+
+    def set_index(self, z, index, g):
+        """z with z[index] = g, as a new array (jax: z.at[index].set(g))."""
+        z = self.xp.asarray(z, copy=True)
+        z[index] = g
+        return z
+
+
+def kernel(*names: str) -> Callable[[Kernel], Kernel]:
+    def register(fn: Kernel) -> Kernel:
+        for n in names:
+            KERNELS[n] = fn
+        return fn
+    return register
+
+
+# -- elementwise ---------------------------------------------------------------------------------
+
+_UNARY = {"negative": "negative", "square": "square", "sqrt": "sqrt", "exp": "exp", "log": "log",
+          "log1p": "log1p", "sin": "sin", "cos": "cos", "tanh": "tanh", "abs": "abs", "sign": "sign"}
+_BINARY = {"add": "add", "subtract": "subtract", "multiply": "multiply", "divide": "divide", "power": "pow",
+           "maximum": "maximum", "minimum": "minimum", "greater": "greater", "less": "less",
+           "greater_equal": "greater_equal", "less_equal": "less_equal", "equal": "equal",
+           "not_equal": "not_equal"}
+
+
+def _unary(fname: str) -> Kernel:
+    return lambda env, st, x: getattr(env.xp, fname)(x)
+
+
+def _binary(fname: str) -> Kernel:
+    return lambda env, st, a, b: getattr(env.xp, fname)(a, b)
+
+
+for _op, _f in _UNARY.items():
+    KERNELS[_op] = _unary(_f)
+for _op, _f in _BINARY.items():
+    KERNELS[_op] = _binary(_f)
+
+
+@kernel("identity", "stop_gradient")
+def _identity(env, st, x):
+    return x
+
+
+@kernel("sigmoid")
+def _sigmoid(env, st, x):                     # exp(-log(1 + e^-x)): finite and accurate at |x| = 1e4
+    xp = env.xp
+    return xp.exp(-xp.logaddexp(xp.zeros_like(x), -x))
+
+
+@kernel("relu")
+def _relu(env, st, x):
+    return env.xp.maximum(x, env.xp.zeros_like(x))
+
+
+@kernel("where")
+def _where(env, st, c, a, b):
+    return env.xp.where(c, a, b)
+
+
+@kernel("astype")
+def _astype(env, st, x):
+    return env.xp.astype(x, _dt(env, st.dtype))
+
+
+# -- reductions and contractions -----------------------------------------------------------------
+
+@kernel("sum")
+def _sum(env, st, x):
+    return env.xp.sum(x, axis=tuple(st.op.axis), keepdims=st.op.keepdims)
+
+
+@kernel("mean")
+def _mean(env, st, x):
+    xp = env.xp
+    if x.dtype not in (xp.float32, xp.float64):
+        x = xp.astype(x, _dt(env, st.dtype))
+    return xp.mean(x, axis=tuple(st.op.axis), keepdims=st.op.keepdims)
+
+
+@kernel("max")
+def _max(env, st, x):
+    return env.xp.max(x, axis=tuple(st.op.axis), keepdims=st.op.keepdims)
+
+
+@kernel("matmul")
+def _matmul(env, st, a, b):
+    return env.xp.matmul(a, b)
+
+
+@kernel("dot_all")
+def _dot_all(env, st, a, b):
+    return env.xp.sum(a * b)
+
+
+# -- shapes --------------------------------------------------------------------------------------
+
+@kernel("reshape", "reshape_like", "expand_dims", "squeeze")
+def _reshape(env, st, x, *like):
+    return env.xp.reshape(x, tuple(st.shape))
+
+
+@kernel("transpose")
+def _transpose(env, st, x):
+    return env.xp.permute_dims(x, tuple(st.op.axes))
+
+
+@kernel("broadcast_to", "broadcast_like")
+def _broadcast(env, st, x, *like):
+    return env.xp.broadcast_to(x, tuple(st.shape))
+
+
+@kernel("sum_like")
+def _sum_like(env, st, g, like):
+    shape = tuple(st.shape)
+    if tuple(g.shape) == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + k for k, d in enumerate(shape) if d == 1 and g.shape[lead + k] != 1)
+    xp = env.xp
+    return xp.reshape(xp.sum(g, axis=axes, keepdims=True), shape) if axes else xp.reshape(g, shape)
+
+
+@kernel("zeros_like")
+def _zeros_like(env, st, x):
+    return env.xp.zeros(tuple(st.shape), dtype=_dt(env, st.dtype))
+
+
+@kernel("count")
+def _count(env, st, x):
+    n = math.prod(x.shape[a] for a in st.op.axis)
+    return env.asarray(n, dtype=_dt(env, st.dtype))
+
+
+def _index(index: tuple) -> tuple:
+    out = []
+    for it in index:
+        kind = it[0]
+        out.append(slice(*it[1:]) if kind == "s" else it[1] if kind == "i" else None if kind == "new" else ...)
+    return tuple(out)
+
+
+@kernel("getitem")
+def _getitem(env, st, x):
+    return x[_index(st.op.index)]
+
+
+@kernel("scatter_like")
+def _scatter_like(env, st, g, like):
+    """Zeros with g at a static basic index, built functionally: pad the selected block back to full size."""
+    xp = env.xp
+    z = xp.zeros(tuple(st.shape), dtype=_dt(env, st.dtype))
+    return env.set_index(z, _index(st.op.index), g)
+
+
+@kernel("concatenate")
+def _concatenate(env, st, *xs):
+    return env.xp.concat(list(xs), axis=st.op.axis)
+
+
+@kernel("concat_part")
+def _concat_part(env, st, g, *likes):
+    a = st.op.axis
+    start = sum(l.shape[a] for l in likes[:st.op.part])
+    stop = start + likes[st.op.part].shape[a]
+    return g[(slice(None),) * a + (slice(start, stop),)]
+
+
+@kernel("stack")
+def _stack(env, st, *xs):
+    return env.xp.stack(list(xs), axis=st.op.axis)
+
+
+@kernel("flip")
+def _flip(env, st, x):
+    return env.xp.flip(x, axis=tuple(st.op.axis))
+
+
+@kernel("roll")
+def _roll(env, st, x):
+    return env.xp.roll(x, shift=tuple(st.op.shift), axis=tuple(st.op.axis))
+
+
+# -- neural-network ops (not in the standard: written once on the namespace) ---------------------
+
+def _stable_max(xp, x, axis):
+    m = xp.max(x, axis=axis, keepdims=True)
+    return xp.where(xp.isfinite(m), m, xp.zeros_like(m))     # an all -inf slice stays -inf, not nan
+
+
+def logsumexp(xp, x, axis, keepdims):
+    m = _stable_max(xp, x, axis)
+    s = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    return s if keepdims else xp.squeeze(s, axis=axis)
+
+
+@kernel("softmax")
+def _softmax(env, st, x):
+    xp, a = env.xp, st.op.axis
+    e = xp.exp(x - _stable_max(xp, x, a))
+    return e / xp.sum(e, axis=a, keepdims=True)
+
+
+@kernel("log_softmax")
+def _log_softmax(env, st, x):
+    return x - logsumexp(env.xp, x, st.op.axis, True)
+
+
+@kernel("logsumexp")
+def _logsumexp(env, st, x):
+    return logsumexp(env.xp, x, tuple(st.op.axis), st.op.keepdims)
+
+
+def one_hot(env, labels, n: int, dtype):
+    """labels.shape + (n,): 1 at each label (a comparison with arange: no scatter, any engine)."""
+    xp = env.xp
+    return xp.astype(xp.expand_dims(labels, axis=-1) == xp.arange(n, dtype=labels.dtype), dtype)
+
+
+@kernel("one_hot")
+def _one_hot(env, st, labels, like):
+    return one_hot(env, labels, st.shape[-1], _dt(env, st.dtype))
+
+
+@kernel("one_hot_depth")
+def _one_hot_depth(env, st, labels):
+    labels = env.check_labels(labels, st.op.depth, st.label)
+    return one_hot(env, labels, st.op.depth, _dt(env, st.dtype))
+
+
+@kernel("softmax_cross_entropy")
+def _softmax_cross_entropy(env, st, logits, labels):
+    xp = env.xp
+    c = logits.shape[-1]
+    labels = env.check_labels(labels, c, st.label)
+    picked = xp.sum(logits * one_hot(env, labels, c, logits.dtype), axis=-1)
+    return xp.mean(logsumexp(xp, logits, -1, False) - picked)
+
+
+@kernel("pick_mean")
+def _pick_mean(env, st, logp, labels):
+    xp = env.xp
+    c = logp.shape[-1]
+    labels = env.check_labels(labels, c, st.label)
+    return -xp.mean(xp.sum(logp * one_hot(env, labels, c, logp.dtype), axis=-1))
+
+
+@kernel("minus_one_hot")
+def _minus_one_hot(env, st, p, labels):
+    return p - one_hot(env, labels, p.shape[-1], p.dtype)
+
+
+@kernel("mse")
+def _mse(env, st, p, t):
+    d = p - t
+    return env.xp.mean(d * d)
+
+
+# -- gathers and scatter-adds --------------------------------------------------------------------
+
+@kernel("take")
+def _take(env, st, x, idx):
+    idx = env.check_labels(idx, x.shape[st.op.axis], st.label)
+    xp = env.xp
+    flat = xp.reshape(idx, (-1,))
+    got = xp.take(x, flat, axis=st.op.axis)
+    return xp.reshape(got, tuple(st.shape))
+
+
+@kernel("scatter_add")
+def _scatter_add(env, st, target, idx, values):
+    """np.add.at as a contraction with a one-hot matrix: functional on every engine (O(n * size))."""
+    xp = env.xp
+    a, n = st.op.axis, st.shape[st.op.axis]
+    idx = env.check_labels(idx, n, st.label)
+    k = idx.ndim
+    oh = one_hot(env, xp.reshape(idx, (-1,)), n, values.dtype)                     # (m, n)
+    v = xp.moveaxis(values, tuple(range(a, a + k)), tuple(range(k))) if k and a else values
+    v = xp.reshape(v, (oh.shape[0], -1))                                           # (m, rest)
+    out = xp.reshape(xp.matmul(xp.permute_dims(oh, (1, 0)), v),
+                     (n,) + tuple(d for j, d in enumerate(st.shape) if j != a))
+    return xp.moveaxis(out, 0, a) if a else out
+
+
+# -- random numbers (Threefry-2x32, the same uint32 arithmetic as ops/random.py) -----------------
+
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def threefry2x32(env, key, x0, x1):
+    xp = env.xp
+    u32 = xp.uint32
+    k0, k1 = key[0], key[1]
+    ks = (k0, k1, k0 ^ k1 ^ env.asarray(0x1BD11BDA, dtype=u32))
+    x0 = x0 + ks[0]
+    x1 = x1 + ks[1]
+    for block in range(5):
+        for r in _ROTATIONS[block % 2]:
+            x0 = x0 + x1
+            x1 = xp.bitwise_left_shift(x1, env.asarray(r, dtype=u32)) | \
+                xp.bitwise_right_shift(x1, env.asarray(32 - r, dtype=u32))
+            x1 = x1 ^ x0
+        x0 = x0 + ks[(block + 1) % 3]
+        x1 = x1 + ks[(block + 2) % 3] + env.asarray(block + 1, dtype=u32)
+    return x0, x1
+
+
+def random_bits(env, key, shape, width):
+    xp = env.xp
+    n = math.prod(shape)
+    c = np.arange(n, dtype=np.uint64)
+    hi, lo = threefry2x32(env, key, env.asarray((c >> np.uint64(32)).astype(np.uint32)),
+                          env.asarray((c & np.uint64(0xFFFFFFFF)).astype(np.uint32)))
+    if width == 64:
+        bits = xp.bitwise_left_shift(xp.astype(hi, xp.uint64), env.asarray(32, dtype=xp.uint64)) | \
+            xp.astype(lo, xp.uint64)
+    else:
+        bits = hi ^ lo
+    return xp.reshape(bits, tuple(shape))
+
+
+def uniform_bits(env, key, shape, dtype):
+    xp = env.xp
+    if np.dtype(dtype) == np.float64:
+        bits = random_bits(env, key, shape, 64)
+        bits = xp.bitwise_right_shift(bits, env.asarray(12, dtype=xp.uint64)) | \
+            env.asarray(0x3FF0000000000000, dtype=xp.uint64)
+        return env.bitcast(bits, np.float64) - 1.0
+    bits = random_bits(env, key, shape, 32)
+    bits = xp.bitwise_right_shift(bits, env.asarray(9, dtype=xp.uint32)) | env.asarray(0x3F800000, dtype=xp.uint32)
+    return xp.astype(env.bitcast(bits, np.float32) - env.asarray(1.0, dtype=xp.float32), _dt(env, dtype))
+
+
+def _draw_shape(st, like):
+    return tuple(st.shape)
+
+
+@kernel("random_uniform")
+def _random_uniform(env, st, key, *like):
+    xp = env.xp
+    dt = np.dtype(st.dtype)
+    low, high = dt.type(st.op.low), dt.type(st.op.high)
+    u = uniform_bits(env, key, tuple(st.shape), dt) * (high - low) + low
+    return xp.minimum(xp.maximum(u, env.asarray(low, dtype=u.dtype)),
+                      env.asarray(np.nextafter(high, low), dtype=u.dtype))
+
+
+@kernel("random_normal")
+def _random_normal(env, st, key, *like):
+    xp = env.xp
+    dt = np.dtype(st.dtype)
+    lo = np.nextafter(dt.type(-1), dt.type(0))
+    u = uniform_bits(env, key, tuple(st.shape), dt) * (dt.type(1) - lo) + lo
+    u = xp.maximum(u, env.asarray(lo, dtype=u.dtype))
+    return xp.astype(env.asarray(np.sqrt(2), dtype=u.dtype) * env.erfinv(u), _dt(env, dt))
+
+
+@kernel("random_split")
+def _random_split(env, st, key):
+    n = st.op.n
+    hi, lo = threefry2x32(env, key, env.asarray(np.zeros(n, np.uint32)), env.asarray(np.arange(n, dtype=np.uint32)))
+    return env.xp.stack([hi, lo], axis=-1)
+
+
+# -- the evaluator -------------------------------------------------------------------------------
+
+def _dt(env, dtype):
+    """The namespace's dtype object for a NumPy dtype."""
+    return getattr(env.xp, np.dtype(dtype).name)
+
+
+def coverage() -> list[str]:
+    """The op names with a functional kernel."""
+    return sorted(KERNELS)
+
+
+def missing_kernels(lowered: LoweredProgram) -> list[str]:
+    return sorted({st.op_name for st in lowered.steps if st.op_name not in KERNELS})
+
+
+def check_coverage(lowered: LoweredProgram, backend: str) -> None:
+    """Refuse a program with ops the functional kernels do not cover (never a silently wrong result)."""
+    missing = missing_kernels(lowered)
+    if missing:
+        users = [st.label for st in lowered.steps if st.op_name in missing][:3]
+        raise GraphCompilerError(f"backend {backend!r} has no kernel for op{'s' if len(missing) > 1 else ''} "
+                                 f"{', '.join(missing)} (used by {'; '.join(users)}); run this program on "
+                                 f"backend='numpy'")
+
+
+def evaluate(env: Env, lowered: LoweredProgram, leaves: Sequence[Any], wrap_errors: bool = True) -> list:
+    """Every step of `lowered` as a pure call on env's namespace; the results in the order of lowered.results.
+
+    A result whose dtype differs from the step's (a promotion rule of the engine) is cast back, so every
+    engine computes in the program's dtypes.
+    """
+    values: list[Any] = [None] * lowered.n_slots
+    for s, v in zip(lowered.leaves, leaves):
+        values[s] = v
+    xp = env.xp
+    for st in lowered.steps:
+        # the graph inputs only: the NumPy call's extra constants (fast_kernel's) follow them
+        args = [a.value if isinstance(a, Const) else values[a] for a in st.args[:len(st.arg_names)]]
+        try:
+            r = KERNELS[st.op_name](env, st, *args)
+            want = _dt(env, st.dtype)
+            if getattr(r, "dtype", None) != want:
+                r = xp.astype(env.asarray(r) if not hasattr(r, "dtype") else r, want)
+        except GraphCompilerError:
+            raise
+        except Exception as e:
+            if not wrap_errors:
+                raise
+            shapes = ", ".join(f"{n}: {tuple(getattr(a, 'shape', ()))}" for n, a in zip(st.arg_names, args))
+            raise ExecutionError(f"while computing {st.label}: {type(e).__name__}: {e} "
+                                 f"(input shapes {shapes})") from e
+        values[st.slot] = r
+        for f in st.frees:
+            values[f] = None
+    return [r.value if isinstance(r, Const) else values[r] for r in lowered.results]
+
+
+class ArrayApiEvaluator:
+    """The functional evaluator on any array API namespace (NumPy through array-api-compat by default)."""
+
+    name = "array_api"
+    run_options: frozenset = frozenset()
+
+    def __init__(self, xp: Any = None):
+        if xp is None:
+            import array_api_compat.numpy as xp
+        self.env = Env(xp)
+
+    def load(self, lowered: LoweredProgram) -> "ArrayApiEvaluator":
+        check_coverage(lowered, self.name)
+        self.lowered = lowered
+        return self
+
+    def run(self, leaves: Sequence[Any]) -> list:
+        xp = self.env.xp
+        res = evaluate(self.env, self.lowered, [xp.asarray(v) for v in leaves])
+        return [np.array(r) for r in res]

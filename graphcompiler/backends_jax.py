@@ -1,0 +1,159 @@
+"""backend="jax": the whole specialised program as one jax.jit function (API section 12).
+
+The functional evaluator (backends_functional.py) traces the lowered program on jax.numpy once per
+specialisation. float64 graphs keep float64: tracing and every call run inside `jax.enable_x64(True)`, a
+context manager (thread-local), so the user's global JAX configuration is untouched. Parameters whose new
+values the program computes are donated (`donate_argnums`) when they come from NumPy (a fresh device copy
+is made per call anyway, so XLA may write the update into it); an array the user fed is never donated.
+
+Label-range checks (cross-entropies, one_hot, take) cannot raise inside jit: they are `checkify` checks, and
+a failed check raises ExecutionError naming the step after the call, before any result is returned.
+
+`run(leaves, sharding=mesh)`: a `jax.sharding.Mesh` (its first axis) or a `NamedSharding` splits axis 0 of
+every feed whose leading dim is None (Program passes which) over the devices; everything else is
+replicated; XLA inserts the reductions (gradients summed over the batch). `numpy=False` keeps the results
+as JAX arrays.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from .backends_functional import Env, check_coverage, evaluate
+from .compiler.lowered import LoweredProgram
+from .errors import ExecutionError, FeedError, GraphCompilerError
+
+
+def availability() -> tuple[bool, str]:
+    if importlib.util.find_spec("jax") is None:
+        return False, "jax is not installed (pip install 'graphcompiler[jax]')"
+    import jax
+    kinds = sorted({d.platform for d in jax.devices()})
+    return True, f"devices: {len(jax.devices())} ({', '.join(kinds)})"
+
+
+class JaxEnv(Env):
+    name = "jax"
+
+    def __init__(self):
+        import jax.numpy as jnp
+        super().__init__(jnp)
+        self.checked = False
+
+    def check_labels(self, labels, n, label):
+        from jax.experimental import checkify
+        self.checked = True
+        jnp = self.xp
+        checkify.check(jnp.all((labels >= 0) & (labels < n)),
+                       f"while computing {label}: a label is out of range for {n} classes "
+                       f"(labels must be in [0, {n}))")
+        return labels
+
+    def bitcast(self, x, dtype):
+        import jax
+        return jax.lax.bitcast_convert_type(x, np.dtype(dtype))
+
+    def erfinv(self, x):
+        import jax
+        return jax.scipy.special.erfinv(x)
+
+    def set_index(self, z, index, g):
+        return z.at[index].set(g)
+
+
+class JaxEvaluator:
+    """Runs a LoweredProgram as one jit-compiled JAX function; results as NumPy arrays unless numpy=False."""
+
+    name = "jax"
+    accepts_arrays = True
+    run_options = frozenset({"sharding", "numpy", "batch_axes"})
+
+    def load(self, lowered: LoweredProgram) -> "JaxEvaluator":
+        check_coverage(lowered, self.name)
+        from jax.experimental import checkify
+        self.lowered = lowered
+        self.env = env = JaxEnv()
+        self._lock = threading.Lock()
+
+        def program(*leaves):
+            return evaluate(env, lowered, leaves, wrap_errors=False)
+
+        # which leaves may be donated: parameters whose updated value the program returns
+        updated = set(lowered.updates)
+        self.donate = tuple(i for i, (n, k) in enumerate(zip(lowered.leaf_names, lowered.leaf_kinds))
+                            if k == "parameter" and n in updated)
+        self._fn = program
+        self._checked: bool | None = None           # whether a step checks labels (known after one trace)
+        self._jit: dict[bool, Any] = {}
+        self._checkify = checkify
+        return self
+
+    def _compiled(self, donate: bool, leaves) -> Any:
+        import jax
+        fn = self._jit.get(donate)
+        if fn is None:
+            program = self._fn
+            if self._checked is None:       # trace once to see whether any step checks labels
+                jax.eval_shape(program, *leaves)
+                self._checked = self.env.checked
+            if self._checked:
+                program = self._checkify.checkify(program, errors=self._checkify.user_checks)
+            fn = self._jit[donate] = jax.jit(program, donate_argnums=self.donate if donate else ())
+        return fn
+
+    def run(self, leaves: Sequence[Any], sharding: Any = None, numpy: bool = True,
+            batch_axes: Sequence[int | None] | None = None) -> list:
+        import jax
+        with jax.enable_x64(True):
+            leaves = list(leaves)
+            donate = bool(self.donate) and all(type(leaves[i]) is np.ndarray for i in self.donate)
+            if sharding is not None:
+                leaves = self._shard(leaves, sharding, batch_axes)
+            fn = self._compiled(donate, leaves)
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
+                    out = fn(*leaves)
+            except GraphCompilerError:
+                raise
+            except Exception as e:
+                raise ExecutionError(f"while running the jax program ({len(self.lowered.steps)} steps): "
+                                     f"{type(e).__name__}: {e}") from e
+            if self._checked:
+                err, out = out
+                msg = err.get()
+                if msg is not None:
+                    raise ExecutionError(msg.split(" (check failed at")[0].strip())
+            if numpy:
+                return [np.array(r) for r in out]
+            return list(out)
+
+    def _shard(self, leaves: list, sharding: Any, batch_axes) -> list:
+        import jax
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+        if isinstance(sharding, Mesh):
+            mesh = sharding
+            batch = NamedSharding(mesh, P(mesh.axis_names[0]))
+        elif isinstance(sharding, NamedSharding):
+            mesh, batch = sharding.mesh, sharding
+        else:
+            raise GraphCompilerError(f"sharding= takes a jax.sharding.Mesh or NamedSharding, not "
+                                     f"{type(sharding).__name__}")
+        replicated = NamedSharding(mesh, P())
+        n_dev = mesh.devices.size
+        axes = batch_axes or (None,) * len(leaves)
+        out = []
+        for leaf, ax, name in zip(leaves, axes, self.lowered.leaf_names):
+            if ax == 0:
+                if np.shape(leaf)[0] % n_dev:
+                    raise FeedError(f"feed {name!r}: its batch of {np.shape(leaf)[0]} rows does not split "
+                                    f"evenly over the {n_dev} devices of the mesh")
+                out.append(jax.device_put(leaf, batch))
+            else:
+                out.append(jax.device_put(leaf, replicated))
+        return out
