@@ -443,6 +443,13 @@ def check_coverage(lowered: LoweredProgram, backend: str) -> None:
                                  f"backend='numpy'")
 
 
+def _const(env: Env, value: Any) -> Any:
+    """A constant argument on the engine; a stand-in read only for its shape (zero strides) stays NumPy."""
+    if isinstance(value, np.ndarray) and value.size > 1 and not any(value.strides):
+        return value
+    return env.asarray(value)
+
+
 def evaluate(env: Env, lowered: LoweredProgram, leaves: Sequence[Any], wrap_errors: bool = True) -> list:
     """Every step of `lowered` as a pure call on env's namespace; the results in the order of lowered.results.
 
@@ -455,7 +462,7 @@ def evaluate(env: Env, lowered: LoweredProgram, leaves: Sequence[Any], wrap_erro
     xp = env.xp
     for st in lowered.steps:
         # the graph inputs only: the NumPy call's extra constants (fast_kernel's) follow them
-        args = [a.value if isinstance(a, Const) else values[a] for a in st.args[:len(st.arg_names)]]
+        args = [_const(env, a.value) if isinstance(a, Const) else values[a] for a in st.args[:len(st.arg_names)]]
         try:
             r = KERNELS[st.op_name](env, st, *args)
             want = _dt(env, st.dtype)

@@ -1,0 +1,124 @@
+"""backend="dask": the program as dask.array operations, for data bigger than memory or on a cluster.
+
+Every step is a call on the array API namespace of dask.array (array-api-compat), through the functional
+evaluator (backends_functional.py): elementwise steps stay blockwise over the chunks, reductions over the
+batch (losses, the parameter gradients' contractions) become dask's tree reductions, so a full-batch
+gradient runs chunk by chunk in bounded memory. Feeds may be dask arrays (chunked along any axis); NumPy feeds
+are chunked along axis 0 (`chunks=` rows per chunk, "auto" by default); parameters are single chunks.
+
+Results come back lazy (dask arrays) unless `compute=True`; a program with `updates` always computes (the
+parameters' new values are written into NumPy storage), its outputs and updates in one dask.compute so the
+shared graph is computed once. It runs on the local scheduler, or on the active dask.distributed Client.
+Label-range checks run inside the tasks that read the labels (map_blocks): a bad label raises when computed,
+as ExecutionError naming the step when the backend computes, as the task's ValueError (with the same
+message) when the user computes a lazy result.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, Sequence
+
+import numpy as np
+
+from .backends_functional import Env, check_coverage, evaluate
+from .compiler.lowered import LoweredProgram
+from .errors import ExecutionError, GraphCompilerError
+
+
+def availability() -> tuple[bool, str]:
+    for pkg in ("dask", "array_api_compat"):
+        if importlib.util.find_spec(pkg) is None:
+            return False, f"{pkg} is not installed (pip install 'graphcompiler[dask]')"
+    try:
+        from dask.distributed import get_client
+        client = get_client()
+        return True, f"on the active dask.distributed client ({len(client.scheduler_info()['workers'])} workers)"
+    except Exception:
+        return True, "local scheduler (no dask.distributed client is active)"
+
+
+def _check_block(block: np.ndarray, n: int, message: str) -> np.ndarray:
+    if block.size and (block.min() < 0 or block.max() >= n):
+        bad = block[(block < 0) | (block >= n)].ravel()[0]
+        raise ValueError(f"{message}: label {int(bad)} is out of range for {n} classes (labels must be in [0, {n}))")
+    return block
+
+
+def _view(block: np.ndarray, dtype) -> np.ndarray:
+    return block.view(dtype)
+
+
+def _erfinv(block: np.ndarray) -> np.ndarray:
+    from scipy.special import erfinv
+    return erfinv(block)
+
+
+class DaskEnv(Env):
+    name = "dask"
+
+    def __init__(self):
+        import array_api_compat.dask.array as xp
+        super().__init__(xp)
+
+    def check_labels(self, labels, n, label):
+        if not hasattr(labels, "map_blocks"):
+            return super().check_labels(labels, n, label)
+        return labels.map_blocks(_check_block, n, f"while computing {label}", dtype=labels.dtype)
+
+    def bitcast(self, x, dtype):
+        return x.map_blocks(_view, np.dtype(dtype), dtype=np.dtype(dtype))
+
+    def erfinv(self, x):
+        return x.map_blocks(_erfinv, dtype=x.dtype)
+
+    def set_index(self, z, index, g):
+        z = z.copy()
+        z[index] = g
+        return z
+
+
+class DaskEvaluator:
+    """Runs a LoweredProgram as dask.array operations; lazy results unless compute=True (or updates)."""
+
+    name = "dask"
+    accepts_arrays = True
+    run_options = frozenset({"compute", "chunks", "batch_axes"})
+
+    def load(self, lowered: LoweredProgram) -> "DaskEvaluator":
+        check_coverage(lowered, self.name)
+        self.lowered = lowered
+        self.env = DaskEnv()
+        return self
+
+    def run(self, leaves: Sequence[Any], compute: bool = False, chunks: Any = "auto",
+            batch_axes: Sequence[int | None] | None = None) -> list:
+        import dask
+        import dask.array as da
+        lw = self.lowered
+        arrays = []
+        for k, (leaf, kind) in enumerate(zip(leaves, lw.leaf_kinds)):
+            if isinstance(leaf, da.Array):
+                arrays.append(leaf)
+                continue
+            leaf = np.asarray(leaf)
+            batched = kind == "feed" and leaf.ndim > 0 and (batch_axes is None or batch_axes[k] == 0)
+            arrays.append(da.from_array(leaf, chunks=(chunks,) + (-1,) * (leaf.ndim - 1) if batched else -1))
+        results = evaluate(self.env, lw, arrays)
+        if not (compute or lw.updates):
+            return results
+        lazy = [k for k, r in enumerate(results) if isinstance(r, da.Array)]
+        try:
+            done = dask.compute(*[results[k] for k in lazy])
+        except GraphCompilerError:
+            raise
+        except Exception as e:
+            msg = str(e)
+            if msg.startswith("while computing"):
+                raise ExecutionError(msg) from e
+            raise ExecutionError(f"while computing the dask program ({len(lw.steps)} steps): "
+                                 f"{type(e).__name__}: {e}") from e
+        out = list(results)
+        for k, v in zip(lazy, done):
+            out[k] = np.asarray(v)
+        return [np.array(r) if not isinstance(r, np.ndarray) else r for r in out]

@@ -1,0 +1,240 @@
+"""The jax, dask and cupy backends (API section 12) give the NumPy evaluator's results, with the same errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import graphcompiler as gc
+from graphcompiler.backends_functional import KERNELS, coverage
+from test_compiler import PASS_SETS, d2l_mlp, random_graph
+from test_lowered import mlp
+
+jax = pytest.importorskip("jax")
+da = pytest.importorskip("dask.array")
+
+BACKENDS = ["jax", "dask"]
+
+
+def close(a, b, dtype="float64"):
+    tol = 2e-5 if np.dtype(dtype) == np.float32 else 1e-10
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol)
+
+
+def computed(results):
+    return [r.compute() if hasattr(r, "compute") else r for r in results]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("optimize", [True, False])
+def test_mlp_step_agrees(backend, optimize):
+    g, J, grads, (W1, W2), feeds = mlp()
+    outs = [J, grads[W1], grads[W2]]
+    ref = gc.compile(outs, optimize=optimize).run(feeds)
+    got = computed(gc.compile(outs, optimize=optimize, backend=backend).run(feeds))
+    for a, b in zip(got, ref):
+        assert np.asarray(a).shape == b.shape and np.asarray(a).dtype == b.dtype
+        close(a, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_d2l_mlp_keeps_its_dtype(backend, dtype):
+    g, J, grads, (W1, W2), feeds = d2l_mlp(dtype, act=gc.sigmoid)
+    outs = [J, grads[W1], grads[W2]]
+    ref = gc.compile(outs).run(feeds)
+    got = computed(gc.compile(outs, backend=backend).run(feeds))
+    for a, b in zip(got, ref):
+        assert np.asarray(a).dtype == b.dtype == np.dtype(dtype)
+        close(a, b, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_updates_are_applied(backend):
+    g, J, grads, (W1, W2), feeds = mlp()
+    ref_g = gc.compile([grads[W1], grads[W2]]).run(feeds)
+    w1, w2 = g.value(W1).copy(), g.value(W2).copy()
+    p = gc.compile([J], updates={W1: W1 - 0.1 * grads[W1], W2: W2 - 0.1 * grads[W2]}, backend=backend)
+    p.run(feeds)
+    close(g.value(W1), w1 - 0.1 * ref_g[0])
+    close(g.value(W2), w2 - 0.1 * ref_g[1])
+    ref_g2 = gc.compile([grads[W1]]).run(feeds)     # a second step from the updated values
+    p.run(feeds)
+    close(g.value(W1), w1 - 0.1 * ref_g[0] - 0.1 * ref_g2[0])
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_graph(), st.sampled_from(PASS_SETS), st.sampled_from(BACKENDS))
+def test_random_graphs_agree(outputs, optimize, backend):
+    rng = np.random.default_rng(1)
+    feeds = {"a": rng.standard_normal((3, 4)) * 0.5, "b": rng.standard_normal((3, 4)) * 0.5}
+    ref = gc.compile(outputs, optimize=optimize).run(feeds)
+    got = computed(gc.compile(outputs, optimize=optimize, backend=backend).run(feeds))
+    for a, b, o in zip(got, ref, outputs):
+        assert np.asarray(a).shape == b.shape
+        close(a, b, o.dtype)
+
+
+# -- jax ------------------------------------------------------------------------------------------
+
+def test_jax_float64_without_touching_the_global_config():
+    import jax.numpy as jnp
+    before = jax.config.jax_enable_x64
+    g, J, grads, (W1, W2), feeds = mlp()
+    got = gc.compile([J, grads[W1]], backend="jax").run(feeds)
+    assert got[1].dtype == np.float64
+    ref = gc.compile([J, grads[W1]]).run(feeds)
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-13, atol=1e-15)   # float64 accuracy, not float32
+    assert jax.config.jax_enable_x64 == before
+    if not before:
+        assert jnp.ones(3).dtype == jnp.float32        # the user's JAX code elsewhere keeps float32
+
+
+def test_jax_keeps_device_arrays_when_asked():
+    g, J, grads, (W1, W2), feeds = mlp()
+    out = gc.compile([J, grads[W1]], backend="jax").run(feeds, numpy=False)
+    assert all(isinstance(r, jax.Array) for r in out)
+    out = gc.compile([J, grads[W1]], backend="jax").run(feeds)
+    assert all(isinstance(r, np.ndarray) and r.flags.writeable for r in out)
+
+
+def test_jax_random_ops_give_the_numpy_numbers():
+    g = gc.Graph("rand")
+    k = g.input("k", shape=(2,), dtype="uint32")
+    outs = [gc.random.normal(k, (4, 5)), gc.random.uniform(k, (7,), "float32", low=-2, high=3),
+            gc.random.normal(k, (6,), "float32")]
+    feeds = {"k": gc.random.key(42)}
+    ref = gc.compile(outs).run(feeds)
+    got = gc.compile(outs, backend="jax").run(feeds)
+    np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=5e-7)   # same bits; XLA may fuse the scaling (1 ulp of 3)
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-12)     # erfinv: XLA's and SciPy's differ in the last bits
+    np.testing.assert_allclose(got[2], ref[2], rtol=1e-5)
+
+
+def test_jax_sharding_on_one_device_mesh():
+    from jax.sharding import Mesh
+    g, J, grads, (W1, W2), feeds = mlp()
+    outs = [J, grads[W1], grads[W2]]
+    ref = gc.compile(outs).run(feeds)
+    mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
+    got = gc.compile(outs, backend="jax").run(feeds, sharding=mesh)
+    for a, b in zip(got, ref):
+        close(a, b)
+
+
+# -- dask -----------------------------------------------------------------------------------------
+
+def test_dask_is_lazy_and_takes_chunked_feeds():
+    g, J, grads, (W1, W2), feeds = mlp()
+    outs = [J, grads[W1], grads[W2]]
+    ref = gc.compile(outs).run(feeds)
+    p = gc.compile(outs, backend="dask")
+    lazy = p.run({"x": da.from_array(feeds["x"], chunks=(2, 4)), "y": da.from_array(feeds["y"], chunks=2)})
+    assert all(isinstance(r, da.Array) for r in lazy)
+    for a, b in zip(lazy, ref):
+        close(a.compute(), b)
+    done = p.run(feeds, compute=True, chunks=3)
+    assert all(isinstance(r, np.ndarray) for r in done)
+    for a, b in zip(done, ref):
+        close(a, b)
+
+
+def test_dask_gradient_over_many_chunks_is_a_tree_reduction():
+    rng = np.random.default_rng(3)
+    g, J, grads, (W1, W2), _ = mlp()
+    x = rng.standard_normal((400, 4))
+    y = rng.integers(0, 3, 400)
+    ref = gc.compile([J, grads[W1]]).run({"x": x, "y": y})
+    lazy = gc.compile([J, grads[W1]], backend="dask").run({"x": da.from_array(x, chunks=(25, 4)),
+                                                          "y": da.from_array(y, chunks=25)})
+    assert lazy[1].numblocks == (1, 1) and len(lazy[1].dask) > 16 * 3    # per-chunk partials, then reduced
+    for a, b in zip(lazy, ref):
+        close(a.compute(), b)
+
+
+@pytest.mark.slow
+def test_dask_on_a_distributed_local_cluster():
+    distributed = pytest.importorskip("dask.distributed")
+    g, J, grads, (W1, W2), feeds = mlp()
+    outs = [J, grads[W1], grads[W2]]
+    ref = gc.compile(outs).run(feeds)
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+                                  memory_limit="500MB") as cluster, distributed.Client(cluster) as client:
+        assert any(b["name"] == "dask" and "client" in b["why"] for b in gc.backends())
+        got = gc.compile(outs, backend="dask").run(feeds, compute=True, chunks=2)
+        for a, b in zip(got, ref):
+            close(a, b)
+        assert len(client.scheduler_info()["workers"]) == 2
+
+
+# -- errors, options, the list of backends ---------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_feeds_are_feed_errors_before_running(backend):
+    g, J, grads, (W1, W2), feeds = mlp()
+    p = gc.compile([J], backend=backend)
+    with pytest.raises(gc.FeedError, match="feed 'x'.*expects shape"):
+        p.run(dict(feeds, x=np.zeros((6, 5))))
+    with pytest.raises(gc.FeedError, match="feed 'y'.*dtype"):
+        p.run(dict(feeds, y=feeds["y"].astype(float)))
+    with pytest.raises(gc.FeedError, match="input 'y'"):
+        p.run({"x": feeds["x"]})
+    if backend == "dask":
+        with pytest.raises(gc.FeedError, match="feed 'x'.*expects shape"):
+            p.run(dict(feeds, x=da.zeros((6, 5))))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("optimize", [True, False])
+def test_a_bad_label_names_the_users_node(backend, optimize):
+    g, J, grads, (W1, W2), feeds = mlp()
+    bad = dict(feeds, y=np.array([0, 1, 2, 0, 1, 7]))
+    p = gc.compile([J, grads[W1]], optimize=optimize, backend=backend)
+    with pytest.raises(gc.ExecutionError, match="while computing L = softmax_cross_entropy.*out of range"):
+        p.run(bad, **({"compute": True} if backend == "dask" else {}))
+    close(computed(p.run(feeds))[0], gc.compile([J]).run(feeds)[0])    # and the program still runs
+
+
+def test_ops_without_a_functional_kernel_are_refused_by_name():
+    assert "pad" not in KERNELS
+    g = gc.Graph("pad")
+    x = g.input("x", shape=(3,))
+    with pytest.raises(gc.GraphCompilerError, match="backend 'jax' has no kernel for op pad.*padded"):
+        gc.compile([gc.pad(x, 1, name="padded")], backend="jax").run({"x": np.ones(3)})
+
+
+def test_run_options_are_checked_per_backend():
+    g, J, grads, (W1, W2), feeds = mlp()
+    with pytest.raises(gc.GraphCompilerError, match="backend 'numpy' takes no run option 'sharding'"):
+        gc.compile([J]).run(feeds, sharding=None)
+    with pytest.raises(gc.GraphCompilerError, match="backend 'jax' takes no run option 'compute'.*sharding"):
+        gc.compile([J], backend="jax").run(feeds, compute=True)
+
+
+def test_backends_lists_each_with_why():
+    listed = {b["name"]: b for b in gc.backends()}
+    assert {"numpy", "jax", "dask", "cupy"} <= set(listed)
+    assert listed["numpy"]["available"] and listed["jax"]["available"] and listed["dask"]["available"]
+    assert "cpu" in listed["jax"]["why"] or "gpu" in listed["jax"]["why"]
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        assert not listed["cupy"]["available"] and "cupy is not installed" in listed["cupy"]["why"]
+
+
+def test_coverage_includes_the_mlp_ops():
+    for op in ("matmul", "relu", "softmax_cross_entropy", "pick_mean", "minus_one_hot", "sum", "mean", "add",
+               "transpose", "sum_like", "random_normal", "scatter_add"):
+        assert op in coverage()
+
+
+def test_cupy_on_a_gpu():
+    ok = {b["name"]: b for b in gc.backends()}["cupy"]
+    if not ok["available"]:
+        pytest.skip(f"cupy backend: {ok['why']}")
+    g, J, grads, (W1, W2), feeds = mlp()
+    outs = [J, grads[W1], grads[W2]]
+    ref = gc.compile(outs).run(feeds)
+    for a, b in zip(gc.compile(outs, backend="cupy").run(feeds), ref):
+        close(a, b)
