@@ -236,6 +236,53 @@ def _roll(env, st, x):
     return env.xp.roll(x, shift=tuple(st.op.shift), axis=tuple(st.op.axis))
 
 
+@kernel("pad")
+def _pad(env, st, x):
+    xp, pw = env.xp, st.op.pad_width
+    dt = _dt(env, st.dtype)
+    for k in range(x.ndim):
+        lo, hi = pw[2 * k], pw[2 * k + 1]
+        if lo or hi:
+            side = lambda n: xp.full(tuple(x.shape[:k]) + (n,) + tuple(x.shape[k + 1:]), st.op.value, dtype=dt)
+            x = xp.concat(([side(lo)] if lo else []) + [x] + ([side(hi)] if hi else []), axis=k)
+    return x
+
+
+def _tiled_base(x, reps):
+    return (1,) * (len(reps) - x.ndim) + tuple(x.shape)
+
+
+@kernel("tile")
+def _tile(env, st, x):
+    """np.tile as reshape, broadcast, reshape: (d,) -> (1, d) -> (r, d) -> (r * d,) per axis."""
+    xp, reps = env.xp, tuple(st.op.reps)
+    base = _tiled_base(x, reps)
+    split = tuple(v for d in base for v in (1, d))
+    wide = tuple(v for r, d in zip(reps, base) for v in (r, d))
+    return xp.reshape(xp.broadcast_to(xp.reshape(x, split), wide), tuple(st.shape))
+
+
+@kernel("tile_sum")
+def _tile_sum(env, st, g, like):
+    xp, reps = env.xp, tuple(st.op.reps)
+    base = (1,) * (len(reps) - len(st.shape)) + tuple(st.shape)
+    split = tuple(v for r, d in zip(reps, base) for v in (r, d))
+    return xp.reshape(xp.sum(xp.reshape(g, split), axis=tuple(range(0, 2 * len(base), 2))), tuple(st.shape))
+
+
+@kernel("repeat")
+def _repeat(env, st, x):
+    xp, a, n = env.xp, st.op.axis, st.op.n
+    e = xp.expand_dims(x, axis=a + 1)
+    return xp.reshape(xp.broadcast_to(e, tuple(x.shape[:a + 1]) + (n,) + tuple(x.shape[a + 1:])), tuple(st.shape))
+
+
+@kernel("repeat_sum")
+def _repeat_sum(env, st, g):
+    xp, a, n = env.xp, st.op.axis, st.op.n
+    return xp.sum(xp.reshape(g, tuple(g.shape[:a]) + (g.shape[a] // n, n) + tuple(g.shape[a + 1:])), axis=a + 1)
+
+
 # -- neural-network ops (not in the standard: written once on the namespace) ---------------------
 
 def _stable_max(xp, x, axis):
@@ -415,6 +462,23 @@ def _random_split(env, st, key):
     n = st.op.n
     hi, lo = threefry2x32(env, key, env.asarray(np.zeros(n, np.uint32)), env.asarray(np.arange(n, dtype=np.uint32)))
     return env.xp.stack([hi, lo], axis=-1)
+
+
+@kernel("random_bernoulli")
+def _random_bernoulli(env, st, key, p):
+    dt = np.dtype(p.dtype) if np.dtype(p.dtype) in (np.float32, np.float64) else np.dtype(np.float64)
+    return uniform_bits(env, key, tuple(st.shape), dt) < p
+
+
+@kernel("dropout_mask")
+def _dropout_mask(env, st, key, like):
+    xp = env.xp
+    keep = 1.0 - st.op.rate
+    dt = _dt(env, st.dtype)
+    if keep == 0.0:
+        return xp.zeros(tuple(st.shape), dtype=dt)
+    kept = uniform_bits(env, key, tuple(st.shape), np.float64) < keep
+    return xp.astype(xp.astype(kept, xp.float64) * (1.0 / keep), dt)
 
 
 # -- the evaluator -------------------------------------------------------------------------------

@@ -238,3 +238,24 @@ def test_cupy_on_a_gpu():
     ref = gc.compile(outs).run(feeds)
     for a, b in zip(gc.compile(outs, backend="cupy").run(feeds), ref):
         close(a, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_shape_and_random_ops_agree(backend):
+    """pad, tile, repeat and their gradients, dropout and bernoulli draws: the NumPy evaluator's numbers."""
+    g = gc.Graph("t")
+    x = g.input("x", shape=(None, 3))
+    k = g.input("k", shape=(2,), dtype="uint32")
+    W = g.parameter("W", np.linspace(-1, 1, 6).reshape(3, 2))
+    h = gc.matmul(x, W)
+    outs = [gc.pad(h, ((1, 2), (0, 1)), value=0.5), gc.tile(h, (2, 3)), gc.repeat(h, 3, axis=1), gc.tile(W, (2,))]
+    t = gc.sum(gc.tile(h, (2, 1)) * 1.5) + gc.sum(gc.repeat(h, 2, axis=0) ** 2) + gc.sum(gc.pad(h, 1) ** 2)
+    t = t + gc.sum(gc.dropout(h, 0.3, k) ** 2)
+    gr = gc.build_grad(t, [x, W])
+    outs += [t, gr[x], gr[W], gc.random.bernoulli(k, 0.3, (20,)), gc.one_hot(gc.astype(x[:, 0] > 0, "int64"), 2)]
+    feeds = {"x": np.random.default_rng(0).standard_normal((4, 3)), "k": gc.random.key(3)}
+    ref = gc.compile(outs).run(feeds)
+    got = computed(gc.compile(outs, backend=backend).run(feeds))
+    for a, b in zip(got, ref):
+        assert np.asarray(a).dtype == b.dtype and np.asarray(a).shape == b.shape
+        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-12, atol=1e-12)
