@@ -9,6 +9,7 @@ are chunked along axis 0 (`chunks=` rows per chunk, "auto" by default); paramete
 Results come back lazy (dask arrays) unless `compute=True`; a program with `updates` always computes (the
 parameters' new values are written into NumPy storage), its outputs and updates in one dask.compute so the
 shared graph is computed once. It runs on the local scheduler, or on the active dask.distributed Client.
+With nan_check, every floating step's chunks are checked in their tasks (NumericsError naming the step).
 Label-range checks run inside the tasks that read the labels (map_blocks): a bad label raises when computed,
 as ExecutionError naming the step when the backend computes, as the task's ValueError (with the same
 message) when the user computes a lazy result.
@@ -23,7 +24,7 @@ import numpy as np
 
 from .backends_functional import Env, check_coverage, evaluate
 from .compiler.lowered import LoweredProgram
-from .errors import ExecutionError, GraphCompilerError
+from .errors import ExecutionError, GraphCompilerError, NumericsError
 
 
 def availability() -> tuple[bool, str]:
@@ -42,6 +43,13 @@ def _check_block(block: np.ndarray, n: int, message: str) -> np.ndarray:
     if block.size and (block.min() < 0 or block.max() >= n):
         bad = block[(block < 0) | (block >= n)].ravel()[0]
         raise ValueError(f"{message}: label {int(bad)} is out of range for {n} classes (labels must be in [0, {n}))")
+    return block
+
+
+def _finite_block(block: np.ndarray, message: str) -> np.ndarray:
+    if block.size and not np.all(np.isfinite(block)):
+        bad = "NaN" if np.isnan(block).any() else "infinity"
+        raise FloatingPointError(f"{message} produced {bad}")
     return block
 
 
@@ -65,6 +73,11 @@ class DaskEnv(Env):
         if not hasattr(labels, "map_blocks"):
             return super().check_labels(labels, n, label)
         return labels.map_blocks(_check_block, n, f"while computing {label}", dtype=labels.dtype)
+
+    def check_finite(self, st, r, args):
+        if not hasattr(r, "map_blocks"):
+            return super().check_finite(st, r, args)
+        return r.map_blocks(_finite_block, f"while computing {st.label}: the {st.op_name} step", dtype=r.dtype)
 
     def bitcast(self, x, dtype):
         return x.map_blocks(_view, np.dtype(dtype), dtype=np.dtype(dtype))
@@ -115,7 +128,7 @@ class DaskEvaluator:
         except Exception as e:
             msg = str(e)
             if msg.startswith("while computing"):
-                raise ExecutionError(msg) from e
+                raise (NumericsError if isinstance(e, FloatingPointError) else ExecutionError)(msg) from e
             raise ExecutionError(f"while computing the dask program ({len(lw.steps)} steps): "
                                  f"{type(e).__name__}: {e}") from e
         out = list(results)

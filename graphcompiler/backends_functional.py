@@ -43,6 +43,12 @@ class Env:
                                  f"(labels must be in [0, {n}))")
         return labels
 
+    def check_finite(self, st, r, args):
+        """nan_check: r, after checking it holds no NaN or infinity (NumericsError naming the step)."""
+        from .runtime import check_finite
+        check_finite(st.label, st.op_name, np.asarray(r), [np.asarray(a) for a in args], st.arg_names)
+        return r
+
     def bitcast(self, x, dtype):
         return x.view(dtype)
 
@@ -532,6 +538,8 @@ def evaluate(env: Env, lowered: LoweredProgram, leaves: Sequence[Any], wrap_erro
             want = _dt(env, st.dtype)
             if getattr(r, "dtype", None) != want:
                 r = xp.astype(env.asarray(r) if not hasattr(r, "dtype") else r, want)
+            if lowered.nan_check and np.dtype(st.dtype).kind == "f":
+                r = env.check_finite(st, r, args)
         except GraphCompilerError:
             raise
         except Exception as e:

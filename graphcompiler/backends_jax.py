@@ -6,6 +6,9 @@ context manager (thread-local), so the user's global JAX configuration is untouc
 values the program computes are donated (`donate_argnums`) when they come from NumPy (a fresh device copy
 is made per call anyway, so XLA may write the update into it); an array the user fed is never donated.
 
+With nan_check=True the program runs op by op without jit (slow), so a NaN or infinity is reported as
+NumericsError naming the step that made it, as on NumPy.
+
 Label-range checks (cross-entropies, one_hot, take) cannot raise inside jit: they are `checkify` checks, and
 a failed check raises ExecutionError naming the step after the call, before any result is returned.
 
@@ -54,6 +57,10 @@ class JaxEnv(Env):
                        f"(labels must be in [0, {n}))")
         return labels
 
+    def check_finite(self, st, r, args):
+        """nan_check: a program with nan_check runs eagerly (op by op), so the check names the step."""
+        return super().check_finite(st, r, args)
+
     def bitcast(self, x, dtype):
         import jax
         return jax.lax.bitcast_convert_type(x, np.dtype(dtype))
@@ -81,7 +88,7 @@ class JaxEvaluator:
         self._lock = threading.Lock()
 
         def program(*leaves):
-            return evaluate(env, lowered, leaves, wrap_errors=False)
+            return evaluate(env, lowered, leaves)      # an error while tracing names the step
 
         # which leaves may be donated: parameters whose updated value the program returns
         updated = set(lowered.updates)
@@ -114,6 +121,9 @@ class JaxEvaluator:
             donate = bool(self.donate) and all(type(leaves[i]) is np.ndarray for i in self.donate)
             if sharding is not None:
                 leaves = self._shard(leaves, sharding, batch_axes)
+            if self.lowered.nan_check:        # op by op, unjitted: each step's result is checked and named
+                out = evaluate(self.env, self.lowered, [jax.numpy.asarray(v) for v in leaves])
+                return [np.array(r) for r in out] if numpy else list(out)
             fn = self._compiled(donate, leaves)
             try:
                 with warnings.catch_warnings():

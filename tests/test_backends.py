@@ -259,3 +259,26 @@ def test_shape_and_random_ops_agree(backend):
     for a, b in zip(got, ref):
         assert np.asarray(a).dtype == b.dtype and np.asarray(a).shape == b.shape
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_check_names_the_step(backend):
+    g = gc.Graph("nan")
+    x = g.input("x", shape=(None, 2))
+    s = gc.sum(gc.log(x, name="logx"), name="s")
+    p = gc.compile([s], nan_check=True, backend=backend)
+    opts = {"compute": True} if backend == "dask" else {}
+    close(p.run({"x": np.ones((3, 2))}, **opts)[0], 0.0)
+    with pytest.raises(gc.NumericsError, match="while computing logx = log\\(x\\).*NaN"):
+        p.run({"x": -np.ones((3, 2))}, **opts)
+
+
+def test_jax_takes_jax_arrays_as_feeds():
+    import jax.numpy as jnp
+    g, J, grads, (W1, W2), feeds = mlp()
+    ref = gc.compile([J, grads[W1]]).run(feeds)
+    with jax.enable_x64(True):
+        jfeeds = {"x": jnp.asarray(feeds["x"]), "y": jnp.asarray(feeds["y"])}
+    got = gc.compile([J, grads[W1]], backend="jax").run(jfeeds, numpy=False)
+    for a, b in zip(got, ref):
+        close(np.asarray(a), b)
