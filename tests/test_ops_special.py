@@ -398,3 +398,23 @@ def test_every_new_op_is_public_and_in_the_table():
         assert n in ROUND
     tested = " ".join(c.id for c in CASES)
     assert not [n for n in names if n not in tested and n not in ("argmax", "argmin")]
+
+
+@pytest.mark.parametrize("op,attr,bad,message", [
+    ("einsum", "subscripts", "ij,jk->ikk", "repeats a letter"), ("einsum", "subscripts", "i$,j->i", "not a letter"),
+    ("einsum", "subscripts", "ij,jk->iz", "in no input"), ("var", "ddof", -1, "ddof"),
+    ("polygamma", "n", -2, "non-negative"), ("cumsum", "axis", 5, "out of range"),
+])
+def test_the_loader_checks_the_new_attributes(op, attr, bad, message, tmp_path):
+    import json
+    g = gc.Graph("bad")
+    x = g.input("x", shape=(3, 3))
+    node = {"einsum": lambda: gc.einsum("ij,jk->ik", x, x), "var": lambda: gc.var(x, ddof=1),
+            "polygamma": lambda: polygamma(1, x), "cumsum": lambda: gc.cumsum(x, 1)}[op]()
+    doc = json.loads(gc.io.dumps(g))
+    rec = next(r for r in doc["nodes"] if r["name"] == node.name)
+    rec["attrs"][attr] = bad
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(gc.GraphFileError, match=message):
+        gc.load(path)

@@ -102,8 +102,8 @@ def canonical(subscripts: str, ranks: Sequence[int]) -> str:
 @functools.lru_cache(maxsize=256)
 def _path(subscripts: str, shapes: tuple) -> list | bool:
     """The contraction order NumPy's optimiser picks, found once per (subscripts, shapes)."""
-    if len(shapes) < 3:
-        return len(shapes) == 2                       # two operands: let NumPy use BLAS when it can
+    if len(shapes) < 2:
+        return False
     return np.einsum_path(subscripts, *[np.empty(s) for s in shapes], optimize="greedy")[0]
 
 

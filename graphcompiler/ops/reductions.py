@@ -113,6 +113,9 @@ class Var(Reduction):
     name: ClassVar[str] = "var"
     ddof: int = 0
 
+    def __post_init__(self):
+        _check_ddof(self.ddof, self.name)
+
     def out_dtype(self, dtype):
         return dtype if dtype.kind == "f" else np.dtype("float64")
 
@@ -134,6 +137,9 @@ class Var(Reduction):
 class Std(Reduction):
     name: ClassVar[str] = "std"
     ddof: int = 0
+
+    def __post_init__(self):
+        _check_ddof(self.ddof, self.name)
 
     def out_dtype(self, dtype):
         return dtype if dtype.kind == "f" else np.dtype("float64")
