@@ -418,3 +418,18 @@ def test_the_loader_checks_the_new_attributes(op, attr, bad, message, tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(gc.GraphFileError, match=message):
         gc.load(path)
+
+
+@pytest.mark.parametrize("subs", ["ij->ji", "ii->i", "ij->ij", "ij"])
+def test_einsum_of_one_operand_is_not_a_view_the_planner_can_overwrite(subs):
+    """np.einsum of one operand returns a view; the planner reuses the dying input's buffer for sin(y)."""
+    xv = np.random.default_rng(0).standard_normal((30, 30))
+    g = gc.Graph()
+    x = g.input("x", shape=(30, 30))
+    y = gc.exp(x)
+    t = gc.einsum(subs, y)
+    w = gc.tanh(gc.sin(y) * 2.0) + 1.0
+    (v,) = gc.compile([gc.sum(t) * gc.sum(w) + gc.sum(t * t)]).run({"x": xv})
+    yv = np.exp(xv)
+    tv = np.einsum(subs, yv)
+    np.testing.assert_allclose(v, tv.sum() * (np.tanh(np.sin(yv) * 2) + 1).sum() + (tv * tv).sum(), rtol=1e-12)

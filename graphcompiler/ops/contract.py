@@ -129,7 +129,9 @@ class Einsum(Op):
         return tuple(sizes[c] for c in out), np.result_type(*[x.dtype for x in xs])
 
     def kernel(self, *xs):
-        return np.einsum(self.subscripts, *xs, optimize=_path(self.subscripts, tuple(x.shape for x in xs)))
+        out = np.einsum(self.subscripts, *xs, optimize=_path(self.subscripts, tuple(x.shape for x in xs)))
+        # one operand gives a view ('ij->ji', 'ii->i'); the planner may reuse the input's buffer, so copy
+        return np.array(out) if any(np.may_share_memory(out, x) for x in xs) else out
 
     def bprop(self, i, x, y, g):
         ins, out = _split(self.subscripts)
