@@ -12,6 +12,7 @@ import scipy.special as sps
 
 import graphcompiler as gc
 from graphcompiler.ops.special import polygamma
+from graphcompiler.symbolic import evaluate
 from gradcheck import check_gradients
 from test_io import assert_same_graph
 from test_ops import PAIRS, Case, away, normal, pos
@@ -386,7 +387,44 @@ def test_every_op_saves_loads_draws_and_exports(op, tmp_path):
         np.testing.assert_array_equal(a, b)
     assert "digraph" in str(gc.to_dot(g))
     expr = gc.to_sympy(out)
-    assert expr is not None and gc.to_latex(out)
+    assert gc.to_latex(out)
+    if op not in SCIPY_ONLY:                     # the export stands for the same numbers
+        value = np.asarray(evaluate(expr, feeds, graph=g), dtype=float).reshape(before[0].shape)
+        np.testing.assert_allclose(value, before[0], rtol=1e-12, atol=1e-12)
+
+
+SCIPY_ONLY = ("erf", "gammaln", "digamma", "polygamma")    # evaluate() lambdifies with NumPy alone
+
+
+@pytest.mark.parametrize("f,ref", [(gc.erf, sps.erf), (gc.gammaln, sps.gammaln), (gc.digamma, sps.digamma),
+                                   (lambda x: polygamma(2, x), lambda v: sps.polygamma(2, v))])
+def test_special_function_exports_evaluate_to_scipy(f, ref):
+    g = gc.Graph()
+    x = g.input("x", shape=())
+    expr = gc.to_sympy(f(x))
+    (sym,) = expr.free_symbols
+    for v in (0.3, 1.7, 6.0):
+        assert float(expr.subs(sym, v).evalf(30)) == pytest.approx(float(ref(v)), rel=1e-13)
+
+
+EINSUM_EXPORTS = [("ij,jk->ik", [(2, 3), (3, 4)]), ("ij,kj->ik", [(2, 3), (4, 3)]), ("ji,jk->ik", [(3, 2), (3, 4)]),
+                  ("ij,jk->ki", [(2, 3), (3, 4)]), ("ij,j->i", [(2, 3), (3,)]), ("j,jk->k", [(3,), (3, 4)]),
+                  ("j,kj->k", [(3,), (4, 3)]), ("i,j->ij", [(2,), (3,)]), ("i,j->ji", [(2,), (3,)]),
+                  ("i,i->", [(3,), (3,)]), ("ij,ij->", [(2, 3), (2, 3)]), ("ij,ji->", [(2, 3), (3, 2)]),
+                  ("ij->ji", [(2, 3)]), ("ii->", [(3, 3)]), ("ij,jk", [(2, 3), (3, 4)]), ("ij,ij->ij", [(2, 3), (2, 3)])]
+
+
+@pytest.mark.parametrize("subs,shapes", EINSUM_EXPORTS, ids=[e[0] for e in EINSUM_EXPORTS])
+def test_einsum_exports_as_matrix_algebra(subs, shapes):
+    rng = np.random.default_rng(3)
+    g = gc.Graph()
+    xs = [g.input(f"x{k}", shape=s) for k, s in enumerate(shapes)]
+    out = gc.einsum(subs, *xs)
+    vals = {f"x{k}": rng.standard_normal(s) for k, s in enumerate(shapes)}
+    (v,) = gc.compile([out]).run(vals)
+    expr = gc.to_sympy(out)
+    assert "einsum" not in str(expr)                       # A B, a b^T, tr(A^T B), A∘B ..., not einsum(A, B)
+    np.testing.assert_allclose(np.asarray(evaluate(expr, vals), float).reshape(v.shape), v, rtol=1e-12)
 
 
 def test_every_new_op_is_public_and_in_the_table():

@@ -171,8 +171,65 @@ class Einsum(Op):
         return S.sum_to(full, x[i])
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
-        return apply_undefined(node, *args)  # no matrix-calculus form in general: an undefined function
+        from ..symbolic import apply_undefined, elementwise, of_matrix
+        ins, out = _split(self.subscripts)
+        if all(t == out for t in ins):                # 'ij,ij->ij': the Hadamard product A∘B
+            return elementwise(node, lambda *v: _sp_mul(*v), *args)
+        form = _matrix_form(self.subscripts, args)    # A B, A^T v, a b^T, tr(A^T B), tr A, A^T
+        if form is None:
+            return apply_undefined(node, *args)       # no matrix-calculus form: an undefined function
+        return of_matrix(node.shape, form)
+
+
+def _sp_mul(*factors):
+    from ..symbolic import sp
+    return sp.Mul(*factors)
+
+
+def _matrix_form(subscripts: str, terms):
+    """The einsums that are matrix algebra, as a SymPy matrix (or scalar) expression; None for the others.
+
+    Operands and result of rank 1 or 2 (1-D values are columns), each letter either in the output or in both
+    operands: one shared letter is a product (A B, with transposes as the letters say), none an outer
+    product, two shared letters and a scalar result tr(A^T B). One operand: A^T, or tr A for 'ii->'.
+    """
+    from ..symbolic import sp, to_matrix
+    ins, out = _split(subscripts)
+    if len(ins) > 2 or len(out) > 2 or any(not 0 < len(t) <= 2 for t in ins):
+        return None
+    mats = [to_matrix(t) for t in terms]
+    if len(ins) == 1:
+        (a,), (m,) = ins, mats
+        if len(a) == 2 and a[0] == a[1] and out == "":
+            return sp.Trace(m)                                         # sum_i A_ii = tr A
+        if len(a) == 2 and out == a[::-1]:
+            return m.T                                                 # A^T
+        return None
+    (a, b), (ma, mb) = ins, mats
+    if len(set(a)) != len(a) or len(set(b)) != len(b):
+        return None
+    shared = set(a) & set(b)
+    if shared & set(out) or (set(a) | set(b)) - shared != set(out):
+        return None                                                    # a batch or Hadamard letter, or a lone sum
+    if len(shared) == 2:                                               # sum_ij A_ij B_ij = tr(A^T B)
+        return sp.Trace(sp.MatMul(ma.T, mb if a == b else mb.T))
+    if len(shared) == 1:
+        (c,) = shared
+        left = ma if a[-1] == c and len(a) == 2 else ma.T              # c as the column of the left factor
+        right = mb if b[0] == c else mb.T                              # c as the row of the right factor
+        rows, cols = a.replace(c, ""), b.replace(c, "")
+    elif len(a) == 1 and len(b) == 1:                                  # a b^T
+        left, right, rows, cols = ma, mb.T, a, b
+    else:
+        return None
+    prod = sp.MatMul(left, right)
+    if out == "":
+        return sp.Trace(prod)                                          # a 1 x 1 product: u^T v
+    if out == rows + cols:
+        return prod if rows or len(out) != 1 else prod.T               # a 1-D result is a column
+    if out == cols + rows:
+        return prod.T if rows else prod
+    return None
 
 
 def letter_sizes(subscripts: str, xs) -> dict:
