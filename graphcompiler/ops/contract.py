@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import functools
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 
 from ..errors import DTypeError, ShapeError, fmt_shape
 from ..graph import Node
-from .base import Op, apply, is_static
 from . import shape as S
+from .base import Op, apply, is_static
 
 LETTERS = string.ascii_letters
 
@@ -42,7 +43,7 @@ def _check_canonical(subscripts: str) -> None:
         raise ValueError(f"einsum subscripts {subscripts!r}: the output repeats a letter")
     missing = set(out) - set("".join(ins))
     if missing:
-        raise ValueError(f"einsum subscripts {subscripts!r}: output letter {sorted(missing)[0]!r} is in no input")
+        raise ValueError(f"einsum subscripts {subscripts!r}: output letter {min(missing)!r} is in no input")
 
 
 def canonical(subscripts: str, ranks: Sequence[int]) -> str:
@@ -56,7 +57,7 @@ def canonical(subscripts: str, ranks: Sequence[int]) -> str:
     ins = ins_s.split(",")
     if len(ins) != len(ranks):
         raise ShapeError(f"einsum: {subscripts!r} names {len(ins)} operands but {len(ranks)} were given")
-    used = set(c for c in s if c in LETTERS)
+    used = {c for c in s if c in LETTERS}
     for c in s:
         if c not in LETTERS and c not in ".,->":
             raise ShapeError(f"einsum: {subscripts!r}: {c!r} is not a letter; name axes with a-z, A-Z")
@@ -276,8 +277,8 @@ def tensordot(a, b, axes=2, name: str | None = None):
     else:
         try:
             pa, pb = axes
-            pa = [pa] if isinstance(pa, (int, np.integer)) else list(pa)
-            pb = [pb] if isinstance(pb, (int, np.integer)) else list(pb)
+            pa = [int(pa)] if isinstance(pa, (int, np.integer)) else list(pa)
+            pb = [int(pb)] if isinstance(pb, (int, np.integer)) else list(pb)
         except (TypeError, ValueError):
             raise ShapeError(f"tensordot: axes must be an int or a pair of axis lists, got {axes!r}") from None
         if len(pa) != len(pb):

@@ -13,11 +13,11 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import ShapeError, fmt_shape
-from .base import Op, apply, normalize_axes, normalize_axis
-from .reduce import Max, Reduction
 from . import elementwise as E
 from . import reduce as R
 from . import shape as S
+from .base import Op, apply, normalize_axes, normalize_axis
+from .reduce import Max, Reduction
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,7 @@ def prod(x, axis=None, keepdims: bool = False, name: str | None = None):
     return R._reduce(Prod, x, axis, keepdims, name)
 
 
-def min(x, axis=None, keepdims: bool = False, name: str | None = None):   # noqa: A001 (NumPy's name)
+def min(x, axis=None, keepdims: bool = False, name: str | None = None):
     return R._reduce(Min, x, axis, keepdims, name)
 
 

@@ -14,16 +14,16 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import DTypeError, ShapeError
-from .base import Op, apply, broadcast_shapes
-from .elementwise import Binary, Unary
 from . import elementwise as E
 from . import shape as S
+from .base import Op, apply, broadcast_shapes
+from .elementwise import Binary, Unary
 
 
 @functools.cache
 def _special() -> Any:
     """scipy.special, imported on first use (a kernel runs), never at `import graphcompiler`."""
-    import scipy.special
+    import scipy.special  # type: ignore[import-untyped]
     return scipy.special
 
 
@@ -362,7 +362,7 @@ def cosh(x, name: str | None = None): return apply(Cosh(), (x,), name)
 def reciprocal(x, name: str | None = None): return apply(Reciprocal(), (x,), name)
 def floor(x, name: str | None = None): return apply(Floor(), (x,), name)
 def ceil(x, name: str | None = None): return apply(Ceil(), (x,), name)
-def round(x, name: str | None = None): return apply(Round(), (x,), name)   # noqa: A001 (NumPy's name)
+def round(x, name: str | None = None): return apply(Round(), (x,), name)
 def mod(a, b, name: str | None = None): return apply(Mod(), (a, b), name)
 
 
