@@ -523,3 +523,19 @@ def test_exported_derivatives_agree_with_sympys_diff(op):
             ours = float(gc.to_sympy(node).subs(pt).evalf(30))
             expected = float(ref.xreplace(back).subs(pt).evalf(30))
             assert ours == pytest.approx(expected, rel=1e-12, abs=1e-12), node.name
+
+
+def test_einsum_of_large_operands_takes_the_planned_path():
+    """Operands of 1024+ elements go through NumPy's contraction path (BLAS); the same numbers as matmul."""
+    rng = np.random.default_rng(4)
+    av, bv, cv = rng.standard_normal((40, 50)), rng.standard_normal((50, 30)), rng.standard_normal((30, 20))
+    g = gc.Graph()
+    a, b, c = g.input("a", shape=av.shape), g.input("b", shape=bv.shape), g.input("c", shape=cv.shape)
+    y = gc.einsum("ij,jk,kl->il", a, b, c)
+    w = rng.standard_normal((40, 20))
+    d = gc.build_grad(gc.sum(y * g.constant(w)), [a, b, c])
+    yv, da, db, dc = gc.compile([y, d[a], d[b], d[c]]).run({"a": av, "b": bv, "c": cv})
+    np.testing.assert_allclose(yv, av @ bv @ cv, rtol=1e-12)
+    np.testing.assert_allclose(da, w @ (bv @ cv).T, rtol=1e-12)
+    np.testing.assert_allclose(db, av.T @ w @ cv.T, rtol=1e-12)
+    np.testing.assert_allclose(dc, (av @ bv).T @ w, rtol=1e-12)

@@ -103,9 +103,10 @@ def canonical(subscripts: str, ranks: Sequence[int]) -> str:
 @functools.lru_cache(maxsize=256)
 def _path(subscripts: str, shapes: tuple) -> list | bool:
     """The contraction order NumPy's optimiser picks, found once per (subscripts, shapes)."""
-    if len(shapes) < 2:
-        return False
-    return np.einsum_path(subscripts, *[np.empty(s) for s in shapes], optimize="greedy")[0]
+    if len(shapes) < 2 or max(int(np.prod(s)) for s in shapes) < 1024:
+        return False                                  # small operands: C einsum beats a planned path's overhead
+    stand_ins = [np.broadcast_to(np.empty(()), s) for s in shapes]   # the shapes, without their memory
+    return np.einsum_path(subscripts, *stand_ins, optimize="greedy")[0]
 
 
 @dataclass(frozen=True)
