@@ -8,6 +8,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 import scipy.special as sps
 from gradcheck import check_gradients
 from test_io import assert_same_graph
@@ -539,3 +541,52 @@ def test_einsum_of_large_operands_takes_the_planned_path():
     np.testing.assert_allclose(da, w @ (bv @ cv).T, rtol=1e-12)
     np.testing.assert_allclose(db, av.T @ w @ cv.T, rtol=1e-12)
     np.testing.assert_allclose(dc, (av @ bv).T @ w, rtol=1e-12)
+
+
+@st.composite
+def einsum_problems(draw):
+    """Random einsums NumPy accepts: 1-3 operands over letters a-d, diagonals, size-1 broadcasting, sums of
+    letters only one operand has, '...' anywhere, explicit outputs in any order or the implicit one."""
+    sizes = {c: draw(st.integers(1, 3)) for c in "abcd"}
+    batch = (2, 3)                                                    # the dims '...' may stand for
+    ellipsis = draw(st.booleans())
+    terms, shapes = [], []
+    for _ in range(draw(st.integers(1, 3))):
+        term = "".join(draw(st.lists(st.sampled_from("abcd"), min_size=0, max_size=3)))
+        shape = []
+        for c in term:
+            repeated = term.count(c) > 1
+            shape.append(1 if not repeated and draw(st.booleans()) and draw(st.booleans()) else sizes[c])
+        if ellipsis:
+            k = draw(st.integers(0, 2))
+            lead = [1 if draw(st.booleans()) and draw(st.booleans()) else d for d in batch[2 - k:]]
+            at = draw(st.integers(0, len(term)))
+            term, shape = term[:at] + "..." + term[at:], shape[:at] + lead + shape[at:]
+        terms.append(term)
+        shapes.append(tuple(shape))
+    letters = sorted(set("".join(terms)) - {"."})
+    if draw(st.booleans()):
+        subs = ",".join(terms)                                        # implicit output
+    else:
+        out = draw(st.permutations(letters))[:draw(st.integers(0, len(letters)))]
+        if ellipsis:
+            out.insert(draw(st.integers(0, len(out))), "...")
+        subs = ",".join(terms) + "->" + "".join(out)
+    return subs, shapes
+
+
+@given(einsum_problems())
+def test_einsum_fuzz_against_numpy_and_central_differences(problem):
+    subs, shapes = problem
+    rng = np.random.default_rng(abs(hash((subs, tuple(shapes)))) % 2**32)
+    arrays = [rng.uniform(-1.5, 1.5, size=s) for s in shapes]
+    g = gc.Graph()
+    xs = [g.input(f"x{k}", shape=s) for k, s in enumerate(shapes)]
+    y = gc.einsum(subs, *xs)
+    feeds = {x.name: a for x, a in zip(xs, arrays)}
+    (out,) = gc.compile([y]).run(feeds)
+    expected = np.einsum(subs, *arrays)
+    assert out.shape == expected.shape == y.shape
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    cost = gc.sum(y * g.constant(rng.uniform(0.5, 1.5, size=y.shape)))
+    check_gradients(g, cost, xs, feeds)

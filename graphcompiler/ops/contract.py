@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import DTypeError, ShapeError, fmt_shape
 from ..graph import Node
 from . import shape as S
-from .base import Op, apply, is_static
+from .base import Op, apply, broadcast_shapes, is_static
 
 LETTERS = string.ascii_letters
 
@@ -149,14 +149,19 @@ class Einsum(Op):
         if lonely:
             gk = S.expand_dims(gk, tuple(lonely))
         if unique == mine:
-            return S.sum_to(S.broadcast_to_node(gk, x[i]) if lonely else gk, x[i])
+            # g and the other operands may be size 1 along a letter where operand i is not (they broadcast):
+            # spread gk to the shape both share, then sum it back down where operand i was the one broadcast
+            both = broadcast_shapes(gk.shape, x[i].shape)
+            if gk.shape != both:
+                gk = S.broadcast_to(gk, both) if is_static(both) else apply(S.BroadcastLike(), (gk, x[i]))
+            return S.sum_to(gk, x[i])
         # a repeated letter (a diagonal, 'ii'): put gk back on the diagonal with identity matrices
         shape = tuple(sizes[c] for c in unique)
         if not is_static(shape) or not is_static(x[i].shape):
             raise ShapeError(f"the derivative of einsum {self.subscripts!r} with respect to {x[i].name!r} "
                              f"(shape {fmt_shape(x[i].shape)}) takes a diagonal, which needs fixed sizes; "
                              "declare the operand with a fixed shape")
-        if lonely:
+        if gk.shape != shape:
             gk = S.broadcast_to(gk, shape)
         fresh = iter(c for c in LETTERS if c not in self.subscripts)
         target, deltas, eyes, first = [], [], [], set()
