@@ -8,10 +8,10 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 import scipy.special as sps
 from gradcheck import check_gradients
+from hypothesis import given
+from hypothesis import strategies as st
 from test_io import assert_same_graph
 from test_ops import PAIRS, Case, away, normal, pos
 
