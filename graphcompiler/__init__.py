@@ -1,5 +1,7 @@
 """graphcompiler: a symbol-to-symbol differentiation compiler on NumPy (the public API of API.md)."""
 
+import importlib
+
 from .errors import (DisconnectedInputError, DTypeError, ExecutionError, FeedError, GraphCompilerError,
                      GraphFileError, NumericsError, ShapeError, UndefinedGradientError)
 from .graph import DuplicateNameError, Graph, GraphMismatchError, Node
@@ -12,5 +14,7 @@ from .runtime import NumpyEvaluator
 from .symbolic import derivation, to_latex, to_sympy
 from .io import load
 from .viz import render, to_dot
+
+linalg = importlib.import_module("graphcompiler.linalg")  # gc.linalg, the namespace (the * above bound ops.linalg)
 
 __version__ = "0.1.0"

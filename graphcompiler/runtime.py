@@ -202,8 +202,8 @@ class NumpyEvaluator:
         for x, a in zip(st.arg_nodes or st.node.inputs, st.args):
             val = a.value if isinstance(a, Const) else env.get(f"v{a}")
             shapes.append(f"{x.name}: {fmt_shape(np.shape(val))}")
-        raise ExecutionError(f"while computing {st.describe()}: {type(e).__name__}: {e} "
-                             f"(input shapes {', '.join(shapes)})") from e
+        raise _error_class(e)(f"while computing {st.describe()}: {type(e).__name__}: {e} "
+                              f"(input shapes {', '.join(shapes)})") from e
 
     def _check(self, k: int, result, args) -> None:
         st = self.steps[k]
@@ -219,11 +219,16 @@ class NumpyEvaluator:
                 raise
             except Exception as e:
                 shapes = ", ".join(f"{i.name}: {fmt_shape(np.shape(values[a]))}" for i, a in zip(node.inputs, args))
-                raise ExecutionError(f"while computing {describe_step(node)}: {type(e).__name__}: {e} "
+                raise _error_class(e)(f"while computing {describe_step(node)}: {type(e).__name__}: {e} "
                                      f"(input shapes {shapes})") from e
             if self.nan_check:
                 check_finite(node, result, [values[a] for a in args])
             values[out] = result
+
+
+def _error_class(e: Exception) -> type:
+    """A matrix LAPACK cannot factor (singular, not positive definite) is a NumericsError; else ExecutionError."""
+    return NumericsError if isinstance(e, np.linalg.LinAlgError) else ExecutionError
 
 
 _KEYWORD_OUT = (np.maximum, np.minimum)      # NumPy deprecates their positional out
