@@ -23,7 +23,6 @@ is not positive definite for cholesky) raises NumericsError naming the step; det
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import namedtuple
 from dataclasses import dataclass
@@ -360,21 +359,8 @@ class TriangularSolve(Op):
     def to_sympy(self, node, a, b):
         from ..symbolic import of_matrix, sp, to_matrix
         A = to_matrix(a)
-        inv_a = _inverse_transpose_class()(sp.Transpose(A)) if self.transpose_a else sp.Inverse(A)
+        inv_a = sp.Inverse(sp.Transpose(A) if self.transpose_a else A)
         return of_matrix(node.shape, sp.MatMul(inv_a, to_matrix(b)))  # A^{-1} b, A^{-T} b
-
-
-@functools.lru_cache(maxsize=None)
-def _inverse_transpose_class():
-    """SymPy's Inverse of A^T, printed as the books write it: A^{-T} (made on first use: sympy loads lazily)."""
-    from ..symbolic import sp
-    from sympy.printing.precedence import PRECEDENCE
-
-    class InverseTranspose(sp.Inverse):
-        def _latex(self, printer):
-            return rf"{printer.parenthesize(self.arg.arg, PRECEDENCE['Pow'], strict=True)}^{{-T}}"
-
-    return InverseTranspose
 
 
 # -- eigh ----------------------------------------------------------------------------------------------
