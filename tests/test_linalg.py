@@ -437,3 +437,24 @@ def test_gaussian_process_example():
     assert abs(f["nll_final"] - f["nll_scipy"]) < 1e-6
     assert f["theta_max_abs_diff"] < 1e-3
     assert f["graph_nodes"] < 200                    # vs 2,883 with the Cholesky unrolled by hand
+
+
+def test_a_constant_singular_matrix_is_reported_when_run_not_folded_into_a_wrong_value():
+    g = gc.Graph()
+    a = g.constant(np.ones((2, 2)), name="A")
+    x = g.input("x", shape=(2,))
+    y = gc.matmul(LA.inv(a, name="Ainv"), x, name="y")
+    for optimize in (True, False):
+        program = gc.compile([y], optimize=optimize)
+        with pytest.raises(gc.NumericsError, match=r"Ainv = inv\(A\)"):
+            program.run({"x": np.ones(2)})
+
+
+def test_text_form_lists_the_ops():
+    g = gc.Graph()
+    a, b = g.input("A", shape=(3, 3)), g.input("b", shape=(3, 2))
+    LA.triangular_solve(a, b, lower=False, transpose_a=True, name="x")
+    LA.eigh(a, name="e")
+    text = str(g)
+    assert "triangular_solve[lower=False, transpose_a=True](A, b)" in text
+    assert "e_eigenvalues" in text and "eigh_vectors" in text
