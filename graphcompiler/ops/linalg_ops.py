@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-import scipy.linalg
 
 from ..errors import DTypeError, GraphCompilerError, ShapeError, fmt_shape
 from .base import Op, apply, broadcast_shapes, normalize_axes
@@ -65,7 +64,8 @@ def _square(a, what: str) -> tuple[tuple, Any]:
 
 
 def _rhs_shape(a, b, what: str) -> tuple:
-    """The result shape of solving A x = b, NumPy 2's rule: a 1-D b is one vector (broadcast against every
+    """The result shape of solving A x = b, by NumPy 2's rule (the installed NumPy's; the kernels keep it on
+    NumPy 1.26 too): a 1-D b is one vector (broadcast against every
     matrix of A); otherwise b is a stack of matrices (..., n, k) whose batch dims broadcast with A's."""
     batch, n = _square(a, what)
     _float(b, what)
@@ -102,6 +102,31 @@ def _lapack(fn, what: str, hint: str, a: np.ndarray, *args, **kw) -> np.ndarray:
         raise np.linalg.LinAlgError(f"{what}: {e}{where}; {hint}") from None
 
 
+def _np2_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """numpy.linalg.solve with NumPy 2's rule for b on any NumPy (1.26 read a b of rank a.ndim - 1 as vectors)."""
+    if b.ndim == 1:
+        return np.linalg.solve(a, b[..., None])[..., 0]
+    if b.ndim == a.ndim - 1:
+        b = b[None]
+    return np.linalg.solve(a, b)
+
+
+def _solve_triangular(a: np.ndarray, b: np.ndarray, lower: bool, trans: int) -> np.ndarray:
+    """scipy.linalg.solve_triangular over broadcast stacks, with solve's rule for b (any SciPy version)."""
+    from scipy.linalg import solve_triangular           # SciPy loads on first use, not with graphcompiler
+    dtype = np.result_type(a.dtype, b.dtype)
+    if a.ndim == 2 and b.ndim <= 2:
+        return solve_triangular(a, b, lower=lower, trans=trans, check_finite=False).astype(dtype, copy=False)
+    bm = b[:, None] if b.ndim == 1 else b
+    batch = np.broadcast_shapes(a.shape[:-2], bm.shape[:-2])
+    a_all = np.broadcast_to(a, batch + a.shape[-2:])
+    b_all = np.broadcast_to(bm, batch + bm.shape[-2:])
+    out = np.empty(batch + bm.shape[-2:], dtype)
+    for k in np.ndindex(batch):
+        out[k] = solve_triangular(a_all[k], b_all[k], lower=lower, trans=trans, check_finite=False)
+    return out[..., 0] if b.ndim == 1 else out
+
+
 _SINGULAR = "a singular matrix has no inverse: check that it has full rank, or add a small multiple of the identity"
 
 
@@ -136,7 +161,7 @@ class Solve(Op):
         return _rhs_shape(a, b, "solve"), np.result_type(a.dtype, b.dtype)
 
     def kernel(self, a, b):
-        return _lapack(np.linalg.solve, "solve", _SINGULAR, a, b)
+        return _lapack(_np2_solve, "solve", _SINGULAR, a, b)
 
     def bprop(self, i, x, y, g):
         a, b = x
@@ -341,9 +366,9 @@ class TriangularSolve(Op):
         return _rhs_shape(a, b, "triangular_solve"), np.result_type(a.dtype, b.dtype)
 
     def kernel(self, a, b):
-        return _lapack(scipy.linalg.solve_triangular, "triangular_solve",
+        return _lapack(_solve_triangular, "triangular_solve",
                        "a zero on the diagonal makes a triangular matrix singular", a, b,
-                       lower=self.lower, trans=1 if self.transpose_a else 0, check_finite=False)
+                       lower=self.lower, trans=1 if self.transpose_a else 0)
 
     def bprop(self, i, x, y, g):
         a, b = x
