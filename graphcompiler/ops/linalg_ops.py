@@ -401,8 +401,8 @@ class EighValues(Op):
         batch, n = _square(a, "eigh")
         return batch + (n,), a.dtype
 
-    def kernel(self, a):
-        return _lapack(np.linalg.eigh, "eigh", "the eigenvalue iteration did not converge", a)[0]
+    def kernel(self, a):                # eigvalsh: LAPACK skips the eigenvectors when only values are wanted
+        return _lapack(np.linalg.eigvalsh, "eigh", "the eigenvalue iteration did not converge", a)
 
     def bprop(self, i, x, y, g):
         v = eigh_vectors(x[0])
