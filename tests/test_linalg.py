@@ -462,3 +462,45 @@ def test_text_form_lists_the_ops():
     text = str(g)
     assert "triangular_solve[lower=False, transpose_a=True](A, b)" in text
     assert "e_eigenvalues" in text and "eigh_vectors" in text
+
+
+EXPORTABLE = [c for c in CASES if all(len(s) <= 2 for s in c.shapes) and not c.id.startswith("triangular_solve")]
+
+
+@pytest.mark.parametrize("case", EXPORTABLE, ids=[c.id for c in EXPORTABLE])
+def test_export_evaluates_to_the_programs_value(case: Case):
+    """Every op table entry of matrix rank exports to SymPy/LaTeX, and the export evaluated with NumPy
+    (undefined functions by their kernels) equals the compiled program's value."""
+    rng = np.random.default_rng(sum(map(ord, case.id)))
+    arrays = case.arrays(rng)
+    g = gc.Graph("export")
+    xs = [g.input(f"x{k}", shape=a.shape) for k, a in enumerate(arrays)]
+    y = case.build(*xs)
+    if y.ndim > 2:
+        pytest.skip("rank > 2: no matrix form")
+    feeds = {x.name: a for x, a in zip(xs, arrays)}
+    (want,) = gc.compile([y]).run(feeds)
+    assert gc.to_latex(y)
+    got = gc.symbolic.evaluate(gc.to_sympy(y, form="leaves"), feeds)
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-9, atol=1e-12)
+
+
+def test_exported_cholesky_gradient_evaluates_to_the_programs_value():
+    """The Cholesky derivative's export (triangular solves as L^{-1}, L^{-T}, Phi as an undefined function)
+    evaluates to the compiled gradient: exact here, since L is triangular."""
+    g = gc.Graph()
+    A = g.input("A", shape=(3, 3))
+    y = g.input("y", shape=(3,))
+    z = LA.triangular_solve(LA.cholesky(A, name="L"), y, name="z")
+    J = gc.identity(gc.sum(z * z), name="J")                      # y^T A^{-1} y
+    grads = gc.build_grad(J, [A, y])
+    rng = np.random.default_rng(11)
+    a, yv = np_spd(rng.standard_normal((3, 3))), rng.standard_normal(3)
+    want_a, want_y = gc.compile([grads[A], grads[y]]).run({"A": a, "y": yv})
+    for node, want in ((grads[A], want_a), (grads[y], want_y)):
+        got = gc.symbolic.evaluate(gc.to_sympy(node, form="leaves"), {"A": a, "y": yv})
+        np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-9)
+    ainv_y = np.linalg.solve(a, yv)
+    np.testing.assert_allclose(want_a, -np.outer(ainv_y, ainv_y), rtol=1e-9)   # d y^T A^{-1} y / dA
+    np.testing.assert_allclose(want_y, 2 * ainv_y, rtol=1e-9)
+    assert "L^{-T}" in gc.to_latex(grads[y])
