@@ -514,7 +514,8 @@ class Svdvals(Op):
 # -- the public functions (gc.linalg) --------------------------------------------------------------------
 
 def solve(a, b, name: str | None = None):
-    """x with A x = b (numpy.linalg.solve): b a vector (n,) or a stack of matrices (..., n, k)."""
+    """x with A x = b (numpy.linalg.solve): b a vector (n,) or a stack of matrices (..., n, k), NumPy 2's
+    rule. A singular matrix raises NumericsError when the program runs."""
     return apply(Solve(), (a, b), name)
 
 
@@ -536,7 +537,9 @@ def slogdet(a, name: str | None = None) -> SlogdetResult:
 
 def cholesky(a, upper: bool = False, name: str | None = None):
     """The lower Cholesky factor L of each symmetric positive definite matrix, A = L L^T
-    (numpy.linalg.cholesky; upper=True gives L^T)."""
+    (numpy.linalg.cholesky; upper=True gives L^T). Reads only A's lower triangle; the derivative is the
+    symmetric one (for symmetric perturbations of A). A matrix that is not positive definite raises
+    NumericsError when the program runs."""
     if upper:
         return S.transpose(apply(Cholesky(), (a,)), _swap_last(a.ndim), name=name)
     return apply(Cholesky(), (a,), name)
@@ -558,7 +561,12 @@ def eigh_vectors(a, name: str | None = None):
 
 def eigh(a, name: str | None = None) -> EighResult:
     """(eigenvalues ascending, eigenvectors as columns) of each symmetric matrix (numpy.linalg.eigh, reading
-    the lower triangle): two nodes, named name_eigenvalues, name_eigenvectors."""
+    the lower triangle): two nodes, named name_eigenvalues, name_eigenvectors.
+
+    The derivative assumes a symmetric perturbation (the gradient returned is symmetric: differentiate through
+    a symmetric parametrisation such as (B + B^T)/2), and the eigenvectors' derivative assumes distinct
+    eigenvalues: a repeated one raises NumericsError when that derivative runs. Each eigenvector's sign is
+    LAPACK's choice, so a function of the eigenvectors should not depend on it."""
     return EighResult(eigh_values(a, name and f"{name}_eigenvalues"),
                       eigh_vectors(a, name and f"{name}_eigenvectors"))
 
