@@ -437,6 +437,7 @@ def test_gaussian_process_example():
     f = gp.run(n=50, steps=250, verbose=False)
     assert f["value_check_abs_err"] < 1e-10
     assert f["grad_check_max_rel_err"] < 1e-6
+    assert f["by_hand_max_abs_err"] < 1e-8                 # Rasmussen and Williams eq. 5.9
     assert f["nll_final"] < f["nll_start"] - 1.0
     assert abs(f["nll_final"] - f["nll_scipy"]) < 1e-6
     assert f["theta_max_abs_diff"] < 1e-3
