@@ -42,6 +42,10 @@ class CupyEnv(Env):
         import cupyx.scipy.special
         return cupyx.scipy.special.erfinv(x)
 
+    def special(self, name, x, *n):
+        import cupyx.scipy.special
+        return getattr(cupyx.scipy.special, name)(*n, x)
+
 
 class CupyEvaluator:
     """Runs a LoweredProgram on CuPy arrays (one GPU)."""

@@ -53,6 +53,11 @@ def _finite_block(block: np.ndarray, message: str) -> np.ndarray:
     return block
 
 
+def _special(block: np.ndarray, name: str, *n) -> np.ndarray:
+    import scipy.special
+    return getattr(scipy.special, name)(*n, block)
+
+
 def _view(block: np.ndarray, dtype) -> np.ndarray:
     return block.view(dtype)
 
@@ -84,6 +89,9 @@ class DaskEnv(Env):
 
     def erfinv(self, x):
         return x.map_blocks(_erfinv, dtype=x.dtype)
+
+    def special(self, name, x, *n):
+        return x.map_blocks(_special, name, *n, dtype=x.dtype)
 
     def set_index(self, z, index, g):
         z = z.copy()

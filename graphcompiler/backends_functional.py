@@ -52,6 +52,11 @@ class Env:
     def bitcast(self, x, dtype):
         return x.view(dtype)
 
+    def special(self, name: str, x, *n):
+        """A scipy.special function (erf, gammaln, digamma; polygamma with its order n first) on the engine."""
+        import scipy.special
+        return getattr(scipy.special, name)(*n, x)
+
     def erfinv(self, x):
         from scipy.special import erfinv
         return erfinv(x)
@@ -77,11 +82,13 @@ def kernel(*names: str) -> Callable[[Kernel], Kernel]:
 # -- elementwise ---------------------------------------------------------------------------------
 
 _UNARY = {"negative": "negative", "square": "square", "sqrt": "sqrt", "exp": "exp", "log": "log",
-          "log1p": "log1p", "sin": "sin", "cos": "cos", "tanh": "tanh", "abs": "abs", "sign": "sign"}
+          "log1p": "log1p", "sin": "sin", "cos": "cos", "tanh": "tanh", "abs": "abs", "sign": "sign",
+          "expm1": "expm1", "tan": "tan", "arctan": "atan", "sinh": "sinh", "cosh": "cosh", "floor": "floor",
+          "ceil": "ceil", "round": "round"}
 _BINARY = {"add": "add", "subtract": "subtract", "multiply": "multiply", "divide": "divide", "power": "pow",
            "maximum": "maximum", "minimum": "minimum", "greater": "greater", "less": "less",
            "greater_equal": "greater_equal", "less_equal": "less_equal", "equal": "equal",
-           "not_equal": "not_equal"}
+           "not_equal": "not_equal", "logaddexp": "logaddexp", "mod": "remainder"}
 
 
 def _unary(fname: str) -> Kernel:
@@ -114,6 +121,44 @@ def _relu(env, st, x):
     return env.xp.maximum(x, env.xp.zeros_like(x))
 
 
+@kernel("reciprocal")
+def _reciprocal(env, st, x):
+    return 1 / x
+
+
+@kernel("softplus")
+def _softplus(env, st, x):
+    return env.xp.logaddexp(env.xp.zeros_like(x), x)
+
+
+@kernel("log_sigmoid")
+def _log_sigmoid(env, st, x):
+    return -env.xp.logaddexp(env.xp.zeros_like(x), -x)
+
+
+@kernel("clip")
+def _clip(env, st, *xs):
+    xp = env.xp
+    x = xs[0]
+    lo = xs[1] if st.op.lower else None
+    hi = xs[1 + st.op.lower] if st.op.upper else None
+    if lo is not None:
+        x = xp.maximum(x, lo)
+    if hi is not None:
+        x = xp.minimum(x, hi)
+    return xp.broadcast_to(x, tuple(st.shape))
+
+
+@kernel("erf", "gammaln", "digamma")
+def _special(env, st, x):
+    return env.special(st.op_name, x)
+
+
+@kernel("polygamma")
+def _polygamma(env, st, x):
+    return env.special("polygamma", x, st.op.n)
+
+
 @kernel("where")
 def _where(env, st, c, a, b):
     return env.xp.where(c, a, b)
@@ -142,6 +187,38 @@ def _mean(env, st, x):
 @kernel("max")
 def _max(env, st, x):
     return env.xp.max(x, axis=tuple(st.op.axis), keepdims=st.op.keepdims)
+
+
+@kernel("prod")
+def _prod(env, st, x):
+    return env.xp.prod(x, axis=tuple(st.op.axis), keepdims=st.op.keepdims)
+
+
+@kernel("min")
+def _min(env, st, x):
+    return env.xp.min(x, axis=tuple(st.op.axis), keepdims=st.op.keepdims)
+
+
+@kernel("var", "std")
+def _var(env, st, x):
+    xp = env.xp
+    if x.dtype not in (xp.float32, xp.float64):
+        x = xp.astype(x, _dt(env, st.dtype))
+    return getattr(xp, st.op_name)(x, axis=tuple(st.op.axis), keepdims=st.op.keepdims, correction=st.op.ddof)
+
+
+@kernel("cumsum")
+def _cumsum(env, st, x):
+    xp, a = env.xp, st.op.axis
+    f = getattr(xp, "cumulative_sum", None) or getattr(xp, "cumsum")
+    if st.op.reverse:
+        return xp.flip(f(xp.flip(x, axis=a), axis=a), axis=a)
+    return f(x, axis=a)
+
+
+@kernel("argmax", "argmin")
+def _argmax(env, st, x):
+    return getattr(env.xp, st.op_name)(x, axis=st.op.axis, keepdims=st.op.keepdims)
 
 
 @kernel("matmul")

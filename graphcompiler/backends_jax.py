@@ -69,6 +69,10 @@ class JaxEnv(Env):
         import jax
         return jax.scipy.special.erfinv(x)
 
+    def special(self, name, x, *n):
+        import jax
+        return getattr(jax.scipy.special, name)(*n, x)
+
     def set_index(self, z, index, g):
         return z.at[index].set(g)
 

@@ -282,3 +282,28 @@ def test_jax_takes_jax_arrays_as_feeds():
     got = gc.compile([J, grads[W1]], backend="jax").run(jfeeds, numpy=False)
     for a, b in zip(got, ref):
         close(np.asarray(a), b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_special_functions_and_reductions_agree(backend):
+    """ops-a's functions and reductions, with their gradients, on the functional kernels."""
+    g = gc.Graph("special")
+    x = g.input("x", shape=(None, 4))
+    W = g.parameter("W", np.linspace(0.3, 2.0, 12).reshape(4, 3))
+    z = gc.matmul(x, W)
+    p = gc.exp(z * 0.1) + 0.5                                          # positive
+    terms = [gc.expm1(z * 0.1), gc.tan(z * 0.1), gc.arctan(z), gc.sinh(z * 0.2), gc.cosh(z * 0.2),
+             gc.reciprocal(p), gc.logaddexp(z, -z), gc.softplus(z), gc.log_sigmoid(z), gc.erf(z),
+             gc.gammaln(p), gc.digamma(p), gc.clip(z, -0.5, 0.7), gc.mod(z, 0.7) * 0.0 + z]
+    t = sum((gc.sum(u) for u in terms[1:]), gc.sum(terms[0]))
+    t = t + gc.sum(gc.prod(p, axis=1)) + gc.sum(gc.min(z, axis=0)) + gc.sum(gc.var(z, axis=0, ddof=1))
+    t = t + gc.sum(gc.std(z, axis=1)) + gc.sum(gc.cumsum(z, axis=1) ** 2)
+    gr = gc.build_grad(t, [x, W])
+    outs = [t, gr[x], gr[W], gc.argmax(z, axis=1), gc.argmin(z, axis=0), gc.floor(z), gc.ceil(z), gc.round(z),
+            gc.mod(z, 0.7)]
+    feeds = {"x": np.random.default_rng(2).standard_normal((5, 4))}
+    ref = gc.compile(outs).run(feeds)
+    got = computed(gc.compile(outs, backend=backend).run(feeds))
+    for a, b in zip(got, ref):
+        assert np.asarray(a).dtype == b.dtype and np.asarray(a).shape == b.shape
+        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-10, atol=1e-10)
