@@ -606,6 +606,7 @@ def evaluate(env: Env, lowered: LoweredProgram, leaves: Sequence[Any], wrap_erro
     values: list[Any] = [None] * lowered.n_slots
     for s, v in zip(lowered.leaves, leaves):
         values[s] = v
+    env.leaf_ids = {id(v): k for k, v in enumerate(leaves)}     # which arguments are the run's leaves
     xp = env.xp
     for st in lowered.steps:
         # the graph inputs only: the NumPy call's extra constants (fast_kernel's) follow them

@@ -9,8 +9,9 @@ is made per call anyway, so XLA may write the update into it); an array the user
 With nan_check=True the program runs op by op without jit (slow), so a NaN or infinity is reported as
 NumericsError naming the step that made it, as on NumPy.
 
-Label-range checks (cross-entropies, one_hot, take) cannot raise inside jit: they are `checkify` checks, and
-a failed check raises ExecutionError naming the step after the call, before any result is returned.
+Label-range checks (cross-entropies, one_hot, take) cannot raise inside jit: labels the run is fed are
+checked in NumPy before the call; labels computed inside the program are `checkify` checks, and a failed
+check raises ExecutionError naming the step after the call, before any result is returned (or written).
 
 `run(leaves, sharding=mesh)`: a `jax.sharding.Mesh` (its first axis) or a `NamedSharding` splits axis 0 of
 every feed whose leading dim is None (Program passes which) over the devices; everything else is
@@ -21,7 +22,6 @@ as JAX arrays.
 from __future__ import annotations
 
 import importlib.util
-import threading
 import warnings
 from typing import Any, Sequence
 
@@ -47,10 +47,15 @@ class JaxEnv(Env):
         import jax.numpy as jnp
         super().__init__(jnp)
         self.checked = False
+        self.prechecks: list = []
 
     def check_labels(self, labels, n, label):
+        k = getattr(self, "leaf_ids", {}).get(id(labels))
+        if k is not None:            # labels fed to the run: checked in NumPy before the call (cheap, exact)
+            self.prechecks.append((k, n, label))
+            return labels
         from jax.experimental import checkify
-        self.checked = True
+        self.checked = True          # computed labels: a checkify check inside the jit function
         jnp = self.xp
         checkify.check(jnp.all((labels >= 0) & (labels < n)),
                        f"while computing {label}: a label is out of range for {n} classes "
@@ -77,6 +82,13 @@ class JaxEnv(Env):
         return z.at[index].set(g)
 
 
+def _check_labels(labels: np.ndarray, n: int, label: str) -> None:
+    if labels.size and (labels.min() < 0 or labels.max() >= n):
+        bad = labels[(labels < 0) | (labels >= n)].ravel()[0]
+        raise ExecutionError(f"while computing {label}: label {int(bad)} is out of range for {n} classes "
+                             f"(labels must be in [0, {n}))")
+
+
 class JaxEvaluator:
     """Runs a LoweredProgram as one jit-compiled JAX function; results as NumPy arrays unless numpy=False."""
 
@@ -89,7 +101,6 @@ class JaxEvaluator:
         from jax.experimental import checkify
         self.lowered = lowered
         self.env = env = JaxEnv()
-        self._lock = threading.Lock()
 
         def program(*leaves):
             return evaluate(env, lowered, leaves)      # an error while tracing names the step
@@ -110,8 +121,10 @@ class JaxEvaluator:
         if fn is None:
             program = self._fn
             if self._checked is None:       # trace once to see whether any step checks labels
+                self.env.prechecks.clear()
                 jax.eval_shape(program, *leaves)
                 self._checked = self.env.checked
+                self._prechecks = tuple(dict.fromkeys(self.env.prechecks))
             if self._checked:
                 program = self._checkify.checkify(program, errors=self._checkify.user_checks)
             fn = self._jit[donate] = jax.jit(program, donate_argnums=self.donate if donate else ())
@@ -129,6 +142,8 @@ class JaxEvaluator:
                 out = evaluate(self.env, self.lowered, [jax.numpy.asarray(v) for v in leaves])
                 return [np.array(r) for r in out] if numpy else list(out)
             fn = self._compiled(donate, leaves)
+            for k, n, label in self._prechecks:
+                _check_labels(np.asarray(leaves[k]), n, label)
             try:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="Some donated buffers were not usable")

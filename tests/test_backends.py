@@ -307,3 +307,18 @@ def test_special_functions_and_reductions_agree(backend):
     for a, b in zip(got, ref):
         assert np.asarray(a).dtype == b.dtype and np.asarray(a).shape == b.shape
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_bad_computed_label_names_the_users_node(backend):
+    """Labels computed inside the program (jax: a checkify check in the jit function; dask: in the tasks)."""
+    g, J, grads, (W1, W2), feeds = mlp()
+    y = g["y"]
+    o = g["o"]
+    L2 = gc.softmax_cross_entropy(o, y + 1, name="shifted")
+    p = gc.compile([L2], backend=backend)
+    opts = {"compute": True} if backend == "dask" else {}
+    ok = dict(feeds, y=np.array([0, 1, 0, 0, 1, 1]))
+    close(computed(p.run(ok, **opts))[0], gc.compile([L2]).run(ok)[0])
+    with pytest.raises(gc.ExecutionError, match="while computing shifted = softmax_cross_entropy.*out of range"):
+        p.run(feeds, **opts)
