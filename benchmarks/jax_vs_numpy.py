@@ -18,13 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import graphcompiler as gc  # noqa: E402
-from models import data, gc_net  # noqa: E402
-from run import MLP_SIZES  # noqa: E402
+from models import data, gc_net
+from run import MLP_SIZES
+
+import graphcompiler as gc
 
 
 def step_times(backend: str, batch: int, sizes: tuple, repeats: int) -> dict:
-    g, J, Ws = gc_net(sizes, "relu", batch=None)
+    _g, J, Ws = gc_net(sizes, "relu", batch=None)
     grads = gc.build_grad(J, Ws)
     p = gc.compile([J], updates={W: W - 0.01 * grads[W] for W in Ws}, backend=backend)
     X, Y = data(batch, sizes[0], sizes[-1], "float32")

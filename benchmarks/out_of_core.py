@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import graphcompiler as gc  # noqa: E402
+import graphcompiler as gc
 
 LAMBDA = 1e-3
 
@@ -85,6 +84,7 @@ def start_sampler(dask_worker, period: float = 0.01) -> bool:
 
     (ru_maxrss would not do: a forked worker inherits its parent's peak.)"""
     import threading
+
     import psutil
     proc = psutil.Process()
     _PEAK = dask_worker._gc_peak = {"peak": proc.memory_info().rss, "stop": False}   # kept on the worker

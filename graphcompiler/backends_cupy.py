@@ -9,7 +9,8 @@ CuPy arrays do not take. Where CuPy or a GPU is absent, `availability()` says wh
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ def availability() -> tuple[bool, str]:
     try:
         import cupy
         n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001  (any failure means: not usable here, and why)
         return False, f"no CUDA device ({type(e).__name__}: {e})"
     if n == 0:
         return False, "no CUDA device"
@@ -54,7 +55,7 @@ class CupyEvaluator:
     accepts_arrays = True
     run_options = frozenset({"numpy", "batch_axes"})
 
-    def load(self, lowered: LoweredProgram) -> "CupyEvaluator":
+    def load(self, lowered: LoweredProgram) -> CupyEvaluator:
         ok, why = availability()
         if not ok:
             raise GraphCompilerError(f"backend 'cupy' cannot run here: {why}")

@@ -18,7 +18,8 @@ message) when the user computes a lazy result.
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ def availability() -> tuple[bool, str]:
         from dask.distributed import get_client
         client = get_client()
         return True, f"on the active dask.distributed client ({len(client.scheduler_info()['workers'])} workers)"
-    except Exception:
+    except Exception:  # noqa: BLE001  (no client: the local scheduler)
         return True, "local scheduler (no dask.distributed client is active)"
 
 
@@ -106,7 +107,7 @@ class DaskEvaluator:
     accepts_arrays = True
     run_options = frozenset({"compute", "chunks", "batch_axes"})
 
-    def load(self, lowered: LoweredProgram) -> "DaskEvaluator":
+    def load(self, lowered: LoweredProgram) -> DaskEvaluator:
         check_coverage(lowered, self.name)
         self.lowered = lowered
         self.env = DaskEnv()

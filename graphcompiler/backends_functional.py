@@ -14,7 +14,8 @@ ops and the backend: never a silently wrong result. This module imports only Num
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -210,7 +211,7 @@ def _var(env, st, x):
 @kernel("cumsum")
 def _cumsum(env, st, x):
     xp, a = env.xp, st.op.axis
-    f = getattr(xp, "cumulative_sum", None) or getattr(xp, "cumsum")
+    f = getattr(xp, "cumulative_sum", None) or xp.cumsum
     if st.op.reverse:
         return xp.flip(f(xp.flip(x, axis=a), axis=a), axis=a)
     return f(x, axis=a)
@@ -325,9 +326,11 @@ def _pad(env, st, x):
     dt = _dt(env, st.dtype)
     for k in range(x.ndim):
         lo, hi = pw[2 * k], pw[2 * k + 1]
-        if lo or hi:
-            side = lambda n: xp.full(tuple(x.shape[:k]) + (n,) + tuple(x.shape[k + 1:]), st.op.value, dtype=dt)
-            x = xp.concat(([side(lo)] if lo else []) + [x] + ([side(hi)] if hi else []), axis=k)
+        sides = [tuple(x.shape[:k]) + (n,) + tuple(x.shape[k + 1:]) for n in (lo, hi)]
+        parts = ([xp.full(sides[0], st.op.value, dtype=dt)] if lo else []) + [x] + \
+            ([xp.full(sides[1], st.op.value, dtype=dt)] if hi else [])
+        if len(parts) > 1:
+            x = xp.concat(parts, axis=k)
     return x
 
 
@@ -643,7 +646,7 @@ class ArrayApiEvaluator:
             import array_api_compat.numpy as xp
         self.env = Env(xp)
 
-    def load(self, lowered: LoweredProgram) -> "ArrayApiEvaluator":
+    def load(self, lowered: LoweredProgram) -> ArrayApiEvaluator:
         check_coverage(lowered, self.name)
         self.lowered = lowered
         return self

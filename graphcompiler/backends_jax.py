@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +97,7 @@ class JaxEvaluator:
     accepts_arrays = True
     run_options = frozenset({"sharding", "numpy", "batch_axes"})
 
-    def load(self, lowered: LoweredProgram) -> "JaxEvaluator":
+    def load(self, lowered: LoweredProgram) -> JaxEvaluator:
         check_coverage(lowered, self.name)
         from jax.experimental import checkify
         self.lowered = lowered
@@ -164,7 +165,8 @@ class JaxEvaluator:
 
     def _shard(self, leaves: list, sharding: Any, batch_axes) -> list:
         import jax
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+        from jax.sharding import Mesh, NamedSharding
+        from jax.sharding import PartitionSpec as P
         if isinstance(sharding, Mesh):
             mesh = sharding
             batch = NamedSharding(mesh, P(mesh.axis_names[0]))

@@ -434,7 +434,7 @@ def check_feed(node: Node, value: Any, duck: bool = False) -> np.ndarray:
         if len(shape) != len(node.shape) or any(d is not None and d != a for d, a in zip(node.shape, shape)):
             raise FeedError(f"feed {node.name!r} ({node.op.name}) expects shape {fmt_shape(node.shape)}, got "
                             f"{fmt_shape(shape)}")
-        if any(not isinstance(a, (int, np.integer)) or a != a for a in shape):
+        if any(not isinstance(a, (int, np.integer)) for a in shape):       # dask: nan for unknown sizes
             raise FeedError(f"feed {node.name!r}: its shape {shape} has unknown sizes; compute the chunk sizes "
                             "first (dask: x.compute_chunk_sizes())")
         if dt != node.dtype:
