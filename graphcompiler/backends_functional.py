@@ -369,6 +369,64 @@ def _repeat_sum(env, st, g):
     return xp.sum(xp.reshape(g, tuple(g.shape[:a]) + (g.shape[a] // n, n) + tuple(g.shape[a + 1:])), axis=a + 1)
 
 
+def _diag_layout(op, r: int, c: int, n: int) -> tuple[int, int]:
+    """Where the diagonal lies in the flattened (r, c) matrix: (start, step)."""
+    return max(0, -op.offset) * c + max(0, op.offset), c + 1
+
+
+@kernel("diagonal")
+def _diagonal(env, st, x):
+    """np.diagonal as a strided slice of the flattened matrix (exact: no products with a mask)."""
+    xp, op = env.xp, st.op
+    m = xp.moveaxis(x, (op.axis1, op.axis2), (-2, -1))
+    r, c, n = m.shape[-2], m.shape[-1], st.shape[-1]
+    if n == 0:
+        return xp.zeros(tuple(st.shape), dtype=_dt(env, st.dtype))
+    start, step = _diag_layout(op, r, c, n)
+    flat = xp.reshape(m, tuple(m.shape[:-2]) + (r * c,))
+    return flat[..., start:start + (n - 1) * step + 1:step]
+
+
+@kernel("trace")
+def _trace(env, st, x):
+    xp, op = env.xp, st.op
+    m = xp.moveaxis(x, (op.axis1, op.axis2), (-2, -1))
+    r, c = m.shape[-2], m.shape[-1]
+    n = max(0, min(r, c - op.offset) if op.offset >= 0 else min(r + op.offset, c))
+    if n == 0:
+        return xp.zeros(tuple(st.shape), dtype=_dt(env, st.dtype))
+    start, step = _diag_layout(op, r, c, n)
+    flat = xp.reshape(m, tuple(m.shape[:-2]) + (r * c,))
+    return xp.sum(flat[..., start:start + (n - 1) * step + 1:step], axis=-1)
+
+
+@kernel("diagonal_scatter")
+def _diagonal_scatter(env, st, g, like):
+    """Zeros of like's shape with g on the diagonal: g interleaved with rows of zeros, then reshaped."""
+    xp, op = env.xp, st.op
+    a1, a2 = op.axis1, op.axis2
+    shape = tuple(st.shape)
+    rest = tuple(d for k, d in enumerate(shape) if k not in (a1, a2))
+    r, c = shape[a1], shape[a2]
+    n = max(0, min(r, c - op.offset) if op.offset >= 0 else min(r + op.offset, c))
+    dt = _dt(env, st.dtype)
+    moved = rest + (r, c)
+    if n == 0:
+        return xp.zeros(shape, dtype=dt)
+    start, step = _diag_layout(op, r, c, n)
+    g = xp.astype(xp.broadcast_to(g, rest + (n,)), dt)
+    rows = xp.concat([xp.expand_dims(g, axis=-1), xp.zeros(rest + (n, c), dtype=dt)], axis=-1)
+    flat = xp.reshape(rows, rest + (n * step,))
+    parts = [xp.zeros(rest + (start,), dtype=dt)] if start else []
+    parts.append(flat)
+    total = start + n * step
+    if total < r * c:
+        parts.append(xp.zeros(rest + (r * c - total,), dtype=dt))
+    flat = xp.concat(parts, axis=-1) if len(parts) > 1 else flat
+    m = xp.reshape(flat[..., :r * c], moved)
+    return xp.moveaxis(m, (-2, -1), (a1, a2))
+
+
 # -- neural-network ops (not in the standard: written once on the namespace) ---------------------
 
 def _stable_max(xp, x, axis):
