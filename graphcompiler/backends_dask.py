@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends_functional import Env, check_coverage, evaluate
+from .backends_functional import Env, check_coverage, evaluate, range_message
 from .compiler.lowered import LoweredProgram
 from .errors import ExecutionError, GraphCompilerError, NumericsError
 
@@ -40,10 +40,9 @@ def availability() -> tuple[bool, str]:
         return True, "local scheduler (no dask.distributed client is active)"
 
 
-def _check_block(block: np.ndarray, n: int, message: str) -> np.ndarray:
-    if block.size and (block.min() < 0 or block.max() >= n):
-        bad = block[(block < 0) | (block >= n)].ravel()[0]
-        raise ValueError(f"{message}: label {int(bad)} is out of range for {n} classes (labels must be in [0, {n}))")
+def _check_block(block: np.ndarray, n: int, label: str, low: int) -> np.ndarray:
+    if block.size and (block.min() < low or block.max() >= n):
+        raise ValueError(range_message(int(block[(block < low) | (block >= n)].ravel()[0]), n, label, low))
     return block
 
 
@@ -75,10 +74,10 @@ class DaskEnv(Env):
         import array_api_compat.dask.array as xp
         super().__init__(xp)
 
-    def check_labels(self, labels, n, label):
+    def check_labels(self, labels, n, label, low=0):
         if not hasattr(labels, "map_blocks"):
-            return super().check_labels(labels, n, label)
-        return labels.map_blocks(_check_block, n, f"while computing {label}", dtype=labels.dtype)
+            return super().check_labels(labels, n, label, low)
+        return labels.map_blocks(_check_block, n, label, low, dtype=labels.dtype)
 
     def check_finite(self, st, r, args):
         if not hasattr(r, "map_blocks"):

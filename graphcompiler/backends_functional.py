@@ -34,14 +34,11 @@ class Env:
     def __init__(self, xp: Any):
         self.xp = xp
 
-    def check_labels(self, labels, n: int, label: str):
-        """labels, after checking 0 <= labels < n (eagerly here; jax and dask do it their own way)."""
-        lab = np.asarray(labels) if not hasattr(labels, "__array_namespace__") else labels
-        xp = self.xp
-        if math.prod(lab.shape) and bool(xp.any((lab < 0) | (lab >= n))):
-            bad = np.asarray(lab)[(np.asarray(lab) < 0) | (np.asarray(lab) >= n)].ravel()[0]
-            raise ExecutionError(f"while computing {label}: label {int(bad)} is out of range for {n} classes "
-                                 f"(labels must be in [0, {n}))")
+    def check_labels(self, labels, n: int, label: str, low: int = 0):
+        """labels, after checking low <= labels < n (eagerly here; jax and dask do it their own way).
+
+        low=0: class labels; low=-n: indices, NumPy's rule (negative ones count from the end)."""
+        check_range(np.asarray(labels), n, label, low)
         return labels
 
     def check_finite(self, st, r, args):
@@ -70,6 +67,19 @@ class Env:
         z = self.xp.asarray(z, copy=True)
         z[index] = g
         return z
+
+
+def range_message(bad: int, n: int, label: str, low: int = 0) -> str:
+    if low == 0:
+        return (f"while computing {label}: label {bad} is out of range for {n} classes "
+                f"(labels must be in [0, {n}))")
+    return f"while computing {label}: index {bad} is out of range for an axis of size {n} (indices must be in [{low}, {n}))"
+
+
+def check_range(arr: np.ndarray, n: int, label: str, low: int = 0) -> None:
+    """ExecutionError naming the step when an entry of arr (NumPy) is outside [low, n)."""
+    if arr.size and (arr.min() < low or arr.max() >= n):
+        raise ExecutionError(range_message(int(arr[(arr < low) | (arr >= n)].ravel()[0]), n, label, low))
 
 
 def kernel(*names: str) -> Callable[[Kernel], Kernel]:
@@ -506,8 +516,10 @@ def _mse(env, st, p, t):
 
 @kernel("take")
 def _take(env, st, x, idx):
-    idx = env.check_labels(idx, x.shape[st.op.axis], st.label)
+    n = x.shape[st.op.axis]
+    idx = env.check_labels(idx, n, st.label, -n)
     xp = env.xp
+    idx = xp.where(idx < 0, idx + n, idx)
     flat = xp.reshape(idx, (-1,))
     got = xp.take(x, flat, axis=st.op.axis)
     return xp.reshape(got, tuple(st.shape))
@@ -518,7 +530,8 @@ def _scatter_add(env, st, target, idx, values):
     """np.add.at as a contraction with a one-hot matrix: functional on every engine (O(n * size))."""
     xp = env.xp
     a, n = st.op.axis, st.shape[st.op.axis]
-    idx = env.check_labels(idx, n, st.label)
+    idx = env.check_labels(idx, n, st.label, -n)
+    idx = xp.where(idx < 0, idx + n, idx)
     k = idx.ndim
     oh = one_hot(env, xp.reshape(idx, (-1,)), n, values.dtype)                     # (m, n)
     v = xp.moveaxis(values, tuple(range(a, a + k)), tuple(range(k))) if k and a else values
@@ -526,6 +539,40 @@ def _scatter_add(env, st, target, idx, values):
     out = xp.reshape(xp.matmul(xp.permute_dims(oh, (1, 0)), v),
                      (n,) + tuple(d for j, d in enumerate(st.shape) if j != a))
     return xp.moveaxis(out, 0, a) if a else out
+
+
+def _axis_arange(xp, n: int, axis: int, ndim: int, dtype):
+    """arange(n) shaped to lie along `axis` of a rank-ndim array."""
+    return xp.reshape(xp.arange(n, dtype=dtype), tuple(n if k == axis else 1 for k in range(ndim)))
+
+
+@kernel("take_along_axis")
+def _take_along_axis(env, st, x, idx):
+    """result[..., j, ...] = x[..., idx[..., j, ...], ...]: a where over (j, i) pairs (exact; no products)."""
+    xp, a = env.xp, st.op.axis
+    n = x.shape[a]
+    idx = env.check_labels(idx, n, st.label, -n)
+    idx = xp.where(idx < 0, idx + n, idx)
+    hit = xp.expand_dims(idx, axis=a + 1) == _axis_arange(xp, n, a + 1, idx.ndim + 1, idx.dtype)   # (.., k, n, ..)
+    xs = xp.expand_dims(x, axis=a)                                                                 # (.., 1, n, ..)
+    zero = xp.zeros((), dtype=x.dtype)
+    return xp.broadcast_to(xp.sum(xp.where(hit, xs, zero), axis=a + 1), tuple(st.shape))
+
+
+@kernel("scatter_add_along_axis")
+def _scatter_add_along_axis(env, st, target, idx, values):
+    """out[..., i, ...] = sum over j with idx[..., j, ...] == i of values[..., j, ...], summed to target's shape."""
+    xp, a = env.xp, st.op.axis
+    n = st.shape[a]
+    idx = env.check_labels(idx, n, st.label, -n)
+    idx = xp.where(idx < 0, idx + n, idx)
+    idx = xp.broadcast_to(idx, tuple(values.shape))
+    hit = xp.expand_dims(idx, axis=a) == _axis_arange(xp, n, a, values.ndim + 1, idx.dtype)       # (.., n, k, ..)
+    zero = xp.zeros((), dtype=values.dtype)
+    full = xp.sum(xp.where(hit, xp.expand_dims(values, axis=a), zero), axis=a + 1)                # (.., n, ..)
+    shape = tuple(st.shape)
+    axes = tuple(k for k, d in enumerate(shape) if d == 1 and full.shape[k] != 1)
+    return xp.sum(full, axis=axes, keepdims=True) if axes else full
 
 
 # -- random numbers (Threefry-2x32, the same uint32 arithmetic as ops/random.py) -----------------

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends_functional import Env, check_coverage, evaluate
+from .backends_functional import Env, check_coverage, check_range, evaluate
 from .compiler.lowered import LoweredProgram
 from .errors import ExecutionError, FeedError, GraphCompilerError
 
@@ -50,17 +50,18 @@ class JaxEnv(Env):
         self.checked = False
         self.prechecks: list = []
 
-    def check_labels(self, labels, n, label):
+    def check_labels(self, labels, n, label, low=0):
         k = getattr(self, "leaf_ids", {}).get(id(labels))
         if k is not None:            # labels fed to the run: checked in NumPy before the call (cheap, exact)
-            self.prechecks.append((k, n, label))
+            self.prechecks.append((k, n, label, low))
             return labels
         from jax.experimental import checkify
         self.checked = True          # computed labels: a checkify check inside the jit function
         jnp = self.xp
-        checkify.check(jnp.all((labels >= 0) & (labels < n)),
-                       f"while computing {label}: a label is out of range for {n} classes "
-                       f"(labels must be in [0, {n}))")
+        what = "a label" if low == 0 else "an index"
+        checkify.check(jnp.all((labels >= low) & (labels < n)),
+                       f"while computing {label}: {what} is out of range ({'for ' + str(n) + ' classes' if low == 0 else 'for an axis of size ' + str(n)}; "
+                       f"it must be in [{low}, {n}))")
         return labels
 
     def check_finite(self, st, r, args):
@@ -81,13 +82,6 @@ class JaxEnv(Env):
 
     def set_index(self, z, index, g):
         return z.at[index].set(g)
-
-
-def _check_labels(labels: np.ndarray, n: int, label: str) -> None:
-    if labels.size and (labels.min() < 0 or labels.max() >= n):
-        bad = labels[(labels < 0) | (labels >= n)].ravel()[0]
-        raise ExecutionError(f"while computing {label}: label {int(bad)} is out of range for {n} classes "
-                             f"(labels must be in [0, {n}))")
 
 
 class JaxEvaluator:
@@ -143,8 +137,8 @@ class JaxEvaluator:
                 out = evaluate(self.env, self.lowered, [jax.numpy.asarray(v) for v in leaves])
                 return [np.array(r) for r in out] if numpy else list(out)
             fn = self._compiled(donate, leaves)
-            for k, n, label in self._prechecks:
-                _check_labels(np.asarray(leaves[k]), n, label)
+            for k, n, label, low in self._prechecks:
+                check_range(np.asarray(leaves[k]), n, label, low)
             try:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="Some donated buffers were not usable")

@@ -340,3 +340,28 @@ def test_diagonal_and_trace_agree(backend):
     for a, b in zip(got, ref):
         assert np.asarray(a).shape == b.shape
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gathers_and_scatter_adds_agree(backend):
+    """take (negative indices too), take_along_axis and their scatter-add gradients; a bad index is named."""
+    g = gc.Graph("gather")
+    x = g.input("x", shape=(None, 5))
+    i = g.input("i", shape=(4,), dtype="int64")
+    j = g.input("j", shape=(None, 2), dtype="int64")
+    t1 = gc.take(x, i, axis=1, name="picked")
+    t2 = gc.take_along_axis(x, j, axis=1, name="along")
+    t = gc.sum(t1 ** 2) + gc.sum(t2 * 3.0) + gc.sum(gc.take(x, i, axis=0) ** 2)
+    outs = [t1, t2, t, gc.build_grad(t, [x])[x]]
+    feeds = {"x": np.random.default_rng(5).standard_normal((4, 5)), "i": np.array([0, -1, 3, 3]),
+             "j": np.array([[0, 4], [-2, 1], [2, 2], [4, -5]])}
+    feeds["x"][1, 2] = np.inf * 0 + 1e300                    # large values must not spread to other entries
+    ref = gc.compile(outs).run(feeds)
+    p = gc.compile(outs, backend=backend)
+    got = computed(p.run(feeds))
+    for a, b in zip(got, ref):
+        assert np.asarray(a).shape == b.shape
+        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-12, atol=1e-12)
+    opts = {"compute": True} if backend == "dask" else {}
+    with pytest.raises(gc.ExecutionError, match="while computing picked = take.*index 5 is out of range"):
+        p.run(dict(feeds, i=np.array([0, 5, 1, 1])), **opts)
