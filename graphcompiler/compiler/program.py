@@ -172,7 +172,7 @@ class Program:
             self._use(spec)
         if options:
             options = dict(options, batch_axes=tuple(0 if len(n.shape) and n.shape[0] is None and
-                                                     n.op.name == "input" else None for n in spec.leaf_nodes))
+                                                     isinstance(n.op, Input) else None for n in spec.leaf_nodes))
         values = self.graph._values
         if not self.updates:
             try:
