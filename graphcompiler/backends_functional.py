@@ -50,6 +50,10 @@ class Env:
     def bitcast(self, x, dtype):
         return x.view(dtype)
 
+    def einsum(self, subscripts: str, *xs):
+        """einsum is not in the array API standard: the engine's own (NumPy, jax.numpy, dask.array, CuPy)."""
+        return _engine_module(next((x for x in xs if not isinstance(x, np.ndarray)), xs[0])).einsum(subscripts, *xs)
+
     def special(self, name: str, x, *n):
         """A scipy.special function (erf, gammaln, digamma; polygamma with its order n first) on the engine."""
         import scipy.special
@@ -67,6 +71,21 @@ class Env:
         z = self.xp.asarray(z, copy=True)
         z[index] = g
         return z
+
+
+def _engine_module(x):
+    """The engine's own module of array x (numpy, jax.numpy, dask.array, cupy): for calls beyond the standard."""
+    import array_api_compat
+    if array_api_compat.is_jax_array(x):
+        import jax.numpy
+        return jax.numpy
+    if array_api_compat.is_dask_array(x):
+        import dask.array
+        return dask.array
+    if array_api_compat.is_cupy_array(x):
+        import cupy
+        return cupy
+    return np
 
 
 def range_message(bad: int, n: int, label: str, low: int = 0) -> str:
@@ -235,6 +254,11 @@ def _argmax(env, st, x):
 @kernel("matmul")
 def _matmul(env, st, a, b):
     return env.xp.matmul(a, b)
+
+
+@kernel("einsum")
+def _einsum(env, st, *xs):
+    return env.einsum(st.op.subscripts, *xs)
 
 
 @kernel("dot_all")

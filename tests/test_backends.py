@@ -365,3 +365,17 @@ def test_gathers_and_scatter_adds_agree(backend):
     opts = {"compute": True} if backend == "dask" else {}
     with pytest.raises(gc.ExecutionError, match="while computing picked = take.*index 5 is out of range"):
         p.run(dict(feeds, i=np.array([0, 5, 1, 1])), **opts)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_einsum_agrees(backend):
+    g = gc.Graph("ein")
+    x = g.input("x", shape=(None, 3))
+    W = g.parameter("W", np.linspace(-1, 1, 12).reshape(3, 4))
+    z = gc.einsum("bi,ij->bj", x, W)
+    t = gc.sum(gc.einsum("bj,bj->b", z, z)) + gc.sum(gc.tensordot(x, W, 1)) + gc.sum(gc.outer(W[0], W[1]))
+    outs = [z, t] + [gc.build_grad(t, [x, W])[v] for v in (x, W)]
+    feeds = {"x": np.random.default_rng(6).standard_normal((5, 3))}
+    ref = gc.compile(outs).run(feeds)
+    for a, b in zip(computed(gc.compile(outs, backend=backend).run(feeds)), ref):
+        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-12, atol=1e-12)
