@@ -261,6 +261,17 @@ def _einsum(env, st, *xs):
     return env.einsum(st.op.subscripts, *xs)
 
 
+@kernel("triangle")
+def _triangle(env, st, x):
+    xp, op = env.xp, st.op
+    out = xp.tril(x) if op.lower else xp.triu(x)
+    if op.diag != 1.0:
+        r, c = x.shape[-2], x.shape[-1]
+        on = xp.reshape(xp.arange(r), (r, 1)) == xp.reshape(xp.arange(c), (1, c))
+        out = xp.where(on, out * op.diag, out)
+    return out
+
+
 @kernel("dot_all")
 def _dot_all(env, st, a, b):
     return env.xp.sum(a * b)

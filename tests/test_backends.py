@@ -379,3 +379,15 @@ def test_einsum_agrees(backend):
     ref = gc.compile(outs).run(feeds)
     for a, b in zip(computed(gc.compile(outs, backend=backend).run(feeds)), ref):
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_triangle_agrees(backend):
+    g = gc.Graph("tri")
+    x = g.input("x", shape=(None, 3, 4))
+    from graphcompiler.ops.linalg_ops import triangle
+    outs = [triangle(x, True, 0.5), triangle(x, False, 1.0), gc.linalg.tril(x)]
+    feeds = {"x": np.random.default_rng(7).standard_normal((2, 3, 4))}
+    ref = gc.compile(outs).run(feeds)
+    for a, b in zip(computed(gc.compile(outs, backend=backend).run(feeds)), ref):
+        np.testing.assert_array_equal(np.asarray(a), b)
