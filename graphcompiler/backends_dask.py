@@ -117,14 +117,20 @@ class DaskEvaluator:
         import dask
         import dask.array as da
         lw = self.lowered
+        batched = [kind == "feed" and not isinstance(leaf, da.Array) and np.ndim(leaf) > 0 and
+                   (batch_axes is None or batch_axes[k] == 0)
+                   for k, (leaf, kind) in enumerate(zip(leaves, lw.leaf_kinds))]
+        rows = chunks
+        if chunks == "auto" and any(batched):    # one row count for every batched feed: chunks line up
+            big = max((np.asarray(leaf) for leaf, b in zip(leaves, batched) if b), key=lambda a: a.nbytes)
+            rows = da.core.normalize_chunks(("auto",) + (-1,) * (big.ndim - 1), big.shape, dtype=big.dtype)[0][0]
         arrays = []
-        for k, (leaf, kind) in enumerate(zip(leaves, lw.leaf_kinds)):
+        for leaf, b in zip(leaves, batched):
             if isinstance(leaf, da.Array):
                 arrays.append(leaf)
                 continue
             leaf = np.asarray(leaf)
-            batched = kind == "feed" and leaf.ndim > 0 and (batch_axes is None or batch_axes[k] == 0)
-            arrays.append(da.from_array(leaf, chunks=(chunks,) + (-1,) * (leaf.ndim - 1) if batched else -1))
+            arrays.append(da.from_array(leaf, chunks=(rows,) + (-1,) * (leaf.ndim - 1) if b else -1))
         results = evaluate(self.env, lw, arrays)
         if not (compute or lw.updates):
             return results
