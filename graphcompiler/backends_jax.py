@@ -22,6 +22,7 @@ as JAX arrays.
 from __future__ import annotations
 
 import importlib.util
+import threading
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -49,6 +50,15 @@ class JaxEnv(Env):
         super().__init__(jnp)
         self.checked = False
         self.prechecks: list = []
+        self._local = threading.local()
+
+    @property
+    def leaf_ids(self) -> dict:           # per thread: two threads may trace at once
+        return getattr(self._local, "leaf_ids", {})
+
+    @leaf_ids.setter
+    def leaf_ids(self, value: dict) -> None:
+        self._local.leaf_ids = value
 
     def check_labels(self, labels, n, label, low=0):
         k = getattr(self, "leaf_ids", {}).get(id(labels))
@@ -108,9 +118,17 @@ class JaxEvaluator:
         self._checked: bool | None = None           # whether a step checks labels (known after one trace)
         self._jit: dict[bool, Any] = {}
         self._checkify = checkify
+        self._lock = threading.Lock()
         return self
 
     def _compiled(self, donate: bool, leaves) -> Any:
+        fn = self._jit.get(donate)
+        if fn is not None:
+            return fn
+        with self._lock:                    # one thread traces (the Env records checks while tracing)
+            return self._compile(donate, leaves)
+
+    def _compile(self, donate: bool, leaves) -> Any:
         import jax
         fn = self._jit.get(donate)
         if fn is None:

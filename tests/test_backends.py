@@ -411,3 +411,21 @@ def test_triangle_agrees(backend):
     ref = gc.compile(outs).run(feeds)
     for a, b in zip(computed(gc.compile(outs, backend=backend).run(feeds)), ref):
         np.testing.assert_array_equal(np.asarray(a), b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_runs_from_several_threads_agree(backend):
+    from concurrent.futures import ThreadPoolExecutor
+    g, J, grads, (W1, W2), feeds = mlp()
+    outs = [J, grads[W1], grads[W2]]
+    ref = gc.compile(outs).run(feeds)
+    p = gc.compile(outs, backend=backend)
+    rng = np.random.default_rng(9)
+    batches = [{"x": rng.standard_normal((6, 4)), "y": rng.integers(0, 3, 6)} for _ in range(8)]
+    refs = [gc.compile(outs).run(b) for b in batches]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda b: computed(p.run(b)), batches))
+    for gres, rres in zip(got, refs):
+        for a, b in zip(gres, rres):
+            close(a, b)
+    del ref
