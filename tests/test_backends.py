@@ -429,3 +429,22 @@ def test_runs_from_several_threads_agree(backend):
         for a, b in zip(gres, rres):
             close(a, b)
     del ref
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_graph(), st.sampled_from(PASS_SETS))
+def test_functional_kernels_on_numpy_agree_with_the_numpy_evaluator(outputs, optimize):
+    """The functional evaluator on NumPy's array API namespace (cheap: many graphs) against the out= evaluator."""
+    from graphcompiler.backends_functional import ArrayApiEvaluator
+    from graphcompiler.compiler import backends
+    rng = np.random.default_rng(1)
+    feeds = {"a": rng.standard_normal((3, 4)) * 0.5, "b": rng.standard_normal((3, 4)) * 0.5}
+    ref = gc.compile(outputs, optimize=optimize).run(feeds)
+    backends.BACKENDS["array_api"] = ArrayApiEvaluator
+    try:
+        got = gc.compile(outputs, optimize=optimize, backend="array_api").run(feeds)
+    finally:
+        del backends.BACKENDS["array_api"]
+    for a, b, o in zip(got, ref, outputs):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        close(a, b, o.dtype)
