@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import test_ops
+import test_ops_indexing
+import test_ops_special
 
 import graphcompiler as gc
 from graphcompiler.backends_functional import KERNELS, ArrayApiEvaluator
 from graphcompiler.compiler import backends
-import test_ops
-import test_ops_indexing
-import test_ops_special
 
 CASES = list(test_ops.CASES) + list(test_ops_special.CASES) + list(test_ops_indexing.CASES)
 
