@@ -66,7 +66,7 @@ class Specialization:
     nodes: list[Node]
     roots: list[Node]
     plan: BufferPlan
-    steps: list[Step]
+    origin: Any                         # program node -> the graph node it computes (Context.origin_of)
     leaf_nodes: list[Node]              # graph nodes whose values a run passes in (inputs, parameters)
     evaluator: Any                      # the backend's Evaluator, loaded with `lowered`
     lowered: LoweredProgram
@@ -79,6 +79,16 @@ class Specialization:
     removed: int = 0                    # nodes the specialisation removed (shape rules, shape-only reads)
     copies: set = dataclasses.field(default_factory=set)
     any_scalar: bool = False
+    _steps: list | None = None
+
+    @property
+    def steps(self) -> list[Step]:
+        """The schedule for introspection (made when first asked for: a run does not need it)."""
+        if self._steps is None:
+            values, copies, origin = self.plan.values, self.copies, self.origin
+            self._steps = [Step(origin(n) if n not in copies else n, n.op.name, values[n].buffer, n in copies, n)
+                           for n in self.plan.order]
+        return self._steps
 
 
 class Program:
@@ -255,11 +265,9 @@ class Program:
                                  nan_check=self.nan_check, n_outputs=len(self.outputs),
                                  updates=[p.name for p in self.updates])
         ctx, plan, copies = self._ctx, sp.plan, sp.copies
-        steps = [Step(ctx.origin_of(n) if n not in copies else n, n.op.name, plan.values[n].buffer,
-                      n in copies, n) for n in plan.order]
         evaluator = new_evaluator(self.backend).load(sp.lowered)
         scalar_out = [o.shape == () for o in self.outputs] + [False] * len(self.updates)
-        spec = Specialization(tuple(shapes[n] for n in self.inputs), sp.nodes, sp.roots, plan, steps,
+        spec = Specialization(tuple(shapes[n] for n in self.inputs), sp.nodes, sp.roots, plan, ctx.origin_of,
                               sp.leaf_nodes, evaluator, sp.lowered, scalar_out, dict(shapes), len(copies),
                               sp.recompute_flops, sp.forward_flops, sp.unbudgeted_peak, sp.removed, set(copies),
                               any(scalar_out))
@@ -277,7 +285,7 @@ class Program:
         except KeyError:                              # evicted meanwhile by another thread
             pass
         plan = spec.plan
-        self.stats.update({"nodes_out": len(spec.nodes), "steps": len(spec.steps), "buffers": len(plan.buffers),
+        self.stats.update({"nodes_out": len(spec.nodes), "steps": len(plan.order), "buffers": len(plan.buffers),
                            "peak_bytes": plan.peak_bytes, "resident_bytes": plan.resident_bytes,
                            "removed_specialize": getattr(spec, "removed", 0),
                            "inplace": sum(1 for v in plan.values.values() if v.inplace),
