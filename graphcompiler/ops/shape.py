@@ -555,6 +555,9 @@ def zeros_like(x, name: str | None = None):
 
 
 def getitem(x, index, name: str | None = None):
+    from . import indexing
+    if indexing.is_fancy(index):                 # an integer array or node: a gather (take), not a view
+        return indexing.fancy_index(x, index, name)
     return apply(GetItem(_encode_index(index, _ndim(x), f"indexing {getattr(x, 'name', x)!r}")), (x,), name)
 
 
