@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .errors import GraphCompilerError, GraphFileError, fmt_shape
-from .graph import Graph, Node
+from .graph import Graph, Node, install
 from .ops import OPS                    # the allowlist of op names: the only classes a file can name
 
 FORMAT = "graphcompiler-graph"
@@ -545,3 +545,6 @@ def _short(v: Any, limit: int = 60, quote: bool = False) -> str:
     except (TypeError, ValueError, RecursionError):
         text = repr(type(v).__name__)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+install(Graph, save=save)   # g.save(path): installed from this layer, so graph.py imports no file code

@@ -20,13 +20,15 @@ from __future__ import annotations
 import html
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Iterable, Literal
 
-import graphviz
 import numpy as np
 
 from .errors import GraphCompilerError, fmt_shape
-from .graph import Graph, Node
+from .graph import Graph, Node, install
+
+if TYPE_CHECKING:
+    import graphviz     # imported where a picture is drawn: `import graphcompiler` does not pay for it
 
 Show = Literal["all", "forward", "backward"]
 
@@ -328,6 +330,7 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
                 return scope_ids[s, n.is_gradient]
         return ids[n]
 
+    import graphviz
     dot = graphviz.Digraph(name=_safe_name(subject.title), strict=False)
     dot.attr("graph", rankdir=rankdir, fontname=FONT, fontsize="12", nodesep="0.2", ranksep="0.3",
              bgcolor="white", pad="0.2", newrank="true")
@@ -372,7 +375,8 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
                 seen_collapsed.add((a, b))
             attrs = _edge_attrs(x, n, kinds, edge_shapes)
             free_leaf = x.op.name == "constant" and x not in anchors     # placed by this edge alone
-            if (n in anchors or align and collapsed and n.is_gradient) and not free_leaf:                        # its place is fixed by its forward origin's rank
+            # its place is fixed by its forward origin's rank
+            if (n in anchors or align and collapsed and n.is_gradient) and not free_leaf:
                 attrs["constraint"] = "false"
             dot.edge(a, b, **attrs)
 
@@ -431,9 +435,10 @@ def _anchors(visible: list[Node], visible_set: set[Node]) -> dict[Node, Node]:
             anchors[n] = a                          # a literal of a bprop (the 0 of z > 0) sits by its reader
     for n in visible:                               # seeds: with what their first reader is anchored to
         if n.is_gradient and n not in anchors and n.origin is None:
-            readers = [m for m in visible if n in m.inputs and m.origin is not None and m in anchors]
+            readers = [(m, m.origin[0]) for m in visible if n in m.inputs and m.origin is not None and m in anchors]
             if readers:
-                anchors[n] = readers[0].origin[0] if not readers[0].origin[0].is_gradient else anchors[readers[0]]
+                first, origin = readers[0]
+                anchors[n] = origin if not origin.is_gradient else anchors[first]
     return anchors
 
 
@@ -664,6 +669,7 @@ def render(what: Any, path: str | os.PathLike, *, dpi: int | None = None, **opti
     if suffix not in FORMATS:
         raise GraphCompilerError(f"render writes {', '.join(FORMATS)} files; {path!r} has suffix "
                                  f"{suffix or '(none)'!r}: pick one of those")
+    import graphviz
     dot = to_dot(what, **options)
     if FORMATS[suffix] == "dot":
         data = dot.source.encode("utf-8")
@@ -695,3 +701,7 @@ def mimebundle(what: Any, text: str) -> dict[str, str]:
         return {"image/svg+xml": svg(what), "text/plain": text}
     except Exception:                   # no dot binary: the listing alone
         return {"text/plain": text}
+
+
+# a Graph in a notebook shows its picture (graph.py, the layer below, does not import this module)
+install(Graph, _repr_mimebundle_=lambda self, include=None, exclude=None: mimebundle(self, str(self)))

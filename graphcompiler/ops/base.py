@@ -1,102 +1,38 @@
-"""The Op record and the machinery every op block uses: the registry, shape rules, and `apply`.
+"""The machinery every op block uses: `apply` (make a node), shape rules, and the Op record re-exported.
 
 An op is a small frozen dataclass whose fields are its static attributes (axis, shape, dtype). One block per
-op gives its shape/dtype rule (`infer`), its NumPy kernel (`kernel`) and its derivative rule (`bprop`,
-equation 6.54 of Goodfellow et al.): bprop builds graph nodes from other ops and never computes numbers.
+op gives its shape/dtype rule (`infer`), its NumPy kernel (`kernel`), its derivative rule (`bprop`,
+equation 6.54 of Goodfellow et al.: bprop builds graph nodes from other ops and never computes numbers) and
+its SymPy rule (`sympy_fn`, or a `to_sympy` method importing from ..symbolic_terms). The Op base class, the
+leaf ops and the registry OPS live in graph.py, the layer below, so that Graph can make leaves without
+importing the op library.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from ..errors import DTypeError, GraphCompilerError, ShapeError, fmt_shape
-from ..graph import GraphMismatchError, Node
+from ..graph import (LEAF_OPS, OPS, UNDEFINED, ZERO, Constant, GraphMismatchError, Input, Node, Op, Parameter,
+                     Undefined, Zero, install)
 
-OPS: dict[str, type["Op"]] = {}   # op name -> op class: the allowlist the file loader checks against
-
-
-class _Undefined:
-    """bprop's answer for an edge with no derivative (an integer path); build_grad reports it if needed."""
-
-    def __repr__(self) -> str:
-        return "UNDEFINED"
+__all__ = ["LEAF_OPS", "OPS", "UNDEFINED", "ZERO", "Constant", "Input", "Op", "Parameter", "Undefined", "Zero",
+           "install", "apply", "broadcast_shapes", "normalize_axes", "normalize_axis", "float_dtype", "is_static",
+           "size_of", "sp"]
 
 
-UNDEFINED = _Undefined()
+class _LazySympy:
+    """The sympy module, imported on its first use: an op block names SymPy functions in its rule
+    (`sympy_fn = lambda t: sp.tanh(t)`) without `import graphcompiler` paying for SymPy."""
+
+    def __getattr__(self, name: str) -> Any:
+        import sympy
+        return getattr(sympy, name)
 
 
-@dataclasses.dataclass(frozen=True)
-class Op:
-    """Base of every op. Subclasses are frozen dataclasses: equal attributes make equal (mergeable) ops."""
-
-    name: ClassVar[str] = "op"
-    arity: ClassVar[int | None] = None          # number of inputs; None: any
-    piecewise_constant: ClassVar[bool] = False  # comparisons and the like: a path through them adds zero
-    shape_only: ClassVar[tuple[int, ...]] = ()  # inputs read only for their run-time shape
-
-    def __init_subclass__(cls, **kw):
-        super().__init_subclass__(**kw)
-        if "name" in cls.__dict__:
-            OPS[cls.name] = cls
-
-    # -- the op's record -------------------------------------------------------------------
-    def infer(self, *xs: Node) -> tuple[tuple, np.dtype]:
-        """Output (shape, dtype) from the inputs' shapes and dtypes; raise ShapeError/DTypeError."""
-        raise NotImplementedError
-
-    def kernel(self, *xs: np.ndarray) -> np.ndarray:
-        """The NumPy computation of one step."""
-        raise NotImplementedError
-
-    def bprop(self, i: int, x: tuple[Node, ...], y: Node, g: Node) -> Node | None:
-        """dz/dx[i] as new graph nodes, given the node y = op(*x) and g = dz/dy (equation 6.54)."""
-        raise NotImplementedError(f"{self.name} has no derivative rule")
-
-    # -- derived ---------------------------------------------------------------------------
-    def grad(self, i: int, x: tuple[Node, ...], y: Node, g: Node):
-        """bprop with the rules shared by every op: paths through bools add zero, integer paths are undefined."""
-        if self.piecewise_constant or x[i].dtype == bool or y.dtype == bool:
-            return None
-        if x[i].dtype.kind != "f" or y.dtype.kind != "f":
-            return UNDEFINED
-        return self.bprop(i, x, y, g)
-
-    def reads_value(self, i: int) -> bool:
-        """False for an input read only for its run-time shape (a compiled program need not keep it)."""
-        return i not in self.shape_only
-
-    def attrs(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    def __str__(self) -> str:
-        a = ", ".join(f"{k}={v!r}" for k, v in self.attrs().items())
-        return f"{self.name}({a})" if a else self.name
-
-
-# -- leaves ---------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Input(Op):
-    name: ClassVar[str] = "input"
-    arity: ClassVar[int] = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class Parameter(Op):
-    name: ClassVar[str] = "parameter"
-    arity: ClassVar[int] = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class Constant(Op):
-    name: ClassVar[str] = "constant"
-    arity: ClassVar[int] = 0
-
-
-LEAF_OPS = ("input", "parameter", "constant")
+sp: Any = _LazySympy()
 
 
 # -- building nodes -------------------------------------------------------------------------

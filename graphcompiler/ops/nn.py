@@ -46,10 +46,6 @@ class Softmax(Op):
         s = R.sum(E.multiply(g, y), axis=self.axis, keepdims=True)
         return E.multiply(y, E.subtract(g, s))
 
-    def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
-
 
 @dataclass(frozen=True)
 class LogSoftmax(Op):
@@ -66,10 +62,6 @@ class LogSoftmax(Op):
     def bprop(self, i, x, y, g):                                   # dx = g - softmax(x) * sum(g)
         s = R.sum(g, axis=self.axis, keepdims=True)
         return E.subtract(g, E.multiply(E.exp(y), s))
-
-    def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
 @dataclass(frozen=True)
@@ -92,10 +84,6 @@ class LogSumExp(Op):
         keep = (lambda v: v) if self.keepdims or not self.axis else (lambda v: S.expand_dims(v, self.axis))
         return E.multiply(keep(g), E.exp(E.subtract(x[0], keep(y))))
 
-    def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
-
 
 @dataclass(frozen=True)
 class OneHot(Op):
@@ -113,10 +101,6 @@ class OneHot(Op):
         out = np.zeros(like.shape, like.dtype)
         np.put_along_axis(out, labels[..., None], 1, axis=-1)
         return out
-
-    def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
 @dataclass(frozen=True)
@@ -157,10 +141,6 @@ class SoftmaxCrossEntropy(Op):
         diff = E.subtract(softmax(logits, -1), apply(OneHot(), (labels, logits)))
         return E.multiply(diff, E.divide(g, n))
 
-    def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
-
 
 @dataclass(frozen=True)
 class MSE(Op):
@@ -188,7 +168,7 @@ class MSE(Op):
         return S.sum_to(gd if i == 0 else E.negative(gd), x[i])
 
     def to_sympy(self, node, p, t):
-        from ..symbolic import count, elementwise, reduce_sum
+        from ..symbolic_terms import count, elementwise, reduce_sum
         sq = elementwise(broadcast_shapes(p.shape, t.shape), lambda a, b: (a - b)**2, p, t)
         total = reduce_sum(node, sq, tuple(range(sq.ndim)), False)    # ||P - T||_F^2 = tr((P-T)^T (P-T))
         return elementwise(node, lambda s, k: s / k, total, count(node, sq, tuple(range(sq.ndim))))

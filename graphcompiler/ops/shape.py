@@ -12,7 +12,8 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import ShapeError, fmt_shape
-from .base import Op, apply, broadcast_shapes, is_static, normalize_axes, normalize_axis, size_of
+from ..graph import Node
+from .base import Op, apply, install, broadcast_shapes, is_static, normalize_axes, normalize_axis, size_of
 
 
 # -- reshape, transpose, expand/squeeze ------------------------------------------------------
@@ -47,7 +48,7 @@ class Reshape(Op):
         return reshape_to(g, x[0])
 
     def to_sympy(self, node, x):
-        from ..symbolic import reshape
+        from ..symbolic_terms import reshape
         return reshape(node, x)  # the same matrix, or its transpose
 
 
@@ -67,7 +68,7 @@ class ReshapeLike(Op):
         return reshape_to(g, x[0])
 
     def to_sympy(self, node, x, like):
-        from ..symbolic import reshape
+        from ..symbolic_terms import reshape
         return reshape(node, x)
 
 
@@ -89,7 +90,7 @@ class Transpose(Op):
         return transpose(g, tuple(int(a) for a in np.argsort(self.axes)))   # the inverse permutation
 
     def to_sympy(self, node, x):
-        from ..symbolic import transpose
+        from ..symbolic_terms import transpose
         return transpose(node, x, self.axes)  # X^T
 
 
@@ -112,7 +113,7 @@ class ExpandDims(Op):
         return squeeze(g, self.axis)
 
     def to_sympy(self, node, x):
-        from ..symbolic import reshape
+        from ..symbolic_terms import reshape
         return reshape(node, x)
 
 
@@ -135,7 +136,7 @@ class Squeeze(Op):
         return expand_dims(g, self.axis)
 
     def to_sympy(self, node, x):
-        from ..symbolic import reshape
+        from ..symbolic_terms import reshape
         return reshape(node, x)
 
 
@@ -159,7 +160,7 @@ class BroadcastTo(Op):
         return sum_to(g, x[0])
 
     def to_sympy(self, node, x):
-        from ..symbolic import broadcast
+        from ..symbolic_terms import broadcast
         return broadcast(node, x)  # with ones vectors: v 1^T
 
 
@@ -179,7 +180,7 @@ class BroadcastLike(Op):
         return sum_to(g, x[0])
 
     def to_sympy(self, node, x, like):
-        from ..symbolic import broadcast
+        from ..symbolic_terms import broadcast
         return broadcast(node, x)
 
 
@@ -201,7 +202,7 @@ class SumLike(Op):
         return broadcast_to_node(g, x[0])
 
     def to_sympy(self, node, g, like):
-        from ..symbolic import sum_to
+        from ..symbolic_terms import sum_to
         return sum_to(node, g, like)  # G 1, 1^T G
 
 
@@ -269,7 +270,7 @@ class ZerosLike(Op):
         return np.zeros(x.shape, x.dtype)
 
     def to_sympy(self, node, x):
-        from ..symbolic import zeros
+        from ..symbolic_terms import zeros
         return zeros(node)
 
 
@@ -291,7 +292,7 @@ class Count(Op):
         return np.array(size_of([x.shape[a] for a in self.axis]), dtype=self.dtype)
 
     def to_sympy(self, node, x):
-        from ..symbolic import count
+        from ..symbolic_terms import count
         return count(node, node.inputs[0], self.axis)  # a product of dims, n at run time
 
 
@@ -380,10 +381,6 @@ class GetItem(Op):
     def bprop(self, i, x, y, g):
         return apply(ScatterLike(self.index), (g, x[0]))            # g placed into zeros of x's shape
 
-    def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
-
 
 @dataclass(frozen=True)
 class ScatterLike(Op):
@@ -404,10 +401,6 @@ class ScatterLike(Op):
 
     def bprop(self, i, x, y, g):
         return apply(GetItem(self.index), (g,))
-
-    def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
 @dataclass(frozen=True)
@@ -443,10 +436,6 @@ class Concatenate(Op):
     def bprop(self, i, x, y, g):
         return apply(ConcatPart(self.axis, i), (g, *x))
 
-    def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
-
 
 @dataclass(frozen=True)
 class ConcatPart(Op):
@@ -472,10 +461,6 @@ class ConcatPart(Op):
             return None
         parts = [g if k == self.part else zeros_like(l) for k, l in enumerate(x[1:])]
         return concatenate(parts, axis=self.axis)
-
-    def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
 # -- the public functions -------------------------------------------------------------------
@@ -515,7 +500,6 @@ def squeeze(x, axis=None, name: str | None = None):
 
 
 def broadcast_to(x, shape, name: str | None = None):
-    from ..graph import Node
     if isinstance(shape, Node):
         return apply(BroadcastLike(), (x, shape), name)
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
@@ -532,6 +516,9 @@ def zeros_like(x, name: str | None = None):
 
 def getitem(x, index, name: str | None = None):
     return apply(GetItem(_encode_index(index, _ndim(x), f"indexing {getattr(x, 'name', x)!r}")), (x,), name)
+
+
+install(Node, __getitem__=getitem, T=property(lambda self: transpose(self)))   # x[1:3], x.T
 
 
 def concatenate(xs, axis: int = 0, name: str | None = None):
