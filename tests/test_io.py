@@ -37,7 +37,8 @@ def every_op_graph(rng) -> gc.Graph:
     u = gc.maximum(u, gc.minimum(x, a)) + gc.sigmoid(x) - gc.abs(-x) / (gc.square(a) + 1)
     v = gc.power(gc.sqrt(gc.exp(b) + 1), 1.5) + gc.log(b) + gc.log1p(b)
     w = gc.concatenate([gc.reshape(v, (3, 2)), gc.transpose(v)], axis=1)           # (3, 4)
-    q = gc.expand_dims(gc.sum(w, axis=1, keepdims=False), 0) + gc.broadcast_to(gc.squeeze(gc.expand_dims(a, 0), 0), (1, 3))
+    q = gc.expand_dims(gc.sum(w, axis=1, keepdims=False), 0) + gc.broadcast_to(
+        gc.squeeze(gc.expand_dims(a, 0), 0), (1, 3))
     r = gc.concatenate([u, e], axis=0)
     t = gc.mean(r * q, axis=1) + gc.max(r, axis=1) + gc.logsumexp(r, axis=1)
     soft = gc.sum(gc.softmax(r) * gc.log_softmax(r))
