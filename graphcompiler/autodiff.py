@@ -66,6 +66,7 @@ def _bprop(graph: Graph, v: Node, i: int, g_v: Grad) -> Grad:
     """v's part of the gradient of its input i: op.bprop(inputs, X, G) of equation 6.54, or a mark."""
     if isinstance(g_v, Undefined):              # an undefined gradient passes on, unless the edge adds zero
         return ZERO if edge_mark(v.op, v.inputs[i], v, i) is ZERO else g_v
+    assert isinstance(g_v, Node)                # the sweep skips a ZERO gradient
     with graph._gradient_scope((v, i)):
         part = v.op.grad(i, v.inputs, v, g_v)   # bprop behind the rules every op shares (graph.edge_mark)
     if isinstance(part, Node):
@@ -225,7 +226,7 @@ def _undefined_message(z: Node, t: Node, mark: Undefined, pruned: set[Node]) -> 
 
 def _path(src: Node, dst: Node, pruned: set[Node]) -> list[Node]:
     """A path src -> ... -> dst through G' (breadth first over the inputs, walking back from dst)."""
-    prev = {dst: None}
+    prev: dict[Node, Node | None] = {dst: None}
     queue = deque([dst])
     while queue:
         n = queue.popleft()
@@ -237,8 +238,9 @@ def _path(src: Node, dst: Node, pruned: set[Node]) -> list[Node]:
                 queue.append(x)
     if src not in prev:
         return [src, dst] if src is not dst else [src]
-    out, n = [], src
-    while n is not None:
-        out.append(n)
-        n = prev[n]
+    out: list[Node] = []
+    step: Node | None = src
+    while step is not None:
+        out.append(step)
+        step = prev[step]
     return out

@@ -64,6 +64,13 @@ def _placeholder(m) -> sp.Dummy:
     return d
 
 
+def _matrix_shape(shape: tuple) -> tuple:
+    """_mshape of a value of rank 1 or 2 (never a scalar)."""
+    ms = _mshape(shape)
+    assert ms is not None, f"a scalar has no matrix shape: {shape}"
+    return ms
+
+
 def _dim(d):
     return _N if d is None else sp.Integer(d)
 
@@ -158,7 +165,7 @@ def to_matrix(t: Term):
     """The matrix expression of a Term (a scalar expression for shape ())."""
     if t.ndim == 0:
         return t.body
-    return _body_to_matrix(t.body, t.env, _mshape(t.shape))
+    return _body_to_matrix(t.body, t.env, _matrix_shape(t.shape))
 
 
 def _is_bool(e) -> bool:
@@ -396,7 +403,7 @@ def apply_undefined(node: Node, *terms: Term) -> Term:
     args = [to_matrix(t) for t in terms]
     if node.ndim == 0:
         return Term((), cls(*args), {})
-    return of_matrix(node.shape, cls(*_mshape(node.shape), *args))
+    return of_matrix(node.shape, cls(*_matrix_shape(node.shape), *args))
 
 
 # -- helpers the op rules call ------------------------------------------------------------------
@@ -469,7 +476,7 @@ def count(node: Node, x: Node, axis: tuple) -> Term:
     return Term((), sp.Mul(*[_dim(x.shape[a]) for a in axis]), {})
 
 
-def reduce_sum(node: Node, x: Term, axis: tuple, keepdims: bool) -> Term:
+def reduce_sum(node: Node | _Shape, x: Term, axis: tuple, keepdims: bool) -> Term:
     """sum(X) = 1^T X 1, or tr(A^T B) for the sum of a Hadamard product A∘B; axis sums are X^T 1 and X 1."""
     axis = tuple(sorted(axis))
     if not axis or x.ndim == 0:
@@ -480,7 +487,7 @@ def reduce_sum(node: Node, x: Term, axis: tuple, keepdims: bool) -> Term:
     if len(axis) == x.ndim:                                             # a full sum: a scalar
         return Term(node.shape, _full_sum(x), {})
     m = to_matrix(x)
-    rows, cols = _mshape(x.shape)
+    rows, cols = _matrix_shape(x.shape)
     if axis == (0,):                                                    # column sums
         if keepdims:
             return of_matrix(node.shape, sp.MatMul(Ones(1, rows), m))
@@ -496,7 +503,7 @@ def _full_sum(x: Term):
             factors.append(f)
         else:
             coeff *= f
-    mshape = _mshape(x.shape)
+    mshape = _matrix_shape(x.shape)
     if len(factors) == 1 and isinstance(factors[0], sp.Pow) and factors[0].exp == 2:
         a = _body_to_matrix(factors[0].base, x.env, mshape)
         return coeff * sp.Trace(sp.MatMul(a.T, a))                          # sum(A∘A) = tr(A^T A) = ||A||_F^2
