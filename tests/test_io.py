@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 
 import graphcompiler as gc
 from graphcompiler import io
-from test_graph import mlp
+from conftest import build_mlp
 
 
 def mlp_graph(rng) -> gc.Graph:
     """The MLP of API section 1 with its gradients: every kind of node a user makes."""
-    g, n = mlp()
+    g, n = build_mlp(W2_value=False, name_o=False)
     g.set_value(n["W1"], rng.standard_normal((4, 3)))
     gc.build_grad(n["J"], [n["W1"], n["W2"]])
     return g
