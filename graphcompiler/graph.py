@@ -83,15 +83,15 @@ class Op:
 
     One block per op (in ops/) gives its shape/dtype rule (`infer`), its NumPy kernel (`kernel`), its
     derivative rule (`bprop`, equation 6.54 of Goodfellow et al.: graph nodes built from other ops, never
-    numbers) and its SymPy rule (`sympy_fn` for an elementwise op, else a `to_sympy` method).
+    numbers) and its SymPy rule (`sympy_fn` for an elementwise op, else a `to_sympy(node, *terms)` method).
     """
 
     name: ClassVar[str] = "op"
     arity: ClassVar[int | None] = None          # number of inputs; None: any
     piecewise_constant: ClassVar[bool] = False  # comparisons and the like: a path through them adds zero
     shape_only: ClassVar[tuple[int, ...]] = ()  # inputs read only for their run-time shape
-    # The SymPy rule of an elementwise op: scalar bodies in, a scalar body out (`lambda a, b: a + b`). Read
-    # from the class, so a plain lambda is not bound as a method.
+    # The SymPy rule of an elementwise op: scalar bodies in, a scalar body out (`lambda a, b: a + b`), which
+    # ops.base.elementwise_to_sympy applies entry by entry. Read from the class, so a lambda is not bound.
     sympy_fn: ClassVar[Any] = None
 
     def __init_subclass__(cls, **kw):
@@ -113,13 +113,6 @@ class Op:
 
         ZERO (or None) for an input that adds nothing, UNDEFINED for one with no derivative."""
         raise NotImplementedError(f"{self.name} has no derivative rule")
-
-    def to_sympy(self, node: Node, *terms: Any) -> Any:
-        """The node as a symbolic Term of its inputs' Terms (symbolic_terms.py): by default `sympy_fn` applied
-        entry by entry, or an undefined function named after the op where there is no rule."""
-        from .symbolic_terms import apply_undefined, elementwise   # SymPy only when a graph is exported
-        fn = type(self).sympy_fn
-        return apply_undefined(node, *terms) if fn is None else elementwise(node, fn, *terms)
 
     # -- derived ---------------------------------------------------------------------------
     def grad(self, i: int, x: tuple[Node, ...], y: Node, g: Node) -> Node | Zero | Undefined:

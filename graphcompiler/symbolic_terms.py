@@ -9,8 +9,8 @@ elementwise maps, ones matrices, traces) only where an op needs a matrix. Arrays
 
 Each op's SymPy rule lives in its block (`Op.sympy_fn`, or `Op.to_sympy(node, *terms)` calling the helpers
 below); the export that walks a graph (to_sympy, to_latex, derivation, evaluate) is symbolic.py. This module
-imports nothing of the package but errors, so the op layer and graph.py may import it (lazily: SymPy loads
-only when a graph is exported).
+imports nothing of the package but errors, so the op layer may import it (inside a rule: SymPy loads only
+when a graph is exported).
 """
 
 from __future__ import annotations

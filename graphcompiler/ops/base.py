@@ -20,7 +20,7 @@ from ..graph import (LEAF_OPS, OPS, UNDEFINED, ZERO, Constant, GraphMismatchErro
 
 __all__ = ["LEAF_OPS", "OPS", "UNDEFINED", "ZERO", "Constant", "Input", "Op", "Parameter", "Undefined", "Zero",
            "install", "apply", "broadcast_shapes", "normalize_axes", "normalize_axis", "float_dtype", "is_static",
-           "size_of", "sp"]
+           "size_of", "sp", "elementwise_to_sympy"]
 
 
 class _LazySympy:
@@ -33,6 +33,15 @@ class _LazySympy:
 
 
 sp: Any = _LazySympy()
+
+
+def elementwise_to_sympy(self: Op, node: Node, *terms: Any) -> Any:
+    """The SymPy rule of an elementwise op from its declarative `sympy_fn`, applied entry by entry to the
+    inputs' Terms broadcast to the node's shape; an undefined function of the op where it declares none.
+    Elementwise base classes take it as their `to_sympy`; an op block may still override `to_sympy`."""
+    from ..symbolic_terms import apply_undefined, elementwise   # SymPy loads only when a graph is exported
+    fn = type(self).sympy_fn
+    return apply_undefined(node, *terms) if fn is None else elementwise(node, fn, *terms)
 
 
 # -- building nodes -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import DTypeError
 from ..graph import Node
-from .base import Op, apply, broadcast_shapes, install, sp
+from .base import Op, apply, broadcast_shapes, elementwise_to_sympy, install, sp
 from . import shape as S
 
 
@@ -34,6 +34,8 @@ class Unary(Op):
     def kernel(self, x, out=None):
         return self.ufunc(x, out=out)
 
+    to_sympy = elementwise_to_sympy          # from the subclass's sympy_fn
+
 
 @dataclass(frozen=True)
 class Binary(Op):
@@ -53,6 +55,8 @@ class Binary(Op):
 
     def kernel(self, a, b, out=None):
         return self.ufunc(a, b, out=out)
+
+    to_sympy = elementwise_to_sympy          # from the subclass's sympy_fn
 
 
 @dataclass(frozen=True)
@@ -416,6 +420,7 @@ class Where(Op):
         return S.sum_to(where(c, zero, g), x[2])
 
     sympy_fn = lambda c, a, b: sp.Piecewise((a, c), (b, True))
+    to_sympy = elementwise_to_sympy
 
 
 @dataclass(frozen=True)

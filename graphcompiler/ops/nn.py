@@ -46,6 +46,10 @@ class Softmax(Op):
         s = R.sum(E.multiply(g, y), axis=self.axis, keepdims=True)
         return E.multiply(y, E.subtract(g, s))
 
+    def to_sympy(self, node, *args):
+        from ..symbolic_terms import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+
 
 @dataclass(frozen=True)
 class LogSoftmax(Op):
@@ -62,6 +66,10 @@ class LogSoftmax(Op):
     def bprop(self, i, x, y, g):                                   # dx = g - softmax(x) * sum(g)
         s = R.sum(g, axis=self.axis, keepdims=True)
         return E.subtract(g, E.multiply(E.exp(y), s))
+
+    def to_sympy(self, node, *args):
+        from ..symbolic_terms import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,10 @@ class LogSumExp(Op):
         keep = (lambda v: v) if self.keepdims or not self.axis else (lambda v: S.expand_dims(v, self.axis))
         return E.multiply(keep(g), E.exp(E.subtract(x[0], keep(y))))
 
+    def to_sympy(self, node, *args):
+        from ..symbolic_terms import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+
 
 @dataclass(frozen=True)
 class OneHot(Op):
@@ -101,6 +113,10 @@ class OneHot(Op):
         out = np.zeros(like.shape, like.dtype)
         np.put_along_axis(out, labels[..., None], 1, axis=-1)
         return out
+
+    def to_sympy(self, node, *args):
+        from ..symbolic_terms import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
 @dataclass(frozen=True)
@@ -140,6 +156,10 @@ class SoftmaxCrossEntropy(Op):
         n = S.count(labels, tuple(range(labels.ndim)), g.dtype)
         diff = E.subtract(softmax(logits, -1), apply(OneHot(), (labels, logits)))
         return E.multiply(diff, E.divide(g, n))
+
+    def to_sympy(self, node, *args):
+        from ..symbolic_terms import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,10 @@ class Max(Reduction):
         ties = sum(hit, axis=self.axis, keepdims=True)
         return E.multiply(hit, E.divide(self.keep(g), ties))
 
+    def to_sympy(self, node, *args):
+        from ..symbolic_terms import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+
 
 def _reduce(cls, x, axis, keepdims, name):
     axes = normalize_axes(axis, x.ndim, cls.name, x)

@@ -381,6 +381,10 @@ class GetItem(Op):
     def bprop(self, i, x, y, g):
         return apply(ScatterLike(self.index), (g, x[0]))            # g placed into zeros of x's shape
 
+    def to_sympy(self, node, *args):
+        from ..symbolic_terms import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+
 
 @dataclass(frozen=True)
 class ScatterLike(Op):
@@ -401,6 +405,10 @@ class ScatterLike(Op):
 
     def bprop(self, i, x, y, g):
         return apply(GetItem(self.index), (g,))
+
+    def to_sympy(self, node, *args):
+        from ..symbolic_terms import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
 @dataclass(frozen=True)
@@ -436,6 +444,10 @@ class Concatenate(Op):
     def bprop(self, i, x, y, g):
         return apply(ConcatPart(self.axis, i), (g, *x))
 
+    def to_sympy(self, node, *args):
+        from ..symbolic_terms import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+
 
 @dataclass(frozen=True)
 class ConcatPart(Op):
@@ -461,6 +473,10 @@ class ConcatPart(Op):
             return None
         parts = [g if k == self.part else zeros_like(l) for k, l in enumerate(x[1:])]
         return concatenate(parts, axis=self.axis)
+
+    def to_sympy(self, node, *args):
+        from ..symbolic_terms import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
 # -- the public functions -------------------------------------------------------------------
