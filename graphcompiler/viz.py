@@ -295,6 +295,7 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
     outputs = set(subject.outputs)
     visible, ctx = _visible(subject.nodes, show, context)
     layout = _Layout(visible, collapse)
+    visible_set, ctx_set, plan = layout.visible_set, set(ctx), subject.plan
 
     dot = graphviz.Digraph(name=_safe_name(subject.title), strict=False)
     dot.attr("graph", rankdir=rankdir, fontname=FONT, fontsize="12", nodesep="0.2", ranksep="0.3",
@@ -302,22 +303,22 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
     dot.attr("node", fontname=FONT, fontsize="11", margin="0.08,0.03", height="0.3", penwidth="1.2")
     dot.attr("edge", fontname=FONT, fontsize="8", arrowsize="0.6", color=FORWARD_EDGE)
 
-    members = _emit_nodes(dot, layout, kinds, outputs, set(ctx), subject.plan, group)
+    members = _emit_nodes(dot, layout, kinds, outputs, ctx_set, plan, group)
     anchors = layout.anchored if align and not layout.collapsed else {}
-    _emit_edges(dot, layout, kinds, set(ctx), anchors, align, edge_shapes)
+    _emit_edges(dot, layout, kinds, ctx_set, anchors, align, edge_shapes)
     _emit_ranks(dot, layout, members, anchors, align)
     if provenance:
         _emit_provenance(dot, layout)
 
     heading = f"<B>{_esc(title if title is not None else subject.title)}</B>"
     if legend:
-        used = {kinds[n] for n in visible if n not in ctx}
+        used = {kinds[n] for n in visible if n not in ctx_set}
         ops = {n.op.name if n.op.name in ("input", "parameter", "constant") else
                ("backward" if n.is_gradient else "forward") for n in visible}
-        dashed = any(kinds[n] == PARAMS_BACKWARD and any(x in layout.visible_set for x in n.inputs)
+        dashed = any(kinds[n] == PARAMS_BACKWARD and any(x in visible_set for x in n.inputs)
                      for n in visible)
-        heading = _legend(heading, used, ops, bool(outputs & layout.visible_set), bool(ctx), provenance, dashed,
-                          subject.plan)
+        heading = _legend(heading, used, ops, bool(outputs & visible_set), bool(ctx), provenance, dashed,
+                          plan)
     dot.attr("graph", label=f"<{heading}>", labelloc="t", labeljust="l")
     return dot
 
