@@ -11,8 +11,9 @@ import contextlib
 import dataclasses
 import gc
 import itertools
+import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
@@ -93,6 +94,13 @@ class Op:
     # The SymPy rule of an elementwise op: scalar bodies in, a scalar body out (`lambda a, b: a + b`), which
     # ops.base.elementwise_to_sympy applies entry by entry. Read from the class, so a lambda is not bound.
     sympy_fn: ClassVar[Any] = None
+    # facts the compiler and the runtime read off the class (compiler/memory.py, schedule.py, lower.py):
+    is_view: ClassVar[bool] = False             # the kernel returns a view of its first input (no memory of its own)
+    writes_out: ClassVar[bool] = False          # the kernel takes out=: it can write into a planned buffer
+    elementwise: ClassVar[bool] = False         # each output element from the same element of inputs of its
+                                                # shape: with writes_out, it may write over an input dying there
+    broadcasting: ClassVar[bool] = False        # its inputs broadcast against each other (shape line-up checks)
+    scratch: ClassVar[int] = 0                  # temporaries its kernel allocates, in multiples of its largest input
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -122,6 +130,23 @@ class Op:
             return mark
         part = self.bprop(i, x, y, g)
         return ZERO if part is None else Undefined((y, i)) if isinstance(part, Undefined) else part
+
+    def flops(self, node: Node) -> int:
+        """A rough cost of one step (recomputation's budget): one per element of the largest of inputs and output."""
+        return max([math.prod(x.shape) for x in node.inputs] + [math.prod(node.shape)])
+
+    def can_write_out(self, dtype: np.dtype) -> bool:
+        """Whether a step of this op, with result dtype `dtype`, can write into a planned buffer (`out=`)."""
+        return self.writes_out
+
+    def fast_kernel(self, writes: bool, shape: tuple, in_shape: tuple, dtype: np.dtype
+                    ) -> tuple[Callable, tuple, dict]:
+        """The cheapest NumPy call for a step: (function, extra constant args, keyword args).
+
+        `writes`: the step writes into a planned buffer (out=); shape, dtype: the step's concrete result;
+        in_shape: its first input's shape. By default the op's own kernel.
+        """
+        return self.kernel, (), {}
 
     def reads_value(self, i: int) -> bool:
         """False for an input read only for its run-time shape (a compiled program need not keep it)."""
