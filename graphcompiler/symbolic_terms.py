@@ -270,6 +270,11 @@ class _Latex(LatexPrinter):
     def _print_HadamardProduct(self, expr):
         return r" \odot ".join(self.parenthesize(a, PRECEDENCE["Pow"], strict=True) for a in expr.args)
 
+    def _print_Inverse(self, expr):                          # (A^T)^{-1} as the books write it: A^{-T}
+        if isinstance(expr.arg, sp.Transpose):
+            return rf"{self.parenthesize(expr.arg.arg, PRECEDENCE['Pow'], strict=True)}^{{-T}}"
+        return self._print_MatPow(expr)
+
 
 class _BodyLatex(_Latex):
     """LaTeX of an elementwise body with its variables printed as the matrices they stand for."""
