@@ -106,3 +106,12 @@ def test_lazy_names_resolve():
             "assert callable(g.save) and hasattr(g, '_repr_mimebundle_'); print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_demo_says_which_extra_it_needs(monkeypatch):
+    import graphcompiler as gc
+    from graphcompiler.demo import load_digits_split
+    monkeypatch.setitem(sys.modules, "sklearn", None)          # as if scikit-learn were not installed
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    with pytest.raises(gc.GraphCompilerError, match=r"graphcompiler\[demo\]"):
+        load_digits_split()
