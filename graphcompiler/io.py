@@ -274,7 +274,33 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
     at = f"{where}: node {i} {name!r} ({opname})"
     cls = OPS[opname]
 
-    inputs = rec["inputs"]
+    inputs = _check_inputs(rec["inputs"], at, name, opname, cls.arity, by_name)
+
+    shape = _check_dims(rec["shape"], f"{at}, field \"shape\"", allow_none=opname != "parameter"
+                        and opname != "constant")
+    dtype = _check_dtype(rec["dtype"], f"{at}, field \"dtype\"")
+    attrs = _check_attrs(cls, rec["attrs"], at)
+
+    is_gradient = rec["is_gradient"]
+    if not isinstance(is_gradient, bool):
+        raise GraphFileError(f"{at}, field \"is_gradient\": must be true or false, got {_short(is_gradient)}")
+    origin = _check_origin(rec["origin"], at, is_gradient, by_name)
+
+    value = None
+    if opname in ("parameter", "constant"):
+        raw = rec.get("value")
+        if raw is None:
+            if opname == "constant":
+                raise GraphFileError(f"{at}, field \"value\": a constant needs its value")
+        else:
+            value = _check_array(raw, f"{at}, field \"value\"", shape, dtype, lim, total)
+    elif "value" in rec:
+        raise GraphFileError(f"{at}, field \"value\": only parameters and constants hold a value")
+    return _Spec(i, name, opname, inputs, shape, dtype, attrs, is_gradient, origin, value)
+
+
+def _check_inputs(inputs: Any, at: str, name: str, opname: str, arity: int | None, by_name: dict) -> list:
+    """A node's "inputs": names of earlier nodes, as many as its op takes."""
     if not isinstance(inputs, list) or len(inputs) > MAX_INPUTS:
         raise GraphFileError(f"{at}, field \"inputs\": must be a list of at most {MAX_INPUTS} node names, "
                              f"got {_short(inputs)}")
@@ -285,21 +311,15 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
             why = ("is the node itself (a cycle)" if src == name else
                    "does not name an earlier node; inputs must come before the nodes that read them")
             raise GraphFileError(f"{at}, field \"inputs\"[{k}]: {_short(src, quote=True)} {why}")
-    arity = cls.arity
     if arity is not None and len(inputs) != arity:
         raise GraphFileError(f"{at}, field \"inputs\": {opname} takes {arity} input(s), got {len(inputs)}")
     if arity is None and not inputs:
         raise GraphFileError(f"{at}, field \"inputs\": {opname} needs at least one input")
+    return inputs
 
-    shape = _check_dims(rec["shape"], f"{at}, field \"shape\"", allow_none=opname != "parameter"
-                        and opname != "constant")
-    dtype = _check_dtype(rec["dtype"], f"{at}, field \"dtype\"")
-    attrs = _check_attrs(cls, rec["attrs"], at)
 
-    is_gradient = rec["is_gradient"]
-    if not isinstance(is_gradient, bool):
-        raise GraphFileError(f"{at}, field \"is_gradient\": must be true or false, got {_short(is_gradient)}")
-    origin = rec["origin"]
+def _check_origin(origin: Any, at: str, is_gradient: bool, by_name: dict) -> tuple | None:
+    """A node's "origin": null, or [forward node name, input index] on a gradient node."""
     if origin is not None:
         if not (isinstance(origin, list) and len(origin) == 2 and isinstance(origin[0], str)
                 and _is_int(origin[1])):
@@ -316,18 +336,7 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
             raise GraphFileError(f"{at}, field \"origin\": only gradient nodes (is_gradient true) have an "
                                  "origin")
         origin = (origin[0], origin[1])
-
-    value = None
-    if opname in ("parameter", "constant"):
-        raw = rec.get("value")
-        if raw is None:
-            if opname == "constant":
-                raise GraphFileError(f"{at}, field \"value\": a constant needs its value")
-        else:
-            value = _check_array(raw, f"{at}, field \"value\"", shape, dtype, lim, total)
-    elif "value" in rec:
-        raise GraphFileError(f"{at}, field \"value\": only parameters and constants hold a value")
-    return _Spec(i, name, opname, inputs, shape, dtype, attrs, is_gradient, origin, value)
+    return origin
 
 
 def _check_dims(dims: Any, at: str, *, allow_none: bool) -> tuple:
