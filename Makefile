@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format bench figures dot venv clean
+.PHONY: demo test bench figures dot venv clean
 
 demo: $(STAMP) dot
 	$(VENV)/bin/graphcompiler demo
@@ -13,6 +13,7 @@ test: $(STAMP) dot
 	$(PY) -m pytest -q
 
 # ruff (lint) and mypy, configured in pyproject.toml; `.ci/run` runs this before the tests.
+.PHONY: lint format
 lint: $(STAMP)
 	$(VENV)/bin/ruff check graphcompiler tests benchmarks docs
 	$(VENV)/bin/mypy graphcompiler

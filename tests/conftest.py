@@ -12,11 +12,6 @@ settings.register_profile(
 settings.load_profile("graphcompiler")
 
 
-@pytest.fixture
-def rng():
-    return np.random.default_rng(0)
-
-
 def build_mlp(*, rng: np.random.Generator | None = None, name: str = "mlp", dtype: str = "float64",
               batch: int | None = None, d: int = 4, hidden: int = 3, classes: int = 2, act=None,
               W2_value: bool = True, name_o: bool = True, regularize: bool = True, grads: bool = False):
@@ -57,3 +52,9 @@ def build_mlp(*, rng: np.random.Generator | None = None, name: str = "mlp", dtyp
 def make_mlp():
     """build_mlp, the D2L MLP several test files start from: `g, n = make_mlp(**options)`."""
     return build_mlp
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
