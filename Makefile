@@ -12,6 +12,12 @@ demo: $(STAMP) dot
 test: $(STAMP) dot
 	$(PY) -m pytest -q
 
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+figures: $(STAMP) dot
+	$(PY) docs/make_figures.py docs/figures
+
 # ruff (lint) and mypy, configured in pyproject.toml; `.ci/run` runs this before the tests.
 .PHONY: lint format
 lint: $(STAMP)
@@ -19,16 +25,10 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy graphcompiler
 #	$(VENV)/bin/ruff format --check graphcompiler   # switched on once the open branches are merged (see format)
 
-# Reformat the package with ruff's formatter (26 of 28 files would change today: run it once, after the open
+# Reformat the package with ruff's formatter (most files would change today: run it once, after the open
 # branches are merged, then move `ruff format --check` into lint above).
 format: $(STAMP)
 	$(VENV)/bin/ruff format graphcompiler
-
-bench: $(STAMP)
-	$(PY) benchmarks/run.py
-
-figures: $(STAMP) dot
-	$(PY) docs/make_figures.py docs/figures
 
 venv: $(STAMP)
 

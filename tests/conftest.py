@@ -6,11 +6,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-settings.register_profile(
-    "graphcompiler", max_examples=int(os.environ.get("GC_HYPOTHESIS_EXAMPLES", "40")), deadline=None,
-    derandomize=True, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("graphcompiler")
-
 
 def build_mlp(*, rng: np.random.Generator | None = None, name: str = "mlp", dtype: str = "float64",
               batch: int | None = None, d: int = 4, hidden: int = 3, classes: int = 2, act=None,
@@ -52,6 +47,12 @@ def build_mlp(*, rng: np.random.Generator | None = None, name: str = "mlp", dtyp
 def make_mlp():
     """build_mlp, the D2L MLP several test files start from: `g, n = make_mlp(**options)`."""
     return build_mlp
+
+
+settings.register_profile(
+    "graphcompiler", max_examples=int(os.environ.get("GC_HYPOTHESIS_EXAMPLES", "40")), deadline=None,
+    derandomize=True, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("graphcompiler")
 
 
 @pytest.fixture
