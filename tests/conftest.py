@@ -58,4 +58,3 @@ settings.load_profile("graphcompiler")
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
-
