@@ -18,12 +18,24 @@ bench: $(STAMP)
 figures: $(STAMP) dot
 	$(PY) docs/make_figures.py docs/figures
 
+# ruff (lint) and mypy, configured in pyproject.toml; `.ci/run` runs this before the tests.
+.PHONY: lint format
+lint: $(STAMP)
+	$(VENV)/bin/ruff check graphcompiler tests benchmarks docs
+	$(VENV)/bin/mypy graphcompiler
+#	$(VENV)/bin/ruff format --check graphcompiler   # switched on once the open branches are merged (see format)
+
+# Reformat the package with ruff's formatter (most files would change today: run it once, after the open
+# branches are merged, then move `ruff format --check` into lint above).
+format: $(STAMP)
+	$(VENV)/bin/ruff format graphcompiler
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,demo]'
 	touch $(STAMP)
 
 # Graphviz's `dot` renders the pictures; install it through apt when missing.

@@ -12,7 +12,7 @@ from .autodiff import build_grad
 from .compiler import compile
 from .compiler.program import Program
 from .runtime import NumpyEvaluator
-from .symbolic import derivation, to_latex, to_sympy
+from ._lazy import __dir__, __getattr__  # to_sympy, to_latex, derivation: SymPy loads on first use
 from .io import load
 from .viz import render, to_dot
 

@@ -58,8 +58,12 @@ def build_mlp(n_in: int, n_hidden: int, n_out: int, *, lam: float = 1e-4, seed: 
 
 def load_digits_split(seed: int = 0, test_fraction: float = 0.2):
     """scikit-learn's bundled 8x8 digits (1,797 images, no download), scaled to [0, 1], stratified split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        raise GraphCompilerError("the demo needs scikit-learn, Matplotlib and tqdm, the `demo` extra: "
+                                 "pip install 'graphcompiler[demo]' (make demo installs it)") from None
     data = load_digits()
     X = (data.data / 16.0).astype(np.float64)
     y = data.target.astype(np.int64)

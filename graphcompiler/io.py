@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .errors import GraphCompilerError, GraphFileError, fmt_shape
-from .graph import Graph, Node
+from .graph import Graph, Node, install
 from .ops import OPS                    # the allowlist of op names: the only classes a file can name
 
 FORMAT = "graphcompiler-graph"
@@ -245,6 +245,46 @@ def _check_document(doc: Any, where: str, lim: dict) -> tuple[list[_Spec], str]:
     return specs, name
 
 
+def _check_inputs(inputs: Any, at: str, name: str, opname: str, arity: int | None, by_name: dict) -> list:
+    """A node's "inputs": names of earlier nodes, as many as its op takes."""
+    if not isinstance(inputs, list) or len(inputs) > MAX_INPUTS:
+        raise GraphFileError(f"{at}, field \"inputs\": must be a list of at most {MAX_INPUTS} node names, "
+                             f"got {_short(inputs)}")
+    for k, src in enumerate(inputs):
+        if not isinstance(src, str):
+            raise GraphFileError(f"{at}, field \"inputs\"[{k}]: must be a node name, got {_short(src)}")
+        if src not in by_name:
+            why = ("is the node itself (a cycle)" if src == name else
+                   "does not name an earlier node; inputs must come before the nodes that read them")
+            raise GraphFileError(f"{at}, field \"inputs\"[{k}]: {_short(src, quote=True)} {why}")
+    if arity is not None and len(inputs) != arity:
+        raise GraphFileError(f"{at}, field \"inputs\": {opname} takes {arity} input(s), got {len(inputs)}")
+    if arity is None and not inputs:
+        raise GraphFileError(f"{at}, field \"inputs\": {opname} needs at least one input")
+    return inputs
+
+
+def _check_origin(origin: Any, at: str, is_gradient: bool, by_name: dict) -> tuple | None:
+    """A node's "origin": null, or [forward node name, input index] on a gradient node."""
+    if origin is not None:
+        if not (isinstance(origin, list) and len(origin) == 2 and isinstance(origin[0], str)
+                and _is_int(origin[1])):
+            raise GraphFileError(f"{at}, field \"origin\": must be null or [forward node name, input index], "
+                                 f"got {_short(origin)}")
+        fwd = by_name.get(origin[0])
+        if fwd is None:
+            raise GraphFileError(f"{at}, field \"origin\": {_short(origin[0], quote=True)} does not name an "
+                                 "earlier node")
+        if not 0 <= origin[1] < len(fwd.inputs):
+            raise GraphFileError(f"{at}, field \"origin\": input index {origin[1]} is out of range for "
+                                 f"{origin[0]!r} ({fwd.op}), which has {len(fwd.inputs)} input(s)")
+        if not is_gradient:
+            raise GraphFileError(f"{at}, field \"origin\": only gradient nodes (is_gradient true) have an "
+                                 "origin")
+        origin = (origin[0], origin[1])
+    return origin
+
+
 def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: list) -> _Spec:
     at = f"{where}: node {i}"
     if not isinstance(rec, dict):
@@ -274,22 +314,7 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
     at = f"{where}: node {i} {name!r} ({opname})"
     cls = OPS[opname]
 
-    inputs = rec["inputs"]
-    if not isinstance(inputs, list) or len(inputs) > MAX_INPUTS:
-        raise GraphFileError(f"{at}, field \"inputs\": must be a list of at most {MAX_INPUTS} node names, "
-                             f"got {_short(inputs)}")
-    for k, src in enumerate(inputs):
-        if not isinstance(src, str):
-            raise GraphFileError(f"{at}, field \"inputs\"[{k}]: must be a node name, got {_short(src)}")
-        if src not in by_name:
-            why = ("is the node itself (a cycle)" if src == name else
-                   "does not name an earlier node; inputs must come before the nodes that read them")
-            raise GraphFileError(f"{at}, field \"inputs\"[{k}]: {_short(src, quote=True)} {why}")
-    arity = cls.arity
-    if arity is not None and len(inputs) != arity:
-        raise GraphFileError(f"{at}, field \"inputs\": {opname} takes {arity} input(s), got {len(inputs)}")
-    if arity is None and not inputs:
-        raise GraphFileError(f"{at}, field \"inputs\": {opname} needs at least one input")
+    inputs = _check_inputs(rec["inputs"], at, name, opname, cls.arity, by_name)
 
     shape = _check_dims(rec["shape"], f"{at}, field \"shape\"", allow_none=opname != "parameter"
                         and opname != "constant")
@@ -299,23 +324,7 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
     is_gradient = rec["is_gradient"]
     if not isinstance(is_gradient, bool):
         raise GraphFileError(f"{at}, field \"is_gradient\": must be true or false, got {_short(is_gradient)}")
-    origin = rec["origin"]
-    if origin is not None:
-        if not (isinstance(origin, list) and len(origin) == 2 and isinstance(origin[0], str)
-                and _is_int(origin[1])):
-            raise GraphFileError(f"{at}, field \"origin\": must be null or [forward node name, input index], "
-                                 f"got {_short(origin)}")
-        fwd = by_name.get(origin[0])
-        if fwd is None:
-            raise GraphFileError(f"{at}, field \"origin\": {_short(origin[0], quote=True)} does not name an "
-                                 "earlier node")
-        if not 0 <= origin[1] < len(fwd.inputs):
-            raise GraphFileError(f"{at}, field \"origin\": input index {origin[1]} is out of range for "
-                                 f"{origin[0]!r} ({fwd.op}), which has {len(fwd.inputs)} input(s)")
-        if not is_gradient:
-            raise GraphFileError(f"{at}, field \"origin\": only gradient nodes (is_gradient true) have an "
-                                 "origin")
-        origin = (origin[0], origin[1])
+    origin = _check_origin(rec["origin"], at, is_gradient, by_name)
 
     value = None
     if opname in ("parameter", "constant"):
@@ -545,3 +554,6 @@ def _short(v: Any, limit: int = 60, quote: bool = False) -> str:
     except (TypeError, ValueError, RecursionError):
         text = repr(type(v).__name__)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+install(Graph, save=save)   # g.save(path): installed from this layer, so graph.py imports no file code

@@ -20,13 +20,15 @@ from __future__ import annotations
 import html
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Iterable, Literal
 
-import graphviz
 import numpy as np
 
 from .errors import GraphCompilerError, fmt_shape
-from .graph import Graph, Node
+from .graph import Graph, Node, install
+
+if TYPE_CHECKING:
+    import graphviz     # imported where a picture is drawn: `import graphcompiler` does not pay for it
 
 Show = Literal["all", "forward", "backward"]
 
@@ -287,46 +289,13 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
         raise GraphCompilerError(f"show must be 'all', 'forward' or 'backward', not {show!r}")
     if rankdir not in ("LR", "RL", "TB", "BT"):
         raise GraphCompilerError(f"rankdir must be 'LR', 'RL', 'TB' or 'BT', not {rankdir!r}")
+    import graphviz
     subject = _subject(what)
     kinds = classify(subject.nodes)
     outputs = set(subject.outputs)
-
-    if show == "forward":
-        drawn = [n for n in subject.nodes if not n.is_gradient]
-    elif show == "backward":
-        drawn = [n for n in subject.nodes if n.is_gradient]
-    else:
-        drawn = list(subject.nodes)
-    drawn_set = set(drawn)
-    ctx: list[Node] = []
-    if show == "backward" and context:            # the forward values B reads: drawn pale, as context
-        ctx = [n for n in subject.nodes if not n.is_gradient and n not in drawn_set
-               and any(n in d.inputs for d in drawn)]
-    visible = drawn + ctx
-    visible_set = set(visible)
-    ctx_set = set(ctx)
-
-    plan = subject.plan
-
-    anchored = _anchors(visible, visible_set)
-
-    def scope(n: Node) -> str | None:             # a sum or the seed dJ/dJ goes where its anchor is
-        return scope_of(anchored[n]) if n in anchored else scope_of(n)
-
-    collapsed: set[str] = set()
-    if collapse:
-        scopes = {c for n in visible for c in _scope_chain(scope(n))}
-        collapsed = scopes if collapse is True else {s.rstrip("/") for s in collapse} & scopes
-    ids = {n: f"n{k}" for k, n in enumerate(visible)}
-    # a collapsed scope is two nodes, its forward part and its backward part; ids free of ":" (a port)
-    scope_ids = {(s, b): f"s{k}{'b' if b else 'f'}" for k, s in enumerate(sorted(collapsed))
-                 for b in (False, True)}
-
-    def rep(n: Node) -> str:                      # the drawn id of n: its own, or its collapsed scope's
-        for s in _scope_chain(scope(n)):
-            if s in collapsed:
-                return scope_ids[s, n.is_gradient]
-        return ids[n]
+    visible, ctx = _visible(subject.nodes, show, context)
+    layout = _Layout(visible, collapse)
+    visible_set, ctx_set, plan = layout.visible_set, set(ctx), subject.plan
 
     dot = graphviz.Digraph(name=_safe_name(subject.title), strict=False)
     dot.attr("graph", rankdir=rankdir, fontname=FONT, fontsize="12", nodesep="0.2", ranksep="0.3",
@@ -334,73 +303,12 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
     dot.attr("node", fontname=FONT, fontsize="11", margin="0.08,0.03", height="0.3", penwidth="1.2")
     dot.attr("edge", fontname=FONT, fontsize="8", arrowsize="0.6", color=FORWARD_EDGE)
 
-    # nodes, inside their scope boxes when grouping
-    boxes: dict[str | None, list[tuple[str, dict]]] = {}
-    for n in visible:
-        if rep(n) != ids[n]:
-            continue
-        attrs = _node_attrs(n, kinds[n], n in outputs, n in ctx_set, plan)
-        where = scope(n) if group or collapsed else None
-        boxes.setdefault(where, []).append((ids[n], attrs))
-    members: dict[tuple[str, bool], list[Node]] = {}
-    for n in visible:
-        if rep(n) != ids[n]:
-            s = next(s for s in _scope_chain(scope(n)) if s in collapsed)
-            members.setdefault((s, n.is_gradient), []).append(n)
-    for (s, backward), ms in members.items():
-        outer = [c for c in _scope_chain(s)[:-1] if c not in collapsed]
-        boxes.setdefault(outer[-1] if outer and group else None, []).append(
-            (scope_ids[s, backward], _collapsed_attrs(s, backward, ms, kinds)))
-    _emit_boxes(dot, boxes, collapsed)
-
-    anchors = anchored if align and not collapsed else {}
-
-    # edges: input -> consumer; from forward into backward they are pale (B reads a forward value)
-    seen_collapsed: set[tuple[str, str]] = set()
-    for n in visible:
-        if n in ctx_set:
-            continue
-        for x in n.inputs:
-            if x not in visible_set:
-                continue
-            a, b = rep(x), rep(n)
-            if a == b:
-                continue
-            if a[0] == "s" or b[0] == "s":          # a collapsed scope: one edge per pair of boxes
-                if (a, b) in seen_collapsed:
-                    continue
-                seen_collapsed.add((a, b))
-            attrs = _edge_attrs(x, n, kinds, edge_shapes)
-            free_leaf = x.op.name == "constant" and x not in anchors     # placed by this edge alone
-            if (n in anchors or align and collapsed and n.is_gradient) and not free_leaf:                        # its place is fixed by its forward origin's rank
-                attrs["constraint"] = "false"
-            dot.edge(a, b, **attrs)
-
-    if align and collapsed:                         # a collapsed scope's backward box level with its forward box
-        for s in sorted(collapsed):
-            if (s, False) in members and (s, True) in members:
-                with dot.subgraph() as same:
-                    same.attr(rank="same")
-                    same.node(scope_ids[s, False])
-                    same.node(scope_ids[s, True])
-    rows: dict[Node, list[str]] = {}
-    for n, v in anchors.items():                    # each backward node level with its forward origin
-        rows.setdefault(v, []).append(ids[n])
-    for v in visible:
-        if v in rows:                               # ids are plain words: no quoting needed
-            dot.body.append(f"\t{{rank=same; {ids[v]}; {'; '.join(rows[v])};}}\n")
-
+    members = _emit_nodes(dot, layout, kinds, outputs, ctx_set, plan, group)
+    anchors = layout.anchored if align and not layout.collapsed else {}
+    _emit_edges(dot, layout, kinds, ctx_set, anchors, align, edge_shapes)
+    _emit_ranks(dot, layout, members, anchors, align)
     if provenance:
-        for n in visible:
-            if n.is_gradient and n.origin is not None and n.origin[0] in visible_set:
-                v, i = n.origin
-                a, b = rep(n), rep(v)
-                if a == b:
-                    continue
-                src = v.inputs[i].name if i < len(v.inputs) else "?"
-                dot.edge(a, b, color=PROVENANCE_COLOR, style="dashed", arrowhead="empty", penwidth="0.8",
-                         constraint="false", tooltip=_tip(f"{n.name} was made by the bprop of {v.name} "
-                                                          f"({v.op.name}) for its input {i} ({src})"))
+        _emit_provenance(dot, layout)
 
     heading = f"<B>{_esc(title if title is not None else subject.title)}</B>"
     if legend:
@@ -413,6 +321,130 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
                           plan)
     dot.attr("graph", label=f"<{heading}>", labelloc="t", labeljust="l")
     return dot
+
+
+def _visible(nodes: list[Node], show: Show, context: bool) -> tuple[list[Node], list[Node]]:
+    """(the nodes drawn, the forward values a backward picture reads, drawn pale as context)."""
+    if show == "forward":
+        drawn = [n for n in nodes if not n.is_gradient]
+    elif show == "backward":
+        drawn = [n for n in nodes if n.is_gradient]
+    else:
+        drawn = list(nodes)
+    drawn_set = set(drawn)
+    ctx: list[Node] = []
+    if show == "backward" and context:
+        ctx = [n for n in nodes if not n.is_gradient and n not in drawn_set and any(n in d.inputs for d in drawn)]
+    return drawn + ctx, ctx
+
+
+class _Layout:
+    """Where each visible node is drawn: its scope box, and its id (its own, or its collapsed scope's)."""
+
+    def __init__(self, visible: list[Node], collapse: bool | Iterable[str] | None):
+        self.visible = visible
+        self.visible_set = set(visible)
+        self.anchored = _anchors(visible, self.visible_set)
+        self.collapsed: set[str] = set()
+        if collapse:
+            scopes = {c for n in visible for c in _scope_chain(self.scope(n))}
+            self.collapsed = scopes if collapse is True else {s.rstrip("/") for s in collapse} & scopes
+        self.ids = {n: f"n{k}" for k, n in enumerate(visible)}
+        # a collapsed scope is two nodes, its forward part and its backward part; ids free of ":" (a port)
+        self.scope_ids = {(s, b): f"s{k}{'b' if b else 'f'}" for k, s in enumerate(sorted(self.collapsed))
+                          for b in (False, True)}
+
+    def scope(self, n: Node) -> str | None:
+        """A sum or the seed dJ/dJ goes where its anchor is."""
+        return scope_of(self.anchored[n]) if n in self.anchored else scope_of(n)
+
+    def rep(self, n: Node) -> str:
+        """The drawn id of n: its own, or its collapsed scope's."""
+        for s in _scope_chain(self.scope(n)):
+            if s in self.collapsed:
+                return self.scope_ids[s, n.is_gradient]
+        return self.ids[n]
+
+
+def _emit_nodes(dot: graphviz.Digraph, layout: _Layout, kinds: dict[Node, str], outputs: set[Node],
+                ctx_set: set[Node], plan: "_Plan | None", group: bool) -> dict[tuple[str, bool], list[Node]]:
+    """The nodes, inside their scope boxes when grouping; returns the members of each collapsed scope."""
+    ids, collapsed = layout.ids, layout.collapsed
+    boxes: dict[str | None, list[tuple[str, dict]]] = {}
+    for n in layout.visible:
+        if layout.rep(n) != ids[n]:
+            continue
+        attrs = _node_attrs(n, kinds[n], n in outputs, n in ctx_set, plan)
+        where = layout.scope(n) if group or collapsed else None
+        boxes.setdefault(where, []).append((ids[n], attrs))
+    members: dict[tuple[str, bool], list[Node]] = {}
+    for n in layout.visible:
+        if layout.rep(n) != ids[n]:
+            s = next(s for s in _scope_chain(layout.scope(n)) if s in collapsed)
+            members.setdefault((s, n.is_gradient), []).append(n)
+    for (s, backward), ms in members.items():
+        outer = [c for c in _scope_chain(s)[:-1] if c not in collapsed]
+        boxes.setdefault(outer[-1] if outer and group else None, []).append(
+            (layout.scope_ids[s, backward], _collapsed_attrs(s, backward, ms, kinds)))
+    _emit_boxes(dot, boxes, collapsed)
+    return members
+
+
+def _emit_edges(dot: graphviz.Digraph, layout: _Layout, kinds: dict[Node, str], ctx_set: set[Node],
+                anchors: dict[Node, Node], align: bool, edge_shapes: bool) -> None:
+    """Edges input -> consumer; from forward into backward they are pale (B reads a forward value)."""
+    seen_collapsed: set[tuple[str, str]] = set()
+    for n in layout.visible:
+        if n in ctx_set:
+            continue
+        for x in n.inputs:
+            if x not in layout.visible_set:
+                continue
+            a, b = layout.rep(x), layout.rep(n)
+            if a == b:
+                continue
+            if a[0] == "s" or b[0] == "s":          # a collapsed scope: one edge per pair of boxes
+                if (a, b) in seen_collapsed:
+                    continue
+                seen_collapsed.add((a, b))
+            attrs = _edge_attrs(x, n, kinds, edge_shapes)
+            free_leaf = x.op.name == "constant" and x not in anchors     # placed by this edge alone
+            # its place is fixed by its forward origin's rank
+            if (n in anchors or align and layout.collapsed and n.is_gradient) and not free_leaf:
+                attrs["constraint"] = "false"
+            dot.edge(a, b, **attrs)
+
+
+def _emit_ranks(dot: graphviz.Digraph, layout: _Layout, members: dict[tuple[str, bool], list[Node]],
+                anchors: dict[Node, Node], align: bool) -> None:
+    """align: each backward node (or collapsed backward box) level with the forward node it came from."""
+    if align and layout.collapsed:
+        for s in sorted(layout.collapsed):
+            if (s, False) in members and (s, True) in members:
+                with dot.subgraph() as same:
+                    same.attr(rank="same")
+                    same.node(layout.scope_ids[s, False])
+                    same.node(layout.scope_ids[s, True])
+    rows: dict[Node, list[str]] = {}
+    for n, v in anchors.items():
+        rows.setdefault(v, []).append(layout.ids[n])
+    for v in layout.visible:
+        if v in rows:                               # ids are plain words: no quoting needed
+            dot.body.append(f"\t{{rank=same; {layout.ids[v]}; {'; '.join(rows[v])};}}\n")
+
+
+def _emit_provenance(dot: graphviz.Digraph, layout: _Layout) -> None:
+    """A faint edge from each backward node to the forward node whose bprop made it."""
+    for n in layout.visible:
+        if n.is_gradient and n.origin is not None and n.origin[0] in layout.visible_set:
+            v, i = n.origin
+            a, b = layout.rep(n), layout.rep(v)
+            if a == b:
+                continue
+            src = v.inputs[i].name if i < len(v.inputs) else "?"
+            dot.edge(a, b, color=PROVENANCE_COLOR, style="dashed", arrowhead="empty", penwidth="0.8",
+                     constraint="false", tooltip=_tip(f"{n.name} was made by the bprop of {v.name} "
+                                                      f"({v.op.name}) for its input {i} ({src})"))
 
 
 def _anchors(visible: list[Node], visible_set: set[Node]) -> dict[Node, Node]:
@@ -431,9 +463,10 @@ def _anchors(visible: list[Node], visible_set: set[Node]) -> dict[Node, Node]:
             anchors[n] = a                          # a literal of a bprop (the 0 of z > 0) sits by its reader
     for n in visible:                               # seeds: with what their first reader is anchored to
         if n.is_gradient and n not in anchors and n.origin is None:
-            readers = [m for m in visible if n in m.inputs and m.origin is not None and m in anchors]
+            readers = [(m, m.origin[0]) for m in visible if n in m.inputs and m.origin is not None and m in anchors]
             if readers:
-                anchors[n] = readers[0].origin[0] if not readers[0].origin[0].is_gradient else anchors[readers[0]]
+                first, origin = readers[0]
+                anchors[n] = origin if not origin.is_gradient else anchors[first]
     return anchors
 
 
@@ -664,6 +697,7 @@ def render(what: Any, path: str | os.PathLike, *, dpi: int | None = None, **opti
     if suffix not in FORMATS:
         raise GraphCompilerError(f"render writes {', '.join(FORMATS)} files; {path!r} has suffix "
                                  f"{suffix or '(none)'!r}: pick one of those")
+    import graphviz
     dot = to_dot(what, **options)
     if FORMATS[suffix] == "dot":
         data = dot.source.encode("utf-8")
@@ -695,3 +729,7 @@ def mimebundle(what: Any, text: str) -> dict[str, str]:
         return {"image/svg+xml": svg(what), "text/plain": text}
     except Exception:                   # no dot binary: the listing alone
         return {"text/plain": text}
+
+
+# a Graph in a notebook shows its picture (graph.py, the layer below, does not import this module)
+install(Graph, _repr_mimebundle_=lambda self, include=None, exclude=None: mimebundle(self, str(self)))

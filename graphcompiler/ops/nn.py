@@ -48,7 +48,7 @@ class Softmax(Op):
         return E.multiply(y, E.subtract(g, s))
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -75,7 +75,7 @@ class LogSoftmax(Op):
         return E.subtract(g, E.multiply(E.exp(y), s))
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -101,7 +101,7 @@ class LogSumExp(Op):
         return E.multiply(keep(g), E.exp(E.subtract(x[0], keep(y))))
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -123,7 +123,7 @@ class OneHot(Op):
         return out
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -167,7 +167,7 @@ class SoftmaxCrossEntropy(Op):
         return E.multiply(diff, E.divide(g, n))
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -198,7 +198,7 @@ class MSE(Op):
         return S.sum_to(gd if i == 0 else E.negative(gd), x[i])
 
     def to_sympy(self, node, p, t):
-        from ..symbolic import count, elementwise, reduce_sum
+        from ..symbolic_terms import count, elementwise, reduce_sum
         sq = elementwise(broadcast_shapes(p.shape, t.shape), lambda a, b: (a - b)**2, p, t)
         total = reduce_sum(node, sq, tuple(range(sq.ndim)), False)    # ||P - T||_F^2 = tr((P-T)^T (P-T))
         return elementwise(node, lambda s, k: s / k, total, count(node, sq, tuple(range(sq.ndim))))
