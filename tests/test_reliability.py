@@ -98,3 +98,90 @@ def test_property_labels_optimised_equals_unoptimised(case, dtype):
         else:
             for u, v in zip(a[1], b[1]):
                 np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+# -- 2. bounded constant folding ----------------------------------------------------------------------------
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def _bomb(path, dtype="float64"):
+    """A graph file of a few hundred bytes whose one output is a sum over 10**15 broadcast elements."""
+    g = gc.Graph("bomb")
+    c = g.constant(np.array(1.5, dtype), name="c")
+    gc.sum(gc.broadcast_to(c, (10**5,) * 3, name="b"), name="s")
+    g.save(path)
+    return g
+
+
+def test_sum_of_huge_broadcast_constant_compiles_in_closed_form():
+    g = gc.Graph("fold")
+    c = g.constant(np.float64(1.5), name="c")
+    s = gc.sum(gc.broadcast_to(c, (10**5,) * 3), name="s")
+    m = gc.mean(gc.broadcast_to(c, (10**5,) * 3), name="m")
+    v = g.constant(np.arange(3.0), name="v")
+    part = gc.sum(gc.broadcast_to(v, (10**5, 10**5, 3)), axis=(0, 1), name="part")
+    out = gc.compile([s, m, part]).run()
+    assert out[0] == 1.5e15 and out[1] == 1.5
+    np.testing.assert_array_equal(out[2], np.arange(3.0) * 1e10)
+
+
+def test_sum_of_huge_broadcast_input_runs_in_closed_form():
+    g = gc.Graph("fold")
+    x = g.input("x", shape=(3,))
+    s = gc.sum(gc.broadcast_to(x, (10**6, 10**6, 3)), name="s")
+    k = gc.sum(gc.broadcast_to(x, (10**6, 2, 3)), axis=0, keepdims=True, name="k")
+    out = gc.compile([s, k]).run({"x": np.arange(3.0)})
+    assert out[0] == 3e12
+    np.testing.assert_array_equal(out[1], np.broadcast_to(np.arange(3.0) * 1e6, (1, 2, 3)))
+
+
+@pytest.mark.parametrize("red", ["sum", "mean"])
+@pytest.mark.parametrize("shape,target,axis,keepdims", [
+    ((3, 1), (4, 3, 5), (0, 2), False), ((3, 1), (4, 3, 5), (2,), True), ((1,), (2, 2), None, False),
+    ((1, 3), (5, 4, 3), (0, 1, 2), True), ((2, 1, 3), (2, 4, 3), (1,), False)])
+def test_sum_of_broadcast_rule_equals_unoptimised(red, shape, target, axis, keepdims):
+    g = gc.Graph("rule")
+    x = g.input("x", shape=shape)
+    y = getattr(gc, red)(gc.broadcast_to(x, target), axis=axis, keepdims=keepdims)
+    dx = gc.build_grad(gc.sum(y * y), [x])[x]
+    X = np.random.default_rng(1).standard_normal(shape)
+    fast = gc.compile([y, dx])
+    assert fast.stats["rewrites"].get("sum_of_broadcast", 0) >= 1
+    for a, b in zip(fast.run({"x": X}), gc.compile([y, dx], optimize=False).run({"x": X})):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_folding_leaves_big_work_to_the_run():
+    from graphcompiler.compiler import simplify as S
+    g = gc.Graph("big")
+    c = g.constant(np.float64(0.5), name="c")
+    e = gc.sum(gc.exp(gc.broadcast_to(c, (2000, 2000))), name="e")   # 4e6 elements: over the budget
+    p = gc.compile([e])
+    assert any(st.op == "exp" for st in p.schedule)                   # not folded at compile time
+    np.testing.assert_allclose(p.run()[0], 4e6 * np.exp(0.5))
+    small = gc.sum(gc.exp(gc.broadcast_to(c, (20, 20))), name="small")
+    assert not gc.compile([small]).schedule                           # small work is still folded
+    # the time budget: once spent, nothing more is folded
+    from graphcompiler.compiler.ir import Context
+    ctx = Context(g)
+    node = gc.exp(c)
+    assert S.fold_constant(node, ctx, S.FoldBudget()) is not None
+    assert S.fold_constant(node, ctx, S.FoldBudget(seconds=-1)) is None
+
+
+def test_cli_run_on_constant_folding_bomb_finishes(tmp_path):
+    import subprocess
+    import sys
+    path = tmp_path / "bomb.json"
+    _bomb(path)
+    assert path.stat().st_size < 700
+    try:
+        done = subprocess.run([sys.executable, "-m", "graphcompiler", "run", str(path)], capture_output=True,
+                              text=True, timeout=60, cwd=ROOT, env={**__import__("os").environ,
+                                                                   "PYTHONPATH": str(ROOT)})
+    except subprocess.TimeoutExpired:
+        pytest.fail("graphcompiler run did not finish within 60 s on a 600-byte graph file")
+    assert done.returncode == 0, done.stderr
+    assert "s () float64: 1.5e+15" in done.stdout.replace("1500000000000000.", "1.5e+15"), done.stdout
