@@ -185,3 +185,96 @@ def test_cli_run_on_constant_folding_bomb_finishes(tmp_path):
         pytest.fail("graphcompiler run did not finish within 60 s on a 600-byte graph file")
     assert done.returncode == 0, done.stderr
     assert "s () float64: 1.5e+15" in done.stdout.replace("1500000000000000.", "1.5e+15"), done.stdout
+
+
+# -- 3. the loader counts before it materialises ----------------------------------------------------------
+
+HEAD = '{"format": "graphcompiler-graph", "version": 1, "name": "hostile", "nodes": ['
+
+
+def _traced_load(path, **limits):
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        with pytest.raises(gc.GraphFileError) as info:
+            gc.load(path, **limits)
+        return tracemalloc.get_traced_memory()[1], info.value
+    finally:
+        tracemalloc.stop()
+
+
+def test_loader_refuses_empty_list_spam_before_parsing(tmp_path):
+    path = tmp_path / "spam.json"
+    path.write_text(HEAD + "[]," * 4_500_000 + "[]]}")          # 13.5 MB: 4.5 million lists
+    size = path.stat().st_size
+    peak, err = _traced_load(path)
+    assert "JSON lists and objects" in str(err) and "max_json_containers" in str(err)
+    assert peak < 4 * size + 16 * 2**20, f"the loader allocated {peak / 2**20:.0f} MiB for a {size / 2**20:.0f} MB file"
+
+
+def test_loader_refuses_nested_spam_and_number_spam(tmp_path):
+    node = ('{"name": "x", "op": "input", "inputs": [], "shape": [%s], "dtype": "float64", "attrs": {}, '
+            '"is_gradient": false, "origin": null}')
+    path = tmp_path / "numbers.json"
+    path.write_text(HEAD + node % ("1e300," * 200_000 + "1") + "]}")
+    peak, err = _traced_load(path, max_json_values=100_000)
+    assert "max_json_values" in str(err) and peak < 4 * path.stat().st_size + 16 * 2**20
+    path = tmp_path / "nested.json"
+    path.write_text(HEAD + node % "2" + ', {"name": "s", "op": "sum", "inputs": ["x"], "shape": [], "dtype": '
+                    '"float64", "attrs": {"axis": [' + "[]," * 300_000 + '[]], "keepdims": false}, '
+                    '"is_gradient": false, "origin": null}]}')
+    peak, err = _traced_load(path, max_json_containers=100_000)
+    assert "max_json_containers" in str(err) and peak < 4 * path.stat().st_size + 16 * 2**20
+
+
+def test_loader_counts_brackets_inside_strings_exactly(tmp_path):
+    g = gc.Graph("brackets")
+    x = g.input("x[" + "{" * 500 + "]", shape=(2,))
+    gc.tanh(x, name="y[0]")
+    path = tmp_path / "b.json"
+    g.save(path)
+    back = gc.load(path, max_json_containers=12)       # ~1000 brackets in names; 8 real containers
+    assert [n.name for n in back.nodes] == [n.name for n in g.nodes]
+
+
+def test_loader_never_lets_memory_error_escape(tmp_path, monkeypatch):
+    from graphcompiler import io
+    g = gc.Graph("m")
+    gc.tanh(g.input("x", shape=(2,)))
+    path = tmp_path / "m.json"
+    g.save(path)
+
+    def no_memory(*a, **k):
+        raise MemoryError()
+    for where in ("_parse_json", "_build"):
+        with monkeypatch.context() as m:
+            m.setattr(io, where, no_memory)
+            with pytest.raises(gc.GraphFileError, match="out of memory"):
+                gc.load(path)
+
+
+def test_loader_refuses_fifo_without_blocking(tmp_path):
+    import os
+    import threading
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    result = {}
+
+    def attempt():
+        try:
+            gc.load(fifo)
+            result["outcome"] = "loaded"
+        except gc.GraphFileError as e:
+            result["outcome"] = str(e)
+    t = threading.Thread(target=attempt, daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():                    # unblock the stuck open so the thread can end
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+        pytest.fail("gc.load blocked on a FIFO")
+    assert "FIFO" in result["outcome"] and "not a regular file" in result["outcome"]
+    with pytest.raises(gc.GraphFileError, match="a directory"):
+        gc.load(tmp_path)
