@@ -129,7 +129,7 @@ def load(path: str | os.PathLike, **limits: int) -> Graph:
                                  f"{lim['max_file_bytes']}; pass a larger max_file_bytes to gc.load if you "
                                  "trust it")
         # O_NONBLOCK: if the path was swapped for a FIFO after the stat, open returns instead of waiting
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        fd = os.open(path, _OPEN_FLAGS)
         with os.fdopen(fd, "rb") as f:
             if not _is_regular(os.fstat(f.fileno()).st_mode):
                 raise GraphFileError(f"{where}: not a regular file; a graph file is a file written by graph.save")
@@ -208,6 +208,7 @@ def _quick_counts(text, lb, lc, comma) -> tuple[int, int]:
 
 
 _CHUNK = 1 << 18
+_OPEN_FLAGS = os.O_RDONLY | (os.O_NONBLOCK if os.name == "posix" else os.O_BINARY)
 
 
 def _counts_outside_strings(data: bytes) -> tuple[int, int]:
