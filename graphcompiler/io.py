@@ -130,10 +130,20 @@ def load(path: str | os.PathLike, **limits: int) -> Graph:
                                  "trust it")
         # O_NONBLOCK: if the path was swapped for a FIFO after the stat, open returns instead of waiting
         fd = os.open(path, _OPEN_FLAGS)
-        with os.fdopen(fd, "rb") as f:
-            if not _is_regular(os.fstat(f.fileno()).st_mode):
+        try:
+            if not _is_regular(os.fstat(fd).st_mode):
                 raise GraphFileError(f"{where}: not a regular file; a graph file is a file written by graph.save")
-            data = f.read(size + 1)             # read what stat announced (and one byte to see it grew)
+            parts, left = [], size + 1          # read what stat announced (and one byte to see it grew)
+            while left > 0:
+                part = os.read(fd, min(left, 1 << 24))
+                if not part:
+                    break
+                parts.append(part)
+                left -= len(part)
+            data = b"".join(parts) if len(parts) != 1 else parts[0]
+            del parts
+        finally:
+            os.close(fd)
     except OSError as e:
         raise GraphFileError(f"{where}: cannot read the graph file: {e.strerror or e}") from None
     except MemoryError:
