@@ -135,7 +135,7 @@ def load(path: str | os.PathLike, **limits: int) -> Graph:
                 raise GraphFileError(f"{where}: not a regular file; a graph file is a file written by graph.save")
             parts, left = [], size + 1          # read what stat announced (and one byte to see it grew)
             while left > 0:
-                part = os.read(fd, min(left, 1 << 24))
+                part = os.read(fd, left)          # one read for a regular file, as a rule
                 if not part:
                     break
                 parts.append(part)
