@@ -82,8 +82,15 @@ class Softmax(Op):
         return e
 
     def bprop(self, i, x, y, g):                                   # dx = y * (g - sum(g * y))
-        s = R.sum(E.multiply(g, y), axis=self.axis, keepdims=True)
-        return E.multiply(y, E.subtract(g, s))
+        a, rest = E.split_quotient(g, y)
+        out = None
+        if a is not None:        # g = a / y (log's bprop): y * (a/y - sum(a)) = a - y sum(a), finite where y = 0
+            out = E.subtract(a, E.multiply(y, R.sum(a, axis=self.axis, keepdims=True)))
+        if rest is not None:
+            s = R.sum(E.multiply(rest, y), axis=self.axis, keepdims=True)
+            part = E.multiply(y, E.subtract(rest, s))
+            out = part if out is None else E.add(out, part)
+        return out
 
     def to_sympy(self, node, *args):
         from ..symbolic import apply_undefined
