@@ -339,3 +339,61 @@ def test_log_softmax_gradient_keeps_other_consumers_of_softmax():
     # and the second derivative still builds and agrees with differences of the first
     hv = gc.build_grad(gc.sum(dz * g.constant(np.ones((3, 4)))), [z])[z]
     assert np.isfinite(gc.compile([hv]).run({"z": Z})[0]).all()
+
+
+# -- 5. to_sympy stays polynomial ----------------------------------------------------------------------------
+
+def _residual(layers: int, width: int = 3):
+    g = gc.Graph("res")
+    x = g.input("x", shape=(None, width))
+    h, Ws = x, []
+    for k in range(layers):
+        W = g.parameter(f"W{k}", np.eye(width) * 0.5 + 0.1 * k)
+        Ws.append(W)
+        h = h + gc.tanh(h @ W)
+    J = gc.sum(h * h, name="J")
+    return g, J, Ws
+
+
+def _tree(e) -> int:
+    import sympy as sp
+    return sum(1 for _ in sp.preorder_traversal(e))
+
+
+def test_to_sympy_of_deep_residual_net_grows_linearly():
+    sizes = {}
+    for layers in (16, 32):
+        g, J, Ws = _residual(layers)
+        dW0 = gc.build_grad(J, Ws)[Ws[0]]
+        sizes[layers] = (_tree(gc.to_sympy(J)), _tree(gc.to_sympy(dW0)), _tree(gc.to_sympy(dW0, form="leaves")))
+    for a, b in zip(sizes[16], sizes[32]):
+        assert b <= 2.5 * a + 50, sizes          # doubling the depth at most doubles the size (2^16 before)
+
+
+def test_to_sympy_intermediates_are_named_nodes_and_evaluate_right():
+    from graphcompiler.symbolic import evaluate
+    g, J, Ws = _residual(16)
+    defs: dict = {}
+    e = gc.to_sympy(J, intermediates=defs)
+    assert defs, "a 16-layer residual net needs named intermediates"
+    names = {str(s) for s in defs}
+    assert names <= {n.name for n in g.nodes}
+    X = np.linspace(-1, 1, 6).reshape(2, 3)
+    nodes = [g[n] for n in sorted(names)]
+    vals = gc.compile([J] + nodes, optimize=False).run({"x": X})
+    env = {"x": X, "n": 2, **{n.name: v for n, v in zip(nodes, vals[1:])}}
+    for W in Ws:
+        env[W.name] = g.value(W)
+    np.testing.assert_allclose(np.asarray(evaluate(e, env)).reshape(()), vals[0], rtol=1e-10)
+    for sym, d in defs.items():                 # each definition is right given the earlier ones
+        np.testing.assert_allclose(np.asarray(evaluate(d, env)).reshape(env[str(sym)].shape), env[str(sym)],
+                                   rtol=1e-10)
+
+
+def test_to_sympy_max_size_raises_a_clear_error():
+    g, J, Ws = _residual(3)
+    with pytest.raises(gc.GraphCompilerError, match=r"over max_size=20.*pass a larger max_size"):
+        gc.to_sympy(J, max_size=20)
+    with pytest.raises(gc.GraphCompilerError, match="max_size must be a positive int"):
+        gc.to_sympy(J, max_size=0)
+    assert gc.to_sympy(J, max_size=10**6) == gc.to_sympy(J)
