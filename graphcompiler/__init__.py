@@ -4,7 +4,7 @@ from .errors import (DisconnectedInputError, DTypeError, ExecutionError, FeedErr
                      GraphFileError, NumericsError, ShapeError, UndefinedGradientError)
 from .graph import DuplicateNameError, Graph, GraphMismatchError, Node
 from .ops import *  # noqa: F401,F403  the op functions: add, matmul, softmax_cross_entropy, ...
-from .ops import OPS
+from .ops import OPS, Op, register_op
 from .autodiff import build_grad
 from .compiler import compile
 from .compiler.program import Program

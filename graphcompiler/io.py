@@ -54,12 +54,51 @@ TOP_KEYS = ("format", "version", "name", "nodes")
 # -- saving ---------------------------------------------------------------------------------
 
 def save(graph: Graph, path: str | os.PathLike) -> None:
-    """Write `graph` to `path` as one JSON file of data (written to a temporary file, then renamed)."""
-    text = dumps(graph)
+    """Write `graph` to `path` as one JSON file of data, atomically: a crash or a full disk while saving
+    leaves the old file as it was (the text goes to a fresh temporary file in the same directory, is
+    flushed to disk, and only then renamed over `path`; a failed attempt removes its temporary file)."""
+    data = dumps(graph).encode("utf-8")
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    folder = path.parent
+    for _ in range(100):
+        tmp = folder / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        try:                              # O_EXCL: never reuse (or follow a link planted at) a name
+            fd = os.open(tmp, _WRITE_FLAGS, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise GraphCompilerError(f"cannot make a temporary file next to {str(path)!r} to save the graph")
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _sync_folder(folder)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush the rename itself to disk where the platform allows it (POSIX: fsync the directory)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def dumps(graph: Graph) -> str:
@@ -218,6 +257,7 @@ def _quick_counts(text, lb, lc, comma) -> tuple[int, int]:
 
 
 _CHUNK = 1 << 18
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | (0 if os.name == "posix" else os.O_BINARY)
 _OPEN_FLAGS = os.O_RDONLY | (os.O_NONBLOCK if os.name == "posix" else os.O_BINARY)
 
 
@@ -376,7 +416,8 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
                  if isinstance(opname, str) and len(opname) <= 100 else [])     # difflib is quadratic
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise GraphFileError(f"{at}, field \"op\": {_short(opname)} is not an op of this graphcompiler"
-                             f"{hint}; only the ops of gc.OPS can be loaded")
+                             f"{hint}; only the ops of gc.OPS can be loaded (an op of your own: "
+                             "gc.register_op(cls) before loading)")
     at = f"{where}: node {i} {name!r} ({opname})"
     cls = OPS[opname]
 

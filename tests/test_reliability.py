@@ -397,3 +397,127 @@ def test_to_sympy_max_size_raises_a_clear_error():
     with pytest.raises(gc.GraphCompilerError, match="max_size must be a positive int"):
         gc.to_sympy(J, max_size=0)
     assert gc.to_sympy(J, max_size=10**6) == gc.to_sympy(J)
+
+
+# -- 6. files, the op allowlist, terminals, nan_check ------------------------------------------------------
+
+def _small_graph(name="old"):
+    g = gc.Graph(name)
+    x = g.input("x", shape=(None, 2))
+    gc.tanh(x @ g.parameter("W", np.ones((2, 2))), name="y")
+    return g
+
+
+def test_save_is_atomic_when_the_write_fails_midway(tmp_path, monkeypatch):
+    import os
+    path = tmp_path / "g.json"
+    _small_graph("old").save(path)
+    before = path.read_bytes()
+    real_write = os.write
+    calls = []
+
+    def full_disk(fd, data):                 # write part of the data, then the disk is full
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data)[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+    big = _small_graph("new")
+    with monkeypatch.context() as m:
+        m.setattr(os, "write", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            big.save(path)
+    assert calls, "save must write through os.write so a failure can be simulated"
+    assert path.read_bytes() == before                       # the old file, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.json"]    # no temporary file left behind
+    assert gc.load(path).name == "old"
+    big.save(path)                                           # and a save that succeeds replaces it
+    assert gc.load(path).name == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.json"]
+
+
+def test_save_failing_before_rename_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    import os
+    path = tmp_path / "g.json"
+    _small_graph("old").save(path)
+    before = path.read_bytes()
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt()
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", crash)
+        with pytest.raises(KeyboardInterrupt):
+            _small_graph("new").save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.json"]
+
+
+def test_user_op_is_not_loadable_until_registered(tmp_path):
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    @dataclass(frozen=True)
+    class Twice(gc.Op):
+        name: ClassVar[str] = "reliability_twice"
+        arity: ClassVar[int] = 1
+
+        def infer(self, x):
+            return x.shape, x.dtype
+
+        def kernel(self, x):
+            return 2 * x
+
+    try:
+        assert "reliability_twice" not in gc.OPS
+        g = gc.Graph("user")
+        x = g.input("x", shape=(3,))
+        y = gc.apply(Twice(), (x,), name="y")
+        np.testing.assert_array_equal(gc.compile([y]).run({"x": np.ones(3)})[0], 2 * np.ones(3))  # usable
+        path = tmp_path / "user.json"
+        g.save(path)
+        with pytest.raises(gc.GraphFileError, match='"reliability_twice" is not an op.*gc.register_op'):
+            gc.load(path)
+        assert gc.register_op(Twice) is Twice
+        back = gc.load(path)
+        assert back["y"].op == Twice()
+        with pytest.raises(gc.GraphCompilerError, match="is taken by"):
+            @dataclass(frozen=True)
+            class Other(gc.Op):
+                name: ClassVar[str] = "tanh"
+            gc.register_op(Other)
+        with pytest.raises(gc.GraphCompilerError, match="subclass of gc.Op"):
+            gc.register_op(int)
+    finally:
+        gc.OPS.pop("reliability_twice", None)
+
+
+def test_show_escapes_control_characters_from_a_file(tmp_path, capsys):
+    from graphcompiler.cli import main
+    g = gc.Graph("term")
+    x = g.input("x\x1b[2J\x1b[H", shape=(2,))
+    gc.tanh(x, name="y\nfake line\r\u202e")
+    path = tmp_path / "t.json"
+    g.save(path)
+    assert main(["show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and "\u202e" not in out
+    assert "x\\x1b[2J\\x1b[H" in out and "y\\nfake line\\r\\u202e" in out
+    assert not any(line.startswith("fake line") for line in out.splitlines())
+
+
+def test_nan_check_names_the_feed_that_brought_the_nan():
+    g = gc.Graph("feeds")
+    x = g.input("x", shape=(None, 3))
+    W = g.parameter("W", np.ones((3, 2)))
+    s = gc.sum(gc.transpose(x @ W), name="s")
+    X = np.ones((2, 3))
+    X[1, 2] = np.nan
+    p = gc.compile([s], nan_check=True)
+    with pytest.raises(gc.NumericsError, match=r"feed 'x' \(input, shape \(2, 3\), float64\) holds NaN at "
+                                               r"index \(1, 2\)") as info:
+        p.run({"x": X})
+    assert "transpose" not in str(info.value)
+    g.set_value(W, np.full((3, 2), np.inf))
+    with pytest.raises(gc.NumericsError, match="parameter 'W'.*infinity"):
+        p.run({"x": np.ones((2, 3))})
+    g.set_value(W, np.ones((3, 2)))
+    assert p.run({"x": np.ones((2, 3))})[0] == 12.0

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import FeedError, GraphCompilerError, ShapeError, fmt_shape
+from ..errors import FeedError, GraphCompilerError, NumericsError, ShapeError, fmt_shape
 from ..graph import Graph, Node, paused_gc
 from ..ops.elementwise import Binary, Where
 from ..runtime import Const, NumpyEvaluator, OutSlot, Prepared, fast_kernel
@@ -154,6 +154,8 @@ class Program:
             missing = next(n for n in spec.leaf_nodes if n not in fed and n not in values)
             raise FeedError(f"parameter {missing.name!r} (shape {fmt_shape(missing.shape)}, {missing.dtype}) has no "
                             f"stored value; feed it or set it with graph.set_value({missing.name!r}, array)") from None
+        if self.nan_check:
+            check_leaves_finite(spec.leaf_nodes, leaves, fed)
         results = spec.evaluator.run(leaves)
         if spec.any_scalar:
             results = [np.asarray(r) if s else r for r, s in zip(results, spec.scalar_out)]
@@ -555,3 +557,19 @@ def check_feed(node: Node, value: Any) -> np.ndarray:
                             "which does not convert without changing kind (e.g. float to int)")
         arr = arr.astype(node.dtype)
     return arr
+
+
+def check_leaves_finite(nodes: list[Node], values: list, fed) -> None:
+    """nan_check at the start of a run: a NaN or infinity that comes in through a feed (or a stored
+    parameter) is reported as that feed's, not as the first internal step that reads it."""
+    for node, v in zip(nodes, values):
+        a = np.asarray(v)
+        if a.dtype.kind in "fc" and a.size and not np.isfinite(a).all():
+            bad = np.isnan(a)
+            what = "NaN" if bad.any() else "infinity"
+            where = np.argwhere(bad if bad.any() else ~np.isfinite(a))
+            at = f" at index {tuple(int(i) for i in where[0])}" if a.ndim else ""
+            source = f"feed {node.name!r}" if node in fed else f"the stored value of parameter {node.name!r}"
+            raise NumericsError(f"{source} ({node.op.name}, shape {fmt_shape(a.shape)}, {a.dtype}) holds {what}"
+                                f"{at} ({int((~np.isfinite(a)).sum())} of {a.size} entries not finite); "
+                                "nan_check stopped before any step ran: clean the data or drop nan_check")
