@@ -521,3 +521,24 @@ def test_nan_check_names_the_feed_that_brought_the_nan():
         p.run({"x": np.ones((2, 3))})
     g.set_value(W, np.ones((3, 2)))
     assert p.run({"x": np.ones((2, 3))})[0] == 12.0
+
+
+@pytest.mark.parametrize("dtype,big", [("float64", 1e4), ("float64", 1e300), ("float32", 80.0)])
+@pytest.mark.parametrize("axis,keepdims", [(None, False), (1, False), (1, True), (0, False)])
+def test_log_sum_exp_gradient_is_finite_and_exact(dtype, big, axis, keepdims):
+    Z = np.array([[big, -big, 0.0], [-big, 0.0, big / 2]], dtype)
+    g = gc.Graph("lse")
+    z = g.input("z", shape=(2, 3), dtype=dtype)
+    lse = gc.log(gc.sum(gc.exp(z), axis=axis, keepdims=keepdims))
+    w = np.arange(1, 1 + int(np.prod(lse.shape))).reshape(lse.shape).astype(dtype)
+    dz = gc.build_grad(gc.sum(lse * g.constant(w)), [z])[z]
+    Z64 = Z.astype(np.float64)
+    ax = (0, 1) if axis is None else axis
+    soft = np.exp(Z64 - Z64.max(axis=ax, keepdims=True))
+    soft /= soft.sum(axis=ax, keepdims=True)
+    expect = soft * (w.reshape([1 if k in np.atleast_1d(ax) else d for k, d in enumerate(Z.shape)])
+                     if axis is not None else w)
+    for optimize in (True, False):
+        got = gc.compile([dz], optimize=optimize).run({"z": Z})[0]
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, expect, rtol=1e-6 if dtype == "float32" else 1e-14, atol=1e-38)

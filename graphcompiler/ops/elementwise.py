@@ -221,6 +221,11 @@ class Exp(Unary):
     ufunc: ClassVar = np.exp
 
     def bprop(self, i, x, y, g):
+        a = _over_sum_of(g, y)
+        if a is not None:        # g = a / sum(e^x) broadcast (log(sum(exp))): a e^(x - logsumexp x), finite at 1e300
+            from .nn import logsumexp
+            s = a[1]
+            return multiply(a[0], exp(subtract(x[0], logsumexp(x[0], axis=s.op.axis, keepdims=True))))
         return multiply(g, y)                                      # d e^a = e^a da: reuses y (eq. 6.52)
 
     def to_sympy(self, node, x):
@@ -291,6 +296,29 @@ class Tanh(Unary):
     def to_sympy(self, node, x):
         from ..symbolic import elementwise, sp
         return elementwise(node, sp.tanh, x)
+
+
+def _over_sum_of(g: Node, y: Node):
+    """(a with the summed axes kept, the sum node) when g = broadcast(a / sum(y, axes)) as sum's and log's
+    bprops build it for log(sum(exp(x))); else None."""
+    n = g
+    if n.op.name in ("broadcast_to", "broadcast_like"):
+        n = n.inputs[0]
+    expanded = n.op.name == "expand_dims"
+    if expanded:
+        n = n.inputs[0]
+    if n.op.name != "divide":
+        return None
+    a, s = n.inputs
+    if s.op.name != "sum" or s.inputs[0] is not y or a.shape != s.shape or a.dtype != y.dtype:
+        return None
+    if expanded and tuple(g.inputs[0].op.axis if g.op.name != "expand_dims" else g.op.axis) != tuple(s.op.axis):
+        return None
+    if not s.op.keepdims and s.op.axis:
+        if not expanded:
+            return None
+        a = S.expand_dims(a, s.op.axis)
+    return a, s
 
 
 def split_quotient(g: Node, y: Node, complement: bool = False) -> tuple[Node | None, Node | None]:
