@@ -121,8 +121,9 @@ def test_sum_of_huge_broadcast_constant_compiles_in_closed_form():
     m = gc.mean(gc.broadcast_to(c, (10**5,) * 3), name="m")
     v = g.constant(np.arange(3.0), name="v")
     part = gc.sum(gc.broadcast_to(v, (10**5, 10**5, 3)), axis=(0, 1), name="part")
-    out = gc.compile([s, m, part]).run()
-    assert out[0] == 1.5e15 and out[1] == 1.5
+    top = gc.max(gc.broadcast_to(v, (10**5, 10**5, 3)), name="top")
+    out = gc.compile([s, m, part, top]).run()
+    assert out[0] == 1.5e15 and out[1] == 1.5 and out[3] == 2.0
     np.testing.assert_array_equal(out[2], np.arange(3.0) * 1e10)
 
 
@@ -136,7 +137,7 @@ def test_sum_of_huge_broadcast_input_runs_in_closed_form():
     np.testing.assert_array_equal(out[1], np.broadcast_to(np.arange(3.0) * 1e6, (1, 2, 3)))
 
 
-@pytest.mark.parametrize("red", ["sum", "mean"])
+@pytest.mark.parametrize("red", ["sum", "mean", "max"])
 @pytest.mark.parametrize("shape,target,axis,keepdims", [
     ((3, 1), (4, 3, 5), (0, 2), False), ((3, 1), (4, 3, 5), (2,), True), ((1,), (2, 2), None, False),
     ((1, 3), (5, 4, 3), (0, 1, 2), True), ((2, 1, 3), (2, 4, 3), (1,), False)])

@@ -292,7 +292,7 @@ def sum_of_product(n, ctx):                              # sum(a * b) over all a
     return None
 
 
-def sum_of_broadcast(n, ctx):                            # sum(broadcast_to(x, S), A) -> k * sum(x, A ∩ axes of x), k = |broadcast axes in A|;  mean: no k
+def sum_of_broadcast(n, ctx):                            # sum(broadcast_to(x, S), A) -> k * sum(x, A ∩ axes of x), k = |broadcast axes in A|;  mean, max: no k
     b = n.inputs[0]
     if b.op.name != "broadcast_to" or not n.op.axis or None in b.shape:
         return None
@@ -355,6 +355,7 @@ RULES: dict[str, list[Rule]] = {
     "softmax_cross_entropy": [cross_entropy],
     "softmax": [softmax_as_exp],
     "mean": [sum_no_axes, sum_of_broadcast],
+    "max": [sum_of_broadcast],
     "astype": [astype_same],
     "identity": [identity_drop],
     "stop_gradient": [identity_drop],
@@ -393,9 +394,9 @@ class FoldBudget:
 
 
 def _reduce_broadcast(op, a: np.ndarray) -> np.ndarray | None:
-    """sum or mean of a constant over axes along which it is broadcast (stride 0), in closed form.
+    """sum, mean or max of a constant over axes along which it is broadcast (stride 0), in closed form.
 
-    sum over a broadcast axis of length k is k times one slice; mean over it is that slice. Only the
+    sum over a broadcast axis of length k is k times one slice; mean and max over it are that slice. Only the
     axes that hold distinct values are reduced element by element. None when no reduced axis is broadcast.
     """
     axes = tuple(op.axis)
@@ -447,7 +448,7 @@ def fold_constant(n: Node, ctx: Context, budget: FoldBudget | None = None) -> No
     read = sum(int(np.prod(a.shape, dtype=object)) for i, a in enumerate(args) if n.op.reads_value(i))
     value = None
     if read > limit:
-        if n.op.name in ("sum", "mean") and len(args) == 1:
+        if n.op.name in ("sum", "mean", "max") and len(args) == 1:
             value = _reduce_broadcast(n.op, args[0])          # sum(broadcast c) = c * count
         if value is None and n.op.name not in _VIEWS:
             return None                                       # too big to fold: left to the run
