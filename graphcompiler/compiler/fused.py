@@ -58,6 +58,7 @@ class MinusOneHot(Op):
 
     arity: ClassVar[int] = 2
     writes_out: ClassVar[bool] = True
+    elementwise: ClassVar[bool] = True       # p's shape; may write over p when p dies here
 
     def infer(self, p, labels):
         check_label_shapes(p, labels, "one_hot")
