@@ -37,9 +37,27 @@ def _shapes():
     return g, [s, m, grads[a], grads[b]]
 
 
-MODELS = {"mlp": _mlp, "shapes": _shapes}
+def _indexing():
+    """The new ops that read indices and matrices: take, take_along_axis, one_hot, solve, cholesky."""
+    g = gc.Graph("indexing")
+    x = g.input("x", shape=(None, 3))
+    i = g.input("i", shape=(None,), dtype="int64")
+    a = g.input("a", shape=(3, 3))
+    t = gc.take(x, i, axis=1)
+    picked = gc.take_along_axis(x, gc.expand_dims(i, 1), axis=1)
+    spd = a @ gc.transpose(a) + 0.0 * gc.sum(x)            # symmetric; positive definite unless a is singular
+    chol = gc.linalg.cholesky(spd)
+    sol = gc.linalg.solve(a, gc.transpose(gc.sum(x, axis=0, keepdims=True)))
+    s = gc.add(gc.sum(t * t) + gc.sum(picked) + gc.sum(gc.one_hot(i, 3) * x), gc.sum(chol) + gc.sum(sol),
+               name="s")
+    grads = gc.build_grad(s, [x, a])
+    return g, [s, grads[x], grads[a]]
+
+
+MODELS = {"mlp": _mlp, "shapes": _shapes, "indexing": _indexing}
 FEEDS = {"mlp": {"x": ((None, 4), "float64"), "y": ((None,), "int64")},
-         "shapes": {"a": ((None, 3), "float64"), "b": ((3,), "float64")}}
+         "shapes": {"a": ((None, 3), "float64"), "b": ((3,), "float64")},
+         "indexing": {"x": ((None, 3), "float64"), "i": ((None,), "int64"), "a": ((3, 3), "float64")}}
 
 
 @st.composite
@@ -66,6 +84,9 @@ def _bad_feeds(draw, model: str):
         else:
             value = np.array(draw(st.lists(st.floats(-3, 3, allow_nan=False), min_size=size, max_size=size)),
                              dtype=np.float64).reshape(dims)
+            if name == "a" and kind == "good" and draw(st.booleans()):
+                value = draw(st.sampled_from([np.zeros((3, 3)), np.ones((3, 3)), np.eye(3), np.diag([1.0, -1, 2]),
+                                              np.arange(9.0).reshape(3, 3)]))
             if kind == "nan" and size:
                 value.flat[draw(st.integers(0, size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
         if kind == "dtype":
@@ -106,6 +127,7 @@ def test_property_bad_feeds_run_right_or_raise_package_errors(model, nan_check):
                 np.testing.assert_allclose(u, v, rtol=1e-9, atol=1e-12, equal_nan=True)
     check()
     # and the programs stay usable after all that
-    good = {k: (np.ones([2 if d is None else d for d in s], dt)) for k, (s, dt) in FEEDS[model].items()}
+    good = {k: (np.eye(3) * 2 if k == "a" else np.ones([2 if d is None else d for d in s], dt))
+            for k, (s, dt) in FEEDS[model].items()}
     for u, v in zip(fast.run(good), slow.run(good)):
         np.testing.assert_allclose(u, v, rtol=1e-9, atol=1e-12)
