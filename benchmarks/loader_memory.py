@@ -95,7 +95,7 @@ print(json.dumps({"outcome": outcome, "seconds": dt, "rss_mib": (peak - base) / 
 
 def measure(path: Path, trace: bool) -> dict:
     done = subprocess.run([sys.executable, "-c", CHILD, str(path), str(ROOT), "1" if trace else "0"],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     if done.returncode:
         return {"outcome": f"crashed ({done.returncode}): {done.stderr.strip()[-200:]}", "seconds": None,
                 "rss_mib": None, "heap_mib": None}

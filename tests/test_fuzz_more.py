@@ -110,7 +110,7 @@ def _outcome(program, feeds):
 @pytest.mark.parametrize("model", sorted(MODELS))
 @pytest.mark.parametrize("nan_check", [False, True])
 def test_property_bad_feeds_run_right_or_raise_package_errors(model, nan_check):
-    graph, outputs = MODELS[model]()
+    _graph, outputs = MODELS[model]()
     fast = gc.compile(outputs, nan_check=nan_check)
     slow = gc.compile(outputs, optimize=False, nan_check=nan_check)
 

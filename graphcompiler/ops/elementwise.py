@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import DTypeError
+from ..graph import Node
 from .base import Op, apply, broadcast_shapes
 from . import shape as S
 
