@@ -542,3 +542,29 @@ def test_log_sum_exp_gradient_is_finite_and_exact(dtype, big, axis, keepdims):
         got = gc.compile([dz], optimize=optimize).run({"z": Z})[0]
         assert np.isfinite(got).all()
         np.testing.assert_allclose(got, expect, rtol=1e-6 if dtype == "float32" else 1e-14, atol=1e-38)
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="needs Linux's /proc")
+def test_loader_under_a_memory_limit_raises_graph_file_error(tmp_path):
+    """A file within the limits but bigger than the memory the process may use: GraphFileError, not a raw
+    MemoryError (a real address-space limit in a subprocess, nothing mocked)."""
+    import subprocess
+    import sys
+    path = tmp_path / "big.json"
+    g = gc.Graph("big")
+    g.parameter("W", np.random.default_rng(0).random(4_000_000))            # 32 MB of values, 43 MB of file
+    g.save(path)
+    child = (
+        "import resource, sys\n"
+        "import graphcompiler as gc\n"
+        "vm = int([l for l in open('/proc/self/status') if l.startswith('VmSize')][0].split()[1]) * 1024\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (vm + 100 * 2**20, resource.RLIM_INFINITY))\n"
+        "try:\n"
+        "    gc.load(sys.argv[1]); print('loaded')\n"
+        "except gc.GraphFileError as e:\n"
+        "    print('GraphFileError', 'out of memory' in str(e))\n")
+    done = subprocess.run([sys.executable, "-c", child, str(path)], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, check=False, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert "MemoryError" not in done.stderr, done.stderr[-500:]
+    assert done.stdout.strip() in ("GraphFileError True", "loaded"), (done.stdout, done.stderr[-500:])
+    assert done.stdout.strip() == "GraphFileError True", "the limit was too generous to test anything"
