@@ -268,7 +268,15 @@ def _counts_outside_strings(data: bytes) -> tuple[int, int]:
     containers = values = 0
     view = memoryview(data)
     for start in range(0, len(data), _CHUNK):
-        a = np.frombuffer(view[start:start + _CHUNK], dtype=np.uint8)
+        chunk = view[start:start + _CHUNK]
+        probe = bytes(chunk)
+        if b'"' not in probe and b"\\" not in probe:          # no string starts or ends here: plain counts
+            if not inside:
+                containers += probe.count(b"[") + probe.count(b"{")
+                values += probe.count(b",")
+            run = 0
+            continue
+        a = np.frombuffer(chunk, dtype=np.uint8)
         n = a.size
         pos = np.arange(n, dtype=np.int32)
         slash = a == 92

@@ -568,3 +568,39 @@ def test_loader_under_a_memory_limit_raises_graph_file_error(tmp_path):
     assert "MemoryError" not in done.stderr, done.stderr[-500:]
     assert done.stdout.strip() in ("GraphFileError True", "loaded"), (done.stdout, done.stderr[-500:])
     assert done.stdout.strip() == "GraphFileError True", "the limit was too generous to test anything"
+
+
+@given(parts=st.lists(st.sampled_from(['a[b', 'x\\', '\\"[', '{', ',', '"', 'ok', 'txt ' * 20, '\u00e9[']),
+                      max_size=30),
+       nested=st.integers(0, 5), chunk=st.sampled_from([1, 2, 3, 7, 64, 1 << 18]))
+def test_property_json_counts_outside_strings_match_a_reference(parts, nested, chunk):
+    import json
+
+    from graphcompiler import io
+    text = json.dumps([parts, {"k,[": parts}, [[1, 2], [3]] * nested])
+
+    def reference(s):
+        c = v = 0
+        inside = escaped = False
+        for ch in s:
+            if inside:
+                if escaped:
+                    escaped = False
+                elif ch == "\\":
+                    escaped = True
+                elif ch == '"':
+                    inside = False
+            elif ch == '"':
+                inside = True
+            elif ch in "[{":
+                c += 1
+            elif ch == ",":
+                v += 1
+        return c, v
+    old = io._CHUNK
+    io._CHUNK = chunk
+    try:
+        assert io._counts_outside_strings(text.encode()) == reference(text)
+        assert io._counts_outside_strings(json.dumps(text).encode()) == (0, 0)      # all inside one string
+    finally:
+        io._CHUNK = old
