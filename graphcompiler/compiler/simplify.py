@@ -378,7 +378,8 @@ SHAPE_RULES: dict[str, list[Rule]] = {
 # -- the driver ---------------------------------------------------------------------------------
 
 class FoldBudget:
-    """What constant folding may still spend in one simplify call: elements per step, and seconds in all.
+    """What constant folding may still spend in one simplify call: elements per step, and seconds of
+    kernel time in all (only the time folding itself takes, so a big graph's rewriting does not use it up).
 
     Folding runs kernels at compile time; a constant broadcast to (10**5,)*3 and summed would otherwise
     take hours in `compile`. Past the budget a step is left to the run (which can be interrupted and
@@ -387,10 +388,14 @@ class FoldBudget:
 
     def __init__(self, elements: int = FOLD_ELEMENTS, seconds: float = FOLD_SECONDS):
         self.elements = elements
-        self.deadline = time.perf_counter() + seconds
+        self.seconds = seconds
+        self.used = 0.0
 
     def spent(self) -> bool:
-        return time.perf_counter() > self.deadline
+        return self.used > self.seconds
+
+    def charge(self, seconds: float) -> None:
+        self.used += seconds
 
 
 def _reduce_broadcast(op, a: np.ndarray) -> np.ndarray | None:
@@ -452,12 +457,16 @@ def fold_constant(n: Node, ctx: Context, budget: FoldBudget | None = None) -> No
             value = _reduce_broadcast(n.op, args[0])          # sum(broadcast c) = c * count
         if value is None and n.op.name not in _VIEWS:
             return None                                       # too big to fold: left to the run
+    start = time.perf_counter()
     try:
         with np.errstate(all="ignore"):
             if value is None:
                 value = np.asarray(n.op.kernel(*args))
     except Exception:
         return None               # leave it to the run, which reports the failure naming the step
+    finally:
+        if budget is not None:
+            budget.charge(time.perf_counter() - start)
     if value.shape != n.shape or value.dtype != n.dtype:
         return None
     if size > _SMALL and any(s != 0 for s in value.strides) and value.nbytes > _SMALL:
