@@ -604,3 +604,20 @@ def test_property_json_counts_outside_strings_match_a_reference(parts, nested, c
         assert io._counts_outside_strings(json.dumps(text).encode()) == (0, 0)      # all inside one string
     finally:
         io._CHUNK = old
+
+
+def test_narrowing_feeds_never_wrap_silently():
+    g = gc.Graph("narrow")
+    x = g.input("x", shape=(None, 3), dtype="float32")
+    y = g.input("y", shape=(None,), dtype="int32")
+    L = gc.softmax_cross_entropy(x, y)
+    for optimize in (True, False):
+        p = gc.compile([L], optimize=optimize)
+        with pytest.raises(gc.FeedError, match=r"feed 'y'.*4294967297.*int32 cannot hold"):
+            p.run({"x": np.zeros((2, 3), np.float32), "y": np.array([2**32 + 1, 0])})     # would be label 1
+        with pytest.raises(gc.FeedError, match=r"feed 'y'.*18446744073709551615"):
+            p.run({"x": np.zeros((2, 3), np.float32), "y": np.array([2**64 - 1, 0], np.uint64)})
+        with pytest.raises(gc.FeedError, match=r"feed 'x'.*1e\+300.*infinity"):
+            p.run({"x": np.full((2, 3), 1e300), "y": np.array([1, 0])})
+        ok = p.run({"x": np.zeros((2, 3)), "y": np.array([2, 0], np.int64)})[0]   # in range: converted
+        np.testing.assert_allclose(ok, np.log(3), rtol=1e-6)

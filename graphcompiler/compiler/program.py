@@ -409,8 +409,30 @@ def check_feed(node: Node, value: Any) -> np.ndarray:
         if not np.can_cast(arr.dtype, node.dtype, casting="same_kind"):
             raise FeedError(f"feed {node.name!r} ({node.op.name}) expects dtype {node.dtype}, got {arr.dtype}, "
                             "which does not convert without changing kind (e.g. float to int)")
+        if arr.size and not np.can_cast(arr.dtype, node.dtype, casting="safe"):
+            _check_fits(node, arr)
         arr = arr.astype(node.dtype)
     return arr
+
+
+def _check_fits(node: Node, arr: np.ndarray) -> None:
+    """A narrowing cast must not change values: int64 2**32 + 1 fed as int32 would become the label 1."""
+    to = node.dtype
+    if to.kind in "iu" and arr.dtype.kind in "iu":
+        info = np.iinfo(to)
+        lo, hi = arr.min(), arr.max()
+        if lo < info.min or hi > info.max:
+            bad = lo if lo < info.min else hi
+            raise FeedError(f"feed {node.name!r} ({node.op.name}) expects dtype {to}, got {arr.dtype} holding "
+                            f"{bad}, which {to} cannot hold ([{info.min}, {info.max}]); feed values in range or "
+                            f"declare the input with dtype {arr.dtype}")
+    elif to.kind == "f" and arr.dtype.kind == "f":
+        finite = arr[np.isfinite(arr)]
+        big = np.abs(finite).max() if finite.size else 0
+        if big > np.finfo(to).max:
+            raise FeedError(f"feed {node.name!r} ({node.op.name}) expects dtype {to}, got {arr.dtype} holding "
+                            f"magnitude {big:.4g}, beyond {to}'s largest finite value ({np.finfo(to).max:.4g}); "
+                            "it would become infinity")
 
 
 def check_leaves_finite(nodes: list[Node], values: list, fed) -> None:
