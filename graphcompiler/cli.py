@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except (GraphCompilerError, OSError, ValueError, KeyError) as e:
-        print(f"{PROG} {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {escape(_one_line(e))}", file=sys.stderr)
         return 1
 
 
@@ -154,7 +154,7 @@ def _cmd_grad(args) -> int:
     graph.save(args.output)
     for t in targets:
         d = grads[t]
-        print(f"{d.name}  {d.op.name}  {fmt_shape(d.shape)}  {d.dtype}")
+        print(f"{escape(d.name)}  {d.op.name}  {fmt_shape(d.shape)}  {d.dtype}")
     print(f"wrote {args.output} ({len(graph)} nodes)")
     return 0
 
@@ -173,11 +173,12 @@ def _cmd_export(args) -> int:
             raise CommandError(f"--derivation takes gradient nodes (made by build_grad or `{PROG} grad`); "
                                f"{', '.join(repr(n) for n in not_grads)} is not one")
         d = symbolic.derivation(nodes)
-        print(d.latex if args.latex else d)
+        print(escape(d.latex if args.latex else str(d), keep="\n"))
         return 0
     node = _node(graph, args.node, args.file)
     form = "leaves" if args.expand else "textbook"
-    print(symbolic.to_latex(node, form=form) if args.latex else symbolic.to_sympy(node, form=form))
+    print(escape(symbolic.to_latex(node, form=form) if args.latex else str(symbolic.to_sympy(node, form=form)),
+                 keep="\n"))
     return 0
 
 
@@ -205,7 +206,7 @@ def _cmd_run(args) -> int:
         for node, value in zip(outputs, values):
             body = np.array2string(np.asarray(value), prefix="  ")
             sep = "\n  " if "\n" in body or value.ndim > 1 else " "
-            print(f"{node.name} {fmt_shape(np.shape(value))} {value.dtype}:{sep}{body}")
+            print(f"{escape(node.name)} {fmt_shape(np.shape(value))} {value.dtype}:{sep}{body}")
     if args.output:
         np.savez(args.output, **{n.name: v for n, v in zip(outputs, values)})
         print(f"wrote {args.output}")
@@ -213,7 +214,12 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_show(args) -> int:
-    print(_load(args.file))
+    graph = _load(args.file)
+    text = str(graph)
+    # a file's names are untrusted text: escape them whole (a name holding a newline cannot fake a line)
+    for name in sorted((n.name for n in graph.nodes if not _printable(n.name)), key=len, reverse=True):
+        text = text.replace(name, escape(name))
+    print(escape(text, keep="\n"))
     return 0
 
 
@@ -243,6 +249,19 @@ def _load_npy(path: str, name: str) -> np.ndarray:
     if not isinstance(value, np.ndarray):
         raise CommandError(f"feed {name!r}: {path!r} holds several arrays (an .npz); save one array with np.save")
     return value
+
+
+def _printable(text: str) -> bool:
+    return text.isprintable()
+
+
+def escape(text: str, keep: str = "") -> str:
+    """Text from a file made safe for a terminal: control and format characters (escape sequences, a
+    carriage return, right-to-left overrides, zero-width marks) written as Python escapes, e.g. \\x1b.
+    `keep` lists characters left as they are (the listing's own newlines)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in keep or c == " " else repr(c)[1:-1] for c in text)
 
 
 def _names(text: str) -> list[str]:

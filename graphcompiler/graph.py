@@ -28,6 +28,7 @@ Shape = tuple  # a tuple of ints and None (a dimension fixed only when the progr
 # -- the Op protocol ------------------------------------------------------------------------
 
 OPS: dict[str, type["Op"]] = {}   # op name -> op class: the allowlist the file loader checks against
+_PACKAGE = __name__.split(".")[0]  # ops defined in this package join OPS by themselves; others by register_op
 
 
 class Zero:
@@ -104,8 +105,8 @@ class Op:
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        if "name" in cls.__dict__:
-            OPS[cls.name] = cls
+        if "name" in cls.__dict__ and cls.__module__.split(".")[0] == _PACKAGE:
+            OPS[cls.name] = cls          # a user's subclass is not loadable from files until register_op
 
     # -- the op's record -------------------------------------------------------------------
     def infer(self, *xs: Node) -> tuple[tuple, np.dtype]:
@@ -181,6 +182,33 @@ class Constant(Op):
 
 
 LEAF_OPS = ("input", "parameter", "constant")
+
+
+def register_op(cls: type) -> type:
+    """Let graph files name a user-defined op: add `cls` to the loader's allowlist OPS (also a decorator).
+
+    Ops defined in graphcompiler join OPS by themselves; an Op subclass defined anywhere else does not,
+    so importing a module never widens what a graph file may construct. Registering says: files may
+    build this op from their attributes (its dataclass fields), so register only ops whose constructor
+    and kernel are safe on any attribute values the loader's type checks let through.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Op)) or cls is Op:
+        raise GraphCompilerError(f"register_op takes a subclass of gc.Op, got {cls!r}")
+    name = cls.__dict__.get("name")
+    if not isinstance(name, str) or not name or name in LEAF_OPS:
+        raise GraphCompilerError(f"register_op: {cls.__name__} needs its own class attribute `name` (a string "
+                                 f"naming the op, not one of {', '.join(LEAF_OPS)}); got {name!r}")
+    if not dataclasses.is_dataclass(cls):
+        raise GraphCompilerError(f"register_op: {cls.__name__} must be a frozen dataclass (the loader reads its "
+                                 "attributes from the dataclass fields); decorate it with @dataclass(frozen=True)")
+    other = OPS.get(name)
+    if other is not None and other is not cls:
+        raise GraphCompilerError(f"register_op: the op name {name!r} is taken by {other.__module__}."
+                                 f"{other.__qualname__}; give {cls.__qualname__} another name")
+    OPS[name] = cls
+    return cls
+
+
 
 
 class DuplicateNameError(GraphCompilerError, ValueError):

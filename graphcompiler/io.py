@@ -37,6 +37,8 @@ LIMITS = {                              # the defaults of load's size limits (ca
     "max_array_elements": 2**26,        # one parameter or constant value
     "max_array_bytes": 256 * 2**20,     # one value, shape times item size
     "max_total_bytes": 1024 * 2**20,    # all values together
+    "max_json_containers": 2**22,       # JSON lists and objects, counted before parsing (each costs ~64 bytes)
+    "max_json_values": 2**23,           # JSON values in lists and objects (commas), counted before parsing
 }
 MAX_RANK = 32                          # NumPy allows 64; no op here needs more than a handful
 MAX_NAME = 1000                        # characters in a node or graph name
@@ -52,12 +54,51 @@ TOP_KEYS = ("format", "version", "name", "nodes")
 # -- saving ---------------------------------------------------------------------------------
 
 def save(graph: Graph, path: str | os.PathLike) -> None:
-    """Write `graph` to `path` as one JSON file of data (written to a temporary file, then renamed)."""
-    text = dumps(graph)
+    """Write `graph` to `path` as one JSON file of data, atomically: a crash or a full disk while saving
+    leaves the old file as it was (the text goes to a fresh temporary file in the same directory, is
+    flushed to disk, and only then renamed over `path`; a failed attempt removes its temporary file)."""
+    data = dumps(graph).encode("utf-8")
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    folder = path.parent
+    for _ in range(100):
+        tmp = folder / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        try:                              # O_EXCL: never reuse (or follow a link planted at) a name
+            fd = os.open(tmp, _WRITE_FLAGS, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise GraphCompilerError(f"cannot make a temporary file next to {str(path)!r} to save the graph")
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _sync_folder(folder)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush the rename itself to disk where the platform allows it (POSIX: fsync the directory)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def dumps(graph: Graph) -> str:
@@ -117,15 +158,36 @@ def load(path: str | os.PathLike, **limits: int) -> Graph:
     lim = _limits(limits)
     where = str(path)
     try:
-        size = os.stat(path).st_size
+        info = os.stat(path)
+        if not _is_regular(info.st_mode):
+            raise GraphFileError(f"{where}: not a regular file ({_file_kind(info.st_mode)}); a graph file is "
+                                 "a file written by graph.save")
+        size = info.st_size
         if size > lim["max_file_bytes"]:
             raise GraphFileError(f"{where}: the file has {size} bytes, over the limit max_file_bytes="
                                  f"{lim['max_file_bytes']}; pass a larger max_file_bytes to gc.load if you "
                                  "trust it")
-        with open(path, "rb") as f:             # read what stat announced (and one byte to see it grew)
-            data = f.read(size + 1)
+        # O_NONBLOCK: if the path was swapped for a FIFO after the stat, open returns instead of waiting
+        fd = os.open(path, _OPEN_FLAGS)
+        try:
+            if not _is_regular(os.fstat(fd).st_mode):
+                raise GraphFileError(f"{where}: not a regular file; a graph file is a file written by graph.save")
+            parts, left = [], size + 1          # read what stat announced (and one byte to see it grew)
+            while left > 0:
+                part = os.read(fd, left)          # one read for a regular file, as a rule
+                if not part:
+                    break
+                parts.append(part)
+                left -= len(part)
+            data = b"".join(parts) if len(parts) != 1 else parts[0]
+            del parts
+        finally:
+            os.close(fd)
     except OSError as e:
         raise GraphFileError(f"{where}: cannot read the graph file: {e.strerror or e}") from None
+    except MemoryError:
+        raise GraphFileError(f"{where}: out of memory while reading the file ({size} bytes); lower "
+                             "max_file_bytes or free memory") from None
     return _load(data, where, lim)
 
 
@@ -149,9 +211,101 @@ def _load(data: str | bytes, where: str, lim: dict) -> Graph:
     if len(data) > lim["max_file_bytes"]:
         raise GraphFileError(f"{where}: the file has more than max_file_bytes={lim['max_file_bytes']} bytes; "
                              "pass a larger max_file_bytes if you trust it")
-    doc = _parse_json(data, where)
-    specs, name = _check_document(doc, where, lim)
-    return _build(specs, name, where)
+    _count_json(data, where, lim)
+    try:
+        doc = _parse_json(data, where)
+        specs, name = _check_document(doc, where, lim)
+        return _build(specs, name, where)
+    except MemoryError:                 # never a raw MemoryError: the file is refused, the process goes on
+        doc = specs = None
+        raise GraphFileError(f"{where}: out of memory while loading the graph file ({len(data)} bytes); it is "
+                             "bigger than this machine can load: lower the limits of gc.load "
+                             "(max_json_containers, max_json_values, max_file_bytes) or free memory") from None
+
+
+def _count_json(data: str | bytes, where: str, lim: dict) -> None:
+    """Count before materialising: JSON containers and values, bounded before json.loads builds them.
+
+    json.loads turns each `[]` of a file into a Python list (~64 bytes for 2 bytes of file), so 50 MB of
+    them take a gigabyte before any check of ours runs. The counts here run at memchr speed: brackets
+    and commas in the whole text are an upper bound; only when that bound is over a limit are the
+    characters inside strings (where names may hold brackets) told apart, in chunks, for the exact count.
+    """
+    if isinstance(data, str):
+        if len(data) <= 4 * 2**20 and _quick_counts(data, "[", "{", ",") <= (lim["max_json_containers"],
+                                                                            lim["max_json_values"]):
+            return
+        data = data.encode("utf-8", "surrogatepass")
+    elif not isinstance(data, (bytes, bytearray)):
+        return                                     # _parse_json reports the type
+    containers, values = _quick_counts(data, b"[", b"{", b",")
+    if containers <= lim["max_json_containers"] and values <= lim["max_json_values"]:
+        return
+    containers, values = _counts_outside_strings(data)
+    if containers > lim["max_json_containers"]:
+        raise GraphFileError(f"{where}: {containers} JSON lists and objects, over the limit max_json_containers="
+                             f"{lim['max_json_containers']} (a graph file holds a few per node); pass a larger "
+                             "max_json_containers to gc.load if you trust the file")
+    if values > lim["max_json_values"]:
+        raise GraphFileError(f"{where}: about {values} JSON values, over the limit max_json_values="
+                             f"{lim['max_json_values']} (a graph file holds a few dozen per node); pass a "
+                             "larger max_json_values to gc.load if you trust the file")
+
+
+def _quick_counts(text, lb, lc, comma) -> tuple[int, int]:
+    return text.count(lb) + text.count(lc), text.count(comma)
+
+
+_CHUNK = 1 << 18
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | (0 if os.name == "posix" else os.O_BINARY)
+_OPEN_FLAGS = os.O_RDONLY | (os.O_NONBLOCK if os.name == "posix" else os.O_BINARY)
+
+
+def _counts_outside_strings(data: bytes) -> tuple[int, int]:
+    """Brackets `[{` and commas outside JSON strings, in 256 KiB chunks (a quote preceded by an odd run of
+    backslashes is escaped; the state of being inside a string carries from chunk to chunk)."""
+    inside, run = False, 0                      # run: backslashes ending the previous chunk
+    containers = values = 0
+    view = memoryview(data)
+    for start in range(0, len(data), _CHUNK):
+        chunk = view[start:start + _CHUNK]
+        probe = bytes(chunk)
+        if b'"' not in probe and b"\\" not in probe:          # no string starts or ends here: plain counts
+            if not inside:
+                containers += probe.count(b"[") + probe.count(b"{")
+                values += probe.count(b",")
+            run = 0
+            continue
+        a = np.frombuffer(chunk, dtype=np.uint8)
+        n = a.size
+        pos = np.arange(n, dtype=np.int32)
+        slash = a == 92
+        last_other = np.maximum.accumulate(np.where(slash, np.int32(-1), pos))     # last non-backslash at or before k
+        quotes = np.flatnonzero(a == 34)
+        before = quotes - 1
+        runs = np.where(before >= 0, before - last_other[np.maximum(before, 0)], 0)
+        runs = np.where(before - runs < 0, runs + run, runs) if quotes.size else runs   # run from the last chunk
+        real = quotes[runs % 2 == 0]
+        toggles = np.zeros(n + 1, np.int8)
+        toggles[real + 1] = 1
+        parity = (np.cumsum(toggles[:n], dtype=np.int32) + int(inside)) % 2     # 1 inside a string (or on its opening quote's right)
+        outside = parity == 0
+        containers += int(np.count_nonzero(outside & ((a == 91) | (a == 123))))
+        values += int(np.count_nonzero(outside & (a == 44)))
+        inside = bool((real.size + int(inside)) % 2)
+        tail = n - 1 - int(last_other[-1]) if n else 0
+        run = tail + run if tail == n else tail
+    return containers, values
+
+
+def _is_regular(mode: int) -> bool:
+    return mode & 0o170000 == 0o100000            # S_ISREG
+
+
+def _file_kind(mode: int) -> str:
+    kind = mode & 0o170000                        # the S_IF* bits of stat's st_mode
+    return {0o040000: "a directory", 0o010000: "a FIFO (named pipe)", 0o140000: "a socket",
+            0o020000: "a character device", 0o060000: "a block device"}.get(kind, "not a regular file")
 
 
 class _Problem(Exception):
@@ -310,7 +464,8 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
                  if isinstance(opname, str) and len(opname) <= 100 else [])     # difflib is quadratic
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise GraphFileError(f"{at}, field \"op\": {_short(opname)} is not an op of this graphcompiler"
-                             f"{hint}; only the ops of gc.OPS can be loaded")
+                             f"{hint}; only the ops of gc.OPS can be loaded (an op of your own: "
+                             "gc.register_op(cls) before loading)")
     at = f"{where}: node {i} {name!r} ({opname})"
     cls = OPS[opname]
 

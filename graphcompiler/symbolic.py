@@ -95,19 +95,78 @@ def _leaf_term(node: Node) -> Term:
 
 
 
-def _export(root: Node, form: Form):
+MAX_SIZE = 100_000        # default max_size of to_sympy: expression-tree nodes of any one value
+SHARE_SIZE = 200          # a value read more than once whose expression is bigger becomes a named intermediate
+EXPAND_SIZE = 20_000      # ... and is written out again at the end if the whole expression stays this small
+
+
+def _tree_size(e, memo: dict, weights: dict | None = None) -> int:
+    """Nodes of e as a tree (what printing or a tree walk visits), computed over the DAG in linear time.
+
+    memo holds the objects it measured, so an id is never reused while the export runs; `weights` gives
+    the size a symbol stands for (an intermediate counts as its definition).
+    """
+    if weights:
+        for sym, w in weights.items():
+            memo.setdefault(id(sym), (sym, w))
+    stack = [e]
+    while stack:
+        x = stack[-1]
+        if id(x) in memo:
+            stack.pop()
+            continue
+        args = getattr(x, "args", ())
+        if not isinstance(args, tuple):
+            args = ()
+        todo = [a for a in args if id(a) not in memo]
+        if todo:
+            stack.extend(todo)
+            continue
+        memo[id(x)] = (x, 1 + sum(memo[id(a)][1] for a in args))
+        stack.pop()
+    return memo[id(e)][1]
+
+
+def _term_size(t: Term, memo: dict) -> int:
+    return _tree_size(t.body, memo) + sum(_tree_size(m, memo) for m in t.env.values())
+
+
+def _expand_shared(out, shared: dict, intermediates: dict | None):
+    """Write intermediates back into `out` when the whole stays under EXPAND_SIZE nodes (the promised
+    form, in the leaves); else keep them as symbols and hand their definitions to `intermediates`."""
+    memo: dict = {}
+    weights: dict = {}
+    for sym, d in shared.items():                              # a definition reads only earlier ones
+        weights[sym] = _tree_size(d, {}, weights)
+    total = _tree_size(out, memo, weights) if isinstance(out, sp.Basic) else 0
+    if total <= EXPAND_SIZE:
+        for sym, d in reversed(list(shared.items())):
+            out = out.xreplace({sym: d})
+        return out
+    if intermediates is not None:
+        intermediates.update(shared)
+    return out
+
+
+def _export(root: Node, form: Form, max_size: int | None = None, intermediates: dict | None = None):
     if form not in ("leaves", "textbook"):
         raise GraphCompilerError(f"form must be 'leaves' or 'textbook', not {form!r}")
+    if max_size is not None and (not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 1):
+        raise GraphCompilerError(f"max_size must be a positive int (expression nodes), not {max_size!r}")
     _PLACEHOLDERS.clear()
     _COMPOSE.clear()
+    size = MAX_SIZE if max_size is None else max_size
+    shared: dict = {}                     # intermediate symbol -> definition, in the order they were made
     try:
         if form == "textbook":
             for k in _kept_inputs(root):
-                t = _terms(k, form)
+                t = _terms(k, form, size, shared)
                 free = [d for d in t.env if d in t.body.free_symbols] if t.ndim else []
                 if len(free) == 1 and t.body != free[0]:
                     _COMPOSE[symbol_of(k)] = (t.body, free[0], t.env[free[0]])
-        out = to_matrix(_terms(root, form))
+        out = to_matrix(_terms(root, form, size, shared))
+        if shared:
+            out = _expand_shared(out, shared, intermediates)
         # SymPy folds 1_m 1_n^T into a plain OneMatrix; give it back the book's printing
         return out.replace(lambda e: type(e) is sp.OneMatrix, lambda e: Ones(*e.shape)) if isinstance(
             out, sp.Basic) and out.has(sp.OneMatrix) else out
@@ -131,18 +190,27 @@ def _kept_inputs(root: Node) -> list[Node]:
     return out
 
 
-def _terms(root: Node, form: Form) -> Term:
+def _terms(root: Node, form: Form, max_size: int = MAX_SIZE, intermediates: dict | None = None) -> Term:
+    """The Term of root, built once per node in index order (a DAG walk, never a tree walk).
+
+    A value read more than once whose expression has grown past SHARE_SIZE nodes is kept as a symbol
+    named after its node (an intermediate; its definition goes into `intermediates` when given), so a
+    residual net of L layers exports in O(L) instead of 2^L. An expression over `max_size` nodes raises.
+    """
     keep = (lambda n: n is not root and _kept(n)) if form == "textbook" else (lambda n: False)
     need, stack = {root}, [root]
+    readers: dict[Node, int] = {}
     while stack:
         n = stack.pop()
         if keep(n):
             continue
         for x in n.inputs:
+            readers[x] = readers.get(x, 0) + 1
             if x not in need:
                 need.add(x)
                 stack.append(x)
     terms: dict[Node, Term] = {}
+    memo: dict = {}
     for n in sorted(need, key=lambda n: n.index):
         if keep(n):
             terms[n] = of_matrix(n.shape, symbol_of(n))
@@ -158,22 +226,37 @@ def _terms(root: Node, form: Form) -> Term:
             except Exception as e:   # a SymPy failure: name the node and op being exported
                 raise GraphCompilerError(f"symbolic export of {n.name!r} ({n.op.name}, shape "
                                          f"{fmt_shape(n.shape)}) failed: {type(e).__name__}: {e}") from e
+            size = _term_size(terms[n], memo)
+            if size > max_size:
+                raise GraphCompilerError(
+                    f"symbolic export of {root.name!r}: the expression of {n.name!r} ({n.op.name}, shape "
+                    f"{fmt_shape(n.shape)}) has {size} nodes, over max_size={max_size}; export a node nearer "
+                    "the leaves, use form='textbook' with named intermediates, or pass a larger max_size")
+            if n is not root and readers.get(n, 0) > 1 and size > SHARE_SIZE:
+                sym = symbol_of(n)                    # read twice: a named intermediate, not a copy
+                if intermediates is not None:
+                    intermediates[sym] = to_matrix(terms[n])
+                terms[n] = of_matrix(n.shape, sym)
     return terms[root]
 
 
 # -- the public functions -----------------------------------------------------------------------
 
-def to_sympy(node: Node, *, form: Form | None = None):
+def to_sympy(node: Node, *, form: Form | None = None, max_size: int | None = None,
+             intermediates: dict | None = None):
     """node as a SymPy expression: in the graph's leaves (form="leaves"), or with named values and the
     gradients of named values kept as symbols (form="textbook": dJ/dW2 -> dJ/do h^T + lambda W2).
 
     By default a gradient node exports in the textbook form (API section 5) and any other node in its leaves.
+    The export stays polynomial: a value read more than once whose expression exceeds SHARE_SIZE nodes
+    becomes a symbol named after its node (pass a dict as `intermediates` to receive symbol -> definition),
+    and any expression over `max_size` nodes (default MAX_SIZE) raises GraphCompilerError at once.
     """
     if not isinstance(node, Node):
         raise GraphCompilerError(f"to_sympy exports a graph Node, got {type(node).__name__} {node!r}")
     if form is None:
         form = "textbook" if node.is_gradient else "leaves"
-    return _export(node, form)
+    return _export(node, form, max_size, intermediates)
 
 
 def latex_names(expr) -> dict:

@@ -16,10 +16,10 @@ import numpy as np
 
 from ..errors import DTypeError, GraphCompilerError, ShapeError, fmt_shape
 from ..graph import (LEAF_OPS, OPS, UNDEFINED, ZERO, Constant, GraphMismatchError, Input, Node, Op, Parameter,
-                     Undefined, Zero, install)
+                     Undefined, Zero, install, register_op)
 
 __all__ = ["LEAF_OPS", "OPS", "UNDEFINED", "ZERO", "Constant", "Input", "Op", "Parameter", "Undefined", "Zero",
-           "install", "apply", "broadcast_shapes", "normalize_axes", "normalize_axis", "float_dtype", "is_static",
+           "install", "register_op", "apply", "broadcast_shapes", "normalize_axes", "normalize_axis", "float_dtype", "is_static",
            "size_of", "sp", "elementwise_to_sympy"]
 
 

@@ -221,6 +221,11 @@ class Exp(Unary):
     ufunc: ClassVar = np.exp
 
     def bprop(self, i, x, y, g):
+        a = _over_sum_of(g, y)
+        if a is not None:        # g = a / sum(e^x) broadcast (log(sum(exp))): a e^(x - logsumexp x), finite at 1e300
+            from .nn import logsumexp
+            s = a[1]
+            return multiply(a[0], exp(subtract(x[0], logsumexp(x[0], axis=s.op.axis, keepdims=True))))
         return multiply(g, y)                                      # d e^a = e^a da: reuses y (eq. 6.52)
 
     sympy_fn = lambda t: sp.exp(t)
@@ -281,6 +286,74 @@ class Tanh(Unary):
     sympy_fn = lambda t: sp.tanh(t)
 
 
+def _over_sum_of(g: Node, y: Node):
+    """(a with the summed axes kept, the sum node) when g = broadcast(a / sum(y, axes)) as sum's and log's
+    bprops build it for log(sum(exp(x))); else None."""
+    n = g
+    if n.op.name in ("broadcast_to", "broadcast_like"):
+        n = n.inputs[0]
+    expanded = n.op.name == "expand_dims"
+    if expanded:
+        n = n.inputs[0]
+    if n.op.name != "divide":
+        return None
+    a, s = n.inputs
+    if s.op.name != "sum" or s.inputs[0] is not y or a.shape != s.shape or a.dtype != y.dtype:
+        return None
+    if expanded and tuple(g.inputs[0].op.axis if g.op.name != "expand_dims" else g.op.axis) != tuple(s.op.axis):
+        return None
+    if not s.op.keepdims and s.op.axis:
+        if not expanded:
+            return None
+        a = S.expand_dims(a, s.op.axis)
+    return a, s
+
+
+def split_quotient(g: Node, y: Node, complement: bool = False) -> tuple[Node | None, Node | None]:
+    """Write a gradient g arriving at y as a / y + rest (or, with complement, as -a / (1 - y) + rest).
+
+    log's bprop divides by its input; when that input is a softmax or a sigmoid, y can underflow to 0
+    while the forward (rewritten to log_softmax) stays finite, and y * (a / y) is 0 * inf. The bprops of
+    softmax and sigmoid take the quotient apart here and cancel y symbolically, so the gradient of
+    log(softmax(z)) is a - softmax(z) sum(a), exact at logits of 1e300. Either part may be None.
+    """
+    def match(n):
+        if complement:
+            if n.op.name != "negative":
+                return None
+            n = n.inputs[0]
+        if n.op.name != "divide" or n.shape != y.shape or n.inputs[0].shape != y.shape:
+            return None
+        d = n.inputs[1]
+        if not complement:
+            return n.inputs[0] if d is y else None
+        one, s = d.inputs if d.op.name == "subtract" else (None, None)
+        if s is y and one.op.name == "constant" and one.ndim == 0 and \
+                float(one.graph._values.get(one, np.nan)) == 1.0:
+            return n.inputs[0]
+        return None
+
+    found, rest, stack = [], [], [g]
+    while stack:
+        n = stack.pop()
+        a = match(n)
+        if a is not None:
+            found.append(a)
+        elif n.op.name == "add" and n.inputs[0].shape == n.inputs[1].shape == y.shape:
+            stack.extend(n.inputs)
+        else:
+            rest.append(n)
+    if not found:
+        return None, g
+
+    def total(ns):
+        out = ns[0]
+        for n in ns[1:]:
+            out = add(out, n)
+        return out
+    return total(found), (total(rest) if rest else None)
+
+
 @dataclass(frozen=True)
 class Sigmoid(Unary):
     name: ClassVar[str] = "sigmoid"
@@ -294,8 +367,20 @@ class Sigmoid(Unary):
         np.negative(out, out=out)
         return np.exp(out, out=out)
 
-    def bprop(self, i, x, y, g):
-        return multiply(g, multiply(y, subtract(1, y)))            # d s(a) = s(a)(1 - s(a)) da
+    def bprop(self, i, x, y, g):                                   # d s(a) = s(a)(1 - s(a)) da
+        a, rest = split_quotient(g, y)
+        b, rest = split_quotient(rest, y, complement=True) if rest is not None else (None, None)
+        parts = []
+        if a is not None:        # g = a / s (log(sigmoid)): a (1 - s) = a s(-x), finite where s underflows to 0
+            parts.append(multiply(a, sigmoid(negative(x[0]))))     # s(-x), not 1 - s: exact where s rounds to 1
+        if b is not None:        # g = -b / (1 - s) (log(1 - sigmoid)): -b s, finite where 1 - s rounds to 0
+            parts.append(negative(multiply(b, y)))
+        if rest is not None:
+            parts.append(multiply(rest, multiply(y, subtract(1, y))))
+        out = parts[0]
+        for p in parts[1:]:
+            out = add(out, p)
+        return out
 
     sympy_fn = lambda t: 1 / (1 + sp.exp(-t))
 
