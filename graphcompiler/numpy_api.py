@@ -881,9 +881,11 @@ def _getitem(self: Node, index):
     pos = [k for k, it in enumerate(expanded) if _is_array_index(it)]
     full = [k for k, it in enumerate(expanded)
             if not _is_array_index(it) and not (isinstance(it, slice) and it == slice(None))]
-    if full or pos != list(range(pos[0], pos[-1] + 1)) or any(it is Ellipsis for it in expanded):
-        raise ShapeError(f"{fname}: integer-array or mask indices must be consecutive and the other "
-                         f"entries full slices ':' ({index!r}); index in two steps (a slice, then the array)")
+    simple = not full and pos == list(range(pos[0], pos[-1] + 1)) and not any(it is Ellipsis for it in expanded)
+    import graphcompiler as gc
+    if not simple or getattr(gc, "take", None) is None:
+        # not the form gc.take covers (or no gc.take in this build): the ops layer's own indexing decides
+        return Node._basic_getitem(self, tuple(expanded) if len(expanded) > 1 else expanded[0])
     axis = pos[0]
     arrays = [expanded[k] for k in pos]
     if len(arrays) == 1:
