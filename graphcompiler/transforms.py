@@ -237,7 +237,8 @@ def jvp(outputs: Node | Sequence[Node], inputs: Node | Sequence[Node],
     zeros_like(y) (a node, not a placeholder), so where the result still reads U (for its shape, or through a
     term multiplied by zero) nothing has to be fed and the value is right. The graph is about twice the size of
     a reverse pass over y (a VJP, then its derivative), so forward-over-reverse costs reverse-over-reverse
-    plus one more sweep (benchmarks/hvp.py measures it).
+    plus one more sweep (benchmarks/hvp.py measures it). Several outputs share one VJP: with a cotangent U_k
+    per output, u = build_grad(sum_k <y_k, U_k>, x) and build_grad(<u, v>, [U_1, ...]) gives every J_k v.
     """
     from .autodiff import build_grad
     from .ops import elementwise as E, reduce as R, shape as S
@@ -254,18 +255,26 @@ def jvp(outputs: Node | Sequence[Node], inputs: Node | Sequence[Node],
                                                for a, b in zip(v.shape, x.shape)):
             raise ShapeError(f"jvp: the tangent {v.name!r} has shape {fmt_shape(v.shape)} but its input "
                              f"{x.name!r} ({x.op.name}) has shape {fmt_shape(x.shape)}; they must match")
-    result = []
+    graph = ys[0].graph
     for y in ys:
-        graph = y.graph
-        U = S.zeros_like(y, name=graph._unique_name(f"jvp_cotangent/{y.name}"))
-        vjp = build_grad(y, xs, seed=U, disconnected="zero")
-        inner = None
-        for x, v in zip(xs, vs):
-            term = R.sum(E.multiply(vjp[x], v))
-            inner = term if inner is None else E.add(inner, term)
-        out = build_grad(inner, [U], disconnected="zero")[U]
-        result.append(E.identity(out, name=graph._unique_name(f"jvp({y.name})")))
-    return result
+        if y.dtype.kind != "f":
+            raise GraphCompilerError(f"jvp: output {y.name!r} ({y.op.name}) has dtype {y.dtype}; only floating "
+                                     "outputs have a Jacobian-vector product")
+    Us = [S.zeros_like(y, name=graph._unique_name(f"jvp_cotangent/{y.name}")) for y in ys]
+    if len(ys) == 1:                                       # u = U^T J: one VJP seeded with U
+        vjp = build_grad(ys[0], xs, seed=Us[0], disconnected="zero")
+    else:                                                  # u = sum_k U_k^T J_k: one VJP for all outputs
+        paired = None
+        for y, U in zip(ys, Us):
+            term = R.sum(E.multiply(y, U))
+            paired = term if paired is None else E.add(paired, term)
+        vjp = build_grad(paired, xs, disconnected="zero")
+    inner = None                                           # <u, v>, linear in U
+    for x, v in zip(xs, vs):
+        term = R.sum(E.multiply(vjp[x], v))
+        inner = term if inner is None else E.add(inner, term)
+    table = build_grad(inner, Us, disconnected="zero")     # d<u, v>/dU_k = J_k v
+    return [E.identity(table[U], name=graph._unique_name(f"jvp({y.name})")) for y, U in zip(ys, Us)]
 
 
 def _require_static(n: Node, who: str) -> None:
