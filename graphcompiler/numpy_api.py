@@ -181,7 +181,7 @@ def _ufunc_table() -> dict:
         t[sc.expit] = _op("sigmoid", "scipy.special.expit")
         t[sc.erf] = _op("erf", "scipy.special.erf")
         t[sc.gammaln] = _op("gammaln", "scipy.special.gammaln")
-        t[sc.psi] = _op("digamma", "scipy.special.digamma")
+        t[sc.psi] = _op("digamma", "scipy.special.psi")
         t[sc.log_expit] = _op("log_sigmoid", "scipy.special.log_expit")
         if hasattr(sc, "softplus"):
             t[sc.softplus] = _op("softplus", "scipy.special.softplus")

@@ -274,7 +274,29 @@ def jvp(outputs: Node | Sequence[Node], inputs: Node | Sequence[Node],
         term = R.sum(E.multiply(vjp[x], v))
         inner = term if inner is None else E.add(inner, term)
     table = build_grad(inner, Us, disconnected="zero")     # d<u, v>/dU_k = J_k v
-    return [E.identity(table[U], name=graph._unique_name(f"jvp({y.name})")) for y, U in zip(ys, Us)]
+    out = [E.identity(table[U], name=graph._unique_name(f"jvp({y.name})")) for y, U in zip(ys, Us)]
+    _check_linear(out, Us)
+    return out
+
+
+def _check_linear(results: list[Node], Us: list[Node]) -> None:
+    """The JVP must not read a cotangent stand-in's value (only, at most, its shape): a value read would mean
+    some bprop is not linear in its cotangent, and the stand-in's zeros would then give a wrong number."""
+    stand_ins = set(Us)
+    seen: set[Node] = set()
+    stack = list(results)
+    while stack:
+        n = stack.pop()
+        for i, x in enumerate(n.inputs):
+            if not n.op.reads_value(i) or x in seen:
+                continue
+            if x in stand_ins:
+                raise GraphCompilerError(
+                    f"internal error: the JVP built for {x.name!r} reads the cotangent's value through "
+                    f"{n.op.name} {n.name!r}, so a bprop on the way is not linear in its cotangent; please report "
+                    "this (build_grad of <gradient, v> gives the same product by reverse over reverse)")
+            seen.add(x)
+            stack.append(x)
 
 
 def _require_static(n: Node, who: str) -> None:
