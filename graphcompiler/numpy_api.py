@@ -387,7 +387,7 @@ def _vdot(a, b):
 
 @implements(np.inner)
 def _inner(a, b):
-    from .ops import elementwise as E, reduce as R
+    from .ops import elementwise as E
     a, b = _lift_all([a, b])
     if a.ndim == 0 or b.ndim == 0:
         return E.multiply(a, b)

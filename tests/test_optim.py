@@ -193,7 +193,11 @@ def test_state_saved_loaded_and_drawn(tmp_path):
     for name in ["W", "b", "adam/m/W", "adam/step"]:
         np.testing.assert_allclose(h.value(name), g.value(name), rtol=1e-13)
     src = gc.to_dot(g).source
-    assert "adam/m/W" in src and "adam/step" in src
+    assert "adam/m/W" in src and "adam/step" in src and "dotted cylinder: optimizer state" in src
+    line = next(ln for ln in src.splitlines() if 'tooltip="adam/m/W: parameter' in ln)
+    assert "filled,dotted" in line                     # optimizer state is drawn apart from the weights
+    plain = next(ln for ln in src.splitlines() if 'tooltip="W: parameter' in ln)
+    assert "dotted" not in plain
 
 
 def test_bad_arguments():
