@@ -175,6 +175,17 @@ def _ufunc_table() -> dict:
         np.exp2: lambda x: E.power(2, x),
         np.log2: lambda x: E.multiply(E.log(x), 1 / math.log(2)),
         np.log10: lambda x: E.multiply(E.log(x), 1 / math.log(10)),
+        np.deg2rad: lambda x: E.multiply(x, math.pi / 180.0),   # NumPy's own formula: x * (pi / 180)
+        np.radians: lambda x: E.multiply(x, math.pi / 180.0),
+        np.rad2deg: lambda x: E.multiply(x, 180.0 / math.pi),
+        np.degrees: lambda x: E.multiply(x, 180.0 / math.pi),
+        np.isnan: lambda x: E.not_equal(x, x),                   # only NaN differs from itself
+        np.isinf: lambda x: E.equal(E.abs(x), np.inf),
+        np.isfinite: lambda x: E.less(E.abs(x), np.inf),         # NaN < inf is False
+        np.logical_not: lambda x: E.equal(x, 0),
+        np.logical_and: lambda a, b: E.minimum(E.not_equal(a, 0), E.not_equal(b, 0)),
+        np.logical_or: lambda a, b: E.maximum(E.not_equal(a, 0), E.not_equal(b, 0)),
+        np.logical_xor: lambda a, b: E.not_equal(E.not_equal(a, 0), E.not_equal(b, 0)),
     }
     try:                                   # scipy.special's functions are ufuncs too
         import scipy.special as sc
@@ -506,6 +517,89 @@ def _atleast_2d(*arys):
             _gc("expand_dims", "numpy.atleast_2d")(x, 0)
     out = [f(x) for x in _lift_all(arys)]
     return out[0] if len(out) == 1 else tuple(out)
+
+
+@implements(np.atleast_3d)
+def _atleast_3d(*arys):
+    def f(x):
+        if x.ndim >= 3:
+            return x
+        if x.ndim == 0:
+            return _gc("reshape", "numpy.atleast_3d")(x, (1, 1, 1))
+        if x.ndim == 1:                                    # (n,) -> (1, n, 1), as NumPy does
+            return _gc("expand_dims", "numpy.atleast_3d")(x, (0, 2))
+        return _gc("expand_dims", "numpy.atleast_3d")(x, 2)
+    out = [f(x) for x in _lift_all(arys)]
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+@implements(np.column_stack)
+def _column_stack(tup):
+    xs = [x if x.ndim >= 2 else _gc("expand_dims", "numpy.column_stack")(_atleast_1d(x), 1) for x in _lift_all(tup)]
+    return _concatenate(xs, axis=1)
+
+
+@implements(np.dstack)
+def _dstack(tup):
+    xs = _atleast_3d(*_lift_all(tup))
+    return _concatenate([xs] if isinstance(xs, Node) else list(xs), axis=2)
+
+
+@implements(np.rollaxis)
+def _rollaxis(a, axis, start=0):
+    n = a.ndim
+    axis = int(axis) % n
+    start = int(start) + n if start < 0 else int(start)
+    if axis < start:
+        start -= 1
+    if axis == start:
+        return a
+    order = [k for k in range(n) if k != axis]
+    order.insert(start, axis)
+    return _gc("transpose", "numpy.rollaxis")(a, tuple(order))
+
+
+@implements(np.matrix_transpose, np.linalg.matrix_transpose)
+def _matrix_transpose(x, /):
+    if x.ndim < 2:
+        raise ShapeError(f"numpy.matrix_transpose needs rank 2 or more, {x.name!r} has shape {fmt_shape(x.shape)}")
+    return _swapaxes(x, -1, -2)
+
+
+@implements(np.rot90)
+def _rot90(m, k=1, axes=(0, 1)):
+    k = int(k) % 4
+    a0, a1 = (int(a) % m.ndim for a in axes)
+    if k == 0:
+        return m
+    if k == 2:
+        return _flip(_flip(m, a0), a1)
+    perm = list(range(m.ndim))
+    perm[a0], perm[a1] = perm[a1], perm[a0]
+    if k == 1:                                             # NumPy: transpose(flip(m, axes[1]))
+        return _gc("transpose", "numpy.rot90")(_flip(m, a1), tuple(perm))
+    return _flip(_gc("transpose", "numpy.rot90")(m, tuple(perm)), a1)
+
+
+@implements(np.average)
+def _average(a, axis=None, weights=None, returned=False, *, keepdims=np._NoValue):
+    _refuse(returned, "numpy.average", "returned=True")
+    kd = False if keepdims is np._NoValue else bool(keepdims)
+    if weights is None:
+        return _gc("mean", "numpy.average")(a, axis=axis, keepdims=kd)
+    from .ops import elementwise as E, reduce as R
+    _refuse(np.ndim(weights) != a.ndim if not isinstance(weights, Node) else weights.ndim != a.ndim,
+            "numpy.average", "weights of another rank than a (give them a's shape)")
+    # NumPy: sum(a * w, axis) / sum(w, axis), with w broadcast to a's shape
+    w = weights if isinstance(weights, Node) else a.graph.constant(np.asarray(weights, dtype=a.dtype))
+    num = R.sum(E.multiply(a, w), axis=axis, keepdims=kd)
+    den = R.sum(_gc("broadcast_to", "numpy.average")(w, a) if w.shape != a.shape else w, axis=axis, keepdims=kd)
+    return E.divide(num, den)
+
+
+@implements(np.real)
+def _real(val):
+    return val if isinstance(val, Node) else _lift(val, _graph_of(val))
 
 
 @implements(np.concatenate)

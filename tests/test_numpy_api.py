@@ -83,6 +83,17 @@ CASES: dict[str, tuple] = {
     "numpy.remainder": (lambda a, b: np.remainder(a, b), [3 * N(3, 4), P(4)]),
     "numpy.matmul": (lambda a, b: np.matmul(a, b), [N(2, 3, 4), N(4, 5)]),
     "numpy.reciprocal": (lambda a: np.reciprocal(a), [P(3, 4)]),
+    "numpy.deg2rad": (lambda a: np.deg2rad(a), [N(3, 4)]),
+    "numpy.radians": (lambda a: np.radians(a), [N(3, 4)]),
+    "numpy.rad2deg": (lambda a: np.rad2deg(a), [N(3, 4)]),
+    "numpy.degrees": (lambda a: np.degrees(a), [N(3, 4)]),
+    "numpy.isnan": (lambda a: np.isnan(np.log(a)), [N(3, 4)]),
+    "numpy.isinf": (lambda a: np.isinf(1.0 / a), [np.round(N(3, 4))]),
+    "numpy.isfinite": (lambda a: np.isfinite(np.log(a) / a), [np.round(N(3, 4))]),
+    "numpy.logical_not": (lambda a: np.logical_not(a > 0), [N(3, 4)]),
+    "numpy.logical_and": (lambda a, b: np.logical_and(a > 0, b), [N(3, 4), np.round(N(4))]),
+    "numpy.logical_or": (lambda a, b: np.logical_or(a > 0, b > 0), [N(3, 4), N(4)]),
+    "numpy.logical_xor": (lambda a, b: np.logical_xor(a > 0, b > 0), [N(3, 4), N(4)]),
     "scipy.special.erf": (lambda a: sc.erf(a), [N(3, 4)]),
     "scipy.special.expit": (lambda a: sc.expit(a), [N(3, 4)]),
     "scipy.special.gammaln": (lambda a: sc.gammaln(a), [P(3, 4)]),
@@ -129,6 +140,15 @@ CASES: dict[str, tuple] = {
     "numpy.broadcast_to": (lambda a: np.broadcast_to(a, (3, 4)), [N(4)]),
     "numpy.atleast_1d": (lambda a: np.atleast_1d(a), [N()]),
     "numpy.atleast_2d": (lambda a: np.atleast_2d(a), [N(4)]),
+    "numpy.atleast_3d": (lambda a: np.atleast_3d(a), [N(4)]),
+    "numpy.column_stack": (lambda a, b: np.column_stack([a, b]), [N(4), N(4, 2)]),
+    "numpy.dstack": (lambda a, b: np.dstack([a, b]), [N(3, 4), N(3, 4)]),
+    "numpy.rollaxis": (lambda a: np.rollaxis(a, 2, 0), [N(2, 3, 4)]),
+    "numpy.matrix_transpose": (lambda a: np.matrix_transpose(a), [N(2, 3, 4)]),
+    "numpy.linalg.matrix_transpose": (lambda a: np.linalg.matrix_transpose(a), [N(3, 4)]),
+    "numpy.rot90": (lambda a: np.rot90(a) + np.rot90(a, 3).T + np.rot90(a.T, 2).T, [N(4, 4)]),
+    "numpy.average": (lambda a, w: np.average(a, axis=1, weights=w) + np.average(a), [N(3, 4), P(3, 4)]),
+    "numpy.real": (lambda a: np.real(a) * 2.0, [N(3, 4)]),
     "numpy.concatenate": (lambda a, b: np.concatenate([a, b, np.ones((3, 1))], axis=1), [N(3, 4), N(3, 2)]),
     "numpy.stack": (lambda a, b: np.stack([a, b], axis=1), [N(3, 4), N(3, 4)]),
     "numpy.hstack": (lambda a, b: np.hstack([a, b]), [N(3, 4), N(3, 2)]),
@@ -190,6 +210,7 @@ def test_every_listed_function_has_a_case():
     assert len(listed) >= 100
 
 
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")   # isnan/isinf cases make NaN and inf
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_forward_matches_numpy(name):
     g, nodes, arrays, fn, result = _build(name)
