@@ -69,6 +69,7 @@ def main(argv=None) -> None:
             times.append(time.perf_counter() - t0)
         results[method] = out
         print(f"{method:22s} nodes added {added:4d}  program steps {len(prog.schedule):4d}  "
+              f"peak {prog.stats['peak_bytes'] / 1e6:5.2f} MB  "
               f"build {build_s * 1e3:6.1f} ms  compile {compile_s * 1e3:7.1f} ms  "
               f"run median {statistics.median(times) * 1e3:7.2f} ms  min {min(times) * 1e3:7.2f} ms")
     for a, b in zip(results["reverse-over-reverse"], results["forward-over-reverse"]):

@@ -255,3 +255,14 @@ def test_jvp_of_every_numpy_function(name):
     for j, k in enumerate(keep):
         np.testing.assert_allclose(got[j], (np.asarray(rp[k]) - np.asarray(rm[k])) / (2 * eps), rtol=1e-5,
                                    atol=1e-6, err_msg=name)
+
+
+def test_readme_numpy_example_runs(capsys):
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (example,) = [p.split("```")[0] for p in text.split("```py\n")[1:]]
+    namespace: dict = {"__name__": "readme_numpy"}
+    exec(compile(example, "README.md", "exec"), namespace)
+    assert namespace["dW"].shape == (4, 3)
+    assert namespace["h"].value("adam/step") == 1
+    assert "Graph 'loss'" in capsys.readouterr().out
