@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -187,21 +188,22 @@ def _ufunc_table() -> dict:
         np.logical_or: lambda a, b: E.maximum(E.not_equal(a, 0), E.not_equal(b, 0)),
         np.logical_xor: lambda a, b: E.not_equal(E.not_equal(a, 0), E.not_equal(b, 0)),
     }
-    try:                                   # scipy.special's functions are ufuncs too
-        import scipy.special as sc
-        t[sc.expit] = _op("sigmoid", "scipy.special.expit")
-        t[sc.erf] = _op("erf", "scipy.special.erf")
-        t[sc.gammaln] = _op("gammaln", "scipy.special.gammaln")
-        t[sc.psi] = _op("digamma", "scipy.special.psi")
-        t[sc.log_expit] = _op("log_sigmoid", "scipy.special.log_expit")
-        if hasattr(sc, "softplus"):
-            t[sc.softplus] = _op("softplus", "scipy.special.softplus")
-    except ImportError:                    # scipy is optional
-        pass
     return t
 
 
 _UFUNCS: dict = {}
+# scipy.special's functions are ufuncs too: name -> gc op. Looked up only when scipy is already imported (a
+# caller passing scipy.special.erf has imported it), so `import graphcompiler` does not load SciPy.
+_SCIPY = {"expit": "sigmoid", "erf": "erf", "gammaln": "gammaln", "psi": "digamma", "log_expit": "log_sigmoid",
+          "softplus": "softplus"}
+
+
+def _scipy_entry(ufunc):
+    special = sys.modules.get("scipy.special")
+    name = ufunc.__name__
+    if special is None or name not in _SCIPY or getattr(special, name, None) is not ufunc:
+        return None
+    return _op(_SCIPY[name], f"scipy.special.{name}")
 _REDUCE = {"add": "sum", "multiply": "prod", "maximum": "max", "minimum": "min"}
 
 
@@ -230,7 +232,7 @@ def array_ufunc(self: Node, ufunc, method: str, *inputs, **kwargs):
     dtype = kwargs.pop("dtype", None)
     if method == "__call__":
         _refuse(bool(kwargs), fname, f"keyword(s) {', '.join(kwargs)}")
-        fn = _UFUNCS.get(ufunc)
+        fn = _UFUNCS.get(ufunc) or _scipy_entry(ufunc)
         if fn is None:
             raise UnsupportedFunctionError(f"{fname} is not supported on graph nodes (no op computes it); "
                                            "gc.numpy_functions() lists what is")
@@ -291,15 +293,9 @@ def numpy_functions() -> list[str]:
     module not in this build raises OpNotAvailableError when called.
     """
     names = {_fname(f) for f in _FUNCTIONS} | {_ufunc_name(u) for u in _UFUNCS}
+    names |= {f"scipy.special.{n}" for n in _SCIPY}
     names |= {f"numpy.{u}.reduce" for u in _REDUCE} | {"numpy.add.accumulate"}
     return sorted(names)
-
-
-def function_table() -> dict[str, Callable]:
-    """{name: the NumPy callable} for every entry of numpy_functions() that is a plain function or ufunc."""
-    out = {_fname(f): f for f in _FUNCTIONS}
-    out.update({_ufunc_name(u): u for u in _UFUNCS})
-    return out
 
 
 # reductions -----------------------------------------------------------------------------------
@@ -1009,7 +1005,9 @@ def _getitem(self: Node, index):
 
 
 def _array(self, dtype=None, copy=None):
-    raise _no_value(self, "numpy.asarray / numpy.array")
+    err = _no_value(self, "numpy.asarray / numpy.array")
+    raise type(err)(f"{err}. (A NumPy function given a list of nodes converts the list to an array: combine "
+                    "the nodes first with numpy.stack or numpy.concatenate.)")
 
 
 def install() -> None:
