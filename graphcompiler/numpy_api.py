@@ -949,6 +949,9 @@ def _is_array_index(it) -> bool:
 
 
 def _getitem(self: Node, index):
+    """x[index]: what the ops layer's indexing takes, plus constant NumPy boolean masks (turned into integer
+    indices with np.nonzero: the result's shape is static) and several integer arrays over consecutive axes
+    (one flat index into those axes). A boolean *node* is refused: its selection's size is a run-time value."""
     items = index if isinstance(index, tuple) else (index,)
     if not any(_is_array_index(it) for it in items):
         return Node._basic_getitem(self, index)
@@ -959,49 +962,36 @@ def _getitem(self: Node, index):
                 f"{fname} with the boolean node {it.name!r} ({it.op.name}, shape {fmt_shape(it.shape)}): the "
                 "number of selected elements depends on run-time values, so the result has no static shape; "
                 "use numpy.where(mask, x, 0) (and a sum), or a constant NumPy boolean mask")
-    # constant boolean masks -> integer index arrays (np.nonzero), one per axis the mask covers
     expanded: list = []
     for it in items:
         if isinstance(it, (np.ndarray, list)) and np.asarray(it).dtype == bool:
-            expanded.extend(np.nonzero(np.asarray(it)))
+            mask = np.asarray(it)                  # a constant mask: its selection is known now
+            dims = self.shape[len(expanded):len(expanded) + mask.ndim]
+            if any(d is not None and d != m for d, m in zip(dims, mask.shape)):
+                raise ShapeError(f"{fname}: the boolean mask of shape {fmt_shape(mask.shape)} does not match "
+                                 f"the indexed dimensions {fmt_shape(dims)} of shape {fmt_shape(self.shape)}")
+            expanded.extend(np.nonzero(mask))
         elif isinstance(it, list):
             expanded.append(np.asarray(it))
         else:
             expanded.append(it)
     pos = [k for k, it in enumerate(expanded) if _is_array_index(it)]
-    full = [k for k, it in enumerate(expanded)
-            if not _is_array_index(it) and not (isinstance(it, slice) and it == slice(None))]
-    simple = not full and pos == list(range(pos[0], pos[-1] + 1)) and not any(it is Ellipsis for it in expanded)
-    import graphcompiler as gc
-    if not simple or getattr(gc, "take", None) is None:
-        # not the form gc.take covers (or no gc.take in this build): the ops layer's own indexing decides
-        return Node._basic_getitem(self, tuple(expanded) if len(expanded) > 1 else expanded[0])
-    axis = pos[0]
-    arrays = [expanded[k] for k in pos]
-    if len(arrays) == 1:
-        idx = arrays[0]
-    else:                                  # several arrays over consecutive axes: one flat index
-        if any(isinstance(a, Node) for a in arrays):
-            raise ShapeError(f"{fname}: several index arrays at once must be NumPy arrays, not nodes")
+    others_full = all(isinstance(it, slice) and it == slice(None) for k, it in enumerate(expanded) if k not in pos)
+    if len(pos) > 1 and others_full and pos == list(range(pos[0], pos[-1] + 1)) \
+            and not any(isinstance(expanded[k], Node) for k in pos):
+        # several arrays over consecutive axes: reshape those axes into one and index it with a flat index
+        axis, arrays = pos[0], [np.asarray(expanded[k]) for k in pos]
         dims = _static(self, fname, dims=range(axis, axis + len(arrays)))
+        for a, d in zip(arrays, dims):
+            if a.dtype.kind not in "iu" or (a.size and (a.max() >= d or a.min() < -d)):
+                raise ShapeError(f"{fname}: index array {a!r} does not index an axis of size {d}")
         arrays = [np.where(a < 0, a + d, a) for a, d in zip(arrays, dims)]
-        idx = np.ravel_multi_index(tuple(np.broadcast_arrays(*arrays)), dims)
-        rest = self.shape[axis + len(arrays):]
-        shape = tuple(self.shape[:axis]) + (int(np.prod(dims)),) + tuple(rest)
-        self = _gc("reshape", fname)(self, tuple(-1 if d is None else d for d in shape))
-    if isinstance(idx, np.ndarray):
-        if idx.dtype.kind not in "iu":
-            raise ShapeError(f"{fname}: index arrays must hold integers or bools, not {idx.dtype}")
-        d = self.shape[axis]
-        if (idx < 0).any():
-            if d is None:
-                raise ShapeError(f"{fname}: negative indices need a static size along axis {axis}, "
-                                 f"but the shape is {fmt_shape(self.shape)}")
-            idx = np.where(idx < 0, idx + d, idx)
-        if d is not None and idx.size and idx.max() >= d:
-            raise ShapeError(f"{fname}: index {int(idx.max())} is out of bounds for axis {axis} of size {d}")
-        idx = idx.astype(np.int64)
-    return _gc("take", f"integer-array indexing of node {self.name!r}")(self, idx, axis)
+        flat = np.ravel_multi_index(tuple(np.broadcast_arrays(*arrays)), dims).astype(np.int64)
+        shape = tuple(self.shape[:axis]) + (int(np.prod(dims)),) + tuple(self.shape[axis + len(arrays):])
+        merged = _gc("reshape", fname)(self, tuple(-1 if d is None else d for d in shape))
+        rest = expanded[pos[-1] + 1:]
+        return Node._basic_getitem(merged, tuple(expanded[:axis]) + (flat,) + tuple(rest))
+    return Node._basic_getitem(self, tuple(expanded) if len(expanded) > 1 else expanded[0])
 
 
 def _array(self, dtype=None, copy=None):
