@@ -293,7 +293,8 @@ def numpy_functions() -> list[str]:
     module not in this build raises OpNotAvailableError when called.
     """
     names = {_fname(f) for f in _FUNCTIONS} | {_ufunc_name(u) for u in _UFUNCS}
-    names |= {f"scipy.special.{n}" for n in _SCIPY}
+    special = sys.modules.get("scipy.special")          # not imported here: listed by name unless loaded
+    names |= {f"scipy.special.{n}" for n in _SCIPY if special is None or hasattr(special, n)}
     names |= {f"numpy.{u}.reduce" for u in _REDUCE} | {"numpy.add.accumulate"}
     return sorted(names)
 
