@@ -404,6 +404,29 @@ def _inner(a, b):
     return _gc("tensordot", "numpy.inner")(a, b, axes=([a.ndim - 1], [b.ndim - 1]))
 
 
+@implements(np.kron)
+def _kron(a, b):
+    """kron(a, b) = (a[i] * b[j]) with the index pairs merged: one multiply per entry, exact as NumPy's."""
+    a, b = _lift_all([a, b])
+    nd = max(a.ndim, b.ndim)
+    sa = (1,) * (nd - a.ndim) + _static(a, "numpy.kron")
+    sb = (1,) * (nd - b.ndim) + _static(b, "numpy.kron")
+    reshape = _gc("reshape", "numpy.kron")
+    ai = reshape(a, tuple(d for k in sa for d in (k, 1)))          # (a0, 1, a1, 1, ...)
+    bi = reshape(b, tuple(d for k in sb for d in (1, k)))          # (1, b0, 1, b1, ...)
+    return reshape(_gc("multiply", "numpy.kron")(ai, bi), tuple(x * y for x, y in zip(sa, sb)))
+
+
+@implements(np.linalg.multi_dot)
+def _multi_dot(arrays, *, out=None):
+    _refuse_out(out, "numpy.linalg.multi_dot")
+    xs = _lift_all(arrays)
+    y = xs[0]
+    for x in xs[1:]:                       # left to right (NumPy may pick another order: equal up to rounding)
+        y = _gc("matmul", "numpy.linalg.multi_dot")(y, x)
+    return y
+
+
 @implements(np.einsum)
 def _einsum(subscripts, *operands, out=None, optimize=False, **kw):
     _refuse_out(out, "numpy.einsum")

@@ -125,6 +125,8 @@ CASES: dict[str, tuple] = {
     "numpy.inner": (lambda a, b: np.inner(a, b), [N(3, 4), N(5, 4)]),
     "numpy.einsum": (lambda a, b: np.einsum("bij,jk->bik", a, b), [N(2, 3, 4), N(4, 5)]),
     "numpy.tensordot": (lambda a, b: np.tensordot(a, b, axes=([1, 2], [0, 1])), [N(2, 3, 4), N(3, 4, 5)]),
+    "numpy.kron": (lambda a, b: np.kron(a, b), [N(2, 3), N(4)]),
+    "numpy.linalg.multi_dot": (lambda a, b, c: np.linalg.multi_dot([a, b, c]), [N(2, 3), N(3, 4), N(4, 2)]),
     "numpy.outer": (lambda a, b: np.outer(a, b), [N(3), N(4)]),
     # shapes and indexing
     "numpy.shape": (lambda a: np.shape(a), [N(3, 4)]),
