@@ -9,3 +9,6 @@ from .shape import (broadcast_to, concatenate, expand_dims, getitem, reshape, sp
 from .reduce import max, mean, sum
 from .linalg import matmul
 from .nn import log_softmax, logsumexp, mse, softmax, softmax_cross_entropy
+from .indexing import (diagonal, eye, flip, one_hot, pad, repeat, roll, scatter_add, stack, take,
+                       take_along_axis, tile, trace)
+from .random import dropout
