@@ -409,3 +409,37 @@ def test_missing_op_message_names_it():
     import graphcompiler.numpy_api as api
     with pytest.raises(OpNotAvailableError, match=r"numpy\.foo needs gc\.no_such_op, not available"):
         api._gc("no_such_op", "numpy.foo")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_second_derivative_matches_differences_of_the_gradient(name):
+    """Hessian-vector products (build_grad of <gradient, v>) against central differences of the compiled
+    gradient, whose first derivatives the test above checks against NumPy: every rule is differentiable."""
+    g, nodes, arrays, fn, result = _build(name)
+    outs = _outs(result)
+    float_outs = [k for k, o in enumerate(outs) if isinstance(o, gc.Node) and o.dtype.kind == "f"]
+    targets = [n for n in nodes if n.dtype.kind == "f"]
+    if not float_outs or not targets:
+        pytest.skip(f"{name} has no floating input and output to differentiate")
+    wts = _weights([np.zeros(outs[k].shape) for k in float_outs])
+    L = None
+    for k, w in zip(float_outs, wts):
+        term = gc.sum(outs[k] * g.constant(w))
+        L = term if L is None else L + term
+    grads = gc.build_grad(L, targets, disconnected="zero")
+    rng = np.random.default_rng(9)
+    vs = {t: rng.standard_normal(t.shape) for t in targets}
+    inner = None
+    for t in targets:
+        term = gc.sum(grads[t] * g.constant(vs[t]))
+        inner = term if inner is None else inner + term
+    hv = gc.build_grad(inner, targets, disconnected="zero")
+    grad_prog = gc.compile([grads[t] for t in targets])
+    got = gc.compile([hv[t] for t in targets]).run(dict(zip(nodes, arrays)))
+    eps = 1e-5
+    plus = [a + eps * vs[n] if n in vs else a for n, a in zip(nodes, arrays)]
+    minus = [a - eps * vs[n] if n in vs else a for n, a in zip(nodes, arrays)]
+    gp = grad_prog.run(dict(zip(nodes, plus)))
+    gm = grad_prog.run(dict(zip(nodes, minus)))
+    for t, h, a, b in zip(targets, got, gp, gm):
+        np.testing.assert_allclose(h, (a - b) / (2 * eps), rtol=1e-4, atol=1e-5, err_msg=f"{name}: d2/d{t.name}")
