@@ -26,7 +26,7 @@ from models import data, gc_net  # noqa: E402
 
 
 def build(method: str, sizes, batch):
-    g, J, Ws = gc_net(sizes, "tanh", dtype="float64")
+    g, J, Ws = gc_net(sizes, "tanh", dtype="float64", batch=batch)
     rng = np.random.default_rng(2)
     vs = [g.constant(rng.standard_normal(W.shape), name=f"v{k + 1}") for k, W in enumerate(Ws)]
     n0 = len(g)
@@ -50,6 +50,14 @@ def build(method: str, sizes, batch):
     return g, prog, hv, len(g) - n0, build_s, compile_s
 
 
+def _flops(prog) -> int | None:
+    """The program's work by the op records' estimate (2mkn per matmul, one per element otherwise)."""
+    try:
+        return sum(int(step.node.op.flops(step.node)) for step in prog.schedule)
+    except Exception:                        # an op record without a static estimate
+        return None
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -68,7 +76,9 @@ def main(argv=None) -> None:
             prog.run(feeds)
             times.append(time.perf_counter() - t0)
         results[method] = out
+        work = _flops(prog)
         print(f"{method:22s} nodes added {added:4d}  program steps {len(prog.schedule):4d}  "
+              f"MFLOP {work / 1e6 if work is not None else float('nan'):6.1f}  "
               f"peak {prog.stats['peak_bytes'] / 1e6:5.2f} MB  "
               f"build {build_s * 1e3:6.1f} ms  compile {compile_s * 1e3:7.1f} ms  "
               f"run median {statistics.median(times) * 1e3:7.2f} ms  min {min(times) * 1e3:7.2f} ms")
