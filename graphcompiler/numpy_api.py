@@ -10,12 +10,16 @@ What NumPy offers but the table lacks raises `UnsupportedFunctionError` naming t
 A node has no value until a program runs, so `np.asarray(node)`, `float(node)`, `int(node)` and `bool(node)`
 raise. Writing into a node (`out=`, `node[i] = v`) is refused: graphs only grow.
 
-Compositions (documented per entry): ravel = reshape(-1); swapaxes/moveaxis = transpose; hstack/vstack/
-atleast_*d = concatenate/expand_dims/reshape; triu/tril = where(constant mask, x, 0); full_like/zeros_like/
-ones_like = broadcast_to of a constant (zeros_like(a) + v for run-time shapes); diag of a vector =
-where(constant eye, v, 0); reciprocal = 1 / x; diff = x[1:] - x[:-1]; log2/log10 = log(x) / log(base);
-exp2 = 2 ** x; dot/inner of N-D operands = tensordot. Each of these is exact (where with a constant mask,
-slicing and reshaping move values without arithmetic).
+Compositions of existing ops, for NumPy functions with no op of their own: ravel = reshape(-1); swapaxes,
+moveaxis, rollaxis, matrix_transpose = transpose; hstack, vstack, column_stack, dstack, atleast_*d =
+concatenate / expand_dims / reshape; rot90 = flip + transpose; triu/tril = where(constant mask, x, 0); diag of a
+vector = where(constant eye, v, 0); full_like/zeros_like/ones_like = broadcast_to of a constant (zeros_like(a)
++ v for run-time shapes); diff = x[1:] - x[:-1]; kron = a[:, None, :, None] * b[None, :, None, :] reshaped;
+reciprocal = 1 / x; dot/inner of N-D operands = tensordot; multi_dot = matmuls left to right; average with
+weights = sum(a w) / sum(w); isnan = x != x; isinf/isfinite = |x| ==/< inf; logical_* = comparisons with 0.
+These compute exactly what NumPy computes (values moved, or the same single arithmetic operation). log2,
+log10 (log(x) / log(base)), exp2 (2 ** x), deg2rad/rad2deg and multi_dot (another association order) agree
+with NumPy to rounding.
 """
 
 from __future__ import annotations

@@ -266,3 +266,15 @@ def test_readme_numpy_example_runs(capsys):
     assert namespace["dW"].shape == (4, 3)
     assert namespace["h"].value("adam/step") == 1
     assert "Graph 'loss'" in capsys.readouterr().out
+
+
+def test_function_returns_what_fn_returns():
+    f = gc.function(lambda x, s: [x * s, np.sum(x)])
+    out = f(np.arange(3.0), 2.0)                                 # a Python number is a 0-d float64 argument
+    assert isinstance(out, list) and len(out) == 2
+    np.testing.assert_array_equal(out[0], [0.0, 2.0, 4.0])
+    assert out[1] == 3.0
+    with pytest.raises(gc.GraphCompilerError, match="by position"):
+        f(x=np.ones(2), s=1.0)
+    with pytest.raises(gc.GraphCompilerError, match="not been called"):
+        gc.function(np.tanh).graph
