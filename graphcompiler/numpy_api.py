@@ -849,21 +849,38 @@ implements(np.linalg.det)(lambda a: _gc("linalg.det", "numpy.linalg.det")(a))
 
 @implements(np.linalg.cholesky)
 def _cholesky(a, /, *, upper=False):
-    _refuse(upper, "numpy.linalg.cholesky", "upper=True")
-    return _gc("linalg.cholesky", "numpy.linalg.cholesky")(a)
+    f = _gc("linalg.cholesky", "numpy.linalg.cholesky")
+    return f(a, upper=True) if upper else f(a)
 
 
 @implements(np.linalg.slogdet)
 def _slogdet(a):
-    sign, logabsdet = _gc("linalg.slogdet", "numpy.linalg.slogdet")(a)
-    return sign, logabsdet
+    return _gc("linalg.slogdet", "numpy.linalg.slogdet")(a)      # (sign, logabsdet), as NumPy's result
 
 
 @implements(np.linalg.eigh)
 def _eigh(a, UPLO="L"):
     _refuse(UPLO != "L", "numpy.linalg.eigh", "UPLO='U'")
-    w, v = _gc("linalg.eigh", "numpy.linalg.eigh")(a)
-    return w, v
+    return _gc("linalg.eigh", "numpy.linalg.eigh")(a)           # (eigenvalues, eigenvectors)
+
+
+@implements(np.linalg.eigvalsh)
+def _eigvalsh(a, UPLO="L"):
+    _refuse(UPLO != "L", "numpy.linalg.eigvalsh", "UPLO='U'")
+    return _gc("linalg.eigh", "numpy.linalg.eigvalsh")(a)[0]
+
+
+@implements(np.linalg.svdvals)
+def _svdvals(x, /):
+    return _gc("linalg.svdvals", "numpy.linalg.svdvals")(x)
+
+
+@implements(np.linalg.svd)
+def _svd(a, full_matrices=True, compute_uv=True, hermitian=False):
+    _refuse(compute_uv, "numpy.linalg.svd", "compute_uv=True (the singular vectors; singular values only: "
+            "compute_uv=False or numpy.linalg.svdvals)")
+    _refuse(hermitian, "numpy.linalg.svd", "hermitian=True")
+    return _gc("linalg.svdvals", "numpy.linalg.svd")(a)
 
 
 @implements(np.linalg.norm)

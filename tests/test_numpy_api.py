@@ -181,11 +181,15 @@ CASES: dict[str, tuple] = {
     # linear algebra
     "numpy.linalg.solve": (lambda a, b: np.linalg.solve(a, b), [SPD(3), N(3, 2)]),
     "numpy.linalg.inv": (lambda a: np.linalg.inv(a), [SPD(3)]),
-    "numpy.linalg.cholesky": (lambda a: np.linalg.cholesky(a @ a.T + 3 * np.eye(3)), [N(3, 3)]),
+    "numpy.linalg.cholesky": (lambda a: np.linalg.cholesky(a @ a.T + 3 * np.eye(3))
+                              + np.linalg.cholesky(a @ a.T + 3 * np.eye(3), upper=True), [N(3, 3)]),
     "numpy.linalg.det": (lambda a: np.linalg.det(a), [SPD(3)]),
-    "numpy.linalg.slogdet": (lambda a: np.linalg.slogdet(a)[1], [SPD(3)]),
+    "numpy.linalg.slogdet": (lambda a: np.linalg.slogdet(a).logabsdet, [SPD(3)]),
     "numpy.linalg.eigh": (lambda a: tuple(np.linalg.eigh(sym(a))[0:1]) + (np.linalg.eigh(sym(a))[1] ** 2,),
                           [SPD(3)]),
+    "numpy.linalg.eigvalsh": (lambda a: np.linalg.eigvalsh(sym(a)), [SPD(3)]),
+    "numpy.linalg.svdvals": (lambda a: np.linalg.svdvals(a), [N(3, 4)]),
+    "numpy.linalg.svd": (lambda a: np.linalg.svd(a, compute_uv=False), [N(4, 3)]),
     "numpy.linalg.norm": (lambda a: np.linalg.norm(a) + np.linalg.norm(a, axis=1, keepdims=True), [N(3, 4)]),
 }
 
@@ -443,3 +447,9 @@ def test_second_derivative_matches_differences_of_the_gradient(name):
     gm = grad_prog.run(dict(zip(nodes, minus)))
     for t, h, a, b in zip(targets, got, gp, gm):
         np.testing.assert_allclose(h, (a - b) / (2 * eps), rtol=1e-4, atol=1e-5, err_msg=f"{name}: d2/d{t.name}")
+
+
+def test_svd_with_vectors_is_refused():
+    g, x = graph_and_x()
+    with pytest.raises(UnsupportedFunctionError, match="compute_uv=True"):
+        np.linalg.svd(x)
