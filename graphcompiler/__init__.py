@@ -17,3 +17,7 @@ from .io import load
 from .viz import render, to_dot
 
 __version__ = "0.1.0"
+from . import numpy_api as _numpy_api  # installs NumPy's protocols on Node (np.tanh(node) builds a node)
+from .numpy_api import numpy_functions
+from .transforms import Spec, function, grad, hessian, jacobian, jvp, make_graph, value_and_grad
+from . import optim

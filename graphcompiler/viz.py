@@ -315,6 +315,8 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
         used = {kinds[n] for n in visible if n not in ctx_set}
         ops = {n.op.name if n.op.name in ("input", "parameter", "constant") else
                ("backward" if n.is_gradient else "forward") for n in visible}
+        if any(is_optimizer_state(n) for n in visible):
+            ops.add("optimizer state")
         dashed = any(kinds[n] == PARAMS_BACKWARD and any(x in visible_set for x in n.inputs)
                      for n in visible)
         heading = _legend(heading, used, ops, bool(outputs & visible_set), bool(ctx), provenance, dashed,
@@ -486,6 +488,8 @@ def _node_attrs(n: Node, kind: str, is_output: bool, is_context: bool, plan: "_P
         attrs["shape"] = "ellipse"
     elif op == "parameter":
         attrs["shape"] = "cylinder"
+        if is_optimizer_state(n):                           # gc.optim's velocities, moments, step counts
+            attrs["style"] = "filled,dotted"
     elif op == "constant":
         attrs.update(shape="box", style="filled", fontsize="10")
     elif n.is_gradient:
@@ -568,7 +572,14 @@ def _edge_attrs(x: Node, n: Node, kinds: dict[Node, str], edge_shapes: bool) -> 
 
 
 _SHAPES = {"input": "ellipse: input", "parameter": "cylinder: parameter", "constant": "small box: constant",
-           "forward": "rounded box: forward op", "backward": "square box: backward op"}
+           "forward": "rounded box: forward op", "backward": "square box: backward op",
+           "optimizer state": "dotted cylinder: optimizer state"}
+OPTIMIZER_PREFIXES = ("sgd", "adam", "adamw", "rmsprop")   # gc.optim names its state <optimizer>/<slot>/<param>
+
+
+def is_optimizer_state(n: Node) -> bool:
+    """A parameter gc.optim made for its state (adam/m/W1, sgd/step), told apart by its name."""
+    return n.op.name == "parameter" and "/" in n.name and n.name.split("/", 1)[0] in OPTIMIZER_PREFIXES
 
 
 def _legend(heading: str, used: set[str], ops: set[str], outputs: bool, context: bool, provenance: bool,
@@ -586,7 +597,8 @@ def _legend(heading: str, used: set[str], ops: set[str], outputs: bool, context:
     if plan is not None:
         cells.append(_swatch("#ffffff", KEPT_COLOR, "kept from forward for backward", width=3))
     notes = [f"{_esc(k)}: {_esc(STYLES[k].legend)}" for k in KINDS if k in used]
-    shapes = [_SHAPES[o] for o in ("input", "parameter", "constant", "forward", "backward") if o in ops]
+    shapes = [_SHAPES[o] for o in ("input", "parameter", "optimizer state", "constant", "forward", "backward")
+              if o in ops]
     notes.append("shapes: " + _esc("; ".join(shapes)))
     marks = []
     if dashed:
