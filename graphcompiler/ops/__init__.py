@@ -9,3 +9,4 @@ from .shape import (broadcast_to, concatenate, expand_dims, getitem, reshape, sp
 from .reduce import max, mean, sum
 from .linalg import matmul
 from .nn import log_softmax, logsumexp, mse, softmax, softmax_cross_entropy
+from .conv import avg_pool2d, conv1d, conv2d, max_pool2d
