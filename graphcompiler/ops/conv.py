@@ -1,8 +1,9 @@
 """Convolution and pooling with PyTorch's semantics (NCHW inputs, OIHW kernels), and their gradient ops.
 
-Every kernel is im2col: a strided window view of the padded input (`sliding_window_view`), one copy into a
-column matrix and one batched matmul over the groups; no Python loop runs over pixels (the pooling gradients
-loop over the few kernel taps only). The derivatives are ops of their own, closed under differentiation:
+Every convolution kernel is im2col: a strided window view of the padded input (`sliding_window_view`), one
+copy into a column matrix and one batched matmul over the groups. Pooling loops over the few taps of its
+window, each step one vectorised op over every window; no Python loop runs over pixels. The derivatives are
+ops of their own, closed under differentiation:
 
     y  = conv(x, w)                 dy/dx -> conv_input_grad(g, w)    dy/dw -> conv_weight_grad(x, g)
     gx = conv_input_grad(g, w)      (a transposed convolution)        d/dg -> conv(G, w),  d/dw -> conv_weight_grad(G, g)
@@ -70,42 +71,58 @@ def _float(dtype_a: np.dtype, dtype_b: np.dtype, what: str, names: tuple[str, st
 
 
 def _pad(x: np.ndarray, padding: tuple, value: float = 0.0) -> np.ndarray:
+    """x (N, C, *spatial) with `value` added on both sides of each spatial axis."""
     if not any(padding):
         return x
-    return np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding], constant_values=value)
+    out = np.full(x.shape[:2] + tuple(s + 2 * p for s, p in zip(x.shape[2:], padding)), value, dtype=x.dtype)
+    out[(slice(None),) * 2 + tuple(slice(p, p + s) for p, s in zip(padding, x.shape[2:]))] = x
+    return out
 
 
-def _windows(xp: np.ndarray, kernel: tuple, stride: tuple, dilation: tuple) -> np.ndarray:
-    """A view (N, C, *out, *kernel) of every window of the padded input xp (N, C, *spatial); no copy."""
+# The convolutions work in a batch-last layout, (C, *spatial, N): the im2col copy then moves runs of N
+# contiguous numbers at a time (on small images the spatial runs are only a few numbers long).
+
+def _batch_last(x: np.ndarray, padding: tuple) -> np.ndarray:
+    """x (N, C, *spatial) -> zero-padded (C, *padded, N), one copy."""
+    nd = x.ndim - 2
+    out = np.zeros((x.shape[1],) + tuple(s + 2 * p for s, p in zip(x.shape[2:], padding)) + (x.shape[0],),
+                   dtype=x.dtype)
+    out[(slice(None),) + tuple(slice(p, p + s) for p, s in zip(padding, x.shape[2:]))] = \
+        x.transpose((1,) + tuple(range(2, 2 + nd)) + (0,))
+    return out
+
+
+def _columns(xc: np.ndarray, kernel: tuple, stride: tuple, dilation: tuple, groups: int):
+    """im2col of a batch-last padded xc (C, *padded, N): the column matrix (G, C/G * prod(kernel),
+    prod(out) * N) (rows: channel and tap; columns: position and image), and out's sizes."""
     nd = len(kernel)
     ext = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
-    v = sliding_window_view(xp, ext, axis=tuple(range(2, 2 + nd)))
-    return v[(slice(None),) * 2 + tuple(slice(None, None, s) for s in stride)
-             + tuple(slice(None, None, d) for d in dilation)]
-
-
-def _columns(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple, groups: int):
-    """im2col: the column matrix (G, C/G * prod(kernel), N * prod(out)) of x's windows, and out's sizes."""
-    nd = len(kernel)
-    v = _windows(_pad(x, padding), kernel, stride, dilation)
-    n, c = x.shape[:2]
-    out = v.shape[2:2 + nd]
-    v = v.reshape((n, groups, c // groups) + v.shape[2:])            # split channels into groups (a view)
-    # (N, G, Cg, *out, *k) -> (G, Cg, *k, N, *out): rows index (channel, tap), columns (image, position)
-    perm = (1, 2) + tuple(range(3 + nd, 3 + 2 * nd)) + (0,) + tuple(range(3, 3 + nd))
-    cols = v.transpose(perm).reshape(groups, -1, n * int(np.prod(out, dtype=np.int64)))
+    v = sliding_window_view(xc, ext, axis=tuple(range(1, 1 + nd)))          # (C, *out', N, *ext)
+    v = v[(slice(None),) + tuple(slice(None, None, s) for s in stride) + (slice(None),)
+          + tuple(slice(None, None, d) for d in dilation)]                    # (C, *out, N, *k)
+    out = v.shape[1:1 + nd]
+    perm = (0,) + tuple(range(2 + nd, 2 + 2 * nd)) + tuple(range(1, 2 + nd))  # (C, *k, *out, N)
+    cols = v.transpose(perm).reshape(groups, -1, int(np.prod(out, dtype=np.int64)) * xc.shape[-1])
     return cols, out
+
+
+def _correlate_bl(xc: np.ndarray, w: np.ndarray, stride: tuple, dilation: tuple, groups: int) -> np.ndarray:
+    """The grouped correlation in the batch-last layout: (C, *padded, N) -> (O, *out, N), one batched matmul."""
+    cols, out = _columns(xc, w.shape[2:], stride, dilation, groups)
+    o = w.shape[0]
+    y = np.matmul(w.reshape(groups, o // groups, -1), cols)                 # (G, Og, P * N)
+    return y.reshape((o,) + out + (xc.shape[-1],))
+
+
+def _batch_first(y: np.ndarray) -> np.ndarray:
+    """(C, *spatial, N) -> a contiguous (N, C, *spatial)."""
+    return np.ascontiguousarray(np.moveaxis(y, -1, 0))
 
 
 def _correlate(x: np.ndarray, w: np.ndarray, stride: tuple, padding: tuple, dilation: tuple,
                groups: int) -> np.ndarray:
     """PyTorch's conv: y[n, o] = sum_c x[n, c] (star) w[o, c], grouped; one batched matmul over the groups."""
-    cols, out = _columns(x, w.shape[2:], stride, padding, dilation, groups)
-    o = w.shape[0]
-    wm = w.reshape(groups, o // groups, -1)
-    y = np.matmul(wm, cols)                                             # (G, Og, N * P)
-    y = y.reshape((o, x.shape[0]) + out)                                # (O, N, *out)
-    return np.ascontiguousarray(np.moveaxis(y, 0, 1))
+    return _batch_first(_correlate_bl(_batch_last(x, padding), w, stride, dilation, groups))
 
 
 def _input_grad(g: np.ndarray, w: np.ndarray, in_spatial: tuple, stride: tuple, padding: tuple,
@@ -119,8 +136,8 @@ def _input_grad(g: np.ndarray, w: np.ndarray, in_spatial: tuple, stride: tuple, 
     n, o = g.shape[:2]
     kernel = w.shape[2:]
     full = tuple(s + d * (k - 1) for s, k, d in zip(in_spatial, kernel, dilation))
-    gd = np.zeros((n, o) + full, dtype=np.result_type(g.dtype, w.dtype))
-    src, dst = [slice(None)] * 2, [slice(None)] * 2
+    gd = np.zeros((o,) + full + (n,), dtype=np.result_type(g.dtype, w.dtype))   # batch-last
+    src, dst = [slice(None)] * 2, [slice(None)]
     for length, size, k, s, p, d in zip(g.shape[2:], full, kernel, stride, padding, dilation):
         q = d * (k - 1) - p                                # where g[0] lands in the padded frame
         lo = max(0, -(q // s) if q < 0 else 0)             # entries before the frame touch padding only
@@ -129,20 +146,21 @@ def _input_grad(g: np.ndarray, w: np.ndarray, in_spatial: tuple, stride: tuple, 
             return np.zeros((n, w.shape[1] * groups) + tuple(in_spatial), dtype=gd.dtype)
         src.append(slice(lo, hi))
         dst.append(slice(q + lo * s, q + (hi - 1) * s + 1, s))
-    gd[tuple(dst)] = g[tuple(src)]
+    gd[tuple(dst)] = g[tuple(src)].transpose(tuple(range(1, 2 + nd)) + (0,))
     og, cg = o // groups, w.shape[1]
     # w (G*Og, Cg, *k) -> (G*Cg, Og, *k) with the taps reversed
     wt = w.reshape((groups, og, cg) + kernel).swapaxes(1, 2).reshape((groups * cg, og) + kernel)
     wt = wt[(slice(None),) * 2 + (slice(None, None, -1),) * nd]
-    return _correlate(gd, wt, (1,) * nd, (0,) * nd, dilation, groups)
+    return _batch_first(_correlate_bl(gd, wt, (1,) * nd, dilation, groups))
 
 
 def _weight_grad(x: np.ndarray, g: np.ndarray, kernel: tuple, stride: tuple, padding: tuple,
                  dilation: tuple, groups: int) -> np.ndarray:
     """dL/dw of y = conv(x, w) given g = dL/dy: g's rows times x's columns, one batched matmul."""
-    cols, out = _columns(x, kernel, stride, padding, dilation, groups)
-    n, o = g.shape[:2]
-    gm = np.moveaxis(g, 1, 0).reshape(groups, o // groups, -1)         # (G, Og, N * P)
+    nd = x.ndim - 2
+    cols, out = _columns(_batch_last(x, padding), kernel, stride, dilation, groups)
+    o = g.shape[1]
+    gm = g.transpose((1,) + tuple(range(2, 2 + nd)) + (0,)).reshape(groups, o // groups, -1)   # (G, Og, P*N)
     gw = np.matmul(gm, cols.transpose(0, 2, 1))                         # (G, Og, Cg * prod(k))
     return gw.reshape((o, x.shape[1] // groups) + tuple(kernel))
 
@@ -337,18 +355,14 @@ WEIGHT_GRAD = {1: Conv1dWeightGrad, 2: Conv2dWeightGrad}
 
 # -- pooling ----------------------------------------------------------------------------------
 
-def _col2im(cols: np.ndarray, padded: tuple, stride: tuple, padding: tuple) -> np.ndarray:
-    """The adjoint of _windows (dilation 1): add each window's values back at their positions, then drop
-    the padding. A loop over the kernel's taps (a few), each one strided add over every window at once."""
-    n, c = cols.shape[:2]
-    out_sp, kernel = cols.shape[2:4], cols.shape[4:]
-    acc = np.zeros((n, c) + tuple(padded), dtype=cols.dtype)
+def _taps(xp: np.ndarray, kernel: tuple, stride: tuple, out: tuple):
+    """(index, view) for each tap (a, b) of the window: the (N, C, *out) values at offset (a, b) of every
+    window of the padded xp. Pooling loops over these few taps; each step is one vectorised op on all windows."""
     for a in range(kernel[0]):
         for b in range(kernel[1]):
-            acc[:, :, a:a + stride[0] * (out_sp[0] - 1) + 1:stride[0],
-                b:b + stride[1] * (out_sp[1] - 1) + 1:stride[1]] += cols[:, :, :, :, a, b]
-    (p0, p1) = padding
-    return acc[:, :, p0:padded[0] - p0, p1:padded[1] - p1]
+            idx = (slice(None), slice(None), slice(a, a + stride[0] * (out[0] - 1) + 1, stride[0]),
+                   slice(b, b + stride[1] * (out[1] - 1) + 1, stride[1]))
+            yield idx, xp[idx]
 
 
 @dataclass(frozen=True)
@@ -382,14 +396,32 @@ class _PoolAttrs(Op):
             raise ShapeError(f"{self.name}: the gradient {g.name!r} {fmt_shape(g.shape)} does not match the "
                              f"pooled shape {fmt_shape(want)} of {x.name!r} {fmt_shape(x.shape)}")
 
-    def _win(self, x: np.ndarray, value: float) -> np.ndarray:
-        return _windows(_pad(x, self.padding, value), self.kernel_size, self.stride, (1, 1))
+    def _taps(self, xp: np.ndarray):
+        out = tuple((s - k) // st + 1 for s, k, st in zip(xp.shape[2:], self.kernel_size, self.stride))
+        return _taps(xp, self.kernel_size, self.stride, out)
 
-    def _ties(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per window: the mask of its maxima (padding is -inf, never a maximum) and 1 / their number."""
-        win = self._win(x, -np.inf)
-        hit = win == win.max(axis=(-2, -1), keepdims=True)
-        return hit, (1.0 / hit.sum(axis=(-2, -1))).astype(x.dtype)
+    def _max(self, xp: np.ndarray) -> np.ndarray:
+        y = None
+        for _, t in self._taps(xp):
+            y = t.copy() if y is None else np.maximum(y, t, out=y)
+        return y
+
+    def _ties(self, x: np.ndarray):
+        """The padded x (padding is -inf, never a maximum), each window's maximum y and 1 / its number of ties."""
+        xp = _pad(x, self.padding, -np.inf)
+        y = self._max(xp)
+        count = np.zeros(y.shape, dtype=x.dtype)
+        for _, t in self._taps(xp):
+            count += t == y
+        return xp, y, np.divide(1.0, count, out=count)
+
+    def _spread(self, parts, like_shape: tuple, dtype) -> np.ndarray:
+        """The adjoint of taking windows: add each tap's part back at its positions, then drop the padding."""
+        p0, p1 = self.padding
+        acc = np.zeros(tuple(like_shape[:2]) + (like_shape[2] + 2 * p0, like_shape[3] + 2 * p1), dtype=dtype)
+        for (idx, _), part in parts(acc):
+            acc[idx] += part
+        return np.ascontiguousarray(acc[:, :, p0:p0 + like_shape[2], p1:p1 + like_shape[3]])
 
 
 @dataclass(frozen=True)
@@ -403,7 +435,7 @@ class MaxPool2d(_PoolAttrs):
         return tuple(x.shape[:2]) + self._out(x), x.dtype
 
     def kernel(self, x):
-        return self._win(x, -np.inf).max(axis=(-2, -1))
+        return self._max(_pad(x, self.padding, -np.inf))
 
     def bprop(self, i, x, y, g):
         return apply(MaxPool2dGrad(self.kernel_size, self.stride, self.padding), (g, x[0]))
@@ -427,10 +459,10 @@ class MaxPool2dGrad(_PoolAttrs):
         return tuple(x.shape), _float(g.dtype, x.dtype, self.name, (g.name, x.name))
 
     def kernel(self, g, x):
-        hit, share = self._ties(x)
-        cols = hit * (g * share)[..., None, None]
-        padded = tuple(s + 2 * p for s, p in zip(x.shape[2:], self.padding))
-        return np.ascontiguousarray(_col2im(cols, padded, self.stride, self.padding))
+        xp, y, share = self._ties(x)
+        gs = g * share
+        return self._spread(lambda acc: (((idx, t), (t == y) * gs) for idx, t in self._taps(xp)), x.shape,
+                            gs.dtype)
 
     def bprop(self, i, x, y, g):
         if i == 1:
@@ -457,8 +489,12 @@ class MaxPool2dGather(_PoolAttrs):
         return tuple(x.shape[:2]) + self._out(x), _float(v.dtype, x.dtype, self.name, (v.name, x.name))
 
     def kernel(self, v, x):
-        hit, share = self._ties(x)
-        return (self._win(v, 0.0) * hit).sum(axis=(-2, -1)) * share
+        xp, y, share = self._ties(x)
+        vp = _pad(v, self.padding)
+        out = np.zeros(y.shape, dtype=np.result_type(v.dtype, share.dtype))
+        for (idx, t) in self._taps(xp):
+            out += (t == y) * vp[idx]
+        return np.multiply(out, share, out=out)
 
     def bprop(self, i, x, y, g):
         if i == 1:
@@ -481,8 +517,10 @@ class AvgPool2d(_PoolAttrs):
         return tuple(x.shape[:2]) + self._out(x), x.dtype
 
     def kernel(self, x):
-        k = self.kernel_size[0] * self.kernel_size[1]
-        return (self._win(x, 0.0).sum(axis=(-2, -1)) / k).astype(x.dtype, copy=False)
+        y = None
+        for _, t in self._taps(_pad(x, self.padding)):
+            y = t.copy() if y is None else np.add(y, t, out=y)
+        return np.divide(y, self.kernel_size[0] * self.kernel_size[1], out=y)
 
     def bprop(self, i, x, y, g):
         return apply(AvgPool2dGrad(self.kernel_size, self.stride, self.padding), (g, x[0]))
@@ -505,11 +543,8 @@ class AvgPool2dGrad(_PoolAttrs):
         return tuple(like.shape), _float(g.dtype, like.dtype, self.name, (g.name, like.name))
 
     def kernel(self, g, like):
-        kh, kw = self.kernel_size
-        share = (g / (kh * kw)).astype(g.dtype, copy=False)
-        cols = np.broadcast_to(share[..., None, None], share.shape + (kh, kw))
-        padded = tuple(s + 2 * p for s, p in zip(like.shape[2:], self.padding))
-        return np.ascontiguousarray(_col2im(cols, padded, self.stride, self.padding))
+        share = g / (self.kernel_size[0] * self.kernel_size[1])
+        return self._spread(lambda acc: ((tap, share) for tap in self._taps(acc)), like.shape, share.dtype)
 
     def bprop(self, i, x, y, g):                           # linear in g: its adjoint is the average pool
         return apply(AvgPool2d(self.kernel_size, self.stride, self.padding), (g,))
