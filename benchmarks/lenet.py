@@ -21,22 +21,22 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS
              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import argparse  # noqa: E402
-import gc as pygc  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import gc as pygc
+import platform
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-from numpy.lib.stride_tricks import sliding_window_view  # noqa: E402
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-import graphcompiler as gc  # noqa: E402
-from graphcompiler.demo_lenet import build_lenet, init_params, load_digit_images  # noqa: E402
+import graphcompiler as gc
+from graphcompiler.demo_lenet import build_lenet, init_params, load_digit_images
 
 LR, LAM = 0.05, 1e-4
 BEGIN, END = "<!-- lenet-benchmark:begin -->", "<!-- lenet-benchmark:end -->"
@@ -46,7 +46,7 @@ BEGIN, END = "<!-- lenet-benchmark:begin -->", "<!-- lenet-benchmark:end -->"
 
 def conv_forward(x, w, b, pad):
     """im2col: cols (N*H*W, C*k*k) from a window view of the padded input, one matmul with the kernel."""
-    n, c, h, wd = x.shape
+    n, c = x.shape[:2]
     o, _, k, _ = w.shape
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     win = sliding_window_view(xp, (k, k), axis=(2, 3))                   # (N, C, H, W, k, k)
@@ -222,12 +222,12 @@ def report(results: list[dict]) -> str:
         t = r["times"]
         np_, gc_ = t["numpy"], t["graphcompiler"]
         pt = t.get("pytorch")
-        fmt = lambda v: f"{v['median'] * 1e6:,.0f} ({v['min'] * 1e6:,.0f})"   # noqa: E731
+        fmt = lambda v: f"{v['median'] * 1e6:,.0f} ({v['min'] * 1e6:,.0f})"
         pt_ratio = f"{pt['median'] / np_['median']:.2f}x" if pt else "-"
         lines.append(f"| {r['batch']} | {fmt(np_)} | {fmt(gc_)} | {fmt(pt) if pt else 'not installed'} | "
                      f"{gc_['median'] / np_['median']:.2f}x | {pt_ratio} |")
-    lines += ["", f"The compiled step has {results[0]['steps']} steps. Run `make bench` (or "
-              "`python benchmarks/lenet.py`) to reproduce.", END]
+    lines += ["", (f"The compiled step has {results[0]['steps']} steps. Run `make bench` (or "
+                   "`python benchmarks/lenet.py`) to reproduce."), END]
     return "\n".join(lines) + "\n"
 
 
@@ -239,7 +239,7 @@ def machine() -> str:
 def write_section(text: str, path: Path) -> None:
     """Put the section into RESULTS.md, replacing an earlier one (run.py rewrites the rest of the file)."""
     old = path.read_text() if path.exists() else ""
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.DOTALL)
     new = pattern.sub(lambda m: text, old) if pattern.search(old) else old.rstrip() + "\n\n" + text
     path.write_text(new)
 

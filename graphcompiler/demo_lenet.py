@@ -10,9 +10,9 @@ the size, and each 2x2 max pool halves it, 8 -> 4 -> 2, so the dense part reads 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -21,7 +21,17 @@ from .compiler import compile
 from .demo import DemoResult, GradCheck, _progress, _write_loss_curve, load_digits_split
 from .errors import GraphCompilerError
 from .graph import Graph, Node
-from .ops import add, conv2d, matmul, max_pool2d, multiply, relu, reshape, softmax_cross_entropy, sum
+from .ops import (
+    add,
+    conv2d,
+    matmul,
+    max_pool2d,
+    multiply,
+    relu,
+    reshape,
+    softmax_cross_entropy,
+    sum,
+)
 
 SHAPES = {"c1": (6, 1, 5, 5), "b1": (6, 1, 1), "c2": (16, 6, 5, 5), "b2": (16, 1, 1), "W3": (64, 120),
           "b3": (120,), "W4": (120, 84), "b4": (84,), "W5": (84, 10), "b5": (10,)}
@@ -182,6 +192,7 @@ def _one_blas_thread():
 
 def _write_pictures(net: LeNet, out: Path, result: DemoResult) -> None:
     import graphviz
+
     from .viz import render
     for show, what in (("forward", "forward graph of the convnet"), ("backward", "its backward graph")):
         path = out / f"lenet_{show}.svg"

@@ -158,7 +158,7 @@ def _weight_grad(x: np.ndarray, g: np.ndarray, kernel: tuple, stride: tuple, pad
                  dilation: tuple, groups: int) -> np.ndarray:
     """dL/dw of y = conv(x, w) given g = dL/dy: g's rows times x's columns, one batched matmul."""
     nd = x.ndim - 2
-    cols, out = _columns(_batch_last(x, padding), kernel, stride, dilation, groups)
+    cols, _ = _columns(_batch_last(x, padding), kernel, stride, dilation, groups)
     o = g.shape[1]
     gm = g.transpose((1,) + tuple(range(2, 2 + nd)) + (0,)).reshape(groups, o // groups, -1)   # (G, Og, P*N)
     gw = np.matmul(gm, cols.transpose(0, 2, 1))                         # (G, Og, Cg * prod(k))
@@ -280,7 +280,7 @@ class Conv2dInputGrad(_ConvAttrs):
         return _input_grad(g, w, like.shape[2:], *self._conv_args())
 
     def bprop(self, i, x, y, g):
-        g_out, w, like = x
+        g_out, w, _ = x
         if i == 0:                                     # linear in g: its adjoint is the convolution
             return apply(CONV[self.nd](*self._conv_args()), (g, w))
         # <G, gx(g, w)> = <g, conv(G, w)>, so d/dw is the weight gradient of conv(G, w) at g
