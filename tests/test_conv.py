@@ -338,3 +338,100 @@ def test_to_sympy_of_a_convolution_says_what_to_do():
     for node in (g["c1"], g["p1"], g["c2"], grads[g["w1"]]):
         with pytest.raises(gc.GraphCompilerError, match=r"no matrix form\. Reshape it to a matrix"):
             gc.to_sympy(node)
+
+
+# -- many random configurations: the adjoint identities, and PyTorch's autograd when installed ----------
+
+def _random_configs(count: int, seed: int = 11):
+    """(nd, x shape, w shape, stride, padding, dilation, groups): valid, often with padding wider than the
+    dilated kernel (g entries that only touch padding) and strides that leave input rows unread."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < count:
+        nd = int(rng.integers(1, 3))
+        groups = int(rng.choice([1, 2, 3]))
+        cg, og = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+        k = tuple(int(v) for v in rng.integers(1, 4, nd))
+        s = tuple(int(v) for v in rng.integers(1, 4, nd))
+        d = tuple(int(v) for v in rng.integers(1, 3, nd))
+        p = tuple(int(v) for v in rng.integers(0, 4, nd))
+        size = tuple(int(v) for v in rng.integers(1, 9, nd))
+        if any(sz + 2 * pp < dd * (kk - 1) + 1 for sz, pp, dd, kk in zip(size, p, d, k)):
+            continue
+        n = int(rng.choice([1, 3]))
+        out.append((nd, (n, cg * groups) + size, (og * groups, cg) + k, s, p, d, groups))
+    return out
+
+
+CONFIGS = _random_configs(40)
+
+
+@pytest.mark.parametrize("nd,xs,ws,stride,padding,dilation,groups", CONFIGS)
+def test_gradient_ops_are_the_adjoints_of_the_convolution(nd, xs, ws, stride, padding, dilation, groups):
+    """<conv(x, w), g> = <x, conv_input_grad(g, w)> = <w, conv_weight_grad(x, g)>, for any x, w, g."""
+    rng = np.random.default_rng(12)
+    g = gc.Graph()
+    x, w = g.input("x", shape=xs), g.input("w", shape=ws)
+    conv = gc.conv2d if nd == 2 else gc.conv1d
+    y = conv(x, w, stride, padding, dilation, groups)
+    gy = g.input("gy", shape=y.shape)
+    grads = gc.build_grad(y, [x, w], seed=gy)
+    feeds = {"x": rng.standard_normal(xs), "w": rng.standard_normal(ws), "gy": rng.standard_normal(y.shape)}
+    yv, dx, dw = gc.compile([y, grads[x], grads[w]]).run(feeds)
+    assert yv.shape == y.shape and dx.shape == xs and dw.shape == ws
+    inner = np.sum(yv * feeds["gy"])
+    np.testing.assert_allclose(np.sum(feeds["x"] * dx), inner, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.sum(feeds["w"] * dw), inner, rtol=1e-10, atol=1e-10)
+    if torch is not None:
+        tx, tw = (torch.tensor(feeds[k], requires_grad=True) for k in ("x", "w"))
+        tconv = F.conv2d if nd == 2 else F.conv1d
+        ty = tconv(tx, tw, stride=stride, padding=padding, dilation=dilation, groups=groups)
+        ty.backward(torch.from_numpy(feeds["gy"]))
+        for a, b in ((yv, ty), (dx, tx.grad), (dw, tw.grad)):
+            np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-10, atol=1e-10)
+
+
+def _random_pools(count: int, seed: int = 13):
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < count:
+        k = tuple(int(v) for v in rng.integers(1, 4, 2))
+        s = tuple(int(v) for v in rng.integers(1, 4, 2))
+        p = tuple(int(rng.integers(0, kk // 2 + 1)) for kk in k)
+        size = tuple(int(v) for v in rng.integers(1, 8, 2))
+        if any(sz + 2 * pp < kk for sz, pp, kk in zip(size, p, k)):
+            continue
+        out.append(((int(rng.choice([1, 3])), 2) + size, k, s, p))
+    return out
+
+
+@pytest.mark.parametrize("xs,kernel,stride,padding", _random_pools(30))
+def test_pooling_gradients_on_random_configurations(xs, kernel, stride, padding):
+    """Forward against the loops; avg_pool2d_grad is avg_pool2d's adjoint; max_pool2d_grad and
+    max_pool2d_gather are each other's adjoints; and both gradients match PyTorch when installed."""
+    rng = np.random.default_rng(14)
+    g = gc.Graph()
+    x = g.input("x", shape=xs)
+    ya, ym = gc.avg_pool2d(x, kernel, stride, padding), gc.max_pool2d(x, kernel, stride, padding)
+    ga, gm = g.input("ga", shape=ya.shape), g.input("gm", shape=ym.shape)
+    da = gc.build_grad(ya, [x], seed=ga)[x]
+    dm = gc.build_grad(ym, [x], seed=gm)[x]
+    v = g.input("v", shape=xs)
+    gather = gc.build_grad(gc.sum(dm * v), [gm])[gm]            # max_pool2d_grad's bprop: the gather
+    assert (da.op.name, dm.op.name, gather.op.name) == ("avg_pool2d_grad", "max_pool2d_grad", "max_pool2d_gather")
+    xv = rng.permutation(np.arange(np.prod(xs))).reshape(xs) * 0.1           # distinct values: no ties
+    feeds = {"x": xv, "ga": rng.standard_normal(ya.shape), "gm": rng.standard_normal(ym.shape),
+             "v": rng.standard_normal(xs)}
+    a, m, dav, dmv, gav = gc.compile([ya, ym, da, dm, gather]).run(feeds)
+    np.testing.assert_allclose(a, ref_pool(xv, kernel, stride, padding, "avg"), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(m, ref_pool(xv, kernel, stride, padding, "max"), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.sum(dav * xv), np.sum(a * feeds["ga"]), rtol=1e-10)
+    np.testing.assert_allclose(np.sum(dmv * feeds["v"]), np.sum(gav * feeds["gm"]), rtol=1e-10)
+    np.testing.assert_allclose(np.sum(dmv * xv), np.sum(m * feeds["gm"]), rtol=1e-10)   # gather(x, x) = max
+    if torch is not None:
+        tx = torch.tensor(xv, requires_grad=True)
+        (F.avg_pool2d(tx, kernel, stride, padding) * torch.from_numpy(feeds["ga"])).sum().backward()
+        np.testing.assert_allclose(dav, tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+        tx.grad = None
+        (F.max_pool2d(tx, kernel, stride, padding) * torch.from_numpy(feeds["gm"])).sum().backward()
+        np.testing.assert_allclose(dmv, tx.grad.numpy(), rtol=1e-12, atol=1e-12)
