@@ -435,3 +435,25 @@ def test_pooling_gradients_on_random_configurations(xs, kernel, stride, padding)
         tx.grad = None
         (F.max_pool2d(tx, kernel, stride, padding) * torch.from_numpy(feeds["gm"])).sum().backward()
         np.testing.assert_allclose(dmv, tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_sizes_fixed_only_at_run_time():
+    """Batch, height and width declared None: one program runs images of two sizes, and agrees with the
+    graph declared with each fixed shape."""
+    rng = np.random.default_rng(15)
+    wv = rng.standard_normal((3, 2, 3, 3))
+
+    def build(shape):
+        g = gc.Graph()
+        x, w = g.input("x", shape=shape), g.parameter("w", wv)
+        y = gc.avg_pool2d(gc.max_pool2d(gc.tanh(gc.conv2d(x, w, padding=1, stride=2)), 2, 1, 1), 2)
+        J = gc.sum(y * y, name="J")
+        grads = gc.build_grad(J, [w, x])
+        return gc.compile([y, J, grads[w], grads[x]]), y
+    dynamic, y = build((None, 2, None, None))
+    assert y.shape == (None, 3, None, None)
+    for shape in [(2, 2, 9, 7), (1, 2, 5, 12)]:
+        xv = rng.standard_normal(shape)
+        fixed, _ = build(shape)
+        for a, b in zip(dynamic.run({"x": xv}), fixed.run({"x": xv})):
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
