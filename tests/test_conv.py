@@ -457,3 +457,16 @@ def test_sizes_fixed_only_at_run_time():
         fixed, _ = build(shape)
         for a, b in zip(dynamic.run({"x": xv}), fixed.run({"x": xv})):
             np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
+
+
+def test_optimised_program_equals_the_declared_one():
+    """The compiler's passes (simplify, CSE, buffers) keep the convnet's loss and gradients as declared."""
+    from graphcompiler.demo_lenet import build_lenet, load_digit_images
+    X, _, y, _ = load_digit_images(0)
+    net = build_lenet()
+    outs = [net.J] + [net.grads[p] for p in net.params]
+    feeds = {"x": X[:16], "y": y[:16]}
+    fast, slow = gc.compile(outs), gc.compile(outs, optimize=False)
+    for _ in range(2):                          # twice: planned buffers are reused across runs
+        for a, b in zip(fast.run(feeds), slow.run(feeds)):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
