@@ -5,6 +5,8 @@ from .errors import (DisconnectedInputError, DTypeError, ExecutionError, FeedErr
 from .graph import DuplicateNameError, Graph, GraphMismatchError, Node
 from .ops import *  # noqa: F401,F403  the op functions: add, matmul, softmax_cross_entropy, ...
 from .ops import OPS
+from importlib import import_module as _import_module
+random = _import_module(".random", __name__)  # gc.random (keys, split, normal, ...), not ops.random
 from .autodiff import build_grad
 from .compiler import compile
 from .compiler.program import Program

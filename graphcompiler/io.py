@@ -504,7 +504,7 @@ def _build(specs: list[_Spec], name: str, where: str) -> Graph:
 
 def _check_axes(s: _Spec, op, inputs: tuple[Node, ...], at: str) -> None:
     """Axis attributes must lie inside the rank they index (the output's for expand_dims)."""
-    rank = len(s.shape) if s.op == "expand_dims" else inputs[0].ndim
+    rank = len(s.shape) if s.op in ("expand_dims", "stack") else inputs[0].ndim
     for key in ("axis", "axes"):
         v = s.attrs.get(key)
         if v is None or isinstance(v, bool):

@@ -9,4 +9,7 @@ from .shape import (broadcast_to, concatenate, expand_dims, getitem, reshape, sp
 from .reduce import max, mean, sum
 from .linalg import matmul
 from .nn import log_softmax, logsumexp, mse, softmax, softmax_cross_entropy
+from .indexing import (diagonal, eye, flip, one_hot, pad, repeat, roll, scatter_add, stack, take,
+                       take_along_axis, tile, trace)
+from .random import dropout
 from .conv import avg_pool2d, conv1d, conv2d, max_pool2d
