@@ -470,3 +470,15 @@ def test_optimised_program_equals_the_declared_one():
     for _ in range(2):                          # twice: planned buffers are reused across runs
         for a, b in zip(fast.run(feeds), slow.run(feeds)):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_op_record_facts():
+    """FLOPs for recomputation's budget (a convolution: 2 per output, input channel of its group and tap)."""
+    g = gc.Graph()
+    x, w = g.input("x", shape=(3, 4, 6, 6)), g.input("w", shape=(8, 2, 3, 3))
+    y = gc.conv2d(x, w, padding=1, groups=2)
+    grads = gc.build_grad(gc.sum(gc.max_pool2d(y, 2)), [x, w])
+    assert y.op.flops(y) == 2 * (3 * 8 * 6 * 6) * (2 * 3 * 3)
+    assert grads[x].op.flops(grads[x]) == 2 * (3 * 4 * 6 * 6) * (4 * 3 * 3)
+    assert grads[w].op.flops(grads[w]) == 2 * (8 * 2 * 3 * 3) * (3 * 6 * 6)
+    assert not y.op.is_view and not y.op.writes_out and gc.max_pool2d(x, 2).op.scratch == 1

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -235,6 +237,9 @@ class Conv2d(_ConvAttrs):
     def kernel(self, x, w):
         return _correlate(x, w, *self._conv_args())
 
+    def flops(self, node):                             # 2 multiply-adds per output, input channel and tap
+        return 2 * math.prod(node.shape) * math.prod(node.inputs[1].shape[1:])
+
     def bprop(self, i, x, y, g):
         if i == 0:                                     # dx: the transposed convolution of g with w
             return apply(INPUT_GRAD[self.nd](*self._conv_args()), (g, x[1], x[0]))
@@ -278,6 +283,10 @@ class Conv2dInputGrad(_ConvAttrs):
 
     def kernel(self, g, w, like):
         return _input_grad(g, w, like.shape[2:], *self._conv_args())
+
+    def flops(self, node):                             # the stride-1 correlation it runs, per input element
+        w = node.inputs[1]
+        return 2 * math.prod(node.shape) * (w.shape[0] // self.groups) * math.prod(w.shape[2:])
 
     def bprop(self, i, x, y, g):
         g_out, w, _ = x
@@ -330,6 +339,10 @@ class Conv2dWeightGrad(_ConvAttrs):
 
     def kernel(self, x, g):
         return _weight_grad(x, g, self.kernel_size, *self._conv_args())
+
+    def flops(self, node):                             # per kernel entry: a sum over images and positions
+        g = node.inputs[1]
+        return 2 * math.prod(node.shape) * (math.prod(g.shape) // g.shape[1] if g.shape[1] else 0)
 
     def bprop(self, i, x, y, g):
         x_in, g_out = x
@@ -390,6 +403,9 @@ class _PoolAttrs(Op):
         return _spatial_out(x.shape[2:], self.kernel_size, self.stride, self.padding, (1, 1),
                             f"{self.name} of {x.name!r} {fmt_shape(x.shape)}", "pooling window")
 
+    def flops(self, node):                             # a few operations per window and tap
+        return 2 * math.prod(self.kernel_size) * max(math.prod(x.shape) for x in node.inputs + (node,))
+
     def _check_g(self, g, x) -> None:
         want = tuple(x.shape[:2]) + self._out(x)
         if g.ndim != 4 or not all(_same(a, b) for a, b in zip(g.shape, want)):
@@ -430,6 +446,7 @@ class MaxPool2d(_PoolAttrs):
 
     name: ClassVar[str] = "max_pool2d"
     arity: ClassVar[int] = 1
+    scratch: ClassVar[int] = 1          # the -inf padded copy
 
     def infer(self, x):
         return tuple(x.shape[:2]) + self._out(x), x.dtype
@@ -453,6 +470,7 @@ class MaxPool2dGrad(_PoolAttrs):
 
     name: ClassVar[str] = "max_pool2d_grad"
     arity: ClassVar[int] = 2
+    scratch: ClassVar[int] = 3          # padded x, the padded sum before the crop, the maxima and their shares
 
     def infer(self, g, x):
         self._check_g(g, x)
@@ -481,6 +499,7 @@ class MaxPool2dGather(_PoolAttrs):
 
     name: ClassVar[str] = "max_pool2d_gather"
     arity: ClassVar[int] = 2
+    scratch: ClassVar[int] = 3          # padded x and v, the maxima and their counts
 
     def infer(self, v, x):
         if v.ndim != 4 or not all(_same(a, b) for a, b in zip(v.shape, x.shape)):
@@ -512,6 +531,7 @@ class AvgPool2d(_PoolAttrs):
 
     name: ClassVar[str] = "avg_pool2d"
     arity: ClassVar[int] = 1
+    scratch: ClassVar[int] = 1          # the zero-padded copy
 
     def infer(self, x):
         return tuple(x.shape[:2]) + self._out(x), x.dtype
@@ -536,6 +556,7 @@ class AvgPool2dGrad(_PoolAttrs):
 
     name: ClassVar[str] = "avg_pool2d_grad"
     arity: ClassVar[int] = 2
+    scratch: ClassVar[int] = 2          # the padded sum before the crop, g's shares
     shape_only: ClassVar[tuple] = (1,)
 
     def infer(self, g, like):
