@@ -16,10 +16,9 @@ count_include_pad=True: padded zeros count).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
-
-import math
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
