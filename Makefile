@@ -14,6 +14,7 @@ test: $(STAMP) dot
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/lenet.py
 
 figures: $(STAMP) dot
 	$(PY) docs/make_figures.py docs/figures

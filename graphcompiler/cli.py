@@ -61,8 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "the forward and backward pictures, the derivation of the gradients, the memory report "
                        "and the loss curve into the output folder.")
     d.add_argument("--out", default="demo-output", metavar="DIR", help="output folder (default: ./demo-output)")
-    d.add_argument("--epochs", type=_positive_int, default=30, help="training epochs (default: 30)")
-    d.add_argument("--hidden", type=_positive_int, default=128, help="hidden units (default: 128)")
+    d.add_argument("--model", choices=("mlp", "lenet"), default="mlp",
+                   help="mlp: the D2L MLP (default); lenet: a LeNet-style convnet on the 8x8 images")
+    d.add_argument("--epochs", type=_positive_int, default=None,
+                   help="training epochs (default: 30 for the MLP, 15 for LeNet)")
+    d.add_argument("--hidden", type=_positive_int, default=128, help="hidden units of the MLP (default: 128)")
     d.add_argument("--seed", type=int, default=0, help="random seed of the split, the weights and the batches")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(func=_cmd_demo)
@@ -123,8 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
 # -- the commands ---------------------------------------------------------------------------------------
 
 def _cmd_demo(args) -> int:
+    if args.model == "lenet":
+        from .demo_lenet import run_lenet_demo
+        run_lenet_demo(args.out, epochs=args.epochs or 15, seed=args.seed, progress=not args.no_progress)
+        return 0
     from .demo import run_demo
-    run_demo(args.out, epochs=args.epochs, hidden=args.hidden, seed=args.seed, progress=not args.no_progress)
+    run_demo(args.out, epochs=args.epochs or 30, hidden=args.hidden, seed=args.seed, progress=not args.no_progress)
     return 0
 
 

@@ -271,7 +271,7 @@ def _write_memory(mlp: MLP, train, feed: dict, out: Path, result: DemoResult) ->
     result.files["live bytes over the training step"] = out / "memory.png"
 
 
-def _write_loss_curve(result: DemoResult, path: Path) -> None:
+def _write_loss_curve(result: DemoResult, path: Path, title: str = "D2L MLP on scikit-learn digits") -> None:
     from matplotlib.figure import Figure        # no pyplot: no global backend state, Agg writes the PNG
     epochs = np.arange(1, len(result.losses) + 1)
     fig = Figure(figsize=(6, 3.6))
@@ -285,7 +285,7 @@ def _write_loss_curve(result: DemoResult, path: Path) -> None:
     ax2.set_ylim(0, 1)
     lines = ax.get_lines() + ax2.get_lines()
     ax.legend(lines, [ln.get_label() for ln in lines], loc="center right")
-    ax.set_title("D2L MLP on scikit-learn digits")
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     result.files["loss curve"] = path

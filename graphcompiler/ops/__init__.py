@@ -17,3 +17,4 @@ from .special import (arctan, ceil, clip, cosh, digamma, erf, expm1, floor, gamm
                       reciprocal, round, sinh, softplus, tan)
 from .reductions import argmax, argmin, cumsum, min, prod, std, var
 from .contract import einsum, outer, tensordot
+from .conv import avg_pool2d, conv1d, conv2d, max_pool2d
