@@ -1,0 +1,560 @@
+"""Control flow: scan, cond and while_loop, each a body traced once into a sub-graph of its own.
+
+A body is a Python function called once on stand-in nodes. Nodes of the enclosing graph it reads (weights)
+are captured and become explicit inputs of the loop node, so the outer graph's edges stay honest; values of
+the body that do not depend on the stand-ins are hoisted out of the loop into the enclosing graph.
+
+A node has one value, so a loop with several results (carries, stacked outputs) is one node per result, all
+sharing one `ScanBody`: the first of them to run computes every result in one pass and the others take theirs
+(the inputs are compared by value, so nothing stale is ever handed out).
+
+The derivative of a scan is a scan (backpropagation through time): the reverse scan's body is the forward
+body's own `build_grad`, fed the forward carries h_0..h_{T-1} kept as a stacked output of the forward scan.
+Because the reverse scan is an ordinary Scan, its own derivative (second order) follows by the same rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import threading
+from typing import Any, Callable, ClassVar, Sequence
+
+import numpy as np
+
+from ..errors import DTypeError, GraphCompilerError, ShapeError, UndefinedGradientError, fmt_shape
+from ..graph import Graph, Node
+from .base import Op, apply
+
+__all__ = ["scan", "cond", "while_loop"]
+
+
+# -- tracing a body -------------------------------------------------------------------------------
+
+_FRAMES: list[dict] = []          # open traces (innermost last): alias stand-ins -> the outer node they stand for
+_LOCK = threading.RLock()
+
+
+@dataclasses.dataclass
+class Traced:
+    """A traced body: its own graph, its inputs (stand-ins, then captured values) and its outputs."""
+
+    graph: Graph
+    inputs: list[Node]               # body input nodes for the stand-ins, in order
+    captured_inputs: list[Node]      # body input nodes for the captured outer nodes
+    captured: list[Node]             # the outer nodes they read (inputs of the loop node)
+    outputs: list[Node]              # body nodes of the results
+
+
+def _trace(graph: Graph, title: str, specs: Sequence[tuple[str, tuple, np.dtype]],
+           call: Callable[[list[Node]], list[Any]], out_like: Sequence[Node | None] | None = None) -> Traced:
+    """Call `call` on stand-in nodes made from specs (name, shape, dtype); return the body it built."""
+    mark = len(graph)
+    frame: dict[Node, Node] = {}
+    _FRAMES.append(frame)
+    try:
+        standins = [graph.input(graph._unique_name(f"{title}.{nm}"), shape, dt) for nm, shape, dt in specs]
+        outs = call(standins)
+        outs = [o if isinstance(o, Node) else _as_node(graph, o, out_like[k] if out_like else None, title)
+                for k, o in enumerate(outs)]
+        for o in outs:
+            if o.graph is not graph:
+                raise GraphCompilerError(f"{title}: the body returned node {o.name!r} of graph "
+                                         f"{o.graph.name!r}; it must return nodes of graph {graph.name!r}")
+    except BaseException:
+        _FRAMES.pop()
+        graph._truncate(mark)
+        raise
+    _FRAMES.pop()
+    made = graph._nodes[mark:]
+    variant = set(standins)
+    for n in made:
+        if n not in variant and any(x in variant for x in n.inputs):
+            variant.add(n)
+    # the body: the variant ancestors of the outputs; everything else they read is captured
+    need: set[Node] = set()
+    stack = [o for o in outs if o in variant]
+    while stack:
+        n = stack.pop()
+        if n in need:
+            continue
+        need.add(n)
+        stack.extend(x for x in n.inputs if x in variant)
+    body = Graph(f"{title}/body")
+    m: dict[Node, Node] = {}
+    short = [nm for nm, _, _ in specs]
+    inputs = []
+    for s, nm in zip(standins, short):
+        m[s] = body.input(body._unique_name(nm), s.shape, s.dtype)
+        inputs.append(m[s])
+    captured: list[Node] = []                       # nodes of `made` or of the outer graph (resolved below)
+    captured_inputs: list[Node] = []
+    by_target: dict[Node, Node] = {}
+
+    def read(x: Node) -> Node:
+        if x in m:
+            return m[x]
+        target = frame.get(x, x)
+        if target in by_target:
+            m[x] = by_target[target]
+        elif target.op.name == "constant" and target.index < mark:
+            m[x] = by_target[target] = body.constant(graph._values[target], name=body._unique_name(target.name))
+        elif target.op.name == "constant":           # made while tracing (a Python number): kept in the body
+            m[x] = by_target[target] = body.constant(graph._values[target])
+        else:
+            m[x] = by_target[target] = body.input(body._unique_name(target.name), target.shape, target.dtype)
+            captured.append(target)
+            captured_inputs.append(m[x])
+        return m[x]
+
+    for n in made:
+        if n in need and n not in m:
+            ins = tuple(read(x) for x in n.inputs)
+            if n.is_gradient:
+                with body._gradient_scope(None):
+                    m[n] = body._add(n.op, ins, n.dtype, n.shape, body._unique_name(n.name))
+            else:
+                m[n] = body._add(n.op, ins, n.dtype, n.shape, body._unique_name(n.name))
+    body_outs = [read(o) for o in outs]
+    # hoist the loop-invariant values (made while tracing, not depending on a stand-in) out of the loop
+    made_set = set(made)
+    hoist: set[Node] = set()
+    stack = [c for c in captured if c in made_set]
+    while stack:
+        n = stack.pop()
+        if n in hoist:
+            continue
+        hoist.add(n)
+        stack.extend(t for t in (frame.get(x, x) for x in n.inputs) if t in made_set)
+    keep = [(n, n.op, n.inputs, n.dtype, n.shape, n.name, graph._values.get(n)) for n in made if n in hoist]
+    graph._truncate(mark)
+    remade: dict[Node, Node] = {}
+    for n, op, ins, dt, shape, name, value in keep:
+        if op.name == "constant":
+            remade[n] = graph.constant(value)
+        else:
+            new_ins = tuple(remade.get(t, t) for t in (frame.get(x, x) for x in ins))
+            remade[n] = graph._add(op, new_ins, dt, shape, graph._unique_name(name))
+    captured = [remade.get(c, c) for c in captured]
+    return Traced(body, inputs, captured_inputs, captured, body_outs)
+
+
+def _as_node(graph: Graph, value: Any, like: Node | None, title: str) -> Node:
+    try:
+        arr = np.asarray(value, dtype=like.dtype if like is not None else None)
+    except (TypeError, ValueError):
+        raise GraphCompilerError(f"{title}: the body returned {type(value).__name__} {value!r}; return graph "
+                                 "nodes (or numbers)") from None
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise GraphCompilerError(f"{title}: the body returned {type(value).__name__} {value!r}; return graph "
+                                 "nodes (or numbers)")
+    return graph.constant(arr)
+
+
+def alias(node: Node) -> Node:
+    """A stand-in for an outer node inside the current trace: build_grad sees it as a leaf of its own."""
+    frame = _FRAMES[-1]
+    g = node.graph
+    s = g.input(g._unique_name(f"{node.name}.alias"), node.shape, node.dtype)
+    frame[s] = node
+    return s
+
+
+def inline(traced: Traced, values: Sequence[Node]) -> list[Node]:
+    """Re-apply the body's ops in the current graph on `values` (for its inputs, then its captured inputs)."""
+    body = traced.graph
+    m: dict[Node, Node] = dict(zip(traced.inputs + traced.captured_inputs, values))
+    g = values[0].graph if values else None
+    for n in body.nodes:
+        if n in m:
+            continue
+        if n.op.name == "constant":
+            m[n] = g.constant(body._values[n])
+        elif n.op.name in ("input", "parameter"):
+            raise GraphCompilerError(f"internal error: body input {n.name!r} has no value to inline")
+        else:
+            m[n] = apply(n.op, tuple(m[x] for x in n.inputs))
+    return [m[o] for o in traced.outputs]
+
+
+# -- shapes of a body on other input shapes -------------------------------------------------------
+
+class _Shim:
+    """Just enough of a Node for a shape rule: name, op, shape, dtype, inputs."""
+
+    __slots__ = ("name", "op", "shape", "dtype", "inputs", "graph")
+
+    def __init__(self, n: Node, shape: tuple, inputs=()):
+        self.name, self.op, self.shape, self.dtype, self.inputs, self.graph = \
+            n.name, n.op, tuple(shape), n.dtype, inputs, n.graph
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+def _compatible(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def body_shapes(traced: Traced, in_shapes: Sequence[tuple], cache: dict) -> list[tuple]:
+    """The shapes of the body's outputs when its inputs have in_shapes (its shape rules run again)."""
+    key = tuple(in_shapes)
+    got = cache.get(key)
+    if got is not None:
+        return got
+    ins = traced.inputs + traced.captured_inputs
+    if all(n.shape == s for n, s in zip(ins, in_shapes)):
+        got = [o.shape for o in traced.outputs]
+    else:
+        env: dict[Node, Any] = {n: (_Shim(n, s) if n.shape != s else n) for n, s in zip(ins, in_shapes)}
+        for n in traced.graph.nodes:
+            if n in env:
+                continue
+            if not n.inputs:
+                env[n] = n
+                continue
+            xs = [env[x] for x in n.inputs]
+            if all(a is b for a, b in zip(xs, n.inputs)):
+                env[n] = n
+                continue
+            shape, _ = n.op.infer(*xs)
+            env[n] = _Shim(n, shape, tuple(xs)) if tuple(shape) != n.shape else n
+        got = [env[o].shape for o in traced.outputs]
+    cache[key] = got
+    return got
+
+
+# -- the loop body shared by the nodes of one scan ----------------------------------------------
+
+class ScanBody:
+    """One scan: its traced body, how many carries/xs/captured inputs, and the run-time cache of results."""
+
+    def __init__(self, name: str, traced: Traced, n_carry: int, n_x: int, n_y: int, reverse: bool,
+                 length: int | None):
+        self.name, self.traced = name, traced
+        self.n_carry, self.n_x, self.n_y = n_carry, n_x, n_y
+        self.n_w = len(traced.captured)
+        self.reverse, self.length = reverse, length
+        self.want_stacks = False
+        self._program = None
+        self._shape_cache: dict = {}
+        self._results: dict = {}
+        self._inputs: list | None = None
+        self.grad_cache: dict = {}
+        self.forward: "ScanBody | None" = None     # for a reverse scan: the scan it differentiates
+
+    def __repr__(self) -> str:
+        return f"<{'reverse ' if self.forward else ''}scan body {self.name!r}: {len(self.traced.graph)} nodes>"
+
+    @property
+    def graph(self) -> Graph:
+        return self.traced.graph
+
+    def n_outputs(self) -> int:
+        return 2 * self.n_carry + self.n_y
+
+    def output_kind(self, index: int) -> tuple[str, int]:
+        if index < self.n_carry:
+            return "carry", index
+        if index < self.n_carry + self.n_y:
+            return "ys", index - self.n_carry
+        return "carries", index - self.n_carry - self.n_y
+
+    # shapes: the carries keep their shapes; ys and carry stacks gain the leading step axis
+    def out_shape(self, index: int, in_shapes: Sequence[tuple], steps) -> tuple:
+        kind, j = self.output_kind(index)
+        if kind == "carry":
+            return tuple(in_shapes[j])
+        if kind == "carries":
+            return (steps,) + tuple(in_shapes[j])
+        body_in = list(in_shapes[:self.n_carry]) + [tuple(s[1:]) for s in in_shapes[self.n_carry:self.n_carry + self.n_x]] \
+            + list(in_shapes[self.n_carry + self.n_x:])
+        shapes = body_shapes(self.traced, body_in, self._shape_cache)
+        return (steps,) + tuple(shapes[self.n_carry + j])
+
+    def program(self):
+        if self._program is None:
+            from ..compiler import compile as _compile
+            self._program = _compile(self.traced.outputs)
+        return self._program
+
+    def run(self, arrays: Sequence[np.ndarray], index: int) -> np.ndarray:
+        """The `index`-th result of the scan on these input values (one pass computes them all)."""
+        with _LOCK:
+            kind, _ = self.output_kind(index)
+            if self._inputs is not None and index in self._results and _same(self._inputs, arrays):
+                return self._results.pop(index)
+            results = self._loop(arrays, stacks=self.want_stacks or kind == "carries")
+            self._inputs = [np.array(a, copy=True) for a in arrays]
+            self._results = dict(enumerate(results))
+            return self._results.pop(index)
+
+    def _loop(self, arrays, stacks: bool) -> list:
+        nc, nx = self.n_carry, self.n_x
+        carries = [np.asarray(a) for a in arrays[:nc]]
+        xs = [np.asarray(a) for a in arrays[nc:nc + nx]]
+        ws = list(arrays[nc + nx:])
+        if xs:
+            steps = xs[0].shape[0]
+            for k, x in enumerate(xs[1:], 1):
+                if x.shape[0] != steps:
+                    raise ShapeError(f"scan {self.name!r}: xs 0 has {steps} steps but xs {k} has {x.shape[0]}; "
+                                     "every xs must have the same length along axis 0")
+        else:
+            steps = self.length
+        prog = self.program()
+        ins = self.traced.inputs
+        c_in, x_in = ins[:nc], ins[nc:nc + nx]
+        feeds: dict[Node, Any] = dict(zip(self.traced.captured_inputs, ws))
+        ys: list = [None] * self.n_y
+        cstack = [np.empty((steps,) + c.shape, c.dtype) for c in carries] if stacks else []
+        if steps == 0:
+            shapes = [a.shape for a in arrays]
+            ys = [np.zeros(self.out_shape(nc + j, shapes, 0), self.traced.outputs[nc + j].dtype)
+                  for j in range(self.n_y)]
+        order = range(steps - 1, -1, -1) if self.reverse else range(steps)
+        for t in order:
+            for k, c in enumerate(carries):
+                feeds[c_in[k]] = c
+                if stacks:
+                    cstack[k][t] = c
+            for k, x in enumerate(xs):
+                feeds[x_in[k]] = x[t]
+            out = prog.run(feeds)
+            carries = [np.asarray(o) for o in out[:nc]]
+            for j in range(self.n_y):
+                y = np.asarray(out[nc + j])
+                if ys[j] is None:
+                    ys[j] = np.empty((steps,) + y.shape, y.dtype)
+                ys[j][t] = y
+        return carries + ys + (cstack if stacks else [None] * nc)
+
+
+def _same(old: list, new: Sequence) -> bool:
+    if len(old) != len(new):
+        return False
+    for a, b in zip(old, new):
+        b = np.asarray(b)
+        if a.shape != b.shape or a.dtype != b.dtype or not np.array_equal(a, b):
+            return False
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Scan(Op):
+    """One result of a scan: its final carries (index < n_carry), stacked ys, or the stacked carries-in."""
+
+    name: ClassVar[str] = "scan"
+    body: ScanBody
+    index: int
+
+    def attrs(self) -> dict[str, Any]:
+        b = self.body
+        kind, j = b.output_kind(self.index)
+        return {"output": f"{kind}[{j}]", "reverse": b.reverse, "body": f"{len(b.graph)} nodes"}
+
+    def infer(self, *xs):
+        b = self.body
+        nc, nx = b.n_carry, b.n_x
+        if len(xs) != nc + nx + b.n_w:
+            raise GraphCompilerError(f"scan {b.name!r} takes {nc + nx + b.n_w} inputs, got {len(xs)}")
+        steps = b.length if nx == 0 else None
+        for k, x in enumerate(xs[nc:nc + nx]):
+            if not x.shape:
+                raise ShapeError(f"scan {b.name!r}: xs {k} ({x.name!r}) is a scalar; xs are sliced along axis 0")
+            d = x.shape[0]
+            if d is not None:
+                if steps is not None and d != steps:
+                    raise ShapeError(f"scan {b.name!r}: xs have different lengths along axis 0 ({steps} and "
+                                     f"{d}, at {x.name!r} of shape {fmt_shape(x.shape)})")
+                steps = d
+        in_shapes = [x.shape for x in xs]
+        body_ins = b.traced.inputs + b.traced.captured_inputs
+        for k, (x, n) in enumerate(zip(xs, body_ins)):
+            s = x.shape[1:] if nc <= k < nc + nx else x.shape
+            if not _compatible(tuple(s), n.shape) or x.dtype != n.dtype:
+                raise ShapeError(f"scan {b.name!r}: input {k} ({x.name!r}) has shape {fmt_shape(x.shape)}, "
+                                 f"{x.dtype}; the body was traced for {fmt_shape(n.shape)}, {n.dtype}")
+        kind, j = b.output_kind(self.index)
+        shape = b.out_shape(self.index, in_shapes, steps)
+        dtype = xs[j].dtype if kind != "ys" else b.traced.outputs[nc + j].dtype
+        return shape, dtype
+
+    def kernel(self, *xs):
+        return self.body.run(xs, self.index)
+
+    def bprop(self, i, x, y, g):
+        return scan_vjp(self.body, x, y, g)[i]
+
+    def to_sympy(self, node, *args):
+        from ..symbolic import apply_undefined
+        return apply_undefined(node, *args)
+
+
+# -- the public scan --------------------------------------------------------------------------------
+
+def _param_names(fn: Callable, count: int, default: list[str]) -> list[str]:
+    try:
+        params = [p.name for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    return params[:count] + default[len(params[:count]):]
+
+
+def _flat(v, what: str) -> tuple[list, bool]:
+    """(nodes, is_tuple) of a node or a tuple/list of nodes."""
+    if isinstance(v, (tuple, list)):
+        return list(v), True
+    return [v], False
+
+
+def scan(fn: Callable, init, xs=None, *, length: int | None = None, reverse: bool = False,
+         name: str | None = None):
+    """Loop fn(carry, x_t) -> (carry, y_t) over axis 0 of xs; return (final carry, ys stacked on axis 0).
+
+    `init` is a node or a tuple of nodes; `xs` a node, a tuple of nodes or None (then `length` steps). The
+    body is traced once; outer nodes it reads are captured as inputs of the scan.
+    """
+    inits, init_tuple = _flat(init, "init")
+    if xs is None:
+        xss, xs_tuple = [], False
+    else:
+        xss, xs_tuple = _flat(xs, "xs")
+    nodes = [n for n in inits + xss if isinstance(n, Node)]
+    if not nodes:
+        raise GraphCompilerError("scan needs a graph node in init or xs (to know its graph)")
+    graph = nodes[0].graph
+    inits = [n if isinstance(n, Node) else graph.constant(np.asarray(n, dtype=np.result_type(
+        *[m.dtype for m in nodes if m.dtype.kind == "f"] or [np.float64]))) for n in inits]
+    for n in inits + xss:
+        if not isinstance(n, Node) or n.graph is not graph:
+            raise GraphCompilerError(f"scan: init and xs must be nodes of one graph, got {n!r}")
+    if xs is None and (length is None or not isinstance(length, (int, np.integer)) or length < 0):
+        raise GraphCompilerError("scan without xs needs length= (a non-negative int number of steps)")
+    for k, x in enumerate(xss):
+        if not x.shape:
+            raise ShapeError(f"scan: xs {k} ({x.name!r}, {x.op.name}) is a scalar of shape (); xs are sliced "
+                             "along axis 0, so each needs at least one axis")
+    if xss and length is not None:
+        lens = {x.shape[0] for x in xss} - {None}
+        if lens and lens != {length}:
+            raise ShapeError(f"scan: length={length} but xs have {sorted(lens)} steps along axis 0")
+    title = name or graph._auto_name("scan")
+    nc, nx = len(inits), len(xss)
+    pn = _param_names(fn, 2, ["carry", "x"])
+    cnames = [pn[0]] if nc == 1 and not init_tuple else [f"{pn[0]}{k}" for k in range(nc)]
+    xnames = [pn[1]] if nx == 1 and not xs_tuple else [f"{pn[1]}{k}" for k in range(nx)]
+    specs = [(nm, n.shape, n.dtype) for nm, n in zip(cnames, inits)] + \
+            [(nm, x.shape[1:], x.dtype) for nm, x in zip(xnames, xss)]
+    shape_y: dict = {}
+
+    def call(standins):
+        c = standins[:nc]
+        xv = standins[nc:]
+        res = fn(tuple(c) if init_tuple else c[0], (tuple(xv) if xs_tuple else xv[0]) if xss else None)
+        if not isinstance(res, (tuple, list)) or len(res) != 2:
+            raise GraphCompilerError(f"scan {title!r}: the body must return a pair (new carry, y), got "
+                                     f"{type(res).__name__}")
+        new_c, y = res
+        new_cs, c_tuple = _flat(new_c, "carry")
+        if len(new_cs) != nc or c_tuple != init_tuple and nc != 1:
+            raise GraphCompilerError(f"scan {title!r}: the body returned {len(new_cs)} carries for an init of "
+                                     f"{nc}; return the carry in the structure of init")
+        ys, y_tuple = ([], False) if y is None else _flat(y, "y")
+        shape_y["tuple"], shape_y["n"] = y_tuple, len(ys)
+        return new_cs + ys
+
+    traced = _trace(graph, title, specs, call, out_like=inits)
+    for k, (c_in, c_out) in enumerate(zip(traced.inputs[:nc], traced.outputs[:nc])):
+        if c_out.dtype != c_in.dtype:
+            raise DTypeError(f"scan {title!r}: the body's carry {k} out ({c_out.name!r}, {c_out.op.name}) has "
+                             f"dtype {c_out.dtype} but the carry in ({inits[k].name!r}) has dtype {c_in.dtype}; "
+                             "the carry must keep its dtype (cast it with gc.astype)")
+        if not (c_out.shape == c_in.shape or _compatible(c_out.shape, c_in.shape) and
+                [d is None for d in c_out.shape] == [d is None for d in c_in.shape]):
+            raise ShapeError(f"scan {title!r}: the body's carry {k} out ({c_out.name!r}, {c_out.op.name}) has "
+                             f"shape {fmt_shape(c_out.shape)} but the carry in ({inits[k].name!r}) has shape "
+                             f"{fmt_shape(c_in.shape)}; the carry must keep its shape from step to step")
+    ny = shape_y["n"]
+    body = ScanBody(title, traced, nc, nx, ny, bool(reverse), None if xss else int(length))
+    ins = tuple(inits + xss + traced.captured)
+    outs = []
+    for k in range(nc + ny):
+        nm = None
+        if name is not None:
+            nm = graph._unique_name(f"{name}.carry{k}" if k < nc else f"{name}.ys{k - nc}")
+        outs.append(apply(Scan(body, k), ins, nm))
+    carry = tuple(outs[:nc]) if init_tuple else outs[0]
+    ys = tuple(outs[nc:]) if shape_y["tuple"] else (outs[nc] if ny else None)
+    return carry, ys
+
+
+# -- the derivative of a scan: a reverse scan --------------------------------------------------------
+
+def scan_vjp(body: ScanBody, x: tuple[Node, ...], y: Node, g: Node) -> list:
+    """The cotangents of every input of the scan node y, given g = dz/dy: one reverse scan (cached)."""
+    key = (y, g)
+    got = body.grad_cache.get(key)
+    if got is not None:
+        return got
+    from ..autodiff import build_grad
+    from . import elementwise as E
+    from . import reduce as R
+    from . import shape as S
+    nc, nx, nw = body.n_carry, body.n_x, body.n_w
+    kind, kk = body.output_kind(y.op.index)
+    inits, xss, ws = list(x[:nc]), list(x[nc:nc + nx]), list(x[nc + nx:])
+    fc = [j for j in range(nc) if inits[j].dtype.kind == "f"]
+    fx = [j for j in range(nx) if xss[j].dtype.kind == "f"]
+    fw = [j for j in range(nw) if ws[j].dtype.kind == "f"]
+    body.want_stacks = True
+    stacks = [apply(Scan(body, nc + body.n_y + j), x) for j in range(nc)]
+    rc_init = [g if (kind == "carry" and kk == j) else S.zeros_like(inits[j]) for j in fc] + \
+              [S.zeros_like(ws[j]) for j in fw]
+    r_xs = stacks + xss + ([g] if kind in ("ys", "carries") else [])
+    traced = body.traced
+
+    def rev(carry, xt):
+        carry = list(carry)
+        xt = list(xt)
+        gcs, gws = carry[:len(fc)], carry[len(fc):]
+        cs_t, x_t = xt[:nc], xt[nc:nc + nx]
+        gin = xt[nc + nx] if kind in ("ys", "carries") else None
+        aw = [alias(w) for w in ws]
+        outs = inline(traced, cs_t + x_t + aw)
+        terms = []
+        for gj, j in zip(gcs, fc):
+            terms.append(R.sum(E.multiply(outs[j], gj)))
+        if kind == "ys":
+            terms.append(R.sum(E.multiply(outs[nc + kk], gin)))
+        targets = [cs_t[j] for j in fc] + [x_t[j] for j in fx] + [aw[j] for j in fw]
+        if terms:
+            z = terms[0]
+            for t in terms[1:]:
+                z = E.add(z, t)
+            d = build_grad(z, targets, disconnected="zero")
+        else:
+            d = {t: S.zeros_like(t) for t in targets}
+        new_gc = [d[cs_t[j]] for j in fc]
+        if kind == "carries":
+            pos = fc.index(kk)
+            new_gc[pos] = E.add(new_gc[pos], gin)
+        new_gw = [E.add(gw, d[aw[j]]) for gw, j in zip(gws, fw)]
+        return tuple(new_gc + new_gw), tuple(d[x_t[j]] for j in fx)
+
+    rc, rys = scan(rev, tuple(rc_init), tuple(r_xs), reverse=not body.reverse,
+                   name=f"{body.name}.grad")
+    for n in list(rc) + list(rys):
+        n.op.body.forward = body
+        break
+    result: list = [None] * len(x)
+    for p, j in enumerate(fc):
+        result[j] = rc[p]
+    for p, j in enumerate(fx):
+        result[nc + j] = rys[p]
+    for p, j in enumerate(fw):
+        result[nc + nx + j] = rc[len(fc) + p]
+    body.grad_cache[key] = result
+    return result
