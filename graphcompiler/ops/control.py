@@ -227,7 +227,38 @@ def body_shapes(traced: Traced, in_shapes: Sequence[tuple], cache: dict) -> list
 
 # -- the loop body shared by the nodes of one scan ----------------------------------------------
 
-class ScanBody:
+class _Group:
+    """The results of one loop node group: computed once per input values, each handed out once."""
+
+    def _init_cache(self) -> None:
+        self._results: dict = {}
+        self._inputs: list | None = None
+        self.grad_cache: dict = {}
+        self._programs: dict = {}
+
+    def program_of(self, traced: Traced, optimize: bool = True):
+        """The body compiled once (its own simplification, schedule and buffers); run per step."""
+        prog = self._programs.get(id(traced))
+        if prog is None:
+            from ..compiler import compile as _compile
+            prog = self._programs[id(traced)] = _compile(traced.outputs, optimize=optimize)
+        return prog
+
+    def run(self, arrays: Sequence[np.ndarray], index: int) -> np.ndarray:
+        """The `index`-th result on these input values (one pass computes them all)."""
+        with _LOCK:
+            if self._inputs is not None and index in self._results and _same(self._inputs, arrays):
+                return self._results.pop(index)
+            results = self._compute(arrays, index)
+            self._inputs = [np.array(a, copy=True) for a in arrays]
+            self._results = dict(enumerate(results))
+            return self._results.pop(index)
+
+    def _compute(self, arrays, index) -> list:
+        raise NotImplementedError
+
+
+class ScanBody(_Group):
     """One scan: its traced body, how many carries/xs/captured inputs, and the run-time cache of results."""
 
     def __init__(self, name: str, traced: Traced, n_carry: int, n_x: int, n_y: int, reverse: bool,
@@ -237,11 +268,9 @@ class ScanBody:
         self.n_w = len(traced.captured)
         self.reverse, self.length = reverse, length
         self.want_stacks = False
-        self._program = None
+        self.carry_names = [f"carry{k}" for k in range(n_carry)]
         self._shape_cache: dict = {}
-        self._results: dict = {}
-        self._inputs: list | None = None
-        self.grad_cache: dict = {}
+        self._init_cache()
         self.forward: "ScanBody | None" = None     # for a reverse scan: the scan it differentiates
 
     def __repr__(self) -> str:
@@ -273,22 +302,8 @@ class ScanBody:
         shapes = body_shapes(self.traced, body_in, self._shape_cache)
         return (steps,) + tuple(shapes[self.n_carry + j])
 
-    def program(self):
-        if self._program is None:
-            from ..compiler import compile as _compile
-            self._program = _compile(self.traced.outputs)
-        return self._program
-
-    def run(self, arrays: Sequence[np.ndarray], index: int) -> np.ndarray:
-        """The `index`-th result of the scan on these input values (one pass computes them all)."""
-        with _LOCK:
-            kind, _ = self.output_kind(index)
-            if self._inputs is not None and index in self._results and _same(self._inputs, arrays):
-                return self._results.pop(index)
-            results = self._loop(arrays, stacks=self.want_stacks or kind == "carries")
-            self._inputs = [np.array(a, copy=True) for a in arrays]
-            self._results = dict(enumerate(results))
-            return self._results.pop(index)
+    def _compute(self, arrays, index) -> list:
+        return self._loop(arrays, stacks=self.want_stacks or self.output_kind(index)[0] == "carries")
 
     def _loop(self, arrays, stacks: bool) -> list:
         nc, nx = self.n_carry, self.n_x
@@ -303,7 +318,7 @@ class ScanBody:
                                      "every xs must have the same length along axis 0")
         else:
             steps = self.length
-        prog = self.program()
+        prog = self.program_of(self.traced)
         ins = self.traced.inputs
         c_in, x_in = ins[:nc], ins[nc:nc + nx]
         feeds: dict[Node, Any] = dict(zip(self.traced.captured_inputs, ws))
@@ -348,6 +363,12 @@ class Scan(Op):
     name: ClassVar[str] = "scan"
     body: ScanBody
     index: int
+    has_body: ClassVar[bool] = True
+
+    def __post_init__(self):
+        if not isinstance(self.body, ScanBody) or not isinstance(self.index, int):
+            raise GraphCompilerError(f"a {self.name} op needs a traced body (gc.{self.name} makes one); "
+                                     "control-flow nodes cannot be read from graph files yet")
 
     def attrs(self) -> dict[str, Any]:
         b = self.body
@@ -480,12 +501,11 @@ def scan(fn: Callable, init, xs=None, *, length: int | None = None, reverse: boo
     ny = shape_y["n"]
     body = ScanBody(title, traced, nc, nx, ny, bool(reverse), None if xss else int(length))
     ins = tuple(inits + xss + traced.captured)
+    body.carry_names = cnames
     outs = []
     for k in range(nc + ny):
-        nm = None
-        if name is not None:
-            nm = graph._unique_name(f"{name}.carry{k}" if k < nc else f"{name}.ys{k - nc}")
-        outs.append(apply(Scan(body, k), ins, nm))
+        label = cnames[k] if k < nc else ("ys" if ny == 1 else f"ys{k - nc}")
+        outs.append(apply(Scan(body, k), ins, graph._unique_name(f"{title}.{label}")))
     carry = tuple(outs[:nc]) if init_tuple else outs[0]
     ys = tuple(outs[nc:]) if shape_y["tuple"] else (outs[nc] if ny else None)
     return carry, ys
@@ -510,7 +530,9 @@ def scan_vjp(body: ScanBody, x: tuple[Node, ...], y: Node, g: Node) -> list:
     fx = [j for j in range(nx) if xss[j].dtype.kind == "f"]
     fw = [j for j in range(nw) if ws[j].dtype.kind == "f"]
     body.want_stacks = True
-    stacks = [apply(Scan(body, nc + body.n_y + j), x) for j in range(nc)]
+    graph = y.graph
+    stacks = [apply(Scan(body, nc + body.n_y + j), x, graph._unique_name(f"{body.name}.{body.carry_names[j]}_stack"))
+              for j in range(nc)]
     rc_init = [g if (kind == "carry" and kk == j) else S.zeros_like(inits[j]) for j in fc] + \
               [S.zeros_like(ws[j]) for j in fw]
     r_xs = stacks + xss + ([g] if kind in ("ys", "carries") else [])
@@ -558,3 +580,306 @@ def scan_vjp(body: ScanBody, x: tuple[Node, ...], y: Node, g: Node) -> list:
         result[nc + nx + j] = rc[len(fc) + p]
     body.grad_cache[key] = result
     return result
+
+
+# -- cond: one of two traced branches, chosen at run time ------------------------------------------
+
+class CondBody(_Group):
+    """One cond: both branches traced on the same operands; captured nodes are the union of both."""
+
+    def __init__(self, name: str, branches: tuple[Traced, Traced], n_ops: int, captured: list[Node],
+                 picks: tuple[list[int], list[int]]):
+        self.name, self.branches, self.n_ops = name, branches, n_ops
+        self.captured = captured
+        self.picks = picks                 # for each branch: positions in `captured` of its captured inputs
+        self._shape_cache: dict = {}
+        self._init_cache()
+
+    def __repr__(self) -> str:
+        return f"<cond {self.name!r}: {len(self.branches[0].graph)} and {len(self.branches[1].graph)} nodes>"
+
+    def branch_inputs(self, b: int, values: Sequence) -> list:
+        ops, ws = list(values[1:1 + self.n_ops]), list(values[1 + self.n_ops:])
+        return ops + [ws[p] for p in self.picks[b]]
+
+    def _compute(self, arrays, index) -> list:
+        b = 0 if bool(np.asarray(arrays[0])) else 1
+        traced = self.branches[b]
+        prog = self.program_of(traced)
+        feeds = dict(zip(traced.inputs + traced.captured_inputs, self.branch_inputs(b, arrays)))
+        return [np.asarray(o) for o in prog.run(feeds)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cond(Op):
+    """One result of a cond: branch `true` if the scalar bool pred holds, else branch `false`."""
+
+    name: ClassVar[str] = "cond"
+    body: CondBody
+    index: int
+    has_body: ClassVar[bool] = True
+
+    def __post_init__(self):
+        if not isinstance(self.body, CondBody) or not isinstance(self.index, int):
+            raise GraphCompilerError(f"a {self.name} op needs a traced body (gc.{self.name} makes one); "
+                                     "control-flow nodes cannot be read from graph files yet")
+
+    def attrs(self) -> dict[str, Any]:
+        t, f = self.body.branches
+        return {"output": self.index, "branches": f"{len(t.graph)} and {len(f.graph)} nodes"}
+
+    def infer(self, *xs):
+        b = self.body
+        pred = xs[0]
+        if tuple(pred.shape) != () or pred.dtype != np.bool_:
+            raise ShapeError(f"cond {b.name!r}: the predicate {pred.name!r} ({pred.op.name}) has shape "
+                             f"{fmt_shape(pred.shape)} and dtype {pred.dtype}; it must be a scalar bool "
+                             "(e.g. gc.greater(gc.sum(x), 0))")
+        if len(xs) != 1 + b.n_ops + len(b.captured):
+            raise GraphCompilerError(f"cond {b.name!r} takes {1 + b.n_ops + len(b.captured)} inputs, got {len(xs)}")
+        t = b.branches[0]
+        shapes = [x.shape for x in b.branch_inputs(0, xs)]
+        out = body_shapes(t, shapes, b._shape_cache)[self.index]
+        return out, t.outputs[self.index].dtype
+
+    def kernel(self, *xs):
+        return self.body.run(xs, self.index)
+
+    def bprop(self, i, x, y, g):
+        return cond_vjp(self.body, x, y, g)[i]
+
+    def to_sympy(self, node, *args):
+        from ..symbolic import apply_undefined
+        return apply_undefined(node, *args)
+
+
+def cond(pred: Node, true_fn: Callable, false_fn: Callable, *operands, name: str | None = None):
+    """true_fn(*operands) if the scalar bool node `pred` holds when the program runs, else false_fn(*operands).
+
+    Both branches are traced once and must return values of the same shapes and dtypes; only the branch
+    taken runs, and the gradient is the gradient of the branch taken.
+    """
+    if not isinstance(pred, Node):
+        raise GraphCompilerError(f"cond: pred must be a scalar bool graph node, got {type(pred).__name__} "
+                                 f"{pred!r}; for a Python bool, call the branch directly")
+    graph = pred.graph
+    if tuple(pred.shape) != () or pred.dtype != np.bool_:
+        raise ShapeError(f"cond: the predicate {pred.name!r} ({pred.op.name}) has shape {fmt_shape(pred.shape)} "
+                         f"and dtype {pred.dtype}; it must be a scalar bool (e.g. gc.greater(gc.sum(x), 0))")
+    floats = [o.dtype for o in operands if isinstance(o, Node) and o.dtype.kind == "f"]
+    ops = [o if isinstance(o, Node) else graph.constant(np.asarray(
+        o, dtype=np.result_type(*floats) if floats and isinstance(o, float) else None)) for o in operands]
+    for o in ops:
+        if o.graph is not graph:
+            raise GraphCompilerError(f"cond: operand {o.name!r} belongs to graph {o.graph.name!r}, not "
+                                     f"{graph.name!r}")
+    title = name or graph._auto_name("cond")
+    names = _param_names(true_fn, len(ops), [f"a{k}" for k in range(len(ops))])
+    specs = [(nm, o.shape, o.dtype) for nm, o in zip(names, ops)]
+    structure: dict = {}
+
+    def caller(fn, which):
+        def call(standins):
+            res = fn(*standins)
+            outs, tup = _flat(res, "result")
+            structure.setdefault(which, (tup, len(outs)))
+            return outs
+        return call
+
+    t = _trace(graph, f"{title}.true", specs, caller(true_fn, "true"))
+    f = _trace(graph, f"{title}.false", specs, caller(false_fn, "false"),
+               out_like=[o for o in t.outputs])
+    if structure["true"][1] != structure["false"][1]:
+        raise GraphCompilerError(f"cond {title!r}: the true branch returns {structure['true'][1]} values and the "
+                                 f"false branch {structure['false'][1]}; both must return the same structure")
+    for k, (a, b) in enumerate(zip(t.outputs, f.outputs)):
+        if a.dtype != b.dtype or not (_compatible(a.shape, b.shape) and
+                                      [d is None for d in a.shape] == [d is None for d in b.shape]):
+            raise ShapeError(f"cond {title!r}: result {k} of the true branch ({a.name!r}, {a.op.name}) has shape "
+                             f"{fmt_shape(a.shape)}, {a.dtype} but the false branch's ({b.name!r}, {b.op.name}) "
+                             f"has {fmt_shape(b.shape)}, {b.dtype}; both branches must agree")
+    captured: list[Node] = []
+    picks: tuple[list[int], list[int]] = ([], [])
+    for b, tr in enumerate((t, f)):
+        for c in tr.captured:
+            if c not in captured:
+                captured.append(c)
+            picks[b].append(captured.index(c))
+    body = CondBody(title, (t, f), len(ops), captured, picks)
+    ins = (pred, *ops, *captured)
+    outs = [apply(Cond(body, k), ins, graph._unique_name(f"{title}.out{k}") if name else None)
+            for k in range(len(t.outputs))]
+    return tuple(outs) if structure["true"][0] else outs[0]
+
+
+def cond_vjp(body: CondBody, x: tuple[Node, ...], y: Node, g: Node) -> list:
+    """The cotangents of the inputs of cond node y: a cond of the two branches' own gradients (cached)."""
+    key = (y, g)
+    got = body.grad_cache.get(key)
+    if got is not None:
+        return got
+    from ..autodiff import build_grad
+    from . import elementwise as E
+    from . import reduce as R
+    n = body.n_ops
+    pred, ops, ws = x[0], list(x[1:1 + n]), list(x[1 + n:])
+    k = y.op.index
+    fo = [j for j in range(n) if ops[j].dtype.kind == "f"]
+    fw = [j for j in range(len(ws)) if ws[j].dtype.kind == "f"]
+
+    def vjp_of(b: int):
+        traced = body.branches[b]
+
+        def f(*a):
+            o, gk = list(a[:n]), a[n]
+            aw = [alias(w) for w in ws]
+            outs = inline(traced, o + [aw[p] for p in body.picks[b]])
+            z = R.sum(E.multiply(outs[k], gk))
+            d = build_grad(z, [o[j] for j in fo] + [aw[j] for j in fw], disconnected="zero")
+            return tuple([d[o[j]] for j in fo] + [d[aw[j]] for j in fw])
+        return f
+
+    res = cond(pred, vjp_of(0), vjp_of(1), *ops, g, name=f"{body.name}.grad")
+    res = res if isinstance(res, tuple) else (res,)
+    result: list = [None] * len(x)
+    for p, j in enumerate(fo):
+        result[1 + j] = res[p]
+    for p, j in enumerate(fw):
+        result[1 + n + j] = res[len(fo) + p]
+    body.grad_cache[key] = result
+    return result
+
+
+# -- while_loop ------------------------------------------------------------------------------------
+
+class WhileBody(_Group):
+    """One while_loop without a bound: the condition and the body traced on the carry."""
+
+    def __init__(self, name: str, test: Traced, step: Traced, n_carry: int, captured: list[Node],
+                 picks: tuple[list[int], list[int]]):
+        self.name, self.test, self.step, self.n_carry = name, test, step, n_carry
+        self.captured, self.picks = captured, picks
+        self._init_cache()
+
+    def __repr__(self) -> str:
+        return f"<while_loop {self.name!r}>"
+
+    def _compute(self, arrays, index) -> list:
+        nc = self.n_carry
+        carries, ws = [np.asarray(a) for a in arrays[:nc]], list(arrays[nc:])
+        tp, sp = self.program_of(self.test), self.program_of(self.step)
+        t_feeds = dict(zip(self.test.captured_inputs, [ws[p] for p in self.picks[0]]))
+        s_feeds = dict(zip(self.step.captured_inputs, [ws[p] for p in self.picks[1]]))
+        while True:
+            t_feeds.update(zip(self.test.inputs, carries))
+            if not bool(tp.run(t_feeds)[0]):
+                return carries
+            s_feeds.update(zip(self.step.inputs, carries))
+            carries = [np.asarray(c) for c in sp.run(s_feeds)]
+
+
+@dataclasses.dataclass(frozen=True)
+class While(Op):
+    """One final carry of an unbounded while_loop (no derivative: pass max_steps for one)."""
+
+    name: ClassVar[str] = "while_loop"
+    body: WhileBody
+    index: int
+    has_body: ClassVar[bool] = True
+
+    def __post_init__(self):
+        if not isinstance(self.body, WhileBody) or not isinstance(self.index, int):
+            raise GraphCompilerError(f"a {self.name} op needs a traced body (gc.{self.name} makes one); "
+                                     "control-flow nodes cannot be read from graph files yet")
+
+    def attrs(self) -> dict[str, Any]:
+        return {"output": self.index, "body": f"{len(self.body.step.graph)} nodes"}
+
+    def infer(self, *xs):
+        b = self.body
+        for k, (x, n) in enumerate(zip(xs[:b.n_carry], b.step.inputs)):
+            if not _compatible(x.shape, n.shape) or x.dtype != n.dtype:
+                raise ShapeError(f"while_loop {b.name!r}: carry {k} ({x.name!r}) has shape {fmt_shape(x.shape)}, "
+                                 f"{x.dtype}; the body was traced for {fmt_shape(n.shape)}, {n.dtype}")
+        return xs[self.index].shape, xs[self.index].dtype
+
+    def kernel(self, *xs):
+        return self.body.run(xs, self.index)
+
+    def bprop(self, i, x, y, g):
+        raise UndefinedGradientError(
+            f"the derivative of while_loop {self.body.name!r} (node {y.name!r}, shape {fmt_shape(y.shape)}) is "
+            "undefined: its number of steps is not bounded. Pass max_steps=N to gc.while_loop (it then runs as "
+            "a scan of at most N steps, which has a derivative)")
+
+    def to_sympy(self, node, *args):
+        from ..symbolic import apply_undefined
+        return apply_undefined(node, *args)
+
+
+def while_loop(cond_fn: Callable, body_fn: Callable, init, *, max_steps: int | None = None,
+               name: str | None = None):
+    """Repeat carry = body_fn(carry) while cond_fn(carry) (a scalar bool node) holds; return the carry.
+
+    With max_steps, at most that many steps run (a scan of max_steps steps whose body is a cond), and the
+    result has a derivative; without it, the loop runs until cond_fn fails and has no derivative.
+    """
+    inits, tup = _flat(init, "init")
+    nodes = [n for n in inits if isinstance(n, Node)]
+    if not nodes:
+        raise GraphCompilerError("while_loop needs a graph node in init (to know its graph)")
+    graph = nodes[0].graph
+    inits = [n if isinstance(n, Node) else graph.constant(np.asarray(n)) for n in inits]
+
+    def pack(cs):
+        return tuple(cs) if tup else cs[0]
+
+    if max_steps is not None:
+        if not isinstance(max_steps, (int, np.integer)) or max_steps < 0:
+            raise GraphCompilerError(f"while_loop: max_steps must be a non-negative int, not {max_steps!r}")
+
+        def step(c, _):
+            cs = list(c) if tup else [c]
+            p = cond_fn(c)
+            new = cond(p, lambda *a: body_fn(pack(list(a))), lambda *a: pack(list(a)), *cs)
+            return new, None
+
+        carry, _ = scan(step, pack(inits), length=int(max_steps), name=name)
+        return carry
+    title = name or graph._auto_name("while_loop")
+    names = _param_names(cond_fn, 1, ["carry"])
+    cnames = [names[0]] if not tup else [f"{names[0]}{k}" for k in range(len(inits))]
+    specs = [(nm, n.shape, n.dtype) for nm, n in zip(cnames, inits)]
+
+    def test_call(s):
+        p = cond_fn(pack(s))
+        if not isinstance(p, Node) or tuple(p.shape) != () or p.dtype != np.bool_:
+            raise ShapeError(f"while_loop {title!r}: cond_fn must return a scalar bool node, got "
+                             f"{p!r}" + (f" of shape {fmt_shape(p.shape)}, {p.dtype}" if isinstance(p, Node) else ""))
+        return [p]
+
+    def step_call(s):
+        outs, _ = _flat(body_fn(pack(s)), "carry")
+        if len(outs) != len(inits):
+            raise GraphCompilerError(f"while_loop {title!r}: body_fn returned {len(outs)} carries for an init of "
+                                     f"{len(inits)}")
+        return outs
+
+    test = _trace(graph, f"{title}.cond", specs, test_call)
+    stp = _trace(graph, f"{title}.body", specs, step_call, out_like=inits)
+    for k, (c_in, c_out) in enumerate(zip(stp.inputs, stp.outputs)):
+        if c_out.dtype != c_in.dtype or c_out.shape != c_in.shape:
+            raise ShapeError(f"while_loop {title!r}: body_fn's carry {k} out ({c_out.name!r}, {c_out.op.name}) has "
+                             f"shape {fmt_shape(c_out.shape)}, {c_out.dtype} but the carry in ({inits[k].name!r}) has "
+                             f"{fmt_shape(c_in.shape)}, {c_in.dtype}; the carry must keep its shape and dtype")
+    captured: list[Node] = []
+    picks: tuple[list[int], list[int]] = ([], [])
+    for b, tr in enumerate((test, stp)):
+        for c in tr.captured:
+            if c not in captured:
+                captured.append(c)
+            picks[b].append(captured.index(c))
+    body = WhileBody(title, test, stp, len(inits), captured, picks)
+    ins = (*inits, *captured)
+    outs = [apply(While(body, k), ins, graph._unique_name(f"{title}.{cnames[k]}")) for k in range(len(inits))]
+    return pack(outs)
