@@ -251,7 +251,7 @@ class _Group:
                 return self._results.pop(index)
             results = self._compute(arrays, index)
             self._inputs = [np.array(a, copy=True) for a in arrays]
-            self._results = dict(enumerate(results))
+            self._results = {k: r for k, r in enumerate(results) if r is not None}
             return self._results.pop(index)
 
     def _compute(self, arrays, index) -> list:
@@ -431,7 +431,7 @@ def _flat(v, what: str) -> tuple[list, bool]:
     return [v], False
 
 
-def scan(fn: Callable, init, xs=None, *, length: int | None = None, reverse: bool = False,
+def _scan_impl(fn: Callable, init, xs=None, *, length: int | None = None, reverse: bool = False,
          name: str | None = None):
     """Loop fn(carry, x_t) -> (carry, y_t) over axis 0 of xs; return (final carry, ys stacked on axis 0).
 
@@ -653,7 +653,7 @@ class Cond(Op):
         return apply_undefined(node, *args)
 
 
-def cond(pred: Node, true_fn: Callable, false_fn: Callable, *operands, name: str | None = None):
+def _cond_impl(pred: Node, true_fn: Callable, false_fn: Callable, *operands, name: str | None = None):
     """true_fn(*operands) if the scalar bool node `pred` holds when the program runs, else false_fn(*operands).
 
     Both branches are traced once and must return values of the same shapes and dtypes; only the branch
@@ -817,7 +817,7 @@ class While(Op):
         return apply_undefined(node, *args)
 
 
-def while_loop(cond_fn: Callable, body_fn: Callable, init, *, max_steps: int | None = None,
+def _while_loop_impl(cond_fn: Callable, body_fn: Callable, init, *, max_steps: int | None = None,
                name: str | None = None):
     """Repeat carry = body_fn(carry) while cond_fn(carry) (a scalar bool node) holds; return the carry.
 
@@ -883,3 +883,57 @@ def while_loop(cond_fn: Callable, body_fn: Callable, init, *, max_steps: int | N
     ins = (*inits, *captured)
     outs = [apply(While(body, k), ins, graph._unique_name(f"{title}.{cnames[k]}")) for k in range(len(inits))]
     return pack(outs)
+
+
+def _guarded(impl: Callable, graph_of: Callable) -> Callable:
+    """A rejected control-flow op adds nothing to the graph (nodes hoisted before the failure are removed)."""
+    def run(*args, **kw):
+        graph = graph_of(*args)
+        mark = len(graph) if graph is not None else None
+        try:
+            return impl(*args, **kw)
+        except BaseException:
+            if mark is not None and len(graph) > mark:
+                graph._truncate(mark)
+            raise
+    return run
+
+
+def _graph_of(*args):
+    for a in args:
+        for n in (a if isinstance(a, (tuple, list)) else (a,)):
+            if isinstance(n, Node):
+                return n.graph
+    return None
+
+
+def scan(fn: Callable, init, xs=None, *, length: int | None = None, reverse: bool = False,
+         name: str | None = None):
+    """Loop fn(carry, x_t) -> (carry, y_t) over axis 0 of xs; return (final carry, ys stacked on axis 0).
+
+    `init` is a node or a tuple of nodes; `xs` a node, a tuple of nodes or None (then `length` steps). The
+    body is traced once; outer nodes it reads are captured as inputs of the scan, and values that do not
+    depend on the carry or the slice are hoisted out of the loop.
+    """
+    return _guarded(_scan_impl, lambda *a: _graph_of(a[1], a[2]))(fn, init, xs, length=length, reverse=reverse,
+                                                                   name=name)
+
+
+def cond(pred: Node, true_fn: Callable, false_fn: Callable, *operands, name: str | None = None):
+    """true_fn(*operands) if the scalar bool node `pred` holds when the program runs, else false_fn(*operands).
+
+    Both branches are traced once and must return values of the same shapes and dtypes; only the branch
+    taken runs, and the gradient is the gradient of the branch taken.
+    """
+    return _guarded(_cond_impl, lambda *a: _graph_of(a[0], a[3:]))(pred, true_fn, false_fn, *operands, name=name)
+
+
+def while_loop(cond_fn: Callable, body_fn: Callable, init, *, max_steps: int | None = None,
+               name: str | None = None):
+    """Repeat carry = body_fn(carry) while cond_fn(carry) (a scalar bool node) holds; return the final carry.
+
+    With max_steps, at most that many steps run (a scan of max_steps steps whose body is a cond), and the
+    result has a derivative; without it, the loop runs until cond_fn fails and has no derivative.
+    """
+    return _guarded(_while_loop_impl, lambda *a: _graph_of(a[2]))(cond_fn, body_fn, init, max_steps=max_steps,
+                                                                   name=name)
