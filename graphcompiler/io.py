@@ -70,7 +70,7 @@ def dumps(graph: Graph) -> str:
 
 
 def _node_record(graph: Graph, n: Node) -> dict:
-    if getattr(n.op, "has_body", False):         # control flow (ops/control.py): a traced sub-graph
+    if n.op.name in ("scan", "cond", "while_loop"):    # control flow (ops/control.py): a traced sub-graph
         raise GraphFileError(f"node {n.name!r} ({n.op.name}) holds a traced body; scan, cond and while_loop "
                              "bodies cannot be saved to a graph file yet")
     rec = {

@@ -228,11 +228,9 @@ def body_shapes(traced: Traced, in_shapes: Sequence[tuple], cache: dict) -> list
 # -- the loop body shared by the nodes of one scan ----------------------------------------------
 
 class _Group:
-    """The results of one loop node group: computed once per input values, each handed out once."""
+    """What the nodes of one control-flow construct share: the traced bodies, compiled once, and gradients."""
 
     def _init_cache(self) -> None:
-        self._results: dict = {}
-        self._inputs: list | None = None
         self.grad_cache: dict = {}
         self._programs: dict = {}
 
@@ -244,18 +242,23 @@ class _Group:
             prog = self._programs[id(traced)] = _compile(traced.outputs, optimize=optimize)
         return prog
 
-    def run(self, arrays: Sequence[np.ndarray], index: int) -> np.ndarray:
-        """The `index`-th result on these input values (one pass computes them all)."""
-        with _LOCK:
-            if self._inputs is not None and index in self._results and _same(self._inputs, arrays):
-                return self._results.pop(index)
-            results = self._compute(arrays, index)
-            self._inputs = [np.array(a, copy=True) for a in arrays]
-            self._results = {k: r for k, r in enumerate(results) if r is not None}
-            return self._results.pop(index)
-
-    def _compute(self, arrays, index) -> list:
+    def _compute(self, arrays) -> list:
         raise NotImplementedError
+
+
+class Results:
+    """The value of a control-flow node: the list of its results (a `result` node picks one out)."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: list):
+        self.values = values
+
+    def __repr__(self) -> str:
+        return f"<{len(self.values)} results>"
+
+
+OBJECT = np.dtype(object)
 
 
 class ScanBody(_Group):
@@ -302,8 +305,8 @@ class ScanBody(_Group):
         shapes = body_shapes(self.traced, body_in, self._shape_cache)
         return (steps,) + tuple(shapes[self.n_carry + j])
 
-    def _compute(self, arrays, index) -> list:
-        return self._loop(arrays, stacks=self.want_stacks or self.output_kind(index)[0] == "carries")
+    def _compute(self, arrays) -> list:
+        return self._loop(arrays, stacks=self.want_stacks)
 
     def _loop(self, arrays, stacks: bool) -> list:
         nc, nx = self.n_carry, self.n_x
@@ -346,36 +349,33 @@ class ScanBody(_Group):
         return carries + ys + (cstack if stacks else [None] * nc)
 
 
-def _same(old: list, new: Sequence) -> bool:
-    if len(old) != len(new):
-        return False
-    for a, b in zip(old, new):
-        b = np.asarray(b)
-        if a.shape != b.shape or a.dtype != b.dtype or not np.array_equal(a, b):
-            return False
-    return True
-
-
 @dataclasses.dataclass(frozen=True)
 class Scan(Op):
-    """One result of a scan: its final carries (index < n_carry), stacked ys, or the stacked carries-in."""
+    """A scan: its value holds every result (final carries, stacked ys, stacked carries-in); `result` nodes
+    pick them out."""
 
     name: ClassVar[str] = "scan"
     body: ScanBody
-    index: int
     has_body: ClassVar[bool] = True
 
     def __post_init__(self):
-        if not isinstance(self.body, ScanBody) or not isinstance(self.index, int):
+        if not isinstance(self.body, ScanBody):
             raise GraphCompilerError(f"a {self.name} op needs a traced body (gc.{self.name} makes one); "
                                      "control-flow nodes cannot be read from graph files yet")
 
     def attrs(self) -> dict[str, Any]:
         b = self.body
-        kind, j = b.output_kind(self.index)
-        return {"output": f"{kind}[{j}]", "reverse": b.reverse, "body": f"{len(b.graph)} nodes"}
+        return {"reverse": b.reverse, "body": f"{len(b.graph)} nodes"}
+
+    def result_name(self, index: int) -> str:
+        kind, j = self.body.output_kind(index)
+        return f"{kind}[{j}]"
 
     def infer(self, *xs):
+        self.result_shape(0, xs)
+        return (), OBJECT
+
+    def result_shape(self, index: int, xs):
         b = self.body
         nc, nx = b.n_carry, b.n_x
         if len(xs) != nc + nx + b.n_w:
@@ -397,20 +397,62 @@ class Scan(Op):
             if not _compatible(tuple(s), n.shape) or x.dtype != n.dtype:
                 raise ShapeError(f"scan {b.name!r}: input {k} ({x.name!r}) has shape {fmt_shape(x.shape)}, "
                                  f"{x.dtype}; the body was traced for {fmt_shape(n.shape)}, {n.dtype}")
-        kind, j = b.output_kind(self.index)
-        shape = b.out_shape(self.index, in_shapes, steps)
+        if not b.n_outputs():
+            return (), OBJECT
+        kind, j = b.output_kind(index)
+        shape = b.out_shape(index, in_shapes, steps)
         dtype = xs[j].dtype if kind != "ys" else b.traced.outputs[nc + j].dtype
         return shape, dtype
 
     def kernel(self, *xs):
-        return self.body.run(xs, self.index)
+        return Results(self.body._compute(xs))
 
-    def bprop(self, i, x, y, g):
-        return scan_vjp(self.body, x, y, g)[i]
+    def vjp(self, node, x, y, g):
+        return scan_vjp(self.body, node, x, y, g)
 
     def to_sympy(self, node, *args):
         from ..symbolic import apply_undefined
         return apply_undefined(node, *args)
+
+
+@dataclasses.dataclass(frozen=True)
+class Result(Op):
+    """One result of a control-flow node (its input 0); its other inputs are that node's own inputs, so the
+    derivative of the result reaches them directly (the control-flow node's value carries no gradient)."""
+
+    name: ClassVar[str] = "result"
+    index: int
+
+    def attrs(self) -> dict[str, Any]:
+        return {"index": self.index}
+
+    def infer(self, group, *xs):
+        if not hasattr(group.op, "result_shape") or group.dtype != OBJECT:
+            raise GraphCompilerError(f"result: input 0 ({group.name!r}, {group.op.name}) must be a scan, cond or "
+                                     "while_loop node")
+        return group.op.result_shape(self.index, xs)
+
+    def kernel(self, group, *xs):
+        if isinstance(group, np.ndarray):              # a control-flow node folded to a constant
+            group = group.item()
+        return group.values[self.index]
+
+    def grad(self, i, x, y, g):
+        if i == 0:
+            return None
+        return super().grad(i, x, y, g)
+
+    def bprop(self, i, x, y, g):
+        return x[0].op.vjp(x[0], x[1:], y, g)[i - 1]
+
+    def to_sympy(self, node, *args):
+        from ..symbolic import apply_undefined
+        return apply_undefined(node, *args[:1])
+
+
+def result(group: Node, index: int, name: str | None = None) -> Node:
+    """The index-th result of a scan, cond or while_loop node."""
+    return apply(Result(index), (group, *group.inputs), name)
 
 
 # -- the public scan --------------------------------------------------------------------------------
@@ -502,10 +544,11 @@ def _scan_impl(fn: Callable, init, xs=None, *, length: int | None = None, revers
     body = ScanBody(title, traced, nc, nx, ny, bool(reverse), None if xss else int(length))
     ins = tuple(inits + xss + traced.captured)
     body.carry_names = cnames
+    group = apply(Scan(body), ins, graph._unique_name(title))
     outs = []
     for k in range(nc + ny):
         label = cnames[k] if k < nc else ("ys" if ny == 1 else f"ys{k - nc}")
-        outs.append(apply(Scan(body, k), ins, graph._unique_name(f"{title}.{label}")))
+        outs.append(result(group, k, graph._unique_name(f"{title}.{label}")))
     carry = tuple(outs[:nc]) if init_tuple else outs[0]
     ys = tuple(outs[nc:]) if shape_y["tuple"] else (outs[nc] if ny else None)
     return carry, ys
@@ -513,7 +556,7 @@ def _scan_impl(fn: Callable, init, xs=None, *, length: int | None = None, revers
 
 # -- the derivative of a scan: a reverse scan --------------------------------------------------------
 
-def scan_vjp(body: ScanBody, x: tuple[Node, ...], y: Node, g: Node) -> list:
+def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node) -> list:
     """The cotangents of every input of the scan node y, given g = dz/dy: one reverse scan (cached)."""
     key = (y, g)
     got = body.grad_cache.get(key)
@@ -531,7 +574,7 @@ def scan_vjp(body: ScanBody, x: tuple[Node, ...], y: Node, g: Node) -> list:
     fw = [j for j in range(nw) if ws[j].dtype.kind == "f"]
     body.want_stacks = True
     graph = y.graph
-    stacks = [apply(Scan(body, nc + body.n_y + j), x, graph._unique_name(f"{body.name}.{body.carry_names[j]}_stack"))
+    stacks = [result(group, nc + body.n_y + j, graph._unique_name(f"{body.name}.{body.carry_names[j]}_stack"))
               for j in range(nc)]
     rc_init = [g if (kind == "carry" and kk == j) else S.zeros_like(inits[j]) for j in fc] + \
               [S.zeros_like(ws[j]) for j in fw]
@@ -569,17 +612,17 @@ def scan_vjp(body: ScanBody, x: tuple[Node, ...], y: Node, g: Node) -> list:
     rc, rys = scan(rev, tuple(rc_init), tuple(r_xs), reverse=not body.reverse,
                    name=f"{body.name}.grad")
     for n in list(rc) + list(rys):
-        n.op.body.forward = body
+        n.inputs[0].op.body.forward = body
         break
-    result: list = [None] * len(x)
+    grads: list = [None] * len(x)
     for p, j in enumerate(fc):
-        result[j] = rc[p]
+        grads[j] = rc[p]
     for p, j in enumerate(fx):
-        result[nc + j] = rys[p]
+        grads[nc + j] = rys[p]
     for p, j in enumerate(fw):
-        result[nc + nx + j] = rc[len(fc) + p]
-    body.grad_cache[key] = result
-    return result
+        grads[nc + nx + j] = rc[len(fc) + p]
+    body.grad_cache[key] = grads
+    return grads
 
 
 # -- cond: one of two traced branches, chosen at run time ------------------------------------------
@@ -602,7 +645,7 @@ class CondBody(_Group):
         ops, ws = list(values[1:1 + self.n_ops]), list(values[1 + self.n_ops:])
         return ops + [ws[p] for p in self.picks[b]]
 
-    def _compute(self, arrays, index) -> list:
+    def _compute(self, arrays) -> list:
         b = 0 if bool(np.asarray(arrays[0])) else 1
         traced = self.branches[b]
         prog = self.program_of(traced)
@@ -616,19 +659,22 @@ class Cond(Op):
 
     name: ClassVar[str] = "cond"
     body: CondBody
-    index: int
     has_body: ClassVar[bool] = True
 
     def __post_init__(self):
-        if not isinstance(self.body, CondBody) or not isinstance(self.index, int):
+        if not isinstance(self.body, CondBody):
             raise GraphCompilerError(f"a {self.name} op needs a traced body (gc.{self.name} makes one); "
                                      "control-flow nodes cannot be read from graph files yet")
 
     def attrs(self) -> dict[str, Any]:
         t, f = self.body.branches
-        return {"output": self.index, "branches": f"{len(t.graph)} and {len(f.graph)} nodes"}
+        return {"branches": f"{len(t.graph)} and {len(f.graph)} nodes"}
 
     def infer(self, *xs):
+        self.result_shape(0, xs)
+        return (), OBJECT
+
+    def result_shape(self, index: int, xs):
         b = self.body
         pred = xs[0]
         if tuple(pred.shape) != () or pred.dtype != np.bool_:
@@ -639,14 +685,16 @@ class Cond(Op):
             raise GraphCompilerError(f"cond {b.name!r} takes {1 + b.n_ops + len(b.captured)} inputs, got {len(xs)}")
         t = b.branches[0]
         shapes = [x.shape for x in b.branch_inputs(0, xs)]
-        out = body_shapes(t, shapes, b._shape_cache)[self.index]
-        return out, t.outputs[self.index].dtype
+        if not t.outputs:
+            return (), OBJECT
+        out = body_shapes(t, shapes, b._shape_cache)[index]
+        return out, t.outputs[index].dtype
 
     def kernel(self, *xs):
-        return self.body.run(xs, self.index)
+        return Results(self.body._compute(xs))
 
-    def bprop(self, i, x, y, g):
-        return cond_vjp(self.body, x, y, g)[i]
+    def vjp(self, node, x, y, g):
+        return cond_vjp(self.body, x, y, g)
 
     def to_sympy(self, node, *args):
         from ..symbolic import apply_undefined
@@ -707,8 +755,8 @@ def _cond_impl(pred: Node, true_fn: Callable, false_fn: Callable, *operands, nam
             picks[b].append(captured.index(c))
     body = CondBody(title, (t, f), len(ops), captured, picks)
     ins = (pred, *ops, *captured)
-    outs = [apply(Cond(body, k), ins, graph._unique_name(f"{title}.out{k}") if name else None)
-            for k in range(len(t.outputs))]
+    group = apply(Cond(body), ins, graph._unique_name(title))
+    outs = [result(group, k, graph._unique_name(f"{title}.out{k}")) for k in range(len(t.outputs))]
     return tuple(outs) if structure["true"][0] else outs[0]
 
 
@@ -741,13 +789,13 @@ def cond_vjp(body: CondBody, x: tuple[Node, ...], y: Node, g: Node) -> list:
 
     res = cond(pred, vjp_of(0), vjp_of(1), *ops, g, name=f"{body.name}.grad")
     res = res if isinstance(res, tuple) else (res,)
-    result: list = [None] * len(x)
+    grads: list = [None] * len(x)
     for p, j in enumerate(fo):
-        result[1 + j] = res[p]
+        grads[1 + j] = res[p]
     for p, j in enumerate(fw):
-        result[1 + n + j] = res[len(fo) + p]
-    body.grad_cache[key] = result
-    return result
+        grads[1 + n + j] = res[len(fo) + p]
+    body.grad_cache[key] = grads
+    return grads
 
 
 # -- while_loop ------------------------------------------------------------------------------------
@@ -764,7 +812,7 @@ class WhileBody(_Group):
     def __repr__(self) -> str:
         return f"<while_loop {self.name!r}>"
 
-    def _compute(self, arrays, index) -> list:
+    def _compute(self, arrays) -> list:
         nc = self.n_carry
         carries, ws = [np.asarray(a) for a in arrays[:nc]], list(arrays[nc:])
         tp, sp = self.program_of(self.test), self.program_of(self.step)
@@ -784,29 +832,32 @@ class While(Op):
 
     name: ClassVar[str] = "while_loop"
     body: WhileBody
-    index: int
     has_body: ClassVar[bool] = True
 
     def __post_init__(self):
-        if not isinstance(self.body, WhileBody) or not isinstance(self.index, int):
+        if not isinstance(self.body, WhileBody):
             raise GraphCompilerError(f"a {self.name} op needs a traced body (gc.{self.name} makes one); "
                                      "control-flow nodes cannot be read from graph files yet")
 
     def attrs(self) -> dict[str, Any]:
-        return {"output": self.index, "body": f"{len(self.body.step.graph)} nodes"}
+        return {"body": f"{len(self.body.step.graph)} nodes"}
 
     def infer(self, *xs):
+        self.result_shape(0, xs)
+        return (), OBJECT
+
+    def result_shape(self, index: int, xs):
         b = self.body
         for k, (x, n) in enumerate(zip(xs[:b.n_carry], b.step.inputs)):
             if not _compatible(x.shape, n.shape) or x.dtype != n.dtype:
                 raise ShapeError(f"while_loop {b.name!r}: carry {k} ({x.name!r}) has shape {fmt_shape(x.shape)}, "
                                  f"{x.dtype}; the body was traced for {fmt_shape(n.shape)}, {n.dtype}")
-        return xs[self.index].shape, xs[self.index].dtype
+        return xs[index].shape, xs[index].dtype
 
     def kernel(self, *xs):
-        return self.body.run(xs, self.index)
+        return Results(self.body._compute(xs))
 
-    def bprop(self, i, x, y, g):
+    def vjp(self, node, x, y, g):
         raise UndefinedGradientError(
             f"the derivative of while_loop {self.body.name!r} (node {y.name!r}, shape {fmt_shape(y.shape)}) is "
             "undefined: its number of steps is not bounded. Pass max_steps=N to gc.while_loop (it then runs as "
@@ -881,7 +932,8 @@ def _while_loop_impl(cond_fn: Callable, body_fn: Callable, init, *, max_steps: i
             picks[b].append(captured.index(c))
     body = WhileBody(title, test, stp, len(inits), captured, picks)
     ins = (*inits, *captured)
-    outs = [apply(While(body, k), ins, graph._unique_name(f"{title}.{cnames[k]}")) for k in range(len(inits))]
+    group = apply(While(body), ins, graph._unique_name(title))
+    outs = [result(group, k, graph._unique_name(f"{title}.{cnames[k]}")) for k in range(len(inits))]
     return pack(outs)
 
 
