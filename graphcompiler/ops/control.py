@@ -193,6 +193,24 @@ class _Shim:
         return len(self.shape)
 
 
+def _first_step(prog, feeds: dict) -> tuple[list, Callable]:
+    """Run the body's program once on the first step's feeds (checked, specialised to their shapes), and
+    return a runner for the later steps, whose feeds have the same shapes and dtypes: it calls the loaded
+    evaluator directly, with no feed checks or signature look-up per step (prog.run where that is not
+    available)."""
+    out = prog.run(feeds)
+    spec = getattr(prog, "_last", None)
+    evaluator, leaves = getattr(spec, "evaluator", None), getattr(spec, "leaf_nodes", None)
+    if evaluator is None or leaves is None or any(n not in feeds for n in leaves):
+        return out, prog.run
+    leaves = list(leaves)
+    ev_run = evaluator.run
+
+    def run(f: dict) -> list:
+        return ev_run([f[n] for n in leaves])
+    return out, run
+
+
 def _compatible(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
 
@@ -231,6 +249,7 @@ class _Group:
     """What the nodes of one control-flow construct share: the traced bodies, compiled once, and gradients."""
 
     def _init_cache(self) -> None:
+        self._lock = threading.RLock()
         self.grad_cache: dict = {}
         self._programs: dict = {}
 
@@ -306,7 +325,8 @@ class ScanBody(_Group):
         return (steps,) + tuple(shapes[self.n_carry + j])
 
     def _compute(self, arrays) -> list:
-        return self._loop(arrays, stacks=self.want_stacks)
+        with self._lock:                   # the body's compiled program reuses its buffers: one loop at a time
+            return self._loop(arrays, stacks=self.want_stacks)
 
     def _loop(self, arrays, stacks: bool) -> list:
         nc, nx = self.n_carry, self.n_x
@@ -332,6 +352,7 @@ class ScanBody(_Group):
             ys = [np.zeros(self.out_shape(nc + j, shapes, 0), self.traced.outputs[nc + j].dtype)
                   for j in range(self.n_y)]
         order = range(steps - 1, -1, -1) if self.reverse else range(steps)
+        run = None
         for t in order:
             for k, c in enumerate(carries):
                 feeds[c_in[k]] = c
@@ -339,7 +360,10 @@ class ScanBody(_Group):
                     cstack[k][t] = c
             for k, x in enumerate(xs):
                 feeds[x_in[k]] = x[t]
-            out = prog.run(feeds)
+            if run is None:
+                out, run = _first_step(prog, feeds)
+            else:
+                out = run(feeds)
             carries = [np.asarray(o) for o in out[:nc]]
             for j in range(self.n_y):
                 y = np.asarray(out[nc + j])
