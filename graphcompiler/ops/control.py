@@ -245,6 +245,39 @@ def body_shapes(traced: Traced, in_shapes: Sequence[tuple], cache: dict) -> list
 
 # -- the loop body shared by the nodes of one scan ----------------------------------------------
 
+def _get(rec: dict, key: str, kind, what: str):
+    """A field of a body record read from a file, of the given type (ints are not bools)."""
+    v = rec.get(key) if isinstance(rec, dict) else None
+    ok = isinstance(v, kind) and not (kind is int and isinstance(v, bool))
+    if kind is list and ok and key.endswith("names"):
+        ok = all(isinstance(x, str) for x in v)
+    if not ok or kind is int and not 0 <= v <= 2**31:
+        raise GraphCompilerError(f"the {what} record's field {key!r} must be a {kind.__name__}"
+                                 f"{' (non-negative)' if kind is int else ''}, got {v!r:.60}")
+    return v
+
+
+def _traced_from(lists, n_captured: int | None = None) -> Traced:
+    inputs, captured_inputs, outputs = lists
+    return Traced(inputs[0].graph if inputs else (outputs[0].graph if outputs else Graph()), inputs,
+                  captured_inputs, [None] * len(captured_inputs), outputs)
+
+
+def _same_values(a: Node, b: Node) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape
+
+
+def _picks_from(rec: dict, n_captured: int, traced: tuple, what: str) -> tuple[list[int], list[int]]:
+    picks = _get(rec, "picks", list, what)
+    if len(picks) != 2 or not all(isinstance(p, list) for p in picks):
+        raise GraphCompilerError(f"the {what} record's picks must be two lists")
+    for p, t in zip(picks, traced):
+        if len(p) != len(t.captured_inputs) or not all(isinstance(k, int) and not isinstance(k, bool)
+                                                        and 0 <= k < n_captured for k in p):
+            raise GraphCompilerError(f"the {what} record's picks {p!r:.60} do not fit {n_captured} captured values")
+    return picks[0], picks[1]
+
+
 class _Group:
     """What the nodes of one control-flow construct share: the traced bodies, compiled once, and gradients."""
 
@@ -301,6 +334,38 @@ class ScanBody(_Group):
     @property
     def graph(self) -> Graph:
         return self.traced.graph
+
+    def record(self, encode: Callable) -> dict:
+        """The file form (io.py): the body as a nested graph, and the counts that say how to run it."""
+        return {"name": self.name, "traced": encode(self.traced), "n_carry": self.n_carry, "n_x": self.n_x,
+                "n_y": self.n_y, "reverse": self.reverse, "length": self.length,
+                "carry_names": list(self.carry_names), "stacks": self.want_stacks}
+
+    @classmethod
+    def from_record(cls, rec: dict, traced_of: Callable) -> "ScanBody":
+        what = "scan body"
+        name = _get(rec, "name", str, what)
+        nc, nx, ny = (_get(rec, k, int, what) for k in ("n_carry", "n_x", "n_y"))
+        reverse = _get(rec, "reverse", bool, what)
+        length = None if nx else _get(rec, "length", int, what)
+        if nx and rec.get("length") is not None:
+            raise GraphCompilerError("a scan body record with xs has length null")
+        names = _get(rec, "carry_names", list, what)
+        stacks = _get(rec, "stacks", bool, what)
+        if set(rec) != {"name", "traced", "n_carry", "n_x", "n_y", "reverse", "length", "carry_names", "stacks"}:
+            raise GraphCompilerError(f"unknown or missing fields in the scan body record: {sorted(rec)}")
+        traced = _traced_from(traced_of(rec["traced"], "traced"))
+        if len(traced.inputs) != nc + nx or len(traced.outputs) != nc + ny or len(names) != nc:
+            raise GraphCompilerError(f"the scan body has {len(traced.inputs)} inputs and {len(traced.outputs)} "
+                                     f"outputs, which do not fit n_carry={nc}, n_x={nx}, n_y={ny}")
+        for k in range(nc):
+            c_in, c_out = traced.inputs[k], traced.outputs[k]
+            if c_in.dtype != c_out.dtype or not _compatible(c_in.shape, c_out.shape):
+                raise ShapeError(f"the body's carry {k} out has shape {fmt_shape(c_out.shape)}, {c_out.dtype} but "
+                                 f"the carry in {fmt_shape(c_in.shape)}, {c_in.dtype}")
+        body = cls(name, traced, nc, nx, ny, reverse, length)
+        body.carry_names, body.want_stacks = names, stacks
+        return body
 
     def n_outputs(self) -> int:
         return 2 * self.n_carry + self.n_y
@@ -381,6 +446,7 @@ class Scan(Op):
     name: ClassVar[str] = "scan"
     body: ScanBody
     has_body: ClassVar[bool] = True
+    body_type: ClassVar[type] = ScanBody
 
     def __post_init__(self):
         if not isinstance(self.body, ScanBody):
@@ -390,6 +456,9 @@ class Scan(Op):
     def attrs(self) -> dict[str, Any]:
         b = self.body
         return {"reverse": b.reverse, "body": f"{len(b.graph)} nodes"}
+
+    def n_results(self) -> int:
+        return self.body.n_outputs()
 
     def result_name(self, index: int) -> str:
         kind, j = self.body.output_kind(index)
@@ -445,7 +514,7 @@ class Result(Op):
     derivative of the result reaches them directly (the control-flow node's value carries no gradient)."""
 
     name: ClassVar[str] = "result"
-    index: int
+    index: int = 0
 
     def attrs(self) -> dict[str, Any]:
         return {"index": self.index}
@@ -454,12 +523,18 @@ class Result(Op):
         if not hasattr(group.op, "result_shape") or group.dtype != OBJECT:
             raise GraphCompilerError(f"result: input 0 ({group.name!r}, {group.op.name}) must be a scan, cond or "
                                      "while_loop node")
+        if not 0 <= self.index < group.op.n_results() or len(xs) != len(group.inputs):
+            raise GraphCompilerError(f"result {self.index} of {group.name!r} ({group.op.name}): it has "
+                                     f"{group.op.n_results()} results, and a result reads that node's inputs after it")
         return group.op.result_shape(self.index, xs)
 
     def kernel(self, group, *xs):
         if isinstance(group, np.ndarray):              # a control-flow node folded to a constant
             group = group.item()
-        return group.values[self.index]
+        value = group.values[self.index]
+        if value is None:
+            raise GraphCompilerError(f"internal error: result {self.index} of this {group!r} was not computed")
+        return value
 
     def grad(self, i, x, y, g):
         if i == 0:
@@ -665,6 +740,24 @@ class CondBody(_Group):
     def __repr__(self) -> str:
         return f"<cond {self.name!r}: {len(self.branches[0].graph)} and {len(self.branches[1].graph)} nodes>"
 
+    def record(self, encode: Callable) -> dict:
+        return {"name": self.name, "true": encode(self.branches[0]), "false": encode(self.branches[1]),
+                "n_ops": self.n_ops, "n_captured": len(self.captured), "picks": [list(p) for p in self.picks]}
+
+    @classmethod
+    def from_record(cls, rec: dict, traced_of: Callable) -> "CondBody":
+        what = "cond body"
+        name = _get(rec, "name", str, what)
+        n_ops, n_cap = _get(rec, "n_ops", int, what), _get(rec, "n_captured", int, what)
+        if set(rec) != {"name", "true", "false", "n_ops", "n_captured", "picks"}:
+            raise GraphCompilerError(f"unknown or missing fields in the cond body record: {sorted(rec)}")
+        t, f = _traced_from(traced_of(rec["true"], "true")), _traced_from(traced_of(rec["false"], "false"))
+        picks = _picks_from(rec, n_cap, (t, f), what)
+        if len(t.inputs) != n_ops or len(f.inputs) != n_ops or len(t.outputs) != len(f.outputs) or \
+                not all(_same_values(a, b) for a, b in zip(t.inputs + t.outputs, f.inputs + f.outputs)):
+            raise ShapeError("the two branches of the cond do not take and return values of the same shapes")
+        return cls(name, (t, f), n_ops, [None] * n_cap, picks)
+
     def branch_inputs(self, b: int, values: Sequence) -> list:
         ops, ws = list(values[1:1 + self.n_ops]), list(values[1 + self.n_ops:])
         return ops + [ws[p] for p in self.picks[b]]
@@ -684,6 +777,7 @@ class Cond(Op):
     name: ClassVar[str] = "cond"
     body: CondBody
     has_body: ClassVar[bool] = True
+    body_type: ClassVar[type] = CondBody
 
     def __post_init__(self):
         if not isinstance(self.body, CondBody):
@@ -693,6 +787,9 @@ class Cond(Op):
     def attrs(self) -> dict[str, Any]:
         t, f = self.body.branches
         return {"branches": f"{len(t.graph)} and {len(f.graph)} nodes"}
+
+    def n_results(self) -> int:
+        return len(self.body.branches[0].outputs)
 
     def infer(self, *xs):
         self.result_shape(0, xs)
@@ -836,6 +933,26 @@ class WhileBody(_Group):
     def __repr__(self) -> str:
         return f"<while_loop {self.name!r}>"
 
+    def record(self, encode: Callable) -> dict:
+        return {"name": self.name, "test": encode(self.test), "step": encode(self.step), "n_carry": self.n_carry,
+                "n_captured": len(self.captured), "picks": [list(p) for p in self.picks]}
+
+    @classmethod
+    def from_record(cls, rec: dict, traced_of: Callable) -> "WhileBody":
+        what = "while_loop body"
+        name = _get(rec, "name", str, what)
+        nc, n_cap = _get(rec, "n_carry", int, what), _get(rec, "n_captured", int, what)
+        if set(rec) != {"name", "test", "step", "n_carry", "n_captured", "picks"}:
+            raise GraphCompilerError(f"unknown or missing fields in the while_loop body record: {sorted(rec)}")
+        test, step = _traced_from(traced_of(rec["test"], "test")), _traced_from(traced_of(rec["step"], "step"))
+        picks = _picks_from(rec, n_cap, (test, step), what)
+        if len(test.inputs) != nc or len(step.inputs) != nc or len(step.outputs) != nc or \
+                not all(_same_values(a, b) for a, b in zip(step.inputs, step.outputs)) or \
+                not all(_same_values(a, b) for a, b in zip(test.inputs, step.inputs)) or \
+                len(test.outputs) != 1 or test.outputs[0].shape != () or test.outputs[0].dtype != np.bool_:
+            raise ShapeError("the while_loop's condition and body do not fit its carry")
+        return cls(name, test, step, nc, [None] * n_cap, picks)
+
     def _compute(self, arrays) -> list:
         nc = self.n_carry
         carries, ws = [np.asarray(a) for a in arrays[:nc]], list(arrays[nc:])
@@ -857,6 +974,7 @@ class While(Op):
     name: ClassVar[str] = "while_loop"
     body: WhileBody
     has_body: ClassVar[bool] = True
+    body_type: ClassVar[type] = WhileBody
 
     def __post_init__(self):
         if not isinstance(self.body, WhileBody):
@@ -865,6 +983,9 @@ class While(Op):
 
     def attrs(self) -> dict[str, Any]:
         return {"body": f"{len(self.body.step.graph)} nodes"}
+
+    def n_results(self) -> int:
+        return self.body.n_carry
 
     def infer(self, *xs):
         self.result_shape(0, xs)
