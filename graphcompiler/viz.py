@@ -271,7 +271,7 @@ def _label(n: Node, extra: list[str]) -> str:
 def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = False,
            provenance: bool = False, edge_shapes: bool = False, group: bool = False,
            collapse: bool | Iterable[str] | None = None, context: bool = True, legend: bool = True,
-           title: str | None = None) -> graphviz.Digraph:
+           title: str | None = None, bodies: bool = True) -> graphviz.Digraph:
     """A graphviz.Digraph of a Graph, a Node or a list of Nodes (with their ancestors) or a Program.
 
     show: "all", "forward" (no gradient nodes) or "backward" (gradient nodes, with the forward values they
@@ -281,7 +281,8 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
     bprop made it (`node.origin`). edge_shapes: label edges with the shape they carry. group: a box per
     name scope (`layer1/`; a backward node goes in the box of its origin); collapse: True or scope names,
     drawn as one node each. A Program's picture numbers the steps, shows each value's buffer and marks the
-    values kept from forward for backward.
+    values kept from forward for backward. bodies: draw the body of each scan, cond and while_loop in a box
+    of its own next to its node (the reverse scans of gradients in a backward box).
     """
     if show not in ("all", "forward", "backward"):
         raise GraphCompilerError(f"show must be 'all', 'forward' or 'backward', not {show!r}")
@@ -401,6 +402,10 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
                 dot.edge(a, b, color=PROVENANCE_COLOR, style="dashed", arrowhead="empty", penwidth="0.8",
                          constraint="false", tooltip=_tip(f"{n.name} was made by the bprop of {v.name} "
                                                           f"({v.op.name}) for its input {i} ({src})"))
+
+    if bodies:                                      # control flow (ops/control.py): each body in a box
+        from .ops.control import draw_bodies
+        draw_bodies(dot, [n for n in visible if rep(n) == ids[n]], ids, _esc)
 
     heading = f"<B>{_esc(title if title is not None else subject.title)}</B>"
     if legend:

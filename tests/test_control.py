@@ -480,3 +480,26 @@ def test_loader_checks_bodies(tmp_path):
     p.write_text(json.dumps(doc))
     with pytest.raises(gc.GraphFileError, match="body"):
         gc.load(p)
+
+
+def test_recurrence_export_forward_and_backward():
+    import sympy as sp
+    g = gc.Graph("rec")
+    xs = g.input("xs", (5, 3))
+    h0 = g.input("h0", (4,))
+    W = g.input("W", (4, 4))
+    U = g.input("U", (4, 3))
+    h_T, hs = gc.scan(lambda h, x_t: (gc.tanh(W @ h + U @ x_t),) * 2, h0, xs)
+    eq_h, eq_y = gc.recurrence(h_T)
+    h_prev, x_t = sp.MatrixSymbol("h_{t-1}", 4, 1), sp.MatrixSymbol("x_t", 3, 1)
+    Ws, Us = sp.MatrixSymbol("W", 4, 4), sp.MatrixSymbol("U", 4, 3)
+    assert str(eq_h.lhs) == "h_t" and str(eq_y.lhs) == "y_t"
+    assert sp.simplify(eq_h.rhs.as_explicit() - (Ws * h_prev + Us * x_t).applyfunc(sp.tanh).as_explicit()) \
+        == sp.zeros(4, 1)
+    dW = gc.build_grad(gc.sum(hs), [W])[W]
+    back = {str(e.lhs): e.rhs for e in gc.recurrence(dW)}
+    assert set(back) == {"dh_t", "dW_t", "dU_t", "dx_t"}
+    assert "dh_{t+1}" in str(back["dh_t"]) and "W.T" in str(back["dh_t"])    # dL/dh_t from dL/dh_{t+1}
+    assert "dW_{t+1}" in str(back["dW_t"])                                     # the sum over steps
+    with pytest.raises(gc.GraphCompilerError, match="scan"):
+        gc.recurrence(W)

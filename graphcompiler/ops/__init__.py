@@ -12,4 +12,4 @@ from .nn import log_softmax, logsumexp, mse, softmax, softmax_cross_entropy
 from .indexing import (diagonal, eye, flip, one_hot, pad, repeat, roll, scatter_add, stack, take,
                        take_along_axis, tile, trace)
 from .random import dropout
-from .control import cond, scan, while_loop
+from .control import cond, recurrence, scan, while_loop

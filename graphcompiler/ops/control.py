@@ -91,12 +91,21 @@ def _trace(graph: Graph, title: str, specs: Sequence[tuple[str, tuple, np.dtype]
     captured_inputs: list[Node] = []
     by_target: dict[Node, Node] = {}
 
+    const_only: set[Node] = set()                  # made from constants alone: copied into the body (folded)
+    for n in made:
+        if n.inputs and n not in variant and n not in frame and \
+                all(x in const_only or x.op.name == "constant" for x in n.inputs):
+            const_only.add(n)
+
     def read(x: Node) -> Node:
         if x in m:
             return m[x]
         target = frame.get(x, x)
         if target in by_target:
             m[x] = by_target[target]
+        elif target in const_only:
+            m[x] = by_target[target] = body._add(target.op, tuple(read(i) for i in target.inputs), target.dtype,
+                                                 target.shape, body._unique_name(target.name))
         elif target.op.name == "constant" and target.index < mark:
             m[x] = by_target[target] = body.constant(graph._values[target], name=body._unique_name(target.name))
         elif target.op.name == "constant":           # made while tracing (a Python number): kept in the body
@@ -573,7 +582,7 @@ def _flat(v, what: str) -> tuple[list, bool]:
 
 
 def _scan_impl(fn: Callable, init, xs=None, *, length: int | None = None, reverse: bool = False,
-         name: str | None = None):
+               name: str | None = None, _names: tuple[list[str], list[str]] | None = None):
     """Loop fn(carry, x_t) -> (carry, y_t) over axis 0 of xs; return (final carry, ys stacked on axis 0).
 
     `init` is a node or a tuple of nodes; `xs` a node, a tuple of nodes or None (then `length` steps). The
@@ -608,6 +617,8 @@ def _scan_impl(fn: Callable, init, xs=None, *, length: int | None = None, revers
     pn = _param_names(fn, 2, ["carry", "x"])
     cnames = [pn[0]] if nc == 1 and not init_tuple else [f"{pn[0]}{k}" for k in range(nc)]
     xnames = [pn[1]] if nx == 1 and not xs_tuple else [f"{pn[1]}{k}" for k in range(nx)]
+    if _names is not None:                             # the reverse scan of a gradient names its stand-ins
+        cnames, xnames = list(_names[0]), list(_names[1])
     specs = [(nm, n.shape, n.dtype) for nm, n in zip(cnames, inits)] + \
             [(nm, x.shape[1:], x.dtype) for nm, x in zip(xnames, xss)]
     shape_y: dict = {}
@@ -708,10 +719,18 @@ def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node)
         new_gw = [E.add(gw, d[aw[j]]) for gw, j in zip(gws, fw)]
         return tuple(new_gc + new_gw), tuple(d[x_t[j]] for j in fx)
 
-    rc, rys = scan(rev, tuple(rc_init), tuple(r_xs), reverse=not body.reverse,
-                   name=f"{body.name}.grad")
+    cn = body.carry_names
+    xn = [x.name for x in traced.inputs[nc:nc + nx]]
+    step = "t+1" if not body.reverse else "t-1"
+    seed = {"ys": f"d{'ys' if body.n_y == 1 else f'ys{kk}'}_t", "carries": f"d{cn[kk] if nc > kk else ''}_t"}
+    names = ([f"d{cn[j]}_{{{step}}}" for j in fc] + [f"d{traced.captured_inputs[j].name}" for j in fw],
+             [f"{cn[j]}_{{t-1}}" if not body.reverse else f"{cn[j]}_{{t+1}}" for j in range(nc)] + xn
+             + ([seed[kind]] if kind in seed else []))
+    rc, rys = _scan_impl(rev, tuple(rc_init), tuple(r_xs), reverse=not body.reverse,
+                         name=f"{body.name}.grad", _names=names)
     for n in list(rc) + list(rys):
         n.inputs[0].op.body.forward = body
+        n.inputs[0].op.body.y_names = [f"d{xn[j]}".removesuffix("_t") for j in fx]
         break
     grads: list = [None] * len(x)
     for p, j in enumerate(fc):
@@ -1134,3 +1153,102 @@ def while_loop(cond_fn: Callable, body_fn: Callable, init, *, max_steps: int | N
     """
     return _guarded(_while_loop_impl, lambda *a: _graph_of(a[2]))(cond_fn, body_fn, init, max_steps=max_steps,
                                                                    name=name)
+
+
+# -- pictures: each body drawn in a box next to its node (viz.to_dot) ------------------------------
+
+def draw_bodies(dot, nodes: Sequence[Node], ids: dict, esc: Callable, depth: int = 0) -> None:
+    """Add to the graphviz picture `dot` a box per control-flow node among `nodes` holding its body's nodes;
+    a dashed edge runs from each body output to its node, and from a reverse scan's box to the forward scan."""
+    for n in nodes:
+        op = n.op
+        if not getattr(op, "has_body", False) or n not in ids:
+            continue
+        body = op.body
+        if isinstance(body, ScanBody):
+            parts = [("body", body.traced)]
+            rev = body.forward is not None
+            title = (f"reverse scan {n.name} (gradient of {body.forward.name})" if rev else
+                     f"scan {n.name}{' (reverse)' if body.reverse else ''}")
+        elif isinstance(body, CondBody):
+            parts = [("true", body.branches[0]), ("false", body.branches[1])]
+            rev, title = n.is_gradient, f"cond {n.name}"
+        else:
+            parts = [("cond", body.test), ("body", body.step)]
+            rev, title = n.is_gradient, f"while_loop {n.name}"
+        for k, (label, traced) in enumerate(parts):
+            prefix = f"{ids[n]}_b{depth}{k}_"
+            sub_ids = {m: f"{prefix}{i}" for i, m in enumerate(traced.graph.nodes)}
+            with dot.subgraph(name=f"cluster_{prefix}") as box:
+                box.attr(label=f"<<B>{esc(title)}</B>: {esc(label)}>", style="rounded,dashed" if not rev else
+                         "dashed", color="#8a6d3b" if not rev else "#3b6d8a", fontsize="10", labeljust="l")
+                for m in traced.graph.nodes:
+                    shape = "ellipse" if m.op.name == "input" else "box"
+                    text = f"{m.name}\n{m.op.name} {fmt_shape(m.shape)}"
+                    box.node(sub_ids[m], label=text, shape=shape, fontsize="9",
+                             style="filled" + (",rounded" if shape == "box" and not m.is_gradient else ""),
+                             fillcolor="#f3f0e8" if not m.is_gradient else "#e8eef3")
+                for m in traced.graph.nodes:
+                    for x in m.inputs:
+                        box.edge(sub_ids[x], sub_ids[m])
+                inner = [m for m in traced.graph.nodes if getattr(m.op, "has_body", False)]
+                if inner and depth < 3:
+                    draw_bodies(box, inner, sub_ids, esc, depth + 1)
+            for o in dict.fromkeys(traced.outputs):
+                dot.edge(sub_ids[o], ids[n], style="dashed", color="#8a6d3b", arrowhead="empty",
+                         constraint="false")
+        if isinstance(body, ScanBody) and body.forward is not None:
+            fwd = next((m for m in ids if getattr(m.op, "body", None) is body.forward), None)
+            if fwd is not None:
+                dot.edge(ids[n], ids[fwd], style="dotted", color="#3b6d8a", constraint="false",
+                         tooltip=f"{n.name} runs the gradient of {fwd.name}'s body backwards")
+
+
+# -- symbolic export: a scan as its recurrence ------------------------------------------------------
+
+def recurrence(node: Node) -> list:
+    """The recurrence a scan runs, as SymPy equations: for a carry h and a slice x, `h_t = f(h_{t-1}, x_t)`
+    and `y_t = ...` (for a reverse scan, from h_{t+1}); the reverse scan of a gradient gives the backward
+    recurrence of backpropagation through time. `node` is a scan node or one of its results."""
+    import sympy as sp
+    from ..symbolic import to_sympy
+    group = node.inputs[0] if node.op.name == "result" else node
+    if not isinstance(getattr(group.op, "body", None), ScanBody):
+        raise GraphCompilerError(f"recurrence takes a scan node or one of its results, not {node.name!r} "
+                                 f"({node.op.name})")
+    body = group.op.body
+    tr, nc = body.traced, body.n_carry
+    prev = "t+1" if body.reverse else "t-1"
+
+    def named(name: str) -> str:
+        return name if name.endswith(("_t", "}")) else f"{name}_{{{prev}}}"
+
+    rename = {c.name: named(c.name) for c in tr.inputs[:nc]}
+    rename.update({x.name: x.name if x.name.endswith(("_t", "}")) else f"{x.name}_t"
+                   for x in tr.inputs[nc:]})
+
+    def fix(e):
+        subs = {}
+        for a in e.atoms(sp.MatrixSymbol):
+            if a.name in rename:
+                subs[a] = sp.MatrixSymbol(rename[a.name], *a.shape)
+        for a in e.atoms(sp.Symbol):
+            if a.name in rename:
+                subs[a] = sp.Symbol(rename[a.name])
+        return e.xreplace(subs)
+
+    def lhs_like(e, name):
+        return sp.MatrixSymbol(name, *e.shape) if getattr(e, "is_Matrix", False) else sp.Symbol(name)
+
+    eqs = []
+    for k, out in enumerate(tr.outputs):
+        rhs = fix(to_sympy(out))
+        if k < nc:
+            base = body.carry_names[k]
+            base = base[:-len("_{t+1}")] if base.endswith(("_{t+1}", "_{t-1}")) else base
+            lhs = lhs_like(rhs, f"{base}_t")
+        else:
+            names = getattr(body, "y_names", None)
+            lhs = lhs_like(rhs, f"{names[k - nc]}_t" if names else f"y{k - nc if body.n_y > 1 else ''}_t")
+        eqs.append(sp.Eq(lhs, rhs, evaluate=False))
+    return eqs
