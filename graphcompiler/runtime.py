@@ -1,25 +1,25 @@
-"""The NumPy evaluator: executes a Program's prepared steps on NumPy buffers, apart from the graph.
+"""The NumPy evaluator: runs a LoweredProgram (compiler/lowered.py) on NumPy arrays, apart from the graph.
 
-The compiler hands over a flat list of prepared steps (kernel, argument slots or constants, the planned
-output buffer, the slots to release afterwards). The evaluator turns it into straight-line Python once
-(one line per step, values in local variables), so a run does no graph walking, no look-up and no
-dictionary building; very long programs run in a tight loop instead, since compiling 40,000 lines of
-Python would cost more than it saves. Any exception in a step is re-raised naming the node and op.
+`load` turns the lowered steps into straight-line Python once (one line per step, values in local variables),
+so a run does no graph walking, no look-up and no dictionary building; very long programs run in a tight loop
+instead, since compiling 40,000 lines of Python would cost more than it saves. Any exception in a step is
+re-raised naming the step's label. This module imports nothing from graph, ops or autodiff: each step carries
+its kernel, arguments, `out=` and label.
+
+Threads and re-entrancy: the planned buffers (one arena) belong to one run at a time. The evaluator keeps a
+pool of runners, each bound to its own arena; a run takes one from the pool (or makes one, allocating a fresh
+arena, when every runner is busy: another thread, or a kernel that runs the program again) and gives it back
+afterwards. One thread alone always finds the same runner: no extra cost beyond a list pop and append.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .compiler.lowered import Const, LoweredProgram, OutSlot
 from .errors import ExecutionError, GraphCompilerError, NumericsError, fmt_shape
-from .ops import elementwise as E
-from .ops import linalg as L
-from .ops import nn as NN
-from .ops import reduce as R
-from .ops import shape as S
 
 CODEGEN_LIMIT = 3000        # steps; longer programs run in the loop (Python's compiler is slow on huge functions)
 
@@ -29,79 +29,67 @@ def describe_step(node) -> str:
     return f"{node.name} = {node.op.name}({', '.join(i.name for i in node.inputs)})"
 
 
-@dataclass
-class Prepared:
-    """One step, ready to run: slot = fn(*args, **kw, out=out). An arg is a slot (int) or a Const."""
-
-    node: Any
-    fn: Callable
-    args: tuple
-    slot: int
-    out: np.ndarray | None = None
-    kw: dict = field(default_factory=dict)
-    drop: tuple = ()                  # slots whose last reader this step is (their memory is released)
-    arg_nodes: tuple = ()             # the nodes behind args, for error messages
-    user_node: Any = None             # the user's node whose value this step computes, if not `node` itself
-
-    def describe(self) -> str:
-        """The step as messages name it: the user's node, and the optimised form when it differs."""
-        text = describe_step(self.user_node if self.user_node is not None else self.node)
-        if self.user_node is not None and self.user_node is not self.node and \
-                describe_step(self.node) != text.replace(self.user_node.name, self.node.name, 1):
-            text += f" (computed as {describe_step(self.node)})"
-        return text
-
-
-class Const:
-    """A constant argument (a constant's value, or a stand-in carrying only a shape)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value):
-        self.value = value
-
-
-class OutSlot:
-    """An `out=` that is the array of another slot (an output written over an input that dies there)."""
-
-    __slots__ = ("slot",)
-
-    def __init__(self, slot: int):
-        self.slot = slot
-
-
 class NumpyEvaluator:
-    """Runs prepared steps on NumPy arrays: `load` once per specialised program, then `run` per call."""
+    """Runs a LoweredProgram on NumPy arrays: `load` once per specialised program, then `run` per call."""
+
+    name = "numpy"
 
     def __init__(self, nan_check: bool = False):
         self.nan_check = nan_check
-        self._run: Callable | None = None
-        self.steps: list[Prepared] = []
+        self.lowered: LoweredProgram | None = None
+        self.steps: tuple = ()
+        self._pool: list[Callable] = []
+        self._make: Callable[[], Callable] | None = None
 
     # -- loading ---------------------------------------------------------------------------
-    def load(self, steps: Sequence[Prepared], leaf_slots: Sequence[int], n_slots: int,
-             results: Sequence[int], copy: Sequence[bool]) -> "NumpyEvaluator":
-        """Prepare to run `steps`; a run takes the leaves' values (in leaf_slots order), returns `results`."""
-        self.steps = list(steps)
+    def load(self, lowered: LoweredProgram) -> "NumpyEvaluator":
+        """Prepare to run `lowered`: generate its code and allocate one arena of its buffers."""
+        self.lowered = lowered
+        self.nan_check = self.nan_check or lowered.nan_check
+        self.steps = lowered.steps
         if len(self.steps) <= CODEGEN_LIMIT:
-            self._run = self._codegen(leaf_slots, results, copy)
+            code, env = self._codegen(lowered)
+
+            def make() -> Callable:
+                local = dict(env)
+                for k, o in enumerate(lowered.views(lowered.allocate())):
+                    if o is not None and not isinstance(o, OutSlot):
+                        local[f"o{k}"] = o
+                exec(code, local)
+                return local["_run"]
         else:
-            self._run = self._loop(leaf_slots, n_slots, results, copy)
+            def make() -> Callable:
+                return self._loop(lowered, lowered.views(lowered.allocate()))
+        self._make = make
+        self._pool = [make()]
         return self
 
     def run(self, leaves: Sequence[Any]) -> list:
         """Execute every step once on the given leaf values; return the result values."""
-        return self._run(leaves)
+        pool = self._pool
+        try:
+            fn = pool.pop()
+        except IndexError:                   # every arena is in use (other threads, or a re-entrant call)
+            fn = self._make()
+        try:
+            return fn(leaves)
+        finally:
+            pool.append(fn)
 
-    def _codegen(self, leaf_slots, results, copy) -> Callable:
+    @property
+    def arenas(self) -> int:
+        """How many sets of buffers the evaluator holds (one per run that was in flight at once)."""
+        return len(self._pool)
+
+    def _codegen(self, lowered: LoweredProgram):
         env: dict[str, Any] = {"_fail": self._fail, "_chk": self._check, "_GCE": GraphCompilerError,
                                "_copy": _copy}
         lines = ["def _run(_L):"]
-        if leaf_slots:
-            lines.append("    " + ", ".join(f"v{s}" for s in leaf_slots) + ", = _L")
+        if lowered.leaves:
+            lines.append("    " + ", ".join(f"v{s}" for s in lowered.leaves) + ", = _L")
         lines += ["    _s = -1", "    try:"]
-        for k, st in enumerate(self.steps):
-            env[f"f{k}"] = st.fn
+        for k, st in enumerate(lowered.steps):
+            env[f"f{k}"] = st.kernel
             args = []
             for j, a in enumerate(st.args):
                 if isinstance(a, Const):
@@ -115,29 +103,34 @@ class NumpyEvaluator:
             if isinstance(st.out, OutSlot):
                 args.append(f"out=v{st.out.slot}")
             elif st.out is not None:
-                env[f"o{k}"] = st.out
                 # a ufunc takes out= positionally after its inputs (cheaper than a keyword)
-                args.append(f"o{k}" if isinstance(st.fn, np.ufunc) and not st.kw
-                            and len(st.args) == st.fn.nin and st.fn not in _KEYWORD_OUT else f"out=o{k}")
+                fn = st.kernel
+                args.append(f"o{k}" if isinstance(fn, np.ufunc) and not st.kw
+                            and len(st.args) == fn.nin and fn not in _KEYWORD_OUT else f"out=o{k}")
             lines.append(f"        _s = {k}; v{st.slot} = f{k}({', '.join(args)})")
             if self.nan_check:
                 ins = ", ".join(args[:len(st.args)])
                 lines.append(f"        _chk({k}, v{st.slot}, ({ins}{',' if ins else ''}))")
-            if st.drop:
-                lines.append("        del " + ", ".join(f"v{d}" for d in st.drop))
-        if not self.steps:
+            if st.frees:
+                lines.append("        del " + ", ".join(f"v{d}" for d in st.frees))
+        if not lowered.steps:
             lines.append("        pass")
         lines += ["    except _GCE:", "        raise", "    except Exception as _e:",
                   "        _fail(_s, _e, locals())"]
-        outs = [f"_copy(v{r})" if c else f"v{r}" for r, c in zip(results, copy)]
+        outs = []
+        for k, (r, c) in enumerate(zip(lowered.results, lowered.copy)):
+            if isinstance(r, Const):
+                env[f"r{k}"] = r.value
+                outs.append(f"_copy(r{k})")
+            else:
+                outs.append(f"_copy(v{r})" if c else f"v{r}")
         lines.append(f"    return [{', '.join(outs)}]")
-        exec(compile("\n".join(lines), "<graphcompiler program>", "exec"), env)
-        return env["_run"]
+        return compile("\n".join(lines), "<graphcompiler program>", "exec"), env
 
-    def _loop(self, leaf_slots, n_slots, results, copy) -> Callable:
-        template: list = [None] * n_slots
+    def _loop(self, lowered: LoweredProgram, outs: list) -> Callable:
+        template: list = [None] * lowered.n_slots
         plan = []
-        for st in self.steps:
+        for st, out in zip(lowered.steps, outs):
             slots = []
             for a in st.args:
                 if isinstance(a, Const):
@@ -146,19 +139,27 @@ class NumpyEvaluator:
                 else:
                     slots.append(a)
             kw = dict(st.kw)
-            if isinstance(st.out, OutSlot):
-                code, a, b = 6, tuple(slots), st.out.slot
-                plan.append((code, st.fn, a, b, None, st.slot, kw, st.drop))
+            if isinstance(out, OutSlot):
+                plan.append((6, st.kernel, tuple(slots), out.slot, None, st.slot, kw, st.frees))
                 continue
             if len(slots) == 1 and not kw:
-                code, a, b = (1 if st.out is not None else 3), slots[0], 0
+                code, a, b = (1 if out is not None else 3), slots[0], 0
             elif len(slots) == 2 and not kw:
-                code, a, b = (2 if st.out is not None else 4), slots[0], slots[1]
+                code, a, b = (2 if out is not None else 4), slots[0], slots[1]
             else:
                 code, a, b = 5, tuple(slots), 0
-                if st.out is not None:
-                    kw["out"] = st.out
-            plan.append((code, st.fn, a, b, st.out, st.slot, kw, st.drop))
+                if out is not None:
+                    kw["out"] = out
+            plan.append((code, st.kernel, a, b, out, st.slot, kw, st.frees))
+        results = []
+        for r in lowered.results:
+            if isinstance(r, Const):
+                template.append(r.value)
+                results.append(len(template) - 1)
+            else:
+                results.append(r)
+        copy = [c or isinstance(r, Const) for r, c in zip(lowered.results, lowered.copy)]
+        leaf_slots = lowered.leaves
         evaluator = self
 
         def _run(leaves):
@@ -199,15 +200,15 @@ class NumpyEvaluator:
     def _fail(self, k: int, e: Exception, env: dict) -> None:
         st = self.steps[k]
         shapes = []
-        for x, a in zip(st.arg_nodes or st.node.inputs, st.args):
+        for name, a in zip(st.arg_names, st.args):
             val = a.value if isinstance(a, Const) else env.get(f"v{a}")
-            shapes.append(f"{x.name}: {fmt_shape(np.shape(val))}")
-        raise ExecutionError(f"while computing {st.describe()}: {type(e).__name__}: {e} "
+            shapes.append(f"{name}: {fmt_shape(np.shape(val))}")
+        raise _error_class(e)(f"while computing {st.label}: {type(e).__name__}: {e} "
                              f"(input shapes {', '.join(shapes)})") from e
 
     def _check(self, k: int, result, args) -> None:
         st = self.steps[k]
-        check_finite(st.node, result, args, st.arg_nodes or st.node.inputs, st.describe())
+        check_finite(st.label, st.op_name, result, args, st.arg_names)
 
     # -- the first evaluator's interface, kept for callers that run (node, kernel, slots, slot) steps --
     def execute(self, steps, values: list) -> None:
@@ -219,11 +220,17 @@ class NumpyEvaluator:
                 raise
             except Exception as e:
                 shapes = ", ".join(f"{i.name}: {fmt_shape(np.shape(values[a]))}" for i, a in zip(node.inputs, args))
-                raise ExecutionError(f"while computing {describe_step(node)}: {type(e).__name__}: {e} "
+                raise _error_class(e)(f"while computing {describe_step(node)}: {type(e).__name__}: {e} "
                                      f"(input shapes {shapes})") from e
             if self.nan_check:
-                check_finite(node, result, [values[a] for a in args])
+                check_finite(describe_step(node), node.op.name, result, [values[a] for a in args],
+                             [i.name for i in node.inputs])
             values[out] = result
+
+
+def _error_class(e: Exception) -> type:
+    """A matrix LAPACK cannot factor (singular, not positive definite) is a NumericsError; else ExecutionError."""
+    return NumericsError if isinstance(e, np.linalg.LinAlgError) else ExecutionError
 
 
 _KEYWORD_OUT = (np.maximum, np.minimum)      # NumPy deprecates their positional out
@@ -233,68 +240,17 @@ def _copy(value) -> np.ndarray:
     return np.array(value, copy=True)
 
 
-def check_finite(node, result, args, arg_nodes=None, described: str | None = None) -> None:
+def check_finite(label: str, op_name: str, result, args, arg_names) -> None:
+    """Raise NumericsError when a floating result holds NaN or infinity, with the inputs' ranges."""
     r = np.asarray(result)
     if r.dtype.kind in "fc" and not np.all(np.isfinite(r)):
         bad = "NaN" if np.isnan(r).any() else "infinity"
         ranges = []
-        for i, a in zip(arg_nodes if arg_nodes is not None else node.inputs, args):
+        for name, a in zip(arg_names, args):
             a = np.asarray(a)
             if a.size and a.dtype.kind in "biuf":
-                ranges.append(f"{i.name} in [{np.min(a):.4g}, {np.max(a):.4g}]")
+                ranges.append(f"{name} in [{np.min(a):.4g}, {np.max(a):.4g}]")
             else:
-                ranges.append(f"{i.name} (empty)")
-        raise NumericsError(f"while computing {described or describe_step(node)}: the {node.op.name} step produced {bad} "
+                ranges.append(f"{name} (empty)")
+        raise NumericsError(f"while computing {label}: the {op_name} step produced {bad} "
                             f"(inputs: {'; '.join(ranges) or 'none'})")
-
-
-# -- kernels as the evaluator calls them ----------------------------------------------------------
-
-def can_write_out(op, dtype) -> bool:
-    """Whether the evaluator can have this op write into a planned buffer (`out=`)."""
-    return bool(getattr(op, "writes_out", False)) or isinstance(op, R.Sum) and np.dtype(dtype).kind == "f"
-
-
-def worth_a_buffer(shape) -> bool:
-    """A planned buffer pays for values with elements; NumPy's scalars are cheaper than out= on a 0-d array."""
-    return len(shape) > 0
-
-
-def _log_softmax_last(x):
-    """log_softmax over the last axis: (x - max) - log(sum(exp(x - max))), finite for logits of +-1e4.
-
-    A row holding +inf gives NaN in every entry here (the op's own kernel gives -inf beside the NaN);
-    nan_check reports either.
-    """
-    m = np.maximum.reduce(x, axis=-1, keepdims=True)
-    d = np.subtract(x, m)
-    e = np.exp(d)
-    s = np.add.reduce(e, axis=-1, keepdims=True)
-    np.log(s, out=s)
-    return np.subtract(d, s, out=d)
-
-
-def fast_kernel(op, writes: bool, shape: tuple | None = None, in_shape: tuple = (), shape_dtype=None) -> tuple[Callable, tuple, dict]:
-    """The cheapest call for an op's kernel: (function, extra constant args, keyword args).
-
-    Elementwise ops and matmul call their NumPy ufunc directly (one Python frame less per step); a
-    float sum calls np.add.reduce with out=. Anything else calls the op's own kernel.
-    """
-    cls = type(op)
-    if isinstance(op, (E.Unary, E.Binary)) and getattr(cls, "ufunc", None) is not None \
-            and cls.kernel in (E.Unary.kernel, E.Binary.kernel):
-        return cls.ufunc, (), {}
-    if isinstance(op, E.Relu):
-        return np.maximum, (np.zeros((), dtype=shape_dtype) if shape_dtype is not None else 0,), {}
-    if isinstance(op, L.Matmul):
-        return np.matmul, (), {}
-    if isinstance(op, R.Sum) and writes:
-        return np.add.reduce, (), {"axis": tuple(op.axis), "keepdims": op.keepdims}
-    if isinstance(op, NN.LogSoftmax) and shape is not None and op.axis == len(shape) - 1 and len(shape):
-        return _log_softmax_last, (), {}
-    if isinstance(op, S.Transpose) and len(in_shape):
-        return np.ndarray.transpose, (tuple(op.axes),), {}
-    if isinstance(op, (S.Reshape, S.ExpandDims, S.Squeeze)) and shape is not None and None not in shape \
-            and len(in_shape):
-        return np.ndarray.reshape, (tuple(shape),), {}
-    return op.kernel, (), {}

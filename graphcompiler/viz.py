@@ -361,7 +361,7 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
     for n in visible:
         if n in ctx_set:
             continue
-        for x in n.inputs:
+        for x in (n.inputs[:1] if n.op.name == "result" else n.inputs):   # a result: drawn from its loop only
             if x not in visible_set:
                 continue
             a, b = rep(x), rep(n)

@@ -4,7 +4,8 @@ The pipeline, one module per job: prune (ir.topo_order: the ancestors of the out
 simplify (simplify.py: a table of rewrite rules to a fixpoint, common subexpressions, constant folding),
 then per signature of feed shapes (program.py): the shape rules again on concrete shapes, the shape-dependent
 rules, recomputation for a memory budget (recompute.py), schedule (schedule.py), buffer plan (memory.py),
-and the NumPy evaluator loaded with the prepared steps (runtime.py). memory_report is in report.py.
+lowering to a LoweredProgram (lower.py; the data is defined in lowered.py), and the backend's evaluator
+(backends.py: NumPy's is runtime.py) loaded with it. memory_report is in report.py. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -13,12 +14,18 @@ from typing import Iterable, Mapping
 
 from ..errors import GraphCompilerError
 from ..graph import Graph, GraphMismatchError, Node
-from .program import Program
+from .program import CACHE_SIZE, Program
 
 
 def compile(outputs: Node | Iterable[Node], *, updates: Mapping[Node, Node] | None = None,
-            optimize: bool = True, memory_budget: int | None = None, nan_check: bool = False) -> Program:
-    """Compile outputs (and parameter updates) into a Program; nothing is computed until it runs."""
+            optimize: bool = True, memory_budget: int | None = None, nan_check: bool = False,
+            backend: str = "numpy", cache_size: int = CACHE_SIZE) -> Program:
+    """Compile outputs (and parameter updates) into a Program; nothing is computed until it runs.
+
+    backend names the evaluator that runs the lowered program (compiler/backends.py: BACKENDS); an unknown
+    name raises GraphCompilerError listing the known ones. cache_size: how many signatures of feed shapes keep
+    their specialisation (schedule, buffers, loaded evaluator); the least recently used is dropped beyond it.
+    """
     single = isinstance(outputs, Node)
     outputs = [outputs] if single else list(outputs)
     updates = dict(updates or {})
@@ -34,4 +41,4 @@ def compile(outputs: Node | Iterable[Node], *, updates: Mapping[Node, Node] | No
             raise GraphMismatchError(f"{n.name!r} belongs to graph {n.graph.name!r}, not {graph.name!r}; "
                                      "a program runs nodes of one graph")
     return Program(graph, outputs, updates, optimize=optimize, memory_budget=memory_budget,
-                   nan_check=nan_check)
+                   nan_check=nan_check, backend=backend, cache_size=cache_size)

@@ -63,6 +63,7 @@ class MinusOneHot(Op):
 
     arity: ClassVar[int] = 2
     writes_out: ClassVar[bool] = True
+    elementwise: ClassVar[bool] = True       # p's shape; may write over p when p dies here
 
     def infer(self, p, labels):
         return p.shape, p.dtype

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..graph import Graph, Node
-from ..ops.base import Constant, LEAF_OPS, Op
+from ..ops.base import Constant, Input, Op, Parameter
 
 
 class Context:
@@ -36,7 +36,7 @@ class Context:
         return self.graph._values[node] if v is None else v
 
     def is_const(self, node: Node) -> bool:
-        return node.op.name == "constant"
+        return isinstance(node.op, Constant)
 
     # -- making nodes ----------------------------------------------------------------------
     def fresh_name(self, base: str) -> str:
@@ -113,8 +113,12 @@ def topo_order(roots: Iterable[Node], edges: Callable[[Node], Iterable[Node]] = 
     return order
 
 
+_LEAVES = (Input, Parameter, Constant)
+
+
 def is_leaf(node: Node) -> bool:
-    return node.op.name in LEAF_OPS
+    """An input, a parameter or a constant: a value a run is given, not a step."""
+    return isinstance(node.op, _LEAVES)
 
 
 def nbytes(node: Node) -> int:

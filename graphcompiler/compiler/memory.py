@@ -16,11 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..graph import Node
-from ..ops.elementwise import Binary, Comparison, Unary
-from ..runtime import can_write_out, worth_a_buffer
-from .fused import MinusOneHot
 from .ir import nbytes, value_inputs
-from .schedule import VIEW_OPS
+from .lower import can_write_out, worth_a_buffer
+from .lowered import ALIGN
 
 
 @dataclass
@@ -57,9 +55,7 @@ class BufferPlan:
 def is_elementwise(node: Node) -> bool:
     """A step that may write its result over an input of its own shape (elementwise, reading each once)."""
     op = node.op
-    if isinstance(op, MinusOneHot):
-        return True
-    return isinstance(op, (Unary, Binary)) and not isinstance(op, Comparison) and getattr(op, "writes_out", False)
+    return op.elementwise and op.writes_out
 
 
 def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True, inplace: bool = True) -> BufferPlan:
@@ -72,7 +68,7 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True, inp
     values: dict[Node, Value] = {}
     for k, n in enumerate(order):
         x0 = n.inputs[0] if n.inputs else None
-        if n.op.name in VIEW_OPS and x0 is not None:
+        if n.op.is_view and x0 is not None:
             root = values[x0].root if x0 in values else None
             v = Value(n, "view", k, root=root)
         elif can_write_out(n.op, n.dtype) and worth_a_buffer(n.shape) and n not in outputs and reuse:
@@ -138,7 +134,6 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True, inp
 
 
 ARENA_LIMIT = 800           # groups; beyond it, buffers are pooled by size (packing is quadratic)
-ALIGN = 64                  # bytes: every value starts on a cache line
 
 
 def _inplace_groups(order, values, outputs, inplace: bool) -> list[list[Node]]:
@@ -230,13 +225,9 @@ def _pools(order, values, groups, outputs, reuse) -> list[tuple[int, np.dtype]]:
     return buffers
 
 
-_SCRATCH = {"log_softmax": 1, "softmax": 1, "logsumexp": 2, "softmax_cross_entropy": 2, "mse": 1,
-            "one_hot": 0, "where": 0}
-
-
 def scratch_bytes(node: Node) -> int:
     """Temporaries a kernel allocates besides its result (in multiples of its largest input)."""
-    k = _SCRATCH.get(node.op.name)
+    k = node.op.scratch
     if not k or not node.inputs:
         return 0
     return k * max(nbytes(x) for x in node.inputs if None not in x.shape)

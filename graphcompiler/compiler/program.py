@@ -1,14 +1,17 @@
 """Program: the compiled outputs of a graph, specialised per signature of feed shapes (API section 3).
 
-compile() prunes and simplifies once. A run with feed shapes not seen before specialises the program: the
-shape rules of every op run again on the concrete shapes (so feeds whose sizes conflict are reported before
-any kernel runs), the shape-dependent rules fire (counts become constants, identity broadcasts go), the steps
-are scheduled, buffers planned, and the evaluator loaded. A second run with the same shapes does no planning.
+compile() runs the front of the pipeline once (pipeline.py: prune, simplify). A run with feed shapes not seen
+before runs the rest (concretize, recompute, schedule, plan, lower) and loads the backend's evaluator with
+the lowered program; a second run with the same shapes does no planning. Program keeps what is not a pass:
+the cache of specialisations, feed checking, updates, threads, and introspection.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -16,16 +19,29 @@ import numpy as np
 
 from ..errors import FeedError, GraphCompilerError, ShapeError, fmt_shape
 from ..graph import Graph, Node, paused_gc
-from ..ops.elementwise import Binary, Where
-from ..runtime import Const, NumpyEvaluator, OutSlot, Prepared, fast_kernel
-from .ir import Context, is_leaf, topo_order, value_inputs
-from .memory import ALIGN, BufferPlan, plan_buffers
-from .schedule import declared_order, memory_order
-from .recompute import choose, flops
+from ..ops.base import Input, Parameter
+from . import pipeline
+from .backends import evaluator_class, new_evaluator
+from .ir import is_leaf, value_inputs
+from .lowered import LoweredProgram
+from .memory import BufferPlan, plan_buffers
+from .pipeline import PASSES, concretize, is_topological, passes_of  # noqa: F401  (PASSES, concretize: API)
 from .report import MemoryReport, build_report
-from .simplify import simplify
+from .schedule import declared_order, memory_order
 
-PASSES = ("simplify", "schedule", "buffers")
+CACHE_SIZE = 32             # specialisations (feed-shape signatures) a Program keeps; the least recently used go
+
+_UPDATE_LOCKS: "weakref.WeakKeyDictionary[Graph, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def update_lock(graph: Graph) -> threading.RLock:
+    """The lock every run with updates holds while it reads the graph's parameters and writes their new values."""
+    lock = _UPDATE_LOCKS.get(graph)
+    if lock is None:
+        with _LOCKS_LOCK:
+            lock = _UPDATE_LOCKS.setdefault(graph, threading.RLock())
+    return lock
 
 
 @dataclass(frozen=True)
@@ -52,7 +68,8 @@ class Specialization:
     plan: BufferPlan
     steps: list[Step]
     leaf_nodes: list[Node]              # graph nodes whose values a run passes in (inputs, parameters)
-    evaluator: NumpyEvaluator
+    evaluator: Any                      # the backend's Evaluator, loaded with `lowered`
+    lowered: LoweredProgram
     scalar_out: list[bool]
     shapes: dict[Node, tuple]           # graph input -> fed shape
     recomputed: int = 0                 # steps that recompute a forward value (memory_budget)
@@ -64,33 +81,40 @@ class Specialization:
     any_scalar: bool = False
 
 
-def passes_of(optimize) -> frozenset[str]:
-    """optimize=True: every pass; False: none (the graph as declared); or a collection of pass names."""
-    if optimize is True:
-        return frozenset(PASSES)
-    if optimize is False or optimize is None:
-        return frozenset()
-    chosen = frozenset(optimize)
-    unknown = chosen - set(PASSES)
-    if unknown:
-        raise GraphCompilerError(f"unknown optimisation pass {sorted(unknown)[0]!r}; choose among "
-                                 f"{', '.join(PASSES)} (or optimize=True for all, False for none)")
-    return chosen
-
-
 class Program:
-    """Runs the outputs of a graph on feeds; returned arrays belong to the caller."""
+    """Runs the outputs of a graph on feeds; returned arrays belong to the caller.
+
+    Threads. `run` may be called from several threads at once, and again from inside a kernel: each call
+    computes in its own set of buffers (the evaluator keeps one arena per run in flight), so each gets its own
+    correct results. Runs of programs with `updates` hold one lock per graph from reading the parameters to
+    writing their new values, so every update is applied exactly once, as if the runs took turns (a run
+    without updates reads the parameters unlocked: it sees them before or after a concurrent update, and may
+    see a parameter half-written if another thread is updating it at that moment). Building the graph
+    (adding nodes, build_grad) from several threads at once is not supported: give each thread its own
+    Graph, or build under a lock of your own, then compile and run freely.
+
+    Shapes. A Program keeps the specialisations of the last `cache_size` signatures of feed shapes (32 by
+    default); the least recently used is dropped, with its buffers, when another is made.
+    """
 
     def __init__(self, graph: Graph, outputs: list[Node], updates: dict[Node, Node], *, optimize=True,
-                 memory_budget: int | None = None, nan_check: bool = False):
+                 memory_budget: int | None = None, nan_check: bool = False, backend: str = "numpy",
+                 cache_size: int = CACHE_SIZE):
         self.graph = graph
+        if not isinstance(cache_size, (int, np.integer)) or isinstance(cache_size, bool) or cache_size < 1:
+            raise GraphCompilerError(f"cache_size must be a positive number of specialisations, not {cache_size!r}")
+        self.cache_size = int(cache_size)
+        self._lock = threading.RLock()          # specialising (the shared Context) and the cache
+        self._update_lock = update_lock(graph)  # shared by the programs of one graph that update parameters
+        self.backend = backend
+        evaluator_class(backend)                # an unknown name fails at compile time
         self.outputs = list(outputs)
         self.updates = dict(updates)
         self.passes = passes_of(optimize)
         self.memory_budget = memory_budget
         self.nan_check = nan_check
         for p, v in self.updates.items():
-            if p.op.name != "parameter":
+            if not isinstance(p.op, Parameter):
                 raise GraphCompilerError(f"updates can only replace parameters; {p.name!r} is a {p.op.name} "
                                          f"node (shape {fmt_shape(p.shape)})")
             if v.shape != p.shape:
@@ -103,23 +127,14 @@ class Program:
             self._build(graph)
 
     def _build(self, graph: Graph) -> None:
-        self._ctx = Context(graph)
-        roots = self.outputs + list(self.updates.values())
-        nodes = topo_order(roots)                                   # prune: the ancestors of the roots
-        self.stats: dict[str, Any] = {"nodes_in": len(graph), "removed_prune": len(graph) - len(nodes)}
-        self._static = all(None not in n.shape for n in nodes if n.op.name == "input")
-        if "simplify" in self.passes:
-            before = len(nodes)
-            nodes, roots = simplify(nodes, roots, self._ctx, shapes=self._static)
-            self.stats["removed_simplify"] = before - len(nodes)
-        else:
-            self.stats["removed_simplify"] = 0
-        self._nodes, self._roots = nodes, roots
+        fr = self._front = pipeline.front(graph, self.outputs + list(self.updates.values()), self.passes)
+        self._ctx, nodes, self._static = fr.ctx, fr.nodes, fr.static
+        self.stats: dict[str, Any] = dict(fr.stats)
+        self._nodes, self._roots = nodes, fr.roots
         origins = {self._ctx.origin_of(n) for n in nodes}
         self.nodes = sorted((o for o in origins if graph._by_name.get(o.name) is o), key=lambda n: n.index)
-        self.inputs = [self._ctx.origin_of(n) for n in nodes if n.op.name == "input"]
-        self._feedable = {n.name: n for n in nodes if n.op.name in ("input", "parameter")}
-        self._feedable_nodes = {self._ctx.origin_of(n): n for n in nodes if n.op.name in ("input", "parameter")}
+        self.inputs = [self._ctx.origin_of(n) for n in nodes if isinstance(n.op, Input)]
+        self._feedable = {n.name: n for n in nodes if isinstance(n.op, (Input, Parameter))}
         self._origin = {n: self._ctx.origin_of(n) for n in self._feedable.values()}
         self._static_dims = {n: [(k, d) for k, d in enumerate(n.shape) if d is not None]
                              for n in self._feedable.values()}
@@ -127,8 +142,8 @@ class Program:
         for n in self._feedable.values():
             entry = (self._origin[n], n, n.ndim, n.dtype, tuple(self._static_dims[n]))
             self._fast[n.name] = self._fast[self._origin[n]] = entry
-        self._checks = [(self._ctx.origin_of(n), n.name, n.shape, n.dtype) for n in nodes if n.op.name == "input"]
-        self._cache: dict[tuple, Specialization] = {}
+        self._checks = [(self._ctx.origin_of(n), n.name, n.shape, n.dtype) for n in nodes if isinstance(n.op, Input)]
+        self._cache: OrderedDict[tuple, Specialization] = OrderedDict()
         self._last: Specialization | None = None
         self._symbolic_steps: list[Step] | None = None          # made when asked for before a run
         self.stats.update({"nodes_out": len(nodes), "steps": sum(1 for n in nodes if not is_leaf(n)), "buffers": 0,
@@ -148,27 +163,45 @@ class Program:
         if spec is not self._last:
             self._use(spec)
         values = self.graph._values
-        try:
-            leaves = [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
-        except KeyError:
-            missing = next(n for n in spec.leaf_nodes if n not in fed and n not in values)
-            raise FeedError(f"parameter {missing.name!r} (shape {fmt_shape(missing.shape)}, {missing.dtype}) has no "
-                            f"stored value; feed it or set it with graph.set_value({missing.name!r}, array)") from None
-        results = spec.evaluator.run(leaves)
-        if spec.any_scalar:
-            results = [np.asarray(r) if s else r for r, s in zip(results, spec.scalar_out)]
         if not self.updates:
+            try:
+                leaves = [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
+            except KeyError:
+                self._leaves(spec, fed)        # raises the FeedError
+            results = spec.evaluator.run(leaves)
+            if spec.any_scalar:
+                results = [np.asarray(r) if s else r for r, s in zip(results, spec.scalar_out)]
             return results
-        k = len(self.outputs)
-        outs = results[:k]
-        if self.updates:
+        lock = self._update_lock
+        lock.acquire()                         # read the parameters, compute, write: as if runs took turns
+        try:
+            try:
+                leaves = [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
+            except KeyError:
+                self._leaves(spec, fed)        # raises the FeedError
+            results = spec.evaluator.run(leaves)
+            k = len(self.outputs)
             for p, v in zip(self.updates, results[k:]):
                 stored = values.get(p)
                 if stored is None or not stored.flags.writeable:
                     values[p] = np.array(v, dtype=p.dtype)
                 else:
                     stored[...] = v
+        finally:
+            lock.release()
+        outs = results[:k]
+        if spec.any_scalar:
+            outs = [np.asarray(r) if s else r for r, s in zip(outs, spec.scalar_out)]
         return outs
+
+    def _leaves(self, spec: Specialization, fed: dict) -> list:
+        values = self.graph._values
+        try:
+            return [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
+        except KeyError:
+            missing = next(n for n in spec.leaf_nodes if n not in fed and n not in values)
+            raise FeedError(f"parameter {missing.name!r} (shape {fmt_shape(missing.shape)}, {missing.dtype}) has no "
+                            f"stored value; feed it or set it with graph.set_value({missing.name!r}, array)") from None
 
     def __call__(self, **feeds) -> list[np.ndarray]:
         return self.run(feeds)
@@ -209,126 +242,40 @@ class Program:
 
     # -- specialising ----------------------------------------------------------------------
     def _specialize(self, shapes: dict[Node, tuple]) -> Specialization:
-        with paused_gc():              # planning makes many small objects; the cyclic collector would rescan them all
-            return self._specialize_now(shapes)
+        sig = tuple(shapes[n] for n in self.inputs)
+        with self._lock:               # one thread specialises at a time (the passes share self._ctx)
+            spec = self._cache.get(sig)
+            if spec is not None:       # another thread made it meanwhile
+                return spec
+            with paused_gc():          # planning makes many small objects; the cyclic collector would rescan them all
+                return self._specialize_now(shapes)
 
     def _specialize_now(self, shapes: dict[Node, tuple]) -> Specialization:
-        ctx = self._ctx
-        nodes, roots = self._nodes, self._roots
-        count_before = len(nodes)
-        if not self._static:
-            nodes, roots = concretize(nodes, roots, shapes, ctx)
-            if "simplify" in self.passes:
-                nodes, roots = simplify(nodes, roots, ctx, shapes=True)
-        nodes = topo_order(roots, edges=value_inputs)     # what is read only for its shape is not computed
-        removed = count_before - len(nodes)
-        copies: dict[Node, Node] = {}
-        unbudgeted = cost = None
-        if self.memory_budget is not None:
-            def plan_peak(ns, rs, cps):
-                return self._plan(ns, rs, cps).peak_bytes
-            unbudgeted = plan_peak(nodes, roots, {})
-            nodes, roots, copies, _, cost = choose(nodes, roots, int(self.memory_budget), ctx, plan_peak)
-        plan = self._plan(nodes, roots, copies)
-        spec = self._load(tuple(shapes[n] for n in self.inputs), nodes, roots, plan, shapes, copies)
-        spec.removed = removed
-        spec.recomputed, spec.recompute_flops, spec.unbudgeted_peak = len(copies), cost or 0, unbudgeted
-        spec.forward_flops = sum(flops(n) for n in plan.order if not n.is_gradient and n not in copies)
-        self._cache[spec.signature] = spec
-        self._use(spec)
-        return spec
-
-    def _plan(self, nodes, roots, recomputed=None) -> BufferPlan:
-        """Schedule the steps of `nodes` and plan their buffers (recomputed steps run late)."""
-        if "schedule" in self.passes:
-            plan = plan_buffers(memory_order(nodes, roots, recomputed), roots, reuse="buffers" in self.passes,
-                                inplace=not self.nan_check)
-            by_index = sorted(nodes, key=lambda n: n.index)
-            if not recomputed and len(by_index) <= 20_000 and _is_topological(by_index):
-                other = plan_buffers(declared_order(by_index), roots, reuse="buffers" in self.passes,
-                                     inplace=not self.nan_check)
-                if other.peak_bytes < plan.peak_bytes:       # the greedy order is a heuristic: keep the better
-                    plan = other
-            return plan
-        else:
-            by_index = sorted(nodes, key=lambda n: n.index)
-            order = declared_order(by_index if _is_topological(by_index) and not recomputed else nodes)
-        return plan_buffers(order, roots, reuse="buffers" in self.passes, inplace=not self.nan_check)
-
-    def _load(self, sig, nodes, roots, plan: BufferPlan, shapes, recomputed=frozenset()) -> Specialization:
-        ctx = self._ctx
-        arrays = allocate(plan)
-        slot: dict[Node, int] = {}
-        leaf_nodes, leaf_slots = [], []
-        for n in nodes:
-            if n.op.name in ("input", "parameter"):
-                slot[n] = len(slot)
-                leaf_nodes.append(ctx.origin_of(n))
-                leaf_slots.append(slot[n])
-        for n in plan.order:
-            slot[n] = len(slot)
-        prepared, steps = [], []
-        views: dict[tuple, np.ndarray] = {}
-        drops: dict[int, list[int]] = {}
-        for n in plan.order:
-            v = plan.values[n]
-            if v.kind != "buffer" and v.last < len(plan.order):
-                drops.setdefault(max(v.readers, default=v.first), []).append(slot[n])
-        for k, n in enumerate(plan.order):
-            v = plan.values[n]
-            fn, extra, kw = fast_kernel(n.op, v.kind == "buffer", n.shape,
-                                        n.inputs[0].shape if n.inputs else (), n.dtype)
-            args = []
-            for i, x in enumerate(n.inputs):
-                if not n.op.reads_value(i):
-                    args.append(Const(np.broadcast_to(np.empty((), x.dtype), x.shape)))
-                elif x.op.name == "constant":
-                    args.append(Const(ctx.value(x)))
-                else:
-                    args.append(slot[x])
-            args += [Const(e) for e in extra]
-            out = None
-            if v.kind == "buffer":
-                out = views.get((v.buffer, n.shape))
-                if out is None:                            # values of one buffer and shape share a view
-                    size, _ = plan.buffers[v.buffer]
-                    out = views[v.buffer, n.shape] = arrays[v.buffer][:size].reshape(n.shape)
-            elif v.into is not None:                       # an output written over its dying input's array
-                fn, extra, kw = fast_kernel(n.op, True, n.shape, n.inputs[0].shape if n.inputs else (), n.dtype)
-                args = args[:len(n.inputs)] + [Const(e) for e in extra]
-                out = OutSlot(slot[v.into])
-            prepared.append(Prepared(n, fn, tuple(args), slot[n], out, kw, tuple(drops.get(k, ())), n.inputs,
-                                     ctx.origin_of(n)))
-            steps.append(Step(ctx.origin_of(n) if n not in recomputed else n, n.op.name, v.buffer,
-                              n in recomputed, n))
-        results, seen = list(roots), set()
-        res_slots, copies = [], []
-        const_results = {}
-        for r in results:
-            if r.op.name == "constant":                        # an output the optimiser folded to a constant
-                const_results[len(res_slots)] = ctx.value(r)
-                res_slots.append(None)
-                copies.append(True)
-                continue
-            res_slots.append(slot[r])
-            kind = plan.values[r].kind if r in plan.values else "leaf"
-            copies.append(kind not in ("fresh", "buffer") or r in seen or
-                          (kind == "buffer" and len(res_slots) <= len(self.outputs)))
-            seen.add(r)
-        evaluator = NumpyEvaluator(self.nan_check)
-        if const_results:
-            evaluator = _WithConstants(evaluator, const_results)
-            res_slots = [s if s is not None else -1 for s in res_slots]
-        evaluator.load(prepared, leaf_slots, len(slot), [s for s in res_slots], copies)
+        sp = pipeline.specialize(self._front, shapes, self.passes, memory_budget=self.memory_budget,
+                                 nan_check=self.nan_check, n_outputs=len(self.outputs),
+                                 updates=[p.name for p in self.updates])
+        ctx, plan, copies = self._ctx, sp.plan, sp.copies
+        steps = [Step(ctx.origin_of(n) if n not in copies else n, n.op.name, plan.values[n].buffer,
+                      n in copies, n) for n in plan.order]
+        evaluator = new_evaluator(self.backend).load(sp.lowered)
         scalar_out = [o.shape == () for o in self.outputs] + [False] * len(self.updates)
-        spec = Specialization(sig, nodes, roots, plan, steps, leaf_nodes, evaluator, scalar_out, dict(shapes))
-        spec.copies = set(recomputed)
-        spec.any_scalar = any(scalar_out)
+        spec = Specialization(tuple(shapes[n] for n in self.inputs), sp.nodes, sp.roots, plan, steps,
+                              sp.leaf_nodes, evaluator, sp.lowered, scalar_out, dict(shapes), len(copies),
+                              sp.recompute_flops, sp.forward_flops, sp.unbudgeted_peak, sp.removed, set(copies),
+                              any(scalar_out))
+        self._cache[spec.signature] = spec
+        while len(self._cache) > self.cache_size:       # the least recently used go, with their buffers
+            self._cache.popitem(last=False)
+        self._use(spec)
         return spec
 
     def _use(self, spec: Specialization) -> None:
         """Make spec the last-run specialisation: the one schedule, stats and reports describe."""
         self._last = spec
+        try:
+            self._cache.move_to_end(spec.signature)   # the most recently used (kept longest)
+        except KeyError:                              # evicted meanwhile by another thread
+            pass
         plan = spec.plan
         self.stats.update({"nodes_out": len(spec.nodes), "steps": len(spec.steps), "buffers": len(plan.buffers),
                            "peak_bytes": plan.peak_bytes, "resident_bytes": plan.resident_bytes,
@@ -340,6 +287,11 @@ class Program:
                            "rewrites": dict(self._ctx.counts)})
 
     # -- introspection ---------------------------------------------------------------------
+    @property
+    def lowered(self) -> LoweredProgram | None:
+        """The lowered program (compiler/lowered.py) of the last run's shapes; None before shapes are known."""
+        return self._last.lowered if self._last is not None else None
+
     @property
     def schedule(self) -> list[Step]:
         """The ordered steps of the last run's shapes (before any run: the symbolic order, no buffers)."""
@@ -385,7 +337,7 @@ class Program:
         declared = None
         if "schedule" in self.passes and len(spec.plan.order) <= 50_000:
             by_index = sorted(spec.nodes, key=lambda n: n.index)
-            if _is_topological(by_index) and not spec.copies:
+            if is_topological(by_index) and not spec.copies:
                 declared = plan_buffers(declared_order(by_index), spec.roots,
                                         reuse="buffers" in self.passes).peak_bytes
         return build_report(f"graph {self.graph.name!r}", spec.plan, self._ctx.origin_of, spec.copies,
@@ -430,106 +382,6 @@ class Program:
             return {"image/svg+xml": to_dot(self)._repr_image_svg_xml(), "text/plain": str(self)}
         except Exception:   # no viz module or no dot binary: the listing
             return {"text/plain": str(self)}
-
-
-class _WithConstants:
-    """An evaluator whose results include outputs the optimiser folded to constants."""
-
-    def __init__(self, inner: NumpyEvaluator, consts: dict[int, np.ndarray]):
-        self.inner, self.consts = inner, consts
-
-    def load(self, steps, leaf_slots, n_slots, results, copy):
-        self._pick = [k for k, s in enumerate(results) if k not in self.consts]
-        self._n = len(results)
-        self.inner.load(steps, leaf_slots, n_slots, [results[k] for k in self._pick],
-                        [copy[k] for k in self._pick])
-        self.steps = self.inner.steps
-        return self
-
-    def run(self, leaves):
-        got = self.inner.run(leaves)
-        out = [None] * self._n
-        for k, v in zip(self._pick, got):
-            out[k] = v
-        for k, c in self.consts.items():
-            out[k] = np.array(c, copy=True)
-        return out
-
-
-def allocate(plan: BufferPlan) -> list[np.ndarray]:
-    """The planned buffers: views into one aligned arena when the plan packed them, else one array each."""
-    if plan.offsets is None:
-        return [np.empty(size, dtype) for size, dtype in plan.buffers]
-    raw = np.empty(plan.resident_bytes + ALIGN, np.uint8)
-    shift = (-raw.ctypes.data) % ALIGN
-    return [raw[shift + off: shift + off + size * np.dtype(dt).itemsize].view(dt)
-            for off, (size, dt) in zip(plan.offsets, plan.buffers)]
-
-
-def _is_topological(order) -> bool:
-    seen = set()
-    for n in order:
-        if any(x not in seen and not is_leaf(x) for x in value_inputs(n)):
-            return False
-        seen.add(n)
-    return True
-
-
-def concretize(nodes: list[Node], roots: list[Node], shapes: dict[Node, tuple], ctx: Context):
-    """Copies of the nodes with the concrete shapes of one run: each op's shape rule runs again on them.
-
-    A conflict between fed sizes is reported here, before any kernel runs. So is a None dimension fed
-    with 1 against another None dimension it lines up with in a broadcast whose gradient was built: the
-    gradient assumed those two sizes are equal (sum_to in ops/shape.py).
-    """
-    has_grad = any(n.is_gradient for n in nodes)
-    new: dict[Node, Node] = {}
-    by_origin = {ctx.origin_of(n): s for n, s in shapes.items()}
-    for n in nodes:
-        if n.op.name == "input":
-            shape = by_origin.get(ctx.origin_of(n), n.shape)
-            new[n] = n if shape == n.shape else ctx.rebuild(n, (), shape)
-            continue
-        if is_leaf(n):
-            new[n] = n
-            continue
-        ins = tuple(new[x] for x in n.inputs)
-        if ins == n.inputs:
-            new[n] = n
-            continue
-        try:
-            shape, dtype = n.op.infer(*ins)
-        except GraphCompilerError as e:
-            raise ShapeError(f"the fed shapes do not fit {n.name} = {n.op.name}("
-                             f"{', '.join(x.name for x in n.inputs)}): {e}; inputs "
-                             f"{', '.join(f'{x.name} {fmt_shape(x.shape)}' for x in ins)} (declared "
-                             f"{', '.join(f'{x.name} {fmt_shape(x.shape)}' for x in n.inputs)}); "
-                             f"feed arrays whose sizes agree ({_fed(shapes)})") from None
-        if has_grad and isinstance(n.op, (Binary, Where)):
-            _check_lineup(n, ins, shapes)
-        if any(d is not None and d != c for d, c in zip(n.shape, shape)) or len(shape) != len(n.shape):
-            raise ShapeError(f"{n.name} ({n.op.name}) was declared with shape {fmt_shape(n.shape)} but the feeds "
-                             f"give it shape {fmt_shape(shape)} ({_fed(shapes)})")
-        new[n] = ctx.rebuild(n, ins, shape)
-    return topo_order([new[r] for r in roots]), [new[r] for r in roots]
-
-
-def _check_lineup(n: Node, ins: tuple, shapes) -> None:
-    nd = len(n.shape)
-    for k in range(1, nd + 1):
-        sym = [(x, y) for x, y in zip(n.inputs, ins) if x.ndim >= k]
-        pairs = [(x, y) for x, y in sym if x.shape[-k] is None]
-        sizes = {y.shape[-k] for _, y in pairs}
-        if len(pairs) > 1 and len(sizes) > 1:
-            desc = ", ".join(f"{x.name} {fmt_shape(y.shape)}" for x, y in pairs)
-            raise ShapeError(f"{n.name} = {n.op.name}({', '.join(x.name for x in n.inputs)}) was differentiated "
-                             f"assuming its inputs' None dimension {-k} has one size, but the feeds give {desc} "
-                             f"({_fed(shapes)}); feed equal sizes there, or declare the dimension that is "
-                             "broadcast with size 1")
-
-
-def _fed(shapes) -> str:
-    return "fed " + ", ".join(f"{n.name}: {fmt_shape(s)}" for n, s in shapes.items()) if shapes else "no feeds"
 
 
 def _fmt_bytes(n: int) -> str:

@@ -24,13 +24,8 @@ from .ir import Context, is_leaf, nbytes, topo_order, value_inputs
 
 
 def flops(node: Node) -> int:
-    """A rough cost of one step: 2mkn for a matmul, one per element otherwise (inputs or output)."""
-    if node.op.name == "matmul" and len(node.inputs) == 2:
-        a, b = node.inputs
-        k = a.shape[-1] if a.ndim else 1
-        return 2 * math.prod(node.shape or (1,)) * k
-    sizes = [math.prod(x.shape) for x in node.inputs] + [math.prod(node.shape)]
-    return max(sizes)
+    """A rough cost of one step, from the op record (2mkn for a matmul, one per element by default)."""
+    return node.op.flops(node)
 
 
 def candidates(nodes: list[Node], keep: set[Node]) -> list[Node]:

@@ -13,13 +13,11 @@ import heapq
 
 from .ir import is_leaf, nbytes, value_inputs
 
-VIEW_OPS = frozenset({"reshape", "reshape_like", "transpose", "expand_dims", "squeeze", "broadcast_to",
-                      "broadcast_like", "getitem", "concat_part", "identity", "stop_gradient", "sum_like"})
 
 
 def size_of_value(node) -> int:
     """Bytes a step's result occupies of its own (a view shares its input's memory)."""
-    if node.op.name in VIEW_OPS or None in node.shape:
+    if node.op.is_view or None in node.shape:
         return 0
     return nbytes(node)
 
@@ -54,22 +52,22 @@ def memory_order(nodes, keep, lazy=None) -> list:
     roots_of: dict = {}                                   # the memory a step's inputs occupy
     for n in steps:
         ds = deps[n]
-        if any(x.op.name in VIEW_OPS for x in ds):
+        if any(x.op.is_view for x in ds):
             rs = set()
             for x in ds:
-                rs |= roots_of[x] if x.op.name in VIEW_OPS else {x}
+                rs |= roots_of[x] if x.op.is_view else {x}
             roots_of[n] = rs
         else:
             roots_of[n] = ds
     readers: dict = {n: set() for n in steps}            # non-view steps reading a root, not yet run
     for n in steps:
-        if n.op.name not in VIEW_OPS:
+        if not n.op.is_view:
             for r in roots_of[n]:
                 readers[r].add(n)
     size = {n: size_of_value(n) for n in steps}
     keep = set(keep)
     for n in list(keep):
-        if n in roots_of and n.op.name in VIEW_OPS:
+        if n in roots_of and n.op.is_view:
             keep |= roots_of[n]
     waiting = {n: len(deps[n]) for n in steps}
     repeats = dict(lazy) if isinstance(lazy, dict) else {}
@@ -90,7 +88,7 @@ def memory_order(nodes, keep, lazy=None) -> list:
     def net(n, also=None) -> int:
         """Bytes n allocates minus the bytes it frees (`also`: a step taken as run just before it)."""
         freed = 0
-        if n.op.name not in VIEW_OPS:
+        if not n.op.is_view:
             for r in roots_of[n]:
                 left = readers[r]
                 if r not in keep and (len(left) == 1 or also is not None and len(left) == 2 and also in left):
@@ -148,7 +146,7 @@ def memory_order(nodes, keep, lazy=None) -> list:
             continue
         done.add(best)
         order.append(best)
-        if best.op.name not in VIEW_OPS:
+        if not best.op.is_view:
             for r in roots_of[best]:
                 left = readers[r]
                 left.discard(best)

@@ -8,7 +8,8 @@ equation 6.54 of Goodfellow et al.): bprop builds graph nodes from other ops and
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+import math
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
@@ -36,6 +37,13 @@ class Op:
     arity: ClassVar[int | None] = None          # number of inputs; None: any
     piecewise_constant: ClassVar[bool] = False  # comparisons and the like: a path through them adds zero
     shape_only: ClassVar[tuple[int, ...]] = ()  # inputs read only for their run-time shape
+    # facts the compiler and the runtime read off the class (compiler/memory.py, schedule.py, lower.py):
+    is_view: ClassVar[bool] = False             # the kernel returns a view of its first input (no memory of its own)
+    writes_out: ClassVar[bool] = False          # the kernel takes out=: it can write into a planned buffer
+    elementwise: ClassVar[bool] = False         # each output element from the same element of inputs of its
+                                                # shape: with writes_out, it may write over an input dying there
+    broadcasting: ClassVar[bool] = False        # its inputs broadcast against each other (shape line-up checks)
+    scratch: ClassVar[int] = 0                  # temporaries its kernel allocates, in multiples of its largest input
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -63,6 +71,23 @@ class Op:
         if x[i].dtype.kind != "f" or y.dtype.kind != "f":
             return UNDEFINED
         return self.bprop(i, x, y, g)
+
+    def flops(self, node: Node) -> int:
+        """A rough cost of one step (recomputation's budget): one per element of the largest of inputs and output."""
+        return max([_prod(x.shape) for x in node.inputs] + [_prod(node.shape)])
+
+    def can_write_out(self, dtype: np.dtype) -> bool:
+        """Whether a step of this op, with result dtype `dtype`, can write into a planned buffer (`out=`)."""
+        return self.writes_out
+
+    def fast_kernel(self, writes: bool, shape: tuple, in_shape: tuple, dtype: np.dtype
+                    ) -> tuple[Callable, tuple, dict]:
+        """The cheapest NumPy call for a step: (function, extra constant args, keyword args).
+
+        `writes`: the step writes into a planned buffer (out=); shape, dtype: the step's concrete result;
+        in_shape: its first input's shape. By default the op's own kernel.
+        """
+        return self.kernel, (), {}
 
     def reads_value(self, i: int) -> bool:
         """False for an input read only for its run-time shape (a compiled program need not keep it)."""
@@ -235,6 +260,10 @@ def float_dtype(x, what: str) -> np.dtype:
 
 def is_static(shape: tuple) -> bool:
     return all(d is not None for d in shape)
+
+
+def _prod(shape: tuple) -> int:
+    return math.prod(shape)
 
 
 def size_of(shape: tuple) -> int:

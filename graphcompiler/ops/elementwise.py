@@ -23,6 +23,12 @@ class Unary(Op):
     ufunc: ClassVar[Any] = None
     any_dtype: ClassVar[bool] = False
     writes_out: ClassVar[bool] = True    # the kernel can write into a planned buffer
+    elementwise: ClassVar[bool] = True
+
+    def fast_kernel(self, writes, shape, in_shape, dtype):
+        if self.ufunc is not None and type(self).kernel is Unary.kernel:
+            return self.ufunc, (), {}                              # the ufunc itself: one Python frame less
+        return self.kernel, (), {}
 
     def infer(self, x):
         if not self.any_dtype and x.dtype.kind != "f":
@@ -41,6 +47,13 @@ class Binary(Op):
     arity: ClassVar[int] = 2
     ufunc: ClassVar[Any] = None
     writes_out: ClassVar[bool] = True
+    elementwise: ClassVar[bool] = True
+    broadcasting: ClassVar[bool] = True
+
+    def fast_kernel(self, writes, shape, in_shape, dtype):
+        if self.ufunc is not None and type(self).kernel is Binary.kernel:
+            return self.ufunc, (), {}
+        return self.kernel, (), {}
 
     def infer(self, a, b):
         shape = broadcast_shapes(a.shape, b.shape)
@@ -57,6 +70,8 @@ class Binary(Op):
 @dataclass(frozen=True)
 class Comparison(Binary):
     """A comparison: a bool result, piecewise constant, so a path through it adds zero to a gradient."""
+
+    elementwise: ClassVar[bool] = False      # a bool result: never written over its inputs
 
     piecewise_constant: ClassVar[bool] = True
 
@@ -322,6 +337,9 @@ class Relu(Unary):
     def kernel(self, x, out=None):
         return np.maximum(x, 0, out=out)
 
+    def fast_kernel(self, writes, shape, in_shape, dtype):
+        return np.maximum, (np.zeros((), dtype=dtype),), {}
+
     def bprop(self, i, x, y, g):
         return multiply(g, astype(greater(x[0], 0), g.dtype))      # d relu(a) = [a > 0] da
 
@@ -360,6 +378,7 @@ class Sign(Unary):
 class Identity(Unary):
     name: ClassVar[str] = "identity"
     any_dtype: ClassVar[bool] = True
+    is_view: ClassVar[bool] = True            # it returns its input
 
     def kernel(self, x, out=None):
         if out is None:
@@ -451,6 +470,7 @@ class NotEqual(Comparison):
 class Where(Op):
     name: ClassVar[str] = "where"
     arity: ClassVar[int] = 3
+    broadcasting: ClassVar[bool] = True
 
     def infer(self, c, a, b):
         if c.dtype != bool:

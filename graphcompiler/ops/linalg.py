@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import math
+
 import numpy as np
 
 from ..errors import DTypeError, ShapeError, fmt_shape
@@ -39,6 +41,14 @@ class Matmul(Op):
 
     def kernel(self, a, b, out=None):
         return np.matmul(a, b, out=out)
+
+    def fast_kernel(self, writes, shape, in_shape, dtype):
+        return np.matmul, (), {}
+
+    def flops(self, node):
+        a = node.inputs[0]
+        k = a.shape[-1] if a.ndim else 1
+        return 2 * math.prod(node.shape or (1,)) * k                # 2mkn
 
     def bprop(self, i, x, y, g):
         a, b = x

@@ -32,6 +32,7 @@ def _logsumexp(x, axis, keepdims):
 class Softmax(Op):
     name: ClassVar[str] = "softmax"
     arity: ClassVar[int] = 1
+    scratch: ClassVar[int] = 1
     axis: int = -1
 
     def infer(self, x):
@@ -55,6 +56,7 @@ class Softmax(Op):
 class LogSoftmax(Op):
     name: ClassVar[str] = "log_softmax"
     arity: ClassVar[int] = 1
+    scratch: ClassVar[int] = 1
     axis: int = -1
 
     def infer(self, x):
@@ -62,6 +64,11 @@ class LogSoftmax(Op):
 
     def kernel(self, x):
         return x - _logsumexp(x, self.axis, keepdims=True)
+
+    def fast_kernel(self, writes, shape, in_shape, dtype):
+        if len(shape) and self.axis == len(shape) - 1:
+            return _log_softmax_last, (), {}
+        return self.kernel, (), {}
 
     def bprop(self, i, x, y, g):                                   # dx = g - softmax(x) * sum(g)
         s = R.sum(g, axis=self.axis, keepdims=True)
@@ -75,6 +82,7 @@ class LogSoftmax(Op):
 @dataclass(frozen=True)
 class LogSumExp(Op):
     name: ClassVar[str] = "logsumexp"
+    scratch: ClassVar[int] = 2
     arity: ClassVar[int] = 1
     axis: tuple = ()
     keepdims: bool = False
@@ -124,6 +132,7 @@ class SoftmaxCrossEntropy(Op):
     """mean over the batch of -log softmax(logits)[label], integer labels; logits (..., C), labels (...)."""
 
     name: ClassVar[str] = "softmax_cross_entropy"
+    scratch: ClassVar[int] = 2
     arity: ClassVar[int] = 2
 
     def infer(self, logits, labels):
@@ -167,6 +176,7 @@ class MSE(Op):
     """mean((prediction - target)^2) over every element (shapes broadcast)."""
 
     name: ClassVar[str] = "mse"
+    scratch: ClassVar[int] = 1
     arity: ClassVar[int] = 2
 
     def infer(self, p, t):
@@ -212,3 +222,17 @@ def softmax_cross_entropy(logits, labels, name: str | None = None):
 
 def mse(prediction, target, name: str | None = None):
     return apply(MSE(), (prediction, target), name)
+
+
+def _log_softmax_last(x):
+    """log_softmax over the last axis: (x - max) - log(sum(exp(x - max))), finite for logits of +-1e4.
+
+    LogSoftmax's fast kernel for the last axis (fewer temporaries than its kernel). A row holding +inf gives
+    NaN in every entry here (the op's own kernel gives -inf beside the NaN); nan_check reports either.
+    """
+    m = np.maximum.reduce(x, axis=-1, keepdims=True)
+    d = np.subtract(x, m)
+    e = np.exp(d)
+    s = np.add.reduce(e, axis=-1, keepdims=True)
+    np.log(s, out=s)
+    return np.subtract(d, s, out=d)

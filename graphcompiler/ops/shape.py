@@ -20,6 +20,10 @@ from .base import Op, apply, broadcast_shapes, is_static, normalize_axes, normal
 @dataclass(frozen=True)
 class Reshape(Op):
     name: ClassVar[str] = "reshape"
+    is_view: ClassVar[bool] = True
+
+    def fast_kernel(self, writes, shape, in_shape, dtype):
+        return _reshape_kernel(self, shape, in_shape)
     arity: ClassVar[int] = 1
     shape: tuple = ()
 
@@ -54,6 +58,7 @@ class Reshape(Op):
 @dataclass(frozen=True)
 class ReshapeLike(Op):
     name: ClassVar[str] = "reshape_like"
+    is_view: ClassVar[bool] = True
     arity: ClassVar[int] = 2
     shape_only: ClassVar[tuple] = (1,)
 
@@ -74,6 +79,12 @@ class ReshapeLike(Op):
 @dataclass(frozen=True)
 class Transpose(Op):
     name: ClassVar[str] = "transpose"
+    is_view: ClassVar[bool] = True
+
+    def fast_kernel(self, writes, shape, in_shape, dtype):
+        if len(in_shape):
+            return np.ndarray.transpose, (tuple(self.axes),), {}
+        return self.kernel, (), {}
     arity: ClassVar[int] = 1
     axes: tuple = ()
 
@@ -96,6 +107,10 @@ class Transpose(Op):
 @dataclass(frozen=True)
 class ExpandDims(Op):
     name: ClassVar[str] = "expand_dims"
+    is_view: ClassVar[bool] = True
+
+    def fast_kernel(self, writes, shape, in_shape, dtype):
+        return _reshape_kernel(self, shape, in_shape)
     arity: ClassVar[int] = 1
     axis: tuple = ()
 
@@ -119,6 +134,10 @@ class ExpandDims(Op):
 @dataclass(frozen=True)
 class Squeeze(Op):
     name: ClassVar[str] = "squeeze"
+    is_view: ClassVar[bool] = True
+
+    def fast_kernel(self, writes, shape, in_shape, dtype):
+        return _reshape_kernel(self, shape, in_shape)
     arity: ClassVar[int] = 1
     axis: tuple = ()
 
@@ -144,6 +163,7 @@ class Squeeze(Op):
 @dataclass(frozen=True)
 class BroadcastTo(Op):
     name: ClassVar[str] = "broadcast_to"
+    is_view: ClassVar[bool] = True
     arity: ClassVar[int] = 1
     shape: tuple = ()
 
@@ -166,6 +186,7 @@ class BroadcastTo(Op):
 @dataclass(frozen=True)
 class BroadcastLike(Op):
     name: ClassVar[str] = "broadcast_like"
+    is_view: ClassVar[bool] = True
     arity: ClassVar[int] = 2
     shape_only: ClassVar[tuple] = (1,)
 
@@ -188,6 +209,7 @@ class SumLike(Op):
     """Sum g down to the shape of `like`: the inverse of broadcasting, for sizes known only at run time."""
 
     name: ClassVar[str] = "sum_like"
+    is_view: ClassVar[bool] = True
     arity: ClassVar[int] = 2
     shape_only: ClassVar[tuple] = (1,)
 
@@ -350,6 +372,7 @@ def _decode_index(index: tuple) -> tuple:
 @dataclass(frozen=True)
 class GetItem(Op):
     name: ClassVar[str] = "getitem"
+    is_view: ClassVar[bool] = True
     arity: ClassVar[int] = 1
     index: tuple = ()
 
@@ -453,6 +476,7 @@ class ConcatPart(Op):
     """The part of g that input `part` of a concatenation filled (the derivative of concatenate)."""
 
     name: ClassVar[str] = "concat_part"
+    is_view: ClassVar[bool] = True
     axis: int = 0
     part: int = 0
 
@@ -569,3 +593,10 @@ def split(x, indices_or_sections, axis: int = 0, name: str | None = None):
 
 def _ndim(x) -> int:
     return x.ndim if hasattr(x, "ndim") else np.ndim(x)
+
+
+def _reshape_kernel(op, shape, in_shape):
+    """ndarray.reshape to the step's concrete shape (a reshape, expand_dims or squeeze of a known result)."""
+    if None not in shape and len(in_shape):
+        return np.ndarray.reshape, (tuple(shape),), {}
+    return op.kernel, (), {}

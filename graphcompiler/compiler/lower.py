@@ -1,0 +1,110 @@
+"""lower: the last pass, from a scheduled buffer plan of graph nodes to a LoweredProgram of plain data.
+
+Each node of the schedule becomes a LoweredStep: its slot, its arguments (slots, or constants), the NumPy
+call that computes it (the cheapest one: a ufunc directly where the op's kernel is only that ufunc), its
+`out=` (a view of a planned buffer, or the array of an input that dies there), the slots freed after it, and
+its label with the user's names. See lowered.py for the contract backends implement.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from ..graph import Node
+from ..ops.base import Constant, Input, Parameter
+from .ir import Context
+from .lowered import BufferView, Const, LoweredProgram, LoweredStep, OutSlot
+
+if TYPE_CHECKING:
+    from .memory import BufferPlan
+
+
+def describe_step(node: Node) -> str:
+    """`z = matmul(x, W1)`: how error messages name a step."""
+    return f"{node.name} = {node.op.name}({', '.join(i.name for i in node.inputs)})"
+
+
+def label_of(node: Node, user: Node) -> str:
+    """The step as messages name it: the user's node, and the optimised form when it differs."""
+    text = describe_step(user)
+    if user is not node:
+        mine = describe_step(node)
+        if mine != text.replace(user.name, node.name, 1):
+            text += f" (computed as {mine})"
+    return text
+
+
+def lower(plan: "BufferPlan", nodes: Sequence[Node], roots: Sequence[Node], ctx: Context, n_outputs: int,
+          updates: Sequence[str], nan_check: bool = False) -> tuple[LoweredProgram, list[Node]]:
+    """The LoweredProgram of a buffer plan, and the graph nodes of its leaves (in the order of `leaves`)."""
+    slot: dict[Node, int] = {}
+    leaf_nodes, leaf_slots, leaf_kinds = [], [], []
+    for n in nodes:
+        op = n.op
+        if isinstance(op, (Input, Parameter)):
+            slot[n] = len(slot)
+            leaf_nodes.append(ctx.origin_of(n))
+            leaf_slots.append(slot[n])
+            leaf_kinds.append("feed" if isinstance(op, Input) else "parameter")
+    for n in plan.order:
+        slot[n] = len(slot)
+    drops: dict[int, list[int]] = {}
+    values = plan.values
+    end = len(plan.order)
+    for n in plan.order:
+        v = values[n]
+        if v.kind != "buffer" and v.last < end:
+            drops.setdefault(max(v.readers, default=v.first), []).append(slot[n])
+    steps = []
+    for k, n in enumerate(plan.order):
+        v = values[n]
+        op = n.op
+        in_shape = n.inputs[0].shape if n.inputs else ()
+        fn, extra, kw = op.fast_kernel(v.kind == "buffer", n.shape, in_shape, n.dtype)
+        args: list = []
+        for i, x in enumerate(n.inputs):
+            if not op.reads_value(i):
+                args.append(Const(np.broadcast_to(np.empty((), x.dtype), x.shape)))
+            elif isinstance(x.op, Constant):
+                args.append(Const(ctx.value(x)))
+            else:
+                args.append(slot[x])
+        out: BufferView | OutSlot | None = None
+        if v.kind == "buffer":
+            out = BufferView(v.buffer, n.shape, n.dtype)
+        elif v.into is not None:                       # an output written over its dying input's array
+            fn, extra, kw = op.fast_kernel(True, n.shape, in_shape, n.dtype)
+            out = OutSlot(slot[v.into])
+        args += [Const(e) for e in extra]
+        steps.append(LoweredStep(op, op.name, fn, tuple(args), slot[n], n.shape, n.dtype, out, kw,
+                                 tuple(drops.get(k, ())), label_of(n, ctx.origin_of(n)),
+                                 tuple(x.name for x in n.inputs)))
+    results: list = []
+    copy: list[bool] = []
+    seen: set[Node] = set()
+    for r in roots:
+        if isinstance(r.op, Constant):                     # an output the optimiser folded to a constant
+            results.append(Const(ctx.value(r)))
+            copy.append(True)
+            continue
+        results.append(slot[r])
+        kind = values[r].kind if r in values else "leaf"
+        copy.append(kind not in ("fresh", "buffer") or r in seen or (kind == "buffer" and len(results) <= n_outputs))
+        seen.add(r)
+    lowered = LoweredProgram(tuple(steps), len(slot), tuple(leaf_slots), tuple(n.name for n in leaf_nodes),
+                             tuple(leaf_kinds), tuple(results), tuple(copy), n_outputs, tuple(updates),
+                             tuple(plan.buffers), None if plan.offsets is None else tuple(plan.offsets),
+                             plan.resident_bytes, nan_check)
+    return lowered, leaf_nodes
+
+
+def can_write_out(op, dtype) -> bool:
+    """Whether the evaluator can have this op write into a planned buffer (`out=`): the op record says."""
+    return op.can_write_out(dtype)
+
+
+def worth_a_buffer(shape) -> bool:
+    """A planned buffer pays for values with elements; NumPy's scalars are cheaper than out= on a 0-d array."""
+    return len(shape) > 0
