@@ -202,6 +202,17 @@ class _Shim:
         return len(self.shape)
 
 
+def _body_flops(traced: Traced) -> int:
+    total = 0
+    for m in traced.graph.nodes:
+        if m.inputs:
+            try:
+                total += int(m.op.flops(m))
+            except Exception:              # a None dim in the body: count its elements as one
+                total += 1
+    return max(total, 1)
+
+
 def _first_step(prog, feeds: dict) -> tuple[list, Callable]:
     """Run the body's program once on the first step's feeds (checked, specialised to their shapes), and
     return a runner for the later steps, whose feeds have the same shapes and dtypes: it calls the loaded
@@ -444,6 +455,8 @@ class ScanBody(_Group):
                 if ys[j] is None:
                     ys[j] = np.empty((steps,) + y.shape, y.dtype)
                 ys[j][t] = y
+        if steps == 0:                     # the result must not share the init's memory (planned buffers)
+            carries = [np.array(c, copy=True) for c in carries]
         return carries + ys + (cstack if stacks else [None] * nc)
 
 
@@ -468,6 +481,12 @@ class Scan(Op):
 
     def n_results(self) -> int:
         return self.body.n_outputs()
+
+    def flops(self, node: Node) -> int:
+        """The body's cost times the number of steps (recomputation weighs a loop as the loop it is)."""
+        b = self.body
+        steps = node.inputs[b.n_carry].shape[0] if b.n_x else b.length
+        return _body_flops(b.traced) * (steps if steps is not None else 1000)
 
     def result_name(self, index: int) -> str:
         kind, j = self.body.output_kind(index)
