@@ -503,3 +503,45 @@ def test_recurrence_export_forward_and_backward():
     assert "dW_{t+1}" in str(back["dW_t"])                                     # the sum over steps
     with pytest.raises(gc.GraphCompilerError, match="scan"):
         gc.recurrence(W)
+
+
+def test_float32_int_carry_nan_check_and_scan_inside_cond(rng):
+    g = gc.Graph("mix")
+    xs = g.input("xs", (4, 3), dtype="float32")
+    W = g.input("W", (3, 3), dtype="float32")
+    h0 = g.input("h0", (3,), dtype="float32")
+
+    def step(c, x):
+        k, h = c
+        return (k + 1, gc.tanh(gc.matmul(W, h) + x * gc.astype(k, "float32"))), h
+
+    (k_T, h_T), hs = gc.scan(step, (g.constant(np.int64(0)), h0), xs)
+    assert h_T.dtype == np.float32 and hs.dtype == np.float32 and k_T.dtype == np.int64
+    dW = gc.build_grad(gc.sum(h_T), [W])[W]
+    assert dW.dtype == np.float32
+    f = {"xs": rng.normal(size=(4, 3)).astype("float32"), "W": (0.5 * rng.normal(size=(3, 3))).astype("float32"),
+         "h0": rng.normal(size=3).astype("float32")}
+    got = gc.compile([k_T, h_T, dW], nan_check=True).run(f)
+    h = f["h0"].astype(np.float64)
+    for t in range(4):
+        h = np.tanh(f["W"] @ h + f["xs"][t] * t)
+    assert int(got[0]) == 4
+    np.testing.assert_allclose(got[1], h, rtol=1e-5)
+    g64 = gc.Graph("mix64")
+    xs64, W64, h064 = g64.input("xs", (4, 3)), g64.input("W", (3, 3)), g64.input("h0", (3,))
+    (_, hT64), _ = gc.scan(lambda c, x: ((c[0] + 1, gc.tanh(gc.matmul(W64, c[1]) + x * gc.astype(c[0], "float64"))),
+                                         None), (g64.constant(np.int64(0)), h064), xs64)
+    check_gradients(g64, gc.sum(hT64), [W64, h064, xs64], {k: v.astype(np.float64) for k, v in f.items()})
+    # a scan inside a branch of a cond, differentiated through both
+    g2 = gc.Graph("nest2")
+    v = g2.input("v", (3,))
+    p = g2.input("p", (), dtype="bool")
+
+    def loop(u):
+        u_T, _ = gc.scan(lambda a, _: (gc.sin(a) * 1.5, None), u, length=3)
+        return u_T
+
+    r = gc.cond(p, loop, lambda u: u * u, v)
+    fv = rng.normal(size=3)
+    for pv in (True, False):
+        check_gradients(g2, gc.sum(r), [v], {"v": fv, "p": np.array(pv)})

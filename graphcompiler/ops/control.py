@@ -543,9 +543,14 @@ class Result(Op):
 
     name: ClassVar[str] = "result"
     index: int = 0
+    integer: bool = False          # an integer or bool result: piecewise constant, it passes back no gradient
+
+    @property
+    def piecewise_constant(self) -> bool:     # type: ignore[override]
+        return self.integer
 
     def attrs(self) -> dict[str, Any]:
-        return {"index": self.index}
+        return {"index": self.index, "integer": self.integer}
 
     def infer(self, group, *xs):
         if not hasattr(group.op, "result_shape") or group.dtype != OBJECT:
@@ -554,7 +559,11 @@ class Result(Op):
         if not 0 <= self.index < group.op.n_results() or len(xs) != len(group.inputs):
             raise GraphCompilerError(f"result {self.index} of {group.name!r} ({group.op.name}): it has "
                                      f"{group.op.n_results()} results, and a result reads that node's inputs after it")
-        return group.op.result_shape(self.index, xs)
+        shape, dtype = group.op.result_shape(self.index, xs)
+        if self.integer != (np.dtype(dtype).kind != "f"):
+            raise GraphCompilerError(f"result {self.index} of {group.name!r}: integer={self.integer} but the "
+                                     f"result has dtype {dtype}")
+        return shape, dtype
 
     def kernel(self, group, *xs):
         if isinstance(group, np.ndarray):              # a control-flow node folded to a constant
@@ -579,7 +588,8 @@ class Result(Op):
 
 def result(group: Node, index: int, name: str | None = None) -> Node:
     """The index-th result of a scan, cond or while_loop node."""
-    return apply(Result(index), (group, *group.inputs), name)
+    _, dtype = group.op.result_shape(index, group.inputs)
+    return apply(Result(index, np.dtype(dtype).kind != "f"), (group, *group.inputs), name)
 
 
 # -- the public scan --------------------------------------------------------------------------------
