@@ -235,15 +235,18 @@ def _compatible(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
 
 
-def body_shapes(traced: Traced, in_shapes: Sequence[tuple], cache: dict) -> list[tuple]:
-    """The shapes of the body's outputs when its inputs have in_shapes (its shape rules run again)."""
-    key = tuple(in_shapes)
+def body_shapes(traced: Traced, in_shapes: Sequence[tuple], cache: dict, extra: Sequence[Node] = ()
+                ) -> list[tuple]:
+    """The shapes of the body's outputs (and of the `extra` body nodes) when its inputs have in_shapes (its
+    shape rules run again)."""
+    key = (tuple(in_shapes), tuple(extra))
     got = cache.get(key)
     if got is not None:
         return got
     ins = traced.inputs + traced.captured_inputs
+    wanted = list(traced.outputs) + list(extra)
     if all(n.shape == s for n, s in zip(ins, in_shapes)):
-        got = [o.shape for o in traced.outputs]
+        got = [o.shape for o in wanted]
     else:
         env: dict[Node, Any] = {n: (_Shim(n, s) if n.shape != s else n) for n, s in zip(ins, in_shapes)}
         for n in traced.graph.nodes:
@@ -258,7 +261,7 @@ def body_shapes(traced: Traced, in_shapes: Sequence[tuple], cache: dict) -> list
                 continue
             shape, _ = n.op.infer(*xs)
             env[n] = _Shim(n, shape, tuple(xs)) if tuple(shape) != n.shape else n
-        got = [env[o].shape for o in traced.outputs]
+        got = [env[o].shape for o in wanted]
     cache[key] = got
     return got
 
@@ -304,14 +307,17 @@ class _Group:
     def _init_cache(self) -> None:
         self._lock = threading.RLock()
         self.grad_cache: dict = {}
+        self.vjp_cache: dict = {}
         self._programs: dict = {}
 
-    def program_of(self, traced: Traced, optimize: bool = True):
-        """The body compiled once (its own simplification, schedule and buffers); run per step."""
-        prog = self._programs.get(id(traced))
+    def program_of(self, traced: Traced, extra: Sequence[Node] = ()):
+        """The body compiled once (its own simplification, schedule and buffers); run per step. `extra`: more
+        body values to return each step (the residuals a scan's gradient reads)."""
+        key = (id(traced), len(extra))
+        prog = self._programs.get(key)
         if prog is None:
             from ..compiler import compile as _compile
-            prog = self._programs[id(traced)] = _compile(traced.outputs, optimize=optimize)
+            prog = self._programs[key] = _compile(list(traced.outputs) + list(extra))
         return prog
 
     def _compute(self, arrays) -> list:
@@ -343,6 +349,7 @@ class ScanBody(_Group):
         self.n_w = len(traced.captured)
         self.reverse, self.length = reverse, length
         self.want_stacks = False
+        self.residuals: list[Node] = []     # body values the gradient reads, kept per step (stacked results)
         self.carry_names = [f"carry{k}" for k in range(n_carry)]
         self._shape_cache: dict = {}
         self._init_cache()
@@ -359,7 +366,8 @@ class ScanBody(_Group):
         """The file form (io.py): the body as a nested graph, and the counts that say how to run it."""
         return {"name": self.name, "traced": encode(self.traced), "n_carry": self.n_carry, "n_x": self.n_x,
                 "n_y": self.n_y, "reverse": self.reverse, "length": self.length,
-                "carry_names": list(self.carry_names), "stacks": self.want_stacks}
+                "carry_names": list(self.carry_names), "stacks": self.want_stacks,
+                "residuals": [r.name for r in self.residuals]}
 
     @classmethod
     def from_record(cls, rec: dict, traced_of: Callable) -> "ScanBody":
@@ -372,7 +380,9 @@ class ScanBody(_Group):
             raise GraphCompilerError("a scan body record with xs has length null")
         names = _get(rec, "carry_names", list, what)
         stacks = _get(rec, "stacks", bool, what)
-        if set(rec) != {"name", "traced", "n_carry", "n_x", "n_y", "reverse", "length", "carry_names", "stacks"}:
+        res_names = _get(rec, "residuals", list, what)
+        if set(rec) != {"name", "traced", "n_carry", "n_x", "n_y", "reverse", "length", "carry_names", "stacks",
+                        "residuals"}:
             raise GraphCompilerError(f"unknown or missing fields in the scan body record: {sorted(rec)}")
         traced = _traced_from(traced_of(rec["traced"], "traced"))
         if len(traced.inputs) != nc + nx or len(traced.outputs) != nc + ny or len(names) != nc:
@@ -385,17 +395,42 @@ class ScanBody(_Group):
                                  f"the carry in {fmt_shape(c_in.shape)}, {c_in.dtype}")
         body = cls(name, traced, nc, nx, ny, reverse, length)
         body.carry_names, body.want_stacks = names, stacks
+        g = traced.graph
+        if not all(isinstance(r, str) and r in g and g[r].inputs for r in res_names):
+            raise GraphCompilerError(f"the scan body's residuals {res_names!r:.80} must name computed nodes of the body")
+        body.residuals = [g[r] for r in res_names]
         return body
 
     def n_outputs(self) -> int:
-        return 2 * self.n_carry + self.n_y
+        return 2 * self.n_carry + self.n_y + len(self.residuals)
 
     def output_kind(self, index: int) -> tuple[str, int]:
+        """carry: a final carry; ys: stacked ys; carries: the stacked carries-in; res: a stacked residual."""
         if index < self.n_carry:
             return "carry", index
         if index < self.n_carry + self.n_y:
             return "ys", index - self.n_carry
-        return "carries", index - self.n_carry - self.n_y
+        if index < 2 * self.n_carry + self.n_y:
+            return "carries", index - self.n_carry - self.n_y
+        return "res", index - 2 * self.n_carry - self.n_y
+
+    def stacked_node(self, kind: str, j: int) -> Node:
+        """The body node whose value per step a stacked result holds."""
+        return {"ys": lambda: self.traced.outputs[self.n_carry + j], "carries": lambda: self.traced.inputs[j],
+                "res": lambda: self.residuals[j]}[kind]()
+
+    def residual_index(self, node: Node) -> int:
+        """The result index of the stacked values of body node `node` (registered as a residual if new)."""
+        nc = self.n_carry
+        for j in range(self.n_y):
+            if self.traced.outputs[nc + j] is node:
+                return nc + j
+        for j in range(nc):
+            if self.traced.inputs[j] is node:
+                return nc + self.n_y + j
+        if node not in self.residuals:
+            self.residuals.append(node)
+        return 2 * nc + self.n_y + self.residuals.index(node)
 
     # shapes: the carries keep their shapes; ys and carry stacks gain the leading step axis
     def out_shape(self, index: int, in_shapes: Sequence[tuple], steps) -> tuple:
@@ -406,8 +441,8 @@ class ScanBody(_Group):
             return (steps,) + tuple(in_shapes[j])
         body_in = list(in_shapes[:self.n_carry]) + [tuple(s[1:]) for s in in_shapes[self.n_carry:self.n_carry + self.n_x]] \
             + list(in_shapes[self.n_carry + self.n_x:])
-        shapes = body_shapes(self.traced, body_in, self._shape_cache)
-        return (steps,) + tuple(shapes[self.n_carry + j])
+        shapes = body_shapes(self.traced, body_in, self._shape_cache, self.residuals)
+        return (steps,) + tuple(shapes[self.n_carry + j if kind == "ys" else len(self.traced.outputs) + j])
 
     def _compute(self, arrays) -> list:
         with self._lock:                   # the body's compiled program reuses its buffers: one loop at a time
@@ -426,7 +461,10 @@ class ScanBody(_Group):
                                      "every xs must have the same length along axis 0")
         else:
             steps = self.length
-        prog = self.program_of(self.traced)
+        res = list(self.residuals) if stacks else []
+        prog = self.program_of(self.traced, res)
+        nr = len(res)
+        rstack: list = [None] * nr
         ins = self.traced.inputs
         c_in, x_in = ins[:nc], ins[nc:nc + nx]
         feeds: dict[Node, Any] = dict(zip(self.traced.captured_inputs, ws))
@@ -455,9 +493,17 @@ class ScanBody(_Group):
                 if ys[j] is None:
                     ys[j] = np.empty((steps,) + y.shape, y.dtype)
                 ys[j][t] = y
+            for j in range(nr):
+                r = np.asarray(out[nc + self.n_y + j])
+                if rstack[j] is None:
+                    rstack[j] = np.empty((steps,) + r.shape, r.dtype)
+                rstack[j][t] = r
         if steps == 0:                     # the result must not share the init's memory (planned buffers)
             carries = [np.array(c, copy=True) for c in carries]
-        return carries + ys + (cstack if stacks else [None] * nc)
+            shapes = [a.shape for a in arrays]
+            rstack = [np.zeros(self.out_shape(2 * nc + self.n_y + j, shapes, 0), res[j].dtype) for j in range(nr)]
+        return carries + ys + (cstack if stacks else [None] * nc) + (rstack if stacks else
+                                                                     [None] * len(self.residuals))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -522,7 +568,7 @@ class Scan(Op):
             return (), OBJECT
         kind, j = b.output_kind(index)
         shape = b.out_shape(index, in_shapes, steps)
-        dtype = xs[j].dtype if kind != "ys" else b.traced.outputs[nc + j].dtype
+        dtype = xs[j].dtype if kind in ("carry", "carries") else b.stacked_node(kind, j).dtype
         return shape, dtype
 
     def kernel(self, *xs):
@@ -695,15 +741,83 @@ def _scan_impl(fn: Callable, init, xs=None, *, length: int | None = None, revers
 
 # -- the derivative of a scan: a reverse scan --------------------------------------------------------
 
+@dataclasses.dataclass
+class _Vjp:
+    """The body's vector-Jacobian product as a graph of its own, and what its gradient part reads."""
+
+    graph: Graph
+    c: list[Node]                    # stand-ins of the carries in, the slices, the captured values
+    x: list[Node]
+    w: list[Node]
+    seeds: list[Node]                # cotangents of the float carries out
+    gin: Node | None                 # cotangent of the stacked result differentiated (ys, carries-in, residual)
+    outs: list[Node]                 # d carries in (float), d captured (float), d slices (float)
+    residuals: dict[Node, Node]      # forward node of this graph -> the body node whose stacked value replaces it
+    needed: set[Node]                # the nodes of this graph a reverse step computes or reads
+
+
+def _vjp_graph(body: ScanBody, kind: str, kk: int, fc: list[int], fx: list[int], fw: list[int]) -> _Vjp:
+    """Differentiate one step of the body (build_grad in a graph of its own); the forward values its gradient
+    reads become residuals, stacked by the forward scan instead of recomputed by the reverse one."""
+    from ..autodiff import build_grad
+    from . import elementwise as E
+    from . import reduce as R
+    key = (kind, kk, tuple(fc), tuple(fx), tuple(fw))
+    got = body.vjp_cache.get(key)
+    if got is not None:
+        return got
+    tr, nc, nx = body.traced, body.n_carry, body.n_x
+    vg = Graph(f"{body.name}/vjp")
+    c = [vg.input(f"c{j}", n.shape, n.dtype) for j, n in enumerate(tr.inputs[:nc])]
+    x = [vg.input(f"x{j}", n.shape, n.dtype) for j, n in enumerate(tr.inputs[nc:nc + nx])]
+    w = [vg.input(f"w{j}", n.shape, n.dtype) for j, n in enumerate(tr.captured_inputs)]
+    m: dict[Node, Node] = dict(zip(tr.inputs + tr.captured_inputs, c + x + w))
+    for n in tr.graph.nodes:
+        if n not in m:
+            m[n] = vg.constant(tr.graph._values[n]) if n.op.name == "constant" else \
+                apply(n.op, tuple(m[i] for i in n.inputs))
+    seeds = [vg.input(f"g{j}", c[j].shape, c[j].dtype) for j in fc]
+    terms = [R.sum(E.multiply(m[tr.outputs[j]], gj)) for gj, j in zip(seeds, fc)]
+    gin = None
+    if kind != "carry":
+        node = body.stacked_node(kind, kk)
+        gin = vg.input("gin", node.shape, node.dtype)
+        terms.append(R.sum(E.multiply(m[node], gin)))
+    targets = [c[j] for j in fc] + [x[j] for j in fx] + [w[j] for j in fw]
+    z = terms[0]
+    for t in terms[1:]:
+        z = E.add(z, t)
+    d = build_grad(z, targets, disconnected="zero")
+    outs = [d[c[j]] for j in fc] + [d[w[j]] for j in fw] + [d[x[j]] for j in fx]
+    # the forward values the gradient reads: kept per step when they depend on the carry or the slice
+    varying = set(tr.inputs)
+    for n in tr.graph.nodes:
+        if n.inputs and any(i in varying for i in n.inputs):
+            varying.add(n)
+    forward = {m[n]: n for n in tr.graph.nodes if n.inputs and n in varying and n.dtype != OBJECT}
+    residuals: dict[Node, Node] = {}
+    needed: set[Node] = set()
+    stack = list(outs)
+    while stack:
+        n = stack.pop()
+        if n in needed:
+            continue
+        needed.add(n)
+        if n in forward:
+            residuals[n] = forward[n]
+            continue
+        stack.extend(n.inputs)
+    got = body.vjp_cache[key] = _Vjp(vg, c, x, w, seeds, gin, outs, residuals, needed)
+    return got
+
+
 def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node) -> list:
     """The cotangents of every input of the scan node y, given g = dz/dy: one reverse scan (cached)."""
     key = (y, g)
     got = body.grad_cache.get(key)
     if got is not None:
         return got
-    from ..autodiff import build_grad
     from . import elementwise as E
-    from . import reduce as R
     from . import shape as S
     nc, nx, nw = body.n_carry, body.n_x, body.n_w
     kind, kk = body.output_kind(y.op.index)
@@ -711,52 +825,78 @@ def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node)
     fc = [j for j in range(nc) if inits[j].dtype.kind == "f"]
     fx = [j for j in range(nx) if xss[j].dtype.kind == "f"]
     fw = [j for j in range(nw) if ws[j].dtype.kind == "f"]
+    vjp = _vjp_graph(body, kind, kk, fc, fx, fw)
     body.want_stacks = True
     graph = y.graph
-    stacks = [result(group, nc + body.n_y + j, graph._unique_name(f"{body.name}.{body.carry_names[j]}_stack"))
-              for j in range(nc)]
+    traced = body.traced
+    cn = body.carry_names
+    xn = [n.name for n in traced.inputs[nc:nc + nx]]
+    # the reverse scan's slices: the carries-in, slices and residuals its steps read, and the cotangent
+    used_c = [j for j in range(nc) if vjp.c[j] in vjp.needed]
+    used_x = [j for j in range(nx) if vjp.x[j] in vjp.needed]
+    used_w = [j for j in range(nw) if vjp.w[j] in vjp.needed]
+    res = list(vjp.residuals.items())
+    stacked = [result(group, nc + body.n_y + j, graph._unique_name(f"{body.name}.{cn[j]}_stack")) for j in used_c]
+    for vnode, bnode in res:
+        idx = body.residual_index(bnode)
+        if idx >= 2 * nc + body.n_y:
+            label = f"{body.name}.{bnode.name}_stack"
+        else:
+            label = None
+        stacked.append(_result_of(group, idx, graph, label))
     rc_init = [g if (kind == "carry" and kk == j) else S.zeros_like(inits[j]) for j in fc] + \
               [S.zeros_like(ws[j]) for j in fw]
-    r_xs = stacks + xss + ([g] if kind in ("ys", "carries") else [])
-    traced = body.traced
+    r_xs = stacked[:len(used_c)] + [xss[j] for j in used_x] + stacked[len(used_c):] + \
+        ([g] if kind != "carry" else [])
+    pad: list[str] = []
+    if not r_xs and (nx or nc):          # a step that reads nothing per step still runs once per step
+        r_xs = [xss[0]] if nx else [result(group, nc + body.n_y, graph._unique_name(f"{body.name}.{cn[0]}_stack"))]
+        pad = ["steps"]
 
     def rev(carry, xt):
-        carry = list(carry)
-        xt = list(xt)
+        carry, xt = list(carry), list(xt) if xt is not None else []
         gcs, gws = carry[:len(fc)], carry[len(fc):]
-        cs_t, x_t = xt[:nc], xt[nc:nc + nx]
-        gin = xt[nc + nx] if kind in ("ys", "carries") else None
-        aw = [alias(w) for w in ws]
-        outs = inline(traced, cs_t + x_t + aw)
-        terms = []
-        for gj, j in zip(gcs, fc):
-            terms.append(R.sum(E.multiply(outs[j], gj)))
-        if kind == "ys":
-            terms.append(R.sum(E.multiply(outs[nc + kk], gin)))
-        targets = [cs_t[j] for j in fc] + [x_t[j] for j in fx] + [aw[j] for j in fw]
-        if terms:
-            z = terms[0]
-            for t in terms[1:]:
-                z = E.add(z, t)
-            d = build_grad(z, targets, disconnected="zero")
-        else:
-            d = {t: S.zeros_like(t) for t in targets}
-        new_gc = [d[cs_t[j]] for j in fc]
-        if kind == "carries":
-            pos = fc.index(kk)
-            new_gc[pos] = E.add(new_gc[pos], gin)
-        new_gw = [E.add(gw, d[aw[j]]) for gw, j in zip(gws, fw)]
-        return tuple(new_gc + new_gw), tuple(d[x_t[j]] for j in fx)
+        k = 0
+        m: dict[Node, Node] = {}
+        for j in used_c:
+            m[vjp.c[j]] = xt[k]
+            k += 1
+        for j in used_x:
+            m[vjp.x[j]] = xt[k]
+            k += 1
+        for vnode, _ in res:
+            m[vnode] = xt[k]
+            k += 1
+        if vjp.gin is not None:
+            m[vjp.gin] = xt[k]
+        for gj, seed in zip(gcs, vjp.seeds):
+            m[seed] = gj
+        for j in used_w:
+            m[vjp.w[j]] = alias(ws[j])
+        out_graph = carry[0].graph if carry else xt[0].graph
+        for n in vjp.graph.nodes:                  # replay the gradient part of one step
+            if n in m or n not in vjp.needed:
+                continue
+            if n.op.name == "constant":
+                m[n] = out_graph.constant(vjp.graph._values[n])
+            elif not n.inputs:
+                raise GraphCompilerError(f"internal error: {n.name!r} of the step's gradient has no value")
+            else:
+                m[n] = apply(n.op, tuple(m[i] for i in n.inputs))
+        outs = [m[o] for o in vjp.outs]
+        new_gc = outs[:len(fc)]
+        new_gw = [E.add(gw, dw) for gw, dw in zip(gws, outs[len(fc):len(fc) + len(fw)])]
+        return tuple(new_gc + new_gw), tuple(outs[len(fc) + len(fw):])
 
-    cn = body.carry_names
-    xn = [x.name for x in traced.inputs[nc:nc + nx]]
     step = "t+1" if not body.reverse else "t-1"
-    seed = {"ys": f"d{'ys' if body.n_y == 1 else f'ys{kk}'}_t", "carries": f"d{cn[kk] if nc > kk else ''}_t"}
+    here = "t-1" if not body.reverse else "t+1"
+    seed = {"ys": f"d{'ys' if body.n_y == 1 else f'ys{kk}'}_t", "carries": f"d{cn[kk] if nc > kk else ''}_t",
+            "res": f"d{body.residuals[kk].name if kind == 'res' else ''}_t"}
     names = ([f"d{cn[j]}_{{{step}}}" for j in fc] + [f"d{traced.captured_inputs[j].name}" for j in fw],
-             [f"{cn[j]}_{{t-1}}" if not body.reverse else f"{cn[j]}_{{t+1}}" for j in range(nc)] + xn
-             + ([seed[kind]] if kind in seed else []))
-    rc, rys = _scan_impl(rev, tuple(rc_init), tuple(r_xs), reverse=not body.reverse,
-                         name=f"{body.name}.grad", _names=names)
+             [f"{cn[j]}_{{{here}}}" for j in used_c] + [xn[j] for j in used_x]
+             + [f"{b.name}_t" for _, b in res] + ([seed[kind]] if kind != "carry" else []) + pad)
+    rc, rys = _scan_impl(rev, tuple(rc_init), tuple(r_xs) if r_xs else None, reverse=not body.reverse,
+                         length=None if r_xs else body.length, name=f"{body.name}.grad", _names=names)
     for n in list(rc) + list(rys):
         n.inputs[0].op.body.forward = body
         n.inputs[0].op.body.y_names = [f"d{xn[j]}".removesuffix("_t") for j in fx]
@@ -770,6 +910,14 @@ def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node)
         grads[nc + nx + j] = rc[len(fc) + p]
     body.grad_cache[key] = grads
     return grads
+
+
+def _result_of(group: Node, index: int, graph: Graph, label: str | None) -> Node:
+    """The result node `index` of `group`, reusing one that exists (a stacked ys read by the gradient)."""
+    for n in graph.consumers(group):
+        if isinstance(n.op, Result) and n.op.index == index:
+            return n
+    return result(group, index, graph._unique_name(label) if label else None)
 
 
 # -- cond: one of two traced branches, chosen at run time ------------------------------------------
