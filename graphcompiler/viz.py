@@ -271,7 +271,7 @@ def _label(n: Node, extra: list[str]) -> str:
 def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = False,
            provenance: bool = False, edge_shapes: bool = False, group: bool = False,
            collapse: bool | Iterable[str] | None = None, context: bool = True, legend: bool = True,
-           title: str | None = None, bodies: bool = True) -> graphviz.Digraph:
+           title: str | None = None, bodies: bool = True, unroll: bool | int = False) -> graphviz.Digraph:
     """A graphviz.Digraph of a Graph, a Node or a list of Nodes (with their ancestors) or a Program.
 
     show: "all", "forward" (no gradient nodes) or "backward" (gradient nodes, with the forward values they
@@ -282,8 +282,12 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
     name scope (`layer1/`; a backward node goes in the box of its origin); collapse: True or scope names,
     drawn as one node each. A Program's picture numbers the steps, shows each value's buffer and marks the
     values kept from forward for backward. bodies: draw the body of each scan, cond and while_loop in a box
-    of its own next to its node (the reverse scans of gradients in a backward box).
+    of its own next to its node (the reverse scans of gradients in a backward box). unroll: draw a Graph's
+    scans of up to 16 steps (or the number given) written out step by step instead.
     """
+    if unroll and isinstance(what, Graph):
+        from .ops.control import unroll as _unroll
+        what = _unroll(what, 16 if unroll is True else int(unroll))
     if show not in ("all", "forward", "backward"):
         raise GraphCompilerError(f"show must be 'all', 'forward' or 'backward', not {show!r}")
     if rankdir not in ("LR", "RL", "TB", "BT"):

@@ -565,3 +565,20 @@ def test_lstm_residuals_are_kept_and_saved(tmp_path, rng):
     got = gc.compile([g2[n.name] for n in outs]).run(f)
     for a, b_ in zip(got, want):
         np.testing.assert_allclose(a, b_, rtol=1e-12)
+
+
+def test_unrolled_picture_is_the_same_computation(rng):
+    g, L, ins, h_T, hs = rnn_graph()
+    grads = gc.build_grad(L, list(ins))
+    from graphcompiler.ops.control import unroll
+    u = unroll(g, max_steps=8)
+    assert not any(n.op.name in ("scan", "result") for n in u.nodes)
+    assert sum(n.op.name == "tanh" for n in u.nodes) >= T
+    f = rnn_feeds(rng)
+    outs = [L, hs] + [grads[n] for n in ins]
+    for a, b_ in zip(gc.compile([u[n.name] for n in outs]).run(f), gc.compile(outs).run(f)):
+        np.testing.assert_allclose(a, b_, rtol=1e-12)
+    src = gc.to_dot(g, unroll=True).source
+    assert "scan_1[3]/tanh" in src and "scan[" not in src and "scan_1[0]/xs[0]" in src
+    short = unroll(g, max_steps=2)                       # longer scans stay loops
+    assert any(n.op.name == "scan" for n in short.nodes)
