@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gradcheck import check_gradients
 
 import graphcompiler as gc
-from gradcheck import check_gradients
 
 T, B, D, H = 4, 2, 3, 3
 

@@ -15,18 +15,26 @@ Because the reverse scan is an ordinary Scan, its own derivative (second order) 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import threading
-from typing import Any, Callable, ClassVar, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import DTypeError, GraphCompilerError, ShapeError, UndefinedGradientError, fmt_shape
+from ..errors import (
+    DTypeError,
+    GraphCompilerError,
+    ShapeError,
+    UndefinedGradientError,
+    fmt_shape,
+)
 from ..graph import Graph, Node
 from .base import Op, apply
 
-__all__ = ["scan", "cond", "while_loop"]
+__all__ = ["cond", "scan", "while_loop"]
 
 
 # -- tracing a body -------------------------------------------------------------------------------
@@ -191,7 +199,7 @@ def inline(traced: Traced, values: Sequence[Node]) -> list[Node]:
 class _Shim:
     """Just enough of a Node for a shape rule: name, op, shape, dtype, inputs."""
 
-    __slots__ = ("name", "op", "shape", "dtype", "inputs", "graph")
+    __slots__ = ("dtype", "graph", "inputs", "name", "op", "shape")
 
     def __init__(self, n: Node, shape: tuple, inputs=()):
         self.name, self.op, self.shape, self.dtype, self.inputs, self.graph = \
@@ -353,7 +361,7 @@ class ScanBody(_Group):
         self.carry_names = [f"carry{k}" for k in range(n_carry)]
         self._shape_cache: dict = {}
         self._init_cache()
-        self.forward: "ScanBody | None" = None     # for a reverse scan: the scan it differentiates
+        self.forward: ScanBody | None = None     # for a reverse scan: the scan it differentiates
 
     def __repr__(self) -> str:
         return f"<{'reverse ' if self.forward else ''}scan body {self.name!r}: {len(self.traced.graph)} nodes>"
@@ -370,7 +378,7 @@ class ScanBody(_Group):
                 "residuals": [r.name for r in self.residuals]}
 
     @classmethod
-    def from_record(cls, rec: dict, traced_of: Callable) -> "ScanBody":
+    def from_record(cls, rec: dict, traced_of: Callable) -> ScanBody:
         what = "scan body"
         name = _get(rec, "name", str, what)
         nc, nx, ny = (_get(rec, k, int, what) for k in ("n_carry", "n_x", "n_y"))
@@ -941,7 +949,7 @@ class CondBody(_Group):
                 "n_ops": self.n_ops, "n_captured": len(self.captured), "picks": [list(p) for p in self.picks]}
 
     @classmethod
-    def from_record(cls, rec: dict, traced_of: Callable) -> "CondBody":
+    def from_record(cls, rec: dict, traced_of: Callable) -> CondBody:
         what = "cond body"
         name = _get(rec, "name", str, what)
         n_ops, n_cap = _get(rec, "n_ops", int, what), _get(rec, "n_captured", int, what)
@@ -1134,7 +1142,7 @@ class WhileBody(_Group):
                 "n_captured": len(self.captured), "picks": [list(p) for p in self.picks]}
 
     @classmethod
-    def from_record(cls, rec: dict, traced_of: Callable) -> "WhileBody":
+    def from_record(cls, rec: dict, traced_of: Callable) -> WhileBody:
         what = "while_loop body"
         name = _get(rec, "name", str, what)
         nc, n_cap = _get(rec, "n_carry", int, what), _get(rec, "n_captured", int, what)
@@ -1388,6 +1396,7 @@ def recurrence(node: Node) -> list:
     and `y_t = ...` (for a reverse scan, from h_{t+1}); the reverse scan of a gradient gives the backward
     recurrence of backpropagation through time. `node` is a scan node or one of its results."""
     import sympy as sp
+
     from ..symbolic import to_sympy
     group = node.inputs[0] if node.op.name == "result" else node
     if not isinstance(getattr(group.op, "body", None), ScanBody):
@@ -1444,7 +1453,7 @@ def unroll(graph: Graph, max_steps: int = 16) -> Graph:
 
     def scope(n: Node):
         origin = None if n.origin is None or m.get(n.origin[0]) is None else (m[n.origin[0]], n.origin[1])
-        return out._gradient_scope(origin) if n.is_gradient else _nullscope()
+        return out._gradient_scope(origin) if n.is_gradient else contextlib.nullcontext()
 
     for n in graph.nodes:
         with scope(n):
@@ -1465,14 +1474,6 @@ def unroll(graph: Graph, max_steps: int = 16) -> Graph:
             else:
                 m[n] = out._add(n.op, tuple(m[x] for x in n.inputs), n.dtype, n.shape, n.name)
     return out
-
-
-class _nullscope:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _static_steps(n: Node):
