@@ -582,3 +582,19 @@ def test_unrolled_picture_is_the_same_computation(rng):
     assert "scan_1[3]/tanh" in src and "scan[" not in src and "scan_1[0]/xs[0]" in src
     short = unroll(g, max_steps=2)                       # longer scans stay loops
     assert any(n.op.name == "scan" for n in short.nodes)
+
+
+def test_bptt_notebook_runs(tmp_path, monkeypatch):
+    """notebooks/extra/05_backprop_through_time.ipynb runs top to bottom (kept out of notebooks/*.ipynb, whose
+    list test_notebooks.py fixes; move it there and add it to that list to make it the fifth notebook)."""
+    nbformat = pytest.importorskip("nbformat")
+    pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    import test_notebooks as tn
+    path = tn.ROOT / "notebooks" / "extra" / "05_backprop_through_time.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    assert all(c.outputs == [] for c in nb.cells if c.cell_type == "code")
+    work = getattr(tn.clean_home, "__wrapped__", tn.clean_home)(tmp_path, monkeypatch)
+    out = tn.execute(nb, work)
+    text = "".join(o.get("text", "") for c in out.cells if c.cell_type == "code" for o in c.outputs)
+    assert "h_t" in text and "dh_{t+1}" in text and "loss" in text and "scan_1.h_stack" in text
