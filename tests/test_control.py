@@ -598,3 +598,33 @@ def test_bptt_notebook_runs(tmp_path, monkeypatch):
     out = tn.execute(nb, work)
     text = "".join(o.get("text", "") for c in out.cells if c.cell_type == "code" for o in c.outputs)
     assert "h_t" in text and "dh_{t+1}" in text and "loss" in text and "scan_1.h_stack" in text
+
+
+def test_map_like_scan_passthrough_carry_and_reverse_lstm(rng):
+    g = gc.Graph("map")
+    xs = g.input("xs", (5, 2))
+    w = g.input("w", (2,))
+    c0 = g.input("c0", (2,))
+    c_T, ys = gc.scan(lambda c, x: (c, gc.sin(x) * w + c), c0, xs)        # the carry passes through unchanged
+    f = {"xs": rng.normal(size=(5, 2)), "w": rng.normal(size=2), "c0": rng.normal(size=2)}
+    got = gc.compile([c_T, ys]).run(f)
+    np.testing.assert_allclose(got[0], f["c0"])
+    np.testing.assert_allclose(got[1], np.sin(f["xs"]) * f["w"] + f["c0"])
+    check_gradients(g, gc.sum(ys * ys) + gc.sum(c_T), [xs, w, c0], f)
+    # an LSTM run backwards over the sequence, to second order
+    g2 = gc.Graph("lstm_rev")
+    xs2 = g2.input("xs", (3, 1, 2))
+    Wx = g2.input("Wx", (2, 8))
+    Wh = g2.input("Wh", (2, 8))
+
+    def step(carry, x_t):
+        h, c = carry
+        z = gc.matmul(x_t, Wx) + gc.matmul(h, Wh)
+        c = gc.sigmoid(z[:, :2]) * c + gc.sigmoid(z[:, 2:4]) * gc.tanh(z[:, 6:])
+        h = gc.sigmoid(z[:, 4:6]) * gc.tanh(c)
+        return (h, c), h
+
+    zeros = g2.constant(np.zeros((1, 2)))
+    (h_T, c_T2), hs = gc.scan(step, (zeros, zeros), xs2, reverse=True)
+    f2 = {"xs": rng.normal(size=(3, 1, 2)), "Wx": 0.5 * rng.normal(size=(2, 8)), "Wh": 0.5 * rng.normal(size=(2, 8))}
+    check_gradients(g2, gc.sum(hs * hs) + gc.sum(c_T2), [xs2, Wx, Wh], f2)
