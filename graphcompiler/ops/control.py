@@ -1163,12 +1163,22 @@ class WhileBody(_Group):
         tp, sp = self.program_of(self.test), self.program_of(self.step)
         t_feeds = dict(zip(self.test.captured_inputs, [ws[p] for p in self.picks[0]]))
         s_feeds = dict(zip(self.step.captured_inputs, [ws[p] for p in self.picks[1]]))
-        while True:
-            t_feeds.update(zip(self.test.inputs, carries))
-            if not bool(tp.run(t_feeds)[0]):
-                return carries
-            s_feeds.update(zip(self.step.inputs, carries))
-            carries = [np.asarray(c) for c in sp.run(s_feeds)]
+        t_run = s_run = None                # after a first checked run, the loaded evaluators directly
+        with self._lock:
+            while True:
+                t_feeds.update(zip(self.test.inputs, carries))
+                if t_run is None:
+                    out, t_run = _first_step(tp, t_feeds)
+                else:
+                    out = t_run(t_feeds)
+                if not bool(np.asarray(out[0])):
+                    return [np.array(c, copy=True) for c in carries] if s_run is None else carries
+                s_feeds.update(zip(self.step.inputs, carries))
+                if s_run is None:
+                    out, s_run = _first_step(sp, s_feeds)
+                else:
+                    out = s_run(s_feeds)
+                carries = [np.asarray(c) for c in out]
 
 
 @dataclasses.dataclass(frozen=True)
