@@ -117,7 +117,8 @@ def _node_record(graph: Graph, n: Node) -> dict:
         "inputs": [x.name for x in n.inputs],
         "shape": list(n.shape),
         "dtype": n.dtype.name,
-        "attrs": {k: _encode_attr(n, k, v) for k, v in n.attrs.items()},
+        "attrs": ({"body": n.op.body.record(_traced_record)} if n.op.name in CONTROL_OPS else
+                  {k: _encode_attr(n, k, v) for k, v in n.attrs.items()}),
         "is_gradient": bool(n.is_gradient),
         "origin": None if n.origin is None else [n.origin[0].name, int(n.origin[1])],
     }
@@ -473,8 +474,15 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
 
     shape = _check_dims(rec["shape"], f"{at}, field \"shape\"", allow_none=opname != "parameter"
                         and opname != "constant")
-    dtype = _check_dtype(rec["dtype"], f"{at}, field \"dtype\"")
-    attrs = _check_attrs(cls, rec["attrs"], at)
+    if opname in CONTROL_OPS:          # a traced body: nested graphs, checked like the file itself
+        if rec["dtype"] != "object" or shape != ():
+            raise GraphFileError(f"{at}: a {opname} node has shape [] and dtype \"object\" (its value holds "
+                                 f"its results), got {_short(rec['shape'])} and {_short(rec['dtype'])}")
+        dtype = np.dtype(object)
+        attrs = _check_control_attrs(cls, rec["attrs"], at, lim)
+    else:
+        dtype = _check_dtype(rec["dtype"], f"{at}, field \"dtype\"")
+        attrs = _check_attrs(cls, rec["attrs"], at)
 
     is_gradient = rec["is_gradient"]
     if not isinstance(is_gradient, bool):
@@ -628,6 +636,63 @@ def _check_index(v: list, at: str) -> tuple:
     if out.count(("...",)) > 1:
         raise GraphFileError(f"{at}: an index can have only one [\"...\"]")
     return tuple(out)
+
+
+# -- control flow: bodies as nested graphs (ops/control.py) ------------------------------------------
+
+CONTROL_OPS = ("scan", "cond", "while_loop")
+MAX_DEPTH = 8                          # bodies inside bodies
+
+
+def _traced_record(traced) -> dict:
+    """A traced body: its graph (nodes as in the file itself), and the names of its inputs and outputs."""
+    g = traced.graph
+    return {"graph": {"name": g.name, "nodes": [_node_record(g, m) for m in g.nodes]},
+            "inputs": [x.name for x in traced.inputs], "captured": [x.name for x in traced.captured_inputs],
+            "outputs": [o.name for o in traced.outputs]}
+
+
+def _check_control_attrs(cls: type, attrs: Any, at: str, lim: dict) -> dict:
+    if not isinstance(attrs, dict) or set(attrs) != {"body"} or not isinstance(attrs["body"], dict):
+        raise GraphFileError(f"{at}, field \"attrs\": a {cls.name} node has one attribute, \"body\" (an object), "
+                             f"got {_short(attrs)}")
+    depth = lim.get("depth", 0) + 1
+    if depth > MAX_DEPTH:
+        raise GraphFileError(f"{at}: bodies nested more than {MAX_DEPTH} deep")
+    sub = {**lim, "depth": depth}
+
+    def traced_of(doc: Any, what: str):
+        where = f"{at}, body {what}"
+        if not isinstance(doc, dict) or set(doc) != {"graph", "inputs", "captured", "outputs"}:
+            raise GraphFileError(f"{where}: must be an object with graph, inputs, captured and outputs, got "
+                                 f"{_short(doc)}")
+        gdoc = doc["graph"]
+        if not isinstance(gdoc, dict) or set(gdoc) != {"name", "nodes"}:
+            raise GraphFileError(f"{where}, field \"graph\": must be an object with name and nodes")
+        specs, name = _check_document({"format": FORMAT, "version": VERSION, **gdoc}, where, sub)
+        graph = _build(specs, name, where)
+        lists = []
+        for key in ("inputs", "captured", "outputs"):
+            names = doc[key]
+            if not isinstance(names, list) or not all(isinstance(x, str) and x in graph for x in names):
+                raise GraphFileError(f"{where}, field {key!r}: must be a list of names of the body's nodes, got "
+                                     f"{_short(names)}")
+            nodes = [graph[x] for x in names]
+            if key != "outputs" and any(x.op.name != "input" for x in nodes):
+                raise GraphFileError(f"{where}, field {key!r}: every entry must name an input of the body")
+            lists.append(nodes)
+        if len(set(lists[0] + lists[1])) != len(lists[0]) + len(lists[1]) or \
+                len(lists[0]) + len(lists[1]) != len(graph.inputs()):
+            raise GraphFileError(f"{where}: inputs and captured must name each input of the body once")
+        return lists
+
+    try:
+        body = cls.body_type.from_record(attrs["body"], traced_of)
+    except GraphFileError:
+        raise
+    except Exception as e:             # the body's own consistency checks
+        raise GraphFileError(f"{at}, attribute 'body': {type(e).__name__}: {e}") from None
+    return {"body": body}
 
 
 # -- building -------------------------------------------------------------------------------

@@ -273,7 +273,7 @@ def _label(n: Node, extra: list[str]) -> str:
 def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = False,
            provenance: bool = False, edge_shapes: bool = False, group: bool = False,
            collapse: bool | Iterable[str] | None = None, context: bool = True, legend: bool = True,
-           title: str | None = None) -> graphviz.Digraph:
+           title: str | None = None, bodies: bool = True, unroll: bool | int = False) -> graphviz.Digraph:
     """A graphviz.Digraph of a Graph, a Node or a list of Nodes (with their ancestors) or a Program.
 
     show: "all", "forward" (no gradient nodes) or "backward" (gradient nodes, with the forward values they
@@ -283,8 +283,13 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
     bprop made it (`node.origin`). edge_shapes: label edges with the shape they carry. group: a box per
     name scope (`layer1/`; a backward node goes in the box of its origin); collapse: True or scope names,
     drawn as one node each. A Program's picture numbers the steps, shows each value's buffer and marks the
-    values kept from forward for backward.
+    values kept from forward for backward. bodies: draw the body of each scan, cond and while_loop in a box
+    of its own next to its node (the reverse scans of gradients in a backward box). unroll: draw a Graph's
+    scans of up to 16 steps (or the number given) written out step by step instead.
     """
+    if unroll and isinstance(what, Graph):
+        from .ops.control import unroll as _unroll
+        what = _unroll(what, 16 if unroll is True else int(unroll))
     if show not in ("all", "forward", "backward"):
         raise GraphCompilerError(f"show must be 'all', 'forward' or 'backward', not {show!r}")
     if rankdir not in ("LR", "RL", "TB", "BT"):
@@ -309,6 +314,9 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
     _emit_ranks(dot, layout, members, anchors, align)
     if provenance:
         _emit_provenance(dot, layout)
+    if bodies:                                      # control flow (ops/control.py): each body in a box
+        from .ops.control import draw_bodies
+        draw_bodies(dot, [n for n in visible if layout.rep(n) == layout.ids[n]], layout.ids, _esc)
 
     heading = f"<B>{_esc(title if title is not None else subject.title)}</B>"
     if legend:
@@ -399,7 +407,7 @@ def _emit_edges(dot: graphviz.Digraph, layout: _Layout, kinds: dict[Node, str], 
     for n in layout.visible:
         if n in ctx_set:
             continue
-        for x in n.inputs:
+        for x in (n.inputs[:1] if n.op.name == "result" else n.inputs):   # a result: drawn from its loop only
             if x not in layout.visible_set:
                 continue
             a, b = layout.rep(x), layout.rep(n)

@@ -245,7 +245,7 @@ class Conv2d(_ConvAttrs):
         return apply(WEIGHT_GRAD[self.nd](*self._conv_args(), x[1].shape[2:]), (x[0], g))   # dw
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -295,7 +295,7 @@ class Conv2dInputGrad(_ConvAttrs):
         return apply(WEIGHT_GRAD[self.nd](*self._conv_args(), w.shape[2:]), (g, g_out))
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -350,7 +350,7 @@ class Conv2dWeightGrad(_ConvAttrs):
         return apply(CONV[self.nd](*self._conv_args()), (x_in, g))                  # d/dg = conv(x, G)
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -457,7 +457,7 @@ class MaxPool2d(_PoolAttrs):
         return apply(MaxPool2dGrad(self.kernel_size, self.stride, self.padding), (g, x[0]))
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -487,7 +487,7 @@ class MaxPool2dGrad(_PoolAttrs):
         return apply(MaxPool2dGather(self.kernel_size, self.stride, self.padding), (g, x[1]))
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -520,7 +520,7 @@ class MaxPool2dGather(_PoolAttrs):
         return apply(MaxPool2dGrad(self.kernel_size, self.stride, self.padding), (g, x[1]))
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -545,7 +545,7 @@ class AvgPool2d(_PoolAttrs):
         return apply(AvgPool2dGrad(self.kernel_size, self.stride, self.padding), (g, x[0]))
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -570,7 +570,7 @@ class AvgPool2dGrad(_PoolAttrs):
         return apply(AvgPool2d(self.kernel_size, self.stride, self.padding), (g,))
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
