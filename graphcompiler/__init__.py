@@ -12,6 +12,6 @@ from .runtime import NumpyEvaluator
 from .symbolic import derivation, to_latex, to_sympy
 from .io import load
 from .viz import render, to_dot
-from .explore import explore
+from .explore import explore, explore_inline
 
 __version__ = "0.1.0"

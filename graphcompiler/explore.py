@@ -65,6 +65,24 @@ def page_html(what: Any, *, values: Mapping[Any, Any] | None = None, title: str 
             .replace("%SVG%", svg_text).replace("%DATA%", payload))
 
 
+class Inline:
+    """The page in an iframe, for Jupyter: `display(gc.explore_inline(graph))` (the page's script runs inside the
+    iframe; viewers that strip scripts, like GitHub's, show nothing interactive)."""
+
+    def __init__(self, page: str, height: int = 640):
+        self.page, self.height = page, height
+
+    def _repr_html_(self) -> str:
+        return (f'<iframe srcdoc="{html.escape(self.page, quote=True)}" style="width:100%;height:{self.height}px;'
+                'border:1px solid #ddd" sandbox="allow-scripts"></iframe>')
+
+
+def explore_inline(what: Any, *, values: Mapping[Any, Any] | None = None, title: str | None = None,
+                   height: int = 640) -> Inline:
+    """The explorer page of `what` to show inside a notebook (the same page `explore` writes to a file)."""
+    return Inline(page_html(what, values=values, title=title), height)
+
+
 # -- the page's data -----------------------------------------------------------------------------------------
 
 def _page_data(subject: Any, program: Any, values: Mapping[Any, Any] | None) -> dict:
