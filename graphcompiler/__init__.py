@@ -15,6 +15,7 @@ from .runtime import NumpyEvaluator
 from ._lazy import __dir__, __getattr__  # to_sympy, to_latex, derivation: SymPy loads on first use
 from .io import load
 from .viz import render, to_dot
+from .explore import explore, explore_inline
 
 __version__ = "0.1.0"
 from . import numpy_api as _numpy_api  # installs NumPy's protocols on Node (np.tanh(node) builds a node)

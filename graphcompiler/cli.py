@@ -116,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--nan-check", action="store_true", help="stop at the first step producing NaN or infinity")
     u.set_defaults(func=_cmd_run)
 
+    x = sub.add_parser("explore", help="write an interactive HTML page of a graph file (click nodes, step through "
+                       "build_grad)", description="Write one self-contained HTML page (no network needed): "
+                       "the forward and backward graph, each node's op, shape, origin edge, formula and (with "
+                       "--feed) value, and a stepper through build_grad's sweep (Algorithm 6.6).")
+    x.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
+    x.add_argument("-o", "--output", required=True, metavar="OUT.html", help="the page to write")
+    x.add_argument("--feed", action="append", default=[], metavar="NAME=FILE.npy", type=_feed,
+                   help="feed an input from a .npy file to show every node's value (repeat for each input)")
+    x.set_defaults(func=_cmd_explore)
+
     s = sub.add_parser("show", help="print a graph file as a listing, one node per line",
                        description="Print the text form of a saved graph (what print(graph) shows).")
     s.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
@@ -217,6 +227,15 @@ def _cmd_run(args) -> int:
     if args.output:
         np.savez(args.output, **{n.name: v for n, v in zip(outputs, values)})
         print(f"wrote {args.output}")
+    return 0
+
+
+def _cmd_explore(args) -> int:
+    from .explore import explore
+    graph = _load(args.file)
+    feeds = {_node(graph, name, args.file): _load_npy(path, name) for name, path in args.feed}
+    explore(graph, args.output, values=feeds or None)
+    print(f"wrote {args.output}")
     return 0
 
 

@@ -184,6 +184,7 @@ def run_demo(out: str | Path = "demo-output", *, epochs: int = 30, hidden: int =
     result.files["held-out images x, to feed with graphcompiler run"] = out / "x_test.npy"
     result.files["held-out labels y"] = out / "y_test.npy"
     _write_pictures(mlp, out, result)
+    _write_explorer(mlp, batch_feed, out, result)
     _write_derivation(mlp, out, result)
     _write_memory(mlp, train, batch_feed, out, result)
     _write_loss_curve(result, out / "loss_curve.png")
@@ -230,6 +231,17 @@ def _write_pictures(mlp: MLP, out: Path, result: DemoResult) -> None:
             result.skipped["pictures"] = "Graphviz's `dot` is not installed (apt-get install graphviz)"
             return
         result.files[what] = path
+
+
+def _write_explorer(mlp: MLP, feed: dict, out: Path, result: DemoResult) -> None:
+    """The interactive page of the MLP and its gradients, with the values of one minibatch (gc.explore)."""
+    if "pictures" in result.skipped:              # no Graphviz: no picture to click through either
+        result.skipped["explorer page"] = result.skipped["pictures"]
+        return
+    from .explore import explore
+    path = out / "explorer.html"
+    explore(mlp.graph, path, values=feed, title="D2L MLP: forward graph and build_grad's backward graph")
+    result.files["interactive explorer page (open in a browser)"] = path
 
 
 MODEL_TEXT = "z = x W1, h = relu(z), o = h W2, L = l(o, y), s = lambda/2 (|W1|^2 + |W2|^2), J = L + s"
