@@ -1,0 +1,510 @@
+"""The explorer: one self-contained HTML page to click through a graph, its gradients or a compiled program.
+
+`explore(what, path, values=None)` writes a page with everything inline (Graphviz's SVG, a small script and
+its styles; no network): clicking a node shows its name, op, shape, dtype, inputs and consumers, for a
+gradient node the forward edge whose bprop made it, its formula as MathML and, when feeds are given, its
+value. A stepper replays the forward pass and then build_grad's sweep (Algorithm 6.6 of Goodfellow et al.):
+each backward step highlights the node v whose grad_table entry is made, the consumers of v in G' whose
+bprops contributed, and the entry dJ/dv. For a compiled Program it steps through the schedule instead, with
+buffers, recomputed steps and the live bytes of the memory plan.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import GraphCompilerError, fmt_shape
+from .graph import Graph, Node
+
+MAX_FORMULA_NODES = 600        # beyond this many nodes, formulas are exported for gradient-table entries only
+NUMBERS_UP_TO = 36             # elements: printed as numbers
+HEATMAP_UP_TO = 64 * 64        # elements of a matrix: drawn as a heat map
+
+
+def explore(what: Any, path: str | os.PathLike, *, values: Mapping[Any, Any] | None = None,
+            title: str | None = None) -> str:
+    """Write the interactive page of `what` (a Graph, a Node or list of Nodes, or a compiled Program) to path.
+
+    values: feeds ({input name or node: array}); every node the feeds determine is then computed once by an
+    unoptimised program and shown (numbers, a heat map for matrices, summary statistics for large arrays).
+    Returns the path written.
+    """
+    path = os.fspath(path)
+    page = page_html(what, values=values, title=title)
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page)
+    return path
+
+
+def page_html(what: Any, *, values: Mapping[Any, Any] | None = None, title: str | None = None) -> str:
+    """The page's HTML text (what `explore` writes; notebooks show it in an iframe)."""
+    from . import viz
+
+    subject = viz._subject(what)
+    try:
+        svg_text = viz.svg(what, show="all")
+    except Exception as e:            # graphviz.ExecutableNotFound and friends: say what is missing
+        raise GraphCompilerError(f"the explorer draws the graph with Graphviz's `dot`, which failed ({e}); "
+                                 "install Graphviz (apt-get install graphviz)") from None
+    svg_text = svg_text[svg_text.find("<svg"):]            # drop the XML prologue and DOCTYPE
+    program = what if hasattr(what, "schedule") and hasattr(what, "graph") else None
+    data = _page_data(subject, program, values)
+    data["title"] = title or (subject.title if program is not None else f"graph {subject.title!r}")
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    return (_TEMPLATE.replace("%TITLE%", html.escape(data["title"]))
+            .replace("%STYLE%", _STYLE).replace("%SCRIPT%", _SCRIPT)
+            .replace("%SVG%", svg_text).replace("%DATA%", payload))
+
+
+class Inline:
+    """The page in an iframe, for Jupyter: `display(gc.explore_inline(graph))` (the page's script runs inside the
+    iframe; viewers that strip scripts, like GitHub's, show nothing interactive)."""
+
+    def __init__(self, page: str, height: int = 640):
+        self.page, self.height = page, height
+
+    def _repr_html_(self) -> str:
+        return (f'<iframe srcdoc="{html.escape(self.page, quote=True)}" style="width:100%;height:{self.height}px;'
+                'border:1px solid #ddd" sandbox="allow-scripts"></iframe>')
+
+
+def explore_inline(what: Any, *, values: Mapping[Any, Any] | None = None, title: str | None = None,
+                   height: int = 640) -> Inline:
+    """The explorer page of `what` to show inside a notebook (the same page `explore` writes to a file)."""
+    return Inline(page_html(what, values=values, title=title), height)
+
+
+# -- the page's data -----------------------------------------------------------------------------------------
+
+def _page_data(subject: Any, program: Any, values: Mapping[Any, Any] | None) -> dict:
+    from . import viz
+
+    nodes: list[Node] = list(subject.nodes)
+    ids = {n: f"n{k}" for k, n in enumerate(nodes)}          # the ids viz.to_dot gives (show="all")
+    kinds = viz.classify(nodes)
+    consumers: dict[Node, list[Node]] = {n: [] for n in nodes}
+    for n in nodes:
+        for x in n.inputs:
+            if x in consumers and n not in consumers[x]:
+                consumers[x].append(n)
+    computed = _values(nodes, values) if values is not None else {}
+    entries = _grad_table_entries(nodes)
+    formulas = len(nodes) <= MAX_FORMULA_NODES
+    plan = subject.plan
+    records = []
+    for n in nodes:
+        rec: dict[str, Any] = {
+            "id": ids[n], "name": n.name, "op": n.op.name, "shape": fmt_shape(n.shape), "dtype": str(n.dtype),
+            "attrs": {k: _short(v) for k, v in n.attrs.items()},
+            "kind": kinds.get(n, ""), "gradient": bool(n.is_gradient),
+            "inputs": [ids[x] for x in n.inputs if x in ids],
+            "consumers": [ids[c] for c in consumers[n]],
+        }
+        if n.origin is not None and n.origin[0] in ids:
+            v, i = n.origin
+            rec["origin"] = {"node": ids[v], "index": i,
+                             "input": ids.get(v.inputs[i]) if i < len(v.inputs) else None}
+        if n in entries:
+            rec["entry_of"] = ids.get(entries[n][1])
+        if formulas or n in entries or n.is_gradient and len(nodes) <= 4 * MAX_FORMULA_NODES:
+            rec["formula"] = _mathml(n, "textbook" if n.is_gradient else "leaves")
+            if n.is_gradient and formulas:
+                rec["formula_leaves"] = _mathml(n, "leaves")
+        if n in computed:
+            rec["value"] = _describe_value(computed[n])
+        if plan is not None:
+            rec["program"] = {"step": plan.step_of.get(n), "buffer": _short(plan.buffer.get(n)),
+                              "recomputed": plan.recomputed(n), "kept": n in plan.kept}
+        records.append(rec)
+    data: dict[str, Any] = {"nodes": records, "kind": "program" if program is not None else "graph"}
+    if program is not None:
+        data["steps"] = _program_steps(program, plan, ids)
+    else:
+        data["steps"] = _forward_steps(nodes, ids) + _backward_steps(nodes, ids, entries, consumers)
+    return data
+
+
+def _short(v: Any, limit: int = 80) -> Any:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v if not isinstance(v, str) or len(v) <= limit else v[:limit] + "…"
+    text = repr(v) if not isinstance(v, np.ndarray) else f"array{fmt_shape(v.shape)} {v.dtype}"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+# -- Algorithm 6.6, replayed from the graph -------------------------------------------------------------------
+
+_ENTRY = re.compile(r"^d(?P<z>.+?)/d(?P<v>.+)$")
+
+
+def _grad_table_entries(nodes: list[Node]) -> dict[Node, tuple[Node, Node]]:
+    """gradient node -> (z, v) for the nodes that are grad_table[v] of some build_grad of z (named dz/dv)."""
+    by_name = {n.name: n for n in nodes if not n.is_gradient}
+    out: dict[Node, tuple[Node, Node]] = {}
+    for n in nodes:
+        if not n.is_gradient or not n.name.startswith("d") or "/d" not in n.name:
+            continue
+        name = n.name
+        for k in [m.start() for m in re.finditer("/d", name)]:
+            z, v = name[1:k], name[k + 2:]
+            if z in by_name:
+                v = v if v in by_name else re.sub(r"_\d+$", "", v)   # a second build_grad: dJ/dW1_2
+                if v in by_name:
+                    out[n] = (by_name[z], by_name[v])
+                    break
+    return out
+
+
+def _forward_steps(nodes: list[Node], ids: dict[Node, str]) -> list[dict]:
+    steps = []
+    for n in nodes:
+        if n.is_gradient or not n.inputs:
+            continue
+        args = ", ".join(x.name for x in n.inputs)
+        steps.append({"phase": "forward", "node": ids[n], "highlight": [ids[x] for x in n.inputs if x in ids],
+                      "title": f"forward: {n.name} = {n.op.name}({args})",
+                      "text": f"compute {n.name} from {args or 'nothing'} (shape {fmt_shape(n.shape)})"})
+    return steps
+
+
+def _backward_steps(nodes: list[Node], ids: dict[Node, str], entries: dict[Node, tuple[Node, Node]],
+                    consumers: dict[Node, list[Node]]) -> list[dict]:
+    """Algorithm 6.6 replayed: for each cost z that build_grad differentiated (its entries are named dz/dv), the
+    sweep over G' in reverse topological order; the step of v shows the consumers c of v in G' whose bprops
+    contributed, the nodes those bprops made for the edges (c, v), and grad_table[v]."""
+    from .autodiff import pruned_graph
+
+    drawn = set(nodes)
+    named: dict[Node, dict[Node, Node]] = {}              # z -> {v: its named entry (the first one made)}
+    for n in sorted(entries, key=lambda m: m.index):
+        z, v = entries[n]
+        named.setdefault(z, {}).setdefault(v, n)
+    parts: dict[tuple[Node, Node], list[Node]] = {}       # (c, v) -> nodes made by c's bprop for its input v
+    for n in nodes:
+        if n.is_gradient and n.origin is not None and n.origin[1] < len(n.origin[0].inputs):
+            c, i = n.origin
+            parts.setdefault((c, c.inputs[i]), []).append(n)
+    steps = []
+    for z, table in sorted(named.items(), key=lambda kv: min(n.index for n in kv[1].values())):
+        targets = [v for v in table if not v.inputs]
+        pruned = pruned_graph(z, targets) if targets else {z}
+        grad_table: dict[Node, Node | None] = {}
+        for v in sorted(pruned, key=lambda m: m.index, reverse=True):
+            cons = [c for c in consumers.get(v, []) if c in pruned and not c.is_gradient]
+            made = [p for c in cons for p in parts.get((c, v), [])]
+            entry = table.get(v)
+            if entry is None and len(cons) == 1:           # a gradient passed on unchanged (add, identity)
+                entry = made[-1] if made else grad_table.get(cons[0])
+            grad_table[v] = entry
+            if v is z:
+                text = f"grad_table[{z.name}] ← 1 (the seed{' ' + entry.name if entry is not None else ''})"
+            else:
+                terms = " + ".join(f"(∂{c.name}/∂{v.name})ᵀ·d{z.name}/d{c.name}" for c in cons)
+                text = f"grad_table[{v.name}] = {terms}" if terms else f"grad_table[{v.name}]"
+                if entry is not None:
+                    text += f"   →  {entry.name}"
+            steps.append({"phase": "backward", "node": ids.get(entry) if entry in drawn else None,
+                          "forward": ids.get(v), "consumers": [ids[c] for c in cons if c in ids],
+                          "highlight": [ids[m] for m in made if m in ids],
+                          "title": f"backward: grad_table[{v.name}]" + (f" ({entry.name})" if entry is not None else ""),
+                          "text": text})
+    return steps
+
+
+def _program_steps(program: Any, plan: Any, ids: dict[Node, str]) -> list[dict]:
+    live: list[int] = []
+    peak = 0
+    try:
+        report = program.memory_report()
+        live, peak = list(report.live), int(report.peak_bytes)
+    except GraphCompilerError:          # not run yet with None dims: no byte figures
+        pass
+    steps = []
+    for k, value in enumerate(plan.values):
+        s = program.schedule[k]
+        notes = [f"buffer {plan.buffer[value]}" if value in plan.buffer else "allocated by its kernel"]
+        if plan.recomputed(value):
+            notes.append("recomputed (memory budget)")
+        if value in plan.kept:
+            notes.append("kept from forward for backward")
+        step = {"phase": "backward" if value.is_gradient else "forward", "node": ids.get(value),
+                "highlight": [ids[x] for x in value.inputs if x in ids],
+                "title": f"step {k + 1}: {s.node.name} = {s.op}({', '.join(x.name for x in value.inputs)})",
+                "text": "; ".join(notes)}
+        if k < len(live):
+            step["live"] = live[k]
+        steps.append(step)
+    if live:
+        steps and steps[0].setdefault("peak", peak)
+    return steps
+
+
+# -- values ---------------------------------------------------------------------------------------------------
+
+def _values(nodes: list[Node], feeds: Mapping[Any, Any]) -> dict[Node, np.ndarray]:
+    """Every node the feeds determine, computed once by the unoptimised program."""
+    from .compiler import compile
+
+    graph_nodes = [n for n in nodes if n.name in n.graph and n.graph[n.name] is n]
+    if not graph_nodes:
+        return {}
+    graph: Graph = graph_nodes[0].graph
+    fed: dict[Node, Any] = {}
+    for k, v in feeds.items():
+        node = k if isinstance(k, Node) else graph[k]
+        fed[node] = v
+    known: dict[Node, bool] = {}
+    for n in sorted(graph_nodes, key=lambda m: m.index):
+        if n.op.name == "input":
+            known[n] = n in fed
+        elif n.op.name in ("parameter", "constant"):
+            known[n] = n in fed or graph.value(n) is not None
+        else:
+            known[n] = all(known.get(x, False) for x in n.inputs)
+    out: dict[Node, np.ndarray] = {n: np.asarray(v) for n, v in fed.items()}
+    for n in graph_nodes:
+        if known[n] and n.op.name in ("parameter", "constant") and n not in out:
+            out[n] = np.asarray(graph.value(n))
+    targets = [n for n in graph_nodes if known[n] and n.inputs]
+    if targets:
+        results = compile(targets, optimize=False).run({n: v for n, v in fed.items()})
+        out.update(zip(targets, results))
+    return out
+
+
+def _describe_value(v: np.ndarray) -> dict:
+    v = np.asarray(v)
+    d: dict[str, Any] = {"shape": fmt_shape(v.shape), "dtype": str(v.dtype)}
+    if v.size and v.dtype.kind in "biuf":
+        f = v.astype(np.float64)
+        finite = f[np.isfinite(f)]
+        d["stats"] = {"min": _num(finite.min()) if finite.size else None,
+                      "max": _num(finite.max()) if finite.size else None,
+                      "mean": _num(finite.mean()) if finite.size else None,
+                      "std": _num(finite.std()) if finite.size else None,
+                      "nan": int(np.isnan(f).sum()), "inf": int(np.isinf(f).sum())}
+    if v.size <= NUMBERS_UP_TO:
+        with np.printoptions(precision=4, suppress=True, linewidth=60):
+            d["numbers"] = np.array2string(v)
+    if v.ndim == 2 and v.size <= HEATMAP_UP_TO and v.dtype.kind in "biuf" and v.size:
+        d["heatmap"] = _heatmap_svg(v.astype(np.float64))
+    return d
+
+
+def _num(x: Any) -> float:
+    return float(f"{float(x):.6g}")
+
+
+def _heatmap_svg(m: np.ndarray) -> str:
+    """A matrix as an inline SVG of coloured cells (blue negative, white zero, red positive)."""
+    rows, cols = m.shape
+    cell = max(3, min(24, 240 // max(rows, cols)))
+    scale = float(np.nanmax(np.abs(m[np.isfinite(m)]))) if np.isfinite(m).any() else 1.0
+    scale = scale or 1.0
+    rects = []
+    for i in range(rows):
+        for j in range(cols):
+            x = m[i, j]
+            if not np.isfinite(x):
+                color = "#000000"
+            else:
+                t = max(-1.0, min(1.0, x / scale))
+                a = int(255 * (1 - abs(t)))
+                color = f"#ff{a:02x}{a:02x}" if t > 0 else f"#{a:02x}{a:02x}ff"
+            rects.append(f'<rect x="{j * cell}" y="{i * cell}" width="{cell}" height="{cell}" fill="{color}">'
+                         f"<title>[{i},{j}] {x:.6g}</title></rect>")
+    return (f'<svg class="heatmap" xmlns="http://www.w3.org/2000/svg" width="{cols * cell}" '
+            f'height="{rows * cell}">{"".join(rects)}</svg>')
+
+
+# -- formulas -------------------------------------------------------------------------------------------------
+
+def _mathml(n: Node, form: str) -> str | None:
+    """The node's SymPy export as presentation MathML; None where it cannot be exported (rank > 2, ...)."""
+    try:
+        from sympy.printing.mathml import mathml
+
+        from .symbolic import to_sympy
+        expr = to_sympy(n, form=form)
+        body = mathml(expr, printer="presentation")
+    except Exception:                   # an export the symbolic layer refuses (rank > 2): no formula shown
+        return None
+    return f'<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">{body}</math>'
+
+
+# -- the page ---------------------------------------------------------------------------------------------------
+
+_TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>%TITLE%</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>%STYLE%</style></head>
+<body>
+<header><h1>%TITLE%</h1>
+<div id="stepper"><button id="first" title="first step (Home)">|&#x25C0;</button>
+<button id="prev" title="previous step (left arrow)">&#x25C0;</button>
+<span id="stepno">-</span>
+<button id="next" title="next step (right arrow)">&#x25B6;</button>
+<button id="last" title="last step (End)">&#x25B6;|</button>
+<button id="play" title="play / pause">play</button>
+<input id="search" placeholder="find a node by name" list="names" size="22"><datalist id="names"></datalist>
+<label>zoom <input id="zoom" type="range" min="20" max="200" value="100"></label></div>
+</header>
+<main><div id="graph">%SVG%</div>
+<aside id="panel"><div id="step"><p class="hint">Click a node, or step with the arrow keys: the forward pass
+first, then build_grad's sweep (Algorithm 6.6).</p></div><div id="memory"></div><div id="info"></div></aside></main>
+<script type="application/json" id="gc-data">%DATA%</script>
+<script>%SCRIPT%</script>
+</body></html>
+"""
+
+_STYLE = """
+body{margin:0;font:14px/1.4 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;color:#222}
+header{padding:6px 12px;border-bottom:1px solid #ddd;display:flex;gap:18px;align-items:center;flex-wrap:wrap}
+h1{font-size:16px;margin:0}
+#stepper button{min-width:32px}
+main{display:flex;height:calc(100vh - 52px)}
+#graph{flex:1 1 auto;overflow:auto;border-right:1px solid #ddd}
+#graph svg{transform-origin:0 0}
+#panel{flex:0 0 400px;overflow:auto;padding:8px 12px}
+#panel h2{font-size:15px;margin:6px 0}
+#panel table{border-collapse:collapse}
+#panel td{padding:1px 6px;vertical-align:top}
+#panel td:first-child{color:#666}
+.link{color:#1f5b99;cursor:pointer;text-decoration:underline}
+.hint{color:#666}
+#step .eq{font-family:Georgia,serif;background:#f6f6f6;padding:4px;border-radius:3px}
+pre{background:#f6f6f6;padding:4px;overflow:auto;max-height:200px}
+g.node{cursor:pointer}
+g.node.gc-selected polygon,g.node.gc-selected ellipse,g.node.gc-selected path{stroke:#e6007e;stroke-width:4}
+g.node.gc-current polygon,g.node.gc-current ellipse,g.node.gc-current path{stroke:#e6007e;stroke-width:5}
+g.node.gc-related polygon,g.node.gc-related ellipse,g.node.gc-related path{stroke:#ff9800;stroke-width:3}
+g.node.gc-forward polygon,g.node.gc-forward ellipse,g.node.gc-forward path{stroke:#1f5b99;stroke-width:4}
+g.node.gc-dim{opacity:.35}
+g.edge.gc-origin path{stroke:#e6007e;stroke-width:4}
+g.edge.gc-origin polygon{stroke:#e6007e;fill:#e6007e}
+.memplot{border:1px solid #ddd}
+"""
+
+_SCRIPT = r"""
+(function(){
+"use strict";
+const data = JSON.parse(document.getElementById("gc-data").textContent);
+const byId = {}; data.nodes.forEach(n => byId[n.id] = n);
+const byName = {}; data.nodes.forEach(n => byName[n.name] = n);
+const svg = document.querySelector("#graph svg");
+const gOf = {}; const edges = {};
+svg.querySelectorAll("g.node").forEach(g => { const t = g.querySelector("title"); if (t) gOf[t.textContent] = g; });
+svg.querySelectorAll("g.edge").forEach(g => { const t = g.querySelector("title"); if (t) edges[t.textContent.replace("&gt;", ">")] = g; });
+const info = document.getElementById("info"), stepBox = document.getElementById("step"), mem = document.getElementById("memory");
+let marked = [];
+function clearMarks(){ marked.forEach(([el, c]) => el.classList.remove(c)); marked = []; }
+function mark(id, cls){ const g = gOf[id]; if (g){ g.classList.add(cls); marked.push([g, cls]); } }
+function markEdge(src, dst){ const e = edges[src + "->" + dst]; if (e){ e.classList.add("gc-origin"); marked.push([e, "gc-origin"]); } }
+function esc(s){ return String(s).replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c])); }
+function link(id){ const n = byId[id]; return n ? '<span class="link" data-id="' + id + '">' + esc(n.name) + '</span>' : ""; }
+function row(k, v){ return "<tr><td>" + k + "</td><td>" + v + "</td></tr>"; }
+function show(id, keepMarks){
+  const n = byId[id]; if (!n) return;
+  if (!keepMarks){ clearMarks(); }
+  mark(id, "gc-selected");
+  let h = '<h2 id="info-name">' + esc(n.name) + '</h2><table>';
+  h += row("op", '<b id="info-op">' + esc(n.op) + '</b>') + row("shape", '<span id="info-shape">' + esc(n.shape) + '</span>') + row("dtype", esc(n.dtype));
+  h += row("kind", esc(n.kind) + (n.gradient ? " (added by build_grad)" : ""));
+  const attrs = Object.entries(n.attrs || {});
+  if (attrs.length) h += row("attributes", attrs.map(([k, v]) => esc(k) + "=" + esc(JSON.stringify(v))).join(", "));
+  h += row("inputs", n.inputs.map(link).join(", ") || "none");
+  h += row("consumers", n.consumers.map(link).join(", ") || "none");
+  if (n.origin){
+    const v = byId[n.origin.node];
+    h += row("made by", 'the bprop of ' + link(n.origin.node) + ' for its input ' + n.origin.index + (n.origin.input ? ' (' + link(n.origin.input) + ')' : '') + ': the forward edge highlighted in the picture');
+    if (n.origin.input) markEdge(n.origin.input, n.origin.node);
+    mark(n.origin.node, "gc-forward");
+  }
+  if (n.entry_of) h += row("grad_table", "the entry for " + link(n.entry_of));
+  if (n.program){
+    const p = n.program;
+    h += row("program", (p.step ? "step " + p.step : "not a step") + (p.buffer !== null && p.buffer !== undefined ? ", buffer " + esc(p.buffer) : "") + (p.recomputed ? ", recomputed" : "") + (p.kept ? ", kept for backward" : ""));
+  }
+  h += "</table>";
+  if (n.formula){
+    h += '<h2>formula</h2><div id="info-formula">' + n.formula + '</div>';
+    if (n.formula_leaves) h += '<details><summary>in the leaves</summary>' + n.formula_leaves + '</details>';
+  }
+  if (n.value){
+    const v = n.value;
+    h += '<h2>value</h2><div id="info-value">';
+    if (v.numbers) h += '<pre>' + esc(v.numbers) + '</pre>';
+    if (v.heatmap) h += v.heatmap;
+    if (v.stats) h += '<table>' + Object.entries(v.stats).map(([k, x]) => row(k, x === null ? "-" : x)).join("") + '</table>';
+    h += '</div>';
+  }
+  info.innerHTML = h;
+}
+info.addEventListener("click", e => { const id = e.target.dataset && e.target.dataset.id; if (id){ show(id); scrollTo(id); } });
+stepBox.addEventListener("click", e => { const id = e.target.dataset && e.target.dataset.id; if (id){ show(id, true); } });
+svg.addEventListener("click", e => {
+  const g = e.target.closest("g.node"); if (!g) return;
+  const t = g.querySelector("title"); if (t && byId[t.textContent]) show(t.textContent);
+});
+function scrollTo(id){ const g = gOf[id]; if (g && g.scrollIntoView) g.scrollIntoView({block: "center", inline: "center"}); }
+// the stepper
+const steps = data.steps || [];
+let cur = -1, timer = null;
+const peak = steps.length && steps[0].peak ? steps[0].peak : Math.max(0, ...steps.map(s => s.live || 0));
+function memPlot(k){
+  if (!steps.some(s => s.live !== undefined)) return "";
+  const w = 360, hgt = 80, n = steps.length;
+  let pts = steps.map((s, i) => (i * w / Math.max(1, n - 1)).toFixed(1) + "," + (hgt - (s.live || 0) / (peak || 1) * (hgt - 4)).toFixed(1)).join(" ");
+  const x = (k * w / Math.max(1, n - 1)).toFixed(1);
+  return '<svg class="memplot" width="' + w + '" height="' + hgt + '"><polyline fill="none" stroke="#1f5b99" points="' + pts + '"/><line x1="' + x + '" x2="' + x + '" y1="0" y2="' + hgt + '" stroke="#e6007e"/></svg>' +
+    '<div id="live">live bytes after this step: ' + (steps[k].live || 0).toLocaleString() + ' (peak ' + peak.toLocaleString() + ')</div>';
+}
+function go(k){
+  if (!steps.length) return;
+  cur = Math.max(0, Math.min(steps.length - 1, k));
+  const s = steps[cur];
+  clearMarks();
+  (s.highlight || []).forEach(id => mark(id, "gc-related"));
+  (s.consumers || []).forEach(id => mark(id, "gc-related"));
+  if (s.forward) mark(s.forward, "gc-forward");
+  if (s.node) mark(s.node, "gc-current");
+  document.getElementById("stepno").textContent = (cur + 1) + " / " + steps.length;
+  let h = '<h2 id="step-title">' + esc(s.title) + '</h2><div class="eq" id="step-text">' + esc(s.text) + '</div>';
+  if (s.forward) h += '<p>node v: ' + link(s.forward) + '; its consumers in G\u2032: ' + ((s.consumers || []).map(link).join(", ") || "none (v is the cost)") + '; grad_table entry: ' + link(s.node) + '</p>';
+  stepBox.innerHTML = h;
+  mem.innerHTML = memPlot(cur);
+  if (s.node) { show(s.node, true); scrollTo(s.node); }
+}
+document.getElementById("next").onclick = () => go(cur + 1);
+document.getElementById("prev").onclick = () => go(cur - 1);
+document.getElementById("first").onclick = () => go(0);
+document.getElementById("last").onclick = () => go(steps.length - 1);
+document.getElementById("play").onclick = e => {
+  if (timer){ clearInterval(timer); timer = null; e.target.textContent = "play"; return; }
+  e.target.textContent = "pause";
+  timer = setInterval(() => { if (cur >= steps.length - 1){ clearInterval(timer); timer = null; e.target.textContent = "play"; } else go(cur + 1); }, 700);
+};
+document.addEventListener("keydown", e => {
+  if (e.target.tagName === "INPUT") return;
+  if (e.key === "ArrowRight"){ go(cur + 1); e.preventDefault(); }
+  else if (e.key === "ArrowLeft"){ go(cur - 1); e.preventDefault(); }
+  else if (e.key === "Home"){ go(0); e.preventDefault(); }
+  else if (e.key === "End"){ go(steps.length - 1); e.preventDefault(); }
+});
+const dl = document.getElementById("names");
+data.nodes.forEach(n => { const o = document.createElement("option"); o.value = n.name; dl.appendChild(o); });
+document.getElementById("search").addEventListener("change", e => { const n = byName[e.target.value]; if (n){ show(n.id); scrollTo(n.id); } });
+document.getElementById("zoom").addEventListener("input", e => { svg.style.transform = "scale(" + (e.target.value / 100) + ")"; });
+document.getElementById("stepno").textContent = "0 / " + steps.length;
+window.gcExplorer = {data: data, go: go, show: show, current: () => cur};
+document.body.dataset.ready = "1";
+})();
+"""
