@@ -448,3 +448,13 @@ def test_functional_kernels_on_numpy_agree_with_the_numpy_evaluator(outputs, opt
     for a, b, o in zip(got, ref, outputs):
         assert a.shape == b.shape and a.dtype == b.dtype
         close(a, b, o.dtype)
+
+
+def test_a_float32_jax_feed_of_a_float64_graph_is_computed_in_float64():
+    import jax.numpy as jnp
+    g, J, grads, (W1, W2), feeds = mlp()
+    x32 = feeds["x"].astype(np.float32)
+    ref = gc.compile([J, grads[W1]]).run(dict(feeds, x=x32))        # NumPy: x32 cast to float64
+    got = gc.compile([J, grads[W1]], backend="jax").run(dict(feeds, x=jnp.asarray(x32)))
+    assert got[1].dtype == np.float64
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-13, atol=1e-15)

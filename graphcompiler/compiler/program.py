@@ -453,7 +453,8 @@ def check_feed(node: Node, value: Any, duck: bool = False) -> np.ndarray:
             if not np.can_cast(dt, node.dtype, casting="same_kind"):
                 raise FeedError(f"feed {node.name!r} ({node.op.name}) expects dtype {node.dtype}, got {dt}, "
                                 "which does not convert without changing kind (e.g. float to int)")
-            arr = arr.astype(node.dtype)
+            # dask: a lazy cast; others (JAX, whose astype would drop float64 without x64) through NumPy
+            arr = arr.astype(node.dtype) if hasattr(arr, "dask") else np.asarray(arr).astype(node.dtype)
         return arr
     arr = value if type(value) is np.ndarray else np.asarray(value)
     if arr.dtype == object or arr.dtype.kind not in "biuf":
