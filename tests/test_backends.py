@@ -455,6 +455,10 @@ def test_a_float32_jax_feed_of_a_float64_graph_is_computed_in_float64():
     g, J, grads, (W1, W2), feeds = mlp()
     x32 = feeds["x"].astype(np.float32)
     ref = gc.compile([J, grads[W1]]).run(dict(feeds, x=x32))        # NumPy: x32 cast to float64
-    got = gc.compile([J, grads[W1]], backend="jax").run(dict(feeds, x=jnp.asarray(x32)))
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = gc.compile([J, grads[W1]], backend="jax").run(dict(feeds, x=jnp.asarray(x32)))
+    assert not [w for w in caught if "float64" in str(w.message)]      # no cast silently kept at float32
     assert got[1].dtype == np.float64
     np.testing.assert_allclose(got[1], ref[1], rtol=1e-13, atol=1e-15)
