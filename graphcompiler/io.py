@@ -289,7 +289,8 @@ def _counts_outside_strings(data: bytes) -> tuple[int, int]:
         real = quotes[runs % 2 == 0]
         toggles = np.zeros(n + 1, np.int8)
         toggles[real + 1] = 1
-        parity = (np.cumsum(toggles[:n], dtype=np.int32) + int(inside)) % 2     # 1 inside a string (or on its opening quote's right)
+        # 1 inside a string (or on its opening quote's right)
+        parity = (np.cumsum(toggles[:n], dtype=np.int32) + int(inside)) % 2
         outside = parity == 0
         containers += int(np.count_nonzero(outside & ((a == 91) | (a == 123))))
         values += int(np.count_nonzero(outside & (a == 44)))

@@ -405,7 +405,8 @@ class ScanBody(_Group):
         body.carry_names, body.want_stacks = names, stacks
         g = traced.graph
         if not all(isinstance(r, str) and r in g and g[r].inputs for r in res_names):
-            raise GraphCompilerError(f"the scan body's residuals {res_names!r:.80} must name computed nodes of the body")
+            raise GraphCompilerError(f"the scan body's residuals {res_names!r:.80} must name computed nodes of "
+                                     "the body")
         body.residuals = [g[r] for r in res_names]
         return body
 
@@ -447,7 +448,8 @@ class ScanBody(_Group):
             return tuple(in_shapes[j])
         if kind == "carries":
             return (steps,) + tuple(in_shapes[j])
-        body_in = list(in_shapes[:self.n_carry]) + [tuple(s[1:]) for s in in_shapes[self.n_carry:self.n_carry + self.n_x]] \
+        sliced = in_shapes[self.n_carry:self.n_carry + self.n_x]
+        body_in = list(in_shapes[:self.n_carry]) + [tuple(s[1:]) for s in sliced] \
             + list(in_shapes[self.n_carry + self.n_x:])
         shapes = body_shapes(self.traced, body_in, self._shape_cache, self.residuals)
         return (steps,) + tuple(shapes[self.n_carry + j if kind == "ys" else len(self.traced.outputs) + j])
