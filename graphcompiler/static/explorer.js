@@ -42,6 +42,9 @@ function show(id, keepMarks){
   if (n.formula){
     h += '<h2>formula</h2><div id="info-formula">' + n.formula + '</div>';
     if (n.formula_leaves) h += '<details><summary>in the leaves</summary>' + n.formula_leaves + '</details>';
+  } else if (n.inputs.length){
+    h += '<h2>formula</h2><p class="hint">not on this page (its expansion is large, or it has no matrix form): ' +
+      'gc.to_sympy(g["' + esc(n.name) + '"]) exports it</p>';
   }
   if (n.value){
     const v = n.value;
