@@ -22,7 +22,9 @@ import numpy as np
 from .errors import GraphCompilerError, fmt_shape
 from .graph import Graph, Node
 
-MAX_FORMULA_NODES = 600        # beyond this many nodes, formulas are exported for gradient-table entries only
+QUICK_LAYOUT_FROM = 120        # nodes: larger pictures get Graphviz's bounded (quicker, rougher) ranking
+FORMULA_TERMS = 400            # a formula whose expansion would have more terms than this is not exported
+FORMULA_BUDGET = 20_000        # terms exported on one page in all (a 500-node chain: the first formulas only)
 NUMBERS_UP_TO = 36             # elements: printed as numbers
 HEATMAP_UP_TO = 64 * 64        # elements of a matrix: drawn as a heat map
 
@@ -51,7 +53,10 @@ def page_html(what: Any, *, values: Mapping[Any, Any] | None = None, title: str 
 
     subject = viz._subject(what)
     try:
-        svg_text = viz.svg(what, show="all")
+        dot = viz.to_dot(what, show="all")
+        if len(subject.nodes) > QUICK_LAYOUT_FROM:      # bound the network simplex passes: seconds, not minutes
+            dot.attr("graph", nslimit="2", nslimit1="2")
+        svg_text = dot.pipe(format="svg").decode("utf-8")
     except Exception as e:            # graphviz.ExecutableNotFound and friends: say what is missing
         raise GraphCompilerError(f"the explorer draws the graph with Graphviz's `dot`, which failed ({e}); "
                                  "install Graphviz (apt-get install graphviz)") from None
@@ -98,7 +103,8 @@ def _page_data(subject: Any, program: Any, values: Mapping[Any, Any] | None) -> 
                 consumers[x].append(n)
     computed = _values(nodes, values) if values is not None else {}
     entries = _grad_table_entries(nodes)
-    formulas = len(nodes) <= MAX_FORMULA_NODES
+    leaves_size, textbook_size = _expansion_sizes(nodes)
+    budget = FORMULA_BUDGET
     plan = subject.plan
     records = []
     for n in nodes:
@@ -115,10 +121,14 @@ def _page_data(subject: Any, program: Any, values: Mapping[Any, Any] | None) -> 
                              "input": ids.get(v.inputs[i]) if i < len(v.inputs) else None}
         if n in entries:
             rec["entry_of"] = ids.get(entries[n][1])
-        if formulas or n in entries or n.is_gradient and len(nodes) <= 4 * MAX_FORMULA_NODES:
-            rec["formula"] = _mathml(n, "textbook" if n.is_gradient else "leaves")
-            if n.is_gradient and formulas:
-                rec["formula_leaves"] = _mathml(n, "leaves")
+        form: Literal["leaves", "textbook"] = "textbook" if n.is_gradient else "leaves"
+        size = (textbook_size if n.is_gradient else leaves_size)[n]
+        if size <= FORMULA_TERMS and size <= budget:
+            budget -= size
+            rec["formula"] = _mathml(n, form)
+        if n.is_gradient and leaves_size[n] <= min(FORMULA_TERMS, budget):
+            budget -= leaves_size[n]
+            rec["formula_leaves"] = _mathml(n, "leaves")
         if n in computed:
             rec["value"] = _describe_value(computed[n])
         if plan is not None:
@@ -327,6 +337,27 @@ def _heatmap_svg(m: np.ndarray) -> str:
 
 
 # -- formulas -------------------------------------------------------------------------------------------------
+
+def _expansion_sizes(nodes: list[Node]) -> tuple[dict[Node, int], dict[Node, int]]:
+    """How many terms a node's export would have, in its leaves and in the textbook form (where named nodes
+    stay symbols), capped just above FORMULA_TERMS: a value read twice is written out twice, so a deep graph's
+    expansion grows exponentially and is better not attempted."""
+    from .symbolic import is_auto_named
+
+    cap = FORMULA_TERMS + 1
+    leaves: dict[Node, int] = {}
+    textbook: dict[Node, int] = {}
+
+    def size(x: Node, table: dict[Node, int], stop: bool) -> int:
+        if not x.inputs or stop and not is_auto_named(x):
+            return 1
+        return table.get(x, cap)
+
+    for n in nodes:                                   # a topological order
+        leaves[n] = min(cap, 1 + sum(size(x, leaves, False) for x in n.inputs))
+        textbook[n] = min(cap, 1 + sum(size(x, textbook, True) for x in n.inputs))
+    return leaves, textbook
+
 
 def _mathml(n: Node, form: Literal["leaves", "textbook"]) -> str | None:
     """The node's SymPy export as presentation MathML; None where it cannot be exported (rank > 2, ...)."""
