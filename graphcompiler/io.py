@@ -26,7 +26,8 @@ from .graph import Graph, Node, install
 from .ops import OPS                    # the allowlist of op names: the only classes a file can name
 
 FORMAT = "graphcompiler-graph"
-VERSION = 1
+VERSION = 2                   # written; 2 added the bodies of scan, cond and while_loop
+READS = (1, 2)                # versions this loader reads: every file an earlier graphcompiler wrote
 
 DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
           "float16", "float32", "float64")                       # the dtype allowlist
@@ -374,10 +375,10 @@ def _check_document(doc: Any, where: str, lim: dict) -> tuple[list[_Spec], str]:
     version = doc.get("version")
     if not _is_int(version):
         raise GraphFileError(f"{where}: field \"version\" must be an integer, got {_short(version)}")
-    if version != VERSION:
+    if version not in READS:
         hint = "; it was written by a newer graphcompiler: upgrade to read it" if version > VERSION else ""
         raise GraphFileError(f"{where}: format version {version} is not supported (this graphcompiler reads "
-                             f"version {VERSION}){hint}")
+                             f"versions {', '.join(map(str, READS))}){hint}")
     extra = sorted(set(doc) - set(TOP_KEYS))
     if extra:
         raise GraphFileError(f"{where}: unknown top-level field(s) {', '.join(map(repr, extra))}; version "
