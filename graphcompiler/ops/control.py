@@ -533,7 +533,7 @@ class Scan(Op):
     name: ClassVar[str] = "scan"
     body: ScanBody
     has_body: ClassVar[bool] = True
-    body_type: ClassVar[type] = ScanBody
+    body_type: ClassVar[type[ScanBody]] = ScanBody
 
     def __post_init__(self):
         if not isinstance(self.body, ScanBody):
@@ -997,7 +997,7 @@ class Cond(Op):
     name: ClassVar[str] = "cond"
     body: CondBody
     has_body: ClassVar[bool] = True
-    body_type: ClassVar[type] = CondBody
+    body_type: ClassVar[type[CondBody]] = CondBody
 
     def __post_init__(self):
         if not isinstance(self.body, CondBody):
@@ -1205,7 +1205,7 @@ class While(Op):
     name: ClassVar[str] = "while_loop"
     body: WhileBody
     has_body: ClassVar[bool] = True
-    body_type: ClassVar[type] = WhileBody
+    body_type: ClassVar[type[WhileBody]] = WhileBody
 
     def __post_init__(self):
         if not isinstance(self.body, WhileBody):
