@@ -26,8 +26,7 @@ def compile(outputs: Node | Iterable[Node], *, updates: Mapping[Node, Node] | No
     name raises GraphCompilerError listing the known ones. cache_size: how many signatures of feed shapes keep
     their specialisation (schedule, buffers, loaded evaluator); the least recently used is dropped beyond it.
     """
-    single = isinstance(outputs, Node)
-    outputs = [outputs] if single else list(outputs)
+    outputs = [outputs] if isinstance(outputs, Node) else list(outputs)
     updates = dict(updates or {})
     nodes = outputs + list(updates) + list(updates.values())
     if not nodes:

@@ -76,7 +76,7 @@ def with_recomputation(nodes: list[Node], roots: list[Node], drop: set[Node], ct
 
 
 def choose(nodes: list[Node], roots: list[Node], budget: int, ctx: Context,
-           plan_peak: Callable[[list[Node], list[Node], dict, set], int]) -> tuple:
+           plan_peak: Callable[[list[Node], list[Node], dict], int]) -> tuple:
     """The cheapest recomputation found whose planned peak is at most `budget`; raise if there is none.
 
     plan_peak(nodes, roots, copies) schedules and plans a candidate program and returns its peak.

@@ -495,8 +495,8 @@ def simplify(nodes: list[Node], roots: list[Node], ctx: Context, *, shapes: bool
         if m.op.name == "constant":
             v = ctx.value(m)
             if v.size <= 16:
-                key = (v.dtype.str, v.shape, v.tobytes())
-                first = consts.setdefault(key, m)
+                ckey = (v.dtype.str, v.shape, v.tobytes())
+                first = consts.setdefault(ckey, m)
                 if first is not m:
                     ctx.count("cse")
                 return first
