@@ -70,8 +70,8 @@ class MemoryReport:
                  f"({self.peak_node}); buffers kept between runs {mib(self.resident_bytes)} in "
                  f"{len(self.buffers)} buffers"]
         if self.values_live:
-            lines.append(f"  values live at once: at most {mib(self.values_peak_bytes)}, at step {self.values_peak_step} "
-                         f"({self.step_names[self.values_peak_step]})")
+            lines.append(f"  values live at once: at most {mib(self.values_peak_bytes)}, "
+                         f"at step {self.values_peak_step} ({self.step_names[self.values_peak_step]})")
         if self.declared_peak_bytes is not None:
             lines.append(f"  peak in declared order {mib(self.declared_peak_bytes)}, after scheduling "
                          f"{mib(self.peak_bytes)}")
