@@ -15,14 +15,16 @@ import html
 import json
 import os
 import re
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import numpy as np
 
 from .errors import GraphCompilerError, fmt_shape
 from .graph import Graph, Node
 
-MAX_FORMULA_NODES = 600        # beyond this many nodes, formulas are exported for gradient-table entries only
+QUICK_LAYOUT_FROM = 120        # nodes: larger pictures get Graphviz's bounded (quicker, rougher) ranking
+FORMULA_TERMS = 400            # a formula whose expansion would have more terms than this is not exported
+FORMULA_BUDGET = 20_000        # terms exported on one page in all (a 500-node chain: the first formulas only)
 NUMBERS_UP_TO = 36             # elements: printed as numbers
 HEATMAP_UP_TO = 64 * 64        # elements of a matrix: drawn as a heat map
 
@@ -51,7 +53,10 @@ def page_html(what: Any, *, values: Mapping[Any, Any] | None = None, title: str 
 
     subject = viz._subject(what)
     try:
-        svg_text = viz.svg(what, show="all")
+        dot = viz.to_dot(what, show="all")
+        if len(subject.nodes) > QUICK_LAYOUT_FROM:      # bound the network simplex passes: seconds, not minutes
+            dot.attr("graph", nslimit="2", nslimit1="2")
+        svg_text = dot.pipe(format="svg").decode("utf-8")
     except Exception as e:            # graphviz.ExecutableNotFound and friends: say what is missing
         raise GraphCompilerError(f"the explorer draws the graph with Graphviz's `dot`, which failed ({e}); "
                                  "install Graphviz (apt-get install graphviz)") from None
@@ -61,7 +66,7 @@ def page_html(what: Any, *, values: Mapping[Any, Any] | None = None, title: str 
     data["title"] = title or (subject.title if program is not None else f"graph {subject.title!r}")
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     return (_TEMPLATE.replace("%TITLE%", html.escape(data["title"]))
-            .replace("%STYLE%", _STYLE).replace("%SCRIPT%", _SCRIPT)
+            .replace("%STYLE%", _static("explorer.css")).replace("%SCRIPT%", _static("explorer.js"))
             .replace("%SVG%", svg_text).replace("%DATA%", payload))
 
 
@@ -98,7 +103,8 @@ def _page_data(subject: Any, program: Any, values: Mapping[Any, Any] | None) -> 
                 consumers[x].append(n)
     computed = _values(nodes, values) if values is not None else {}
     entries = _grad_table_entries(nodes)
-    formulas = len(nodes) <= MAX_FORMULA_NODES
+    leaves_size, textbook_size = _expansion_sizes(nodes)
+    budget = FORMULA_BUDGET
     plan = subject.plan
     records = []
     for n in nodes:
@@ -115,10 +121,14 @@ def _page_data(subject: Any, program: Any, values: Mapping[Any, Any] | None) -> 
                              "input": ids.get(v.inputs[i]) if i < len(v.inputs) else None}
         if n in entries:
             rec["entry_of"] = ids.get(entries[n][1])
-        if formulas or n in entries or n.is_gradient and len(nodes) <= 4 * MAX_FORMULA_NODES:
-            rec["formula"] = _mathml(n, "textbook" if n.is_gradient else "leaves")
-            if n.is_gradient and formulas:
-                rec["formula_leaves"] = _mathml(n, "leaves")
+        form: Literal["leaves", "textbook"] = "textbook" if n.is_gradient else "leaves"
+        size = (textbook_size if n.is_gradient else leaves_size)[n]
+        if size <= FORMULA_TERMS and size <= budget:
+            budget -= size
+            rec["formula"] = _mathml(n, form)
+        if n.is_gradient and leaves_size[n] <= min(FORMULA_TERMS, budget):
+            budget -= leaves_size[n]
+            rec["formula_leaves"] = _mathml(n, "leaves")
         if n in computed:
             rec["value"] = _describe_value(computed[n])
         if plan is not None:
@@ -214,7 +224,7 @@ def _backward_steps(nodes: list[Node], ids: dict[Node, str], entries: dict[Node,
             steps.append({"phase": "backward", "node": ids.get(entry) if entry in drawn else None,
                           "forward": ids.get(v), "consumers": [ids[c] for c in cons if c in ids],
                           "highlight": [ids[m] for m in made if m in ids],
-                          "title": f"backward: grad_table[{v.name}]" + (f" ({entry.name})" if entry is not None else ""),
+                          "title": f"backward: grad_table[{v.name}]" + ("" if entry is None else f" ({entry.name})"),
                           "text": text})
     return steps
 
@@ -227,23 +237,24 @@ def _program_steps(program: Any, plan: Any, ids: dict[Node, str]) -> list[dict]:
         live, peak = list(report.live), int(report.peak_bytes)
     except GraphCompilerError:          # not run yet with None dims: no byte figures
         pass
-    steps = []
+    steps: list[dict[str, Any]] = []
+    schedule = program.schedule
     for k, value in enumerate(plan.values):
-        s = program.schedule[k]
+        s = schedule[k]
         notes = [f"buffer {plan.buffer[value]}" if value in plan.buffer else "allocated by its kernel"]
         if plan.recomputed(value):
             notes.append("recomputed (memory budget)")
         if value in plan.kept:
             notes.append("kept from forward for backward")
-        step = {"phase": "backward" if value.is_gradient else "forward", "node": ids.get(value),
+        step: dict[str, Any] = {"phase": "backward" if value.is_gradient else "forward", "node": ids.get(value),
                 "highlight": [ids[x] for x in value.inputs if x in ids],
                 "title": f"step {k + 1}: {s.node.name} = {s.op}({', '.join(x.name for x in value.inputs)})",
                 "text": "; ".join(notes)}
         if k < len(live):
             step["live"] = live[k]
         steps.append(step)
-    if live:
-        steps and steps[0].setdefault("peak", peak)
+    if live and steps:
+        steps[0]["peak"] = peak
     return steps
 
 
@@ -295,7 +306,7 @@ def _describe_value(v: np.ndarray) -> dict:
         with np.printoptions(precision=4, suppress=True, linewidth=60):
             d["numbers"] = np.array2string(v)
     if v.ndim == 2 and v.size <= HEATMAP_UP_TO and v.dtype.kind in "biuf" and v.size:
-        d["heatmap"] = _heatmap_svg(v.astype(np.float64))
+        d["heatmap"] = _heatmap(v.astype(np.float64))
     return d
 
 
@@ -303,31 +314,60 @@ def _num(x: Any) -> float:
     return float(f"{float(x):.6g}")
 
 
-def _heatmap_svg(m: np.ndarray) -> str:
-    """A matrix as an inline SVG of coloured cells (blue negative, white zero, red positive)."""
+def _heatmap(m: np.ndarray) -> str:
+    """A matrix as a small PNG, one pixel a cell (blue negative, white zero, red positive, black not finite),
+    drawn large with square pixels: a few KiB however the values look."""
+    import base64
+    import struct
+    import zlib
+
     rows, cols = m.shape
-    cell = max(3, min(24, 240 // max(rows, cols)))
-    scale = float(np.nanmax(np.abs(m[np.isfinite(m)]))) if np.isfinite(m).any() else 1.0
-    scale = scale or 1.0
-    rects = []
-    for i in range(rows):
-        for j in range(cols):
-            x = m[i, j]
-            if not np.isfinite(x):
-                color = "#000000"
-            else:
-                t = max(-1.0, min(1.0, x / scale))
-                a = int(255 * (1 - abs(t)))
-                color = f"#ff{a:02x}{a:02x}" if t > 0 else f"#{a:02x}{a:02x}ff"
-            rects.append(f'<rect x="{j * cell}" y="{i * cell}" width="{cell}" height="{cell}" fill="{color}">'
-                         f"<title>[{i},{j}] {x:.6g}</title></rect>")
-    return (f'<svg class="heatmap" xmlns="http://www.w3.org/2000/svg" width="{cols * cell}" '
-            f'height="{rows * cell}">{"".join(rects)}</svg>')
+    finite = np.isfinite(m)
+    scale = float(np.abs(m[finite]).max()) if finite.any() else 1.0
+    t = np.clip(np.where(finite, m, 0.0) / (scale or 1.0), -1.0, 1.0)
+    fade = (255 * (1 - np.abs(t))).astype(np.uint8)
+    rgb = np.empty((rows, cols, 3), np.uint8)
+    rgb[..., 0] = np.where(t > 0, 255, fade)
+    rgb[..., 1] = fade
+    rgb[..., 2] = np.where(t > 0, fade, 255)
+    rgb[~finite] = 0
+    raw = b"".join(b"\x00" + rgb[i].tobytes() for i in range(rows))     # filter type 0 for every row
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", cols, rows, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    cell = max(2, min(24, 240 // max(rows, cols)))
+    return (f'<img class="heatmap" alt="heat map of a {rows}x{cols} matrix (scale {scale:.3g})" '
+            f'width="{cols * cell}" height="{rows * cell}" style="image-rendering:pixelated" '
+            f'src="data:image/png;base64,{base64.b64encode(png).decode()}">')
 
 
 # -- formulas -------------------------------------------------------------------------------------------------
 
-def _mathml(n: Node, form: str) -> str | None:
+def _expansion_sizes(nodes: list[Node]) -> tuple[dict[Node, int], dict[Node, int]]:
+    """How many terms a node's export would have, in its leaves and in the textbook form (where named nodes
+    stay symbols), capped just above FORMULA_TERMS: a value read twice is written out twice, so a deep graph's
+    expansion grows exponentially and is better not attempted."""
+    from .symbolic import is_auto_named
+
+    cap = FORMULA_TERMS + 1
+    leaves: dict[Node, int] = {}
+    textbook: dict[Node, int] = {}
+
+    def size(x: Node, table: dict[Node, int], stop: bool) -> int:
+        if not x.inputs or stop and not is_auto_named(x):
+            return 1
+        return table.get(x, cap)
+
+    for n in nodes:                                   # a topological order
+        leaves[n] = min(cap, 1 + sum(size(x, leaves, False) for x in n.inputs))
+        textbook[n] = min(cap, 1 + sum(size(x, textbook, True) for x in n.inputs))
+    return leaves, textbook
+
+
+def _mathml(n: Node, form: Literal["leaves", "textbook"]) -> str | None:
     """The node's SymPy export as presentation MathML; None where it cannot be exported (rank > 2, ...)."""
     try:
         from sympy.printing.mathml import mathml
@@ -338,6 +378,12 @@ def _mathml(n: Node, form: str) -> str | None:
     except Exception:                   # an export the symbolic layer refuses (rank > 2): no formula shown
         return None
     return f'<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">{body}</math>'
+
+
+def _static(name: str) -> str:
+    """A file of graphcompiler/static/ (the page's script and styles, inlined so the page needs no network)."""
+    from importlib.resources import files
+    return files("graphcompiler").joinpath("static").joinpath(name).read_text(encoding="utf-8")
 
 
 # -- the page ---------------------------------------------------------------------------------------------------
@@ -363,148 +409,4 @@ first, then build_grad's sweep (Algorithm 6.6).</p></div><div id="memory"></div>
 <script type="application/json" id="gc-data">%DATA%</script>
 <script>%SCRIPT%</script>
 </body></html>
-"""
-
-_STYLE = """
-body{margin:0;font:14px/1.4 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;color:#222}
-header{padding:6px 12px;border-bottom:1px solid #ddd;display:flex;gap:18px;align-items:center;flex-wrap:wrap}
-h1{font-size:16px;margin:0}
-#stepper button{min-width:32px}
-main{display:flex;height:calc(100vh - 52px)}
-#graph{flex:1 1 auto;overflow:auto;border-right:1px solid #ddd}
-#graph svg{transform-origin:0 0}
-#panel{flex:0 0 400px;overflow:auto;padding:8px 12px}
-#panel h2{font-size:15px;margin:6px 0}
-#panel table{border-collapse:collapse}
-#panel td{padding:1px 6px;vertical-align:top}
-#panel td:first-child{color:#666}
-.link{color:#1f5b99;cursor:pointer;text-decoration:underline}
-.hint{color:#666}
-#step .eq{font-family:Georgia,serif;background:#f6f6f6;padding:4px;border-radius:3px}
-pre{background:#f6f6f6;padding:4px;overflow:auto;max-height:200px}
-g.node{cursor:pointer}
-g.node.gc-selected polygon,g.node.gc-selected ellipse,g.node.gc-selected path{stroke:#e6007e;stroke-width:4}
-g.node.gc-current polygon,g.node.gc-current ellipse,g.node.gc-current path{stroke:#e6007e;stroke-width:5}
-g.node.gc-related polygon,g.node.gc-related ellipse,g.node.gc-related path{stroke:#ff9800;stroke-width:3}
-g.node.gc-forward polygon,g.node.gc-forward ellipse,g.node.gc-forward path{stroke:#1f5b99;stroke-width:4}
-g.node.gc-dim{opacity:.35}
-g.edge.gc-origin path{stroke:#e6007e;stroke-width:4}
-g.edge.gc-origin polygon{stroke:#e6007e;fill:#e6007e}
-.memplot{border:1px solid #ddd}
-"""
-
-_SCRIPT = r"""
-(function(){
-"use strict";
-const data = JSON.parse(document.getElementById("gc-data").textContent);
-const byId = {}; data.nodes.forEach(n => byId[n.id] = n);
-const byName = {}; data.nodes.forEach(n => byName[n.name] = n);
-const svg = document.querySelector("#graph svg");
-const gOf = {}; const edges = {};
-svg.querySelectorAll("g.node").forEach(g => { const t = g.querySelector("title"); if (t) gOf[t.textContent] = g; });
-svg.querySelectorAll("g.edge").forEach(g => { const t = g.querySelector("title"); if (t) edges[t.textContent.replace("&gt;", ">")] = g; });
-const info = document.getElementById("info"), stepBox = document.getElementById("step"), mem = document.getElementById("memory");
-let marked = [];
-function clearMarks(){ marked.forEach(([el, c]) => el.classList.remove(c)); marked = []; }
-function mark(id, cls){ const g = gOf[id]; if (g){ g.classList.add(cls); marked.push([g, cls]); } }
-function markEdge(src, dst){ const e = edges[src + "->" + dst]; if (e){ e.classList.add("gc-origin"); marked.push([e, "gc-origin"]); } }
-function esc(s){ return String(s).replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c])); }
-function link(id){ const n = byId[id]; return n ? '<span class="link" data-id="' + id + '">' + esc(n.name) + '</span>' : ""; }
-function row(k, v){ return "<tr><td>" + k + "</td><td>" + v + "</td></tr>"; }
-function show(id, keepMarks){
-  const n = byId[id]; if (!n) return;
-  if (!keepMarks){ clearMarks(); }
-  mark(id, "gc-selected");
-  let h = '<h2 id="info-name">' + esc(n.name) + '</h2><table>';
-  h += row("op", '<b id="info-op">' + esc(n.op) + '</b>') + row("shape", '<span id="info-shape">' + esc(n.shape) + '</span>') + row("dtype", esc(n.dtype));
-  h += row("kind", esc(n.kind) + (n.gradient ? " (added by build_grad)" : ""));
-  const attrs = Object.entries(n.attrs || {});
-  if (attrs.length) h += row("attributes", attrs.map(([k, v]) => esc(k) + "=" + esc(JSON.stringify(v))).join(", "));
-  h += row("inputs", n.inputs.map(link).join(", ") || "none");
-  h += row("consumers", n.consumers.map(link).join(", ") || "none");
-  if (n.origin){
-    const v = byId[n.origin.node];
-    h += row("made by", 'the bprop of ' + link(n.origin.node) + ' for its input ' + n.origin.index + (n.origin.input ? ' (' + link(n.origin.input) + ')' : '') + ': the forward edge highlighted in the picture');
-    if (n.origin.input) markEdge(n.origin.input, n.origin.node);
-    mark(n.origin.node, "gc-forward");
-  }
-  if (n.entry_of) h += row("grad_table", "the entry for " + link(n.entry_of));
-  if (n.program){
-    const p = n.program;
-    h += row("program", (p.step ? "step " + p.step : "not a step") + (p.buffer !== null && p.buffer !== undefined ? ", buffer " + esc(p.buffer) : "") + (p.recomputed ? ", recomputed" : "") + (p.kept ? ", kept for backward" : ""));
-  }
-  h += "</table>";
-  if (n.formula){
-    h += '<h2>formula</h2><div id="info-formula">' + n.formula + '</div>';
-    if (n.formula_leaves) h += '<details><summary>in the leaves</summary>' + n.formula_leaves + '</details>';
-  }
-  if (n.value){
-    const v = n.value;
-    h += '<h2>value</h2><div id="info-value">';
-    if (v.numbers) h += '<pre>' + esc(v.numbers) + '</pre>';
-    if (v.heatmap) h += v.heatmap;
-    if (v.stats) h += '<table>' + Object.entries(v.stats).map(([k, x]) => row(k, x === null ? "-" : x)).join("") + '</table>';
-    h += '</div>';
-  }
-  info.innerHTML = h;
-}
-info.addEventListener("click", e => { const id = e.target.dataset && e.target.dataset.id; if (id){ show(id); scrollTo(id); } });
-stepBox.addEventListener("click", e => { const id = e.target.dataset && e.target.dataset.id; if (id){ show(id, true); } });
-svg.addEventListener("click", e => {
-  const g = e.target.closest("g.node"); if (!g) return;
-  const t = g.querySelector("title"); if (t && byId[t.textContent]) show(t.textContent);
-});
-function scrollTo(id){ const g = gOf[id]; if (g && g.scrollIntoView) g.scrollIntoView({block: "center", inline: "center"}); }
-// the stepper
-const steps = data.steps || [];
-let cur = -1, timer = null;
-const peak = steps.length && steps[0].peak ? steps[0].peak : Math.max(0, ...steps.map(s => s.live || 0));
-function memPlot(k){
-  if (!steps.some(s => s.live !== undefined)) return "";
-  const w = 360, hgt = 80, n = steps.length;
-  let pts = steps.map((s, i) => (i * w / Math.max(1, n - 1)).toFixed(1) + "," + (hgt - (s.live || 0) / (peak || 1) * (hgt - 4)).toFixed(1)).join(" ");
-  const x = (k * w / Math.max(1, n - 1)).toFixed(1);
-  return '<svg class="memplot" width="' + w + '" height="' + hgt + '"><polyline fill="none" stroke="#1f5b99" points="' + pts + '"/><line x1="' + x + '" x2="' + x + '" y1="0" y2="' + hgt + '" stroke="#e6007e"/></svg>' +
-    '<div id="live">live bytes after this step: ' + (steps[k].live || 0).toLocaleString() + ' (peak ' + peak.toLocaleString() + ')</div>';
-}
-function go(k){
-  if (!steps.length) return;
-  cur = Math.max(0, Math.min(steps.length - 1, k));
-  const s = steps[cur];
-  clearMarks();
-  (s.highlight || []).forEach(id => mark(id, "gc-related"));
-  (s.consumers || []).forEach(id => mark(id, "gc-related"));
-  if (s.forward) mark(s.forward, "gc-forward");
-  if (s.node) mark(s.node, "gc-current");
-  document.getElementById("stepno").textContent = (cur + 1) + " / " + steps.length;
-  let h = '<h2 id="step-title">' + esc(s.title) + '</h2><div class="eq" id="step-text">' + esc(s.text) + '</div>';
-  if (s.forward) h += '<p>node v: ' + link(s.forward) + '; its consumers in G\u2032: ' + ((s.consumers || []).map(link).join(", ") || "none (v is the cost)") + '; grad_table entry: ' + link(s.node) + '</p>';
-  stepBox.innerHTML = h;
-  mem.innerHTML = memPlot(cur);
-  if (s.node) { show(s.node, true); scrollTo(s.node); }
-}
-document.getElementById("next").onclick = () => go(cur + 1);
-document.getElementById("prev").onclick = () => go(cur - 1);
-document.getElementById("first").onclick = () => go(0);
-document.getElementById("last").onclick = () => go(steps.length - 1);
-document.getElementById("play").onclick = e => {
-  if (timer){ clearInterval(timer); timer = null; e.target.textContent = "play"; return; }
-  e.target.textContent = "pause";
-  timer = setInterval(() => { if (cur >= steps.length - 1){ clearInterval(timer); timer = null; e.target.textContent = "play"; } else go(cur + 1); }, 700);
-};
-document.addEventListener("keydown", e => {
-  if (e.target.tagName === "INPUT") return;
-  if (e.key === "ArrowRight"){ go(cur + 1); e.preventDefault(); }
-  else if (e.key === "ArrowLeft"){ go(cur - 1); e.preventDefault(); }
-  else if (e.key === "Home"){ go(0); e.preventDefault(); }
-  else if (e.key === "End"){ go(steps.length - 1); e.preventDefault(); }
-});
-const dl = document.getElementById("names");
-data.nodes.forEach(n => { const o = document.createElement("option"); o.value = n.name; dl.appendChild(o); });
-document.getElementById("search").addEventListener("change", e => { const n = byName[e.target.value]; if (n){ show(n.id); scrollTo(n.id); } });
-document.getElementById("zoom").addEventListener("input", e => { svg.style.transform = "scale(" + (e.target.value / 100) + ")"; });
-document.getElementById("stepno").textContent = "0 / " + steps.length;
-window.gcExplorer = {data: data, go: go, show: show, current: () => cur};
-document.body.dataset.ready = "1";
-})();
 """

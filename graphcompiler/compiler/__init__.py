@@ -2,10 +2,11 @@
 
 The pipeline (pipeline.py lists the passes in order), one module per job: prune (ir.topo_order: the
 ancestors of the outputs and updates), simplify (simplify.py: a table of rewrite rules to a fixpoint, common
-subexpressions, constant folding), then per signature of feed shapes: the shape rules again on concrete shapes, the shape-dependent
-rules, recomputation for a memory budget (recompute.py), schedule (schedule.py), buffer plan (memory.py),
-lowering to a LoweredProgram (lower.py; the data is defined in lowered.py), and the backend's evaluator
-(backends.py: NumPy's is runtime.py) loaded with it. memory_report is in report.py. See docs/ARCHITECTURE.md.
+subexpressions, constant folding), then per signature of feed shapes: the shape rules again on concrete shapes,
+the shape-dependent rules, recomputation for a memory budget (recompute.py), schedule (schedule.py), buffer
+plan (memory.py), lowering to a LoweredProgram (lower.py; the data is defined in lowered.py), and the
+backend's evaluator (backends.py: NumPy's is runtime.py) loaded with it. memory_report is in report.py.
+See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ def compile(outputs: Node | Iterable[Node], *, updates: Mapping[Node, Node] | No
     name raises GraphCompilerError listing the known ones. cache_size: how many signatures of feed shapes keep
     their specialisation (schedule, buffers, loaded evaluator); the least recently used is dropped beyond it.
     """
-    single = isinstance(outputs, Node)
-    outputs = [outputs] if single else list(outputs)
+    outputs = [outputs] if isinstance(outputs, Node) else list(outputs)
     updates = dict(updates or {})
     nodes = outputs + list(updates) + list(updates.values())
     if not nodes:

@@ -19,8 +19,8 @@ from ..graph import (LEAF_OPS, OPS, UNDEFINED, ZERO, Constant, GraphMismatchErro
                      Undefined, Zero, install, register_op)
 
 __all__ = ["LEAF_OPS", "OPS", "UNDEFINED", "ZERO", "Constant", "Input", "Op", "Parameter", "Undefined", "Zero",
-           "install", "register_op", "apply", "broadcast_shapes", "normalize_axes", "normalize_axis", "float_dtype", "is_static",
-           "size_of", "sp", "elementwise_to_sympy"]
+           "install", "register_op", "apply", "broadcast_shapes", "normalize_axes", "normalize_axis", "float_dtype",
+           "is_static", "size_of", "sp", "elementwise_to_sympy"]
 
 
 class _LazySympy:

@@ -5,9 +5,9 @@ copy into a column matrix and one batched matmul over the groups. Pooling loops 
 window, each step one vectorised op over every window; no Python loop runs over pixels. The derivatives are
 ops of their own, closed under differentiation:
 
-    y  = conv(x, w)                 dy/dx -> conv_input_grad(g, w)    dy/dw -> conv_weight_grad(x, g)
-    gx = conv_input_grad(g, w)      (a transposed convolution)        d/dg -> conv(G, w),  d/dw -> conv_weight_grad(G, g)
-    gw = conv_weight_grad(x, g)     (a correlation of x with g)       d/dx -> conv_input_grad(g, G),  d/dg -> conv(x, G)
+    y  = conv(x, w)              dy/dx -> conv_input_grad(g, w)    dy/dw -> conv_weight_grad(x, g)
+    gx = conv_input_grad(g, w)   (a transposed convolution)        d/dg -> conv(G, w), d/dw -> conv_weight_grad(G, g)
+    gw = conv_weight_grad(x, g)  (a correlation of x with g)       d/dx -> conv_input_grad(g, G), d/dg -> conv(x, G)
 
 so second derivatives are convolutions again. Max pooling shares the gradient equally among the tied maxima
 of a window (the convention of `max`); average pooling divides by the full window (PyTorch's default
@@ -419,6 +419,7 @@ class _PoolAttrs(Op):
         y = None
         for _, t in self._taps(xp):
             y = t.copy() if y is None else np.maximum(y, t, out=y)
+        assert y is not None                       # a pooling window has at least one tap
         return y
 
     def _ties(self, x: np.ndarray):
