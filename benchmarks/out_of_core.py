@@ -5,7 +5,8 @@ then, on a distributed LocalCluster of 2 worker processes with a memory limit ea
 (600 MB by default), computes J = mean cross-entropy + lambda/2 |W|^2 and dJ/dW1, dJ/dW2 with backend="dask":
 each chunk is loaded by its own task (np.load with mmap_mode), so nothing holds the whole data set.
 
-Reports: peak resident memory per worker (psutil's rss sampled every 10 ms in each worker during the run), wall time and rows/s
+Reports: peak resident memory per worker (psutil's rss sampled every 10 ms in each worker during the run),
+wall time and rows/s
 against the NumPy evaluator on a slice that fits (in memory), the NumPy evaluator streamed chunk by chunk
 over the same file as the reference, and the agreement of the results. The data files are deleted at the end.
 On a shared 2-core machine the times are noisy; the memory figures and the agreement are the point.

@@ -30,6 +30,7 @@ class Env:
     """What kernels need beyond the namespace; subclassed per engine (jax, dask) where it differs."""
 
     name = "array-api"
+    leaf_ids: dict = {}               # id of each leaf value -> its position (set by evaluate)
 
     def __init__(self, xp: Any):
         self.xp = xp
@@ -92,7 +93,8 @@ def range_message(bad: int, n: int, label: str, low: int = 0) -> str:
     if low == 0:
         return (f"while computing {label}: label {bad} is out of range for {n} classes "
                 f"(labels must be in [0, {n}))")
-    return f"while computing {label}: index {bad} is out of range for an axis of size {n} (indices must be in [{low}, {n}))"
+    return (f"while computing {label}: index {bad} is out of range for an axis of size {n} "
+            f"(indices must be in [{low}, {n}))")
 
 
 def check_range(arr: np.ndarray, n: int, label: str, low: int = 0) -> None:

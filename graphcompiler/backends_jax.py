@@ -68,10 +68,10 @@ class JaxEnv(Env):
         from jax.experimental import checkify
         self.checked = True          # computed labels: a checkify check inside the jit function
         jnp = self.xp
-        what = "a label" if low == 0 else "an index"
+        what = f"a label is out of range for {n} classes" if low == 0 else \
+            f"an index is out of range for an axis of size {n}"
         checkify.check(jnp.all((labels >= low) & (labels < n)),
-                       f"while computing {label}: {what} is out of range ({'for ' + str(n) + ' classes' if low == 0 else 'for an axis of size ' + str(n)}; "
-                       f"it must be in [{low}, {n}))")
+                       f"while computing {label}: {what} (it must be in [{low}, {n}))")
         return labels
 
     def check_finite(self, st, r, args):
@@ -179,6 +179,7 @@ class JaxEvaluator:
         import jax
         from jax.sharding import Mesh, NamedSharding
         from jax.sharding import PartitionSpec as P
+        mesh: Any
         if isinstance(sharding, Mesh):
             mesh = sharding
             batch = NamedSharding(mesh, P(mesh.axis_names[0]))

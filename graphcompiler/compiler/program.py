@@ -221,7 +221,7 @@ class Program:
         return outs
 
     def _check_options(self, options: Mapping[str, Any]) -> None:
-        known = getattr(evaluator_class(self.backend), "run_options", frozenset())
+        known: frozenset = getattr(evaluator_class(self.backend), "run_options", frozenset())
         bad = sorted(set(options) - set(known) | ({"batch_axes"} & set(options)))
         if bad:
             raise GraphCompilerError(f"backend {self.backend!r} takes no run option {', '.join(map(repr, bad))}"
