@@ -14,6 +14,7 @@ from ..errors import GraphCompilerError
 
 BACKENDS: dict[str, Any] = {
     "numpy": "graphcompiler.runtime:NumpyEvaluator",
+    "c": "graphcompiler.cbackend:CEvaluator",
 }
 
 
