@@ -952,6 +952,20 @@ class Generator:
         self.lines.append(f"    for (long r = 0; r < {rows}L; r++) {{ int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
                           f" if (l < 0) l += {c}; (({T} *){out.ptr()})[r * {c}L + l] -= 1; }}")
 
+    def op_one_hot(self, st, pos):
+        lab = self.contiguous(self.get(st.args[0], pos), pos)
+        T = ctype(st.dtype)
+        LT = ctype(lab.dtype) if lab.scalar is None else None
+        c = st.shape[-1] if st.shape else 0
+        rows = int(np.prod(st.shape[:-1], dtype=np.int64)) if st.shape else 0
+        if LT is None or np.dtype(lab.dtype).kind not in "iu" or int(np.prod(lab.shape, dtype=np.int64)) != rows:
+            raise Unsupported("one_hot labels")
+        self.check_labels(lab, rows, c, pos, True)
+        out = self.store(st, pos)
+        self.lines.append(f"    memset({out.ptr()}, 0, {rows * c * np.dtype(st.dtype).itemsize});")
+        self.lines.append(f"    for (long r = 0; r < {rows}L; r++) {{ int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
+                          f" if (l < 0) l += {c}; (({T} *){out.ptr()})[r * {c}L + l] = 1; }}")
+
     # the arena
     def plan_arena(self) -> None:
         """First-fit offsets: an allocation may reuse bytes of one whose last read is before its first write."""
