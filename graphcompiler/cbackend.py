@@ -474,34 +474,44 @@ class Generator:
                 if isinstance(a, int):
                     readers.setdefault(a, []).append(k)
         results = {r for r in lw.results if isinstance(r, int)}
-        # fusion: a known elementwise step read only by elementwise steps of its shape joins their loop
-        root = list(range(len(steps)))
-        inline = [False] * len(steps)
-        index = {st.slot: k for k, st in enumerate(steps)}
-        for k in range(len(steps) - 1, -1, -1):
-            st = steps[k]
-            rs = readers.get(st.slot, [])
-            if (st.op_name in ELEMENTWISE and st.slot not in results and rs and not self._all_const(st)
-                    and all(steps[r].op_name in ELEMENTWISE and steps[r].shape == st.shape for r in rs)
-                    and len({root[r] for r in rs}) == 1):
-                inline[k] = True
-                root[k] = root[rs[0]]
-        self.inline, self.root, self.index = inline, root, index
-        members: dict[int, list[int]] = {}
-        for k in range(len(steps)):
-            members.setdefault(root[k], []).append(k)
-        body: list[str] = []
-        self.lines = body
-        self.last_read_pos: dict[int, int] = {}
+        # fusion: elementwise steps of one shape connected by their values form one loop (a group), emitted
+        # when a step outside it first reads one of its values (or at the end); a member's value is stored
+        # only when a step outside the group or the results read it, otherwise it lives in a register.
+        self.readers, self.results = readers, results
+        group_of: dict[int, list] = {}          # slot -> its open group (a list of step indices)
+        self.lines = []
         for k, st in enumerate(steps):
-            if inline[k]:
+            mine = None
+            if st.op_name in ELEMENTWISE and not self._all_const(st):
+                cands = []
+                for a in st.args:
+                    g = group_of.get(a) if isinstance(a, int) else None
+                    if g is not None and steps[g[0]].shape == st.shape and all(g is not c for c in cands):
+                        cands.append(g)
+                if cands:
+                    mine = cands[0]
+                    for g in cands[1:]:             # open groups merge (none of their values is read outside yet)
+                        mine.extend(g)
+                        for m in g:
+                            group_of[steps[m].slot] = mine
+                    mine.sort()
+                    mine.append(k)
+                else:
+                    mine = [k]
+            for a in st.args:                       # a step outside a group reading its value closes it
+                g = group_of.get(a) if isinstance(a, int) else None
+                if g is not None and g is not mine:
+                    self.close(g, k)
+                    for m in g:
+                        group_of.pop(steps[m].slot, None)
+            if mine is not None:
+                group_of[st.slot] = mine
                 continue
             self.pos = k
             self.lines.append(f"    /* [{k}] {_comment(st.label)} */")
-            if st.op_name in ELEMENTWISE:
-                self.emit_group([steps[m] for m in members[k]], st)
-            else:
-                self.emit_step(st, k)
+            self.emit_step(st, k)
+        for g in {id(g): g for g in group_of.values()}.values():
+            self.close(g, len(steps))
         # results that must be copied out (leaves, views, duplicates)
         self.copies: list[tuple[int, Any]] = []
         seen: set = set()
@@ -613,20 +623,28 @@ class Generator:
         self.nd_loop(dst.shape, [src, dst], lambda o: [f"*({T} *)({dst.ptr()} + {o[1]}) = ({T})({self.load(src, o[0])});"])
 
     # elementwise groups
-    def emit_group(self, group: list, root_st) -> None:
-        pos = self.pos
+    def close(self, members: list, pos: int) -> None:
+        """Emit the loop of an elementwise group; store the values read outside it."""
+        steps = self.lw.steps
+        group = [steps[m] for m in sorted(set(members))]
+        inside = {st.slot for st in group}
+        self.pos = pos
+        for st in group:
+            self.lines.append(f"    /* [{self.index_of(st)}] {_comment(st.label)} */")
         ext: dict = {}
         order: list = []
-        inside = {st.slot for st in group}
         for st in group:
             for a in st.args:
                 key = id(a) if isinstance(a, Const) else a
                 if (isinstance(a, Const) or a not in inside) and key not in ext:
                     ext[key] = self.get(a, pos)
                     order.append(key)
-        out = self.store(root_st, pos)
-        lays = [ext[k] for k in order] + [out]
+        stored = [st for st in group if st.slot in self.results or
+                  any(steps[r].slot not in inside for r in self.readers.get(st.slot, []))]
+        outs = [self.store(st, pos) for st in stored]
+        lays = [ext[k] for k in order] + outs
         names = {k: j for j, k in enumerate(order)}
+        n_ext = len(order)
 
         def body(offs):
             stmts = []
@@ -641,9 +659,13 @@ class Generator:
                         ops.append(self.load(lays[j], offs[j]))
                         dts.append(lays[j].dtype)
                 stmts.append(f"const {ctype(st.dtype)} t{st.slot} = {ew_expr(st, ops, dts)};")
-            stmts.append(f"*({ctype(root_st.dtype)} *)({out.ptr()} + {offs[-1]}) = t{root_st.slot};")
+            for j, (st, out) in enumerate(zip(stored, outs)):
+                stmts.append(f"*({ctype(st.dtype)} *)({out.ptr()} + {offs[n_ext + j]}) = t{st.slot};")
             return stmts
-        self.nd_loop(root_st.shape, lays, body)
+        self.nd_loop(group[-1].shape, lays, body)
+
+    def index_of(self, st) -> int:
+        return st.slot - len(self.lw.leaves)
 
     # other steps
     def emit_step(self, st, k: int) -> None:
@@ -657,7 +679,7 @@ class Generator:
                     "broadcast_like", "getitem"):
             self.view(st, pos)
             return
-        if name in ("count", "zeros_like") and self._all_const(st):
+        if (name in ("count", "zeros_like") or name in ELEMENTWISE) and self._all_const(st):
             v = np.asarray(st.kernel(*[a.value for a in st.args], **st.kw))
             self.fold(st, v, pos)
             return
