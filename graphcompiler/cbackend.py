@@ -43,6 +43,10 @@ from .compiler.lowered import ALIGN, Const, LoweredProgram
 from .errors import ExecutionError, GraphCompilerError
 
 FLAGS = ("-O2", "-fPIC", "-shared", "-std=c99", "-fno-math-errno")    # never -ffast-math: NaN/inf must survive
+# For programs, where the host allows: -O3 -march=native, and glibc's vector math (libmvec, glibc 2.35+ on
+# x86-64) declared SIMD-callable so that fused loops of sin/exp/tanh vectorise as NumPy's own loops do.
+NATIVE_FLAGS = ("-O3", "-march=native")
+_SIMD_FUNCS = ("sin", "cos", "exp", "log", "tanh", "log1p")
 STEP_LIMIT = 20000          # longer programs run on NumPy (the C compiler's time grows faster than linearly)
 _WARNED: set = set()
 _LOCK = threading.Lock()
@@ -81,10 +85,10 @@ def _compiler_id(cc: str) -> str:
     return f"{os.path.realpath(cc)}:{st.st_size}:{int(st.st_mtime)}"
 
 
-def _build(cc: str, source: str, suffix: str, extra: Sequence[str] = ()) -> str:
-    """Compile `source` into the cache (under a hash of source, compiler and flags); return the path."""
+def _build(cc: str, source: str, suffix: str, extra: Sequence[str] = (), libs: Sequence[str] = ()) -> str:
+    """Compile `source` into the cache (under a hash of source, compiler, flags and host); return the path."""
     flags = list(FLAGS) + list(extra)
-    key = hashlib.sha256("\0".join([source, _compiler_id(cc), *flags]).encode()).hexdigest()[:32]
+    key = hashlib.sha256("\0".join([source, _compiler_id(cc), *flags, *libs, _host()]).encode()).hexdigest()[:32]
     d = cache_dir()
     path = os.path.join(d, f"gc_{key}{suffix}")
     if os.path.exists(path):
@@ -94,7 +98,7 @@ def _build(cc: str, source: str, suffix: str, extra: Sequence[str] = ()) -> str:
         f.write(source)
     tmp = path + f".{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        r = subprocess.run([cc, *flags, src, "-o", tmp, "-lm"], capture_output=True, text=True)
+        r = subprocess.run([cc, *flags, src, "-o", tmp, *libs, "-lm"], capture_output=True, text=True)
         if r.returncode != 0:
             raise CompileError(f"{cc} failed ({r.returncode}): {r.stderr.strip()[:2000]}")
         os.replace(tmp, path)                      # atomic: another process sees all of it or nothing
@@ -103,6 +107,58 @@ def _build(cc: str, source: str, suffix: str, extra: Sequence[str] = ()) -> str:
             if os.path.exists(p):
                 os.unlink(p)
     return path
+
+
+_HOST: list = []
+
+
+def _host() -> str:
+    """The machine and its CPU's features (-march=native objects must not travel to another CPU)."""
+    if not _HOST:
+        flags = ""
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("flags"):
+                        flags = line
+                        break
+        except OSError:
+            pass
+        _HOST.append(f"{sys.platform}:{os.uname().machine if hasattr(os, 'uname') else ''}:{flags}")
+    return _HOST[0]
+
+
+def _libmvec() -> bool:
+    """glibc 2.35 or later on x86-64: its vector math library has every function _SIMD_FUNCS names."""
+    try:
+        name, version = os.confstr("CS_GNU_LIBC_VERSION").split()
+        major, minor = (int(x) for x in version.split(".")[:2])
+    except (ValueError, OSError, AttributeError):
+        return False
+    return name == "glibc" and (major, minor) >= (2, 35) and os.uname().machine in ("x86_64", "AMD64")
+
+
+def build_program(cc: str, source: str) -> tuple[str, tuple]:
+    """Compile a program with the host's best flags, falling back to plain -O2; (path, flags used)."""
+    tc = _toolchain
+    for extra, libs in list(tc.get("choices", [((), ())])):
+        head = _simd_decls() if "-lmvec" in libs else ""
+        try:
+            return _build(cc, head + source, ".so", extra, libs), tuple(extra) + tuple(libs)
+        except CompileError:
+            if (extra, libs) == ((), ()):
+                raise
+            if len(tc.get("choices", ())) > 1:            # these flags do not work here: not tried again
+                tc["choices"].remove((extra, libs))
+    raise CompileError("no flags worked")
+
+
+def _simd_decls() -> str:
+    out = ["#include <math.h>"]
+    for f in _SIMD_FUNCS:
+        out.append(f'__attribute__((simd("notinbranch"), const)) double {f}(double);')
+        out.append(f'__attribute__((simd("notinbranch"), const)) float {f}f(float);')
+    return "\n".join(out) + "\n"
 
 
 class CompileError(GraphCompilerError):
@@ -188,7 +244,12 @@ def toolchain() -> dict:
             spec = importlib.util.spec_from_file_location(name, final, loader=loader)
             helper = importlib.util.module_from_spec(spec)
             loader.exec_module(helper)
-            _toolchain.update(cc=cc, call=helper.call, blas=_blas_pointers())
+            choices = [((), ())]
+            if os.uname().machine in ("x86_64", "AMD64", "aarch64"):
+                choices.insert(0, (NATIVE_FLAGS, ()))
+                if _libmvec():
+                    choices.insert(0, (NATIVE_FLAGS, ("-lmvec",)))
+            _toolchain.update(cc=cc, call=helper.call, blas=_blas_pointers(), choices=choices)
         except Exception as e:
             _toolchain["error"] = str(e) if isinstance(e, CompileError) else f"{type(e).__name__}: {e}"
             raise CompileError(_toolchain["error"]) from None
@@ -1052,7 +1113,7 @@ class CEvaluator:
             return self._to_numpy()
         try:
             tc = toolchain()
-            path = _build(tc["cc"], self.source, ".so")
+            path, self.flags = build_program(tc["cc"], self.source)
         except CompileError as e:
             self.fallback_reason = str(e)
             _warn_once("cc:" + str(e)[:200], f"graphcompiler: backend 'c' is unavailable: {e}; running on the "
