@@ -153,6 +153,22 @@ def build_program(cc: str, source: str) -> tuple[str, tuple]:
     raise CompileError("no flags worked")
 
 
+def _vector_isa() -> tuple | None:
+    """libmvec's ISA letter and vector bytes for this CPU (AVX-512: "e", 64; AVX2: "d", 32), when usable."""
+    try:
+        tc = toolchain()
+    except CompileError:
+        return None
+    if not any("-lmvec" in libs for _, libs in tc.get("choices", ())):
+        return None
+    flags = _host()
+    if " avx512f" in flags:
+        return ("e", 64)
+    if " avx2" in flags and " fma" in flags:
+        return ("d", 32)
+    return None
+
+
 def _simd_decls() -> str:
     out = ["#include <math.h>"]
     for f in _SIMD_FUNCS:
@@ -496,8 +512,10 @@ GC_MMI(int32_t)
 class Generator:
     """Translate a LoweredProgram into C source: `source`, the arena layout, the constants to copy in."""
 
-    def __init__(self, lw: LoweredProgram):
+    def __init__(self, lw: LoweredProgram, vec: tuple | None = None):
         self.lw = lw
+        self.vec = vec                      # (libmvec ISA letter, bytes per vector) or None
+        self.vec_used: set = set()
         self.lines: list[str] = []
         self.layout: dict[int, Layout] = {}
         self.allocs: list[list] = []        # [size, first, last, offset]
@@ -590,7 +608,7 @@ class Generator:
             self.lines.append(f"    /* result {k}: a copy */")
             self.copy_loop(src, dst)
         self.plan_arena()
-        head = [_PRELUDE, "int gc_run(void **P, char *A) {"]
+        head = [_PRELUDE, self.vec_prelude(), "int gc_run(void **P, char *A) {"]
         return "\n".join(head + self.lines + ["    return 0;", "}", ""])
 
     def _all_const(self, st) -> bool:
@@ -723,7 +741,95 @@ class Generator:
             for j, (st, out) in enumerate(zip(stored, outs)):
                 stmts.append(f"*({ctype(st.dtype)} *)({out.ptr()} + {offs[n_ext + j]}) = t{st.slot};")
             return stmts
-        self.nd_loop(group[-1].shape, lays, body)
+        if not self.vector_loop(group, inside, lays, names, stored, outs, body):
+            self.nd_loop(group[-1].shape, lays, body)
+
+    # vectorised groups: GCC vector types and glibc's libmvec functions called directly
+    _VEC_FUNCS = {"sin", "cos", "exp", "log", "tanh", "log1p"}
+    _VEC_OPS = {"add", "subtract", "multiply", "divide", "negative", "square", "identity", "stop_gradient"}
+
+    def vector_loop(self, group, inside, lays, names, stored, outs, scalar_body) -> bool:
+        """A flat loop over W elements at a time (float types, contiguous or scalar operands), the rest scalar."""
+        if self.vec is None:
+            return False
+        dt = np.dtype(group[-1].dtype)
+        if dt.kind != "f" or dt.itemsize not in (4, 8):
+            return False
+        if any(np.dtype(st.dtype) != dt or st.op_name not in self._VEC_FUNCS | self._VEC_OPS for st in group):
+            return False
+        if any(l.dtype != dt for l in lays):
+            return False
+        shape = group[-1].shape
+        strides = [_bcast(l, shape) if l.scalar is None else (0,) * len(shape) for l in lays]
+        sizes, st_ = _loops(shape, strides)
+        if len(sizes) != 1 or any(s[0] not in (0, dt.itemsize) for s in st_):
+            return False
+        n = sizes[0]
+        isa, nbytes = self.vec
+        w = nbytes // dt.itemsize
+        if n < w:
+            return False
+        T = ctype(dt)
+        V = f"gc_v{w}{'d' if dt.itemsize == 8 else 'f'}"
+        suffix = "" if dt.itemsize == 8 else "f"
+        self.vec_used.add((V, T, nbytes, isa, w, suffix))
+        L = self.lines
+        L.append("    {")
+        L.append("        long i0 = 0;")
+        L.append(f"        for (; i0 + {w} <= {n}L; i0 += {w}) {{")
+
+        def vload(j):
+            l, s = lays[j], st_[j][0]
+            if l.scalar is not None:
+                return f"(({V}){{0}} + {l.scalar})"
+            if s == 0:
+                return f"(({V}){{0}} + *(const {T} *){l.ptr()})"
+            return f"gc_load_{V}({l.ptr()} + i0 * {s}L)"
+        for stp in group:
+            ops = []
+            for a in stp.args:
+                if isinstance(a, int) and a in inside:
+                    ops.append(f"t{a}")
+                else:
+                    ops.append(vload(names[id(a) if isinstance(a, Const) else a]))
+            name = stp.op_name
+            if name in _BINARY_OPS:
+                e = f"({ops[0]} {_BINARY_OPS[name]} {ops[1]})"
+            elif name == "negative":
+                e = f"(-{ops[0]})"
+            elif name == "square":
+                e = f"({ops[0]} * {ops[0]})"
+            elif name in ("identity", "stop_gradient"):
+                e = ops[0]
+            else:
+                e = f"_ZGV{isa}N{w}v_{name}{suffix}({ops[0]})"
+                self.vec_used.add(("fn", name, V, isa, w, suffix))
+            L.append(f"            const {V} t{stp.slot} = {e};")
+        for j, (stp, out) in enumerate(zip(stored, outs)):
+            L.append(f"            gc_store_{V}({out.ptr()} + i0 * {dt.itemsize}L, t{stp.slot});")
+        L.append("        }")
+        L.append(f"        for (; i0 < {n}L; i0++) {{")
+        offs = [f"i0 * {s[0]}L" if s[0] else "0" for s in st_]
+        for line in scalar_body(offs):
+            L.append("            " + line)
+        L.append("        }")
+        L.append("    }")
+        return True
+
+    def vec_prelude(self) -> str:
+        out = []
+        for item in sorted(self.vec_used, key=str):
+            if item[0] == "fn":
+                continue
+            V, T, nbytes, isa, w, suffix = item
+            out.append(f"typedef {T} {V} __attribute__((vector_size({nbytes})));")
+            out.append(f"static inline {V} gc_load_{V}(const char *p) {{ {V} v; memcpy(&v, p, sizeof v); return v; }}")
+            out.append(f"static inline void gc_store_{V}(char *p, {V} v) {{ memcpy(p, &v, sizeof v); }}")
+        for item in sorted(self.vec_used, key=str):
+            if item[0] == "fn":
+                _, name, V, isa, w, suffix = item
+                out.append(f"extern {V} _ZGV{isa}N{w}v_{name}{suffix}({V});")
+        return "\n".join(out)
 
     def index_of(self, st) -> int:
         return st.slot - len(self.lw.leaves)
@@ -1099,9 +1205,7 @@ class CEvaluator:
         self.lowered = lowered
         self.nan_check = self.nan_check or lowered.nan_check
         try:
-            gen = Generator(lowered)
-            gen.leaf_meta = _leaf_meta(lowered)
-            self.source = gen.generate()
+            gen = self._generate(lowered, _vector_isa())
         except Unsupported as e:
             ops = sorted({st.op_name for st in lowered.steps if _unknown(st)}) or [str(e)]
             self.fallback_reason = f"the C backend does not translate {', '.join(ops)} ({e})"
@@ -1113,7 +1217,13 @@ class CEvaluator:
             return self._to_numpy()
         try:
             tc = toolchain()
-            path, self.flags = build_program(tc["cc"], self.source)
+            try:
+                path, self.flags = build_program(tc["cc"], self.source)
+            except CompileError:
+                if not gen.vec_used:
+                    raise
+                gen = self._generate(lowered, None)       # without libmvec's vector functions
+                path, self.flags = build_program(tc["cc"], self.source)
         except CompileError as e:
             self.fallback_reason = str(e)
             _warn_once("cc:" + str(e)[:200], f"graphcompiler: backend 'c' is unavailable: {e}; running on the "
@@ -1148,6 +1258,12 @@ class CEvaluator:
         self._pool = [self._arena()]
         del n_leaves
         return self
+
+    def _generate(self, lowered, vec):
+        gen = Generator(lowered, vec)
+        gen.leaf_meta = _leaf_meta(lowered)
+        self.source = gen.generate()
+        return gen
 
     def _to_numpy(self):
         from .runtime import NumpyEvaluator
