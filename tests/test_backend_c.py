@@ -167,8 +167,9 @@ def test_an_elementwise_chain_is_one_loop_and_needs_no_arena():
     for k in range(200):
         z = gc.sin(z) if k % 2 == 0 else gc.tanh(z)
     p, _ = both([z], {"w": np.linspace(-1, 1, 1000)})
-    src = p.source("c")
-    assert src.count("for (long") == 1            # one loop over the 1,000 elements, 200 statements in it
+    body = p.source("c").split("int gc_run", 1)[1]
+    # one loop over the 1,000 elements, 200 statements in it (vectorised: the vector loop and its scalar tail)
+    assert body.count("for (") == (2 if "_ZGV" in body else 1)
     assert p._last.evaluator._arena_bytes == 0
 
 
@@ -259,3 +260,17 @@ def test_a_second_process_loads_the_cached_object(tmp_path):
     second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert sorted(os.listdir(tmp_path)) == objects         # nothing compiled the second time
     assert first.stdout == second.stdout and str(tmp_path) in first.stdout
+
+
+@needs_cc
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-13), ("float32", 1e-5)])
+def test_vectorised_loops_with_a_scalar_tail_and_broadcast_operands(dtype, rtol):
+    g = gc.Graph("vec")
+    x = g.input("x", shape=(37,), dtype=dtype)
+    s = g.input("s", shape=(1,), dtype=dtype)
+    z = gc.sin(x) * 2.0 + gc.exp(-x) / (1.0 + gc.square(x)) - s * gc.tanh(gc.cos(x)) + gc.log1p(gc.log(gc.exp(x) + 1.0))
+    rng = np.random.default_rng(3)
+    p, _ = both([z], {"x": rng.standard_normal(37).astype(dtype), "s": np.array([0.5], dtype)}, rtol=rtol, atol=1e-6)
+    assert native(p)
+    if cbackend._vector_isa() is not None:
+        assert "_ZGV" in p.source("c")
