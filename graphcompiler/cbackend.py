@@ -22,6 +22,7 @@ three say so once with a warning naming what is missing. This module imports not
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -29,10 +30,8 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 import sysconfig
-import tempfile
 import threading
 import warnings
 from typing import Any, Sequence
@@ -80,6 +79,7 @@ def find_compiler() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=8)
 def _compiler_id(cc: str) -> str:
     st = os.stat(os.path.realpath(cc))
     return f"{os.path.realpath(cc)}:{st.st_size}:{int(st.st_mtime)}"
@@ -93,6 +93,8 @@ def _build(cc: str, source: str, suffix: str, extra: Sequence[str] = (), libs: S
     path = os.path.join(d, f"gc_{key}{suffix}")
     if os.path.exists(path):
         return path
+    import subprocess
+    import tempfile
     fd, src = tempfile.mkstemp(suffix=".c", dir=d)
     with os.fdopen(fd, "w") as f:
         f.write(source)
@@ -272,12 +274,27 @@ def toolchain() -> dict:
         return _toolchain
 
 
-def _blas_pointers() -> tuple[int, int]:
-    """sgemm and dgemm from scipy.linalg.cython_blas (0, 0 when SciPy is missing: C loops instead)."""
+def _blas_pointers() -> tuple[int, int, str]:
+    """sgemm, dgemm and their integer type: NumPy's own OpenBLAS when it ships one (already loaded, no import),
+    else scipy.linalg.cython_blas's function pointers; (0, 0, "int") when neither is found (C loops instead)."""
+    import glob
+    root = os.path.dirname(os.path.dirname(np.__file__))
+    for path in sorted(glob.glob(os.path.join(root, "numpy.libs", "lib*openblas*.so*"))):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix, itype in (("scipy_", "_64_", "int64_t"), ("", "_64_", "int64_t"), ("scipy_", "_", "int"),
+                                      ("", "_", "int")):
+            try:
+                s_, d_ = (ctypes.cast(getattr(lib, f"{prefix}{f}gemm{suffix}"), ctypes.c_void_p).value for f in "sd")
+            except AttributeError:
+                continue
+            return s_, d_, itype
     try:
         from scipy.linalg import cython_blas
     except ImportError:
-        return 0, 0
+        return 0, 0, "int"
     get_name = ctypes.pythonapi.PyCapsule_GetName
     get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
     get_ptr = ctypes.pythonapi.PyCapsule_GetPointer
@@ -286,7 +303,7 @@ def _blas_pointers() -> tuple[int, int]:
     for f in ("sgemm", "dgemm"):
         cap = cython_blas.__pyx_capi__[f]
         out.append(get_ptr(cap, get_name(cap)) or 0)
-    return out[0], out[1]
+    return out[0], out[1], "int"
 
 
 # -- C types and literals -------------------------------------------------------------------------
@@ -457,8 +474,8 @@ def ew_expr(st, ops: list[str], in_dtypes: list) -> str:
 _PRELUDE = r"""#include <math.h>
 #include <stdint.h>
 #include <string.h>
-typedef void (*gc_gemm_t)(char *, char *, int *, int *, int *, void *, void *, int *, void *, int *, void *,
-                          void *, int *);
+typedef void (*gc_gemm_t)(char *, char *, gc_int *, gc_int *, gc_int *, void *, void *, gc_int *, void *,
+                          gc_int *, void *, void *, gc_int *);
 static gc_gemm_t gc_sgemm = 0, gc_dgemm = 0;
 void gc_init(void *s, void *d) { gc_sgemm = (gc_gemm_t)s; gc_dgemm = (gc_gemm_t)d; }
 #define GC_DEF(T, S) \
@@ -476,12 +493,12 @@ static void NAME(int m, int n, int k, const char *a, long ra, long ca, const cha
     if (k == 0) { memset(c, 0, sizeof(T) * (size_t)m * n); return; } \
     const long z = (long)sizeof(T); \
     if (GEMM && (ca == z || k == 1 || ra == z || m == 1) && (cb == z || n == 1 || rb == z || k == 1)) { \
-        char ta, tb; int lda, ldb; T one = 1, zero = 0; \
+        char ta, tb; gc_int lda, ldb, m_ = m, n_ = n, k_ = k; T one = 1, zero = 0; \
         if (ca == z || k == 1) { ta = 'N'; lda = (m == 1) ? k : (int)(ra / z); if (lda < k) lda = k; } \
         else { ta = 'T'; lda = (k == 1) ? m : (int)(ca / z); if (lda < m) lda = m; } \
         if (cb == z || n == 1) { tb = 'N'; ldb = (k == 1) ? n : (int)(rb / z); if (ldb < n) ldb = n; } \
         else { tb = 'T'; ldb = (n == 1) ? k : (int)(cb / z); if (ldb < k) ldb = k; } \
-        GEMM(&tb, &ta, &n, &m, &k, &one, (void *)b, &ldb, (void *)a, &lda, &zero, c, &n); \
+        GEMM(&tb, &ta, &n_, &m_, &k_, &one, (void *)b, &ldb, (void *)a, &lda, &zero, c, &n_); \
         return; \
     } \
     for (int i = 0; i < m; i++) { \
@@ -515,6 +532,7 @@ class Generator:
     def __init__(self, lw: LoweredProgram, vec: tuple | None = None):
         self.lw = lw
         self.vec = vec                      # (libmvec ISA letter, bytes per vector) or None
+        self.blas_int = "int"               # the BLAS's integer type (int64_t for an ILP64 OpenBLAS)
         self.vec_used: set = set()
         self.lines: list[str] = []
         self.layout: dict[int, Layout] = {}
@@ -608,7 +626,8 @@ class Generator:
             self.lines.append(f"    /* result {k}: a copy */")
             self.copy_loop(src, dst)
         self.plan_arena()
-        head = [_PRELUDE, self.vec_prelude(), "int gc_run(void **P, char *A) {"]
+        head = [f"#include <stdint.h>\ntypedef {self.blas_int} gc_int;", _PRELUDE, self.vec_prelude(),
+                "int gc_run(void **P, char *A) {"]
         return "\n".join(head + self.lines + ["    return 0;", "}", ""])
 
     def _all_const(self, st) -> bool:
@@ -1231,7 +1250,7 @@ class CEvaluator:
             return self._to_numpy()
         lib = ctypes.CDLL(path)
         lib.gc_init.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        lib.gc_init(*tc["blas"])
+        lib.gc_init(*tc["blas"][:2])
         self._lib = lib
         self._fn = ctypes.cast(lib.gc_run, ctypes.c_void_p).value
         self._call = tc["call"]
@@ -1261,6 +1280,10 @@ class CEvaluator:
 
     def _generate(self, lowered, vec):
         gen = Generator(lowered, vec)
+        try:
+            gen.blas_int = toolchain()["blas"][2]
+        except CompileError:
+            pass
         gen.leaf_meta = _leaf_meta(lowered)
         self.source = gen.generate()
         return gen
