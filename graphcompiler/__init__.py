@@ -7,6 +7,7 @@ from .ops import *  # noqa: F401,F403  the op functions: add, matmul, softmax_cr
 from .ops import OPS
 from importlib import import_module as _import_module
 random = _import_module(".random", __name__)  # gc.random (keys, split, normal, ...), not ops.random
+linalg = _import_module(".linalg", __name__)  # gc.linalg (solve, cholesky, ...), not ops.linalg (matmul)
 from .autodiff import build_grad
 from .compiler import compile
 from .compiler.program import Program

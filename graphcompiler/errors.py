@@ -28,7 +28,8 @@ class DisconnectedInputError(GraphCompilerError):
 
 
 class NumericsError(GraphCompilerError):
-    """A step produced NaN or infinity while the program ran with nan_check=True."""
+    """A step produced NaN or infinity while the program ran with nan_check=True, or a matrix could not be
+    factored (singular for solve/inv, not positive definite for cholesky)."""
 
 
 class GraphFileError(GraphCompilerError):

@@ -203,7 +203,7 @@ class NumpyEvaluator:
         for name, a in zip(st.arg_names, st.args):
             val = a.value if isinstance(a, Const) else env.get(f"v{a}")
             shapes.append(f"{name}: {fmt_shape(np.shape(val))}")
-        raise ExecutionError(f"while computing {st.label}: {type(e).__name__}: {e} "
+        raise _error_class(e)(f"while computing {st.label}: {type(e).__name__}: {e} "
                              f"(input shapes {', '.join(shapes)})") from e
 
     def _check(self, k: int, result, args) -> None:
@@ -220,12 +220,17 @@ class NumpyEvaluator:
                 raise
             except Exception as e:
                 shapes = ", ".join(f"{i.name}: {fmt_shape(np.shape(values[a]))}" for i, a in zip(node.inputs, args))
-                raise ExecutionError(f"while computing {describe_step(node)}: {type(e).__name__}: {e} "
+                raise _error_class(e)(f"while computing {describe_step(node)}: {type(e).__name__}: {e} "
                                      f"(input shapes {shapes})") from e
             if self.nan_check:
                 check_finite(describe_step(node), node.op.name, result, [values[a] for a in args],
                              [i.name for i in node.inputs])
             values[out] = result
+
+
+def _error_class(e: Exception) -> type:
+    """A matrix LAPACK cannot factor (singular, not positive definite) is a NumericsError; else ExecutionError."""
+    return NumericsError if isinstance(e, np.linalg.LinAlgError) else ExecutionError
 
 
 _KEYWORD_OUT = (np.maximum, np.minimum)      # NumPy deprecates their positional out

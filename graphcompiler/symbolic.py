@@ -263,6 +263,11 @@ class _Latex(LatexPrinter):
     def _print_HadamardProduct(self, expr):
         return r" \odot ".join(self.parenthesize(a, PRECEDENCE["Pow"], strict=True) for a in expr.args)
 
+    def _print_Inverse(self, expr):                          # (A^T)^{-1} as the books write it: A^{-T}
+        if isinstance(expr.arg, sp.Transpose):
+            return rf"{self.parenthesize(expr.arg.arg, PRECEDENCE['Pow'], strict=True)}^{{-T}}"
+        return self._print_MatPow(expr)
+
 
 class _BodyLatex(_Latex):
     """LaTeX of an elementwise body with its variables printed as the matrices they stand for."""
@@ -883,6 +888,8 @@ class _Evaluator:
             return self.mat(e.base) ** self.scalar(e.exp)
         if isinstance(e, sp.Transpose):
             return self.mat(e.arg).T
+        if isinstance(e, sp.Inverse):
+            return np.linalg.inv(self.mat(e.arg))
         if isinstance(e, ElementwiseApplyFunction):
             return self.scalar(e.function.expr, {e.function.variables[0]: self.mat(e.expr)})
         if isinstance(e, ElementwiseMap):
@@ -904,10 +911,11 @@ class _Evaluator:
         """A scalar expression (entrywise over arrays for the placeholders in extra), with NumPy."""
         e = sp.sympify(e)
         sub, args = {}, dict(extra or {})
-        for k, a in enumerate(sorted(e.atoms(sp.Trace, OpFunction), key=sp.default_sort_key)):
+        for k, a in enumerate(sorted(e.atoms(sp.Trace, sp.Determinant, OpFunction), key=sp.default_sort_key)):
             d = _bound(100 + k)           # fixed stand-ins, so the lambdified body can be remembered
             sub[a] = d
-            args[d] = np.trace(self.mat(a.arg)) if isinstance(a, sp.Trace) else self.kernel(a).reshape(())
+            args[d] = np.trace(self.mat(a.arg)) if isinstance(a, sp.Trace) else \
+                np.linalg.det(self.mat(a.arg)) if isinstance(a, sp.Determinant) else self.kernel(a).reshape(())
         e = e.xreplace(sub)
         for s in e.free_symbols:
             if s in args:

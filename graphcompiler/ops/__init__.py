@@ -8,7 +8,12 @@ from .shape import (broadcast_to, concatenate, expand_dims, getitem, reshape, sp
                     zeros_like)
 from .reduce import max, mean, sum
 from .linalg import matmul
+from . import linalg_ops  # noqa: F401  registers gc.linalg's ops; public as graphcompiler.linalg
 from .nn import log_softmax, logsumexp, mse, softmax, softmax_cross_entropy
 from .indexing import (diagonal, eye, flip, one_hot, pad, repeat, roll, scatter_add, stack, take,
                        take_along_axis, tile, trace)
 from .random import dropout
+from .special import (arctan, ceil, clip, cosh, digamma, erf, expm1, floor, gammaln, log_sigmoid, logaddexp, mod,
+                      reciprocal, round, sinh, softplus, tan)
+from .reductions import argmax, argmin, cumsum, min, prod, std, var
+from .contract import einsum, outer, tensordot

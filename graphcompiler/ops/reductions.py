@@ -1,0 +1,275 @@
+"""More reductions and scans: prod, min, var, std, cumsum, argmax and argmin (reduce.py has sum, mean, max).
+
+prod's derivative is the product of the other entries, built as a tree of pairwise products (as JAX does), so
+it is exact where x holds zeros and its own derivative is exact too. argmax/argmin give int64 indices: a path
+through them has no derivative, and build_grad says so if asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..errors import ShapeError, fmt_shape
+from . import elementwise as E
+from . import reduce as R
+from . import shape as S
+from .base import Op, apply, normalize_axes, normalize_axis
+from .reduce import Max, Reduction
+
+
+@dataclass(frozen=True)
+class Prod(Reduction):
+    name: ClassVar[str] = "prod"
+
+    def out_dtype(self, dtype):
+        return np.prod(np.zeros(1, dtype)).dtype      # NumPy's accumulator: bool and small ints -> int64
+
+    def kernel(self, x):
+        return np.prod(x, axis=self.axis, keepdims=self.keepdims)
+
+    def bprop(self, i, x, y, g):
+        # d prod(a)/da_k = the product of the other entries; one axis at a time: prod over (a1, a2) is
+        # prod over a1 of prod over a2, so u_k = prod(x, axes[:k]) (kept as size 1) carry the chain rule
+        axes = self.axis
+        us = [x[0]]
+        for a in axes[:-1]:
+            us.append(prod(us[-1], axis=a, keepdims=True))
+        gk = self.keep(g)
+        for k in reversed(range(len(axes))):
+            gk = _times_others(us[k], axes[k], gk, self)
+        return gk
+
+    def to_sympy(self, node, *args):
+        from ..symbolic import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+
+
+def _times_others(u, a: int, g, op):
+    """g * (the product of u's other entries along axis a), g of u's shape with size 1 along a.
+
+    Pairwise products halve the axis level by level (left half times right half, an odd entry carried);
+    the backward pass sends g down the tree: the left half gets g * right, the right half g * left. Only
+    multiplies, slices and concatenations: exact with zeros, and differentiable again.
+    """
+    m = u.shape[a]
+    if m is None:
+        raise ShapeError(f"the derivative of {op.name} over axis {a} of {u.name!r} (shape {fmt_shape(u.shape)}) "
+                         "needs that axis's size, which is unknown (None); declare the input with a fixed size "
+                         "there, or reduce over the other axes")
+    if m == 0:
+        return S.zeros_like(u)
+
+    def part(v, start, stop):
+        return S.getitem(v, (slice(None),) * a + (slice(start, stop),))
+
+    levels = []                                       # (size, left half, right half) per level
+    v = u
+    while m > 1:
+        h = m // 2
+        left, right = part(v, 0, h), part(v, h, 2 * h)
+        nxt = E.multiply(left, right)
+        if m % 2:
+            nxt = S.concatenate([nxt, part(v, 2 * h, m)], axis=a)
+        levels.append((m, left, right))
+        v, m = nxt, (m + 1) // 2
+    gv = g
+    for m, left, right in reversed(levels):
+        h = m // 2
+        gp = part(gv, 0, h) if m % 2 else gv
+        parts = [E.multiply(gp, right), E.multiply(gp, left)]
+        if m % 2:
+            parts.append(part(gv, h, h + 1))
+        gv = S.concatenate(parts, axis=a)
+    return gv if gv.shape == u.shape else S.broadcast_to_node(gv, u)
+
+
+@dataclass(frozen=True)
+class Min(Reduction):
+    name: ClassVar[str] = "min"
+
+    def kernel(self, x):
+        return np.min(x, axis=self.axis, keepdims=self.keepdims)
+
+    bprop = Max.bprop           # the gradient goes to the minima, shared equally among ties (as max)
+
+    def to_sympy(self, node, *args):
+        from ..symbolic import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+
+
+def _dof(op, x, dtype):
+    """n - ddof: the divisor of var, a constant when the reduced dims are fixed, else a node."""
+    n = S.count(x, op.axis, dtype)
+    if isinstance(n, np.ndarray):
+        return np.asarray(n - op.ddof, dtype=dtype)
+    return E.subtract(n, np.asarray(op.ddof, dtype=dtype))
+
+
+@dataclass(frozen=True)
+class Var(Reduction):
+    name: ClassVar[str] = "var"
+    ddof: int = 0
+
+    def __post_init__(self):
+        _check_ddof(self.ddof, self.name)
+
+    def out_dtype(self, dtype):
+        return dtype if dtype.kind == "f" else np.dtype("float64")
+
+    def kernel(self, x):
+        return np.var(x, axis=self.axis, keepdims=self.keepdims, ddof=self.ddof)
+
+    def bprop(self, i, x, y, g):                       # d var(a) = 2 (a - mean(a)) / (n - ddof)
+        a = x[0]
+        centred = E.subtract(a, R.mean(a, axis=self.axis, keepdims=True))
+        scale = E.divide(E.multiply(self.keep(g), 2), _dof(self, a, g.dtype))
+        return E.multiply(centred, scale)
+
+    def to_sympy(self, node, *args):
+        from ..symbolic import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+
+
+@dataclass(frozen=True)
+class Std(Reduction):
+    name: ClassVar[str] = "std"
+    ddof: int = 0
+
+    def __post_init__(self):
+        _check_ddof(self.ddof, self.name)
+
+    def out_dtype(self, dtype):
+        return dtype if dtype.kind == "f" else np.dtype("float64")
+
+    def kernel(self, x):
+        return np.std(x, axis=self.axis, keepdims=self.keepdims, ddof=self.ddof)
+
+    def bprop(self, i, x, y, g):                       # d std(a) = (a - mean(a)) / ((n - ddof) std(a))
+        a = x[0]
+        centred = E.subtract(a, R.mean(a, axis=self.axis, keepdims=True))
+        scale = E.divide(self.keep(g), E.multiply(self.keep(y), _dof(self, a, g.dtype)))
+        return E.multiply(centred, scale)
+
+    def to_sympy(self, node, *args):
+        from ..symbolic import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+
+
+@dataclass(frozen=True)
+class Cumsum(Op):
+    """Running sums along `axis`; reverse=True sums from the end (the derivative of a cumsum)."""
+
+    name: ClassVar[str] = "cumsum"
+    arity: ClassVar[int] = 1
+    axis: int = 0
+    reverse: bool = False
+
+    def infer(self, x):
+        if not 0 <= self.axis < x.ndim:
+            raise ShapeError(f"cumsum: axis {self.axis} is out of range for {x.name!r} of rank {x.ndim}")
+        return x.shape, np.cumsum(np.zeros(1, x.dtype)).dtype
+
+    def kernel(self, x):
+        if not self.reverse:
+            return np.cumsum(x, axis=self.axis)
+        return np.flip(np.cumsum(np.flip(x, self.axis), axis=self.axis), self.axis)
+
+    def bprop(self, i, x, y, g):                       # y_j = sum_{k<=j} x_k: dx_k = sum_{j>=k} g_j
+        return apply(Cumsum(self.axis, not self.reverse), (g,))
+
+    def to_sympy(self, node, *args):
+        from ..symbolic import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+
+
+@dataclass(frozen=True)
+class ArgMax(Op):
+    """The index of the maximum along `axis` (the first among ties), as int64; no derivative."""
+
+    name: ClassVar[str] = "argmax"
+    arity: ClassVar[int] = 1
+    axis: int = 0
+    keepdims: bool = False
+
+    def infer(self, x):
+        if not 0 <= self.axis < x.ndim:
+            raise ShapeError(f"{self.name}: axis {self.axis} is out of range for {x.name!r} of rank {x.ndim}")
+        if x.shape[self.axis] == 0:
+            raise ShapeError(f"{self.name} of {x.name!r} over axis {self.axis} of size 0: an empty sequence "
+                             "has no maximum or minimum")
+        if self.keepdims:
+            return tuple(1 if k == self.axis else d for k, d in enumerate(x.shape)), np.dtype("int64")
+        return tuple(d for k, d in enumerate(x.shape) if k != self.axis), np.dtype("int64")
+
+    def kernel(self, x):
+        return np.argmax(x, axis=self.axis, keepdims=self.keepdims).astype(np.int64, copy=False)
+
+    def to_sympy(self, node, *args):
+        from ..symbolic import apply_undefined
+        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+
+
+@dataclass(frozen=True)
+class ArgMin(ArgMax):
+    name: ClassVar[str] = "argmin"
+
+    def kernel(self, x):
+        return np.argmin(x, axis=self.axis, keepdims=self.keepdims).astype(np.int64, copy=False)
+
+
+# -- the public functions -------------------------------------------------------------------
+
+def prod(x, axis=None, keepdims: bool = False, name: str | None = None):
+    return R._reduce(Prod, x, axis, keepdims, name)
+
+
+def min(x, axis=None, keepdims: bool = False, name: str | None = None):
+    return R._reduce(Min, x, axis, keepdims, name)
+
+
+def _check_ddof(ddof, what: str) -> int:
+    if not isinstance(ddof, (int, np.integer)) or isinstance(ddof, bool) or ddof < 0:
+        raise ShapeError(f"{what}: ddof must be a non-negative integer, got {ddof!r}")
+    return int(ddof)
+
+
+def var(x, axis=None, keepdims: bool = False, ddof: int = 0, name: str | None = None):
+    axes = normalize_axes(axis, x.ndim, "var", x)
+    return apply(Var(axes, bool(keepdims), _check_ddof(ddof, "var")), (x,), name)
+
+
+def std(x, axis=None, keepdims: bool = False, ddof: int = 0, name: str | None = None):
+    axes = normalize_axes(axis, x.ndim, "std", x)
+    return apply(Std(axes, bool(keepdims), _check_ddof(ddof, "std")), (x,), name)
+
+
+def _flat_or_axis(x, axis, what: str):
+    """(x, axis) with axis=None meaning the flattened array, as NumPy's cumsum and argmax do."""
+    if axis is None:
+        return (x if x.ndim == 1 else S.reshape(x, (-1,))), 0
+    return x, normalize_axis(axis, x.ndim, what, x)
+
+
+def cumsum(x, axis: int | None = None, name: str | None = None):
+    """np.cumsum: running sums along axis (None: over the flattened array)."""
+    x, a = _flat_or_axis(x, axis, "cumsum")
+    return apply(Cumsum(a, False), (x,), name)
+
+
+def argmax(x, axis: int | None = None, keepdims: bool = False, name: str | None = None):
+    """np.argmax: int64 indices of the maxima (None: into the flattened array); carries no gradient."""
+    if axis is None and keepdims:
+        raise ShapeError("argmax: keepdims=True needs an axis")
+    x, a = _flat_or_axis(x, axis, "argmax")
+    return apply(ArgMax(a, bool(keepdims)), (x,), name)
+
+
+def argmin(x, axis: int | None = None, keepdims: bool = False, name: str | None = None):
+    """np.argmin: int64 indices of the minima (None: into the flattened array); carries no gradient."""
+    if axis is None and keepdims:
+        raise ShapeError("argmin: keepdims=True needs an axis")
+    x, a = _flat_or_axis(x, axis, "argmin")
+    return apply(ArgMin(a, bool(keepdims)), (x,), name)

@@ -1,0 +1,377 @@
+"""Special and further elementwise functions (softplus, erf, gammaln, digamma, clip, floor, mod, ...).
+
+One block per op, as in elementwise.py. SciPy's special functions are imported inside the kernels (through
+`_special()`), so `import graphcompiler` stays free of SciPy. Derivative rules build graph nodes only, so
+second derivatives work: digamma's derivative is `polygamma(1, x)`, whose own derivative is `polygamma(2, x)`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import DTypeError, ShapeError
+from . import elementwise as E
+from . import shape as S
+from .base import Op, apply, broadcast_shapes
+from .elementwise import Binary, Unary
+
+
+@functools.cache
+def _special() -> Any:
+    """scipy.special, imported on first use (a kernel runs), never at `import graphcompiler`."""
+    import scipy.special  # type: ignore[import-untyped]
+    return scipy.special
+
+
+# -- stable log-domain functions --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LogAddExp(Binary):
+    name: ClassVar[str] = "logaddexp"
+    ufunc: ClassVar = np.logaddexp                    # max(a, b) + log1p(exp(-|a - b|)): finite at +-800
+
+    def bprop(self, i, x, y, g):                      # d log(e^a + e^b)/da = e^a/(e^a + e^b) = sigmoid(a - b)
+        return S.sum_to(E.multiply(g, E.sigmoid(E.subtract(x[i], x[1 - i]))), x[i])   # exact at +-800
+
+    def to_sympy(self, node, a, b):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, lambda a, b: sp.log(sp.exp(a) + sp.exp(b)), a, b)
+
+
+@dataclass(frozen=True)
+class Softplus(Unary):
+    name: ClassVar[str] = "softplus"
+
+    def kernel(self, x, out=None):                    # log(1 + e^x) = logaddexp(0, x): exact at +-800
+        return np.logaddexp(0, x, out=out)
+
+    def bprop(self, i, x, y, g):
+        return E.multiply(g, E.sigmoid(x[0]))         # d softplus(a) = sigmoid(a) da
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, lambda t: sp.log(1 + sp.exp(t)), x)
+
+
+@dataclass(frozen=True)
+class LogSigmoid(Unary):
+    name: ClassVar[str] = "log_sigmoid"
+
+    def kernel(self, x, out=None):                    # log sigmoid(x) = -softplus(-x)
+        if out is None:
+            return np.negative(np.logaddexp(0, np.negative(x)))
+        np.negative(x, out=out)                       # elementwise, so safe when out is x
+        np.logaddexp(0, out, out=out)
+        return np.negative(out, out=out)
+
+    def bprop(self, i, x, y, g):
+        return E.multiply(g, E.sigmoid(E.negative(x[0])))   # d log s(a) = 1 - s(a) = s(-a), exact for a >> 0
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, lambda t: -sp.log(1 + sp.exp(-t)), x)
+
+
+# -- special functions (SciPy) ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Erf(Unary):
+    name: ClassVar[str] = "erf"
+
+    def kernel(self, x, out=None):
+        return _special().erf(x, out=out)
+
+    def bprop(self, i, x, y, g):                      # d erf(a) = 2/sqrt(pi) e^(-a^2) da
+        return E.multiply(g, E.multiply(E.exp(E.negative(E.square(x[0]))), 2 / np.sqrt(np.pi)))
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.erf, x)
+
+
+@dataclass(frozen=True)
+class Gammaln(Unary):
+    name: ClassVar[str] = "gammaln"
+
+    def kernel(self, x, out=None):                    # log|Gamma(x)|, accurate at 1e300 where Gamma overflows
+        return _special().gammaln(x, out=out)
+
+    def bprop(self, i, x, y, g):
+        return E.multiply(g, digamma(x[0]))           # d log Gamma(a) = psi(a) da
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.loggamma, x)
+
+
+@dataclass(frozen=True)
+class Digamma(Unary):
+    name: ClassVar[str] = "digamma"
+
+    def kernel(self, x, out=None):
+        return _special().digamma(x, out=out)
+
+    def bprop(self, i, x, y, g):
+        return E.multiply(g, polygamma(1, x[0]))      # d psi(a) = psi'(a) da (the trigamma function)
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, lambda t: sp.polygamma(0, t), x)
+
+
+@dataclass(frozen=True)
+class Polygamma(Unary):
+    """psi^(n)(x), the n-th derivative of digamma: the derivative rules of digamma and of itself need it."""
+
+    name: ClassVar[str] = "polygamma"
+    writes_out: ClassVar[bool] = False
+    n: int = 1
+
+    def __post_init__(self):
+        if not isinstance(self.n, (int, np.integer)) or isinstance(self.n, bool) or self.n < 0:
+            raise ValueError(f"polygamma's order n must be a non-negative integer, got {self.n!r}")
+
+    def kernel(self, x):
+        return np.asarray(_special().polygamma(self.n, x), dtype=x.dtype)
+
+    def bprop(self, i, x, y, g):
+        return E.multiply(g, polygamma(self.n + 1, x[0]))   # d psi^(n)(a) = psi^(n+1)(a) da
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, lambda t: sp.polygamma(self.n, t), x)
+
+
+# -- elementary functions ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Expm1(Unary):
+    name: ClassVar[str] = "expm1"
+    ufunc: ClassVar = np.expm1
+
+    def bprop(self, i, x, y, g):
+        return E.multiply(g, E.exp(x[0]))             # d (e^a - 1) = e^a da
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, lambda t: sp.exp(t) - 1, x)
+
+
+@dataclass(frozen=True)
+class Tan(Unary):
+    name: ClassVar[str] = "tan"
+    ufunc: ClassVar = np.tan
+
+    def bprop(self, i, x, y, g):
+        return E.multiply(g, E.add(E.square(y), 1))   # d tan a = (1 + tan^2 a) da
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.tan, x)
+
+
+@dataclass(frozen=True)
+class Arctan(Unary):
+    name: ClassVar[str] = "arctan"
+    ufunc: ClassVar = np.arctan
+
+    def bprop(self, i, x, y, g):
+        return E.divide(g, E.add(E.square(x[0]), 1))  # d atan a = da / (1 + a^2)
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.atan, x)
+
+
+@dataclass(frozen=True)
+class Sinh(Unary):
+    name: ClassVar[str] = "sinh"
+    ufunc: ClassVar = np.sinh
+
+    def bprop(self, i, x, y, g):
+        return E.multiply(g, cosh(x[0]))              # d sinh a = cosh a da
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.sinh, x)
+
+
+@dataclass(frozen=True)
+class Cosh(Unary):
+    name: ClassVar[str] = "cosh"
+    ufunc: ClassVar = np.cosh
+
+    def bprop(self, i, x, y, g):
+        return E.multiply(g, sinh(x[0]))              # d cosh a = sinh a da
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.cosh, x)
+
+
+@dataclass(frozen=True)
+class Reciprocal(Unary):
+    name: ClassVar[str] = "reciprocal"
+    ufunc: ClassVar = np.reciprocal
+
+    def bprop(self, i, x, y, g):
+        return E.negative(E.multiply(g, E.square(y)))  # d (1/a) = -da / a^2 = -y^2 da
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise
+        return elementwise(node, lambda t: 1 / t, x)
+
+
+# -- piecewise constant: rounding (a zero derivative, like the comparisons) -------------------
+
+@dataclass(frozen=True)
+class Floor(Unary):
+    name: ClassVar[str] = "floor"
+    ufunc: ClassVar = np.floor
+    piecewise_constant: ClassVar[bool] = True
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.floor, x)
+
+
+@dataclass(frozen=True)
+class Ceil(Unary):
+    name: ClassVar[str] = "ceil"
+    ufunc: ClassVar = np.ceil
+    piecewise_constant: ClassVar[bool] = True
+
+    def to_sympy(self, node, x):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.ceiling, x)
+
+
+@dataclass(frozen=True)
+class Round(Unary):
+    """Round half to even, as np.round."""
+
+    name: ClassVar[str] = "round"
+    ufunc: ClassVar = np.rint
+    piecewise_constant: ClassVar[bool] = True
+
+    def to_sympy(self, node, *args):
+        from ..symbolic import apply_undefined
+        return apply_undefined(node, *args)  # SymPy has no round-half-to-even: an undefined function
+
+
+# -- mod and clip ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Mod(Binary):
+    """a mod b with the sign of b (np.mod, Python's %)."""
+
+    name: ClassVar[str] = "mod"
+    ufunc: ClassVar = np.mod
+
+    def bprop(self, i, x, y, g):                      # a mod b = a - b floor(a/b); floor is locally constant
+        a, b = x
+        if i == 0:
+            return S.sum_to(g, a)
+        return S.sum_to(E.negative(E.multiply(g, floor(E.divide(a, b)))), b)
+
+    def to_sympy(self, node, a, b):
+        from ..symbolic import elementwise, sp
+        return elementwise(node, sp.Mod, a, b)
+
+
+@dataclass(frozen=True)
+class Clip(Op):
+    """min(max(x, lo), hi) as np.clip; `lower`/`upper` say whether lo/hi are inputs (None leaves a side open)."""
+
+    name: ClassVar[str] = "clip"
+    lower: bool = True
+    upper: bool = True
+
+    def infer(self, *xs):
+        if len(xs) != 1 + self.lower + self.upper:
+            raise ShapeError(f"clip with lower={self.lower}, upper={self.upper} takes "
+                             f"{1 + self.lower + self.upper} inputs, got {len(xs)}")
+        for v in xs:
+            if v.dtype == bool:
+                raise DTypeError(f"clip of a bool value {v.name!r}; cast it with gc.astype")
+        return broadcast_shapes(*[v.shape for v in xs]), np.result_type(*[v.dtype for v in xs])
+
+    def _bounds(self, xs):
+        lo = xs[1] if self.lower else None
+        hi = xs[1 + self.lower] if self.upper else None
+        return lo, hi
+
+    def kernel(self, *xs):
+        lo, hi = self._bounds(xs)
+        x = xs[0]
+        if lo is None and hi is None:
+            return np.array(x, copy=True)
+        return np.clip(x, lo, hi)
+
+    def bprop(self, i, x, y, g):
+        # 1 for x inside [lo, hi] (the bounds included), else the bound that is returned gets g
+        a = x[0]
+        lo, hi = self._bounds(x)
+        dt = g.dtype
+
+        def ind(c):
+            return E.astype(c, dt)
+        if i == 0:
+            inside = None
+            if lo is not None:
+                inside = ind(E.greater_equal(a, lo))
+            if hi is not None:
+                up = ind(E.less_equal(a, hi))
+                inside = up if inside is None else E.multiply(inside, up)
+            return S.sum_to(g if inside is None else E.multiply(g, inside), a)
+        if self.lower and i == 1:                     # lo is returned where x < lo <= hi
+            w = ind(E.less(a, lo))
+            if hi is not None:
+                w = E.multiply(w, ind(E.less_equal(lo, hi)))
+            return S.sum_to(E.multiply(g, w), lo)
+        m = a if lo is None else E.maximum(a, lo)     # hi is returned where max(x, lo) > hi
+        return S.sum_to(E.multiply(g, ind(E.greater(m, hi))), hi)
+
+    def to_sympy(self, node, *args):
+        from ..symbolic import elementwise, sp
+
+        def f(x, *b):
+            lo, hi = self._bounds((x, *b))
+            v = x if lo is None else sp.Max(x, lo)
+            return v if hi is None else sp.Min(v, hi)
+        return elementwise(node, f, *args)
+
+
+# -- the public functions -------------------------------------------------------------------
+
+def logaddexp(a, b, name: str | None = None): return apply(LogAddExp(), (a, b), name)
+def softplus(x, name: str | None = None): return apply(Softplus(), (x,), name)
+def log_sigmoid(x, name: str | None = None): return apply(LogSigmoid(), (x,), name)
+def erf(x, name: str | None = None): return apply(Erf(), (x,), name)
+def gammaln(x, name: str | None = None): return apply(Gammaln(), (x,), name)
+def digamma(x, name: str | None = None): return apply(Digamma(), (x,), name)
+def expm1(x, name: str | None = None): return apply(Expm1(), (x,), name)
+def tan(x, name: str | None = None): return apply(Tan(), (x,), name)
+def arctan(x, name: str | None = None): return apply(Arctan(), (x,), name)
+def sinh(x, name: str | None = None): return apply(Sinh(), (x,), name)
+def cosh(x, name: str | None = None): return apply(Cosh(), (x,), name)
+def reciprocal(x, name: str | None = None): return apply(Reciprocal(), (x,), name)
+def floor(x, name: str | None = None): return apply(Floor(), (x,), name)
+def ceil(x, name: str | None = None): return apply(Ceil(), (x,), name)
+def round(x, name: str | None = None): return apply(Round(), (x,), name)
+def mod(a, b, name: str | None = None): return apply(Mod(), (a, b), name)
+
+
+def polygamma(n: int, x, name: str | None = None):
+    """psi^(n)(x) (internal: the derivative of digamma and of itself)."""
+    return apply(Polygamma(n), (x,), name)
+
+
+def clip(x, lo, hi, name: str | None = None):
+    """np.clip(x, lo, hi): lo and hi are numbers, arrays or nodes (None leaves that side open)."""
+    bounds = tuple(b for b in (lo, hi) if b is not None)
+    return apply(Clip(lo is not None, hi is not None), (x, *bounds), name)
