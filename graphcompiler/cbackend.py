@@ -397,13 +397,14 @@ def _loops(shape: tuple, strides_list: list) -> tuple[list, list]:
 # -- elementwise expressions ---------------------------------------------------------------------
 
 _UNARY_F = {"sqrt": "sqrt", "exp": "exp", "log": "log", "log1p": "log1p", "sin": "sin", "cos": "cos",
-            "tanh": "tanh"}
+            "tanh": "tanh", "expm1": "expm1", "tan": "tan", "arctan": "atan", "sinh": "sinh", "cosh": "cosh",
+            "floor": "floor", "ceil": "ceil", "round": "rint", "erf": "erf"}
 _BINARY_OPS = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
 _COMPARE = {"greater": ">", "less": "<", "greater_equal": ">=", "less_equal": "<=", "equal": "==",
             "not_equal": "!="}
 ELEMENTWISE = set(_UNARY_F) | set(_BINARY_OPS) | set(_COMPARE) | {
     "negative", "square", "abs", "sign", "relu", "sigmoid", "identity", "stop_gradient", "maximum", "minimum",
-    "power", "where", "astype"}
+    "power", "where", "astype", "reciprocal", "softplus", "log_sigmoid", "logaddexp"}
 
 
 def _fn(name: str, dt) -> str:
@@ -464,6 +465,14 @@ def ew_expr(st, ops: list[str], in_dtypes: list) -> str:
         return f"(({T})(({a} > 0) - ({a} < 0)))"
     if name == "relu":
         return f"gc_max_{T}({a}, ({T})0)" if dt.kind == "f" else f"({a} > 0 ? {a} : ({T})0)"
+    if name in ("reciprocal", "softplus", "log_sigmoid", "logaddexp"):
+        if dt.kind != "f":
+            raise Unsupported(f"{name} of integers")
+        if name == "reciprocal":
+            return f"(({T})1 / {a})"
+        if name == "logaddexp":
+            return f"gc_logaddexp_{T}({a}, (({T})({ops[1]})))"
+        return f"gc_logaddexp_{T}(({T})0, {a})" if name == "softplus" else f"(-gc_logaddexp_{T}(({T})0, -{a}))"
     if name == "sigmoid":
         if dt.kind != "f":
             raise Unsupported("sigmoid of integers")
@@ -482,6 +491,8 @@ void gc_init(void *s, void *d) { gc_sgemm = (gc_gemm_t)s; gc_dgemm = (gc_gemm_t)
 static inline T gc_max_##T(T a, T b) { return (a != a || a > b) ? a : ((b != b) ? b : (a >= b ? a : b)); } \
 static inline T gc_min_##T(T a, T b) { return (a != a || a < b) ? a : ((b != b) ? b : (a <= b ? a : b)); } \
 static inline T gc_sign_##T(T a) { return a > 0 ? (T)1 : (a < 0 ? (T)-1 : a); } \
+static inline T gc_logaddexp_##T(T a, T b) { if (a == b) return a + (T)0.69314718055994530942; \
+    T d = a - b; if (d > 0) return a + log1p##S(exp##S(-d)); if (d <= 0) return b + log1p##S(exp##S(d)); return d; } \
 static inline T gc_sigmoid_##T(T a) { if (a >= 0) return (T)1 / ((T)1 + exp##S(-a)); T e = exp##S(a); \
     return e / ((T)1 + e); }
 GC_DEF(double, )

@@ -274,3 +274,18 @@ def test_vectorised_loops_with_a_scalar_tail_and_broadcast_operands(dtype, rtol)
     assert native(p)
     if cbackend._vector_isa() is not None:
         assert "_ZGV" in p.source("c")
+
+
+@needs_cc
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 1e-5)])
+def test_special_elementwise_functions(dtype, rtol):
+    g = gc.Graph("special")
+    x = g.input("x", shape=(5, 7), dtype=dtype)
+    t = g.input("t", shape=(7,), dtype=dtype)
+    fns = [gc.expm1, gc.tan, gc.arctan, gc.sinh, gc.cosh, gc.floor, gc.ceil, gc.round, gc.erf, gc.reciprocal,
+           gc.softplus, gc.log_sigmoid, lambda v: gc.logaddexp(v, t)]
+    outs = [f(x * 3.0) for f in fns]
+    vals = np.random.default_rng(4).standard_normal((5, 7)).astype(dtype)
+    vals[0, :4] = [0.5, -0.5, 1.5, 2.5]                  # round half to even, as np.rint
+    p, _ = both(outs, {"x": vals / 3, "t": np.linspace(-2, 2, 7).astype(dtype)}, rtol=rtol, atol=1e-6)
+    assert native(p), p._last.evaluator.fallback_reason
