@@ -950,13 +950,22 @@ class Generator:
             raise Unsupported("max over an empty axis")
         self.reduce(st, x, tuple(st.op.axis), "max", pos)
 
+    def op_min(self, st, pos):
+        x = self.get(st.args[0], pos)
+        if any(x.shape[a] == 0 for a in st.op.axis):
+            raise Unsupported("min over an empty axis")
+        self.reduce(st, x, tuple(st.op.axis), "min", pos)
+
+    def op_prod(self, st, pos):
+        self.reduce(st, self.get(st.args[0], pos), tuple(st.op.axis), "prod", pos)
+
     def reduce(self, st, x: Layout, axes: tuple, kind: str, pos) -> None:
         out = self.store(st, pos)
         T = ctype(st.dtype)
         odt = np.dtype(st.dtype)
         if kind != "max" and odt.kind != "f" and odt.kind not in "iu":
             raise Unsupported("reduction dtype")
-        acc = "double" if odt.kind == "f" and kind != "max" else T
+        acc = "double" if odt.kind == "f" and kind in ("sum", "mean") else T
         if x.scalar is not None:
             x = Layout(("const", 0), 0, (), (), x.dtype, x.scalar)
         kept = [d for d in range(len(x.shape)) if d not in axes]
@@ -966,6 +975,11 @@ class Generator:
             init = "(-INFINITY)" if odt.kind == "f" else ("0" if odt.kind == "b" else
                                                           literal(np.iinfo(odt).min, odt))
             upd = f"a = gc_max_{T}(a, v);" if odt.kind == "f" else "a = v > a ? v : a;"
+        elif kind == "min":
+            init = "(INFINITY)" if odt.kind == "f" else ("1" if odt.kind == "b" else literal(np.iinfo(odt).max, odt))
+            upd = f"a = gc_min_{T}(a, v);" if odt.kind == "f" else "a = v < a ? v : a;"
+        elif kind == "prod":
+            init, upd = "1", "a *= v;"
         else:
             init, upd = "0", "a += v;"
         L = self.lines

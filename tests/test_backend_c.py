@@ -289,3 +289,21 @@ def test_special_elementwise_functions(dtype, rtol):
     vals[0, :4] = [0.5, -0.5, 1.5, 2.5]                  # round half to even, as np.rint
     p, _ = both(outs, {"x": vals / 3, "t": np.linspace(-2, 2, 7).astype(dtype)}, rtol=rtol, atol=1e-6)
     assert native(p), p._last.evaluator.fallback_reason
+
+
+@needs_cc
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64"])
+def test_min_and_prod_reductions(dtype):
+    g = gc.Graph("red")
+    x = g.input("x", shape=(3, 4, 5), dtype=dtype)
+    outs = [gc.min(x, axis=1), gc.min(x, axis=(0, 2), keepdims=True), gc.prod(x, axis=0), gc.prod(x, axis=(1, 2)),
+            gc.max(x, axis=2), gc.sum(x, axis=1)]
+    vals = (np.random.default_rng(6).standard_normal((3, 4, 5)) * 3).astype(dtype)
+    vals[0, 0, 0] = 0
+    p, _ = both(outs, {"x": vals}, rtol=1e-5 if dtype == "float32" else 1e-12)
+    assert native(p), p._last.evaluator.fallback_reason
+    if dtype == "float64":
+        vals[1, 2, 3] = np.nan                  # min, max and prod propagate NaN as NumPy does
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            both(outs, {"x": vals})
