@@ -545,6 +545,7 @@ class Generator:
         self.vec = vec                      # (libmvec ISA letter, bytes per vector) or None
         self.blas_int = "int"               # the BLAS's integer type (int64_t for an ILP64 OpenBLAS)
         self.vec_used: set = set()
+        self.py_steps: list = []            # (step, args, out layout, why) run by NumPy between C segments
         self.lines: list[str] = []
         self.layout: dict[int, Layout] = {}
         self.allocs: list[list] = []        # [size, first, last, offset]
@@ -590,7 +591,7 @@ class Generator:
         self.lines = []
         for k, st in enumerate(steps):
             mine = None
-            if st.op_name in ELEMENTWISE and not self._all_const(st):
+            if st.op_name in ELEMENTWISE and not self._all_const(st) and self._ew_ok(st):
                 cands = []
                 for a in st.args:
                     g = group_of.get(a) if isinstance(a, int) else None
@@ -637,9 +638,33 @@ class Generator:
             self.lines.append(f"    /* result {k}: a copy */")
             self.copy_loop(src, dst)
         self.plan_arena()
-        head = [f"#include <stdint.h>\ntypedef {self.blas_int} gc_int;", _PRELUDE, self.vec_prelude(),
-                "int gc_run(void **P, char *A) {"]
-        return "\n".join(head + self.lines + ["    return 0;", "}", ""])
+        head = [f"#include <stdint.h>\ntypedef {self.blas_int} gc_int;", _PRELUDE, self.vec_prelude()]
+        body = self.lines[0]
+        parts = re.split(r"@@SPLIT \d+@@", body)
+        self.n_segments = len(parts)
+        funcs = []
+        for i, part in enumerate(parts):
+            name = "gc_run" if len(parts) == 1 else f"gc_run_{i}"
+            funcs += [f"int {name}(void **P, char *A) {{", part, "    return 0;", "}", ""]
+        return "\n".join(head + funcs)
+
+    def _ew_ok(self, st) -> bool:
+        dts = []
+        for a in st.args:
+            if isinstance(a, Const):
+                dts.append(np.asarray(a.value).dtype)
+            elif a in self.by_slot:
+                dts.append(self.by_slot[a].dtype)
+            else:
+                dts.append(self.leaf_meta[a][1])
+        try:
+            ctype(st.dtype)
+            for d in dts:
+                ctype(d)
+            ew_expr(st, ["x"] * len(st.args), dts)
+        except Unsupported:
+            return False
+        return True
 
     def _all_const(self, st) -> bool:
         return all(isinstance(a, Const) for a in st.args)
@@ -866,6 +891,28 @@ class Generator:
 
     # other steps
     def emit_step(self, st, k: int) -> None:
+        mark = len(self.lines)
+        try:
+            self._emit_step(st, k)
+        except Unsupported as e:
+            del self.lines[mark:]
+            self.python_step(st, k, str(e))
+
+    def python_step(self, st, pos: int, why: str) -> None:
+        """A step C does not translate: the C function returns here, Python runs the step's NumPy kernel on
+        views of the values and writes its result into the step's planned home; then the next C segment."""
+        args = []
+        for a in st.args:
+            if isinstance(a, Const):
+                args.append(("const", a.value))
+            else:
+                lay = self.get(a, pos)
+                args.append(("view", lay))
+        out = self.store(st, pos)
+        self.py_steps.append((st, args, out, why))
+        self.lines.append(f"@@SPLIT {len(self.py_steps) - 1}@@")
+
+    def _emit_step(self, st, k: int) -> None:
         name = st.op_name
         pos = k
         fn = getattr(self, "op_" + name, None)
@@ -1277,7 +1324,25 @@ class CEvaluator:
         lib.gc_init.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         lib.gc_init(*tc["blas"][:2])
         self._lib = lib
-        self._fn = ctypes.cast(lib.gc_run, ctypes.c_void_p).value
+        if gen.n_segments == 1:
+            self._fn = ctypes.cast(lib.gc_run, ctypes.c_void_p).value
+        else:
+            self._fn = None
+            self._fns = [ctypes.cast(getattr(lib, f"gc_run_{i}"), ctypes.c_void_p).value
+                         for i in range(gen.n_segments)]
+            n_leaves = len(lowered.leaves)
+
+            def where(lay):
+                kind, k = lay.base
+                if kind == "arena":
+                    return ("arena", gen.allocs[k][3] + lay.offset, lay)
+                return (kind, k if kind == "leaf" else k - n_leaves, lay)
+            self._py = [(st, [(a[0], a[1] if a[0] == "const" else where(a[1])) for a in args], where(out))
+                        for st, args, out, _ in gen.py_steps]
+            ops = sorted({st.op_name for st, *_ in gen.py_steps})
+            self.numpy_steps = ops
+            _warn_once("hybrid:" + ",".join(ops), f"graphcompiler: the C backend runs {', '.join(ops)} through "
+                       "NumPy kernels between C segments")
         self._call = tc["call"]
         self.path = path
         meta = gen.leaf_meta
@@ -1341,6 +1406,11 @@ class CEvaluator:
             arena = pool.pop()
         except IndexError:
             arena = self._arena()
+        if self._fn is None:
+            try:
+                return self._run_segments(leaves, outs, arena)
+            finally:
+                pool.append(arena)
         try:
             rc = self._call(self._fn, leaves, outs, self._spec, arena[1], self._nogil)
             while rc < 0:                       # a leaf in another layout: made contiguous, then again
@@ -1360,15 +1430,57 @@ class CEvaluator:
             outs[k] = np.array(v, copy=True)
         return outs
 
-    def _fail(self, k: int, leaves) -> None:
+    def _call_fixing(self, fn, leaves, outs, addr) -> int:
+        rc = self._call(fn, leaves, outs, self._spec, addr, self._nogil)
+        while rc < 0:                           # a leaf in another layout: made contiguous, then again
+            k = -rc - 1
+            shape, dt = self._leaf_meta[k]
+            v = np.ascontiguousarray(leaves[k], dtype=dt)
+            if v.shape != tuple(shape):
+                raise ExecutionError(f"leaf {self.lowered.leaf_names[k]!r} has shape {v.shape}, the program "
+                                     f"was specialised for {tuple(shape)}")
+            leaves[k] = v
+            rc = self._call(fn, leaves, outs, self._spec, addr, self._nogil)
+        return rc
+
+    def _run_segments(self, leaves, outs, arena) -> list:
+        """C segments with NumPy kernels between them (steps C does not translate)."""
+        buf, addr = arena
+
+        def view(w):
+            kind, k, lay = w
+            base = buf if kind == "arena" else leaves[k] if kind == "leaf" else outs[k]
+            off = k if kind == "arena" else lay.offset
+            return np.ndarray(lay.shape, lay.dtype, buffer=base, offset=off, strides=lay.strides)
+
+        for i, fn in enumerate(self._fns):
+            rc = self._call_fixing(fn, leaves, outs, addr)
+            if rc:
+                self._fail(rc - 1, leaves)
+            if i < len(self._py):
+                st, args, out = self._py[i]
+                try:
+                    vals = [a[1] if a[0] == "const" else view(a[1]) for a in args]
+                    np.copyto(view(out), st.kernel(*vals, **st.kw), casting="unsafe")
+                except GraphCompilerError:
+                    raise
+                except Exception:
+                    self._fail(None, leaves)
+        for k, v in self._const_results.items():
+            outs[k] = np.array(v, copy=True)
+        return outs
+
+    def _fail(self, k: int | None, leaves) -> None:
         """A step reported an error: the NumPy evaluator raises it with its usual message."""
         from .runtime import NumpyEvaluator
         if self._numpy is None:
             self._numpy = NumpyEvaluator(self.nan_check).load(self.lowered)
         self._numpy.run(leaves)
+        if k is None:
+            raise ExecutionError("a step run by NumPy inside the C program failed, but not on the NumPy evaluator")
         st = self.lowered.steps[k]
-        raise ExecutionError(f"while computing {st.label}: the C kernel of {st.op_name} reported an invalid "
-                             "input (a label out of range)")
+        raise ExecutionError(f"while computing {st.label}: a label is out of range for the {st.op_name} step "
+                             "(labels must be in [0, number of classes)); the C kernel checks every label")
 
 
 def _leaf_meta(lw: LoweredProgram) -> dict:

@@ -174,16 +174,30 @@ def test_an_elementwise_chain_is_one_loop_and_needs_no_arena():
 
 
 @needs_cc
-def test_unknown_op_falls_back_to_numpy_and_says_which():
+def test_steps_c_does_not_translate_run_on_numpy_between_c_segments_and_say_so():
     g = gc.Graph("cat")
     a = g.input("a", shape=(2, 3))
-    z = gc.sum(gc.concatenate([a, gc.sin(a)], axis=0))
+    y = g.input("y", shape=(4,), dtype="int64")
+    W = g.parameter("W", np.linspace(-1, 1, 9).reshape(3, 3))
+    c = gc.concatenate([gc.matmul(a, W), gc.sin(a)], axis=0)          # concatenate: not translated
+    z = gc.softmax_cross_entropy(gc.tanh(c) * 2.0, y, name="L")
+    J = gc.add(z, gc.sum(gc.concatenate([c, c], axis=1) ** 2.0), name="J")
+    grads = gc.build_grad(J, [a, W])
+    feeds = {"a": np.arange(6.0).reshape(2, 3) / 5, "y": np.array([0, 2, 1, 0])}
     cbackend._WARNED.clear()
-    with pytest.warns(RuntimeWarning, match="does not translate concatenate"):
-        p, _ = both([z], {"a": np.ones((2, 3))})
-    assert not native(p)
-    with pytest.raises(gc.GraphCompilerError, match="NumPy evaluator.*concatenate"):
-        p.source("c")
+    with pytest.warns(RuntimeWarning, match="runs concat.* through NumPy kernels between C segments"):
+        p, _ = both([J, grads[a], grads[W]], feeds)
+    assert native(p) and "gc_run_1" in p.source("c")
+    assert "concatenate" in p._last.evaluator.numpy_steps
+    bad = np.array([0, 2, 1, 3])                    # the C kernel's label check, then NumPy's message
+    with pytest.raises(gc.ExecutionError) as ref:
+        gc.compile([J], backend="numpy").run(dict(feeds, y=bad))
+    with pytest.raises(gc.ExecutionError) as got:
+        gc.compile([J], backend="c").run(dict(feeds, y=bad))
+    assert str(got.value) == str(ref.value)
+    # a negative label: C refuses it, naming the step (NumPy's pick_mean kernel reads it as the last class)
+    with pytest.raises(gc.ExecutionError, match="L = softmax_cross_entropy"):
+        gc.compile([J], backend="c").run(dict(feeds, y=np.array([0, -1, 1, 0])))
 
 
 def test_without_a_compiler_it_says_so_and_runs_on_numpy(monkeypatch):
