@@ -14,9 +14,11 @@ Values get their own arena (liveness-planned, one per concurrent run, from a poo
 results are fresh arrays the caller owns. The shared object is cached under a hash of the source, compiler
 and flags in GRAPHCOMPILER_CACHE_DIR (or $XDG_CACHE_HOME/graphcompiler, ~/.cache/graphcompiler).
 
-A program with an op the generator does not know, a run with nan_check, a machine without a C compiler (or
-Python headers for the small call helper), or a failed compile runs on the NumPy evaluator instead; the first
-three say so once with a warning naming what is missing. This module imports nothing from graph/ops/autodiff.
+A step whose op the generator does not know splits the C function into segments: Python runs that step's
+NumPy kernel on views of the values between two C calls (a warning names the ops, once). A program with
+nan_check, a machine without a C compiler (or Python headers for the small call helper), a value of a dtype C
+does not know, or a failed compile runs on the NumPy evaluator instead, saying so once (nan_check silently).
+This module imports nothing from graph/ops/autodiff.
 """
 
 from __future__ import annotations
