@@ -939,8 +939,11 @@ class Generator:
 
     def view(self, st, pos) -> None:
         src_slot = st.args[0]
-        if isinstance(src_slot, Const):
-            raise Unsupported(f"{st.op_name} of a constant")
+        if isinstance(src_slot, Const):                 # a view of a constant: a constant
+            if not all(isinstance(a, Const) for a in st.args):
+                raise Unsupported(f"{st.op_name} of a constant and a value")
+            self.fold(st, np.asarray(st.kernel(*[a.value for a in st.args], **st.kw)), pos)
+            return
         src = self.get(src_slot, pos)
         if src.scalar is not None:
             raise Unsupported("view of a literal")

@@ -321,3 +321,13 @@ def test_min_and_prod_reductions(dtype):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             both(outs, {"x": vals})
+
+
+@needs_cc
+def test_views_of_constants_are_constants_in_c():
+    g = gc.Graph("cv")
+    x = g.input("x", shape=(3, 4))
+    c = g.constant(np.arange(4.0), name="c")
+    z = x * gc.broadcast_to(c, (3, 4)) + gc.expand_dims(c, 0) + gc.transpose(gc.broadcast_to(c, (2, 4)))[1:2, 0:1]
+    p, _ = both([z], {"x": np.ones((3, 4))}, optimize=False)
+    assert native(p) and "gc_run_1" not in p.source("c")
