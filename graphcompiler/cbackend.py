@@ -1066,9 +1066,22 @@ class Generator:
         T = ctype(st.dtype)
         if np.dtype(st.dtype).kind != "f":
             raise Unsupported("integer dot_all")
+        shape = np.broadcast_shapes(a.shape, b.shape)
+        if (a.scalar is None and b.scalar is None and a.shape == b.shape == tuple(shape) and a.contiguous()
+                and b.contiguous() and a.dtype == b.dtype):
+            # 8 partial sums: a reduction C may vectorise without reassociating (no -ffast-math needed)
+            n = int(np.prod(shape, dtype=np.int64))
+            A = ctype(a.dtype)
+            self.lines += [
+                "    { double s8[8] = {0, 0, 0, 0, 0, 0, 0, 0}; double s = 0; long i = 0;",
+                f"      const {A} *x = (const {A} *){a.ptr()}, *y = (const {A} *){b.ptr()};",
+                f"      for (; i + 8 <= {n}L; i += 8) for (int j = 0; j < 8; j++) s8[j] += (double)x[i + j] * (double)y[i + j];",
+                f"      for (; i < {n}L; i++) s += (double)x[i] * (double)y[i];",
+                "      for (int j = 0; j < 8; j++) s += s8[j];",
+                f"      *({T} *){out.ptr()} = ({T})s; }}"]
+            return
         self.lines.append("    { double s = 0;")
         lays = [a, b]
-        shape = np.broadcast_shapes(a.shape, b.shape)
         self.nd_loop(shape, lays, lambda o: [f"s += (double)({self.load(a, o[0])}) * (double)({self.load(b, o[1])});"])
         self.lines.append(f"    *({T} *){out.ptr()} = ({T})s; }}")
 
