@@ -163,7 +163,8 @@ def _report(f: dict) -> None:
     print(f"  NLL difference {f['nll_final'] - f['nll_scipy']:.2e}; max parameter difference "
           f"{f['theta_max_abs_diff']:.2e}")
     print(f"  build_grad + compile {f['build_compile_s'] * 1e3:.0f} ms; a training step {f['step_ms']:.2f} ms, "
-          f"the NLL and gradient by hand in NumPy/SciPy {f['numpy_step_ms']:.2f} ms (one noisy run on a shared machine)")
+          f"the NLL and gradient by hand in NumPy/SciPy {f['numpy_step_ms']:.2f} ms "
+          "(one noisy run on a shared machine)")
 
 
 def main(argv=None) -> int:
@@ -174,7 +175,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     f = run(a.n, a.steps, a.lr, a.seed)
-    ok = f["grad_check_max_rel_err"] < 1e-6 and f["by_hand_max_abs_err"] < 1e-8 and f["nll_final"] - f["nll_scipy"] < 1e-3
+    ok = (f["grad_check_max_rel_err"] < 1e-6 and f["by_hand_max_abs_err"] < 1e-8
+          and f["nll_final"] - f["nll_scipy"] < 1e-3)
     return 0 if ok else 1
 
 

@@ -85,8 +85,10 @@ def figures(folder: str | os.PathLike) -> list[str]:
             written.append(gc.render(what, os.path.join(folder, stem + suffix), **options, **extra))
 
     g, z, dz_dw = goodfellow_6_10()
-    both("goodfellow_6_10_left", g, show="forward", rankdir="BT", title="Figure 6.10 (left): z = f(f(f(w))), here f = sin")
-    both("goodfellow_6_10_right", g, rankdir="BT", align=True, title="Figure 6.10 (right): the graph with its derivative graph dz/dw")
+    both("goodfellow_6_10_left", g, show="forward", rankdir="BT",
+         title="Figure 6.10 (left): z = f(f(f(w))), here f = sin")
+    both("goodfellow_6_10_right", g, rankdir="BT", align=True,
+         title="Figure 6.10 (right): the graph with its derivative graph dz/dw")
 
     g, n = d2l_mlp()
     both("d2l_mlp_forward", g, show="forward", title="D2L MLP: forward graph")

@@ -8,25 +8,19 @@ topological order, so a chain of 10,000 ops needs no deep Python stack.
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Union
 
 import numpy as np
 
 from .errors import (DisconnectedInputError, GraphCompilerError, ShapeError, UndefinedGradientError,
                      fmt_shape)
-from .graph import Graph, GraphMismatchError, Node, paused_gc
+from .graph import (LEAF_OPS, ZERO, Graph, GraphMismatchError, Node, Undefined, Zero, carries_gradient, edge_mark,
+                    paused_gc)
 from .ops import elementwise as E
 from .ops import shape as S
-from .ops.base import LEAF_OPS, UNDEFINED, is_static
+from .ops.base import is_static
 
-
-class _Undefined:
-    """grad_table's mark for a gradient that needs an edge with no derivative: the edge (consumer, index)."""
-
-    __slots__ = ("node", "index")
-
-    def __init__(self, node: Node, index: int):
-        self.node, self.index = node, index
+Grad = Union[Node, Zero, Undefined]    # an entry of grad_table: a node, or a mark (known zero, undefined)
 
 
 def build_grad(z: Node, targets: Node | Iterable[Node], *, seed: Node | None = None,
@@ -50,67 +44,101 @@ def build_grad(z: Node, targets: Node | Iterable[Node], *, seed: Node | None = N
 
 
 def _build(graph: Graph, z: Node, targets: list[Node], seed, disconnected) -> dict[Node, Node]:
+    """Algorithm 6.6 (build-grad), its recursion unrolled into one sweep over G' in reverse topological order:
+    when v is reached, every consumer of v in G' has already sent its part of dz/dv."""
     pruned = pruned_graph(z, targets)                                   # G'
-    fresh_from = len(graph)
-    owner: dict[Node, Node] = {}       # gradient node -> the node v whose grad_table entry it is
-
-    def name_for(v: Node) -> str:
-        return graph._unique_name(f"d{z.name}/d{v.name}")
-
-    # grad_table[z] <- 1 (or the seed)
-    with graph._gradient_scope(None):
-        if seed is None:
-            g_z = graph.constant(np.ones((), z.dtype), name=name_for(z))
-        elif isinstance(seed, Node):
-            g_z = seed
-        else:
-            g_z = graph.constant(np.asarray(seed, dtype=z.dtype), name=name_for(z))
-    grad_table: dict[Node, object] = {z: g_z}
-    owner[g_z] = z
-    contributions: dict[Node, list] = {}
-
+    names = _Naming(graph, z)                                           # d<z>/d<v>, apart from the math
+    grad_table: dict[Node, Grad] = {z: names.seed(seed)}                # grad_table[z] <- 1 (or the seed)
+    contributions: dict[Node, list[Grad]] = {}                          # x -> the parts its consumers sent
     for v in sorted(pruned, key=lambda n: n.index, reverse=True):
-        if v is not z:
-            grad_table[v] = _accumulate(graph, contributions.pop(v, []), v, name_for, owner, fresh_from)
+        if v is not z:                                                  # dz/dv: the sum over consumers
+            grad_table[v] = names.total(v, contributions.pop(v, []))
         g_v = grad_table[v]
-        if g_v is None or v.op.name in LEAF_OPS:
+        if g_v is ZERO or v.op.name in LEAF_OPS:
             continue
         for i, x in enumerate(v.inputs):
-            if x not in pruned or not v.op.reads_value(i):
-                continue
-            if isinstance(g_v, _Undefined):       # an undefined gradient passes on unless a zero stops it
-                zero = v.op.piecewise_constant or x.dtype == bool or v.dtype == bool
-                contributions.setdefault(x, []).append(None if zero else g_v)
-                continue
-            with graph._gradient_scope((v, i)):
-                part = v.op.grad(i, v.inputs, v, g_v)     # op.bprop(inputs, X, G), equation 6.54
-            if part is UNDEFINED:
-                part = _Undefined(v, i)
-            elif part is not None:
-                _check_part(part, x, v, i)
-            contributions.setdefault(x, []).append(part)
+            if x in pruned and v.op.reads_value(i):                     # not an input read for its shape only
+                contributions.setdefault(x, []).append(_bprop(graph, v, i, g_v))
+    return {t: names.result(t, grad_table.get(t), disconnected, pruned) for t in targets}
 
-    result = {}
-    for t in targets:
-        if t not in pruned:
+
+def _bprop(graph: Graph, v: Node, i: int, g_v: Grad) -> Grad:
+    """v's part of the gradient of its input i: op.bprop(inputs, X, G) of equation 6.54, or a mark."""
+    if isinstance(g_v, Undefined):              # an undefined gradient passes on, unless the edge adds zero
+        return ZERO if edge_mark(v.op, v.inputs[i], v, i) is ZERO else g_v
+    assert isinstance(g_v, Node)                # the sweep skips a ZERO gradient
+    with graph._gradient_scope((v, i)):
+        part = v.op.grad(i, v.inputs, v, g_v)   # bprop behind the rules every op shares (graph.edge_mark)
+    if isinstance(part, Node):
+        _check_part(part, v.inputs[i], v, i)
+    return part
+
+
+class _Naming:
+    """The bookkeeping that gives B readable names: grad_table[v] is named d<z>/d<v> when build_grad made it
+    (a sum, or the one fresh node a consumer's bprop returned), so gradients print as the books write them."""
+
+    def __init__(self, graph: Graph, z: Node):
+        self.graph, self.z = graph, z
+        self.fresh_from = len(graph)         # nodes from here on are B's
+        self.owner: dict[Node, Node] = {}    # gradient node -> the node v whose grad_table entry it is
+
+    def name(self, v: Node) -> str:
+        return self.graph._unique_name(f"d{self.z.name}/d{v.name}")
+
+    def seed(self, seed) -> Node:
+        z, graph = self.z, self.graph
+        with graph._gradient_scope(None):
+            if seed is None:
+                g_z = graph.constant(np.ones((), z.dtype), name=self.name(z))
+            elif isinstance(seed, Node):
+                g_z = seed
+            else:
+                g_z = graph.constant(np.asarray(seed, dtype=z.dtype), name=self.name(z))
+        self.owner[g_z] = z
+        return g_z
+
+    def total(self, v: Node, parts: list[Grad]) -> Grad:
+        """grad_table[v]: the sum of its consumers' parts (Undefined if one is; ZERO if all are)."""
+        for p in parts:
+            if isinstance(p, Undefined):
+                return p
+        nodes = [p for p in parts if isinstance(p, Node)]
+        if not nodes:
+            return ZERO
+        graph = self.graph
+        if len(nodes) == 1:
+            p = nodes[0]
+            if p.index >= self.fresh_from and p not in self.owner and not graph._consumers[p] \
+                    and p.op.name not in LEAF_OPS:
+                p = graph._rename(p, self.name(v))
+                self.owner[p] = v
+            return p
+        with graph._gradient_scope(None):                 # a node read twice gets the sum of both paths
+            total = nodes[0]
+            for k, p in enumerate(nodes[1:], start=2):
+                total = E.add(total, p, name=self.name(v) if k == len(nodes) else None)
+        self.owner[total] = v
+        return total
+
+    def result(self, t: Node, g_t: Grad | None, disconnected: str, pruned: set[Node]) -> Node:
+        """dz/dt as a node named d<z>/d<t>: zeros for a known-zero gradient or (if asked) a disconnected one."""
+        z, graph = self.z, self.graph
+        if g_t is None:                                   # t is not in G'
             if disconnected == "raise":
                 raise DisconnectedInputError(
                     f"{z.name} ({z.op.name}, shape {fmt_shape(z.shape)}) does not depend on {t.name} "
                     f"({t.op.name}, shape {fmt_shape(t.shape)}): no path leads from {t.name} to {z.name}. "
                     "Pass disconnected='zero' to get zeros for it, or drop it from the targets")
-            result[t] = _zeros_named(graph, t, name_for(t))
-            continue
-        g_t = grad_table[t]
-        if isinstance(g_t, _Undefined):
+            return _zeros_named(graph, t, self.name(t))
+        if isinstance(g_t, Undefined):
             raise UndefinedGradientError(_undefined_message(z, t, g_t, pruned))
-        if g_t is None:                      # reached only through comparisons: the derivative is zero
-            result[t] = _zeros_named(graph, t, name_for(t))
-        elif owner.get(g_t) is t:
-            result[t] = g_t
-        else:                                # a gradient passed through unchanged: give it t's name
-            with graph._gradient_scope(None):
-                result[t] = E.identity(g_t, name=name_for(t))
-    return result
+        if isinstance(g_t, Zero):                         # reached only through comparisons: zero
+            return _zeros_named(graph, t, self.name(t))
+        if self.owner.get(g_t) is t:
+            return g_t
+        with graph._gradient_scope(None):                 # a gradient passed through unchanged: t's name
+            return E.identity(g_t, name=self.name(t))
 
 
 def pruned_graph(z: Node, targets: list[Node]) -> set[Node]:
@@ -127,28 +155,6 @@ def pruned_graph(z: Node, targets: list[Node]) -> set[Node]:
         if n not in descend and any(x in descend for x in n.inputs):
             descend.add(n)
     return descend
-
-
-def _accumulate(graph, parts, v, name_for, owner, fresh_from):
-    """grad_table[v]: the sum of its consumers' contributions (None: zero; _Undefined: no derivative)."""
-    for p in parts:
-        if isinstance(p, _Undefined):
-            return p
-    parts = [p for p in parts if p is not None]
-    if not parts:
-        return None
-    if len(parts) == 1:
-        p = parts[0]
-        if p.index >= fresh_from and p not in owner and not graph._consumers[p] and p.op.name not in LEAF_OPS:
-            p = graph._rename(p, name_for(v))
-            owner[p] = v
-        return p
-    with graph._gradient_scope(None):                 # a node read twice gets the sum of both paths
-        total = parts[0]
-        for k, p in enumerate(parts[1:], start=2):
-            total = E.add(total, p, name=name_for(v) if k == len(parts) else None)
-    owner[total] = v
-    return total
 
 
 def _zeros_named(graph: Graph, t: Node, name: str) -> Node:
@@ -181,7 +187,7 @@ def _check_arguments(z, targets, seed, disconnected) -> Graph:
         if t.graph is not graph:
             raise GraphMismatchError(f"target {t.name!r} belongs to graph {t.graph.name!r}, but the cost "
                                      f"{z.name!r} to graph {graph.name!r}")
-    if z.dtype.kind != "f":
+    if not carries_gradient(z.dtype):
         raise UndefinedGradientError(f"the cost {z.name!r} ({z.op.name}) has dtype {z.dtype}; only a floating "
                                      "value can be differentiated")
     if seed is None:
@@ -199,15 +205,16 @@ def _check_arguments(z, targets, seed, disconnected) -> Graph:
             raise ShapeError(f"the seed has shape {fmt_shape(shape)} but {z.name!r} ({z.op.name}) has shape "
                              f"{fmt_shape(z.shape)}; the seed must have the cost's shape")
     for t in targets:
-        if t.dtype.kind != "f" and t in pruned_graph(z, [t]):
+        if not carries_gradient(t.dtype) and t in pruned_graph(z, [t]):
             raise UndefinedGradientError(
                 f"{t.name!r} ({t.op.name}, shape {fmt_shape(t.shape)}) has dtype {t.dtype}: the derivative "
                 f"of {z.name!r} with respect to an integer or bool value is undefined")
     return graph
 
 
-def _undefined_message(z: Node, t: Node, mark: _Undefined, pruned: set[Node]) -> str:
-    v, i = mark.node, mark.index
+def _undefined_message(z: Node, t: Node, mark: Undefined, pruned: set[Node]) -> str:
+    assert mark.edge is not None
+    v, i = mark.edge
     x = v.inputs[i]
     path = _path(t, x, pruned) + [v] + _path(v, z, pruned)[1:]
     chain = " -> ".join(f"{n.name} ({n.op.name}, {n.dtype})" for n in path)
@@ -219,7 +226,7 @@ def _undefined_message(z: Node, t: Node, mark: _Undefined, pruned: set[Node]) ->
 
 def _path(src: Node, dst: Node, pruned: set[Node]) -> list[Node]:
     """A path src -> ... -> dst through G' (breadth first over the inputs, walking back from dst)."""
-    prev = {dst: None}
+    prev: dict[Node, Node | None] = {dst: None}
     queue = deque([dst])
     while queue:
         n = queue.popleft()
@@ -231,8 +238,9 @@ def _path(src: Node, dst: Node, pruned: set[Node]) -> list[Node]:
                 queue.append(x)
     if src not in prev:
         return [src, dst] if src is not dst else [src]
-    out, n = [], src
-    while n is not None:
-        out.append(n)
-        n = prev[n]
+    out: list[Node] = []
+    step: Node | None = src
+    while step is not None:
+        out.append(step)
+        step = prev[step]
     return out

@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except (GraphCompilerError, OSError, ValueError, KeyError) as e:
-        print(f"{PROG} {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {escape(_one_line(e))}", file=sys.stderr)
         return 1
 
 
@@ -61,8 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "the forward and backward pictures, the derivation of the gradients, the memory report "
                        "and the loss curve into the output folder.")
     d.add_argument("--out", default="demo-output", metavar="DIR", help="output folder (default: ./demo-output)")
-    d.add_argument("--epochs", type=_positive_int, default=30, help="training epochs (default: 30)")
-    d.add_argument("--hidden", type=_positive_int, default=128, help="hidden units (default: 128)")
+    d.add_argument("--model", choices=("mlp", "lenet"), default="mlp",
+                   help="mlp: the D2L MLP (default); lenet: a LeNet-style convnet on the 8x8 images")
+    d.add_argument("--epochs", type=_positive_int, default=None,
+                   help="training epochs (default: 30 for the MLP, 15 for LeNet)")
+    d.add_argument("--hidden", type=_positive_int, default=128, help="hidden units of the MLP (default: 128)")
     d.add_argument("--seed", type=int, default=0, help="random seed of the split, the weights and the batches")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(func=_cmd_demo)
@@ -113,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--nan-check", action="store_true", help="stop at the first step producing NaN or infinity")
     u.set_defaults(func=_cmd_run)
 
+    x = sub.add_parser("explore", help="write an interactive HTML page of a graph file (click nodes, step through "
+                       "build_grad)", description="Write one self-contained HTML page (no network needed): "
+                       "the forward and backward graph, each node's op, shape, origin edge, formula and (with "
+                       "--feed) value, and a stepper through build_grad's sweep (Algorithm 6.6).")
+    x.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
+    x.add_argument("-o", "--output", required=True, metavar="OUT.html", help="the page to write")
+    x.add_argument("--feed", action="append", default=[], metavar="NAME=FILE.npy", type=_feed,
+                   help="feed an input from a .npy file to show every node's value (repeat for each input)")
+    x.set_defaults(func=_cmd_explore)
+
     s = sub.add_parser("show", help="print a graph file as a listing, one node per line",
                        description="Print the text form of a saved graph (what print(graph) shows).")
     s.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
@@ -123,8 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
 # -- the commands ---------------------------------------------------------------------------------------
 
 def _cmd_demo(args) -> int:
+    if args.model == "lenet":
+        from .demo_lenet import run_lenet_demo
+        run_lenet_demo(args.out, epochs=args.epochs or 15, seed=args.seed, progress=not args.no_progress)
+        return 0
     from .demo import run_demo
-    run_demo(args.out, epochs=args.epochs, hidden=args.hidden, seed=args.seed, progress=not args.no_progress)
+    run_demo(args.out, epochs=args.epochs or 30, hidden=args.hidden, seed=args.seed, progress=not args.no_progress)
     return 0
 
 
@@ -154,7 +171,7 @@ def _cmd_grad(args) -> int:
     graph.save(args.output)
     for t in targets:
         d = grads[t]
-        print(f"{d.name}  {d.op.name}  {fmt_shape(d.shape)}  {d.dtype}")
+        print(f"{escape(d.name)}  {d.op.name}  {fmt_shape(d.shape)}  {d.dtype}")
     print(f"wrote {args.output} ({len(graph)} nodes)")
     return 0
 
@@ -173,11 +190,12 @@ def _cmd_export(args) -> int:
             raise CommandError(f"--derivation takes gradient nodes (made by build_grad or `{PROG} grad`); "
                                f"{', '.join(repr(n) for n in not_grads)} is not one")
         d = symbolic.derivation(nodes)
-        print(d.latex if args.latex else d)
+        print(escape(d.latex if args.latex else str(d), keep="\n"))
         return 0
     node = _node(graph, args.node, args.file)
     form = "leaves" if args.expand else "textbook"
-    print(symbolic.to_latex(node, form=form) if args.latex else symbolic.to_sympy(node, form=form))
+    print(escape(symbolic.to_latex(node, form=form) if args.latex else str(symbolic.to_sympy(node, form=form)),
+                 keep="\n"))
     return 0
 
 
@@ -205,15 +223,29 @@ def _cmd_run(args) -> int:
         for node, value in zip(outputs, values):
             body = np.array2string(np.asarray(value), prefix="  ")
             sep = "\n  " if "\n" in body or value.ndim > 1 else " "
-            print(f"{node.name} {fmt_shape(np.shape(value))} {value.dtype}:{sep}{body}")
+            print(f"{escape(node.name)} {fmt_shape(np.shape(value))} {value.dtype}:{sep}{body}")
     if args.output:
         np.savez(args.output, **{n.name: v for n, v in zip(outputs, values)})
         print(f"wrote {args.output}")
     return 0
 
 
+def _cmd_explore(args) -> int:
+    from .explore import explore
+    graph = _load(args.file)
+    feeds = {_node(graph, name, args.file): _load_npy(path, name) for name, path in args.feed}
+    explore(graph, args.output, values=feeds or None)
+    print(f"wrote {args.output}")
+    return 0
+
+
 def _cmd_show(args) -> int:
-    print(_load(args.file))
+    graph = _load(args.file)
+    text = str(graph)
+    # a file's names are untrusted text: escape them whole (a name holding a newline cannot fake a line)
+    for name in sorted((n.name for n in graph.nodes if not _printable(n.name)), key=len, reverse=True):
+        text = text.replace(name, escape(name))
+    print(escape(text, keep="\n"))
     return 0
 
 
@@ -243,6 +275,19 @@ def _load_npy(path: str, name: str) -> np.ndarray:
     if not isinstance(value, np.ndarray):
         raise CommandError(f"feed {name!r}: {path!r} holds several arrays (an .npz); save one array with np.save")
     return value
+
+
+def _printable(text: str) -> bool:
+    return text.isprintable()
+
+
+def escape(text: str, keep: str = "") -> str:
+    """Text from a file made safe for a terminal: control and format characters (escape sequences, a
+    carriage return, right-to-left overrides, zero-width marks) written as Python escapes, e.g. \\x1b.
+    `keep` lists characters left as they are (the listing's own newlines)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in keep or c == " " else repr(c)[1:-1] for c in text)
 
 
 def _names(text: str) -> list[str]:

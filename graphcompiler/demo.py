@@ -58,8 +58,12 @@ def build_mlp(n_in: int, n_hidden: int, n_out: int, *, lam: float = 1e-4, seed: 
 
 def load_digits_split(seed: int = 0, test_fraction: float = 0.2):
     """scikit-learn's bundled 8x8 digits (1,797 images, no download), scaled to [0, 1], stratified split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        raise GraphCompilerError("the demo needs scikit-learn, Matplotlib and tqdm, the `demo` extra: "
+                                 "pip install 'graphcompiler[demo]' (make demo installs it)") from None
     data = load_digits()
     X = (data.data / 16.0).astype(np.float64)
     y = data.target.astype(np.int64)
@@ -180,6 +184,7 @@ def run_demo(out: str | Path = "demo-output", *, epochs: int = 30, hidden: int =
     result.files["held-out images x, to feed with graphcompiler run"] = out / "x_test.npy"
     result.files["held-out labels y"] = out / "y_test.npy"
     _write_pictures(mlp, out, result)
+    _write_explorer(mlp, batch_feed, out, result)
     _write_derivation(mlp, out, result)
     _write_memory(mlp, train, batch_feed, out, result)
     _write_loss_curve(result, out / "loss_curve.png")
@@ -228,6 +233,17 @@ def _write_pictures(mlp: MLP, out: Path, result: DemoResult) -> None:
         result.files[what] = path
 
 
+def _write_explorer(mlp: MLP, feed: dict, out: Path, result: DemoResult) -> None:
+    """The interactive page of the MLP and its gradients, with the values of one minibatch (gc.explore)."""
+    if "pictures" in result.skipped:              # no Graphviz: no picture to click through either
+        result.skipped["explorer page"] = result.skipped["pictures"]
+        return
+    from .explore import explore
+    path = out / "explorer.html"
+    explore(mlp.graph, path, values=feed, title="D2L MLP: forward graph and build_grad's backward graph")
+    result.files["interactive explorer page (open in a browser)"] = path
+
+
 MODEL_TEXT = "z = x W1, h = relu(z), o = h W2, L = l(o, y), s = lambda/2 (|W1|^2 + |W2|^2), J = L + s"
 MODEL_LATEX = (r"$z = x W_1$, $h = \operatorname{relu}(z)$, $o = h W_2$, $L = l(o, y)$, "
                r"$s = \frac{\lambda}{2}\left(\|W_1\|_F^2 + \|W_2\|_F^2\right)$, $J = L + s$")
@@ -267,7 +283,7 @@ def _write_memory(mlp: MLP, train, feed: dict, out: Path, result: DemoResult) ->
     result.files["live bytes over the training step"] = out / "memory.png"
 
 
-def _write_loss_curve(result: DemoResult, path: Path) -> None:
+def _write_loss_curve(result: DemoResult, path: Path, title: str = "D2L MLP on scikit-learn digits") -> None:
     from matplotlib.figure import Figure        # no pyplot: no global backend state, Agg writes the PNG
     epochs = np.arange(1, len(result.losses) + 1)
     fig = Figure(figsize=(6, 3.6))
@@ -281,7 +297,7 @@ def _write_loss_curve(result: DemoResult, path: Path) -> None:
     ax2.set_ylim(0, 1)
     lines = ax.get_lines() + ax2.get_lines()
     ax.legend(lines, [ln.get_label() for ln in lines], loc="center right")
-    ax.set_title("D2L MLP on scikit-learn digits")
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     result.files["loss curve"] = path

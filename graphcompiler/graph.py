@@ -1,22 +1,214 @@
-"""Node and Graph: the static, define-then-run graph a user declares and build_grad grows."""
+"""Node, Graph and the Op protocol: the static, define-then-run graph a user declares and build_grad grows.
+
+The lowest layer above errors: it imports no other module of the package. The op library (ops/) builds on it
+and installs Node's operators (+ - * / ** @, indexing, .T) from above, as JAX's numpy layer installs Tracer's;
+io and viz install Graph.save and the notebook picture the same way.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import itertools
+import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
-import networkx as nx
 import numpy as np
 
 from .errors import DTypeError, GraphCompilerError, ShapeError, fmt_shape
 
 if TYPE_CHECKING:
-    from .ops.base import Op
+    import networkx as nx
 
 Shape = tuple  # a tuple of ints and None (a dimension fixed only when the program runs)
+
+
+# -- the Op protocol ------------------------------------------------------------------------
+
+OPS: dict[str, type["Op"]] = {}   # op name -> op class: the allowlist the file loader checks against
+_PACKAGE = __name__.split(".")[0]  # ops defined in this package join OPS by themselves; others by register_op
+
+
+class Zero:
+    """The mark of a gradient known to be zero: a path through a comparison, a bool or stop_gradient."""
+
+    _instance: ClassVar["Zero | None"] = None
+
+    def __new__(cls) -> "Zero":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ZERO"
+
+
+ZERO = Zero()
+
+
+@dataclass(frozen=True, slots=True)
+class Undefined:
+    """The mark of a gradient that needs an edge with no derivative (an integer path): the edge
+    (consumer node, input index), or None in a bprop's answer, where build_grad fills it in."""
+
+    edge: "tuple[Node, int] | None" = None
+
+    def __repr__(self) -> str:
+        return "UNDEFINED" if self.edge is None else f"Undefined({self.edge[0].name}:{self.edge[1]})"
+
+
+UNDEFINED = Undefined()   # a bprop's answer for an input with no derivative
+
+
+def carries_gradient(dtype: np.dtype) -> bool:
+    """The one rule for which values carry a gradient: floating-point ones. Through a bool nothing flows (a
+    path through it adds zero); a derivative of or with respect to an integer is undefined."""
+    return dtype.kind == "f"
+
+
+def edge_mark(op: "Op", x: "Node", y: "Node", i: int) -> "Zero | Undefined | None":
+    """What the edge from input i (x) to y = op(...) carries whatever y's gradient is: ZERO where the path
+    adds nothing (a piecewise-constant op such as a comparison, a bool at either end), Undefined((y, i))
+    where there is no derivative (an integer at either end), None where the op's bprop decides."""
+    if op.piecewise_constant or x.dtype.kind == "b" or y.dtype.kind == "b":
+        return ZERO
+    if not (carries_gradient(x.dtype) and carries_gradient(y.dtype)):
+        return Undefined((y, i))
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    """Base of every op. Subclasses are frozen dataclasses: equal attributes make equal (mergeable) ops.
+
+    One block per op (in ops/) gives its shape/dtype rule (`infer`), its NumPy kernel (`kernel`), its
+    derivative rule (`bprop`, equation 6.54 of Goodfellow et al.: graph nodes built from other ops, never
+    numbers) and its SymPy rule (`sympy_fn` for an elementwise op, else a `to_sympy(node, *terms)` method).
+    """
+
+    name: ClassVar[str] = "op"
+    arity: ClassVar[int | None] = None          # number of inputs; None: any
+    piecewise_constant: ClassVar[bool] = False  # comparisons and the like: a path through them adds zero
+    shape_only: ClassVar[tuple[int, ...]] = ()  # inputs read only for their run-time shape
+    # The SymPy rule of an elementwise op: scalar bodies in, a scalar body out (`lambda a, b: a + b`), which
+    # ops.base.elementwise_to_sympy applies entry by entry. Read from the class, so a lambda is not bound.
+    sympy_fn: ClassVar[Any] = None
+    # facts the compiler and the runtime read off the class (compiler/memory.py, schedule.py, lower.py):
+    is_view: ClassVar[bool] = False             # the kernel returns a view of its first input (no memory of its own)
+    writes_out: ClassVar[bool] = False          # the kernel takes out=: it can write into a planned buffer
+    elementwise: ClassVar[bool] = False         # each output element from the same element of inputs of its
+                                                # shape: with writes_out, it may write over an input dying there
+    broadcasting: ClassVar[bool] = False        # its inputs broadcast against each other (shape line-up checks)
+    scratch: ClassVar[int] = 0                  # temporaries its kernel allocates, in multiples of its largest input
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "name" in cls.__dict__ and cls.__module__.split(".")[0] == _PACKAGE:
+            OPS[cls.name] = cls          # a user's subclass is not loadable from files until register_op
+
+    # -- the op's record -------------------------------------------------------------------
+    def infer(self, *xs: Node) -> tuple[tuple, np.dtype]:
+        """Output (shape, dtype) from the inputs' shapes and dtypes; raise ShapeError/DTypeError."""
+        raise NotImplementedError
+
+    def kernel(self, *xs: np.ndarray) -> np.ndarray:
+        """The NumPy computation of one step."""
+        raise NotImplementedError
+
+    def bprop(self, i: int, x: tuple[Node, ...], y: Node, g: Node) -> Node | Zero | Undefined | None:
+        """dz/dx[i] as new graph nodes, given the node y = op(*x) and g = dz/dy (equation 6.54).
+
+        ZERO (or None) for an input that adds nothing, UNDEFINED for one with no derivative."""
+        raise NotImplementedError(f"{self.name} has no derivative rule")
+
+    # -- derived ---------------------------------------------------------------------------
+    def grad(self, i: int, x: tuple[Node, ...], y: Node, g: Node) -> Node | Zero | Undefined:
+        """bprop behind the rules every op shares (edge_mark): ZERO, Undefined((y, i)) or bprop's nodes."""
+        mark = edge_mark(self, x[i], y, i)
+        if mark is not None:
+            return mark
+        part = self.bprop(i, x, y, g)
+        return ZERO if part is None else Undefined((y, i)) if isinstance(part, Undefined) else part
+
+    def flops(self, node: Node) -> int:
+        """A rough cost of one step (recomputation's budget): one per element of the largest of inputs and output."""
+        return max([math.prod(x.shape) for x in node.inputs] + [math.prod(node.shape)])
+
+    def can_write_out(self, dtype: np.dtype) -> bool:
+        """Whether a step of this op, with result dtype `dtype`, can write into a planned buffer (`out=`)."""
+        return self.writes_out
+
+    def fast_kernel(self, writes: bool, shape: tuple, in_shape: tuple, dtype: np.dtype
+                    ) -> tuple[Callable, tuple, dict]:
+        """The cheapest NumPy call for a step: (function, extra constant args, keyword args).
+
+        `writes`: the step writes into a planned buffer (out=); shape, dtype: the step's concrete result;
+        in_shape: its first input's shape. By default the op's own kernel.
+        """
+        return self.kernel, (), {}
+
+    def reads_value(self, i: int) -> bool:
+        """False for an input read only for its run-time shape (a compiled program need not keep it)."""
+        return i not in self.shape_only
+
+    def attrs(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def __str__(self) -> str:
+        a = ", ".join(f"{k}={v!r}" for k, v in self.attrs().items())
+        return f"{self.name}({a})" if a else self.name
+
+
+# -- leaves ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Input(Op):
+    name: ClassVar[str] = "input"
+    arity: ClassVar[int] = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameter(Op):
+    name: ClassVar[str] = "parameter"
+    arity: ClassVar[int] = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Constant(Op):
+    name: ClassVar[str] = "constant"
+    arity: ClassVar[int] = 0
+
+
+LEAF_OPS = ("input", "parameter", "constant")
+
+
+def register_op(cls: type) -> type:
+    """Let graph files name a user-defined op: add `cls` to the loader's allowlist OPS (also a decorator).
+
+    Ops defined in graphcompiler join OPS by themselves; an Op subclass defined anywhere else does not,
+    so importing a module never widens what a graph file may construct. Registering says: files may
+    build this op from their attributes (its dataclass fields), so register only ops whose constructor
+    and kernel are safe on any attribute values the loader's type checks let through.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Op)) or cls is Op:
+        raise GraphCompilerError(f"register_op takes a subclass of gc.Op, got {cls!r}")
+    name = cls.__dict__.get("name")
+    if not isinstance(name, str) or not name or name in LEAF_OPS:
+        raise GraphCompilerError(f"register_op: {cls.__name__} needs its own class attribute `name` (a string "
+                                 f"naming the op, not one of {', '.join(LEAF_OPS)}); got {name!r}")
+    if not dataclasses.is_dataclass(cls):
+        raise GraphCompilerError(f"register_op: {cls.__name__} must be a frozen dataclass (the loader reads its "
+                                 "attributes from the dataclass fields); decorate it with @dataclass(frozen=True)")
+    other = OPS.get(name)
+    if other is not None and other is not cls:
+        raise GraphCompilerError(f"register_op: the op name {name!r} is taken by {other.__module__}."
+                                 f"{other.__qualname__}; give {cls.__qualname__} another name")
+    OPS[name] = cls
+    return cls
+
+
 
 
 class DuplicateNameError(GraphCompilerError, ValueError):
@@ -58,46 +250,11 @@ class Node:
     def is_leaf(self) -> bool:
         return not self.inputs
 
-    @property
-    def T(self) -> "Node":
-        from .ops import shape as S
-        return S.transpose(self)
-
     def __repr__(self) -> str:
         return f"<Node {self.name}: {self.op.name} {fmt_shape(self.shape)} {self.dtype}>"
 
     def __str__(self) -> str:
         return self.name
-
-    # -- operators: + - * / ** @ and unary -, comparisons < > ------------------------------
-    def __add__(self, other): return _ew().add(self, other)
-    def __radd__(self, other): return _ew().add(other, self)
-    def __sub__(self, other): return _ew().subtract(self, other)
-    def __rsub__(self, other): return _ew().subtract(other, self)
-    def __mul__(self, other): return _ew().multiply(self, other)
-    def __rmul__(self, other): return _ew().multiply(other, self)
-    def __truediv__(self, other): return _ew().divide(self, other)
-    def __rtruediv__(self, other): return _ew().divide(other, self)
-    def __pow__(self, other): return _ew().power(self, other)
-    def __rpow__(self, other): return _ew().power(other, self)
-    def __neg__(self): return _ew().negative(self)
-    def __abs__(self): return _ew().abs(self)
-    def __gt__(self, other): return _ew().greater(self, other)
-    def __lt__(self, other): return _ew().less(self, other)
-    def __ge__(self, other): return _ew().greater_equal(self, other)
-    def __le__(self, other): return _ew().less_equal(self, other)
-
-    def __matmul__(self, other):
-        from .ops import linalg
-        return linalg.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        from .ops import linalg
-        return linalg.matmul(other, self)
-
-    def __getitem__(self, index):
-        from .ops import shape as S
-        return S.getitem(self, index)
 
     def __bool__(self):
         raise GraphCompilerError(
@@ -106,10 +263,37 @@ class Node:
 
     __array_priority__ = 1000  # NumPy arrays on the left defer to Node's reflected operators
 
+    if TYPE_CHECKING:
+        # Installed by the op library (ops/elementwise.py, ops/linalg.py, ops/shape.py), which builds on this
+        # module: + - * / ** @ and unary -, abs, comparisons < > <= >=, indexing and .T make op nodes.
+        def __add__(self, other: Any) -> Node: ...
+        def __radd__(self, other: Any) -> Node: ...
+        def __sub__(self, other: Any) -> Node: ...
+        def __rsub__(self, other: Any) -> Node: ...
+        def __mul__(self, other: Any) -> Node: ...
+        def __rmul__(self, other: Any) -> Node: ...
+        def __truediv__(self, other: Any) -> Node: ...
+        def __rtruediv__(self, other: Any) -> Node: ...
+        def __pow__(self, other: Any) -> Node: ...
+        def __rpow__(self, other: Any) -> Node: ...
+        def __neg__(self) -> Node: ...
+        def __abs__(self) -> Node: ...
+        def __gt__(self, other: Any) -> Node: ...
+        def __lt__(self, other: Any) -> Node: ...
+        def __ge__(self, other: Any) -> Node: ...
+        def __le__(self, other: Any) -> Node: ...
+        def __matmul__(self, other: Any) -> Node: ...
+        def __rmatmul__(self, other: Any) -> Node: ...
+        def __getitem__(self, index: Any) -> Node: ...
+        @property
+        def T(self) -> Node: ...
 
-def _ew():
-    from .ops import elementwise
-    return elementwise
+
+def install(cls: type, **methods: Any) -> None:
+    """Set methods on a class of this layer from a layer above (Node's operators from ops/, Graph.save from
+    io.py): the way JAX's numpy layer gives Tracer its operators, with no import from here upward."""
+    for name, fn in methods.items():
+        setattr(cls, name, fn)
 
 
 class Graph:
@@ -128,14 +312,12 @@ class Graph:
     # -- leaves ----------------------------------------------------------------------------
     def input(self, name: str, shape: Shape = (), dtype: Any = "float64") -> Node:
         """A value fed when the program runs; None dims are fixed only then."""
-        from .ops.base import Input
         shape = _check_shape(shape, allow_none=True, what=f"input {name!r}")
         return self._add(Input(), (), _dtype(dtype, f"input {name!r}"), shape, name)
 
     def parameter(self, name: str, value: Any = None, *, shape: Shape | None = None,
                   dtype: Any = None) -> Node:
         """A value stored in the graph between runs (weights); declared by value or by shape and dtype."""
-        from .ops.base import Parameter
         what = f"parameter {name!r}"
         if value is not None:
             arr = _native(np.array(value, dtype=_dtype(dtype, what) if dtype is not None else None))
@@ -152,7 +334,6 @@ class Graph:
 
     def constant(self, value: Any, name: str | None = None, dtype: Any = None) -> Node:
         """A fixed value; unnamed constants get an automatic name."""
-        from .ops.base import Constant
         arr = _native(np.array(value, dtype=_dtype(dtype, "constant") if dtype is not None else None))
         if arr.dtype == object or arr.dtype.kind in "USV":
             raise DTypeError(f"constant {name or ''!r}: values of dtype {arr.dtype} are not supported; "
@@ -226,6 +407,7 @@ class Graph:
 
     def to_networkx(self) -> nx.DiGraph:
         """A networkx.DiGraph of node names, edges from input to consumer (edge attr `index`)."""
+        import networkx as nx       # imported where used: `import graphcompiler` does not pay for it
         d = nx.DiGraph(name=self.name)
         for n in self._nodes:
             d.add_node(n.name, op=n.op.name, shape=n.shape, dtype=str(n.dtype), is_gradient=n.is_gradient)
@@ -244,17 +426,9 @@ class Graph:
     def __repr__(self) -> str:
         return f"<Graph {self.name!r}: {len(self._nodes)} nodes>"
 
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        try:
-            from .viz import to_dot
-            return {"image/svg+xml": to_dot(self)._repr_image_svg_xml(), "text/plain": str(self)}
-        except Exception:   # no dot binary: fall back to the listing
-            return {"text/plain": str(self)}
-
-    def save(self, path) -> None:
-        """Write the graph to a JSON file of data only (API section 7)."""
-        from .io import save
-        save(self, path)
+    if TYPE_CHECKING:   # installed by io.py (and the notebook picture, _repr_mimebundle_, by viz.py)
+        def save(self, path: Any) -> None:
+            """Write the graph to a JSON file of data only (API section 7)."""
 
     # -- growing the graph -----------------------------------------------------------------
     def _lookup(self, node: Node | str) -> Node:
@@ -401,7 +575,7 @@ def _check_shape(shape: Any, *, allow_none: bool, what: str) -> Shape:
     except TypeError:
         raise ShapeError(f"{what}: shape must be a tuple of ints{' or None' if allow_none else ''}, "
                          f"not {shape!r}") from None
-    out = []
+    out: list[int | None] = []
     for d in shape:
         if d is None and allow_none:
             out.append(None)

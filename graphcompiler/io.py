@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .errors import GraphCompilerError, GraphFileError, fmt_shape
-from .graph import Graph, Node
+from .graph import Graph, Node, install
 from .ops import OPS                    # the allowlist of op names: the only classes a file can name
 
 FORMAT = "graphcompiler-graph"
@@ -37,6 +37,8 @@ LIMITS = {                              # the defaults of load's size limits (ca
     "max_array_elements": 2**26,        # one parameter or constant value
     "max_array_bytes": 256 * 2**20,     # one value, shape times item size
     "max_total_bytes": 1024 * 2**20,    # all values together
+    "max_json_containers": 2**22,       # JSON lists and objects, counted before parsing (each costs ~64 bytes)
+    "max_json_values": 2**23,           # JSON values in lists and objects (commas), counted before parsing
 }
 MAX_RANK = 32                          # NumPy allows 64; no op here needs more than a handful
 MAX_NAME = 1000                        # characters in a node or graph name
@@ -52,12 +54,51 @@ TOP_KEYS = ("format", "version", "name", "nodes")
 # -- saving ---------------------------------------------------------------------------------
 
 def save(graph: Graph, path: str | os.PathLike) -> None:
-    """Write `graph` to `path` as one JSON file of data (written to a temporary file, then renamed)."""
-    text = dumps(graph)
+    """Write `graph` to `path` as one JSON file of data, atomically: a crash or a full disk while saving
+    leaves the old file as it was (the text goes to a fresh temporary file in the same directory, is
+    flushed to disk, and only then renamed over `path`; a failed attempt removes its temporary file)."""
+    data = dumps(graph).encode("utf-8")
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    folder = path.parent
+    for _ in range(100):
+        tmp = folder / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        try:                              # O_EXCL: never reuse (or follow a link planted at) a name
+            fd = os.open(tmp, _WRITE_FLAGS, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise GraphCompilerError(f"cannot make a temporary file next to {str(path)!r} to save the graph")
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _sync_folder(folder)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush the rename itself to disk where the platform allows it (POSIX: fsync the directory)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def dumps(graph: Graph) -> str:
@@ -76,7 +117,8 @@ def _node_record(graph: Graph, n: Node) -> dict:
         "inputs": [x.name for x in n.inputs],
         "shape": list(n.shape),
         "dtype": n.dtype.name,
-        "attrs": {k: _encode_attr(n, k, v) for k, v in n.attrs.items()},
+        "attrs": ({"body": n.op.body.record(_traced_record)} if n.op.name in CONTROL_OPS else
+                  {k: _encode_attr(n, k, v) for k, v in n.attrs.items()}),
         "is_gradient": bool(n.is_gradient),
         "origin": None if n.origin is None else [n.origin[0].name, int(n.origin[1])],
     }
@@ -117,15 +159,36 @@ def load(path: str | os.PathLike, **limits: int) -> Graph:
     lim = _limits(limits)
     where = str(path)
     try:
-        size = os.stat(path).st_size
+        info = os.stat(path)
+        if not _is_regular(info.st_mode):
+            raise GraphFileError(f"{where}: not a regular file ({_file_kind(info.st_mode)}); a graph file is "
+                                 "a file written by graph.save")
+        size = info.st_size
         if size > lim["max_file_bytes"]:
             raise GraphFileError(f"{where}: the file has {size} bytes, over the limit max_file_bytes="
                                  f"{lim['max_file_bytes']}; pass a larger max_file_bytes to gc.load if you "
                                  "trust it")
-        with open(path, "rb") as f:             # read what stat announced (and one byte to see it grew)
-            data = f.read(size + 1)
+        # O_NONBLOCK: if the path was swapped for a FIFO after the stat, open returns instead of waiting
+        fd = os.open(path, _OPEN_FLAGS)
+        try:
+            if not _is_regular(os.fstat(fd).st_mode):
+                raise GraphFileError(f"{where}: not a regular file; a graph file is a file written by graph.save")
+            parts, left = [], size + 1          # read what stat announced (and one byte to see it grew)
+            while left > 0:
+                part = os.read(fd, left)          # one read for a regular file, as a rule
+                if not part:
+                    break
+                parts.append(part)
+                left -= len(part)
+            data = b"".join(parts) if len(parts) != 1 else parts[0]
+            del parts
+        finally:
+            os.close(fd)
     except OSError as e:
         raise GraphFileError(f"{where}: cannot read the graph file: {e.strerror or e}") from None
+    except MemoryError:
+        raise GraphFileError(f"{where}: out of memory while reading the file ({size} bytes); lower "
+                             "max_file_bytes or free memory") from None
     return _load(data, where, lim)
 
 
@@ -149,9 +212,102 @@ def _load(data: str | bytes, where: str, lim: dict) -> Graph:
     if len(data) > lim["max_file_bytes"]:
         raise GraphFileError(f"{where}: the file has more than max_file_bytes={lim['max_file_bytes']} bytes; "
                              "pass a larger max_file_bytes if you trust it")
-    doc = _parse_json(data, where)
-    specs, name = _check_document(doc, where, lim)
-    return _build(specs, name, where)
+    _count_json(data, where, lim)
+    try:
+        doc = _parse_json(data, where)
+        specs, name = _check_document(doc, where, lim)
+        return _build(specs, name, where)
+    except MemoryError:                 # never a raw MemoryError: the file is refused, the process goes on
+        doc = specs = None
+        raise GraphFileError(f"{where}: out of memory while loading the graph file ({len(data)} bytes); it is "
+                             "bigger than this machine can load: lower the limits of gc.load "
+                             "(max_json_containers, max_json_values, max_file_bytes) or free memory") from None
+
+
+def _count_json(data: str | bytes, where: str, lim: dict) -> None:
+    """Count before materialising: JSON containers and values, bounded before json.loads builds them.
+
+    json.loads turns each `[]` of a file into a Python list (~64 bytes for 2 bytes of file), so 50 MB of
+    them take a gigabyte before any check of ours runs. The counts here run at memchr speed: brackets
+    and commas in the whole text are an upper bound; only when that bound is over a limit are the
+    characters inside strings (where names may hold brackets) told apart, in chunks, for the exact count.
+    """
+    if isinstance(data, str):
+        if len(data) <= 4 * 2**20 and _quick_counts(data, "[", "{", ",") <= (lim["max_json_containers"],
+                                                                            lim["max_json_values"]):
+            return
+        data = data.encode("utf-8", "surrogatepass")
+    elif not isinstance(data, (bytes, bytearray)):
+        return                                     # _parse_json reports the type
+    containers, values = _quick_counts(data, b"[", b"{", b",")
+    if containers <= lim["max_json_containers"] and values <= lim["max_json_values"]:
+        return
+    containers, values = _counts_outside_strings(data)
+    if containers > lim["max_json_containers"]:
+        raise GraphFileError(f"{where}: {containers} JSON lists and objects, over the limit max_json_containers="
+                             f"{lim['max_json_containers']} (a graph file holds a few per node); pass a larger "
+                             "max_json_containers to gc.load if you trust the file")
+    if values > lim["max_json_values"]:
+        raise GraphFileError(f"{where}: about {values} JSON values, over the limit max_json_values="
+                             f"{lim['max_json_values']} (a graph file holds a few dozen per node); pass a "
+                             "larger max_json_values to gc.load if you trust the file")
+
+
+def _quick_counts(text, lb, lc, comma) -> tuple[int, int]:
+    return text.count(lb) + text.count(lc), text.count(comma)
+
+
+_CHUNK = 1 << 18
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | (0 if os.name == "posix" else os.O_BINARY)
+_OPEN_FLAGS = os.O_RDONLY | (os.O_NONBLOCK if os.name == "posix" else os.O_BINARY)
+
+
+def _counts_outside_strings(data: bytes) -> tuple[int, int]:
+    """Brackets `[{` and commas outside JSON strings, in 256 KiB chunks (a quote preceded by an odd run of
+    backslashes is escaped; the state of being inside a string carries from chunk to chunk)."""
+    inside, run = False, 0                      # run: backslashes ending the previous chunk
+    containers = values = 0
+    view = memoryview(data)
+    for start in range(0, len(data), _CHUNK):
+        chunk = view[start:start + _CHUNK]
+        probe = bytes(chunk)
+        if b'"' not in probe and b"\\" not in probe:          # no string starts or ends here: plain counts
+            if not inside:
+                containers += probe.count(b"[") + probe.count(b"{")
+                values += probe.count(b",")
+            run = 0
+            continue
+        a = np.frombuffer(chunk, dtype=np.uint8)
+        n = a.size
+        pos = np.arange(n, dtype=np.int32)
+        slash = a == 92
+        last_other = np.maximum.accumulate(np.where(slash, np.int32(-1), pos))     # last non-backslash at or before k
+        quotes = np.flatnonzero(a == 34)
+        before = quotes - 1
+        runs = np.where(before >= 0, before - last_other[np.maximum(before, 0)], 0)
+        runs = np.where(before - runs < 0, runs + run, runs) if quotes.size else runs   # run from the last chunk
+        real = quotes[runs % 2 == 0]
+        toggles = np.zeros(n + 1, np.int8)
+        toggles[real + 1] = 1
+        # 1 inside a string (or on its opening quote's right)
+        parity = (np.cumsum(toggles[:n], dtype=np.int32) + int(inside)) % 2
+        outside = parity == 0
+        containers += int(np.count_nonzero(outside & ((a == 91) | (a == 123))))
+        values += int(np.count_nonzero(outside & (a == 44)))
+        inside = bool((real.size + int(inside)) % 2)
+        tail = n - 1 - int(last_other[-1]) if n else 0
+        run = tail + run if tail == n else tail
+    return containers, values
+
+
+def _is_regular(mode: int) -> bool:
+    return mode & 0o170000 == 0o100000            # S_ISREG
+
+
+def _file_kind(mode: int) -> str:
+    kind = mode & 0o170000                        # the S_IF* bits of stat's st_mode
+    return {0o040000: "a directory", 0o010000: "a FIFO (named pipe)", 0o140000: "a socket",
+            0o020000: "a character device", 0o060000: "a block device"}.get(kind, "not a regular file")
 
 
 class _Problem(Exception):
@@ -245,6 +401,46 @@ def _check_document(doc: Any, where: str, lim: dict) -> tuple[list[_Spec], str]:
     return specs, name
 
 
+def _check_inputs(inputs: Any, at: str, name: str, opname: str, arity: int | None, by_name: dict) -> list:
+    """A node's "inputs": names of earlier nodes, as many as its op takes."""
+    if not isinstance(inputs, list) or len(inputs) > MAX_INPUTS:
+        raise GraphFileError(f"{at}, field \"inputs\": must be a list of at most {MAX_INPUTS} node names, "
+                             f"got {_short(inputs)}")
+    for k, src in enumerate(inputs):
+        if not isinstance(src, str):
+            raise GraphFileError(f"{at}, field \"inputs\"[{k}]: must be a node name, got {_short(src)}")
+        if src not in by_name:
+            why = ("is the node itself (a cycle)" if src == name else
+                   "does not name an earlier node; inputs must come before the nodes that read them")
+            raise GraphFileError(f"{at}, field \"inputs\"[{k}]: {_short(src, quote=True)} {why}")
+    if arity is not None and len(inputs) != arity:
+        raise GraphFileError(f"{at}, field \"inputs\": {opname} takes {arity} input(s), got {len(inputs)}")
+    if arity is None and not inputs:
+        raise GraphFileError(f"{at}, field \"inputs\": {opname} needs at least one input")
+    return inputs
+
+
+def _check_origin(origin: Any, at: str, is_gradient: bool, by_name: dict) -> tuple | None:
+    """A node's "origin": null, or [forward node name, input index] on a gradient node."""
+    if origin is not None:
+        if not (isinstance(origin, list) and len(origin) == 2 and isinstance(origin[0], str)
+                and _is_int(origin[1])):
+            raise GraphFileError(f"{at}, field \"origin\": must be null or [forward node name, input index], "
+                                 f"got {_short(origin)}")
+        fwd = by_name.get(origin[0])
+        if fwd is None:
+            raise GraphFileError(f"{at}, field \"origin\": {_short(origin[0], quote=True)} does not name an "
+                                 "earlier node")
+        if not 0 <= origin[1] < len(fwd.inputs):
+            raise GraphFileError(f"{at}, field \"origin\": input index {origin[1]} is out of range for "
+                                 f"{origin[0]!r} ({fwd.op}), which has {len(fwd.inputs)} input(s)")
+        if not is_gradient:
+            raise GraphFileError(f"{at}, field \"origin\": only gradient nodes (is_gradient true) have an "
+                                 "origin")
+        origin = (origin[0], origin[1])
+    return origin
+
+
 def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: list) -> _Spec:
     at = f"{where}: node {i}"
     if not isinstance(rec, dict):
@@ -270,52 +466,29 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
                  if isinstance(opname, str) and len(opname) <= 100 else [])     # difflib is quadratic
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise GraphFileError(f"{at}, field \"op\": {_short(opname)} is not an op of this graphcompiler"
-                             f"{hint}; only the ops of gc.OPS can be loaded")
+                             f"{hint}; only the ops of gc.OPS can be loaded (an op of your own: "
+                             "gc.register_op(cls) before loading)")
     at = f"{where}: node {i} {name!r} ({opname})"
     cls = OPS[opname]
 
-    inputs = rec["inputs"]
-    if not isinstance(inputs, list) or len(inputs) > MAX_INPUTS:
-        raise GraphFileError(f"{at}, field \"inputs\": must be a list of at most {MAX_INPUTS} node names, "
-                             f"got {_short(inputs)}")
-    for k, src in enumerate(inputs):
-        if not isinstance(src, str):
-            raise GraphFileError(f"{at}, field \"inputs\"[{k}]: must be a node name, got {_short(src)}")
-        if src not in by_name:
-            why = ("is the node itself (a cycle)" if src == name else
-                   "does not name an earlier node; inputs must come before the nodes that read them")
-            raise GraphFileError(f"{at}, field \"inputs\"[{k}]: {_short(src, quote=True)} {why}")
-    arity = cls.arity
-    if arity is not None and len(inputs) != arity:
-        raise GraphFileError(f"{at}, field \"inputs\": {opname} takes {arity} input(s), got {len(inputs)}")
-    if arity is None and not inputs:
-        raise GraphFileError(f"{at}, field \"inputs\": {opname} needs at least one input")
+    inputs = _check_inputs(rec["inputs"], at, name, opname, cls.arity, by_name)
 
     shape = _check_dims(rec["shape"], f"{at}, field \"shape\"", allow_none=opname != "parameter"
                         and opname != "constant")
-    dtype = _check_dtype(rec["dtype"], f"{at}, field \"dtype\"")
-    attrs = _check_attrs(cls, rec["attrs"], at)
+    if opname in CONTROL_OPS:          # a traced body: nested graphs, checked like the file itself
+        if rec["dtype"] != "object" or shape != ():
+            raise GraphFileError(f"{at}: a {opname} node has shape [] and dtype \"object\" (its value holds "
+                                 f"its results), got {_short(rec['shape'])} and {_short(rec['dtype'])}")
+        dtype = np.dtype(object)
+        attrs = _check_control_attrs(cls, rec["attrs"], at, lim)
+    else:
+        dtype = _check_dtype(rec["dtype"], f"{at}, field \"dtype\"")
+        attrs = _check_attrs(cls, rec["attrs"], at)
 
     is_gradient = rec["is_gradient"]
     if not isinstance(is_gradient, bool):
         raise GraphFileError(f"{at}, field \"is_gradient\": must be true or false, got {_short(is_gradient)}")
-    origin = rec["origin"]
-    if origin is not None:
-        if not (isinstance(origin, list) and len(origin) == 2 and isinstance(origin[0], str)
-                and _is_int(origin[1])):
-            raise GraphFileError(f"{at}, field \"origin\": must be null or [forward node name, input index], "
-                                 f"got {_short(origin)}")
-        fwd = by_name.get(origin[0])
-        if fwd is None:
-            raise GraphFileError(f"{at}, field \"origin\": {_short(origin[0], quote=True)} does not name an "
-                                 "earlier node")
-        if not 0 <= origin[1] < len(fwd.inputs):
-            raise GraphFileError(f"{at}, field \"origin\": input index {origin[1]} is out of range for "
-                                 f"{origin[0]!r} ({fwd.op}), which has {len(fwd.inputs)} input(s)")
-        if not is_gradient:
-            raise GraphFileError(f"{at}, field \"origin\": only gradient nodes (is_gradient true) have an "
-                                 "origin")
-        origin = (origin[0], origin[1])
+    origin = _check_origin(rec["origin"], at, is_gradient, by_name)
 
     value = None
     if opname in ("parameter", "constant"):
@@ -466,6 +639,63 @@ def _check_index(v: list, at: str) -> tuple:
     return tuple(out)
 
 
+# -- control flow: bodies as nested graphs (ops/control.py) ------------------------------------------
+
+CONTROL_OPS = ("scan", "cond", "while_loop")
+MAX_DEPTH = 8                          # bodies inside bodies
+
+
+def _traced_record(traced) -> dict:
+    """A traced body: its graph (nodes as in the file itself), and the names of its inputs and outputs."""
+    g = traced.graph
+    return {"graph": {"name": g.name, "nodes": [_node_record(g, m) for m in g.nodes]},
+            "inputs": [x.name for x in traced.inputs], "captured": [x.name for x in traced.captured_inputs],
+            "outputs": [o.name for o in traced.outputs]}
+
+
+def _check_control_attrs(cls: type, attrs: Any, at: str, lim: dict) -> dict:
+    if not isinstance(attrs, dict) or set(attrs) != {"body"} or not isinstance(attrs["body"], dict):
+        raise GraphFileError(f"{at}, field \"attrs\": a {cls.name} node has one attribute, \"body\" (an object), "
+                             f"got {_short(attrs)}")
+    depth = lim.get("depth", 0) + 1
+    if depth > MAX_DEPTH:
+        raise GraphFileError(f"{at}: bodies nested more than {MAX_DEPTH} deep")
+    sub = {**lim, "depth": depth}
+
+    def traced_of(doc: Any, what: str):
+        where = f"{at}, body {what}"
+        if not isinstance(doc, dict) or set(doc) != {"graph", "inputs", "captured", "outputs"}:
+            raise GraphFileError(f"{where}: must be an object with graph, inputs, captured and outputs, got "
+                                 f"{_short(doc)}")
+        gdoc = doc["graph"]
+        if not isinstance(gdoc, dict) or set(gdoc) != {"name", "nodes"}:
+            raise GraphFileError(f"{where}, field \"graph\": must be an object with name and nodes")
+        specs, name = _check_document({"format": FORMAT, "version": VERSION, **gdoc}, where, sub)
+        graph = _build(specs, name, where)
+        lists = []
+        for key in ("inputs", "captured", "outputs"):
+            names = doc[key]
+            if not isinstance(names, list) or not all(isinstance(x, str) and x in graph for x in names):
+                raise GraphFileError(f"{where}, field {key!r}: must be a list of names of the body's nodes, got "
+                                     f"{_short(names)}")
+            nodes = [graph[x] for x in names]
+            if key != "outputs" and any(x.op.name != "input" for x in nodes):
+                raise GraphFileError(f"{where}, field {key!r}: every entry must name an input of the body")
+            lists.append(nodes)
+        if len(set(lists[0] + lists[1])) != len(lists[0]) + len(lists[1]) or \
+                len(lists[0]) + len(lists[1]) != len(graph.inputs()):
+            raise GraphFileError(f"{where}: inputs and captured must name each input of the body once")
+        return lists
+
+    try:
+        body = cls.body_type.from_record(attrs["body"], traced_of)
+    except GraphFileError:
+        raise
+    except Exception as e:             # the body's own consistency checks
+        raise GraphFileError(f"{at}, attribute 'body': {type(e).__name__}: {e}") from None
+    return {"body": body}
+
+
 # -- building -------------------------------------------------------------------------------
 
 def _build(specs: list[_Spec], name: str, where: str) -> Graph:
@@ -545,3 +775,6 @@ def _short(v: Any, limit: int = 60, quote: bool = False) -> str:
     except (TypeError, ValueError, RecursionError):
         text = repr(type(v).__name__)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+install(Graph, save=save)   # g.save(path): installed from this layer, so graph.py imports no file code

@@ -20,13 +20,15 @@ from __future__ import annotations
 import html
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Iterable, Literal
 
-import graphviz
 import numpy as np
 
 from .errors import GraphCompilerError, fmt_shape
-from .graph import Graph, Node
+from .graph import Graph, Node, install
+
+if TYPE_CHECKING:
+    import graphviz     # imported where a picture is drawn: `import graphcompiler` does not pay for it
 
 Show = Literal["all", "forward", "backward"]
 
@@ -271,7 +273,7 @@ def _label(n: Node, extra: list[str]) -> str:
 def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = False,
            provenance: bool = False, edge_shapes: bool = False, group: bool = False,
            collapse: bool | Iterable[str] | None = None, context: bool = True, legend: bool = True,
-           title: str | None = None) -> graphviz.Digraph:
+           title: str | None = None, bodies: bool = True, unroll: bool | int = False) -> graphviz.Digraph:
     """A graphviz.Digraph of a Graph, a Node or a list of Nodes (with their ancestors) or a Program.
 
     show: "all", "forward" (no gradient nodes) or "backward" (gradient nodes, with the forward values they
@@ -281,52 +283,24 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
     bprop made it (`node.origin`). edge_shapes: label edges with the shape they carry. group: a box per
     name scope (`layer1/`; a backward node goes in the box of its origin); collapse: True or scope names,
     drawn as one node each. A Program's picture numbers the steps, shows each value's buffer and marks the
-    values kept from forward for backward.
+    values kept from forward for backward. bodies: draw the body of each scan, cond and while_loop in a box
+    of its own next to its node (the reverse scans of gradients in a backward box). unroll: draw a Graph's
+    scans of up to 16 steps (or the number given) written out step by step instead.
     """
+    if unroll and isinstance(what, Graph):
+        from .ops.control import unroll as _unroll
+        what = _unroll(what, 16 if unroll is True else int(unroll))
     if show not in ("all", "forward", "backward"):
         raise GraphCompilerError(f"show must be 'all', 'forward' or 'backward', not {show!r}")
     if rankdir not in ("LR", "RL", "TB", "BT"):
         raise GraphCompilerError(f"rankdir must be 'LR', 'RL', 'TB' or 'BT', not {rankdir!r}")
+    import graphviz
     subject = _subject(what)
     kinds = classify(subject.nodes)
     outputs = set(subject.outputs)
-
-    if show == "forward":
-        drawn = [n for n in subject.nodes if not n.is_gradient]
-    elif show == "backward":
-        drawn = [n for n in subject.nodes if n.is_gradient]
-    else:
-        drawn = list(subject.nodes)
-    drawn_set = set(drawn)
-    ctx: list[Node] = []
-    if show == "backward" and context:            # the forward values B reads: drawn pale, as context
-        ctx = [n for n in subject.nodes if not n.is_gradient and n not in drawn_set
-               and any(n in d.inputs for d in drawn)]
-    visible = drawn + ctx
-    visible_set = set(visible)
-    ctx_set = set(ctx)
-
-    plan = subject.plan
-
-    anchored = _anchors(visible, visible_set)
-
-    def scope(n: Node) -> str | None:             # a sum or the seed dJ/dJ goes where its anchor is
-        return scope_of(anchored[n]) if n in anchored else scope_of(n)
-
-    collapsed: set[str] = set()
-    if collapse:
-        scopes = {c for n in visible for c in _scope_chain(scope(n))}
-        collapsed = scopes if collapse is True else {s.rstrip("/") for s in collapse} & scopes
-    ids = {n: f"n{k}" for k, n in enumerate(visible)}
-    # a collapsed scope is two nodes, its forward part and its backward part; ids free of ":" (a port)
-    scope_ids = {(s, b): f"s{k}{'b' if b else 'f'}" for k, s in enumerate(sorted(collapsed))
-                 for b in (False, True)}
-
-    def rep(n: Node) -> str:                      # the drawn id of n: its own, or its collapsed scope's
-        for s in _scope_chain(scope(n)):
-            if s in collapsed:
-                return scope_ids[s, n.is_gradient]
-        return ids[n]
+    visible, ctx = _visible(subject.nodes, show, context)
+    layout = _Layout(visible, collapse)
+    visible_set, ctx_set, plan = layout.visible_set, set(ctx), subject.plan
 
     dot = graphviz.Digraph(name=_safe_name(subject.title), strict=False)
     dot.attr("graph", rankdir=rankdir, fontname=FONT, fontsize="12", nodesep="0.2", ranksep="0.3",
@@ -334,36 +308,109 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
     dot.attr("node", fontname=FONT, fontsize="11", margin="0.08,0.03", height="0.3", penwidth="1.2")
     dot.attr("edge", fontname=FONT, fontsize="8", arrowsize="0.6", color=FORWARD_EDGE)
 
-    # nodes, inside their scope boxes when grouping
+    members = _emit_nodes(dot, layout, kinds, outputs, ctx_set, plan, group)
+    anchors = layout.anchored if align and not layout.collapsed else {}
+    _emit_edges(dot, layout, kinds, ctx_set, anchors, align, edge_shapes)
+    _emit_ranks(dot, layout, members, anchors, align)
+    if provenance:
+        _emit_provenance(dot, layout)
+    if bodies:                                      # control flow (ops/control.py): each body in a box
+        from .ops.control import draw_bodies
+        draw_bodies(dot, [n for n in visible if layout.rep(n) == layout.ids[n]], layout.ids, _esc)
+
+    heading = f"<B>{_esc(title if title is not None else subject.title)}</B>"
+    if legend:
+        used = {kinds[n] for n in visible if n not in ctx_set}
+        ops = {n.op.name if n.op.name in ("input", "parameter", "constant") else
+               ("backward" if n.is_gradient else "forward") for n in visible}
+        if any(is_optimizer_state(n) for n in visible):
+            ops.add("optimizer state")
+        dashed = any(kinds[n] == PARAMS_BACKWARD and any(x in visible_set for x in n.inputs)
+                     for n in visible)
+        heading = _legend(heading, used, ops, bool(outputs & visible_set), bool(ctx), provenance, dashed,
+                          plan)
+    dot.attr("graph", label=f"<{heading}>", labelloc="t", labeljust="l")
+    return dot
+
+
+def _visible(nodes: list[Node], show: Show, context: bool) -> tuple[list[Node], list[Node]]:
+    """(the nodes drawn, the forward values a backward picture reads, drawn pale as context)."""
+    if show == "forward":
+        drawn = [n for n in nodes if not n.is_gradient]
+    elif show == "backward":
+        drawn = [n for n in nodes if n.is_gradient]
+    else:
+        drawn = list(nodes)
+    drawn_set = set(drawn)
+    ctx: list[Node] = []
+    if show == "backward" and context:
+        ctx = [n for n in nodes if not n.is_gradient and n not in drawn_set and any(n in d.inputs for d in drawn)]
+    return drawn + ctx, ctx
+
+
+class _Layout:
+    """Where each visible node is drawn: its scope box, and its id (its own, or its collapsed scope's)."""
+
+    def __init__(self, visible: list[Node], collapse: bool | Iterable[str] | None):
+        self.visible = visible
+        self.visible_set = set(visible)
+        self.anchored = _anchors(visible, self.visible_set)
+        self.collapsed: set[str] = set()
+        if collapse:
+            scopes = {c for n in visible for c in _scope_chain(self.scope(n))}
+            self.collapsed = scopes if collapse is True else {s.rstrip("/") for s in collapse} & scopes
+        self.ids = {n: f"n{k}" for k, n in enumerate(visible)}
+        # a collapsed scope is two nodes, its forward part and its backward part; ids free of ":" (a port)
+        self.scope_ids = {(s, b): f"s{k}{'b' if b else 'f'}" for k, s in enumerate(sorted(self.collapsed))
+                          for b in (False, True)}
+
+    def scope(self, n: Node) -> str | None:
+        """A sum or the seed dJ/dJ goes where its anchor is."""
+        return scope_of(self.anchored[n]) if n in self.anchored else scope_of(n)
+
+    def rep(self, n: Node) -> str:
+        """The drawn id of n: its own, or its collapsed scope's."""
+        for s in _scope_chain(self.scope(n)):
+            if s in self.collapsed:
+                return self.scope_ids[s, n.is_gradient]
+        return self.ids[n]
+
+
+def _emit_nodes(dot: graphviz.Digraph, layout: _Layout, kinds: dict[Node, str], outputs: set[Node],
+                ctx_set: set[Node], plan: "_Plan | None", group: bool) -> dict[tuple[str, bool], list[Node]]:
+    """The nodes, inside their scope boxes when grouping; returns the members of each collapsed scope."""
+    ids, collapsed = layout.ids, layout.collapsed
     boxes: dict[str | None, list[tuple[str, dict]]] = {}
-    for n in visible:
-        if rep(n) != ids[n]:
+    for n in layout.visible:
+        if layout.rep(n) != ids[n]:
             continue
         attrs = _node_attrs(n, kinds[n], n in outputs, n in ctx_set, plan)
-        where = scope(n) if group or collapsed else None
+        where = layout.scope(n) if group or collapsed else None
         boxes.setdefault(where, []).append((ids[n], attrs))
     members: dict[tuple[str, bool], list[Node]] = {}
-    for n in visible:
-        if rep(n) != ids[n]:
-            s = next(s for s in _scope_chain(scope(n)) if s in collapsed)
+    for n in layout.visible:
+        if layout.rep(n) != ids[n]:
+            s = next(s for s in _scope_chain(layout.scope(n)) if s in collapsed)
             members.setdefault((s, n.is_gradient), []).append(n)
     for (s, backward), ms in members.items():
         outer = [c for c in _scope_chain(s)[:-1] if c not in collapsed]
         boxes.setdefault(outer[-1] if outer and group else None, []).append(
-            (scope_ids[s, backward], _collapsed_attrs(s, backward, ms, kinds)))
+            (layout.scope_ids[s, backward], _collapsed_attrs(s, backward, ms, kinds)))
     _emit_boxes(dot, boxes, collapsed)
+    return members
 
-    anchors = anchored if align and not collapsed else {}
 
-    # edges: input -> consumer; from forward into backward they are pale (B reads a forward value)
+def _emit_edges(dot: graphviz.Digraph, layout: _Layout, kinds: dict[Node, str], ctx_set: set[Node],
+                anchors: dict[Node, Node], align: bool, edge_shapes: bool) -> None:
+    """Edges input -> consumer; from forward into backward they are pale (B reads a forward value)."""
     seen_collapsed: set[tuple[str, str]] = set()
-    for n in visible:
+    for n in layout.visible:
         if n in ctx_set:
             continue
-        for x in n.inputs:
-            if x not in visible_set:
+        for x in (n.inputs[:1] if n.op.name == "result" else n.inputs):   # a result: drawn from its loop only
+            if x not in layout.visible_set:
                 continue
-            a, b = rep(x), rep(n)
+            a, b = layout.rep(x), layout.rep(n)
             if a == b:
                 continue
             if a[0] == "s" or b[0] == "s":          # a collapsed scope: one edge per pair of boxes
@@ -372,47 +419,42 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
                 seen_collapsed.add((a, b))
             attrs = _edge_attrs(x, n, kinds, edge_shapes)
             free_leaf = x.op.name == "constant" and x not in anchors     # placed by this edge alone
-            if (n in anchors or align and collapsed and n.is_gradient) and not free_leaf:                        # its place is fixed by its forward origin's rank
+            # its place is fixed by its forward origin's rank
+            if (n in anchors or align and layout.collapsed and n.is_gradient) and not free_leaf:
                 attrs["constraint"] = "false"
             dot.edge(a, b, **attrs)
 
-    if align and collapsed:                         # a collapsed scope's backward box level with its forward box
-        for s in sorted(collapsed):
+
+def _emit_ranks(dot: graphviz.Digraph, layout: _Layout, members: dict[tuple[str, bool], list[Node]],
+                anchors: dict[Node, Node], align: bool) -> None:
+    """align: each backward node (or collapsed backward box) level with the forward node it came from."""
+    if align and layout.collapsed:
+        for s in sorted(layout.collapsed):
             if (s, False) in members and (s, True) in members:
                 with dot.subgraph() as same:
                     same.attr(rank="same")
-                    same.node(scope_ids[s, False])
-                    same.node(scope_ids[s, True])
+                    same.node(layout.scope_ids[s, False])
+                    same.node(layout.scope_ids[s, True])
     rows: dict[Node, list[str]] = {}
-    for n, v in anchors.items():                    # each backward node level with its forward origin
-        rows.setdefault(v, []).append(ids[n])
-    for v in visible:
+    for n, v in anchors.items():
+        rows.setdefault(v, []).append(layout.ids[n])
+    for v in layout.visible:
         if v in rows:                               # ids are plain words: no quoting needed
-            dot.body.append(f"\t{{rank=same; {ids[v]}; {'; '.join(rows[v])};}}\n")
+            dot.body.append(f"\t{{rank=same; {layout.ids[v]}; {'; '.join(rows[v])};}}\n")
 
-    if provenance:
-        for n in visible:
-            if n.is_gradient and n.origin is not None and n.origin[0] in visible_set:
-                v, i = n.origin
-                a, b = rep(n), rep(v)
-                if a == b:
-                    continue
-                src = v.inputs[i].name if i < len(v.inputs) else "?"
-                dot.edge(a, b, color=PROVENANCE_COLOR, style="dashed", arrowhead="empty", penwidth="0.8",
-                         constraint="false", tooltip=_tip(f"{n.name} was made by the bprop of {v.name} "
-                                                          f"({v.op.name}) for its input {i} ({src})"))
 
-    heading = f"<B>{_esc(title if title is not None else subject.title)}</B>"
-    if legend:
-        used = {kinds[n] for n in visible if n not in ctx_set}
-        ops = {n.op.name if n.op.name in ("input", "parameter", "constant") else
-               ("backward" if n.is_gradient else "forward") for n in visible}
-        dashed = any(kinds[n] == PARAMS_BACKWARD and any(x in visible_set for x in n.inputs)
-                     for n in visible)
-        heading = _legend(heading, used, ops, bool(outputs & visible_set), bool(ctx), provenance, dashed,
-                          plan)
-    dot.attr("graph", label=f"<{heading}>", labelloc="t", labeljust="l")
-    return dot
+def _emit_provenance(dot: graphviz.Digraph, layout: _Layout) -> None:
+    """A faint edge from each backward node to the forward node whose bprop made it."""
+    for n in layout.visible:
+        if n.is_gradient and n.origin is not None and n.origin[0] in layout.visible_set:
+            v, i = n.origin
+            a, b = layout.rep(n), layout.rep(v)
+            if a == b:
+                continue
+            src = v.inputs[i].name if i < len(v.inputs) else "?"
+            dot.edge(a, b, color=PROVENANCE_COLOR, style="dashed", arrowhead="empty", penwidth="0.8",
+                     constraint="false", tooltip=_tip(f"{n.name} was made by the bprop of {v.name} "
+                                                      f"({v.op.name}) for its input {i} ({src})"))
 
 
 def _anchors(visible: list[Node], visible_set: set[Node]) -> dict[Node, Node]:
@@ -431,9 +473,10 @@ def _anchors(visible: list[Node], visible_set: set[Node]) -> dict[Node, Node]:
             anchors[n] = a                          # a literal of a bprop (the 0 of z > 0) sits by its reader
     for n in visible:                               # seeds: with what their first reader is anchored to
         if n.is_gradient and n not in anchors and n.origin is None:
-            readers = [m for m in visible if n in m.inputs and m.origin is not None and m in anchors]
+            readers = [(m, m.origin[0]) for m in visible if n in m.inputs and m.origin is not None and m in anchors]
             if readers:
-                anchors[n] = readers[0].origin[0] if not readers[0].origin[0].is_gradient else anchors[readers[0]]
+                first, origin = readers[0]
+                anchors[n] = origin if not origin.is_gradient else anchors[first]
     return anchors
 
 
@@ -453,6 +496,8 @@ def _node_attrs(n: Node, kind: str, is_output: bool, is_context: bool, plan: "_P
         attrs["shape"] = "ellipse"
     elif op == "parameter":
         attrs["shape"] = "cylinder"
+        if is_optimizer_state(n):                           # gc.optim's velocities, moments, step counts
+            attrs["style"] = "filled,dotted"
     elif op == "constant":
         attrs.update(shape="box", style="filled", fontsize="10")
     elif n.is_gradient:
@@ -535,7 +580,14 @@ def _edge_attrs(x: Node, n: Node, kinds: dict[Node, str], edge_shapes: bool) -> 
 
 
 _SHAPES = {"input": "ellipse: input", "parameter": "cylinder: parameter", "constant": "small box: constant",
-           "forward": "rounded box: forward op", "backward": "square box: backward op"}
+           "forward": "rounded box: forward op", "backward": "square box: backward op",
+           "optimizer state": "dotted cylinder: optimizer state"}
+OPTIMIZER_PREFIXES = ("sgd", "adam", "adamw", "rmsprop")   # gc.optim names its state <optimizer>/<slot>/<param>
+
+
+def is_optimizer_state(n: Node) -> bool:
+    """A parameter gc.optim made for its state (adam/m/W1, sgd/step), told apart by its name."""
+    return n.op.name == "parameter" and "/" in n.name and n.name.split("/", 1)[0] in OPTIMIZER_PREFIXES
 
 
 def _legend(heading: str, used: set[str], ops: set[str], outputs: bool, context: bool, provenance: bool,
@@ -553,7 +605,8 @@ def _legend(heading: str, used: set[str], ops: set[str], outputs: bool, context:
     if plan is not None:
         cells.append(_swatch("#ffffff", KEPT_COLOR, "kept from forward for backward", width=3))
     notes = [f"{_esc(k)}: {_esc(STYLES[k].legend)}" for k in KINDS if k in used]
-    shapes = [_SHAPES[o] for o in ("input", "parameter", "constant", "forward", "backward") if o in ops]
+    shapes = [_SHAPES[o] for o in ("input", "parameter", "optimizer state", "constant", "forward", "backward")
+              if o in ops]
     notes.append("shapes: " + _esc("; ".join(shapes)))
     marks = []
     if dashed:
@@ -664,6 +717,7 @@ def render(what: Any, path: str | os.PathLike, *, dpi: int | None = None, **opti
     if suffix not in FORMATS:
         raise GraphCompilerError(f"render writes {', '.join(FORMATS)} files; {path!r} has suffix "
                                  f"{suffix or '(none)'!r}: pick one of those")
+    import graphviz
     dot = to_dot(what, **options)
     if FORMATS[suffix] == "dot":
         data = dot.source.encode("utf-8")
@@ -695,3 +749,7 @@ def mimebundle(what: Any, text: str) -> dict[str, str]:
         return {"image/svg+xml": svg(what), "text/plain": text}
     except Exception:                   # no dot binary: the listing alone
         return {"text/plain": text}
+
+
+# a Graph in a notebook shows its picture (graph.py, the layer below, does not import this module)
+install(Graph, _repr_mimebundle_=lambda self, include=None, exclude=None: mimebundle(self, str(self)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import graphcompiler as gc
 from graphcompiler.cli import main
 from graphcompiler.demo import build_mlp, gradient_check, load_digits_split, run_demo
 
-COMMANDS = ["demo", "render", "grad", "export", "run", "show"]
+COMMANDS = ["demo", "render", "grad", "export", "run", "show", "explore"]
 HAS_DOT = shutil.which("dot") is not None
 
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import graphcompiler as gc
+from conftest import build_mlp
 from graphcompiler.compiler.program import PASSES
 
 PASS_SETS = [True, {"simplify"}, {"schedule"}, {"buffers"}, {"schedule", "buffers"}]
@@ -32,24 +33,13 @@ def agree(outputs, feeds, optimize=True, updates=None):
 # -- the seeds' examples ------------------------------------------------------------------------
 
 def d2l_mlp(dtype="float64", batch=None, d=4, h=5, c=3, act=gc.relu):
-    """D2L's MLP: z = W1 x, h = phi(z), o = W2 h, L = l(o, y), s = lambda/2 (|W1|^2 + |W2|^2), J = L + s."""
+    """D2L's MLP (conftest.build_mlp) with dJ/dW1, dJ/dW2 and feeds for a batch of 7."""
     rng = np.random.default_rng(0)
-    g = gc.Graph("mlp")
-    x = g.input("x", shape=(batch, d), dtype=dtype)
-    y = g.input("y", shape=(batch,), dtype="int64")
-    W1 = g.parameter("W1", rng.standard_normal((d, h)).astype(dtype))
-    W2 = g.parameter("W2", rng.standard_normal((h, c)).astype(dtype))
-    lam = g.constant(np.array(0.01, dtype), name="lambda")
-    z = gc.matmul(x, W1, name="z")
-    hh = act(z, name="h")
-    o = gc.matmul(hh, W2, name="o")
-    L = gc.softmax_cross_entropy(o, y, name="L")
-    s = gc.multiply(lam / 2, gc.sum(W1 * W1) + gc.sum(W2 * W2), name="s")
-    J = gc.add(L, s, name="J")
-    grads = gc.build_grad(J, [W1, W2])
+    g, n = build_mlp(rng=rng, dtype=dtype, batch=batch, d=d, hidden=h, classes=c, act=act, grads=True)
+    W1, W2 = n["W1"], n["W2"]
     X = rng.standard_normal((7, d)).astype(dtype)
     Y = rng.integers(0, c, 7)
-    return g, J, grads, (W1, W2), {"x": X, "y": Y}
+    return g, n["J"], {W1: n["dW1"], W2: n["dW2"]}, (W1, W2), {"x": X, "y": Y}
 
 
 def chain(n=6, size=5):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import graphcompiler as gc
+from conftest import build_mlp
 
 
 def raises(cls, *fragments):
@@ -31,17 +32,9 @@ def raises(cls, *fragments):
 
 @pytest.fixture
 def mlp(rng):
-    """The graph of API section 1 (W2 left without a value)."""
-    g = gc.Graph("mlp")
-    x = g.input("x", shape=(None, 4))
-    y = g.input("y", shape=(None,), dtype="int64")
-    W1 = g.parameter("W1", rng.standard_normal((4, 3)))
-    W2 = g.parameter("W2", shape=(3, 2))
-    z = gc.matmul(x, W1, name="z")
-    h = gc.relu(z, name="h")
-    o = gc.matmul(h, W2, name="o")
-    L = gc.softmax_cross_entropy(o, y, name="L")
-    return g, x, y, W1, W2, z, h, o, L
+    """The graph of API section 1 up to the loss (W2 left without a value)."""
+    g, n = build_mlp(rng=rng, W2_value=False, regularize=False)
+    return g, n["x"], n["y"], n["W1"], n["W2"], n["z"], n["h"], n["o"], n["L"]
 
 
 def test_every_error_class_is_a_graph_compiler_error():

@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 
 import graphcompiler as gc
 from graphcompiler import io
-from test_graph import mlp
+from conftest import build_mlp
 
 
 def mlp_graph(rng) -> gc.Graph:
     """The MLP of API section 1 with its gradients: every kind of node a user makes."""
-    g, n = mlp()
+    g, n = build_mlp(W2_value=False, name_o=False)
     g.set_value(n["W1"], rng.standard_normal((4, 3)))
     gc.build_grad(n["J"], [n["W1"], n["W2"]])
     return g
@@ -37,7 +37,8 @@ def every_op_graph(rng) -> gc.Graph:
     u = gc.maximum(u, gc.minimum(x, a)) + gc.sigmoid(x) - gc.abs(-x) / (gc.square(a) + 1)
     v = gc.power(gc.sqrt(gc.exp(b) + 1), 1.5) + gc.log(b) + gc.log1p(b)
     w = gc.concatenate([gc.reshape(v, (3, 2)), gc.transpose(v)], axis=1)           # (3, 4)
-    q = gc.expand_dims(gc.sum(w, axis=1, keepdims=False), 0) + gc.broadcast_to(gc.squeeze(gc.expand_dims(a, 0), 0), (1, 3))
+    q = gc.expand_dims(gc.sum(w, axis=1, keepdims=False), 0) + gc.broadcast_to(
+        gc.squeeze(gc.expand_dims(a, 0), 0), (1, 3))
     r = gc.concatenate([u, e], axis=0)
     t = gc.mean(r * q, axis=1) + gc.max(r, axis=1) + gc.logsumexp(r, axis=1)
     soft = gc.sum(gc.softmax(r) * gc.log_softmax(r))

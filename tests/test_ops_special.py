@@ -414,7 +414,8 @@ EINSUM_EXPORTS = [("ij,jk->ik", [(2, 3), (3, 4)]), ("ij,kj->ik", [(2, 3), (4, 3)
                   ("ij,jk->ki", [(2, 3), (3, 4)]), ("ij,j->i", [(2, 3), (3,)]), ("j,jk->k", [(3,), (3, 4)]),
                   ("j,kj->k", [(3,), (4, 3)]), ("i,j->ij", [(2,), (3,)]), ("i,j->ji", [(2,), (3,)]),
                   ("i,i->", [(3,), (3,)]), ("ij,ij->", [(2, 3), (2, 3)]), ("ij,ji->", [(2, 3), (3, 2)]),
-                  ("ij->ji", [(2, 3)]), ("ii->", [(3, 3)]), ("ij,jk", [(2, 3), (3, 4)]), ("ij,ij->ij", [(2, 3), (2, 3)])]
+                  ("ij->ji", [(2, 3)]), ("ii->", [(3, 3)]), ("ij,jk", [(2, 3), (3, 4)]),
+                  ("ij,ij->ij", [(2, 3), (2, 3)])]
 
 
 @pytest.mark.parametrize("subs,shapes", EINSUM_EXPORTS, ids=[e[0] for e in EINSUM_EXPORTS])
@@ -431,7 +432,9 @@ def test_einsum_exports_as_matrix_algebra(subs, shapes):
 
 
 def test_every_new_op_is_public_and_in_the_table():
-    names = ["logaddexp", "softplus", "log_sigmoid", "erf", "gammaln", "digamma", "expm1", "tan", "arctan", "sinh", "cosh", "reciprocal", "clip", "floor", "ceil", "round", "mod", "prod", "min", "var", "std", "cumsum", "argmax", "argmin", "einsum", "tensordot", "outer"]
+    names = ["logaddexp", "softplus", "log_sigmoid", "erf", "gammaln", "digamma", "expm1", "tan", "arctan", "sinh",
+             "cosh", "reciprocal", "clip", "floor", "ceil", "round", "mod", "prod", "min", "var", "std", "cumsum",
+             "argmax", "argmin", "einsum", "tensordot", "outer"]
     for n in names:
         assert callable(getattr(gc, n)), n
         assert n in gc.OPS or n in ("tensordot", "outer"), n      # those two are einsums

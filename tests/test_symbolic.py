@@ -339,7 +339,7 @@ CASES = [("tanh", "mse"), ("relu", "mse"), ("tanh", "cross-entropy"), ("relu", "
 @pytest.mark.parametrize("phi,loss", CASES)
 def test_d2l_gradients_in_textbook_form(phi, loss):
     g, grads, feeds = d2l_mlp(phi, loss)
-    W1, W2 = g["W1"], g["W2"]
+    W2 = g["W2"]
     dW2 = gc.to_sympy(grads[W2])                         # a gradient exports in the textbook form by default
     assert dW2 == gc.to_sympy(grads[W2], form="textbook") != gc.to_sympy(grads[W2], form="leaves")
     assert gc.to_sympy(g["h"]) == gc.to_sympy(g["h"], form="leaves")             # a forward node: its leaves
@@ -441,7 +441,8 @@ def test_goodfellow_657_mlp(rng):
     vals = {"X": Xv, "y": yv, "W1": g.value(W1), "W2": g.value(W2), "lambda": lam}
     for node, out in ((grads[W1], out_W1), (grads[W2], out_W2)):
         np.testing.assert_allclose(evaluate(gc.to_sympy(node, form="leaves"), vals), out, rtol=1e-10)
-        np.testing.assert_allclose(evaluate(gc.to_sympy(node, form="leaves"), {"X": Xv, "y": yv}, graph=g), out, rtol=1e-10)
+        np.testing.assert_allclose(evaluate(gc.to_sympy(node, form="leaves"), {"X": Xv, "y": yv}, graph=g), out,
+                                   rtol=1e-10)
     # the seed's closed forms: G = (softmax(U2) - onehot)/m, G' = G W2^T masked by U1 > 0
     u1 = Xv @ g.value(W1)
     h = np.maximum(u1, 0)

@@ -161,3 +161,27 @@ def test_the_cache_of_specialisations_is_bounded():
         np.testing.assert_array_equal(small.run(f)[0], e)
     with pytest.raises(gc.GraphCompilerError, match="cache_size"):
         gc.compile([J], cache_size=0)
+
+
+def test_concurrent_runs_of_a_program_run_in_the_loop():
+    """A program longer than CODEGEN_LIMIT runs in the loop evaluator: each runner has its own buffers too."""
+    from graphcompiler.runtime import CODEGEN_LIMIT
+    g = gc.Graph("long")
+    x = g.input("x", shape=(None, 32))
+    z = x
+    for k in range(CODEGEN_LIMIT // 2 + 10):
+        z = gc.sin(z) * 1.5 if k % 2 else gc.tanh(z) + 0.5
+    p = gc.compile([z, gc.sum(z)])
+    data = [np.random.default_rng(k).standard_normal((16, 32)) for k in range(8)]
+    ref = [p.run({"x": a}) for a in data]
+    assert len(p._last.steps) > CODEGEN_LIMIT
+    wrong = []
+
+    def work(k):
+        for i in range(6):
+            j = (i + 3 * k) % len(data)
+            got = p.run({"x": data[j]})
+            if any(not np.array_equal(a, b) for a, b in zip(got, ref[j])):
+                wrong.append(j)
+    hammer(work)
+    assert wrong == []

@@ -25,26 +25,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # -- graphs -------------------------------------------------------------------------------------
 
-def d2l_mlp():
-    """The D2L one-hidden-layer MLP with l2 regularisation and its gradients (API.md section 1)."""
-    rng = np.random.default_rng(0)
-    g = gc.Graph("mlp")
-    x = g.input("x", shape=(None, 4))
-    y = g.input("y", shape=(None,), dtype="int64")
-    W1 = g.parameter("W1", rng.normal(size=(4, 3)))
-    W2 = g.parameter("W2", rng.normal(size=(3, 2)))
-    lam = g.constant(0.01, name="lambda")
-    z = gc.matmul(x, W1, name="z")
-    h = gc.relu(z, name="h")
-    o = gc.matmul(h, W2, name="o")
-    L = gc.softmax_cross_entropy(o, y, name="L")
-    s = gc.multiply(lam / 2, gc.sum(W1 * W1) + gc.sum(W2 * W2), name="s")
-    J = gc.add(L, s, name="J")
-    grads = gc.build_grad(J, [W1, W2])
-    return g, dict(x=x, y=y, W1=W1, W2=W2, lam=lam, z=z, h=h, o=o, L=L, s=s, J=J,
-                   dW1=grads[W1], dW2=grads[W2])
-
-
 def scoped_mlp():
     """Two layers in name scopes, so gradient names (dJ/dlayer1/z) contain "/" too."""
     rng = np.random.default_rng(1)
@@ -107,8 +87,8 @@ def edge_color(e: ET.Element) -> str:
 # -- contents -----------------------------------------------------------------------------------
 
 @needs_dot
-def test_every_node_is_drawn_with_name_op_and_shape_and_a_legend():
-    g, n = d2l_mlp()
+def test_every_node_is_drawn_with_name_op_and_shape_and_a_legend(make_mlp):
+    g, n = make_mlp(grads=True)
     root = svg_of(g)
     drawn = drawn_nodes(root)
     assert set(drawn) == {node.name for node in g.nodes}
@@ -123,8 +103,8 @@ def test_every_node_is_drawn_with_name_op_and_shape_and_a_legend():
 
 
 @needs_dot
-def test_the_kinds_get_distinct_colours_and_the_legend_uses_the_same_ones():
-    g, n = d2l_mlp()
+def test_the_kinds_get_distinct_colours_and_the_legend_uses_the_same_ones(make_mlp):
+    g, n = make_mlp(grads=True)
     root = svg_of(g)
     drawn = drawn_nodes(root)
     by_kind = {viz.DATA_FORWARD: n["h"], viz.PARAMS_FORWARD: n["W1"], viz.DATA_BACKWARD: g["dJ/dz"],
@@ -145,8 +125,8 @@ def test_the_kinds_get_distinct_colours_and_the_legend_uses_the_same_ones():
 
 
 @needs_dot
-def test_forward_and_backward_ops_and_leaves_differ_in_shape_too():
-    g, n = d2l_mlp()
+def test_forward_and_backward_ops_and_leaves_differ_in_shape_too(make_mlp):
+    g, n = make_mlp(grads=True)
     drawn = drawn_nodes(svg_of(g))
     tags = {name: [el.tag for el in grp.iter() if el.tag in (SVG + "ellipse", SVG + "polygon", SVG + "path")][0]
             for name, grp in drawn.items()}
@@ -157,8 +137,8 @@ def test_forward_and_backward_ops_and_leaves_differ_in_shape_too():
 
 
 @needs_dot
-def test_outputs_have_a_double_border():
-    g, n = d2l_mlp()
+def test_outputs_have_a_double_border(make_mlp):
+    g, n = make_mlp(grads=True)
     drawn = drawn_nodes(svg_of(g))
     def borders(name):
         return [el for el in drawn[name].iter() if el.tag in (SVG + "polygon", SVG + "path")]
@@ -187,8 +167,8 @@ def test_labels_are_escaped_so_any_name_is_valid_svg():
 
 
 @needs_dot
-def test_show_forward_and_backward_filter_the_nodes():
-    g, n = d2l_mlp()
+def test_show_forward_and_backward_filter_the_nodes(make_mlp):
+    g, n = make_mlp(grads=True)
     forward = {x.name for x in g.nodes if not x.is_gradient}
     backward = {x.name for x in g.nodes if x.is_gradient}
     assert set(drawn_nodes(svg_of(g, show="forward"))) == forward
@@ -200,8 +180,8 @@ def test_show_forward_and_backward_filter_the_nodes():
     assert {"h", "z", "W2"} <= with_context                          # the values backward needs
 
 
-def test_show_and_rankdir_are_checked():
-    g, n = d2l_mlp()
+def test_show_and_rankdir_are_checked(make_mlp):
+    g, n = make_mlp(grads=True)
     with pytest.raises(GraphCompilerError, match="show"):
         gc.to_dot(g, show="sideways")
     with pytest.raises(GraphCompilerError, match="rankdir"):
@@ -214,8 +194,8 @@ def test_show_and_rankdir_are_checked():
 
 
 @needs_dot
-def test_a_node_or_a_list_of_nodes_draws_their_ancestors():
-    g, n = d2l_mlp()
+def test_a_node_or_a_list_of_nodes_draws_their_ancestors(make_mlp):
+    g, n = make_mlp(grads=True)
     assert set(drawn_nodes(svg_of(n["h"]))) == {"x", "W1", "z", "h"}
     both = set(drawn_nodes(svg_of([n["o"], n["s"]])))
     assert {"x", "W1", "W2", "z", "h", "o", "s", "lambda"} <= both
@@ -224,9 +204,9 @@ def test_a_node_or_a_list_of_nodes_draws_their_ancestors():
 
 # -- the rule for the four kinds ------------------------------------------------------------------
 
-def test_params_backward_nodes_only_lead_to_parameter_gradients():
+def test_params_backward_nodes_only_lead_to_parameter_gradients(make_mlp):
     """The rule of the legend: a params-backward node never feeds data backward, and reaches some dJ/dW."""
-    g, n = d2l_mlp()
+    g, n = make_mlp(grads=True)
     kinds = viz.classify(g.nodes)
     dx = nx.DiGraph((a.name, b.name) for b in g.nodes for a in b.inputs)
     param_grads = {n["dW1"].name, n["dW2"].name}
@@ -242,8 +222,8 @@ def test_params_backward_nodes_only_lead_to_parameter_gradients():
     assert kinds[g["dJ/dJ"]] == viz.DATA_BACKWARD
 
 
-def test_forward_values_computed_from_parameters_alone_are_params_forward():
-    g, n = d2l_mlp()
+def test_forward_values_computed_from_parameters_alone_are_params_forward(make_mlp):
+    g, n = make_mlp(grads=True)
     kinds = viz.classify(g.nodes)
     reg = [v for v in g.nodes if not v.is_gradient and v.op.name == "multiply" and v.inputs[0] is v.inputs[1]]
     assert reg and all(kinds[v] == viz.PARAMS_FORWARD for v in reg)     # W1 * W1, W2 * W2
@@ -273,8 +253,8 @@ def test_kinds_of_a_second_derivative_and_a_long_chain():
 # -- provenance, scopes, layout -------------------------------------------------------------------
 
 @needs_dot
-def test_provenance_draws_one_faint_edge_per_backward_node_to_its_origin():
-    g, n = d2l_mlp()
+def test_provenance_draws_one_faint_edge_per_backward_node_to_its_origin(make_mlp):
+    g, n = make_mlp(grads=True)
     plain = [e for e in edges(svg_of(g)) if edge_color(e) == viz.PROVENANCE_COLOR]
     assert plain == []
     root = svg_of(g, provenance=True)
@@ -344,8 +324,8 @@ def test_collapse_draws_each_scope_as_a_forward_and_a_backward_box():
 
 
 @needs_dot
-def test_align_puts_backward_nodes_level_with_their_origin():
-    g, n = d2l_mlp()
+def test_align_puts_backward_nodes_level_with_their_origin(make_mlp):
+    g, n = make_mlp(grads=True)
     drawn = drawn_nodes(svg_of(g, align=True, rankdir="LR"))
     for v in g.nodes:
         if v.is_gradient and v.origin is not None and not v.origin[0].is_gradient and v.op.name != "constant":
@@ -355,8 +335,8 @@ def test_align_puts_backward_nodes_level_with_their_origin():
             assert abs(xv - xo) < w, (v.name, v.origin[0].name)  # one column (LR: a rank is a column)
 
 
-def test_rankdir_and_edge_shapes_reach_the_dot_source():
-    g, n = d2l_mlp()
+def test_rankdir_and_edge_shapes_reach_the_dot_source(make_mlp):
+    g, n = make_mlp(grads=True)
     src = gc.to_dot(g, rankdir="BT", edge_shapes=True).source
     assert "rankdir=BT" in src
     assert "(None, 3)" in src                   # z's shape on its edges
@@ -365,8 +345,8 @@ def test_rankdir_and_edge_shapes_reach_the_dot_source():
 # -- programs -------------------------------------------------------------------------------------
 
 @needs_dot
-def test_a_program_shows_schedule_order_and_marks_values_kept_for_backward():
-    g, n = d2l_mlp()
+def test_a_program_shows_schedule_order_and_marks_values_kept_for_backward(make_mlp):
+    g, n = make_mlp(grads=True)
     prog = gc.compile([n["J"], n["dW1"], n["dW2"]])
     root = svg_of(prog)
     drawn = drawn_nodes(root)
@@ -385,8 +365,8 @@ def test_a_program_shows_schedule_order_and_marks_values_kept_for_backward():
 
 
 @needs_dot
-def test_a_program_after_a_run_shows_the_buffer_of_each_step():
-    g, n = d2l_mlp()
+def test_a_program_after_a_run_shows_the_buffer_of_each_step(make_mlp):
+    g, n = make_mlp(grads=True)
     prog = gc.compile([n["J"], n["dW1"], n["dW2"]])
     prog.run({"x": np.ones((5, 4)), "y": np.zeros(5, dtype="int64")})
     drawn = drawn_nodes(svg_of(prog))
@@ -400,9 +380,9 @@ def test_a_program_after_a_run_shows_the_buffer_of_each_step():
 
 
 @needs_dot
-def test_a_program_picture_shows_buffers_and_recomputed_steps():
+def test_a_program_picture_shows_buffers_and_recomputed_steps(make_mlp):
     """A stand-in for the Program interface (schedule steps with buffers, buffer_of, kept_for_backward)."""
-    g, n = d2l_mlp()
+    g, n = make_mlp(grads=True)
     steps, order = [], [v for v in g.nodes if v.op.name not in ("input", "parameter", "constant")]
     for k, v in enumerate(order):
         steps.append(types.SimpleNamespace(node=v, op=v.op.name, buffer=k % 3, recomputed=(v is n["h"])))
@@ -419,8 +399,8 @@ def test_a_program_picture_shows_buffers_and_recomputed_steps():
 @needs_dot
 @pytest.mark.parametrize("suffix, magic", [(".svg", b"<?xml"), (".png", b"\x89PNG"), (".pdf", b"%PDF"),
                                            (".dot", b"digraph")])
-def test_render_writes_the_format_of_the_suffix(tmp_path, suffix, magic):
-    g, n = d2l_mlp()
+def test_render_writes_the_format_of_the_suffix(make_mlp, tmp_path, suffix, magic):
+    g, n = make_mlp(grads=True)
     path = tmp_path / "sub" / ("mlp" + suffix)
     assert gc.render(g, path, show="forward") == str(path)
     data = path.read_bytes()
@@ -429,15 +409,15 @@ def test_render_writes_the_format_of_the_suffix(tmp_path, suffix, magic):
         assert set(drawn_nodes(ET.fromstring(data))) == {v.name for v in g.nodes if not v.is_gradient}
 
 
-def test_render_rejects_an_unknown_suffix(tmp_path):
-    g, n = d2l_mlp()
+def test_render_rejects_an_unknown_suffix(make_mlp, tmp_path):
+    g, n = make_mlp(grads=True)
     with pytest.raises(GraphCompilerError, match=r"\.svg"):
         gc.render(g, tmp_path / "mlp.jpeg")
     assert not (tmp_path / "mlp.jpeg").exists()
 
 
-def test_render_says_what_to_do_without_dot(tmp_path, monkeypatch):
-    g, n = d2l_mlp()
+def test_render_says_what_to_do_without_dot(make_mlp, tmp_path, monkeypatch):
+    g, n = make_mlp(grads=True)
     monkeypatch.setenv("PATH", str(tmp_path))             # no dot on the PATH
     with pytest.raises(GraphCompilerError, match="install"):
         gc.render(g, tmp_path / "mlp.svg")
@@ -446,8 +426,8 @@ def test_render_says_what_to_do_without_dot(tmp_path, monkeypatch):
 
 
 @needs_dot
-def test_a_graph_shows_itself_inline_in_a_notebook():
-    g, n = d2l_mlp()
+def test_a_graph_shows_itself_inline_in_a_notebook(make_mlp):
+    g, n = make_mlp(grads=True)
     bundle = g._repr_mimebundle_()
     assert set(drawn_nodes(parse(bundle["image/svg+xml"]))) == {v.name for v in g.nodes}
     assert bundle["text/plain"] == str(g)

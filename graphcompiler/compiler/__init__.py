@@ -1,8 +1,8 @@
 """compile: turn the outputs of a graph into a Program.
 
-The pipeline, one module per job: prune (ir.topo_order: the ancestors of the outputs and updates),
-simplify (simplify.py: a table of rewrite rules to a fixpoint, common subexpressions, constant folding),
-then per signature of feed shapes (program.py): the shape rules again on concrete shapes, the shape-dependent
+The pipeline (pipeline.py lists the passes in order), one module per job: prune (ir.topo_order: the
+ancestors of the outputs and updates), simplify (simplify.py: a table of rewrite rules to a fixpoint, common
+subexpressions, constant folding), then per signature of feed shapes: the shape rules again on concrete shapes, the shape-dependent
 rules, recomputation for a memory budget (recompute.py), schedule (schedule.py), buffer plan (memory.py),
 lowering to a LoweredProgram (lower.py; the data is defined in lowered.py), and the backend's evaluator
 (backends.py: NumPy's is runtime.py) loaded with it. memory_report is in report.py. See docs/ARCHITECTURE.md.

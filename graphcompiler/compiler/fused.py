@@ -11,10 +11,10 @@ from typing import ClassVar
 import numpy as np
 
 from ..ops.base import Op
+from ..ops.nn import check_label_shapes, check_labels
 
 
 _ARANGE: dict[int, np.ndarray] = {}
-_UNSIGNED = {np.dtype(t): np.dtype(t.replace("int", "uint")) for t in ("int8", "int16", "int32", "int64")}
 
 
 def _arange(n: int) -> np.ndarray:
@@ -26,32 +26,27 @@ def _arange(n: int) -> np.ndarray:
     return a
 
 
-def _bad_label(labels: np.ndarray, c: int):
-    bad = labels[(labels < 0) | (labels >= c)].ravel()[0]
-    raise ValueError(f"label {bad} is out of range for {c} classes (labels must be in [0, {c}))")
-
-
 @dataclass(frozen=True)
 class PickMean(Op):
-    """-mean(logp[..., label]): the cross-entropy read off log-probabilities (integer labels)."""
+    """-mean(logp[..., label]): the cross-entropy read off log-probabilities (integer labels).
+
+    It checks its labels as softmax_cross_entropy does (shape rule and kernel), so the optimised program
+    raises where the declared one does: a label -1 is an error, not NumPy's last class.
+    """
 
     arity: ClassVar[int] = 2
 
     def infer(self, logp, labels):
+        check_label_shapes(logp, labels)
         return (), logp.dtype
 
     def kernel(self, logp, labels):
-        c = logp.shape[-1]
-        if logp.ndim == 2 and labels.dtype in _UNSIGNED:
-            try:                      # as unsigned, a negative label is out of range too
-                picked = logp[_arange(logp.shape[0]), labels.view(_UNSIGNED[labels.dtype])]
-            except IndexError:
-                _bad_label(labels, c)
+        check_labels(labels, logp.shape[-1], logp.shape[:-1], "softmax_cross_entropy")
+        if logp.ndim == 2:
+            picked = logp[_arange(logp.shape[0]), labels]
             if picked.size:
                 return np.add.reduce(picked) * (-1.0 / picked.size)
         else:
-            if labels.size and (labels.min() < 0 or labels.max() >= c):
-                _bad_label(labels, c)
             picked = np.take_along_axis(logp, labels[..., None], axis=-1)
         total = np.add.reduce(picked, axis=None)
         return np.asarray(total * (-1.0 / max(picked.size, 1)) if picked.size else np.nan, dtype=logp.dtype)
@@ -66,9 +61,11 @@ class MinusOneHot(Op):
     elementwise: ClassVar[bool] = True       # p's shape; may write over p when p dies here
 
     def infer(self, p, labels):
+        check_label_shapes(p, labels, "one_hot")
         return p.shape, p.dtype
 
     def kernel(self, p, labels, out=None):
+        check_labels(labels, p.shape[-1], p.shape[:-1], "one_hot")
         if out is None:
             out = np.array(p, copy=True)
         elif out is not p:

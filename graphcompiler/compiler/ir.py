@@ -36,7 +36,7 @@ class Context:
         return self.graph._values[node] if v is None else v
 
     def is_const(self, node: Node) -> bool:
-        return isinstance(node.op, Constant)
+        return type(node.op) is Constant
 
     # -- making nodes ----------------------------------------------------------------------
     def fresh_name(self, base: str) -> str:
@@ -113,12 +113,12 @@ def topo_order(roots: Iterable[Node], edges: Callable[[Node], Iterable[Node]] = 
     return order
 
 
-_LEAVES = (Input, Parameter, Constant)
+_LEAVES = frozenset({Input, Parameter, Constant})
 
 
 def is_leaf(node: Node) -> bool:
     """An input, a parameter or a constant: a value a run is given, not a step."""
-    return isinstance(node.op, _LEAVES)
+    return type(node.op) in _LEAVES
 
 
 def nbytes(node: Node) -> int:

@@ -3,7 +3,7 @@
 Each node of the schedule becomes a LoweredStep: its slot, its arguments (slots, or constants), the NumPy
 call that computes it (the cheapest one: a ufunc directly where the op's kernel is only that ufunc), its
 `out=` (a view of a planned buffer, or the array of an input that dies there), the slots freed after it, and
-its label with the user's names. See lowered.py for the contract backends implement.
+the names its label is made of (the user's names). See lowered.py for the contract backends implement.
 """
 
 from __future__ import annotations
@@ -19,21 +19,6 @@ from .lowered import BufferView, Const, LoweredProgram, LoweredStep, OutSlot
 
 if TYPE_CHECKING:
     from .memory import BufferPlan
-
-
-def describe_step(node: Node) -> str:
-    """`z = matmul(x, W1)`: how error messages name a step."""
-    return f"{node.name} = {node.op.name}({', '.join(i.name for i in node.inputs)})"
-
-
-def label_of(node: Node, user: Node) -> str:
-    """The step as messages name it: the user's node, and the optimised form when it differs."""
-    text = describe_step(user)
-    if user is not node:
-        mine = describe_step(node)
-        if mine != text.replace(user.name, node.name, 1):
-            text += f" (computed as {mine})"
-    return text
 
 
 def lower(plan: "BufferPlan", nodes: Sequence[Node], roots: Sequence[Node], ctx: Context, n_outputs: int,
@@ -59,6 +44,7 @@ def lower(plan: "BufferPlan", nodes: Sequence[Node], roots: Sequence[Node], ctx:
         if v.kind != "buffer" and v.last < end:
             drops.setdefault(max(v.readers, default=v.first), []).append(slot[n])
     steps = []
+    origin = ctx.source.get
     for k, n in enumerate(plan.order):
         v = values[n]
         op = n.op
@@ -79,9 +65,11 @@ def lower(plan: "BufferPlan", nodes: Sequence[Node], roots: Sequence[Node], ctx:
             fn, extra, kw = op.fast_kernel(True, n.shape, in_shape, n.dtype)
             out = OutSlot(slot[v.into])
         args += [Const(e) for e in extra]
+        user = origin(n, n)
         steps.append(LoweredStep(op, op.name, fn, tuple(args), slot[n], n.shape, n.dtype, out, kw,
-                                 tuple(drops.get(k, ())), label_of(n, ctx.origin_of(n)),
-                                 tuple(x.name for x in n.inputs)))
+                                 tuple(drops.get(k, ())), n.name, tuple([x.name for x in n.inputs]),
+                                 None if user is n else (user.name, user.op.name,
+                                                         tuple([x.name for x in user.inputs]))))
     results: list = []
     copy: list[bool] = []
     seen: set[Node] = set()

@@ -36,8 +36,10 @@ LoweredStep fields:
   with the step's shape and dtype, passed as `out=`), or an OutSlot (write over the array of slot `slot`,
   an input that dies at this step).
 - frees: slots whose last reader is this step; after it they may be released.
-- label: how errors name the step, with the user's names: "L = softmax_cross_entropy(o, y)", with
-  " (computed as ...)" when the optimiser computes it differently.
+- label (a property, made from name, op_name, arg_names and user): how errors name the step, with the user's
+  names: "L = softmax_cross_entropy(o, y)", with " (computed as ...)" when the optimiser computes it
+  differently. name: the step's value's name; user: (name, op_name, arg_names) of the user's node whose value
+  the step computes, when that is not the step itself.
 
 Invariants: args name only leaves or slots of earlier steps, never a freed slot; a slot is freed once; a
 BufferView's buffer holds at least prod(shape) elements of its dtype; two values live at once never share
@@ -94,9 +96,14 @@ class BufferView:
     dtype: np.dtype
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False, slots=True)
 class LoweredStep:
-    """One step of a lowered program: slot = kernel(*args, **kw, out=out); see the module docstring."""
+    """One step of a lowered program: slot = kernel(*args, **kw, out=out); see the module docstring.
+
+    Treat it as read-only. `label` is made from the names when asked for (an error message), not per compile:
+    `name` is the step's own value, `user` the (name, op name, argument names) of the user's node whose value
+    it computes when that differs from the step itself.
+    """
 
     op: Any
     op_name: str
@@ -108,11 +115,24 @@ class LoweredStep:
     out: BufferView | OutSlot | None = None
     kw: dict = field(default_factory=dict)
     frees: tuple = ()
-    label: str = ""
+    name: str = ""
     arg_names: tuple = ()
+    user: tuple | None = None
+
+    @property
+    def label(self) -> str:
+        """How errors name the step: "L = softmax_cross_entropy(o, y)", the user's names first."""
+        mine = f"{self.name} = {self.op_name}({', '.join(self.arg_names)})"
+        if self.user is None:
+            return mine
+        name, op_name, arg_names = self.user
+        text = f"{name} = {op_name}({', '.join(arg_names)})"
+        if mine != text.replace(name, self.name, 1):
+            text += f" (computed as {mine})"
+        return text
 
     def __repr__(self) -> str:
-        return f"LoweredStep(v{self.slot} = {self.label or self.op_name}, out={self.out!r}, frees={self.frees})"
+        return f"LoweredStep(v{self.slot} = {self.label}, out={self.out!r}, frees={self.frees})"
 
 
 @dataclass(frozen=True, eq=False)

@@ -21,7 +21,7 @@ from .lower import can_write_out, worth_a_buffer
 from .lowered import ALIGN
 
 
-@dataclass
+@dataclass(slots=True)
 class Value:
     """One step's value in the plan: where it lives and for how long (steps numbered from 0)."""
 

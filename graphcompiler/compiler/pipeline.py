@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from ..errors import GraphCompilerError, ShapeError, fmt_shape
 from ..graph import Graph, Node
-from ..ops.base import Input
+from ..ops.base import Input, Op
 from .ir import Context, is_leaf, topo_order, value_inputs
 from .lower import lower
 from .lowered import LoweredProgram
@@ -104,7 +104,10 @@ def specialize(fr: Front, shapes: dict[Node, tuple], passes: frozenset[str], *, 
         nodes, roots = concretize(nodes, roots, shapes, ctx)
         if "simplify" in passes:
             nodes, roots = simplify(nodes, roots, ctx, shapes=True)
-    nodes = topo_order(roots, edges=value_inputs)     # what is read only for its shape is not computed
+    if any(n.op.shape_only or type(n.op).reads_value is not Op.reads_value for n in nodes):
+        nodes = topo_order(roots, edges=value_inputs)     # what is read only for its shape is not computed
+    elif nodes is fr.nodes:
+        nodes = list(nodes)                               # (the same walk would give the same list)
     removed = len(fr.nodes) - len(nodes)
     copies: dict[Node, Node] = {}
     unbudgeted = cost = None

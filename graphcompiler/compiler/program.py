@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import FeedError, GraphCompilerError, ShapeError, fmt_shape
+from ..errors import FeedError, GraphCompilerError, NumericsError, ShapeError, fmt_shape
 from ..graph import Graph, Node, paused_gc
 from ..ops.base import Input, Parameter
 from . import pipeline
@@ -66,7 +66,7 @@ class Specialization:
     nodes: list[Node]
     roots: list[Node]
     plan: BufferPlan
-    steps: list[Step]
+    origin: Any                         # program node -> the graph node it computes (Context.origin_of)
     leaf_nodes: list[Node]              # graph nodes whose values a run passes in (inputs, parameters)
     evaluator: Any                      # the backend's Evaluator, loaded with `lowered`
     lowered: LoweredProgram
@@ -79,6 +79,16 @@ class Specialization:
     removed: int = 0                    # nodes the specialisation removed (shape rules, shape-only reads)
     copies: set = dataclasses.field(default_factory=set)
     any_scalar: bool = False
+    _steps: list | None = None
+
+    @property
+    def steps(self) -> list[Step]:
+        """The schedule for introspection (made when first asked for: a run does not need it)."""
+        if self._steps is None:
+            values, copies, origin = self.plan.values, self.copies, self.origin
+            self._steps = [Step(origin(n) if n not in copies else n, n.op.name, values[n].buffer, n in copies, n)
+                           for n in self.plan.order]
+        return self._steps
 
 
 class Program:
@@ -168,6 +178,8 @@ class Program:
                 leaves = [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
             except KeyError:
                 self._leaves(spec, fed)        # raises the FeedError
+            if self.nan_check:
+                check_leaves_finite(spec.leaf_nodes, leaves, fed)
             results = spec.evaluator.run(leaves)
             if spec.any_scalar:
                 results = [np.asarray(r) if s else r for r, s in zip(results, spec.scalar_out)]
@@ -179,6 +191,8 @@ class Program:
                 leaves = [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
             except KeyError:
                 self._leaves(spec, fed)        # raises the FeedError
+            if self.nan_check:
+                check_leaves_finite(spec.leaf_nodes, leaves, fed)
             results = spec.evaluator.run(leaves)
             k = len(self.outputs)
             for p, v in zip(self.updates, results[k:]):
@@ -255,11 +269,9 @@ class Program:
                                  nan_check=self.nan_check, n_outputs=len(self.outputs),
                                  updates=[p.name for p in self.updates])
         ctx, plan, copies = self._ctx, sp.plan, sp.copies
-        steps = [Step(ctx.origin_of(n) if n not in copies else n, n.op.name, plan.values[n].buffer,
-                      n in copies, n) for n in plan.order]
         evaluator = new_evaluator(self.backend).load(sp.lowered)
         scalar_out = [o.shape == () for o in self.outputs] + [False] * len(self.updates)
-        spec = Specialization(tuple(shapes[n] for n in self.inputs), sp.nodes, sp.roots, plan, steps,
+        spec = Specialization(tuple(shapes[n] for n in self.inputs), sp.nodes, sp.roots, plan, ctx.origin_of,
                               sp.leaf_nodes, evaluator, sp.lowered, scalar_out, dict(shapes), len(copies),
                               sp.recompute_flops, sp.forward_flops, sp.unbudgeted_peak, sp.removed, set(copies),
                               any(scalar_out))
@@ -277,7 +289,7 @@ class Program:
         except KeyError:                              # evicted meanwhile by another thread
             pass
         plan = spec.plan
-        self.stats.update({"nodes_out": len(spec.nodes), "steps": len(spec.steps), "buffers": len(plan.buffers),
+        self.stats.update({"nodes_out": len(spec.nodes), "steps": len(plan.order), "buffers": len(plan.buffers),
                            "peak_bytes": plan.peak_bytes, "resident_bytes": plan.resident_bytes,
                            "removed_specialize": getattr(spec, "removed", 0),
                            "inplace": sum(1 for v in plan.values.values() if v.inplace),
@@ -426,5 +438,43 @@ def check_feed(node: Node, value: Any) -> np.ndarray:
         if not np.can_cast(arr.dtype, node.dtype, casting="same_kind"):
             raise FeedError(f"feed {node.name!r} ({node.op.name}) expects dtype {node.dtype}, got {arr.dtype}, "
                             "which does not convert without changing kind (e.g. float to int)")
+        if arr.size and not np.can_cast(arr.dtype, node.dtype, casting="safe"):
+            _check_fits(node, arr)
         arr = arr.astype(node.dtype)
     return arr
+
+
+def _check_fits(node: Node, arr: np.ndarray) -> None:
+    """A narrowing cast must not change values: int64 2**32 + 1 fed as int32 would become the label 1."""
+    to = node.dtype
+    if to.kind in "iu" and arr.dtype.kind in "iu":
+        info = np.iinfo(to)
+        lo, hi = arr.min(), arr.max()
+        if lo < info.min or hi > info.max:
+            bad = lo if lo < info.min else hi
+            raise FeedError(f"feed {node.name!r} ({node.op.name}) expects dtype {to}, got {arr.dtype} holding "
+                            f"{bad}, which {to} cannot hold ([{info.min}, {info.max}]); feed values in range or "
+                            f"declare the input with dtype {arr.dtype}")
+    elif to.kind == "f" and arr.dtype.kind == "f":
+        finite = arr[np.isfinite(arr)]
+        big = np.abs(finite).max() if finite.size else 0
+        if big > np.finfo(to).max:
+            raise FeedError(f"feed {node.name!r} ({node.op.name}) expects dtype {to}, got {arr.dtype} holding "
+                            f"magnitude {big:.4g}, beyond {to}'s largest finite value ({np.finfo(to).max:.4g}); "
+                            "it would become infinity")
+
+
+def check_leaves_finite(nodes: list[Node], values: list, fed) -> None:
+    """nan_check at the start of a run: a NaN or infinity that comes in through a feed (or a stored
+    parameter) is reported as that feed's, not as the first internal step that reads it."""
+    for node, v in zip(nodes, values):
+        a = np.asarray(v)
+        if a.dtype.kind in "fc" and a.size and not np.isfinite(a).all():
+            bad = np.isnan(a)
+            what = "NaN" if bad.any() else "infinity"
+            where = np.argwhere(bad if bad.any() else ~np.isfinite(a))
+            at = f" at index {tuple(int(i) for i in where[0])}" if a.ndim else ""
+            source = f"feed {node.name!r}" if node in fed else f"the stored value of parameter {node.name!r}"
+            raise NumericsError(f"{source} ({node.op.name}, shape {fmt_shape(a.shape)}, {a.dtype}) holds {what}"
+                                f"{at} ({int((~np.isfinite(a)).sum())} of {a.size} entries not finite); "
+                                "nan_check stopped before any step ran: clean the data or drop nan_check")

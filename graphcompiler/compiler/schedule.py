@@ -14,7 +14,6 @@ import heapq
 from .ir import is_leaf, nbytes, value_inputs
 
 
-
 def size_of_value(node) -> int:
     """Bytes a step's result occupies of its own (a view shares its input's memory)."""
     if node.op.is_view or None in node.shape:
@@ -41,33 +40,43 @@ def memory_order(nodes, keep, lazy=None) -> list:
     """
     steps = [n for n in nodes if not is_leaf(n)]
     pos = {n: k for k, n in enumerate(steps)}
-    deps = {n: {x for x in value_inputs(n) if x in pos} for n in steps}
-    consumers: dict = {n: [] for n in steps}
+    deps = {}
+    consumers: dict = {}
+    view = {}
+    for n in steps:
+        ds = {x for x in value_inputs(n) if x in pos}
+        deps[n] = ds
+        consumers[n] = []
+        view[n] = n.op.is_view
     for n in steps:
         for x in deps[n]:
             consumers[x].append(n)
     height = {}
     for n in reversed(steps):
-        height[n] = 1 + max((height[c] for c in consumers[n]), default=0)
+        cs = consumers[n]
+        height[n] = 1 + max([height[c] for c in cs]) if cs else 1
     roots_of: dict = {}                                   # the memory a step's inputs occupy
+    readers: dict = {n: set() for n in steps}            # non-view steps reading a root, not yet run
+    size = {}
     for n in steps:
         ds = deps[n]
-        if any(x.op.is_view for x in ds):
-            rs = set()
-            for x in ds:
-                rs |= roots_of[x] if x.op.is_view else {x}
-            roots_of[n] = rs
+        rs = ds
+        for x in ds:
+            if view[x]:
+                rs = set()
+                for y in ds:
+                    rs |= roots_of[y] if view[y] else {y}
+                break
+        roots_of[n] = rs
+        if view[n]:
+            size[n] = 0
         else:
-            roots_of[n] = ds
-    readers: dict = {n: set() for n in steps}            # non-view steps reading a root, not yet run
-    for n in steps:
-        if not n.op.is_view:
-            for r in roots_of[n]:
+            for r in rs:
                 readers[r].add(n)
-    size = {n: size_of_value(n) for n in steps}
+            size[n] = 0 if None in n.shape else nbytes(n)
     keep = set(keep)
     for n in list(keep):
-        if n in roots_of and n.op.is_view:
+        if n in roots_of and view[n]:
             keep |= roots_of[n]
     waiting = {n: len(deps[n]) for n in steps}
     repeats = dict(lazy) if isinstance(lazy, dict) else {}
@@ -88,7 +97,7 @@ def memory_order(nodes, keep, lazy=None) -> list:
     def net(n, also=None) -> int:
         """Bytes n allocates minus the bytes it frees (`also`: a step taken as run just before it)."""
         freed = 0
-        if not n.op.is_view:
+        if not view[n]:
             for r in roots_of[n]:
                 left = readers[r]
                 if r not in keep and (len(left) == 1 or also is not None and len(left) == 2 and also in left):
@@ -146,7 +155,7 @@ def memory_order(nodes, keep, lazy=None) -> list:
             continue
         done.add(best)
         order.append(best)
-        if not best.op.is_view:
+        if not view[best]:
             for r in roots_of[best]:
                 left = readers[r]
                 left.discard(best)

@@ -7,6 +7,7 @@ node's exact shape and dtype; the driver checks that, so a rule can never change
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
@@ -22,6 +23,9 @@ from .ir import Context, is_leaf, topo_order
 Rule = Callable[[Node, Context], "Node | None"]
 
 _SMALL = 1 << 16           # constants folded only up to this many elements (a broadcast view is free)
+FOLD_ELEMENTS = 1_000_000  # constant folding reads at most this many elements per step (else: left to the run)
+FOLD_SECONDS = 1.0         # and spends at most this long per simplify call; the rest is left to the run
+_VIEWS = ("broadcast_to", "broadcast_like", "expand_dims")    # ops whose kernel makes a view in O(1)
 
 
 # -- helpers the rules read with ----------------------------------------------------------------
@@ -288,6 +292,30 @@ def sum_of_product(n, ctx):                              # sum(a * b) over all a
     return None
 
 
+def sum_of_broadcast(n, ctx):                            # sum(broadcast_to(x, S), A) -> k * sum(x, A ∩ axes of x), k = |broadcast axes in A|;  mean, max: no k
+    b = n.inputs[0]
+    if b.op.name != "broadcast_to" or not n.op.axis or None in b.shape:
+        return None
+    x = b.inputs[0]
+    lead = b.ndim - x.ndim
+    spread = [k for k in n.op.axis if b.shape[k] != 1 and (k < lead or x.shape[k - lead] == 1)]
+    if not spread:
+        return None                   # nothing broadcast is reduced: no work saved
+    real = tuple(k - lead for k in n.op.axis if k not in spread and k >= lead)
+    r = _mk(ctx, type(n.op)(real, True), (x,), n) if real else x       # x has b's dtype: so has sum(x)
+    if r.dtype != n.dtype:
+        return None                   # the mean of an integer x without real axes: a cast, not worth a rule
+    if n.op.name == "sum":
+        times = int(np.prod([b.shape[k] for k in spread], dtype=object))
+        r = _mk(ctx, E.Multiply(), (r, ctx.constant(np.array(times, n.dtype), n)), n)
+    kept = tuple(1 if k in n.op.axis else d for k, d in enumerate(b.shape))
+    if r.shape != kept:
+        r = ctx.node(S.BroadcastTo(kept), (r,), like=n)
+    if kept != n.shape:
+        r = ctx.node(S.Reshape(n.shape), (r,), like=n)
+    return r
+
+
 # -- rules that need the concrete shapes of a run (applied when a program is specialised) ---------
 
 def count_fold(n, ctx):                                  # count(x, axes) -> the number, once shapes are known
@@ -323,10 +351,11 @@ RULES: dict[str, list[Rule]] = {
     "transpose": [transpose_identity, transpose_transpose],
     "reshape": [reshape_same, reshape_reshape],
     "broadcast_to": [broadcast_same],
-    "sum": [sum_no_axes, sum_of_product],
+    "sum": [sum_no_axes, sum_of_product, sum_of_broadcast],
     "softmax_cross_entropy": [cross_entropy],
     "softmax": [softmax_as_exp],
-    "mean": [sum_no_axes],
+    "mean": [sum_no_axes, sum_of_broadcast],
+    "max": [sum_of_broadcast],
     "astype": [astype_same],
     "identity": [identity_drop],
     "stop_gradient": [identity_drop],
@@ -348,10 +377,63 @@ SHAPE_RULES: dict[str, list[Rule]] = {
 
 # -- the driver ---------------------------------------------------------------------------------
 
-def fold_constant(n: Node, ctx: Context) -> Node | None:                  # op(constants) -> constant
-    """op(constants) -> constant: computed once here instead of at every run (small results only)."""
+class FoldBudget:
+    """What constant folding may still spend in one simplify call: elements per step, and seconds of
+    kernel time in all (only the time folding itself takes, so a big graph's rewriting does not use it up).
+
+    Folding runs kernels at compile time; a constant broadcast to (10**5,)*3 and summed would otherwise
+    take hours in `compile`. Past the budget a step is left to the run (which can be interrupted and
+    reports where it is).
+    """
+
+    def __init__(self, elements: int = FOLD_ELEMENTS, seconds: float = FOLD_SECONDS):
+        self.elements = elements
+        self.seconds = seconds
+        self.used = 0.0
+
+    def spent(self) -> bool:
+        return self.used > self.seconds
+
+    def charge(self, seconds: float) -> None:
+        self.used += seconds
+
+
+def _reduce_broadcast(op, a: np.ndarray) -> np.ndarray | None:
+    """sum, mean or max of a constant over axes along which it is broadcast (stride 0), in closed form.
+
+    sum over a broadcast axis of length k is k times one slice; mean and max over it are that slice. Only the
+    axes that hold distinct values are reduced element by element. None when no reduced axis is broadcast.
+    """
+    axes = tuple(op.axis)
+    flat = [k for k in axes if a.strides[k] == 0 and a.shape[k] > 1]
+    if not flat:
+        return None
+    core = a[tuple(slice(0, 1) if k in flat else slice(None) for k in range(a.ndim))]
+    if core.size > FOLD_ELEMENTS:
+        return None
+    rest = type(op)(axes, True)                                       # keepdims: the axes stay put
+    value = np.asarray(rest.kernel(core))
+    if op.name == "sum":
+        times = int(np.prod([a.shape[k] for k in flat], dtype=object))
+        value = np.asarray(value * np.asarray(times, dtype=value.dtype), dtype=value.dtype)
+    if not op.keepdims:
+        value = value.reshape([d for k, d in enumerate(value.shape) if k not in axes])
+    return value
+
+
+def fold_constant(n: Node, ctx: Context, budget: FoldBudget | None = None) -> Node | None:
+    """op(constants) -> constant: computed once here instead of at every run (small results only).
+
+    Bounded work: a step that would read more than `budget.elements` elements (a view over a huge
+    broadcast counts at its full size, since a kernel visits every element) is left to the run, except
+    sums and means over broadcast axes, which have a closed form; so is everything once the budget's time
+    is spent.
+    """
     if is_leaf(n) or n.op.name in ("one_hot",):
         return None
+    if budget is not None and budget.spent():
+        return None
+    limit = budget.elements if budget is not None else FOLD_ELEMENTS
     args = []
     for i, x in enumerate(n.inputs):
         if n.op.reads_value(i):
@@ -368,11 +450,23 @@ def fold_constant(n: Node, ctx: Context) -> Node | None:                  # op(c
     broadcast = n.op.name in ("broadcast_to", "broadcast_like", "expand_dims", "reshape", "squeeze")
     if size > _SMALL and not broadcast:
         return None
+    read = sum(int(np.prod(a.shape, dtype=object)) for i, a in enumerate(args) if n.op.reads_value(i))
+    value = None
+    if read > limit:
+        if n.op.name in ("sum", "mean", "max") and len(args) == 1:
+            value = _reduce_broadcast(n.op, args[0])          # sum(broadcast c) = c * count
+        if value is None and n.op.name not in _VIEWS:
+            return None                                       # too big to fold: left to the run
+    start = time.perf_counter()
     try:
         with np.errstate(all="ignore"):
-            value = np.asarray(n.op.kernel(*args))
+            if value is None:
+                value = np.asarray(n.op.kernel(*args))
     except Exception:
         return None               # leave it to the run, which reports the failure naming the step
+    finally:
+        if budget is not None:
+            budget.charge(time.perf_counter() - start)
     if value.shape != n.shape or value.dtype != n.dtype:
         return None
     if size > _SMALL and any(s != 0 for s in value.strides) and value.nbytes > _SMALL:
@@ -392,6 +486,7 @@ def simplify(nodes: list[Node], roots: list[Node], ctx: Context, *, shapes: bool
     if shapes:
         for k, v in SHAPE_RULES.items():
             table[k] = v + table.get(k, [])
+    budget = FoldBudget()
     replaced: dict[Node, Node] = {}
     seen: dict[tuple, Node] = {}                     # (op, inputs) -> node: common subexpressions
     consts: dict[tuple, Node] = {}                   # small constants by value
@@ -420,7 +515,7 @@ def simplify(nodes: list[Node], roots: list[Node], ctx: Context, *, shapes: bool
             m = canonical(m)
             if is_leaf(m):
                 return m
-            new, rule_name = fold_constant(m, ctx), "fold"
+            new, rule_name = fold_constant(m, ctx, budget), "fold"
             if new is None:
                 for rule in table.get(m.op.name, ()):
                     new = rule(m, ctx)

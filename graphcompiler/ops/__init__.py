@@ -1,6 +1,6 @@
 """The op library: one block per op (shape rule, kernel, derivative rule) in the modules below."""
 
-from .base import OPS, LEAF_OPS, UNDEFINED, Op, apply, broadcast_shapes
+from .base import OPS, LEAF_OPS, UNDEFINED, Op, apply, broadcast_shapes, register_op
 from .elementwise import (abs, add, astype, cos, divide, equal, exp, greater, greater_equal, identity, less,
                           less_equal, log, log1p, maximum, minimum, multiply, negative, not_equal, power, relu,
                           sigmoid, sign, sin, sqrt, square, stop_gradient, subtract, tanh, where)
@@ -17,3 +17,5 @@ from .special import (arctan, ceil, clip, cosh, digamma, erf, expm1, floor, gamm
                       reciprocal, round, sinh, softplus, tan)
 from .reductions import argmax, argmin, cumsum, min, prod, std, var
 from .contract import einsum, outer, tensordot
+from .conv import avg_pool2d, conv1d, conv2d, max_pool2d
+from .control import cond, recurrence, scan, while_loop

@@ -1,127 +1,47 @@
-"""The Op record and the machinery every op block uses: the registry, shape rules, and `apply`.
+"""The machinery every op block uses: `apply` (make a node), shape rules, and the Op record re-exported.
 
 An op is a small frozen dataclass whose fields are its static attributes (axis, shape, dtype). One block per
-op gives its shape/dtype rule (`infer`), its NumPy kernel (`kernel`) and its derivative rule (`bprop`,
-equation 6.54 of Goodfellow et al.): bprop builds graph nodes from other ops and never computes numbers.
+op gives its shape/dtype rule (`infer`), its NumPy kernel (`kernel`), its derivative rule (`bprop`,
+equation 6.54 of Goodfellow et al.: bprop builds graph nodes from other ops and never computes numbers) and
+its SymPy rule (`sympy_fn`, or a `to_sympy` method importing from ..symbolic_terms). The Op base class, the
+leaf ops and the registry OPS live in graph.py, the layer below, so that Graph can make leaves without
+importing the op library.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from typing import Any, Callable, ClassVar
+from typing import Any
 
 import numpy as np
 
 from ..errors import DTypeError, GraphCompilerError, ShapeError, fmt_shape
-from ..graph import GraphMismatchError, Node
+from ..graph import (LEAF_OPS, OPS, UNDEFINED, ZERO, Constant, GraphMismatchError, Input, Node, Op, Parameter,
+                     Undefined, Zero, install, register_op)
 
-OPS: dict[str, type["Op"]] = {}   # op name -> op class: the allowlist the file loader checks against
-
-
-class _Undefined:
-    """bprop's answer for an edge with no derivative (an integer path); build_grad reports it if needed."""
-
-    def __repr__(self) -> str:
-        return "UNDEFINED"
+__all__ = ["LEAF_OPS", "OPS", "UNDEFINED", "ZERO", "Constant", "Input", "Op", "Parameter", "Undefined", "Zero",
+           "install", "register_op", "apply", "broadcast_shapes", "normalize_axes", "normalize_axis", "float_dtype",
+           "is_static", "size_of", "sp", "elementwise_to_sympy"]
 
 
-UNDEFINED = _Undefined()
+class _LazySympy:
+    """The sympy module, imported on its first use: an op block names SymPy functions in its rule
+    (`sympy_fn = lambda t: sp.tanh(t)`) without `import graphcompiler` paying for SymPy."""
+
+    def __getattr__(self, name: str) -> Any:
+        import sympy
+        return getattr(sympy, name)
 
 
-@dataclasses.dataclass(frozen=True)
-class Op:
-    """Base of every op. Subclasses are frozen dataclasses: equal attributes make equal (mergeable) ops."""
-
-    name: ClassVar[str] = "op"
-    arity: ClassVar[int | None] = None          # number of inputs; None: any
-    piecewise_constant: ClassVar[bool] = False  # comparisons and the like: a path through them adds zero
-    shape_only: ClassVar[tuple[int, ...]] = ()  # inputs read only for their run-time shape
-    # facts the compiler and the runtime read off the class (compiler/memory.py, schedule.py, lower.py):
-    is_view: ClassVar[bool] = False             # the kernel returns a view of its first input (no memory of its own)
-    writes_out: ClassVar[bool] = False          # the kernel takes out=: it can write into a planned buffer
-    elementwise: ClassVar[bool] = False         # each output element from the same element of inputs of its
-                                                # shape: with writes_out, it may write over an input dying there
-    broadcasting: ClassVar[bool] = False        # its inputs broadcast against each other (shape line-up checks)
-    scratch: ClassVar[int] = 0                  # temporaries its kernel allocates, in multiples of its largest input
-
-    def __init_subclass__(cls, **kw):
-        super().__init_subclass__(**kw)
-        if "name" in cls.__dict__:
-            OPS[cls.name] = cls
-
-    # -- the op's record -------------------------------------------------------------------
-    def infer(self, *xs: Node) -> tuple[tuple, np.dtype]:
-        """Output (shape, dtype) from the inputs' shapes and dtypes; raise ShapeError/DTypeError."""
-        raise NotImplementedError
-
-    def kernel(self, *xs: np.ndarray) -> np.ndarray:
-        """The NumPy computation of one step."""
-        raise NotImplementedError
-
-    def bprop(self, i: int, x: tuple[Node, ...], y: Node, g: Node) -> Node | None:
-        """dz/dx[i] as new graph nodes, given the node y = op(*x) and g = dz/dy (equation 6.54)."""
-        raise NotImplementedError(f"{self.name} has no derivative rule")
-
-    # -- derived ---------------------------------------------------------------------------
-    def grad(self, i: int, x: tuple[Node, ...], y: Node, g: Node):
-        """bprop with the rules shared by every op: paths through bools add zero, integer paths are undefined."""
-        if self.piecewise_constant or x[i].dtype == bool or y.dtype == bool:
-            return None
-        if x[i].dtype.kind != "f" or y.dtype.kind != "f":
-            return UNDEFINED
-        return self.bprop(i, x, y, g)
-
-    def flops(self, node: Node) -> int:
-        """A rough cost of one step (recomputation's budget): one per element of the largest of inputs and output."""
-        return max([_prod(x.shape) for x in node.inputs] + [_prod(node.shape)])
-
-    def can_write_out(self, dtype: np.dtype) -> bool:
-        """Whether a step of this op, with result dtype `dtype`, can write into a planned buffer (`out=`)."""
-        return self.writes_out
-
-    def fast_kernel(self, writes: bool, shape: tuple, in_shape: tuple, dtype: np.dtype
-                    ) -> tuple[Callable, tuple, dict]:
-        """The cheapest NumPy call for a step: (function, extra constant args, keyword args).
-
-        `writes`: the step writes into a planned buffer (out=); shape, dtype: the step's concrete result;
-        in_shape: its first input's shape. By default the op's own kernel.
-        """
-        return self.kernel, (), {}
-
-    def reads_value(self, i: int) -> bool:
-        """False for an input read only for its run-time shape (a compiled program need not keep it)."""
-        return i not in self.shape_only
-
-    def attrs(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    def __str__(self) -> str:
-        a = ", ".join(f"{k}={v!r}" for k, v in self.attrs().items())
-        return f"{self.name}({a})" if a else self.name
+sp: Any = _LazySympy()
 
 
-# -- leaves ---------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Input(Op):
-    name: ClassVar[str] = "input"
-    arity: ClassVar[int] = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class Parameter(Op):
-    name: ClassVar[str] = "parameter"
-    arity: ClassVar[int] = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class Constant(Op):
-    name: ClassVar[str] = "constant"
-    arity: ClassVar[int] = 0
-
-
-LEAF_OPS = ("input", "parameter", "constant")
+def elementwise_to_sympy(self: Op, node: Node, *terms: Any) -> Any:
+    """The SymPy rule of an elementwise op from its declarative `sympy_fn`, applied entry by entry to the
+    inputs' Terms broadcast to the node's shape; an undefined function of the op where it declares none.
+    Elementwise base classes take it as their `to_sympy`; an op block may still override `to_sympy`."""
+    from ..symbolic_terms import apply_undefined, elementwise   # SymPy loads only when a graph is exported
+    fn = type(self).sympy_fn
+    return apply_undefined(node, *terms) if fn is None else elementwise(node, fn, *terms)
 
 
 # -- building nodes -------------------------------------------------------------------------
@@ -260,10 +180,6 @@ def float_dtype(x, what: str) -> np.dtype:
 
 def is_static(shape: tuple) -> bool:
     return all(d is not None for d in shape)
-
-
-def _prod(shape: tuple) -> int:
-    return math.prod(shape)
 
 
 def size_of(shape: tuple) -> int:

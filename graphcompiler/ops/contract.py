@@ -178,7 +178,7 @@ class Einsum(Op):
         return S.sum_to(full, x[i])
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined, elementwise, of_matrix
+        from ..symbolic_terms import apply_undefined, elementwise, of_matrix
         ins, out = _split(self.subscripts)
         if all(t == out for t in ins):                # 'ij,ij->ij': the Hadamard product A∘B
             return elementwise(node, lambda *v: _sp_mul(*v), *args)
@@ -189,7 +189,7 @@ class Einsum(Op):
 
 
 def _sp_mul(*factors):
-    from ..symbolic import sp
+    from ..symbolic_terms import sp
     return sp.Mul(*factors)
 
 
@@ -200,7 +200,7 @@ def _matrix_form(subscripts: str, terms):
     operands: one shared letter is a product (A B, with transposes as the letters say), none an outer
     product, two shared letters and a scalar result tr(A^T B). One operand: A^T, or tr A for 'ii->'.
     """
-    from ..symbolic import sp, to_matrix
+    from ..symbolic_terms import sp, to_matrix
     ins, out = _split(subscripts)
     if len(ins) > 2 or len(out) > 2 or any(not 0 < len(t) <= 2 for t in ins):
         return None

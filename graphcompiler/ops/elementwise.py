@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import DTypeError
-from .base import Op, apply, broadcast_shapes
+from ..graph import Node
+from .base import Op, apply, broadcast_shapes, elementwise_to_sympy, install, sp
 from . import shape as S
 
 
@@ -39,6 +40,8 @@ class Unary(Op):
     def kernel(self, x, out=None):
         return self.ufunc(x, out=out)
 
+    to_sympy = elementwise_to_sympy          # from the subclass's sympy_fn
+
 
 @dataclass(frozen=True)
 class Binary(Op):
@@ -65,6 +68,8 @@ class Binary(Op):
 
     def kernel(self, a, b, out=None):
         return self.ufunc(a, b, out=out)
+
+    to_sympy = elementwise_to_sympy          # from the subclass's sympy_fn
 
 
 @dataclass(frozen=True)
@@ -94,9 +99,7 @@ class Add(Binary):
     def bprop(self, i, x, y, g):
         return S.sum_to(g, x[i])                                   # d(a+b) = da + db
 
-    def to_sympy(self, node, a, b):
-        from ..symbolic import elementwise
-        return elementwise(node, lambda a, b: a + b, a, b)
+    sympy_fn = lambda a, b: a + b
 
 
 @dataclass(frozen=True)
@@ -107,9 +110,7 @@ class Subtract(Binary):
     def bprop(self, i, x, y, g):
         return S.sum_to(g if i == 0 else negative(g), x[i])       # d(a-b) = da - db
 
-    def to_sympy(self, node, a, b):
-        from ..symbolic import elementwise
-        return elementwise(node, lambda a, b: a - b, a, b)
+    sympy_fn = lambda a, b: a - b
 
 
 @dataclass(frozen=True)
@@ -120,9 +121,7 @@ class Multiply(Binary):
     def bprop(self, i, x, y, g):
         return S.sum_to(multiply(g, x[1 - i]), x[i])              # d(ab) = b da + a db
 
-    def to_sympy(self, node, a, b):
-        from ..symbolic import elementwise
-        return elementwise(node, lambda a, b: a * b, a, b)  # a Hadamard product of matrices
+    sympy_fn = lambda a, b: a * b  # a Hadamard product of matrices
 
 
 @dataclass(frozen=True)
@@ -136,9 +135,7 @@ class Divide(Binary):
             return S.sum_to(divide(g, b), a)                       # d(a/b)/da = 1/b
         return S.sum_to(negative(divide(multiply(g, y), b)), b)   # d(a/b)/db = -(a/b)/b
 
-    def to_sympy(self, node, a, b):
-        from ..symbolic import elementwise
-        return elementwise(node, lambda a, b: a / b, a, b)
+    sympy_fn = lambda a, b: a / b
 
 
 @dataclass(frozen=True)
@@ -153,9 +150,7 @@ class Power(Binary):
         safe_log = log(where(greater(a, 0), a, 1))                 # d(a^b)/db = a^b log a (0 where a <= 0)
         return S.sum_to(multiply(g, multiply(y, safe_log)), b)
 
-    def to_sympy(self, node, a, b):
-        from ..symbolic import elementwise
-        return elementwise(node, lambda a, b: a**b, a, b)
+    sympy_fn = lambda a, b: a**b
 
 
 @dataclass(frozen=True)
@@ -166,9 +161,7 @@ class Maximum(Binary):
     def bprop(self, i, x, y, g):                                   # ties share the gradient equally
         return S.sum_to(multiply(g, _share(x[i], x[1 - i], greater, g.dtype)), x[i])
 
-    def to_sympy(self, node, a, b):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.Max, a, b)
+    sympy_fn = lambda a, b: sp.Max(a, b)
 
 
 @dataclass(frozen=True)
@@ -179,9 +172,7 @@ class Minimum(Binary):
     def bprop(self, i, x, y, g):
         return S.sum_to(multiply(g, _share(x[i], x[1 - i], less, g.dtype)), x[i])
 
-    def to_sympy(self, node, a, b):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.Min, a, b)
+    sympy_fn = lambda a, b: sp.Min(a, b)
 
 
 def _share(mine, other, wins, dtype):
@@ -198,9 +189,7 @@ class Negative(Unary):
     def bprop(self, i, x, y, g):
         return negative(g)                                         # d(-a) = -da
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise
-        return elementwise(node, lambda t: -t, x)
+    sympy_fn = lambda t: -t
 
 
 @dataclass(frozen=True)
@@ -212,9 +201,7 @@ class Square(Unary):
     def bprop(self, i, x, y, g):
         return multiply(g, multiply(x[0], 2))                      # d(a^2) = 2a da
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise
-        return elementwise(node, lambda t: t**2, x)
+    sympy_fn = lambda t: t**2
 
 
 @dataclass(frozen=True)
@@ -225,9 +212,7 @@ class Sqrt(Unary):
     def bprop(self, i, x, y, g):
         return divide(g, multiply(y, 2))                           # d sqrt(a) = da / (2 sqrt(a))
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.sqrt, x)
+    sympy_fn = lambda t: sp.sqrt(t)
 
 
 @dataclass(frozen=True)
@@ -236,11 +221,14 @@ class Exp(Unary):
     ufunc: ClassVar = np.exp
 
     def bprop(self, i, x, y, g):
+        a = _over_sum_of(g, y)
+        if a is not None:        # g = a / sum(e^x) broadcast (log(sum(exp))): a e^(x - logsumexp x), finite at 1e300
+            from .nn import logsumexp
+            s = a[1]
+            return multiply(a[0], exp(subtract(x[0], logsumexp(x[0], axis=s.op.axis, keepdims=True))))
         return multiply(g, y)                                      # d e^a = e^a da: reuses y (eq. 6.52)
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.exp, x)
+    sympy_fn = lambda t: sp.exp(t)
 
 
 @dataclass(frozen=True)
@@ -251,9 +239,7 @@ class Log(Unary):
     def bprop(self, i, x, y, g):
         return divide(g, x[0])                                     # d log a = da / a
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.log, x)
+    sympy_fn = lambda t: sp.log(t)
 
 
 @dataclass(frozen=True)
@@ -264,9 +250,7 @@ class Log1p(Unary):
     def bprop(self, i, x, y, g):
         return divide(g, add(x[0], 1))                             # d log(1+a) = da / (1+a)
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, lambda t: sp.log(1 + t), x)
+    sympy_fn = lambda t: sp.log(1 + t)
 
 
 @dataclass(frozen=True)
@@ -277,9 +261,7 @@ class Sin(Unary):
     def bprop(self, i, x, y, g):
         return multiply(g, cos(x[0]))                              # d sin a = cos a da
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.sin, x)
+    sympy_fn = lambda t: sp.sin(t)
 
 
 @dataclass(frozen=True)
@@ -290,9 +272,7 @@ class Cos(Unary):
     def bprop(self, i, x, y, g):
         return negative(multiply(g, sin(x[0])))                    # d cos a = -sin a da
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.cos, x)
+    sympy_fn = lambda t: sp.cos(t)
 
 
 @dataclass(frozen=True)
@@ -303,9 +283,75 @@ class Tanh(Unary):
     def bprop(self, i, x, y, g):
         return multiply(g, subtract(1, square(y)))                 # d tanh a = (1 - tanh^2 a) da
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.tanh, x)
+    sympy_fn = lambda t: sp.tanh(t)
+
+
+def _over_sum_of(g: Node, y: Node):
+    """(a with the summed axes kept, the sum node) when g = broadcast(a / sum(y, axes)) as sum's and log's
+    bprops build it for log(sum(exp(x))); else None."""
+    n = g
+    if n.op.name in ("broadcast_to", "broadcast_like"):
+        n = n.inputs[0]
+    expanded = n.op.name == "expand_dims"
+    if expanded:
+        n = n.inputs[0]
+    if n.op.name != "divide":
+        return None
+    a, s = n.inputs
+    if s.op.name != "sum" or s.inputs[0] is not y or a.shape != s.shape or a.dtype != y.dtype:
+        return None
+    if expanded and tuple(g.inputs[0].op.axis if g.op.name != "expand_dims" else g.op.axis) != tuple(s.op.axis):
+        return None
+    if not s.op.keepdims and s.op.axis:
+        if not expanded:
+            return None
+        a = S.expand_dims(a, s.op.axis)
+    return a, s
+
+
+def split_quotient(g: Node, y: Node, complement: bool = False) -> tuple[Node | None, Node | None]:
+    """Write a gradient g arriving at y as a / y + rest (or, with complement, as -a / (1 - y) + rest).
+
+    log's bprop divides by its input; when that input is a softmax or a sigmoid, y can underflow to 0
+    while the forward (rewritten to log_softmax) stays finite, and y * (a / y) is 0 * inf. The bprops of
+    softmax and sigmoid take the quotient apart here and cancel y symbolically, so the gradient of
+    log(softmax(z)) is a - softmax(z) sum(a), exact at logits of 1e300. Either part may be None.
+    """
+    def match(n):
+        if complement:
+            if n.op.name != "negative":
+                return None
+            n = n.inputs[0]
+        if n.op.name != "divide" or n.shape != y.shape or n.inputs[0].shape != y.shape:
+            return None
+        d = n.inputs[1]
+        if not complement:
+            return n.inputs[0] if d is y else None
+        one, s = d.inputs if d.op.name == "subtract" else (None, None)
+        if s is y and one.op.name == "constant" and one.ndim == 0 and \
+                float(one.graph._values.get(one, np.nan)) == 1.0:
+            return n.inputs[0]
+        return None
+
+    found, rest, stack = [], [], [g]
+    while stack:
+        n = stack.pop()
+        a = match(n)
+        if a is not None:
+            found.append(a)
+        elif n.op.name == "add" and n.inputs[0].shape == n.inputs[1].shape == y.shape:
+            stack.extend(n.inputs)
+        else:
+            rest.append(n)
+    if not found:
+        return None, g
+
+    def total(ns):
+        out = ns[0]
+        for n in ns[1:]:
+            out = add(out, n)
+        return out
+    return total(found), (total(rest) if rest else None)
 
 
 @dataclass(frozen=True)
@@ -321,12 +367,22 @@ class Sigmoid(Unary):
         np.negative(out, out=out)
         return np.exp(out, out=out)
 
-    def bprop(self, i, x, y, g):
-        return multiply(g, multiply(y, subtract(1, y)))            # d s(a) = s(a)(1 - s(a)) da
+    def bprop(self, i, x, y, g):                                   # d s(a) = s(a)(1 - s(a)) da
+        a, rest = split_quotient(g, y)
+        b, rest = split_quotient(rest, y, complement=True) if rest is not None else (None, None)
+        parts = []
+        if a is not None:        # g = a / s (log(sigmoid)): a (1 - s) = a s(-x), finite where s underflows to 0
+            parts.append(multiply(a, sigmoid(negative(x[0]))))     # s(-x), not 1 - s: exact where s rounds to 1
+        if b is not None:        # g = -b / (1 - s) (log(1 - sigmoid)): -b s, finite where 1 - s rounds to 0
+            parts.append(negative(multiply(b, y)))
+        if rest is not None:
+            parts.append(multiply(rest, multiply(y, subtract(1, y))))
+        out = parts[0]
+        for p in parts[1:]:
+            out = add(out, p)
+        return out
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, lambda t: 1 / (1 + sp.exp(-t)), x)
+    sympy_fn = lambda t: 1 / (1 + sp.exp(-t))
 
 
 @dataclass(frozen=True)
@@ -343,9 +399,7 @@ class Relu(Unary):
     def bprop(self, i, x, y, g):
         return multiply(g, astype(greater(x[0], 0), g.dtype))      # d relu(a) = [a > 0] da
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, lambda t: sp.Max(t, 0), x)
+    sympy_fn = lambda t: sp.Max(t, 0)
 
 
 @dataclass(frozen=True)
@@ -357,9 +411,7 @@ class Abs(Unary):
     def bprop(self, i, x, y, g):
         return multiply(g, sign(x[0]))                             # d|a| = sign(a) da
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.Abs, x)
+    sympy_fn = lambda x: sp.Abs(x)
 
 
 @dataclass(frozen=True)
@@ -369,9 +421,7 @@ class Sign(Unary):
     any_dtype: ClassVar[bool] = True
     piecewise_constant: ClassVar[bool] = True
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.sign, x)
+    sympy_fn = lambda t: sp.sign(t)
 
 
 @dataclass(frozen=True)
@@ -389,9 +439,7 @@ class Identity(Unary):
     def bprop(self, i, x, y, g):
         return g
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise
-        return elementwise(node, lambda t: t, x)  # stop_gradient too: the identity in value
+    sympy_fn = lambda t: t  # stop_gradient too: the identity in value
 
 
 @dataclass(frozen=True)
@@ -409,9 +457,7 @@ class Greater(Comparison):
     name: ClassVar[str] = "greater"
     ufunc: ClassVar = np.greater
 
-    def to_sympy(self, node, a, b):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.StrictGreaterThan, a, b)
+    sympy_fn = lambda a, b: sp.StrictGreaterThan(a, b)
 
 
 @dataclass(frozen=True)
@@ -419,9 +465,7 @@ class Less(Comparison):
     name: ClassVar[str] = "less"
     ufunc: ClassVar = np.less
 
-    def to_sympy(self, node, a, b):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.StrictLessThan, a, b)
+    sympy_fn = lambda a, b: sp.StrictLessThan(a, b)
 
 
 @dataclass(frozen=True)
@@ -429,9 +473,7 @@ class GreaterEqual(Comparison):
     name: ClassVar[str] = "greater_equal"
     ufunc: ClassVar = np.greater_equal
 
-    def to_sympy(self, node, a, b):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.GreaterThan, a, b)
+    sympy_fn = lambda a, b: sp.GreaterThan(a, b)
 
 
 @dataclass(frozen=True)
@@ -439,9 +481,7 @@ class LessEqual(Comparison):
     name: ClassVar[str] = "less_equal"
     ufunc: ClassVar = np.less_equal
 
-    def to_sympy(self, node, a, b):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.LessThan, a, b)
+    sympy_fn = lambda a, b: sp.LessThan(a, b)
 
 
 @dataclass(frozen=True)
@@ -449,9 +489,7 @@ class Equal(Comparison):
     name: ClassVar[str] = "equal"
     ufunc: ClassVar = np.equal
 
-    def to_sympy(self, node, a, b):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, lambda a, b: sp.Eq(a, b, evaluate=False), a, b)
+    sympy_fn = lambda a, b: sp.Eq(a, b, evaluate=False)
 
 
 @dataclass(frozen=True)
@@ -459,9 +497,7 @@ class NotEqual(Comparison):
     name: ClassVar[str] = "not_equal"
     ufunc: ClassVar = np.not_equal
 
-    def to_sympy(self, node, a, b):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, lambda a, b: sp.Ne(a, b, evaluate=False), a, b)
+    sympy_fn = lambda a, b: sp.Ne(a, b, evaluate=False)
 
 
 # -- where and casts ------------------------------------------------------------------------
@@ -488,9 +524,8 @@ class Where(Op):
             return S.sum_to(where(c, g, zero), x[1])               # the chosen branch gets the gradient
         return S.sum_to(where(c, zero, g), x[2])
 
-    def to_sympy(self, node, c, a, b):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, lambda c, a, b: sp.Piecewise((a, c), (b, True)), c, a, b)
+    sympy_fn = lambda c, a, b: sp.Piecewise((a, c), (b, True))
+    to_sympy = elementwise_to_sympy
 
 
 @dataclass(frozen=True)
@@ -517,11 +552,11 @@ class Astype(Op):
         return astype(g, x[0].dtype)                               # float -> float: cast the gradient back
 
     def to_sympy(self, node, x):
-        from ..symbolic import elementwise, indicator, sp
+        from ..symbolic_terms import elementwise, indicator, sp
         src, dst = node.inputs[0].dtype, node.dtype
-        if src == bool and dst != bool:                            # [c] as 0/1 (a step function)
+        if src.kind == "b" and dst.kind != "b":                    # [c] as 0/1 (a step function)
             return elementwise(node, indicator, x)
-        if dst == bool:
+        if dst.kind == "b":
             return elementwise(node, lambda t: sp.Ne(t, 0), x)
         if src.kind == "f" and dst.kind in "iu":                  # truncation toward zero
             return elementwise(node, lambda t: sp.sign(t) * sp.floor(sp.Abs(t)), x)
@@ -569,3 +604,17 @@ def astype(x, dtype: Any, name: str | None = None):
     if dt.kind not in "biuf":
         raise DTypeError(f"astype: dtype {dt} is not supported; use bool, an integer or a float dtype")
     return apply(Astype(dt.name), (x,), name)
+
+
+# -- Node's operators, installed from this layer (graph.py imports no op) ---------------------
+
+install(Node,
+        __add__=lambda self, other: add(self, other), __radd__=lambda self, other: add(other, self),
+        __sub__=lambda self, other: subtract(self, other), __rsub__=lambda self, other: subtract(other, self),
+        __mul__=lambda self, other: multiply(self, other), __rmul__=lambda self, other: multiply(other, self),
+        __truediv__=lambda self, other: divide(self, other),
+        __rtruediv__=lambda self, other: divide(other, self),
+        __pow__=lambda self, other: power(self, other), __rpow__=lambda self, other: power(other, self),
+        __neg__=lambda self: negative(self), __abs__=lambda self: abs(self),
+        __gt__=lambda self, other: greater(self, other), __lt__=lambda self, other: less(self, other),
+        __ge__=lambda self, other: greater_equal(self, other), __le__=lambda self, other: less_equal(self, other))

@@ -41,7 +41,7 @@ def _check_range(idx: np.ndarray, n: int, axis: int) -> None:
 
 
 def _undefined(node, *args):
-    from ..symbolic import apply_undefined
+    from ..symbolic_terms import apply_undefined
     return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -354,7 +354,7 @@ class Trace(Op):
         return apply(DiagonalScatter(self.offset, self.axis1, self.axis2), (S.expand_dims(g, -1), x[0]))
 
     def to_sympy(self, node, x):
-        from ..symbolic import of_matrix, sp, to_matrix
+        from ..symbolic_terms import of_matrix, sp, to_matrix
         if node.inputs[0].ndim == 2 and self.offset == 0:
             return of_matrix((), sp.Trace(to_matrix(x)))           # tr(X)
         return _undefined(node, x)

@@ -10,7 +10,8 @@ import math
 import numpy as np
 
 from ..errors import DTypeError, ShapeError, fmt_shape
-from .base import Op, apply, broadcast_shapes
+from ..graph import Node
+from .base import Op, apply, broadcast_shapes, install
 from . import elementwise as E
 from . import reduce as R
 from . import shape as S
@@ -26,7 +27,8 @@ class Matmul(Op):
         if a.ndim == 0 or b.ndim == 0:
             raise ShapeError("matmul needs operands of rank 1 or more; use multiply for a scalar")
         if a.dtype == bool or b.dtype == bool:
-            raise DTypeError(f"matmul of bool operands ({a.name!r}: {a.dtype}, {b.name!r}: {b.dtype}); cast them with gc.astype")
+            raise DTypeError(f"matmul of bool operands ({a.name!r}: {a.dtype}, {b.name!r}: {b.dtype}); "
+                             "cast them with gc.astype")
         ka = a.shape[-1]
         kb = b.shape[-2] if b.ndim > 1 else b.shape[0]
         if ka is not None and kb is not None and ka != kb:
@@ -73,9 +75,13 @@ class Matmul(Op):
         return S.sum_to(matmul(S.swapaxes_last(a), g), b)           # dB = A^T G
 
     def to_sympy(self, node, a, b):
-        from ..symbolic import matmul
+        from ..symbolic_terms import matmul
         return matmul(node, a, b)  # A B; 1-D operands are columns
 
 
 def matmul(a, b, name: str | None = None):
     return apply(Matmul(), (a, b), name)
+
+
+install(Node, __matmul__=lambda self, other: matmul(self, other),           # a @ b
+        __rmatmul__=lambda self, other: matmul(other, self))

@@ -181,7 +181,7 @@ class Solve(Op):
         return S.sum_to(E.negative(ga), a)                         # A_bar = -b_bar x^T
 
     def to_sympy(self, node, a, b):
-        from ..symbolic import of_matrix, sp, to_matrix
+        from ..symbolic_terms import of_matrix, sp, to_matrix
         return of_matrix(node.shape, sp.MatMul(sp.Inverse(to_matrix(a)), to_matrix(b)))   # A^{-1} b
 
 
@@ -206,7 +206,7 @@ class Inv(Op):
         return E.negative(matmul(matmul(yt, g), yt))               # A_bar = -A^{-T} G A^{-T}
 
     def to_sympy(self, node, a):
-        from ..symbolic import of_matrix, sp, to_matrix
+        from ..symbolic_terms import of_matrix, sp, to_matrix
         return of_matrix(node.shape, sp.Inverse(to_matrix(a)))    # A^{-1}
 
 
@@ -239,7 +239,7 @@ class Det(Op):
         return _scale_matrices(E.multiply(g, y), _inv_t(x[0]))     # A_bar = g det(A) A^{-T}
 
     def to_sympy(self, node, a):
-        from ..symbolic import Term, sp, to_matrix
+        from ..symbolic_terms import Term, sp, to_matrix
         return Term((), sp.Determinant(to_matrix(a)), {})           # |A|
 
 
@@ -259,7 +259,7 @@ class SlogdetSign(Op):
         return np.asarray(np.linalg.slogdet(a)[0])
 
     def to_sympy(self, node, a):
-        from ..symbolic import Term, sp, to_matrix
+        from ..symbolic_terms import Term, sp, to_matrix
         return Term((), sp.sign(sp.Determinant(to_matrix(a))), {})  # sign |A|
 
 
@@ -281,7 +281,7 @@ class Logabsdet(Op):
         return _scale_matrices(g, _inv_t(x[0]))                    # A_bar = g A^{-T}
 
     def to_sympy(self, node, a):
-        from ..symbolic import Term, sp, to_matrix
+        from ..symbolic_terms import Term, sp, to_matrix
         return Term((), sp.log(sp.Abs(sp.Determinant(to_matrix(a)))), {})   # log ||A||
 
 
@@ -313,7 +313,7 @@ class Triangle(Op):
         return triangle(g, self.lower, self.diag)                  # a mask is self-adjoint
 
     def to_sympy(self, node, x):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, x)  # no matrix-calculus form: an undefined function
 
 
@@ -357,7 +357,7 @@ class Cholesky(Op):
         return _sym(a_bar)                                                             # (L^{-T} S^T)^T = S L^{-1}
 
     def to_sympy(self, node, a):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, a)  # no closed form: an undefined function chol(A)
 
 
@@ -391,7 +391,7 @@ class TriangularSolve(Op):
         return S.sum_to(triangle(E.negative(ga), self.lower), a)     # only the triangle read has a gradient
 
     def to_sympy(self, node, a, b):
-        from ..symbolic import of_matrix, sp, to_matrix
+        from ..symbolic_terms import of_matrix, sp, to_matrix
         A = to_matrix(a)
         inv_a = sp.Inverse(sp.Transpose(A) if self.transpose_a else A)
         return of_matrix(node.shape, sp.MatMul(inv_a, to_matrix(b)))  # A^{-1} b, A^{-T} b
@@ -418,7 +418,7 @@ class EighValues(Op):
         return matmul(E.multiply(v, S.expand_dims(g, -2)), S.swapaxes_last(v))   # A_bar = V diag(g) V^T
 
     def to_sympy(self, node, a):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, a)  # no closed form: an undefined function
 
 
@@ -442,7 +442,7 @@ class EighVectors(Op):
         return _sym(matmul(matmul(y, inner), S.swapaxes_last(y)))           # sym(V (F o V^T V_bar) V^T)
 
     def to_sympy(self, node, a):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, a)  # no closed form: an undefined function
 
 
@@ -475,7 +475,7 @@ class EighGap(Op):
         return E.subtract(R.sum(h, axis=-1), R.sum(h, axis=-2))
 
     def to_sympy(self, node, w):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, w)  # no matrix-calculus form: an undefined function
 
 
@@ -516,7 +516,7 @@ class Svdvals(Op):
         return matmul(matmul(E.multiply(u, S.expand_dims(ratio, -2)), S.swapaxes_last(u)), a)  # U diag U^T A
 
     def to_sympy(self, node, a):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, a)  # no closed form: an undefined function
 
 

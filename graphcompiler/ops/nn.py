@@ -22,6 +22,45 @@ def _stable_max(x, axis, keepdims=True):
     return np.where(np.isfinite(m), m, 0)          # an all -inf slice stays -inf, not nan
 
 
+_UNSIGNED = {np.dtype(t): np.dtype("u" + t) for t in ("int8", "int16", "int32", "int64")}
+
+
+def check_labels(labels: np.ndarray, c: int, batch: tuple, what: str) -> None:
+    """Integer class labels must have the logits' batch shape and lie in [0, c): never NumPy's negative
+    indexing (label -1 picking the last class) and never a broadcast of one label over the batch.
+
+    Every kernel that reads labels (the loss, one_hot and the optimiser's fused forms) calls this, so an
+    optimised program raises exactly where the declared one does. One reduction: as unsigned, a negative
+    label is a huge number, so `max < c` checks both ends.
+    """
+    if labels.shape != tuple(batch):
+        raise ValueError(f"{what}: labels of shape {fmt_shape(labels.shape)} for logits of batch shape "
+                         f"{fmt_shape(batch)}; feed one label per row of the logits")
+    if not labels.size:
+        return
+    u = labels.view(_UNSIGNED[labels.dtype]) if labels.dtype in _UNSIGNED else labels
+    if labels.dtype.kind not in "iu" or u.max() >= c:
+        bad = labels[(labels < 0) | (labels >= c)].ravel()
+        shown = bad[0] if bad.size else labels.ravel()[0]
+        raise ValueError(f"{what}: label {shown} is out of range for {c} classes (labels must be in [0, {c}))")
+
+
+def check_label_shapes(logits, labels, what: str = "softmax_cross_entropy") -> None:
+    """The shape rule of every op that reads class labels: labels (...,) for logits (..., C)."""
+    if labels.dtype.kind not in "iu":
+        raise DTypeError(f"{what} takes integer class labels, got {labels.dtype} from "
+                         f"{labels.name!r}; declare the labels with dtype='int64' (one class index per "
+                         "row), or use log_softmax and a sum for soft targets")
+    if logits.ndim < 1 or labels.ndim != logits.ndim - 1:
+        raise ShapeError(f"logits {fmt_shape(logits.shape)} need labels of shape "
+                         f"{fmt_shape(logits.shape[:-1])}, got {fmt_shape(labels.shape)}")
+    broadcast_shapes(logits.shape[:-1], labels.shape)
+    for a, b in zip(logits.shape[:-1], labels.shape):
+        if a is not None and b is not None and a != b:
+            raise ShapeError(f"logits {fmt_shape(logits.shape)} need labels of shape "
+                             f"{fmt_shape(logits.shape[:-1])}, got {fmt_shape(labels.shape)}")
+
+
 def _logsumexp(x, axis, keepdims):
     m = _stable_max(x, axis)
     s = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
@@ -44,11 +83,18 @@ class Softmax(Op):
         return e
 
     def bprop(self, i, x, y, g):                                   # dx = y * (g - sum(g * y))
-        s = R.sum(E.multiply(g, y), axis=self.axis, keepdims=True)
-        return E.multiply(y, E.subtract(g, s))
+        a, rest = E.split_quotient(g, y)
+        out = None
+        if a is not None:        # g = a / y (log's bprop): y * (a/y - sum(a)) = a - y sum(a), finite where y = 0
+            out = E.subtract(a, E.multiply(y, R.sum(a, axis=self.axis, keepdims=True)))
+        if rest is not None:
+            s = R.sum(E.multiply(rest, y), axis=self.axis, keepdims=True)
+            part = E.multiply(y, E.subtract(rest, s))
+            out = part if out is None else E.add(out, part)
+        return out
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -75,7 +121,7 @@ class LogSoftmax(Op):
         return E.subtract(g, E.multiply(E.exp(y), s))
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -101,7 +147,7 @@ class LogSumExp(Op):
         return E.multiply(keep(g), E.exp(E.subtract(x[0], keep(y))))
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -115,15 +161,17 @@ class OneHot(Op):
     piecewise_constant: ClassVar[bool] = True
 
     def infer(self, labels, like):
+        check_label_shapes(like, labels, "one_hot")
         return like.shape, like.dtype
 
     def kernel(self, labels, like):
+        check_labels(labels, like.shape[-1], like.shape[:-1], "one_hot")
         out = np.zeros(like.shape, like.dtype)
         np.put_along_axis(out, labels[..., None], 1, axis=-1)
         return out
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -137,25 +185,11 @@ class SoftmaxCrossEntropy(Op):
 
     def infer(self, logits, labels):
         float_dtype(logits, "softmax_cross_entropy's logits")
-        if labels.dtype.kind not in "iu":
-            raise DTypeError(f"softmax_cross_entropy takes integer class labels, got {labels.dtype} from "
-                             f"{labels.name!r}; declare the labels with dtype='int64' (one class index per "
-                             "row), or use log_softmax and a sum for soft targets")
-        if logits.ndim < 1 or labels.ndim != logits.ndim - 1:
-            raise ShapeError(f"logits {fmt_shape(logits.shape)} need labels of shape "
-                             f"{fmt_shape(logits.shape[:-1])}, got {fmt_shape(labels.shape)}")
-        broadcast_shapes(logits.shape[:-1], labels.shape)
-        for a, b in zip(logits.shape[:-1], labels.shape):
-            if a is not None and b is not None and a != b:
-                raise ShapeError(f"logits {fmt_shape(logits.shape)} need labels of shape "
-                                 f"{fmt_shape(logits.shape[:-1])}, got {fmt_shape(labels.shape)}")
+        check_label_shapes(logits, labels)
         return (), logits.dtype
 
     def kernel(self, logits, labels):
-        c = logits.shape[-1]
-        if labels.size and (labels.min() < 0 or labels.max() >= c):
-            bad = labels[(labels < 0) | (labels >= c)].ravel()[0]
-            raise ValueError(f"label {bad} is out of range for {c} classes (labels must be in [0, {c}))")
+        check_labels(labels, logits.shape[-1], logits.shape[:-1], "softmax_cross_entropy")
         picked = np.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
         nll = _logsumexp(logits, -1, keepdims=False) - picked
         return np.asarray(np.mean(nll), dtype=logits.dtype)
@@ -167,7 +201,7 @@ class SoftmaxCrossEntropy(Op):
         return E.multiply(diff, E.divide(g, n))
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -198,7 +232,7 @@ class MSE(Op):
         return S.sum_to(gd if i == 0 else E.negative(gd), x[i])
 
     def to_sympy(self, node, p, t):
-        from ..symbolic import count, elementwise, reduce_sum
+        from ..symbolic_terms import count, elementwise, reduce_sum
         sq = elementwise(broadcast_shapes(p.shape, t.shape), lambda a, b: (a - b)**2, p, t)
         total = reduce_sum(node, sq, tuple(range(sq.ndim)), False)    # ||P - T||_F^2 = tr((P-T)^T (P-T))
         return elementwise(node, lambda s, k: s / k, total, count(node, sq, tuple(range(sq.ndim))))

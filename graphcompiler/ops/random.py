@@ -127,7 +127,7 @@ def _float_dtype(dtype: str, what: str) -> None:
 
 
 def _undefined(node, *args):
-    from ..symbolic import apply_undefined
+    from ..symbolic_terms import apply_undefined
     return apply_undefined(node, *args)  # no closed form: an undefined function of the key
 
 

@@ -55,7 +55,7 @@ class Sum(Reduction):
         return S.broadcast_to_node(self.keep(g), x[0])            # d sum(a) = 1 for every element
 
     def to_sympy(self, node, x):
-        from ..symbolic import reduce_sum
+        from ..symbolic_terms import reduce_sum
         return reduce_sum(node, x, self.axis, self.keepdims)  # 1^T X 1, tr(A^T B)
 
 
@@ -74,7 +74,7 @@ class Mean(Reduction):
         return S.broadcast_to_node(E.divide(self.keep(g), n), x[0])
 
     def to_sympy(self, node, x):
-        from ..symbolic import count, elementwise, reduce_sum
+        from ..symbolic_terms import count, elementwise, reduce_sum
         total = reduce_sum(node, x, self.axis, self.keepdims)
         return elementwise(node, lambda s, k: s / k, total, count(node, node.inputs[0], self.axis))  # sum / count
 
@@ -94,7 +94,7 @@ class Max(Reduction):
         return E.multiply(hit, E.divide(self.keep(g), ties))
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 

@@ -43,7 +43,7 @@ class Prod(Reduction):
         return gk
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -96,7 +96,7 @@ class Min(Reduction):
     bprop = Max.bprop           # the gradient goes to the minima, shared equally among ties (as max)
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -129,7 +129,7 @@ class Var(Reduction):
         return E.multiply(centred, scale)
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -154,7 +154,7 @@ class Std(Reduction):
         return E.multiply(centred, scale)
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -181,7 +181,7 @@ class Cumsum(Op):
         return apply(Cumsum(self.axis, not self.reverse), (g,))
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -208,7 +208,7 @@ class ArgMax(Op):
         return np.argmax(x, axis=self.axis, keepdims=self.keepdims).astype(np.int64, copy=False)
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 

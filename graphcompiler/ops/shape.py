@@ -12,7 +12,8 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import ShapeError, fmt_shape
-from .base import Op, apply, broadcast_shapes, is_static, normalize_axes, normalize_axis, size_of
+from ..graph import Node
+from .base import Op, apply, install, broadcast_shapes, is_static, normalize_axes, normalize_axis, size_of
 
 
 # -- reshape, transpose, expand/squeeze ------------------------------------------------------
@@ -51,7 +52,7 @@ class Reshape(Op):
         return reshape_to(g, x[0])
 
     def to_sympy(self, node, x):
-        from ..symbolic import reshape
+        from ..symbolic_terms import reshape
         return reshape(node, x)  # the same matrix, or its transpose
 
 
@@ -72,7 +73,7 @@ class ReshapeLike(Op):
         return reshape_to(g, x[0])
 
     def to_sympy(self, node, x, like):
-        from ..symbolic import reshape
+        from ..symbolic_terms import reshape
         return reshape(node, x)
 
 
@@ -100,7 +101,7 @@ class Transpose(Op):
         return transpose(g, tuple(int(a) for a in np.argsort(self.axes)))   # the inverse permutation
 
     def to_sympy(self, node, x):
-        from ..symbolic import transpose
+        from ..symbolic_terms import transpose
         return transpose(node, x, self.axes)  # X^T
 
 
@@ -127,7 +128,7 @@ class ExpandDims(Op):
         return squeeze(g, self.axis)
 
     def to_sympy(self, node, x):
-        from ..symbolic import reshape
+        from ..symbolic_terms import reshape
         return reshape(node, x)
 
 
@@ -154,7 +155,7 @@ class Squeeze(Op):
         return expand_dims(g, self.axis)
 
     def to_sympy(self, node, x):
-        from ..symbolic import reshape
+        from ..symbolic_terms import reshape
         return reshape(node, x)
 
 
@@ -179,7 +180,7 @@ class BroadcastTo(Op):
         return sum_to(g, x[0])
 
     def to_sympy(self, node, x):
-        from ..symbolic import broadcast
+        from ..symbolic_terms import broadcast
         return broadcast(node, x)  # with ones vectors: v 1^T
 
 
@@ -200,7 +201,7 @@ class BroadcastLike(Op):
         return sum_to(g, x[0])
 
     def to_sympy(self, node, x, like):
-        from ..symbolic import broadcast
+        from ..symbolic_terms import broadcast
         return broadcast(node, x)
 
 
@@ -223,7 +224,7 @@ class SumLike(Op):
         return broadcast_to_node(g, x[0])
 
     def to_sympy(self, node, g, like):
-        from ..symbolic import sum_to
+        from ..symbolic_terms import sum_to
         return sum_to(node, g, like)  # G 1, 1^T G
 
 
@@ -291,7 +292,7 @@ class ZerosLike(Op):
         return np.zeros(x.shape, x.dtype)
 
     def to_sympy(self, node, x):
-        from ..symbolic import zeros
+        from ..symbolic_terms import zeros
         return zeros(node)
 
 
@@ -313,7 +314,7 @@ class Count(Op):
         return np.array(size_of([x.shape[a] for a in self.axis]), dtype=self.dtype)
 
     def to_sympy(self, node, x):
-        from ..symbolic import count
+        from ..symbolic_terms import count
         return count(node, node.inputs[0], self.axis)  # a product of dims, n at run time
 
 
@@ -404,7 +405,7 @@ class GetItem(Op):
         return apply(ScatterLike(self.index), (g, x[0]))            # g placed into zeros of x's shape
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -429,7 +430,7 @@ class ScatterLike(Op):
         return apply(GetItem(self.index), (g,))
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -467,7 +468,7 @@ class Concatenate(Op):
         return apply(ConcatPart(self.axis, i), (g, *x))
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -498,7 +499,7 @@ class ConcatPart(Op):
         return concatenate(parts, axis=self.axis)
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -539,7 +540,6 @@ def squeeze(x, axis=None, name: str | None = None):
 
 
 def broadcast_to(x, shape, name: str | None = None):
-    from ..graph import Node
     if isinstance(shape, Node):
         return apply(BroadcastLike(), (x, shape), name)
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
@@ -559,6 +559,9 @@ def getitem(x, index, name: str | None = None):
     if indexing.is_fancy(index):                 # an integer array or node: a gather (take), not a view
         return indexing.fancy_index(x, index, name)
     return apply(GetItem(_encode_index(index, _ndim(x), f"indexing {getattr(x, 'name', x)!r}")), (x,), name)
+
+
+install(Node, __getitem__=getitem, T=property(lambda self: transpose(self)))   # x[1:3], x.T
 
 
 def concatenate(xs, axis: int = 0, name: str | None = None):

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import DTypeError, ShapeError
 from . import elementwise as E
 from . import shape as S
-from .base import Op, apply, broadcast_shapes
+from .base import Op, apply, broadcast_shapes, sp
 from .elementwise import Binary, Unary
 
 
@@ -37,9 +37,7 @@ class LogAddExp(Binary):
     def bprop(self, i, x, y, g):                      # d log(e^a + e^b)/da = e^a/(e^a + e^b) = sigmoid(a - b)
         return S.sum_to(E.multiply(g, E.sigmoid(E.subtract(x[i], x[1 - i]))), x[i])   # exact at +-800
 
-    def to_sympy(self, node, a, b):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, lambda a, b: sp.log(sp.exp(a) + sp.exp(b)), a, b)
+    sympy_fn = lambda a, b: sp.log(sp.exp(a) + sp.exp(b))
 
 
 @dataclass(frozen=True)
@@ -52,9 +50,7 @@ class Softplus(Unary):
     def bprop(self, i, x, y, g):
         return E.multiply(g, E.sigmoid(x[0]))         # d softplus(a) = sigmoid(a) da
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, lambda t: sp.log(1 + sp.exp(t)), x)
+    sympy_fn = lambda t: sp.log(1 + sp.exp(t))
 
 
 @dataclass(frozen=True)
@@ -71,9 +67,7 @@ class LogSigmoid(Unary):
     def bprop(self, i, x, y, g):
         return E.multiply(g, E.sigmoid(E.negative(x[0])))   # d log s(a) = 1 - s(a) = s(-a), exact for a >> 0
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, lambda t: -sp.log(1 + sp.exp(-t)), x)
+    sympy_fn = lambda t: -sp.log(1 + sp.exp(-t))
 
 
 # -- special functions (SciPy) ----------------------------------------------------------------
@@ -88,9 +82,7 @@ class Erf(Unary):
     def bprop(self, i, x, y, g):                      # d erf(a) = 2/sqrt(pi) e^(-a^2) da
         return E.multiply(g, E.multiply(E.exp(E.negative(E.square(x[0]))), 2 / np.sqrt(np.pi)))
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.erf, x)
+    sympy_fn = lambda t: sp.erf(t)
 
 
 @dataclass(frozen=True)
@@ -103,9 +95,7 @@ class Gammaln(Unary):
     def bprop(self, i, x, y, g):
         return E.multiply(g, digamma(x[0]))           # d log Gamma(a) = psi(a) da
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.loggamma, x)
+    sympy_fn = lambda t: sp.loggamma(t)
 
 
 @dataclass(frozen=True)
@@ -118,9 +108,7 @@ class Digamma(Unary):
     def bprop(self, i, x, y, g):
         return E.multiply(g, polygamma(1, x[0]))      # d psi(a) = psi'(a) da (the trigamma function)
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, lambda t: sp.polygamma(0, t), x)
+    sympy_fn = lambda t: sp.polygamma(0, t)
 
 
 @dataclass(frozen=True)
@@ -142,7 +130,7 @@ class Polygamma(Unary):
         return E.multiply(g, polygamma(self.n + 1, x[0]))   # d psi^(n)(a) = psi^(n+1)(a) da
 
     def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
+        from ..symbolic_terms import elementwise, sp
         return elementwise(node, lambda t: sp.polygamma(self.n, t), x)
 
 
@@ -156,9 +144,7 @@ class Expm1(Unary):
     def bprop(self, i, x, y, g):
         return E.multiply(g, E.exp(x[0]))             # d (e^a - 1) = e^a da
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, lambda t: sp.exp(t) - 1, x)
+    sympy_fn = lambda t: sp.exp(t) - 1
 
 
 @dataclass(frozen=True)
@@ -169,9 +155,7 @@ class Tan(Unary):
     def bprop(self, i, x, y, g):
         return E.multiply(g, E.add(E.square(y), 1))   # d tan a = (1 + tan^2 a) da
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.tan, x)
+    sympy_fn = lambda t: sp.tan(t)
 
 
 @dataclass(frozen=True)
@@ -182,9 +166,7 @@ class Arctan(Unary):
     def bprop(self, i, x, y, g):
         return E.divide(g, E.add(E.square(x[0]), 1))  # d atan a = da / (1 + a^2)
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.atan, x)
+    sympy_fn = lambda t: sp.atan(t)
 
 
 @dataclass(frozen=True)
@@ -195,9 +177,7 @@ class Sinh(Unary):
     def bprop(self, i, x, y, g):
         return E.multiply(g, cosh(x[0]))              # d sinh a = cosh a da
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.sinh, x)
+    sympy_fn = lambda t: sp.sinh(t)
 
 
 @dataclass(frozen=True)
@@ -208,9 +188,7 @@ class Cosh(Unary):
     def bprop(self, i, x, y, g):
         return E.multiply(g, sinh(x[0]))              # d cosh a = sinh a da
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.cosh, x)
+    sympy_fn = lambda t: sp.cosh(t)
 
 
 @dataclass(frozen=True)
@@ -221,9 +199,7 @@ class Reciprocal(Unary):
     def bprop(self, i, x, y, g):
         return E.negative(E.multiply(g, E.square(y)))  # d (1/a) = -da / a^2 = -y^2 da
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise
-        return elementwise(node, lambda t: 1 / t, x)
+    sympy_fn = lambda t: 1 / t
 
 
 # -- piecewise constant: rounding (a zero derivative, like the comparisons) -------------------
@@ -234,9 +210,7 @@ class Floor(Unary):
     ufunc: ClassVar = np.floor
     piecewise_constant: ClassVar[bool] = True
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.floor, x)
+    sympy_fn = lambda t: sp.floor(t)
 
 
 @dataclass(frozen=True)
@@ -245,9 +219,7 @@ class Ceil(Unary):
     ufunc: ClassVar = np.ceil
     piecewise_constant: ClassVar[bool] = True
 
-    def to_sympy(self, node, x):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.ceiling, x)
+    sympy_fn = lambda t: sp.ceiling(t)
 
 
 @dataclass(frozen=True)
@@ -259,7 +231,7 @@ class Round(Unary):
     piecewise_constant: ClassVar[bool] = True
 
     def to_sympy(self, node, *args):
-        from ..symbolic import apply_undefined
+        from ..symbolic_terms import apply_undefined
         return apply_undefined(node, *args)  # SymPy has no round-half-to-even: an undefined function
 
 
@@ -278,9 +250,7 @@ class Mod(Binary):
             return S.sum_to(g, a)
         return S.sum_to(E.negative(E.multiply(g, floor(E.divide(a, b)))), b)
 
-    def to_sympy(self, node, a, b):
-        from ..symbolic import elementwise, sp
-        return elementwise(node, sp.Mod, a, b)
+    sympy_fn = lambda a, b: sp.Mod(a, b)
 
 
 @dataclass(frozen=True)
@@ -337,7 +307,7 @@ class Clip(Op):
         return S.sum_to(E.multiply(g, ind(E.greater(m, hi))), hi)
 
     def to_sympy(self, node, *args):
-        from ..symbolic import elementwise, sp
+        from ..symbolic_terms import elementwise, sp
 
         def f(x, *b):
             lo, hi = self._bounds((x, *b))

@@ -1,0 +1,219 @@
+"""`graphcompiler demo --model lenet`: a LeNet-style convnet trained on the bundled 8x8 digits, with pictures.
+
+The 8x8 images are used as they are (no upsampling): both 5x5 convolutions are padded by 2 so they keep
+the size, and each 2x2 max pool halves it, 8 -> 4 -> 2, so the dense part reads 16 x 2 x 2 = 64 features:
+
+    x (N, 1, 8, 8) -> conv 1->6 5x5 pad 2, relu -> max pool 2 -> conv 6->16 5x5 pad 2, relu -> max pool 2
+      -> flatten 64 -> dense 120, relu -> dense 84, relu -> dense 10 -> softmax cross-entropy
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .autodiff import build_grad
+from .compiler import compile
+from .demo import DemoResult, GradCheck, _progress, _write_loss_curve, load_digits_split
+from .errors import GraphCompilerError
+from .graph import Graph, Node
+from .ops import (
+    add,
+    conv2d,
+    matmul,
+    max_pool2d,
+    multiply,
+    relu,
+    reshape,
+    softmax_cross_entropy,
+    sum,
+)
+
+SHAPES = {"c1": (6, 1, 5, 5), "b1": (6, 1, 1), "c2": (16, 6, 5, 5), "b2": (16, 1, 1), "W3": (64, 120),
+          "b3": (120,), "W4": (120, 84), "b4": (84,), "W5": (84, 10), "b5": (10,)}
+
+
+@dataclass
+class LeNet:
+    graph: Graph
+    x: Node
+    y: Node
+    params: list[Node]
+    o: Node
+    J: Node
+    grads: dict[Node, Node]
+
+
+def init_params(seed: int = 0) -> dict[str, np.ndarray]:
+    """He initialisation (relu layers) and biases of 0.01, so that the blank background of a digit (a zero
+    patch) does not put relu on its kink at 0; the same numbers for graphcompiler and the benchmark."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in SHAPES.items():
+        if name.startswith("b"):
+            out[name] = np.full(shape, 0.01)
+        else:
+            fan_in = int(np.prod(shape[1:])) if name.startswith("c") else shape[0]
+            out[name] = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+    return out
+
+
+def build_lenet(*, lam: float = 1e-4, seed: int = 0, dtype: str = "float64") -> LeNet:
+    """Declare the convnet (NCHW digits, integer labels), its cost J = cross-entropy + lambda/2 |W|^2 and
+    the gradients of J in every parameter."""
+    g = Graph("lenet")
+    x = g.input("x", shape=(None, 1, 8, 8), dtype=dtype)
+    y = g.input("y", shape=(None,), dtype="int64")
+    p = {k: g.parameter(k, v.astype(dtype)) for k, v in init_params(seed).items()}
+    h1 = max_pool2d(relu(add(conv2d(x, p["c1"], padding=2, name="z1"), p["b1"]), name="h1"), 2, name="p1")
+    h2 = max_pool2d(relu(add(conv2d(h1, p["c2"], padding=2, name="z2"), p["b2"]), name="h2"), 2, name="p2")
+    f = reshape(h2, (-1, 64), name="f")
+    h3 = relu(matmul(f, p["W3"]) + p["b3"], name="h3")
+    h4 = relu(matmul(h3, p["W4"]) + p["b4"], name="h4")
+    o = add(matmul(h4, p["W5"]), p["b5"], name="o")
+    L = softmax_cross_entropy(o, y, name="L")
+    weights = [p[k] for k in ("c1", "c2", "W3", "W4", "W5")]
+    s = multiply(g.constant(lam / 2, name="lambda_2"), sum(weights[0] * weights[0]) + sum(weights[1] * weights[1])
+                 + sum(weights[2] * weights[2]) + sum(weights[3] * weights[3]) + sum(weights[4] * weights[4]),
+                 name="s")
+    J = add(L, s, name="J")
+    params = list(p.values())
+    return LeNet(g, x, y, params, o, J, build_grad(J, params))
+
+
+def load_digit_images(seed: int = 0):
+    """The bundled digits as NCHW images (N, 1, 8, 8) in [0, 1], with the MLP demo's stratified split."""
+    X_train, X_test, y_train, y_test = load_digits_split(seed)
+    return X_train.reshape(-1, 1, 8, 8), X_test.reshape(-1, 1, 8, 8), y_train, y_test
+
+
+def gradient_check(net: LeNet, X: np.ndarray, y: np.ndarray, *, per_param: int = 2, eps: float = 1e-5,
+                   seed: int = 0) -> GradCheck:
+    """A few entries of every dJ/dparameter against central differences of J."""
+    rng = np.random.default_rng(seed)
+    symbolic = compile([net.grads[p] for p in net.params]).run({"x": X, "y": y})
+    cost = compile([net.J])
+    entries = []
+    for p, grad in zip(net.params, symbolic):
+        value = np.array(net.graph.value(p))
+        for _ in range(per_param):
+            idx = tuple(int(rng.integers(n)) for n in p.shape)
+            plus, minus = value.copy(), value.copy()
+            plus[idx] += eps
+            minus[idx] -= eps
+            j_plus = float(cost.run({"x": X, "y": y, p: plus})[0])
+            j_minus = float(cost.run({"x": X, "y": y, p: minus})[0])
+            entries.append((p.name, idx, float(grad[idx]), (j_plus - j_minus) / (2 * eps)))
+    return GradCheck(entries)
+
+
+def run_lenet_demo(out: str | Path = "demo-output", *, epochs: int = 15, batch: int = 32, lr: float = 0.05,
+                   lam: float = 1e-4, seed: int = 0, progress: bool = True,
+                   log: Callable[[str], None] = print) -> DemoResult:
+    """Train the convnet on the digits with SGD and write its pictures, memory report and loss curve to `out`."""
+    t_start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    X_train, X_test, y_train, y_test = load_digit_images(seed)
+    net = build_lenet(lam=lam, seed=seed)
+
+    check = gradient_check(net, X_train[:8], y_train[:8], seed=seed)
+    if check.max_rel_error > 1e-4:
+        raise GraphCompilerError(f"{check}: that is too large; the derivative rules or the evaluator are wrong")
+    log(str(check))
+    log(f"data: scikit-learn digits, {len(X_train)} training and {len(X_test)} held-out 8x8 images (NCHW), "
+        "10 classes")
+    log(f"model: {net.graph.name}, conv 1->6 5x5 pad 2, relu, max pool 2, conv 6->16 5x5 pad 2, relu, max pool 2, "
+        f"dense 64-120-84-10, softmax cross-entropy, weight decay lambda={lam:g}; {len(net.graph)} nodes after "
+        "build_grad")
+    result = DemoResult(out, check, [], [], 0.0, 0.0)
+    train = compile([net.J], updates={p: p - lr * net.grads[p] for p in net.params})
+    predict = compile([net.o])
+    log(f"training step: {train.stats['nodes_out']} steps compiled from {train.stats['nodes_in']} graph nodes")
+
+    rng = np.random.default_rng(seed)
+    bar = _progress(range(1, epochs + 1), enabled=progress)
+    t_train = time.perf_counter()
+    with _one_blas_thread():                 # minibatch matmuls are small: BLAS threads only contend
+        for epoch in bar:
+            order = rng.permutation(len(X_train))
+            total = 0.0
+            for k in range(0, len(order), batch):
+                idx = order[k:k + batch]
+                (J_val,) = train.run({"x": X_train[idx], "y": y_train[idx]})
+                total += float(J_val) * len(idx)
+            result.losses.append(total / len(order))
+            (logits,) = predict.run({"x": X_test})
+            result.accuracies.append(float(np.mean(np.argmax(logits, axis=1) == y_test)))
+            line = (f"epoch {epoch:2d}/{epochs}: loss {result.losses[-1]:.4f}, held-out accuracy "
+                    f"{result.accuracies[-1]:.1%}")
+            if hasattr(bar, "set_postfix_str"):
+                bar.set_postfix_str(f"loss {result.losses[-1]:.4f} acc {result.accuracies[-1]:.1%}")
+                bar.write(line)
+            else:
+                log(line)
+    result.train_seconds = time.perf_counter() - t_train
+
+    path = out / "lenet.json"
+    net.graph.save(path)
+    result.files["the trained convnet with its gradients and SGD updates, for the graphcompiler command"] = path
+    np.save(out / "x_test_images.npy", X_test)
+    np.save(out / "y_test.npy", y_test)
+    result.files["held-out images x (N, 1, 8, 8), to feed with graphcompiler run"] = out / "x_test_images.npy"
+    result.files["held-out labels y"] = out / "y_test.npy"
+    _write_pictures(net, out, result)
+    _write_memory(train, {"x": X_train[:batch], "y": y_train[:batch]}, net, out, result)
+    _write_loss_curve(result, out / "lenet_loss_curve.png", "LeNet-style convnet on scikit-learn digits")
+    result.seconds = time.perf_counter() - t_start
+    log(f"trained {epochs} epochs in {result.train_seconds:.1f} s: final loss {result.losses[-1]:.4f}, "
+        f"held-out accuracy {result.accuracy:.1%}")
+    log(f"wrote {len(result.files)} files to {out}/:")
+    for what, p in result.files.items():
+        log(f"  {p}  ({what})")
+    for what, why in result.skipped.items():
+        log(f"  skipped {what}: {why}")
+    log(f"done in {result.seconds:.1f} s. Try: graphcompiler show {out / 'lenet.json'}")
+    return result
+
+
+def _one_blas_thread():
+    """Limit BLAS to one thread while training (threadpoolctl comes with scikit-learn); a no-op without it."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:                      # pragma: no cover
+        import contextlib
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
+def _write_pictures(net: LeNet, out: Path, result: DemoResult) -> None:
+    import graphviz
+
+    from .viz import render
+    for show, what in (("forward", "forward graph of the convnet"), ("backward", "its backward graph")):
+        path = out / f"lenet_{show}.svg"
+        try:
+            render(net.graph, path, show=show)
+        except graphviz.ExecutableNotFound:
+            result.skipped["pictures"] = "Graphviz's `dot` is not installed (apt-get install graphviz)"
+            return
+        result.files[what] = path
+
+
+def _write_memory(train, feed: dict, net: LeNet, out: Path, result: DemoResult) -> None:
+    """The training step's memory report for one minibatch (that run's SGD update is undone)."""
+    saved = {p: np.array(net.graph.value(p)) for p in net.params}
+    train.run(feed)
+    for p, value in saved.items():
+        net.graph.set_value(p, value)
+    report = train.memory_report()
+    (out / "lenet_memory_report.txt").write_text(
+        f"Memory of one LeNet training step on a minibatch of {len(feed['y'])} (peak_bytes: "
+        f"{train.stats['peak_bytes']:,d})\n\n{report}\n")
+    report.plot(out / "lenet_memory.png")
+    result.files["memory report"] = out / "lenet_memory_report.txt"
+    result.files["live bytes over the training step"] = out / "lenet_memory.png"

@@ -1,0 +1,404 @@
+"""The explorer: one self-contained HTML page to click through a graph, its gradients or a compiled program.
+
+`explore(what, path, values=None)` writes a page with everything inline (Graphviz's SVG, a small script and
+its styles; no network): clicking a node shows its name, op, shape, dtype, inputs and consumers, for a
+gradient node the forward edge whose bprop made it, its formula as MathML and, when feeds are given, its
+value. A stepper replays the forward pass and then build_grad's sweep (Algorithm 6.6 of Goodfellow et al.):
+each backward step highlights the node v whose grad_table entry is made, the consumers of v in G' whose
+bprops contributed, and the entry dJ/dv. For a compiled Program it steps through the schedule instead, with
+buffers, recomputed steps and the live bytes of the memory plan.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+from typing import Any, Literal, Mapping
+
+import numpy as np
+
+from .errors import GraphCompilerError, fmt_shape
+from .graph import Graph, Node
+
+QUICK_LAYOUT_FROM = 120        # nodes: larger pictures get Graphviz's bounded (quicker, rougher) ranking
+FORMULA_TERMS = 400            # a formula whose expansion would have more terms than this is not exported
+FORMULA_BUDGET = 20_000        # terms exported on one page in all (a 500-node chain: the first formulas only)
+NUMBERS_UP_TO = 36             # elements: printed as numbers
+HEATMAP_UP_TO = 64 * 64        # elements of a matrix: drawn as a heat map
+
+
+def explore(what: Any, path: str | os.PathLike, *, values: Mapping[Any, Any] | None = None,
+            title: str | None = None) -> str:
+    """Write the interactive page of `what` (a Graph, a Node or list of Nodes, or a compiled Program) to path.
+
+    values: feeds ({input name or node: array}); every node the feeds determine is then computed once by an
+    unoptimised program and shown (numbers, a heat map for matrices, summary statistics for large arrays).
+    Returns the path written.
+    """
+    path = os.fspath(path)
+    page = page_html(what, values=values, title=title)
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page)
+    return path
+
+
+def page_html(what: Any, *, values: Mapping[Any, Any] | None = None, title: str | None = None) -> str:
+    """The page's HTML text (what `explore` writes; notebooks show it in an iframe)."""
+    from . import viz
+
+    subject = viz._subject(what)
+    try:
+        dot = viz.to_dot(what, show="all")
+        if len(subject.nodes) > QUICK_LAYOUT_FROM:      # bound the network simplex passes: seconds, not minutes
+            dot.attr("graph", nslimit="2", nslimit1="2")
+        svg_text = dot.pipe(format="svg").decode("utf-8")
+    except Exception as e:            # graphviz.ExecutableNotFound and friends: say what is missing
+        raise GraphCompilerError(f"the explorer draws the graph with Graphviz's `dot`, which failed ({e}); "
+                                 "install Graphviz (apt-get install graphviz)") from None
+    svg_text = svg_text[svg_text.find("<svg"):]            # drop the XML prologue and DOCTYPE
+    program = what if hasattr(what, "schedule") and hasattr(what, "graph") else None
+    data = _page_data(subject, program, values)
+    data["title"] = title or (subject.title if program is not None else f"graph {subject.title!r}")
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    return (_TEMPLATE.replace("%TITLE%", html.escape(data["title"]))
+            .replace("%STYLE%", _static("explorer.css")).replace("%SCRIPT%", _static("explorer.js"))
+            .replace("%SVG%", svg_text).replace("%DATA%", payload))
+
+
+class Inline:
+    """The page in an iframe, for Jupyter: `display(gc.explore_inline(graph))` (the page's script runs inside the
+    iframe; viewers that strip scripts, like GitHub's, show nothing interactive)."""
+
+    def __init__(self, page: str, height: int = 640):
+        self.page, self.height = page, height
+
+    def _repr_html_(self) -> str:
+        return (f'<iframe srcdoc="{html.escape(self.page, quote=True)}" style="width:100%;height:{self.height}px;'
+                'border:1px solid #ddd" sandbox="allow-scripts"></iframe>')
+
+
+def explore_inline(what: Any, *, values: Mapping[Any, Any] | None = None, title: str | None = None,
+                   height: int = 640) -> Inline:
+    """The explorer page of `what` to show inside a notebook (the same page `explore` writes to a file)."""
+    return Inline(page_html(what, values=values, title=title), height)
+
+
+# -- the page's data -----------------------------------------------------------------------------------------
+
+def _page_data(subject: Any, program: Any, values: Mapping[Any, Any] | None) -> dict:
+    from . import viz
+
+    nodes: list[Node] = list(subject.nodes)
+    ids = {n: f"n{k}" for k, n in enumerate(nodes)}          # the ids viz.to_dot gives (show="all")
+    kinds = viz.classify(nodes)
+    consumers: dict[Node, list[Node]] = {n: [] for n in nodes}
+    for n in nodes:
+        for x in n.inputs:
+            if x in consumers and n not in consumers[x]:
+                consumers[x].append(n)
+    computed = _values(nodes, values) if values is not None else {}
+    entries = _grad_table_entries(nodes)
+    leaves_size, textbook_size = _expansion_sizes(nodes)
+    budget = FORMULA_BUDGET
+    plan = subject.plan
+    records = []
+    for n in nodes:
+        rec: dict[str, Any] = {
+            "id": ids[n], "name": n.name, "op": n.op.name, "shape": fmt_shape(n.shape), "dtype": str(n.dtype),
+            "attrs": {k: _short(v) for k, v in n.attrs.items()},
+            "kind": kinds.get(n, ""), "gradient": bool(n.is_gradient),
+            "inputs": [ids[x] for x in n.inputs if x in ids],
+            "consumers": [ids[c] for c in consumers[n]],
+        }
+        if n.origin is not None and n.origin[0] in ids:
+            v, i = n.origin
+            rec["origin"] = {"node": ids[v], "index": i,
+                             "input": ids.get(v.inputs[i]) if i < len(v.inputs) else None}
+        if n in entries:
+            rec["entry_of"] = ids.get(entries[n][1])
+        form: Literal["leaves", "textbook"] = "textbook" if n.is_gradient else "leaves"
+        size = (textbook_size if n.is_gradient else leaves_size)[n]
+        if size <= FORMULA_TERMS and size <= budget:
+            budget -= size
+            rec["formula"] = _mathml(n, form)
+        if n.is_gradient and leaves_size[n] <= min(FORMULA_TERMS, budget):
+            budget -= leaves_size[n]
+            rec["formula_leaves"] = _mathml(n, "leaves")
+        if n in computed:
+            rec["value"] = _describe_value(computed[n])
+        if plan is not None:
+            rec["program"] = {"step": plan.step_of.get(n), "buffer": _short(plan.buffer.get(n)),
+                              "recomputed": plan.recomputed(n), "kept": n in plan.kept}
+        records.append(rec)
+    data: dict[str, Any] = {"nodes": records, "kind": "program" if program is not None else "graph"}
+    if program is not None:
+        data["steps"] = _program_steps(program, plan, ids)
+    else:
+        data["steps"] = _forward_steps(nodes, ids) + _backward_steps(nodes, ids, entries, consumers)
+    return data
+
+
+def _short(v: Any, limit: int = 80) -> Any:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v if not isinstance(v, str) or len(v) <= limit else v[:limit] + "…"
+    text = repr(v) if not isinstance(v, np.ndarray) else f"array{fmt_shape(v.shape)} {v.dtype}"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+# -- Algorithm 6.6, replayed from the graph -------------------------------------------------------------------
+
+_ENTRY = re.compile(r"^d(?P<z>.+?)/d(?P<v>.+)$")
+
+
+def _grad_table_entries(nodes: list[Node]) -> dict[Node, tuple[Node, Node]]:
+    """gradient node -> (z, v) for the nodes that are grad_table[v] of some build_grad of z (named dz/dv)."""
+    by_name = {n.name: n for n in nodes if not n.is_gradient}
+    out: dict[Node, tuple[Node, Node]] = {}
+    for n in nodes:
+        if not n.is_gradient or not n.name.startswith("d") or "/d" not in n.name:
+            continue
+        name = n.name
+        for k in [m.start() for m in re.finditer("/d", name)]:
+            z, v = name[1:k], name[k + 2:]
+            if z in by_name:
+                v = v if v in by_name else re.sub(r"_\d+$", "", v)   # a second build_grad: dJ/dW1_2
+                if v in by_name:
+                    out[n] = (by_name[z], by_name[v])
+                    break
+    return out
+
+
+def _forward_steps(nodes: list[Node], ids: dict[Node, str]) -> list[dict]:
+    steps = []
+    for n in nodes:
+        if n.is_gradient or not n.inputs:
+            continue
+        args = ", ".join(x.name for x in n.inputs)
+        steps.append({"phase": "forward", "node": ids[n], "highlight": [ids[x] for x in n.inputs if x in ids],
+                      "title": f"forward: {n.name} = {n.op.name}({args})",
+                      "text": f"compute {n.name} from {args or 'nothing'} (shape {fmt_shape(n.shape)})"})
+    return steps
+
+
+def _backward_steps(nodes: list[Node], ids: dict[Node, str], entries: dict[Node, tuple[Node, Node]],
+                    consumers: dict[Node, list[Node]]) -> list[dict]:
+    """Algorithm 6.6 replayed: for each cost z that build_grad differentiated (its entries are named dz/dv), the
+    sweep over G' in reverse topological order; the step of v shows the consumers c of v in G' whose bprops
+    contributed, the nodes those bprops made for the edges (c, v), and grad_table[v]."""
+    from .autodiff import pruned_graph
+
+    drawn = set(nodes)
+    named: dict[Node, dict[Node, Node]] = {}              # z -> {v: its named entry (the first one made)}
+    for n in sorted(entries, key=lambda m: m.index):
+        z, v = entries[n]
+        named.setdefault(z, {}).setdefault(v, n)
+    parts: dict[tuple[Node, Node], list[Node]] = {}       # (c, v) -> nodes made by c's bprop for its input v
+    for n in nodes:
+        if n.is_gradient and n.origin is not None and n.origin[1] < len(n.origin[0].inputs):
+            c, i = n.origin
+            parts.setdefault((c, c.inputs[i]), []).append(n)
+    steps = []
+    for z, table in sorted(named.items(), key=lambda kv: min(n.index for n in kv[1].values())):
+        targets = [v for v in table if not v.inputs]
+        pruned = pruned_graph(z, targets) if targets else {z}
+        grad_table: dict[Node, Node | None] = {}
+        for v in sorted(pruned, key=lambda m: m.index, reverse=True):
+            cons = [c for c in consumers.get(v, []) if c in pruned and not c.is_gradient]
+            made = [p for c in cons for p in parts.get((c, v), [])]
+            entry = table.get(v)
+            if entry is None and len(cons) == 1:           # a gradient passed on unchanged (add, identity)
+                entry = made[-1] if made else grad_table.get(cons[0])
+            grad_table[v] = entry
+            if v is z:
+                text = f"grad_table[{z.name}] ← 1 (the seed{' ' + entry.name if entry is not None else ''})"
+            else:
+                terms = " + ".join(f"(∂{c.name}/∂{v.name})ᵀ·d{z.name}/d{c.name}" for c in cons)
+                text = f"grad_table[{v.name}] = {terms}" if terms else f"grad_table[{v.name}]"
+                if entry is not None:
+                    text += f"   →  {entry.name}"
+            steps.append({"phase": "backward", "node": ids.get(entry) if entry in drawn else None,
+                          "forward": ids.get(v), "consumers": [ids[c] for c in cons if c in ids],
+                          "highlight": [ids[m] for m in made if m in ids],
+                          "title": f"backward: grad_table[{v.name}]" + ("" if entry is None else f" ({entry.name})"),
+                          "text": text})
+    return steps
+
+
+def _program_steps(program: Any, plan: Any, ids: dict[Node, str]) -> list[dict]:
+    live: list[int] = []
+    peak = 0
+    try:
+        report = program.memory_report()
+        live, peak = list(report.live), int(report.peak_bytes)
+    except GraphCompilerError:          # not run yet with None dims: no byte figures
+        pass
+    steps: list[dict[str, Any]] = []
+    schedule = program.schedule
+    for k, value in enumerate(plan.values):
+        s = schedule[k]
+        notes = [f"buffer {plan.buffer[value]}" if value in plan.buffer else "allocated by its kernel"]
+        if plan.recomputed(value):
+            notes.append("recomputed (memory budget)")
+        if value in plan.kept:
+            notes.append("kept from forward for backward")
+        step: dict[str, Any] = {"phase": "backward" if value.is_gradient else "forward", "node": ids.get(value),
+                "highlight": [ids[x] for x in value.inputs if x in ids],
+                "title": f"step {k + 1}: {s.node.name} = {s.op}({', '.join(x.name for x in value.inputs)})",
+                "text": "; ".join(notes)}
+        if k < len(live):
+            step["live"] = live[k]
+        steps.append(step)
+    if live and steps:
+        steps[0]["peak"] = peak
+    return steps
+
+
+# -- values ---------------------------------------------------------------------------------------------------
+
+def _values(nodes: list[Node], feeds: Mapping[Any, Any]) -> dict[Node, np.ndarray]:
+    """Every node the feeds determine, computed once by the unoptimised program."""
+    from .compiler import compile
+
+    graph_nodes = [n for n in nodes if n.name in n.graph and n.graph[n.name] is n]
+    if not graph_nodes:
+        return {}
+    graph: Graph = graph_nodes[0].graph
+    fed: dict[Node, Any] = {}
+    for k, v in feeds.items():
+        node = k if isinstance(k, Node) else graph[k]
+        fed[node] = v
+    known: dict[Node, bool] = {}
+    for n in sorted(graph_nodes, key=lambda m: m.index):
+        if n.op.name == "input":
+            known[n] = n in fed
+        elif n.op.name in ("parameter", "constant"):
+            known[n] = n in fed or graph.value(n) is not None
+        else:
+            known[n] = all(known.get(x, False) for x in n.inputs)
+    out: dict[Node, np.ndarray] = {n: np.asarray(v) for n, v in fed.items()}
+    for n in graph_nodes:
+        if known[n] and n.op.name in ("parameter", "constant") and n not in out:
+            out[n] = np.asarray(graph.value(n))
+    targets = [n for n in graph_nodes if known[n] and n.inputs]
+    if targets:
+        results = compile(targets, optimize=False).run({n: v for n, v in fed.items()})
+        out.update(zip(targets, results))
+    return out
+
+
+def _describe_value(v: np.ndarray) -> dict:
+    v = np.asarray(v)
+    d: dict[str, Any] = {"shape": fmt_shape(v.shape), "dtype": str(v.dtype)}
+    if v.size and v.dtype.kind in "biuf":
+        f = v.astype(np.float64)
+        finite = f[np.isfinite(f)]
+        d["stats"] = {"min": _num(finite.min()) if finite.size else None,
+                      "max": _num(finite.max()) if finite.size else None,
+                      "mean": _num(finite.mean()) if finite.size else None,
+                      "std": _num(finite.std()) if finite.size else None,
+                      "nan": int(np.isnan(f).sum()), "inf": int(np.isinf(f).sum())}
+    if v.size <= NUMBERS_UP_TO:
+        with np.printoptions(precision=4, suppress=True, linewidth=60):
+            d["numbers"] = np.array2string(v)
+    if v.ndim == 2 and v.size <= HEATMAP_UP_TO and v.dtype.kind in "biuf" and v.size:
+        d["heatmap"] = _heatmap_svg(v.astype(np.float64))
+    return d
+
+
+def _num(x: Any) -> float:
+    return float(f"{float(x):.6g}")
+
+
+def _heatmap_svg(m: np.ndarray) -> str:
+    """A matrix as an inline SVG of coloured cells (blue negative, white zero, red positive)."""
+    rows, cols = m.shape
+    cell = max(3, min(24, 240 // max(rows, cols)))
+    scale = float(np.nanmax(np.abs(m[np.isfinite(m)]))) if np.isfinite(m).any() else 1.0
+    scale = scale or 1.0
+    rects = []
+    for i in range(rows):
+        for j in range(cols):
+            x = m[i, j]
+            if not np.isfinite(x):
+                color = "#000000"
+            else:
+                t = max(-1.0, min(1.0, x / scale))
+                a = int(255 * (1 - abs(t)))
+                color = f"#ff{a:02x}{a:02x}" if t > 0 else f"#{a:02x}{a:02x}ff"
+            rects.append(f'<rect x="{j * cell}" y="{i * cell}" width="{cell}" height="{cell}" fill="{color}">'
+                         f"<title>[{i},{j}] {x:.6g}</title></rect>")
+    return (f'<svg class="heatmap" xmlns="http://www.w3.org/2000/svg" width="{cols * cell}" '
+            f'height="{rows * cell}">{"".join(rects)}</svg>')
+
+
+# -- formulas -------------------------------------------------------------------------------------------------
+
+def _expansion_sizes(nodes: list[Node]) -> tuple[dict[Node, int], dict[Node, int]]:
+    """How many terms a node's export would have, in its leaves and in the textbook form (where named nodes
+    stay symbols), capped just above FORMULA_TERMS: a value read twice is written out twice, so a deep graph's
+    expansion grows exponentially and is better not attempted."""
+    from .symbolic import is_auto_named
+
+    cap = FORMULA_TERMS + 1
+    leaves: dict[Node, int] = {}
+    textbook: dict[Node, int] = {}
+
+    def size(x: Node, table: dict[Node, int], stop: bool) -> int:
+        if not x.inputs or stop and not is_auto_named(x):
+            return 1
+        return table.get(x, cap)
+
+    for n in nodes:                                   # a topological order
+        leaves[n] = min(cap, 1 + sum(size(x, leaves, False) for x in n.inputs))
+        textbook[n] = min(cap, 1 + sum(size(x, textbook, True) for x in n.inputs))
+    return leaves, textbook
+
+
+def _mathml(n: Node, form: Literal["leaves", "textbook"]) -> str | None:
+    """The node's SymPy export as presentation MathML; None where it cannot be exported (rank > 2, ...)."""
+    try:
+        from sympy.printing.mathml import mathml
+
+        from .symbolic import to_sympy
+        expr = to_sympy(n, form=form)
+        body = mathml(expr, printer="presentation")
+    except Exception:                   # an export the symbolic layer refuses (rank > 2): no formula shown
+        return None
+    return f'<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">{body}</math>'
+
+
+def _static(name: str) -> str:
+    """A file of graphcompiler/static/ (the page's script and styles, inlined so the page needs no network)."""
+    from importlib.resources import files
+    return files("graphcompiler").joinpath("static").joinpath(name).read_text(encoding="utf-8")
+
+
+# -- the page ---------------------------------------------------------------------------------------------------
+
+_TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>%TITLE%</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>%STYLE%</style></head>
+<body>
+<header><h1>%TITLE%</h1>
+<div id="stepper"><button id="first" title="first step (Home)">|&#x25C0;</button>
+<button id="prev" title="previous step (left arrow)">&#x25C0;</button>
+<span id="stepno">-</span>
+<button id="next" title="next step (right arrow)">&#x25B6;</button>
+<button id="last" title="last step (End)">&#x25B6;|</button>
+<button id="play" title="play / pause">play</button>
+<input id="search" placeholder="find a node by name" list="names" size="22"><datalist id="names"></datalist>
+<label>zoom <input id="zoom" type="range" min="20" max="200" value="100"></label></div>
+</header>
+<main><div id="graph">%SVG%</div>
+<aside id="panel"><div id="step"><p class="hint">Click a node, or step with the arrow keys: the forward pass
+first, then build_grad's sweep (Algorithm 6.6).</p></div><div id="memory"></div><div id="info"></div></aside></main>
+<script type="application/json" id="gc-data">%DATA%</script>
+<script>%SCRIPT%</script>
+</body></html>
+"""

@@ -1,0 +1,1092 @@
+"""NumPy's dispatch protocols on Node: plain NumPy code called on graph nodes builds graph nodes.
+
+NumPy hands a call to the Node when a node is among its arguments: ufuncs through `__array_ufunc__` (NEP 13),
+other functions through `__array_function__` (NEP 18). Both look the NumPy callable up in an explicit table
+(`numpy_functions()` lists it); each entry names the gc op it maps to and resolves that op *when called*, so an
+op another module adds later (gc.einsum, gc.linalg.solve, ...) is picked up without editing this file. An
+entry whose op is missing in this build raises `OpNotAvailableError` ("numpy.X needs gc.Y, not available").
+What NumPy offers but the table lacks raises `UnsupportedFunctionError` naming the function.
+
+A node has no value until a program runs, so `np.asarray(node)`, `float(node)`, `int(node)` and `bool(node)`
+raise. Writing into a node (`out=`, `node[i] = v`) is refused: graphs only grow.
+
+Compositions of existing ops, for NumPy functions with no op of their own: ravel = reshape(-1); swapaxes,
+moveaxis, rollaxis, matrix_transpose = transpose; hstack, vstack, column_stack, dstack, atleast_*d =
+concatenate / expand_dims / reshape; rot90 = flip + transpose; triu/tril = where(constant mask, x, 0); diag of a
+vector = where(constant eye, v, 0); full_like/zeros_like/ones_like = broadcast_to of a constant (zeros_like(a)
++ v for run-time shapes); diff = x[1:] - x[:-1]; kron = a[:, None, :, None] * b[None, :, None, :] reshaped;
+reciprocal = 1 / x; dot/inner of N-D operands = tensordot; multi_dot = matmuls left to right; average with
+weights = sum(a w) / sum(w); isnan = x != x; isinf/isfinite = |x| ==/< inf; logical_* = comparisons with 0.
+These compute exactly what NumPy computes (values moved, or the same single arithmetic operation). log2,
+log10 (log(x) / log(base)), exp2 (2 ** x), deg2rad/rad2deg and multi_dot (another association order) agree
+with NumPy to rounding.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import DTypeError, GraphCompilerError, ShapeError, fmt_shape
+from .graph import Node
+
+__all__ = ["numpy_functions", "OpNotAvailableError", "UnsupportedFunctionError"]
+
+
+class UnsupportedFunctionError(GraphCompilerError, TypeError):
+    """A NumPy function (or ufunc, or keyword) that has no graph form here."""
+
+
+class OpNotAvailableError(UnsupportedFunctionError):
+    """A NumPy function whose gc op is not part of this build (it maps to an op added by another module)."""
+
+
+# -- the gc ops, resolved at call time --------------------------------------------------------
+
+def _gc(path: str, for_what: str) -> Callable:
+    """gc.<path> (e.g. "einsum", "linalg.solve"), looked up now so ops added later are found."""
+    import graphcompiler as gc
+    obj: Any = gc
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise OpNotAvailableError(f"{for_what} needs gc.{path}, not available in this build of graphcompiler; "
+                                      "write it with other NumPy functions, or use a build that has that op")
+    return obj
+
+
+def _op(path: str, for_what: str):
+    return lambda *a, **k: _gc(path, for_what)(*a, **k)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def _graph_of(*objs):
+    """The graph of the first node found in objs (nested lists and tuples searched)."""
+    stack = list(objs)
+    while stack:
+        o = stack.pop(0)
+        if isinstance(o, Node):
+            return o.graph
+        if isinstance(o, (list, tuple)):
+            stack[:0] = list(o)
+    return None
+
+
+def _like_dtype(objs) -> np.dtype:
+    floats = [o.dtype for o in objs if isinstance(o, Node) and o.dtype.kind == "f"]
+    return np.result_type(*floats) if floats else np.dtype("float64")
+
+
+def _lift(value, graph, like: np.dtype | None = None) -> Node:
+    """A node as is; a Python number or NumPy array becomes a constant of `graph` (numbers take `like`)."""
+    if isinstance(value, Node):
+        return value
+    if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+        if isinstance(value, bool) or like is None:
+            return graph.constant(np.array(value))
+        if like.kind == "f" or (isinstance(value, int) and like.kind in "iu"):
+            return graph.constant(np.array(value, dtype=like))
+        return graph.constant(np.array(value))
+    arr = np.asarray(value)
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise DTypeError(f"cannot use {type(value).__name__} {value!r} as a graph value; give a node, a number "
+                         "or a numeric array")
+    return graph.constant(arr)
+
+
+def _lift_all(xs) -> list[Node]:
+    xs = list(xs)
+    graph = _graph_of(xs)
+    like = _like_dtype(xs)
+    return [_lift(x, graph, like) for x in xs]
+
+
+def _no_value(node: Node, what: str) -> GraphCompilerError:
+    return GraphCompilerError(
+        f"{what}: node {node.name!r} ({node.op.name}, shape {fmt_shape(node.shape)}, {node.dtype}) has no value "
+        "until a program runs; compile it (gc.compile, gc.function) and run it to get a NumPy array, or keep "
+        "computing with graph ops")
+
+
+def _refuse_out(out, fname: str) -> None:
+    if out is not None and not (isinstance(out, tuple) and all(o is None for o in out)):
+        raise UnsupportedFunctionError(
+            f"{fname}(..., out=...) cannot write into an array or a node: a graph only grows and a node has no "
+            f"storage until a program runs; drop out= and use the returned node")
+
+
+def _refuse(cond: bool, fname: str, what: str) -> None:
+    if cond:
+        raise UnsupportedFunctionError(f"{fname}: {what} is not supported on graph nodes")
+
+
+def _static(node: Node, fname: str, dims=None) -> tuple:
+    shape = node.shape if dims is None else tuple(node.shape[d] for d in dims)
+    if any(d is None for d in shape):
+        raise ShapeError(f"{fname} needs a static shape, but {node.name!r} ({node.op.name}) has shape "
+                         f"{fmt_shape(node.shape)}; give the input a fixed size (gc.Spec with ints)")
+    return shape
+
+
+def _keep(y, x: Node, axis, keepdims: bool):
+    """Put reduced axes back as size 1 (for reductions whose op has no keepdims)."""
+    if not keepdims:
+        return y
+    from .ops import shape as S
+    axes = tuple(range(x.ndim)) if axis is None else (axis,) if isinstance(axis, (int, np.integer)) else axis
+    axes = tuple(int(a) % x.ndim for a in axes)
+    return S.expand_dims(y, axes) if axes else y
+
+
+def _flat(x):
+    from .ops import shape as S
+    return S.reshape(x, (-1,))
+
+
+# -- ufuncs (NEP 13) --------------------------------------------------------------------------
+
+def _ufunc_table() -> dict:
+    """ufunc -> a function of its inputs building the node; each resolves its gc op at call time."""
+    from .ops import elementwise as E
+    t: dict = {
+        np.add: _op("add", "numpy.add"), np.subtract: _op("subtract", "numpy.subtract"),
+        np.multiply: _op("multiply", "numpy.multiply"), np.true_divide: _op("divide", "numpy.divide"),
+        np.negative: _op("negative", "numpy.negative"), np.power: _op("power", "numpy.power"),
+        np.square: _op("square", "numpy.square"), np.sqrt: _op("sqrt", "numpy.sqrt"),
+        np.exp: _op("exp", "numpy.exp"), np.log: _op("log", "numpy.log"), np.log1p: _op("log1p", "numpy.log1p"),
+        np.expm1: _op("expm1", "numpy.expm1"),
+        np.sin: _op("sin", "numpy.sin"), np.cos: _op("cos", "numpy.cos"), np.tan: _op("tan", "numpy.tan"),
+        np.arctan: _op("arctan", "numpy.arctan"), np.sinh: _op("sinh", "numpy.sinh"),
+        np.cosh: _op("cosh", "numpy.cosh"), np.tanh: _op("tanh", "numpy.tanh"),
+        np.absolute: _op("abs", "numpy.absolute"), np.fabs: _op("abs", "numpy.fabs"),
+        np.sign: _op("sign", "numpy.sign"),
+        np.maximum: _op("maximum", "numpy.maximum"), np.minimum: _op("minimum", "numpy.minimum"),
+        np.greater: _op("greater", "numpy.greater"), np.less: _op("less", "numpy.less"),
+        np.greater_equal: _op("greater_equal", "numpy.greater_equal"),
+        np.less_equal: _op("less_equal", "numpy.less_equal"), np.equal: _op("equal", "numpy.equal"),
+        np.not_equal: _op("not_equal", "numpy.not_equal"),
+        np.logaddexp: _op("logaddexp", "numpy.logaddexp"),
+        np.floor: _op("floor", "numpy.floor"), np.ceil: _op("ceil", "numpy.ceil"),
+        np.rint: _op("round", "numpy.rint"),                   # both round half to even
+        np.remainder: _op("mod", "numpy.remainder"),
+        np.matmul: _op("matmul", "numpy.matmul"),
+        np.positive: lambda x: x if isinstance(x, Node) else E.identity(x),
+        np.reciprocal: lambda x: E.divide(1, x),                # 1/x, exactly what np.reciprocal computes
+        np.exp2: lambda x: E.power(2, x),
+        np.log2: lambda x: E.multiply(E.log(x), 1 / math.log(2)),
+        np.log10: lambda x: E.multiply(E.log(x), 1 / math.log(10)),
+        np.deg2rad: lambda x: E.multiply(x, math.pi / 180.0),   # NumPy's own formula: x * (pi / 180)
+        np.radians: lambda x: E.multiply(x, math.pi / 180.0),
+        np.rad2deg: lambda x: E.multiply(x, 180.0 / math.pi),
+        np.degrees: lambda x: E.multiply(x, 180.0 / math.pi),
+        np.isnan: lambda x: E.not_equal(x, x),                   # only NaN differs from itself
+        np.isinf: lambda x: E.equal(E.abs(x), np.inf),
+        np.isfinite: lambda x: E.less(E.abs(x), np.inf),         # NaN < inf is False
+        np.logical_not: lambda x: E.equal(x, 0),
+        np.logical_and: lambda a, b: E.minimum(E.not_equal(a, 0), E.not_equal(b, 0)),
+        np.logical_or: lambda a, b: E.maximum(E.not_equal(a, 0), E.not_equal(b, 0)),
+        np.logical_xor: lambda a, b: E.not_equal(E.not_equal(a, 0), E.not_equal(b, 0)),
+    }
+    return t
+
+
+_UFUNCS: dict = {}
+# scipy.special's functions are ufuncs too: name -> gc op. Looked up only when scipy is already imported (a
+# caller passing scipy.special.erf has imported it), so `import graphcompiler` does not load SciPy.
+_SCIPY = {"expit": "sigmoid", "erf": "erf", "gammaln": "gammaln", "psi": "digamma", "log_expit": "log_sigmoid",
+          "softplus": "softplus"}
+
+
+def _scipy_entry(ufunc):
+    special = sys.modules.get("scipy.special")
+    name = ufunc.__name__
+    if special is None or name not in _SCIPY or getattr(special, name, None) is not ufunc:
+        return None
+    return _op(_SCIPY[name], f"scipy.special.{name}")
+_REDUCE = {"add": "sum", "multiply": "prod", "maximum": "max", "minimum": "min"}
+
+
+def _ufunc_name(ufunc) -> str:
+    name = ufunc.__name__
+    return f"numpy.{name}" if getattr(np, name, None) is ufunc else f"scipy.special.{name}"
+
+
+def _convertible(x) -> bool:
+    return isinstance(x, (Node, np.ndarray, np.generic, bool, int, float)) or isinstance(x, (list, tuple))
+
+
+def array_ufunc(self: Node, ufunc, method: str, *inputs, **kwargs):
+    """Node.__array_ufunc__: a ufunc call on nodes (and arrays, numbers) builds the op's node."""
+    fname = _ufunc_name(ufunc) + ("" if method == "__call__" else f".{method}")
+    _refuse_out(kwargs.pop("out", None), fname)
+    if not all(_convertible(x) for x in inputs):
+        return NotImplemented
+    inputs = tuple(np.asarray(x) if isinstance(x, (list, tuple)) else x for x in inputs)
+    where = kwargs.pop("where", True)
+    _refuse(where is not True, fname, "where=")
+    for k, default in (("casting", "same_kind"), ("order", "K"), ("subok", True), ("signature", None),
+                       ("axes", None)):
+        if k in kwargs and kwargs.pop(k) != default:
+            raise UnsupportedFunctionError(f"{fname}: {k}= is not supported on graph nodes")
+    dtype = kwargs.pop("dtype", None)
+    if method == "__call__":
+        _refuse(bool(kwargs), fname, f"keyword(s) {', '.join(kwargs)}")
+        fn = _UFUNCS.get(ufunc) or _scipy_entry(ufunc)
+        if fn is None:
+            raise UnsupportedFunctionError(f"{fname} is not supported on graph nodes (no op computes it); "
+                                           "gc.numpy_functions() lists what is")
+        out = fn(*inputs)
+        return out if dtype is None else _gc("astype", fname)(out, dtype)
+    if method in ("reduce", "accumulate") and ufunc.__name__ in _REDUCE:
+        x = inputs[0]
+        axis = kwargs.pop("axis", 0)
+        keepdims = kwargs.pop("keepdims", False)
+        _refuse("initial" in kwargs, fname, "initial=")
+        _refuse(bool(kwargs), fname, f"keyword(s) {', '.join(kwargs)}")
+        if dtype is not None:
+            x = _gc("astype", fname)(x, dtype)
+        if method == "reduce":
+            return _gc(_REDUCE[ufunc.__name__], fname)(x, axis=axis, keepdims=keepdims)
+        if ufunc.__name__ == "add":
+            return _gc("cumsum", fname)(x, axis=axis)
+    raise UnsupportedFunctionError(f"{fname} is not supported on graph nodes; gc.numpy_functions() lists what is")
+
+
+# -- functions (NEP 18) ---------------------------------------------------------------------
+
+_FUNCTIONS: dict[Callable, Callable] = {}
+
+
+def _fname(func) -> str:
+    mod = func.__module__ or "numpy"
+    if mod.startswith("numpy.") and mod.split(".")[1].startswith("_"):
+        mod = "numpy"                     # numpy._core.fromnumeric -> numpy
+    return f"{mod}.{func.__name__}"
+
+
+def implements(*funcs: Callable):
+    """Register `impl` as the graph form of each NumPy function in funcs (the dispatch table)."""
+    def deco(impl):
+        for f in funcs:
+            _FUNCTIONS[f] = impl
+        return impl
+    return deco
+
+
+def array_function(self: Node, func, types, args, kwargs):
+    """Node.__array_function__: a NumPy function on nodes, looked up in the dispatch table."""
+    impl = _FUNCTIONS.get(func)
+    if impl is None:
+        raise UnsupportedFunctionError(
+            f"{_fname(func)} is not supported on graph nodes; gc.numpy_functions() lists the NumPy functions "
+            "that build graph nodes (write this step with those, or with gc ops)")
+    if not all(issubclass(t, (Node, np.ndarray)) for t in types):
+        return NotImplemented
+    return impl(*args, **kwargs)
+
+
+def numpy_functions() -> list[str]:
+    """The names of the NumPy (and scipy.special) callables that build graph nodes when given nodes.
+
+    Ufuncs appear as `numpy.add`; ufunc reductions as `numpy.add.reduce`. An entry whose op comes from a
+    module not in this build raises OpNotAvailableError when called.
+    """
+    names = {_fname(f) for f in _FUNCTIONS} | {_ufunc_name(u) for u in _UFUNCS}
+    special = sys.modules.get("scipy.special")          # not imported here: listed by name unless loaded
+    names |= {f"scipy.special.{n}" for n in _SCIPY if special is None or hasattr(special, n)}
+    names |= {f"numpy.{u}.reduce" for u in _REDUCE} | {"numpy.add.accumulate"}
+    return sorted(names)
+
+
+# reductions -----------------------------------------------------------------------------------
+
+def _reduction(func, op: str):
+    """The graph form of a NumPy reduction; arguments bound by NumPy's own signature (positional or not)."""
+    sig = inspect.signature(func)
+    fname = _fname(func)
+
+    def impl(*args, **kwargs):
+        a = sig.bind(*args, **kwargs).arguments
+        _refuse_out(a.pop("out", None), fname)
+        for k in ("initial", "mean", "correction"):
+            _refuse(a.get(k, np._NoValue) is not np._NoValue, fname, f"{k}=")
+        where = a.get("where", np._NoValue)
+        _refuse(where is not np._NoValue and where is not True, fname, "where=")
+        x, axis, dtype = a["a"], a.get("axis"), a.get("dtype")
+        keepdims = a.get("keepdims", np._NoValue)
+        keepdims = False if keepdims is np._NoValue else bool(keepdims)
+        if dtype is not None:
+            x = _gc("astype", fname)(x, dtype)
+        if isinstance(axis, list):
+            axis = tuple(axis)
+        if "ddof" in sig.parameters:
+            return _gc(op, fname)(x, axis=axis, keepdims=keepdims, ddof=a.get("ddof", 0))
+        return _gc(op, fname)(x, axis=axis, keepdims=keepdims)
+    return impl
+
+
+def _reg_reduction(funcs, op):
+    implements(*funcs)(_reduction(funcs[0], op))
+
+
+_reg_reduction([np.sum], "sum")
+_reg_reduction([np.mean], "mean")
+_reg_reduction([np.prod], "prod")
+_reg_reduction([np.max, np.amax], "max")
+_reg_reduction([np.min, np.amin], "min")
+_reg_reduction([np.var], "var")
+_reg_reduction([np.std], "std")
+
+
+def _arg_reduction(op):
+    fname = f"numpy.{op}"
+
+    def impl(a, axis=None, out=None, *, keepdims=False):
+        _refuse_out(out, fname)
+        if axis is None:                  # NumPy: the index into the flattened array
+            y = _gc(op, fname)(_flat(a), axis=0)
+            return _keep(y, a, None, keepdims)
+        return _keep(_gc(op, fname)(a, axis=axis), a, axis, keepdims)
+    return impl
+
+
+implements(np.argmax)(_arg_reduction("argmax"))
+implements(np.argmin)(_arg_reduction("argmin"))
+
+
+@implements(np.cumsum)
+def _cumsum(a, axis=None, dtype=None, out=None):
+    _refuse_out(out, "numpy.cumsum")
+    x = a if dtype is None else _gc("astype", "numpy.cumsum")(a, dtype)
+    if axis is None:                      # NumPy: the running sum of the flattened array
+        return _gc("cumsum", "numpy.cumsum")(_flat(x), axis=0)
+    return _gc("cumsum", "numpy.cumsum")(x, axis=axis)
+
+
+@implements(np.trace)
+def _trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
+    _refuse_out(out, "numpy.trace")
+    _refuse(offset != 0 or (axis1, axis2) != (0, 1) or a.ndim != 2, "numpy.trace",
+            "an offset, other axes or a rank other than 2")
+    return _gc("trace", "numpy.trace")(a)
+
+
+# contractions ---------------------------------------------------------------------------------
+
+@implements(np.dot)
+def _dot(a, b, out=None):
+    _refuse_out(out, "numpy.dot")
+    from .ops import elementwise as E
+    na, nb = np.ndim(a) if not isinstance(a, Node) else a.ndim, b.ndim if isinstance(b, Node) else np.ndim(b)
+    if na == 0 or nb == 0:
+        return E.multiply(a, b)
+    if nb == 1 or (na <= 2 and nb <= 2):  # where dot and matmul agree
+        return _gc("matmul", "numpy.dot")(a, b)
+    return _gc("tensordot", "numpy.dot")(a, b, axes=([na - 1], [nb - 2]))
+
+
+@implements(np.vdot)
+def _vdot(a, b):
+    from .ops import elementwise as E, reduce as R
+    a, b = _lift_all([a, b])
+    return R.sum(E.multiply(_flat(a), _flat(b)))
+
+
+@implements(np.inner)
+def _inner(a, b):
+    from .ops import elementwise as E
+    a, b = _lift_all([a, b])
+    if a.ndim == 0 or b.ndim == 0:
+        return E.multiply(a, b)
+    if a.ndim == 1 and b.ndim == 1:
+        return _gc("matmul", "numpy.inner")(a, b)
+    return _gc("tensordot", "numpy.inner")(a, b, axes=([a.ndim - 1], [b.ndim - 1]))
+
+
+@implements(np.kron)
+def _kron(a, b):
+    """kron(a, b) = (a[i] * b[j]) with the index pairs merged: one multiply per entry, exact as NumPy's."""
+    a, b = _lift_all([a, b])
+    nd = max(a.ndim, b.ndim)
+    sa = (1,) * (nd - a.ndim) + _static(a, "numpy.kron")
+    sb = (1,) * (nd - b.ndim) + _static(b, "numpy.kron")
+    reshape = _gc("reshape", "numpy.kron")
+    ai = reshape(a, tuple(d for k in sa for d in (k, 1)))          # (a0, 1, a1, 1, ...)
+    bi = reshape(b, tuple(d for k in sb for d in (1, k)))          # (1, b0, 1, b1, ...)
+    return reshape(_gc("multiply", "numpy.kron")(ai, bi), tuple(x * y for x, y in zip(sa, sb)))
+
+
+@implements(np.linalg.multi_dot)
+def _multi_dot(arrays, *, out=None):
+    _refuse_out(out, "numpy.linalg.multi_dot")
+    xs = _lift_all(arrays)
+    y = xs[0]
+    for x in xs[1:]:                       # left to right (NumPy may pick another order: equal up to rounding)
+        y = _gc("matmul", "numpy.linalg.multi_dot")(y, x)
+    return y
+
+
+@implements(np.einsum)
+def _einsum(subscripts, *operands, out=None, optimize=False, **kw):
+    _refuse_out(out, "numpy.einsum")
+    _refuse(not isinstance(subscripts, str), "numpy.einsum", "the interleaved (operand, sublist) form")
+    _refuse(bool(kw), "numpy.einsum", f"keyword(s) {', '.join(kw)}")
+    return _gc("einsum", "numpy.einsum")(subscripts, *_lift_all(operands))
+
+
+@implements(np.tensordot)
+def _tensordot(a, b, axes=2):
+    return _gc("tensordot", "numpy.tensordot")(*_lift_all([a, b]), axes=axes)
+
+
+@implements(np.outer)
+def _outer(a, b, out=None):
+    _refuse_out(out, "numpy.outer")
+    a, b = _lift_all([a, b])               # NumPy flattens both operands
+    return _gc("outer", "numpy.outer")(_flat(a) if a.ndim != 1 else a, _flat(b) if b.ndim != 1 else b)
+
+
+# shapes ---------------------------------------------------------------------------------------
+
+@implements(np.shape)
+def _shape(a):
+    return tuple(a.shape)
+
+
+@implements(np.ndim)
+def _ndim(a):
+    return a.ndim
+
+
+@implements(np.size)
+def _size(a, axis=None):
+    if axis is not None:
+        d = a.shape[axis]
+        if d is None:
+            raise ShapeError(f"numpy.size: axis {axis} of {a.name!r} has a run-time size (shape "
+                             f"{fmt_shape(a.shape)})")
+        return d
+    return node_size(a)
+
+
+@implements(np.reshape)
+def _reshape(a, /, shape=None, order="C", *, newshape=None, copy=None):
+    _refuse(order != "C", "numpy.reshape", f"order={order!r}")
+    return _gc("reshape", "numpy.reshape")(a, shape if shape is not None else newshape)
+
+
+@implements(np.ravel)
+def _ravel(a, order="C"):
+    _refuse(order not in ("C", "K", "A"), "numpy.ravel", f"order={order!r}")
+    return _flat(a)
+
+
+@implements(np.transpose)
+def _transpose(a, axes=None):
+    return _gc("transpose", "numpy.transpose")(a, axes)
+
+
+@implements(np.swapaxes)
+def _swapaxes(a, axis1, axis2):
+    perm = list(range(a.ndim))
+    i, j = int(axis1) % a.ndim, int(axis2) % a.ndim
+    perm[i], perm[j] = perm[j], perm[i]
+    return _gc("transpose", "numpy.swapaxes")(a, tuple(perm))
+
+
+@implements(np.moveaxis)
+def _moveaxis(a, source, destination):
+    src = [source] if isinstance(source, (int, np.integer)) else list(source)
+    dst = [destination] if isinstance(destination, (int, np.integer)) else list(destination)
+    src = [int(s) % a.ndim for s in src]
+    dst = [int(d) % a.ndim for d in dst]
+    order = [k for k in range(a.ndim) if k not in src]
+    for d, s in sorted(zip(dst, src)):
+        order.insert(d, s)
+    return _gc("transpose", "numpy.moveaxis")(a, tuple(order))
+
+
+@implements(np.squeeze)
+def _squeeze(a, axis=None):
+    return _gc("squeeze", "numpy.squeeze")(a, axis)
+
+
+@implements(np.expand_dims)
+def _expand_dims(a, axis):
+    return _gc("expand_dims", "numpy.expand_dims")(a, axis)
+
+
+@implements(np.broadcast_to)
+def _broadcast_to(array, shape, subok=False):
+    return _gc("broadcast_to", "numpy.broadcast_to")(array, shape)
+
+
+@implements(np.atleast_1d)
+def _atleast_1d(*arys):
+    out = [x if x.ndim >= 1 else _gc("reshape", "numpy.atleast_1d")(x, (1,)) for x in _lift_all(arys)]
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+@implements(np.atleast_2d)
+def _atleast_2d(*arys):
+    def f(x):
+        if x.ndim >= 2:
+            return x
+        return _gc("reshape", "numpy.atleast_2d")(x, (1, 1)) if x.ndim == 0 else \
+            _gc("expand_dims", "numpy.atleast_2d")(x, 0)
+    out = [f(x) for x in _lift_all(arys)]
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+@implements(np.atleast_3d)
+def _atleast_3d(*arys):
+    def f(x):
+        if x.ndim >= 3:
+            return x
+        if x.ndim == 0:
+            return _gc("reshape", "numpy.atleast_3d")(x, (1, 1, 1))
+        if x.ndim == 1:                                    # (n,) -> (1, n, 1), as NumPy does
+            return _gc("expand_dims", "numpy.atleast_3d")(x, (0, 2))
+        return _gc("expand_dims", "numpy.atleast_3d")(x, 2)
+    out = [f(x) for x in _lift_all(arys)]
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+@implements(np.column_stack)
+def _column_stack(tup):
+    xs = [x if x.ndim >= 2 else _gc("expand_dims", "numpy.column_stack")(_atleast_1d(x), 1) for x in _lift_all(tup)]
+    return _concatenate(xs, axis=1)
+
+
+@implements(np.dstack)
+def _dstack(tup):
+    xs = _atleast_3d(*_lift_all(tup))
+    return _concatenate([xs] if isinstance(xs, Node) else list(xs), axis=2)
+
+
+@implements(np.rollaxis)
+def _rollaxis(a, axis, start=0):
+    n = a.ndim
+    axis = int(axis) % n
+    start = int(start) + n if start < 0 else int(start)
+    if axis < start:
+        start -= 1
+    if axis == start:
+        return a
+    order = [k for k in range(n) if k != axis]
+    order.insert(start, axis)
+    return _gc("transpose", "numpy.rollaxis")(a, tuple(order))
+
+
+@implements(np.matrix_transpose, np.linalg.matrix_transpose)
+def _matrix_transpose(x, /):
+    if x.ndim < 2:
+        raise ShapeError(f"numpy.matrix_transpose needs rank 2 or more, {x.name!r} has shape {fmt_shape(x.shape)}")
+    return _swapaxes(x, -1, -2)
+
+
+@implements(np.rot90)
+def _rot90(m, k=1, axes=(0, 1)):
+    k = int(k) % 4
+    a0, a1 = (int(a) % m.ndim for a in axes)
+    if k == 0:
+        return m
+    if k == 2:
+        return _flip(_flip(m, a0), a1)
+    perm = list(range(m.ndim))
+    perm[a0], perm[a1] = perm[a1], perm[a0]
+    if k == 1:                                             # NumPy: transpose(flip(m, axes[1]))
+        return _gc("transpose", "numpy.rot90")(_flip(m, a1), tuple(perm))
+    return _flip(_gc("transpose", "numpy.rot90")(m, tuple(perm)), a1)
+
+
+@implements(np.average)
+def _average(a, axis=None, weights=None, returned=False, *, keepdims=np._NoValue):
+    _refuse(returned, "numpy.average", "returned=True")
+    kd = False if keepdims is np._NoValue else bool(keepdims)
+    if weights is None:
+        return _gc("mean", "numpy.average")(a, axis=axis, keepdims=kd)
+    from .ops import elementwise as E, reduce as R
+    _refuse(np.ndim(weights) != a.ndim if not isinstance(weights, Node) else weights.ndim != a.ndim,
+            "numpy.average", "weights of another rank than a (give them a's shape)")
+    # NumPy: sum(a * w, axis) / sum(w, axis), with w broadcast to a's shape
+    w = weights if isinstance(weights, Node) else a.graph.constant(np.asarray(weights, dtype=a.dtype))
+    num = R.sum(E.multiply(a, w), axis=axis, keepdims=kd)
+    den = R.sum(_gc("broadcast_to", "numpy.average")(w, a) if w.shape != a.shape else w, axis=axis, keepdims=kd)
+    return E.divide(num, den)
+
+
+@implements(np.real)
+def _real(val):
+    return val if isinstance(val, Node) else _lift(val, _graph_of(val))
+
+
+@implements(np.concatenate)
+def _concatenate(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
+    _refuse_out(out, "numpy.concatenate")
+    xs = _lift_all(arrays)
+    if axis is None:
+        xs, axis = [_flat(x) for x in xs], 0
+    if dtype is not None:
+        xs = [_gc("astype", "numpy.concatenate")(x, dtype) for x in xs]
+    return _gc("concatenate", "numpy.concatenate")(xs, axis=axis)
+
+
+@implements(np.stack)
+def _stack(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
+    _refuse_out(out, "numpy.stack")
+    xs = _lift_all(arrays)
+    if dtype is not None:
+        xs = [_gc("astype", "numpy.stack")(x, dtype) for x in xs]
+    return _gc("stack", "numpy.stack")(xs, axis=axis)
+
+
+@implements(np.hstack)
+def _hstack(tup, *, dtype=None, casting="same_kind"):
+    xs = _atleast_1d(*_lift_all(tup))
+    xs = [xs] if isinstance(xs, Node) else list(xs)
+    return _concatenate(xs, axis=0 if xs[0].ndim == 1 else 1, dtype=dtype)
+
+
+@implements(np.vstack)
+def _vstack(tup, *, dtype=None, casting="same_kind"):
+    xs = _atleast_2d(*_lift_all(tup))
+    xs = [xs] if isinstance(xs, Node) else list(xs)
+    return _concatenate(xs, axis=0, dtype=dtype)
+
+
+@implements(np.split)
+def _split(ary, indices_or_sections, axis=0):
+    return _gc("split", "numpy.split")(ary, indices_or_sections, axis=axis)
+
+
+@implements(np.where)
+def _where(condition, x=None, y=None):
+    if x is None and y is None:
+        raise UnsupportedFunctionError(
+            "numpy.where(condition) with one argument returns indices whose number depends on the values "
+            "(a run-time shape); give x and y (numpy.where(condition, x, y)) to choose elementwise")
+    return _gc("where", "numpy.where")(condition, x, y)
+
+
+@implements(np.clip)
+def _clip(a, a_min=np._NoValue, a_max=np._NoValue, out=None, *, min=np._NoValue, max=np._NoValue, **kw):
+    _refuse_out(out, "numpy.clip")
+    lo = a_min if a_min is not np._NoValue else min
+    hi = a_max if a_max is not np._NoValue else max
+    lo = None if lo is np._NoValue else lo
+    hi = None if hi is np._NoValue else hi
+    if lo is None and hi is None:
+        raise UnsupportedFunctionError("numpy.clip: give a lower or an upper bound")
+    if lo is None:
+        return _gc("minimum", "numpy.clip")(a, hi)
+    if hi is None:
+        return _gc("maximum", "numpy.clip")(a, lo)
+    return _gc("clip", "numpy.clip")(a, lo, hi)
+
+
+@implements(np.pad)
+def _pad(array, pad_width, mode="constant", **kwargs):
+    _refuse(mode != "constant", "numpy.pad", f"mode={mode!r} (only 'constant')")
+    value = kwargs.pop("constant_values", 0)
+    _refuse(bool(kwargs), "numpy.pad", f"keyword(s) {', '.join(kwargs)}")
+    _refuse(np.ndim(value) != 0, "numpy.pad", "per-axis constant_values")
+    return _gc("pad", "numpy.pad")(array, pad_width, value=value)
+
+
+@implements(np.flip)
+def _flip(m, axis=None):
+    axes = range(m.ndim) if axis is None else [axis] if isinstance(axis, (int, np.integer)) else axis
+    for ax in axes:                       # one axis at a time: gc.flip(x, axis) takes an int
+        m = _gc("flip", "numpy.flip")(m, int(ax))
+    return m
+
+
+@implements(np.fliplr)
+def _fliplr(m):
+    return _gc("flip", "numpy.fliplr")(m, 1)
+
+
+@implements(np.flipud)
+def _flipud(m):
+    return _gc("flip", "numpy.flipud")(m, 0)
+
+
+@implements(np.roll)
+def _roll(a, shift, axis=None):
+    if axis is None:                      # NumPy: roll the flattened array, then restore the shape
+        shape = _static(a, "numpy.roll")
+        return _gc("reshape", "numpy.roll")(_gc("roll", "numpy.roll")(_flat(a), shift, 0), shape)
+    if isinstance(axis, (int, np.integer)):
+        return _gc("roll", "numpy.roll")(a, shift, int(axis))
+    shifts = np.broadcast_to(shift, (len(axis),))
+    for s, ax in zip(shifts, axis):       # one axis at a time
+        a = _gc("roll", "numpy.roll")(a, int(s), int(ax))
+    return a
+
+
+@implements(np.tile)
+def _tile(A, reps):
+    return _gc("tile", "numpy.tile")(A, reps)
+
+
+@implements(np.repeat)
+def _repeat(a, repeats, axis=None):
+    _refuse(not isinstance(repeats, (int, np.integer)), "numpy.repeat", "per-element repeat counts")
+    if axis is None:
+        return _gc("repeat", "numpy.repeat")(_flat(a), int(repeats), 0)
+    return _gc("repeat", "numpy.repeat")(a, int(repeats), axis)
+
+
+@implements(np.diagonal)
+def _diagonal(a, offset=0, axis1=0, axis2=1):
+    _refuse(offset != 0 or (axis1, axis2) != (0, 1) or a.ndim != 2, "numpy.diagonal",
+            "an offset, other axes or a rank other than 2")
+    return _gc("diagonal", "numpy.diagonal")(a)
+
+
+@implements(np.diag)
+def _diag(v, k=0):
+    _refuse(k != 0, "numpy.diag", "k != 0")
+    if v.ndim == 2:
+        return _gc("diagonal", "numpy.diag")(v)
+    if v.ndim != 1:
+        raise ShapeError(f"numpy.diag takes a 1-D or 2-D input, {v.name!r} has shape {fmt_shape(v.shape)}")
+    (n,) = _static(v, "numpy.diag")
+    eye = v.graph.constant(np.eye(n, dtype=bool))           # where(I, v, 0): exact, no 0 * v
+    return _gc("where", "numpy.diag")(eye, _gc("expand_dims", "numpy.diag")(v, 0), 0)
+
+
+def _tri(fname, upper):
+    def impl(m, k=0):
+        rows, cols = _static(m, fname, dims=(-2, -1))
+        mask = np.triu(np.ones((rows, cols), bool), k) if upper else np.tril(np.ones((rows, cols), bool), k)
+        return _gc("where", fname)(m.graph.constant(mask), m, 0)   # where(mask, m, 0): exact
+    return impl
+
+
+implements(np.triu)(_tri("numpy.triu", True))
+implements(np.tril)(_tri("numpy.tril", False))
+
+
+def _filled(a, value, dtype, fname):
+    from .ops import elementwise as E, shape as S
+    dt = np.dtype(dtype) if dtype is not None else a.dtype
+    if all(d is not None for d in a.shape):
+        c = a.graph.constant(np.array(value, dtype=dt))
+        return S.broadcast_to(c, a.shape) if a.shape else E.identity(c)
+    z = S.zeros_like(a if dt == a.dtype else E.astype(a, dt))
+    return z if value == 0 else E.add(z, np.array(value, dtype=dt))
+
+
+@implements(np.full_like)
+def _full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None, **kw):
+    _refuse(shape is not None, "numpy.full_like", "shape=")
+    return _filled(a, fill_value, dtype, "numpy.full_like")
+
+
+@implements(np.zeros_like)
+def _zeros_like(a, dtype=None, order="K", subok=True, shape=None, **kw):
+    _refuse(shape is not None, "numpy.zeros_like", "shape=")
+    return _filled(a, 0, dtype, "numpy.zeros_like")
+
+
+@implements(np.ones_like)
+def _ones_like(a, dtype=None, order="K", subok=True, shape=None, **kw):
+    _refuse(shape is not None, "numpy.ones_like", "shape=")
+    return _filled(a, 1, dtype, "numpy.ones_like")
+
+
+@implements(np.copy)
+def _copy(a, order="K", subok=False):
+    from .ops import elementwise as E
+    return E.identity(a)
+
+
+@implements(np.round, np.around)
+def _round(a, decimals=0, out=None):
+    _refuse_out(out, "numpy.round")
+    _refuse(decimals != 0, "numpy.round", "decimals != 0")
+    return _gc("round", "numpy.round")(a)
+
+
+@implements(np.diff)
+def _diff(a, n=1, axis=-1, prepend=np._NoValue, append=np._NoValue):
+    _refuse(prepend is not np._NoValue or append is not np._NoValue, "numpy.diff", "prepend=/append=")
+    from .ops import elementwise as E, shape as S
+    ax = int(axis) % a.ndim
+    for _ in range(int(n)):                # x[1:] - x[:-1] along the axis
+        head = (slice(None),) * ax
+        a = E.subtract(S.getitem(a, head + (slice(1, None),)), S.getitem(a, head + (slice(None, -1),)))
+    return a
+
+
+@implements(np.take)
+def _take(a, indices, axis=None, out=None, mode="raise"):
+    _refuse_out(out, "numpy.take")
+    _refuse(mode != "raise", "numpy.take", f"mode={mode!r}")
+    if axis is None:
+        return _gc("take", "numpy.take")(_flat(a), indices, 0)
+    return _gc("take", "numpy.take")(a, indices, axis)
+
+
+@implements(np.take_along_axis)
+def _take_along_axis(arr, indices, axis):
+    return _gc("take_along_axis", "numpy.take_along_axis")(arr, indices, axis)
+
+
+# linear algebra ---------------------------------------------------------------------------------
+
+implements(np.linalg.solve)(lambda a, b: _gc("linalg.solve", "numpy.linalg.solve")(a, b))
+implements(np.linalg.inv)(lambda a: _gc("linalg.inv", "numpy.linalg.inv")(a))
+implements(np.linalg.det)(lambda a: _gc("linalg.det", "numpy.linalg.det")(a))
+
+
+@implements(np.linalg.cholesky)
+def _cholesky(a, /, *, upper=False):
+    f = _gc("linalg.cholesky", "numpy.linalg.cholesky")
+    return f(a, upper=True) if upper else f(a)
+
+
+@implements(np.linalg.slogdet)
+def _slogdet(a):
+    return _gc("linalg.slogdet", "numpy.linalg.slogdet")(a)      # (sign, logabsdet), as NumPy's result
+
+
+@implements(np.linalg.eigh)
+def _eigh(a, UPLO="L"):
+    _refuse(UPLO != "L", "numpy.linalg.eigh", "UPLO='U'")
+    return _gc("linalg.eigh", "numpy.linalg.eigh")(a)           # (eigenvalues, eigenvectors)
+
+
+@implements(np.linalg.eigvalsh)
+def _eigvalsh(a, UPLO="L"):
+    _refuse(UPLO != "L", "numpy.linalg.eigvalsh", "UPLO='U'")
+    return _gc("linalg.eigh", "numpy.linalg.eigvalsh")(a)[0]
+
+
+@implements(np.linalg.svdvals)
+def _svdvals(x, /):
+    return _gc("linalg.svdvals", "numpy.linalg.svdvals")(x)
+
+
+@implements(np.linalg.svd)
+def _svd(a, full_matrices=True, compute_uv=True, hermitian=False):
+    _refuse(compute_uv, "numpy.linalg.svd", "compute_uv=True (the singular vectors; singular values only: "
+            "compute_uv=False or numpy.linalg.svdvals)")
+    _refuse(hermitian, "numpy.linalg.svd", "hermitian=True")
+    return _gc("linalg.svdvals", "numpy.linalg.svd")(a)
+
+
+@implements(np.linalg.norm)
+def _norm(x, ord=None, axis=None, keepdims=False):
+    y = _gc("linalg.norm", "numpy.linalg.norm")(x, ord=ord, axis=axis)
+    return _keep(y, x, axis, keepdims)
+
+
+# -- Node methods mirroring ndarray ---------------------------------------------------------------
+
+def node_size(self: Node) -> int:
+    """The number of elements (static shapes only)."""
+    if any(d is None for d in self.shape):
+        raise ShapeError(f"node {self.name!r} ({self.op.name}) has shape {fmt_shape(self.shape)}: its size is "
+                         "known only when the program runs")
+    return int(np.prod(self.shape, dtype=np.int64))
+
+
+def _len(self: Node) -> int:
+    if not self.shape:
+        raise ShapeError(f"len() of node {self.name!r} ({self.op.name}): it is a scalar (shape ())")
+    if self.shape[0] is None:
+        raise ShapeError(f"len() of node {self.name!r} ({self.op.name}, shape {fmt_shape(self.shape)}): its "
+                         "first dimension is fixed only when the program runs")
+    return self.shape[0]
+
+
+def _iter(self: Node):
+    for k in range(_len(self)):
+        yield self[k]
+
+
+def _shape_args(args):
+    return tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else \
+        args[0] if len(args) == 1 and args[0] is None else tuple(args)
+
+
+def _method_reshape(self, *shape, order="C"):
+    return _reshape(self, _shape_args(shape), order=order)
+
+
+def _method_transpose(self, *axes):
+    axes = _shape_args(axes) if axes else None
+    return _gc("transpose", "ndarray.transpose")(self, axes or None)
+
+
+def _method_astype(self, dtype, order="K", casting="unsafe", subok=True, copy=True):
+    return _gc("astype", "ndarray.astype")(self, dtype)
+
+
+def _method_dot(self, b, out=None):
+    return _dot(self, b, out=out)
+
+
+def _method_squeeze(self, axis=None):
+    return _squeeze(self, axis)
+
+
+def _method_clip(self, min=None, max=None, out=None, **kw):
+    return _clip(self, min, max, out=out)
+
+
+def _method_round(self, decimals=0, out=None):
+    return _round(self, decimals, out)
+
+
+def _method_repeat(self, repeats, axis=None):
+    return _repeat(self, repeats, axis)
+
+
+def _method_take(self, indices, axis=None, out=None, mode="raise"):
+    return _take(self, indices, axis, out, mode)
+
+
+def _method_cumsum(self, axis=None, dtype=None, out=None):
+    return _cumsum(self, axis, dtype, out)
+
+
+def _method_argmax(self, axis=None, out=None, *, keepdims=False):
+    return _FUNCTIONS[np.argmax](self, axis, out, keepdims=keepdims)
+
+
+def _method_argmin(self, axis=None, out=None, *, keepdims=False):
+    return _FUNCTIONS[np.argmin](self, axis, out, keepdims=keepdims)
+
+
+def _method_reduce(func):
+    def method(self, *args, **kwargs):
+        return _FUNCTIONS[func](self, *args, **kwargs)
+    method.__name__ = func.__name__
+    return method
+
+
+def _not_a_value(what):
+    def method(self, *a, **k):
+        raise _no_value(self, what)
+    return method
+
+
+def _setitem(self, index, value):
+    raise GraphCompilerError(
+        f"node {self.name!r} ({self.op.name}, shape {fmt_shape(self.shape)}) cannot be assigned to: a node is "
+        "an immutable value of the graph; build the new value instead (numpy.where with a mask, "
+        "numpy.concatenate, or gc.scatter_add)")
+
+
+# -- indexing: basic as before, plus integer arrays and constant boolean masks ---------------------
+
+def _is_array_index(it) -> bool:
+    return isinstance(it, (np.ndarray, list, Node)) and not isinstance(it, (str, bytes))
+
+
+def _getitem(self: Node, index):
+    """x[index]: what the ops layer's indexing takes, plus constant NumPy boolean masks (turned into integer
+    indices with np.nonzero: the result's shape is static) and several integer arrays over consecutive axes
+    (one flat index into those axes). A boolean *node* is refused: its selection's size is a run-time value."""
+    items = index if isinstance(index, tuple) else (index,)
+    if not any(_is_array_index(it) for it in items):
+        return Node._basic_getitem(self, index)
+    fname = f"indexing {self.name!r}"
+    for it in items:
+        if isinstance(it, Node) and it.dtype == bool:
+            raise ShapeError(
+                f"{fname} with the boolean node {it.name!r} ({it.op.name}, shape {fmt_shape(it.shape)}): the "
+                "number of selected elements depends on run-time values, so the result has no static shape; "
+                "use numpy.where(mask, x, 0) (and a sum), or a constant NumPy boolean mask")
+    expanded: list = []
+    for it in items:
+        if isinstance(it, (np.ndarray, list)) and np.asarray(it).dtype == bool:
+            mask = np.asarray(it)                  # a constant mask: its selection is known now
+            dims = self.shape[len(expanded):len(expanded) + mask.ndim]
+            if any(d is not None and d != m for d, m in zip(dims, mask.shape)):
+                raise ShapeError(f"{fname}: the boolean mask of shape {fmt_shape(mask.shape)} does not match "
+                                 f"the indexed dimensions {fmt_shape(dims)} of shape {fmt_shape(self.shape)}")
+            expanded.extend(np.nonzero(mask))
+        elif isinstance(it, list):
+            expanded.append(np.asarray(it))
+        else:
+            expanded.append(it)
+    pos = [k for k, it in enumerate(expanded) if _is_array_index(it)]
+    others_full = all(isinstance(it, slice) and it == slice(None) for k, it in enumerate(expanded) if k not in pos)
+    if len(pos) > 1 and others_full and pos == list(range(pos[0], pos[-1] + 1)) \
+            and not any(isinstance(expanded[k], Node) for k in pos):
+        # several arrays over consecutive axes: reshape those axes into one and index it with a flat index
+        axis, arrays = pos[0], [np.asarray(expanded[k]) for k in pos]
+        dims = _static(self, fname, dims=range(axis, axis + len(arrays)))
+        for a, d in zip(arrays, dims):
+            if a.dtype.kind not in "iu" or (a.size and (a.max() >= d or a.min() < -d)):
+                raise ShapeError(f"{fname}: index array {a!r} does not index an axis of size {d}")
+        arrays = [np.where(a < 0, a + d, a) for a, d in zip(arrays, dims)]
+        flat = np.ravel_multi_index(tuple(np.broadcast_arrays(*arrays)), dims).astype(np.int64)
+        shape = tuple(self.shape[:axis]) + (int(np.prod(dims)),) + tuple(self.shape[axis + len(arrays):])
+        merged = _gc("reshape", fname)(self, tuple(-1 if d is None else d for d in shape))
+        rest = expanded[pos[-1] + 1:]
+        return Node._basic_getitem(merged, tuple(expanded[:axis]) + (flat,) + tuple(rest))
+    return Node._basic_getitem(self, tuple(expanded) if len(expanded) > 1 else expanded[0])
+
+
+def _array(self, dtype=None, copy=None):
+    err = _no_value(self, "numpy.asarray / numpy.array")
+    raise type(err)(f"{err}. (A NumPy function given a list of nodes converts the list to an array: combine "
+                    "the nodes first with numpy.stack or numpy.concatenate.)")
+
+
+def install() -> None:
+    """Install NumPy's protocols and the ndarray-like methods on Node (done once, at import)."""
+    _UFUNCS.update(_ufunc_table())
+    if getattr(Node, "_numpy_protocols", False):
+        return
+    Node._basic_getitem = Node.__getitem__      # basic indexing (ints, slices, None, ...) as the ops layer has it
+    Node.__array_ufunc__ = array_ufunc
+    Node.__array_function__ = array_function
+    Node.__array__ = _array
+    Node.__array_priority__ = 1000
+    Node.__float__ = _not_a_value("float()")
+    Node.__int__ = _not_a_value("int()")
+    Node.__len__ = _len
+    Node.__iter__ = _iter
+    Node.__getitem__ = _getitem
+    Node.__setitem__ = _setitem
+    Node.__pos__ = lambda self: self
+    Node.__mod__ = lambda self, other: _gc("mod", "%")(self, other)
+    Node.__rmod__ = lambda self, other: _gc("mod", "%")(other, self)
+    Node.size = property(node_size)
+    Node.reshape = _method_reshape
+    Node.transpose = _method_transpose
+    Node.astype = _method_astype
+    Node.dot = _method_dot
+    Node.ravel = _flat
+    Node.flatten = _flat
+    Node.squeeze = _method_squeeze
+    Node.clip = _method_clip
+    Node.round = _method_round
+    Node.repeat = _method_repeat
+    Node.take = _method_take
+    Node.cumsum = _method_cumsum
+    Node.argmax = _method_argmax
+    Node.argmin = _method_argmin
+    Node.swapaxes = _swapaxes
+    Node.diagonal = lambda self, offset=0, axis1=0, axis2=1: _diagonal(self, offset, axis1, axis2)
+    Node.trace = lambda self, offset=0, axis1=0, axis2=1, dtype=None, out=None: \
+        _trace(self, offset, axis1, axis2, dtype, out)
+    for f in (np.sum, np.mean, np.prod, np.max, np.min, np.var, np.std):   # ndarray's argument order
+        setattr(Node, f.__name__, _method_reduce(f))
+    Node._numpy_protocols = True
+
+
+install()
+

@@ -1,0 +1,347 @@
+"""Function transforms: trace a Python (or plain NumPy) function into a graph, compile it per signature, and
+build forward-mode and whole-derivative graphs (jvp, jacobian, hessian) from the reverse-mode build_grad."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import GraphCompilerError, ShapeError, fmt_shape
+from .graph import Graph, Node
+
+__all__ = ["Spec", "make_graph", "function", "grad", "value_and_grad", "jvp", "jacobian", "hessian"]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The shape and dtype of one argument of a traced function; None dims are fixed only when it runs."""
+
+    shape: tuple
+    dtype: Any = "float64"
+
+    def __post_init__(self):
+        shape = (self.shape,) if isinstance(self.shape, (int, np.integer)) or self.shape is None else self.shape
+        object.__setattr__(self, "shape", tuple(None if d is None else int(d) for d in shape))
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+
+
+def _spec(a: Any) -> Spec:
+    if isinstance(a, Spec):
+        return a
+    if isinstance(a, Node):
+        raise GraphCompilerError(f"make_graph takes specs or example arrays, not the node {a.name!r}")
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "biuf":
+        raise GraphCompilerError(f"cannot trace an argument of dtype {arr.dtype} ({type(a).__name__}); give a "
+                                 "numeric array, a number or a gc.Spec(shape, dtype)")
+    return Spec(arr.shape, arr.dtype)
+
+
+def _arg_names(fn: Callable, n: int) -> list[str]:
+    try:
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    names = [p.name for p in params[:n]]
+    names += [f"arg{k}" for k in range(len(names), n)]
+    return names
+
+
+def _flatten_outputs(graph: Graph, result) -> tuple[list[Node], str]:
+    """The outputs of fn as a list of nodes, and how they were returned ("one", "tuple" or "list")."""
+    kind = "one"
+    items = [result]
+    if isinstance(result, (tuple, list)):
+        kind, items = ("list" if isinstance(result, list) else "tuple"), list(result)
+    outs = []
+    for k, r in enumerate(items):
+        if isinstance(r, Node):
+            if r.graph is not graph:
+                raise GraphCompilerError(f"output {k} ({r.name!r}) belongs to graph {r.graph.name!r}, not to the "
+                                         "traced function's graph")
+            outs.append(r)
+        else:
+            try:
+                outs.append(graph.constant(np.asarray(r)))    # an output that does not depend on the inputs
+            except GraphCompilerError:
+                raise GraphCompilerError(f"output {k} of the traced function is {type(r).__name__}; return nodes, "
+                                         "arrays or numbers (or a tuple/list of them)") from None
+    return outs, kind
+
+
+def make_graph(fn: Callable, *specs, name: str | None = None) -> tuple[Graph, list[Node], list[Node]]:
+    """Call fn with one input node per spec and return (graph, inputs, outputs).
+
+    A spec is an example array (its shape and dtype are used) or a `gc.Spec(shape, dtype)` (None dims
+    allowed). fn may be plain NumPy code: NumPy functions called on nodes build graph nodes (numpy_api).
+    `outputs` is always a list, one node per value fn returned (a tuple or list gives several).
+    """
+    graph, inputs, outputs, _ = _trace(fn, [_spec(s) for s in specs])
+    if name is not None:
+        graph.name = name
+    return graph, inputs, outputs
+
+
+# -- compiled functions, cached per signature ----------------------------------------------------------
+
+class _Traced:
+    """One signature's graph, program and output structure."""
+
+    def __init__(self, graph, inputs, outputs, program, kind, n_value: int):
+        self.graph, self.inputs, self.outputs, self.program = graph, inputs, outputs, program
+        self.kind, self.n_value = kind, n_value
+
+
+class Function:
+    """A Python function traced and compiled once per signature (argument shapes and dtypes), then run."""
+
+    def __init__(self, fn: Callable, build: Callable, what: str):
+        self.fn = fn
+        self._build = build
+        self._what = what
+        self._cache: dict[tuple, _Traced] = {}
+        self._last: _Traced | None = None
+        functools.update_wrapper(self, fn)
+
+    def _traced(self, args) -> tuple[_Traced, list[np.ndarray]]:
+        arrays = []
+        for k, a in enumerate(args):
+            if isinstance(a, Node):
+                raise GraphCompilerError(f"{self._what}({self.fn.__name__}): argument {k} is the node {a.name!r}; "
+                                         "a compiled function takes NumPy arrays (call fn itself on nodes)")
+            arrays.append(np.asarray(a))
+        sig = tuple((arr.shape, arr.dtype.str) for arr in arrays)
+        traced = self._cache.get(sig)
+        if traced is None:
+            traced = self._build(self.fn, [Spec(arr.shape, arr.dtype) for arr in arrays])
+            self._cache[sig] = traced
+        self._last = traced
+        return traced, arrays
+
+    def __call__(self, *args, **kwargs):
+        if kwargs:
+            raise GraphCompilerError(f"{self._what}({self.fn.__name__}): pass arguments by position (got "
+                                     f"{', '.join(kwargs)} by keyword)")
+        traced, arrays = self._traced(args)
+        values = traced.program.run(dict(zip(traced.inputs, arrays)))
+        return _structure(values, traced)
+
+    @property
+    def graph(self) -> Graph:
+        """The graph of the last signature called."""
+        return self._require().graph
+
+    @property
+    def program(self):
+        """The compiled program of the last signature called."""
+        return self._require().program
+
+    @property
+    def signatures(self) -> list[tuple]:
+        """The (shape, dtype) signatures compiled so far."""
+        return list(self._cache)
+
+    def _require(self) -> _Traced:
+        if self._last is None:
+            raise GraphCompilerError(f"{self._what}({self.fn.__name__}) has not been called yet: call it once so "
+                                     "it is traced for a signature")
+        return self._last
+
+
+def _structure(values, traced: _Traced):
+    if traced.n_value < 0:                                 # plain function: as fn returned
+        if traced.kind == "one":
+            return values[0]
+        return list(values) if traced.kind == "list" else tuple(values)
+    value = values[0] if traced.n_value else None
+    grads = values[traced.n_value:]
+    g = grads[0] if traced.kind == "one" else tuple(grads)
+    return (value, g) if traced.n_value else g
+
+
+def _trace(fn, specs) -> tuple[Graph, list[Node], list[Node], str]:
+    graph = Graph(getattr(fn, "__name__", None) or "fn")
+    inputs = [graph.input(n, s.shape, s.dtype) for n, s in zip(_arg_names(fn, len(specs)), specs)]
+    outputs, kind = _flatten_outputs(graph, fn(*inputs))
+    return graph, inputs, outputs, kind
+
+
+def _build_plain(fn, specs) -> _Traced:
+    from .compiler import compile
+    graph, inputs, outputs, kind = _trace(fn, specs)
+    return _Traced(graph, inputs, outputs, compile(outputs), kind, -1)
+
+
+def function(fn: Callable) -> Function:
+    """Trace fn and compile it once per signature of argument shapes and dtypes; calls return NumPy arrays
+    (a tuple or list where fn returns several). `f.graph` and `f.program` show the last signature's."""
+    return Function(fn, _build_plain, "gc.function")
+
+
+def _argnums(argnums, n: int, who: str) -> tuple[tuple[int, ...], bool]:
+    single = isinstance(argnums, (int, np.integer))
+    nums = (int(argnums),) if single else tuple(int(a) for a in argnums)
+    for a in nums:
+        if not -n <= a < n:
+            raise GraphCompilerError(f"{who}: argnums {argnums!r} is out of range for a function of {n} arguments")
+    return tuple(a % n for a in nums), single
+
+
+def _grad_builder(argnums, with_value: bool, who: str):
+    def build(fn, specs):
+        from .autodiff import build_grad
+        from .compiler import compile
+        graph, inputs, outs, _ = _trace(fn, specs)
+        if len(outs) != 1 or outs[0].shape != ():
+            raise ShapeError(f"{who}({fn.__name__}) needs a function returning one scalar; it returned "
+                             f"{', '.join(fmt_shape(o.shape) for o in outs)}; reduce it (np.sum, np.mean)")
+        nums, single = _argnums(argnums, len(inputs), who)
+        targets = [inputs[a] for a in nums]
+        table = build_grad(outs[0], targets, disconnected="zero")
+        grads = [table[t] for t in targets]
+        outputs = ([outs[0]] if with_value else []) + grads
+        return _Traced(graph, inputs, outputs, compile(outputs), "one" if single else "tuple", int(with_value))
+    return build
+
+
+def grad(fn: Callable, argnums: int | Sequence[int] = 0) -> Function:
+    """A callable returning d fn / d args[argnums] (a tuple for a tuple of argnums) for a scalar fn, built
+    with build_grad and compiled once per signature. Arguments fn does not use get zeros (as in JAX)."""
+    return Function(fn, _grad_builder(argnums, False, "gc.grad"), "gc.grad")
+
+
+def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0) -> Function:
+    """Like grad, returning (fn(*args), gradient) from one program."""
+    return Function(fn, _grad_builder(argnums, True, "gc.value_and_grad"), "gc.value_and_grad")
+
+
+# -- forward mode and whole derivatives, as graph nodes ----------------------------------------------
+
+def _as_list(x) -> tuple[list, bool]:
+    return ([x], True) if isinstance(x, Node) else (list(x), False)
+
+
+def jvp(outputs: Node | Sequence[Node], inputs: Node | Sequence[Node],
+        tangents: Node | Sequence[Node]) -> list[Node]:
+    """Jacobian-vector products as graph nodes: [sum_j dy/dx_j . v_j for each output y].
+
+    Derived from the reverse-mode rules by the transpose trick, exact because every bprop is linear in its
+    cotangent: for a cotangent node U of y's shape, u_j = build_grad(y, x_j, seed=U) is the VJP U^T J_j, a
+    linear function of U; then d/dU <u, v> = sum_j J_j v_j, the JVP, is build_grad(sum_j <u_j, v_j>, U).
+    Because the VJP is linear in U, that derivative does not depend on U's value; U is taken as
+    zeros_like(y) (a node, not a placeholder), so where the result still reads U (for its shape, or through a
+    term multiplied by zero) nothing has to be fed and the value is right. The graph is about twice the size of
+    a reverse pass over y (a VJP, then its derivative), so forward-over-reverse costs reverse-over-reverse
+    plus one more sweep (benchmarks/hvp.py measures it). Several outputs share one VJP: with a cotangent U_k
+    per output, u = build_grad(sum_k <y_k, U_k>, x) and build_grad(<u, v>, [U_1, ...]) gives every J_k v.
+    """
+    from .autodiff import build_grad
+    from .ops import elementwise as E, reduce as R, shape as S
+    ys, _ = _as_list(outputs)
+    xs, _ = _as_list(inputs)
+    vs, _ = _as_list(tangents)
+    if len(xs) != len(vs):
+        raise GraphCompilerError(f"jvp: {len(xs)} inputs but {len(vs)} tangents; give one tangent per input")
+    for x, v in zip(xs, vs):
+        if not isinstance(v, Node):
+            raise GraphCompilerError(f"jvp: the tangent for {x.name!r} must be a node of its graph (a constant, "
+                                     f"an input), not {type(v).__name__}")
+        if len(v.shape) != len(x.shape) or any(a is not None and b is not None and a != b
+                                               for a, b in zip(v.shape, x.shape)):
+            raise ShapeError(f"jvp: the tangent {v.name!r} has shape {fmt_shape(v.shape)} but its input "
+                             f"{x.name!r} ({x.op.name}) has shape {fmt_shape(x.shape)}; they must match")
+    graph = ys[0].graph
+    for y in ys:
+        if y.dtype.kind != "f":
+            raise GraphCompilerError(f"jvp: output {y.name!r} ({y.op.name}) has dtype {y.dtype}; only floating "
+                                     "outputs have a Jacobian-vector product")
+    Us = [S.zeros_like(y, name=graph._unique_name(f"jvp_cotangent/{y.name}")) for y in ys]
+    if len(ys) == 1:                                       # u = U^T J: one VJP seeded with U
+        vjp = build_grad(ys[0], xs, seed=Us[0], disconnected="zero")
+    else:                                                  # u = sum_k U_k^T J_k: one VJP for all outputs
+        paired = None
+        for y, U in zip(ys, Us):
+            term = R.sum(E.multiply(y, U))
+            paired = term if paired is None else E.add(paired, term)
+        vjp = build_grad(paired, xs, disconnected="zero")
+    inner = None                                           # <u, v>, linear in U
+    for x, v in zip(xs, vs):
+        term = R.sum(E.multiply(vjp[x], v))
+        inner = term if inner is None else E.add(inner, term)
+    table = build_grad(inner, Us, disconnected="zero")     # d<u, v>/dU_k = J_k v
+    out = [E.identity(table[U], name=graph._unique_name(f"jvp({y.name})")) for y, U in zip(ys, Us)]
+    _check_linear(out, Us)
+    return out
+
+
+def _check_linear(results: list[Node], Us: list[Node]) -> None:
+    """The JVP must not read a cotangent stand-in's value (only, at most, its shape): a value read would mean
+    some bprop is not linear in its cotangent, and the stand-in's zeros would then give a wrong number."""
+    stand_ins = set(Us)
+    seen: set[Node] = set()
+    stack = list(results)
+    while stack:
+        n = stack.pop()
+        for i, x in enumerate(n.inputs):
+            if not n.op.reads_value(i) or x in seen:
+                continue
+            if x in stand_ins:
+                raise GraphCompilerError(
+                    f"internal error: the JVP built for {x.name!r} reads the cotangent's value through "
+                    f"{n.op.name} {n.name!r}, so a bprop on the way is not linear in its cotangent; please report "
+                    "this (build_grad of <gradient, v> gives the same product by reverse over reverse)")
+            seen.add(x)
+            stack.append(x)
+
+
+def _require_static(n: Node, who: str) -> None:
+    if any(d is None for d in n.shape):
+        raise ShapeError(f"{who} needs static shapes, but {n.name!r} ({n.op.name}) has shape "
+                         f"{fmt_shape(n.shape)}; trace with fixed sizes (gc.Spec((8, 4)) instead of (None, 4))")
+
+
+def jacobian(y: Node, x: Node | Sequence[Node]) -> Node | list[Node]:
+    """dy/dx as a graph node of shape y.shape + x.shape (a list for a list of x).
+
+    Built row by row: one vector-Jacobian product per element of y, seeded with a one-hot constant, the rows
+    concatenated (a Python loop of size(y) VJPs; the graph grows with size(y) times the reverse pass, which
+    the compiler's common-subexpression merging shares where the rows repeat work). A batched seed would need
+    every op to take an extra leading axis, which the graph's fixed shapes do not allow. Static shapes only.
+    """
+    from .autodiff import build_grad
+    from .ops import shape as S
+    xs, single = _as_list(x)
+    _require_static(y, "jacobian")
+    for t in xs:
+        _require_static(t, "jacobian")
+    m = int(np.prod(y.shape, dtype=np.int64))
+    rows: dict[Node, list[Node]] = {t: [] for t in xs}
+    for k in range(m):
+        seed = np.zeros(m, y.dtype)
+        seed[k] = 1
+        g = build_grad(y, xs, seed=y.graph.constant(seed.reshape(y.shape)), disconnected="zero")
+        for t in xs:
+            rows[t].append(S.reshape(g[t], (1, -1)))
+    out = []
+    for t in xs:
+        stacked = rows[t][0] if m == 1 else S.concatenate(rows[t], axis=0)
+        out.append(S.reshape(stacked, tuple(y.shape) + tuple(t.shape),
+                             name=y.graph._unique_name(f"jacobian({y.name}, {t.name})")))
+    return out[0] if single else out
+
+
+def hessian(J: Node, x: Node | Sequence[Node]) -> Node | list[Node]:
+    """d2J/dx2 as a graph node of shape x.shape + x.shape, for a scalar J: the jacobian of build_grad(J, x)
+    (reverse over reverse, row by row; static shapes only). For a list of x, the list of diagonal blocks."""
+    from .autodiff import build_grad
+    xs, single = _as_list(x)
+    if J.shape != ():
+        raise ShapeError(f"hessian needs a scalar, but {J.name!r} ({J.op.name}) has shape {fmt_shape(J.shape)}")
+    g = build_grad(J, xs, disconnected="zero")
+    out = [jacobian(g[t], t) for t in xs]
+    return out[0] if single else out
