@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 from ..errors import GraphCompilerError
-from ..graph import Graph, GraphMismatchError, Node
+from ..graph import Graph, GraphMismatchError, Node, provide
 from .program import CACHE_SIZE, Program
 
 
@@ -42,3 +42,6 @@ def compile(outputs: Node | Iterable[Node], *, updates: Mapping[Node, Node] | No
                                      "a program runs nodes of one graph")
     return Program(graph, outputs, updates, optimize=optimize, memory_budget=memory_budget,
                    nan_check=nan_check, backend=backend, cache_size=cache_size)
+
+
+provide(compile=compile)            # control flow compiles its bodies with it (graph.service)
