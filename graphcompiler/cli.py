@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
@@ -193,7 +193,7 @@ def _cmd_export(args) -> int:
         print(escape(d.latex if args.latex else str(d), keep="\n"))
         return 0
     node = _node(graph, args.node, args.file)
-    form = "leaves" if args.expand else "textbook"
+    form: Literal["leaves", "textbook"] = "leaves" if args.expand else "textbook"
     print(escape(symbolic.to_latex(node, form=form) if args.latex else str(symbolic.to_sympy(node, form=form)),
                  keep="\n"))
     return 0
@@ -225,7 +225,8 @@ def _cmd_run(args) -> int:
             sep = "\n  " if "\n" in body or value.ndim > 1 else " "
             print(f"{escape(node.name)} {fmt_shape(np.shape(value))} {value.dtype}:{sep}{body}")
     if args.output:
-        np.savez(args.output, **{n.name: v for n, v in zip(outputs, values)})
+        arrays: dict[str, Any] = {n.name: v for n, v in zip(outputs, values)}
+        np.savez(args.output, **arrays)
         print(f"wrote {args.output}")
     return 0
 

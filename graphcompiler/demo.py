@@ -296,7 +296,7 @@ def _write_loss_curve(result: DemoResult, path: Path, title: str = "D2L MLP on s
     ax2.set_ylabel("held-out accuracy")
     ax2.set_ylim(0, 1)
     lines = ax.get_lines() + ax2.get_lines()
-    ax.legend(lines, [ln.get_label() for ln in lines], loc="center right")
+    ax.legend(lines, [str(ln.get_label()) for ln in lines], loc="center right")
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

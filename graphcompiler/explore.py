@@ -306,7 +306,7 @@ def _describe_value(v: np.ndarray) -> dict:
         with np.printoptions(precision=4, suppress=True, linewidth=60):
             d["numbers"] = np.array2string(v)
     if v.ndim == 2 and v.size <= HEATMAP_UP_TO and v.dtype.kind in "biuf" and v.size:
-        d["heatmap"] = _heatmap_svg(v.astype(np.float64))
+        d["heatmap"] = _heatmap(v.astype(np.float64))
     return d
 
 
@@ -314,26 +314,34 @@ def _num(x: Any) -> float:
     return float(f"{float(x):.6g}")
 
 
-def _heatmap_svg(m: np.ndarray) -> str:
-    """A matrix as an inline SVG of coloured cells (blue negative, white zero, red positive)."""
+def _heatmap(m: np.ndarray) -> str:
+    """A matrix as a small PNG, one pixel a cell (blue negative, white zero, red positive, black not finite),
+    drawn large with square pixels: a few KiB however the values look."""
+    import base64
+    import struct
+    import zlib
+
     rows, cols = m.shape
-    cell = max(3, min(24, 240 // max(rows, cols)))
-    scale = float(np.nanmax(np.abs(m[np.isfinite(m)]))) if np.isfinite(m).any() else 1.0
-    scale = scale or 1.0
-    rects = []
-    for i in range(rows):
-        for j in range(cols):
-            x = m[i, j]
-            if not np.isfinite(x):
-                color = "#000000"
-            else:
-                t = max(-1.0, min(1.0, x / scale))
-                a = int(255 * (1 - abs(t)))
-                color = f"#ff{a:02x}{a:02x}" if t > 0 else f"#{a:02x}{a:02x}ff"
-            rects.append(f'<rect x="{j * cell}" y="{i * cell}" width="{cell}" height="{cell}" fill="{color}">'
-                         f"<title>[{i},{j}] {x:.6g}</title></rect>")
-    return (f'<svg class="heatmap" xmlns="http://www.w3.org/2000/svg" width="{cols * cell}" '
-            f'height="{rows * cell}">{"".join(rects)}</svg>')
+    finite = np.isfinite(m)
+    scale = float(np.abs(m[finite]).max()) if finite.any() else 1.0
+    t = np.clip(np.where(finite, m, 0.0) / (scale or 1.0), -1.0, 1.0)
+    fade = (255 * (1 - np.abs(t))).astype(np.uint8)
+    rgb = np.empty((rows, cols, 3), np.uint8)
+    rgb[..., 0] = np.where(t > 0, 255, fade)
+    rgb[..., 1] = fade
+    rgb[..., 2] = np.where(t > 0, fade, 255)
+    rgb[~finite] = 0
+    raw = b"".join(b"\x00" + rgb[i].tobytes() for i in range(rows))     # filter type 0 for every row
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", cols, rows, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    cell = max(2, min(24, 240 // max(rows, cols)))
+    return (f'<img class="heatmap" alt="heat map of a {rows}x{cols} matrix (scale {scale:.3g})" '
+            f'width="{cols * cell}" height="{rows * cell}" style="image-rendering:pixelated" '
+            f'src="data:image/png;base64,{base64.b64encode(png).decode()}">')
 
 
 # -- formulas -------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import numpy as np
 
 from .errors import DTypeError, GraphCompilerError, ShapeError, fmt_shape
 from .graph import Node
+from .graph import install as install_on
 
 __all__ = ["numpy_functions", "OpNotAvailableError", "UnsupportedFunctionError"]
 
@@ -993,13 +994,19 @@ def _is_array_index(it) -> bool:
     return isinstance(it, (np.ndarray, list, Node)) and not isinstance(it, (str, bytes))
 
 
+def _basic_getitem(x: Node, index: Any) -> Node:
+    """Basic indexing (ints, slices, None, ...) as the ops layer has it (Node.__getitem__ before install)."""
+    from .ops.shape import getitem
+    return getitem(x, index)
+
+
 def _getitem(self: Node, index):
     """x[index]: what the ops layer's indexing takes, plus constant NumPy boolean masks (turned into integer
     indices with np.nonzero: the result's shape is static) and several integer arrays over consecutive axes
     (one flat index into those axes). A boolean *node* is refused: its selection's size is a run-time value."""
     items = index if isinstance(index, tuple) else (index,)
     if not any(_is_array_index(it) for it in items):
-        return Node._basic_getitem(self, index)
+        return _basic_getitem(self, index)
     fname = f"indexing {self.name!r}"
     for it in items:
         if isinstance(it, Node) and it.dtype == bool:
@@ -1035,8 +1042,8 @@ def _getitem(self: Node, index):
         shape = tuple(self.shape[:axis]) + (int(np.prod(dims)),) + tuple(self.shape[axis + len(arrays):])
         merged = _gc("reshape", fname)(self, tuple(-1 if d is None else d for d in shape))
         rest = expanded[pos[-1] + 1:]
-        return Node._basic_getitem(merged, tuple(expanded[:axis]) + (flat,) + tuple(rest))
-    return Node._basic_getitem(self, tuple(expanded) if len(expanded) > 1 else expanded[0])
+        return _basic_getitem(merged, tuple(expanded[:axis]) + (flat,) + tuple(rest))
+    return _basic_getitem(self, tuple(expanded) if len(expanded) > 1 else expanded[0])
 
 
 def _array(self, dtype=None, copy=None):
@@ -1050,43 +1057,44 @@ def install() -> None:
     _UFUNCS.update(_ufunc_table())
     if getattr(Node, "_numpy_protocols", False):
         return
-    Node._basic_getitem = Node.__getitem__      # basic indexing (ints, slices, None, ...) as the ops layer has it
-    Node.__array_ufunc__ = array_ufunc
-    Node.__array_function__ = array_function
-    Node.__array__ = _array
-    Node.__array_priority__ = 1000
-    Node.__float__ = _not_a_value("float()")
-    Node.__int__ = _not_a_value("int()")
-    Node.__len__ = _len
-    Node.__iter__ = _iter
-    Node.__getitem__ = _getitem
-    Node.__setitem__ = _setitem
-    Node.__pos__ = lambda self: self
-    Node.__mod__ = lambda self, other: _gc("mod", "%")(self, other)
-    Node.__rmod__ = lambda self, other: _gc("mod", "%")(other, self)
-    Node.size = property(node_size)
-    Node.reshape = _method_reshape
-    Node.transpose = _method_transpose
-    Node.astype = _method_astype
-    Node.dot = _method_dot
-    Node.ravel = _flat
-    Node.flatten = _flat
-    Node.squeeze = _method_squeeze
-    Node.clip = _method_clip
-    Node.round = _method_round
-    Node.repeat = _method_repeat
-    Node.take = _method_take
-    Node.cumsum = _method_cumsum
-    Node.argmax = _method_argmax
-    Node.argmin = _method_argmin
-    Node.swapaxes = _swapaxes
-    Node.diagonal = lambda self, offset=0, axis1=0, axis2=1: _diagonal(self, offset, axis1, axis2)
-    Node.trace = lambda self, offset=0, axis1=0, axis2=1, dtype=None, out=None: \
-        _trace(self, offset, axis1, axis2, dtype, out)
+    methods: dict[str, Any] = dict(
+        __array_ufunc__=array_ufunc,
+        __array_function__=array_function,
+        __array__=_array,
+        __array_priority__=1000,
+        __float__=_not_a_value("float()"),
+        __int__=_not_a_value("int()"),
+        __len__=_len,
+        __iter__=_iter,
+        __getitem__=_getitem,
+        __setitem__=_setitem,
+        __pos__=lambda self: self,
+        __mod__=lambda self, other: _gc("mod", "%")(self, other),
+        __rmod__=lambda self, other: _gc("mod", "%")(other, self),
+        size=property(node_size),
+        reshape=_method_reshape,
+        transpose=_method_transpose,
+        astype=_method_astype,
+        dot=_method_dot,
+        ravel=_flat,
+        flatten=_flat,
+        squeeze=_method_squeeze,
+        clip=_method_clip,
+        round=_method_round,
+        repeat=_method_repeat,
+        take=_method_take,
+        cumsum=_method_cumsum,
+        argmax=_method_argmax,
+        argmin=_method_argmin,
+        swapaxes=_swapaxes,
+        diagonal=lambda self, offset=0, axis1=0, axis2=1: _diagonal(self, offset, axis1, axis2),
+        trace=lambda self, offset=0, axis1=0, axis2=1, dtype=None, out=None:
+            _trace(self, offset, axis1, axis2, dtype, out),
+    )
     for f in (np.sum, np.mean, np.prod, np.max, np.min, np.var, np.std):   # ndarray's argument order
-        setattr(Node, f.__name__, _method_reduce(f))
-    Node._numpy_protocols = True
-
+        methods[f.__name__] = _method_reduce(f)
+    methods["_numpy_protocols"] = True
+    install_on(Node, **methods)
 
 install()
 

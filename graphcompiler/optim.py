@@ -65,13 +65,12 @@ def step_count(graph: Graph, name: str = "step") -> Node:
 
 
 def _lr(lr: LR, step: Node, dtype) -> Any:
-    if callable(lr) and not isinstance(lr, Node):
-        lr = lr(step)
-    if isinstance(lr, Node):
-        if lr.shape != ():
-            raise GraphCompilerError(f"the learning rate {lr.name!r} must be a scalar node")
-        return lr if lr.dtype == dtype else _E().astype(lr, dtype)
-    return float(lr)
+    value: Any = lr(step) if callable(lr) and not isinstance(lr, Node) else lr   # a schedule gives any of these
+    if isinstance(value, Node):
+        if value.shape != ():
+            raise GraphCompilerError(f"the learning rate {value.name!r} must be a scalar node")
+        return value if value.dtype == dtype else _E().astype(value, dtype)
+    return float(value)
 
 
 def _increment(step: Node) -> Node:

@@ -70,6 +70,8 @@ class NumpyEvaluator:
         try:
             fn = pool.pop()
         except IndexError:                   # every arena is in use (other threads, or a re-entrant call)
+            if self._make is None:
+                raise GraphCompilerError("NumpyEvaluator.run before load: load a lowered program first") from None
             fn = self._make()
         try:
             return fn(leaves)
@@ -201,7 +203,7 @@ class NumpyEvaluator:
         st = self.steps[k]
         shapes = []
         for name, a in zip(st.arg_names, st.args):
-            val = a.value if isinstance(a, Const) else env.get(f"v{a}")
+            val: Any = a.value if isinstance(a, Const) else env.get(f"v{a}")   # None: not computed yet
             shapes.append(f"{name}: {fmt_shape(np.shape(val))}")
         raise _error_class(e)(f"while computing {st.label}: {type(e).__name__}: {e} "
                              f"(input shapes {', '.join(shapes)})") from e

@@ -21,7 +21,8 @@ import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from .errors import GraphCompilerError, fmt_shape
-from .graph import GraphMismatchError, Node
+from .graph import GraphMismatchError, Node, provide
+from .ops import control as _control
 # The term algebra the op rules use, re-exported: op blocks written `from ..symbolic import elementwise, sp`
 # keep working (new blocks import from ..symbolic_terms, which does not load the export).
 from .symbolic_terms import (_COMPOSE, _N, _PLACEHOLDERS, ElementwiseFunction, ElementwiseMap, OpFunction,  # noqa: F401
@@ -263,8 +264,8 @@ def latex_names(expr) -> dict:
     r"""LaTeX for the symbols that name gradients: dJ/do -> \frac{\partial J}{\partial o}."""
     names = {}
     for s in expr.atoms(sp.Symbol, sp.MatrixSymbol):
-        name = getattr(s, "name", None)
-        m = re.fullmatch(r"d(.+?)/d(.+?)(_\d+)?", name or "")
+        name: str = getattr(s, "name", None) or ""
+        m = re.fullmatch(r"d(.+?)/d(.+?)(_\d+)?", name)
         if m and not name.startswith("_"):
             num, den = (sp.latex(sp.Symbol(p)) for p in m.group(1, 2))
             names[s] = rf"\frac{{\partial {num}}}{{\partial {den}}}"
@@ -449,7 +450,10 @@ class _Evaluator:
         if isinstance(e, sp.Identity):
             return np.eye(self.size(e.rows))
         if isinstance(e, sp.MatAdd):
-            return sum(self.mat(a) for a in e.args)
+            total, *rest = (self.mat(a) for a in e.args)     # a MatAdd has two terms or more
+            for t in rest:
+                total = total + t
+            return total
         if isinstance(e, sp.MatMul):
             scal = [a for a in e.args if not a.is_Matrix]
             out = None
@@ -457,6 +461,7 @@ class _Evaluator:
                 if a.is_Matrix:
                     m = self.mat(a)
                     out = m if out is None else out @ m
+            assert out is not None                          # a MatMul has a matrix factor
             return out * (self.scalar(sp.Mul(*scal)) if scal else 1.0)
         if isinstance(e, sp.HadamardProduct):
             return np.prod([self.mat(a) for a in e.args], axis=0)
@@ -506,3 +511,7 @@ class _Evaluator:
         out = _lambdified(syms, e)(*[args[s] for s in syms])
         shape = next((np.shape(v) for v in (extra or {}).values()), ())
         return np.broadcast_to(np.asarray(out, dtype=float), shape) if shape else np.asarray(out, dtype=float)
+
+
+provide(to_sympy=to_sympy)          # gc.recurrence exports a scan's body with it (graph.service)
+recurrence = _control.recurrence    # gc.recurrence: a scan as h_t = f(h_{t-1}, x_t), and its gradient's recurrence

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, overload
 
 import numpy as np
 
@@ -247,6 +247,8 @@ def jvp(outputs: Node | Sequence[Node], inputs: Node | Sequence[Node],
     vs, _ = _as_list(tangents)
     if len(xs) != len(vs):
         raise GraphCompilerError(f"jvp: {len(xs)} inputs but {len(vs)} tangents; give one tangent per input")
+    if not xs or not ys:
+        raise GraphCompilerError(f"jvp: got {len(ys)} outputs and {len(xs)} inputs; give at least one of each")
     for x, v in zip(xs, vs):
         if not isinstance(v, Node):
             raise GraphCompilerError(f"jvp: the tangent for {x.name!r} must be a node of its graph (a constant, "
@@ -268,11 +270,13 @@ def jvp(outputs: Node | Sequence[Node], inputs: Node | Sequence[Node],
         for y, U in zip(ys, Us):
             term = R.sum(E.multiply(y, U))
             paired = term if paired is None else E.add(paired, term)
+        assert paired is not None                          # ys has several outputs here
         vjp = build_grad(paired, xs, disconnected="zero")
     inner = None                                           # <u, v>, linear in U
     for x, v in zip(xs, vs):
         term = R.sum(E.multiply(vjp[x], v))
         inner = term if inner is None else E.add(inner, term)
+    assert inner is not None                               # xs is not empty (checked above)
     table = build_grad(inner, Us, disconnected="zero")     # d<u, v>/dU_k = J_k v
     out = [E.identity(table[U], name=graph._unique_name(f"jvp({y.name})")) for y, U in zip(ys, Us)]
     _check_linear(out, Us)
@@ -305,6 +309,10 @@ def _require_static(n: Node, who: str) -> None:
                          f"{fmt_shape(n.shape)}; trace with fixed sizes (gc.Spec((8, 4)) instead of (None, 4))")
 
 
+@overload
+def jacobian(y: Node, x: Node) -> Node: ...
+@overload
+def jacobian(y: Node, x: Sequence[Node]) -> list[Node]: ...
 def jacobian(y: Node, x: Node | Sequence[Node]) -> Node | list[Node]:
     """dy/dx as a graph node of shape y.shape + x.shape (a list for a list of x).
 
@@ -335,6 +343,10 @@ def jacobian(y: Node, x: Node | Sequence[Node]) -> Node | list[Node]:
     return out[0] if single else out
 
 
+@overload
+def hessian(J: Node, x: Node) -> Node: ...
+@overload
+def hessian(J: Node, x: Sequence[Node]) -> list[Node]: ...
 def hessian(J: Node, x: Node | Sequence[Node]) -> Node | list[Node]:
     """d2J/dx2 as a graph node of shape x.shape + x.shape, for a scalar J: the jacobian of build_grad(J, x)
     (reverse over reverse, row by row; static shapes only). For a list of x, the list of diagonal blocks."""

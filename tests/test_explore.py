@@ -96,7 +96,7 @@ def test_values_match_the_program(mlp, feeds):
     J, dW2 = gc.compile([mlp.J, mlp.grads[mlp.W2]], optimize=False).run(feeds)
     assert by_name["J"]["value"]["stats"]["mean"] == pytest.approx(float(J), rel=1e-5)
     v = by_name["dJ/dW2"]["value"]
-    assert v["shape"] == "(3, 2)" and "<svg" in v["heatmap"]
+    assert v["shape"] == "(3, 2)" and 'src="data:image/png;base64,' in v["heatmap"]
     shown = np.array([float(t) for t in re.findall(r"-?\d+\.\d+(?:e[-+]\d+)?", v["numbers"])]).reshape(3, 2)
     assert np.allclose(shown, dW2, atol=1e-4)
     assert v["stats"]["max"] == pytest.approx(float(dW2.max()), rel=1e-5)
@@ -158,7 +158,7 @@ def test_browser_click_shows_the_node(driver, mlp, feeds, tmp_path):
     assert driver.find_element(By.ID, "info-name").text == "dJ/dW2"
     assert driver.find_element(By.ID, "info-shape").text == "(3, 2)"
     assert driver.find_element(By.CSS_SELECTOR, "#info-formula math").is_displayed()
-    assert driver.find_elements(By.CSS_SELECTOR, "#info-value svg.heatmap")
+    assert driver.find_elements(By.CSS_SELECTOR, "#info-value img.heatmap")
     # a node made by a bprop: its forward edge is highlighted
     made = next(n for n in mlp.graph.nodes if n.origin is not None and n.name.startswith("dJ/dz"))
     browser.click_node(driver, made.name)
@@ -223,3 +223,20 @@ def test_browser_500_nodes(driver, tmp_path):
     assert len(driver.find_elements(By.CSS_SELECTOR, "g.node")) == len(g)
     browser.click_node(driver, "dsum_1/dw")
     assert driver.find_element(By.ID, "info-name").text == "dsum_1/dw"
+
+
+def test_heatmap_is_a_png_of_the_matrix():
+    """Red for positive, blue for negative, white for zero, black where not finite, scaled by the largest |x|."""
+    import base64
+    import zlib
+
+    from graphcompiler.explore import _heatmap
+    tag = _heatmap(np.array([[1.0, -1.0], [0.5, np.nan], [0.0, 2.0]]))
+    png = base64.b64decode(re.search(r'base64,([^"]+)', tag).group(1))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    start = png.index(b"IDAT") + 4
+    raw = zlib.decompress(png[start:start + int.from_bytes(png[start - 8:start - 4], "big")])
+    rows = [raw[k * 7 + 1:(k + 1) * 7] for k in range(3)]          # a filter byte, then 2 RGB pixels a row
+    pixels = [[tuple(r[3 * j:3 * j + 3]) for j in range(2)] for r in rows]
+    assert pixels == [[(255, 127, 127), (127, 127, 255)], [(255, 191, 191), (0, 0, 0)],
+                      [(255, 255, 255), (255, 0, 0)]]

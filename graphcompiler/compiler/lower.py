@@ -60,6 +60,7 @@ def lower(plan: "BufferPlan", nodes: Sequence[Node], roots: Sequence[Node], ctx:
                 args.append(slot[x])
         out: BufferView | OutSlot | None = None
         if v.kind == "buffer":
+            assert v.buffer is not None                # the plan gives every buffer value its buffer
             out = BufferView(v.buffer, n.shape, n.dtype)
         elif v.into is not None:                       # an output written over its dying input's array
             fn, extra, kw = op.fast_kernel(True, n.shape, in_shape, n.dtype)

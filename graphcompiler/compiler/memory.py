@@ -201,7 +201,7 @@ def _pools(order, values, groups, outputs, reuse) -> list[tuple[int, np.dtype]]:
     buffers: list[tuple[int, np.dtype]] = []
     free: dict[tuple[int, str], list[int]] = {}
     dying: dict[int, list[int]] = {}
-    start = {}
+    start: dict[int, list[int]] = {}
     for g, members in enumerate(groups):
         start.setdefault(values[members[0]].first, []).append(g)
         last = max(values[m].last for m in members)

@@ -148,7 +148,7 @@ class Program:
         self._origin = {n: self._ctx.origin_of(n) for n in self._feedable.values()}
         self._static_dims = {n: [(k, d) for k, d in enumerate(n.shape) if d is not None]
                              for n in self._feedable.values()}
-        self._fast = {}
+        self._fast: dict[Node | str, tuple] = {}
         for n in self._feedable.values():
             entry = (self._origin[n], n, n.ndim, n.dtype, tuple(self._static_dims[n]))
             self._fast[n.name] = self._fast[self._origin[n]] = entry
@@ -347,7 +347,7 @@ class Program:
 
     def kept_for_backward(self) -> set[Node]:
         """The forward values that gradient steps read: what training keeps alive beyond inference."""
-        steps = [s.value for s in self.schedule]
+        steps = [_value(s) for s in self.schedule]
         kept = set()
         for n in steps:
             if n.is_gradient:
@@ -387,7 +387,7 @@ class Program:
             head += " (buffers are planned at the first run, when the None dims are known)"
         rows = []
         for k, s in enumerate(self.schedule):
-            n = s.value
+            n = _value(s)
             rhs = f"{s.op}({', '.join(x.name for x in n.inputs)})"
             if spec is None:
                 where = "-"
@@ -417,7 +417,13 @@ class Program:
             return {"text/plain": str(self)}
 
 
-def _fmt_bytes(n: int) -> str:
+def _value(s: Step) -> Node:
+    """The program's own node of one of its steps (a Program's schedule always sets it)."""
+    assert s.value is not None
+    return s.value
+
+
+def _fmt_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

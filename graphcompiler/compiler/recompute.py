@@ -3,8 +3,8 @@
 A forward value that a gradient step reads is normally kept alive from the forward pass to the backward
 pass. Choosing it for recomputation gives the backward readers a copy of its step (a stand-in node computing
 the same op on the same inputs, hence bit-identical), scheduled just before they need it (the scheduler holds
-a copy back until a step that reads it has everything else it needs). Copies of consecutive dropped values chain back to the nearest
-kept value (a checkpoint), as in Chen et al. (2016).
+a copy back until a step that reads it has everything else it needs). Copies of consecutive dropped values
+chain back to the nearest kept value (a checkpoint), as in Chen et al. (2016).
 
 Two ways of choosing, the one that meets the budget with the fewer extra FLOPs wins:
 - checkpoints every k-th candidate along the forward pass (k = 2, 3, 4, 6, ...), the square-root scheme for
@@ -76,7 +76,7 @@ def with_recomputation(nodes: list[Node], roots: list[Node], drop: set[Node], ct
 
 
 def choose(nodes: list[Node], roots: list[Node], budget: int, ctx: Context,
-           plan_peak: Callable[[list[Node], list[Node], dict, set], int]) -> tuple:
+           plan_peak: Callable[[list[Node], list[Node], dict], int]) -> tuple:
     """The cheapest recomputation found whose planned peak is at most `budget`; raise if there is none.
 
     plan_peak(nodes, roots, copies) schedules and plans a candidate program and returns its peak.

@@ -70,8 +70,8 @@ class MemoryReport:
                  f"({self.peak_node}); buffers kept between runs {mib(self.resident_bytes)} in "
                  f"{len(self.buffers)} buffers"]
         if self.values_live:
-            lines.append(f"  values live at once: at most {mib(self.values_peak_bytes)}, at step {self.values_peak_step} "
-                         f"({self.step_names[self.values_peak_step]})")
+            lines.append(f"  values live at once: at most {mib(self.values_peak_bytes)}, "
+                         f"at step {self.values_peak_step} ({self.step_names[self.values_peak_step]})")
         if self.declared_peak_bytes is not None:
             lines.append(f"  peak in declared order {mib(self.declared_peak_bytes)}, after scheduling "
                          f"{mib(self.peak_bytes)}")
@@ -154,6 +154,7 @@ def build_report(program_name: str, plan: BufferPlan, source, recomputed: set[No
         rows.append(MemoryRow(n.name, n.op.name, phase(n), kind, v.buffer, v.nbytes, v.first,
                               min(v.last, len(order) - 1) if v.last >= len(order) else v.last, kept))
         if v.kind == "buffer":
+            assert v.buffer is not None                # the plan gives every buffer value its buffer
             by_buffer.setdefault(v.buffer, []).append(n.name)
     buffers = [(b, size * dt.itemsize, by_buffer.get(b, [])) for b, (size, dt) in enumerate(plan.buffers)]
     return MemoryReport(program_name, rows, buffers, list(plan.live), [phase(n) for n in order],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 
+from ..graph import Node
 from .ir import is_leaf, nbytes, value_inputs
 
 
@@ -51,7 +52,7 @@ def memory_order(nodes, keep, lazy=None) -> list:
     for n in steps:
         for x in deps[n]:
             consumers[x].append(n)
-    height = {}
+    height: dict[Node, int] = {}
     for n in reversed(steps):
         cs = consumers[n]
         height[n] = 1 + max([height[c] for c in cs]) if cs else 1

@@ -140,7 +140,8 @@ def twice(n, ctx):                                       # x + x -> 2 * x   (exa
     return None
 
 
-def mask_multiply(n, ctx):                               # g * float(mask) -> g * mask   (NumPy multiplies by a bool as 0/1)
+# g * float(mask) -> g * mask   (NumPy multiplies by a bool as 0/1)
+def mask_multiply(n, ctx):
     a, b = _binary_args(n)
     for k, m in ((1, b), (0, a)):
         if m.op.name == "astype" and m.inputs[0].dtype == bool and m.dtype.kind == "f":
@@ -264,14 +265,16 @@ def log_sum_exp(n, ctx):                                 # log(sum(exp(x), axis)
     return None
 
 
-def cross_entropy(n, ctx):                               # sce(o, y) -> -mean(log_softmax(o)[y])  (shares log_softmax with the gradient)
+# sce(o, y) -> -mean(log_softmax(o)[y])  (shares log_softmax with the gradient)
+def cross_entropy(n, ctx):
     o, y = n.inputs
     if o.ndim < 1 or y.dtype.kind not in "iu":
         return None
     return _mk(ctx, F.PickMean(), (_mk(ctx, NN.LogSoftmax(o.ndim - 1), (o,), n), y), n)
 
 
-def softmax_as_exp(n, ctx):                              # softmax(x) -> exp(log_softmax(x))  (one log_softmax for loss and gradient)
+# softmax(x) -> exp(log_softmax(x))  (one log_softmax for loss and gradient)
+def softmax_as_exp(n, ctx):
     return _mk(ctx, E.Exp(), (_mk(ctx, NN.LogSoftmax(n.op.axis), n.inputs, n),), n) \
         if n.op.axis == n.ndim - 1 else None
 
@@ -292,7 +295,8 @@ def sum_of_product(n, ctx):                              # sum(a * b) over all a
     return None
 
 
-def sum_of_broadcast(n, ctx):                            # sum(broadcast_to(x, S), A) -> k * sum(x, A ∩ axes of x), k = |broadcast axes in A|;  mean, max: no k
+# sum(broadcast_to(x, S), A) -> k * sum(x, A ∩ axes of x), k = |broadcast axes in A|;  mean, max: no k
+def sum_of_broadcast(n, ctx):
     b = n.inputs[0]
     if b.op.name != "broadcast_to" or not n.op.axis or None in b.shape:
         return None
@@ -322,12 +326,14 @@ def count_fold(n, ctx):                                  # count(x, axes) -> the
     return ctx.constant(n.op.kernel(n.inputs[0]), n) if None not in n.inputs[0].shape else None
 
 
-def like_identity(n, ctx):                               # sum_like/broadcast_like/reshape_like(g, like) -> g if shapes agree
+# sum_like/broadcast_like/reshape_like(g, like) -> g if shapes agree
+def like_identity(n, ctx):
     g = n.inputs[0]
     return g if _same(n, g) and None not in n.shape else None
 
 
-def like_static(n, ctx):                                 # broadcast_like(g, like) -> broadcast_to(g, shape(like)); same for reshape
+# broadcast_like(g, like) -> broadcast_to(g, shape(like)); same for reshape
+def like_static(n, ctx):
     if None in n.shape:
         return None
     op = {"broadcast_like": S.BroadcastTo, "reshape_like": S.Reshape}[n.op.name](n.shape)
@@ -495,8 +501,8 @@ def simplify(nodes: list[Node], roots: list[Node], ctx: Context, *, shapes: bool
         if m.op.name == "constant":
             v = ctx.value(m)
             if v.size <= 16:
-                key = (v.dtype.str, v.shape, v.tobytes())
-                first = consts.setdefault(key, m)
+                ckey = (v.dtype.str, v.shape, v.tobytes())
+                first = consts.setdefault(ckey, m)
                 if first is not m:
                     ctx.count("cse")
                 return first

@@ -20,7 +20,7 @@ import dataclasses
 import inspect
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from ..errors import (
     UndefinedGradientError,
     fmt_shape,
 )
-from ..graph import Graph, Node
+from ..graph import Graph, Node, service
 from .base import Op, apply
 
 __all__ = ["cond", "scan", "while_loop"]
@@ -186,6 +186,9 @@ def inline(traced: Traced, values: Sequence[Node]) -> list[Node]:
         if n in m:
             continue
         if n.op.name == "constant":
+            if g is None:
+                raise GraphCompilerError(f"internal error: body constant {n.name!r} inlined with no values "
+                                         "to give the graph to put it in")
             m[n] = g.constant(body._values[n])
         elif n.op.name in ("input", "parameter"):
             raise GraphCompilerError(f"internal error: body input {n.name!r} has no value to inline")
@@ -278,7 +281,7 @@ def body_shapes(traced: Traced, in_shapes: Sequence[tuple], cache: dict, extra: 
 
 def _get(rec: dict, key: str, kind, what: str):
     """A field of a body record read from a file, of the given type (ints are not bools)."""
-    v = rec.get(key) if isinstance(rec, dict) else None
+    v: Any = rec.get(key) if isinstance(rec, dict) else None
     ok = isinstance(v, kind) and not (kind is int and isinstance(v, bool))
     if kind is list and ok and key.endswith("names"):
         ok = all(isinstance(x, str) for x in v)
@@ -291,7 +294,13 @@ def _get(rec: dict, key: str, kind, what: str):
 def _traced_from(lists, n_captured: int | None = None) -> Traced:
     inputs, captured_inputs, outputs = lists
     return Traced(inputs[0].graph if inputs else (outputs[0].graph if outputs else Graph()), inputs,
-                  captured_inputs, [None] * len(captured_inputs), outputs)
+                  captured_inputs, _no_outer_nodes(len(captured_inputs)), outputs)
+
+
+def _no_outer_nodes(n: int) -> list[Node]:
+    """The `captured` list of a body read from a file: it has no outer nodes (the values it captured are
+    the inputs of the node read with it), so n placeholders that are only counted, never read."""
+    return cast(list[Node], [None] * n)
 
 
 def _same_values(a: Node, b: Node) -> bool:
@@ -324,8 +333,7 @@ class _Group:
         key = (id(traced), len(extra))
         prog = self._programs.get(key)
         if prog is None:
-            from ..compiler import compile as _compile
-            prog = self._programs[key] = _compile(list(traced.outputs) + list(extra))
+            prog = self._programs[key] = service("compile")(list(traced.outputs) + list(extra))
         return prog
 
     def _compute(self, arrays) -> list:
@@ -524,7 +532,7 @@ class Scan(Op):
     name: ClassVar[str] = "scan"
     body: ScanBody
     has_body: ClassVar[bool] = True
-    body_type: ClassVar[type] = ScanBody
+    body_type: ClassVar[type[ScanBody]] = ScanBody
 
     def __post_init__(self):
         if not isinstance(self.body, ScanBody):
@@ -644,7 +652,10 @@ class Result(Op):
 
 def result(group: Node, index: int, name: str | None = None) -> Node:
     """The index-th result of a scan, cond or while_loop node."""
-    _, dtype = group.op.result_shape(index, group.inputs)
+    op = group.op
+    if not isinstance(op, (Scan, Cond, While)):
+        raise GraphCompilerError(f"result takes a scan, cond or while_loop node, not {group.name!r} ({op.name})")
+    _, dtype = op.result_shape(index, group.inputs)
     return apply(Result(index, np.dtype(dtype).kind != "f"), (group, *group.inputs), name)
 
 
@@ -674,6 +685,7 @@ def _scan_impl(fn: Callable, init, xs=None, *, length: int | None = None, revers
     body is traced once; outer nodes it reads are captured as inputs of the scan.
     """
     inits, init_tuple = _flat(init, "init")
+    xss: list
     if xs is None:
         xss, xs_tuple = [], False
     else:
@@ -683,11 +695,11 @@ def _scan_impl(fn: Callable, init, xs=None, *, length: int | None = None, revers
         raise GraphCompilerError("scan needs a graph node in init or xs (to know its graph)")
     graph = nodes[0].graph
     inits = [n if isinstance(n, Node) else graph.constant(np.asarray(n, dtype=np.result_type(
-        *[m.dtype for m in nodes if m.dtype.kind == "f"] or [np.float64]))) for n in inits]
+        *[m.dtype for m in nodes if m.dtype.kind == "f"] or [np.dtype(np.float64)]))) for n in inits]
     for n in inits + xss:
         if not isinstance(n, Node) or n.graph is not graph:
             raise GraphCompilerError(f"scan: init and xs must be nodes of one graph, got {n!r}")
-    if xs is None and (length is None or not isinstance(length, (int, np.integer)) or length < 0):
+    if not xss and (length is None or not isinstance(length, (int, np.integer)) or length < 0):
         raise GraphCompilerError("scan without xs needs length= (a non-negative int number of steps)")
     for k, x in enumerate(xss):
         if not x.shape:
@@ -736,7 +748,7 @@ def _scan_impl(fn: Callable, init, xs=None, *, length: int | None = None, revers
                              f"shape {fmt_shape(c_out.shape)} but the carry in ({inits[k].name!r}) has shape "
                              f"{fmt_shape(c_in.shape)}; the carry must keep its shape from step to step")
     ny = shape_y["n"]
-    body = ScanBody(title, traced, nc, nx, ny, bool(reverse), None if xss else int(length))
+    body = ScanBody(title, traced, nc, nx, ny, bool(reverse), None if xss or length is None else int(length))
     ins = tuple(inits + xss + traced.captured)
     body.carry_names = cnames
     group = apply(Scan(body), ins, graph._unique_name(title))
@@ -769,7 +781,7 @@ class _Vjp:
 def _vjp_graph(body: ScanBody, kind: str, kk: int, fc: list[int], fx: list[int], fw: list[int]) -> _Vjp:
     """Differentiate one step of the body (build_grad in a graph of its own); the forward values its gradient
     reads become residuals, stacked by the forward scan instead of recomputed by the reverse one."""
-    from ..autodiff import build_grad
+    build_grad = service("build_grad")
     from . import elementwise as E
     from . import reduce as R
     key = (kind, kk, tuple(fc), tuple(fx), tuple(fw))
@@ -830,6 +842,7 @@ def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node)
     from . import elementwise as E
     from . import shape as S
     nc, nx, nw = body.n_carry, body.n_x, body.n_w
+    assert isinstance(y.op, Result)                    # the bprop of a scan is asked for one of its results
     kind, kk = body.output_kind(y.op.index)
     inits, xss, ws = list(x[:nc]), list(x[nc:nc + nx]), list(x[nc + nx:])
     fc = [j for j in range(nc) if inits[j].dtype.kind == "f"]
@@ -962,7 +975,7 @@ class CondBody(_Group):
         if len(t.inputs) != n_ops or len(f.inputs) != n_ops or len(t.outputs) != len(f.outputs) or \
                 not all(_same_values(a, b) for a, b in zip(t.inputs + t.outputs, f.inputs + f.outputs)):
             raise ShapeError("the two branches of the cond do not take and return values of the same shapes")
-        return cls(name, (t, f), n_ops, [None] * n_cap, picks)
+        return cls(name, (t, f), n_ops, _no_outer_nodes(n_cap), picks)
 
     def branch_inputs(self, b: int, values: Sequence) -> list:
         ops, ws = list(values[1:1 + self.n_ops]), list(values[1 + self.n_ops:])
@@ -983,7 +996,7 @@ class Cond(Op):
     name: ClassVar[str] = "cond"
     body: CondBody
     has_body: ClassVar[bool] = True
-    body_type: ClassVar[type] = CondBody
+    body_type: ClassVar[type[CondBody]] = CondBody
 
     def __post_init__(self):
         if not isinstance(self.body, CondBody):
@@ -1075,11 +1088,11 @@ def _cond_impl(pred: Node, true_fn: Callable, false_fn: Callable, *operands, nam
                              f"has {fmt_shape(b.shape)}, {b.dtype}; both branches must agree")
     captured: list[Node] = []
     picks: tuple[list[int], list[int]] = ([], [])
-    for b, tr in enumerate((t, f)):
+    for side, tr in enumerate((t, f)):
         for c in tr.captured:
             if c not in captured:
                 captured.append(c)
-            picks[b].append(captured.index(c))
+            picks[side].append(captured.index(c))
     body = CondBody(title, (t, f), len(ops), captured, picks)
     ins = (pred, *ops, *captured)
     group = apply(Cond(body), ins, graph._unique_name(title))
@@ -1093,11 +1106,12 @@ def cond_vjp(body: CondBody, x: tuple[Node, ...], y: Node, g: Node) -> list:
     got = body.grad_cache.get(key)
     if got is not None:
         return got
-    from ..autodiff import build_grad
+    build_grad = service("build_grad")
     from . import elementwise as E
     from . import reduce as R
     n = body.n_ops
     pred, ops, ws = x[0], list(x[1:1 + n]), list(x[1 + n:])
+    assert isinstance(y.op, Result)                    # the bprop of a cond is asked for one of its results
     k = y.op.index
     fo = [j for j in range(n) if ops[j].dtype.kind == "f"]
     fw = [j for j in range(len(ws)) if ws[j].dtype.kind == "f"]
@@ -1157,7 +1171,7 @@ class WhileBody(_Group):
                 not all(_same_values(a, b) for a, b in zip(test.inputs, step.inputs)) or \
                 len(test.outputs) != 1 or test.outputs[0].shape != () or test.outputs[0].dtype != np.bool_:
             raise ShapeError("the while_loop's condition and body do not fit its carry")
-        return cls(name, test, step, nc, [None] * n_cap, picks)
+        return cls(name, test, step, nc, _no_outer_nodes(n_cap), picks)
 
     def _compute(self, arrays) -> list:
         nc = self.n_carry
@@ -1190,7 +1204,7 @@ class While(Op):
     name: ClassVar[str] = "while_loop"
     body: WhileBody
     has_body: ClassVar[bool] = True
-    body_type: ClassVar[type] = WhileBody
+    body_type: ClassVar[type[WhileBody]] = WhileBody
 
     def __post_init__(self):
         if not isinstance(self.body, WhileBody):
@@ -1359,13 +1373,13 @@ def draw_bodies(dot, nodes: Sequence[Node], ids: dict, esc: Callable, depth: int
     a dashed edge runs from each body output to its node, and from a reverse scan's box to the forward scan."""
     for n in nodes:
         op = n.op
-        if not getattr(op, "has_body", False) or n not in ids:
+        if not isinstance(op, (Scan, Cond, While)) or n not in ids:      # the ops with has_body
             continue
         body = op.body
         if isinstance(body, ScanBody):
             parts = [("body", body.traced)]
             rev = body.forward is not None
-            title = (f"reverse scan {n.name} (gradient of {body.forward.name})" if rev else
+            title = (f"reverse scan {n.name} (gradient of {body.forward.name})" if body.forward is not None else
                      f"scan {n.name}{' (reverse)' if body.reverse else ''}")
         elif isinstance(body, CondBody):
             parts = [("true", body.branches[0]), ("false", body.branches[1])]
@@ -1409,9 +1423,9 @@ def recurrence(node: Node) -> list:
     recurrence of backpropagation through time. `node` is a scan node or one of its results."""
     import sympy as sp
 
-    from ..symbolic import to_sympy
+    to_sympy = service("to_sympy")
     group = node.inputs[0] if node.op.name == "result" else node
-    if not isinstance(getattr(group.op, "body", None), ScanBody):
+    if not isinstance(group.op, Scan):                 # the one op whose body is a ScanBody
         raise GraphCompilerError(f"recurrence takes a scan node or one of its results, not {node.name!r} "
                                  f"({node.op.name})")
     body = group.op.body
@@ -1488,13 +1502,18 @@ def unroll(graph: Graph, max_steps: int = 16) -> Graph:
     return out
 
 
+def _scan_body(n: Node) -> ScanBody:
+    assert isinstance(n.op, Scan)                       # the caller unrolls scan nodes only
+    return n.op.body
+
+
 def _static_steps(n: Node):
-    b = n.op.body
+    b = _scan_body(n)
     return n.inputs[b.n_carry].shape[0] if b.n_x else b.length
 
 
 def _unroll_scan(n: Node, ins: list[Node], I, S) -> list[Node]:
-    b = n.op.body
+    b = _scan_body(n)
     nc, nx, ny = b.n_carry, b.n_x, b.n_y
     steps = _static_steps(n)
     carries, xs, ws = ins[:nc], ins[nc:nc + nx], ins[nc + nx:]

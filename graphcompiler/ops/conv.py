@@ -419,6 +419,7 @@ class _PoolAttrs(Op):
         y = None
         for _, t in self._taps(xp):
             y = t.copy() if y is None else np.maximum(y, t, out=y)
+        assert y is not None                       # a pooling window has at least one tap
         return y
 
     def _ties(self, x: np.ndarray):

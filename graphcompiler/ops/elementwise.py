@@ -298,14 +298,20 @@ def _over_sum_of(g: Node, y: Node):
     if n.op.name != "divide":
         return None
     a, s = n.inputs
-    if s.op.name != "sum" or s.inputs[0] is not y or a.shape != s.shape or a.dtype != y.dtype:
+    from .reduce import Reduction                  # reduce.py imports this module
+    sum_op = s.op
+    if not isinstance(sum_op, Reduction) or sum_op.name != "sum" or s.inputs[0] is not y or a.shape != s.shape \
+            or a.dtype != y.dtype:
         return None
-    if expanded and tuple(g.inputs[0].op.axis if g.op.name != "expand_dims" else g.op.axis) != tuple(s.op.axis):
-        return None
-    if not s.op.keepdims and s.op.axis:
+    if expanded:
+        ex = g.op if g.op.name == "expand_dims" else g.inputs[0].op
+        assert isinstance(ex, S.ExpandDims)        # n is g or g.inputs[0], and n's op is expand_dims
+        if tuple(ex.axis) != tuple(sum_op.axis):
+            return None
+    if not sum_op.keepdims and sum_op.axis:
         if not expanded:
             return None
-        a = S.expand_dims(a, s.op.axis)
+        a = S.expand_dims(a, sum_op.axis)
     return a, s
 
 

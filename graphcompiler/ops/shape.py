@@ -332,7 +332,7 @@ def _encode_index(index, ndim: int, what: str) -> tuple:
     """A static NumPy basic index -> a hashable tuple: ("i", k), ("s", start, stop, step), ("new",), ("...",)."""
     if not isinstance(index, tuple):
         index = (index,)
-    out = []
+    out: list[tuple] = []
     for it in index:
         if isinstance(it, slice):
             for v in (it.start, it.stop, it.step):
