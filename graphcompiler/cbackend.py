@@ -756,7 +756,8 @@ class Generator:
 
     def copy_loop(self, src: Layout, dst: Layout) -> None:
         T = ctype(dst.dtype)
-        self.nd_loop(dst.shape, [src, dst], lambda o: [f"*({T} *)({dst.ptr()} + {o[1]}) = ({T})({self.load(src, o[0])});"])
+        self.nd_loop(dst.shape, [src, dst],
+                     lambda o: [f"*({T} *)({dst.ptr()} + {o[1]}) = ({T})({self.load(src, o[0])});"])
 
     # elementwise groups
     def close(self, members: list, pos: int) -> None:
@@ -1075,7 +1076,8 @@ class Generator:
             self.lines += [
                 "    { double s8[8] = {0, 0, 0, 0, 0, 0, 0, 0}; double s = 0; long i = 0;",
                 f"      const {A} *x = (const {A} *){a.ptr()}, *y = (const {A} *){b.ptr()};",
-                f"      for (; i + 8 <= {n}L; i += 8) for (int j = 0; j < 8; j++) s8[j] += (double)x[i + j] * (double)y[i + j];",
+                f"      for (; i + 8 <= {n}L; i += 8) for (int j = 0; j < 8; j++) "
+                "s8[j] += (double)x[i + j] * (double)y[i + j];",
                 f"      for (; i < {n}L; i++) s += (double)x[i] * (double)y[i];",
                 "      for (int j = 0; j < 8; j++) s += s8[j];",
                 f"      *({T} *){out.ptr()} = ({T})s; }}"]
@@ -1132,7 +1134,8 @@ class Generator:
         z = lay.dtype.itemsize
         r, c = shape[-2], shape[-1]
         rs, cs = strides[-2], strides[-1]
-        ok = (cs == z or c == 1) and (rs >= max(c, 1) * z or r == 1) or (rs == z or r == 1) and (cs >= max(r, 1) * z or c == 1)
+        ok = ((cs == z or c == 1) and (rs >= max(c, 1) * z or r == 1)
+              or (rs == z or r == 1) and (cs >= max(r, 1) * z or c == 1))
         if ok:
             return shape, strides, lay.ptr()
         t = self.temp(shape, lay.dtype, pos)
@@ -1205,14 +1208,16 @@ class Generator:
         lab = self.contiguous(self.get(labels_arg, pos), pos)
         c = x.shape[-1]
         rows = int(np.prod(x.shape[:-1], dtype=np.int64))
-        if lab.scalar is not None or np.dtype(lab.dtype).kind not in "iu" or int(np.prod(lab.shape, dtype=np.int64)) != rows:
+        if (lab.scalar is not None or np.dtype(lab.dtype).kind not in "iu"
+                or int(np.prod(lab.shape, dtype=np.int64)) != rows):
             raise Unsupported("labels")
         return x, lab, c, rows
 
     def check_labels(self, lab, rows, c, k, wrap: bool):
         lo = -c if wrap else 0
         LT = ctype(lab.dtype)
-        self.lines.append(f"    for (long r = 0; r < {rows}L; r++) {{ const int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
+        self.lines.append(f"    for (long r = 0; r < {rows}L; r++) {{ "
+                          f"const int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
                           f" if (l < {lo}LL || l >= {c}LL) return {k + 1}; }}")
 
     def op_softmax_cross_entropy(self, st, pos):
@@ -1247,7 +1252,8 @@ class Generator:
         self.check_labels(lab, rows, c, pos, True)
         out = self.store(st, pos)
         self.copy_loop(x, out)
-        self.lines.append(f"    for (long r = 0; r < {rows}L; r++) {{ int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
+        self.lines.append(f"    for (long r = 0; r < {rows}L; r++) {{ "
+                          f"int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
                           f" if (l < 0) l += {c}; (({T} *){out.ptr()})[r * {c}L + l] -= 1; }}")
 
     def op_one_hot(self, st, pos):
@@ -1261,7 +1267,8 @@ class Generator:
         self.check_labels(lab, rows, c, pos, True)
         out = self.store(st, pos)
         self.lines.append(f"    memset({out.ptr()}, 0, {rows * c * np.dtype(st.dtype).itemsize});")
-        self.lines.append(f"    for (long r = 0; r < {rows}L; r++) {{ int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
+        self.lines.append(f"    for (long r = 0; r < {rows}L; r++) {{ "
+                          f"int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
                           f" if (l < 0) l += {c}; (({T} *){out.ptr()})[r * {c}L + l] = 1; }}")
 
     # the arena
@@ -1383,7 +1390,6 @@ class CEvaluator:
         flops = sum(int(np.prod(st.shape, dtype=np.int64)) for st in lowered.steps)
         self._nogil = flops > 20000
         self._pool = [self._arena()]
-        del n_leaves
         return self
 
     def _generate(self, lowered, vec):
