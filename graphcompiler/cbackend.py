@@ -135,7 +135,7 @@ def _host() -> str:
 def _libmvec() -> bool:
     """glibc 2.35 or later on x86-64: its vector math library has every function _SIMD_FUNCS names."""
     try:
-        name, version = os.confstr("CS_GNU_LIBC_VERSION").split()
+        name, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()
         major, minor = (int(x) for x in version.split(".")[:2])
     except (ValueError, OSError, AttributeError):
         return False
@@ -262,9 +262,10 @@ def toolchain() -> dict:
                 os.replace(final + ".tmp", final)
             loader = importlib.machinery.ExtensionFileLoader(name, final)
             spec = importlib.util.spec_from_file_location(name, final, loader=loader)
+            assert spec is not None
             helper = importlib.util.module_from_spec(spec)
             loader.exec_module(helper)
-            choices = [((), ())]
+            choices: list = [((), ())]
             if os.uname().machine in ("x86_64", "AMD64", "aarch64"):
                 choices.insert(0, (NATIVE_FLAGS, ()))
                 if _libmvec():
@@ -292,7 +293,7 @@ def _blas_pointers() -> tuple[int, int, str]:
                 s_, d_ = (ctypes.cast(getattr(lib, f"{prefix}{f}gemm{suffix}"), ctypes.c_void_p).value for f in "sd")
             except AttributeError:
                 continue
-            return s_, d_, itype
+            return s_ or 0, d_ or 0, itype
     try:
         from scipy.linalg import cython_blas
     except ImportError:
@@ -547,7 +548,8 @@ class Generator:
         self.vec = vec                      # (libmvec ISA letter, bytes per vector) or None
         self.blas_int = "int"               # the BLAS's integer type (int64_t for an ILP64 OpenBLAS)
         self.vec_used: set = set()
-        self.py_steps: list = []            # (step, args, out layout, why) run by NumPy between C segments
+        self.py_steps: list = []
+        self.leaf_meta: dict = {}            # (step, args, out layout, why) run by NumPy between C segments
         self.lines: list[str] = []
         self.layout: dict[int, Layout] = {}
         self.allocs: list[list] = []        # [size, first, last, offset]
@@ -594,7 +596,7 @@ class Generator:
         for k, st in enumerate(steps):
             mine = None
             if st.op_name in ELEMENTWISE and not self._all_const(st) and self._ew_ok(st):
-                cands = []
+                cands: list = []
                 for a in st.args:
                     g = group_of.get(a) if isinstance(a, int) else None
                     if g is not None and steps[g[0]].shape == st.shape and all(g is not c for c in cands):
@@ -1311,10 +1313,10 @@ class CEvaluator:
 
     def __init__(self, nan_check: bool = False):
         self.nan_check = nan_check
-        self.lowered: LoweredProgram | None = None
+        self.lowered: Any = None
         self.source: str | None = None
         self.fallback_reason: str | None = None
-        self._numpy = None
+        self._numpy: Any = None
         self._pool: list = []
 
     def load(self, lowered: LoweredProgram) -> "CEvaluator":
@@ -1334,12 +1336,12 @@ class CEvaluator:
         try:
             tc = toolchain()
             try:
-                path, self.flags = build_program(tc["cc"], self.source)
+                path, self.flags = build_program(tc["cc"], self.source or "")
             except CompileError:
                 if not gen.vec_used:
                     raise
                 gen = self._generate(lowered, None)       # without libmvec's vector functions
-                path, self.flags = build_program(tc["cc"], self.source)
+                path, self.flags = build_program(tc["cc"], self.source or "")
         except CompileError as e:
             self.fallback_reason = str(e)
             _warn_once("cc:" + str(e)[:200], f"graphcompiler: backend 'c' is unavailable: {e}; running on the "
