@@ -4,15 +4,15 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench figures dot browser notebooks venv clean
+.PHONY: demo test bench figures dot cc browser notebooks venv clean
 
-demo: $(STAMP) dot
+demo: $(STAMP) dot cc
 	$(VENV)/bin/graphcompiler demo
 
-test: $(STAMP) dot browser
+test: $(STAMP) dot cc browser
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) cc
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/lenet.py
 
@@ -49,6 +49,13 @@ dot:
 	  echo "installing graphviz (dot) through apt"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq graphviz >/dev/null; }
+
+# A C compiler for backend "c" (gc.compile(..., backend="c")); without one that backend runs on NumPy.
+cc:
+	@command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || command -v clang >/dev/null 2>&1 || { \
+	  echo "installing a C compiler (gcc) through apt"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq gcc python3-dev >/dev/null; }
 
 # Headless Chromium and its driver run the explorer page's browser tests; install them through apt when missing.
 browser:

@@ -177,6 +177,9 @@ def bench_net(name, batch, sizes, act, repeats, inner, peers=True):
     err = max(float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-30)) for a, b in zip(got[1:], ref[1]))
     fns = {"numpy": lambda: np_step(X, Y), "graphcompiler": lambda: prog.run(feeds)}
     once = {}
+    c = c_backend([J, *[grads[p] for p in params]], feeds, got)
+    if c:
+        fns["c"] = c.pop("step")
     if peers:
         s = torch_step(sizes, act, X, Y, Ws)
         if s:
@@ -198,7 +201,45 @@ def bench_net(name, batch, sizes, act, repeats, inner, peers=True):
     mem["inference_measured"] = traced_peak(lambda: infer.run(feeds), infer.stats["resident_bytes"])
     mem["declared_order"] = prog.memory_report().declared_peak_bytes
     return {"name": name, "times": times, "compile_s": t_compile, "first_run_s": t_first, "graph_s": t_graph,
-            "rel_err": err, "memory": mem, "peer_once": once, "steps": prog.stats["steps"]}
+            "rel_err": err, "memory": mem, "peer_once": once, "steps": prog.stats["steps"], "c": c}
+
+
+def c_backend(outputs, feeds, ref) -> dict | None:
+    """The program on backend "c": its step, the cold compile (an empty cache) and a second load from the
+    cache in a fresh Program (the first run of each: specialise, generate C, compile or load)."""
+    import tempfile
+    import numpy as np
+    import graphcompiler as gc
+    from graphcompiler import cbackend
+    try:
+        cbackend.toolchain()
+    except gc.GraphCompilerError:
+        return None
+    old = os.environ.get("GRAPHCOMPILER_CACHE_DIR")
+    with tempfile.TemporaryDirectory() as d:
+        os.environ["GRAPHCOMPILER_CACHE_DIR"] = d
+        try:
+            t = time.perf_counter()
+            prog = gc.compile(outputs, backend="c")
+            got = prog.run(feeds)
+            cold = time.perf_counter() - t
+            t = time.perf_counter()
+            again = gc.compile(outputs, backend="c")
+            again.run(feeds)
+            cached = time.perf_counter() - t
+            t = time.perf_counter()
+            again.run(feeds)                       # a second run: the step itself, taken off both
+            step = time.perf_counter() - t
+            cold, cached = max(cold - step, 0.0), max(cached - step, 0.0)
+        finally:
+            if old is None:
+                os.environ.pop("GRAPHCOMPILER_CACHE_DIR", None)
+            else:
+                os.environ["GRAPHCOMPILER_CACHE_DIR"] = old
+    err = max(float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-30)) for a, b in zip(got, ref))
+    ev = prog._last.evaluator
+    return {"step": lambda: prog.run(feeds), "cold_s": cold, "cached_s": cached, "rel_err_vs_numpy_ev": err,
+            "native": getattr(ev, "fallback_reason", "") is None, "flags": " ".join(getattr(ev, "flags", ()))}
 
 
 def bench_chain(n, repeats):
@@ -218,10 +259,13 @@ def bench_chain(n, repeats):
     got, ref = prog.run({"w": W}), step(W)
     err = max(float(np.max(np.abs(a - b))) for a, b in zip(got, ref))
     inner = max(1, 2000 // n)
-    times = interleaved({"numpy": lambda: step(W), "graphcompiler": lambda: prog.run({"w": W})},
-                        repeats, inner)
+    fns = {"numpy": lambda: step(W), "graphcompiler": lambda: prog.run({"w": W})}
+    c = c_backend([z, grads[w]], {"w": W}, got) if n <= 1000 else None
+    if c:
+        fns["c"] = c.pop("step")
+    times = interleaved(fns, repeats, inner)
     return {"n": n, "grad_s": t_grad, "compile_s": t_compile, "times": times, "abs_err": err,
-            "steps": prog.stats["steps"]}
+            "steps": prog.stats["steps"], "c": c}
 
 
 def bench_budget_net(batch, sizes, fraction=0.6, repeats=5):
@@ -341,14 +385,16 @@ def report(results: list[dict]) -> str:
                                                         for p in res["threadpools"]) + ".")
             lines.append("")
         peers = [p for p in ("pytorch", "jax", "pytensor") if any(p in r["times"] for r in res["nets"])]
-        head = "| model | NumPy | graphcompiler | ratio (min) |" + "".join(f" {p} ratio |" for p in peers)
-        lines += [head, "|" + " --- |" * (4 + len(peers))]
+        head = "| model | NumPy | graphcompiler | ratio (min) | c ratio (min) |" + "".join(f" {p} ratio |" for p in peers)
+        lines += [head, "|" + " --- |" * (5 + len(peers))]
         for r in res["nets"]:
             t = r["times"]
             base = t["numpy"]
             row = (f"| {r['name']} | {us(base['median'])} ({us(base['min'])}) | {us(t['graphcompiler']['median'])} "
                    f"({us(t['graphcompiler']['min'])}) | {t['graphcompiler']['median'] / base['median']:.2f} "
                    f"({t['graphcompiler']['min'] / base['min']:.2f}) |")
+            row += (f" {t['c']['median'] / base['median']:.2f} ({t['c']['min'] / base['min']:.2f}) |" if "c" in t
+                    else " - |")
             for p in peers:
                 row += (f" {t[p]['median'] / base['median']:.2f} |" if p in t else " - |")
             lines.append(row)
@@ -358,6 +404,17 @@ def report(results: list[dict]) -> str:
             once = ", ".join(f"{k} {v:.2f} s" for k, v in r["peer_once"].items()) or "-"
             lines.append(f"| {r['name']} | {r['compile_s'] * 1e3:.1f} ms | {r['first_run_s'] * 1e3:.1f} ms | "
                          f"{r['steps']} | {r['rel_err']:.1e} | {once} |")
+        cs = [r for r in res["nets"] + res["chain"] if r.get("c")]
+        if cs:
+            lines += ["", "Backend \"c\" one-time cost (the first run less a second run's time: specialise, generate C, "
+                      "compile with an empty cache; then a fresh Program loading the cached object):", "",
+                      "| program | cold compile | cached load | native | flags | max rel. diff vs NumPy evaluator |",
+                      "| --- | --- | --- | --- | --- | --- |"]
+            for r in cs:
+                c = r["c"]
+                name = r.get("name") or f"chain {r['n']:,}"
+                lines.append(f"| {name} | {c['cold_s'] * 1e3:.0f} ms | {c['cached_s'] * 1e3:.1f} ms | {c['native']} | "
+                             f"{c['flags'] or '-O2'} | {c['rel_err_vs_numpy_ev']:.1e} |")
         lines += ["", "Peak memory of a step (tracemalloc; graphcompiler's buffers kept between runs included; "
                   "feeds and parameters not counted):", "",
                   "| model | NumPy | graphcompiler measured | ratio | planned `peak_bytes` | planned/measured | "
@@ -372,14 +429,17 @@ def report(results: list[dict]) -> str:
                          f"{m['inference_measured'] / 2**20:.2f} MiB |")
         lines += ["", f"Chain z = f(f(...f(w))) (Figure 6.10), f alternating sin and tanh on a vector of "
                   f"{CHAIN_SIZE} float64, z and dz/dw (seed of ones):", "",
-                  "| N | build_grad | compile | grad + compile | run: NumPy loop | run: graphcompiler | ratio (min) |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+                  "| N | build_grad | compile | grad + compile | run: NumPy loop | run: graphcompiler | ratio (min) "
+                  "| c ratio (min) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for c in res["chain"]:
             t = c["times"]
             lines.append(f"| {c['n']:,} | {c['grad_s'] * 1e3:.1f} ms | {c['compile_s'] * 1e3:.1f} ms | "
                          f"{(c['grad_s'] + c['compile_s']) * 1e3:.1f} ms | {us(t['numpy']['median'])} | "
                          f"{us(t['graphcompiler']['median'])} | {t['graphcompiler']['median'] / t['numpy']['median']:.2f} "
-                         f"({t['graphcompiler']['min'] / t['numpy']['min']:.2f}) |")
+                         f"({t['graphcompiler']['min'] / t['numpy']['min']:.2f}) | " +
+                         (f"{t['c']['median'] / t['numpy']['median']:.2f} ({t['c']['min'] / t['numpy']['min']:.2f}) |"
+                          if "c" in t else "- |"))
         if res.get("budget"):
             lines += ["", "memory_budget (issue 4): recomputing forward values in the backward pass (equation 6.53):", "",
                       "| program | unbudgeted planned peak | budget | planned | measured (tracemalloc) | results identical "
@@ -421,6 +481,21 @@ def targets(results: list[dict]) -> list[str]:
         if name in nets:
             med, mn = ratio(name)
             row(f"{name}: step at most {limit}x NumPy", f"{med:.2f} ({mn:.2f})", med <= limit)
+    for name, limit in (("MLP tiny", 0.2), ("MLP small", 0.35), ("MLP medium", 0.9), ("MLP large", 0.97),
+                        ("deep 8x512 tanh", 0.97)):
+        if name in nets and "c" in nets[name]["times"]:
+            med, mn = ratio(name, "c")
+            row(f"{name}: backend c at most {limit}x NumPy", f"{med:.2f} ({mn:.2f})", med <= limit)
+    for name in ("MLP tiny", "MLP medium"):
+        c = nets.get(name, {}).get("c")
+        if c:
+            row(f"{name}: backend c cold compile under 0.3 s", f"{c['cold_s'] * 1e3:.0f} ms", c["cold_s"] < 0.3)
+            row(f"{name}: backend c cached load under 10 ms", f"{c['cached_s'] * 1e3:.1f} ms", c["cached_s"] < 0.01)
+    ch = next((c for c in res["chain"] if c["n"] == 1000 and "c" in c["times"]), None)
+    if ch:
+        t = ch["times"]
+        r = t["c"]["median"] / t["numpy"]["median"]
+        row("chain 1,000: backend c at most 0.5x NumPy", f"{r:.2f}", r <= 0.5)
     for name in ("MLP tiny", "MLP small"):
         if name in nets:
             for peer in ("pytorch", "jax"):

@@ -13,7 +13,8 @@ import sys
 from typing import Any
 
 PACKAGE = __name__.rpartition(".")[0]
-LAZY = {"to_sympy": "symbolic", "to_latex": "symbolic", "derivation": "symbolic"}   # name -> its module
+LAZY = {"to_sympy": "symbolic", "to_latex": "symbolic", "derivation": "symbolic",   # name -> its module
+        "recurrence": "symbolic"}
 LAZY_MODULES = ("symbolic", "symbolic_terms", "demo", "cli")
 
 

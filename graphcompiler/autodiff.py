@@ -15,7 +15,7 @@ import numpy as np
 from .errors import (DisconnectedInputError, GraphCompilerError, ShapeError, UndefinedGradientError,
                      fmt_shape)
 from .graph import (LEAF_OPS, ZERO, Graph, GraphMismatchError, Node, Undefined, Zero, carries_gradient, edge_mark,
-                    paused_gc)
+                    paused_gc, provide)
 from .ops import elementwise as E
 from .ops import shape as S
 from .ops.base import is_static
@@ -244,3 +244,6 @@ def _path(src: Node, dst: Node, pruned: set[Node]) -> list[Node]:
         out.append(step)
         step = prev[step]
     return out
+
+
+provide(build_grad=build_grad)      # control flow differentiates its bodies with it (graph.service)

@@ -23,8 +23,8 @@ from .errors import GraphCompilerError, fmt_shape
 from .graph import Graph, Node
 
 QUICK_LAYOUT_FROM = 120        # nodes: larger pictures get Graphviz's bounded (quicker, rougher) ranking
-FORMULA_TERMS = 400            # a formula whose expansion would have more terms than this is not exported
-FORMULA_BUDGET = 20_000        # terms exported on one page in all (a 500-node chain: the first formulas only)
+FORMULA_TERMS = 80             # a formula whose expansion would have more terms than this is not exported
+FORMULA_BUDGET = 4_000         # terms exported on one page in all (a 500-node chain: the first formulas only)
 NUMBERS_UP_TO = 36             # elements: printed as numbers
 HEATMAP_UP_TO = 64 * 64        # elements of a matrix: drawn as a heat map
 
@@ -350,14 +350,14 @@ def _expansion_sizes(nodes: list[Node]) -> tuple[dict[Node, int], dict[Node, int
     """How many terms a node's export would have, in its leaves and in the textbook form (where named nodes
     stay symbols), capped just above FORMULA_TERMS: a value read twice is written out twice, so a deep graph's
     expansion grows exponentially and is better not attempted."""
-    from .symbolic import is_auto_named
+    from .symbolic import _kept
 
     cap = FORMULA_TERMS + 1
     leaves: dict[Node, int] = {}
     textbook: dict[Node, int] = {}
 
     def size(x: Node, table: dict[Node, int], stop: bool) -> int:
-        if not x.inputs or stop and not is_auto_named(x):
+        if not x.inputs or stop and _kept(x):
             return 1
         return table.get(x, cap)
 
@@ -373,8 +373,10 @@ def _mathml(n: Node, form: Literal["leaves", "textbook"]) -> str | None:
         from sympy.printing.mathml import mathml
 
         from .symbolic import to_sympy
-        expr = to_sympy(n, form=form)
+        expr = to_sympy(n, form=form, max_size=20 * FORMULA_TERMS)
         body = mathml(expr, printer="presentation")
+        if len(body) > 100 * FORMULA_TERMS:     # a long formula helps nobody on a side panel
+            return None
     except Exception:                   # an export the symbolic layer refuses (rank > 2): no formula shown
         return None
     return f'<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">{body}</math>'

@@ -289,6 +289,25 @@ class Node:
         def T(self) -> Node: ...
 
 
+SERVICES: dict[str, Any] = {}     # functions of the layers above that an op calls when it runs (see `service`)
+
+
+def provide(**functions: Any) -> None:
+    """Called by a higher layer at its import: offer its functions (build_grad, compile, to_sympy) to the ops
+    that need them at run time, such as control flow compiling and differentiating its bodies."""
+    SERVICES.update(functions)
+
+
+def service(name: str) -> Any:
+    """A function a higher layer provided; importing the package provides build_grad and compile, importing
+    graphcompiler.symbolic provides to_sympy (gc.to_sympy and gc.recurrence load it)."""
+    fn = SERVICES.get(name)
+    if fn is None:
+        raise GraphCompilerError(f"{name} is not available yet: import graphcompiler (and, for symbolic export, "
+                                 "graphcompiler.symbolic) before using control flow")
+    return fn
+
+
 def install(cls: type, **methods: Any) -> None:
     """Set methods on a class of this layer from a layer above (Node's operators from ops/, Graph.save from
     io.py): the way JAX's numpy layer gives Tracer its operators, with no import from here upward."""

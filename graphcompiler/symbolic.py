@@ -21,7 +21,8 @@ import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from .errors import GraphCompilerError, fmt_shape
-from .graph import GraphMismatchError, Node
+from .graph import GraphMismatchError, Node, provide
+from .ops import control as _control
 # The term algebra the op rules use, re-exported: op blocks written `from ..symbolic import elementwise, sp`
 # keep working (new blocks import from ..symbolic_terms, which does not load the export).
 from .symbolic_terms import (_COMPOSE, _N, _PLACEHOLDERS, ElementwiseFunction, ElementwiseMap, OpFunction,  # noqa: F401
@@ -510,3 +511,7 @@ class _Evaluator:
         out = _lambdified(syms, e)(*[args[s] for s in syms])
         shape = next((np.shape(v) for v in (extra or {}).values()), ())
         return np.broadcast_to(np.asarray(out, dtype=float), shape) if shape else np.asarray(out, dtype=float)
+
+
+provide(to_sympy=to_sympy)          # gc.recurrence exports a scan's body with it (graph.service)
+recurrence = _control.recurrence    # gc.recurrence: a scan as h_t = f(h_{t-1}, x_t), and its gradient's recurrence

@@ -201,7 +201,7 @@ def test_run_options_are_checked_per_backend():
 
 def test_backends_lists_each_with_why():
     listed = {b["name"]: b for b in gc.backends()}
-    assert {"numpy", "jax", "dask", "cupy"} <= set(listed)
+    assert {"numpy", "c", "jax", "dask", "cupy"} <= set(listed)
     assert listed["numpy"]["available"] and listed["jax"]["available"] and listed["dask"]["available"]
     assert "cpu" in listed["jax"]["why"] or "gpu" in listed["jax"]["why"]
     try:

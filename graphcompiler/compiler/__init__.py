@@ -11,22 +11,28 @@ See docs/ARCHITECTURE.md.
 
 from __future__ import annotations
 
+import os
 from typing import Iterable, Mapping
 
 from ..errors import GraphCompilerError
-from ..graph import Graph, GraphMismatchError, Node
+from ..graph import Graph, GraphMismatchError, Node, provide
 from .program import CACHE_SIZE, Program
+
+DEFAULT_BACKEND = os.environ.get("GRAPHCOMPILER_BACKEND", "numpy")   # compile's backend when none is named
 
 
 def compile(outputs: Node | Iterable[Node], *, updates: Mapping[Node, Node] | None = None,
             optimize: bool = True, memory_budget: int | None = None, nan_check: bool = False,
-            backend: str = "numpy", cache_size: int = CACHE_SIZE) -> Program:
+            backend: str | None = None, cache_size: int = CACHE_SIZE) -> Program:
     """Compile outputs (and parameter updates) into a Program; nothing is computed until it runs.
 
-    backend names the evaluator that runs the lowered program (compiler/backends.py: BACKENDS); an unknown
-    name raises GraphCompilerError listing the known ones. cache_size: how many signatures of feed shapes keep
+    backend names the evaluator that runs the lowered program (compiler/backends.py: BACKENDS; None: the
+    module's DEFAULT_BACKEND, "numpy" unless the environment sets GRAPHCOMPILER_BACKEND); an unknown name
+    raises GraphCompilerError listing the known ones. cache_size: how many signatures of feed shapes keep
     their specialisation (schedule, buffers, loaded evaluator); the least recently used is dropped beyond it.
     """
+    if backend is None:
+        backend = DEFAULT_BACKEND
     outputs = [outputs] if isinstance(outputs, Node) else list(outputs)
     updates = dict(updates or {})
     nodes = outputs + list(updates) + list(updates.values())
@@ -42,3 +48,6 @@ def compile(outputs: Node | Iterable[Node], *, updates: Mapping[Node, Node] | No
                                      "a program runs nodes of one graph")
     return Program(graph, outputs, updates, optimize=optimize, memory_budget=memory_budget,
                    nan_check=nan_check, backend=backend, cache_size=cache_size)
+
+
+provide(compile=compile)            # control flow compiles its bodies with it (graph.service)

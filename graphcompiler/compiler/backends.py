@@ -14,6 +14,7 @@ from ..errors import GraphCompilerError
 
 BACKENDS: dict[str, Any] = {
     "numpy": "graphcompiler.runtime:NumpyEvaluator",
+    "c": "graphcompiler.cbackend:CEvaluator",
     "jax": "graphcompiler.backends_jax:JaxEvaluator",
     "dask": "graphcompiler.backends_dask:DaskEvaluator",
     "cupy": "graphcompiler.backends_cupy:CupyEvaluator",
@@ -53,7 +54,12 @@ def backends() -> list[dict]:
                 ok, why = False, f"{type(e).__name__}: {e}"
             else:
                 check = getattr(mod, "availability", None)
-                if check is not None:
+                find_cc = getattr(mod, "find_compiler", None)
+                if check is None and find_cc is not None:          # backend "c": a C compiler is what it needs
+                    cc = find_cc()
+                    ok, why = (True, f"C compiler {cc}") if cc else \
+                        (False, "no C compiler found ($CC, cc, gcc, clang); programs run on 'numpy' instead")
+                elif check is not None:
                     try:
                         ok, why = check()
                     except Exception as e:

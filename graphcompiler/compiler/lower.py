@@ -25,7 +25,7 @@ def lower(plan: "BufferPlan", nodes: Sequence[Node], roots: Sequence[Node], ctx:
           updates: Sequence[str], nan_check: bool = False) -> tuple[LoweredProgram, list[Node]]:
     """The LoweredProgram of a buffer plan, and the graph nodes of its leaves (in the order of `leaves`)."""
     slot: dict[Node, int] = {}
-    leaf_nodes, leaf_slots, leaf_kinds = [], [], []
+    leaf_nodes, leaf_slots, leaf_kinds, leaf_specs = [], [], [], []
     for n in nodes:
         op = n.op
         if isinstance(op, (Input, Parameter)):
@@ -33,6 +33,7 @@ def lower(plan: "BufferPlan", nodes: Sequence[Node], roots: Sequence[Node], ctx:
             leaf_nodes.append(ctx.origin_of(n))
             leaf_slots.append(slot[n])
             leaf_kinds.append("feed" if isinstance(op, Input) else "parameter")
+            leaf_specs.append((tuple(n.shape), n.dtype))
     for n in plan.order:
         slot[n] = len(slot)
     drops: dict[int, list[int]] = {}
@@ -85,7 +86,7 @@ def lower(plan: "BufferPlan", nodes: Sequence[Node], roots: Sequence[Node], ctx:
     lowered = LoweredProgram(tuple(steps), len(slot), tuple(leaf_slots), tuple(n.name for n in leaf_nodes),
                              tuple(leaf_kinds), tuple(results), tuple(copy), n_outputs, tuple(updates),
                              tuple(plan.buffers), None if plan.offsets is None else tuple(plan.offsets),
-                             plan.resident_bytes, nan_check)
+                             plan.resident_bytes, nan_check, tuple(leaf_specs))
     return lowered, leaf_nodes
 
 

@@ -22,6 +22,7 @@ LoweredProgram fields:
 - buffers: the planned buffers, (elements, dtype) per buffer id; offsets: each buffer's byte offset in one
   arena of arena_bytes (aligned to ALIGN), or None when each buffer is a separate array. Buffers are memory
   an evaluator owns: it allocates them once per concurrent run (not per call) and may reuse them across runs.
+- leaf_specs: per leaf, its concrete (shape, dtype): what a backend that compiles for static shapes needs.
 - nan_check: the evaluator checks every floating step's result for NaN/inf and raises NumericsError naming
   the step (its label) and its inputs' ranges.
 
@@ -151,6 +152,7 @@ class LoweredProgram:
     offsets: tuple | None
     arena_bytes: int
     nan_check: bool = False
+    leaf_specs: tuple = ()      # per leaf: (concrete shape, dtype), in the order of `leaves` (native backends)
 
     @property
     def feeds(self) -> tuple:

@@ -334,6 +334,27 @@ class Program:
             self._symbolic_steps = [Step(self._ctx.origin_of(n), n.op.name, None, False, n) for n in order]
         return list(self._symbolic_steps)
 
+    def source(self, backend: str = "c") -> str:
+        """The generated source the last specialisation runs (backend "c": its C function).
+
+        Raises GraphCompilerError for a program of another backend, before the first run of a program with
+        None dims, and when the specialisation runs on the NumPy evaluator instead (saying why).
+        """
+        if backend != "c" or self.backend != "c":
+            raise GraphCompilerError(f"source({backend!r}): only programs compiled with backend='c' have generated "
+                                     f"source; this one runs on {self.backend!r} (gc.compile(..., backend='c'))")
+        spec = self._last
+        if spec is None:
+            raise GraphCompilerError(
+                f"the program of graph {self.graph.name!r} has None dims in its inputs "
+                f"({', '.join(f'{n.name} {fmt_shape(n.shape)}' for n in self.inputs)}), so its C is generated at "
+                "the first run; run it once, then ask for the source")
+        src = getattr(spec.evaluator, "source", None)
+        reason = getattr(spec.evaluator, "fallback_reason", None)
+        if src is None or reason is not None:
+            raise GraphCompilerError(f"this specialisation runs on the NumPy evaluator, not C: {reason}")
+        return src
+
     def buffer_of(self, node: Node) -> int | None:
         """The planned buffer holding node's value in the last specialisation (None: allocated by its kernel)."""
         if self._last is None:

@@ -31,7 +31,7 @@ from ..errors import (
     UndefinedGradientError,
     fmt_shape,
 )
-from ..graph import Graph, Node
+from ..graph import Graph, Node, service
 from .base import Op, apply
 
 __all__ = ["cond", "scan", "while_loop"]
@@ -333,8 +333,7 @@ class _Group:
         key = (id(traced), len(extra))
         prog = self._programs.get(key)
         if prog is None:
-            from ..compiler import compile as _compile
-            prog = self._programs[key] = _compile(list(traced.outputs) + list(extra))
+            prog = self._programs[key] = service("compile")(list(traced.outputs) + list(extra))
         return prog
 
     def _compute(self, arrays) -> list:
@@ -782,7 +781,7 @@ class _Vjp:
 def _vjp_graph(body: ScanBody, kind: str, kk: int, fc: list[int], fx: list[int], fw: list[int]) -> _Vjp:
     """Differentiate one step of the body (build_grad in a graph of its own); the forward values its gradient
     reads become residuals, stacked by the forward scan instead of recomputed by the reverse one."""
-    from ..autodiff import build_grad
+    build_grad = service("build_grad")
     from . import elementwise as E
     from . import reduce as R
     key = (kind, kk, tuple(fc), tuple(fx), tuple(fw))
@@ -1107,7 +1106,7 @@ def cond_vjp(body: CondBody, x: tuple[Node, ...], y: Node, g: Node) -> list:
     got = body.grad_cache.get(key)
     if got is not None:
         return got
-    from ..autodiff import build_grad
+    build_grad = service("build_grad")
     from . import elementwise as E
     from . import reduce as R
     n = body.n_ops
@@ -1424,7 +1423,7 @@ def recurrence(node: Node) -> list:
     recurrence of backpropagation through time. `node` is a scan node or one of its results."""
     import sympy as sp
 
-    from ..symbolic import to_sympy
+    to_sympy = service("to_sympy")
     group = node.inputs[0] if node.op.name == "result" else node
     if not isinstance(group.op, Scan):                 # the one op whose body is a ScanBody
         raise GraphCompilerError(f"recurrence takes a scan node or one of its results, not {node.name!r} "

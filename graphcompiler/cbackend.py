@@ -1,0 +1,1524 @@
+"""The "c" backend: a LoweredProgram as one C function, compiled with the machine's C compiler, cached on disk.
+
+`CEvaluator.load(lowered)` translates every step whose op it knows into C over static shapes:
+- elementwise unary/binary ops (broadcasting by strides) fused into single loops: a step whose value is read
+  only by elementwise steps of its own shape is computed inside their loop and never stored;
+- view ops (reshape, transpose, expand_dims, squeeze, broadcast_to, slicing) become strides, no code;
+- reductions (sum, mean, max, sum_like, dot_all) as strided loops (float32 sums accumulate in double);
+- matmul through the BLAS sgemm/dgemm that SciPy ships (scipy.linalg.cython_blas's function pointers,
+  found at run time), or a plain C loop (integers, no SciPy);
+- softmax, log_softmax, logsumexp, softmax_cross_entropy, pick_mean, minus_one_hot, mse as direct kernels with
+  the NumPy kernels' stabilisation; a label out of range makes the C function return its step, and the run is
+  repeated on the NumPy evaluator, which raises the same ExecutionError naming the user's node.
+Values get their own arena (liveness-planned, one per concurrent run, from a pool like the NumPy evaluator's);
+results are fresh arrays the caller owns. The shared object is cached under a hash of the source, compiler
+and flags in GRAPHCOMPILER_CACHE_DIR (or $XDG_CACHE_HOME/graphcompiler, ~/.cache/graphcompiler).
+
+A step whose op the generator does not know splits the C function into segments: Python runs that step's
+NumPy kernel on views of the values between two C calls (a warning names the ops, once). A program with
+nan_check, a machine without a C compiler (or Python headers for the small call helper), a value of a dtype C
+does not know, or a failed compile runs on the NumPy evaluator instead, saying so once (nan_check silently).
+This module imports nothing from graph/ops/autodiff.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import importlib.machinery
+import importlib.util
+import math
+import os
+import re
+import shutil
+import sys
+import sysconfig
+import threading
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from .compiler.lowered import ALIGN, Const, LoweredProgram
+from .errors import ExecutionError, GraphCompilerError
+
+FLAGS = ("-O2", "-fPIC", "-shared", "-std=c99", "-fno-math-errno")    # never -ffast-math: NaN/inf must survive
+# For programs, where the host allows: -O3 -march=native, and glibc's vector math (libmvec, glibc 2.35+ on
+# x86-64) declared SIMD-callable so that fused loops of sin/exp/tanh vectorise as NumPy's own loops do.
+NATIVE_FLAGS = ("-O3", "-march=native")
+_SIMD_FUNCS = ("sin", "cos", "exp", "log", "tanh", "log1p")
+STEP_LIMIT = 20000          # longer programs run on NumPy (the C compiler's time grows faster than linearly)
+_WARNED: set = set()
+_LOCK = threading.Lock()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+# -- the toolchain --------------------------------------------------------------------------------
+
+def cache_dir() -> str:
+    """Where compiled programs live: GRAPHCOMPILER_CACHE_DIR, else $XDG_CACHE_HOME/graphcompiler, else ~/.cache."""
+    d = os.environ.get("GRAPHCOMPILER_CACHE_DIR")
+    if not d:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        d = os.path.join(base, "graphcompiler")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def find_compiler() -> str | None:
+    """The C compiler: $CC, else cc, gcc or clang on PATH; None when there is none."""
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name:
+            path = shutil.which(name.split()[0])
+            if path:
+                return path
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _compiler_id(cc: str) -> str:
+    st = os.stat(os.path.realpath(cc))
+    return f"{os.path.realpath(cc)}:{st.st_size}:{int(st.st_mtime)}"
+
+
+def _build(cc: str, source: str, suffix: str, extra: Sequence[str] = (), libs: Sequence[str] = ()) -> str:
+    """Compile `source` into the cache (under a hash of source, compiler, flags and host); return the path."""
+    flags = list(FLAGS) + list(extra)
+    key = hashlib.sha256("\0".join([source, _compiler_id(cc), *flags, *libs, _host()]).encode()).hexdigest()[:32]
+    d = cache_dir()
+    path = os.path.join(d, f"gc_{key}{suffix}")
+    if os.path.exists(path):
+        return path
+    import subprocess
+    import tempfile
+    fd, src = tempfile.mkstemp(suffix=".c", dir=d)
+    with os.fdopen(fd, "w") as f:
+        f.write(source)
+    tmp = path + f".{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        r = subprocess.run([cc, *flags, src, "-o", tmp, *libs, "-lm"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise CompileError(f"{cc} failed ({r.returncode}): {r.stderr.strip()[:2000]}")
+        os.replace(tmp, path)                      # atomic: another process sees all of it or nothing
+    finally:
+        for p in (src, tmp):
+            if os.path.exists(p):
+                os.unlink(p)
+    return path
+
+
+_HOST: list = []
+
+
+def _host() -> str:
+    """The machine and its CPU's features (-march=native objects must not travel to another CPU)."""
+    if not _HOST:
+        flags = ""
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("flags"):
+                        flags = line
+                        break
+        except OSError:
+            pass
+        _HOST.append(f"{sys.platform}:{os.uname().machine if hasattr(os, 'uname') else ''}:{flags}")
+    return _HOST[0]
+
+
+def _libmvec() -> bool:
+    """glibc 2.35 or later on x86-64: its vector math library has every function _SIMD_FUNCS names."""
+    try:
+        name, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()
+        major, minor = (int(x) for x in version.split(".")[:2])
+    except (ValueError, OSError, AttributeError):
+        return False
+    return name == "glibc" and (major, minor) >= (2, 35) and os.uname().machine in ("x86_64", "AMD64")
+
+
+def build_program(cc: str, source: str) -> tuple[str, tuple]:
+    """Compile a program with the host's best flags, falling back to plain -O2; (path, flags used)."""
+    tc = _toolchain
+    for extra, libs in list(tc.get("choices", [((), ())])):
+        head = _simd_decls() if "-lmvec" in libs else ""
+        try:
+            return _build(cc, head + source, ".so", extra, libs), tuple(extra) + tuple(libs)
+        except CompileError:
+            if (extra, libs) == ((), ()):
+                raise
+            if len(tc.get("choices", ())) > 1:            # these flags do not work here: not tried again
+                tc["choices"].remove((extra, libs))
+    raise CompileError("no flags worked")
+
+
+def _vector_isa() -> tuple | None:
+    """libmvec's ISA letter and vector bytes for this CPU (AVX-512: "e", 64; AVX2: "d", 32), when usable."""
+    try:
+        tc = toolchain()
+    except CompileError:
+        return None
+    if not any("-lmvec" in libs for _, libs in tc.get("choices", ())):
+        return None
+    flags = _host()
+    if " avx512f" in flags:
+        return ("e", 64)
+    if " avx2" in flags and " fma" in flags:
+        return ("d", 32)
+    return None
+
+
+def _simd_decls() -> str:
+    out = ["#include <math.h>"]
+    for f in _SIMD_FUNCS:
+        out.append(f'__attribute__((simd("notinbranch"), const)) double {f}(double);')
+        out.append(f'__attribute__((simd("notinbranch"), const)) float {f}f(float);')
+    return "\n".join(out) + "\n"
+
+
+class CompileError(GraphCompilerError):
+    """The C compiler rejected the generated source (a bug of the generator: the program runs on NumPy)."""
+
+
+_HELPER = r"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
+#include <stdint.h>
+typedef int (*gcfn)(void **, char *);
+/* call(fn, leaves, outs, spec, arena, nogil): the data pointers of leaves and outs, then fn(P, arena).
+   spec: bytes of int64 (type number, nbytes) per leaf; a leaf that is not an aligned C-contiguous array of
+   that type and size returns -(index + 1) without calling (the caller converts it and calls again). */
+static PyObject *call(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) { PyErr_SetString(PyExc_TypeError, "call takes 6 arguments"); return NULL; }
+    gcfn fn = (gcfn)PyLong_AsVoidPtr(args[0]);
+    PyObject *leaves = args[1], *outs = args[2];
+    const int64_t *spec = (const int64_t *)PyBytes_AS_STRING(args[3]);
+    char *arena = (char *)PyLong_AsVoidPtr(args[4]);
+    int nogil = PyObject_IsTrue(args[5]);
+    Py_ssize_t nl = PyList_GET_SIZE(leaves), no = PyList_GET_SIZE(outs);
+    void *stack[128]; void **P = stack;
+    if (nl + no > 128) { P = (void **)malloc(sizeof(void *) * (nl + no)); if (!P) return PyErr_NoMemory(); }
+    for (Py_ssize_t i = 0; i < nl; i++) {
+        PyObject *o = PyList_GET_ITEM(leaves, i);
+        if (!PyArray_Check(o)) goto bad;
+        PyArrayObject *a = (PyArrayObject *)o;
+        if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISALIGNED(a) || PyArray_DESCR(a)->type_num != spec[2 * i]
+            || (int64_t)PyArray_NBYTES(a) != spec[2 * i + 1] || !PyArray_ISNOTSWAPPED(a)) goto bad;
+        P[i] = PyArray_DATA(a);
+        continue;
+    bad:
+        if (P != stack) free(P);
+        return PyLong_FromSsize_t(-(i + 1));
+    }
+    for (Py_ssize_t i = 0; i < no; i++) P[nl + i] = PyArray_DATA((PyArrayObject *)PyList_GET_ITEM(outs, i));
+    int rc;
+    if (nogil) { Py_BEGIN_ALLOW_THREADS rc = fn(P, arena); Py_END_ALLOW_THREADS }
+    else rc = fn(P, arena);
+    if (P != stack) free(P);
+    return PyLong_FromLong(rc);
+}
+static PyMethodDef methods[] = {{"call", (PyCFunction)(void (*)(void))call, METH_FASTCALL, "run a program"},
+                                {NULL, NULL, 0, NULL}};
+static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "MODNAME", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_MODNAME(void) { import_array(); return PyModule_Create(&mod); }
+"""
+
+_toolchain: dict = {}
+
+
+def toolchain() -> dict:
+    """The compiler, the call helper (a tiny extension module, built once per machine) and the BLAS pointers.
+
+    Raises CompileError naming what is missing when the backend cannot run here.
+    """
+    with _LOCK:
+        if _toolchain:
+            if "error" in _toolchain:
+                raise CompileError(_toolchain["error"])
+            return _toolchain
+        try:
+            cc = find_compiler()
+            if cc is None:
+                raise CompileError("no C compiler found (looked for $CC, cc, gcc, clang); install one, e.g. "
+                                   "apt-get install gcc")
+            inc = sysconfig.get_paths()["include"]
+            if not os.path.exists(os.path.join(inc, "Python.h")):
+                raise CompileError(f"Python's C headers (Python.h) are missing from {inc}; install python3-dev")
+            tag = hashlib.sha256((_HELPER + sys.version + np.__version__).encode()).hexdigest()[:12]
+            name = f"gc_call_{tag}"
+            src = _HELPER.replace("MODNAME", name)
+            ext = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+            path = _build(cc, src, ext, ["-I" + inc, "-I" + np.get_include()])
+            final = os.path.join(os.path.dirname(path), name + ext)
+            if not os.path.exists(final):              # the module's file name must match its init function
+                shutil.copyfile(path, final + ".tmp")
+                os.replace(final + ".tmp", final)
+            loader = importlib.machinery.ExtensionFileLoader(name, final)
+            spec = importlib.util.spec_from_file_location(name, final, loader=loader)
+            assert spec is not None
+            helper = importlib.util.module_from_spec(spec)
+            loader.exec_module(helper)
+            choices: list = [((), ())]
+            if os.uname().machine in ("x86_64", "AMD64", "aarch64"):
+                choices.insert(0, (NATIVE_FLAGS, ()))
+                if _libmvec():
+                    choices.insert(0, (NATIVE_FLAGS, ("-lmvec",)))
+            _toolchain.update(cc=cc, call=helper.call, blas=_blas_pointers(), choices=choices)
+        except Exception as e:
+            _toolchain["error"] = str(e) if isinstance(e, CompileError) else f"{type(e).__name__}: {e}"
+            raise CompileError(_toolchain["error"]) from None
+        return _toolchain
+
+
+def _blas_pointers() -> tuple[int, int, str]:
+    """sgemm, dgemm and their integer type: NumPy's own OpenBLAS when it ships one (already loaded, no import),
+    else scipy.linalg.cython_blas's function pointers; (0, 0, "int") when neither is found (C loops instead)."""
+    import glob
+    root = os.path.dirname(os.path.dirname(np.__file__))
+    for path in sorted(glob.glob(os.path.join(root, "numpy.libs", "lib*openblas*.so*"))):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix, itype in (("scipy_", "_64_", "int64_t"), ("", "_64_", "int64_t"), ("scipy_", "_", "int"),
+                                      ("", "_", "int")):
+            try:
+                s_, d_ = (ctypes.cast(getattr(lib, f"{prefix}{f}gemm{suffix}"), ctypes.c_void_p).value for f in "sd")
+            except AttributeError:
+                continue
+            return s_ or 0, d_ or 0, itype
+    try:
+        from scipy.linalg import cython_blas
+    except ImportError:
+        return 0, 0, "int"
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    get_ptr = ctypes.pythonapi.PyCapsule_GetPointer
+    get_ptr.restype, get_ptr.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    out = []
+    for f in ("sgemm", "dgemm"):
+        cap = cython_blas.__pyx_capi__[f]
+        out.append(get_ptr(cap, get_name(cap)) or 0)
+    return out[0], out[1], "int"
+
+
+# -- C types and literals -------------------------------------------------------------------------
+
+_CTYPES = {"float64": "double", "float32": "float", "int64": "int64_t", "int32": "int32_t", "int16": "int16_t",
+           "int8": "int8_t", "uint64": "uint64_t", "uint32": "uint32_t", "uint16": "uint16_t", "uint8": "uint8_t",
+           "bool": "uint8_t"}
+
+
+def ctype(dt) -> str:
+    name = np.dtype(dt).name
+    if name not in _CTYPES:
+        raise Unsupported(f"dtype {name}")
+    return _CTYPES[name]
+
+
+def literal(value, dt) -> str:
+    dt = np.dtype(dt)
+    v = np.asarray(value).astype(dt).item()
+    if dt.kind == "f":
+        if math.isnan(v):
+            return "(NAN)"
+        if math.isinf(v):
+            return "(INFINITY)" if v > 0 else "(-INFINITY)"
+        return f"(({ctype(dt)}){float(v)!r})"
+    if dt.kind == "b":
+        return "1" if v else "0"
+    return f"(({ctype(dt)}){int(v)}LL)" if dt.kind == "i" else f"(({ctype(dt)}){int(v)}ULL)"
+
+
+class Unsupported(Exception):
+    """A step the generator does not translate (the program runs on NumPy)."""
+
+
+# -- layouts -------------------------------------------------------------------------------------
+
+class Layout:
+    """Where a value lives: a base (leaf k, result k, arena byte offset), a byte offset, shape, byte strides."""
+
+    __slots__ = ("base", "offset", "shape", "strides", "dtype", "scalar")
+
+    def __init__(self, base, offset, shape, strides, dtype, scalar=None):
+        self.base, self.offset, self.shape, self.strides = base, offset, tuple(shape), tuple(strides)
+        self.dtype, self.scalar = np.dtype(dtype), scalar          # scalar: a C literal (a folded constant)
+
+    def ptr(self) -> str:
+        kind, k = self.base
+        b = f"((char *)P[{k}])" if kind in ("leaf", "res") else f"(A + @{k}@)"
+        return f"({b} + {self.offset})" if self.offset else b
+
+    def contiguous(self) -> bool:
+        exp = self.dtype.itemsize
+        for d, s in zip(reversed(self.shape), reversed(self.strides)):
+            if d != 1 and s != exp:
+                return False
+            exp *= d
+        return True
+
+
+def c_strides(shape, itemsize) -> tuple:
+    out, acc = [], itemsize
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= max(d, 1)
+    return tuple(reversed(out))
+
+
+def _bcast(layout: Layout, shape: tuple) -> tuple:
+    """Byte strides of `layout` broadcast to `shape` (0 along broadcast dims)."""
+    lead = len(shape) - len(layout.shape)
+    out = [0] * lead
+    for d, (n, s) in enumerate(zip(layout.shape, layout.strides)):
+        out.append(0 if n == 1 and shape[lead + d] != 1 else s)
+    return tuple(out)
+
+
+def _loops(shape: tuple, strides_list: list) -> tuple[list, list]:
+    """Collapse dims where every operand is contiguous across them: (sizes, per-operand strides)."""
+    dims = [(n, [s[k] for s in strides_list]) for k, n in enumerate(shape) if n != 1]
+    merged: list = []
+    for n, st in dims:
+        if merged:
+            pn, pst = merged[-1]
+            if all(p == s * n for p, s in zip(pst, st)):
+                merged[-1] = (pn * n, st)
+                continue
+        merged.append((n, st))
+    return [n for n, _ in merged], [[st[j] for _, st in merged] for j in range(len(strides_list))]
+
+
+# -- elementwise expressions ---------------------------------------------------------------------
+
+_UNARY_F = {"sqrt": "sqrt", "exp": "exp", "log": "log", "log1p": "log1p", "sin": "sin", "cos": "cos",
+            "tanh": "tanh", "expm1": "expm1", "tan": "tan", "arctan": "atan", "sinh": "sinh", "cosh": "cosh",
+            "floor": "floor", "ceil": "ceil", "round": "rint", "erf": "erf"}
+_BINARY_OPS = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
+_COMPARE = {"greater": ">", "less": "<", "greater_equal": ">=", "less_equal": "<=", "equal": "==",
+            "not_equal": "!="}
+ELEMENTWISE = set(_UNARY_F) | set(_BINARY_OPS) | set(_COMPARE) | {
+    "negative", "square", "abs", "sign", "relu", "sigmoid", "identity", "stop_gradient", "maximum", "minimum",
+    "power", "where", "astype", "reciprocal", "softplus", "log_sigmoid", "logaddexp"}
+
+
+def _fn(name: str, dt) -> str:
+    return name + ("f" if np.dtype(dt) == np.float32 else "")
+
+
+def ew_expr(st, ops: list[str], in_dtypes: list) -> str:
+    """The C expression of an elementwise step on operand expressions `ops` (of dtypes in_dtypes)."""
+    name, dt = st.op_name, np.dtype(st.dtype)
+    T = ctype(dt)
+    if name == "where":
+        return f"({ops[0]} ? ({T})({ops[1]}) : ({T})({ops[2]}))"
+    if name in _COMPARE:
+        common = ctype(np.result_type(*in_dtypes))
+        return f"(({common})({ops[0]}) {_COMPARE[name]} ({common})({ops[1]}))"
+    if name == "astype":
+        src = np.dtype(in_dtypes[0])
+        if dt.kind == "b":
+            return f"(({ops[0]}) != 0)"
+        if src.kind == "f" and dt.kind in "iu":
+            raise Unsupported("astype from float to int")
+        return f"(({T})({ops[0]}))"
+    if dt.kind == "b" or any(np.dtype(d).kind == "b" for d in in_dtypes) and name not in _BINARY_OPS:
+        if name not in ("identity", "stop_gradient"):
+            raise Unsupported(f"{name} on bool")
+    a = f"(({T})({ops[0]}))"
+    if name in _BINARY_OPS:
+        b = f"(({T})({ops[1]}))"
+        if name == "divide" and dt.kind != "f":
+            raise Unsupported("integer divide")
+        if dt.kind == "b":
+            raise Unsupported(f"{name} on bool")
+        return f"({a} {_BINARY_OPS[name]} {b})"
+    if name in ("maximum", "minimum"):
+        b = f"(({T})({ops[1]}))"
+        if dt.kind == "f":
+            return f"gc_{name[:3]}_{T}({a}, {b})"
+        return f"(({a}) {'>' if name == 'maximum' else '<'} ({b}) ? ({a}) : ({b}))"
+    if name == "power":
+        if dt.kind != "f":
+            raise Unsupported("integer power")
+        return f"{_fn('pow', dt)}({a}, (({T})({ops[1]})))"
+    if name in _UNARY_F:
+        if dt.kind != "f":
+            raise Unsupported(f"{name} of integers")
+        return f"{_fn(_UNARY_F[name], dt)}({a})"
+    if name in ("identity", "stop_gradient"):
+        return a
+    if name == "negative":
+        return f"(-{a})"
+    if name == "square":
+        return f"({a} * {a})"
+    if name == "abs":
+        return f"{_fn('fabs', dt)}({a})" if dt.kind == "f" else f"({a} < 0 ? -{a} : {a})"
+    if name == "sign":
+        if dt.kind == "f":
+            return f"gc_sign_{T}({a})"
+        return f"(({T})(({a} > 0) - ({a} < 0)))"
+    if name == "relu":
+        return f"gc_max_{T}({a}, ({T})0)" if dt.kind == "f" else f"({a} > 0 ? {a} : ({T})0)"
+    if name in ("reciprocal", "softplus", "log_sigmoid", "logaddexp"):
+        if dt.kind != "f":
+            raise Unsupported(f"{name} of integers")
+        if name == "reciprocal":
+            return f"(({T})1 / {a})"
+        if name == "logaddexp":
+            return f"gc_logaddexp_{T}({a}, (({T})({ops[1]})))"
+        return f"gc_logaddexp_{T}(({T})0, {a})" if name == "softplus" else f"(-gc_logaddexp_{T}(({T})0, -{a}))"
+    if name == "sigmoid":
+        if dt.kind != "f":
+            raise Unsupported("sigmoid of integers")
+        return f"gc_sigmoid_{T}({a})"
+    raise Unsupported(name)
+
+
+_PRELUDE = r"""#include <math.h>
+#include <stdint.h>
+#include <string.h>
+typedef void (*gc_gemm_t)(char *, char *, gc_int *, gc_int *, gc_int *, void *, void *, gc_int *, void *,
+                          gc_int *, void *, void *, gc_int *);
+static gc_gemm_t gc_sgemm = 0, gc_dgemm = 0;
+void gc_init(void *s, void *d) { gc_sgemm = (gc_gemm_t)s; gc_dgemm = (gc_gemm_t)d; }
+#define GC_DEF(T, S) \
+static inline T gc_max_##T(T a, T b) { return (a != a || a > b) ? a : ((b != b) ? b : (a >= b ? a : b)); } \
+static inline T gc_min_##T(T a, T b) { return (a != a || a < b) ? a : ((b != b) ? b : (a <= b ? a : b)); } \
+static inline T gc_sign_##T(T a) { return a > 0 ? (T)1 : (a < 0 ? (T)-1 : a); } \
+static inline T gc_logaddexp_##T(T a, T b) { if (a == b) return a + (T)0.69314718055994530942; \
+    T d = a - b; if (d > 0) return a + log1p##S(exp##S(-d)); if (d <= 0) return b + log1p##S(exp##S(d)); return d; } \
+static inline T gc_sigmoid_##T(T a) { if (a >= 0) return (T)1 / ((T)1 + exp##S(-a)); T e = exp##S(a); \
+    return e / ((T)1 + e); }
+GC_DEF(double, )
+GC_DEF(float, f)
+/* C (m x n, row-major, contiguous) = A (m x k) B (k x n), A and B by byte strides (one of them unit). */
+#define GC_MM(T, NAME, GEMM) \
+static void NAME(int m, int n, int k, const char *a, long ra, long ca, const char *b, long rb, long cb, T *c) { \
+    if (m == 0 || n == 0) return; \
+    if (k == 0) { memset(c, 0, sizeof(T) * (size_t)m * n); return; } \
+    const long z = (long)sizeof(T); \
+    if (GEMM && (ca == z || k == 1 || ra == z || m == 1) && (cb == z || n == 1 || rb == z || k == 1)) { \
+        char ta, tb; gc_int lda, ldb, m_ = m, n_ = n, k_ = k; T one = 1, zero = 0; \
+        if (ca == z || k == 1) { ta = 'N'; lda = (m == 1) ? k : (int)(ra / z); if (lda < k) lda = k; } \
+        else { ta = 'T'; lda = (k == 1) ? m : (int)(ca / z); if (lda < m) lda = m; } \
+        if (cb == z || n == 1) { tb = 'N'; ldb = (k == 1) ? n : (int)(rb / z); if (ldb < n) ldb = n; } \
+        else { tb = 'T'; ldb = (n == 1) ? k : (int)(cb / z); if (ldb < k) ldb = k; } \
+        GEMM(&tb, &ta, &n_, &m_, &k_, &one, (void *)b, &ldb, (void *)a, &lda, &zero, c, &n_); \
+        return; \
+    } \
+    for (int i = 0; i < m; i++) { \
+        T *ci = c + (size_t)i * n; \
+        for (int j = 0; j < n; j++) ci[j] = 0; \
+        for (int p = 0; p < k; p++) { \
+            T av = *(const T *)(a + i * ra + p * ca); \
+            const char *bp = b + p * rb; \
+            for (int j = 0; j < n; j++) ci[j] += av * *(const T *)(bp + j * cb); \
+        } \
+    } \
+}
+GC_MM(float, gc_mm_float, gc_sgemm)
+GC_MM(double, gc_mm_double, gc_dgemm)
+#define GC_MMI(T) \
+static void gc_mm_##T(int m, int n, int k, const char *a, long ra, long ca, const char *b, long rb, long cb, T *c) { \
+    for (int i = 0; i < m; i++) for (int j = 0; j < n; j++) { T s = 0; \
+        for (int p = 0; p < k; p++) s += *(const T *)(a + i * ra + p * ca) * *(const T *)(b + p * rb + j * cb); \
+        c[(size_t)i * n + j] = s; } \
+}
+GC_MMI(int64_t)
+GC_MMI(int32_t)
+"""
+
+
+# -- the generator --------------------------------------------------------------------------------
+
+class Generator:
+    """Translate a LoweredProgram into C source: `source`, the arena layout, the constants to copy in."""
+
+    def __init__(self, lw: LoweredProgram, vec: tuple | None = None):
+        self.lw = lw
+        self.vec = vec                      # (libmvec ISA letter, bytes per vector) or None
+        self.blas_int = "int"               # the BLAS's integer type (int64_t for an ILP64 OpenBLAS)
+        self.vec_used: set = set()
+        self.py_steps: list = []
+        self.leaf_meta: dict = {}            # (step, args, out layout, why) run by NumPy between C segments
+        self.lines: list[str] = []
+        self.layout: dict[int, Layout] = {}
+        self.allocs: list[list] = []        # [size, first, last, offset]
+        self.alloc_of: dict[int, int] = {}  # slot -> alloc index (for liveness through views)
+        self.consts: list[tuple[int, np.ndarray]] = []   # (alloc index, value) copied into every arena
+        self.var = 0
+
+    # storage
+    def new_alloc(self, nbytes: int, pos: int) -> int:
+        self.allocs.append([max(int(nbytes), 1), pos, pos, 0])
+        return len(self.allocs) - 1
+
+    def touch(self, slot: int, pos: int) -> None:
+        a = self.alloc_of.get(slot)
+        if a is not None:
+            self.allocs[a][2] = max(self.allocs[a][2], pos)
+
+    def generate(self) -> str:
+        lw = self.lw
+        steps = lw.steps
+        if len(steps) > STEP_LIMIT:
+            raise Unsupported(f"{len(steps)} steps (over {STEP_LIMIT})")
+        # leaves: C-contiguous arrays passed in P[0..]
+        self.leaf_index = {s: k for k, s in enumerate(lw.leaves)}
+        self.res_index: dict[int, int] = {}
+        n_leaves = len(lw.leaves)
+        for k, r in enumerate(lw.results):
+            if isinstance(r, int) and r not in self.leaf_index and r not in self.res_index:
+                self.res_index[r] = n_leaves + k
+        by_slot = {st.slot: st for st in steps}
+        self.by_slot = by_slot
+        readers: dict[int, list[int]] = {}
+        for k, st in enumerate(steps):
+            for a in st.args:
+                if isinstance(a, int):
+                    readers.setdefault(a, []).append(k)
+        results = {r for r in lw.results if isinstance(r, int)}
+        # fusion: elementwise steps of one shape connected by their values form one loop (a group), emitted
+        # when a step outside it first reads one of its values (or at the end); a member's value is stored
+        # only when a step outside the group or the results read it, otherwise it lives in a register.
+        self.readers, self.results = readers, results
+        group_of: dict[int, list] = {}          # slot -> its open group (a list of step indices)
+        self.lines = []
+        for k, st in enumerate(steps):
+            mine = None
+            if st.op_name in ELEMENTWISE and not self._all_const(st) and self._ew_ok(st):
+                cands: list = []
+                for a in st.args:
+                    g = group_of.get(a) if isinstance(a, int) else None
+                    if g is not None and steps[g[0]].shape == st.shape and all(g is not c for c in cands):
+                        cands.append(g)
+                if cands:
+                    mine = cands[0]
+                    for g in cands[1:]:             # open groups merge (none of their values is read outside yet)
+                        mine.extend(g)
+                        for m in g:
+                            group_of[steps[m].slot] = mine
+                    mine.sort()
+                    mine.append(k)
+                else:
+                    mine = [k]
+            for a in st.args:                       # a step outside a group reading its value closes it
+                g = group_of.get(a) if isinstance(a, int) else None
+                if g is not None and g is not mine:
+                    self.close(g, k)
+                    for m in g:
+                        group_of.pop(steps[m].slot, None)
+            if mine is not None:
+                group_of[st.slot] = mine
+                continue
+            self.pos = k
+            self.lines.append(f"    /* [{k}] {_comment(st.label)} */")
+            self.emit_step(st, k)
+        for g in {id(g): g for g in group_of.values()}.values():
+            self.close(g, len(steps))
+        # results that must be copied out (leaves, views, duplicates)
+        self.copies: list[tuple[int, Any]] = []
+        seen: set = set()
+        for k, r in enumerate(lw.results):
+            if isinstance(r, Const):
+                continue
+            lay = self.layout.get(r)
+            if lay is not None and lay.base == ("res", n_leaves + k) and r not in seen:
+                seen.add(r)
+                continue
+            seen.add(r)
+            src = self.get(r, len(steps))
+            shape = src.shape
+            dst = Layout(("res", n_leaves + k), 0, shape, c_strides(shape, src.dtype.itemsize), src.dtype)
+            self.lines.append(f"    /* result {k}: a copy */")
+            self.copy_loop(src, dst)
+        self.plan_arena()
+        head = [f"#include <stdint.h>\ntypedef {self.blas_int} gc_int;", _PRELUDE, self.vec_prelude()]
+        body = self.lines[0]
+        parts = re.split(r"@@SPLIT \d+@@", body)
+        self.n_segments = len(parts)
+        funcs = []
+        for i, part in enumerate(parts):
+            name = "gc_run" if len(parts) == 1 else f"gc_run_{i}"
+            funcs += [f"int {name}(void **P, char *A) {{", part, "    return 0;", "}", ""]
+        return "\n".join(head + funcs)
+
+    def _ew_ok(self, st) -> bool:
+        dts = []
+        for a in st.args:
+            if isinstance(a, Const):
+                dts.append(np.asarray(a.value).dtype)
+            elif a in self.by_slot:
+                dts.append(self.by_slot[a].dtype)
+            else:
+                dts.append(self.leaf_meta[a][1])
+        try:
+            ctype(st.dtype)
+            for d in dts:
+                ctype(d)
+            ew_expr(st, ["x"] * len(st.args), dts)
+        except Unsupported:
+            return False
+        return True
+
+    def _all_const(self, st) -> bool:
+        return all(isinstance(a, Const) for a in st.args)
+
+    def get(self, a, pos: int) -> Layout:
+        """The layout of argument `a` (a slot or a Const) read at position pos."""
+        if isinstance(a, Const):
+            v = np.asarray(a.value)
+            if v.size == 1 and v.ndim == 0:
+                return Layout(("const", 0), 0, (), (), v.dtype, literal(v, v.dtype))
+            if v.dtype.kind not in "biuf":
+                raise Unsupported("a constant of dtype " + str(v.dtype))
+            v = np.ascontiguousarray(v)
+            al = self.new_alloc(v.nbytes, -1)
+            self.allocs[al][2] = 1 << 60               # constants live for the whole arena
+            self.consts.append((al, v))
+            return Layout(("arena", al), 0, v.shape, c_strides(v.shape, v.dtype.itemsize), v.dtype)
+        self.touch(a, pos)
+        if a in self.layout:
+            return self.layout[a]
+        if a in self.leaf_index:
+            k = self.leaf_index[a]
+            shape, dt = self.lw_leaf_shape(a)
+            lay = Layout(("leaf", k), 0, shape, c_strides(shape, dt.itemsize), dt)
+            self.layout[a] = lay
+            return lay
+        raise Unsupported(f"slot {a} read before it is written")
+
+    def lw_leaf_shape(self, slot):
+        return self.leaf_meta[slot]
+
+    def store(self, st, pos: int) -> Layout:
+        """A fresh contiguous home for step st's value (its result array, or the arena)."""
+        dt = np.dtype(st.dtype)
+        strides = c_strides(st.shape, dt.itemsize)
+        if st.slot in self.res_index:
+            lay = Layout(("res", self.res_index[st.slot]), 0, st.shape, strides, dt)
+        else:
+            al = self.new_alloc(int(np.prod(st.shape, dtype=np.int64)) * dt.itemsize, pos)
+            self.alloc_of[st.slot] = al
+            lay = Layout(("arena", al), 0, st.shape, strides, dt)
+        self.layout[st.slot] = lay
+        return lay
+
+    def temp(self, shape, dt, pos: int) -> Layout:
+        dt = np.dtype(dt)
+        al = self.new_alloc(int(np.prod(shape, dtype=np.int64)) * dt.itemsize, pos)
+        return Layout(("arena", al), 0, shape, c_strides(shape, dt.itemsize), dt)
+
+    def contiguous(self, lay: Layout, pos: int) -> Layout:
+        if lay.scalar is not None or lay.contiguous():
+            return lay
+        t = self.temp(lay.shape, lay.dtype, pos)
+        self.copy_loop(lay, t)
+        return t
+
+    # loops
+    def nd_loop(self, shape: tuple, layouts: list[Layout], body) -> None:
+        """Nested loops over `shape`; body(list of byte-offset expressions per layout) -> statements."""
+        strides = [_bcast(l, shape) if l.scalar is None else (0,) * len(shape) for l in layouts]
+        sizes, st = _loops(shape, strides)
+        if any(n == 0 for n in shape):
+            return
+        ind = "    "
+        idx = []
+        self.lines.append(ind + "{")
+        for d, n in enumerate(sizes):
+            v = f"i{d}"
+            ind += "    "
+            self.lines.append(f"{ind}for (long {v} = 0; {v} < {n}L; {v}++) {{")
+            idx.append(v)
+        offs = []
+        for j, l in enumerate(layouts):
+            terms = [f"{v} * {s}L" for v, s in zip(idx, st[j]) if s]
+            offs.append(" + ".join(terms) if terms else "0")
+        for line in body(offs):
+            self.lines.append(ind + "    " + line)
+        for _ in sizes:
+            self.lines.append(ind + "}")
+            ind = ind[:-4]
+        self.lines.append(ind + "}")
+
+    def load(self, lay: Layout, off: str) -> str:
+        if lay.scalar is not None:
+            return lay.scalar
+        return f"*(const {ctype(lay.dtype)} *)({lay.ptr()} + {off})"
+
+    def copy_loop(self, src: Layout, dst: Layout) -> None:
+        T = ctype(dst.dtype)
+        self.nd_loop(dst.shape, [src, dst],
+                     lambda o: [f"*({T} *)({dst.ptr()} + {o[1]}) = ({T})({self.load(src, o[0])});"])
+
+    # elementwise groups
+    def close(self, members: list, pos: int) -> None:
+        """Emit the loop of an elementwise group; store the values read outside it."""
+        steps = self.lw.steps
+        group = [steps[m] for m in sorted(set(members))]
+        inside = {st.slot for st in group}
+        self.pos = pos
+        for st in group:
+            self.lines.append(f"    /* [{self.index_of(st)}] {_comment(st.label)} */")
+        ext: dict = {}
+        order: list = []
+        for st in group:
+            for a in st.args:
+                key = id(a) if isinstance(a, Const) else a
+                if (isinstance(a, Const) or a not in inside) and key not in ext:
+                    ext[key] = self.get(a, pos)
+                    order.append(key)
+        stored = [st for st in group if st.slot in self.results or
+                  any(steps[r].slot not in inside for r in self.readers.get(st.slot, []))]
+        outs = [self.store(st, pos) for st in stored]
+        lays = [ext[k] for k in order] + outs
+        names = {k: j for j, k in enumerate(order)}
+        n_ext = len(order)
+
+        def body(offs):
+            stmts = []
+            for st in group:
+                ops, dts = [], []
+                for a in st.args:
+                    if isinstance(a, int) and a in inside:
+                        ops.append(f"t{a}")
+                        dts.append(self.by_slot[a].dtype)
+                    else:
+                        j = names[id(a) if isinstance(a, Const) else a]
+                        ops.append(self.load(lays[j], offs[j]))
+                        dts.append(lays[j].dtype)
+                stmts.append(f"const {ctype(st.dtype)} t{st.slot} = {ew_expr(st, ops, dts)};")
+            for j, (st, out) in enumerate(zip(stored, outs)):
+                stmts.append(f"*({ctype(st.dtype)} *)({out.ptr()} + {offs[n_ext + j]}) = t{st.slot};")
+            return stmts
+        if not self.vector_loop(group, inside, lays, names, stored, outs, body):
+            self.nd_loop(group[-1].shape, lays, body)
+
+    # vectorised groups: GCC vector types and glibc's libmvec functions called directly
+    _VEC_FUNCS = {"sin", "cos", "exp", "log", "tanh", "log1p"}
+    _VEC_OPS = {"add", "subtract", "multiply", "divide", "negative", "square", "identity", "stop_gradient"}
+
+    def vector_loop(self, group, inside, lays, names, stored, outs, scalar_body) -> bool:
+        """A flat loop over W elements at a time (float types, contiguous or scalar operands), the rest scalar."""
+        if self.vec is None:
+            return False
+        dt = np.dtype(group[-1].dtype)
+        if dt.kind != "f" or dt.itemsize not in (4, 8):
+            return False
+        if any(np.dtype(st.dtype) != dt or st.op_name not in self._VEC_FUNCS | self._VEC_OPS for st in group):
+            return False
+        if any(l.dtype != dt for l in lays):
+            return False
+        shape = group[-1].shape
+        strides = [_bcast(l, shape) if l.scalar is None else (0,) * len(shape) for l in lays]
+        sizes, st_ = _loops(shape, strides)
+        if len(sizes) != 1 or any(s[0] not in (0, dt.itemsize) for s in st_):
+            return False
+        n = sizes[0]
+        isa, nbytes = self.vec
+        w = nbytes // dt.itemsize
+        if n < w:
+            return False
+        T = ctype(dt)
+        V = f"gc_v{w}{'d' if dt.itemsize == 8 else 'f'}"
+        suffix = "" if dt.itemsize == 8 else "f"
+        self.vec_used.add((V, T, nbytes, isa, w, suffix))
+        L = self.lines
+        L.append("    {")
+        L.append("        long i0 = 0;")
+        L.append(f"        for (; i0 + {w} <= {n}L; i0 += {w}) {{")
+
+        def vload(j):
+            l, s = lays[j], st_[j][0]
+            if l.scalar is not None:
+                return f"(({V}){{0}} + {l.scalar})"
+            if s == 0:
+                return f"(({V}){{0}} + *(const {T} *){l.ptr()})"
+            return f"gc_load_{V}({l.ptr()} + i0 * {s}L)"
+        for stp in group:
+            ops = []
+            for a in stp.args:
+                if isinstance(a, int) and a in inside:
+                    ops.append(f"t{a}")
+                else:
+                    ops.append(vload(names[id(a) if isinstance(a, Const) else a]))
+            name = stp.op_name
+            if name in _BINARY_OPS:
+                e = f"({ops[0]} {_BINARY_OPS[name]} {ops[1]})"
+            elif name == "negative":
+                e = f"(-{ops[0]})"
+            elif name == "square":
+                e = f"({ops[0]} * {ops[0]})"
+            elif name in ("identity", "stop_gradient"):
+                e = ops[0]
+            else:
+                e = f"_ZGV{isa}N{w}v_{name}{suffix}({ops[0]})"
+                self.vec_used.add(("fn", name, V, isa, w, suffix))
+            L.append(f"            const {V} t{stp.slot} = {e};")
+        for j, (stp, out) in enumerate(zip(stored, outs)):
+            L.append(f"            gc_store_{V}({out.ptr()} + i0 * {dt.itemsize}L, t{stp.slot});")
+        L.append("        }")
+        L.append(f"        for (; i0 < {n}L; i0++) {{")
+        offs = [f"i0 * {s[0]}L" if s[0] else "0" for s in st_]
+        for line in scalar_body(offs):
+            L.append("            " + line)
+        L.append("        }")
+        L.append("    }")
+        return True
+
+    def vec_prelude(self) -> str:
+        out = []
+        for item in sorted(self.vec_used, key=str):
+            if item[0] == "fn":
+                continue
+            V, T, nbytes, isa, w, suffix = item
+            out.append(f"typedef {T} {V} __attribute__((vector_size({nbytes})));")
+            out.append(f"static inline {V} gc_load_{V}(const char *p) {{ {V} v; memcpy(&v, p, sizeof v); return v; }}")
+            out.append(f"static inline void gc_store_{V}(char *p, {V} v) {{ memcpy(p, &v, sizeof v); }}")
+        for item in sorted(self.vec_used, key=str):
+            if item[0] == "fn":
+                _, name, V, isa, w, suffix = item
+                out.append(f"extern {V} _ZGV{isa}N{w}v_{name}{suffix}({V});")
+        return "\n".join(out)
+
+    def index_of(self, st) -> int:
+        return st.slot - len(self.lw.leaves)
+
+    # other steps
+    def emit_step(self, st, k: int) -> None:
+        mark = len(self.lines)
+        try:
+            self._emit_step(st, k)
+        except Unsupported as e:
+            del self.lines[mark:]
+            self.python_step(st, k, str(e))
+
+    def python_step(self, st, pos: int, why: str) -> None:
+        """A step C does not translate: the C function returns here, Python runs the step's NumPy kernel on
+        views of the values and writes its result into the step's planned home; then the next C segment."""
+        args = []
+        for a in st.args:
+            if isinstance(a, Const):
+                args.append(("const", a.value))
+            else:
+                lay = self.get(a, pos)
+                args.append(("view", lay))
+        out = self.store(st, pos)
+        self.py_steps.append((st, args, out, why))
+        self.lines.append(f"@@SPLIT {len(self.py_steps) - 1}@@")
+
+    def _emit_step(self, st, k: int) -> None:
+        name = st.op_name
+        pos = k
+        fn = getattr(self, "op_" + name, None)
+        if fn is not None:
+            fn(st, pos)
+            return
+        if name in ("reshape", "reshape_like", "transpose", "expand_dims", "squeeze", "broadcast_to",
+                    "broadcast_like", "getitem"):
+            self.view(st, pos)
+            return
+        if (name in ("count", "zeros_like") or name in ELEMENTWISE) and self._all_const(st):
+            v = np.asarray(st.kernel(*[a.value for a in st.args], **st.kw))
+            self.fold(st, v, pos)
+            return
+        raise Unsupported(name)
+
+    def fold(self, st, v, pos) -> None:
+        v = np.asarray(v, dtype=st.dtype).reshape(st.shape)
+        out = self.store(st, pos)
+        lay = self.get(Const(v), pos) if v.ndim else Layout(("const", 0), 0, (), (), v.dtype, literal(v, v.dtype))
+        self.copy_loop(lay, out)
+
+    def view(self, st, pos) -> None:
+        src_slot = st.args[0]
+        if isinstance(src_slot, Const):                 # a view of a constant: a constant
+            if not all(isinstance(a, Const) for a in st.args):
+                raise Unsupported(f"{st.op_name} of a constant and a value")
+            self.fold(st, np.asarray(st.kernel(*[a.value for a in st.args], **st.kw)), pos)
+            return
+        src = self.get(src_slot, pos)
+        if src.scalar is not None:
+            raise Unsupported("view of a literal")
+        dt = src.dtype
+        extent = src.offset + sum((d - 1) * s for d, s in zip(src.shape, src.strides) if d > 0) + dt.itemsize
+        if any(d == 0 for d in src.shape):
+            extent = src.offset + dt.itemsize
+        base = np.zeros(max(extent, dt.itemsize) + dt.itemsize, np.uint8)
+        addr = base.__array_interface__["data"][0]
+        if any(x < 0 for x in src.strides):
+            raise Unsupported(f"{st.op_name} of a value with negative strides")
+        fake = np.ndarray(src.shape, dt, buffer=base, offset=src.offset, strides=src.strides)
+        args = [fake] + [a.value if isinstance(a, Const) else None for a in st.args[1:]]
+        if any(x is None for x in args):
+            raise Unsupported(f"{st.op_name} reading a second value")
+        res = np.asarray(st.kernel(*args, **st.kw))
+        if res.shape != tuple(st.shape):
+            raise Unsupported(f"{st.op_name}: unexpected shape")
+        ra = res.__array_interface__["data"][0]
+        if (np.shares_memory(res, base) or res.size == 0) and all(x >= 0 for x in res.strides):
+            lay = Layout(src.base, ra - addr, res.shape, res.strides, dt)
+            self.layout[st.slot] = lay
+            if src_slot in self.alloc_of:
+                self.alloc_of[st.slot] = self.alloc_of[src_slot]
+            if st.slot in self.res_index:               # a result that is a view: copied out at the end
+                pass
+            return
+        if st.op_name in ("reshape", "reshape_like", "expand_dims", "squeeze"):
+            out = self.store(st, pos)
+            flat = Layout(out.base, out.offset, src.shape, c_strides(src.shape, dt.itemsize), dt)
+            self.copy_loop(src, flat)
+            return
+        raise Unsupported(f"{st.op_name} that copies")
+
+    def op_sum_like(self, st, pos):
+        g = self.get(st.args[0], pos)
+        shape = tuple(st.shape)
+        if g.shape == shape:
+            self.layout[st.slot] = g
+            if st.args[0] in self.alloc_of:
+                self.alloc_of[st.slot] = self.alloc_of[st.args[0]]
+            return
+        lead = len(g.shape) - len(shape)
+        axes = tuple(range(lead)) + tuple(lead + k for k, d in enumerate(shape) if d == 1 and g.shape[lead + k] != 1)
+        self.reduce(st, g, axes, "sum", pos)
+
+    def op_sum(self, st, pos):
+        self.reduce(st, self.get(st.args[0], pos), tuple(st.op.axis), "sum", pos)
+
+    def op_mean(self, st, pos):
+        self.reduce(st, self.get(st.args[0], pos), tuple(st.op.axis), "mean", pos)
+
+    def op_max(self, st, pos):
+        x = self.get(st.args[0], pos)
+        if any(x.shape[a] == 0 for a in st.op.axis):
+            raise Unsupported("max over an empty axis")
+        self.reduce(st, x, tuple(st.op.axis), "max", pos)
+
+    def op_min(self, st, pos):
+        x = self.get(st.args[0], pos)
+        if any(x.shape[a] == 0 for a in st.op.axis):
+            raise Unsupported("min over an empty axis")
+        self.reduce(st, x, tuple(st.op.axis), "min", pos)
+
+    def op_prod(self, st, pos):
+        self.reduce(st, self.get(st.args[0], pos), tuple(st.op.axis), "prod", pos)
+
+    def reduce(self, st, x: Layout, axes: tuple, kind: str, pos) -> None:
+        out = self.store(st, pos)
+        T = ctype(st.dtype)
+        odt = np.dtype(st.dtype)
+        if kind != "max" and odt.kind != "f" and odt.kind not in "iu":
+            raise Unsupported("reduction dtype")
+        acc = "double" if odt.kind == "f" and kind in ("sum", "mean") else T
+        if x.scalar is not None:
+            x = Layout(("const", 0), 0, (), (), x.dtype, x.scalar)
+        kept = [d for d in range(len(x.shape)) if d not in axes]
+        red = [d for d in range(len(x.shape)) if d in axes]
+        count = int(np.prod([x.shape[d] for d in red], dtype=np.int64))
+        if kind == "max":
+            init = "(-INFINITY)" if odt.kind == "f" else ("0" if odt.kind == "b" else
+                                                          literal(np.iinfo(odt).min, odt))
+            upd = f"a = gc_max_{T}(a, v);" if odt.kind == "f" else "a = v > a ? v : a;"
+        elif kind == "min":
+            init = "(INFINITY)" if odt.kind == "f" else ("1" if odt.kind == "b" else literal(np.iinfo(odt).max, odt))
+            upd = f"a = gc_min_{T}(a, v);" if odt.kind == "f" else "a = v < a ? v : a;"
+        elif kind == "prod":
+            init, upd = "1", "a *= v;"
+        else:
+            init, upd = "0", "a += v;"
+        L = self.lines
+        L.append("    {")
+        L.append("        long o = 0;")
+        ind = "        "
+        for d in kept:
+            L.append(f"{ind}for (long k{d} = 0; k{d} < {x.shape[d]}L; k{d}++) {{")
+            ind += "    "
+        L.append(f"{ind}{acc} a = {init};")
+        inner = ind
+        for d in red:
+            L.append(f"{inner}for (long k{d} = 0; k{d} < {x.shape[d]}L; k{d}++) {{")
+            inner += "    "
+        terms = [f"k{d} * {s}L" for d, s in enumerate(x.strides) if s and x.shape[d] > 1]
+        off = " + ".join(terms) or "0"
+        L.append(f"{inner}const {acc} v = ({acc})({self.load(x, off)});")
+        L.append(f"{inner}{upd}")
+        for d in red:
+            inner = inner[:-4]
+            L.append(f"{inner}}}")
+        fin = f"a / (double){count}" if kind == "mean" else "a"
+        L.append(f"{ind}(({T} *){out.ptr()})[o++] = ({T})({fin});")
+        for d in kept:
+            ind = ind[:-4]
+            L.append(f"{ind}}}")
+        L.append("    }")
+
+    def op_dot_all(self, st, pos):
+        a, b = self.get(st.args[0], pos), self.get(st.args[1], pos)
+        out = self.store(st, pos)
+        T = ctype(st.dtype)
+        if np.dtype(st.dtype).kind != "f":
+            raise Unsupported("integer dot_all")
+        shape = np.broadcast_shapes(a.shape, b.shape)
+        if (a.scalar is None and b.scalar is None and a.shape == b.shape == tuple(shape) and a.contiguous()
+                and b.contiguous() and a.dtype == b.dtype):
+            # 8 partial sums: a reduction C may vectorise without reassociating (no -ffast-math needed)
+            n = int(np.prod(shape, dtype=np.int64))
+            A = ctype(a.dtype)
+            self.lines += [
+                "    { double s8[8] = {0, 0, 0, 0, 0, 0, 0, 0}; double s = 0; long i = 0;",
+                f"      const {A} *x = (const {A} *){a.ptr()}, *y = (const {A} *){b.ptr()};",
+                f"      for (; i + 8 <= {n}L; i += 8) for (int j = 0; j < 8; j++) "
+                "s8[j] += (double)x[i + j] * (double)y[i + j];",
+                f"      for (; i < {n}L; i++) s += (double)x[i] * (double)y[i];",
+                "      for (int j = 0; j < 8; j++) s += s8[j];",
+                f"      *({T} *){out.ptr()} = ({T})s; }}"]
+            return
+        self.lines.append("    { double s = 0;")
+        lays = [a, b]
+        self.nd_loop(shape, lays, lambda o: [f"s += (double)({self.load(a, o[0])}) * (double)({self.load(b, o[1])});"])
+        self.lines.append(f"    *({T} *){out.ptr()} = ({T})s; }}")
+
+    def op_mse(self, st, pos):
+        a, b = self.get(st.args[0], pos), self.get(st.args[1], pos)
+        out = self.store(st, pos)
+        T = ctype(st.dtype)
+        shape = np.broadcast_shapes(a.shape, b.shape)
+        n = int(np.prod(shape, dtype=np.int64))
+        self.lines.append("    { double s = 0;")
+        self.nd_loop(shape, [a, b], lambda o: [
+            f"{{ const {T} d = ({T})({self.load(a, o[0])}) - ({T})({self.load(b, o[1])}); s += (double)d * d; }}"])
+        self.lines.append(f"    *({T} *){out.ptr()} = ({T})(s / (double){n}); }}")
+
+    def op_matmul(self, st, pos):
+        a, b = self.get(st.args[0], pos), self.get(st.args[1], pos)
+        if a.scalar is not None or b.scalar is not None:
+            raise Unsupported("matmul of a literal")
+        dt = np.dtype(st.dtype)
+        if a.dtype != dt or b.dtype != dt or dt.name not in ("float32", "float64", "int64", "int32"):
+            raise Unsupported("matmul of mixed or unsupported dtypes")
+        out = self.store(st, pos)
+        z = dt.itemsize
+        # as stacks of matrices: a (..., m, k), b (..., k, n)
+        ash, ast = (a.shape, a.strides) if len(a.shape) > 1 else ((1,) + a.shape, (0,) + a.strides)
+        bsh, bst = (b.shape, b.strides) if len(b.shape) > 1 else (b.shape + (1,), b.strides + (0,))
+        m, k, n = ash[-2], ash[-1], bsh[-1]
+        a2, b2 = self._matrix(a, ash, ast, pos), self._matrix(b, bsh, bst, pos)
+        ash, ast, aptr = a2
+        bsh, bst, bptr = b2
+        batch = tuple(np.broadcast_shapes(ash[:-2], bsh[:-2]))
+        fn = f"gc_mm_{ctype(dt)}"
+        abl = Layout(("const", 0), 0, ash[:-2], ast[:-2], dt)
+        bbl = Layout(("const", 0), 0, bsh[:-2], bst[:-2], dt)
+        fake_out = Layout(("const", 0), 0, batch, c_strides(batch, m * n * z) if batch else (), dt)
+        T = ctype(dt)
+
+        def body(o):
+            return [f"{fn}({m}, {n}, {k}, {aptr} + {o[0]}, {ast[-2]}L, {ast[-1]}L, {bptr} + {o[1]}, {bst[-2]}L, "
+                    f"{bst[-1]}L, ({T} *)({out.ptr()} + {o[2]}));"]
+        if not batch:
+            self.lines.extend("    " + s for s in body(["0", "0", "0"]))
+        else:
+            self.nd_loop(batch, [abl, bbl, fake_out], body)
+
+    def _matrix(self, lay, shape, strides, pos):
+        """A matrix operand BLAS can read (a unit stride along one of its last two dims), copying if needed."""
+        z = lay.dtype.itemsize
+        r, c = shape[-2], shape[-1]
+        rs, cs = strides[-2], strides[-1]
+        ok = ((cs == z or c == 1) and (rs >= max(c, 1) * z or r == 1)
+              or (rs == z or r == 1) and (cs >= max(r, 1) * z or c == 1))
+        if ok:
+            return shape, strides, lay.ptr()
+        t = self.temp(shape, lay.dtype, pos)
+        src = Layout(lay.base, lay.offset, shape, strides, lay.dtype)
+        self.copy_loop(src, t)
+        return shape, t.strides, t.ptr()
+
+    def _rows(self, st, pos, axis: int):
+        x = self.contiguous(self.get(st.args[0], pos), pos)
+        shape = x.shape
+        axis = axis % len(shape)
+        outer = int(np.prod(shape[:axis], dtype=np.int64))
+        inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+        return x, outer, shape[axis], inner
+
+    def _row_loop(self, x, outer, n, inner, T, stable: bool, body: list[str]):
+        """For each (o, i): m = max over the axis (stable: 0 where not finite), s = sum exp(x - m); then body."""
+        L = self.lines
+        ex = _fn("exp", x.dtype)
+        L.append(f"    for (long o = 0; o < {outer}L; o++) for (long i = 0; i < {inner}L; i++) {{")
+        L.append(f"        const {T} *xr = (const {T} *){x.ptr()} + o * {n * inner}L + i;")
+        L.append(f"        {T} m = -INFINITY;")
+        L.append(f"        for (long j = 0; j < {n}L; j++) m = gc_max_{T}(m, xr[j * {inner}L]);")
+        if stable:
+            L.append("        if (!isfinite(m)) m = 0;")
+        L.append("        double s = 0;")
+        L.append(f"        for (long j = 0; j < {n}L; j++) s += (double){ex}(xr[j * {inner}L] - m);")
+        L.extend("        " + b for b in body)
+        L.append("    }")
+
+    def op_softmax(self, st, pos):
+        T = ctype(st.dtype)
+        x, outer, n, inner = self._rows(st, pos, st.op.axis)
+        out = self.store(st, pos)
+        ex = _fn("exp", st.dtype)
+        self._row_loop(x, outer, n, inner, T, True, [
+            f"{T} *yr = ({T} *){out.ptr()} + o * {n * inner}L + i;",
+            f"for (long j = 0; j < {n}L; j++) yr[j * {inner}L] = ({T})({ex}(xr[j * {inner}L] - m) / ({T})s);"])
+
+    def op_log_softmax(self, st, pos):
+        T = ctype(st.dtype)
+        axis = st.op.axis % len(st.shape)
+        x, outer, n, inner = self._rows(st, pos, axis)
+        out = self.store(st, pos)
+        last = axis == len(st.shape) - 1          # NumPy's fast kernel (last axis) subtracts the plain max
+        lg = _fn("log", st.dtype)
+        self._row_loop(x, outer, n, inner, T, not last, [
+            f"{T} *yr = ({T} *){out.ptr()} + o * {n * inner}L + i;",
+            f"const {T} ls = {lg}(({T})s);",
+            f"for (long j = 0; j < {n}L; j++) yr[j * {inner}L] = (xr[j * {inner}L] - m) - ls;"])
+
+    def op_logsumexp(self, st, pos):
+        axes = tuple(st.op.axis)
+        x0 = self.get(st.args[0], pos)
+        if not axes or list(axes) != list(range(axes[0], axes[-1] + 1)):
+            raise Unsupported("logsumexp over axes that are not one block")
+        x = self.contiguous(x0, pos)
+        shape = x.shape
+        outer = int(np.prod(shape[:axes[0]], dtype=np.int64))
+        n = int(np.prod(shape[axes[0]:axes[-1] + 1], dtype=np.int64))
+        inner = int(np.prod(shape[axes[-1] + 1:], dtype=np.int64))
+        T = ctype(st.dtype)
+        out = self.store(st, pos)
+        lg = _fn("log", st.dtype)
+        self._row_loop(x, outer, n, inner, T, True, [
+            f"(({T} *){out.ptr()})[o * {inner}L + i] = ({T})({lg}(({T})s) + m);"])
+
+    def _labels(self, st, pos, logits_arg, labels_arg, wrap: bool):
+        x = self.contiguous(self.get(logits_arg, pos), pos)
+        lab = self.contiguous(self.get(labels_arg, pos), pos)
+        c = x.shape[-1]
+        rows = int(np.prod(x.shape[:-1], dtype=np.int64))
+        if (lab.scalar is not None or np.dtype(lab.dtype).kind not in "iu"
+                or int(np.prod(lab.shape, dtype=np.int64)) != rows):
+            raise Unsupported("labels")
+        return x, lab, c, rows
+
+    def check_labels(self, lab, rows, c, k, wrap: bool):
+        lo = -c if wrap else 0
+        LT = ctype(lab.dtype)
+        self.lines.append(f"    for (long r = 0; r < {rows}L; r++) {{ "
+                          f"const int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
+                          f" if (l < {lo}LL || l >= {c}LL) return {k + 1}; }}")
+
+    def op_softmax_cross_entropy(self, st, pos):
+        x, lab, c, rows = self._labels(st, pos, st.args[0], st.args[1], False)
+        out = self.store(st, pos)
+        T = ctype(st.dtype)
+        LT = ctype(lab.dtype)
+        self.check_labels(lab, rows, c, pos, False)
+        self.lines.append("    { double tot = 0;")
+        self._row_loop(x, rows, c, 1, T, True, [
+            f"const {T} lse = ({T})({_fn('log', st.dtype)}(({T})s) + m);",
+            f"tot += (double)(lse - xr[((const {LT} *){lab.ptr()})[o]]);"])
+        self.lines.append(f"    *({T} *){out.ptr()} = ({T})(tot / (double){rows}); }}" if rows else
+                          f"    *({T} *){out.ptr()} = NAN; }}")
+
+    def op_pick_mean(self, st, pos):
+        x, lab, c, rows = self._labels(st, pos, st.args[0], st.args[1], False)
+        out = self.store(st, pos)
+        T = ctype(st.dtype)
+        LT = ctype(lab.dtype)
+        self.check_labels(lab, rows, c, pos, False)
+        self.lines.append("    { double tot = 0;")
+        self.lines.append(f"    for (long r = 0; r < {rows}L; r++) tot += (double)((const {T} *){x.ptr()})"
+                          f"[r * {c}L + ((const {LT} *){lab.ptr()})[r]];")
+        self.lines.append(f"    *({T} *){out.ptr()} = ({T})(tot * (-1.0 / (double){rows})); }}" if rows else
+                          f"    *({T} *){out.ptr()} = NAN; }}")
+
+    def op_minus_one_hot(self, st, pos):
+        x, lab, c, rows = self._labels(st, pos, st.args[0], st.args[1], True)
+        T = ctype(st.dtype)
+        LT = ctype(lab.dtype)
+        self.check_labels(lab, rows, c, pos, True)
+        out = self.store(st, pos)
+        self.copy_loop(x, out)
+        self.lines.append(f"    for (long r = 0; r < {rows}L; r++) {{ "
+                          f"int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
+                          f" if (l < 0) l += {c}; (({T} *){out.ptr()})[r * {c}L + l] -= 1; }}")
+
+    def op_one_hot(self, st, pos):
+        lab = self.contiguous(self.get(st.args[0], pos), pos)
+        T = ctype(st.dtype)
+        LT = ctype(lab.dtype) if lab.scalar is None else None
+        c = st.shape[-1] if st.shape else 0
+        rows = int(np.prod(st.shape[:-1], dtype=np.int64)) if st.shape else 0
+        if LT is None or np.dtype(lab.dtype).kind not in "iu" or int(np.prod(lab.shape, dtype=np.int64)) != rows:
+            raise Unsupported("one_hot labels")
+        self.check_labels(lab, rows, c, pos, True)
+        out = self.store(st, pos)
+        self.lines.append(f"    memset({out.ptr()}, 0, {rows * c * np.dtype(st.dtype).itemsize});")
+        self.lines.append(f"    for (long r = 0; r < {rows}L; r++) {{ "
+                          f"int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
+                          f" if (l < 0) l += {c}; (({T} *){out.ptr()})[r * {c}L + l] = 1; }}")
+
+    # the arena
+    def plan_arena(self) -> None:
+        """First-fit offsets: an allocation may reuse bytes of one whose last read is before its first write."""
+        order = sorted(range(len(self.allocs)), key=lambda i: (self.allocs[i][1], -self.allocs[i][0]))
+        live: list = []       # (offset, end, last)
+        top = 0
+        for i in order:
+            size, first, last, _ = self.allocs[i]
+            live = [x for x in live if x[2] >= first]
+            live.sort()
+            off = 0
+            for lo, hi, _ in live:
+                if off + size <= lo:
+                    break
+                off = max(off, _align(hi))
+            self.allocs[i][3] = off
+            live.append((off, off + size, last))
+            top = max(top, off + size)
+        self.arena_bytes = _align(top)
+        src = "\n".join(self.lines)
+        self.lines = [re.sub(r"@(\d+)@", lambda m: str(self.allocs[int(m.group(1))][3]), src)]
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def _comment(text: str) -> str:
+    return text.replace("*/", "* /").replace("\n", " ")
+
+
+# -- the evaluator --------------------------------------------------------------------------------
+
+class CEvaluator:
+    """Runs a LoweredProgram as one compiled C function; falls back to the NumPy evaluator (see module doc)."""
+
+    name = "c"
+
+    def __init__(self, nan_check: bool = False):
+        self.nan_check = nan_check
+        self.lowered: Any = None
+        self.source: str | None = None
+        self.fallback_reason: str | None = None
+        self._numpy: Any = None
+        self._pool: list = []
+
+    def load(self, lowered: LoweredProgram) -> "CEvaluator":
+        self.lowered = lowered
+        self.nan_check = self.nan_check or lowered.nan_check
+        try:
+            gen = self._generate(lowered, _vector_isa())
+        except Unsupported as e:
+            ops = sorted({st.op_name for st in lowered.steps if _unknown(st)}) or [str(e)]
+            self.fallback_reason = f"the C backend does not translate {', '.join(ops)} ({e})"
+            _warn_once("ops:" + ",".join(ops), f"graphcompiler: {self.fallback_reason}; this program runs on "
+                       "the NumPy evaluator")
+            return self._to_numpy()
+        if self.nan_check:
+            self.fallback_reason = "nan_check runs on the NumPy evaluator (it checks every step's value)"
+            return self._to_numpy()
+        try:
+            tc = toolchain()
+            try:
+                path, self.flags = build_program(tc["cc"], self.source or "")
+            except CompileError:
+                if not gen.vec_used:
+                    raise
+                gen = self._generate(lowered, None)       # without libmvec's vector functions
+                path, self.flags = build_program(tc["cc"], self.source or "")
+        except CompileError as e:
+            self.fallback_reason = str(e)
+            _warn_once("cc:" + str(e)[:200], f"graphcompiler: backend 'c' is unavailable: {e}; running on the "
+                       "NumPy evaluator")
+            return self._to_numpy()
+        lib = ctypes.CDLL(path)
+        lib.gc_init.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.gc_init(*tc["blas"][:2])
+        self._lib = lib
+        if gen.n_segments == 1:
+            self._fn = ctypes.cast(lib.gc_run, ctypes.c_void_p).value
+        else:
+            self._fn = None
+            self._fns = [ctypes.cast(getattr(lib, f"gc_run_{i}"), ctypes.c_void_p).value
+                         for i in range(gen.n_segments)]
+            n_leaves = len(lowered.leaves)
+
+            def where(lay):
+                kind, k = lay.base
+                if kind == "arena":
+                    return ("arena", gen.allocs[k][3] + lay.offset, lay)
+                return (kind, k if kind == "leaf" else k - n_leaves, lay)
+            self._py = [(st, [(a[0], a[1] if a[0] == "const" else where(a[1])) for a in args], where(out))
+                        for st, args, out, _ in gen.py_steps]
+            ops = sorted({st.op_name for st, *_ in gen.py_steps})
+            self.numpy_steps = ops
+            _warn_once("hybrid:" + ",".join(ops), f"graphcompiler: the C backend runs {', '.join(ops)} through "
+                       "NumPy kernels between C segments")
+        self._call = tc["call"]
+        self.path = path
+        meta = gen.leaf_meta
+        self._spec = np.array([[np.dtype(meta[s][1]).num, int(np.prod(meta[s][0], dtype=np.int64)) *
+                                np.dtype(meta[s][1]).itemsize] for s in lowered.leaves], np.int64).tobytes()
+        self._leaf_meta = [meta[s] for s in lowered.leaves]
+        self._arena_bytes = gen.arena_bytes
+        self._consts = [(gen.allocs[i][3], v) for i, v in gen.consts]
+        n_leaves = len(lowered.leaves)
+        outs = []      # (shape, dtype) of each result array C writes
+        for k, r in enumerate(lowered.results):
+            if isinstance(r, Const):
+                outs.append(((), np.dtype(np.asarray(r.value).dtype)))
+            else:
+                st = gen.by_slot.get(r)
+                shape, dt = (st.shape, st.dtype) if st is not None else meta[r]
+                outs.append((tuple(shape), np.dtype(dt)))
+        self._outs = outs
+        self._const_results = {k: r.value for k, r in enumerate(lowered.results) if isinstance(r, Const)}
+        flops = sum(int(np.prod(st.shape, dtype=np.int64)) for st in lowered.steps)
+        self._nogil = flops > 20000
+        self._pool = [self._arena()]
+        return self
+
+    def _generate(self, lowered, vec):
+        gen = Generator(lowered, vec)
+        try:
+            gen.blas_int = toolchain()["blas"][2]
+        except CompileError:
+            pass
+        gen.leaf_meta = _leaf_meta(lowered)
+        self.source = gen.generate()
+        return gen
+
+    def _to_numpy(self):
+        from .runtime import NumpyEvaluator
+        self._numpy = NumpyEvaluator(self.nan_check).load(self.lowered)
+        self.run = self._numpy.run        # type: ignore[method-assign]
+        return self
+
+    def _arena(self):
+        raw = np.empty(self._arena_bytes + ALIGN, np.uint8)
+        shift = (-raw.__array_interface__["data"][0]) % ALIGN
+        arena = raw[shift:]
+        for off, v in self._consts:
+            arena[off: off + v.nbytes] = v.view(np.uint8).ravel()
+        return arena, arena.__array_interface__["data"][0]
+
+    @property
+    def arenas(self) -> int:
+        return len(self._pool)
+
+    def run(self, leaves: Sequence[Any]) -> list:
+        """Compute one call: fresh result arrays, the C function over one arena from the pool."""
+        if type(leaves) is not list:
+            leaves = list(leaves)
+        outs = [np.empty(s, d) for s, d in self._outs]
+        pool = self._pool
+        try:
+            arena = pool.pop()
+        except IndexError:
+            arena = self._arena()
+        if self._fn is None:
+            try:
+                return self._run_segments(leaves, outs, arena)
+            finally:
+                pool.append(arena)
+        try:
+            rc = self._call(self._fn, leaves, outs, self._spec, arena[1], self._nogil)
+            while rc < 0:                       # a leaf in another layout: made contiguous, then again
+                k = -rc - 1
+                shape, dt = self._leaf_meta[k]
+                v = np.ascontiguousarray(leaves[k], dtype=dt)
+                if v.shape != tuple(shape):
+                    raise ExecutionError(f"leaf {self.lowered.leaf_names[k]!r} has shape {v.shape}, the program "
+                                         f"was specialised for {tuple(shape)}")
+                leaves[k] = v
+                rc = self._call(self._fn, leaves, outs, self._spec, arena[1], self._nogil)
+        finally:
+            pool.append(arena)
+        if rc:
+            self._fail(rc - 1, leaves)
+        for k, v in self._const_results.items():
+            outs[k] = np.array(v, copy=True)
+        return outs
+
+    def _call_fixing(self, fn, leaves, outs, addr) -> int:
+        rc = self._call(fn, leaves, outs, self._spec, addr, self._nogil)
+        while rc < 0:                           # a leaf in another layout: made contiguous, then again
+            k = -rc - 1
+            shape, dt = self._leaf_meta[k]
+            v = np.ascontiguousarray(leaves[k], dtype=dt)
+            if v.shape != tuple(shape):
+                raise ExecutionError(f"leaf {self.lowered.leaf_names[k]!r} has shape {v.shape}, the program "
+                                     f"was specialised for {tuple(shape)}")
+            leaves[k] = v
+            rc = self._call(fn, leaves, outs, self._spec, addr, self._nogil)
+        return rc
+
+    def _run_segments(self, leaves, outs, arena) -> list:
+        """C segments with NumPy kernels between them (steps C does not translate)."""
+        buf, addr = arena
+
+        def view(w):
+            kind, k, lay = w
+            base = buf if kind == "arena" else leaves[k] if kind == "leaf" else outs[k]
+            off = k if kind == "arena" else lay.offset
+            return np.ndarray(lay.shape, lay.dtype, buffer=base, offset=off, strides=lay.strides)
+
+        for i, fn in enumerate(self._fns):
+            rc = self._call_fixing(fn, leaves, outs, addr)
+            if rc:
+                self._fail(rc - 1, leaves)
+            if i < len(self._py):
+                st, args, out = self._py[i]
+                try:
+                    vals = [a[1] if a[0] == "const" else view(a[1]) for a in args]
+                    np.copyto(view(out), st.kernel(*vals, **st.kw), casting="unsafe")
+                except GraphCompilerError:
+                    raise
+                except Exception:
+                    self._fail(None, leaves)
+        for k, v in self._const_results.items():
+            outs[k] = np.array(v, copy=True)
+        return outs
+
+    def _fail(self, k: int | None, leaves) -> None:
+        """A step reported an error: the NumPy evaluator raises it with its usual message."""
+        from .runtime import NumpyEvaluator
+        if self._numpy is None:
+            self._numpy = NumpyEvaluator(self.nan_check).load(self.lowered)
+        self._numpy.run(leaves)
+        if k is None:
+            raise ExecutionError("a step run by NumPy inside the C program failed, but not on the NumPy evaluator")
+        st = self.lowered.steps[k]
+        raise ExecutionError(f"while computing {st.label}: a label is out of range for the {st.op_name} step "
+                             "(labels must be in [0, number of classes)); the C kernel checks every label")
+
+
+def _leaf_meta(lw: LoweredProgram) -> dict:
+    """slot -> (shape, dtype) of each leaf, read off the steps' static shapes where a step reads it whole."""
+    specs = getattr(lw, "leaf_specs", ())
+    if len(specs) != len(lw.leaves) or any(d is None for s, _ in specs for d in s):
+        raise Unsupported("the lowered program does not record its leaves' concrete shapes")
+    return {s: (tuple(shape), np.dtype(dt)) for s, (shape, dt) in zip(lw.leaves, specs)}
+
+
+def _unknown(st) -> bool:
+    name = st.op_name
+    return not (name in ELEMENTWISE or hasattr(Generator, "op_" + name) or name in (
+        "reshape", "reshape_like", "transpose", "expand_dims", "squeeze", "broadcast_to", "broadcast_like",
+        "getitem", "count", "zeros_like"))
