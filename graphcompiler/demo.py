@@ -183,7 +183,7 @@ def run_demo(out: str | Path = "demo-output", *, epochs: int = 30, hidden: int =
     np.save(out / "y_test.npy", y_test)
     result.files["held-out images x, to feed with graphcompiler run"] = out / "x_test.npy"
     result.files["held-out labels y"] = out / "y_test.npy"
-    _write_pictures(mlp, out, result)
+    _write_pictures(mlp.graph, out / "mlp", result, ("forward graph", "backward graph (build_grad's subgraph B)"))
     _write_explorer(mlp, batch_feed, out, result)
     _write_derivation(mlp, out, result)
     _write_memory(mlp, train, batch_feed, out, result)
@@ -220,13 +220,14 @@ def _write_graph_file(mlp: MLP, hidden: int, lam: float, seed: int, out: Path, r
     result.files["the graph with its gradients, for the graphcompiler command"] = path
 
 
-def _write_pictures(mlp: MLP, out: Path, result: DemoResult) -> None:
+def _write_pictures(graph: Graph, stem: Path, result: DemoResult, titles: tuple[str, str]) -> None:
+    """The forward and the backward picture of a demo's graph: stem_forward.svg and stem_backward.svg."""
     import graphviz
     from .viz import render
-    for show, what in (("forward", "forward graph"), ("backward", "backward graph (build_grad's subgraph B)")):
-        path = out / f"mlp_{show}.svg"
+    for show, what in zip(("forward", "backward"), titles):
+        path = stem.parent / f"{stem.name}_{show}.svg"
         try:
-            render(mlp.graph, path, show=show)
+            render(graph, path, show=show)
         except graphviz.ExecutableNotFound:
             result.skipped["pictures"] = "Graphviz's `dot` is not installed (apt-get install graphviz)"
             return

@@ -18,7 +18,7 @@ import numpy as np
 
 from .autodiff import build_grad
 from .compiler import compile
-from .demo import DemoResult, GradCheck, _progress, _write_loss_curve, load_digits_split
+from .demo import DemoResult, GradCheck, _progress, _write_loss_curve, _write_pictures, load_digits_split
 from .errors import GraphCompilerError
 from .graph import Graph, Node
 from .ops import (
@@ -165,7 +165,7 @@ def run_lenet_demo(out: str | Path = "demo-output", *, epochs: int = 15, batch: 
     np.save(out / "y_test.npy", y_test)
     result.files["held-out images x (N, 1, 8, 8), to feed with graphcompiler run"] = out / "x_test_images.npy"
     result.files["held-out labels y"] = out / "y_test.npy"
-    _write_pictures(net, out, result)
+    _write_pictures(net.graph, out / "lenet", result, ("forward graph of the convnet", "its backward graph"))
     _write_memory(train, {"x": X_train[:batch], "y": y_train[:batch]}, net, out, result)
     _write_loss_curve(result, out / "lenet_loss_curve.png", "LeNet-style convnet on scikit-learn digits")
     result.seconds = time.perf_counter() - t_start
@@ -188,20 +188,6 @@ def _one_blas_thread():
         import contextlib
         return contextlib.nullcontext()
     return threadpool_limits(1)
-
-
-def _write_pictures(net: LeNet, out: Path, result: DemoResult) -> None:
-    import graphviz
-
-    from .viz import render
-    for show, what in (("forward", "forward graph of the convnet"), ("backward", "its backward graph")):
-        path = out / f"lenet_{show}.svg"
-        try:
-            render(net.graph, path, show=show)
-        except graphviz.ExecutableNotFound:
-            result.skipped["pictures"] = "Graphviz's `dot` is not installed (apt-get install graphviz)"
-            return
-        result.files[what] = path
 
 
 def _write_memory(train, feed: dict, net: LeNet, out: Path, result: DemoResult) -> None:

@@ -95,7 +95,8 @@ def check_valid(g: gc.Graph) -> None:
     seen: dict[str, int] = {}
     for k, n in enumerate(g.nodes):
         assert n.index == k and n.name not in seen and g[n.name] is n
-        assert n.op.name in gc.OPS and n.dtype.name in io.DTYPES
+        assert n.op.name in gc.OPS
+        assert n.dtype.name in io.DTYPES or n.op.name in io.CONTROL_OPS   # a loop's node holds its results
         assert all(x.graph is g and x.index < k for x in n.inputs)
         assert all(d is None or isinstance(d, int) and d >= 0 for d in n.shape)
         if n.inputs:
@@ -376,3 +377,99 @@ def test_structural_mutations():
     assert {"op", "shape", "self_loop", "dangling", "duplicate_name", "deep"} <= kinds
     print(f"\nstructural mutations: {out.total} ({out.loaded} loaded, {out.refused} refused), slowest "
           f"{out.slowest * 1e3:.1f} ms, peak {out.peak / 2**20:.2f} MiB")
+
+
+# -- the newer format: control-flow bodies and the ops of API section 9 ----------------------
+
+def new_ops_graph() -> gc.Graph:
+    """A scan (an RNN) with its reverse scan, a convnet layer, Cholesky, a gather, random draws, einsum."""
+    rng = np.random.default_rng(3)
+    g = gc.Graph("new_ops")
+    xs = g.input("xs", shape=(None, 2, 3))
+    h0 = g.parameter("h0", np.zeros((2, 4)))
+    W = g.parameter("W", rng.standard_normal((4, 4)) * 0.3)
+    U = g.parameter("U", rng.standard_normal((3, 4)) * 0.3)
+    hT, _ = gc.scan(lambda h, x: (gc.tanh(h @ W + x @ U), h), h0, xs)
+    img = g.input("img", shape=(None, 1, 6, 6))
+    k = g.parameter("k", rng.standard_normal((2, 1, 3, 3)))
+    c = gc.max_pool2d(gc.relu(gc.conv2d(img, k, padding=1)), 2)
+    A = g.parameter("A", np.eye(3) * 2.0)
+    key = g.parameter("key", gc.random.key(0))
+    idx = g.constant(np.array([0, 2, 2]), name="idx")
+    J = (gc.sum(hT * gc.random.normal(key, (2, 4))) + gc.sum(c)
+         + gc.sum(gc.take(gc.linalg.cholesky(A), idx, axis=0)) + gc.einsum("ij,ij->", hT, hT))
+    gc.build_grad(gc.add(J, 0.0, name="J"), [W, U, h0, k, A])
+    return g
+
+
+NEW_TEXT = io.dumps(new_ops_graph())
+
+
+def _bodies(doc: dict) -> list[dict]:
+    """The body graphs of a parsed file (nested ones too)."""
+    out, stack = [], [doc]
+    while stack:
+        for rec in stack.pop()["nodes"]:
+            body = rec.get("attrs", {}).get("body")
+            if isinstance(body, dict):
+                for part in body.values():
+                    if isinstance(part, dict) and isinstance(part.get("graph"), dict):
+                        out.append(part["graph"])
+                        stack.append(part["graph"])
+    return out
+
+
+BODY_MUTATIONS = [
+    ("op", "os.system"), ("op", "scan"), ("op", "matmul"), ("shape", [10**12, 10**12]), ("shape", [-1]),
+    ("shape", "big"), ("dtype", "object"), ("inputs", ["nowhere"]), ("inputs", []), ("name", "h"),
+    ("attrs", {"body": {}}), ("attrs", {"axes": [0, 0]}), ("drop", "inputs"), ("drop", "shape"),
+]
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 10**6), st.integers(0, 10**6), st.sampled_from(BODY_MUTATIONS),
+       st.sampled_from(["graph", "field"]))
+def test_body_mutations(b, i, mutation, where):
+    """A mutated body of a scan (or of its reverse scan) loads validly or is refused with GraphFileError."""
+    doc = json.loads(NEW_TEXT)
+    bodies = _bodies(doc)
+    assert bodies, "the base file has scan bodies"
+    body = bodies[b % len(bodies)]
+    if where == "field":                                      # the body record's own fields, not its nodes
+        scan = next(r for r in doc["nodes"] if r["op"] == "scan")
+        rec = scan["attrs"]["body"]
+        key = sorted(rec)[i % len(rec)]
+        rec[key] = mutation[1] if mutation[0] != "drop" else None
+    else:
+        rec = body["nodes"][i % len(body["nodes"])]
+        kind, arg = mutation
+        if kind == "drop":
+            rec.pop(arg, None)
+        else:
+            rec[kind] = arg
+    Outcomes().attempt(json.dumps(doc), f"body {where} {mutation!r}")
+
+
+def test_new_format_byte_mutations():
+    data = NEW_TEXT.encode()
+    assert io.loads(NEW_TEXT) is not None and b'"scan"' in data and b'"conv2d"' in data
+    rng = np.random.default_rng(2027)
+    out = Outcomes()
+    for _ in range(300):
+        mutated, what = byte_mutation(rng, data)
+        out.attempt(mutated, what)
+    assert out.refused > 150
+
+
+@pytest.mark.parametrize("kind, arg, message", [("op", "os.system", "os.system"), ("shape", [10**12, 10**12], ""),
+                                                ("inputs", ["nowhere"], "nowhere"), ("dtype", "object", "object")])
+def test_body_checked_like_the_file(kind, arg, message):
+    """The loader's checks reach inside a scan's body: an unknown op, a huge shape, a dangling input, a bad dtype."""
+    doc = json.loads(NEW_TEXT)
+    body = _bodies(doc)[0]
+    rec = next(r for r in body["nodes"] if r["op"] == "matmul")
+    rec[kind] = arg
+    with pytest.raises(gc.GraphFileError) as info:
+        io.loads(json.dumps(doc))
+    msg = str(info.value)
+    assert message in msg and "body" in msg, msg
