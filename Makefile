@@ -28,10 +28,9 @@ figures: $(STAMP) dot
 lint: $(STAMP)
 	$(VENV)/bin/ruff check graphcompiler tests benchmarks docs
 	$(VENV)/bin/mypy graphcompiler
-#	$(VENV)/bin/ruff format --check graphcompiler   # switched on once the open branches are merged (see format)
+	$(VENV)/bin/ruff format --check graphcompiler
 
-# Reformat the package with ruff's formatter (most files would change today: run it once, after the open
-# branches are merged, then move `ruff format --check` into lint above).
+# Reformat the package with ruff's formatter (what `make lint` checks).
 format: $(STAMP)
 	$(VENV)/bin/ruff format graphcompiler
 

@@ -13,8 +13,12 @@ import sys
 from typing import Any
 
 PACKAGE = __name__.rpartition(".")[0]
-LAZY = {"to_sympy": "symbolic", "to_latex": "symbolic", "derivation": "symbolic",   # name -> its module
-        "recurrence": "symbolic"}
+LAZY = {
+    "to_sympy": "symbolic",
+    "to_latex": "symbolic",
+    "derivation": "symbolic",  # name -> its module
+    "recurrence": "symbolic",
+}
 LAZY_MODULES = ("symbolic", "symbolic_terms", "demo", "cli")
 
 
@@ -24,7 +28,7 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f"{PACKAGE}.{name}")
     if name in LAZY:
         value = getattr(importlib.import_module(f"{PACKAGE}.{LAZY[name]}"), name)
-        setattr(sys.modules[PACKAGE], name, value)      # found directly from now on
+        setattr(sys.modules[PACKAGE], name, value)  # found directly from now on
         return value
     raise AttributeError(f"module {PACKAGE!r} has no attribute {name!r}")
 

@@ -24,6 +24,7 @@ def availability() -> tuple[bool, str]:
         return False, "cupy is not installed (pip install 'graphcompiler[cupy]', with a CUDA GPU)"
     try:
         import cupy
+
         n = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # noqa: BLE001  (any failure means: not usable here, and why)
         return False, f"no CUDA device ({type(e).__name__}: {e})"
@@ -37,14 +38,17 @@ class CupyEnv(Env):
 
     def __init__(self):
         import array_api_compat.cupy as xp
+
         super().__init__(xp)
 
     def erfinv(self, x):
         import cupyx.scipy.special
+
         return cupyx.scipy.special.erfinv(x)
 
     def special(self, name, x, *n):
         import cupyx.scipy.special
+
         return getattr(cupyx.scipy.special, name)(*n, x)
 
 

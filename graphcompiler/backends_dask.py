@@ -34,6 +34,7 @@ def availability() -> tuple[bool, str]:
             return False, f"{pkg} is not installed (pip install 'graphcompiler[dask]')"
     try:
         from dask.distributed import get_client
+
         client = get_client()
         return True, f"on the active dask.distributed client ({len(client.scheduler_info()['workers'])} workers)"
     except Exception:  # noqa: BLE001  (no client: the local scheduler)
@@ -55,6 +56,7 @@ def _finite_block(block: np.ndarray, message: str) -> np.ndarray:
 
 def _special(block: np.ndarray, name: str, *n) -> np.ndarray:
     import scipy.special
+
     return getattr(scipy.special, name)(*n, block)
 
 
@@ -64,6 +66,7 @@ def _view(block: np.ndarray, dtype) -> np.ndarray:
 
 def _erfinv(block: np.ndarray) -> np.ndarray:
     from scipy.special import erfinv
+
     return erfinv(block)
 
 
@@ -72,6 +75,7 @@ class DaskEnv(Env):
 
     def __init__(self):
         import array_api_compat.dask.array as xp
+
         super().__init__(xp)
 
     def check_labels(self, labels, n, label, low=0):
@@ -112,16 +116,26 @@ class DaskEvaluator:
         self.env = DaskEnv()
         return self
 
-    def run(self, leaves: Sequence[Any], compute: bool = False, chunks: Any = "auto",
-            batch_axes: Sequence[int | None] | None = None) -> list:
+    def run(
+        self,
+        leaves: Sequence[Any],
+        compute: bool = False,
+        chunks: Any = "auto",
+        batch_axes: Sequence[int | None] | None = None,
+    ) -> list:
         import dask
         import dask.array as da
+
         lw = self.lowered
-        batched = [kind == "feed" and not isinstance(leaf, da.Array) and np.ndim(leaf) > 0 and
-                   (batch_axes is None or batch_axes[k] == 0)
-                   for k, (leaf, kind) in enumerate(zip(leaves, lw.leaf_kinds))]
+        batched = [
+            kind == "feed"
+            and not isinstance(leaf, da.Array)
+            and np.ndim(leaf) > 0
+            and (batch_axes is None or batch_axes[k] == 0)
+            for k, (leaf, kind) in enumerate(zip(leaves, lw.leaf_kinds))
+        ]
         rows = chunks
-        if chunks == "auto" and any(batched):    # one row count for every batched feed: chunks line up
+        if chunks == "auto" and any(batched):  # one row count for every batched feed: chunks line up
             big = max((np.asarray(leaf) for leaf, b in zip(leaves, batched) if b), key=lambda a: a.nbytes)
             rows = da.core.normalize_chunks(("auto",) + (-1,) * (big.ndim - 1), big.shape, dtype=big.dtype)[0][0]
         arrays = []
@@ -143,8 +157,9 @@ class DaskEvaluator:
             msg = str(e)
             if msg.startswith("while computing"):
                 raise (NumericsError if isinstance(e, FloatingPointError) else ExecutionError)(msg) from e
-            raise ExecutionError(f"while computing the dask program ({len(lw.steps)} steps): "
-                                 f"{type(e).__name__}: {e}") from e
+            raise ExecutionError(
+                f"while computing the dask program ({len(lw.steps)} steps): {type(e).__name__}: {e}"
+            ) from e
         out = list(results)
         for k, v in zip(lazy, done):
             out[k] = np.asarray(v)

@@ -30,7 +30,7 @@ class Env:
     """What kernels need beyond the namespace; subclassed per engine (jax, dask) where it differs."""
 
     name = "array-api"
-    leaf_ids: dict = {}               # id of each leaf value -> its position (set by evaluate)
+    leaf_ids: dict = {}  # id of each leaf value -> its position (set by evaluate)
 
     def __init__(self, xp: Any):
         self.xp = xp
@@ -45,6 +45,7 @@ class Env:
     def check_finite(self, st, r, args):
         """nan_check: r, after checking it holds no NaN or infinity (NumericsError naming the step)."""
         from .runtime import check_finite
+
         check_finite(st.label, st.op_name, np.asarray(r), [np.asarray(a) for a in args], st.arg_names)
         return r
 
@@ -58,10 +59,12 @@ class Env:
     def special(self, name: str, x, *n):
         """A scipy.special function (erf, gammaln, digamma; polygamma with its order n first) on the engine."""
         import scipy.special
+
         return getattr(scipy.special, name)(*n, x)
 
     def erfinv(self, x):
         from scipy.special import erfinv
+
         return erfinv(x)
 
     def asarray(self, value, dtype=None):
@@ -77,24 +80,29 @@ class Env:
 def _engine_module(x):
     """The engine's own module of array x (numpy, jax.numpy, dask.array, cupy): for calls beyond the standard."""
     import array_api_compat
+
     if array_api_compat.is_jax_array(x):
         import jax.numpy
+
         return jax.numpy
     if array_api_compat.is_dask_array(x):
         import dask.array
+
         return dask.array
     if array_api_compat.is_cupy_array(x):
         import cupy
+
         return cupy
     return np
 
 
 def range_message(bad: int, n: int, label: str, low: int = 0) -> str:
     if low == 0:
-        return (f"while computing {label}: label {bad} is out of range for {n} classes "
-                f"(labels must be in [0, {n}))")
-    return (f"while computing {label}: index {bad} is out of range for an axis of size {n} "
-            f"(indices must be in [{low}, {n}))")
+        return f"while computing {label}: label {bad} is out of range for {n} classes (labels must be in [0, {n}))"
+    return (
+        f"while computing {label}: index {bad} is out of range for an axis of size {n} "
+        f"(indices must be in [{low}, {n}))"
+    )
 
 
 def check_range(arr: np.ndarray, n: int, label: str, low: int = 0) -> None:
@@ -108,19 +116,50 @@ def kernel(*names: str) -> Callable[[Kernel], Kernel]:
         for n in names:
             KERNELS[n] = fn
         return fn
+
     return register
 
 
 # -- elementwise ---------------------------------------------------------------------------------
 
-_UNARY = {"negative": "negative", "square": "square", "sqrt": "sqrt", "exp": "exp", "log": "log",
-          "log1p": "log1p", "sin": "sin", "cos": "cos", "tanh": "tanh", "abs": "abs", "sign": "sign",
-          "expm1": "expm1", "tan": "tan", "arctan": "atan", "sinh": "sinh", "cosh": "cosh", "floor": "floor",
-          "ceil": "ceil", "round": "round"}
-_BINARY = {"add": "add", "subtract": "subtract", "multiply": "multiply", "divide": "divide", "power": "pow",
-           "maximum": "maximum", "minimum": "minimum", "greater": "greater", "less": "less",
-           "greater_equal": "greater_equal", "less_equal": "less_equal", "equal": "equal",
-           "not_equal": "not_equal", "logaddexp": "logaddexp", "mod": "remainder"}
+_UNARY = {
+    "negative": "negative",
+    "square": "square",
+    "sqrt": "sqrt",
+    "exp": "exp",
+    "log": "log",
+    "log1p": "log1p",
+    "sin": "sin",
+    "cos": "cos",
+    "tanh": "tanh",
+    "abs": "abs",
+    "sign": "sign",
+    "expm1": "expm1",
+    "tan": "tan",
+    "arctan": "atan",
+    "sinh": "sinh",
+    "cosh": "cosh",
+    "floor": "floor",
+    "ceil": "ceil",
+    "round": "round",
+}
+_BINARY = {
+    "add": "add",
+    "subtract": "subtract",
+    "multiply": "multiply",
+    "divide": "divide",
+    "power": "pow",
+    "maximum": "maximum",
+    "minimum": "minimum",
+    "greater": "greater",
+    "less": "less",
+    "greater_equal": "greater_equal",
+    "less_equal": "less_equal",
+    "equal": "equal",
+    "not_equal": "not_equal",
+    "logaddexp": "logaddexp",
+    "mod": "remainder",
+}
 
 
 def _unary(fname: str) -> Kernel:
@@ -143,7 +182,7 @@ def _identity(env, st, x):
 
 
 @kernel("sigmoid")
-def _sigmoid(env, st, x):                     # exp(-log(1 + e^-x)): finite and accurate at |x| = 1e4
+def _sigmoid(env, st, x):  # exp(-log(1 + e^-x)): finite and accurate at |x| = 1e4
     xp = env.xp
     return xp.exp(-xp.logaddexp(xp.zeros_like(x), -x))
 
@@ -202,6 +241,7 @@ def _astype(env, st, x):
 
 
 # -- reductions and contractions -----------------------------------------------------------------
+
 
 @kernel("sum")
 def _sum(env, st, x):
@@ -281,6 +321,7 @@ def _dot_all(env, st, a, b):
 
 # -- shapes --------------------------------------------------------------------------------------
 
+
 @kernel("reshape", "reshape_like", "expand_dims", "squeeze")
 def _reshape(env, st, x, *like):
     return env.xp.reshape(x, tuple(st.shape))
@@ -347,7 +388,7 @@ def _concatenate(env, st, *xs):
 @kernel("concat_part")
 def _concat_part(env, st, g, *likes):
     a = st.op.axis
-    start = sum(l.shape[a] for l in likes[:st.op.part])
+    start = sum(l.shape[a] for l in likes[: st.op.part])
     stop = start + likes[st.op.part].shape[a]
     return g[(slice(None),) * a + (slice(start, stop),)]
 
@@ -373,9 +414,12 @@ def _pad(env, st, x):
     dt = _dt(env, st.dtype)
     for k in range(x.ndim):
         lo, hi = pw[2 * k], pw[2 * k + 1]
-        sides = [tuple(x.shape[:k]) + (n,) + tuple(x.shape[k + 1:]) for n in (lo, hi)]
-        parts = ([xp.full(sides[0], st.op.value, dtype=dt)] if lo else []) + [x] + \
-            ([xp.full(sides[1], st.op.value, dtype=dt)] if hi else [])
+        sides = [tuple(x.shape[:k]) + (n,) + tuple(x.shape[k + 1 :]) for n in (lo, hi)]
+        parts = (
+            ([xp.full(sides[0], st.op.value, dtype=dt)] if lo else [])
+            + [x]
+            + ([xp.full(sides[1], st.op.value, dtype=dt)] if hi else [])
+        )
         if len(parts) > 1:
             x = xp.concat(parts, axis=k)
     return x
@@ -407,13 +451,13 @@ def _tile_sum(env, st, g, like):
 def _repeat(env, st, x):
     xp, a, n = env.xp, st.op.axis, st.op.n
     e = xp.expand_dims(x, axis=a + 1)
-    return xp.reshape(xp.broadcast_to(e, tuple(x.shape[:a + 1]) + (n,) + tuple(x.shape[a + 1:])), tuple(st.shape))
+    return xp.reshape(xp.broadcast_to(e, tuple(x.shape[: a + 1]) + (n,) + tuple(x.shape[a + 1 :])), tuple(st.shape))
 
 
 @kernel("repeat_sum")
 def _repeat_sum(env, st, g):
     xp, a, n = env.xp, st.op.axis, st.op.n
-    return xp.sum(xp.reshape(g, tuple(g.shape[:a]) + (g.shape[a] // n, n) + tuple(g.shape[a + 1:])), axis=a + 1)
+    return xp.sum(xp.reshape(g, tuple(g.shape[:a]) + (g.shape[a] // n, n) + tuple(g.shape[a + 1 :])), axis=a + 1)
 
 
 def _diag_layout(op, r: int, c: int, n: int) -> tuple[int, int]:
@@ -431,7 +475,7 @@ def _diagonal(env, st, x):
         return xp.zeros(tuple(st.shape), dtype=_dt(env, st.dtype))
     start, step = _diag_layout(op, r, c, n)
     flat = xp.reshape(m, tuple(m.shape[:-2]) + (r * c,))
-    return flat[..., start:start + (n - 1) * step + 1:step]
+    return flat[..., start : start + (n - 1) * step + 1 : step]
 
 
 @kernel("trace")
@@ -444,7 +488,7 @@ def _trace(env, st, x):
         return xp.zeros(tuple(st.shape), dtype=_dt(env, st.dtype))
     start, step = _diag_layout(op, r, c, n)
     flat = xp.reshape(m, tuple(m.shape[:-2]) + (r * c,))
-    return xp.sum(flat[..., start:start + (n - 1) * step + 1:step], axis=-1)
+    return xp.sum(flat[..., start : start + (n - 1) * step + 1 : step], axis=-1)
 
 
 @kernel("diagonal_scatter")
@@ -470,15 +514,16 @@ def _diagonal_scatter(env, st, g, like):
     if total < r * c:
         parts.append(xp.zeros(rest + (r * c - total,), dtype=dt))
     flat = xp.concat(parts, axis=-1) if len(parts) > 1 else flat
-    m = xp.reshape(flat[..., :r * c], moved)
+    m = xp.reshape(flat[..., : r * c], moved)
     return xp.moveaxis(m, (-2, -1), (a1, a2))
 
 
 # -- neural-network ops (not in the standard: written once on the namespace) ---------------------
 
+
 def _stable_max(xp, x, axis):
     m = xp.max(x, axis=axis, keepdims=True)
-    return xp.where(xp.isfinite(m), m, xp.zeros_like(m))     # an all -inf slice stays -inf, not nan
+    return xp.where(xp.isfinite(m), m, xp.zeros_like(m))  # an all -inf slice stays -inf, not nan
 
 
 def logsumexp(xp, x, axis, keepdims):
@@ -551,6 +596,7 @@ def _mse(env, st, p, t):
 
 # -- gathers and scatter-adds --------------------------------------------------------------------
 
+
 @kernel("take")
 def _take(env, st, x, idx):
     n = x.shape[st.op.axis]
@@ -570,11 +616,12 @@ def _scatter_add(env, st, target, idx, values):
     idx = env.check_labels(idx, n, st.label, -n)
     idx = xp.where(idx < 0, idx + n, idx)
     k = idx.ndim
-    oh = one_hot(env, xp.reshape(idx, (-1,)), n, values.dtype)                     # (m, n)
+    oh = one_hot(env, xp.reshape(idx, (-1,)), n, values.dtype)  # (m, n)
     v = xp.moveaxis(values, tuple(range(a, a + k)), tuple(range(k))) if k and a else values
-    v = xp.reshape(v, (oh.shape[0], -1))                                           # (m, rest)
-    out = xp.reshape(xp.matmul(xp.permute_dims(oh, (1, 0)), v),
-                     (n,) + tuple(d for j, d in enumerate(st.shape) if j != a))
+    v = xp.reshape(v, (oh.shape[0], -1))  # (m, rest)
+    out = xp.reshape(
+        xp.matmul(xp.permute_dims(oh, (1, 0)), v), (n,) + tuple(d for j, d in enumerate(st.shape) if j != a)
+    )
     return xp.moveaxis(out, 0, a) if a else out
 
 
@@ -590,8 +637,8 @@ def _take_along_axis(env, st, x, idx):
     n = x.shape[a]
     idx = env.check_labels(idx, n, st.label, -n)
     idx = xp.where(idx < 0, idx + n, idx)
-    hit = xp.expand_dims(idx, axis=a + 1) == _axis_arange(xp, n, a + 1, idx.ndim + 1, idx.dtype)   # (.., k, n, ..)
-    xs = xp.expand_dims(x, axis=a)                                                                 # (.., 1, n, ..)
+    hit = xp.expand_dims(idx, axis=a + 1) == _axis_arange(xp, n, a + 1, idx.ndim + 1, idx.dtype)  # (.., k, n, ..)
+    xs = xp.expand_dims(x, axis=a)  # (.., 1, n, ..)
     zero = xp.zeros((), dtype=x.dtype)
     return xp.broadcast_to(xp.sum(xp.where(hit, xs, zero), axis=a + 1), tuple(st.shape))
 
@@ -604,9 +651,9 @@ def _scatter_add_along_axis(env, st, target, idx, values):
     idx = env.check_labels(idx, n, st.label, -n)
     idx = xp.where(idx < 0, idx + n, idx)
     idx = xp.broadcast_to(idx, tuple(values.shape))
-    hit = xp.expand_dims(idx, axis=a) == _axis_arange(xp, n, a, values.ndim + 1, idx.dtype)       # (.., n, k, ..)
+    hit = xp.expand_dims(idx, axis=a) == _axis_arange(xp, n, a, values.ndim + 1, idx.dtype)  # (.., n, k, ..)
     zero = xp.zeros((), dtype=values.dtype)
-    full = xp.sum(xp.where(hit, xp.expand_dims(values, axis=a), zero), axis=a + 1)                # (.., n, ..)
+    full = xp.sum(xp.where(hit, xp.expand_dims(values, axis=a), zero), axis=a + 1)  # (.., n, ..)
     shape = tuple(st.shape)
     axes = tuple(k for k, d in enumerate(shape) if d == 1 and full.shape[k] != 1)
     return xp.sum(full, axis=axes, keepdims=True) if axes else full
@@ -627,8 +674,9 @@ def threefry2x32(env, key, x0, x1):
     for block in range(5):
         for r in _ROTATIONS[block % 2]:
             x0 = x0 + x1
-            x1 = xp.bitwise_left_shift(x1, env.asarray(r, dtype=u32)) | \
-                xp.bitwise_right_shift(x1, env.asarray(32 - r, dtype=u32))
+            x1 = xp.bitwise_left_shift(x1, env.asarray(r, dtype=u32)) | xp.bitwise_right_shift(
+                x1, env.asarray(32 - r, dtype=u32)
+            )
             x1 = x1 ^ x0
         x0 = x0 + ks[(block + 1) % 3]
         x1 = x1 + ks[(block + 2) % 3] + env.asarray(block + 1, dtype=u32)
@@ -639,11 +687,16 @@ def random_bits(env, key, shape, width):
     xp = env.xp
     n = math.prod(shape)
     c = np.arange(n, dtype=np.uint64)
-    hi, lo = threefry2x32(env, key, env.asarray((c >> np.uint64(32)).astype(np.uint32)),
-                          env.asarray((c & np.uint64(0xFFFFFFFF)).astype(np.uint32)))
+    hi, lo = threefry2x32(
+        env,
+        key,
+        env.asarray((c >> np.uint64(32)).astype(np.uint32)),
+        env.asarray((c & np.uint64(0xFFFFFFFF)).astype(np.uint32)),
+    )
     if width == 64:
-        bits = xp.bitwise_left_shift(xp.astype(hi, xp.uint64), env.asarray(32, dtype=xp.uint64)) | \
-            xp.astype(lo, xp.uint64)
+        bits = xp.bitwise_left_shift(xp.astype(hi, xp.uint64), env.asarray(32, dtype=xp.uint64)) | xp.astype(
+            lo, xp.uint64
+        )
     else:
         bits = hi ^ lo
     return xp.reshape(bits, tuple(shape))
@@ -653,8 +706,9 @@ def uniform_bits(env, key, shape, dtype):
     xp = env.xp
     if np.dtype(dtype) == np.float64:
         bits = random_bits(env, key, shape, 64)
-        bits = xp.bitwise_right_shift(bits, env.asarray(12, dtype=xp.uint64)) | \
-            env.asarray(0x3FF0000000000000, dtype=xp.uint64)
+        bits = xp.bitwise_right_shift(bits, env.asarray(12, dtype=xp.uint64)) | env.asarray(
+            0x3FF0000000000000, dtype=xp.uint64
+        )
         return env.bitcast(bits, np.float64) - 1.0
     bits = random_bits(env, key, shape, 32)
     bits = xp.bitwise_right_shift(bits, env.asarray(9, dtype=xp.uint32)) | env.asarray(0x3F800000, dtype=xp.uint32)
@@ -671,8 +725,9 @@ def _random_uniform(env, st, key, *like):
     dt = np.dtype(st.dtype)
     low, high = dt.type(st.op.low), dt.type(st.op.high)
     u = uniform_bits(env, key, tuple(st.shape), dt) * (high - low) + low
-    return xp.minimum(xp.maximum(u, env.asarray(low, dtype=u.dtype)),
-                      env.asarray(np.nextafter(high, low), dtype=u.dtype))
+    return xp.minimum(
+        xp.maximum(u, env.asarray(low, dtype=u.dtype)), env.asarray(np.nextafter(high, low), dtype=u.dtype)
+    )
 
 
 @kernel("random_normal")
@@ -711,6 +766,7 @@ def _dropout_mask(env, st, key, like):
 
 # -- the evaluator -------------------------------------------------------------------------------
 
+
 def _dt(env, dtype):
     """The namespace's dtype object for a NumPy dtype."""
     return getattr(env.xp, np.dtype(dtype).name)
@@ -730,9 +786,11 @@ def check_coverage(lowered: LoweredProgram, backend: str) -> None:
     missing = missing_kernels(lowered)
     if missing:
         users = [st.label for st in lowered.steps if st.op_name in missing][:3]
-        raise GraphCompilerError(f"backend {backend!r} has no kernel for op{'s' if len(missing) > 1 else ''} "
-                                 f"{', '.join(missing)} (used by {'; '.join(users)}); run this program on "
-                                 f"backend='numpy'")
+        raise GraphCompilerError(
+            f"backend {backend!r} has no kernel for op{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)} (used by {'; '.join(users)}); run this program on "
+            f"backend='numpy'"
+        )
 
 
 def _const(env: Env, value: Any) -> Any:
@@ -751,11 +809,11 @@ def evaluate(env: Env, lowered: LoweredProgram, leaves: Sequence[Any], wrap_erro
     values: list[Any] = [None] * lowered.n_slots
     for s, v in zip(lowered.leaves, leaves):
         values[s] = v
-    env.leaf_ids = {id(v): k for k, v in enumerate(leaves)}     # which arguments are the run's leaves
+    env.leaf_ids = {id(v): k for k, v in enumerate(leaves)}  # which arguments are the run's leaves
     xp = env.xp
     for st in lowered.steps:
         # the graph inputs only: the NumPy call's extra constants (fast_kernel's) follow them
-        args = [_const(env, a.value) if isinstance(a, Const) else values[a] for a in st.args[:len(st.arg_names)]]
+        args = [_const(env, a.value) if isinstance(a, Const) else values[a] for a in st.args[: len(st.arg_names)]]
         try:
             r = KERNELS[st.op_name](env, st, *args)
             want = _dt(env, st.dtype)
@@ -769,8 +827,7 @@ def evaluate(env: Env, lowered: LoweredProgram, leaves: Sequence[Any], wrap_erro
             if not wrap_errors:
                 raise
             shapes = ", ".join(f"{n}: {tuple(getattr(a, 'shape', ()))}" for n, a in zip(st.arg_names, args))
-            raise ExecutionError(f"while computing {st.label}: {type(e).__name__}: {e} "
-                                 f"(input shapes {shapes})") from e
+            raise ExecutionError(f"while computing {st.label}: {type(e).__name__}: {e} (input shapes {shapes})") from e
         values[st.slot] = r
         for f in st.frees:
             values[f] = None

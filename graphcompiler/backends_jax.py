@@ -38,6 +38,7 @@ def availability() -> tuple[bool, str]:
     if importlib.util.find_spec("jax") is None:
         return False, "jax is not installed (pip install 'graphcompiler[jax]')"
     import jax
+
     kinds = sorted({d.platform for d in jax.devices()})
     return True, f"devices: {len(jax.devices())} ({', '.join(kinds)})"
 
@@ -47,13 +48,14 @@ class JaxEnv(Env):
 
     def __init__(self):
         import jax.numpy as jnp
+
         super().__init__(jnp)
         self.checked = False
         self.prechecks: list = []
         self._local = threading.local()
 
     @property
-    def leaf_ids(self) -> dict:           # per thread: two threads may trace at once
+    def leaf_ids(self) -> dict:  # per thread: two threads may trace at once
         return getattr(self._local, "leaf_ids", {})
 
     @leaf_ids.setter
@@ -62,16 +64,21 @@ class JaxEnv(Env):
 
     def check_labels(self, labels, n, label, low=0):
         k = getattr(self, "leaf_ids", {}).get(id(labels))
-        if k is not None:            # labels fed to the run: checked in NumPy before the call (cheap, exact)
+        if k is not None:  # labels fed to the run: checked in NumPy before the call (cheap, exact)
             self.prechecks.append((k, n, label, low))
             return labels
         from jax.experimental import checkify
-        self.checked = True          # computed labels: a checkify check inside the jit function
+
+        self.checked = True  # computed labels: a checkify check inside the jit function
         jnp = self.xp
-        what = f"a label is out of range for {n} classes" if low == 0 else \
-            f"an index is out of range for an axis of size {n}"
-        checkify.check(jnp.all((labels >= low) & (labels < n)),
-                       f"while computing {label}: {what} (it must be in [{low}, {n}))")
+        what = (
+            f"a label is out of range for {n} classes"
+            if low == 0
+            else f"an index is out of range for an axis of size {n}"
+        )
+        checkify.check(
+            jnp.all((labels >= low) & (labels < n)), f"while computing {label}: {what} (it must be in [{low}, {n}))"
+        )
         return labels
 
     def check_finite(self, st, r, args):
@@ -80,14 +87,17 @@ class JaxEnv(Env):
 
     def bitcast(self, x, dtype):
         import jax
+
         return jax.lax.bitcast_convert_type(x, np.dtype(dtype))
 
     def erfinv(self, x):
         import jax
+
         return jax.scipy.special.erfinv(x)
 
     def special(self, name, x, *n):
         import jax
+
         return getattr(jax.scipy.special, name)(*n, x)
 
     def set_index(self, z, index, g):
@@ -104,18 +114,22 @@ class JaxEvaluator:
     def load(self, lowered: LoweredProgram) -> JaxEvaluator:
         check_coverage(lowered, self.name)
         from jax.experimental import checkify
+
         self.lowered = lowered
         self.env = env = JaxEnv()
 
         def program(*leaves):
-            return evaluate(env, lowered, leaves)      # an error while tracing names the step
+            return evaluate(env, lowered, leaves)  # an error while tracing names the step
 
         # which leaves may be donated: parameters whose updated value the program returns
         updated = set(lowered.updates)
-        self.donate = tuple(i for i, (n, k) in enumerate(zip(lowered.leaf_names, lowered.leaf_kinds))
-                            if k == "parameter" and n in updated)
+        self.donate = tuple(
+            i
+            for i, (n, k) in enumerate(zip(lowered.leaf_names, lowered.leaf_kinds))
+            if k == "parameter" and n in updated
+        )
         self._fn = program
-        self._checked: bool | None = None           # whether a step checks labels (known after one trace)
+        self._checked: bool | None = None  # whether a step checks labels (known after one trace)
         self._jit: dict[bool, Any] = {}
         self._checkify = checkify
         self._lock = threading.Lock()
@@ -125,15 +139,16 @@ class JaxEvaluator:
         fn = self._jit.get(donate)
         if fn is not None:
             return fn
-        with self._lock:                    # one thread traces (the Env records checks while tracing)
+        with self._lock:  # one thread traces (the Env records checks while tracing)
             return self._compile(donate, leaves)
 
     def _compile(self, donate: bool, leaves) -> Any:
         import jax
+
         fn = self._jit.get(donate)
         if fn is None:
             program = self._fn
-            if self._checked is None:       # trace once to see whether any step checks labels
+            if self._checked is None:  # trace once to see whether any step checks labels
                 self.env.prechecks.clear()
                 jax.eval_shape(program, *leaves)
                 self._checked = self.env.checked
@@ -143,15 +158,21 @@ class JaxEvaluator:
             fn = self._jit[donate] = jax.jit(program, donate_argnums=self.donate if donate else ())
         return fn
 
-    def run(self, leaves: Sequence[Any], sharding: Any = None, numpy: bool = True,
-            batch_axes: Sequence[int | None] | None = None) -> list:
+    def run(
+        self,
+        leaves: Sequence[Any],
+        sharding: Any = None,
+        numpy: bool = True,
+        batch_axes: Sequence[int | None] | None = None,
+    ) -> list:
         import jax
+
         with jax.enable_x64(True):
             leaves = list(leaves)
             donate = bool(self.donate) and all(type(leaves[i]) is np.ndarray for i in self.donate)
             if sharding is not None:
                 leaves = self._shard(leaves, sharding, batch_axes)
-            if self.lowered.nan_check:        # op by op, unjitted: each step's result is checked and named
+            if self.lowered.nan_check:  # op by op, unjitted: each step's result is checked and named
                 out = evaluate(self.env, self.lowered, [jax.numpy.asarray(v) for v in leaves])
                 return [np.array(r) for r in out] if numpy else list(out)
             fn = self._compiled(donate, leaves)
@@ -164,8 +185,9 @@ class JaxEvaluator:
             except GraphCompilerError:
                 raise
             except Exception as e:
-                raise ExecutionError(f"while running the jax program ({len(self.lowered.steps)} steps): "
-                                     f"{type(e).__name__}: {e}") from e
+                raise ExecutionError(
+                    f"while running the jax program ({len(self.lowered.steps)} steps): {type(e).__name__}: {e}"
+                ) from e
             if self._checked:
                 err, out = out
                 msg = err.get()
@@ -179,6 +201,7 @@ class JaxEvaluator:
         import jax
         from jax.sharding import Mesh, NamedSharding
         from jax.sharding import PartitionSpec as P
+
         mesh: Any
         if isinstance(sharding, Mesh):
             mesh = sharding
@@ -186,8 +209,9 @@ class JaxEvaluator:
         elif isinstance(sharding, NamedSharding):
             mesh, batch = sharding.mesh, sharding
         else:
-            raise GraphCompilerError(f"sharding= takes a jax.sharding.Mesh or NamedSharding, not "
-                                     f"{type(sharding).__name__}")
+            raise GraphCompilerError(
+                f"sharding= takes a jax.sharding.Mesh or NamedSharding, not {type(sharding).__name__}"
+            )
         replicated = NamedSharding(mesh, P())
         n_dev = mesh.devices.size
         axes = batch_axes or (None,) * len(leaves)
@@ -195,8 +219,10 @@ class JaxEvaluator:
         for leaf, ax, name in zip(leaves, axes, self.lowered.leaf_names):
             if ax == 0:
                 if np.shape(leaf)[0] % n_dev:
-                    raise FeedError(f"feed {name!r}: its batch of {np.shape(leaf)[0]} rows does not split "
-                                    f"evenly over the {n_dev} devices of the mesh")
+                    raise FeedError(
+                        f"feed {name!r}: its batch of {np.shape(leaf)[0]} rows does not split "
+                        f"evenly over the {n_dev} devices of the mesh"
+                    )
                 out.append(jax.device_put(leaf, batch))
             else:
                 out.append(jax.device_put(leaf, replicated))

@@ -43,12 +43,12 @@ import numpy as np
 from .compiler.lowered import ALIGN, Const, LoweredProgram
 from .errors import ExecutionError, GraphCompilerError
 
-FLAGS = ("-O2", "-fPIC", "-shared", "-std=c99", "-fno-math-errno")    # never -ffast-math: NaN/inf must survive
+FLAGS = ("-O2", "-fPIC", "-shared", "-std=c99", "-fno-math-errno")  # never -ffast-math: NaN/inf must survive
 # For programs, where the host allows: -O3 -march=native, and glibc's vector math (libmvec, glibc 2.35+ on
 # x86-64) declared SIMD-callable so that fused loops of sin/exp/tanh vectorise as NumPy's own loops do.
 NATIVE_FLAGS = ("-O3", "-march=native")
 _SIMD_FUNCS = ("sin", "cos", "exp", "log", "tanh", "log1p")
-STEP_LIMIT = 20000          # longer programs run on NumPy (the C compiler's time grows faster than linearly)
+STEP_LIMIT = 20000  # longer programs run on NumPy (the C compiler's time grows faster than linearly)
 _WARNED: set = set()
 _LOCK = threading.Lock()
 
@@ -60,6 +60,7 @@ def _warn_once(key: str, message: str) -> None:
 
 
 # -- the toolchain --------------------------------------------------------------------------------
+
 
 def cache_dir() -> str:
     """Where compiled programs live: GRAPHCOMPILER_CACHE_DIR, else $XDG_CACHE_HOME/graphcompiler, else ~/.cache."""
@@ -97,6 +98,7 @@ def _build(cc: str, source: str, suffix: str, extra: Sequence[str] = (), libs: S
         return path
     import subprocess
     import tempfile
+
     fd, src = tempfile.mkstemp(suffix=".c", dir=d)
     with os.fdopen(fd, "w") as f:
         f.write(source)
@@ -105,7 +107,7 @@ def _build(cc: str, source: str, suffix: str, extra: Sequence[str] = (), libs: S
         r = subprocess.run([cc, *flags, src, "-o", tmp, *libs, "-lm"], capture_output=True, text=True)
         if r.returncode != 0:
             raise CompileError(f"{cc} failed ({r.returncode}): {r.stderr.strip()[:2000]}")
-        os.replace(tmp, path)                      # atomic: another process sees all of it or nothing
+        os.replace(tmp, path)  # atomic: another process sees all of it or nothing
     finally:
         for p in (src, tmp):
             if os.path.exists(p):
@@ -152,7 +154,7 @@ def build_program(cc: str, source: str) -> tuple[str, tuple]:
         except CompileError:
             if (extra, libs) == ((), ()):
                 raise
-            if len(tc.get("choices", ())) > 1:            # these flags do not work here: not tried again
+            if len(tc.get("choices", ())) > 1:  # these flags do not work here: not tried again
                 tc["choices"].remove((extra, libs))
     raise CompileError("no flags worked")
 
@@ -246,8 +248,9 @@ def toolchain() -> dict:
         try:
             cc = find_compiler()
             if cc is None:
-                raise CompileError("no C compiler found (looked for $CC, cc, gcc, clang); install one, e.g. "
-                                   "apt-get install gcc")
+                raise CompileError(
+                    "no C compiler found (looked for $CC, cc, gcc, clang); install one, e.g. apt-get install gcc"
+                )
             inc = sysconfig.get_paths()["include"]
             if not os.path.exists(os.path.join(inc, "Python.h")):
                 raise CompileError(f"Python's C headers (Python.h) are missing from {inc}; install python3-dev")
@@ -257,7 +260,7 @@ def toolchain() -> dict:
             ext = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
             path = _build(cc, src, ext, ["-I" + inc, "-I" + np.get_include()])
             final = os.path.join(os.path.dirname(path), name + ext)
-            if not os.path.exists(final):              # the module's file name must match its init function
+            if not os.path.exists(final):  # the module's file name must match its init function
                 shutil.copyfile(path, final + ".tmp")
                 os.replace(final + ".tmp", final)
             loader = importlib.machinery.ExtensionFileLoader(name, final)
@@ -281,14 +284,19 @@ def _blas_pointers() -> tuple[int, int, str]:
     """sgemm, dgemm and their integer type: NumPy's own OpenBLAS when it ships one (already loaded, no import),
     else scipy.linalg.cython_blas's function pointers; (0, 0, "int") when neither is found (C loops instead)."""
     import glob
+
     root = os.path.dirname(os.path.dirname(np.__file__))
     for path in sorted(glob.glob(os.path.join(root, "numpy.libs", "lib*openblas*.so*"))):
         try:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for prefix, suffix, itype in (("scipy_", "_64_", "int64_t"), ("", "_64_", "int64_t"), ("scipy_", "_", "int"),
-                                      ("", "_", "int")):
+        for prefix, suffix, itype in (
+            ("scipy_", "_64_", "int64_t"),
+            ("", "_64_", "int64_t"),
+            ("scipy_", "_", "int"),
+            ("", "_", "int"),
+        ):
             try:
                 s_, d_ = (ctypes.cast(getattr(lib, f"{prefix}{f}gemm{suffix}"), ctypes.c_void_p).value for f in "sd")
             except AttributeError:
@@ -311,9 +319,19 @@ def _blas_pointers() -> tuple[int, int, str]:
 
 # -- C types and literals -------------------------------------------------------------------------
 
-_CTYPES = {"float64": "double", "float32": "float", "int64": "int64_t", "int32": "int32_t", "int16": "int16_t",
-           "int8": "int8_t", "uint64": "uint64_t", "uint32": "uint32_t", "uint16": "uint16_t", "uint8": "uint8_t",
-           "bool": "uint8_t"}
+_CTYPES = {
+    "float64": "double",
+    "float32": "float",
+    "int64": "int64_t",
+    "int32": "int32_t",
+    "int16": "int16_t",
+    "int8": "int8_t",
+    "uint64": "uint64_t",
+    "uint32": "uint32_t",
+    "uint16": "uint16_t",
+    "uint8": "uint8_t",
+    "bool": "uint8_t",
+}
 
 
 def ctype(dt) -> str:
@@ -343,6 +361,7 @@ class Unsupported(Exception):
 
 # -- layouts -------------------------------------------------------------------------------------
 
+
 class Layout:
     """Where a value lives: a base (leaf k, result k, arena byte offset), a byte offset, shape, byte strides."""
 
@@ -350,7 +369,7 @@ class Layout:
 
     def __init__(self, base, offset, shape, strides, dtype, scalar=None):
         self.base, self.offset, self.shape, self.strides = base, offset, tuple(shape), tuple(strides)
-        self.dtype, self.scalar = np.dtype(dtype), scalar          # scalar: a C literal (a folded constant)
+        self.dtype, self.scalar = np.dtype(dtype), scalar  # scalar: a C literal (a folded constant)
 
     def ptr(self) -> str:
         kind, k = self.base
@@ -399,15 +418,50 @@ def _loops(shape: tuple, strides_list: list) -> tuple[list, list]:
 
 # -- elementwise expressions ---------------------------------------------------------------------
 
-_UNARY_F = {"sqrt": "sqrt", "exp": "exp", "log": "log", "log1p": "log1p", "sin": "sin", "cos": "cos",
-            "tanh": "tanh", "expm1": "expm1", "tan": "tan", "arctan": "atan", "sinh": "sinh", "cosh": "cosh",
-            "floor": "floor", "ceil": "ceil", "round": "rint", "erf": "erf"}
+_UNARY_F = {
+    "sqrt": "sqrt",
+    "exp": "exp",
+    "log": "log",
+    "log1p": "log1p",
+    "sin": "sin",
+    "cos": "cos",
+    "tanh": "tanh",
+    "expm1": "expm1",
+    "tan": "tan",
+    "arctan": "atan",
+    "sinh": "sinh",
+    "cosh": "cosh",
+    "floor": "floor",
+    "ceil": "ceil",
+    "round": "rint",
+    "erf": "erf",
+}
 _BINARY_OPS = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
-_COMPARE = {"greater": ">", "less": "<", "greater_equal": ">=", "less_equal": "<=", "equal": "==",
-            "not_equal": "!="}
-ELEMENTWISE = set(_UNARY_F) | set(_BINARY_OPS) | set(_COMPARE) | {
-    "negative", "square", "abs", "sign", "relu", "sigmoid", "identity", "stop_gradient", "maximum", "minimum",
-    "power", "where", "astype", "reciprocal", "softplus", "log_sigmoid", "logaddexp"}
+_COMPARE = {"greater": ">", "less": "<", "greater_equal": ">=", "less_equal": "<=", "equal": "==", "not_equal": "!="}
+ELEMENTWISE = (
+    set(_UNARY_F)
+    | set(_BINARY_OPS)
+    | set(_COMPARE)
+    | {
+        "negative",
+        "square",
+        "abs",
+        "sign",
+        "relu",
+        "sigmoid",
+        "identity",
+        "stop_gradient",
+        "maximum",
+        "minimum",
+        "power",
+        "where",
+        "astype",
+        "reciprocal",
+        "softplus",
+        "log_sigmoid",
+        "logaddexp",
+    }
+)
 
 
 def _fn(name: str, dt) -> str:
@@ -540,21 +594,22 @@ GC_MMI(int32_t)
 
 # -- the generator --------------------------------------------------------------------------------
 
+
 class Generator:
     """Translate a LoweredProgram into C source: `source`, the arena layout, the constants to copy in."""
 
     def __init__(self, lw: LoweredProgram, vec: tuple | None = None):
         self.lw = lw
-        self.vec = vec                      # (libmvec ISA letter, bytes per vector) or None
-        self.blas_int = "int"               # the BLAS's integer type (int64_t for an ILP64 OpenBLAS)
+        self.vec = vec  # (libmvec ISA letter, bytes per vector) or None
+        self.blas_int = "int"  # the BLAS's integer type (int64_t for an ILP64 OpenBLAS)
         self.vec_used: set = set()
         self.py_steps: list = []
-        self.leaf_meta: dict = {}            # (step, args, out layout, why) run by NumPy between C segments
+        self.leaf_meta: dict = {}  # (step, args, out layout, why) run by NumPy between C segments
         self.lines: list[str] = []
         self.layout: dict[int, Layout] = {}
-        self.allocs: list[list] = []        # [size, first, last, offset]
+        self.allocs: list[list] = []  # [size, first, last, offset]
         self.alloc_of: dict[int, int] = {}  # slot -> alloc index (for liveness through views)
-        self.consts: list[tuple[int, np.ndarray]] = []   # (alloc index, value) copied into every arena
+        self.consts: list[tuple[int, np.ndarray]] = []  # (alloc index, value) copied into every arena
         self.var = 0
 
     # storage
@@ -591,7 +646,7 @@ class Generator:
         # when a step outside it first reads one of its values (or at the end); a member's value is stored
         # only when a step outside the group or the results read it, otherwise it lives in a register.
         self.readers, self.results = readers, results
-        group_of: dict[int, list] = {}          # slot -> its open group (a list of step indices)
+        group_of: dict[int, list] = {}  # slot -> its open group (a list of step indices)
         self.lines = []
         for k, st in enumerate(steps):
             mine = None
@@ -603,7 +658,7 @@ class Generator:
                         cands.append(g)
                 if cands:
                     mine = cands[0]
-                    for g in cands[1:]:             # open groups merge (none of their values is read outside yet)
+                    for g in cands[1:]:  # open groups merge (none of their values is read outside yet)
                         mine.extend(g)
                         for m in g:
                             group_of[steps[m].slot] = mine
@@ -611,7 +666,7 @@ class Generator:
                     mine.append(k)
                 else:
                     mine = [k]
-            for a in st.args:                       # a step outside a group reading its value closes it
+            for a in st.args:  # a step outside a group reading its value closes it
                 g = group_of.get(a) if isinstance(a, int) else None
                 if g is not None and g is not mine:
                     self.close(g, k)
@@ -683,7 +738,7 @@ class Generator:
                 raise Unsupported("a constant of dtype " + str(v.dtype))
             v = np.ascontiguousarray(v)
             al = self.new_alloc(v.nbytes, -1)
-            self.allocs[al][2] = 1 << 60               # constants live for the whole arena
+            self.allocs[al][2] = 1 << 60  # constants live for the whole arena
             self.consts.append((al, v))
             return Layout(("arena", al), 0, v.shape, c_strides(v.shape, v.dtype.itemsize), v.dtype)
         self.touch(a, pos)
@@ -758,8 +813,9 @@ class Generator:
 
     def copy_loop(self, src: Layout, dst: Layout) -> None:
         T = ctype(dst.dtype)
-        self.nd_loop(dst.shape, [src, dst],
-                     lambda o: [f"*({T} *)({dst.ptr()} + {o[1]}) = ({T})({self.load(src, o[0])});"])
+        self.nd_loop(
+            dst.shape, [src, dst], lambda o: [f"*({T} *)({dst.ptr()} + {o[1]}) = ({T})({self.load(src, o[0])});"]
+        )
 
     # elementwise groups
     def close(self, members: list, pos: int) -> None:
@@ -778,8 +834,11 @@ class Generator:
                 if (isinstance(a, Const) or a not in inside) and key not in ext:
                     ext[key] = self.get(a, pos)
                     order.append(key)
-        stored = [st for st in group if st.slot in self.results or
-                  any(steps[r].slot not in inside for r in self.readers.get(st.slot, []))]
+        stored = [
+            st
+            for st in group
+            if st.slot in self.results or any(steps[r].slot not in inside for r in self.readers.get(st.slot, []))
+        ]
         outs = [self.store(st, pos) for st in stored]
         lays = [ext[k] for k in order] + outs
         names = {k: j for j, k in enumerate(order)}
@@ -801,6 +860,7 @@ class Generator:
             for j, (st, out) in enumerate(zip(stored, outs)):
                 stmts.append(f"*({ctype(st.dtype)} *)({out.ptr()} + {offs[n_ext + j]}) = t{st.slot};")
             return stmts
+
         if not self.vector_loop(group, inside, lays, names, stored, outs, body):
             self.nd_loop(group[-1].shape, lays, body)
 
@@ -845,6 +905,7 @@ class Generator:
             if s == 0:
                 return f"(({V}){{0}} + *(const {T} *){l.ptr()})"
             return f"gc_load_{V}({l.ptr()} + i0 * {s}L)"
+
         for stp in group:
             ops = []
             for a in stp.args:
@@ -924,8 +985,16 @@ class Generator:
         if fn is not None:
             fn(st, pos)
             return
-        if name in ("reshape", "reshape_like", "transpose", "expand_dims", "squeeze", "broadcast_to",
-                    "broadcast_like", "getitem"):
+        if name in (
+            "reshape",
+            "reshape_like",
+            "transpose",
+            "expand_dims",
+            "squeeze",
+            "broadcast_to",
+            "broadcast_like",
+            "getitem",
+        ):
             self.view(st, pos)
             return
         if (name in ("count", "zeros_like") or name in ELEMENTWISE) and self._all_const(st):
@@ -942,7 +1011,7 @@ class Generator:
 
     def view(self, st, pos) -> None:
         src_slot = st.args[0]
-        if isinstance(src_slot, Const):                 # a view of a constant: a constant
+        if isinstance(src_slot, Const):  # a view of a constant: a constant
             if not all(isinstance(a, Const) for a in st.args):
                 raise Unsupported(f"{st.op_name} of a constant and a value")
             self.fold(st, np.asarray(st.kernel(*[a.value for a in st.args], **st.kw)), pos)
@@ -971,7 +1040,7 @@ class Generator:
             self.layout[st.slot] = lay
             if src_slot in self.alloc_of:
                 self.alloc_of[st.slot] = self.alloc_of[src_slot]
-            if st.slot in self.res_index:               # a result that is a view: copied out at the end
+            if st.slot in self.res_index:  # a result that is a view: copied out at the end
                 pass
             return
         if st.op_name in ("reshape", "reshape_like", "expand_dims", "squeeze"):
@@ -1027,8 +1096,7 @@ class Generator:
         red = [d for d in range(len(x.shape)) if d in axes]
         count = int(np.prod([x.shape[d] for d in red], dtype=np.int64))
         if kind == "max":
-            init = "(-INFINITY)" if odt.kind == "f" else ("0" if odt.kind == "b" else
-                                                          literal(np.iinfo(odt).min, odt))
+            init = "(-INFINITY)" if odt.kind == "f" else ("0" if odt.kind == "b" else literal(np.iinfo(odt).min, odt))
             upd = f"a = gc_max_{T}(a, v);" if odt.kind == "f" else "a = v > a ? v : a;"
         elif kind == "min":
             init = "(INFINITY)" if odt.kind == "f" else ("1" if odt.kind == "b" else literal(np.iinfo(odt).max, odt))
@@ -1070,8 +1138,14 @@ class Generator:
         if np.dtype(st.dtype).kind != "f":
             raise Unsupported("integer dot_all")
         shape = np.broadcast_shapes(a.shape, b.shape)
-        if (a.scalar is None and b.scalar is None and a.shape == b.shape == tuple(shape) and a.contiguous()
-                and b.contiguous() and a.dtype == b.dtype):
+        if (
+            a.scalar is None
+            and b.scalar is None
+            and a.shape == b.shape == tuple(shape)
+            and a.contiguous()
+            and b.contiguous()
+            and a.dtype == b.dtype
+        ):
             # 8 partial sums: a reduction C may vectorise without reassociating (no -ffast-math needed)
             n = int(np.prod(shape, dtype=np.int64))
             A = ctype(a.dtype)
@@ -1082,7 +1156,8 @@ class Generator:
                 "s8[j] += (double)x[i + j] * (double)y[i + j];",
                 f"      for (; i < {n}L; i++) s += (double)x[i] * (double)y[i];",
                 "      for (int j = 0; j < 8; j++) s += s8[j];",
-                f"      *({T} *){out.ptr()} = ({T})s; }}"]
+                f"      *({T} *){out.ptr()} = ({T})s; }}",
+            ]
             return
         self.lines.append("    { double s = 0;")
         lays = [a, b]
@@ -1096,8 +1171,13 @@ class Generator:
         shape = np.broadcast_shapes(a.shape, b.shape)
         n = int(np.prod(shape, dtype=np.int64))
         self.lines.append("    { double s = 0;")
-        self.nd_loop(shape, [a, b], lambda o: [
-            f"{{ const {T} d = ({T})({self.load(a, o[0])}) - ({T})({self.load(b, o[1])}); s += (double)d * d; }}"])
+        self.nd_loop(
+            shape,
+            [a, b],
+            lambda o: [
+                f"{{ const {T} d = ({T})({self.load(a, o[0])}) - ({T})({self.load(b, o[1])}); s += (double)d * d; }}"
+            ],
+        )
         self.lines.append(f"    *({T} *){out.ptr()} = ({T})(s / (double){n}); }}")
 
     def op_matmul(self, st, pos):
@@ -1124,8 +1204,11 @@ class Generator:
         T = ctype(dt)
 
         def body(o):
-            return [f"{fn}({m}, {n}, {k}, {aptr} + {o[0]}, {ast[-2]}L, {ast[-1]}L, {bptr} + {o[1]}, {bst[-2]}L, "
-                    f"{bst[-1]}L, ({T} *)({out.ptr()} + {o[2]}));"]
+            return [
+                f"{fn}({m}, {n}, {k}, {aptr} + {o[0]}, {ast[-2]}L, {ast[-1]}L, {bptr} + {o[1]}, {bst[-2]}L, "
+                f"{bst[-1]}L, ({T} *)({out.ptr()} + {o[2]}));"
+            ]
+
         if not batch:
             self.lines.extend("    " + s for s in body(["0", "0", "0"]))
         else:
@@ -1136,8 +1219,12 @@ class Generator:
         z = lay.dtype.itemsize
         r, c = shape[-2], shape[-1]
         rs, cs = strides[-2], strides[-1]
-        ok = ((cs == z or c == 1) and (rs >= max(c, 1) * z or r == 1)
-              or (rs == z or r == 1) and (cs >= max(r, 1) * z or c == 1))
+        ok = (
+            (cs == z or c == 1)
+            and (rs >= max(c, 1) * z or r == 1)
+            or (rs == z or r == 1)
+            and (cs >= max(r, 1) * z or c == 1)
+        )
         if ok:
             return shape, strides, lay.ptr()
         t = self.temp(shape, lay.dtype, pos)
@@ -1150,7 +1237,7 @@ class Generator:
         shape = x.shape
         axis = axis % len(shape)
         outer = int(np.prod(shape[:axis], dtype=np.int64))
-        inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+        inner = int(np.prod(shape[axis + 1 :], dtype=np.int64))
         return x, outer, shape[axis], inner
 
     def _row_loop(self, x, outer, n, inner, T, stable: bool, body: list[str]):
@@ -1173,21 +1260,39 @@ class Generator:
         x, outer, n, inner = self._rows(st, pos, st.op.axis)
         out = self.store(st, pos)
         ex = _fn("exp", st.dtype)
-        self._row_loop(x, outer, n, inner, T, True, [
-            f"{T} *yr = ({T} *){out.ptr()} + o * {n * inner}L + i;",
-            f"for (long j = 0; j < {n}L; j++) yr[j * {inner}L] = ({T})({ex}(xr[j * {inner}L] - m) / ({T})s);"])
+        self._row_loop(
+            x,
+            outer,
+            n,
+            inner,
+            T,
+            True,
+            [
+                f"{T} *yr = ({T} *){out.ptr()} + o * {n * inner}L + i;",
+                f"for (long j = 0; j < {n}L; j++) yr[j * {inner}L] = ({T})({ex}(xr[j * {inner}L] - m) / ({T})s);",
+            ],
+        )
 
     def op_log_softmax(self, st, pos):
         T = ctype(st.dtype)
         axis = st.op.axis % len(st.shape)
         x, outer, n, inner = self._rows(st, pos, axis)
         out = self.store(st, pos)
-        last = axis == len(st.shape) - 1          # NumPy's fast kernel (last axis) subtracts the plain max
+        last = axis == len(st.shape) - 1  # NumPy's fast kernel (last axis) subtracts the plain max
         lg = _fn("log", st.dtype)
-        self._row_loop(x, outer, n, inner, T, not last, [
-            f"{T} *yr = ({T} *){out.ptr()} + o * {n * inner}L + i;",
-            f"const {T} ls = {lg}(({T})s);",
-            f"for (long j = 0; j < {n}L; j++) yr[j * {inner}L] = (xr[j * {inner}L] - m) - ls;"])
+        self._row_loop(
+            x,
+            outer,
+            n,
+            inner,
+            T,
+            not last,
+            [
+                f"{T} *yr = ({T} *){out.ptr()} + o * {n * inner}L + i;",
+                f"const {T} ls = {lg}(({T})s);",
+                f"for (long j = 0; j < {n}L; j++) yr[j * {inner}L] = (xr[j * {inner}L] - m) - ls;",
+            ],
+        )
 
     def op_logsumexp(self, st, pos):
         axes = tuple(st.op.axis)
@@ -1196,31 +1301,37 @@ class Generator:
             raise Unsupported("logsumexp over axes that are not one block")
         x = self.contiguous(x0, pos)
         shape = x.shape
-        outer = int(np.prod(shape[:axes[0]], dtype=np.int64))
-        n = int(np.prod(shape[axes[0]:axes[-1] + 1], dtype=np.int64))
-        inner = int(np.prod(shape[axes[-1] + 1:], dtype=np.int64))
+        outer = int(np.prod(shape[: axes[0]], dtype=np.int64))
+        n = int(np.prod(shape[axes[0] : axes[-1] + 1], dtype=np.int64))
+        inner = int(np.prod(shape[axes[-1] + 1 :], dtype=np.int64))
         T = ctype(st.dtype)
         out = self.store(st, pos)
         lg = _fn("log", st.dtype)
-        self._row_loop(x, outer, n, inner, T, True, [
-            f"(({T} *){out.ptr()})[o * {inner}L + i] = ({T})({lg}(({T})s) + m);"])
+        self._row_loop(
+            x, outer, n, inner, T, True, [f"(({T} *){out.ptr()})[o * {inner}L + i] = ({T})({lg}(({T})s) + m);"]
+        )
 
     def _labels(self, st, pos, logits_arg, labels_arg, wrap: bool):
         x = self.contiguous(self.get(logits_arg, pos), pos)
         lab = self.contiguous(self.get(labels_arg, pos), pos)
         c = x.shape[-1]
         rows = int(np.prod(x.shape[:-1], dtype=np.int64))
-        if (lab.scalar is not None or np.dtype(lab.dtype).kind not in "iu"
-                or int(np.prod(lab.shape, dtype=np.int64)) != rows):
+        if (
+            lab.scalar is not None
+            or np.dtype(lab.dtype).kind not in "iu"
+            or int(np.prod(lab.shape, dtype=np.int64)) != rows
+        ):
             raise Unsupported("labels")
         return x, lab, c, rows
 
     def check_labels(self, lab, rows, c, k, wrap: bool):
         lo = -c if wrap else 0
         LT = ctype(lab.dtype)
-        self.lines.append(f"    for (long r = 0; r < {rows}L; r++) {{ "
-                          f"const int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
-                          f" if (l < {lo}LL || l >= {c}LL) return {k + 1}; }}")
+        self.lines.append(
+            f"    for (long r = 0; r < {rows}L; r++) {{ "
+            f"const int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
+            f" if (l < {lo}LL || l >= {c}LL) return {k + 1}; }}"
+        )
 
     def op_softmax_cross_entropy(self, st, pos):
         x, lab, c, rows = self._labels(st, pos, st.args[0], st.args[1], False)
@@ -1229,11 +1340,23 @@ class Generator:
         LT = ctype(lab.dtype)
         self.check_labels(lab, rows, c, pos, False)
         self.lines.append("    { double tot = 0;")
-        self._row_loop(x, rows, c, 1, T, True, [
-            f"const {T} lse = ({T})({_fn('log', st.dtype)}(({T})s) + m);",
-            f"tot += (double)(lse - xr[((const {LT} *){lab.ptr()})[o]]);"])
-        self.lines.append(f"    *({T} *){out.ptr()} = ({T})(tot / (double){rows}); }}" if rows else
-                          f"    *({T} *){out.ptr()} = NAN; }}")
+        self._row_loop(
+            x,
+            rows,
+            c,
+            1,
+            T,
+            True,
+            [
+                f"const {T} lse = ({T})({_fn('log', st.dtype)}(({T})s) + m);",
+                f"tot += (double)(lse - xr[((const {LT} *){lab.ptr()})[o]]);",
+            ],
+        )
+        self.lines.append(
+            f"    *({T} *){out.ptr()} = ({T})(tot / (double){rows}); }}"
+            if rows
+            else f"    *({T} *){out.ptr()} = NAN; }}"
+        )
 
     def op_pick_mean(self, st, pos):
         x, lab, c, rows = self._labels(st, pos, st.args[0], st.args[1], False)
@@ -1242,10 +1365,15 @@ class Generator:
         LT = ctype(lab.dtype)
         self.check_labels(lab, rows, c, pos, False)
         self.lines.append("    { double tot = 0;")
-        self.lines.append(f"    for (long r = 0; r < {rows}L; r++) tot += (double)((const {T} *){x.ptr()})"
-                          f"[r * {c}L + ((const {LT} *){lab.ptr()})[r]];")
-        self.lines.append(f"    *({T} *){out.ptr()} = ({T})(tot * (-1.0 / (double){rows})); }}" if rows else
-                          f"    *({T} *){out.ptr()} = NAN; }}")
+        self.lines.append(
+            f"    for (long r = 0; r < {rows}L; r++) tot += (double)((const {T} *){x.ptr()})"
+            f"[r * {c}L + ((const {LT} *){lab.ptr()})[r]];"
+        )
+        self.lines.append(
+            f"    *({T} *){out.ptr()} = ({T})(tot * (-1.0 / (double){rows})); }}"
+            if rows
+            else f"    *({T} *){out.ptr()} = NAN; }}"
+        )
 
     def op_minus_one_hot(self, st, pos):
         x, lab, c, rows = self._labels(st, pos, st.args[0], st.args[1], True)
@@ -1254,9 +1382,11 @@ class Generator:
         self.check_labels(lab, rows, c, pos, True)
         out = self.store(st, pos)
         self.copy_loop(x, out)
-        self.lines.append(f"    for (long r = 0; r < {rows}L; r++) {{ "
-                          f"int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
-                          f" if (l < 0) l += {c}; (({T} *){out.ptr()})[r * {c}L + l] -= 1; }}")
+        self.lines.append(
+            f"    for (long r = 0; r < {rows}L; r++) {{ "
+            f"int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
+            f" if (l < 0) l += {c}; (({T} *){out.ptr()})[r * {c}L + l] -= 1; }}"
+        )
 
     def op_one_hot(self, st, pos):
         lab = self.contiguous(self.get(st.args[0], pos), pos)
@@ -1269,15 +1399,17 @@ class Generator:
         self.check_labels(lab, rows, c, pos, True)
         out = self.store(st, pos)
         self.lines.append(f"    memset({out.ptr()}, 0, {rows * c * np.dtype(st.dtype).itemsize});")
-        self.lines.append(f"    for (long r = 0; r < {rows}L; r++) {{ "
-                          f"int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
-                          f" if (l < 0) l += {c}; (({T} *){out.ptr()})[r * {c}L + l] = 1; }}")
+        self.lines.append(
+            f"    for (long r = 0; r < {rows}L; r++) {{ "
+            f"int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
+            f" if (l < 0) l += {c}; (({T} *){out.ptr()})[r * {c}L + l] = 1; }}"
+        )
 
     # the arena
     def plan_arena(self) -> None:
         """First-fit offsets: an allocation may reuse bytes of one whose last read is before its first write."""
         order = sorted(range(len(self.allocs)), key=lambda i: (self.allocs[i][1], -self.allocs[i][0]))
-        live: list = []       # (offset, end, last)
+        live: list = []  # (offset, end, last)
         top = 0
         for i in order:
             size, first, last, _ = self.allocs[i]
@@ -1306,6 +1438,7 @@ def _comment(text: str) -> str:
 
 # -- the evaluator --------------------------------------------------------------------------------
 
+
 class CEvaluator:
     """Runs a LoweredProgram as one compiled C function; falls back to the NumPy evaluator (see module doc)."""
 
@@ -1327,8 +1460,10 @@ class CEvaluator:
         except Unsupported as e:
             ops = sorted({st.op_name for st in lowered.steps if _unknown(st)}) or [str(e)]
             self.fallback_reason = f"the C backend does not translate {', '.join(ops)} ({e})"
-            _warn_once("ops:" + ",".join(ops), f"graphcompiler: {self.fallback_reason}; this program runs on "
-                       "the NumPy evaluator")
+            _warn_once(
+                "ops:" + ",".join(ops),
+                f"graphcompiler: {self.fallback_reason}; this program runs on the NumPy evaluator",
+            )
             return self._to_numpy()
         if self.nan_check:
             self.fallback_reason = "nan_check runs on the NumPy evaluator (it checks every step's value)"
@@ -1340,12 +1475,13 @@ class CEvaluator:
             except CompileError:
                 if not gen.vec_used:
                     raise
-                gen = self._generate(lowered, None)       # without libmvec's vector functions
+                gen = self._generate(lowered, None)  # without libmvec's vector functions
                 path, self.flags = build_program(tc["cc"], self.source or "")
         except CompileError as e:
             self.fallback_reason = str(e)
-            _warn_once("cc:" + str(e)[:200], f"graphcompiler: backend 'c' is unavailable: {e}; running on the "
-                       "NumPy evaluator")
+            _warn_once(
+                "cc:" + str(e)[:200], f"graphcompiler: backend 'c' is unavailable: {e}; running on the NumPy evaluator"
+            )
             return self._to_numpy()
         lib = ctypes.CDLL(path)
         lib.gc_init.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
@@ -1355,8 +1491,7 @@ class CEvaluator:
             self._fn = ctypes.cast(lib.gc_run, ctypes.c_void_p).value
         else:
             self._fn = None
-            self._fns = [ctypes.cast(getattr(lib, f"gc_run_{i}"), ctypes.c_void_p).value
-                         for i in range(gen.n_segments)]
+            self._fns = [ctypes.cast(getattr(lib, f"gc_run_{i}"), ctypes.c_void_p).value for i in range(gen.n_segments)]
             n_leaves = len(lowered.leaves)
 
             def where(lay):
@@ -1364,22 +1499,32 @@ class CEvaluator:
                 if kind == "arena":
                     return ("arena", gen.allocs[k][3] + lay.offset, lay)
                 return (kind, k if kind == "leaf" else k - n_leaves, lay)
-            self._py = [(st, [(a[0], a[1] if a[0] == "const" else where(a[1])) for a in args], where(out))
-                        for st, args, out, _ in gen.py_steps]
+
+            self._py = [
+                (st, [(a[0], a[1] if a[0] == "const" else where(a[1])) for a in args], where(out))
+                for st, args, out, _ in gen.py_steps
+            ]
             ops = sorted({st.op_name for st, *_ in gen.py_steps})
             self.numpy_steps = ops
-            _warn_once("hybrid:" + ",".join(ops), f"graphcompiler: the C backend runs {', '.join(ops)} through "
-                       "NumPy kernels between C segments")
+            _warn_once(
+                "hybrid:" + ",".join(ops),
+                f"graphcompiler: the C backend runs {', '.join(ops)} through NumPy kernels between C segments",
+            )
         self._call = tc["call"]
         self.path = path
         meta = gen.leaf_meta
-        self._spec = np.array([[np.dtype(meta[s][1]).num, int(np.prod(meta[s][0], dtype=np.int64)) *
-                                np.dtype(meta[s][1]).itemsize] for s in lowered.leaves], np.int64).tobytes()
+        self._spec = np.array(
+            [
+                [np.dtype(meta[s][1]).num, int(np.prod(meta[s][0], dtype=np.int64)) * np.dtype(meta[s][1]).itemsize]
+                for s in lowered.leaves
+            ],
+            np.int64,
+        ).tobytes()
         self._leaf_meta = [meta[s] for s in lowered.leaves]
         self._arena_bytes = gen.arena_bytes
         self._consts = [(gen.allocs[i][3], v) for i, v in gen.consts]
         n_leaves = len(lowered.leaves)
-        outs = []      # (shape, dtype) of each result array C writes
+        outs = []  # (shape, dtype) of each result array C writes
         for k, r in enumerate(lowered.results):
             if isinstance(r, Const):
                 outs.append(((), np.dtype(np.asarray(r.value).dtype)))
@@ -1406,8 +1551,9 @@ class CEvaluator:
 
     def _to_numpy(self):
         from .runtime import NumpyEvaluator
+
         self._numpy = NumpyEvaluator(self.nan_check).load(self.lowered)
-        self.run = self._numpy.run        # type: ignore[method-assign]
+        self.run = self._numpy.run  # type: ignore[method-assign]
         return self
 
     def _arena(self):
@@ -1415,7 +1561,7 @@ class CEvaluator:
         shift = (-raw.__array_interface__["data"][0]) % ALIGN
         arena = raw[shift:]
         for off, v in self._consts:
-            arena[off: off + v.nbytes] = v.view(np.uint8).ravel()
+            arena[off : off + v.nbytes] = v.view(np.uint8).ravel()
         return arena, arena.__array_interface__["data"][0]
 
     @property
@@ -1439,13 +1585,15 @@ class CEvaluator:
                 pool.append(arena)
         try:
             rc = self._call(self._fn, leaves, outs, self._spec, arena[1], self._nogil)
-            while rc < 0:                       # a leaf in another layout: made contiguous, then again
+            while rc < 0:  # a leaf in another layout: made contiguous, then again
                 k = -rc - 1
                 shape, dt = self._leaf_meta[k]
                 v = np.ascontiguousarray(leaves[k], dtype=dt)
                 if v.shape != tuple(shape):
-                    raise ExecutionError(f"leaf {self.lowered.leaf_names[k]!r} has shape {v.shape}, the program "
-                                         f"was specialised for {tuple(shape)}")
+                    raise ExecutionError(
+                        f"leaf {self.lowered.leaf_names[k]!r} has shape {v.shape}, the program "
+                        f"was specialised for {tuple(shape)}"
+                    )
                 leaves[k] = v
                 rc = self._call(self._fn, leaves, outs, self._spec, arena[1], self._nogil)
         finally:
@@ -1458,13 +1606,15 @@ class CEvaluator:
 
     def _call_fixing(self, fn, leaves, outs, addr) -> int:
         rc = self._call(fn, leaves, outs, self._spec, addr, self._nogil)
-        while rc < 0:                           # a leaf in another layout: made contiguous, then again
+        while rc < 0:  # a leaf in another layout: made contiguous, then again
             k = -rc - 1
             shape, dt = self._leaf_meta[k]
             v = np.ascontiguousarray(leaves[k], dtype=dt)
             if v.shape != tuple(shape):
-                raise ExecutionError(f"leaf {self.lowered.leaf_names[k]!r} has shape {v.shape}, the program "
-                                     f"was specialised for {tuple(shape)}")
+                raise ExecutionError(
+                    f"leaf {self.lowered.leaf_names[k]!r} has shape {v.shape}, the program "
+                    f"was specialised for {tuple(shape)}"
+                )
             leaves[k] = v
             rc = self._call(fn, leaves, outs, self._spec, addr, self._nogil)
         return rc
@@ -1499,14 +1649,17 @@ class CEvaluator:
     def _fail(self, k: int | None, leaves) -> None:
         """A step reported an error: the NumPy evaluator raises it with its usual message."""
         from .runtime import NumpyEvaluator
+
         if self._numpy is None:
             self._numpy = NumpyEvaluator(self.nan_check).load(self.lowered)
         self._numpy.run(leaves)
         if k is None:
             raise ExecutionError("a step run by NumPy inside the C program failed, but not on the NumPy evaluator")
         st = self.lowered.steps[k]
-        raise ExecutionError(f"while computing {st.label}: a label is out of range for the {st.op_name} step "
-                             "(labels must be in [0, number of classes)); the C kernel checks every label")
+        raise ExecutionError(
+            f"while computing {st.label}: a label is out of range for the {st.op_name} step "
+            "(labels must be in [0, number of classes)); the C kernel checks every label"
+        )
 
 
 def _leaf_meta(lw: LoweredProgram) -> dict:
@@ -1519,6 +1672,20 @@ def _leaf_meta(lw: LoweredProgram) -> dict:
 
 def _unknown(st) -> bool:
     name = st.op_name
-    return not (name in ELEMENTWISE or hasattr(Generator, "op_" + name) or name in (
-        "reshape", "reshape_like", "transpose", "expand_dims", "squeeze", "broadcast_to", "broadcast_like",
-        "getitem", "count", "zeros_like"))
+    return not (
+        name in ELEMENTWISE
+        or hasattr(Generator, "op_" + name)
+        or name
+        in (
+            "reshape",
+            "reshape_like",
+            "transpose",
+            "expand_dims",
+            "squeeze",
+            "broadcast_to",
+            "broadcast_like",
+            "getitem",
+            "count",
+            "zeros_like",
+        )
+    )

@@ -48,86 +48,147 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="graphcompiler: symbol-to-symbol differentiation of static graphs on "
-                "NumPy. Run the demo, or work on graph files written by graph.save(path).")
+    p = _Parser(
+        prog=PROG,
+        description="graphcompiler: symbol-to-symbol differentiation of static graphs on "
+        "NumPy. Run the demo, or work on graph files written by graph.save(path).",
+    )
     from . import __version__
+
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    d = sub.add_parser("demo", help="train the D2L MLP on scikit-learn's digits and write its pictures",
-                       description="Declare the D2L one-hidden-layer MLP (relu, softmax cross-entropy, weight "
-                       "decay), check its gradients against central differences, compile an SGD training "
-                       "step, train it on scikit-learn's bundled handwritten digits (no download), and write "
-                       "the forward and backward pictures, the derivation of the gradients, the memory report "
-                       "and the loss curve into the output folder.")
+    d = sub.add_parser(
+        "demo",
+        help="train the D2L MLP on scikit-learn's digits and write its pictures",
+        description="Declare the D2L one-hidden-layer MLP (relu, softmax cross-entropy, weight "
+        "decay), check its gradients against central differences, compile an SGD training "
+        "step, train it on scikit-learn's bundled handwritten digits (no download), and write "
+        "the forward and backward pictures, the derivation of the gradients, the memory report "
+        "and the loss curve into the output folder.",
+    )
     d.add_argument("--out", default="demo-output", metavar="DIR", help="output folder (default: ./demo-output)")
-    d.add_argument("--model", choices=("mlp", "lenet"), default="mlp",
-                   help="mlp: the D2L MLP (default); lenet: a LeNet-style convnet on the 8x8 images")
-    d.add_argument("--epochs", type=_positive_int, default=None,
-                   help="training epochs (default: 30 for the MLP, 15 for LeNet)")
+    d.add_argument(
+        "--model",
+        choices=("mlp", "lenet"),
+        default="mlp",
+        help="mlp: the D2L MLP (default); lenet: a LeNet-style convnet on the 8x8 images",
+    )
+    d.add_argument(
+        "--epochs", type=_positive_int, default=None, help="training epochs (default: 30 for the MLP, 15 for LeNet)"
+    )
     d.add_argument("--hidden", type=_positive_int, default=128, help="hidden units of the MLP (default: 128)")
     d.add_argument("--seed", type=int, default=0, help="random seed of the split, the weights and the batches")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(func=_cmd_demo)
 
-    r = sub.add_parser("render", help="draw a graph file (SVG, PNG, PDF or DOT)",
-                       description="Draw a saved graph with Graphviz; the format follows the suffix of OUT.")
+    r = sub.add_parser(
+        "render",
+        help="draw a graph file (SVG, PNG, PDF or DOT)",
+        description="Draw a saved graph with Graphviz; the format follows the suffix of OUT.",
+    )
     r.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
     r.add_argument("-o", "--output", required=True, metavar="OUT", help="the picture: OUT.svg, .png, .pdf or .dot")
-    r.add_argument("--show", choices=("forward", "backward", "all"), default="all",
-                   help="which nodes to draw (default: all)")
+    r.add_argument(
+        "--show", choices=("forward", "backward", "all"), default="all", help="which nodes to draw (default: all)"
+    )
     r.set_defaults(func=_cmd_render)
 
-    g = sub.add_parser("grad", help="add the gradients of a node to a graph file (build_grad) and save",
-                       description="Load a graph, add d<OF>/d<W> for each W of --wrt as graph nodes "
-                       "(Algorithms 6.5/6.6), and save the grown graph to OUT.")
+    g = sub.add_parser(
+        "grad",
+        help="add the gradients of a node to a graph file (build_grad) and save",
+        description="Load a graph, add d<OF>/d<W> for each W of --wrt as graph nodes "
+        "(Algorithms 6.5/6.6), and save the grown graph to OUT.",
+    )
     g.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
     g.add_argument("--of", required=True, metavar="J", help="the scalar node to differentiate")
-    g.add_argument("--wrt", required=True, metavar="W1,W2", type=_names,
-                   help="comma-separated names of the nodes to differentiate with respect to")
+    g.add_argument(
+        "--wrt",
+        required=True,
+        metavar="W1,W2",
+        type=_names,
+        help="comma-separated names of the nodes to differentiate with respect to",
+    )
     g.add_argument("-o", "--output", required=True, metavar="OUT", help="where to save the graph with gradients")
-    g.add_argument("--disconnected", choices=("raise", "zero"), default="raise",
-                   help="a target J does not depend on: an error (default) or a zeros gradient")
+    g.add_argument(
+        "--disconnected",
+        choices=("raise", "zero"),
+        default="raise",
+        help="a target J does not depend on: an error (default) or a zeros gradient",
+    )
     g.set_defaults(func=_cmd_grad)
 
-    e = sub.add_parser("export", help="print a node as a SymPy expression or LaTeX",
-                       description="Print a node of a graph file as a formula in the graph's leaves; "
-                       "gradients come out in the textbook's closed form.")
+    e = sub.add_parser(
+        "export",
+        help="print a node as a SymPy expression or LaTeX",
+        description="Print a node of a graph file as a formula in the graph's leaves; "
+        "gradients come out in the textbook's closed form.",
+    )
     e.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
     e.add_argument("--node", required=True, metavar="NAME", help="the node to export, e.g. dJ/dW2")
     e.add_argument("--latex", action="store_true", help="print LaTeX instead of the SymPy expression")
-    e.add_argument("--expand", action="store_true",
-                   help="write everything in the graph's leaves instead of keeping named intermediates "
-                   "(dJ/do, h) as symbols")
-    e.add_argument("--derivation", action="store_true",
-                   help="print the backward pass that computes the gradient node(s) of --node (comma-separated), "
-                   "one equation per step, in the order backprop computes them")
+    e.add_argument(
+        "--expand",
+        action="store_true",
+        help="write everything in the graph's leaves instead of keeping named intermediates (dJ/do, h) as symbols",
+    )
+    e.add_argument(
+        "--derivation",
+        action="store_true",
+        help="print the backward pass that computes the gradient node(s) of --node (comma-separated), "
+        "one equation per step, in the order backprop computes them",
+    )
     e.set_defaults(func=_cmd_export)
 
-    u = sub.add_parser("run", help="compile a graph file and run it on .npy feeds",
-                       description="Compile the graph's outputs and run them once. Inputs are fed from .npy "
-                       "files; parameters use the values stored in the file unless fed.")
+    u = sub.add_parser(
+        "run",
+        help="compile a graph file and run it on .npy feeds",
+        description="Compile the graph's outputs and run them once. Inputs are fed from .npy "
+        "files; parameters use the values stored in the file unless fed.",
+    )
     u.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
-    u.add_argument("--feed", action="append", default=[], metavar="NAME=FILE.npy", type=_feed,
-                   help="feed a node from a .npy file (repeat for each input)")
-    u.add_argument("--fetch", type=_names, metavar="A,B",
-                   help="comma-separated nodes to compute (default: every node that no other node reads)")
+    u.add_argument(
+        "--feed",
+        action="append",
+        default=[],
+        metavar="NAME=FILE.npy",
+        type=_feed,
+        help="feed a node from a .npy file (repeat for each input)",
+    )
+    u.add_argument(
+        "--fetch",
+        type=_names,
+        metavar="A,B",
+        help="comma-separated nodes to compute (default: every node that no other node reads)",
+    )
     u.add_argument("-o", "--output", metavar="OUT.npz", help="also save the results, by node name, to OUT.npz")
     u.add_argument("--nan-check", action="store_true", help="stop at the first step producing NaN or infinity")
     u.set_defaults(func=_cmd_run)
 
-    x = sub.add_parser("explore", help="write an interactive HTML page of a graph file (click nodes, step through "
-                       "build_grad)", description="Write one self-contained HTML page (no network needed): "
-                       "the forward and backward graph, each node's op, shape, origin edge, formula and (with "
-                       "--feed) value, and a stepper through build_grad's sweep (Algorithm 6.6).")
+    x = sub.add_parser(
+        "explore",
+        help="write an interactive HTML page of a graph file (click nodes, step through build_grad)",
+        description="Write one self-contained HTML page (no network needed): "
+        "the forward and backward graph, each node's op, shape, origin edge, formula and (with "
+        "--feed) value, and a stepper through build_grad's sweep (Algorithm 6.6).",
+    )
     x.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
     x.add_argument("-o", "--output", required=True, metavar="OUT.html", help="the page to write")
-    x.add_argument("--feed", action="append", default=[], metavar="NAME=FILE.npy", type=_feed,
-                   help="feed an input from a .npy file to show every node's value (repeat for each input)")
+    x.add_argument(
+        "--feed",
+        action="append",
+        default=[],
+        metavar="NAME=FILE.npy",
+        type=_feed,
+        help="feed an input from a .npy file to show every node's value (repeat for each input)",
+    )
     x.set_defaults(func=_cmd_explore)
 
-    s = sub.add_parser("show", help="print a graph file as a listing, one node per line",
-                       description="Print the text form of a saved graph (what print(graph) shows).")
+    s = sub.add_parser(
+        "show",
+        help="print a graph file as a listing, one node per line",
+        description="Print the text form of a saved graph (what print(graph) shows).",
+    )
     s.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
     s.set_defaults(func=_cmd_show)
     return p
@@ -135,12 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- the commands ---------------------------------------------------------------------------------------
 
+
 def _cmd_demo(args) -> int:
     if args.model == "lenet":
         from .demo_lenet import run_lenet_demo
+
         run_lenet_demo(args.out, epochs=args.epochs or 15, seed=args.seed, progress=not args.no_progress)
         return 0
     from .demo import run_demo
+
     run_demo(args.out, epochs=args.epochs or 30, hidden=args.hidden, seed=args.seed, progress=not args.no_progress)
     return 0
 
@@ -148,22 +212,27 @@ def _cmd_demo(args) -> int:
 def _cmd_render(args) -> int:
     out = Path(args.output)
     if out.suffix.lower() not in PICTURE_SUFFIXES:
-        raise CommandError(f"cannot tell the picture format from {str(out)!r}; end the name in "
-                           f"{', '.join(PICTURE_SUFFIXES)}")
+        raise CommandError(
+            f"cannot tell the picture format from {str(out)!r}; end the name in {', '.join(PICTURE_SUFFIXES)}"
+        )
     graph = _load(args.file)
     from .viz import render
     import graphviz
+
     try:
         render(graph, out, show=args.show)
     except graphviz.ExecutableNotFound:
-        raise CommandError("Graphviz's `dot` program is not installed; install it (apt-get install graphviz, "
-                           "brew install graphviz) or write OUT.dot, which needs no Graphviz") from None
+        raise CommandError(
+            "Graphviz's `dot` program is not installed; install it (apt-get install graphviz, "
+            "brew install graphviz) or write OUT.dot, which needs no Graphviz"
+        ) from None
     print(f"wrote {out}")
     return 0
 
 
 def _cmd_grad(args) -> int:
     from .autodiff import build_grad
+
     graph = _load(args.file)
     z = _node(graph, args.of, args.file)
     targets = [_node(graph, name, args.file) for name in args.wrt]
@@ -178,6 +247,7 @@ def _cmd_grad(args) -> int:
 
 def _cmd_export(args) -> int:
     from . import symbolic
+
     graph = _load(args.file)
     if args.derivation:
         try:
@@ -187,20 +257,24 @@ def _cmd_export(args) -> int:
         nodes = [_node(graph, name, args.file) for name in names]
         not_grads = [n.name for n in nodes if not n.is_gradient]
         if not_grads:
-            raise CommandError(f"--derivation takes gradient nodes (made by build_grad or `{PROG} grad`); "
-                               f"{', '.join(repr(n) for n in not_grads)} is not one")
+            raise CommandError(
+                f"--derivation takes gradient nodes (made by build_grad or `{PROG} grad`); "
+                f"{', '.join(repr(n) for n in not_grads)} is not one"
+            )
         d = symbolic.derivation(nodes)
         print(escape(d.latex if args.latex else str(d), keep="\n"))
         return 0
     node = _node(graph, args.node, args.file)
     form: Literal["leaves", "textbook"] = "leaves" if args.expand else "textbook"
-    print(escape(symbolic.to_latex(node, form=form) if args.latex else str(symbolic.to_sympy(node, form=form)),
-                 keep="\n"))
+    print(
+        escape(symbolic.to_latex(node, form=form) if args.latex else str(symbolic.to_sympy(node, form=form)), keep="\n")
+    )
     return 0
 
 
 def _cmd_run(args) -> int:
     from .compiler import compile
+
     graph = _load(args.file)
     feeds = {}
     for name, path in args.feed:
@@ -216,8 +290,12 @@ def _cmd_run(args) -> int:
     fed = set(feeds)
     missing = [n for n in program.nodes if n.op.name == "input" and n not in fed]
     if missing:
-        raise CommandError("; ".join(f"input {n.name!r} (shape {fmt_shape(n.shape)}, {n.dtype}) is not fed: add "
-                                     f"--feed {n.name}=FILE.npy" for n in missing))
+        raise CommandError(
+            "; ".join(
+                f"input {n.name!r} (shape {fmt_shape(n.shape)}, {n.dtype}) is not fed: add --feed {n.name}=FILE.npy"
+                for n in missing
+            )
+        )
     values = program.run(feeds)
     with np.printoptions(precision=6, suppress=True, threshold=50, edgeitems=3, linewidth=100):
         for node, value in zip(outputs, values):
@@ -233,6 +311,7 @@ def _cmd_run(args) -> int:
 
 def _cmd_explore(args) -> int:
     from .explore import explore
+
     graph = _load(args.file)
     feeds = {_node(graph, name, args.file): _load_npy(path, name) for name, path in args.feed}
     explore(graph, args.output, values=feeds or None)
@@ -252,23 +331,26 @@ def _cmd_show(args) -> int:
 
 # -- helpers --------------------------------------------------------------------------------------------
 
+
 def _load(path: str):
     if not Path(path).is_file():
         raise CommandError(f"{path}: no such graph file" if not Path(path).exists() else f"{path} is not a file")
     from .io import load
+
     return load(path)
 
 
 def _node(graph, name: str, path: str):
     if name not in graph:
         from .graph import _unknown_name
+
         raise CommandError(f"{_unknown_name(graph, name)} (in {path}); `{PROG} show {path}` lists its nodes")
     return graph[name]
 
 
 def _load_npy(path: str, name: str) -> np.ndarray:
     try:
-        value = np.load(path, allow_pickle=False)      # never unpickle: a feed file is data only
+        value = np.load(path, allow_pickle=False)  # never unpickle: a feed file is data only
     except FileNotFoundError:
         raise CommandError(f"feed {name!r}: no such file {path!r}") from None
     except ValueError as e:

@@ -52,7 +52,7 @@ def build_mlp(n_in: int, n_hidden: int, n_out: int, *, lam: float = 1e-4, seed: 
     L = softmax_cross_entropy(o, y, name="L")
     s = multiply(lam_node / 2, sum(W1 * W1) + sum(W2 * W2), name="s")
     J = add(L, s, name="J")
-    grads = build_grad(J, [W1, W2])                  # Algorithms 6.5/6.6: dJ/dW1, dJ/dW2 added to g
+    grads = build_grad(J, [W1, W2])  # Algorithms 6.5/6.6: dJ/dW1, dJ/dW2 added to g
     return MLP(g, x, y, W1, W2, o, J, grads)
 
 
@@ -62,8 +62,10 @@ def load_digits_split(seed: int = 0, test_fraction: float = 0.2):
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
     except ImportError:
-        raise GraphCompilerError("the demo needs scikit-learn, Matplotlib and tqdm, the `demo` extra: "
-                                 "pip install 'graphcompiler[demo]' (make demo installs it)") from None
+        raise GraphCompilerError(
+            "the demo needs scikit-learn, Matplotlib and tqdm, the `demo` extra: "
+            "pip install 'graphcompiler[demo]' (make demo installs it)"
+        ) from None
     data = load_digits()
     X = (data.data / 16.0).astype(np.float64)
     y = data.target.astype(np.int64)
@@ -72,11 +74,12 @@ def load_digits_split(seed: int = 0, test_fraction: float = 0.2):
 
 # -- the gradient check ---------------------------------------------------------------------------------
 
+
 @dataclass
 class GradCheck:
     """build_grad's gradients against central differences on a few entries of each parameter."""
 
-    entries: list[tuple[str, tuple[int, ...], float, float]]     # (parameter, index, symbolic, numeric)
+    entries: list[tuple[str, tuple[int, ...], float, float]]  # (parameter, index, symbolic, numeric)
 
     @property
     def max_rel_error(self) -> float:
@@ -84,13 +87,16 @@ class GradCheck:
 
     def __str__(self) -> str:
         names = sorted({p for p, *_ in self.entries})
-        return (f"gradient check: {len(self.entries)} entries of "
-                f"{', '.join('dJ/d' + n for n in names)} agree with central differences "
-                f"(max relative error {self.max_rel_error:.1e})")
+        return (
+            f"gradient check: {len(self.entries)} entries of "
+            f"{', '.join('dJ/d' + n for n in names)} agree with central differences "
+            f"(max relative error {self.max_rel_error:.1e})"
+        )
 
 
-def gradient_check(mlp: MLP, X: np.ndarray, y: np.ndarray, *, per_param: int = 3, eps: float = 1e-4,
-                   seed: int = 0) -> GradCheck:
+def gradient_check(
+    mlp: MLP, X: np.ndarray, y: np.ndarray, *, per_param: int = 3, eps: float = 1e-4, seed: int = 0
+) -> GradCheck:
     """Compare a few entries of dJ/dW (the compiled gradient nodes) with (J(W + eps) - J(W - eps)) / 2 eps."""
     rng = np.random.default_rng(seed)
     params = [mlp.W1, mlp.W2]
@@ -112,14 +118,15 @@ def gradient_check(mlp: MLP, X: np.ndarray, y: np.ndarray, *, per_param: int = 3
 
 # -- the demo -------------------------------------------------------------------------------------------
 
+
 @dataclass
 class DemoResult:
     """What a demo run produced: the figures a reader checks and the files it wrote."""
 
     out: Path
     grad_check: GradCheck
-    losses: list[float]                   # mean training loss J per epoch
-    accuracies: list[float]               # held-out accuracy per epoch
+    losses: list[float]  # mean training loss J per epoch
+    accuracies: list[float]  # held-out accuracy per epoch
     train_seconds: float
     seconds: float
     files: dict[str, Path] = field(default_factory=dict)
@@ -130,9 +137,18 @@ class DemoResult:
         return self.accuracies[-1]
 
 
-def run_demo(out: str | Path = "demo-output", *, epochs: int = 30, hidden: int = 128, batch: int = 32,
-             lr: float = 0.2, lam: float = 1e-4, seed: int = 0, progress: bool = True,
-             log: Callable[[str], None] = print) -> DemoResult:
+def run_demo(
+    out: str | Path = "demo-output",
+    *,
+    epochs: int = 30,
+    hidden: int = 128,
+    batch: int = 32,
+    lr: float = 0.2,
+    lam: float = 1e-4,
+    seed: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> DemoResult:
     """Train the D2L MLP on the digits and write its pictures, derivation, memory report and loss curve to `out`."""
     t_start = time.perf_counter()
     out = Path(out)
@@ -145,10 +161,14 @@ def run_demo(out: str | Path = "demo-output", *, epochs: int = 30, hidden: int =
     if check.max_rel_error > 1e-4:
         raise GraphCompilerError(f"{check}: that is too large; the derivative rules or the evaluator are wrong")
     log(str(check))
-    log(f"data: scikit-learn digits, {len(X_train)} training and {len(X_test)} held-out images of "
-        f"{X_train.shape[1]} pixels, {n_classes} classes")
-    log(f"model: {mlp.graph.name}, {X_train.shape[1]}-{hidden}-{n_classes} relu MLP, softmax cross-entropy, "
-        f"weight decay lambda={lam:g}; {len(mlp.graph)} nodes after build_grad")
+    log(
+        f"data: scikit-learn digits, {len(X_train)} training and {len(X_test)} held-out images of "
+        f"{X_train.shape[1]} pixels, {n_classes} classes"
+    )
+    log(
+        f"model: {mlp.graph.name}, {X_train.shape[1]}-{hidden}-{n_classes} relu MLP, softmax cross-entropy, "
+        f"weight decay lambda={lam:g}; {len(mlp.graph)} nodes after build_grad"
+    )
 
     result = DemoResult(out, check, [], [], 0.0, 0.0)
     # one SGD step: J is returned, W <- W - lr dJ/dW is applied in place after the run (API section 3)
@@ -164,7 +184,7 @@ def run_demo(out: str | Path = "demo-output", *, epochs: int = 30, hidden: int =
         order = rng.permutation(len(X_train))
         total = 0.0
         for k in range(0, len(order), batch):
-            idx = order[k:k + batch]
+            idx = order[k : k + batch]
             (J_val,) = train.run({"x": X_train[idx], "y": y_train[idx]})
             total += float(J_val) * len(idx)
         losses.append(total / len(order))
@@ -190,8 +210,10 @@ def run_demo(out: str | Path = "demo-output", *, epochs: int = 30, hidden: int =
     _write_loss_curve(result, out / "loss_curve.png")
     result.seconds = time.perf_counter() - t_start
 
-    log(f"trained {epochs} epochs in {result.train_seconds:.1f} s: final loss {losses[-1]:.4f}, "
-        f"held-out accuracy {result.accuracy:.1%}")
+    log(
+        f"trained {epochs} epochs in {result.train_seconds:.1f} s: final loss {losses[-1]:.4f}, "
+        f"held-out accuracy {result.accuracy:.1%}"
+    )
     log(f"wrote {len(result.files)} files to {out}/:")
     for what, path in result.files.items():
         log(f"  {path}  ({what})")
@@ -205,10 +227,12 @@ def _progress(epochs, enabled: bool):
     if not enabled:
         return epochs
     from tqdm import tqdm
-    return tqdm(epochs, desc="training", unit="epoch", leave=False, disable=None)   # None: no bar in a log file
+
+    return tqdm(epochs, desc="training", unit="epoch", leave=False, disable=None)  # None: no bar in a log file
 
 
 # -- the files ------------------------------------------------------------------------------------------
+
 
 def _write_graph_file(mlp: MLP, hidden: int, lam: float, seed: int, out: Path, result: DemoResult) -> None:
     """The trained model as a graph file: J and its gradients, without the training step's update nodes."""
@@ -224,6 +248,7 @@ def _write_pictures(graph: Graph, stem: Path, result: DemoResult, titles: tuple[
     """The forward and the backward picture of a demo's graph: stem_forward.svg and stem_backward.svg."""
     import graphviz
     from .viz import render
+
     for show, what in zip(("forward", "backward"), titles):
         path = stem.parent / f"{stem.name}_{show}.svg"
         try:
@@ -236,30 +261,36 @@ def _write_pictures(graph: Graph, stem: Path, result: DemoResult, titles: tuple[
 
 def _write_explorer(mlp: MLP, feed: dict, out: Path, result: DemoResult) -> None:
     """The interactive page of the MLP and its gradients, with the values of one minibatch (gc.explore)."""
-    if "pictures" in result.skipped:              # no Graphviz: no picture to click through either
+    if "pictures" in result.skipped:  # no Graphviz: no picture to click through either
         result.skipped["explorer page"] = result.skipped["pictures"]
         return
     from .explore import explore
+
     path = out / "explorer.html"
     explore(mlp.graph, path, values=feed, title="D2L MLP: forward graph and build_grad's backward graph")
     result.files["interactive explorer page (open in a browser)"] = path
 
 
 MODEL_TEXT = "z = x W1, h = relu(z), o = h W2, L = l(o, y), s = lambda/2 (|W1|^2 + |W2|^2), J = L + s"
-MODEL_LATEX = (r"$z = x W_1$, $h = \operatorname{relu}(z)$, $o = h W_2$, $L = l(o, y)$, "
-               r"$s = \frac{\lambda}{2}\left(\|W_1\|_F^2 + \|W_2\|_F^2\right)$, $J = L + s$")
+MODEL_LATEX = (
+    r"$z = x W_1$, $h = \operatorname{relu}(z)$, $o = h W_2$, $L = l(o, y)$, "
+    r"$s = \frac{\lambda}{2}\left(\|W_1\|_F^2 + \|W_2\|_F^2\right)$, $J = L + s$"
+)
 
 
 def _write_derivation(mlp: MLP, out: Path, result: DemoResult) -> None:
     """The backward pass as equations, in the order backprop computes them (gc.derivation)."""
     from .symbolic import derivation
+
     d = derivation({p: mlp.grads[p] for p in (mlp.W1, mlp.W2)})
-    (out / "derivation.txt").write_text(f"The backward pass of {MODEL_TEXT}, in the order backprop computes it "
-                                        f"(n: the batch size):\n\n{d}\n")
+    (out / "derivation.txt").write_text(
+        f"The backward pass of {MODEL_TEXT}, in the order backprop computes it (n: the batch size):\n\n{d}\n"
+    )
     (out / "derivation.tex").write_text(
         "\\documentclass{article}\n\\usepackage{amsmath}\n\\begin{document}\n"
         f"The backward pass of {MODEL_LATEX}, in the order backprop computes it ($n$: the batch size):\n"
-        f"{d.latex}\n\\end{{document}}\n")
+        f"{d.latex}\n\\end{{document}}\n"
+    )
     result.files["derivation of the gradients (text)"] = out / "derivation.txt"
     result.files["derivation of the gradients (LaTeX)"] = out / "derivation.tex"
 
@@ -270,14 +301,18 @@ def _write_memory(mlp: MLP, train, feed: dict, out: Path, result: DemoResult) ->
     infer = compile([mlp.J])
     infer.run(feed)
     saved = {p: np.array(mlp.graph.value(p)) for p in (mlp.W1, mlp.W2)}
-    train.run(feed)                         # the report is for the last run's shapes: one full minibatch
-    for p, value in saved.items():          # ... and that run's SGD update is undone
+    train.run(feed)  # the report is for the last run's shapes: one full minibatch
+    for p, value in saved.items():  # ... and that run's SGD update is undone
         mlp.graph.set_value(p, value)
     report = train.memory_report()
-    lines = [f"Memory of one step on a minibatch of {len(feed['y'])} (peak_bytes: the program's own buffers, "
-             "not the feeds or the parameters)",
-             f"  inference (J only):                   {infer.stats['peak_bytes']:>10,d} bytes",
-             f"  training (J, dJ/dW1, dJ/dW2, update): {train.stats['peak_bytes']:>10,d} bytes", "", str(report)]
+    lines = [
+        f"Memory of one step on a minibatch of {len(feed['y'])} (peak_bytes: the program's own buffers, "
+        "not the feeds or the parameters)",
+        f"  inference (J only):                   {infer.stats['peak_bytes']:>10,d} bytes",
+        f"  training (J, dJ/dW1, dJ/dW2, update): {train.stats['peak_bytes']:>10,d} bytes",
+        "",
+        str(report),
+    ]
     (out / "memory_report.txt").write_text("\n".join(lines) + "\n")
     report.plot(out / "memory.png")
     result.files["memory report"] = out / "memory_report.txt"
@@ -285,7 +320,8 @@ def _write_memory(mlp: MLP, train, feed: dict, out: Path, result: DemoResult) ->
 
 
 def _write_loss_curve(result: DemoResult, path: Path, title: str = "D2L MLP on scikit-learn digits") -> None:
-    from matplotlib.figure import Figure        # no pyplot: no global backend state, Agg writes the PNG
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg writes the PNG
+
     epochs = np.arange(1, len(result.losses) + 1)
     fig = Figure(figsize=(6, 3.6))
     ax = fig.subplots()

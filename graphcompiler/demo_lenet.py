@@ -33,8 +33,18 @@ from .ops import (
     sum,
 )
 
-SHAPES = {"c1": (6, 1, 5, 5), "b1": (6, 1, 1), "c2": (16, 6, 5, 5), "b2": (16, 1, 1), "W3": (64, 120),
-          "b3": (120,), "W4": (120, 84), "b4": (84,), "W5": (84, 10), "b5": (10,)}
+SHAPES = {
+    "c1": (6, 1, 5, 5),
+    "b1": (6, 1, 1),
+    "c2": (16, 6, 5, 5),
+    "b2": (16, 1, 1),
+    "W3": (64, 120),
+    "b3": (120,),
+    "W4": (120, 84),
+    "b4": (84,),
+    "W5": (84, 10),
+    "b5": (10,),
+}
 
 
 @dataclass
@@ -77,9 +87,15 @@ def build_lenet(*, lam: float = 1e-4, seed: int = 0, dtype: str = "float64") -> 
     o = add(matmul(h4, p["W5"]), p["b5"], name="o")
     L = softmax_cross_entropy(o, y, name="L")
     weights = [p[k] for k in ("c1", "c2", "W3", "W4", "W5")]
-    s = multiply(g.constant(lam / 2, name="lambda_2"), sum(weights[0] * weights[0]) + sum(weights[1] * weights[1])
-                 + sum(weights[2] * weights[2]) + sum(weights[3] * weights[3]) + sum(weights[4] * weights[4]),
-                 name="s")
+    s = multiply(
+        g.constant(lam / 2, name="lambda_2"),
+        sum(weights[0] * weights[0])
+        + sum(weights[1] * weights[1])
+        + sum(weights[2] * weights[2])
+        + sum(weights[3] * weights[3])
+        + sum(weights[4] * weights[4]),
+        name="s",
+    )
     J = add(L, s, name="J")
     params = list(p.values())
     return LeNet(g, x, y, params, o, J, build_grad(J, params))
@@ -91,8 +107,9 @@ def load_digit_images(seed: int = 0):
     return X_train.reshape(-1, 1, 8, 8), X_test.reshape(-1, 1, 8, 8), y_train, y_test
 
 
-def gradient_check(net: LeNet, X: np.ndarray, y: np.ndarray, *, per_param: int = 2, eps: float = 1e-5,
-                   seed: int = 0) -> GradCheck:
+def gradient_check(
+    net: LeNet, X: np.ndarray, y: np.ndarray, *, per_param: int = 2, eps: float = 1e-5, seed: int = 0
+) -> GradCheck:
     """A few entries of every dJ/dparameter against central differences of J."""
     rng = np.random.default_rng(seed)
     symbolic = compile([net.grads[p] for p in net.params]).run({"x": X, "y": y})
@@ -111,9 +128,17 @@ def gradient_check(net: LeNet, X: np.ndarray, y: np.ndarray, *, per_param: int =
     return GradCheck(entries)
 
 
-def run_lenet_demo(out: str | Path = "demo-output", *, epochs: int = 15, batch: int = 32, lr: float = 0.05,
-                   lam: float = 1e-4, seed: int = 0, progress: bool = True,
-                   log: Callable[[str], None] = print) -> DemoResult:
+def run_lenet_demo(
+    out: str | Path = "demo-output",
+    *,
+    epochs: int = 15,
+    batch: int = 32,
+    lr: float = 0.05,
+    lam: float = 1e-4,
+    seed: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> DemoResult:
     """Train the convnet on the digits with SGD and write its pictures, memory report and loss curve to `out`."""
     t_start = time.perf_counter()
     out = Path(out)
@@ -125,11 +150,12 @@ def run_lenet_demo(out: str | Path = "demo-output", *, epochs: int = 15, batch: 
     if check.max_rel_error > 1e-4:
         raise GraphCompilerError(f"{check}: that is too large; the derivative rules or the evaluator are wrong")
     log(str(check))
-    log(f"data: scikit-learn digits, {len(X_train)} training and {len(X_test)} held-out 8x8 images (NCHW), "
-        "10 classes")
-    log(f"model: {net.graph.name}, conv 1->6 5x5 pad 2, relu, max pool 2, conv 6->16 5x5 pad 2, relu, max pool 2, "
+    log(f"data: scikit-learn digits, {len(X_train)} training and {len(X_test)} held-out 8x8 images (NCHW), 10 classes")
+    log(
+        f"model: {net.graph.name}, conv 1->6 5x5 pad 2, relu, max pool 2, conv 6->16 5x5 pad 2, relu, max pool 2, "
         f"dense 64-120-84-10, softmax cross-entropy, weight decay lambda={lam:g}; {len(net.graph)} nodes after "
-        "build_grad")
+        "build_grad"
+    )
     result = DemoResult(out, check, [], [], 0.0, 0.0)
     train = compile([net.J], updates={p: p - lr * net.grads[p] for p in net.params})
     predict = compile([net.o])
@@ -138,19 +164,21 @@ def run_lenet_demo(out: str | Path = "demo-output", *, epochs: int = 15, batch: 
     rng = np.random.default_rng(seed)
     bar = _progress(range(1, epochs + 1), enabled=progress)
     t_train = time.perf_counter()
-    with _one_blas_thread():                 # minibatch matmuls are small: BLAS threads only contend
+    with _one_blas_thread():  # minibatch matmuls are small: BLAS threads only contend
         for epoch in bar:
             order = rng.permutation(len(X_train))
             total = 0.0
             for k in range(0, len(order), batch):
-                idx = order[k:k + batch]
+                idx = order[k : k + batch]
                 (J_val,) = train.run({"x": X_train[idx], "y": y_train[idx]})
                 total += float(J_val) * len(idx)
             result.losses.append(total / len(order))
             (logits,) = predict.run({"x": X_test})
             result.accuracies.append(float(np.mean(np.argmax(logits, axis=1) == y_test)))
-            line = (f"epoch {epoch:2d}/{epochs}: loss {result.losses[-1]:.4f}, held-out accuracy "
-                    f"{result.accuracies[-1]:.1%}")
+            line = (
+                f"epoch {epoch:2d}/{epochs}: loss {result.losses[-1]:.4f}, held-out accuracy "
+                f"{result.accuracies[-1]:.1%}"
+            )
             if hasattr(bar, "set_postfix_str"):
                 bar.set_postfix_str(f"loss {result.losses[-1]:.4f} acc {result.accuracies[-1]:.1%}")
                 bar.write(line)
@@ -169,8 +197,10 @@ def run_lenet_demo(out: str | Path = "demo-output", *, epochs: int = 15, batch: 
     _write_memory(train, {"x": X_train[:batch], "y": y_train[:batch]}, net, out, result)
     _write_loss_curve(result, out / "lenet_loss_curve.png", "LeNet-style convnet on scikit-learn digits")
     result.seconds = time.perf_counter() - t_start
-    log(f"trained {epochs} epochs in {result.train_seconds:.1f} s: final loss {result.losses[-1]:.4f}, "
-        f"held-out accuracy {result.accuracy:.1%}")
+    log(
+        f"trained {epochs} epochs in {result.train_seconds:.1f} s: final loss {result.losses[-1]:.4f}, "
+        f"held-out accuracy {result.accuracy:.1%}"
+    )
     log(f"wrote {len(result.files)} files to {out}/:")
     for what, p in result.files.items():
         log(f"  {p}  ({what})")
@@ -184,8 +214,9 @@ def _one_blas_thread():
     """Limit BLAS to one thread while training (threadpoolctl comes with scikit-learn); a no-op without it."""
     try:
         from threadpoolctl import threadpool_limits
-    except ImportError:                      # pragma: no cover
+    except ImportError:  # pragma: no cover
         import contextlib
+
         return contextlib.nullcontext()
     return threadpool_limits(1)
 
@@ -199,7 +230,8 @@ def _write_memory(train, feed: dict, net: LeNet, out: Path, result: DemoResult) 
     report = train.memory_report()
     (out / "lenet_memory_report.txt").write_text(
         f"Memory of one LeNet training step on a minibatch of {len(feed['y'])} (peak_bytes: "
-        f"{train.stats['peak_bytes']:,d})\n\n{report}\n")
+        f"{train.stats['peak_bytes']:,d})\n\n{report}\n"
+    )
     report.plot(out / "lenet_memory.png")
     result.files["memory report"] = out / "lenet_memory_report.txt"
     result.files["live bytes over the training step"] = out / "lenet_memory.png"

@@ -22,15 +22,16 @@ import numpy as np
 from .errors import GraphCompilerError, fmt_shape
 from .graph import Graph, Node
 
-QUICK_LAYOUT_FROM = 120        # nodes: larger pictures get Graphviz's bounded (quicker, rougher) ranking
-FORMULA_TERMS = 80             # a formula whose expansion would have more terms than this is not exported
-FORMULA_BUDGET = 4_000         # terms exported on one page in all (a 500-node chain: the first formulas only)
-NUMBERS_UP_TO = 36             # elements: printed as numbers
-HEATMAP_UP_TO = 64 * 64        # elements of a matrix: drawn as a heat map
+QUICK_LAYOUT_FROM = 120  # nodes: larger pictures get Graphviz's bounded (quicker, rougher) ranking
+FORMULA_TERMS = 80  # a formula whose expansion would have more terms than this is not exported
+FORMULA_BUDGET = 4_000  # terms exported on one page in all (a 500-node chain: the first formulas only)
+NUMBERS_UP_TO = 36  # elements: printed as numbers
+HEATMAP_UP_TO = 64 * 64  # elements of a matrix: drawn as a heat map
 
 
-def explore(what: Any, path: str | os.PathLike, *, values: Mapping[Any, Any] | None = None,
-            title: str | None = None) -> str:
+def explore(
+    what: Any, path: str | os.PathLike, *, values: Mapping[Any, Any] | None = None, title: str | None = None
+) -> str:
     """Write the interactive page of `what` (a Graph, a Node or list of Nodes, or a compiled Program) to path.
 
     values: feeds ({input name or node: array}); every node the feeds determine is then computed once by an
@@ -54,20 +55,26 @@ def page_html(what: Any, *, values: Mapping[Any, Any] | None = None, title: str 
     subject = viz._subject(what)
     try:
         dot = viz.to_dot(what, show="all")
-        if len(subject.nodes) > QUICK_LAYOUT_FROM:      # bound the network simplex passes: seconds, not minutes
+        if len(subject.nodes) > QUICK_LAYOUT_FROM:  # bound the network simplex passes: seconds, not minutes
             dot.attr("graph", nslimit="2", nslimit1="2")
         svg_text = dot.pipe(format="svg").decode("utf-8")
-    except Exception as e:            # graphviz.ExecutableNotFound and friends: say what is missing
-        raise GraphCompilerError(f"the explorer draws the graph with Graphviz's `dot`, which failed ({e}); "
-                                 "install Graphviz (apt-get install graphviz)") from None
-    svg_text = svg_text[svg_text.find("<svg"):]            # drop the XML prologue and DOCTYPE
+    except Exception as e:  # graphviz.ExecutableNotFound and friends: say what is missing
+        raise GraphCompilerError(
+            f"the explorer draws the graph with Graphviz's `dot`, which failed ({e}); "
+            "install Graphviz (apt-get install graphviz)"
+        ) from None
+    svg_text = svg_text[svg_text.find("<svg") :]  # drop the XML prologue and DOCTYPE
     program = what if hasattr(what, "schedule") and hasattr(what, "graph") else None
     data = _page_data(subject, program, values)
     data["title"] = title or (subject.title if program is not None else f"graph {subject.title!r}")
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    return (_TEMPLATE.replace("%TITLE%", html.escape(data["title"]))
-            .replace("%STYLE%", _static("explorer.css")).replace("%SCRIPT%", _static("explorer.js"))
-            .replace("%SVG%", svg_text).replace("%DATA%", payload))
+    return (
+        _TEMPLATE.replace("%TITLE%", html.escape(data["title"]))
+        .replace("%STYLE%", _static("explorer.css"))
+        .replace("%SCRIPT%", _static("explorer.js"))
+        .replace("%SVG%", svg_text)
+        .replace("%DATA%", payload)
+    )
 
 
 class Inline:
@@ -78,23 +85,27 @@ class Inline:
         self.page, self.height = page, height
 
     def _repr_html_(self) -> str:
-        return (f'<iframe srcdoc="{html.escape(self.page, quote=True)}" style="width:100%;height:{self.height}px;'
-                'border:1px solid #ddd" sandbox="allow-scripts"></iframe>')
+        return (
+            f'<iframe srcdoc="{html.escape(self.page, quote=True)}" style="width:100%;height:{self.height}px;'
+            'border:1px solid #ddd" sandbox="allow-scripts"></iframe>'
+        )
 
 
-def explore_inline(what: Any, *, values: Mapping[Any, Any] | None = None, title: str | None = None,
-                   height: int = 640) -> Inline:
+def explore_inline(
+    what: Any, *, values: Mapping[Any, Any] | None = None, title: str | None = None, height: int = 640
+) -> Inline:
     """The explorer page of `what` to show inside a notebook (the same page `explore` writes to a file)."""
     return Inline(page_html(what, values=values, title=title), height)
 
 
 # -- the page's data -----------------------------------------------------------------------------------------
 
+
 def _page_data(subject: Any, program: Any, values: Mapping[Any, Any] | None) -> dict:
     from . import viz
 
     nodes: list[Node] = list(subject.nodes)
-    ids = {n: f"n{k}" for k, n in enumerate(nodes)}          # the ids viz.to_dot gives (show="all")
+    ids = {n: f"n{k}" for k, n in enumerate(nodes)}  # the ids viz.to_dot gives (show="all")
     kinds = viz.classify(nodes)
     consumers: dict[Node, list[Node]] = {n: [] for n in nodes}
     for n in nodes:
@@ -109,16 +120,20 @@ def _page_data(subject: Any, program: Any, values: Mapping[Any, Any] | None) -> 
     records = []
     for n in nodes:
         rec: dict[str, Any] = {
-            "id": ids[n], "name": n.name, "op": n.op.name, "shape": fmt_shape(n.shape), "dtype": str(n.dtype),
+            "id": ids[n],
+            "name": n.name,
+            "op": n.op.name,
+            "shape": fmt_shape(n.shape),
+            "dtype": str(n.dtype),
             "attrs": {k: _short(v) for k, v in n.attrs.items()},
-            "kind": kinds.get(n, ""), "gradient": bool(n.is_gradient),
+            "kind": kinds.get(n, ""),
+            "gradient": bool(n.is_gradient),
             "inputs": [ids[x] for x in n.inputs if x in ids],
             "consumers": [ids[c] for c in consumers[n]],
         }
         if n.origin is not None and n.origin[0] in ids:
             v, i = n.origin
-            rec["origin"] = {"node": ids[v], "index": i,
-                             "input": ids.get(v.inputs[i]) if i < len(v.inputs) else None}
+            rec["origin"] = {"node": ids[v], "index": i, "input": ids.get(v.inputs[i]) if i < len(v.inputs) else None}
         if n in entries:
             rec["entry_of"] = ids.get(entries[n][1])
         form: Literal["leaves", "textbook"] = "textbook" if n.is_gradient else "leaves"
@@ -132,8 +147,12 @@ def _page_data(subject: Any, program: Any, values: Mapping[Any, Any] | None) -> 
         if n in computed:
             rec["value"] = _describe_value(computed[n])
         if plan is not None:
-            rec["program"] = {"step": plan.step_of.get(n), "buffer": _short(plan.buffer.get(n)),
-                              "recomputed": plan.recomputed(n), "kept": n in plan.kept}
+            rec["program"] = {
+                "step": plan.step_of.get(n),
+                "buffer": _short(plan.buffer.get(n)),
+                "recomputed": plan.recomputed(n),
+                "kept": n in plan.kept,
+            }
         records.append(rec)
     data: dict[str, Any] = {"nodes": records, "kind": "program" if program is not None else "graph"}
     if program is not None:
@@ -164,9 +183,9 @@ def _grad_table_entries(nodes: list[Node]) -> dict[Node, tuple[Node, Node]]:
             continue
         name = n.name
         for k in [m.start() for m in re.finditer("/d", name)]:
-            z, v = name[1:k], name[k + 2:]
+            z, v = name[1:k], name[k + 2 :]
             if z in by_name:
-                v = v if v in by_name else re.sub(r"_\d+$", "", v)   # a second build_grad: dJ/dW1_2
+                v = v if v in by_name else re.sub(r"_\d+$", "", v)  # a second build_grad: dJ/dW1_2
                 if v in by_name:
                     out[n] = (by_name[z], by_name[v])
                     break
@@ -179,25 +198,32 @@ def _forward_steps(nodes: list[Node], ids: dict[Node, str]) -> list[dict]:
         if n.is_gradient or not n.inputs:
             continue
         args = ", ".join(x.name for x in n.inputs)
-        steps.append({"phase": "forward", "node": ids[n], "highlight": [ids[x] for x in n.inputs if x in ids],
-                      "title": f"forward: {n.name} = {n.op.name}({args})",
-                      "text": f"compute {n.name} from {args or 'nothing'} (shape {fmt_shape(n.shape)})"})
+        steps.append(
+            {
+                "phase": "forward",
+                "node": ids[n],
+                "highlight": [ids[x] for x in n.inputs if x in ids],
+                "title": f"forward: {n.name} = {n.op.name}({args})",
+                "text": f"compute {n.name} from {args or 'nothing'} (shape {fmt_shape(n.shape)})",
+            }
+        )
     return steps
 
 
-def _backward_steps(nodes: list[Node], ids: dict[Node, str], entries: dict[Node, tuple[Node, Node]],
-                    consumers: dict[Node, list[Node]]) -> list[dict]:
+def _backward_steps(
+    nodes: list[Node], ids: dict[Node, str], entries: dict[Node, tuple[Node, Node]], consumers: dict[Node, list[Node]]
+) -> list[dict]:
     """Algorithm 6.6 replayed: for each cost z that build_grad differentiated (its entries are named dz/dv), the
     sweep over G' in reverse topological order; the step of v shows the consumers c of v in G' whose bprops
     contributed, the nodes those bprops made for the edges (c, v), and grad_table[v]."""
     from .autodiff import pruned_graph
 
     drawn = set(nodes)
-    named: dict[Node, dict[Node, Node]] = {}              # z -> {v: its named entry (the first one made)}
+    named: dict[Node, dict[Node, Node]] = {}  # z -> {v: its named entry (the first one made)}
     for n in sorted(entries, key=lambda m: m.index):
         z, v = entries[n]
         named.setdefault(z, {}).setdefault(v, n)
-    parts: dict[tuple[Node, Node], list[Node]] = {}       # (c, v) -> nodes made by c's bprop for its input v
+    parts: dict[tuple[Node, Node], list[Node]] = {}  # (c, v) -> nodes made by c's bprop for its input v
     for n in nodes:
         if n.is_gradient and n.origin is not None and n.origin[1] < len(n.origin[0].inputs):
             c, i = n.origin
@@ -211,7 +237,7 @@ def _backward_steps(nodes: list[Node], ids: dict[Node, str], entries: dict[Node,
             cons = [c for c in consumers.get(v, []) if c in pruned and not c.is_gradient]
             made = [p for c in cons for p in parts.get((c, v), [])]
             entry = table.get(v)
-            if entry is None and len(cons) == 1:           # a gradient passed on unchanged (add, identity)
+            if entry is None and len(cons) == 1:  # a gradient passed on unchanged (add, identity)
                 entry = made[-1] if made else grad_table.get(cons[0])
             grad_table[v] = entry
             if v is z:
@@ -221,11 +247,17 @@ def _backward_steps(nodes: list[Node], ids: dict[Node, str], entries: dict[Node,
                 text = f"grad_table[{v.name}] = {terms}" if terms else f"grad_table[{v.name}]"
                 if entry is not None:
                     text += f"   →  {entry.name}"
-            steps.append({"phase": "backward", "node": ids.get(entry) if entry in drawn else None,
-                          "forward": ids.get(v), "consumers": [ids[c] for c in cons if c in ids],
-                          "highlight": [ids[m] for m in made if m in ids],
-                          "title": f"backward: grad_table[{v.name}]" + ("" if entry is None else f" ({entry.name})"),
-                          "text": text})
+            steps.append(
+                {
+                    "phase": "backward",
+                    "node": ids.get(entry) if entry in drawn else None,
+                    "forward": ids.get(v),
+                    "consumers": [ids[c] for c in cons if c in ids],
+                    "highlight": [ids[m] for m in made if m in ids],
+                    "title": f"backward: grad_table[{v.name}]" + ("" if entry is None else f" ({entry.name})"),
+                    "text": text,
+                }
+            )
     return steps
 
 
@@ -235,7 +267,7 @@ def _program_steps(program: Any, plan: Any, ids: dict[Node, str]) -> list[dict]:
     try:
         report = program.memory_report()
         live, peak = list(report.live), int(report.peak_bytes)
-    except GraphCompilerError:          # not run yet with None dims: no byte figures
+    except GraphCompilerError:  # not run yet with None dims: no byte figures
         pass
     steps: list[dict[str, Any]] = []
     schedule = program.schedule
@@ -246,10 +278,13 @@ def _program_steps(program: Any, plan: Any, ids: dict[Node, str]) -> list[dict]:
             notes.append("recomputed (memory budget)")
         if value in plan.kept:
             notes.append("kept from forward for backward")
-        step: dict[str, Any] = {"phase": "backward" if value.is_gradient else "forward", "node": ids.get(value),
-                "highlight": [ids[x] for x in value.inputs if x in ids],
-                "title": f"step {k + 1}: {s.node.name} = {s.op}({', '.join(x.name for x in value.inputs)})",
-                "text": "; ".join(notes)}
+        step: dict[str, Any] = {
+            "phase": "backward" if value.is_gradient else "forward",
+            "node": ids.get(value),
+            "highlight": [ids[x] for x in value.inputs if x in ids],
+            "title": f"step {k + 1}: {s.node.name} = {s.op}({', '.join(x.name for x in value.inputs)})",
+            "text": "; ".join(notes),
+        }
         if k < len(live):
             step["live"] = live[k]
         steps.append(step)
@@ -259,6 +294,7 @@ def _program_steps(program: Any, plan: Any, ids: dict[Node, str]) -> list[dict]:
 
 
 # -- values ---------------------------------------------------------------------------------------------------
+
 
 def _values(nodes: list[Node], feeds: Mapping[Any, Any]) -> dict[Node, np.ndarray]:
     """Every node the feeds determine, computed once by the unoptimised program."""
@@ -297,11 +333,14 @@ def _describe_value(v: np.ndarray) -> dict:
     if v.size and v.dtype.kind in "biuf":
         f = v.astype(np.float64)
         finite = f[np.isfinite(f)]
-        d["stats"] = {"min": _num(finite.min()) if finite.size else None,
-                      "max": _num(finite.max()) if finite.size else None,
-                      "mean": _num(finite.mean()) if finite.size else None,
-                      "std": _num(finite.std()) if finite.size else None,
-                      "nan": int(np.isnan(f).sum()), "inf": int(np.isinf(f).sum())}
+        d["stats"] = {
+            "min": _num(finite.min()) if finite.size else None,
+            "max": _num(finite.max()) if finite.size else None,
+            "mean": _num(finite.mean()) if finite.size else None,
+            "std": _num(finite.std()) if finite.size else None,
+            "nan": int(np.isnan(f).sum()),
+            "inf": int(np.isinf(f).sum()),
+        }
     if v.size <= NUMBERS_UP_TO:
         with np.printoptions(precision=4, suppress=True, linewidth=60):
             d["numbers"] = np.array2string(v)
@@ -331,20 +370,27 @@ def _heatmap(m: np.ndarray) -> str:
     rgb[..., 1] = fade
     rgb[..., 2] = np.where(t > 0, fade, 255)
     rgb[~finite] = 0
-    raw = b"".join(b"\x00" + rgb[i].tobytes() for i in range(rows))     # filter type 0 for every row
+    raw = b"".join(b"\x00" + rgb[i].tobytes() for i in range(rows))  # filter type 0 for every row
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", cols, rows, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", cols, rows, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
     cell = max(2, min(24, 240 // max(rows, cols)))
-    return (f'<img class="heatmap" alt="heat map of a {rows}x{cols} matrix (scale {scale:.3g})" '
-            f'width="{cols * cell}" height="{rows * cell}" style="image-rendering:pixelated" '
-            f'src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+    return (
+        f'<img class="heatmap" alt="heat map of a {rows}x{cols} matrix (scale {scale:.3g})" '
+        f'width="{cols * cell}" height="{rows * cell}" style="image-rendering:pixelated" '
+        f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+    )
 
 
 # -- formulas -------------------------------------------------------------------------------------------------
+
 
 def _expansion_sizes(nodes: list[Node]) -> tuple[dict[Node, int], dict[Node, int]]:
     """How many terms a node's export would have, in its leaves and in the textbook form (where named nodes
@@ -361,7 +407,7 @@ def _expansion_sizes(nodes: list[Node]) -> tuple[dict[Node, int], dict[Node, int
             return 1
         return table.get(x, cap)
 
-    for n in nodes:                                   # a topological order
+    for n in nodes:  # a topological order
         leaves[n] = min(cap, 1 + sum(size(x, leaves, False) for x in n.inputs))
         textbook[n] = min(cap, 1 + sum(size(x, textbook, True) for x in n.inputs))
     return leaves, textbook
@@ -373,11 +419,12 @@ def _mathml(n: Node, form: Literal["leaves", "textbook"]) -> str | None:
         from sympy.printing.mathml import mathml
 
         from .symbolic import to_sympy
+
         expr = to_sympy(n, form=form, max_size=20 * FORMULA_TERMS)
         body = mathml(expr, printer="presentation")
-        if len(body) > 100 * FORMULA_TERMS:     # a long formula helps nobody on a side panel
+        if len(body) > 100 * FORMULA_TERMS:  # a long formula helps nobody on a side panel
             return None
-    except Exception:                   # an export the symbolic layer refuses (rank > 2): no formula shown
+    except Exception:  # an export the symbolic layer refuses (rank > 2): no formula shown
         return None
     return f'<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">{body}</math>'
 
@@ -385,6 +432,7 @@ def _mathml(n: Node, form: Literal["leaves", "textbook"]) -> str | None:
 def _static(name: str) -> str:
     """A file of graphcompiler/static/ (the page's script and styles, inlined so the page needs no network)."""
     from importlib.resources import files
+
     return files("graphcompiler").joinpath("static").joinpath(name).read_text(encoding="utf-8")
 
 

@@ -27,7 +27,7 @@ Shape = tuple  # a tuple of ints and None (a dimension fixed only when the progr
 
 # -- the Op protocol ------------------------------------------------------------------------
 
-OPS: dict[str, type["Op"]] = {}   # op name -> op class: the allowlist the file loader checks against
+OPS: dict[str, type["Op"]] = {}  # op name -> op class: the allowlist the file loader checks against
 _PACKAGE = __name__.split(".")[0]  # ops defined in this package join OPS by themselves; others by register_op
 
 
@@ -59,7 +59,7 @@ class Undefined:
         return "UNDEFINED" if self.edge is None else f"Undefined({self.edge[0].name}:{self.edge[1]})"
 
 
-UNDEFINED = Undefined()   # a bprop's answer for an input with no derivative
+UNDEFINED = Undefined()  # a bprop's answer for an input with no derivative
 
 
 def carries_gradient(dtype: np.dtype) -> bool:
@@ -89,24 +89,24 @@ class Op:
     """
 
     name: ClassVar[str] = "op"
-    arity: ClassVar[int | None] = None          # number of inputs; None: any
+    arity: ClassVar[int | None] = None  # number of inputs; None: any
     piecewise_constant: ClassVar[bool] = False  # comparisons and the like: a path through them adds zero
     shape_only: ClassVar[tuple[int, ...]] = ()  # inputs read only for their run-time shape
     # The SymPy rule of an elementwise op: scalar bodies in, a scalar body out (`lambda a, b: a + b`), which
     # ops.base.elementwise_to_sympy applies entry by entry. Read from the class, so a lambda is not bound.
     sympy_fn: ClassVar[Any] = None
     # facts the compiler and the runtime read off the class (compiler/memory.py, schedule.py, lower.py):
-    is_view: ClassVar[bool] = False             # the kernel returns a view of its first input (no memory of its own)
-    writes_out: ClassVar[bool] = False          # the kernel takes out=: it can write into a planned buffer
-    elementwise: ClassVar[bool] = False         # each output element from the same element of inputs of its
-                                                # shape: with writes_out, it may write over an input dying there
-    broadcasting: ClassVar[bool] = False        # its inputs broadcast against each other (shape line-up checks)
-    scratch: ClassVar[int] = 0                  # temporaries its kernel allocates, in multiples of its largest input
+    is_view: ClassVar[bool] = False  # the kernel returns a view of its first input (no memory of its own)
+    writes_out: ClassVar[bool] = False  # the kernel takes out=: it can write into a planned buffer
+    elementwise: ClassVar[bool] = False  # each output element from the same element of inputs of its
+    # shape: with writes_out, it may write over an input dying there
+    broadcasting: ClassVar[bool] = False  # its inputs broadcast against each other (shape line-up checks)
+    scratch: ClassVar[int] = 0  # temporaries its kernel allocates, in multiples of its largest input
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         if "name" in cls.__dict__ and cls.__module__.split(".")[0] == _PACKAGE:
-            OPS[cls.name] = cls          # a user's subclass is not loadable from files until register_op
+            OPS[cls.name] = cls  # a user's subclass is not loadable from files until register_op
 
     # -- the op's record -------------------------------------------------------------------
     def infer(self, *xs: Node) -> tuple[tuple, np.dtype]:
@@ -140,8 +140,7 @@ class Op:
         """Whether a step of this op, with result dtype `dtype`, can write into a planned buffer (`out=`)."""
         return self.writes_out
 
-    def fast_kernel(self, writes: bool, shape: tuple, in_shape: tuple, dtype: np.dtype
-                    ) -> tuple[Callable, tuple, dict]:
+    def fast_kernel(self, writes: bool, shape: tuple, in_shape: tuple, dtype: np.dtype) -> tuple[Callable, tuple, dict]:
         """The cheapest NumPy call for a step: (function, extra constant args, keyword args).
 
         `writes`: the step writes into a planned buffer (out=); shape, dtype: the step's concrete result;
@@ -162,6 +161,7 @@ class Op:
 
 
 # -- leaves ---------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class Input(Op):
@@ -196,19 +196,23 @@ def register_op(cls: type) -> type:
         raise GraphCompilerError(f"register_op takes a subclass of gc.Op, got {cls!r}")
     name = cls.__dict__.get("name")
     if not isinstance(name, str) or not name or name in LEAF_OPS:
-        raise GraphCompilerError(f"register_op: {cls.__name__} needs its own class attribute `name` (a string "
-                                 f"naming the op, not one of {', '.join(LEAF_OPS)}); got {name!r}")
+        raise GraphCompilerError(
+            f"register_op: {cls.__name__} needs its own class attribute `name` (a string "
+            f"naming the op, not one of {', '.join(LEAF_OPS)}); got {name!r}"
+        )
     if not dataclasses.is_dataclass(cls):
-        raise GraphCompilerError(f"register_op: {cls.__name__} must be a frozen dataclass (the loader reads its "
-                                 "attributes from the dataclass fields); decorate it with @dataclass(frozen=True)")
+        raise GraphCompilerError(
+            f"register_op: {cls.__name__} must be a frozen dataclass (the loader reads its "
+            "attributes from the dataclass fields); decorate it with @dataclass(frozen=True)"
+        )
     other = OPS.get(name)
     if other is not None and other is not cls:
-        raise GraphCompilerError(f"register_op: the op name {name!r} is taken by {other.__module__}."
-                                 f"{other.__qualname__}; give {cls.__qualname__} another name")
+        raise GraphCompilerError(
+            f"register_op: the op name {name!r} is taken by {other.__module__}."
+            f"{other.__qualname__}; give {cls.__qualname__} another name"
+        )
     OPS[name] = cls
     return cls
-
-
 
 
 class DuplicateNameError(GraphCompilerError, ValueError):
@@ -232,7 +236,7 @@ class Node:
     shape: Shape
     dtype: np.dtype
     graph: "Graph" = field(repr=False)
-    index: int = field(repr=False)               # creation order: a topological order of the graph
+    index: int = field(repr=False)  # creation order: a topological order of the graph
     is_gradient: bool = False
     origin: tuple["Node", int] | None = field(default=None, repr=False)
 
@@ -259,7 +263,8 @@ class Node:
     def __bool__(self):
         raise GraphCompilerError(
             f"node {self.name!r} ({self.op.name}, shape {fmt_shape(self.shape)}) has no value until a "
-            "program runs, so it cannot be used as a Python bool; use gc.where for a choice inside the graph")
+            "program runs, so it cannot be used as a Python bool; use gc.where for a choice inside the graph"
+        )
 
     __array_priority__ = 1000  # NumPy arrays on the left defer to Node's reflected operators
 
@@ -289,7 +294,7 @@ class Node:
         def T(self) -> Node: ...
 
 
-SERVICES: dict[str, Any] = {}     # functions of the layers above that an op calls when it runs (see `service`)
+SERVICES: dict[str, Any] = {}  # functions of the layers above that an op calls when it runs (see `service`)
 
 
 def provide(**functions: Any) -> None:
@@ -303,8 +308,10 @@ def service(name: str) -> Any:
     graphcompiler.symbolic provides to_sympy (gc.to_sympy and gc.recurrence load it)."""
     fn = SERVICES.get(name)
     if fn is None:
-        raise GraphCompilerError(f"{name} is not available yet: import graphcompiler (and, for symbolic export, "
-                                 "graphcompiler.symbolic) before using control flow")
+        raise GraphCompilerError(
+            f"{name} is not available yet: import graphcompiler (and, for symbolic export, "
+            "graphcompiler.symbolic) before using control flow"
+        )
     return fn
 
 
@@ -323,9 +330,9 @@ class Graph:
         self._nodes: list[Node] = []
         self._by_name: dict[str, Node] = {}
         self._consumers: dict[Node, list[Node]] = {}
-        self._values: dict[Node, np.ndarray] = {}       # parameters' stored values and constants
+        self._values: dict[Node, np.ndarray] = {}  # parameters' stored values and constants
         self._counters: dict[str, itertools.count] = {}
-        self._origin: tuple[Node, int] | None = None     # set while build_grad asks an op's bprop
+        self._origin: tuple[Node, int] | None = None  # set while build_grad asks an op's bprop
         self._in_gradient = False
 
     # -- leaves ----------------------------------------------------------------------------
@@ -334,15 +341,16 @@ class Graph:
         shape = _check_shape(shape, allow_none=True, what=f"input {name!r}")
         return self._add(Input(), (), _dtype(dtype, f"input {name!r}"), shape, name)
 
-    def parameter(self, name: str, value: Any = None, *, shape: Shape | None = None,
-                  dtype: Any = None) -> Node:
+    def parameter(self, name: str, value: Any = None, *, shape: Shape | None = None, dtype: Any = None) -> Node:
         """A value stored in the graph between runs (weights); declared by value or by shape and dtype."""
         what = f"parameter {name!r}"
         if value is not None:
             arr = _native(np.array(value, dtype=_dtype(dtype, what) if dtype is not None else None))
             if shape is not None and tuple(shape) != arr.shape:
-                raise ShapeError(f"{what}: the value has shape {fmt_shape(arr.shape)} but shape="
-                                 f"{fmt_shape(tuple(shape))} was declared; give one or make them agree")
+                raise ShapeError(
+                    f"{what}: the value has shape {fmt_shape(arr.shape)} but shape="
+                    f"{fmt_shape(tuple(shape))} was declared; give one or make them agree"
+                )
             node = self._add(Parameter(), (), arr.dtype, arr.shape, name)
             self._values[node] = arr
             return node
@@ -355,8 +363,10 @@ class Graph:
         """A fixed value; unnamed constants get an automatic name."""
         arr = _native(np.array(value, dtype=_dtype(dtype, "constant") if dtype is not None else None))
         if arr.dtype == object or arr.dtype.kind in "USV":
-            raise DTypeError(f"constant {name or ''!r}: values of dtype {arr.dtype} are not supported; "
-                             "give numbers (bool, int or float)")
+            raise DTypeError(
+                f"constant {name or ''!r}: values of dtype {arr.dtype} are not supported; "
+                "give numbers (bool, int or float)"
+            )
         arr.setflags(write=False)
         node = self._add(Constant(), (), arr.dtype, arr.shape, name)
         self._values[node] = arr
@@ -367,8 +377,9 @@ class Graph:
         """A parameter's stored value (or a constant's), read-only; None for a parameter not yet set."""
         node = self._lookup(node)
         if node.op.name not in ("parameter", "constant"):
-            raise GraphCompilerError(f"node {node.name!r} is a {node.op.name} node; only parameters and "
-                                     "constants hold a value outside a run")
+            raise GraphCompilerError(
+                f"node {node.name!r} is a {node.op.name} node; only parameters and constants hold a value outside a run"
+            )
         arr = self._values.get(node)
         if arr is None:
             return None
@@ -380,15 +391,20 @@ class Graph:
         """Set a parameter's stored value, checked against its declared shape and dtype."""
         node = self._lookup(node)
         if node.op.name != "parameter":
-            raise GraphCompilerError(f"node {node.name!r} is a {node.op.name} node; only parameters "
-                                     "have a value that can be set")
+            raise GraphCompilerError(
+                f"node {node.name!r} is a {node.op.name} node; only parameters have a value that can be set"
+            )
         arr = np.asarray(value)
         if arr.shape != node.shape:
-            raise ShapeError(f"parameter {node.name!r} has shape {fmt_shape(node.shape)}; the value given "
-                             f"has shape {fmt_shape(arr.shape)}")
+            raise ShapeError(
+                f"parameter {node.name!r} has shape {fmt_shape(node.shape)}; the value given "
+                f"has shape {fmt_shape(arr.shape)}"
+            )
         if not np.can_cast(arr.dtype, node.dtype, casting="same_kind"):
-            raise DTypeError(f"parameter {node.name!r} has dtype {node.dtype}; a value of dtype {arr.dtype} "
-                             "cannot be stored in it without losing its kind")
+            raise DTypeError(
+                f"parameter {node.name!r} has dtype {node.dtype}; a value of dtype {arr.dtype} "
+                "cannot be stored in it without losing its kind"
+            )
         self._values[node] = np.array(arr, dtype=node.dtype, copy=True)
 
     # -- look-up ---------------------------------------------------------------------------
@@ -426,7 +442,8 @@ class Graph:
 
     def to_networkx(self) -> nx.DiGraph:
         """A networkx.DiGraph of node names, edges from input to consumer (edge attr `index`)."""
-        import networkx as nx       # imported where used: `import graphcompiler` does not pay for it
+        import networkx as nx  # imported where used: `import graphcompiler` does not pay for it
+
         d = nx.DiGraph(name=self.name)
         for n in self._nodes:
             d.add_node(n.name, op=n.op.name, shape=n.shape, dtype=str(n.dtype), is_gradient=n.is_gradient)
@@ -445,7 +462,8 @@ class Graph:
     def __repr__(self) -> str:
         return f"<Graph {self.name!r}: {len(self._nodes)} nodes>"
 
-    if TYPE_CHECKING:   # installed by io.py (and the notebook picture, _repr_mimebundle_, by viz.py)
+    if TYPE_CHECKING:  # installed by io.py (and the notebook picture, _repr_mimebundle_, by viz.py)
+
         def save(self, path: Any) -> None:
             """Write the graph to a JSON file of data only (API section 7)."""
 
@@ -473,15 +491,23 @@ class Graph:
             if cand not in self._by_name:
                 return cand
 
-    def _add(self, op: "Op", inputs: tuple[Node, ...], dtype: np.dtype, shape: Shape,
-             name: str | None) -> Node:
+    def _add(self, op: "Op", inputs: tuple[Node, ...], dtype: np.dtype, shape: Shape, name: str | None) -> Node:
         """Append a node whose shape and dtype are already checked. The only place nodes are made."""
         if name is None:
             name = self._auto_name(op.name)
         else:
             self._check_new_name(name, op.name)
-        node = Node(name=name, op=op, inputs=tuple(inputs), shape=tuple(shape), dtype=np.dtype(dtype),
-                    graph=self, index=len(self._nodes), is_gradient=self._in_gradient, origin=self._origin)
+        node = Node(
+            name=name,
+            op=op,
+            inputs=tuple(inputs),
+            shape=tuple(shape),
+            dtype=np.dtype(dtype),
+            graph=self,
+            index=len(self._nodes),
+            is_gradient=self._in_gradient,
+            origin=self._origin,
+        )
         self._nodes.append(node)
         self._by_name[name] = node
         self._consumers[node] = []
@@ -496,13 +522,13 @@ class Graph:
             old = self._by_name[name]
             raise DuplicateNameError(
                 f"graph {self.name!r} already has a node named {name!r} ({old.op.name}, shape "
-                f"{fmt_shape(old.shape)}); give the new {opname} node another name or none")
+                f"{fmt_shape(old.shape)}); give the new {opname} node another name or none"
+            )
 
     def _rename(self, node: Node, name: str) -> Node:
         """Give a fresh node that nothing reads yet a readable name (build_grad's dJ/dx)."""
         assert not self._consumers[node] and self._nodes[node.index] is node
-        new = Node(name, node.op, node.inputs, node.shape, node.dtype, self, node.index, node.is_gradient,
-                   node.origin)
+        new = Node(name, node.op, node.inputs, node.shape, node.dtype, self, node.index, node.is_gradient, node.origin)
         self._nodes[node.index] = new
         del self._by_name[node.name]
         self._by_name[name] = new
@@ -592,8 +618,9 @@ def _check_shape(shape: Any, *, allow_none: bool, what: str) -> Shape:
     try:
         shape = tuple(shape)
     except TypeError:
-        raise ShapeError(f"{what}: shape must be a tuple of ints{' or None' if allow_none else ''}, "
-                         f"not {shape!r}") from None
+        raise ShapeError(
+            f"{what}: shape must be a tuple of ints{' or None' if allow_none else ''}, not {shape!r}"
+        ) from None
     out: list[int | None] = []
     for d in shape:
         if d is None and allow_none:
@@ -601,13 +628,16 @@ def _check_shape(shape: Any, *, allow_none: bool, what: str) -> Shape:
         elif isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0:
             out.append(int(d))
         else:
-            raise ShapeError(f"{what}: dimension {d!r} in shape {shape!r} must be a non-negative int"
-                             f"{' or None (fixed when the program runs)' if allow_none else ''}")
+            raise ShapeError(
+                f"{what}: dimension {d!r} in shape {shape!r} must be a non-negative int"
+                f"{' or None (fixed when the program runs)' if allow_none else ''}"
+            )
     return tuple(out)
 
 
 def _unknown_name(graph: Graph, name: str) -> str:
     import difflib
+
     lowered = {n.lower(): n for n in graph._by_name}
     close = [lowered[c] for c in difflib.get_close_matches(str(name).lower(), list(lowered), n=3)]
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""

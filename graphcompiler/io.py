@@ -23,31 +23,43 @@ import numpy as np
 
 from .errors import GraphCompilerError, GraphFileError, fmt_shape
 from .graph import Graph, Node, install
-from .ops import OPS                    # the allowlist of op names: the only classes a file can name
+from .ops import OPS  # the allowlist of op names: the only classes a file can name
 from .ops.base import Op
 from .ops.control import Cond, Scan, While
 
 FORMAT = "graphcompiler-graph"
-VERSION = 2                   # written; 2 added the bodies of scan, cond and while_loop
-READS = (1, 2)                # versions this loader reads: every file an earlier graphcompiler wrote
+VERSION = 2  # written; 2 added the bodies of scan, cond and while_loop
+READS = (1, 2)  # versions this loader reads: every file an earlier graphcompiler wrote
 
-DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-          "float16", "float32", "float64")                       # the dtype allowlist
+DTYPES = (
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+)  # the dtype allowlist
 
-LIMITS = {                              # the defaults of load's size limits (callers may raise or lower them)
-    "max_file_bytes": 256 * 2**20,      # the file itself, checked before it is read
+LIMITS = {  # the defaults of load's size limits (callers may raise or lower them)
+    "max_file_bytes": 256 * 2**20,  # the file itself, checked before it is read
     "max_nodes": 1_000_000,
-    "max_array_elements": 2**26,        # one parameter or constant value
-    "max_array_bytes": 256 * 2**20,     # one value, shape times item size
-    "max_total_bytes": 1024 * 2**20,    # all values together
-    "max_json_containers": 2**22,       # JSON lists and objects, counted before parsing (each costs ~64 bytes)
-    "max_json_values": 2**23,           # JSON values in lists and objects (commas), counted before parsing
+    "max_array_elements": 2**26,  # one parameter or constant value
+    "max_array_bytes": 256 * 2**20,  # one value, shape times item size
+    "max_total_bytes": 1024 * 2**20,  # all values together
+    "max_json_containers": 2**22,  # JSON lists and objects, counted before parsing (each costs ~64 bytes)
+    "max_json_values": 2**23,  # JSON values in lists and objects (commas), counted before parsing
 }
-MAX_RANK = 32                          # NumPy allows 64; no op here needs more than a handful
-MAX_NAME = 1000                        # characters in a node or graph name
-MAX_INPUTS = 4096                      # inputs of one node (concatenate takes any number)
-MAX_ATTR_ITEMS = 64                    # entries of a tuple attribute (axes, a reshape target, an index)
-MAX_INT = 2**62                        # |int| in attributes and dims: a product of dims stays in int64
+MAX_RANK = 32  # NumPy allows 64; no op here needs more than a handful
+MAX_NAME = 1000  # characters in a node or graph name
+MAX_INPUTS = 4096  # inputs of one node (concatenate takes any number)
+MAX_ATTR_ITEMS = 64  # entries of a tuple attribute (axes, a reshape target, an index)
+MAX_INT = 2**62  # |int| in attributes and dims: a product of dims stays in int64
 
 NODE_KEYS = ("name", "op", "inputs", "shape", "dtype", "attrs", "is_gradient", "origin")
 VALUE_KEYS = ("dtype", "shape", "data")
@@ -55,6 +67,7 @@ TOP_KEYS = ("format", "version", "name", "nodes")
 
 
 # -- saving ---------------------------------------------------------------------------------
+
 
 def save(graph: Graph, path: str | os.PathLike) -> None:
     """Write `graph` to `path` as one JSON file of data, atomically: a crash or a full disk while saving
@@ -65,7 +78,7 @@ def save(graph: Graph, path: str | os.PathLike) -> None:
     folder = path.parent
     for _ in range(100):
         tmp = folder / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-        try:                              # O_EXCL: never reuse (or follow a link planted at) a name
+        try:  # O_EXCL: never reuse (or follow a link planted at) a name
             fd = os.open(tmp, _WRITE_FLAGS, 0o666)
             break
         except FileExistsError:
@@ -76,7 +89,7 @@ def save(graph: Graph, path: str | os.PathLike) -> None:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -120,8 +133,11 @@ def _node_record(graph: Graph, n: Node) -> dict:
         "inputs": [x.name for x in n.inputs],
         "shape": list(n.shape),
         "dtype": n.dtype.name,
-        "attrs": ({"body": n.op.body.record(_traced_record)} if isinstance(n.op, (Scan, Cond, While)) else
-                  {k: _encode_attr(n, k, v) for k, v in n.attrs.items()}),
+        "attrs": (
+            {"body": n.op.body.record(_traced_record)}
+            if isinstance(n.op, (Scan, Cond, While))
+            else {k: _encode_attr(n, k, v) for k, v in n.attrs.items()}
+        ),
         "is_gradient": bool(n.is_gradient),
         "origin": None if n.origin is None else [n.origin[0].name, int(n.origin[1])],
     }
@@ -140,18 +156,24 @@ def _encode_attr(n: Node, key: str, v: Any):
         return int(v)
     if isinstance(v, tuple):
         return [_encode_attr(n, key, item) for item in v]
-    raise GraphCompilerError(f"node {n.name!r} ({n.op.name}): attribute {key}={v!r} of type "
-                             f"{type(v).__name__} cannot be written to a graph file (ints, bools, strings, "
-                             "floats and tuples of them only)")
+    raise GraphCompilerError(
+        f"node {n.name!r} ({n.op.name}): attribute {key}={v!r} of type "
+        f"{type(v).__name__} cannot be written to a graph file (ints, bools, strings, "
+        "floats and tuples of them only)"
+    )
 
 
 def _encode_array(arr: np.ndarray) -> dict:
     little = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
-    return {"dtype": arr.dtype.name, "shape": list(arr.shape),
-            "data": base64.b64encode(little.tobytes()).decode("ascii")}
+    return {
+        "dtype": arr.dtype.name,
+        "shape": list(arr.shape),
+        "data": base64.b64encode(little.tobytes()).decode("ascii"),
+    }
 
 
 # -- loading --------------------------------------------------------------------------------
+
 
 def load(path: str | os.PathLike, **limits: int) -> Graph:
     """Read a graph file written by `save`, validating all of it first (see docs/FORMAT.md).
@@ -164,21 +186,25 @@ def load(path: str | os.PathLike, **limits: int) -> Graph:
     try:
         info = os.stat(path)
         if not _is_regular(info.st_mode):
-            raise GraphFileError(f"{where}: not a regular file ({_file_kind(info.st_mode)}); a graph file is "
-                                 "a file written by graph.save")
+            raise GraphFileError(
+                f"{where}: not a regular file ({_file_kind(info.st_mode)}); a graph file is "
+                "a file written by graph.save"
+            )
         size = info.st_size
         if size > lim["max_file_bytes"]:
-            raise GraphFileError(f"{where}: the file has {size} bytes, over the limit max_file_bytes="
-                                 f"{lim['max_file_bytes']}; pass a larger max_file_bytes to gc.load if you "
-                                 "trust it")
+            raise GraphFileError(
+                f"{where}: the file has {size} bytes, over the limit max_file_bytes="
+                f"{lim['max_file_bytes']}; pass a larger max_file_bytes to gc.load if you "
+                "trust it"
+            )
         # O_NONBLOCK: if the path was swapped for a FIFO after the stat, open returns instead of waiting
         fd = os.open(path, _OPEN_FLAGS)
         try:
             if not _is_regular(os.fstat(fd).st_mode):
                 raise GraphFileError(f"{where}: not a regular file; a graph file is a file written by graph.save")
-            parts, left = [], size + 1          # read what stat announced (and one byte to see it grew)
+            parts, left = [], size + 1  # read what stat announced (and one byte to see it grew)
             while left > 0:
-                part = os.read(fd, left)          # one read for a regular file, as a rule
+                part = os.read(fd, left)  # one read for a regular file, as a rule
                 if not part:
                     break
                 parts.append(part)
@@ -190,8 +216,9 @@ def load(path: str | os.PathLike, **limits: int) -> Graph:
     except OSError as e:
         raise GraphFileError(f"{where}: cannot read the graph file: {e.strerror or e}") from None
     except MemoryError:
-        raise GraphFileError(f"{where}: out of memory while reading the file ({size} bytes); lower "
-                             "max_file_bytes or free memory") from None
+        raise GraphFileError(
+            f"{where}: out of memory while reading the file ({size} bytes); lower max_file_bytes or free memory"
+        ) from None
     return _load(data, where, lim)
 
 
@@ -213,18 +240,22 @@ def _limits(overrides: dict) -> dict:
 
 def _load(data: str | bytes, where: str, lim: dict) -> Graph:
     if len(data) > lim["max_file_bytes"]:
-        raise GraphFileError(f"{where}: the file has more than max_file_bytes={lim['max_file_bytes']} bytes; "
-                             "pass a larger max_file_bytes if you trust it")
+        raise GraphFileError(
+            f"{where}: the file has more than max_file_bytes={lim['max_file_bytes']} bytes; "
+            "pass a larger max_file_bytes if you trust it"
+        )
     _count_json(data, where, lim)
     try:
         doc = _parse_json(data, where)
         specs, name = _check_document(doc, where, lim)
         return _build(specs, name, where)
-    except MemoryError:                 # never a raw MemoryError: the file is refused, the process goes on
+    except MemoryError:  # never a raw MemoryError: the file is refused, the process goes on
         doc = specs = None
-        raise GraphFileError(f"{where}: out of memory while loading the graph file ({len(data)} bytes); it is "
-                             "bigger than this machine can load: lower the limits of gc.load "
-                             "(max_json_containers, max_json_values, max_file_bytes) or free memory") from None
+        raise GraphFileError(
+            f"{where}: out of memory while loading the graph file ({len(data)} bytes); it is "
+            "bigger than this machine can load: lower the limits of gc.load "
+            "(max_json_containers, max_json_values, max_file_bytes) or free memory"
+        ) from None
 
 
 def _count_json(data: str | bytes, where: str, lim: dict) -> None:
@@ -236,24 +267,30 @@ def _count_json(data: str | bytes, where: str, lim: dict) -> None:
     characters inside strings (where names may hold brackets) told apart, in chunks, for the exact count.
     """
     if isinstance(data, str):
-        if len(data) <= 4 * 2**20 and _quick_counts(data, "[", "{", ",") <= (lim["max_json_containers"],
-                                                                            lim["max_json_values"]):
+        if len(data) <= 4 * 2**20 and _quick_counts(data, "[", "{", ",") <= (
+            lim["max_json_containers"],
+            lim["max_json_values"],
+        ):
             return
         data = data.encode("utf-8", "surrogatepass")
     elif not isinstance(data, (bytes, bytearray)):
-        return                                     # _parse_json reports the type
+        return  # _parse_json reports the type
     containers, values = _quick_counts(data, b"[", b"{", b",")
     if containers <= lim["max_json_containers"] and values <= lim["max_json_values"]:
         return
     containers, values = _counts_outside_strings(data)
     if containers > lim["max_json_containers"]:
-        raise GraphFileError(f"{where}: {containers} JSON lists and objects, over the limit max_json_containers="
-                             f"{lim['max_json_containers']} (a graph file holds a few per node); pass a larger "
-                             "max_json_containers to gc.load if you trust the file")
+        raise GraphFileError(
+            f"{where}: {containers} JSON lists and objects, over the limit max_json_containers="
+            f"{lim['max_json_containers']} (a graph file holds a few per node); pass a larger "
+            "max_json_containers to gc.load if you trust the file"
+        )
     if values > lim["max_json_values"]:
-        raise GraphFileError(f"{where}: about {values} JSON values, over the limit max_json_values="
-                             f"{lim['max_json_values']} (a graph file holds a few dozen per node); pass a "
-                             "larger max_json_values to gc.load if you trust the file")
+        raise GraphFileError(
+            f"{where}: about {values} JSON values, over the limit max_json_values="
+            f"{lim['max_json_values']} (a graph file holds a few dozen per node); pass a "
+            "larger max_json_values to gc.load if you trust the file"
+        )
 
 
 def _quick_counts(text, lb, lc, comma) -> tuple[int, int]:
@@ -270,13 +307,13 @@ _OPEN_FLAGS = os.O_RDONLY | (os.O_NONBLOCK if os.name == "posix" else os.O_BINAR
 def _counts_outside_strings(data: bytes) -> tuple[int, int]:
     """Brackets `[{` and commas outside JSON strings, in 256 KiB chunks (a quote preceded by an odd run of
     backslashes is escaped; the state of being inside a string carries from chunk to chunk)."""
-    inside, run = False, 0                      # run: backslashes ending the previous chunk
+    inside, run = False, 0  # run: backslashes ending the previous chunk
     containers = values = 0
     view = memoryview(data)
     for start in range(0, len(data), _CHUNK):
-        chunk = view[start:start + _CHUNK]
+        chunk = view[start : start + _CHUNK]
         probe = bytes(chunk)
-        if b'"' not in probe and b"\\" not in probe:          # no string starts or ends here: plain counts
+        if b'"' not in probe and b"\\" not in probe:  # no string starts or ends here: plain counts
             if not inside:
                 containers += probe.count(b"[") + probe.count(b"{")
                 values += probe.count(b",")
@@ -286,11 +323,11 @@ def _counts_outside_strings(data: bytes) -> tuple[int, int]:
         n = a.size
         pos = np.arange(n, dtype=np.int32)
         slash = a == 92
-        last_other = np.maximum.accumulate(np.where(slash, np.int32(-1), pos))     # last non-backslash at or before k
+        last_other = np.maximum.accumulate(np.where(slash, np.int32(-1), pos))  # last non-backslash at or before k
         quotes = np.flatnonzero(a == 34)
         before = quotes - 1
         runs = np.where(before >= 0, before - last_other[np.maximum(before, 0)], 0)
-        runs = np.where(before - runs < 0, runs + run, runs) if quotes.size else runs   # run from the last chunk
+        runs = np.where(before - runs < 0, runs + run, runs) if quotes.size else runs  # run from the last chunk
         real = quotes[runs % 2 == 0]
         toggles = np.zeros(n + 1, np.int8)
         toggles[real + 1] = 1
@@ -306,13 +343,18 @@ def _counts_outside_strings(data: bytes) -> tuple[int, int]:
 
 
 def _is_regular(mode: int) -> bool:
-    return mode & 0o170000 == 0o100000            # S_ISREG
+    return mode & 0o170000 == 0o100000  # S_ISREG
 
 
 def _file_kind(mode: int) -> str:
-    kind = mode & 0o170000                        # the S_IF* bits of stat's st_mode
-    return {0o040000: "a directory", 0o010000: "a FIFO (named pipe)", 0o140000: "a socket",
-            0o020000: "a character device", 0o060000: "a block device"}.get(kind, "not a regular file")
+    kind = mode & 0o170000  # the S_IF* bits of stat's st_mode
+    return {
+        0o040000: "a directory",
+        0o010000: "a FIFO (named pipe)",
+        0o140000: "a socket",
+        0o020000: "a character device",
+        0o060000: "a block device",
+    }.get(kind, "not a regular file")
 
 
 class _Problem(Exception):
@@ -348,7 +390,7 @@ def _parse_json(data: str | bytes, where: str) -> Any:
         raise GraphFileError(f"{where}: the JSON is nested too deeply to be a graph file") from None
     except json.JSONDecodeError as e:
         raise GraphFileError(f"{where}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    except ValueError as e:          # an integer too long to convert, and the like
+    except ValueError as e:  # an integer too long to convert, and the like
         raise GraphFileError(f"{where}: not a valid graph file ({e})") from None
 
 
@@ -370,30 +412,37 @@ class _Spec:
 
 def _check_document(doc: Any, where: str, lim: dict) -> tuple[list[_Spec], str]:
     if not isinstance(doc, dict):
-        raise GraphFileError(f"{where}: the top level must be a JSON object with {', '.join(TOP_KEYS)}; "
-                             f"got a {_json_type(doc)}")
+        raise GraphFileError(
+            f"{where}: the top level must be a JSON object with {', '.join(TOP_KEYS)}; got a {_json_type(doc)}"
+        )
     fmt = doc.get("format")
     if fmt != FORMAT:
-        raise GraphFileError(f"{where}: field \"format\" is {_short(fmt)}, not {FORMAT!r}; this is not a "
-                             "graphcompiler graph file")
+        raise GraphFileError(
+            f'{where}: field "format" is {_short(fmt)}, not {FORMAT!r}; this is not a graphcompiler graph file'
+        )
     version: Any = doc.get("version")
     if not _is_int(version):
-        raise GraphFileError(f"{where}: field \"version\" must be an integer, got {_short(version)}")
+        raise GraphFileError(f'{where}: field "version" must be an integer, got {_short(version)}')
     if version not in READS:
         hint = "; it was written by a newer graphcompiler: upgrade to read it" if version > VERSION else ""
-        raise GraphFileError(f"{where}: format version {version} is not supported (this graphcompiler reads "
-                             f"versions {', '.join(map(str, READS))}){hint}")
+        raise GraphFileError(
+            f"{where}: format version {version} is not supported (this graphcompiler reads "
+            f"versions {', '.join(map(str, READS))}){hint}"
+        )
     extra = sorted(set(doc) - set(TOP_KEYS))
     if extra:
-        raise GraphFileError(f"{where}: unknown top-level field(s) {', '.join(map(repr, extra))}; version "
-                             f"{VERSION} has {', '.join(TOP_KEYS)}")
+        raise GraphFileError(
+            f"{where}: unknown top-level field(s) {', '.join(map(repr, extra))}; version "
+            f"{VERSION} has {', '.join(TOP_KEYS)}"
+        )
     name = doc.get("name", "graph")
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
-        raise GraphFileError(f"{where}: field \"name\" must be a non-empty string of at most {MAX_NAME} "
-                             f"characters, got {_short(name)}")
+        raise GraphFileError(
+            f'{where}: field "name" must be a non-empty string of at most {MAX_NAME} characters, got {_short(name)}'
+        )
     nodes = doc.get("nodes")
     if not isinstance(nodes, list):
-        raise GraphFileError(f"{where}: field \"nodes\" must be a list of node objects, got {_short(nodes)}")
+        raise GraphFileError(f'{where}: field "nodes" must be a list of node objects, got {_short(nodes)}')
     if len(nodes) > lim["max_nodes"]:
         raise GraphFileError(f"{where}: {len(nodes)} nodes, over the limit max_nodes={lim['max_nodes']}")
     specs: list[_Spec] = []
@@ -409,39 +458,43 @@ def _check_document(doc: Any, where: str, lim: dict) -> tuple[list[_Spec], str]:
 def _check_inputs(inputs: Any, at: str, name: str, opname: str, arity: int | None, by_name: dict) -> list:
     """A node's "inputs": names of earlier nodes, as many as its op takes."""
     if not isinstance(inputs, list) or len(inputs) > MAX_INPUTS:
-        raise GraphFileError(f"{at}, field \"inputs\": must be a list of at most {MAX_INPUTS} node names, "
-                             f"got {_short(inputs)}")
+        raise GraphFileError(
+            f'{at}, field "inputs": must be a list of at most {MAX_INPUTS} node names, got {_short(inputs)}'
+        )
     for k, src in enumerate(inputs):
         if not isinstance(src, str):
-            raise GraphFileError(f"{at}, field \"inputs\"[{k}]: must be a node name, got {_short(src)}")
+            raise GraphFileError(f'{at}, field "inputs"[{k}]: must be a node name, got {_short(src)}')
         if src not in by_name:
-            why = ("is the node itself (a cycle)" if src == name else
-                   "does not name an earlier node; inputs must come before the nodes that read them")
-            raise GraphFileError(f"{at}, field \"inputs\"[{k}]: {_short(src, quote=True)} {why}")
+            why = (
+                "is the node itself (a cycle)"
+                if src == name
+                else "does not name an earlier node; inputs must come before the nodes that read them"
+            )
+            raise GraphFileError(f'{at}, field "inputs"[{k}]: {_short(src, quote=True)} {why}')
     if arity is not None and len(inputs) != arity:
-        raise GraphFileError(f"{at}, field \"inputs\": {opname} takes {arity} input(s), got {len(inputs)}")
+        raise GraphFileError(f'{at}, field "inputs": {opname} takes {arity} input(s), got {len(inputs)}')
     if arity is None and not inputs:
-        raise GraphFileError(f"{at}, field \"inputs\": {opname} needs at least one input")
+        raise GraphFileError(f'{at}, field "inputs": {opname} needs at least one input')
     return inputs
 
 
 def _check_origin(origin: Any, at: str, is_gradient: bool, by_name: dict) -> tuple | None:
     """A node's "origin": null, or [forward node name, input index] on a gradient node."""
     if origin is not None:
-        if not (isinstance(origin, list) and len(origin) == 2 and isinstance(origin[0], str)
-                and _is_int(origin[1])):
-            raise GraphFileError(f"{at}, field \"origin\": must be null or [forward node name, input index], "
-                                 f"got {_short(origin)}")
+        if not (isinstance(origin, list) and len(origin) == 2 and isinstance(origin[0], str) and _is_int(origin[1])):
+            raise GraphFileError(
+                f'{at}, field "origin": must be null or [forward node name, input index], got {_short(origin)}'
+            )
         fwd = by_name.get(origin[0])
         if fwd is None:
-            raise GraphFileError(f"{at}, field \"origin\": {_short(origin[0], quote=True)} does not name an "
-                                 "earlier node")
+            raise GraphFileError(f'{at}, field "origin": {_short(origin[0], quote=True)} does not name an earlier node')
         if not 0 <= origin[1] < len(fwd.inputs):
-            raise GraphFileError(f"{at}, field \"origin\": input index {origin[1]} is out of range for "
-                                 f"{origin[0]!r} ({fwd.op}), which has {len(fwd.inputs)} input(s)")
+            raise GraphFileError(
+                f'{at}, field "origin": input index {origin[1]} is out of range for '
+                f"{origin[0]!r} ({fwd.op}), which has {len(fwd.inputs)} input(s)"
+            )
         if not is_gradient:
-            raise GraphFileError(f"{at}, field \"origin\": only gradient nodes (is_gradient true) have an "
-                                 "origin")
+            raise GraphFileError(f'{at}, field "origin": only gradient nodes (is_gradient true) have an origin')
         origin = (origin[0], origin[1])
     return origin
 
@@ -452,11 +505,13 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
         raise GraphFileError(f"{at}: a node must be a JSON object, got a {_json_type(rec)}")
     name = rec.get("name")
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
-        raise GraphFileError(f"{at}, field \"name\": must be a non-empty string of at most {MAX_NAME} "
-                             f"characters, got {_short(name)}")
+        raise GraphFileError(
+            f'{at}, field "name": must be a non-empty string of at most {MAX_NAME} characters, got {_short(name)}'
+        )
     if name in by_name:
-        raise GraphFileError(f"{at}, field \"name\": the name {name!r} is already used by node "
-                             f"{by_name[name].index}; names must be unique")
+        raise GraphFileError(
+            f'{at}, field "name": the name {name!r} is already used by node {by_name[name].index}; names must be unique'
+        )
     at = f"{where}: node {i} {name!r}"
     missing = [k for k in NODE_KEYS if k not in rec]
     if missing:
@@ -467,32 +522,36 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
 
     opname = rec["op"]
     if not isinstance(opname, str) or opname not in OPS:
-        close = (difflib.get_close_matches(opname, list(OPS), n=1)
-                 if isinstance(opname, str) and len(opname) <= 100 else [])     # difflib is quadratic
+        close = (
+            difflib.get_close_matches(opname, list(OPS), n=1) if isinstance(opname, str) and len(opname) <= 100 else []
+        )  # difflib is quadratic
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise GraphFileError(f"{at}, field \"op\": {_short(opname)} is not an op of this graphcompiler"
-                             f"{hint}; only the ops of gc.OPS can be loaded (an op of your own: "
-                             "gc.register_op(cls) before loading)")
+        raise GraphFileError(
+            f'{at}, field "op": {_short(opname)} is not an op of this graphcompiler'
+            f"{hint}; only the ops of gc.OPS can be loaded (an op of your own: "
+            "gc.register_op(cls) before loading)"
+        )
     at = f"{where}: node {i} {name!r} ({opname})"
     cls = OPS[opname]
 
     inputs = _check_inputs(rec["inputs"], at, name, opname, cls.arity, by_name)
 
-    shape = _check_dims(rec["shape"], f"{at}, field \"shape\"", allow_none=opname != "parameter"
-                        and opname != "constant")
-    if opname in CONTROL_OPS:          # a traced body: nested graphs, checked like the file itself
+    shape = _check_dims(rec["shape"], f'{at}, field "shape"', allow_none=opname != "parameter" and opname != "constant")
+    if opname in CONTROL_OPS:  # a traced body: nested graphs, checked like the file itself
         if rec["dtype"] != "object" or shape != ():
-            raise GraphFileError(f"{at}: a {opname} node has shape [] and dtype \"object\" (its value holds "
-                                 f"its results), got {_short(rec['shape'])} and {_short(rec['dtype'])}")
+            raise GraphFileError(
+                f'{at}: a {opname} node has shape [] and dtype "object" (its value holds '
+                f"its results), got {_short(rec['shape'])} and {_short(rec['dtype'])}"
+            )
         dtype = np.dtype(object)
         attrs = _check_control_attrs(cls, rec["attrs"], at, lim)
     else:
-        dtype = _check_dtype(rec["dtype"], f"{at}, field \"dtype\"")
+        dtype = _check_dtype(rec["dtype"], f'{at}, field "dtype"')
         attrs = _check_attrs(cls, rec["attrs"], at)
 
     is_gradient = rec["is_gradient"]
     if not isinstance(is_gradient, bool):
-        raise GraphFileError(f"{at}, field \"is_gradient\": must be true or false, got {_short(is_gradient)}")
+        raise GraphFileError(f'{at}, field "is_gradient": must be true or false, got {_short(is_gradient)}')
     origin = _check_origin(rec["origin"], at, is_gradient, by_name)
 
     value = None
@@ -500,11 +559,11 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
         raw = rec.get("value")
         if raw is None:
             if opname == "constant":
-                raise GraphFileError(f"{at}, field \"value\": a constant needs its value")
+                raise GraphFileError(f'{at}, field "value": a constant needs its value')
         else:
-            value = _check_array(raw, f"{at}, field \"value\"", shape, dtype, lim, total)
+            value = _check_array(raw, f'{at}, field "value"', shape, dtype, lim, total)
     elif "value" in rec:
-        raise GraphFileError(f"{at}, field \"value\": only parameters and constants hold a value")
+        raise GraphFileError(f'{at}, field "value": only parameters and constants hold a value')
     return _Spec(i, name, opname, inputs, shape, dtype, attrs, is_gradient, origin, value)
 
 
@@ -516,8 +575,10 @@ def _check_dims(dims: Any, at: str, *, allow_none: bool) -> tuple:
         if d is None and allow_none:
             continue
         if not _is_int(d) or not 0 <= d <= MAX_INT:
-            raise GraphFileError(f"{at}: dimension {_short(d)} in {_short(dims)} must be a non-negative "
-                                 f"integer{' or null' if allow_none else ''}")
+            raise GraphFileError(
+                f"{at}: dimension {_short(d)} in {_short(dims)} must be a non-negative "
+                f"integer{' or null' if allow_none else ''}"
+            )
         size *= d
         if size > MAX_INT:
             raise GraphFileError(f"{at}: the shape {fmt_shape(dims)} has more than 2**62 elements")
@@ -533,31 +594,40 @@ def _check_dtype(name: Any, at: str) -> np.dtype:
 def _check_array(raw: Any, at: str, shape: tuple, dtype: np.dtype, lim: dict, total: list) -> np.ndarray:
     """Check an array record against the node and the limits, then (and only then) decode it."""
     if not isinstance(raw, dict) or set(raw) != set(VALUE_KEYS):
-        raise GraphFileError(f"{at}: an array must be an object with exactly {', '.join(VALUE_KEYS)}, got "
-                             f"{_short(raw)}")
+        raise GraphFileError(
+            f"{at}: an array must be an object with exactly {', '.join(VALUE_KEYS)}, got {_short(raw)}"
+        )
     adt = _check_dtype(raw["dtype"], f"{at}.dtype")
     ashape = _check_dims(raw["shape"], f"{at}.shape", allow_none=False)
     if adt != dtype or ashape != shape:
-        raise GraphFileError(f"{at}: the value is {adt} of shape {fmt_shape(ashape)} but the node is {dtype} "
-                             f"of shape {fmt_shape(shape)}")
+        raise GraphFileError(
+            f"{at}: the value is {adt} of shape {fmt_shape(ashape)} but the node is {dtype} of shape {fmt_shape(shape)}"
+        )
     count = math.prod(ashape)
     nbytes = count * adt.itemsize
     if count > lim["max_array_elements"]:
-        raise GraphFileError(f"{at}: {count} elements, over the limit max_array_elements="
-                             f"{lim['max_array_elements']}; pass a larger limit to gc.load if you trust the file")
+        raise GraphFileError(
+            f"{at}: {count} elements, over the limit max_array_elements="
+            f"{lim['max_array_elements']}; pass a larger limit to gc.load if you trust the file"
+        )
     if nbytes > lim["max_array_bytes"]:
-        raise GraphFileError(f"{at}: {nbytes} bytes, over the limit max_array_bytes={lim['max_array_bytes']}; "
-                             "pass a larger limit to gc.load if you trust the file")
+        raise GraphFileError(
+            f"{at}: {nbytes} bytes, over the limit max_array_bytes={lim['max_array_bytes']}; "
+            "pass a larger limit to gc.load if you trust the file"
+        )
     total[0] += nbytes
     if total[0] > lim["max_total_bytes"]:
-        raise GraphFileError(f"{at}: the values reach {total[0]} bytes in all, over the limit "
-                             f"max_total_bytes={lim['max_total_bytes']}")
+        raise GraphFileError(
+            f"{at}: the values reach {total[0]} bytes in all, over the limit max_total_bytes={lim['max_total_bytes']}"
+        )
     data = raw["data"]
-    expect = 4 * ((nbytes + 2) // 3)                       # base64 length of nbytes bytes
+    expect = 4 * ((nbytes + 2) // 3)  # base64 length of nbytes bytes
     if not isinstance(data, str) or len(data) != expect:
         got = f"{len(data)} characters" if isinstance(data, str) else _short(data)
-        raise GraphFileError(f"{at}.data: must be base64 of {nbytes} bytes ({fmt_shape(ashape)} x "
-                             f"{adt.itemsize} bytes), i.e. {expect} characters; got {got}")
+        raise GraphFileError(
+            f"{at}.data: must be base64 of {nbytes} bytes ({fmt_shape(ashape)} x "
+            f"{adt.itemsize} bytes), i.e. {expect} characters; got {got}"
+        )
     try:
         buf = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as e:
@@ -567,7 +637,7 @@ def _check_array(raw: Any, at: str, shape: tuple, dtype: np.dtype, lim: dict, to
     return np.frombuffer(buf, dtype=adt.newbyteorder("<"), count=count).astype(adt).reshape(ashape)
 
 
-_FIELDS: dict[type, dict] = {}        # op class -> its dataclass fields (dataclasses.fields is slow per call)
+_FIELDS: dict[type, dict] = {}  # op class -> its dataclass fields (dataclasses.fields is slow per call)
 
 
 def _check_attrs(cls: type[Op], attrs: Any, at: str) -> dict:
@@ -576,14 +646,16 @@ def _check_attrs(cls: type[Op], attrs: Any, at: str) -> dict:
     if fields is None:
         fields = _FIELDS[cls] = {f.name: f for f in dataclasses.fields(cls)}
     if not isinstance(attrs, dict):
-        raise GraphFileError(f"{at}, field \"attrs\": must be an object, got {_short(attrs)}")
+        raise GraphFileError(f'{at}, field "attrs": must be an object, got {_short(attrs)}')
     unknown = sorted(set(attrs) - set(fields))
     missing = sorted(set(fields) - set(attrs))
     if unknown or missing:
-        raise GraphFileError(f"{at}, field \"attrs\": {cls.name} has attributes "
-                             f"{', '.join(fields) or 'none'}"
-                             + (f"; unknown: {', '.join(map(repr, unknown))}" if unknown else "")
-                             + (f"; missing: {', '.join(map(repr, missing))}" if missing else ""))
+        raise GraphFileError(
+            f'{at}, field "attrs": {cls.name} has attributes '
+            f"{', '.join(fields) or 'none'}"
+            + (f"; unknown: {', '.join(map(repr, unknown))}" if unknown else "")
+            + (f"; missing: {', '.join(map(repr, missing))}" if missing else "")
+        )
     out = {}
     for key, f in fields.items():
         out[key] = _check_attr(key, f.default, attrs[key], f"{at}, attribute {key!r}")
@@ -629,40 +701,50 @@ def _check_index(v: list, at: str) -> tuple:
     for item in v:
         ok = isinstance(item, list) and item and isinstance(item[0], str)
         kind = item[0] if ok else None
-        if kind == "s" and len(item) == 4 and all(b is None or _is_int(b) and abs(b) <= MAX_INT
-                                                    for b in item[1:]) and item[3] != 0:
+        if (
+            kind == "s"
+            and len(item) == 4
+            and all(b is None or _is_int(b) and abs(b) <= MAX_INT for b in item[1:])
+            and item[3] != 0
+        ):
             out.append(tuple(item))
         elif kind == "i" and len(item) == 2 and _is_int(item[1]) and abs(item[1]) <= MAX_INT:
             out.append(tuple(item))
         elif kind in ("new", "...") and len(item) == 1:
             out.append((kind,))
         else:
-            raise GraphFileError(f"{at}: entry {_short(item)} is not an index item; use [\"s\", start, stop, "
-                                 "step] (a non-zero step), [\"i\", k], [\"new\"] or [\"...\"]")
+            raise GraphFileError(
+                f'{at}: entry {_short(item)} is not an index item; use ["s", start, stop, '
+                'step] (a non-zero step), ["i", k], ["new"] or ["..."]'
+            )
     if out.count(("...",)) > 1:
-        raise GraphFileError(f"{at}: an index can have only one [\"...\"]")
+        raise GraphFileError(f'{at}: an index can have only one ["..."]')
     return tuple(out)
 
 
 # -- control flow: bodies as nested graphs (ops/control.py) ------------------------------------------
 
 CONTROL_OPS = ("scan", "cond", "while_loop")
-MAX_DEPTH = 8                          # bodies inside bodies
+MAX_DEPTH = 8  # bodies inside bodies
 
 
 def _traced_record(traced) -> dict:
     """A traced body: its graph (nodes as in the file itself), and the names of its inputs and outputs."""
     g = traced.graph
-    return {"graph": {"name": g.name, "nodes": [_node_record(g, m) for m in g.nodes]},
-            "inputs": [x.name for x in traced.inputs], "captured": [x.name for x in traced.captured_inputs],
-            "outputs": [o.name for o in traced.outputs]}
+    return {
+        "graph": {"name": g.name, "nodes": [_node_record(g, m) for m in g.nodes]},
+        "inputs": [x.name for x in traced.inputs],
+        "captured": [x.name for x in traced.captured_inputs],
+        "outputs": [o.name for o in traced.outputs],
+    }
 
 
 def _check_control_attrs(cls: type[Op], attrs: Any, at: str, lim: dict) -> dict:
-    assert issubclass(cls, (Scan, Cond, While))        # the classes CONTROL_OPS names in OPS
+    assert issubclass(cls, (Scan, Cond, While))  # the classes CONTROL_OPS names in OPS
     if not isinstance(attrs, dict) or set(attrs) != {"body"} or not isinstance(attrs["body"], dict):
-        raise GraphFileError(f"{at}, field \"attrs\": a {cls.name} node has one attribute, \"body\" (an object), "
-                             f"got {_short(attrs)}")
+        raise GraphFileError(
+            f'{at}, field "attrs": a {cls.name} node has one attribute, "body" (an object), got {_short(attrs)}'
+        )
     depth = lim.get("depth", 0) + 1
     if depth > MAX_DEPTH:
         raise GraphFileError(f"{at}: bodies nested more than {MAX_DEPTH} deep")
@@ -671,25 +753,28 @@ def _check_control_attrs(cls: type[Op], attrs: Any, at: str, lim: dict) -> dict:
     def traced_of(doc: Any, what: str):
         where = f"{at}, body {what}"
         if not isinstance(doc, dict) or set(doc) != {"graph", "inputs", "captured", "outputs"}:
-            raise GraphFileError(f"{where}: must be an object with graph, inputs, captured and outputs, got "
-                                 f"{_short(doc)}")
+            raise GraphFileError(
+                f"{where}: must be an object with graph, inputs, captured and outputs, got {_short(doc)}"
+            )
         gdoc = doc["graph"]
         if not isinstance(gdoc, dict) or set(gdoc) != {"name", "nodes"}:
-            raise GraphFileError(f"{where}, field \"graph\": must be an object with name and nodes")
+            raise GraphFileError(f'{where}, field "graph": must be an object with name and nodes')
         specs, name = _check_document({"format": FORMAT, "version": VERSION, **gdoc}, where, sub)
         graph = _build(specs, name, where)
         lists = []
         for key in ("inputs", "captured", "outputs"):
             names = doc[key]
             if not isinstance(names, list) or not all(isinstance(x, str) and x in graph for x in names):
-                raise GraphFileError(f"{where}, field {key!r}: must be a list of names of the body's nodes, got "
-                                     f"{_short(names)}")
+                raise GraphFileError(
+                    f"{where}, field {key!r}: must be a list of names of the body's nodes, got {_short(names)}"
+                )
             nodes = [graph[x] for x in names]
             if key != "outputs" and any(x.op.name != "input" for x in nodes):
                 raise GraphFileError(f"{where}, field {key!r}: every entry must name an input of the body")
             lists.append(nodes)
-        if len(set(lists[0] + lists[1])) != len(lists[0]) + len(lists[1]) or \
-                len(lists[0]) + len(lists[1]) != len(graph.inputs()):
+        if len(set(lists[0] + lists[1])) != len(lists[0]) + len(lists[1]) or len(lists[0]) + len(lists[1]) != len(
+            graph.inputs()
+        ):
             raise GraphFileError(f"{where}: inputs and captured must name each input of the body once")
         return lists
 
@@ -697,12 +782,13 @@ def _check_control_attrs(cls: type[Op], attrs: Any, at: str, lim: dict) -> dict:
         body = cls.body_type.from_record(attrs["body"], traced_of)
     except GraphFileError:
         raise
-    except Exception as e:             # the body's own consistency checks
+    except Exception as e:  # the body's own consistency checks
         raise GraphFileError(f"{at}, attribute 'body': {type(e).__name__}: {e}") from None
     return {"body": body}
 
 
 # -- building -------------------------------------------------------------------------------
+
 
 def _build(specs: list[_Spec], name: str, where: str) -> Graph:
     """Make the graph node by node from checked records, re-running every op's shape rule."""
@@ -711,20 +797,23 @@ def _build(specs: list[_Spec], name: str, where: str) -> Graph:
         at = f"{where}: node {s.index} {s.name!r} ({s.op})"
         try:
             op = OPS[s.op](**s.attrs)
-        except Exception as e:          # an op's own check of its attributes
-            raise GraphFileError(f"{at}, field \"attrs\": rejected by {s.op}: {e}") from None
+        except Exception as e:  # an op's own check of its attributes
+            raise GraphFileError(f'{at}, field "attrs": rejected by {s.op}: {e}') from None
         inputs = tuple(graph[x] for x in s.inputs)
         if inputs:
             _check_axes(s, op, inputs, at)
             try:
                 shape, dtype = op.infer(*inputs)
-            except Exception as e:      # ShapeError, DTypeError, or an attribute the rule cannot use
+            except Exception as e:  # ShapeError, DTypeError, or an attribute the rule cannot use
                 shapes = ", ".join(f"{x.name} {fmt_shape(x.shape)} {x.dtype}" for x in inputs)
-                raise GraphFileError(f"{at}: shape inference fails on inputs {shapes}: "
-                                     f"{type(e).__name__}: {e}") from None
+                raise GraphFileError(
+                    f"{at}: shape inference fails on inputs {shapes}: {type(e).__name__}: {e}"
+                ) from None
             if tuple(shape) != s.shape or np.dtype(dtype) != s.dtype:
-                raise GraphFileError(f"{at}: the file says shape {fmt_shape(s.shape)} and dtype {s.dtype}, but "
-                                     f"shape inference gives {fmt_shape(shape)} and {np.dtype(dtype)}")
+                raise GraphFileError(
+                    f"{at}: the file says shape {fmt_shape(s.shape)} and dtype {s.dtype}, but "
+                    f"shape inference gives {fmt_shape(shape)} and {np.dtype(dtype)}"
+                )
         origin = None if s.origin is None else (graph[s.origin[0]], s.origin[1])
         if s.is_gradient:
             with graph._gradient_scope(origin):
@@ -745,31 +834,39 @@ def _check_axes(s: _Spec, op, inputs: tuple[Node, ...], at: str) -> None:
         v = s.attrs.get(key)
         if v is None or isinstance(v, bool):
             continue
-        for a in (v if isinstance(v, tuple) else (v,)):
+        for a in v if isinstance(v, tuple) else (v,):
             if isinstance(a, int) and not 0 <= a < rank:
-                raise GraphFileError(f"{at}, attribute {key!r}: axis {a} is out of range for rank {rank} "
-                                     "(axes are written non-negative)")
+                raise GraphFileError(
+                    f"{at}, attribute {key!r}: axis {a} is out of range for rank {rank} (axes are written non-negative)"
+                )
     part = s.attrs.get("part")
     if isinstance(part, int) and not 0 <= part < len(inputs) - 1:
         raise GraphFileError(f"{at}, attribute 'part': {part} is out of range for {len(inputs) - 1} parts")
     index = s.attrs.get("index")
     if isinstance(index, tuple):
-        indexed = inputs[-1]              # getitem indexes its input; scatter_like writes into `like`
+        indexed = inputs[-1]  # getitem indexes its input; scatter_like writes into `like`
         used = sum(1 for it in index if it[0] in ("i", "s"))
         if used > indexed.ndim:
-            raise GraphFileError(f"{at}, attribute 'index': {used} indices for {indexed.name!r} of rank "
-                                 f"{indexed.ndim}")
+            raise GraphFileError(f"{at}, attribute 'index': {used} indices for {indexed.name!r} of rank {indexed.ndim}")
 
 
 # -- small helpers --------------------------------------------------------------------------
+
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _json_type(v: Any) -> str:
-    return {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number",
-            type(None): "null"}.get(type(v), type(v).__name__)
+    return {
+        dict: "object",
+        list: "list",
+        str: "string",
+        bool: "boolean",
+        int: "number",
+        float: "number",
+        type(None): "null",
+    }.get(type(v), type(v).__name__)
 
 
 def _short(v: Any, limit: int = 60, quote: bool = False) -> str:
@@ -783,4 +880,4 @@ def _short(v: Any, limit: int = 60, quote: bool = False) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-install(Graph, save=save)   # g.save(path): installed from this layer, so graph.py imports no file code
+install(Graph, save=save)  # g.save(path): installed from this layer, so graph.py imports no file code

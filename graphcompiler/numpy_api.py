@@ -48,15 +48,19 @@ class OpNotAvailableError(UnsupportedFunctionError):
 
 # -- the gc ops, resolved at call time --------------------------------------------------------
 
+
 def _gc(path: str, for_what: str) -> Callable:
     """gc.<path> (e.g. "einsum", "linalg.solve"), looked up now so ops added later are found."""
     import graphcompiler as gc
+
     obj: Any = gc
     for part in path.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
-            raise OpNotAvailableError(f"{for_what} needs gc.{path}, not available in this build of graphcompiler; "
-                                      "write it with other NumPy functions, or use a build that has that op")
+            raise OpNotAvailableError(
+                f"{for_what} needs gc.{path}, not available in this build of graphcompiler; "
+                "write it with other NumPy functions, or use a build that has that op"
+            )
     return obj
 
 
@@ -65,6 +69,7 @@ def _op(path: str, for_what: str):
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
 
 def _graph_of(*objs):
     """The graph of the first node found in objs (nested lists and tuples searched)."""
@@ -95,8 +100,9 @@ def _lift(value, graph, like: np.dtype | None = None) -> Node:
         return graph.constant(np.array(value))
     arr = np.asarray(value)
     if arr.dtype == object or arr.dtype.kind not in "biuf":
-        raise DTypeError(f"cannot use {type(value).__name__} {value!r} as a graph value; give a node, a number "
-                         "or a numeric array")
+        raise DTypeError(
+            f"cannot use {type(value).__name__} {value!r} as a graph value; give a node, a number or a numeric array"
+        )
     return graph.constant(arr)
 
 
@@ -111,14 +117,16 @@ def _no_value(node: Node, what: str) -> GraphCompilerError:
     return GraphCompilerError(
         f"{what}: node {node.name!r} ({node.op.name}, shape {fmt_shape(node.shape)}, {node.dtype}) has no value "
         "until a program runs; compile it (gc.compile, gc.function) and run it to get a NumPy array, or keep "
-        "computing with graph ops")
+        "computing with graph ops"
+    )
 
 
 def _refuse_out(out, fname: str) -> None:
     if out is not None and not (isinstance(out, tuple) and all(o is None for o in out)):
         raise UnsupportedFunctionError(
             f"{fname}(..., out=...) cannot write into an array or a node: a graph only grows and a node has no "
-            f"storage until a program runs; drop out= and use the returned node")
+            f"storage until a program runs; drop out= and use the returned node"
+        )
 
 
 def _refuse(cond: bool, fname: str, what: str) -> None:
@@ -129,8 +137,10 @@ def _refuse(cond: bool, fname: str, what: str) -> None:
 def _static(node: Node, fname: str, dims=None) -> tuple:
     shape = node.shape if dims is None else tuple(node.shape[d] for d in dims)
     if any(d is None for d in shape):
-        raise ShapeError(f"{fname} needs a static shape, but {node.name!r} ({node.op.name}) has shape "
-                         f"{fmt_shape(node.shape)}; give the input a fixed size (gc.Spec with ints)")
+        raise ShapeError(
+            f"{fname} needs a static shape, but {node.name!r} ({node.op.name}) has shape "
+            f"{fmt_shape(node.shape)}; give the input a fixed size (gc.Spec with ints)"
+        )
     return shape
 
 
@@ -139,6 +149,7 @@ def _keep(y, x: Node, axis, keepdims: bool):
     if not keepdims:
         return y
     from .ops import shape as S
+
     axes = tuple(range(x.ndim)) if axis is None else (axis,) if isinstance(axis, (int, np.integer)) else axis
     axes = tuple(int(a) % x.ndim for a in axes)
     return S.expand_dims(y, axes) if axes else y
@@ -146,48 +157,66 @@ def _keep(y, x: Node, axis, keepdims: bool):
 
 def _flat(x):
     from .ops import shape as S
+
     return S.reshape(x, (-1,))
 
 
 # -- ufuncs (NEP 13) --------------------------------------------------------------------------
 
+
 def _ufunc_table() -> dict:
     """ufunc -> a function of its inputs building the node; each resolves its gc op at call time."""
     from .ops import elementwise as E
+
     t: dict = {
-        np.add: _op("add", "numpy.add"), np.subtract: _op("subtract", "numpy.subtract"),
-        np.multiply: _op("multiply", "numpy.multiply"), np.true_divide: _op("divide", "numpy.divide"),
-        np.negative: _op("negative", "numpy.negative"), np.power: _op("power", "numpy.power"),
-        np.square: _op("square", "numpy.square"), np.sqrt: _op("sqrt", "numpy.sqrt"),
-        np.exp: _op("exp", "numpy.exp"), np.log: _op("log", "numpy.log"), np.log1p: _op("log1p", "numpy.log1p"),
+        np.add: _op("add", "numpy.add"),
+        np.subtract: _op("subtract", "numpy.subtract"),
+        np.multiply: _op("multiply", "numpy.multiply"),
+        np.true_divide: _op("divide", "numpy.divide"),
+        np.negative: _op("negative", "numpy.negative"),
+        np.power: _op("power", "numpy.power"),
+        np.square: _op("square", "numpy.square"),
+        np.sqrt: _op("sqrt", "numpy.sqrt"),
+        np.exp: _op("exp", "numpy.exp"),
+        np.log: _op("log", "numpy.log"),
+        np.log1p: _op("log1p", "numpy.log1p"),
         np.expm1: _op("expm1", "numpy.expm1"),
-        np.sin: _op("sin", "numpy.sin"), np.cos: _op("cos", "numpy.cos"), np.tan: _op("tan", "numpy.tan"),
-        np.arctan: _op("arctan", "numpy.arctan"), np.sinh: _op("sinh", "numpy.sinh"),
-        np.cosh: _op("cosh", "numpy.cosh"), np.tanh: _op("tanh", "numpy.tanh"),
-        np.absolute: _op("abs", "numpy.absolute"), np.fabs: _op("abs", "numpy.fabs"),
+        np.sin: _op("sin", "numpy.sin"),
+        np.cos: _op("cos", "numpy.cos"),
+        np.tan: _op("tan", "numpy.tan"),
+        np.arctan: _op("arctan", "numpy.arctan"),
+        np.sinh: _op("sinh", "numpy.sinh"),
+        np.cosh: _op("cosh", "numpy.cosh"),
+        np.tanh: _op("tanh", "numpy.tanh"),
+        np.absolute: _op("abs", "numpy.absolute"),
+        np.fabs: _op("abs", "numpy.fabs"),
         np.sign: _op("sign", "numpy.sign"),
-        np.maximum: _op("maximum", "numpy.maximum"), np.minimum: _op("minimum", "numpy.minimum"),
-        np.greater: _op("greater", "numpy.greater"), np.less: _op("less", "numpy.less"),
+        np.maximum: _op("maximum", "numpy.maximum"),
+        np.minimum: _op("minimum", "numpy.minimum"),
+        np.greater: _op("greater", "numpy.greater"),
+        np.less: _op("less", "numpy.less"),
         np.greater_equal: _op("greater_equal", "numpy.greater_equal"),
-        np.less_equal: _op("less_equal", "numpy.less_equal"), np.equal: _op("equal", "numpy.equal"),
+        np.less_equal: _op("less_equal", "numpy.less_equal"),
+        np.equal: _op("equal", "numpy.equal"),
         np.not_equal: _op("not_equal", "numpy.not_equal"),
         np.logaddexp: _op("logaddexp", "numpy.logaddexp"),
-        np.floor: _op("floor", "numpy.floor"), np.ceil: _op("ceil", "numpy.ceil"),
-        np.rint: _op("round", "numpy.rint"),                   # both round half to even
+        np.floor: _op("floor", "numpy.floor"),
+        np.ceil: _op("ceil", "numpy.ceil"),
+        np.rint: _op("round", "numpy.rint"),  # both round half to even
         np.remainder: _op("mod", "numpy.remainder"),
         np.matmul: _op("matmul", "numpy.matmul"),
         np.positive: lambda x: x if isinstance(x, Node) else E.identity(x),
-        np.reciprocal: lambda x: E.divide(1, x),                # 1/x, exactly what np.reciprocal computes
+        np.reciprocal: lambda x: E.divide(1, x),  # 1/x, exactly what np.reciprocal computes
         np.exp2: lambda x: E.power(2, x),
         np.log2: lambda x: E.multiply(E.log(x), 1 / math.log(2)),
         np.log10: lambda x: E.multiply(E.log(x), 1 / math.log(10)),
-        np.deg2rad: lambda x: E.multiply(x, math.pi / 180.0),   # NumPy's own formula: x * (pi / 180)
+        np.deg2rad: lambda x: E.multiply(x, math.pi / 180.0),  # NumPy's own formula: x * (pi / 180)
         np.radians: lambda x: E.multiply(x, math.pi / 180.0),
         np.rad2deg: lambda x: E.multiply(x, 180.0 / math.pi),
         np.degrees: lambda x: E.multiply(x, 180.0 / math.pi),
-        np.isnan: lambda x: E.not_equal(x, x),                   # only NaN differs from itself
+        np.isnan: lambda x: E.not_equal(x, x),  # only NaN differs from itself
         np.isinf: lambda x: E.equal(E.abs(x), np.inf),
-        np.isfinite: lambda x: E.less(E.abs(x), np.inf),         # NaN < inf is False
+        np.isfinite: lambda x: E.less(E.abs(x), np.inf),  # NaN < inf is False
         np.logical_not: lambda x: E.equal(x, 0),
         np.logical_and: lambda a, b: E.minimum(E.not_equal(a, 0), E.not_equal(b, 0)),
         np.logical_or: lambda a, b: E.maximum(E.not_equal(a, 0), E.not_equal(b, 0)),
@@ -199,8 +228,14 @@ def _ufunc_table() -> dict:
 _UFUNCS: dict = {}
 # scipy.special's functions are ufuncs too: name -> gc op. Looked up only when scipy is already imported (a
 # caller passing scipy.special.erf has imported it), so `import graphcompiler` does not load SciPy.
-_SCIPY = {"expit": "sigmoid", "erf": "erf", "gammaln": "gammaln", "psi": "digamma", "log_expit": "log_sigmoid",
-          "softplus": "softplus"}
+_SCIPY = {
+    "expit": "sigmoid",
+    "erf": "erf",
+    "gammaln": "gammaln",
+    "psi": "digamma",
+    "log_expit": "log_sigmoid",
+    "softplus": "softplus",
+}
 
 
 def _scipy_entry(ufunc):
@@ -209,6 +244,8 @@ def _scipy_entry(ufunc):
     if special is None or name not in _SCIPY or getattr(special, name, None) is not ufunc:
         return None
     return _op(_SCIPY[name], f"scipy.special.{name}")
+
+
 _REDUCE = {"add": "sum", "multiply": "prod", "maximum": "max", "minimum": "min"}
 
 
@@ -230,8 +267,7 @@ def array_ufunc(self: Node, ufunc, method: str, *inputs, **kwargs):
     inputs = tuple(np.asarray(x) if isinstance(x, (list, tuple)) else x for x in inputs)
     where = kwargs.pop("where", True)
     _refuse(where is not True, fname, "where=")
-    for k, default in (("casting", "same_kind"), ("order", "K"), ("subok", True), ("signature", None),
-                       ("axes", None)):
+    for k, default in (("casting", "same_kind"), ("order", "K"), ("subok", True), ("signature", None), ("axes", None)):
         if k in kwargs and kwargs.pop(k) != default:
             raise UnsupportedFunctionError(f"{fname}: {k}= is not supported on graph nodes")
     dtype = kwargs.pop("dtype", None)
@@ -239,8 +275,9 @@ def array_ufunc(self: Node, ufunc, method: str, *inputs, **kwargs):
         _refuse(bool(kwargs), fname, f"keyword(s) {', '.join(kwargs)}")
         fn = _UFUNCS.get(ufunc) or _scipy_entry(ufunc)
         if fn is None:
-            raise UnsupportedFunctionError(f"{fname} is not supported on graph nodes (no op computes it); "
-                                           "gc.numpy_functions() lists what is")
+            raise UnsupportedFunctionError(
+                f"{fname} is not supported on graph nodes (no op computes it); gc.numpy_functions() lists what is"
+            )
         out = fn(*inputs)
         return out if dtype is None else _gc("astype", fname)(out, dtype)
     if method in ("reduce", "accumulate") and ufunc.__name__ in _REDUCE:
@@ -266,16 +303,18 @@ _FUNCTIONS: dict[Callable, Callable] = {}
 def _fname(func) -> str:
     mod = func.__module__ or "numpy"
     if mod.startswith("numpy.") and mod.split(".")[1].startswith("_"):
-        mod = "numpy"                     # numpy._core.fromnumeric -> numpy
+        mod = "numpy"  # numpy._core.fromnumeric -> numpy
     return f"{mod}.{func.__name__}"
 
 
 def implements(*funcs: Callable):
     """Register `impl` as the graph form of each NumPy function in funcs (the dispatch table)."""
+
     def deco(impl):
         for f in funcs:
             _FUNCTIONS[f] = impl
         return impl
+
     return deco
 
 
@@ -285,7 +324,8 @@ def array_function(self: Node, func, types, args, kwargs):
     if impl is None:
         raise UnsupportedFunctionError(
             f"{_fname(func)} is not supported on graph nodes; gc.numpy_functions() lists the NumPy functions "
-            "that build graph nodes (write this step with those, or with gc ops)")
+            "that build graph nodes (write this step with those, or with gc ops)"
+        )
     if not all(issubclass(t, (Node, np.ndarray)) for t in types):
         return NotImplemented
     return impl(*args, **kwargs)
@@ -298,13 +338,14 @@ def numpy_functions() -> list[str]:
     module not in this build raises OpNotAvailableError when called.
     """
     names = {_fname(f) for f in _FUNCTIONS} | {_ufunc_name(u) for u in _UFUNCS}
-    special = sys.modules.get("scipy.special")          # not imported here: listed by name unless loaded
+    special = sys.modules.get("scipy.special")  # not imported here: listed by name unless loaded
     names |= {f"scipy.special.{n}" for n in _SCIPY if special is None or hasattr(special, n)}
     names |= {f"numpy.{u}.reduce" for u in _REDUCE} | {"numpy.add.accumulate"}
     return sorted(names)
 
 
 # reductions -----------------------------------------------------------------------------------
+
 
 def _reduction(func, op: str):
     """The graph form of a NumPy reduction; arguments bound by NumPy's own signature (positional or not)."""
@@ -328,6 +369,7 @@ def _reduction(func, op: str):
         if "ddof" in sig.parameters:
             return _gc(op, fname)(x, axis=axis, keepdims=keepdims, ddof=a.get("ddof", 0))
         return _gc(op, fname)(x, axis=axis, keepdims=keepdims)
+
     return impl
 
 
@@ -349,10 +391,11 @@ def _arg_reduction(op):
 
     def impl(a, axis=None, out=None, *, keepdims=False):
         _refuse_out(out, fname)
-        if axis is None:                  # NumPy: the index into the flattened array
+        if axis is None:  # NumPy: the index into the flattened array
             y = _gc(op, fname)(_flat(a), axis=0)
             return _keep(y, a, None, keepdims)
         return _keep(_gc(op, fname)(a, axis=axis), a, axis, keepdims)
+
     return impl
 
 
@@ -364,7 +407,7 @@ implements(np.argmin)(_arg_reduction("argmin"))
 def _cumsum(a, axis=None, dtype=None, out=None):
     _refuse_out(out, "numpy.cumsum")
     x = a if dtype is None else _gc("astype", "numpy.cumsum")(a, dtype)
-    if axis is None:                      # NumPy: the running sum of the flattened array
+    if axis is None:  # NumPy: the running sum of the flattened array
         return _gc("cumsum", "numpy.cumsum")(_flat(x), axis=0)
     return _gc("cumsum", "numpy.cumsum")(x, axis=axis)
 
@@ -372,17 +415,22 @@ def _cumsum(a, axis=None, dtype=None, out=None):
 @implements(np.trace)
 def _trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
     _refuse_out(out, "numpy.trace")
-    _refuse(offset != 0 or (axis1, axis2) != (0, 1) or a.ndim != 2, "numpy.trace",
-            "an offset, other axes or a rank other than 2")
+    _refuse(
+        offset != 0 or (axis1, axis2) != (0, 1) or a.ndim != 2,
+        "numpy.trace",
+        "an offset, other axes or a rank other than 2",
+    )
     return _gc("trace", "numpy.trace")(a)
 
 
 # contractions ---------------------------------------------------------------------------------
 
+
 @implements(np.dot)
 def _dot(a, b, out=None):
     _refuse_out(out, "numpy.dot")
     from .ops import elementwise as E
+
     na, nb = np.ndim(a) if not isinstance(a, Node) else a.ndim, b.ndim if isinstance(b, Node) else np.ndim(b)
     if na == 0 or nb == 0:
         return E.multiply(a, b)
@@ -394,6 +442,7 @@ def _dot(a, b, out=None):
 @implements(np.vdot)
 def _vdot(a, b):
     from .ops import elementwise as E, reduce as R
+
     a, b = _lift_all([a, b])
     return R.sum(E.multiply(_flat(a), _flat(b)))
 
@@ -401,6 +450,7 @@ def _vdot(a, b):
 @implements(np.inner)
 def _inner(a, b):
     from .ops import elementwise as E
+
     a, b = _lift_all([a, b])
     if a.ndim == 0 or b.ndim == 0:
         return E.multiply(a, b)
@@ -417,8 +467,8 @@ def _kron(a, b):
     sa = (1,) * (nd - a.ndim) + _static(a, "numpy.kron")
     sb = (1,) * (nd - b.ndim) + _static(b, "numpy.kron")
     reshape = _gc("reshape", "numpy.kron")
-    ai = reshape(a, tuple(d for k in sa for d in (k, 1)))          # (a0, 1, a1, 1, ...)
-    bi = reshape(b, tuple(d for k in sb for d in (1, k)))          # (1, b0, 1, b1, ...)
+    ai = reshape(a, tuple(d for k in sa for d in (k, 1)))  # (a0, 1, a1, 1, ...)
+    bi = reshape(b, tuple(d for k in sb for d in (1, k)))  # (1, b0, 1, b1, ...)
     return reshape(_gc("multiply", "numpy.kron")(ai, bi), tuple(x * y for x, y in zip(sa, sb)))
 
 
@@ -427,7 +477,7 @@ def _multi_dot(arrays, *, out=None):
     _refuse_out(out, "numpy.linalg.multi_dot")
     xs = _lift_all(arrays)
     y = xs[0]
-    for x in xs[1:]:                       # left to right (NumPy may pick another order: equal up to rounding)
+    for x in xs[1:]:  # left to right (NumPy may pick another order: equal up to rounding)
         y = _gc("matmul", "numpy.linalg.multi_dot")(y, x)
     return y
 
@@ -448,11 +498,12 @@ def _tensordot(a, b, axes=2):
 @implements(np.outer)
 def _outer(a, b, out=None):
     _refuse_out(out, "numpy.outer")
-    a, b = _lift_all([a, b])               # NumPy flattens both operands
+    a, b = _lift_all([a, b])  # NumPy flattens both operands
     return _gc("outer", "numpy.outer")(_flat(a) if a.ndim != 1 else a, _flat(b) if b.ndim != 1 else b)
 
 
 # shapes ---------------------------------------------------------------------------------------
+
 
 @implements(np.shape)
 def _shape(a):
@@ -469,8 +520,7 @@ def _size(a, axis=None):
     if axis is not None:
         d = a.shape[axis]
         if d is None:
-            raise ShapeError(f"numpy.size: axis {axis} of {a.name!r} has a run-time size (shape "
-                             f"{fmt_shape(a.shape)})")
+            raise ShapeError(f"numpy.size: axis {axis} of {a.name!r} has a run-time size (shape {fmt_shape(a.shape)})")
         return d
     return node_size(a)
 
@@ -538,8 +588,12 @@ def _atleast_2d(*arys):
     def f(x):
         if x.ndim >= 2:
             return x
-        return _gc("reshape", "numpy.atleast_2d")(x, (1, 1)) if x.ndim == 0 else \
-            _gc("expand_dims", "numpy.atleast_2d")(x, 0)
+        return (
+            _gc("reshape", "numpy.atleast_2d")(x, (1, 1))
+            if x.ndim == 0
+            else _gc("expand_dims", "numpy.atleast_2d")(x, 0)
+        )
+
     out = [f(x) for x in _lift_all(arys)]
     return out[0] if len(out) == 1 else tuple(out)
 
@@ -551,9 +605,10 @@ def _atleast_3d(*arys):
             return x
         if x.ndim == 0:
             return _gc("reshape", "numpy.atleast_3d")(x, (1, 1, 1))
-        if x.ndim == 1:                                    # (n,) -> (1, n, 1), as NumPy does
+        if x.ndim == 1:  # (n,) -> (1, n, 1), as NumPy does
             return _gc("expand_dims", "numpy.atleast_3d")(x, (0, 2))
         return _gc("expand_dims", "numpy.atleast_3d")(x, 2)
+
     out = [f(x) for x in _lift_all(arys)]
     return out[0] if len(out) == 1 else tuple(out)
 
@@ -601,7 +656,7 @@ def _rot90(m, k=1, axes=(0, 1)):
         return _flip(_flip(m, a0), a1)
     perm = list(range(m.ndim))
     perm[a0], perm[a1] = perm[a1], perm[a0]
-    if k == 1:                                             # NumPy: transpose(flip(m, axes[1]))
+    if k == 1:  # NumPy: transpose(flip(m, axes[1]))
         return _gc("transpose", "numpy.rot90")(_flip(m, a1), tuple(perm))
     return _flip(_gc("transpose", "numpy.rot90")(m, tuple(perm)), a1)
 
@@ -613,8 +668,12 @@ def _average(a, axis=None, weights=None, returned=False, *, keepdims=np._NoValue
     if weights is None:
         return _gc("mean", "numpy.average")(a, axis=axis, keepdims=kd)
     from .ops import elementwise as E, reduce as R
-    _refuse(np.ndim(weights) != a.ndim if not isinstance(weights, Node) else weights.ndim != a.ndim,
-            "numpy.average", "weights of another rank than a (give them a's shape)")
+
+    _refuse(
+        np.ndim(weights) != a.ndim if not isinstance(weights, Node) else weights.ndim != a.ndim,
+        "numpy.average",
+        "weights of another rank than a (give them a's shape)",
+    )
     # NumPy: sum(a * w, axis) / sum(w, axis), with w broadcast to a's shape
     w = weights if isinstance(weights, Node) else a.graph.constant(np.asarray(weights, dtype=a.dtype))
     num = R.sum(E.multiply(a, w), axis=axis, keepdims=kd)
@@ -671,7 +730,8 @@ def _where(condition, x=None, y=None):
     if x is None and y is None:
         raise UnsupportedFunctionError(
             "numpy.where(condition) with one argument returns indices whose number depends on the values "
-            "(a run-time shape); give x and y (numpy.where(condition, x, y)) to choose elementwise")
+            "(a run-time shape); give x and y (numpy.where(condition, x, y)) to choose elementwise"
+        )
     return _gc("where", "numpy.where")(condition, x, y)
 
 
@@ -703,7 +763,7 @@ def _pad(array, pad_width, mode="constant", **kwargs):
 @implements(np.flip)
 def _flip(m, axis=None):
     axes = range(m.ndim) if axis is None else [axis] if isinstance(axis, (int, np.integer)) else axis
-    for ax in axes:                       # one axis at a time: gc.flip(x, axis) takes an int
+    for ax in axes:  # one axis at a time: gc.flip(x, axis) takes an int
         m = _gc("flip", "numpy.flip")(m, int(ax))
     return m
 
@@ -720,13 +780,13 @@ def _flipud(m):
 
 @implements(np.roll)
 def _roll(a, shift, axis=None):
-    if axis is None:                      # NumPy: roll the flattened array, then restore the shape
+    if axis is None:  # NumPy: roll the flattened array, then restore the shape
         shape = _static(a, "numpy.roll")
         return _gc("reshape", "numpy.roll")(_gc("roll", "numpy.roll")(_flat(a), shift, 0), shape)
     if isinstance(axis, (int, np.integer)):
         return _gc("roll", "numpy.roll")(a, shift, int(axis))
     shifts = np.broadcast_to(shift, (len(axis),))
-    for s, ax in zip(shifts, axis):       # one axis at a time
+    for s, ax in zip(shifts, axis):  # one axis at a time
         a = _gc("roll", "numpy.roll")(a, int(s), int(ax))
     return a
 
@@ -746,8 +806,11 @@ def _repeat(a, repeats, axis=None):
 
 @implements(np.diagonal)
 def _diagonal(a, offset=0, axis1=0, axis2=1):
-    _refuse(offset != 0 or (axis1, axis2) != (0, 1) or a.ndim != 2, "numpy.diagonal",
-            "an offset, other axes or a rank other than 2")
+    _refuse(
+        offset != 0 or (axis1, axis2) != (0, 1) or a.ndim != 2,
+        "numpy.diagonal",
+        "an offset, other axes or a rank other than 2",
+    )
     return _gc("diagonal", "numpy.diagonal")(a)
 
 
@@ -759,7 +822,7 @@ def _diag(v, k=0):
     if v.ndim != 1:
         raise ShapeError(f"numpy.diag takes a 1-D or 2-D input, {v.name!r} has shape {fmt_shape(v.shape)}")
     (n,) = _static(v, "numpy.diag")
-    eye = v.graph.constant(np.eye(n, dtype=bool))           # where(I, v, 0): exact, no 0 * v
+    eye = v.graph.constant(np.eye(n, dtype=bool))  # where(I, v, 0): exact, no 0 * v
     return _gc("where", "numpy.diag")(eye, _gc("expand_dims", "numpy.diag")(v, 0), 0)
 
 
@@ -767,7 +830,8 @@ def _tri(fname, upper):
     def impl(m, k=0):
         rows, cols = _static(m, fname, dims=(-2, -1))
         mask = np.triu(np.ones((rows, cols), bool), k) if upper else np.tril(np.ones((rows, cols), bool), k)
-        return _gc("where", fname)(m.graph.constant(mask), m, 0)   # where(mask, m, 0): exact
+        return _gc("where", fname)(m.graph.constant(mask), m, 0)  # where(mask, m, 0): exact
+
     return impl
 
 
@@ -777,6 +841,7 @@ implements(np.tril)(_tri("numpy.tril", False))
 
 def _filled(a, value, dtype, fname):
     from .ops import elementwise as E, shape as S
+
     dt = np.dtype(dtype) if dtype is not None else a.dtype
     if all(d is not None for d in a.shape):
         c = a.graph.constant(np.array(value, dtype=dt))
@@ -806,6 +871,7 @@ def _ones_like(a, dtype=None, order="K", subok=True, shape=None, **kw):
 @implements(np.copy)
 def _copy(a, order="K", subok=False):
     from .ops import elementwise as E
+
     return E.identity(a)
 
 
@@ -820,8 +886,9 @@ def _round(a, decimals=0, out=None):
 def _diff(a, n=1, axis=-1, prepend=np._NoValue, append=np._NoValue):
     _refuse(prepend is not np._NoValue or append is not np._NoValue, "numpy.diff", "prepend=/append=")
     from .ops import elementwise as E, shape as S
+
     ax = int(axis) % a.ndim
-    for _ in range(int(n)):                # x[1:] - x[:-1] along the axis
+    for _ in range(int(n)):  # x[1:] - x[:-1] along the axis
         head = (slice(None),) * ax
         a = E.subtract(S.getitem(a, head + (slice(1, None),)), S.getitem(a, head + (slice(None, -1),)))
     return a
@@ -856,13 +923,13 @@ def _cholesky(a, /, *, upper=False):
 
 @implements(np.linalg.slogdet)
 def _slogdet(a):
-    return _gc("linalg.slogdet", "numpy.linalg.slogdet")(a)      # (sign, logabsdet), as NumPy's result
+    return _gc("linalg.slogdet", "numpy.linalg.slogdet")(a)  # (sign, logabsdet), as NumPy's result
 
 
 @implements(np.linalg.eigh)
 def _eigh(a, UPLO="L"):
     _refuse(UPLO != "L", "numpy.linalg.eigh", "UPLO='U'")
-    return _gc("linalg.eigh", "numpy.linalg.eigh")(a)           # (eigenvalues, eigenvectors)
+    return _gc("linalg.eigh", "numpy.linalg.eigh")(a)  # (eigenvalues, eigenvectors)
 
 
 @implements(np.linalg.eigvalsh)
@@ -878,8 +945,11 @@ def _svdvals(x, /):
 
 @implements(np.linalg.svd)
 def _svd(a, full_matrices=True, compute_uv=True, hermitian=False):
-    _refuse(compute_uv, "numpy.linalg.svd", "compute_uv=True (the singular vectors; singular values only: "
-            "compute_uv=False or numpy.linalg.svdvals)")
+    _refuse(
+        compute_uv,
+        "numpy.linalg.svd",
+        "compute_uv=True (the singular vectors; singular values only: compute_uv=False or numpy.linalg.svdvals)",
+    )
     _refuse(hermitian, "numpy.linalg.svd", "hermitian=True")
     return _gc("linalg.svdvals", "numpy.linalg.svd")(a)
 
@@ -892,11 +962,14 @@ def _norm(x, ord=None, axis=None, keepdims=False):
 
 # -- Node methods mirroring ndarray ---------------------------------------------------------------
 
+
 def node_size(self: Node) -> int:
     """The number of elements (static shapes only)."""
     if any(d is None for d in self.shape):
-        raise ShapeError(f"node {self.name!r} ({self.op.name}) has shape {fmt_shape(self.shape)}: its size is "
-                         "known only when the program runs")
+        raise ShapeError(
+            f"node {self.name!r} ({self.op.name}) has shape {fmt_shape(self.shape)}: its size is "
+            "known only when the program runs"
+        )
     return int(np.prod(self.shape, dtype=np.int64))
 
 
@@ -904,8 +977,10 @@ def _len(self: Node) -> int:
     if not self.shape:
         raise ShapeError(f"len() of node {self.name!r} ({self.op.name}): it is a scalar (shape ())")
     if self.shape[0] is None:
-        raise ShapeError(f"len() of node {self.name!r} ({self.op.name}, shape {fmt_shape(self.shape)}): its "
-                         "first dimension is fixed only when the program runs")
+        raise ShapeError(
+            f"len() of node {self.name!r} ({self.op.name}, shape {fmt_shape(self.shape)}): its "
+            "first dimension is fixed only when the program runs"
+        )
     return self.shape[0]
 
 
@@ -915,8 +990,13 @@ def _iter(self: Node):
 
 
 def _shape_args(args):
-    return tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else \
-        args[0] if len(args) == 1 and args[0] is None else tuple(args)
+    return (
+        tuple(args[0])
+        if len(args) == 1 and isinstance(args[0], (tuple, list))
+        else args[0]
+        if len(args) == 1 and args[0] is None
+        else tuple(args)
+    )
 
 
 def _method_reshape(self, *shape, order="C"):
@@ -971,6 +1051,7 @@ def _method_argmin(self, axis=None, out=None, *, keepdims=False):
 def _method_reduce(func):
     def method(self, *args, **kwargs):
         return _FUNCTIONS[func](self, *args, **kwargs)
+
     method.__name__ = func.__name__
     return method
 
@@ -978,6 +1059,7 @@ def _method_reduce(func):
 def _not_a_value(what):
     def method(self, *a, **k):
         raise _no_value(self, what)
+
     return method
 
 
@@ -985,10 +1067,12 @@ def _setitem(self, index, value):
     raise GraphCompilerError(
         f"node {self.name!r} ({self.op.name}, shape {fmt_shape(self.shape)}) cannot be assigned to: a node is "
         "an immutable value of the graph; build the new value instead (numpy.where with a mask, "
-        "numpy.concatenate, or gc.scatter_add)")
+        "numpy.concatenate, or gc.scatter_add)"
+    )
 
 
 # -- indexing: basic as before, plus integer arrays and constant boolean masks ---------------------
+
 
 def _is_array_index(it) -> bool:
     return isinstance(it, (np.ndarray, list, Node)) and not isinstance(it, (str, bytes))
@@ -997,6 +1081,7 @@ def _is_array_index(it) -> bool:
 def _basic_getitem(x: Node, index: Any) -> Node:
     """Basic indexing (ints, slices, None, ...) as the ops layer has it (Node.__getitem__ before install)."""
     from .ops.shape import getitem
+
     return getitem(x, index)
 
 
@@ -1013,15 +1098,18 @@ def _getitem(self: Node, index):
             raise ShapeError(
                 f"{fname} with the boolean node {it.name!r} ({it.op.name}, shape {fmt_shape(it.shape)}): the "
                 "number of selected elements depends on run-time values, so the result has no static shape; "
-                "use numpy.where(mask, x, 0) (and a sum), or a constant NumPy boolean mask")
+                "use numpy.where(mask, x, 0) (and a sum), or a constant NumPy boolean mask"
+            )
     expanded: list = []
     for it in items:
         if isinstance(it, (np.ndarray, list)) and np.asarray(it).dtype == bool:
-            mask = np.asarray(it)                  # a constant mask: its selection is known now
-            dims = self.shape[len(expanded):len(expanded) + mask.ndim]
+            mask = np.asarray(it)  # a constant mask: its selection is known now
+            dims = self.shape[len(expanded) : len(expanded) + mask.ndim]
             if any(d is not None and d != m for d, m in zip(dims, mask.shape)):
-                raise ShapeError(f"{fname}: the boolean mask of shape {fmt_shape(mask.shape)} does not match "
-                                 f"the indexed dimensions {fmt_shape(dims)} of shape {fmt_shape(self.shape)}")
+                raise ShapeError(
+                    f"{fname}: the boolean mask of shape {fmt_shape(mask.shape)} does not match "
+                    f"the indexed dimensions {fmt_shape(dims)} of shape {fmt_shape(self.shape)}"
+                )
             expanded.extend(np.nonzero(mask))
         elif isinstance(it, list):
             expanded.append(np.asarray(it))
@@ -1029,8 +1117,12 @@ def _getitem(self: Node, index):
             expanded.append(it)
     pos = [k for k, it in enumerate(expanded) if _is_array_index(it)]
     others_full = all(isinstance(it, slice) and it == slice(None) for k, it in enumerate(expanded) if k not in pos)
-    if len(pos) > 1 and others_full and pos == list(range(pos[0], pos[-1] + 1)) \
-            and not any(isinstance(expanded[k], Node) for k in pos):
+    if (
+        len(pos) > 1
+        and others_full
+        and pos == list(range(pos[0], pos[-1] + 1))
+        and not any(isinstance(expanded[k], Node) for k in pos)
+    ):
         # several arrays over consecutive axes: reshape those axes into one and index it with a flat index
         axis, arrays = pos[0], [np.asarray(expanded[k]) for k in pos]
         dims = _static(self, fname, dims=range(axis, axis + len(arrays)))
@@ -1039,17 +1131,19 @@ def _getitem(self: Node, index):
                 raise ShapeError(f"{fname}: index array {a!r} does not index an axis of size {d}")
         arrays = [np.where(a < 0, a + d, a) for a, d in zip(arrays, dims)]
         flat = np.ravel_multi_index(tuple(np.broadcast_arrays(*arrays)), dims).astype(np.int64)
-        shape = tuple(self.shape[:axis]) + (int(np.prod(dims)),) + tuple(self.shape[axis + len(arrays):])
+        shape = tuple(self.shape[:axis]) + (int(np.prod(dims)),) + tuple(self.shape[axis + len(arrays) :])
         merged = _gc("reshape", fname)(self, tuple(-1 if d is None else d for d in shape))
-        rest = expanded[pos[-1] + 1:]
+        rest = expanded[pos[-1] + 1 :]
         return _basic_getitem(merged, tuple(expanded[:axis]) + (flat,) + tuple(rest))
     return _basic_getitem(self, tuple(expanded) if len(expanded) > 1 else expanded[0])
 
 
 def _array(self, dtype=None, copy=None):
     err = _no_value(self, "numpy.asarray / numpy.array")
-    raise type(err)(f"{err}. (A NumPy function given a list of nodes converts the list to an array: combine "
-                    "the nodes first with numpy.stack or numpy.concatenate.)")
+    raise type(err)(
+        f"{err}. (A NumPy function given a list of nodes converts the list to an array: combine "
+        "the nodes first with numpy.stack or numpy.concatenate.)"
+    )
 
 
 def install() -> None:
@@ -1088,13 +1182,14 @@ def install() -> None:
         argmin=_method_argmin,
         swapaxes=_swapaxes,
         diagonal=lambda self, offset=0, axis1=0, axis2=1: _diagonal(self, offset, axis1, axis2),
-        trace=lambda self, offset=0, axis1=0, axis2=1, dtype=None, out=None:
-            _trace(self, offset, axis1, axis2, dtype, out),
+        trace=lambda self, offset=0, axis1=0, axis2=1, dtype=None, out=None: _trace(
+            self, offset, axis1, axis2, dtype, out
+        ),
     )
-    for f in (np.sum, np.mean, np.prod, np.max, np.min, np.var, np.std):   # ndarray's argument order
+    for f in (np.sum, np.mean, np.prod, np.max, np.min, np.var, np.std):  # ndarray's argument order
         methods[f.__name__] = _method_reduce(f)
     methods["_numpy_protocols"] = True
     install_on(Node, **methods)
 
-install()
 
+install()

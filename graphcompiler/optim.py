@@ -21,14 +21,24 @@ import numpy as np
 from .errors import GraphCompilerError
 from .graph import Graph, Node
 
-__all__ = ["sgd", "adam", "adamw", "rmsprop", "clip_by_global_norm", "global_norm", "exponential_decay",
-           "cosine_decay", "step_count"]
+__all__ = [
+    "sgd",
+    "adam",
+    "adamw",
+    "rmsprop",
+    "clip_by_global_norm",
+    "global_norm",
+    "exponential_decay",
+    "cosine_decay",
+    "step_count",
+]
 
 LR = float | Node | Callable[[Node], Any]
 
 
 def _E():
     from .ops import elementwise as E
+
     return E
 
 
@@ -38,19 +48,25 @@ def _grads(loss_or_grads: Node | Mapping[Node, Node], params: Sequence[Node], wh
         raise GraphCompilerError(f"{who}: give at least one parameter to optimize")
     for p in params:
         if not isinstance(p, Node) or p.op.name != "parameter":
-            raise GraphCompilerError(f"{who}: {getattr(p, 'name', p)!r} is not a parameter node; only parameters "
-                                     "(g.parameter) can be updated")
+            raise GraphCompilerError(
+                f"{who}: {getattr(p, 'name', p)!r} is not a parameter node; only parameters "
+                "(g.parameter) can be updated"
+            )
         if p.dtype.kind != "f":
-            raise GraphCompilerError(f"{who}: parameter {p.name!r} has dtype {p.dtype}; only floating parameters "
-                                     "can be optimized")
+            raise GraphCompilerError(
+                f"{who}: parameter {p.name!r} has dtype {p.dtype}; only floating parameters can be optimized"
+            )
     if isinstance(loss_or_grads, Node):
         from .autodiff import build_grad
+
         return build_grad(loss_or_grads, params)
     grads = dict(loss_or_grads)
     missing = [p.name for p in params if p not in grads]
     if missing:
-        raise GraphCompilerError(f"{who}: no gradient given for {', '.join(missing)}; pass the loss node, or a "
-                                 "dict {parameter: gradient node} covering every parameter")
+        raise GraphCompilerError(
+            f"{who}: no gradient given for {', '.join(missing)}; pass the loss node, or a "
+            "dict {parameter: gradient node} covering every parameter"
+        )
     return {p: grads[p] for p in params}
 
 
@@ -65,7 +81,7 @@ def step_count(graph: Graph, name: str = "step") -> Node:
 
 
 def _lr(lr: LR, step: Node, dtype) -> Any:
-    value: Any = lr(step) if callable(lr) and not isinstance(lr, Node) else lr   # a schedule gives any of these
+    value: Any = lr(step) if callable(lr) and not isinstance(lr, Node) else lr  # a schedule gives any of these
     if isinstance(value, Node):
         if value.shape != ():
             raise GraphCompilerError(f"the learning rate {value.name!r} must be a scalar node")
@@ -81,8 +97,13 @@ def _graph(params) -> Graph:
     return (params if isinstance(params, Node) else list(params)[0]).graph
 
 
-def sgd(loss_or_grads: Node | Mapping[Node, Node], params: Sequence[Node], lr: LR, momentum: float = 0.0,
-        nesterov: bool = False) -> dict[Node, Node]:
+def sgd(
+    loss_or_grads: Node | Mapping[Node, Node],
+    params: Sequence[Node],
+    lr: LR,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+) -> dict[Node, Node]:
     """Stochastic gradient descent, with momentum as PyTorch writes it:
     v <- momentum v + g;  p <- p - lr v   (Nesterov: p <- p - lr (g + momentum v)); without momentum,
     p <- p - lr g and there is no velocity state."""
@@ -114,15 +135,15 @@ def _adam(who, loss_or_grads, params, lr, b1, b2, eps, weight_decay) -> dict[Nod
     for p, g in grads.items():
         rate = _lr(lr, step, p.dtype)
         m, v = _slot(graph, who, "m", p), _slot(graph, who, "v", p)
-        m_new = E.add(E.multiply(b1, m), E.multiply(1 - b1, g))              # m <- b1 m + (1 - b1) g
-        v_new = E.add(E.multiply(b2, v), E.multiply(1 - b2, E.square(g)))    # v <- b2 v + (1 - b2) g^2
+        m_new = E.add(E.multiply(b1, m), E.multiply(1 - b1, g))  # m <- b1 m + (1 - b1) g
+        v_new = E.add(E.multiply(b2, v), E.multiply(1 - b2, E.square(g)))  # v <- b2 v + (1 - b2) g^2
         t = E.astype(t_next, p.dtype)
-        m_hat = E.divide(m_new, E.subtract(1, E.power(np.array(b1, p.dtype), t)))   # m / (1 - b1^t)
-        v_hat = E.divide(v_new, E.subtract(1, E.power(np.array(b2, p.dtype), t)))   # v / (1 - b2^t)
+        m_hat = E.divide(m_new, E.subtract(1, E.power(np.array(b1, p.dtype), t)))  # m / (1 - b1^t)
+        v_hat = E.divide(v_new, E.subtract(1, E.power(np.array(b2, p.dtype), t)))  # v / (1 - b2^t)
         step_dir = E.divide(m_hat, E.add(E.sqrt(v_hat), eps))
         if not weight_decay:
             base = p
-        elif isinstance(rate, Node):                                       # p (1 - lr wd)
+        elif isinstance(rate, Node):  # p (1 - lr wd)
             base = E.multiply(p, E.subtract(1, E.multiply(rate, weight_decay)))
         else:
             base = E.multiply(p, 1 - rate * weight_decay)
@@ -131,21 +152,40 @@ def _adam(who, loss_or_grads, params, lr, b1, b2, eps, weight_decay) -> dict[Nod
     return updates
 
 
-def adam(loss_or_grads: Node | Mapping[Node, Node], params: Sequence[Node], lr: LR = 1e-3, b1: float = 0.9,
-         b2: float = 0.999, eps: float = 1e-8) -> dict[Node, Node]:
+def adam(
+    loss_or_grads: Node | Mapping[Node, Node],
+    params: Sequence[Node],
+    lr: LR = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+) -> dict[Node, Node]:
     """Adam (Kingma and Ba): t <- t + 1; m <- b1 m + (1-b1) g; v <- b2 v + (1-b2) g^2;
     p <- p - lr m/(1-b1^t) / (sqrt(v/(1-b2^t)) + eps)."""
     return _adam("adam", loss_or_grads, params, lr, b1, b2, eps, 0.0)
 
 
-def adamw(loss_or_grads: Node | Mapping[Node, Node], params: Sequence[Node], lr: LR = 1e-3, b1: float = 0.9,
-          b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.01) -> dict[Node, Node]:
+def adamw(
+    loss_or_grads: Node | Mapping[Node, Node],
+    params: Sequence[Node],
+    lr: LR = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.01,
+) -> dict[Node, Node]:
     """AdamW (Loshchilov and Hutter), as PyTorch orders it: p <- p (1 - lr wd) - lr (Adam's step)."""
     return _adam("adamw", loss_or_grads, params, lr, b1, b2, eps, weight_decay)
 
 
-def rmsprop(loss_or_grads: Node | Mapping[Node, Node], params: Sequence[Node], lr: LR = 1e-2,
-            alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0) -> dict[Node, Node]:
+def rmsprop(
+    loss_or_grads: Node | Mapping[Node, Node],
+    params: Sequence[Node],
+    lr: LR = 1e-2,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    momentum: float = 0.0,
+) -> dict[Node, Node]:
     """RMSprop as PyTorch writes it: s <- alpha s + (1-alpha) g^2; d = g / (sqrt(s) + eps);
     with momentum, b <- momentum b + d and p <- p - lr b; else p <- p - lr d."""
     grads = _grads(loss_or_grads, params, "optim.rmsprop")
@@ -169,9 +209,11 @@ def rmsprop(loss_or_grads: Node | Mapping[Node, Node], params: Sequence[Node], l
 
 # -- gradient clipping and schedules -----------------------------------------------------------------
 
+
 def global_norm(grads: Mapping[Node, Node] | Sequence[Node]) -> Node:
     """sqrt(sum of squares of every gradient's entries), one scalar node."""
     from .ops import reduce as R
+
     E = _E()
     gs = list(grads.values()) if isinstance(grads, Mapping) else list(grads)
     total = None
@@ -187,17 +229,15 @@ def clip_by_global_norm(grads: Mapping[Node, Node], max_norm: float | Node) -> d
     E = _E()
     norm = global_norm(grads)
     scale = E.divide(max_norm, E.maximum(norm, max_norm))
-    return {p: E.multiply(g, E.astype(scale, g.dtype) if scale.dtype != g.dtype else scale)
-            for p, g in grads.items()}
+    return {p: E.multiply(g, E.astype(scale, g.dtype) if scale.dtype != g.dtype else scale) for p, g in grads.items()}
 
 
-def exponential_decay(step: Node, lr0: float, rate: float, decay_steps: int = 1,
-                      staircase: bool = False) -> Node:
+def exponential_decay(step: Node, lr0: float, rate: float, decay_steps: int = 1, staircase: bool = False) -> Node:
     """lr0 * rate ** (step / decay_steps) (floor of the exponent with staircase=True), a node of step."""
     E = _E()
     t = E.divide(E.astype(step, "float64"), float(decay_steps))
     if staircase:
-        t = E.astype(E.astype(t, "int64"), "float64")          # step >= 0: truncation is the floor
+        t = E.astype(E.astype(t, "int64"), "float64")  # step >= 0: truncation is the floor
     return E.multiply(lr0, E.power(np.array(rate, np.float64), t))
 
 

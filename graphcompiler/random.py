@@ -1,9 +1,9 @@
 """gc.random: random numbers as pure functions of an explicit key (API section 9); Threefry-2x32 in NumPy.
 
-    key = g.parameter("key", gc.random.key(0))              # or g.input("key", shape=(2,), dtype="uint32")
-    k1, k2 = gc.random.split(key, 2)
-    eps = gc.random.normal(k1, (4, 3))                     # the same key: the same numbers, on every backend
-    train = gc.compile([J], updates={key: gc.random.next_key(key)})   # fresh draws each step, reproducibly
+key = g.parameter("key", gc.random.key(0))              # or g.input("key", shape=(2,), dtype="uint32")
+k1, k2 = gc.random.split(key, 2)
+eps = gc.random.normal(k1, (4, 3))                     # the same key: the same numbers, on every backend
+train = gc.compile([J], updates={key: gc.random.next_key(key)})   # fresh draws each step, reproducibly
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 
 from .ops.base import apply
-from .ops.random import (RandomBernoulli, RandomNormal, RandomSplit, RandomUniform, dropout, make_key,
-                         threefry2x32)
+from .ops.random import RandomBernoulli, RandomNormal, RandomSplit, RandomUniform, dropout, make_key, threefry2x32
 from .ops.shape import getitem
 
 __all__ = ["key", "split", "next_key", "normal", "uniform", "bernoulli", "dropout", "threefry2x32"]
@@ -50,8 +49,9 @@ def _shape(shape) -> tuple[tuple, tuple]:
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
     for d in shape:
         if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0:
-            raise ValueError(f"a draw's shape must hold non-negative ints (or be a node to take the shape of), "
-                             f"got {shape!r}")
+            raise ValueError(
+                f"a draw's shape must hold non-negative ints (or be a node to take the shape of), got {shape!r}"
+            )
     return tuple(int(d) for d in shape), ()
 
 
@@ -69,13 +69,11 @@ def normal(key, shape: Any = (), dtype: Any = None, name: str | None = None):
     return apply(RandomNormal(static, _dtype(dtype, like), bool(like)), (key, *like), name)
 
 
-def uniform(key, shape: Any = (), dtype: Any = None, low: float = 0.0, high: float = 1.0,
-            name: str | None = None):
+def uniform(key, shape: Any = (), dtype: Any = None, low: float = 0.0, high: float = 1.0, name: str | None = None):
     """Uniform draws in [low, high) of `shape` (a tuple, or a node whose run-time shape and float dtype to
     use); dtype defaults to float64."""
     static, like = _shape(shape)
-    return apply(RandomUniform(static, _dtype(dtype, like), bool(like), float(low), float(high)),
-                 (key, *like), name)
+    return apply(RandomUniform(static, _dtype(dtype, like), bool(like), float(low), float(high)), (key, *like), name)
 
 
 def bernoulli(key, p: Any = 0.5, shape: Any = None, name: str | None = None):
@@ -88,6 +86,8 @@ def bernoulli(key, p: Any = 0.5, shape: Any = None, name: str | None = None):
         return apply(RandomBernoulli(() if from_p else tuple(p_shape), from_p), (key, p), name)
     static, like = _shape(shape)
     if like:
-        raise ValueError("bernoulli takes a tuple shape (or None for p's shape); broadcast p to a node's shape "
-                         "with gc.broadcast_to(p, node) instead")
+        raise ValueError(
+            "bernoulli takes a tuple shape (or None for p's shape); broadcast p to a node's shape "
+            "with gc.broadcast_to(p, node) instead"
+        )
     return apply(RandomBernoulli(static, False), (key, p), name)

@@ -21,7 +21,7 @@ import numpy as np
 from .compiler.lowered import Const, LoweredProgram, OutSlot
 from .errors import ExecutionError, GraphCompilerError, NumericsError, fmt_shape
 
-CODEGEN_LIMIT = 3000        # steps; longer programs run in the loop (Python's compiler is slow on huge functions)
+CODEGEN_LIMIT = 3000  # steps; longer programs run in the loop (Python's compiler is slow on huge functions)
 
 
 def describe_step(node) -> str:
@@ -58,8 +58,10 @@ class NumpyEvaluator:
                 exec(code, local)
                 return local["_run"]
         else:
+
             def make() -> Callable:
                 return self._loop(lowered, lowered.views(lowered.allocate()))
+
         self._make = make
         self._pool = [make()]
         return self
@@ -69,7 +71,7 @@ class NumpyEvaluator:
         pool = self._pool
         try:
             fn = pool.pop()
-        except IndexError:                   # every arena is in use (other threads, or a re-entrant call)
+        except IndexError:  # every arena is in use (other threads, or a re-entrant call)
             if self._make is None:
                 raise GraphCompilerError("NumpyEvaluator.run before load: load a lowered program first") from None
             fn = self._make()
@@ -84,8 +86,7 @@ class NumpyEvaluator:
         return len(self._pool)
 
     def _codegen(self, lowered: LoweredProgram):
-        env: dict[str, Any] = {"_fail": self._fail, "_chk": self._check, "_GCE": GraphCompilerError,
-                               "_copy": _copy}
+        env: dict[str, Any] = {"_fail": self._fail, "_chk": self._check, "_GCE": GraphCompilerError, "_copy": _copy}
         lines = ["def _run(_L):"]
         if lowered.leaves:
             lines.append("    " + ", ".join(f"v{s}" for s in lowered.leaves) + ", = _L")
@@ -107,18 +108,20 @@ class NumpyEvaluator:
             elif st.out is not None:
                 # a ufunc takes out= positionally after its inputs (cheaper than a keyword)
                 fn = st.kernel
-                args.append(f"o{k}" if isinstance(fn, np.ufunc) and not st.kw
-                            and len(st.args) == fn.nin and fn not in _KEYWORD_OUT else f"out=o{k}")
+                args.append(
+                    f"o{k}"
+                    if isinstance(fn, np.ufunc) and not st.kw and len(st.args) == fn.nin and fn not in _KEYWORD_OUT
+                    else f"out=o{k}"
+                )
             lines.append(f"        _s = {k}; v{st.slot} = f{k}({', '.join(args)})")
             if self.nan_check:
-                ins = ", ".join(args[:len(st.args)])
+                ins = ", ".join(args[: len(st.args)])
                 lines.append(f"        _chk({k}, v{st.slot}, ({ins}{',' if ins else ''}))")
             if st.frees:
                 lines.append("        del " + ", ".join(f"v{d}" for d in st.frees))
         if not lowered.steps:
             lines.append("        pass")
-        lines += ["    except _GCE:", "        raise", "    except Exception as _e:",
-                  "        _fail(_s, _e, locals())"]
+        lines += ["    except _GCE:", "        raise", "    except Exception as _e:", "        _fail(_s, _e, locals())"]
         outs = []
         for k, (r, c) in enumerate(zip(lowered.results, lowered.copy)):
             if isinstance(r, Const):
@@ -184,8 +187,11 @@ class NumpyEvaluator:
                     else:
                         values[o] = fn(*[values[x] for x in a], out=values[b], **kw)
                     if evaluator.nan_check:
-                        evaluator._check(k, values[o], tuple(values[x] for x in (a if code >= 5 else
-                                                                                 (a,) if code in (1, 3) else (a, b))))
+                        evaluator._check(
+                            k,
+                            values[o],
+                            tuple(values[x] for x in (a if code >= 5 else (a,) if code in (1, 3) else (a, b))),
+                        )
                     if drop:
                         for d in drop:
                             values[d] = None
@@ -203,10 +209,11 @@ class NumpyEvaluator:
         st = self.steps[k]
         shapes = []
         for name, a in zip(st.arg_names, st.args):
-            val: Any = a.value if isinstance(a, Const) else env.get(f"v{a}")   # None: not computed yet
+            val: Any = a.value if isinstance(a, Const) else env.get(f"v{a}")  # None: not computed yet
             shapes.append(f"{name}: {fmt_shape(np.shape(val))}")
-        raise _error_class(e)(f"while computing {st.label}: {type(e).__name__}: {e} "
-                             f"(input shapes {', '.join(shapes)})") from e
+        raise _error_class(e)(
+            f"while computing {st.label}: {type(e).__name__}: {e} (input shapes {', '.join(shapes)})"
+        ) from e
 
     def _check(self, k: int, result, args) -> None:
         st = self.steps[k]
@@ -222,11 +229,13 @@ class NumpyEvaluator:
                 raise
             except Exception as e:
                 shapes = ", ".join(f"{i.name}: {fmt_shape(np.shape(values[a]))}" for i, a in zip(node.inputs, args))
-                raise _error_class(e)(f"while computing {describe_step(node)}: {type(e).__name__}: {e} "
-                                     f"(input shapes {shapes})") from e
+                raise _error_class(e)(
+                    f"while computing {describe_step(node)}: {type(e).__name__}: {e} (input shapes {shapes})"
+                ) from e
             if self.nan_check:
-                check_finite(describe_step(node), node.op.name, result, [values[a] for a in args],
-                             [i.name for i in node.inputs])
+                check_finite(
+                    describe_step(node), node.op.name, result, [values[a] for a in args], [i.name for i in node.inputs]
+                )
             values[out] = result
 
 
@@ -235,7 +244,7 @@ def _error_class(e: Exception) -> type:
     return NumericsError if isinstance(e, np.linalg.LinAlgError) else ExecutionError
 
 
-_KEYWORD_OUT = (np.maximum, np.minimum)      # NumPy deprecates their positional out
+_KEYWORD_OUT = (np.maximum, np.minimum)  # NumPy deprecates their positional out
 
 
 def _copy(value) -> np.ndarray:
@@ -254,5 +263,6 @@ def check_finite(label: str, op_name: str, result, args, arg_names) -> None:
                 ranges.append(f"{name} in [{np.min(a):.4g}, {np.max(a):.4g}]")
             else:
                 ranges.append(f"{name} (empty)")
-        raise NumericsError(f"while computing {label}: the {op_name} step produced {bad} "
-                            f"(inputs: {'; '.join(ranges) or 'none'})")
+        raise NumericsError(
+            f"while computing {label}: the {op_name} step produced {bad} (inputs: {'; '.join(ranges) or 'none'})"
+        )

@@ -23,19 +23,45 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from .errors import GraphCompilerError, fmt_shape
 from .graph import GraphMismatchError, Node, provide
 from .ops import control as _control
+
 # The term algebra the op rules use, re-exported: op blocks written `from ..symbolic import elementwise, sp`
 # keep working (new blocks import from ..symbolic_terms, which does not load the export).
-from .symbolic_terms import (_COMPOSE, _N, _PLACEHOLDERS, ElementwiseFunction, ElementwiseMap, OpFunction,  # noqa: F401
-                             OpMatrix, Ones, Term, _as_scalar, _bound, _Latex, _mshape, apply_undefined,
-                             broadcast, count, elementwise, indicator, matmul, of_matrix, reduce_sum, reshape,
-                             sum_to, to_matrix, transpose, zeros)
+from .symbolic_terms import (
+    _COMPOSE,
+    _N,
+    _PLACEHOLDERS,
+    ElementwiseFunction,
+    ElementwiseMap,
+    OpFunction,  # noqa: F401
+    OpMatrix,
+    Ones,
+    Term,
+    _as_scalar,
+    _bound,
+    _Latex,
+    _mshape,
+    apply_undefined,
+    broadcast,
+    count,
+    elementwise,
+    indicator,
+    matmul,
+    of_matrix,
+    reduce_sum,
+    reshape,
+    sum_to,
+    to_matrix,
+    transpose,
+    zeros,
+)
 
-__all__ = ["to_sympy", "to_latex", "derivation", "Derivation", "evaluate"]   # the rest serves the op rules
+__all__ = ["to_sympy", "to_latex", "derivation", "Derivation", "evaluate"]  # the rest serves the op rules
 
 Form = Literal["leaves", "textbook"]
 
 
 # -- leaves, kept nodes and the export walk -----------------------------------------------------
+
 
 def is_auto_named(node: Node) -> bool:
     """True for a name the graph made up (f"{op}_{k}"), False for one a user gave (kept across save/load)."""
@@ -48,7 +74,7 @@ def _gradient_parts(node: Node) -> tuple[str, Node] | None:
         return None
     graph = node.graph
     for m in re.finditer("/d", node.name):
-        cost, rest = node.name[1:m.start()], node.name[m.end():]
+        cost, rest = node.name[1 : m.start()], node.name[m.end() :]
         if cost not in graph:
             continue
         for cand in (rest, re.sub(r"_\d+$", "", rest)):
@@ -88,17 +114,15 @@ def _leaf_term(node: Node) -> Term:
         value = np.asarray(node.graph._values[node])
         if value.ndim == 0 or value.size and np.all(value == value.flat[0]):
             return Term(node.shape, _number(value.flat[0] if value.size else 0), {})
-        _mshape(value.shape)                                  # rank > 2 has no matrix form: raises
-        mat = sp.ImmutableMatrix(value.reshape(value.shape[0], -1).tolist())    # (k,) -> a k x 1 column
+        _mshape(value.shape)  # rank > 2 has no matrix form: raises
+        mat = sp.ImmutableMatrix(value.reshape(value.shape[0], -1).tolist())  # (k,) -> a k x 1 column
         return of_matrix(node.shape, mat)
     return of_matrix(node.shape, symbol_of(node))
 
 
-
-
-MAX_SIZE = 100_000        # default max_size of to_sympy: expression-tree nodes of any one value
-SHARE_SIZE = 200          # a value read more than once whose expression is bigger becomes a named intermediate
-EXPAND_SIZE = 20_000      # ... and is written out again at the end if the whole expression stays this small
+MAX_SIZE = 100_000  # default max_size of to_sympy: expression-tree nodes of any one value
+SHARE_SIZE = 200  # a value read more than once whose expression is bigger becomes a named intermediate
+EXPAND_SIZE = 20_000  # ... and is written out again at the end if the whole expression stays this small
 
 
 def _tree_size(e, memo: dict, weights: dict | None = None) -> int:
@@ -137,7 +161,7 @@ def _expand_shared(out, shared: dict, intermediates: dict | None):
     form, in the leaves); else keep them as symbols and hand their definitions to `intermediates`."""
     memo: dict = {}
     weights: dict = {}
-    for sym, d in shared.items():                              # a definition reads only earlier ones
+    for sym, d in shared.items():  # a definition reads only earlier ones
         weights[sym] = _tree_size(d, {}, weights)
     total = _tree_size(out, memo, weights) if isinstance(out, sp.Basic) else 0
     if total <= EXPAND_SIZE:
@@ -157,7 +181,7 @@ def _export(root: Node, form: Form, max_size: int | None = None, intermediates: 
     _PLACEHOLDERS.clear()
     _COMPOSE.clear()
     size = MAX_SIZE if max_size is None else max_size
-    shared: dict = {}                     # intermediate symbol -> definition, in the order they were made
+    shared: dict = {}  # intermediate symbol -> definition, in the order they were made
     try:
         if form == "textbook":
             for k in _kept_inputs(root):
@@ -169,8 +193,11 @@ def _export(root: Node, form: Form, max_size: int | None = None, intermediates: 
         if shared:
             out = _expand_shared(out, shared, intermediates)
         # SymPy folds 1_m 1_n^T into a plain OneMatrix; give it back the book's printing
-        return out.replace(lambda e: type(e) is sp.OneMatrix, lambda e: Ones(*e.shape)) if isinstance(
-            out, sp.Basic) and out.has(sp.OneMatrix) else out
+        return (
+            out.replace(lambda e: type(e) is sp.OneMatrix, lambda e: Ones(*e.shape))
+            if isinstance(out, sp.Basic) and out.has(sp.OneMatrix)
+            else out
+        )
     finally:
         _COMPOSE.clear()
 
@@ -224,17 +251,20 @@ def _terms(root: Node, form: Form, max_size: int = MAX_SIZE, intermediates: dict
                 terms[n] = rule(n, *args) if rule is not None else apply_undefined(n, *args)
             except GraphCompilerError:
                 raise
-            except Exception as e:   # a SymPy failure: name the node and op being exported
-                raise GraphCompilerError(f"symbolic export of {n.name!r} ({n.op.name}, shape "
-                                         f"{fmt_shape(n.shape)}) failed: {type(e).__name__}: {e}") from e
+            except Exception as e:  # a SymPy failure: name the node and op being exported
+                raise GraphCompilerError(
+                    f"symbolic export of {n.name!r} ({n.op.name}, shape "
+                    f"{fmt_shape(n.shape)}) failed: {type(e).__name__}: {e}"
+                ) from e
             size = _term_size(terms[n], memo)
             if size > max_size:
                 raise GraphCompilerError(
                     f"symbolic export of {root.name!r}: the expression of {n.name!r} ({n.op.name}, shape "
                     f"{fmt_shape(n.shape)}) has {size} nodes, over max_size={max_size}; export a node nearer "
-                    "the leaves, use form='textbook' with named intermediates, or pass a larger max_size")
+                    "the leaves, use form='textbook' with named intermediates, or pass a larger max_size"
+                )
             if n is not root and readers.get(n, 0) > 1 and size > SHARE_SIZE:
-                sym = symbol_of(n)                    # read twice: a named intermediate, not a copy
+                sym = symbol_of(n)  # read twice: a named intermediate, not a copy
                 if intermediates is not None:
                     intermediates[sym] = to_matrix(terms[n])
                 terms[n] = of_matrix(n.shape, sym)
@@ -243,8 +273,8 @@ def _terms(root: Node, form: Form, max_size: int = MAX_SIZE, intermediates: dict
 
 # -- the public functions -----------------------------------------------------------------------
 
-def to_sympy(node: Node, *, form: Form | None = None, max_size: int | None = None,
-             intermediates: dict | None = None):
+
+def to_sympy(node: Node, *, form: Form | None = None, max_size: int | None = None, intermediates: dict | None = None):
     """node as a SymPy expression: in the graph's leaves (form="leaves"), or with named values and the
     gradients of named values kept as symbols (form="textbook": dJ/dW2 -> dJ/do h^T + lambda W2).
 
@@ -326,8 +356,10 @@ def derivation(grads: Mapping[Node, Node] | Iterable[Node] | Node, *, forward: b
         if not isinstance(n, Node):
             raise GraphCompilerError(f"derivation takes graph nodes, got {type(n).__name__} {n!r}")
         if n.graph is not roots[0].graph:
-            raise GraphMismatchError(f"derivation: {roots[0].name!r} belongs to graph {roots[0].graph.name!r} "
-                                     f"but {n.name!r} to graph {n.graph.name!r}; derive one graph at a time")
+            raise GraphMismatchError(
+                f"derivation: {roots[0].name!r} belongs to graph {roots[0].graph.name!r} "
+                f"but {n.name!r} to graph {n.graph.name!r}; derive one graph at a time"
+            )
     eqs: dict[Node, tuple] = {}
     todo = list(roots)
     while todo:
@@ -367,7 +399,7 @@ def _schedule(eqs: dict) -> list[Node]:
     left = set(eqs)
     while left:
         ready = [n for n in left if not (eqs[n][1] & left)]
-        if not ready:                       # cannot happen in a DAG; keep creation order as a fallback
+        if not ready:  # cannot happen in a DAG; keep creation order as a fallback
             ready = list(left)
 
         def key(n):
@@ -376,6 +408,7 @@ def _schedule(eqs: dict) -> list[Node]:
                 return (-1, n.index)
             last = max(refs, key=lambda r: r.index)
             return (last.index, eqs[n][2].get(last, n.index))
+
         nxt = min(ready, key=key)
         done.append(nxt)
         left.discard(nxt)
@@ -383,6 +416,7 @@ def _schedule(eqs: dict) -> list[Node]:
 
 
 # -- evaluating an exported expression with NumPy ----------------------------------------------
+
 
 def evaluate(expr, values: Mapping[Any, Any], graph=None) -> np.ndarray:
     """The number an exported expression stands for, given arrays for its symbols (by name or by node).
@@ -393,11 +427,11 @@ def evaluate(expr, values: Mapping[Any, Any], graph=None) -> np.ndarray:
     their op's kernel, so every export evaluates.
     """
     vals = {}
-    if graph is not None:                        # parameters' stored values and named constants by default
+    if graph is not None:  # parameters' stored values and named constants by default
         vals.update({n.name: np.asarray(v) for n, v in graph._values.items() if v is not None})
     vals.update({(k.name if isinstance(k, Node) else str(k)): np.asarray(v) for k, v in values.items()})
     dims: dict = {_N: int(vals["n"])} if "n" in vals and vals["n"].ndim == 0 else {}
-    for k, v in values.items():                 # a node given as a key tells n by its None dims
+    for k, v in values.items():  # a node given as a key tells n by its None dims
         if isinstance(k, Node):
             for d, size in zip(_mshape(k.shape) or (), _as2d(np.asarray(v)).shape):
                 if d == _N:
@@ -450,7 +484,7 @@ class _Evaluator:
         if isinstance(e, sp.Identity):
             return np.eye(self.size(e.rows))
         if isinstance(e, sp.MatAdd):
-            total, *rest = (self.mat(a) for a in e.args)     # a MatAdd has two terms or more
+            total, *rest = (self.mat(a) for a in e.args)  # a MatAdd has two terms or more
             for t in rest:
                 total = total + t
             return total
@@ -461,7 +495,7 @@ class _Evaluator:
                 if a.is_Matrix:
                     m = self.mat(a)
                     out = m if out is None else out @ m
-            assert out is not None                          # a MatMul has a matrix factor
+            assert out is not None  # a MatMul has a matrix factor
             return out * (self.scalar(sp.Mul(*scal)) if scal else 1.0)
         if isinstance(e, sp.HadamardProduct):
             return np.prod([self.mat(a) for a in e.args], axis=0)
@@ -493,10 +527,15 @@ class _Evaluator:
         e = sp.sympify(e)
         sub, args = {}, dict(extra or {})
         for k, a in enumerate(sorted(e.atoms(sp.Trace, sp.Determinant, OpFunction), key=sp.default_sort_key)):
-            d = _bound(100 + k)           # fixed stand-ins, so the lambdified body can be remembered
+            d = _bound(100 + k)  # fixed stand-ins, so the lambdified body can be remembered
             sub[a] = d
-            args[d] = np.trace(self.mat(a.arg)) if isinstance(a, sp.Trace) else \
-                np.linalg.det(self.mat(a.arg)) if isinstance(a, sp.Determinant) else self.kernel(a).reshape(())
+            args[d] = (
+                np.trace(self.mat(a.arg))
+                if isinstance(a, sp.Trace)
+                else np.linalg.det(self.mat(a.arg))
+                if isinstance(a, sp.Determinant)
+                else self.kernel(a).reshape(())
+            )
         e = e.xreplace(sub)
         for s in e.free_symbols:
             if s in args:
@@ -513,5 +552,5 @@ class _Evaluator:
         return np.broadcast_to(np.asarray(out, dtype=float), shape) if shape else np.asarray(out, dtype=float)
 
 
-provide(to_sympy=to_sympy)          # gc.recurrence exports a scan's body with it (graph.service)
-recurrence = _control.recurrence    # gc.recurrence: a scan as h_t = f(h_{t-1}, x_t), and its gradient's recurrence
+provide(to_sympy=to_sympy)  # gc.recurrence exports a scan's body with it (graph.service)
+recurrence = _control.recurrence  # gc.recurrence: a scan as h_t = f(h_{t-1}, x_t), and its gradient's recurrence

@@ -27,17 +27,37 @@ from sympy.printing.str import StrPrinter
 
 from .errors import GraphCompilerError, fmt_shape
 
-if TYPE_CHECKING:                       # for type hints only: this module sits below graph.py
+if TYPE_CHECKING:  # for type hints only: this module sits below graph.py
     from .graph import Node
 
-__all__ = ["Term", "Ones", "ElementwiseFunction", "ElementwiseMap", "OpMatrix", "OpFunction", "of_matrix",
-           "to_matrix", "apply_undefined", "elementwise", "indicator", "matmul", "transpose", "reshape",
-           "broadcast", "zeros", "count", "reduce_sum", "sum_to", "sp"]
+__all__ = [
+    "Term",
+    "Ones",
+    "ElementwiseFunction",
+    "ElementwiseMap",
+    "OpMatrix",
+    "OpFunction",
+    "of_matrix",
+    "to_matrix",
+    "apply_undefined",
+    "elementwise",
+    "indicator",
+    "matmul",
+    "transpose",
+    "reshape",
+    "broadcast",
+    "zeros",
+    "count",
+    "reduce_sum",
+    "sum_to",
+    "sp",
+]
 
-_COMPOSE: dict = {}     # textbook form: kept symbol h -> (body, placeholder, matrix) of h = f(z) elementwise
+_COMPOSE: dict = {}  # textbook form: kept symbol h -> (body, placeholder, matrix) of h = f(z) elementwise
 
 
 # -- the Term every op rule reads and returns --------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Term:
@@ -53,8 +73,8 @@ class Term:
         return len(self.shape)
 
 
-_N = sp.Symbol("n", integer=True, positive=True)        # every None (run-time) dim: the batch size
-_PLACEHOLDERS: dict[Any, sp.Dummy] = {}                  # matrix expression -> its placeholder (one per matrix)
+_N = sp.Symbol("n", integer=True, positive=True)  # every None (run-time) dim: the batch size
+_PLACEHOLDERS: dict[Any, sp.Dummy] = {}  # matrix expression -> its placeholder (one per matrix)
 
 
 def _placeholder(m) -> sp.Dummy:
@@ -83,8 +103,10 @@ def _mshape(shape: tuple) -> tuple | None:
         return (_dim(shape[0]), sp.Integer(1))
     if len(shape) == 2:
         return (_dim(shape[0]), _dim(shape[1]))
-    raise GraphCompilerError(f"symbolic export writes arrays of rank 0, 1 or 2 as scalars and matrices; a value "
-                             f"of shape {fmt_shape(shape)} has no matrix form. Reshape it to a matrix first")
+    raise GraphCompilerError(
+        f"symbolic export writes arrays of rank 0, 1 or 2 as scalars and matrices; a value "
+        f"of shape {fmt_shape(shape)} has no matrix form. Reshape it to a matrix first"
+    )
 
 
 class Ones(sp.OneMatrix):
@@ -120,13 +142,14 @@ def _is_scalar_body(t: Term) -> bool:
 
 # -- broadcasting -------------------------------------------------------------------------------
 
+
 def _bcast_matrix(m, src: tuple, dst: tuple):
     """Matrix m of NumPy shape src broadcast to dst, with ones vectors: (k, 1) -> v 1^T, (1, k) -> 1 r."""
     if tuple(src) == tuple(dst):
         return m
-    if len(src) == 1 and len(dst) == 2:            # a 1-D value lines up with the last axis: it is a row
+    if len(src) == 1 and len(dst) == 2:  # a 1-D value lines up with the last axis: it is a row
         m, src = m.T, (1, src[0])
-    if len(dst) == 1:                              # (1,) -> (k,)
+    if len(dst) == 1:  # (1,) -> (k,)
         return sp.MatMul(Ones(_dim(dst[0]), 1), m) if src[0] == 1 and dst[0] != 1 else m
     if src[0] == 1 and dst[0] != 1:
         m = sp.MatMul(Ones(_dim(dst[0]), 1), m)
@@ -161,6 +184,7 @@ def _map_env(t: Term, shape: tuple, fn: Callable) -> Term:
 
 # -- from a Term to a matrix expression ---------------------------------------------------------
 
+
 def to_matrix(t: Term):
     """The matrix expression of a Term (a scalar expression for shape ())."""
     if t.ndim == 0:
@@ -177,36 +201,35 @@ def _body_to_matrix(body, env: dict, mshape: tuple):
     free = [d for d in env if d in body.free_symbols]
     if not free and _is_bool(body):
         body = indicator(body)
-    if not free:                                              # a broadcast scalar: c 1 1^T
+    if not free:  # a broadcast scalar: c 1 1^T
         return sp.MatMul(body, Ones(*mshape)) if body != 1 else Ones(*mshape)
     if body in env:
         return env[body]
-    if _is_bool(body):                                        # a bool matrix is written as its 0/1 indicator
+    if _is_bool(body):  # a bool matrix is written as its 0/1 indicator
         return _body_to_matrix(indicator(body), env, mshape)
     if isinstance(body, sp.Pow) and body.base in env and body.exp.is_Integer:
-        return sp.HadamardPower(env[body.base], body.exp)     # a∘k
+        return sp.HadamardPower(env[body.base], body.exp)  # a∘k
     nonlinear = len(free) == 1 and sp.diff(body, free[0]).has(free[0])
-    if isinstance(body, sp.Add) and not nonlinear:            # sums of matrices
+    if isinstance(body, sp.Add) and not nonlinear:  # sums of matrices
         return sp.MatAdd(*[_body_to_matrix(a, env, mshape) for a in body.args], evaluate=True)
-    if isinstance(body, sp.Mul):                              # scalar coefficient times a Hadamard product
+    if isinstance(body, sp.Mul):  # scalar coefficient times a Hadamard product
         coeff = [a for a in body.args if not (a.free_symbols & set(free))]
         rest = [a for a in body.args if a.free_symbols & set(free)]
         if len(rest) == 1 and not nonlinear or len(rest) > 1:
-            parts = [_body_to_matrix(a, env, mshape) for a in rest]     # dJ/dh before phi'(z), as the book
+            parts = [_body_to_matrix(a, env, mshape) for a in rest]  # dJ/dh before phi'(z), as the book
             parts.sort(key=lambda m: isinstance(m, (ElementwiseFunction, ElementwiseMap)))
             core = parts[0] if len(parts) == 1 else sp.HadamardProduct(*parts)
             c = sp.Mul(*coeff)
             return core if c == 1 else sp.MatMul(c, core)
-    if len(free) == 1:                                        # f applied elementwise: (t -> f(t))∘(M)
+    if len(free) == 1:  # f applied elementwise: (t -> f(t))∘(M)
         d, m = free[0], env[free[0]]
-        if m in _COMPOSE:                                     # h = tanh(z) kept: 1 - h∘h reads as phi'(z)
+        if m in _COMPOSE:  # h = tanh(z) kept: 1 - h∘h reads as phi'(z)
             inner, d, m = _COMPOSE[m]
             body = body.xreplace({free[0]: inner})
         t = _bound(0)
         return ElementwiseFunction(sp.Lambda(t, body.xreplace({d: t})), m)
     ts = [_bound(k + 1) for k in range(len(free))]
-    return ElementwiseMap(sp.Lambda(tuple(ts), body.xreplace(dict(zip(free, ts)))),
-                          *[env[d] for d in free])
+    return ElementwiseMap(sp.Lambda(tuple(ts), body.xreplace(dict(zip(free, ts)))), *[env[d] for d in free])
 
 
 _BOUND: list = []
@@ -228,7 +251,7 @@ class ElementwiseFunction(ElementwiseApplyFunction):
     """f applied entry by entry to a matrix, printed as the book writes it: tanh(z), 1 - tanh^2(z), [z > 0]."""
 
     def __new__(cls, function, expr):
-        return sp.Basic.__new__(cls, function, expr)      # no shortcut for 1 x 1 matrices: keep the form
+        return sp.Basic.__new__(cls, function, expr)  # no shortcut for 1 x 1 matrices: keep the form
 
     def _latex(self, printer):
         return _print_applied(printer, self.function, [self.expr], latex=True)
@@ -270,7 +293,7 @@ class _Latex(LatexPrinter):
     def _print_HadamardProduct(self, expr):
         return r" \odot ".join(self.parenthesize(a, PRECEDENCE["Pow"], strict=True) for a in expr.args)
 
-    def _print_Inverse(self, expr):                          # (A^T)^{-1} as the books write it: A^{-T}
+    def _print_Inverse(self, expr):  # (A^T)^{-1} as the books write it: A^{-T}
         if isinstance(expr.arg, sp.Transpose):
             return rf"{self.parenthesize(expr.arg.arg, PRECEDENCE['Pow'], strict=True)}^{{-T}}"
         return self._print_MatPow(expr)
@@ -288,7 +311,7 @@ class _BodyLatex(_Latex):
 
     _print_Dummy = _print_Symbol
 
-    def _print_Heaviside(self, expr, exp=None):             # theta(u, 0) = [u > 0], Iverson's bracket
+    def _print_Heaviside(self, expr, exp=None):  # theta(u, 0) = [u > 0], Iverson's bracket
         tex = rf"\left[{self._print(expr.args[0])} > 0\right]"
         return tex if exp is None else rf"{tex}^{{{exp}}}"
 
@@ -319,7 +342,7 @@ def _print_applied(printer, fn, mats, latex: bool) -> str:
     cls = _BodyLatex if latex else _BodyStr
     settings = {k: v for k, v in printer._settings.items() if k in cls._default_settings}
     out = cls(settings, names).doprint(fn.expr.xreplace(sub))
-    if isinstance(fn.expr, (sp.Add, sp.Mul, sp.Piecewise)):          # (1 - tanh^2(z)) ∘ g needs its brackets
+    if isinstance(fn.expr, (sp.Add, sp.Mul, sp.Piecewise)):  # (1 - tanh^2(z)) ∘ g needs its brackets
         out = rf"\left({out}\right)" if latex else f"({out})"
     return out
 
@@ -335,11 +358,12 @@ def _only_in_calls(expr, v) -> bool:
 
 # -- undefined functions: ops with no matrix-calculus form ---------------------------------------
 
+
 class OpMatrix(sp.MatrixExpr):
     """An op with no matrix form applied to matrices; a subclass per op (its name is the op's name)."""
 
     op: Any = None
-    in_meta: tuple = ()          # (ndim, dtype) of each operand, to call the op's kernel
+    in_meta: tuple = ()  # (ndim, dtype) of each operand, to call the op's kernel
     out_ndim: int = 2
 
     def __new__(cls, rows, cols, *operands):
@@ -403,8 +427,7 @@ def apply_undefined(node: Node, *terms: Term) -> Term:
     cls = _OP_CLASSES.get(key)
     if cls is None:
         base = OpFunction if node.ndim == 0 else OpMatrix
-        cls = _OP_CLASSES[key] = type(node.op.name, (base,), {"op": node.op, "in_meta": meta,
-                                                               "out_ndim": node.ndim})
+        cls = _OP_CLASSES[key] = type(node.op.name, (base,), {"op": node.op, "in_meta": meta, "out_ndim": node.ndim})
     args = [to_matrix(t) for t in terms]
     if node.ndim == 0:
         return Term((), cls(*args), {})
@@ -412,6 +435,7 @@ def apply_undefined(node: Node, *terms: Term) -> Term:
 
 
 # -- helpers the op rules call ------------------------------------------------------------------
+
 
 def elementwise(node_or_shape, fn: Callable, *terms: Term) -> Term:
     """fn applied entry by entry to terms broadcast to the node's shape (fn takes and returns scalars)."""
@@ -440,10 +464,10 @@ def matmul(node: Node, a: Term, b: Term) -> Term:
     if a.ndim == 0 or b.ndim == 0:
         raise GraphCompilerError(f"matmul {node.name!r} of a scalar has no matrix form")
     if a.ndim == 2 and b.ndim == 2 or a.ndim == 2 and b.ndim == 1:
-        return of_matrix(node.shape, sp.MatMul(A, B))                     # A B, A v
+        return of_matrix(node.shape, sp.MatMul(A, B))  # A B, A v
     if a.ndim == 1 and b.ndim == 2:
-        return of_matrix(node.shape, sp.MatMul(B.T, A))                   # (v^T B)^T = B^T v
-    return of_matrix((), _as_scalar(sp.MatMul(A.T, B)))                 # u . v = u^T v
+        return of_matrix(node.shape, sp.MatMul(B.T, A))  # (v^T B)^T = B^T v
+    return of_matrix((), _as_scalar(sp.MatMul(A.T, B)))  # u . v = u^T v
 
 
 def transpose(node: Node, x: Term, axes: tuple) -> Term:
@@ -462,7 +486,7 @@ def reshape(node: Node, x: Term) -> Term:
         return _map_env(x, node.shape, lambda m: m)
     if src is not None and dst is not None and (src[1], src[0]) == dst and 1 in (src[0], src[1]):
         return _map_env(x, node.shape, lambda m: m.T)
-    if src is None or dst is None:                                       # scalar <-> 1 x 1 matrix
+    if src is None or dst is None:  # scalar <-> 1 x 1 matrix
         m = to_matrix(x)
         return of_matrix(node.shape, _as_scalar(m) if dst is None else sp.MatMul(m, Ones(1, 1)))
     return apply_undefined(node, x)
@@ -486,14 +510,14 @@ def reduce_sum(node: Node | _Shape, x: Term, axis: tuple, keepdims: bool) -> Ter
     axis = tuple(sorted(axis))
     if not axis or x.ndim == 0:
         return Term(node.shape, x.body, x.env)
-    if _is_scalar_body(x):                                              # c summed over k entries: k c
+    if _is_scalar_body(x):  # c summed over k entries: k c
         k = sp.Mul(*[_dim(x.shape[a]) for a in axis])
         return Term(node.shape, k * x.body, {})
-    if len(axis) == x.ndim:                                             # a full sum: a scalar
+    if len(axis) == x.ndim:  # a full sum: a scalar
         return Term(node.shape, _full_sum(x), {})
     m = to_matrix(x)
     rows, cols = _matrix_shape(x.shape)
-    if axis == (0,):                                                    # column sums
+    if axis == (0,):  # column sums
         if keepdims:
             return of_matrix(node.shape, sp.MatMul(Ones(1, rows), m))
         return of_matrix(node.shape, sp.MatMul(m.T, Ones(rows, 1)))
@@ -511,10 +535,10 @@ def _full_sum(x: Term):
     mshape = _matrix_shape(x.shape)
     if len(factors) == 1 and isinstance(factors[0], sp.Pow) and factors[0].exp == 2:
         a = _body_to_matrix(factors[0].base, x.env, mshape)
-        return coeff * sp.Trace(sp.MatMul(a.T, a))                          # sum(A∘A) = tr(A^T A) = ||A||_F^2
+        return coeff * sp.Trace(sp.MatMul(a.T, a))  # sum(A∘A) = tr(A^T A) = ||A||_F^2
     if len(factors) == 2:
         a, b = (_body_to_matrix(f, x.env, mshape) for f in factors)
-        return coeff * sp.Trace(sp.MatMul(a.T, b))                          # sum(A∘B) = tr(A^T B)
+        return coeff * sp.Trace(sp.MatMul(a.T, b))  # sum(A∘B) = tr(A^T B)
     m = to_matrix(Term(x.shape, sp.Mul(*factors), x.env))
     rows, cols = mshape
     ones_l = Ones(1, rows)
@@ -528,8 +552,7 @@ def sum_to(node: Node, g: Term, like: Term) -> Term:
     lead = g.ndim - node.ndim
     if any(d is None and gd is not None for d, gd in zip(node.shape, g.shape[lead:])):
         return apply_undefined(node, g, like)
-    axes = tuple(range(lead)) + tuple(lead + k for k, d in enumerate(node.shape)
-                                      if d == 1 and g.shape[lead + k] != 1)
+    axes = tuple(range(lead)) + tuple(lead + k for k, d in enumerate(node.shape) if d == 1 and g.shape[lead + k] != 1)
     if not axes:
         return Term(node.shape, g.body, g.env) if g.shape == node.shape else reshape(node, g)
     summed = reduce_sum(_Shape(tuple(d for k, d in enumerate(g.shape) if k not in axes)), g, axes, False)

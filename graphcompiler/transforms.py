@@ -36,15 +36,20 @@ def _spec(a: Any) -> Spec:
         raise GraphCompilerError(f"make_graph takes specs or example arrays, not the node {a.name!r}")
     arr = np.asarray(a)
     if arr.dtype.kind not in "biuf":
-        raise GraphCompilerError(f"cannot trace an argument of dtype {arr.dtype} ({type(a).__name__}); give a "
-                                 "numeric array, a number or a gc.Spec(shape, dtype)")
+        raise GraphCompilerError(
+            f"cannot trace an argument of dtype {arr.dtype} ({type(a).__name__}); give a "
+            "numeric array, a number or a gc.Spec(shape, dtype)"
+        )
     return Spec(arr.shape, arr.dtype)
 
 
 def _arg_names(fn: Callable, n: int) -> list[str]:
     try:
-        params = [p for p in inspect.signature(fn).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        params = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
     except (TypeError, ValueError):
         params = []
     names = [p.name for p in params[:n]]
@@ -62,15 +67,18 @@ def _flatten_outputs(graph: Graph, result) -> tuple[list[Node], str]:
     for k, r in enumerate(items):
         if isinstance(r, Node):
             if r.graph is not graph:
-                raise GraphCompilerError(f"output {k} ({r.name!r}) belongs to graph {r.graph.name!r}, not to the "
-                                         "traced function's graph")
+                raise GraphCompilerError(
+                    f"output {k} ({r.name!r}) belongs to graph {r.graph.name!r}, not to the traced function's graph"
+                )
             outs.append(r)
         else:
             try:
-                outs.append(graph.constant(np.asarray(r)))    # an output that does not depend on the inputs
+                outs.append(graph.constant(np.asarray(r)))  # an output that does not depend on the inputs
             except GraphCompilerError:
-                raise GraphCompilerError(f"output {k} of the traced function is {type(r).__name__}; return nodes, "
-                                         "arrays or numbers (or a tuple/list of them)") from None
+                raise GraphCompilerError(
+                    f"output {k} of the traced function is {type(r).__name__}; return nodes, "
+                    "arrays or numbers (or a tuple/list of them)"
+                ) from None
     return outs, kind
 
 
@@ -88,6 +96,7 @@ def make_graph(fn: Callable, *specs, name: str | None = None) -> tuple[Graph, li
 
 
 # -- compiled functions, cached per signature ----------------------------------------------------------
+
 
 class _Traced:
     """One signature's graph, program and output structure."""
@@ -112,8 +121,10 @@ class Function:
         arrays = []
         for k, a in enumerate(args):
             if isinstance(a, Node):
-                raise GraphCompilerError(f"{self._what}({self.fn.__name__}): argument {k} is the node {a.name!r}; "
-                                         "a compiled function takes NumPy arrays (call fn itself on nodes)")
+                raise GraphCompilerError(
+                    f"{self._what}({self.fn.__name__}): argument {k} is the node {a.name!r}; "
+                    "a compiled function takes NumPy arrays (call fn itself on nodes)"
+                )
             arrays.append(np.asarray(a))
         sig = tuple((arr.shape, arr.dtype.str) for arr in arrays)
         traced = self._cache.get(sig)
@@ -125,8 +136,9 @@ class Function:
 
     def __call__(self, *args, **kwargs):
         if kwargs:
-            raise GraphCompilerError(f"{self._what}({self.fn.__name__}): pass arguments by position (got "
-                                     f"{', '.join(kwargs)} by keyword)")
+            raise GraphCompilerError(
+                f"{self._what}({self.fn.__name__}): pass arguments by position (got {', '.join(kwargs)} by keyword)"
+            )
         traced, arrays = self._traced(args)
         values = traced.program.run(dict(zip(traced.inputs, arrays)))
         return _structure(values, traced)
@@ -148,18 +160,20 @@ class Function:
 
     def _require(self) -> _Traced:
         if self._last is None:
-            raise GraphCompilerError(f"{self._what}({self.fn.__name__}) has not been called yet: call it once so "
-                                     "it is traced for a signature")
+            raise GraphCompilerError(
+                f"{self._what}({self.fn.__name__}) has not been called yet: call it once so "
+                "it is traced for a signature"
+            )
         return self._last
 
 
 def _structure(values, traced: _Traced):
-    if traced.n_value < 0:                                 # plain function: as fn returned
+    if traced.n_value < 0:  # plain function: as fn returned
         if traced.kind == "one":
             return values[0]
         return list(values) if traced.kind == "list" else tuple(values)
     value = values[0] if traced.n_value else None
-    grads = values[traced.n_value:]
+    grads = values[traced.n_value :]
     g = grads[0] if traced.kind == "one" else tuple(grads)
     return (value, g) if traced.n_value else g
 
@@ -173,6 +187,7 @@ def _trace(fn, specs) -> tuple[Graph, list[Node], list[Node], str]:
 
 def _build_plain(fn, specs) -> _Traced:
     from .compiler import compile
+
     graph, inputs, outputs, kind = _trace(fn, specs)
     return _Traced(graph, inputs, outputs, compile(outputs), kind, -1)
 
@@ -196,16 +211,20 @@ def _grad_builder(argnums, with_value: bool, who: str):
     def build(fn, specs):
         from .autodiff import build_grad
         from .compiler import compile
+
         graph, inputs, outs, _ = _trace(fn, specs)
         if len(outs) != 1 or outs[0].shape != ():
-            raise ShapeError(f"{who}({fn.__name__}) needs a function returning one scalar; it returned "
-                             f"{', '.join(fmt_shape(o.shape) for o in outs)}; reduce it (np.sum, np.mean)")
+            raise ShapeError(
+                f"{who}({fn.__name__}) needs a function returning one scalar; it returned "
+                f"{', '.join(fmt_shape(o.shape) for o in outs)}; reduce it (np.sum, np.mean)"
+            )
         nums, single = _argnums(argnums, len(inputs), who)
         targets = [inputs[a] for a in nums]
         table = build_grad(outs[0], targets, disconnected="zero")
         grads = [table[t] for t in targets]
         outputs = ([outs[0]] if with_value else []) + grads
         return _Traced(graph, inputs, outputs, compile(outputs), "one" if single else "tuple", int(with_value))
+
     return build
 
 
@@ -222,12 +241,12 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0) -> Function:
 
 # -- forward mode and whole derivatives, as graph nodes ----------------------------------------------
 
+
 def _as_list(x) -> tuple[list, bool]:
     return ([x], True) if isinstance(x, Node) else (list(x), False)
 
 
-def jvp(outputs: Node | Sequence[Node], inputs: Node | Sequence[Node],
-        tangents: Node | Sequence[Node]) -> list[Node]:
+def jvp(outputs: Node | Sequence[Node], inputs: Node | Sequence[Node], tangents: Node | Sequence[Node]) -> list[Node]:
     """Jacobian-vector products as graph nodes: [sum_j dy/dx_j . v_j for each output y].
 
     Derived from the reverse-mode rules by the transpose trick, exact because every bprop is linear in its
@@ -242,6 +261,7 @@ def jvp(outputs: Node | Sequence[Node], inputs: Node | Sequence[Node],
     """
     from .autodiff import build_grad
     from .ops import elementwise as E, reduce as R, shape as S
+
     ys, _ = _as_list(outputs)
     xs, _ = _as_list(inputs)
     vs, _ = _as_list(tangents)
@@ -251,33 +271,40 @@ def jvp(outputs: Node | Sequence[Node], inputs: Node | Sequence[Node],
         raise GraphCompilerError(f"jvp: got {len(ys)} outputs and {len(xs)} inputs; give at least one of each")
     for x, v in zip(xs, vs):
         if not isinstance(v, Node):
-            raise GraphCompilerError(f"jvp: the tangent for {x.name!r} must be a node of its graph (a constant, "
-                                     f"an input), not {type(v).__name__}")
-        if len(v.shape) != len(x.shape) or any(a is not None and b is not None and a != b
-                                               for a, b in zip(v.shape, x.shape)):
-            raise ShapeError(f"jvp: the tangent {v.name!r} has shape {fmt_shape(v.shape)} but its input "
-                             f"{x.name!r} ({x.op.name}) has shape {fmt_shape(x.shape)}; they must match")
+            raise GraphCompilerError(
+                f"jvp: the tangent for {x.name!r} must be a node of its graph (a constant, "
+                f"an input), not {type(v).__name__}"
+            )
+        if len(v.shape) != len(x.shape) or any(
+            a is not None and b is not None and a != b for a, b in zip(v.shape, x.shape)
+        ):
+            raise ShapeError(
+                f"jvp: the tangent {v.name!r} has shape {fmt_shape(v.shape)} but its input "
+                f"{x.name!r} ({x.op.name}) has shape {fmt_shape(x.shape)}; they must match"
+            )
     graph = ys[0].graph
     for y in ys:
         if y.dtype.kind != "f":
-            raise GraphCompilerError(f"jvp: output {y.name!r} ({y.op.name}) has dtype {y.dtype}; only floating "
-                                     "outputs have a Jacobian-vector product")
+            raise GraphCompilerError(
+                f"jvp: output {y.name!r} ({y.op.name}) has dtype {y.dtype}; only floating "
+                "outputs have a Jacobian-vector product"
+            )
     Us = [S.zeros_like(y, name=graph._unique_name(f"jvp_cotangent/{y.name}")) for y in ys]
-    if len(ys) == 1:                                       # u = U^T J: one VJP seeded with U
+    if len(ys) == 1:  # u = U^T J: one VJP seeded with U
         vjp = build_grad(ys[0], xs, seed=Us[0], disconnected="zero")
-    else:                                                  # u = sum_k U_k^T J_k: one VJP for all outputs
+    else:  # u = sum_k U_k^T J_k: one VJP for all outputs
         paired = None
         for y, U in zip(ys, Us):
             term = R.sum(E.multiply(y, U))
             paired = term if paired is None else E.add(paired, term)
-        assert paired is not None                          # ys has several outputs here
+        assert paired is not None  # ys has several outputs here
         vjp = build_grad(paired, xs, disconnected="zero")
-    inner = None                                           # <u, v>, linear in U
+    inner = None  # <u, v>, linear in U
     for x, v in zip(xs, vs):
         term = R.sum(E.multiply(vjp[x], v))
         inner = term if inner is None else E.add(inner, term)
-    assert inner is not None                               # xs is not empty (checked above)
-    table = build_grad(inner, Us, disconnected="zero")     # d<u, v>/dU_k = J_k v
+    assert inner is not None  # xs is not empty (checked above)
+    table = build_grad(inner, Us, disconnected="zero")  # d<u, v>/dU_k = J_k v
     out = [E.identity(table[U], name=graph._unique_name(f"jvp({y.name})")) for y, U in zip(ys, Us)]
     _check_linear(out, Us)
     return out
@@ -298,15 +325,18 @@ def _check_linear(results: list[Node], Us: list[Node]) -> None:
                 raise GraphCompilerError(
                     f"internal error: the JVP built for {x.name!r} reads the cotangent's value through "
                     f"{n.op.name} {n.name!r}, so a bprop on the way is not linear in its cotangent; please report "
-                    "this (build_grad of <gradient, v> gives the same product by reverse over reverse)")
+                    "this (build_grad of <gradient, v> gives the same product by reverse over reverse)"
+                )
             seen.add(x)
             stack.append(x)
 
 
 def _require_static(n: Node, who: str) -> None:
     if any(d is None for d in n.shape):
-        raise ShapeError(f"{who} needs static shapes, but {n.name!r} ({n.op.name}) has shape "
-                         f"{fmt_shape(n.shape)}; trace with fixed sizes (gc.Spec((8, 4)) instead of (None, 4))")
+        raise ShapeError(
+            f"{who} needs static shapes, but {n.name!r} ({n.op.name}) has shape "
+            f"{fmt_shape(n.shape)}; trace with fixed sizes (gc.Spec((8, 4)) instead of (None, 4))"
+        )
 
 
 @overload
@@ -323,6 +353,7 @@ def jacobian(y: Node, x: Node | Sequence[Node]) -> Node | list[Node]:
     """
     from .autodiff import build_grad
     from .ops import shape as S
+
     xs, single = _as_list(x)
     _require_static(y, "jacobian")
     for t in xs:
@@ -338,8 +369,11 @@ def jacobian(y: Node, x: Node | Sequence[Node]) -> Node | list[Node]:
     out = []
     for t in xs:
         stacked = rows[t][0] if m == 1 else S.concatenate(rows[t], axis=0)
-        out.append(S.reshape(stacked, tuple(y.shape) + tuple(t.shape),
-                             name=y.graph._unique_name(f"jacobian({y.name}, {t.name})")))
+        out.append(
+            S.reshape(
+                stacked, tuple(y.shape) + tuple(t.shape), name=y.graph._unique_name(f"jacobian({y.name}, {t.name})")
+            )
+        )
     return out[0] if single else out
 
 
@@ -351,6 +385,7 @@ def hessian(J: Node, x: Node | Sequence[Node]) -> Node | list[Node]:
     """d2J/dx2 as a graph node of shape x.shape + x.shape, for a scalar J: the jacobian of build_grad(J, x)
     (reverse over reverse, row by row; static shapes only). For a list of x, the list of diagonal blocks."""
     from .autodiff import build_grad
+
     xs, single = _as_list(x)
     if J.shape != ():
         raise ShapeError(f"hessian needs a scalar, but {J.name!r} ({J.op.name}) has shape {fmt_shape(J.shape)}")

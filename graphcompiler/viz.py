@@ -28,7 +28,7 @@ from .errors import GraphCompilerError, fmt_shape
 from .graph import Graph, Node, install
 
 if TYPE_CHECKING:
-    import graphviz     # imported where a picture is drawn: `import graphcompiler` does not pay for it
+    import graphviz  # imported where a picture is drawn: `import graphcompiler` does not pay for it
 
 Show = Literal["all", "forward", "backward"]
 
@@ -54,16 +54,17 @@ STYLES: dict[str, Style] = {
     DATA_BACKWARD: Style("#c9e7c4", "#2b7a2f", "gradients flowing back through the data and activations"),
     CONSTANT: Style("#ececec", "#767676", "constants, and values computed from constants alone"),
 }
-OUTPUT_COLOR = "#111111"          # outputs: a double border in this colour
-KEPT_COLOR = "#d62728"            # a Program's values kept from forward for backward: a thick red border
-PROVENANCE_COLOR = "#b39ddb"      # faint lilac: backward node -> the forward node whose bprop made it
-CONTEXT_FILL, CONTEXT_BORDER = "#ffffff", "#9e9e9e"   # forward values a backward-only picture reads
+OUTPUT_COLOR = "#111111"  # outputs: a double border in this colour
+KEPT_COLOR = "#d62728"  # a Program's values kept from forward for backward: a thick red border
+PROVENANCE_COLOR = "#b39ddb"  # faint lilac: backward node -> the forward node whose bprop made it
+CONTEXT_FILL, CONTEXT_BORDER = "#ffffff", "#9e9e9e"  # forward values a backward-only picture reads
 FORWARD_EDGE, READ_EDGE = "#4d4d4d", "#a8a8a8"
 
 FONT = "Helvetica"
 
 
 # -- what is drawn ----------------------------------------------------------------------------
+
 
 @dataclass
 class _Subject:
@@ -83,7 +84,7 @@ def _subject(what: Any) -> _Subject:
         return _Subject(what.name, nodes, outputs)
     if isinstance(what, Node):
         return _Subject(what.name, _topological(_ancestors([what])), [what])
-    if hasattr(what, "schedule") and hasattr(what, "graph"):          # a compiled Program
+    if hasattr(what, "schedule") and hasattr(what, "graph"):  # a compiled Program
         return _program_subject(what)
     if isinstance(what, (list, tuple)) and what and all(isinstance(n, Node) for n in what):
         graph = what[0].graph
@@ -91,11 +92,13 @@ def _subject(what: Any) -> _Subject:
             if n.graph is not graph:
                 raise GraphCompilerError(
                     f"to_dot draws nodes of one graph; {what[0].name!r} belongs to {graph.name!r} and "
-                    f"{n.name!r} to {n.graph.name!r}")
+                    f"{n.name!r} to {n.graph.name!r}"
+                )
         return _Subject(graph.name, _topological(_ancestors(list(what))), list(what))
     raise GraphCompilerError(
         f"to_dot draws a Graph, a Node, a non-empty list of Nodes or a compiled Program, not "
-        f"{type(what).__name__}; pass e.g. gc.to_dot(graph) or gc.to_dot([J, grads[W1]])")
+        f"{type(what).__name__}; pass e.g. gc.to_dot(graph) or gc.to_dot([J, grads[W1]])"
+    )
 
 
 def _program_subject(program: Any) -> _Subject:
@@ -145,12 +148,13 @@ def _topological(nodes: Iterable[Node], extra=lambda n: ()) -> list[Node]:
 
 # -- kinds ------------------------------------------------------------------------------------
 
+
 def classify(nodes: Iterable[Node]) -> dict[Node, str]:
     """The kind of each node (and of the forward nodes their origins name), by the rule of the module doc."""
     nodes = list(nodes)
     closure = _ancestors(nodes + [n.origin[0] for n in nodes if n.origin is not None])
     more = [n.origin[0] for n in closure if n.origin is not None and n.origin[0] not in closure]
-    while more:                                   # origins of origins (second derivatives)
+    while more:  # origins of origins (second derivatives)
         closure |= _ancestors(more)
         more = [n.origin[0] for n in closure if n.origin is not None and n.origin[0] not in closure]
     kinds: dict[Node, str] = {}
@@ -176,7 +180,7 @@ def _kind(n: Node, kinds: dict[Node, str]) -> str:
         return CONSTANT
     if n.origin is not None:
         if op == "constant":
-            return CONSTANT                      # the 0 in relu's z > 0: a literal of the rule
+            return CONSTANT  # the 0 in relu's z > 0: a literal of the rule
         v, i = n.origin
         target = kinds.get(v.inputs[i]) if i < len(v.inputs) else None
         return PARAMS_BACKWARD if target in (PARAMS_FORWARD, PARAMS_BACKWARD) else DATA_BACKWARD
@@ -187,6 +191,7 @@ def _kind(n: Node, kinds: dict[Node, str]) -> str:
 
 
 # -- scopes -----------------------------------------------------------------------------------
+
 
 def scope_of(node: Node) -> str | None:
     """A forward node's scope is its name up to the last "/" (`layer1/z` -> `layer1`); a backward node
@@ -209,6 +214,7 @@ def _scope_chain(scope: str | None) -> list[str]:
 
 # -- labels -----------------------------------------------------------------------------------
 
+
 def _esc(text: Any) -> str:
     """Text made safe inside a Graphviz HTML label (and so in the SVG it writes): markup characters become
     entities, a newline a line break, and other control characters (not allowed in XML) a visible \\xNN."""
@@ -227,14 +233,14 @@ def _short(v: Any, limit: int = 28) -> str:
         t = f"array{fmt_shape(v.shape)}"
     else:
         t = repr(v)
-    return t if len(t) <= limit else t[:limit - 1] + "…"
+    return t if len(t) <= limit else t[: limit - 1] + "…"
 
 
 def _scalar_value(n: Node) -> str | None:
     """A scalar constant's value as text ("0.01"), or None."""
     try:
         value = n.graph.value(n)
-    except Exception:                             # a stand-in node of a program: no stored value
+    except Exception:  # a stand-in node of a program: no stored value
         return None
     if value is None or value.ndim != 0:
         return None
@@ -259,21 +265,33 @@ def _label(n: Node, extra: list[str]) -> str:
     if n.dtype != np.float64:
         shape += f" {n.dtype}"
     value = _scalar_value(n) if n.op.name == "constant" else None
-    if value is not None:                         # a scalar constant: one short line, name = value
-        lines = [f'<B>{_esc(n.name)}</B> = {_esc(value)}']
+    if value is not None:  # a scalar constant: one short line, name = value
+        lines = [f"<B>{_esc(n.name)}</B> = {_esc(value)}"]
     else:
-        lines = [f"<B>{_esc(n.name)}</B>",
-                 f'<FONT POINT-SIZE="9">{_esc(_op_text(n))} · {_esc(shape)}</FONT>']
+        lines = [f"<B>{_esc(n.name)}</B>", f'<FONT POINT-SIZE="9">{_esc(_op_text(n))} · {_esc(shape)}</FONT>']
     lines += [f'<FONT POINT-SIZE="9" COLOR="#555555">{_esc(e)}</FONT>' for e in extra]
     return "<" + "<BR/>".join(lines) + ">"
 
 
 # -- the picture ------------------------------------------------------------------------------
 
-def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = False,
-           provenance: bool = False, edge_shapes: bool = False, group: bool = False,
-           collapse: bool | Iterable[str] | None = None, context: bool = True, legend: bool = True,
-           title: str | None = None, bodies: bool = True, unroll: bool | int = False) -> graphviz.Digraph:
+
+def to_dot(
+    what: Any,
+    *,
+    show: Show = "all",
+    rankdir: str = "LR",
+    align: bool = False,
+    provenance: bool = False,
+    edge_shapes: bool = False,
+    group: bool = False,
+    collapse: bool | Iterable[str] | None = None,
+    context: bool = True,
+    legend: bool = True,
+    title: str | None = None,
+    bodies: bool = True,
+    unroll: bool | int = False,
+) -> graphviz.Digraph:
     """A graphviz.Digraph of a Graph, a Node or a list of Nodes (with their ancestors) or a Program.
 
     show: "all", "forward" (no gradient nodes) or "backward" (gradient nodes, with the forward values they
@@ -289,12 +307,14 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
     """
     if unroll and isinstance(what, Graph):
         from .ops.control import unroll as _unroll
+
         what = _unroll(what, 16 if unroll is True else int(unroll))
     if show not in ("all", "forward", "backward"):
         raise GraphCompilerError(f"show must be 'all', 'forward' or 'backward', not {show!r}")
     if rankdir not in ("LR", "RL", "TB", "BT"):
         raise GraphCompilerError(f"rankdir must be 'LR', 'RL', 'TB' or 'BT', not {rankdir!r}")
     import graphviz
+
     subject = _subject(what)
     kinds = classify(subject.nodes)
     outputs = set(subject.outputs)
@@ -303,8 +323,17 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
     visible_set, ctx_set, plan = layout.visible_set, set(ctx), subject.plan
 
     dot = graphviz.Digraph(name=_safe_name(subject.title), strict=False)
-    dot.attr("graph", rankdir=rankdir, fontname=FONT, fontsize="12", nodesep="0.2", ranksep="0.3",
-             bgcolor="white", pad="0.2", newrank="true")
+    dot.attr(
+        "graph",
+        rankdir=rankdir,
+        fontname=FONT,
+        fontsize="12",
+        nodesep="0.2",
+        ranksep="0.3",
+        bgcolor="white",
+        pad="0.2",
+        newrank="true",
+    )
     dot.attr("node", fontname=FONT, fontsize="11", margin="0.08,0.03", height="0.3", penwidth="1.2")
     dot.attr("edge", fontname=FONT, fontsize="8", arrowsize="0.6", color=FORWARD_EDGE)
 
@@ -314,21 +343,24 @@ def to_dot(what: Any, *, show: Show = "all", rankdir: str = "LR", align: bool = 
     _emit_ranks(dot, layout, members, anchors, align)
     if provenance:
         _emit_provenance(dot, layout)
-    if bodies:                                      # control flow (ops/control.py): each body in a box
+    if bodies:  # control flow (ops/control.py): each body in a box
         from .ops.control import draw_bodies
+
         draw_bodies(dot, [n for n in visible if layout.rep(n) == layout.ids[n]], layout.ids, _esc)
 
     heading = f"<B>{_esc(title if title is not None else subject.title)}</B>"
     if legend:
         used = {kinds[n] for n in visible if n not in ctx_set}
-        ops = {n.op.name if n.op.name in ("input", "parameter", "constant") else
-               ("backward" if n.is_gradient else "forward") for n in visible}
+        ops = {
+            n.op.name
+            if n.op.name in ("input", "parameter", "constant")
+            else ("backward" if n.is_gradient else "forward")
+            for n in visible
+        }
         if any(is_optimizer_state(n) for n in visible):
             ops.add("optimizer state")
-        dashed = any(kinds[n] == PARAMS_BACKWARD and any(x in visible_set for x in n.inputs)
-                     for n in visible)
-        heading = _legend(heading, used, ops, bool(outputs & visible_set), bool(ctx), provenance, dashed,
-                          plan)
+        dashed = any(kinds[n] == PARAMS_BACKWARD and any(x in visible_set for x in n.inputs) for n in visible)
+        heading = _legend(heading, used, ops, bool(outputs & visible_set), bool(ctx), provenance, dashed, plan)
     dot.attr("graph", label=f"<{heading}>", labelloc="t", labeljust="l")
     return dot
 
@@ -361,8 +393,9 @@ class _Layout:
             self.collapsed = scopes if collapse is True else {s.rstrip("/") for s in collapse} & scopes
         self.ids = {n: f"n{k}" for k, n in enumerate(visible)}
         # a collapsed scope is two nodes, its forward part and its backward part; ids free of ":" (a port)
-        self.scope_ids = {(s, b): f"s{k}{'b' if b else 'f'}" for k, s in enumerate(sorted(self.collapsed))
-                          for b in (False, True)}
+        self.scope_ids = {
+            (s, b): f"s{k}{'b' if b else 'f'}" for k, s in enumerate(sorted(self.collapsed)) for b in (False, True)
+        }
 
     def scope(self, n: Node) -> str | None:
         """A sum or the seed dJ/dJ goes where its anchor is."""
@@ -376,8 +409,15 @@ class _Layout:
         return self.ids[n]
 
 
-def _emit_nodes(dot: graphviz.Digraph, layout: _Layout, kinds: dict[Node, str], outputs: set[Node],
-                ctx_set: set[Node], plan: "_Plan | None", group: bool) -> dict[tuple[str, bool], list[Node]]:
+def _emit_nodes(
+    dot: graphviz.Digraph,
+    layout: _Layout,
+    kinds: dict[Node, str],
+    outputs: set[Node],
+    ctx_set: set[Node],
+    plan: "_Plan | None",
+    group: bool,
+) -> dict[tuple[str, bool], list[Node]]:
     """The nodes, inside their scope boxes when grouping; returns the members of each collapsed scope."""
     ids, collapsed = layout.ids, layout.collapsed
     boxes: dict[str | None, list[tuple[str, dict]]] = {}
@@ -395,38 +435,51 @@ def _emit_nodes(dot: graphviz.Digraph, layout: _Layout, kinds: dict[Node, str], 
     for (s, backward), ms in members.items():
         outer = [c for c in _scope_chain(s)[:-1] if c not in collapsed]
         boxes.setdefault(outer[-1] if outer and group else None, []).append(
-            (layout.scope_ids[s, backward], _collapsed_attrs(s, backward, ms, kinds)))
+            (layout.scope_ids[s, backward], _collapsed_attrs(s, backward, ms, kinds))
+        )
     _emit_boxes(dot, boxes, collapsed)
     return members
 
 
-def _emit_edges(dot: graphviz.Digraph, layout: _Layout, kinds: dict[Node, str], ctx_set: set[Node],
-                anchors: dict[Node, Node], align: bool, edge_shapes: bool) -> None:
+def _emit_edges(
+    dot: graphviz.Digraph,
+    layout: _Layout,
+    kinds: dict[Node, str],
+    ctx_set: set[Node],
+    anchors: dict[Node, Node],
+    align: bool,
+    edge_shapes: bool,
+) -> None:
     """Edges input -> consumer; from forward into backward they are pale (B reads a forward value)."""
     seen_collapsed: set[tuple[str, str]] = set()
     for n in layout.visible:
         if n in ctx_set:
             continue
-        for x in (n.inputs[:1] if n.op.name == "result" else n.inputs):   # a result: drawn from its loop only
+        for x in n.inputs[:1] if n.op.name == "result" else n.inputs:  # a result: drawn from its loop only
             if x not in layout.visible_set:
                 continue
             a, b = layout.rep(x), layout.rep(n)
             if a == b:
                 continue
-            if a[0] == "s" or b[0] == "s":          # a collapsed scope: one edge per pair of boxes
+            if a[0] == "s" or b[0] == "s":  # a collapsed scope: one edge per pair of boxes
                 if (a, b) in seen_collapsed:
                     continue
                 seen_collapsed.add((a, b))
             attrs = _edge_attrs(x, n, kinds, edge_shapes)
-            free_leaf = x.op.name == "constant" and x not in anchors     # placed by this edge alone
+            free_leaf = x.op.name == "constant" and x not in anchors  # placed by this edge alone
             # its place is fixed by its forward origin's rank
             if (n in anchors or align and layout.collapsed and n.is_gradient) and not free_leaf:
                 attrs["constraint"] = "false"
             dot.edge(a, b, **attrs)
 
 
-def _emit_ranks(dot: graphviz.Digraph, layout: _Layout, members: dict[tuple[str, bool], list[Node]],
-                anchors: dict[Node, Node], align: bool) -> None:
+def _emit_ranks(
+    dot: graphviz.Digraph,
+    layout: _Layout,
+    members: dict[tuple[str, bool], list[Node]],
+    anchors: dict[Node, Node],
+    align: bool,
+) -> None:
     """align: each backward node (or collapsed backward box) level with the forward node it came from."""
     if align and layout.collapsed:
         for s in sorted(layout.collapsed):
@@ -439,7 +492,7 @@ def _emit_ranks(dot: graphviz.Digraph, layout: _Layout, members: dict[tuple[str,
     for n, v in anchors.items():
         rows.setdefault(v, []).append(layout.ids[n])
     for v in layout.visible:
-        if v in rows:                               # ids are plain words: no quoting needed
+        if v in rows:  # ids are plain words: no quoting needed
             dot.body.append(f"\t{{rank=same; {layout.ids[v]}; {'; '.join(rows[v])};}}\n")
 
 
@@ -452,16 +505,23 @@ def _emit_provenance(dot: graphviz.Digraph, layout: _Layout) -> None:
             if a == b:
                 continue
             src = v.inputs[i].name if i < len(v.inputs) else "?"
-            dot.edge(a, b, color=PROVENANCE_COLOR, style="dashed", arrowhead="empty", penwidth="0.8",
-                     constraint="false", tooltip=_tip(f"{n.name} was made by the bprop of {v.name} "
-                                                      f"({v.op.name}) for its input {i} ({src})"))
+            dot.edge(
+                a,
+                b,
+                color=PROVENANCE_COLOR,
+                style="dashed",
+                arrowhead="empty",
+                penwidth="0.8",
+                constraint="false",
+                tooltip=_tip(f"{n.name} was made by the bprop of {v.name} ({v.op.name}) for its input {i} ({src})"),
+            )
 
 
 def _anchors(visible: list[Node], visible_set: set[Node]) -> dict[Node, Node]:
     """For each backward node, the forward node it is drawn level with: its origin's forward node; a sum
     goes with the gradient it reads, the seed dJ/dJ with the cost its readers' bprops came from."""
     anchors: dict[Node, Node] = {}
-    for n in visible:                               # topological order: inputs first
+    for n in visible:  # topological order: inputs first
         if not n.is_gradient:
             continue
         if n.origin is not None:
@@ -470,8 +530,8 @@ def _anchors(visible: list[Node], visible_set: set[Node]) -> dict[Node, Node]:
         else:
             a = next((anchors[x] for x in n.inputs if x in anchors), None)
         if a is not None and a in visible_set and (n.op.name != "constant" or n.origin is None):
-            anchors[n] = a                          # a literal of a bprop (the 0 of z > 0) sits by its reader
-    for n in visible:                               # seeds: with what their first reader is anchored to
+            anchors[n] = a  # a literal of a bprop (the 0 of z > 0) sits by its reader
+    for n in visible:  # seeds: with what their first reader is anchored to
         if n.is_gradient and n not in anchors and n.origin is None:
             readers = [(m, m.origin[0]) for m in visible if n in m.inputs and m.origin is not None and m in anchors]
             if readers:
@@ -490,18 +550,23 @@ def _node_attrs(n: Node, kind: str, is_output: bool, is_context: bool, plan: "_P
     extra: list[str] = []
     if plan is not None:
         extra = plan.notes(n)
-    attrs = {"label": _label(n, extra), "tooltip": _tip(f"{n.name}: {op} {fmt_shape(n.shape)} {n.dtype}"),
-             "fillcolor": st.fill, "color": st.border, "style": "filled"}
+    attrs = {
+        "label": _label(n, extra),
+        "tooltip": _tip(f"{n.name}: {op} {fmt_shape(n.shape)} {n.dtype}"),
+        "fillcolor": st.fill,
+        "color": st.border,
+        "style": "filled",
+    }
     if op == "input":
         attrs["shape"] = "ellipse"
     elif op == "parameter":
         attrs["shape"] = "cylinder"
-        if is_optimizer_state(n):                           # gc.optim's velocities, moments, step counts
+        if is_optimizer_state(n):  # gc.optim's velocities, moments, step counts
             attrs["style"] = "filled,dotted"
     elif op == "constant":
         attrs.update(shape="box", style="filled", fontsize="10")
     elif n.is_gradient:
-        attrs.update(shape="box", style="filled")          # backward ops: square corners
+        attrs.update(shape="box", style="filled")  # backward ops: square corners
     else:
         attrs.update(shape="box", style="filled,rounded")  # forward ops: rounded corners
     if is_output:
@@ -511,8 +576,12 @@ def _node_attrs(n: Node, kind: str, is_output: bool, is_context: bool, plan: "_P
     if plan is not None and plan.recomputed(n):
         attrs["style"] += ",dashed"
     if is_context:
-        attrs.update(fillcolor=CONTEXT_FILL, color=CONTEXT_BORDER, fontcolor="#707070",
-                     style=attrs["style"].replace("filled", "filled,dashed"))
+        attrs.update(
+            fillcolor=CONTEXT_FILL,
+            color=CONTEXT_BORDER,
+            fontcolor="#707070",
+            style=attrs["style"].replace("filled", "filled,dashed"),
+        )
     return attrs
 
 
@@ -520,15 +589,23 @@ def _collapsed_attrs(scope: str, backward: bool, members: list[Node], kinds: dic
     counts: dict[str, int] = {}
     for m in members:
         counts[kinds[m]] = counts.get(kinds[m], 0) + 1
-    prefer = (DATA_FORWARD, DATA_BACKWARD, PARAMS_FORWARD, PARAMS_BACKWARD, CONSTANT)   # ties: the data
+    prefer = (DATA_FORWARD, DATA_BACKWARD, PARAMS_FORWARD, PARAMS_BACKWARD, CONSTANT)  # ties: the data
     main = max(counts, key=lambda k: (counts[k], -prefer.index(k)))
     st = STYLES[main]
     detail = ", ".join(f"{c} {k}" for k, c in sorted(counts.items(), key=lambda kv: -kv[1]))
     part = "backward" if backward else "forward"
-    label = (f"<<B>{_esc(scope)}/</B> {part}<BR/><FONT POINT-SIZE=\"9\">{len(members)} nodes</FONT><BR/>"
-             f"<FONT POINT-SIZE=\"8\" COLOR=\"#555555\">{_esc(detail)}</FONT>>")
-    return {"label": label, "shape": "box3d", "style": "filled", "fillcolor": st.fill, "color": st.border,
-            "tooltip": _tip(f"scope {scope}/ ({part}) collapsed: " + ", ".join(m.name for m in members[:40]))}
+    label = (
+        f'<<B>{_esc(scope)}/</B> {part}<BR/><FONT POINT-SIZE="9">{len(members)} nodes</FONT><BR/>'
+        f'<FONT POINT-SIZE="8" COLOR="#555555">{_esc(detail)}</FONT>>'
+    )
+    return {
+        "label": label,
+        "shape": "box3d",
+        "style": "filled",
+        "fillcolor": st.fill,
+        "color": st.border,
+        "tooltip": _tip(f"scope {scope}/ ({part}) collapsed: " + ", ".join(m.name for m in members[:40])),
+    }
 
 
 def _emit_boxes(dot: graphviz.Digraph, boxes: dict, collapsed: set[str]) -> None:
@@ -551,8 +628,15 @@ def _emit_boxes(dot: graphviz.Digraph, boxes: dict, collapsed: set[str]) -> None
     def emit(parent: graphviz.Digraph, scope: str) -> None:
         counter[0] += 1
         with parent.subgraph(name=f"cluster_{counter[0]}") as sub:
-            sub.attr(label=f"<<I>{_esc(scope)}/</I>>", style="rounded,dashed", color="#8c8c8c",
-                     fontcolor="#555555", fontsize="11", labeljust="l", margin="10")
+            sub.attr(
+                label=f"<<I>{_esc(scope)}/</I>>",
+                style="rounded,dashed",
+                color="#8c8c8c",
+                fontcolor="#555555",
+                fontsize="11",
+                labeljust="l",
+                margin="10",
+            )
             for node_id, attrs in boxes.get(scope, []):
                 sub.node(node_id, **attrs)
             for child in tree.get(scope, []):
@@ -560,7 +644,7 @@ def _emit_boxes(dot: graphviz.Digraph, boxes: dict, collapsed: set[str]) -> None
 
     for top in tree.get(None, []):
         emit(dot, top)
-    for s in scopes:                               # a scope whose box is collapsed away: nodes at top level
+    for s in scopes:  # a scope whose box is collapsed away: nodes at top level
         if s not in needed:
             for node_id, attrs in boxes[s]:
                 dot.node(node_id, **attrs)
@@ -572,17 +656,22 @@ def _edge_attrs(x: Node, n: Node, kinds: dict[Node, str], edge_shapes: bool) -> 
         st = STYLES[kinds[n]]
         attrs["color"] = st.border if x.is_gradient else READ_EDGE
         if kinds[n] == PARAMS_BACKWARD:
-            attrs["style"] = "dashed"             # Torralba: dotted lines compute parameter gradients
+            attrs["style"] = "dashed"  # Torralba: dotted lines compute parameter gradients
     if edge_shapes:
         attrs["label"] = _esc(fmt_shape(x.shape))
         attrs["fontcolor"] = "#666666"
     return attrs
 
 
-_SHAPES = {"input": "ellipse: input", "parameter": "cylinder: parameter", "constant": "small box: constant",
-           "forward": "rounded box: forward op", "backward": "square box: backward op",
-           "optimizer state": "dotted cylinder: optimizer state"}
-OPTIMIZER_PREFIXES = ("sgd", "adam", "adamw", "rmsprop")   # gc.optim names its state <optimizer>/<slot>/<param>
+_SHAPES = {
+    "input": "ellipse: input",
+    "parameter": "cylinder: parameter",
+    "constant": "small box: constant",
+    "forward": "rounded box: forward op",
+    "backward": "square box: backward op",
+    "optimizer state": "dotted cylinder: optimizer state",
+}
+OPTIMIZER_PREFIXES = ("sgd", "adam", "adamw", "rmsprop")  # gc.optim names its state <optimizer>/<slot>/<param>
 
 
 def is_optimizer_state(n: Node) -> bool:
@@ -590,8 +679,16 @@ def is_optimizer_state(n: Node) -> bool:
     return n.op.name == "parameter" and "/" in n.name and n.name.split("/", 1)[0] in OPTIMIZER_PREFIXES
 
 
-def _legend(heading: str, used: set[str], ops: set[str], outputs: bool, context: bool, provenance: bool,
-            dashed: bool, plan: "_Plan | None") -> str:
+def _legend(
+    heading: str,
+    used: set[str],
+    ops: set[str],
+    outputs: bool,
+    context: bool,
+    provenance: bool,
+    dashed: bool,
+    plan: "_Plan | None",
+) -> str:
     """The graph's label: the title, then the legend (one swatch per kind drawn, then the marks)."""
     cells = []
     for k in KINDS:
@@ -605,33 +702,41 @@ def _legend(heading: str, used: set[str], ops: set[str], outputs: bool, context:
     if plan is not None:
         cells.append(_swatch("#ffffff", KEPT_COLOR, "kept from forward for backward", width=3))
     notes = [f"{_esc(k)}: {_esc(STYLES[k].legend)}" for k in KINDS if k in used]
-    shapes = [_SHAPES[o] for o in ("input", "parameter", "optimizer state", "constant", "forward", "backward")
-              if o in ops]
+    shapes = [
+        _SHAPES[o] for o in ("input", "parameter", "optimizer state", "constant", "forward", "backward") if o in ops
+    ]
     notes.append("shapes: " + _esc("; ".join(shapes)))
     marks = []
     if dashed:
         marks.append("dashed edges compute parameter gradients")
     if provenance:
-        marks.append(f'<FONT COLOR="{PROVENANCE_COLOR}">lilac</FONT> dashed edges with hollow heads: provenance, '
-                     "from a backward node to the forward node whose bprop made it")
+        marks.append(
+            f'<FONT COLOR="{PROVENANCE_COLOR}">lilac</FONT> dashed edges with hollow heads: provenance, '
+            "from a backward node to the forward node whose bprop made it"
+        )
     if plan is not None:
         marks.append("step k: the schedule order; buffer b: the buffer that holds the value")
     if marks:
         notes.append("; ".join(marks))
-    text = "<BR ALIGN=\"LEFT\"/>".join(notes) + "<BR ALIGN=\"LEFT\"/>"
-    return ('<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="2">'
-            f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="14">{heading}</FONT></TD></TR>'
-            '<TR><TD ALIGN="LEFT"><TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2" CELLPADDING="1"><TR>'
-            '<TD><FONT POINT-SIZE="10"><B>Legend</B></FONT></TD>' + "".join(cells) + '</TR></TABLE></TD></TR>'
-            f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="9" COLOR="#444444">{text}</FONT></TD></TR></TABLE>')
+    text = '<BR ALIGN="LEFT"/>'.join(notes) + '<BR ALIGN="LEFT"/>'
+    return (
+        '<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="2">'
+        f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="14">{heading}</FONT></TD></TR>'
+        '<TR><TD ALIGN="LEFT"><TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2" CELLPADDING="1"><TR>'
+        '<TD><FONT POINT-SIZE="10"><B>Legend</B></FONT></TD>' + "".join(cells) + "</TR></TABLE></TD></TR>"
+        f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="9" COLOR="#444444">{text}</FONT></TD></TR></TABLE>'
+    )
 
 
 def _swatch(fill: str, border: str, text: str, width: int = 1) -> str:
-    return (f'<TD WIDTH="20" HEIGHT="12" BGCOLOR="{fill}" COLOR="{border}" '
-            f'BORDER="{width}"> </TD><TD ALIGN="LEFT"><FONT POINT-SIZE="10">{text}</FONT>   </TD>')
+    return (
+        f'<TD WIDTH="20" HEIGHT="12" BGCOLOR="{fill}" COLOR="{border}" '
+        f'BORDER="{width}"> </TD><TD ALIGN="LEFT"><FONT POINT-SIZE="10">{text}</FONT>   </TD>'
+    )
 
 
 # -- a Program's plan ---------------------------------------------------------------------------
+
 
 class _Plan:
     """Schedule order, buffers and kept values of a compiled Program, read through its public names.
@@ -643,7 +748,7 @@ class _Plan:
     def __init__(self, program: Any):
         self.program = program
         self.values: list[Node] = []
-        self.value_of: dict[Node, Node] = {}          # graph node -> the drawn value of its step
+        self.value_of: dict[Node, Node] = {}  # graph node -> the drawn value of its step
         self.step_of: dict[Node, int] = {}
         self.buffer: dict[Node, Any] = {}
         self._recomputed: set[Node] = set()
@@ -680,8 +785,13 @@ class _Plan:
                 pass
         # Without the program's own answer: computed forward values that some backward step reads
         # (inputs and parameters are held by the caller and the graph anyway).
-        return {x for n in self.step_of if n.is_gradient for x in n.inputs
-                if not x.is_gradient and x.op.name not in ("input", "parameter", "constant")}
+        return {
+            x
+            for n in self.step_of
+            if n.is_gradient
+            for x in n.inputs
+            if not x.is_gradient and x.op.name not in ("input", "parameter", "constant")
+        }
 
     def recomputed(self, n: Node) -> bool:
         return n in self._recomputed
@@ -715,9 +825,11 @@ def render(what: Any, path: str | os.PathLike, *, dpi: int | None = None, **opti
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in FORMATS:
-        raise GraphCompilerError(f"render writes {', '.join(FORMATS)} files; {path!r} has suffix "
-                                 f"{suffix or '(none)'!r}: pick one of those")
+        raise GraphCompilerError(
+            f"render writes {', '.join(FORMATS)} files; {path!r} has suffix {suffix or '(none)'!r}: pick one of those"
+        )
     import graphviz
+
     dot = to_dot(what, **options)
     if FORMATS[suffix] == "dot":
         data = dot.source.encode("utf-8")
@@ -729,7 +841,8 @@ def render(what: Any, path: str | os.PathLike, *, dpi: int | None = None, **opti
         except graphviz.ExecutableNotFound:
             raise GraphCompilerError(
                 f"writing {path!r} needs Graphviz's `dot` program, which is not installed: install it "
-                "(apt-get install graphviz, brew install graphviz) or write a .dot file instead") from None
+                "(apt-get install graphviz, brew install graphviz) or write a .dot file instead"
+            ) from None
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
@@ -747,7 +860,7 @@ def mimebundle(what: Any, text: str) -> dict[str, str]:
     """A Jupyter mime bundle: the SVG when Graphviz can draw it, the text listing always."""
     try:
         return {"image/svg+xml": svg(what), "text/plain": text}
-    except Exception:                   # no dot binary: the listing alone
+    except Exception:  # no dot binary: the listing alone
         return {"text/plain": text}
 
 

@@ -18,12 +18,19 @@ from ..errors import GraphCompilerError
 from ..graph import Graph, GraphMismatchError, Node, provide
 from .program import CACHE_SIZE, Program
 
-DEFAULT_BACKEND = os.environ.get("GRAPHCOMPILER_BACKEND", "numpy")   # compile's backend when none is named
+DEFAULT_BACKEND = os.environ.get("GRAPHCOMPILER_BACKEND", "numpy")  # compile's backend when none is named
 
 
-def compile(outputs: Node | Iterable[Node], *, updates: Mapping[Node, Node] | None = None,
-            optimize: bool = True, memory_budget: int | None = None, nan_check: bool = False,
-            backend: str | None = None, cache_size: int = CACHE_SIZE) -> Program:
+def compile(
+    outputs: Node | Iterable[Node],
+    *,
+    updates: Mapping[Node, Node] | None = None,
+    optimize: bool = True,
+    memory_budget: int | None = None,
+    nan_check: bool = False,
+    backend: str | None = None,
+    cache_size: int = CACHE_SIZE,
+) -> Program:
     """Compile outputs (and parameter updates) into a Program; nothing is computed until it runs.
 
     backend names the evaluator that runs the lowered program (compiler/backends.py: BACKENDS; None: the
@@ -44,10 +51,19 @@ def compile(outputs: Node | Iterable[Node], *, updates: Mapping[Node, Node] | No
     graph: Graph = nodes[0].graph
     for n in nodes:
         if n.graph is not graph:
-            raise GraphMismatchError(f"{n.name!r} belongs to graph {n.graph.name!r}, not {graph.name!r}; "
-                                     "a program runs nodes of one graph")
-    return Program(graph, outputs, updates, optimize=optimize, memory_budget=memory_budget,
-                   nan_check=nan_check, backend=backend, cache_size=cache_size)
+            raise GraphMismatchError(
+                f"{n.name!r} belongs to graph {n.graph.name!r}, not {graph.name!r}; a program runs nodes of one graph"
+            )
+    return Program(
+        graph,
+        outputs,
+        updates,
+        optimize=optimize,
+        memory_budget=memory_budget,
+        nan_check=nan_check,
+        backend=backend,
+        cache_size=cache_size,
+    )
 
 
-provide(compile=compile)            # control flow compiles its bodies with it (graph.service)
+provide(compile=compile)  # control flow compiles its bodies with it (graph.service)

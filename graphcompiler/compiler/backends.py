@@ -50,15 +50,18 @@ def backends() -> list[dict]:
             module = entry.partition(":")[0]
             try:
                 mod = importlib.import_module(module)
-            except Exception as e:           # a missing optional package, or a broken module
+            except Exception as e:  # a missing optional package, or a broken module
                 ok, why = False, f"{type(e).__name__}: {e}"
             else:
                 check = getattr(mod, "availability", None)
                 find_cc = getattr(mod, "find_compiler", None)
-                if check is None and find_cc is not None:          # backend "c": a C compiler is what it needs
+                if check is None and find_cc is not None:  # backend "c": a C compiler is what it needs
                     cc = find_cc()
-                    ok, why = (True, f"C compiler {cc}") if cc else \
-                        (False, "no C compiler found ($CC, cc, gcc, clang); programs run on 'numpy' instead")
+                    ok, why = (
+                        (True, f"C compiler {cc}")
+                        if cc
+                        else (False, "no C compiler found ($CC, cc, gcc, clang); programs run on 'numpy' instead")
+                    )
                 elif check is not None:
                     try:
                         ok, why = check()

@@ -58,7 +58,7 @@ class MinusOneHot(Op):
 
     arity: ClassVar[int] = 2
     writes_out: ClassVar[bool] = True
-    elementwise: ClassVar[bool] = True       # p's shape; may write over p when p dies here
+    elementwise: ClassVar[bool] = True  # p's shape; may write over p when p dies here
 
     def infer(self, p, labels):
         check_label_shapes(p, labels, "one_hot")
@@ -92,6 +92,6 @@ class DotAll(Op):
         return np.vdot(a, b)
 
 
-PickMean.name = "pick_mean"          # set after the class body: not registered in ops.OPS
+PickMean.name = "pick_mean"  # set after the class body: not registered in ops.OPS
 MinusOneHot.name = "minus_one_hot"
 DotAll.name = "dot_all"

@@ -23,9 +23,9 @@ class Context:
 
     def __init__(self, graph: Graph):
         self.graph = graph
-        self.consts: dict[Node, np.ndarray] = {}          # values of constants the optimiser made
-        self.source: dict[Node, Node] = {}                # rebuilt node -> the graph node it stands for
-        self.counts: dict[str, int] = {}                  # rewrites per rule
+        self.consts: dict[Node, np.ndarray] = {}  # values of constants the optimiser made
+        self.source: dict[Node, Node] = {}  # rebuilt node -> the graph node it stands for
+        self.counts: dict[str, int] = {}  # rewrites per rule
         self._fresh = itertools.count(1)
         self._names: set[str] = set()
 
@@ -50,17 +50,34 @@ class Context:
         """A stand-in node op(*inputs) that takes the place of `like` (its gradient marks, a fresh name)."""
         inputs = tuple(inputs)
         shape, dtype = op.infer(*inputs)
-        return Node(name=name or self.fresh_name(like.name), op=op, inputs=inputs, shape=tuple(shape),
-                    dtype=np.dtype(dtype), graph=like.graph, index=like.index, is_gradient=like.is_gradient,
-                    origin=like.origin)
+        return Node(
+            name=name or self.fresh_name(like.name),
+            op=op,
+            inputs=inputs,
+            shape=tuple(shape),
+            dtype=np.dtype(dtype),
+            graph=like.graph,
+            index=like.index,
+            is_gradient=like.is_gradient,
+            origin=like.origin,
+        )
 
     def constant(self, value, like: Node) -> Node:
         """A stand-in constant holding `value` (kept out of the graph)."""
         arr = np.asarray(value)
         if arr.flags.writeable and arr.base is None:
             arr.setflags(write=False)
-        n = Node(name=self.fresh_name(like.name), op=Constant(), inputs=(), shape=arr.shape, dtype=arr.dtype,
-                 graph=like.graph, index=like.index, is_gradient=like.is_gradient, origin=like.origin)
+        n = Node(
+            name=self.fresh_name(like.name),
+            op=Constant(),
+            inputs=(),
+            shape=arr.shape,
+            dtype=arr.dtype,
+            graph=like.graph,
+            index=like.index,
+            is_gradient=like.is_gradient,
+            origin=like.origin,
+        )
         self.consts[n] = arr
         return n
 
@@ -82,16 +99,16 @@ class Context:
 
 # -- walks ----------------------------------------------------------------------------------
 
+
 def value_inputs(node: Node) -> tuple[Node, ...]:
     """The inputs whose values a step reads (not those read only for their shape)."""
     op = node.op
     if not op.shape_only and type(op).reads_value is Op.reads_value:
-        return node.inputs                                   # the common case: every input is read
+        return node.inputs  # the common case: every input is read
     return tuple(x for i, x in enumerate(node.inputs) if op.reads_value(i))
 
 
-def topo_order(roots: Iterable[Node], edges: Callable[[Node], Iterable[Node]] = lambda n: n.inputs
-               ) -> list[Node]:
+def topo_order(roots: Iterable[Node], edges: Callable[[Node], Iterable[Node]] = lambda n: n.inputs) -> list[Node]:
     """Every node the roots reach through `edges`, inputs before consumers (iterative depth-first)."""
     order: list[Node] = []
     seen: set[Node] = set()

@@ -21,8 +21,15 @@ if TYPE_CHECKING:
     from .memory import BufferPlan
 
 
-def lower(plan: "BufferPlan", nodes: Sequence[Node], roots: Sequence[Node], ctx: Context, n_outputs: int,
-          updates: Sequence[str], nan_check: bool = False) -> tuple[LoweredProgram, list[Node]]:
+def lower(
+    plan: "BufferPlan",
+    nodes: Sequence[Node],
+    roots: Sequence[Node],
+    ctx: Context,
+    n_outputs: int,
+    updates: Sequence[str],
+    nan_check: bool = False,
+) -> tuple[LoweredProgram, list[Node]]:
     """The LoweredProgram of a buffer plan, and the graph nodes of its leaves (in the order of `leaves`)."""
     slot: dict[Node, int] = {}
     leaf_nodes, leaf_slots, leaf_kinds, leaf_specs = [], [], [], []
@@ -60,22 +67,35 @@ def lower(plan: "BufferPlan", nodes: Sequence[Node], roots: Sequence[Node], ctx:
                 args.append(slot[x])
         out: BufferView | OutSlot | None = None
         if v.kind == "buffer":
-            assert v.buffer is not None                # the plan gives every buffer value its buffer
+            assert v.buffer is not None  # the plan gives every buffer value its buffer
             out = BufferView(v.buffer, n.shape, n.dtype)
-        elif v.into is not None:                       # an output written over its dying input's array
+        elif v.into is not None:  # an output written over its dying input's array
             fn, extra, kw = op.fast_kernel(True, n.shape, in_shape, n.dtype)
             out = OutSlot(slot[v.into])
         args += [Const(e) for e in extra]
         user = origin(n, n)
-        steps.append(LoweredStep(op, op.name, fn, tuple(args), slot[n], n.shape, n.dtype, out, kw,
-                                 tuple(drops.get(k, ())), n.name, tuple([x.name for x in n.inputs]),
-                                 None if user is n else (user.name, user.op.name,
-                                                         tuple([x.name for x in user.inputs]))))
+        steps.append(
+            LoweredStep(
+                op,
+                op.name,
+                fn,
+                tuple(args),
+                slot[n],
+                n.shape,
+                n.dtype,
+                out,
+                kw,
+                tuple(drops.get(k, ())),
+                n.name,
+                tuple([x.name for x in n.inputs]),
+                None if user is n else (user.name, user.op.name, tuple([x.name for x in user.inputs])),
+            )
+        )
     results: list = []
     copy: list[bool] = []
     seen: set[Node] = set()
     for r in roots:
-        if isinstance(r.op, Constant):                     # an output the optimiser folded to a constant
+        if isinstance(r.op, Constant):  # an output the optimiser folded to a constant
             results.append(Const(ctx.value(r)))
             copy.append(True)
             continue
@@ -83,10 +103,22 @@ def lower(plan: "BufferPlan", nodes: Sequence[Node], roots: Sequence[Node], ctx:
         kind = values[r].kind if r in values else "leaf"
         copy.append(kind not in ("fresh", "buffer") or r in seen or (kind == "buffer" and len(results) <= n_outputs))
         seen.add(r)
-    lowered = LoweredProgram(tuple(steps), len(slot), tuple(leaf_slots), tuple(n.name for n in leaf_nodes),
-                             tuple(leaf_kinds), tuple(results), tuple(copy), n_outputs, tuple(updates),
-                             tuple(plan.buffers), None if plan.offsets is None else tuple(plan.offsets),
-                             plan.resident_bytes, nan_check, tuple(leaf_specs))
+    lowered = LoweredProgram(
+        tuple(steps),
+        len(slot),
+        tuple(leaf_slots),
+        tuple(n.name for n in leaf_nodes),
+        tuple(leaf_kinds),
+        tuple(results),
+        tuple(copy),
+        n_outputs,
+        tuple(updates),
+        tuple(plan.buffers),
+        None if plan.offsets is None else tuple(plan.offsets),
+        plan.resident_bytes,
+        nan_check,
+        tuple(leaf_specs),
+    )
     return lowered, leaf_nodes
 
 

@@ -60,7 +60,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-ALIGN = 64          # bytes: every buffer in an arena starts on a cache line
+ALIGN = 64  # bytes: every buffer in an arena starts on a cache line
 
 
 class Const:
@@ -152,7 +152,7 @@ class LoweredProgram:
     offsets: tuple | None
     arena_bytes: int
     nan_check: bool = False
-    leaf_specs: tuple = ()      # per leaf: (concrete shape, dtype), in the order of `leaves` (native backends)
+    leaf_specs: tuple = ()  # per leaf: (concrete shape, dtype), in the order of `leaves` (native backends)
 
     @property
     def feeds(self) -> tuple:
@@ -170,8 +170,10 @@ class LoweredProgram:
             return [np.empty(size, dtype) for size, dtype in self.buffers]
         raw = np.empty(self.arena_bytes + ALIGN, np.uint8)
         shift = (-raw.ctypes.data) % ALIGN
-        return [raw[shift + off: shift + off + size * np.dtype(dt).itemsize].view(dt)
-                for off, (size, dt) in zip(self.offsets, self.buffers)]
+        return [
+            raw[shift + off : shift + off + size * np.dtype(dt).itemsize].view(dt)
+            for off, (size, dt) in zip(self.offsets, self.buffers)
+        ]
 
     def views(self, buffers: Sequence[np.ndarray]) -> list:
         """Each step's `out=` resolved against one set of buffers: an array, an OutSlot or None."""
@@ -182,7 +184,7 @@ class LoweredProgram:
             if isinstance(o, BufferView):
                 key = (o.buffer, o.shape, o.dtype)
                 v = cache.get(key)
-                if v is None:                     # values of one buffer and shape share a view
+                if v is None:  # values of one buffer and shape share a view
                     size = self.buffers[o.buffer][0]
                     v = cache[key] = buffers[o.buffer][:size].reshape(o.shape)
                 outs.append(v)
@@ -202,8 +204,6 @@ class LoweredProgram:
 class Evaluator(Protocol):
     """A backend: `load` a LoweredProgram once, then `run` it on leaf values (see the module docstring)."""
 
-    def load(self, lowered: LoweredProgram) -> "Evaluator":
-        ...
+    def load(self, lowered: LoweredProgram) -> "Evaluator": ...
 
-    def run(self, leaves: Sequence[Any]) -> list:
-        ...
+    def run(self, leaves: Sequence[Any]) -> list: ...

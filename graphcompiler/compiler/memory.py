@@ -26,14 +26,14 @@ class Value:
     """One step's value in the plan: where it lives and for how long (steps numbered from 0)."""
 
     node: Node
-    kind: str                       # "buffer", "view" or "fresh"
-    first: int                      # the step that computes it
-    last: int = -1                  # the last step that reads it (len(schedule) for outputs and updates)
-    root: Node | None = None        # whose memory it occupies (itself unless a view; None: a leaf's)
-    buffer: int | None = None       # planned buffer id (buffer kind, and views of one)
-    inplace: bool = False           # written into the buffer of an input that dies at this step
+    kind: str  # "buffer", "view" or "fresh"
+    first: int  # the step that computes it
+    last: int = -1  # the last step that reads it (len(schedule) for outputs and updates)
+    root: Node | None = None  # whose memory it occupies (itself unless a view; None: a leaf's)
+    buffer: int | None = None  # planned buffer id (buffer kind, and views of one)
+    inplace: bool = False  # written into the buffer of an input that dies at this step
     readers: list = field(default_factory=list)
-    into: Node | None = None        # an output written over a freshly allocated input that dies here
+    into: Node | None = None  # an output written over a freshly allocated input that dies here
 
     @property
     def nbytes(self) -> int:
@@ -44,12 +44,12 @@ class Value:
 class BufferPlan:
     order: list[Node]
     values: dict[Node, Value]
-    buffers: list[tuple[int, np.dtype]]          # buffer id -> (elements, dtype)
-    live: list[int]                              # bytes live after each step (buffers' values + fresh)
+    buffers: list[tuple[int, np.dtype]]  # buffer id -> (elements, dtype)
+    live: list[int]  # bytes live after each step (buffers' values + fresh)
     peak_bytes: int
     peak_step: int
-    resident_bytes: int                          # the planned buffers, kept between runs
-    offsets: list[int] | None = None             # each buffer's byte offset in one arena (None: separate arrays)
+    resident_bytes: int  # the planned buffers, kept between runs
+    offsets: list[int] | None = None  # each buffer's byte offset in one arena (None: separate arrays)
 
 
 def is_elementwise(node: Node) -> bool:
@@ -79,19 +79,27 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True, inp
         for x in set(value_inputs(n)):
             if x in values:
                 values[x].readers.append(k)
-    for n in order:                                   # each value's own last read; roots cover their views
+    for n in order:  # each value's own last read; roots cover their views
         v = values[n]
         v.last = end if n in outputs else max(v.readers, default=v.first)
-    if reuse and inplace:                             # an output may take over the memory of a dying input
+    if reuse and inplace:  # an output may take over the memory of a dying input
         for k, n in enumerate(order):
             v = values[n]
             if n in outputs and v.kind == "fresh" and is_elementwise(n):
                 for x in value_inputs(n):
                     xv = values.get(x)
-                    if (xv is not None and xv.kind in ("buffer", "fresh") and xv.into is None and x not in outputs
-                            and xv.readers == [k] and x.shape == n.shape and x.dtype == n.dtype and x.ndim
-                            and not any(values[y].root is x for y in value_inputs(n) if y in values and y is not x)
-                            and not _viewed(x, values)):
+                    if (
+                        xv is not None
+                        and xv.kind in ("buffer", "fresh")
+                        and xv.into is None
+                        and x not in outputs
+                        and xv.readers == [k]
+                        and x.shape == n.shape
+                        and x.dtype == n.dtype
+                        and x.ndim
+                        and not any(values[y].root is x for y in value_inputs(n) if y in values and y is not x)
+                        and not _viewed(x, values)
+                    ):
                         xv.kind, v.into, v.inplace = "fresh", x, True
                         xv.last = end
                         break
@@ -118,7 +126,7 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True, inp
         if v.kind == "fresh":
             fresh_delta[v.first] += v.nbytes
             fresh_delta[min(v.last, end) + 1] -= v.nbytes
-        extra = scratch_bytes(n)                      # a kernel's own temporaries, during its step
+        extra = scratch_bytes(n)  # a kernel's own temporaries, during its step
         if extra:
             fresh_delta[v.first] += extra
             fresh_delta[v.first + 1] -= extra
@@ -133,7 +141,7 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True, inp
     return BufferPlan(order, values, buffers, live, peak, peak_step, resident, offsets)
 
 
-ARENA_LIMIT = 800           # groups; beyond it, buffers are pooled by size (packing is quadratic)
+ARENA_LIMIT = 800  # groups; beyond it, buffers are pooled by size (packing is quadratic)
 
 
 def _inplace_groups(order, values, outputs, inplace: bool) -> list[list[Node]]:
@@ -148,10 +156,17 @@ def _inplace_groups(order, values, outputs, inplace: bool) -> list[list[Node]]:
             ins = value_inputs(n)
             for x in ins:
                 xv = values.get(x)
-                if (xv is not None and xv.kind == "buffer" and xv.last == k and x not in outputs
-                        and x.shape == n.shape and x.dtype == n.dtype and x in group_of
-                        and groups[group_of[x]][-1] is x
-                        and all(y is x or values.get(y) is None or values[y].root is not x for y in ins)):
+                if (
+                    xv is not None
+                    and xv.kind == "buffer"
+                    and xv.last == k
+                    and x not in outputs
+                    and x.shape == n.shape
+                    and x.dtype == n.dtype
+                    and x in group_of
+                    and groups[group_of[x]][-1] is x
+                    and all(y is x or values.get(y) is None or values[y].root is not x for y in ins)
+                ):
                     v.inplace = True
                     group_of[n] = group_of[x]
                     groups[group_of[n]].append(n)
@@ -176,7 +191,7 @@ def _pack(groups, values) -> tuple[list, list[int], int]:
         first = values[n].first
         last = max(max(values[m].last for m in members), first)
         info.append((nb, first, last, g, elements, n.dtype))
-    placed: list[tuple[int, int, int, int]] = []           # (first, last, offset, end)
+    placed: list[tuple[int, int, int, int]] = []  # (first, last, offset, end)
     offsets = [0] * len(groups)
     arena = 0
     for nb, first, last, g, _, _ in sorted(info, key=lambda t: (-t[0], t[1])):
@@ -217,7 +232,7 @@ def _pools(order, values, groups, outputs, reuse) -> list[tuple[int, np.dtype]]:
                 buffers.append((key[0], n.dtype))
             for m in groups[g]:
                 values[m].buffer = b
-        for g in dying.get(k, ()):                    # memory whose last reader was this step
+        for g in dying.get(k, ()):  # memory whose last reader was this step
             n = groups[g][0]
             if reuse and n not in outputs:
                 size, dt = buffers[values[n].buffer]
@@ -243,7 +258,7 @@ def live_value_bytes(plan: BufferPlan) -> list[int]:
     delta = [0] * (end + 2)
     for v in plan.values.values():
         if v.kind != "view":
-            start = v.first + 1 if v.inplace else v.first      # written over an input that dies here
+            start = v.first + 1 if v.inplace else v.first  # written over an input that dies here
             delta[min(start, end)] += v.nbytes
             if start > v.last:
                 delta[min(start, end)] -= v.nbytes

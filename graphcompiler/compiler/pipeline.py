@@ -31,7 +31,7 @@ from .recompute import choose, flops
 from .schedule import declared_order, memory_order
 from .simplify import simplify
 
-PASSES = ("simplify", "schedule", "buffers")          # the passes optimize= can choose
+PASSES = ("simplify", "schedule", "buffers")  # the passes optimize= can choose
 
 
 def passes_of(optimize) -> frozenset[str]:
@@ -43,8 +43,10 @@ def passes_of(optimize) -> frozenset[str]:
     chosen = frozenset(optimize)
     unknown = chosen - set(PASSES)
     if unknown:
-        raise GraphCompilerError(f"unknown optimisation pass {sorted(unknown)[0]!r}; choose among "
-                                 f"{', '.join(PASSES)} (or optimize=True for all, False for none)")
+        raise GraphCompilerError(
+            f"unknown optimisation pass {sorted(unknown)[0]!r}; choose among "
+            f"{', '.join(PASSES)} (or optimize=True for all, False for none)"
+        )
     return chosen
 
 
@@ -53,9 +55,9 @@ class Front:
     """The program after the passes that run once per compile."""
 
     ctx: Context
-    nodes: list[Node]                 # topological
-    roots: list[Node]                 # outputs, then update values
-    static: bool                      # every input's shape is known: one specialisation, made at compile
+    nodes: list[Node]  # topological
+    roots: list[Node]  # outputs, then update values
+    static: bool  # every input's shape is known: one specialisation, made at compile
     stats: dict[str, Any]
 
 
@@ -67,9 +69,9 @@ class Specialized:
     roots: list[Node]
     plan: BufferPlan
     lowered: LoweredProgram
-    leaf_nodes: list[Node]            # the graph nodes of lowered.leaves, in order
-    copies: dict = field(default_factory=dict)   # recomputed step -> the step it repeats
-    removed: int = 0                  # nodes the specialisation removed (shape rules, shape-only reads)
+    leaf_nodes: list[Node]  # the graph nodes of lowered.leaves, in order
+    copies: dict = field(default_factory=dict)  # recomputed step -> the step it repeats
+    removed: int = 0  # nodes the specialisation removed (shape rules, shape-only reads)
     recompute_flops: int = 0
     unbudgeted_peak: int | None = None
     forward_flops: int = 0
@@ -80,8 +82,7 @@ def front(graph: Graph, roots: Sequence[Node], passes: frozenset[str]) -> Front:
     ctx = Context(graph)
     roots = list(roots)
     nodes = prune(roots)
-    stats: dict[str, Any] = {"nodes_in": len(graph), "removed_prune": len(graph) - len(nodes),
-                             "removed_simplify": 0}
+    stats: dict[str, Any] = {"nodes_in": len(graph), "removed_prune": len(graph) - len(nodes), "removed_simplify": 0}
     static = all(None not in n.shape for n in nodes if isinstance(n.op, Input))
     if "simplify" in passes:
         before = len(nodes)
@@ -95,8 +96,16 @@ def prune(roots: Sequence[Node]) -> list[Node]:
     return topo_order(roots)
 
 
-def specialize(fr: Front, shapes: dict[Node, tuple], passes: frozenset[str], *, memory_budget: int | None,
-               nan_check: bool, n_outputs: int, updates: Sequence[str]) -> Specialized:
+def specialize(
+    fr: Front,
+    shapes: dict[Node, tuple],
+    passes: frozenset[str],
+    *,
+    memory_budget: int | None,
+    nan_check: bool,
+    n_outputs: int,
+    updates: Sequence[str],
+) -> Specialized:
     """Every per-signature pass in order: concretize, recompute, schedule + plan, lower."""
     ctx = fr.ctx
     nodes, roots = fr.nodes, fr.roots
@@ -105,15 +114,17 @@ def specialize(fr: Front, shapes: dict[Node, tuple], passes: frozenset[str], *, 
         if "simplify" in passes:
             nodes, roots = simplify(nodes, roots, ctx, shapes=True)
     if any(n.op.shape_only or type(n.op).reads_value is not Op.reads_value for n in nodes):
-        nodes = topo_order(roots, edges=value_inputs)     # what is read only for its shape is not computed
+        nodes = topo_order(roots, edges=value_inputs)  # what is read only for its shape is not computed
     elif nodes is fr.nodes:
-        nodes = list(nodes)                               # (the same walk would give the same list)
+        nodes = list(nodes)  # (the same walk would give the same list)
     removed = len(fr.nodes) - len(nodes)
     copies: dict[Node, Node] = {}
     unbudgeted = cost = None
     if memory_budget is not None:
+
         def plan_peak(ns, rs, cps):
             return schedule_and_plan(ns, rs, passes, nan_check, cps).peak_bytes
+
         unbudgeted = plan_peak(nodes, roots, {})
         nodes, roots, copies, _, cost = choose(nodes, roots, int(memory_budget), ctx, plan_peak)
     plan = schedule_and_plan(nodes, roots, passes, nan_check, copies)
@@ -122,8 +133,9 @@ def specialize(fr: Front, shapes: dict[Node, tuple], passes: frozenset[str], *, 
     return Specialized(nodes, roots, plan, lowered, leaf_nodes, copies, removed, cost or 0, unbudgeted, forward)
 
 
-def schedule_and_plan(nodes: list[Node], roots: list[Node], passes: frozenset[str], nan_check: bool,
-                      recomputed: dict | None = None) -> BufferPlan:
+def schedule_and_plan(
+    nodes: list[Node], roots: list[Node], passes: frozenset[str], nan_check: bool, recomputed: dict | None = None
+) -> BufferPlan:
     """Schedule the steps of `nodes` and plan their buffers (recomputed steps run late).
 
     With the schedule pass, the greedy memory order and the declared order are both planned and the one
@@ -177,16 +189,20 @@ def concretize(nodes: list[Node], roots: list[Node], shapes: dict[Node, tuple], 
         try:
             shape, dtype = n.op.infer(*ins)
         except GraphCompilerError as e:
-            raise ShapeError(f"the fed shapes do not fit {n.name} = {n.op.name}("
-                             f"{', '.join(x.name for x in n.inputs)}): {e}; inputs "
-                             f"{', '.join(f'{x.name} {fmt_shape(x.shape)}' for x in ins)} (declared "
-                             f"{', '.join(f'{x.name} {fmt_shape(x.shape)}' for x in n.inputs)}); "
-                             f"feed arrays whose sizes agree ({_fed(shapes)})") from None
+            raise ShapeError(
+                f"the fed shapes do not fit {n.name} = {n.op.name}("
+                f"{', '.join(x.name for x in n.inputs)}): {e}; inputs "
+                f"{', '.join(f'{x.name} {fmt_shape(x.shape)}' for x in ins)} (declared "
+                f"{', '.join(f'{x.name} {fmt_shape(x.shape)}' for x in n.inputs)}); "
+                f"feed arrays whose sizes agree ({_fed(shapes)})"
+            ) from None
         if has_grad and n.op.broadcasting:
             _check_lineup(n, ins, shapes)
         if any(d is not None and d != c for d, c in zip(n.shape, shape)) or len(shape) != len(n.shape):
-            raise ShapeError(f"{n.name} ({n.op.name}) was declared with shape {fmt_shape(n.shape)} but the feeds "
-                             f"give it shape {fmt_shape(shape)} ({_fed(shapes)})")
+            raise ShapeError(
+                f"{n.name} ({n.op.name}) was declared with shape {fmt_shape(n.shape)} but the feeds "
+                f"give it shape {fmt_shape(shape)} ({_fed(shapes)})"
+            )
         new[n] = ctx.rebuild(n, ins, shape)
     return topo_order([new[r] for r in roots]), [new[r] for r in roots]
 
@@ -199,10 +215,12 @@ def _check_lineup(n: Node, ins: tuple, shapes) -> None:
         sizes = {y.shape[-k] for _, y in pairs}
         if len(pairs) > 1 and len(sizes) > 1:
             desc = ", ".join(f"{x.name} {fmt_shape(y.shape)}" for x, y in pairs)
-            raise ShapeError(f"{n.name} = {n.op.name}({', '.join(x.name for x in n.inputs)}) was differentiated "
-                             f"assuming its inputs' None dimension {-k} has one size, but the feeds give {desc} "
-                             f"({_fed(shapes)}); feed equal sizes there, or declare the dimension that is "
-                             "broadcast with size 1")
+            raise ShapeError(
+                f"{n.name} = {n.op.name}({', '.join(x.name for x in n.inputs)}) was differentiated "
+                f"assuming its inputs' None dimension {-k} has one size, but the feeds give {desc} "
+                f"({_fed(shapes)}); feed equal sizes there, or declare the dimension that is "
+                "broadcast with size 1"
+            )
 
 
 def _fed(shapes) -> str:

@@ -29,7 +29,7 @@ from .pipeline import PASSES, concretize, is_topological, passes_of  # noqa: F40
 from .report import MemoryReport, build_report
 from .schedule import declared_order, memory_order
 
-CACHE_SIZE = 32             # specialisations (feed-shape signatures) a Program keeps; the least recently used go
+CACHE_SIZE = 32  # specialisations (feed-shape signatures) a Program keeps; the least recently used go
 
 _UPDATE_LOCKS: "weakref.WeakKeyDictionary[Graph, threading.RLock]" = weakref.WeakKeyDictionary()
 _LOCKS_LOCK = threading.Lock()
@@ -52,7 +52,7 @@ class Step:
     op: str
     buffer: int | None = None
     recomputed: bool = False
-    value: Node | None = None          # the program's own node (a stand-in or a concrete-shape copy)
+    value: Node | None = None  # the program's own node (a stand-in or a concrete-shape copy)
 
     def __repr__(self) -> str:
         return f"Step({self.node.name} = {self.op}, buffer={self.buffer}{', recomputed' if self.recomputed else ''})"
@@ -66,17 +66,17 @@ class Specialization:
     nodes: list[Node]
     roots: list[Node]
     plan: BufferPlan
-    origin: Any                         # program node -> the graph node it computes (Context.origin_of)
-    leaf_nodes: list[Node]              # graph nodes whose values a run passes in (inputs, parameters)
-    evaluator: Any                      # the backend's Evaluator, loaded with `lowered`
+    origin: Any  # program node -> the graph node it computes (Context.origin_of)
+    leaf_nodes: list[Node]  # graph nodes whose values a run passes in (inputs, parameters)
+    evaluator: Any  # the backend's Evaluator, loaded with `lowered`
     lowered: LoweredProgram
     scalar_out: list[bool]
-    shapes: dict[Node, tuple]           # graph input -> fed shape
-    recomputed: int = 0                 # steps that recompute a forward value (memory_budget)
+    shapes: dict[Node, tuple]  # graph input -> fed shape
+    recomputed: int = 0  # steps that recompute a forward value (memory_budget)
     recompute_flops: int = 0
     forward_flops: int = 0
     unbudgeted_peak: int | None = None
-    removed: int = 0                    # nodes the specialisation removed (shape rules, shape-only reads)
+    removed: int = 0  # nodes the specialisation removed (shape rules, shape-only reads)
     copies: set = dataclasses.field(default_factory=set)
     any_scalar: bool = False
     _steps: list | None = None
@@ -86,8 +86,10 @@ class Specialization:
         """The schedule for introspection (made when first asked for: a run does not need it)."""
         if self._steps is None:
             values, copies, origin = self.plan.values, self.copies, self.origin
-            self._steps = [Step(origin(n) if n not in copies else n, n.op.name, values[n].buffer, n in copies, n)
-                           for n in self.plan.order]
+            self._steps = [
+                Step(origin(n) if n not in copies else n, n.op.name, values[n].buffer, n in copies, n)
+                for n in self.plan.order
+            ]
         return self._steps
 
 
@@ -107,14 +109,23 @@ class Program:
     default); the least recently used is dropped, with its buffers, when another is made.
     """
 
-    def __init__(self, graph: Graph, outputs: list[Node], updates: dict[Node, Node], *, optimize=True,
-                 memory_budget: int | None = None, nan_check: bool = False, backend: str = "numpy",
-                 cache_size: int = CACHE_SIZE):
+    def __init__(
+        self,
+        graph: Graph,
+        outputs: list[Node],
+        updates: dict[Node, Node],
+        *,
+        optimize=True,
+        memory_budget: int | None = None,
+        nan_check: bool = False,
+        backend: str = "numpy",
+        cache_size: int = CACHE_SIZE,
+    ):
         self.graph = graph
         if not isinstance(cache_size, (int, np.integer)) or isinstance(cache_size, bool) or cache_size < 1:
             raise GraphCompilerError(f"cache_size must be a positive number of specialisations, not {cache_size!r}")
         self.cache_size = int(cache_size)
-        self._lock = threading.RLock()          # specialising (the shared Context) and the cache
+        self._lock = threading.RLock()  # specialising (the shared Context) and the cache
         self._update_lock = update_lock(graph)  # shared by the programs of one graph that update parameters
         self.backend = backend
         # an unknown name fails at compile time; a backend that takes its engine's arrays (dask, jax) as feeds
@@ -127,14 +138,19 @@ class Program:
         self.nan_check = nan_check
         for p, v in self.updates.items():
             if not isinstance(p.op, Parameter):
-                raise GraphCompilerError(f"updates can only replace parameters; {p.name!r} is a {p.op.name} "
-                                         f"node (shape {fmt_shape(p.shape)})")
+                raise GraphCompilerError(
+                    f"updates can only replace parameters; {p.name!r} is a {p.op.name} "
+                    f"node (shape {fmt_shape(p.shape)})"
+                )
             if v.shape != p.shape:
-                raise ShapeError(f"the update of {p.name!r} (shape {fmt_shape(p.shape)}) has shape "
-                                 f"{fmt_shape(v.shape)} ({v.name!r}, {v.op.name})")
+                raise ShapeError(
+                    f"the update of {p.name!r} (shape {fmt_shape(p.shape)}) has shape "
+                    f"{fmt_shape(v.shape)} ({v.name!r}, {v.op.name})"
+                )
         if memory_budget is not None and (not isinstance(memory_budget, (int, np.integer)) or memory_budget < 0):
-            raise GraphCompilerError(f"memory_budget must be a number of bytes (a non-negative int), not "
-                                     f"{memory_budget!r}")
+            raise GraphCompilerError(
+                f"memory_budget must be a number of bytes (a non-negative int), not {memory_budget!r}"
+            )
         with paused_gc():
             self._build(graph)
 
@@ -148,8 +164,9 @@ class Program:
         self.inputs = [self._ctx.origin_of(n) for n in nodes if isinstance(n.op, Input)]
         self._feedable = {n.name: n for n in nodes if isinstance(n.op, (Input, Parameter))}
         self._origin = {n: self._ctx.origin_of(n) for n in self._feedable.values()}
-        self._static_dims = {n: [(k, d) for k, d in enumerate(n.shape) if d is not None]
-                             for n in self._feedable.values()}
+        self._static_dims = {
+            n: [(k, d) for k, d in enumerate(n.shape) if d is not None] for n in self._feedable.values()
+        }
         self._fast: dict[Node | str, tuple] = {}
         for n in self._feedable.values():
             entry = (self._origin[n], n, n.ndim, n.dtype, tuple(self._static_dims[n]))
@@ -157,10 +174,20 @@ class Program:
         self._checks = [(self._ctx.origin_of(n), n.name, n.shape, n.dtype) for n in nodes if isinstance(n.op, Input)]
         self._cache: OrderedDict[tuple, Specialization] = OrderedDict()
         self._last: Specialization | None = None
-        self._symbolic_steps: list[Step] | None = None          # made when asked for before a run
-        self.stats.update({"nodes_out": len(nodes), "steps": sum(1 for n in nodes if not is_leaf(n)), "buffers": 0,
-                           "peak_bytes": 0, "removed_specialize": 0, "inplace": 0, "recomputed": 0,
-                           "recompute_flops": 0, "rewrites": dict(self._ctx.counts)})
+        self._symbolic_steps: list[Step] | None = None  # made when asked for before a run
+        self.stats.update(
+            {
+                "nodes_out": len(nodes),
+                "steps": sum(1 for n in nodes if not is_leaf(n)),
+                "buffers": 0,
+                "peak_bytes": 0,
+                "removed_specialize": 0,
+                "inplace": 0,
+                "recomputed": 0,
+                "recompute_flops": 0,
+                "rewrites": dict(self._ctx.counts),
+            }
+        )
         if self._static:
             self._specialize({n: n.shape for n in self.inputs})
 
@@ -181,28 +208,34 @@ class Program:
         if spec is not self._last:
             self._use(spec)
         if options:
-            options = dict(options, batch_axes=tuple(0 if len(n.shape) and n.shape[0] is None and
-                                                     isinstance(n.op, Input) else None for n in spec.leaf_nodes))
+            options = dict(
+                options,
+                batch_axes=tuple(
+                    0 if len(n.shape) and n.shape[0] is None and isinstance(n.op, Input) else None
+                    for n in spec.leaf_nodes
+                ),
+            )
         values = self.graph._values
         if not self.updates:
             try:
                 leaves = [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
             except KeyError:
-                self._leaves(spec, fed)        # raises the FeedError
+                self._leaves(spec, fed)  # raises the FeedError
             if self.nan_check:
                 check_leaves_finite(spec.leaf_nodes, leaves, fed)
             results = spec.evaluator.run(leaves, **options) if options else spec.evaluator.run(leaves)
             if spec.any_scalar:
-                results = [np.asarray(r) if s and isinstance(r, _NUMPY_LIKE) else r
-                           for r, s in zip(results, spec.scalar_out)]
+                results = [
+                    np.asarray(r) if s and isinstance(r, _NUMPY_LIKE) else r for r, s in zip(results, spec.scalar_out)
+                ]
             return results
         lock = self._update_lock
-        lock.acquire()                         # read the parameters, compute, write: as if runs took turns
+        lock.acquire()  # read the parameters, compute, write: as if runs took turns
         try:
             try:
                 leaves = [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
             except KeyError:
-                self._leaves(spec, fed)        # raises the FeedError
+                self._leaves(spec, fed)  # raises the FeedError
             if self.nan_check:
                 check_leaves_finite(spec.leaf_nodes, leaves, fed)
             results = spec.evaluator.run(leaves, **options) if options else spec.evaluator.run(leaves)
@@ -224,8 +257,10 @@ class Program:
         known: frozenset = getattr(evaluator_class(self.backend), "run_options", frozenset())
         bad = sorted(set(options) - set(known) | ({"batch_axes"} & set(options)))
         if bad:
-            raise GraphCompilerError(f"backend {self.backend!r} takes no run option {', '.join(map(repr, bad))}"
-                                     f"{'; it takes ' + ', '.join(sorted(known - {'batch_axes'})) if known else ''}")
+            raise GraphCompilerError(
+                f"backend {self.backend!r} takes no run option {', '.join(map(repr, bad))}"
+                f"{'; it takes ' + ', '.join(sorted(known - {'batch_axes'})) if known else ''}"
+            )
 
     def _leaves(self, spec: Specialization, fed: dict) -> list:
         values = self.graph._values
@@ -233,8 +268,10 @@ class Program:
             return [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
         except KeyError:
             missing = next(n for n in spec.leaf_nodes if n not in fed and n not in values)
-            raise FeedError(f"parameter {missing.name!r} (shape {fmt_shape(missing.shape)}, {missing.dtype}) has no "
-                            f"stored value; feed it or set it with graph.set_value({missing.name!r}, array)") from None
+            raise FeedError(
+                f"parameter {missing.name!r} (shape {fmt_shape(missing.shape)}, {missing.dtype}) has no "
+                f"stored value; feed it or set it with graph.set_value({missing.name!r}, array)"
+            ) from None
 
     def __call__(self, **feeds) -> list[np.ndarray]:
         return self.run(feeds)
@@ -247,19 +284,21 @@ class Program:
             if entry is None:
                 if isinstance(key, Node):
                     if key.graph is not self.graph:
-                        raise FeedError(f"feed {key.name!r} is a node of graph {key.graph.name!r}, not "
-                                        f"{self.graph.name!r}")
+                        raise FeedError(
+                            f"feed {key.name!r} is a node of graph {key.graph.name!r}, not {self.graph.name!r}"
+                        )
                 elif not isinstance(key, str) or key not in self.graph:
                     from ..graph import _unknown_name
+
                     raise FeedError(f"feed {key!r}: {_unknown_name(self.graph, key)}")
-                continue                                     # not read by this program: ignored
+                continue  # not read by this program: ignored
             origin, node, ndim, dtype, dims = entry
             if type(value) is np.ndarray and value.dtype == dtype and value.ndim == ndim:
                 shape = value.shape
                 for k, d in dims:
                     if shape[k] != d:
-                        value = check_feed(node, value)      # raises, naming both shapes
-                fed[origin] = value                          # the common case, checked cheaply
+                        value = check_feed(node, value)  # raises, naming both shapes
+                fed[origin] = value  # the common case, checked cheaply
             else:
                 fed[origin] = check_feed(node, value, self._duck)
         for n in self.inputs:
@@ -270,32 +309,55 @@ class Program:
     def _missing(self, fed) -> None:
         for n, name, shape, dtype in self._checks:
             if n not in fed:
-                raise FeedError(f"input {name!r} (shape {fmt_shape(shape)}, {dtype}) is not fed; pass it "
-                                    f"to run, e.g. program.run({{{name!r}: array}})")
+                raise FeedError(
+                    f"input {name!r} (shape {fmt_shape(shape)}, {dtype}) is not fed; pass it "
+                    f"to run, e.g. program.run({{{name!r}: array}})"
+                )
 
     # -- specialising ----------------------------------------------------------------------
     def _specialize(self, shapes: dict[Node, tuple]) -> Specialization:
         sig = tuple(shapes[n] for n in self.inputs)
-        with self._lock:               # one thread specialises at a time (the passes share self._ctx)
+        with self._lock:  # one thread specialises at a time (the passes share self._ctx)
             spec = self._cache.get(sig)
-            if spec is not None:       # another thread made it meanwhile
+            if spec is not None:  # another thread made it meanwhile
                 return spec
-            with paused_gc():          # planning makes many small objects; the cyclic collector would rescan them all
+            with paused_gc():  # planning makes many small objects; the cyclic collector would rescan them all
                 return self._specialize_now(shapes)
 
     def _specialize_now(self, shapes: dict[Node, tuple]) -> Specialization:
-        sp = pipeline.specialize(self._front, shapes, self.passes, memory_budget=self.memory_budget,
-                                 nan_check=self.nan_check, n_outputs=len(self.outputs),
-                                 updates=[p.name for p in self.updates])
+        sp = pipeline.specialize(
+            self._front,
+            shapes,
+            self.passes,
+            memory_budget=self.memory_budget,
+            nan_check=self.nan_check,
+            n_outputs=len(self.outputs),
+            updates=[p.name for p in self.updates],
+        )
         ctx, plan, copies = self._ctx, sp.plan, sp.copies
         evaluator = new_evaluator(self.backend).load(sp.lowered)
         scalar_out = [o.shape == () for o in self.outputs] + [False] * len(self.updates)
-        spec = Specialization(tuple(shapes[n] for n in self.inputs), sp.nodes, sp.roots, plan, ctx.origin_of,
-                              sp.leaf_nodes, evaluator, sp.lowered, scalar_out, dict(shapes), len(copies),
-                              sp.recompute_flops, sp.forward_flops, sp.unbudgeted_peak, sp.removed, set(copies),
-                              any(scalar_out))
+        spec = Specialization(
+            tuple(shapes[n] for n in self.inputs),
+            sp.nodes,
+            sp.roots,
+            plan,
+            ctx.origin_of,
+            sp.leaf_nodes,
+            evaluator,
+            sp.lowered,
+            scalar_out,
+            dict(shapes),
+            len(copies),
+            sp.recompute_flops,
+            sp.forward_flops,
+            sp.unbudgeted_peak,
+            sp.removed,
+            set(copies),
+            any(scalar_out),
+        )
         self._cache[spec.signature] = spec
-        while len(self._cache) > self.cache_size:       # the least recently used go, with their buffers
+        while len(self._cache) > self.cache_size:  # the least recently used go, with their buffers
             self._cache.popitem(last=False)
         self._use(spec)
         return spec
@@ -304,18 +366,26 @@ class Program:
         """Make spec the last-run specialisation: the one schedule, stats and reports describe."""
         self._last = spec
         try:
-            self._cache.move_to_end(spec.signature)   # the most recently used (kept longest)
-        except KeyError:                              # evicted meanwhile by another thread
+            self._cache.move_to_end(spec.signature)  # the most recently used (kept longest)
+        except KeyError:  # evicted meanwhile by another thread
             pass
         plan = spec.plan
-        self.stats.update({"nodes_out": len(spec.nodes), "steps": len(plan.order), "buffers": len(plan.buffers),
-                           "peak_bytes": plan.peak_bytes, "resident_bytes": plan.resident_bytes,
-                           "removed_specialize": getattr(spec, "removed", 0),
-                           "inplace": sum(1 for v in plan.values.values() if v.inplace),
-                           "recomputed": spec.recomputed, "recompute_flops": spec.recompute_flops,
-                           "forward_flops": getattr(spec, "forward_flops", 0),
-                           "unbudgeted_peak_bytes": spec.unbudgeted_peak,
-                           "rewrites": dict(self._ctx.counts)})
+        self.stats.update(
+            {
+                "nodes_out": len(spec.nodes),
+                "steps": len(plan.order),
+                "buffers": len(plan.buffers),
+                "peak_bytes": plan.peak_bytes,
+                "resident_bytes": plan.resident_bytes,
+                "removed_specialize": getattr(spec, "removed", 0),
+                "inplace": sum(1 for v in plan.values.values() if v.inplace),
+                "recomputed": spec.recomputed,
+                "recompute_flops": spec.recompute_flops,
+                "forward_flops": getattr(spec, "forward_flops", 0),
+                "unbudgeted_peak_bytes": spec.unbudgeted_peak,
+                "rewrites": dict(self._ctx.counts),
+            }
+        )
 
     # -- introspection ---------------------------------------------------------------------
     @property
@@ -329,8 +399,7 @@ class Program:
         if self._last:
             return list(self._last.steps)
         if self._symbolic_steps is None:
-            order = memory_order(self._nodes, self._roots) if "schedule" in self.passes else \
-                declared_order(self._nodes)
+            order = memory_order(self._nodes, self._roots) if "schedule" in self.passes else declared_order(self._nodes)
             self._symbolic_steps = [Step(self._ctx.origin_of(n), n.op.name, None, False, n) for n in order]
         return list(self._symbolic_steps)
 
@@ -341,14 +410,17 @@ class Program:
         None dims, and when the specialisation runs on the NumPy evaluator instead (saying why).
         """
         if backend != "c" or self.backend != "c":
-            raise GraphCompilerError(f"source({backend!r}): only programs compiled with backend='c' have generated "
-                                     f"source; this one runs on {self.backend!r} (gc.compile(..., backend='c'))")
+            raise GraphCompilerError(
+                f"source({backend!r}): only programs compiled with backend='c' have generated "
+                f"source; this one runs on {self.backend!r} (gc.compile(..., backend='c'))"
+            )
         spec = self._last
         if spec is None:
             raise GraphCompilerError(
                 f"the program of graph {self.graph.name!r} has None dims in its inputs "
                 f"({', '.join(f'{n.name} {fmt_shape(n.shape)}' for n in self.inputs)}), so its C is generated at "
-                "the first run; run it once, then ask for the source")
+                "the first run; run it once, then ask for the source"
+            )
         src = getattr(spec.evaluator, "source", None)
         reason = getattr(spec.evaluator, "fallback_reason", None)
         if src is None or reason is not None:
@@ -385,23 +457,32 @@ class Program:
             raise GraphCompilerError(
                 f"the program of graph {self.graph.name!r} has None dims in its inputs "
                 f"({', '.join(f'{n.name} {fmt_shape(n.shape)}' for n in self.inputs)}), so its memory is "
-                "planned at the first run; run it once, then ask for the report")
+                "planned at the first run; run it once, then ask for the report"
+            )
         declared = None
         if "schedule" in self.passes and len(spec.plan.order) <= 50_000:
             by_index = sorted(spec.nodes, key=lambda n: n.index)
             if is_topological(by_index) and not spec.copies:
-                declared = plan_buffers(declared_order(by_index), spec.roots,
-                                        reuse="buffers" in self.passes).peak_bytes
-        return build_report(f"graph {self.graph.name!r}", spec.plan, self._ctx.origin_of, spec.copies,
-                            declared_peak=declared, budget=self.memory_budget, unbudgeted=spec.unbudgeted_peak)
+                declared = plan_buffers(declared_order(by_index), spec.roots, reuse="buffers" in self.passes).peak_bytes
+        return build_report(
+            f"graph {self.graph.name!r}",
+            spec.plan,
+            self._ctx.origin_of,
+            spec.copies,
+            declared_peak=declared,
+            budget=self.memory_budget,
+            unbudgeted=spec.unbudgeted_peak,
+        )
 
     def __str__(self) -> str:
         spec = self._last
         head = f"Program of graph {self.graph.name!r}: {len(self.schedule)} steps"
         if spec is not None:
             feeds = ", ".join(f"{n.name}: {fmt_shape(s)}" for n, s in spec.shapes.items())
-            head += (f", {len(spec.plan.buffers)} buffers, peak {_fmt_bytes(spec.plan.peak_bytes)}"
-                     f"{' (shapes ' + feeds + ')' if feeds else ''}")
+            head += (
+                f", {len(spec.plan.buffers)} buffers, peak {_fmt_bytes(spec.plan.peak_bytes)}"
+                f"{' (shapes ' + feeds + ')' if feeds else ''}"
+            )
         else:
             head += " (buffers are planned at the first run, when the None dims are known)"
         rows = []
@@ -412,27 +493,40 @@ class Program:
                 where = "-"
             else:
                 v = spec.plan.values[n]
-                where = (f"buf {v.buffer}{' (in place)' if v.inplace else ''}" if v.kind == "buffer" else
-                         f"view of buf {v.buffer}" if v.kind == "view" and v.buffer is not None else
-                         "view" if v.kind == "view" else "output" if n in spec.roots else "allocated")
+                where = (
+                    f"buf {v.buffer}{' (in place)' if v.inplace else ''}"
+                    if v.kind == "buffer"
+                    else f"view of buf {v.buffer}"
+                    if v.kind == "view" and v.buffer is not None
+                    else "view"
+                    if v.kind == "view"
+                    else "output"
+                    if n in spec.roots
+                    else "allocated"
+                )
             mark = " recomputed" if s.recomputed else (" grad" if n.is_gradient else "")
             rows.append((f"[{k}]", n.name, rhs, fmt_shape(n.shape), str(n.dtype), where + mark))
         widths = [max((len(r[c]) for r in rows), default=0) for c in range(5)]
         lines = [head]
         for r in rows:
-            lines.append(f"  {r[0]:>{widths[0]}} {r[1]:<{widths[1]}} = {r[2]:<{widths[2]}}  "
-                         f"{r[3]:<{widths[3]}} {r[4]:<{widths[4]}}  {r[5]}")
+            lines.append(
+                f"  {r[0]:>{widths[0]}} {r[1]:<{widths[1]}} = {r[2]:<{widths[2]}}  "
+                f"{r[3]:<{widths[3]}} {r[4]:<{widths[4]}}  {r[5]}"
+            )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return (f"<Program of graph {self.graph.name!r}: {len(self.outputs)} outputs, {len(self.schedule)} steps, "
-                f"peak {_fmt_bytes(self.stats.get('peak_bytes', 0))}>")
+        return (
+            f"<Program of graph {self.graph.name!r}: {len(self.outputs)} outputs, {len(self.schedule)} steps, "
+            f"peak {_fmt_bytes(self.stats.get('peak_bytes', 0))}>"
+        )
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         try:
             from ..viz import to_dot
+
             return {"image/svg+xml": to_dot(self)._repr_image_svg_xml(), "text/plain": str(self)}
-        except Exception:   # no viz module or no dot binary: the listing
+        except Exception:  # no viz module or no dot binary: the listing
             return {"text/plain": str(self)}
 
 
@@ -459,27 +553,38 @@ def check_feed(node: Node, value: Any, duck: bool = False) -> np.ndarray:
     duck: an array of another engine (anything with shape, dtype and astype that is not NumPy's, e.g. a dask
     or JAX array) is checked as it is, without converting it to NumPy (which would compute a dask array).
     """
-    if duck and type(value) is not np.ndarray and hasattr(value, "shape") and hasattr(value, "dtype") \
-            and hasattr(value, "astype"):
+    if (
+        duck
+        and type(value) is not np.ndarray
+        and hasattr(value, "shape")
+        and hasattr(value, "dtype")
+        and hasattr(value, "astype")
+    ):
         arr = value
         try:
             dt = np.dtype(arr.dtype)
         except TypeError:
-            raise FeedError(f"feed {node.name!r}: got {type(value).__name__} of dtype {arr.dtype}; feed a numeric "
-                            "array") from None
+            raise FeedError(
+                f"feed {node.name!r}: got {type(value).__name__} of dtype {arr.dtype}; feed a numeric array"
+            ) from None
         shape = tuple(arr.shape)
         if dt.kind not in "biuf":
             raise FeedError(f"feed {node.name!r}: got {type(value).__name__} of dtype {dt}; feed a numeric array")
         if len(shape) != len(node.shape) or any(d is not None and d != a for d, a in zip(node.shape, shape)):
-            raise FeedError(f"feed {node.name!r} ({node.op.name}) expects shape {fmt_shape(node.shape)}, got "
-                            f"{fmt_shape(shape)}")
-        if any(not isinstance(a, (int, np.integer)) for a in shape):       # dask: nan for unknown sizes
-            raise FeedError(f"feed {node.name!r}: its shape {shape} has unknown sizes; compute the chunk sizes "
-                            "first (dask: x.compute_chunk_sizes())")
+            raise FeedError(
+                f"feed {node.name!r} ({node.op.name}) expects shape {fmt_shape(node.shape)}, got {fmt_shape(shape)}"
+            )
+        if any(not isinstance(a, (int, np.integer)) for a in shape):  # dask: nan for unknown sizes
+            raise FeedError(
+                f"feed {node.name!r}: its shape {shape} has unknown sizes; compute the chunk sizes "
+                "first (dask: x.compute_chunk_sizes())"
+            )
         if dt != node.dtype:
             if not np.can_cast(dt, node.dtype, casting="same_kind"):
-                raise FeedError(f"feed {node.name!r} ({node.op.name}) expects dtype {node.dtype}, got {dt}, "
-                                "which does not convert without changing kind (e.g. float to int)")
+                raise FeedError(
+                    f"feed {node.name!r} ({node.op.name}) expects dtype {node.dtype}, got {dt}, "
+                    "which does not convert without changing kind (e.g. float to int)"
+                )
             # dask: a lazy cast; others (JAX, whose astype would drop float64 without x64) through NumPy
             arr = arr.astype(node.dtype) if hasattr(arr, "dask") else np.asarray(arr).astype(node.dtype)
         return arr
@@ -488,12 +593,15 @@ def check_feed(node: Node, value: Any, duck: bool = False) -> np.ndarray:
         raise FeedError(f"feed {node.name!r}: got {type(value).__name__} of dtype {arr.dtype}; feed a numeric array")
     shape = arr.shape
     if len(shape) != len(node.shape) or any(d is not None and d != a for d, a in zip(node.shape, shape)):
-        raise FeedError(f"feed {node.name!r} ({node.op.name}) expects shape {fmt_shape(node.shape)}, got "
-                        f"{fmt_shape(shape)}")
+        raise FeedError(
+            f"feed {node.name!r} ({node.op.name}) expects shape {fmt_shape(node.shape)}, got {fmt_shape(shape)}"
+        )
     if arr.dtype != node.dtype:
         if not np.can_cast(arr.dtype, node.dtype, casting="same_kind"):
-            raise FeedError(f"feed {node.name!r} ({node.op.name}) expects dtype {node.dtype}, got {arr.dtype}, "
-                            "which does not convert without changing kind (e.g. float to int)")
+            raise FeedError(
+                f"feed {node.name!r} ({node.op.name}) expects dtype {node.dtype}, got {arr.dtype}, "
+                "which does not convert without changing kind (e.g. float to int)"
+            )
         if arr.size and not np.can_cast(arr.dtype, node.dtype, casting="safe"):
             _check_fits(node, arr)
         arr = arr.astype(node.dtype)
@@ -508,23 +616,27 @@ def _check_fits(node: Node, arr: np.ndarray) -> None:
         lo, hi = arr.min(), arr.max()
         if lo < info.min or hi > info.max:
             bad = lo if lo < info.min else hi
-            raise FeedError(f"feed {node.name!r} ({node.op.name}) expects dtype {to}, got {arr.dtype} holding "
-                            f"{bad}, which {to} cannot hold ([{info.min}, {info.max}]); feed values in range or "
-                            f"declare the input with dtype {arr.dtype}")
+            raise FeedError(
+                f"feed {node.name!r} ({node.op.name}) expects dtype {to}, got {arr.dtype} holding "
+                f"{bad}, which {to} cannot hold ([{info.min}, {info.max}]); feed values in range or "
+                f"declare the input with dtype {arr.dtype}"
+            )
     elif to.kind == "f" and arr.dtype.kind == "f":
         finite = arr[np.isfinite(arr)]
         big = np.abs(finite).max() if finite.size else 0
         if big > np.finfo(to).max:
-            raise FeedError(f"feed {node.name!r} ({node.op.name}) expects dtype {to}, got {arr.dtype} holding "
-                            f"magnitude {big:.4g}, beyond {to}'s largest finite value ({np.finfo(to).max:.4g}); "
-                            "it would become infinity")
+            raise FeedError(
+                f"feed {node.name!r} ({node.op.name}) expects dtype {to}, got {arr.dtype} holding "
+                f"magnitude {big:.4g}, beyond {to}'s largest finite value ({np.finfo(to).max:.4g}); "
+                "it would become infinity"
+            )
 
 
 def check_leaves_finite(nodes: list[Node], values: list, fed) -> None:
     """nan_check at the start of a run: a NaN or infinity that comes in through a feed (or a stored
     parameter) is reported as that feed's, not as the first internal step that reads it."""
     for node, v in zip(nodes, values):
-        if hasattr(v, "dask"):       # a lazy dask array is not loaded here: the backend checks each step's chunks
+        if hasattr(v, "dask"):  # a lazy dask array is not loaded here: the backend checks each step's chunks
             continue
         a = np.asarray(v)
         if a.dtype.kind in "fc" and a.size and not np.isfinite(a).all():
@@ -533,6 +645,8 @@ def check_leaves_finite(nodes: list[Node], values: list, fed) -> None:
             where = np.argwhere(bad if bad.any() else ~np.isfinite(a))
             at = f" at index {tuple(int(i) for i in where[0])}" if a.ndim else ""
             source = f"feed {node.name!r}" if node in fed else f"the stored value of parameter {node.name!r}"
-            raise NumericsError(f"{source} ({node.op.name}, shape {fmt_shape(a.shape)}, {a.dtype}) holds {what}"
-                                f"{at} ({int((~np.isfinite(a)).sum())} of {a.size} entries not finite); "
-                                "nan_check stopped before any step ran: clean the data or drop nan_check")
+            raise NumericsError(
+                f"{source} ({node.op.name}, shape {fmt_shape(a.shape)}, {a.dtype}) holds {what}"
+                f"{at} ({int((~np.isfinite(a)).sum())} of {a.size} entries not finite); "
+                "nan_check stopped before any step ran: clean the data or drop nan_check"
+            )

@@ -40,8 +40,9 @@ def candidates(nodes: list[Node], keep: set[Node]) -> list[Node]:
     return [n for n in nodes if n in needed and n not in keep]
 
 
-def with_recomputation(nodes: list[Node], roots: list[Node], drop: set[Node], ctx: Context
-                       ) -> tuple[list[Node], list[Node], dict[Node, Node]]:
+def with_recomputation(
+    nodes: list[Node], roots: list[Node], drop: set[Node], ctx: Context
+) -> tuple[list[Node], list[Node], dict[Node, Node]]:
     """The program with `drop` recomputed for its gradient readers: new nodes, roots and the copies
     (each mapped to the value it repeats).
 
@@ -53,7 +54,7 @@ def with_recomputation(nodes: list[Node], roots: list[Node], drop: set[Node], ct
     def backward_version(x: Node) -> Node:
         return copy.get(x, replaced.get(x, x))
 
-    for n in nodes:                                      # topological
+    for n in nodes:  # topological
         if is_leaf(n):
             continue
         if n.is_gradient:
@@ -63,7 +64,7 @@ def with_recomputation(nodes: list[Node], roots: list[Node], drop: set[Node], ct
         m = n if ins == n.inputs else ctx.rebuild(n, ins)
         if m is not n:
             replaced[n] = m
-        if n in drop:                                    # the copy reads kept values or other copies
+        if n in drop:  # the copy reads kept values or other copies
             cins = tuple(copy.get(x, replaced.get(x, x)) for x in n.inputs)
             c = ctx.node(n.op, cins, like=n, name=ctx.fresh_name(n.name.split("~")[0] + "'"))
             ctx.source[c] = ctx.origin_of(n)
@@ -71,12 +72,17 @@ def with_recomputation(nodes: list[Node], roots: list[Node], drop: set[Node], ct
     new_roots = [replaced.get(r, r) for r in roots]
     new_nodes = topo_order(new_roots, edges=value_inputs)
     made = set(new_nodes)
-    copies = {c: replaced.get(n, n) for n, c in copy.items() if c in made}   # copy -> the value it repeats
+    copies = {c: replaced.get(n, n) for n, c in copy.items() if c in made}  # copy -> the value it repeats
     return new_nodes, new_roots, copies
 
 
-def choose(nodes: list[Node], roots: list[Node], budget: int, ctx: Context,
-           plan_peak: Callable[[list[Node], list[Node], dict], int]) -> tuple:
+def choose(
+    nodes: list[Node],
+    roots: list[Node],
+    budget: int,
+    ctx: Context,
+    plan_peak: Callable[[list[Node], list[Node], dict], int],
+) -> tuple:
     """The cheapest recomputation found whose planned peak is at most `budget`; raise if there is none.
 
     plan_peak(nodes, roots, copies) schedules and plans a candidate program and returns its peak.
@@ -119,7 +125,7 @@ def choose(nodes: list[Node], roots: list[Node], budget: int, ctx: Context,
     # shortest such prefix by bisection
     ranked = sorted(cands, key=lambda c: -nbytes(c) / max(flops(c), 1))
     m, prev = 1, 0
-    while not (best is not None and n > 300):          # long chains: the checkpoints are good enough
+    while not (best is not None and n > 300):  # long chains: the checkpoints are good enough
         _, peak, _ = trial(set(ranked[:m]))
         if peak <= budget:
             lo, hi = prev, m
@@ -143,6 +149,7 @@ def _result(best, smallest, budget, nodes, roots):
         raise GraphCompilerError(
             f"memory_budget={budget} cannot be met: the smallest budget that can is {smallest:,} bytes (the "
             f"lowest planned peak found when recomputing forward values in the backward pass; the outputs "
-            f"alone take {out_bytes:,} bytes); pass memory_budget={smallest} or more")
+            f"alone take {out_bytes:,} bytes); pass memory_budget={smallest} or more"
+        )
     res, peak, cost = best
     return (*res, peak, cost)

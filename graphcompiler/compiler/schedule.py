@@ -56,8 +56,8 @@ def memory_order(nodes, keep, lazy=None) -> list:
     for n in reversed(steps):
         cs = consumers[n]
         height[n] = 1 + max([height[c] for c in cs]) if cs else 1
-    roots_of: dict = {}                                   # the memory a step's inputs occupy
-    readers: dict = {n: set() for n in steps}            # non-view steps reading a root, not yet run
+    roots_of: dict = {}  # the memory a step's inputs occupy
+    readers: dict = {n: set() for n in steps}  # non-view steps reading a root, not yet run
     size = {}
     for n in steps:
         ds = deps[n]
@@ -83,17 +83,17 @@ def memory_order(nodes, keep, lazy=None) -> list:
     repeats = dict(lazy) if isinstance(lazy, dict) else {}
     lazy = {n for n in (lazy or ()) if n in pos}
     followers: dict = {}
-    for c, original in repeats.items():                  # a copy runs after the step it repeats
+    for c, original in repeats.items():  # a copy runs after the step it repeats
         if c in pos and original in pos:
             followers.setdefault(original, []).append(c)
             waiting[c] += 1
     if lazy:
-        for n in steps:                                   # reading only recomputed values: wait as well
+        for n in steps:  # reading only recomputed values: wait as well
             if n not in lazy and deps[n] and all(x in lazy for x in deps[n]):
                 lazy.add(n)
         hard = {n: sum(1 for x in deps[n] if x not in lazy) for n in steps}
     released: set = set()
-    dormant: list = []                                    # lazy steps whose inputs exist, by urgency
+    dormant: list = []  # lazy steps whose inputs exist, by urgency
 
     def net(n, also=None) -> int:
         """Bytes n allocates minus the bytes it frees (`also`: a step taken as run just before it)."""
@@ -146,7 +146,7 @@ def memory_order(nodes, keep, lazy=None) -> list:
         if n in lazy and waiting[n] == 0:
             ready(n)
     while heap or dormant:
-        if not heap:                                     # nothing else can run: the most urgent lazy step
+        if not heap:  # nothing else can run: the most urgent lazy step
             _, _, m = heapq.heappop(dormant)
             if m not in done and m not in released:
                 release(m)
@@ -160,7 +160,7 @@ def memory_order(nodes, keep, lazy=None) -> list:
             for r in roots_of[best]:
                 left = readers[r]
                 left.discard(best)
-                if len(left) == 1:                   # its last reader now frees it: a better score
+                if len(left) == 1:  # its last reader now frees it: a better score
                     (other,) = left
                     if waiting[other] == 0 and other not in done and (other not in lazy or other in released):
                         version[other] += 1
@@ -179,7 +179,7 @@ def memory_order(nodes, keep, lazy=None) -> list:
                             release(x)
             if waiting[c] == 0:
                 ready(c)
-            elif waiting[c] == 1:                    # its last missing input now looks ahead to it
+            elif waiting[c] == 1:  # its last missing input now looks ahead to it
                 for d in deps[c]:
                     if d not in done and waiting[d] == 0 and (d not in lazy or d in released):
                         version[d] += 1

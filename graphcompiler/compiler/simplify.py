@@ -22,13 +22,14 @@ from .ir import Context, is_leaf, topo_order
 
 Rule = Callable[[Node, Context], "Node | None"]
 
-_SMALL = 1 << 16           # constants folded only up to this many elements (a broadcast view is free)
+_SMALL = 1 << 16  # constants folded only up to this many elements (a broadcast view is free)
 FOLD_ELEMENTS = 1_000_000  # constant folding reads at most this many elements per step (else: left to the run)
-FOLD_SECONDS = 1.0         # and spends at most this long per simplify call; the rest is left to the run
-_VIEWS = ("broadcast_to", "broadcast_like", "expand_dims")    # ops whose kernel makes a view in O(1)
+FOLD_SECONDS = 1.0  # and spends at most this long per simplify call; the rest is left to the run
+_VIEWS = ("broadcast_to", "broadcast_like", "expand_dims")  # ops whose kernel makes a view in O(1)
 
 
 # -- helpers the rules read with ----------------------------------------------------------------
+
 
 def _const_all(ctx: Context, x: Node, v: float) -> bool:
     """x is a constant whose every element equals v."""
@@ -68,6 +69,7 @@ def _mk(ctx: Context, op: Op, inputs, n: Node) -> Node:
 
 # -- the rules ----------------------------------------------------------------------------------
 
+
 def _drop_unit(n, ctx, unit):
     """a . unit -> a and unit . b -> b, for a commutative op whose unit is `unit`."""
     a, b = _binary_args(n)
@@ -78,37 +80,37 @@ def _drop_unit(n, ctx, unit):
     return None
 
 
-def times_one(n, ctx):                                   # x * 1 -> x,  1 * x -> x (seeds of ones too)
+def times_one(n, ctx):  # x * 1 -> x,  1 * x -> x (seeds of ones too)
     return _drop_unit(n, ctx, 1)
 
 
-def plus_zero(n, ctx):                                   # x + 0 -> x,  0 + x -> x
+def plus_zero(n, ctx):  # x + 0 -> x,  0 + x -> x
     return _drop_unit(n, ctx, 0)
 
 
-def minus_zero(n, ctx):                                  # x - 0 -> x
+def minus_zero(n, ctx):  # x - 0 -> x
     a, b = _binary_args(n)
     return a if _const_all(ctx, b, 0) and _same(n, a) else None
 
 
-def zero_minus(n, ctx):                                  # 0 - x -> -x
+def zero_minus(n, ctx):  # 0 - x -> -x
     a, b = _binary_args(n)
     if _const_all(ctx, a, 0) and _same(n, b) and b.dtype.kind == "f":
         return _mk(ctx, E.Negative(), (b,), n)
     return None
 
 
-def over_one(n, ctx):                                    # x / 1 -> x
+def over_one(n, ctx):  # x / 1 -> x
     a, b = _binary_args(n)
     return a if _const_all(ctx, b, 1) and _same(n, a) else None
 
 
-def neg_neg(n, ctx):                                     # --x -> x
+def neg_neg(n, ctx):  # --x -> x
     x = n.inputs[0]
     return x.inputs[0] if x.op.name == "negative" and _same(n, x.inputs[0]) else None
 
 
-def neg_scaled(n, ctx):                                  # -(c * x) -> (-c) * x   (c a scalar constant)
+def neg_scaled(n, ctx):  # -(c * x) -> (-c) * x   (c a scalar constant)
     x = n.inputs[0]
     if x.op.name == "multiply":
         a, b = _binary_args(x)
@@ -119,7 +121,7 @@ def neg_scaled(n, ctx):                                  # -(c * x) -> (-c) * x 
     return None
 
 
-def add_neg(n, ctx):                                     # a + (-b) -> a - b,  (-a) + b -> b - a
+def add_neg(n, ctx):  # a + (-b) -> a - b,  (-a) + b -> b - a
     a, b = _binary_args(n)
     if b.op.name == "negative":
         return _mk(ctx, E.Subtract(), (a, b.inputs[0]), n)
@@ -128,12 +130,12 @@ def add_neg(n, ctx):                                     # a + (-b) -> a - b,  (
     return None
 
 
-def sub_neg(n, ctx):                                     # a - (-b) -> a + b
+def sub_neg(n, ctx):  # a - (-b) -> a + b
     a, b = _binary_args(n)
     return _mk(ctx, E.Add(), (a, b.inputs[0]), n) if b.op.name == "negative" else None
 
 
-def twice(n, ctx):                                       # x + x -> 2 * x   (exact in floating point)
+def twice(n, ctx):  # x + x -> 2 * x   (exact in floating point)
     a, b = _binary_args(n)
     if a is b and a.dtype.kind == "f":
         return _mk(ctx, E.Multiply(), (ctx.constant(np.array(2, a.dtype), n), a), n)
@@ -151,7 +153,7 @@ def mask_multiply(n, ctx):
     return None
 
 
-def scale_scale(n, ctx):                                 # c1 * (c2 * x) -> (c1 c2) * x   (scalar c1, c2)
+def scale_scale(n, ctx):  # c1 * (c2 * x) -> (c1 c2) * x   (scalar c1, c2)
     a, b = _binary_args(n)
     for c, m in ((a, b), (b, a)):
         if _scalar_const(ctx, c) and m.op.name == "multiply":
@@ -160,21 +162,21 @@ def scale_scale(n, ctx):                                 # c1 * (c2 * x) -> (c1 
                 if _scalar_const(ctx, c2):
                     v = np.asarray(ctx.value(c) * ctx.value(c2), dtype=np.result_type(c.dtype, c2.dtype))
                     if v.ndim > max(c.ndim, c2.ndim):
-                        v = v.reshape(v.shape[-max(c.ndim, c2.ndim):] if max(c.ndim, c2.ndim) else ())
+                        v = v.reshape(v.shape[-max(c.ndim, c2.ndim) :] if max(c.ndim, c2.ndim) else ())
                     return _mk(ctx, E.Multiply(), (ctx.constant(v, n), x), n)
     return None
 
 
-def absorb_broadcast(n, ctx):                            # f(broadcast(a), b) -> f(a, b)   (f broadcasts anyway)
+def absorb_broadcast(n, ctx):  # f(broadcast(a), b) -> f(a, b)   (f broadcasts anyway)
     ins = list(n.inputs)
     for k, x in enumerate(ins):
         small = None
         if x.op.name in ("broadcast_to", "broadcast_like") and x.inputs[0].dtype == x.dtype:
             small = x.inputs[0]
-        elif ctx.is_const(x) and x.ndim and _uniform(ctx.value(x)):   # a constant array of one value: a scalar
+        elif ctx.is_const(x) and x.ndim and _uniform(ctx.value(x)):  # a constant array of one value: a scalar
             small = ctx.constant(np.asarray(ctx.value(x).flat[0]).astype(x.dtype), n)
         if small is not None:
-            trial = ins[:k] + [small] + ins[k + 1:]
+            trial = ins[:k] + [small] + ins[k + 1 :]
             try:
                 shape, dtype = n.op.infer(*trial)
             except Exception:
@@ -184,11 +186,11 @@ def absorb_broadcast(n, ctx):                            # f(broadcast(a), b) ->
     return None
 
 
-def transpose_identity(n, ctx):                          # transpose(x, (0, 1, ..)) -> x
+def transpose_identity(n, ctx):  # transpose(x, (0, 1, ..)) -> x
     return n.inputs[0] if tuple(n.op.axes) == tuple(range(n.ndim)) else None
 
 
-def transpose_transpose(n, ctx):                         # transpose(transpose(x, p), q) -> transpose(x, p[q])
+def transpose_transpose(n, ctx):  # transpose(transpose(x, p), q) -> transpose(x, p[q])
     x = n.inputs[0]
     if x.op.name != "transpose":
         return None
@@ -197,39 +199,39 @@ def transpose_transpose(n, ctx):                         # transpose(transpose(x
     return inner if axes == tuple(range(n.ndim)) else _mk(ctx, S.Transpose(axes), (inner,), n)
 
 
-def reshape_same(n, ctx):                                # reshape(x, shape(x)) -> x
+def reshape_same(n, ctx):  # reshape(x, shape(x)) -> x
     x = n.inputs[0]
     return x if _same(n, x) and None not in x.shape else None
 
 
-def reshape_reshape(n, ctx):                             # reshape(reshape(x, s1), s2) -> reshape(x, s2)
+def reshape_reshape(n, ctx):  # reshape(reshape(x, s1), s2) -> reshape(x, s2)
     x = n.inputs[0]
     if x.op.name == "reshape":
         return _mk(ctx, S.Reshape(n.op.shape), (x.inputs[0],), n)
     return None
 
 
-def broadcast_same(n, ctx):                              # broadcast_to(x, shape(x)) -> x
+def broadcast_same(n, ctx):  # broadcast_to(x, shape(x)) -> x
     x = n.inputs[0]
     return x if _same(n, x) and None not in x.shape else None
 
 
-def sum_no_axes(n, ctx):                                 # sum(x, axis=()) -> x
+def sum_no_axes(n, ctx):  # sum(x, axis=()) -> x
     x = n.inputs[0]
     return x if not n.op.axis and _same(n, x) else None
 
 
-def astype_same(n, ctx):                                 # astype(x, dtype(x)) -> x
+def astype_same(n, ctx):  # astype(x, dtype(x)) -> x
     x = n.inputs[0]
     return x if _same(n, x) else None
 
 
-def identity_drop(n, ctx):                               # identity(x) -> x   (stop_gradient too: a run is the same)
+def identity_drop(n, ctx):  # identity(x) -> x   (stop_gradient too: a run is the same)
     x = n.inputs[0]
     return x if _same(n, x) else None
 
 
-def squeeze_expand(n, ctx):                              # squeeze(expand_dims(x, a), a) -> x, and back
+def squeeze_expand(n, ctx):  # squeeze(expand_dims(x, a), a) -> x, and back
     x = n.inputs[0]
     pair = {"squeeze": "expand_dims", "expand_dims": "squeeze"}[n.op.name]
     if x.op.name == pair and tuple(x.op.axis) == tuple(n.op.axis) and _same(n, x.inputs[0]):
@@ -237,17 +239,17 @@ def squeeze_expand(n, ctx):                              # squeeze(expand_dims(x
     return None
 
 
-def log_of_softmax(n, ctx):                              # log(softmax(x)) -> log_softmax(x)
+def log_of_softmax(n, ctx):  # log(softmax(x)) -> log_softmax(x)
     x = n.inputs[0]
     return _mk(ctx, NN.LogSoftmax(x.op.axis), x.inputs, n) if x.op.name == "softmax" else None
 
 
-def log_exp(n, ctx):                                     # log(exp(x)) -> x
+def log_exp(n, ctx):  # log(exp(x)) -> x
     x = n.inputs[0]
     return x.inputs[0] if x.op.name == "exp" and _same(n, x.inputs[0]) else None
 
 
-def log_one_plus(n, ctx):                                # log(1 + x) -> log1p(x)
+def log_one_plus(n, ctx):  # log(1 + x) -> log1p(x)
     x = n.inputs[0]
     if x.op.name != "add":
         return None
@@ -258,7 +260,7 @@ def log_one_plus(n, ctx):                                # log(1 + x) -> log1p(x
     return None
 
 
-def log_sum_exp(n, ctx):                                 # log(sum(exp(x), axis)) -> logsumexp(x, axis)
+def log_sum_exp(n, ctx):  # log(sum(exp(x), axis)) -> logsumexp(x, axis)
     s = n.inputs[0]
     if s.op.name == "sum" and s.inputs[0].op.name == "exp" and s.dtype == s.inputs[0].dtype:
         return _mk(ctx, NN.LogSumExp(s.op.axis, s.op.keepdims), s.inputs[0].inputs, n)
@@ -275,22 +277,28 @@ def cross_entropy(n, ctx):
 
 # softmax(x) -> exp(log_softmax(x))  (one log_softmax for loss and gradient)
 def softmax_as_exp(n, ctx):
-    return _mk(ctx, E.Exp(), (_mk(ctx, NN.LogSoftmax(n.op.axis), n.inputs, n),), n) \
-        if n.op.axis == n.ndim - 1 else None
+    return _mk(ctx, E.Exp(), (_mk(ctx, NN.LogSoftmax(n.op.axis), n.inputs, n),), n) if n.op.axis == n.ndim - 1 else None
 
 
-def minus_one_hot(n, ctx):                               # p - one_hot(y) -> p with 1 taken off at the labels
+def minus_one_hot(n, ctx):  # p - one_hot(y) -> p with 1 taken off at the labels
     p, h = _binary_args(n)
     if h.op.name == "one_hot" and _same(n, p) and h.shape == p.shape:
         return _mk(ctx, F.MinusOneHot(), (p, h.inputs[0]), n)
     return None
 
 
-def sum_of_product(n, ctx):                              # sum(a * b) over all axes -> dot(a, b)
+def sum_of_product(n, ctx):  # sum(a * b) over all axes -> dot(a, b)
     m = n.inputs[0]
-    if (m.op.name == "multiply" and not n.op.keepdims and len(n.op.axis) == m.ndim and m.ndim
-            and m.inputs[0].shape == m.inputs[1].shape == m.shape and None not in m.shape
-            and m.dtype.kind == "f" and m.inputs[0].dtype == m.inputs[1].dtype == m.dtype):
+    if (
+        m.op.name == "multiply"
+        and not n.op.keepdims
+        and len(n.op.axis) == m.ndim
+        and m.ndim
+        and m.inputs[0].shape == m.inputs[1].shape == m.shape
+        and None not in m.shape
+        and m.dtype.kind == "f"
+        and m.inputs[0].dtype == m.inputs[1].dtype == m.dtype
+    ):
         return _mk(ctx, F.DotAll(), m.inputs, n)
     return None
 
@@ -304,11 +312,11 @@ def sum_of_broadcast(n, ctx):
     lead = b.ndim - x.ndim
     spread = [k for k in n.op.axis if b.shape[k] != 1 and (k < lead or x.shape[k - lead] == 1)]
     if not spread:
-        return None                   # nothing broadcast is reduced: no work saved
+        return None  # nothing broadcast is reduced: no work saved
     real = tuple(k - lead for k in n.op.axis if k not in spread and k >= lead)
-    r = _mk(ctx, type(n.op)(real, True), (x,), n) if real else x       # x has b's dtype: so has sum(x)
+    r = _mk(ctx, type(n.op)(real, True), (x,), n) if real else x  # x has b's dtype: so has sum(x)
     if r.dtype != n.dtype:
-        return None                   # the mean of an integer x without real axes: a cast, not worth a rule
+        return None  # the mean of an integer x without real axes: a cast, not worth a rule
     if n.op.name == "sum":
         times = int(np.prod([b.shape[k] for k in spread], dtype=object))
         r = _mk(ctx, E.Multiply(), (r, ctx.constant(np.array(times, n.dtype), n)), n)
@@ -322,7 +330,8 @@ def sum_of_broadcast(n, ctx):
 
 # -- rules that need the concrete shapes of a run (applied when a program is specialised) ---------
 
-def count_fold(n, ctx):                                  # count(x, axes) -> the number, once shapes are known
+
+def count_fold(n, ctx):  # count(x, axes) -> the number, once shapes are known
     return ctx.constant(n.op.kernel(n.inputs[0]), n) if None not in n.inputs[0].shape else None
 
 
@@ -340,7 +349,7 @@ def like_static(n, ctx):
     return _mk(ctx, op, (n.inputs[0],), n)
 
 
-def zeros_fold(n, ctx):                                  # zeros_like(x) -> a broadcast zero constant (no memory)
+def zeros_fold(n, ctx):  # zeros_like(x) -> a broadcast zero constant (no memory)
     if None in n.shape:
         return None
     return ctx.constant(np.broadcast_to(np.zeros((), n.dtype), n.shape), n)
@@ -383,6 +392,7 @@ SHAPE_RULES: dict[str, list[Rule]] = {
 
 # -- the driver ---------------------------------------------------------------------------------
 
+
 class FoldBudget:
     """What constant folding may still spend in one simplify call: elements per step, and seconds of
     kernel time in all (only the time folding itself takes, so a big graph's rewriting does not use it up).
@@ -417,7 +427,7 @@ def _reduce_broadcast(op, a: np.ndarray) -> np.ndarray | None:
     core = a[tuple(slice(0, 1) if k in flat else slice(None) for k in range(a.ndim))]
     if core.size > FOLD_ELEMENTS:
         return None
-    rest = type(op)(axes, True)                                       # keepdims: the axes stay put
+    rest = type(op)(axes, True)  # keepdims: the axes stay put
     value = np.asarray(rest.kernel(core))
     if op.name == "sum":
         times = int(np.prod([a.shape[k] for k in flat], dtype=object))
@@ -460,16 +470,16 @@ def fold_constant(n: Node, ctx: Context, budget: FoldBudget | None = None) -> No
     value = None
     if read > limit:
         if n.op.name in ("sum", "mean", "max") and len(args) == 1:
-            value = _reduce_broadcast(n.op, args[0])          # sum(broadcast c) = c * count
+            value = _reduce_broadcast(n.op, args[0])  # sum(broadcast c) = c * count
         if value is None and n.op.name not in _VIEWS:
-            return None                                       # too big to fold: left to the run
+            return None  # too big to fold: left to the run
     start = time.perf_counter()
     try:
         with np.errstate(all="ignore"):
             if value is None:
                 value = np.asarray(n.op.kernel(*args))
     except Exception:
-        return None               # leave it to the run, which reports the failure naming the step
+        return None  # leave it to the run, which reports the failure naming the step
     finally:
         if budget is not None:
             budget.charge(time.perf_counter() - start)
@@ -480,8 +490,9 @@ def fold_constant(n: Node, ctx: Context, budget: FoldBudget | None = None) -> No
     return ctx.constant(value, n)
 
 
-def simplify(nodes: list[Node], roots: list[Node], ctx: Context, *, shapes: bool = False
-             ) -> tuple[list[Node], list[Node]]:
+def simplify(
+    nodes: list[Node], roots: list[Node], ctx: Context, *, shapes: bool = False
+) -> tuple[list[Node], list[Node]]:
     """Rewrite to a fixpoint; return the new node list (topological) and the roots' replacements.
 
     One sweep in topological order simplifies every node after its inputs, so a rule sees simplified
@@ -494,8 +505,8 @@ def simplify(nodes: list[Node], roots: list[Node], ctx: Context, *, shapes: bool
             table[k] = v + table.get(k, [])
     budget = FoldBudget()
     replaced: dict[Node, Node] = {}
-    seen: dict[tuple, Node] = {}                     # (op, inputs) -> node: common subexpressions
-    consts: dict[tuple, Node] = {}                   # small constants by value
+    seen: dict[tuple, Node] = {}  # (op, inputs) -> node: common subexpressions
+    consts: dict[tuple, Node] = {}  # small constants by value
 
     def canonical(m: Node) -> Node:
         if m.op.name == "constant":
@@ -512,7 +523,7 @@ def simplify(nodes: list[Node], roots: list[Node], ctx: Context, *, shapes: bool
         key = (m.op, m.inputs)
         first = seen.setdefault(key, m)
         if first is not m:
-            ctx.count("cse")                         # the same op on the same inputs: one value
+            ctx.count("cse")  # the same op on the same inputs: one value
         return first
 
     def settle(m: Node) -> Node:
@@ -526,7 +537,7 @@ def simplify(nodes: list[Node], roots: list[Node], ctx: Context, *, shapes: bool
                 for rule in table.get(m.op.name, ()):
                     new = rule(m, ctx)
                     if new is not None and (new.shape != m.shape or new.dtype != m.dtype):
-                        new = None                   # a replacement must be the same value: never change shape
+                        new = None  # a replacement must be the same value: never change shape
                     if new is not None:
                         rule_name = rule.__name__
                         break
@@ -548,11 +559,9 @@ def simplify(nodes: list[Node], roots: list[Node], ctx: Context, *, shapes: bool
             ins = tuple(replaced[x] for x in n.inputs)
             m = n if ins == n.inputs else ctx.rebuild(n, ins)
             m = settle(m)
-            if m is not n and not is_leaf(m) and not (m.name in ctx.graph._by_name and
-                                                      ctx.graph._by_name[m.name] is m):
-                ctx.source.setdefault(m, ctx.origin_of(n))    # m computes the value of the user's node n
+            if m is not n and not is_leaf(m) and not (m.name in ctx.graph._by_name and ctx.graph._by_name[m.name] is m):
+                ctx.source.setdefault(m, ctx.origin_of(n))  # m computes the value of the user's node n
         replaced[n] = m
         settled.add(m)
     new_roots = [replaced[r] for r in roots]
     return topo_order(new_roots), new_roots
-

@@ -15,12 +15,46 @@ from typing import Any
 import numpy as np
 
 from ..errors import DTypeError, GraphCompilerError, ShapeError, fmt_shape
-from ..graph import (LEAF_OPS, OPS, UNDEFINED, ZERO, Constant, GraphMismatchError, Input, Node, Op, Parameter,
-                     Undefined, Zero, install, register_op)
+from ..graph import (
+    LEAF_OPS,
+    OPS,
+    UNDEFINED,
+    ZERO,
+    Constant,
+    GraphMismatchError,
+    Input,
+    Node,
+    Op,
+    Parameter,
+    Undefined,
+    Zero,
+    install,
+    register_op,
+)
 
-__all__ = ["LEAF_OPS", "OPS", "UNDEFINED", "ZERO", "Constant", "Input", "Op", "Parameter", "Undefined", "Zero",
-           "install", "register_op", "apply", "broadcast_shapes", "normalize_axes", "normalize_axis", "float_dtype",
-           "is_static", "size_of", "sp", "elementwise_to_sympy"]
+__all__ = [
+    "LEAF_OPS",
+    "OPS",
+    "UNDEFINED",
+    "ZERO",
+    "Constant",
+    "Input",
+    "Op",
+    "Parameter",
+    "Undefined",
+    "Zero",
+    "install",
+    "register_op",
+    "apply",
+    "broadcast_shapes",
+    "normalize_axes",
+    "normalize_axis",
+    "float_dtype",
+    "is_static",
+    "size_of",
+    "sp",
+    "elementwise_to_sympy",
+]
 
 
 class _LazySympy:
@@ -29,6 +63,7 @@ class _LazySympy:
 
     def __getattr__(self, name: str) -> Any:
         import sympy
+
         return getattr(sympy, name)
 
 
@@ -39,12 +74,14 @@ def elementwise_to_sympy(self: Op, node: Node, *terms: Any) -> Any:
     """The SymPy rule of an elementwise op from its declarative `sympy_fn`, applied entry by entry to the
     inputs' Terms broadcast to the node's shape; an undefined function of the op where it declares none.
     Elementwise base classes take it as their `to_sympy`; an op block may still override `to_sympy`."""
-    from ..symbolic_terms import apply_undefined, elementwise   # SymPy loads only when a graph is exported
+    from ..symbolic_terms import apply_undefined, elementwise  # SymPy loads only when a graph is exported
+
     fn = type(self).sympy_fn
     return apply_undefined(node, *terms) if fn is None else elementwise(node, fn, *terms)
 
 
 # -- building nodes -------------------------------------------------------------------------
+
 
 class _Pending:
     """A constant not yet in the graph: ops see its shape and dtype, and it is added only if the op is."""
@@ -63,7 +100,7 @@ def apply(op: Op, args: tuple, name: str | None = None) -> Node:
 
     A rejected op adds nothing to the graph: constants are added only after the shape rule accepts.
     """
-    if all(type(a) is Node for a in args):          # the common case: no constants to make
+    if all(type(a) is Node for a in args):  # the common case: no constants to make
         graph = args[0].graph
         for n in args:
             if n.graph is not graph:
@@ -72,8 +109,9 @@ def apply(op: Op, args: tuple, name: str | None = None) -> Node:
     else:
         nodes = [a for a in args if isinstance(a, Node)]
         if not nodes:
-            raise GraphCompilerError(f"{op.name}: at least one input must be a graph node; got "
-                                     f"{', '.join(type(a).__name__ for a in args)}")
+            raise GraphCompilerError(
+                f"{op.name}: at least one input must be a graph node; got {', '.join(type(a).__name__ for a in args)}"
+            )
         graph = nodes[0].graph
         for n in nodes:
             if n.graph is not graph:
@@ -103,7 +141,8 @@ def _mixed_graphs(op: Op, name: str | None, nodes) -> None:
         f"{op.name}{' ' + repr(name) if name else ''}: node {first.name!r} ({first.op.name}, shape "
         f"{fmt_shape(first.shape)}) belongs to graph {first.graph.name!r} but {other.name!r} ({other.op.name}, "
         f"shape {fmt_shape(other.shape)}) belongs to graph {other.graph.name!r}; an op's inputs must come from "
-        "one graph: declare both in the same gc.Graph")
+        "one graph: declare both in the same gc.Graph"
+    )
 
 
 def _as_constant(value: Any, like: np.dtype, op: Op, name: str | None) -> np.ndarray:
@@ -116,8 +155,10 @@ def _as_constant(value: Any, like: np.dtype, op: Op, name: str | None) -> np.nda
         return np.array(value)
     arr = np.asarray(value)
     if arr.dtype == object or arr.dtype.kind not in "biuf":
-        raise DTypeError(f"{op.name}{' ' + repr(name) if name else ''}: cannot use {type(value).__name__} "
-                         f"{value!r} as a graph value; give a node, a number or a numeric array")
+        raise DTypeError(
+            f"{op.name}{' ' + repr(name) if name else ''}: cannot use {type(value).__name__} "
+            f"{value!r} as a graph value; give a node, a number or a numeric array"
+        )
     return arr
 
 
@@ -126,6 +167,7 @@ def _describe(xs) -> str:
 
 
 # -- shape rules ----------------------------------------------------------------------------
+
 
 def broadcast_shapes(*shapes: tuple) -> tuple:
     """NumPy broadcasting with None dims: None broadcasts with 1 and matches any fixed size."""
@@ -138,9 +180,11 @@ def broadcast_shapes(*shapes: tuple) -> tuple:
         dims = [s[len(s) - ndim + k] for s in shapes if len(s) - ndim + k >= 0]
         fixed = {d for d in dims if d is not None and d != 1}
         if len(fixed) > 1:
-            raise ShapeError(f"shapes {', '.join(fmt_shape(s) for s in shapes)} do not broadcast: "
-                             f"dimension {k - ndim} is {' vs '.join(str(d) for d in sorted(fixed))}; sizes "
-                             "must be equal or 1 (reshape, transpose or gc.expand_dims an operand to line them up)")
+            raise ShapeError(
+                f"shapes {', '.join(fmt_shape(s) for s in shapes)} do not broadcast: "
+                f"dimension {k - ndim} is {' vs '.join(str(d) for d in sorted(fixed))}; sizes "
+                "must be equal or 1 (reshape, transpose or gc.expand_dims an operand to line them up)"
+            )
         if fixed:
             out.append(fixed.pop())
         elif None in dims:
@@ -159,8 +203,10 @@ def normalize_axes(axis, ndim: int, what: str, of=None) -> tuple[int, ...]:
     for a in axes:
         if not isinstance(a, (int, np.integer)) or isinstance(a, bool) or not -ndim <= a < ndim:
             who = f" of {of.name!r} (shape {fmt_shape(of.shape)})" if hasattr(of, "shape") else ""
-            raise ShapeError(f"{what}{who}: axis {a!r} is out of range for a value of rank {ndim}"
-                             + (f"; use an axis from {-ndim} to {ndim - 1}" if ndim else "; it has no axes"))
+            raise ShapeError(
+                f"{what}{who}: axis {a!r} is out of range for a value of rank {ndim}"
+                + (f"; use an axis from {-ndim} to {ndim - 1}" if ndim else "; it has no axes")
+            )
         out.append(int(a) % ndim)
     if len(set(out)) != len(out):
         raise ShapeError(f"{what}: repeated axis in {axis!r}")
@@ -173,8 +219,9 @@ def normalize_axis(axis: int, ndim: int, what: str, of=None) -> int:
 
 def float_dtype(x, what: str) -> np.dtype:
     if x.dtype.kind != "f":
-        raise DTypeError(f"{what} needs a floating input, got {x.dtype} from {x.name!r}; "
-                         "cast it with gc.astype(x, 'float64')")
+        raise DTypeError(
+            f"{what} needs a floating input, got {x.dtype} from {x.name!r}; cast it with gc.astype(x, 'float64')"
+        )
     return x.dtype
 
 

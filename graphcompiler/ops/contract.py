@@ -73,24 +73,28 @@ def canonical(subscripts: str, ranks: Sequence[int]) -> str:
             ell_ranks.append(r - n_letters)
         else:
             if n_letters != r:
-                raise ShapeError(f"einsum: {subscripts!r}: operand {term!r} names {n_letters} axes but the "
-                                 f"operand has rank {r}; give one letter per axis (or '...')")
+                raise ShapeError(
+                    f"einsum: {subscripts!r}: operand {term!r} names {n_letters} axes but the "
+                    f"operand has rank {r}; give one letter per axis (or '...')"
+                )
             ell_ranks.append(0)
     n_ell = max(ell_ranks, default=0)
     free = [c for c in LETTERS if c not in used]
     if n_ell > len(free):
         raise ShapeError(f"einsum: {subscripts!r}: too many axes to name with letters")
     ell = "".join(free[:n_ell])
-    ins = [t.replace("...", ell[n_ell - k:] if k else "") for t, k in zip(ins, ell_ranks)]
-    if out_s is None:                                 # implicit: the ellipsis, then letters seen once, sorted
+    ins = [t.replace("...", ell[n_ell - k :] if k else "") for t, k in zip(ins, ell_ranks)]
+    if out_s is None:  # implicit: the ellipsis, then letters seen once, sorted
         counts = {c: "".join(ins).count(c) for c in used}
-        out = ell + "".join(sorted(c for c in used if counts[c] == 1))       # NumPy's order: A-Z, then a-z
+        out = ell + "".join(sorted(c for c in used if counts[c] == 1))  # NumPy's order: A-Z, then a-z
     else:
         if out_s.count("...") > 1 or out_s.replace("...", "").count("."):
             raise ShapeError(f"einsum: {subscripts!r}: the output has a stray '.' or two ellipses")
         if "..." not in out_s and n_ell:
-            raise ShapeError(f"einsum: {subscripts!r}: the operands have {n_ell} axes under '...' but the "
-                             "output has no '...' to put them; add '...' to the output")
+            raise ShapeError(
+                f"einsum: {subscripts!r}: the operands have {n_ell} axes under '...' but the "
+                "output has no '...' to put them; add '...' to the output"
+            )
         out = out_s.replace("...", ell)
     result = ",".join(ins) + "->" + out
     try:
@@ -104,8 +108,8 @@ def canonical(subscripts: str, ranks: Sequence[int]) -> str:
 def _path(subscripts: str, shapes: tuple) -> list | bool:
     """The contraction order NumPy's optimiser picks, found once per (subscripts, shapes)."""
     if len(shapes) < 2 or max(int(np.prod(s)) for s in shapes) < 1024:
-        return False                                  # small operands: C einsum beats a planned path's overhead
-    stand_ins = [np.broadcast_to(np.empty(()), s) for s in shapes]   # the shapes, without their memory
+        return False  # small operands: C einsum beats a planned path's overhead
+    stand_ins = [np.broadcast_to(np.empty(()), s) for s in shapes]  # the shapes, without their memory
     return np.einsum_path(subscripts, *stand_ins, optimize="greedy")[0]
 
 
@@ -123,8 +127,10 @@ class Einsum(Op):
             raise ShapeError(f"einsum {self.subscripts!r} takes {len(ins)} operands, got {len(xs)}")
         for term, x in zip(ins, xs):
             if len(term) != x.ndim:
-                raise ShapeError(f"einsum {self.subscripts!r}: operand {term!r} names {len(term)} axes but "
-                                 f"{x.name!r} has shape {fmt_shape(x.shape)}")
+                raise ShapeError(
+                    f"einsum {self.subscripts!r}: operand {term!r} names {len(term)} axes but "
+                    f"{x.name!r} has shape {fmt_shape(x.shape)}"
+                )
             if x.dtype == bool:
                 raise DTypeError(f"einsum of the bool operand {x.name!r}; cast it with gc.astype")
         sizes = letter_sizes(self.subscripts, xs)
@@ -140,12 +146,12 @@ class Einsum(Op):
         mine = ins[i]
         others = [t for k, t in enumerate(ins) if k != i]
         seen = set(out).union(*others)
-        unique = "".join(dict.fromkeys(mine))          # operand i's letters, each once, in order
+        unique = "".join(dict.fromkeys(mine))  # operand i's letters, each once, in order
         kept = "".join(c for c in unique if c in seen)  # letters g and the other operands carry
         rest = [v for k, v in enumerate(x) if k != i]
         gk = einsum(",".join([out, *others]) + "->" + kept, g, *rest)
         sizes = letter_sizes(self.subscripts, x)
-        lonely = [k for k, c in enumerate(unique) if c not in seen]   # summed in operand i alone: broadcast
+        lonely = [k for k, c in enumerate(unique) if c not in seen]  # summed in operand i alone: broadcast
         if lonely:
             gk = S.expand_dims(gk, tuple(lonely))
         if unique == mine:
@@ -158,9 +164,11 @@ class Einsum(Op):
         # a repeated letter (a diagonal, 'ii'): put gk back on the diagonal with identity matrices
         shape = tuple(sizes[c] for c in unique)
         if not is_static(shape) or not is_static(x[i].shape):
-            raise ShapeError(f"the derivative of einsum {self.subscripts!r} with respect to {x[i].name!r} "
-                             f"(shape {fmt_shape(x[i].shape)}) takes a diagonal, which needs fixed sizes; "
-                             "declare the operand with a fixed shape")
+            raise ShapeError(
+                f"the derivative of einsum {self.subscripts!r} with respect to {x[i].name!r} "
+                f"(shape {fmt_shape(x[i].shape)}) takes a diagonal, which needs fixed sizes; "
+                "declare the operand with a fixed shape"
+            )
         if gk.shape != shape:
             gk = S.broadcast_to(gk, shape)
         fresh = iter(c for c in LETTERS if c not in self.subscripts)
@@ -179,17 +187,19 @@ class Einsum(Op):
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined, elementwise, of_matrix
+
         ins, out = _split(self.subscripts)
-        if all(t == out for t in ins):                # 'ij,ij->ij': the Hadamard product A∘B
+        if all(t == out for t in ins):  # 'ij,ij->ij': the Hadamard product A∘B
             return elementwise(node, lambda *v: _sp_mul(*v), *args)
-        form = _matrix_form(self.subscripts, args)    # A B, A^T v, a b^T, tr(A^T B), tr A, A^T
+        form = _matrix_form(self.subscripts, args)  # A B, A^T v, a b^T, tr(A^T B), tr A, A^T
         if form is None:
-            return apply_undefined(node, *args)       # no matrix-calculus form: an undefined function
+            return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
         return of_matrix(node.shape, form)
 
 
 def _sp_mul(*factors):
     from ..symbolic_terms import sp
+
     return sp.Mul(*factors)
 
 
@@ -201,6 +211,7 @@ def _matrix_form(subscripts: str, terms):
     product, two shared letters and a scalar result tr(A^T B). One operand: A^T, or tr A for 'ii->'.
     """
     from ..symbolic_terms import sp, to_matrix
+
     ins, out = _split(subscripts)
     if len(ins) > 2 or len(out) > 2 or any(not 0 < len(t) <= 2 for t in ins):
         return None
@@ -208,32 +219,32 @@ def _matrix_form(subscripts: str, terms):
     if len(ins) == 1:
         (a,), (m,) = ins, mats
         if len(a) == 2 and a[0] == a[1] and out == "":
-            return sp.Trace(m)                                         # sum_i A_ii = tr A
+            return sp.Trace(m)  # sum_i A_ii = tr A
         if len(a) == 2 and out == a[::-1]:
-            return m.T                                                 # A^T
+            return m.T  # A^T
         return None
     (a, b), (ma, mb) = ins, mats
     if len(set(a)) != len(a) or len(set(b)) != len(b):
         return None
     shared = set(a) & set(b)
     if shared & set(out) or (set(a) | set(b)) - shared != set(out):
-        return None                                                    # a batch or Hadamard letter, or a lone sum
-    if len(shared) == 2:                                               # sum_ij A_ij B_ij = tr(A^T B)
+        return None  # a batch or Hadamard letter, or a lone sum
+    if len(shared) == 2:  # sum_ij A_ij B_ij = tr(A^T B)
         return sp.Trace(sp.MatMul(ma.T, mb if a == b else mb.T))
     if len(shared) == 1:
         (c,) = shared
-        left = ma if a[-1] == c and len(a) == 2 else ma.T              # c as the column of the left factor
-        right = mb if b[0] == c else mb.T                              # c as the row of the right factor
+        left = ma if a[-1] == c and len(a) == 2 else ma.T  # c as the column of the left factor
+        right = mb if b[0] == c else mb.T  # c as the row of the right factor
         rows, cols = a.replace(c, ""), b.replace(c, "")
-    elif len(a) == 1 and len(b) == 1:                                  # a b^T
+    elif len(a) == 1 and len(b) == 1:  # a b^T
         left, right, rows, cols = ma, mb.T, a, b
     else:
         return None
     prod = sp.MatMul(left, right)
     if out == "":
-        return sp.Trace(prod)                                          # a 1 x 1 product: u^T v
+        return sp.Trace(prod)  # a 1 x 1 product: u^T v
     if out == rows + cols:
-        return prod if rows or len(out) != 1 else prod.T               # a 1-D result is a column
+        return prod if rows or len(out) != 1 else prod.T  # a 1-D result is a column
     if out == cols + rows:
         return prod.T if rows else prod
     return None
@@ -247,22 +258,27 @@ def letter_sizes(subscripts: str, xs) -> dict:
         own: dict = {}
         for c, d in zip(term, x.shape):
             if c in own and d is not None and own[c] is not None and own[c] != d:
-                raise ShapeError(f"einsum {subscripts!r}: letter {c!r} appears twice in {term!r} with sizes "
-                                 f"{own[c]} and {d} ({x.name!r}, shape {fmt_shape(x.shape)}); a diagonal needs "
-                                 "equal sizes")
+                raise ShapeError(
+                    f"einsum {subscripts!r}: letter {c!r} appears twice in {term!r} with sizes "
+                    f"{own[c]} and {d} ({x.name!r}, shape {fmt_shape(x.shape)}); a diagonal needs "
+                    "equal sizes"
+                )
             own[c] = d
             cur = sizes.get(c, d)
             if cur == 1 or cur is None and d is not None and d != 1:
-                sizes[c] = d                          # 1 broadcasts; a fixed size refines None
+                sizes[c] = d  # 1 broadcasts; a fixed size refines None
             elif d not in (cur, 1, None):
-                raise ShapeError(f"einsum {subscripts!r}: letter {c!r} has size {cur} in one operand and "
-                                 f"{d} in {x.name!r} (shape {fmt_shape(x.shape)}); sizes must be equal or 1")
+                raise ShapeError(
+                    f"einsum {subscripts!r}: letter {c!r} has size {cur} in one operand and "
+                    f"{d} in {x.name!r} (shape {fmt_shape(x.shape)}); sizes must be equal or 1"
+                )
             else:
                 sizes[c] = cur
     return sizes
 
 
 # -- the public functions -------------------------------------------------------------------
+
 
 def einsum(subscripts: str, *xs, name: str | None = None):
     """np.einsum(subscripts, *xs): explicit ('ij,jk->ik') or implicit ('ij,jk') output, '...' broadcasting."""
@@ -297,7 +313,7 @@ def tensordot(a, b, axes=2, name: str | None = None):
             if len(set(p)) != len(p):
                 raise ShapeError(f"tensordot: repeated axis in {p} for {who}")
     la = LETTERS[:na]
-    lb = list(LETTERS[na:na + nb])
+    lb = list(LETTERS[na : na + nb])
     for ia, ib in zip(pa, pb):
         lb[ib] = la[ia]
     out = "".join(c for k, c in enumerate(la) if k not in pa) + "".join(c for k, c in enumerate(lb) if k not in pb)

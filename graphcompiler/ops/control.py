@@ -39,7 +39,7 @@ __all__ = ["cond", "scan", "while_loop"]
 
 # -- tracing a body -------------------------------------------------------------------------------
 
-_FRAMES: list[dict] = []          # open traces (innermost last): alias stand-ins -> the outer node they stand for
+_FRAMES: list[dict] = []  # open traces (innermost last): alias stand-ins -> the outer node they stand for
 _LOCK = threading.RLock()
 
 
@@ -48,14 +48,19 @@ class Traced:
     """A traced body: its own graph, its inputs (stand-ins, then captured values) and its outputs."""
 
     graph: Graph
-    inputs: list[Node]               # body input nodes for the stand-ins, in order
-    captured_inputs: list[Node]      # body input nodes for the captured outer nodes
-    captured: list[Node]             # the outer nodes they read (inputs of the loop node)
-    outputs: list[Node]              # body nodes of the results
+    inputs: list[Node]  # body input nodes for the stand-ins, in order
+    captured_inputs: list[Node]  # body input nodes for the captured outer nodes
+    captured: list[Node]  # the outer nodes they read (inputs of the loop node)
+    outputs: list[Node]  # body nodes of the results
 
 
-def _trace(graph: Graph, title: str, specs: Sequence[tuple[str, tuple, np.dtype]],
-           call: Callable[[list[Node]], list[Any]], out_like: Sequence[Node | None] | None = None) -> Traced:
+def _trace(
+    graph: Graph,
+    title: str,
+    specs: Sequence[tuple[str, tuple, np.dtype]],
+    call: Callable[[list[Node]], list[Any]],
+    out_like: Sequence[Node | None] | None = None,
+) -> Traced:
     """Call `call` on stand-in nodes made from specs (name, shape, dtype); return the body it built."""
     mark = len(graph)
     frame: dict[Node, Node] = {}
@@ -63,12 +68,16 @@ def _trace(graph: Graph, title: str, specs: Sequence[tuple[str, tuple, np.dtype]
     try:
         standins = [graph.input(graph._unique_name(f"{title}.{nm}"), shape, dt) for nm, shape, dt in specs]
         outs = call(standins)
-        outs = [o if isinstance(o, Node) else _as_node(graph, o, out_like[k] if out_like else None, title)
-                for k, o in enumerate(outs)]
+        outs = [
+            o if isinstance(o, Node) else _as_node(graph, o, out_like[k] if out_like else None, title)
+            for k, o in enumerate(outs)
+        ]
         for o in outs:
             if o.graph is not graph:
-                raise GraphCompilerError(f"{title}: the body returned node {o.name!r} of graph "
-                                         f"{o.graph.name!r}; it must return nodes of graph {graph.name!r}")
+                raise GraphCompilerError(
+                    f"{title}: the body returned node {o.name!r} of graph "
+                    f"{o.graph.name!r}; it must return nodes of graph {graph.name!r}"
+                )
     except BaseException:
         _FRAMES.pop()
         graph._truncate(mark)
@@ -95,14 +104,18 @@ def _trace(graph: Graph, title: str, specs: Sequence[tuple[str, tuple, np.dtype]
     for s, nm in zip(standins, short):
         m[s] = body.input(body._unique_name(nm), s.shape, s.dtype)
         inputs.append(m[s])
-    captured: list[Node] = []                       # nodes of `made` or of the outer graph (resolved below)
+    captured: list[Node] = []  # nodes of `made` or of the outer graph (resolved below)
     captured_inputs: list[Node] = []
     by_target: dict[Node, Node] = {}
 
-    const_only: set[Node] = set()                  # made from constants alone: copied into the body (folded)
+    const_only: set[Node] = set()  # made from constants alone: copied into the body (folded)
     for n in made:
-        if n.inputs and n not in variant and n not in frame and \
-                all(x in const_only or x.op.name == "constant" for x in n.inputs):
+        if (
+            n.inputs
+            and n not in variant
+            and n not in frame
+            and all(x in const_only or x.op.name == "constant" for x in n.inputs)
+        ):
             const_only.add(n)
 
     def read(x: Node) -> Node:
@@ -112,11 +125,16 @@ def _trace(graph: Graph, title: str, specs: Sequence[tuple[str, tuple, np.dtype]
         if target in by_target:
             m[x] = by_target[target]
         elif target in const_only:
-            m[x] = by_target[target] = body._add(target.op, tuple(read(i) for i in target.inputs), target.dtype,
-                                                 target.shape, body._unique_name(target.name))
+            m[x] = by_target[target] = body._add(
+                target.op,
+                tuple(read(i) for i in target.inputs),
+                target.dtype,
+                target.shape,
+                body._unique_name(target.name),
+            )
         elif target.op.name == "constant" and target.index < mark:
             m[x] = by_target[target] = body.constant(graph._values[target], name=body._unique_name(target.name))
-        elif target.op.name == "constant":           # made while tracing (a Python number): kept in the body
+        elif target.op.name == "constant":  # made while tracing (a Python number): kept in the body
             m[x] = by_target[target] = body.constant(graph._values[target])
         else:
             m[x] = by_target[target] = body.input(body._unique_name(target.name), target.shape, target.dtype)
@@ -160,11 +178,13 @@ def _as_node(graph: Graph, value: Any, like: Node | None, title: str) -> Node:
     try:
         arr = np.asarray(value, dtype=like.dtype if like is not None else None)
     except (TypeError, ValueError):
-        raise GraphCompilerError(f"{title}: the body returned {type(value).__name__} {value!r}; return graph "
-                                 "nodes (or numbers)") from None
+        raise GraphCompilerError(
+            f"{title}: the body returned {type(value).__name__} {value!r}; return graph nodes (or numbers)"
+        ) from None
     if arr.dtype == object or arr.dtype.kind not in "biuf":
-        raise GraphCompilerError(f"{title}: the body returned {type(value).__name__} {value!r}; return graph "
-                                 "nodes (or numbers)")
+        raise GraphCompilerError(
+            f"{title}: the body returned {type(value).__name__} {value!r}; return graph nodes (or numbers)"
+        )
     return graph.constant(arr)
 
 
@@ -187,8 +207,9 @@ def inline(traced: Traced, values: Sequence[Node]) -> list[Node]:
             continue
         if n.op.name == "constant":
             if g is None:
-                raise GraphCompilerError(f"internal error: body constant {n.name!r} inlined with no values "
-                                         "to give the graph to put it in")
+                raise GraphCompilerError(
+                    f"internal error: body constant {n.name!r} inlined with no values to give the graph to put it in"
+                )
             m[n] = g.constant(body._values[n])
         elif n.op.name in ("input", "parameter"):
             raise GraphCompilerError(f"internal error: body input {n.name!r} has no value to inline")
@@ -199,14 +220,21 @@ def inline(traced: Traced, values: Sequence[Node]) -> list[Node]:
 
 # -- shapes of a body on other input shapes -------------------------------------------------------
 
+
 class _Shim:
     """Just enough of a Node for a shape rule: name, op, shape, dtype, inputs."""
 
     __slots__ = ("dtype", "graph", "inputs", "name", "op", "shape")
 
     def __init__(self, n: Node, shape: tuple, inputs=()):
-        self.name, self.op, self.shape, self.dtype, self.inputs, self.graph = \
-            n.name, n.op, tuple(shape), n.dtype, inputs, n.graph
+        self.name, self.op, self.shape, self.dtype, self.inputs, self.graph = (
+            n.name,
+            n.op,
+            tuple(shape),
+            n.dtype,
+            inputs,
+            n.graph,
+        )
 
     @property
     def ndim(self) -> int:
@@ -219,7 +247,7 @@ def _body_flops(traced: Traced) -> int:
         if m.inputs:
             try:
                 total += int(m.op.flops(m))
-            except Exception:              # a None dim in the body: count its elements as one
+            except Exception:  # a None dim in the body: count its elements as one
                 total += 1
     return max(total, 1)
 
@@ -239,6 +267,7 @@ def _first_step(prog, feeds: dict) -> tuple[list, Callable]:
 
     def run(f: dict) -> list:
         return ev_run([f[n] for n in leaves])
+
     return out, run
 
 
@@ -246,8 +275,7 @@ def _compatible(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
 
 
-def body_shapes(traced: Traced, in_shapes: Sequence[tuple], cache: dict, extra: Sequence[Node] = ()
-                ) -> list[tuple]:
+def body_shapes(traced: Traced, in_shapes: Sequence[tuple], cache: dict, extra: Sequence[Node] = ()) -> list[tuple]:
     """The shapes of the body's outputs (and of the `extra` body nodes) when its inputs have in_shapes (its
     shape rules run again)."""
     key = (tuple(in_shapes), tuple(extra))
@@ -279,6 +307,7 @@ def body_shapes(traced: Traced, in_shapes: Sequence[tuple], cache: dict, extra: 
 
 # -- the loop body shared by the nodes of one scan ----------------------------------------------
 
+
 def _get(rec: dict, key: str, kind, what: str):
     """A field of a body record read from a file, of the given type (ints are not bools)."""
     v: Any = rec.get(key) if isinstance(rec, dict) else None
@@ -286,15 +315,22 @@ def _get(rec: dict, key: str, kind, what: str):
     if kind is list and ok and key.endswith("names"):
         ok = all(isinstance(x, str) for x in v)
     if not ok or kind is int and not 0 <= v <= 2**31:
-        raise GraphCompilerError(f"the {what} record's field {key!r} must be a {kind.__name__}"
-                                 f"{' (non-negative)' if kind is int else ''}, got {v!r:.60}")
+        raise GraphCompilerError(
+            f"the {what} record's field {key!r} must be a {kind.__name__}"
+            f"{' (non-negative)' if kind is int else ''}, got {v!r:.60}"
+        )
     return v
 
 
 def _traced_from(lists, n_captured: int | None = None) -> Traced:
     inputs, captured_inputs, outputs = lists
-    return Traced(inputs[0].graph if inputs else (outputs[0].graph if outputs else Graph()), inputs,
-                  captured_inputs, _no_outer_nodes(len(captured_inputs)), outputs)
+    return Traced(
+        inputs[0].graph if inputs else (outputs[0].graph if outputs else Graph()),
+        inputs,
+        captured_inputs,
+        _no_outer_nodes(len(captured_inputs)),
+        outputs,
+    )
 
 
 def _no_outer_nodes(n: int) -> list[Node]:
@@ -312,8 +348,9 @@ def _picks_from(rec: dict, n_captured: int, traced: tuple, what: str) -> tuple[l
     if len(picks) != 2 or not all(isinstance(p, list) for p in picks):
         raise GraphCompilerError(f"the {what} record's picks must be two lists")
     for p, t in zip(picks, traced):
-        if len(p) != len(t.captured_inputs) or not all(isinstance(k, int) and not isinstance(k, bool)
-                                                        and 0 <= k < n_captured for k in p):
+        if len(p) != len(t.captured_inputs) or not all(
+            isinstance(k, int) and not isinstance(k, bool) and 0 <= k < n_captured for k in p
+        ):
             raise GraphCompilerError(f"the {what} record's picks {p!r:.60} do not fit {n_captured} captured values")
     return picks[0], picks[1]
 
@@ -358,18 +395,17 @@ OBJECT = np.dtype(object)
 class ScanBody(_Group):
     """One scan: its traced body, how many carries/xs/captured inputs, and the run-time cache of results."""
 
-    def __init__(self, name: str, traced: Traced, n_carry: int, n_x: int, n_y: int, reverse: bool,
-                 length: int | None):
+    def __init__(self, name: str, traced: Traced, n_carry: int, n_x: int, n_y: int, reverse: bool, length: int | None):
         self.name, self.traced = name, traced
         self.n_carry, self.n_x, self.n_y = n_carry, n_x, n_y
         self.n_w = len(traced.captured)
         self.reverse, self.length = reverse, length
         self.want_stacks = False
-        self.residuals: list[Node] = []     # body values the gradient reads, kept per step (stacked results)
+        self.residuals: list[Node] = []  # body values the gradient reads, kept per step (stacked results)
         self.carry_names = [f"carry{k}" for k in range(n_carry)]
         self._shape_cache: dict = {}
         self._init_cache()
-        self.forward: ScanBody | None = None     # for a reverse scan: the scan it differentiates
+        self.forward: ScanBody | None = None  # for a reverse scan: the scan it differentiates
 
     def __repr__(self) -> str:
         return f"<{'reverse ' if self.forward else ''}scan body {self.name!r}: {len(self.traced.graph)} nodes>"
@@ -380,10 +416,18 @@ class ScanBody(_Group):
 
     def record(self, encode: Callable) -> dict:
         """The file form (io.py): the body as a nested graph, and the counts that say how to run it."""
-        return {"name": self.name, "traced": encode(self.traced), "n_carry": self.n_carry, "n_x": self.n_x,
-                "n_y": self.n_y, "reverse": self.reverse, "length": self.length,
-                "carry_names": list(self.carry_names), "stacks": self.want_stacks,
-                "residuals": [r.name for r in self.residuals]}
+        return {
+            "name": self.name,
+            "traced": encode(self.traced),
+            "n_carry": self.n_carry,
+            "n_x": self.n_x,
+            "n_y": self.n_y,
+            "reverse": self.reverse,
+            "length": self.length,
+            "carry_names": list(self.carry_names),
+            "stacks": self.want_stacks,
+            "residuals": [r.name for r in self.residuals],
+        }
 
     @classmethod
     def from_record(cls, rec: dict, traced_of: Callable) -> ScanBody:
@@ -397,24 +441,39 @@ class ScanBody(_Group):
         names = _get(rec, "carry_names", list, what)
         stacks = _get(rec, "stacks", bool, what)
         res_names = _get(rec, "residuals", list, what)
-        if set(rec) != {"name", "traced", "n_carry", "n_x", "n_y", "reverse", "length", "carry_names", "stacks",
-                        "residuals"}:
+        if set(rec) != {
+            "name",
+            "traced",
+            "n_carry",
+            "n_x",
+            "n_y",
+            "reverse",
+            "length",
+            "carry_names",
+            "stacks",
+            "residuals",
+        }:
             raise GraphCompilerError(f"unknown or missing fields in the scan body record: {sorted(rec)}")
         traced = _traced_from(traced_of(rec["traced"], "traced"))
         if len(traced.inputs) != nc + nx or len(traced.outputs) != nc + ny or len(names) != nc:
-            raise GraphCompilerError(f"the scan body has {len(traced.inputs)} inputs and {len(traced.outputs)} "
-                                     f"outputs, which do not fit n_carry={nc}, n_x={nx}, n_y={ny}")
+            raise GraphCompilerError(
+                f"the scan body has {len(traced.inputs)} inputs and {len(traced.outputs)} "
+                f"outputs, which do not fit n_carry={nc}, n_x={nx}, n_y={ny}"
+            )
         for k in range(nc):
             c_in, c_out = traced.inputs[k], traced.outputs[k]
             if c_in.dtype != c_out.dtype or not _compatible(c_in.shape, c_out.shape):
-                raise ShapeError(f"the body's carry {k} out has shape {fmt_shape(c_out.shape)}, {c_out.dtype} but "
-                                 f"the carry in {fmt_shape(c_in.shape)}, {c_in.dtype}")
+                raise ShapeError(
+                    f"the body's carry {k} out has shape {fmt_shape(c_out.shape)}, {c_out.dtype} but "
+                    f"the carry in {fmt_shape(c_in.shape)}, {c_in.dtype}"
+                )
         body = cls(name, traced, nc, nx, ny, reverse, length)
         body.carry_names, body.want_stacks = names, stacks
         g = traced.graph
         if not all(isinstance(r, str) and r in g and g[r].inputs for r in res_names):
-            raise GraphCompilerError(f"the scan body's residuals {res_names!r:.80} must name computed nodes of "
-                                     "the body")
+            raise GraphCompilerError(
+                f"the scan body's residuals {res_names!r:.80} must name computed nodes of the body"
+            )
         body.residuals = [g[r] for r in res_names]
         return body
 
@@ -433,8 +492,11 @@ class ScanBody(_Group):
 
     def stacked_node(self, kind: str, j: int) -> Node:
         """The body node whose value per step a stacked result holds."""
-        return {"ys": lambda: self.traced.outputs[self.n_carry + j], "carries": lambda: self.traced.inputs[j],
-                "res": lambda: self.residuals[j]}[kind]()
+        return {
+            "ys": lambda: self.traced.outputs[self.n_carry + j],
+            "carries": lambda: self.traced.inputs[j],
+            "res": lambda: self.residuals[j],
+        }[kind]()
 
     def residual_index(self, node: Node) -> int:
         """The result index of the stacked values of body node `node` (registered as a residual if new)."""
@@ -456,27 +518,32 @@ class ScanBody(_Group):
             return tuple(in_shapes[j])
         if kind == "carries":
             return (steps,) + tuple(in_shapes[j])
-        sliced = in_shapes[self.n_carry:self.n_carry + self.n_x]
-        body_in = list(in_shapes[:self.n_carry]) + [tuple(s[1:]) for s in sliced] \
-            + list(in_shapes[self.n_carry + self.n_x:])
+        sliced = in_shapes[self.n_carry : self.n_carry + self.n_x]
+        body_in = (
+            list(in_shapes[: self.n_carry])
+            + [tuple(s[1:]) for s in sliced]
+            + list(in_shapes[self.n_carry + self.n_x :])
+        )
         shapes = body_shapes(self.traced, body_in, self._shape_cache, self.residuals)
         return (steps,) + tuple(shapes[self.n_carry + j if kind == "ys" else len(self.traced.outputs) + j])
 
     def _compute(self, arrays) -> list:
-        with self._lock:                   # the body's compiled program reuses its buffers: one loop at a time
+        with self._lock:  # the body's compiled program reuses its buffers: one loop at a time
             return self._loop(arrays, stacks=self.want_stacks)
 
     def _loop(self, arrays, stacks: bool) -> list:
         nc, nx = self.n_carry, self.n_x
         carries = [np.asarray(a) for a in arrays[:nc]]
-        xs = [np.asarray(a) for a in arrays[nc:nc + nx]]
-        ws = list(arrays[nc + nx:])
+        xs = [np.asarray(a) for a in arrays[nc : nc + nx]]
+        ws = list(arrays[nc + nx :])
         if xs:
             steps = xs[0].shape[0]
             for k, x in enumerate(xs[1:], 1):
                 if x.shape[0] != steps:
-                    raise ShapeError(f"scan {self.name!r}: xs 0 has {steps} steps but xs {k} has {x.shape[0]}; "
-                                     "every xs must have the same length along axis 0")
+                    raise ShapeError(
+                        f"scan {self.name!r}: xs 0 has {steps} steps but xs {k} has {x.shape[0]}; "
+                        "every xs must have the same length along axis 0"
+                    )
         else:
             steps = self.length
         res = list(self.residuals) if stacks else []
@@ -484,14 +551,15 @@ class ScanBody(_Group):
         nr = len(res)
         rstack: list = [None] * nr
         ins = self.traced.inputs
-        c_in, x_in = ins[:nc], ins[nc:nc + nx]
+        c_in, x_in = ins[:nc], ins[nc : nc + nx]
         feeds: dict[Node, Any] = dict(zip(self.traced.captured_inputs, ws))
         ys: list = [None] * self.n_y
         cstack = [np.empty((steps,) + c.shape, c.dtype) for c in carries] if stacks else []
         if steps == 0:
             shapes = [a.shape for a in arrays]
-            ys = [np.zeros(self.out_shape(nc + j, shapes, 0), self.traced.outputs[nc + j].dtype)
-                  for j in range(self.n_y)]
+            ys = [
+                np.zeros(self.out_shape(nc + j, shapes, 0), self.traced.outputs[nc + j].dtype) for j in range(self.n_y)
+            ]
         order = range(steps - 1, -1, -1) if self.reverse else range(steps)
         run = None
         for t in order:
@@ -516,12 +584,11 @@ class ScanBody(_Group):
                 if rstack[j] is None:
                     rstack[j] = np.empty((steps,) + r.shape, r.dtype)
                 rstack[j][t] = r
-        if steps == 0:                     # the result must not share the init's memory (planned buffers)
+        if steps == 0:  # the result must not share the init's memory (planned buffers)
             carries = [np.array(c, copy=True) for c in carries]
             shapes = [a.shape for a in arrays]
             rstack = [np.zeros(self.out_shape(2 * nc + self.n_y + j, shapes, 0), res[j].dtype) for j in range(nr)]
-        return carries + ys + (cstack if stacks else [None] * nc) + (rstack if stacks else
-                                                                     [None] * len(self.residuals))
+        return carries + ys + (cstack if stacks else [None] * nc) + (rstack if stacks else [None] * len(self.residuals))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -536,8 +603,10 @@ class Scan(Op):
 
     def __post_init__(self):
         if not isinstance(self.body, ScanBody):
-            raise GraphCompilerError(f"a {self.name} op needs a traced body (gc.{self.name} makes one); "
-                                     "control-flow nodes cannot be read from graph files yet")
+            raise GraphCompilerError(
+                f"a {self.name} op needs a traced body (gc.{self.name} makes one); "
+                "control-flow nodes cannot be read from graph files yet"
+            )
 
     def attrs(self) -> dict[str, Any]:
         b = self.body
@@ -566,22 +635,26 @@ class Scan(Op):
         if len(xs) != nc + nx + b.n_w:
             raise GraphCompilerError(f"scan {b.name!r} takes {nc + nx + b.n_w} inputs, got {len(xs)}")
         steps = b.length if nx == 0 else None
-        for k, x in enumerate(xs[nc:nc + nx]):
+        for k, x in enumerate(xs[nc : nc + nx]):
             if not x.shape:
                 raise ShapeError(f"scan {b.name!r}: xs {k} ({x.name!r}) is a scalar; xs are sliced along axis 0")
             d = x.shape[0]
             if d is not None:
                 if steps is not None and d != steps:
-                    raise ShapeError(f"scan {b.name!r}: xs have different lengths along axis 0 ({steps} and "
-                                     f"{d}, at {x.name!r} of shape {fmt_shape(x.shape)})")
+                    raise ShapeError(
+                        f"scan {b.name!r}: xs have different lengths along axis 0 ({steps} and "
+                        f"{d}, at {x.name!r} of shape {fmt_shape(x.shape)})"
+                    )
                 steps = d
         in_shapes = [x.shape for x in xs]
         body_ins = b.traced.inputs + b.traced.captured_inputs
         for k, (x, n) in enumerate(zip(xs, body_ins)):
             s = x.shape[1:] if nc <= k < nc + nx else x.shape
             if not _compatible(tuple(s), n.shape) or x.dtype != n.dtype:
-                raise ShapeError(f"scan {b.name!r}: input {k} ({x.name!r}) has shape {fmt_shape(x.shape)}, "
-                                 f"{x.dtype}; the body was traced for {fmt_shape(n.shape)}, {n.dtype}")
+                raise ShapeError(
+                    f"scan {b.name!r}: input {k} ({x.name!r}) has shape {fmt_shape(x.shape)}, "
+                    f"{x.dtype}; the body was traced for {fmt_shape(n.shape)}, {n.dtype}"
+                )
         if not b.n_outputs():
             return (), OBJECT
         kind, j = b.output_kind(index)
@@ -597,6 +670,7 @@ class Scan(Op):
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)
 
 
@@ -607,10 +681,10 @@ class Result(Op):
 
     name: ClassVar[str] = "result"
     index: int = 0
-    integer: bool = False          # an integer or bool result: piecewise constant, it passes back no gradient
+    integer: bool = False  # an integer or bool result: piecewise constant, it passes back no gradient
 
     @property
-    def piecewise_constant(self) -> bool:     # type: ignore[override]
+    def piecewise_constant(self) -> bool:  # type: ignore[override]
         return self.integer
 
     def attrs(self) -> dict[str, Any]:
@@ -618,19 +692,23 @@ class Result(Op):
 
     def infer(self, group, *xs):
         if not hasattr(group.op, "result_shape") or group.dtype != OBJECT:
-            raise GraphCompilerError(f"result: input 0 ({group.name!r}, {group.op.name}) must be a scan, cond or "
-                                     "while_loop node")
+            raise GraphCompilerError(
+                f"result: input 0 ({group.name!r}, {group.op.name}) must be a scan, cond or while_loop node"
+            )
         if not 0 <= self.index < group.op.n_results() or len(xs) != len(group.inputs):
-            raise GraphCompilerError(f"result {self.index} of {group.name!r} ({group.op.name}): it has "
-                                     f"{group.op.n_results()} results, and a result reads that node's inputs after it")
+            raise GraphCompilerError(
+                f"result {self.index} of {group.name!r} ({group.op.name}): it has "
+                f"{group.op.n_results()} results, and a result reads that node's inputs after it"
+            )
         shape, dtype = group.op.result_shape(self.index, xs)
         if self.integer != (np.dtype(dtype).kind != "f"):
-            raise GraphCompilerError(f"result {self.index} of {group.name!r}: integer={self.integer} but the "
-                                     f"result has dtype {dtype}")
+            raise GraphCompilerError(
+                f"result {self.index} of {group.name!r}: integer={self.integer} but the result has dtype {dtype}"
+            )
         return shape, dtype
 
     def kernel(self, group, *xs):
-        if isinstance(group, np.ndarray):              # a control-flow node folded to a constant
+        if isinstance(group, np.ndarray):  # a control-flow node folded to a constant
             group = group.item()
         value = group.values[self.index]
         if value is None:
@@ -647,6 +725,7 @@ class Result(Op):
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args[:1])
 
 
@@ -661,13 +740,17 @@ def result(group: Node, index: int, name: str | None = None) -> Node:
 
 # -- the public scan --------------------------------------------------------------------------------
 
+
 def _param_names(fn: Callable, count: int, default: list[str]) -> list[str]:
     try:
-        params = [p.name for p in inspect.signature(fn).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        params = [
+            p.name
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
     except (TypeError, ValueError):
         params = []
-    return params[:count] + default[len(params[:count]):]
+    return params[:count] + default[len(params[:count]) :]
 
 
 def _flat(v, what: str) -> tuple[list, bool]:
@@ -677,8 +760,16 @@ def _flat(v, what: str) -> tuple[list, bool]:
     return [v], False
 
 
-def _scan_impl(fn: Callable, init, xs=None, *, length: int | None = None, reverse: bool = False,
-               name: str | None = None, _names: tuple[list[str], list[str]] | None = None):
+def _scan_impl(
+    fn: Callable,
+    init,
+    xs=None,
+    *,
+    length: int | None = None,
+    reverse: bool = False,
+    name: str | None = None,
+    _names: tuple[list[str], list[str]] | None = None,
+):
     """Loop fn(carry, x_t) -> (carry, y_t) over axis 0 of xs; return (final carry, ys stacked on axis 0).
 
     `init` is a node or a tuple of nodes; `xs` a node, a tuple of nodes or None (then `length` steps). The
@@ -694,8 +785,16 @@ def _scan_impl(fn: Callable, init, xs=None, *, length: int | None = None, revers
     if not nodes:
         raise GraphCompilerError("scan needs a graph node in init or xs (to know its graph)")
     graph = nodes[0].graph
-    inits = [n if isinstance(n, Node) else graph.constant(np.asarray(n, dtype=np.result_type(
-        *[m.dtype for m in nodes if m.dtype.kind == "f"] or [np.dtype(np.float64)]))) for n in inits]
+    inits = [
+        n
+        if isinstance(n, Node)
+        else graph.constant(
+            np.asarray(
+                n, dtype=np.result_type(*[m.dtype for m in nodes if m.dtype.kind == "f"] or [np.dtype(np.float64)])
+            )
+        )
+        for n in inits
+    ]
     for n in inits + xss:
         if not isinstance(n, Node) or n.graph is not graph:
             raise GraphCompilerError(f"scan: init and xs must be nodes of one graph, got {n!r}")
@@ -703,8 +802,10 @@ def _scan_impl(fn: Callable, init, xs=None, *, length: int | None = None, revers
         raise GraphCompilerError("scan without xs needs length= (a non-negative int number of steps)")
     for k, x in enumerate(xss):
         if not x.shape:
-            raise ShapeError(f"scan: xs {k} ({x.name!r}, {x.op.name}) is a scalar of shape (); xs are sliced "
-                             "along axis 0, so each needs at least one axis")
+            raise ShapeError(
+                f"scan: xs {k} ({x.name!r}, {x.op.name}) is a scalar of shape (); xs are sliced "
+                "along axis 0, so each needs at least one axis"
+            )
     if xss and length is not None:
         lens = {x.shape[0] for x in xss} - {None}
         if lens and lens != {length}:
@@ -714,10 +815,11 @@ def _scan_impl(fn: Callable, init, xs=None, *, length: int | None = None, revers
     pn = _param_names(fn, 2, ["carry", "x"])
     cnames = [pn[0]] if nc == 1 and not init_tuple else [f"{pn[0]}{k}" for k in range(nc)]
     xnames = [pn[1]] if nx == 1 and not xs_tuple else [f"{pn[1]}{k}" for k in range(nx)]
-    if _names is not None:                             # the reverse scan of a gradient names its stand-ins
+    if _names is not None:  # the reverse scan of a gradient names its stand-ins
         cnames, xnames = list(_names[0]), list(_names[1])
-    specs = [(nm, n.shape, n.dtype) for nm, n in zip(cnames, inits)] + \
-            [(nm, x.shape[1:], x.dtype) for nm, x in zip(xnames, xss)]
+    specs = [(nm, n.shape, n.dtype) for nm, n in zip(cnames, inits)] + [
+        (nm, x.shape[1:], x.dtype) for nm, x in zip(xnames, xss)
+    ]
     shape_y: dict = {}
 
     def call(standins):
@@ -725,13 +827,16 @@ def _scan_impl(fn: Callable, init, xs=None, *, length: int | None = None, revers
         xv = standins[nc:]
         res = fn(tuple(c) if init_tuple else c[0], (tuple(xv) if xs_tuple else xv[0]) if xss else None)
         if not isinstance(res, (tuple, list)) or len(res) != 2:
-            raise GraphCompilerError(f"scan {title!r}: the body must return a pair (new carry, y), got "
-                                     f"{type(res).__name__}")
+            raise GraphCompilerError(
+                f"scan {title!r}: the body must return a pair (new carry, y), got {type(res).__name__}"
+            )
         new_c, y = res
         new_cs, c_tuple = _flat(new_c, "carry")
         if len(new_cs) != nc or c_tuple != init_tuple and nc != 1:
-            raise GraphCompilerError(f"scan {title!r}: the body returned {len(new_cs)} carries for an init of "
-                                     f"{nc}; return the carry in the structure of init")
+            raise GraphCompilerError(
+                f"scan {title!r}: the body returned {len(new_cs)} carries for an init of "
+                f"{nc}; return the carry in the structure of init"
+            )
         ys, y_tuple = ([], False) if y is None else _flat(y, "y")
         shape_y["tuple"], shape_y["n"] = y_tuple, len(ys)
         return new_cs + ys
@@ -739,14 +844,21 @@ def _scan_impl(fn: Callable, init, xs=None, *, length: int | None = None, revers
     traced = _trace(graph, title, specs, call, out_like=inits)
     for k, (c_in, c_out) in enumerate(zip(traced.inputs[:nc], traced.outputs[:nc])):
         if c_out.dtype != c_in.dtype:
-            raise DTypeError(f"scan {title!r}: the body's carry {k} out ({c_out.name!r}, {c_out.op.name}) has "
-                             f"dtype {c_out.dtype} but the carry in ({inits[k].name!r}) has dtype {c_in.dtype}; "
-                             "the carry must keep its dtype (cast it with gc.astype)")
-        if not (c_out.shape == c_in.shape or _compatible(c_out.shape, c_in.shape) and
-                [d is None for d in c_out.shape] == [d is None for d in c_in.shape]):
-            raise ShapeError(f"scan {title!r}: the body's carry {k} out ({c_out.name!r}, {c_out.op.name}) has "
-                             f"shape {fmt_shape(c_out.shape)} but the carry in ({inits[k].name!r}) has shape "
-                             f"{fmt_shape(c_in.shape)}; the carry must keep its shape from step to step")
+            raise DTypeError(
+                f"scan {title!r}: the body's carry {k} out ({c_out.name!r}, {c_out.op.name}) has "
+                f"dtype {c_out.dtype} but the carry in ({inits[k].name!r}) has dtype {c_in.dtype}; "
+                "the carry must keep its dtype (cast it with gc.astype)"
+            )
+        if not (
+            c_out.shape == c_in.shape
+            or _compatible(c_out.shape, c_in.shape)
+            and [d is None for d in c_out.shape] == [d is None for d in c_in.shape]
+        ):
+            raise ShapeError(
+                f"scan {title!r}: the body's carry {k} out ({c_out.name!r}, {c_out.op.name}) has "
+                f"shape {fmt_shape(c_out.shape)} but the carry in ({inits[k].name!r}) has shape "
+                f"{fmt_shape(c_in.shape)}; the carry must keep its shape from step to step"
+            )
     ny = shape_y["n"]
     body = ScanBody(title, traced, nc, nx, ny, bool(reverse), None if xss or length is None else int(length))
     ins = tuple(inits + xss + traced.captured)
@@ -763,19 +875,20 @@ def _scan_impl(fn: Callable, init, xs=None, *, length: int | None = None, revers
 
 # -- the derivative of a scan: a reverse scan --------------------------------------------------------
 
+
 @dataclasses.dataclass
 class _Vjp:
     """The body's vector-Jacobian product as a graph of its own, and what its gradient part reads."""
 
     graph: Graph
-    c: list[Node]                    # stand-ins of the carries in, the slices, the captured values
+    c: list[Node]  # stand-ins of the carries in, the slices, the captured values
     x: list[Node]
     w: list[Node]
-    seeds: list[Node]                # cotangents of the float carries out
-    gin: Node | None                 # cotangent of the stacked result differentiated (ys, carries-in, residual)
-    outs: list[Node]                 # d carries in (float), d captured (float), d slices (float)
-    residuals: dict[Node, Node]      # forward node of this graph -> the body node whose stacked value replaces it
-    needed: set[Node]                # the nodes of this graph a reverse step computes or reads
+    seeds: list[Node]  # cotangents of the float carries out
+    gin: Node | None  # cotangent of the stacked result differentiated (ys, carries-in, residual)
+    outs: list[Node]  # d carries in (float), d captured (float), d slices (float)
+    residuals: dict[Node, Node]  # forward node of this graph -> the body node whose stacked value replaces it
+    needed: set[Node]  # the nodes of this graph a reverse step computes or reads
 
 
 def _vjp_graph(body: ScanBody, kind: str, kk: int, fc: list[int], fx: list[int], fw: list[int]) -> _Vjp:
@@ -784,6 +897,7 @@ def _vjp_graph(body: ScanBody, kind: str, kk: int, fc: list[int], fx: list[int],
     build_grad = service("build_grad")
     from . import elementwise as E
     from . import reduce as R
+
     key = (kind, kk, tuple(fc), tuple(fx), tuple(fw))
     got = body.vjp_cache.get(key)
     if got is not None:
@@ -791,13 +905,16 @@ def _vjp_graph(body: ScanBody, kind: str, kk: int, fc: list[int], fx: list[int],
     tr, nc, nx = body.traced, body.n_carry, body.n_x
     vg = Graph(f"{body.name}/vjp")
     c = [vg.input(f"c{j}", n.shape, n.dtype) for j, n in enumerate(tr.inputs[:nc])]
-    x = [vg.input(f"x{j}", n.shape, n.dtype) for j, n in enumerate(tr.inputs[nc:nc + nx])]
+    x = [vg.input(f"x{j}", n.shape, n.dtype) for j, n in enumerate(tr.inputs[nc : nc + nx])]
     w = [vg.input(f"w{j}", n.shape, n.dtype) for j, n in enumerate(tr.captured_inputs)]
     m: dict[Node, Node] = dict(zip(tr.inputs + tr.captured_inputs, c + x + w))
     for n in tr.graph.nodes:
         if n not in m:
-            m[n] = vg.constant(tr.graph._values[n]) if n.op.name == "constant" else \
-                apply(n.op, tuple(m[i] for i in n.inputs))
+            m[n] = (
+                vg.constant(tr.graph._values[n])
+                if n.op.name == "constant"
+                else apply(n.op, tuple(m[i] for i in n.inputs))
+            )
     seeds = [vg.input(f"g{j}", c[j].shape, c[j].dtype) for j in fc]
     terms = [R.sum(E.multiply(m[tr.outputs[j]], gj)) for gj, j in zip(seeds, fc)]
     gin = None
@@ -841,10 +958,11 @@ def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node)
         return got
     from . import elementwise as E
     from . import shape as S
+
     nc, nx, nw = body.n_carry, body.n_x, body.n_w
-    assert isinstance(y.op, Result)                    # the bprop of a scan is asked for one of its results
+    assert isinstance(y.op, Result)  # the bprop of a scan is asked for one of its results
     kind, kk = body.output_kind(y.op.index)
-    inits, xss, ws = list(x[:nc]), list(x[nc:nc + nx]), list(x[nc + nx:])
+    inits, xss, ws = list(x[:nc]), list(x[nc : nc + nx]), list(x[nc + nx :])
     fc = [j for j in range(nc) if inits[j].dtype.kind == "f"]
     fx = [j for j in range(nx) if xss[j].dtype.kind == "f"]
     fw = [j for j in range(nw) if ws[j].dtype.kind == "f"]
@@ -853,7 +971,7 @@ def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node)
     graph = y.graph
     traced = body.traced
     cn = body.carry_names
-    xn = [n.name for n in traced.inputs[nc:nc + nx]]
+    xn = [n.name for n in traced.inputs[nc : nc + nx]]
     # the reverse scan's slices: the carries-in, slices and residuals its steps read, and the cotangent
     used_c = [j for j in range(nc) if vjp.c[j] in vjp.needed]
     used_x = [j for j in range(nx) if vjp.x[j] in vjp.needed]
@@ -867,18 +985,18 @@ def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node)
         else:
             label = None
         stacked.append(_result_of(group, idx, graph, label))
-    rc_init = [g if (kind == "carry" and kk == j) else S.zeros_like(inits[j]) for j in fc] + \
-              [S.zeros_like(ws[j]) for j in fw]
-    r_xs = stacked[:len(used_c)] + [xss[j] for j in used_x] + stacked[len(used_c):] + \
-        ([g] if kind != "carry" else [])
+    rc_init = [g if (kind == "carry" and kk == j) else S.zeros_like(inits[j]) for j in fc] + [
+        S.zeros_like(ws[j]) for j in fw
+    ]
+    r_xs = stacked[: len(used_c)] + [xss[j] for j in used_x] + stacked[len(used_c) :] + ([g] if kind != "carry" else [])
     pad: list[str] = []
-    if not r_xs and (nx or nc):          # a step that reads nothing per step still runs once per step
+    if not r_xs and (nx or nc):  # a step that reads nothing per step still runs once per step
         r_xs = [xss[0]] if nx else [result(group, nc + body.n_y, graph._unique_name(f"{body.name}.{cn[0]}_stack"))]
         pad = ["steps"]
 
     def rev(carry, xt):
         carry, xt = list(carry), list(xt) if xt is not None else []
-        gcs, gws = carry[:len(fc)], carry[len(fc):]
+        gcs, gws = carry[: len(fc)], carry[len(fc) :]
         k = 0
         m: dict[Node, Node] = {}
         for j in used_c:
@@ -897,7 +1015,7 @@ def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node)
         for j in used_w:
             m[vjp.w[j]] = alias(ws[j])
         out_graph = carry[0].graph if carry else xt[0].graph
-        for n in vjp.graph.nodes:                  # replay the gradient part of one step
+        for n in vjp.graph.nodes:  # replay the gradient part of one step
             if n in m or n not in vjp.needed:
                 continue
             if n.op.name == "constant":
@@ -907,19 +1025,34 @@ def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node)
             else:
                 m[n] = apply(n.op, tuple(m[i] for i in n.inputs))
         outs = [m[o] for o in vjp.outs]
-        new_gc = outs[:len(fc)]
-        new_gw = [E.add(gw, dw) for gw, dw in zip(gws, outs[len(fc):len(fc) + len(fw)])]
-        return tuple(new_gc + new_gw), tuple(outs[len(fc) + len(fw):])
+        new_gc = outs[: len(fc)]
+        new_gw = [E.add(gw, dw) for gw, dw in zip(gws, outs[len(fc) : len(fc) + len(fw)])]
+        return tuple(new_gc + new_gw), tuple(outs[len(fc) + len(fw) :])
 
     step = "t+1" if not body.reverse else "t-1"
     here = "t-1" if not body.reverse else "t+1"
-    seed = {"ys": f"d{'ys' if body.n_y == 1 else f'ys{kk}'}_t", "carries": f"d{cn[kk] if nc > kk else ''}_t",
-            "res": f"d{body.residuals[kk].name if kind == 'res' else ''}_t"}
-    names = ([f"d{cn[j]}_{{{step}}}" for j in fc] + [f"d{traced.captured_inputs[j].name}" for j in fw],
-             [f"{cn[j]}_{{{here}}}" for j in used_c] + [xn[j] for j in used_x]
-             + [f"{b.name}_t" for _, b in res] + ([seed[kind]] if kind != "carry" else []) + pad)
-    rc, rys = _scan_impl(rev, tuple(rc_init), tuple(r_xs) if r_xs else None, reverse=not body.reverse,
-                         length=None if r_xs else body.length, name=f"{body.name}.grad", _names=names)
+    seed = {
+        "ys": f"d{'ys' if body.n_y == 1 else f'ys{kk}'}_t",
+        "carries": f"d{cn[kk] if nc > kk else ''}_t",
+        "res": f"d{body.residuals[kk].name if kind == 'res' else ''}_t",
+    }
+    names = (
+        [f"d{cn[j]}_{{{step}}}" for j in fc] + [f"d{traced.captured_inputs[j].name}" for j in fw],
+        [f"{cn[j]}_{{{here}}}" for j in used_c]
+        + [xn[j] for j in used_x]
+        + [f"{b.name}_t" for _, b in res]
+        + ([seed[kind]] if kind != "carry" else [])
+        + pad,
+    )
+    rc, rys = _scan_impl(
+        rev,
+        tuple(rc_init),
+        tuple(r_xs) if r_xs else None,
+        reverse=not body.reverse,
+        length=None if r_xs else body.length,
+        name=f"{body.name}.grad",
+        _names=names,
+    )
     for n in list(rc) + list(rys):
         n.inputs[0].op.body.forward = body
         n.inputs[0].op.body.y_names = [f"d{xn[j]}".removesuffix("_t") for j in fx]
@@ -945,14 +1078,21 @@ def _result_of(group: Node, index: int, graph: Graph, label: str | None) -> Node
 
 # -- cond: one of two traced branches, chosen at run time ------------------------------------------
 
+
 class CondBody(_Group):
     """One cond: both branches traced on the same operands; captured nodes are the union of both."""
 
-    def __init__(self, name: str, branches: tuple[Traced, Traced], n_ops: int, captured: list[Node],
-                 picks: tuple[list[int], list[int]]):
+    def __init__(
+        self,
+        name: str,
+        branches: tuple[Traced, Traced],
+        n_ops: int,
+        captured: list[Node],
+        picks: tuple[list[int], list[int]],
+    ):
         self.name, self.branches, self.n_ops = name, branches, n_ops
         self.captured = captured
-        self.picks = picks                 # for each branch: positions in `captured` of its captured inputs
+        self.picks = picks  # for each branch: positions in `captured` of its captured inputs
         self._shape_cache: dict = {}
         self._init_cache()
 
@@ -960,8 +1100,14 @@ class CondBody(_Group):
         return f"<cond {self.name!r}: {len(self.branches[0].graph)} and {len(self.branches[1].graph)} nodes>"
 
     def record(self, encode: Callable) -> dict:
-        return {"name": self.name, "true": encode(self.branches[0]), "false": encode(self.branches[1]),
-                "n_ops": self.n_ops, "n_captured": len(self.captured), "picks": [list(p) for p in self.picks]}
+        return {
+            "name": self.name,
+            "true": encode(self.branches[0]),
+            "false": encode(self.branches[1]),
+            "n_ops": self.n_ops,
+            "n_captured": len(self.captured),
+            "picks": [list(p) for p in self.picks],
+        }
 
     @classmethod
     def from_record(cls, rec: dict, traced_of: Callable) -> CondBody:
@@ -972,13 +1118,17 @@ class CondBody(_Group):
             raise GraphCompilerError(f"unknown or missing fields in the cond body record: {sorted(rec)}")
         t, f = _traced_from(traced_of(rec["true"], "true")), _traced_from(traced_of(rec["false"], "false"))
         picks = _picks_from(rec, n_cap, (t, f), what)
-        if len(t.inputs) != n_ops or len(f.inputs) != n_ops or len(t.outputs) != len(f.outputs) or \
-                not all(_same_values(a, b) for a, b in zip(t.inputs + t.outputs, f.inputs + f.outputs)):
+        if (
+            len(t.inputs) != n_ops
+            or len(f.inputs) != n_ops
+            or len(t.outputs) != len(f.outputs)
+            or not all(_same_values(a, b) for a, b in zip(t.inputs + t.outputs, f.inputs + f.outputs))
+        ):
             raise ShapeError("the two branches of the cond do not take and return values of the same shapes")
         return cls(name, (t, f), n_ops, _no_outer_nodes(n_cap), picks)
 
     def branch_inputs(self, b: int, values: Sequence) -> list:
-        ops, ws = list(values[1:1 + self.n_ops]), list(values[1 + self.n_ops:])
+        ops, ws = list(values[1 : 1 + self.n_ops]), list(values[1 + self.n_ops :])
         return ops + [ws[p] for p in self.picks[b]]
 
     def _compute(self, arrays) -> list:
@@ -1000,8 +1150,10 @@ class Cond(Op):
 
     def __post_init__(self):
         if not isinstance(self.body, CondBody):
-            raise GraphCompilerError(f"a {self.name} op needs a traced body (gc.{self.name} makes one); "
-                                     "control-flow nodes cannot be read from graph files yet")
+            raise GraphCompilerError(
+                f"a {self.name} op needs a traced body (gc.{self.name} makes one); "
+                "control-flow nodes cannot be read from graph files yet"
+            )
 
     def attrs(self) -> dict[str, Any]:
         t, f = self.body.branches
@@ -1018,9 +1170,11 @@ class Cond(Op):
         b = self.body
         pred = xs[0]
         if tuple(pred.shape) != () or pred.dtype != np.bool_:
-            raise ShapeError(f"cond {b.name!r}: the predicate {pred.name!r} ({pred.op.name}) has shape "
-                             f"{fmt_shape(pred.shape)} and dtype {pred.dtype}; it must be a scalar bool "
-                             "(e.g. gc.greater(gc.sum(x), 0))")
+            raise ShapeError(
+                f"cond {b.name!r}: the predicate {pred.name!r} ({pred.op.name}) has shape "
+                f"{fmt_shape(pred.shape)} and dtype {pred.dtype}; it must be a scalar bool "
+                "(e.g. gc.greater(gc.sum(x), 0))"
+            )
         if len(xs) != 1 + b.n_ops + len(b.captured):
             raise GraphCompilerError(f"cond {b.name!r} takes {1 + b.n_ops + len(b.captured)} inputs, got {len(xs)}")
         t = b.branches[0]
@@ -1038,6 +1192,7 @@ class Cond(Op):
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)
 
 
@@ -1048,19 +1203,26 @@ def _cond_impl(pred: Node, true_fn: Callable, false_fn: Callable, *operands, nam
     taken runs, and the gradient is the gradient of the branch taken.
     """
     if not isinstance(pred, Node):
-        raise GraphCompilerError(f"cond: pred must be a scalar bool graph node, got {type(pred).__name__} "
-                                 f"{pred!r}; for a Python bool, call the branch directly")
+        raise GraphCompilerError(
+            f"cond: pred must be a scalar bool graph node, got {type(pred).__name__} "
+            f"{pred!r}; for a Python bool, call the branch directly"
+        )
     graph = pred.graph
     if tuple(pred.shape) != () or pred.dtype != np.bool_:
-        raise ShapeError(f"cond: the predicate {pred.name!r} ({pred.op.name}) has shape {fmt_shape(pred.shape)} "
-                         f"and dtype {pred.dtype}; it must be a scalar bool (e.g. gc.greater(gc.sum(x), 0))")
+        raise ShapeError(
+            f"cond: the predicate {pred.name!r} ({pred.op.name}) has shape {fmt_shape(pred.shape)} "
+            f"and dtype {pred.dtype}; it must be a scalar bool (e.g. gc.greater(gc.sum(x), 0))"
+        )
     floats = [o.dtype for o in operands if isinstance(o, Node) and o.dtype.kind == "f"]
-    ops = [o if isinstance(o, Node) else graph.constant(np.asarray(
-        o, dtype=np.result_type(*floats) if floats and isinstance(o, float) else None)) for o in operands]
+    ops = [
+        o
+        if isinstance(o, Node)
+        else graph.constant(np.asarray(o, dtype=np.result_type(*floats) if floats and isinstance(o, float) else None))
+        for o in operands
+    ]
     for o in ops:
         if o.graph is not graph:
-            raise GraphCompilerError(f"cond: operand {o.name!r} belongs to graph {o.graph.name!r}, not "
-                                     f"{graph.name!r}")
+            raise GraphCompilerError(f"cond: operand {o.name!r} belongs to graph {o.graph.name!r}, not {graph.name!r}")
     title = name or graph._auto_name("cond")
     names = _param_names(true_fn, len(ops), [f"a{k}" for k in range(len(ops))])
     specs = [(nm, o.shape, o.dtype) for nm, o in zip(names, ops)]
@@ -1072,20 +1234,25 @@ def _cond_impl(pred: Node, true_fn: Callable, false_fn: Callable, *operands, nam
             outs, tup = _flat(res, "result")
             structure.setdefault(which, (tup, len(outs)))
             return outs
+
         return call
 
     t = _trace(graph, f"{title}.true", specs, caller(true_fn, "true"))
-    f = _trace(graph, f"{title}.false", specs, caller(false_fn, "false"),
-               out_like=[o for o in t.outputs])
+    f = _trace(graph, f"{title}.false", specs, caller(false_fn, "false"), out_like=[o for o in t.outputs])
     if structure["true"][1] != structure["false"][1]:
-        raise GraphCompilerError(f"cond {title!r}: the true branch returns {structure['true'][1]} values and the "
-                                 f"false branch {structure['false'][1]}; both must return the same structure")
+        raise GraphCompilerError(
+            f"cond {title!r}: the true branch returns {structure['true'][1]} values and the "
+            f"false branch {structure['false'][1]}; both must return the same structure"
+        )
     for k, (a, b) in enumerate(zip(t.outputs, f.outputs)):
-        if a.dtype != b.dtype or not (_compatible(a.shape, b.shape) and
-                                      [d is None for d in a.shape] == [d is None for d in b.shape]):
-            raise ShapeError(f"cond {title!r}: result {k} of the true branch ({a.name!r}, {a.op.name}) has shape "
-                             f"{fmt_shape(a.shape)}, {a.dtype} but the false branch's ({b.name!r}, {b.op.name}) "
-                             f"has {fmt_shape(b.shape)}, {b.dtype}; both branches must agree")
+        if a.dtype != b.dtype or not (
+            _compatible(a.shape, b.shape) and [d is None for d in a.shape] == [d is None for d in b.shape]
+        ):
+            raise ShapeError(
+                f"cond {title!r}: result {k} of the true branch ({a.name!r}, {a.op.name}) has shape "
+                f"{fmt_shape(a.shape)}, {a.dtype} but the false branch's ({b.name!r}, {b.op.name}) "
+                f"has {fmt_shape(b.shape)}, {b.dtype}; both branches must agree"
+            )
     captured: list[Node] = []
     picks: tuple[list[int], list[int]] = ([], [])
     for side, tr in enumerate((t, f)):
@@ -1109,9 +1276,10 @@ def cond_vjp(body: CondBody, x: tuple[Node, ...], y: Node, g: Node) -> list:
     build_grad = service("build_grad")
     from . import elementwise as E
     from . import reduce as R
+
     n = body.n_ops
-    pred, ops, ws = x[0], list(x[1:1 + n]), list(x[1 + n:])
-    assert isinstance(y.op, Result)                    # the bprop of a cond is asked for one of its results
+    pred, ops, ws = x[0], list(x[1 : 1 + n]), list(x[1 + n :])
+    assert isinstance(y.op, Result)  # the bprop of a cond is asked for one of its results
     k = y.op.index
     fo = [j for j in range(n) if ops[j].dtype.kind == "f"]
     fw = [j for j in range(len(ws)) if ws[j].dtype.kind == "f"]
@@ -1126,6 +1294,7 @@ def cond_vjp(body: CondBody, x: tuple[Node, ...], y: Node, g: Node) -> list:
             z = R.sum(E.multiply(outs[k], gk))
             d = build_grad(z, [o[j] for j in fo] + [aw[j] for j in fw], disconnected="zero")
             return tuple([d[o[j]] for j in fo] + [d[aw[j]] for j in fw])
+
         return f
 
     res = cond(pred, vjp_of(0), vjp_of(1), *ops, g, name=f"{body.name}.grad")
@@ -1141,11 +1310,19 @@ def cond_vjp(body: CondBody, x: tuple[Node, ...], y: Node, g: Node) -> list:
 
 # -- while_loop ------------------------------------------------------------------------------------
 
+
 class WhileBody(_Group):
     """One while_loop without a bound: the condition and the body traced on the carry."""
 
-    def __init__(self, name: str, test: Traced, step: Traced, n_carry: int, captured: list[Node],
-                 picks: tuple[list[int], list[int]]):
+    def __init__(
+        self,
+        name: str,
+        test: Traced,
+        step: Traced,
+        n_carry: int,
+        captured: list[Node],
+        picks: tuple[list[int], list[int]],
+    ):
         self.name, self.test, self.step, self.n_carry = name, test, step, n_carry
         self.captured, self.picks = captured, picks
         self._init_cache()
@@ -1154,8 +1331,14 @@ class WhileBody(_Group):
         return f"<while_loop {self.name!r}>"
 
     def record(self, encode: Callable) -> dict:
-        return {"name": self.name, "test": encode(self.test), "step": encode(self.step), "n_carry": self.n_carry,
-                "n_captured": len(self.captured), "picks": [list(p) for p in self.picks]}
+        return {
+            "name": self.name,
+            "test": encode(self.test),
+            "step": encode(self.step),
+            "n_carry": self.n_carry,
+            "n_captured": len(self.captured),
+            "picks": [list(p) for p in self.picks],
+        }
 
     @classmethod
     def from_record(cls, rec: dict, traced_of: Callable) -> WhileBody:
@@ -1166,10 +1349,16 @@ class WhileBody(_Group):
             raise GraphCompilerError(f"unknown or missing fields in the while_loop body record: {sorted(rec)}")
         test, step = _traced_from(traced_of(rec["test"], "test")), _traced_from(traced_of(rec["step"], "step"))
         picks = _picks_from(rec, n_cap, (test, step), what)
-        if len(test.inputs) != nc or len(step.inputs) != nc or len(step.outputs) != nc or \
-                not all(_same_values(a, b) for a, b in zip(step.inputs, step.outputs)) or \
-                not all(_same_values(a, b) for a, b in zip(test.inputs, step.inputs)) or \
-                len(test.outputs) != 1 or test.outputs[0].shape != () or test.outputs[0].dtype != np.bool_:
+        if (
+            len(test.inputs) != nc
+            or len(step.inputs) != nc
+            or len(step.outputs) != nc
+            or not all(_same_values(a, b) for a, b in zip(step.inputs, step.outputs))
+            or not all(_same_values(a, b) for a, b in zip(test.inputs, step.inputs))
+            or len(test.outputs) != 1
+            or test.outputs[0].shape != ()
+            or test.outputs[0].dtype != np.bool_
+        ):
             raise ShapeError("the while_loop's condition and body do not fit its carry")
         return cls(name, test, step, nc, _no_outer_nodes(n_cap), picks)
 
@@ -1179,7 +1368,7 @@ class WhileBody(_Group):
         tp, sp = self.program_of(self.test), self.program_of(self.step)
         t_feeds = dict(zip(self.test.captured_inputs, [ws[p] for p in self.picks[0]]))
         s_feeds = dict(zip(self.step.captured_inputs, [ws[p] for p in self.picks[1]]))
-        t_run = s_run = None                # after a first checked run, the loaded evaluators directly
+        t_run = s_run = None  # after a first checked run, the loaded evaluators directly
         with self._lock:
             while True:
                 t_feeds.update(zip(self.test.inputs, carries))
@@ -1208,8 +1397,10 @@ class While(Op):
 
     def __post_init__(self):
         if not isinstance(self.body, WhileBody):
-            raise GraphCompilerError(f"a {self.name} op needs a traced body (gc.{self.name} makes one); "
-                                     "control-flow nodes cannot be read from graph files yet")
+            raise GraphCompilerError(
+                f"a {self.name} op needs a traced body (gc.{self.name} makes one); "
+                "control-flow nodes cannot be read from graph files yet"
+            )
 
     def attrs(self) -> dict[str, Any]:
         return {"body": f"{len(self.body.step.graph)} nodes"}
@@ -1223,10 +1414,12 @@ class While(Op):
 
     def result_shape(self, index: int, xs):
         b = self.body
-        for k, (x, n) in enumerate(zip(xs[:b.n_carry], b.step.inputs)):
+        for k, (x, n) in enumerate(zip(xs[: b.n_carry], b.step.inputs)):
             if not _compatible(x.shape, n.shape) or x.dtype != n.dtype:
-                raise ShapeError(f"while_loop {b.name!r}: carry {k} ({x.name!r}) has shape {fmt_shape(x.shape)}, "
-                                 f"{x.dtype}; the body was traced for {fmt_shape(n.shape)}, {n.dtype}")
+                raise ShapeError(
+                    f"while_loop {b.name!r}: carry {k} ({x.name!r}) has shape {fmt_shape(x.shape)}, "
+                    f"{x.dtype}; the body was traced for {fmt_shape(n.shape)}, {n.dtype}"
+                )
         return xs[index].shape, xs[index].dtype
 
     def kernel(self, *xs):
@@ -1236,15 +1429,18 @@ class While(Op):
         raise UndefinedGradientError(
             f"the derivative of while_loop {self.body.name!r} (node {y.name!r}, shape {fmt_shape(y.shape)}) is "
             "undefined: its number of steps is not bounded. Pass max_steps=N to gc.while_loop (it then runs as "
-            "a scan of at most N steps, which has a derivative)")
+            "a scan of at most N steps, which has a derivative)"
+        )
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)
 
 
-def _while_loop_impl(cond_fn: Callable, body_fn: Callable, init, *, max_steps: int | None = None,
-               name: str | None = None):
+def _while_loop_impl(
+    cond_fn: Callable, body_fn: Callable, init, *, max_steps: int | None = None, name: str | None = None
+):
     """Repeat carry = body_fn(carry) while cond_fn(carry) (a scalar bool node) holds; return the carry.
 
     With max_steps, at most that many steps run (a scan of max_steps steps whose body is a cond), and the
@@ -1280,24 +1476,29 @@ def _while_loop_impl(cond_fn: Callable, body_fn: Callable, init, *, max_steps: i
     def test_call(s):
         p = cond_fn(pack(s))
         if not isinstance(p, Node) or tuple(p.shape) != () or p.dtype != np.bool_:
-            raise ShapeError(f"while_loop {title!r}: cond_fn must return a scalar bool node, got "
-                             f"{p!r}" + (f" of shape {fmt_shape(p.shape)}, {p.dtype}" if isinstance(p, Node) else ""))
+            raise ShapeError(
+                f"while_loop {title!r}: cond_fn must return a scalar bool node, got "
+                f"{p!r}" + (f" of shape {fmt_shape(p.shape)}, {p.dtype}" if isinstance(p, Node) else "")
+            )
         return [p]
 
     def step_call(s):
         outs, _ = _flat(body_fn(pack(s)), "carry")
         if len(outs) != len(inits):
-            raise GraphCompilerError(f"while_loop {title!r}: body_fn returned {len(outs)} carries for an init of "
-                                     f"{len(inits)}")
+            raise GraphCompilerError(
+                f"while_loop {title!r}: body_fn returned {len(outs)} carries for an init of {len(inits)}"
+            )
         return outs
 
     test = _trace(graph, f"{title}.cond", specs, test_call)
     stp = _trace(graph, f"{title}.body", specs, step_call, out_like=inits)
     for k, (c_in, c_out) in enumerate(zip(stp.inputs, stp.outputs)):
         if c_out.dtype != c_in.dtype or c_out.shape != c_in.shape:
-            raise ShapeError(f"while_loop {title!r}: body_fn's carry {k} out ({c_out.name!r}, {c_out.op.name}) has "
-                             f"shape {fmt_shape(c_out.shape)}, {c_out.dtype} but the carry in ({inits[k].name!r}) has "
-                             f"{fmt_shape(c_in.shape)}, {c_in.dtype}; the carry must keep its shape and dtype")
+            raise ShapeError(
+                f"while_loop {title!r}: body_fn's carry {k} out ({c_out.name!r}, {c_out.op.name}) has "
+                f"shape {fmt_shape(c_out.shape)}, {c_out.dtype} but the carry in ({inits[k].name!r}) has "
+                f"{fmt_shape(c_in.shape)}, {c_in.dtype}; the carry must keep its shape and dtype"
+            )
     captured: list[Node] = []
     picks: tuple[list[int], list[int]] = ([], [])
     for b, tr in enumerate((test, stp)):
@@ -1314,6 +1515,7 @@ def _while_loop_impl(cond_fn: Callable, body_fn: Callable, init, *, max_steps: i
 
 def _guarded(impl: Callable, graph_of: Callable) -> Callable:
     """A rejected control-flow op adds nothing to the graph (nodes hoisted before the failure are removed)."""
+
     def run(*args, **kw):
         graph = graph_of(*args)
         mark = len(graph) if graph is not None else None
@@ -1323,27 +1525,28 @@ def _guarded(impl: Callable, graph_of: Callable) -> Callable:
             if mark is not None and len(graph) > mark:
                 graph._truncate(mark)
             raise
+
     return run
 
 
 def _graph_of(*args):
     for a in args:
-        for n in (a if isinstance(a, (tuple, list)) else (a,)):
+        for n in a if isinstance(a, (tuple, list)) else (a,):
             if isinstance(n, Node):
                 return n.graph
     return None
 
 
-def scan(fn: Callable, init, xs=None, *, length: int | None = None, reverse: bool = False,
-         name: str | None = None):
+def scan(fn: Callable, init, xs=None, *, length: int | None = None, reverse: bool = False, name: str | None = None):
     """Loop fn(carry, x_t) -> (carry, y_t) over axis 0 of xs; return (final carry, ys stacked on axis 0).
 
     `init` is a node or a tuple of nodes; `xs` a node, a tuple of nodes or None (then `length` steps). The
     body is traced once; outer nodes it reads are captured as inputs of the scan, and values that do not
     depend on the carry or the slice are hoisted out of the loop.
     """
-    return _guarded(_scan_impl, lambda *a: _graph_of(a[1], a[2]))(fn, init, xs, length=length, reverse=reverse,
-                                                                   name=name)
+    return _guarded(_scan_impl, lambda *a: _graph_of(a[1], a[2]))(
+        fn, init, xs, length=length, reverse=reverse, name=name
+    )
 
 
 def cond(pred: Node, true_fn: Callable, false_fn: Callable, *operands, name: str | None = None):
@@ -1355,32 +1558,36 @@ def cond(pred: Node, true_fn: Callable, false_fn: Callable, *operands, name: str
     return _guarded(_cond_impl, lambda *a: _graph_of(a[0], a[3:]))(pred, true_fn, false_fn, *operands, name=name)
 
 
-def while_loop(cond_fn: Callable, body_fn: Callable, init, *, max_steps: int | None = None,
-               name: str | None = None):
+def while_loop(cond_fn: Callable, body_fn: Callable, init, *, max_steps: int | None = None, name: str | None = None):
     """Repeat carry = body_fn(carry) while cond_fn(carry) (a scalar bool node) holds; return the final carry.
 
     With max_steps, at most that many steps run (a scan of max_steps steps whose body is a cond), and the
     result has a derivative; without it, the loop runs until cond_fn fails and has no derivative.
     """
-    return _guarded(_while_loop_impl, lambda *a: _graph_of(a[2]))(cond_fn, body_fn, init, max_steps=max_steps,
-                                                                   name=name)
+    return _guarded(_while_loop_impl, lambda *a: _graph_of(a[2]))(
+        cond_fn, body_fn, init, max_steps=max_steps, name=name
+    )
 
 
 # -- pictures: each body drawn in a box next to its node (viz.to_dot) ------------------------------
+
 
 def draw_bodies(dot, nodes: Sequence[Node], ids: dict, esc: Callable, depth: int = 0) -> None:
     """Add to the graphviz picture `dot` a box per control-flow node among `nodes` holding its body's nodes;
     a dashed edge runs from each body output to its node, and from a reverse scan's box to the forward scan."""
     for n in nodes:
         op = n.op
-        if not isinstance(op, (Scan, Cond, While)) or n not in ids:      # the ops with has_body
+        if not isinstance(op, (Scan, Cond, While)) or n not in ids:  # the ops with has_body
             continue
         body = op.body
         if isinstance(body, ScanBody):
             parts = [("body", body.traced)]
             rev = body.forward is not None
-            title = (f"reverse scan {n.name} (gradient of {body.forward.name})" if body.forward is not None else
-                     f"scan {n.name}{' (reverse)' if body.reverse else ''}")
+            title = (
+                f"reverse scan {n.name} (gradient of {body.forward.name})"
+                if body.forward is not None
+                else f"scan {n.name}{' (reverse)' if body.reverse else ''}"
+            )
         elif isinstance(body, CondBody):
             parts = [("true", body.branches[0]), ("false", body.branches[1])]
             rev, title = n.is_gradient, f"cond {n.name}"
@@ -1391,14 +1598,24 @@ def draw_bodies(dot, nodes: Sequence[Node], ids: dict, esc: Callable, depth: int
             prefix = f"{ids[n]}_b{depth}{k}_"
             sub_ids = {m: f"{prefix}{i}" for i, m in enumerate(traced.graph.nodes)}
             with dot.subgraph(name=f"cluster_{prefix}") as box:
-                box.attr(label=f"<<B>{esc(title)}</B>: {esc(label)}>", style="rounded,dashed" if not rev else
-                         "dashed", color="#8a6d3b" if not rev else "#3b6d8a", fontsize="10", labeljust="l")
+                box.attr(
+                    label=f"<<B>{esc(title)}</B>: {esc(label)}>",
+                    style="rounded,dashed" if not rev else "dashed",
+                    color="#8a6d3b" if not rev else "#3b6d8a",
+                    fontsize="10",
+                    labeljust="l",
+                )
                 for m in traced.graph.nodes:
                     shape = "ellipse" if m.op.name == "input" else "box"
                     text = f"{m.name}\n{m.op.name} {fmt_shape(m.shape)}"
-                    box.node(sub_ids[m], label=text, shape=shape, fontsize="9",
-                             style="filled" + (",rounded" if shape == "box" and not m.is_gradient else ""),
-                             fillcolor="#f3f0e8" if not m.is_gradient else "#e8eef3")
+                    box.node(
+                        sub_ids[m],
+                        label=text,
+                        shape=shape,
+                        fontsize="9",
+                        style="filled" + (",rounded" if shape == "box" and not m.is_gradient else ""),
+                        fillcolor="#f3f0e8" if not m.is_gradient else "#e8eef3",
+                    )
                 for m in traced.graph.nodes:
                     for x in m.inputs:
                         box.edge(sub_ids[x], sub_ids[m])
@@ -1406,16 +1623,22 @@ def draw_bodies(dot, nodes: Sequence[Node], ids: dict, esc: Callable, depth: int
                 if inner and depth < 3:
                     draw_bodies(box, inner, sub_ids, esc, depth + 1)
             for o in dict.fromkeys(traced.outputs):
-                dot.edge(sub_ids[o], ids[n], style="dashed", color="#8a6d3b", arrowhead="empty",
-                         constraint="false")
+                dot.edge(sub_ids[o], ids[n], style="dashed", color="#8a6d3b", arrowhead="empty", constraint="false")
         if isinstance(body, ScanBody) and body.forward is not None:
             fwd = next((m for m in ids if getattr(m.op, "body", None) is body.forward), None)
             if fwd is not None:
-                dot.edge(ids[n], ids[fwd], style="dotted", color="#3b6d8a", constraint="false",
-                         tooltip=f"{n.name} runs the gradient of {fwd.name}'s body backwards")
+                dot.edge(
+                    ids[n],
+                    ids[fwd],
+                    style="dotted",
+                    color="#3b6d8a",
+                    constraint="false",
+                    tooltip=f"{n.name} runs the gradient of {fwd.name}'s body backwards",
+                )
 
 
 # -- symbolic export: a scan as its recurrence ------------------------------------------------------
+
 
 def recurrence(node: Node) -> list:
     """The recurrence a scan runs, as SymPy equations: for a carry h and a slice x, `h_t = f(h_{t-1}, x_t)`
@@ -1425,9 +1648,10 @@ def recurrence(node: Node) -> list:
 
     to_sympy = service("to_sympy")
     group = node.inputs[0] if node.op.name == "result" else node
-    if not isinstance(group.op, Scan):                 # the one op whose body is a ScanBody
-        raise GraphCompilerError(f"recurrence takes a scan node or one of its results, not {node.name!r} "
-                                 f"({node.op.name})")
+    if not isinstance(group.op, Scan):  # the one op whose body is a ScanBody
+        raise GraphCompilerError(
+            f"recurrence takes a scan node or one of its results, not {node.name!r} ({node.op.name})"
+        )
     body = group.op.body
     tr, nc = body.traced, body.n_carry
     prev = "t+1" if body.reverse else "t-1"
@@ -1436,8 +1660,7 @@ def recurrence(node: Node) -> list:
         return name if name.endswith(("_t", "}")) else f"{name}_{{{prev}}}"
 
     rename = {c.name: named(c.name) for c in tr.inputs[:nc]}
-    rename.update({x.name: x.name if x.name.endswith(("_t", "}")) else f"{x.name}_t"
-                   for x in tr.inputs[nc:]})
+    rename.update({x.name: x.name if x.name.endswith(("_t", "}")) else f"{x.name}_t" for x in tr.inputs[nc:]})
 
     def fix(e):
         subs = {}
@@ -1457,7 +1680,7 @@ def recurrence(node: Node) -> list:
         rhs = fix(to_sympy(out))
         if k < nc:
             base = body.carry_names[k]
-            base = base[:-len("_{t+1}")] if base.endswith(("_{t+1}", "_{t-1}")) else base
+            base = base[: -len("_{t+1}")] if base.endswith(("_{t+1}", "_{t-1}")) else base
             lhs = lhs_like(rhs, f"{base}_t")
         else:
             names = getattr(body, "y_names", None)
@@ -1468,11 +1691,13 @@ def recurrence(node: Node) -> list:
 
 # -- pictures: a graph with its scans unrolled (viz.to_dot(..., unroll=True)) ------------------------
 
+
 def unroll(graph: Graph, max_steps: int = 16) -> Graph:
     """A copy of `graph` in which every scan of at most max_steps (static) steps is written out step by step
     (its body inlined once per step, the ys stacked): the unrolled picture of a loop. Nothing is computed."""
     from . import indexing as I
     from . import shape as S
+
     out = Graph(f"{graph.name} (unrolled)")
     m: dict[Node, Node] = {}
     unrolled: dict[Node, list[Node]] = {}
@@ -1487,15 +1712,21 @@ def unroll(graph: Graph, max_steps: int = 16) -> Graph:
                 m[n] = out.input(n.name, n.shape, n.dtype)
             elif n.op.name == "parameter":
                 v = graph._values.get(n)
-                m[n] = out.parameter(n.name, v) if v is not None else out.parameter(n.name, shape=n.shape,
-                                                                                    dtype=n.dtype)
+                m[n] = (
+                    out.parameter(n.name, v) if v is not None else out.parameter(n.name, shape=n.shape, dtype=n.dtype)
+                )
             elif n.op.name == "constant":
                 m[n] = out.constant(graph._values[n], name=n.name)
             elif isinstance(n.op, Result) and n.inputs[0] in unrolled:
                 from . import elementwise as E
-                m[n] = E.identity(unrolled[n.inputs[0]][n.op.index], name=n.name)   # the loop's result, named
-            elif isinstance(n.op, Scan) and _static_steps(n) is not None and _static_steps(n) <= max_steps \
-                    and _static_steps(n) > 0:
+
+                m[n] = E.identity(unrolled[n.inputs[0]][n.op.index], name=n.name)  # the loop's result, named
+            elif (
+                isinstance(n.op, Scan)
+                and _static_steps(n) is not None
+                and _static_steps(n) <= max_steps
+                and _static_steps(n) > 0
+            ):
                 unrolled[n] = _unroll_scan(n, [m[x] for x in n.inputs], I, S)
             else:
                 m[n] = out._add(n.op, tuple(m[x] for x in n.inputs), n.dtype, n.shape, n.name)
@@ -1503,7 +1734,7 @@ def unroll(graph: Graph, max_steps: int = 16) -> Graph:
 
 
 def _scan_body(n: Node) -> ScanBody:
-    assert isinstance(n.op, Scan)                       # the caller unrolls scan nodes only
+    assert isinstance(n.op, Scan)  # the caller unrolls scan nodes only
     return n.op.body
 
 
@@ -1516,24 +1747,26 @@ def _unroll_scan(n: Node, ins: list[Node], I, S) -> list[Node]:
     b = _scan_body(n)
     nc, nx, ny = b.n_carry, b.n_x, b.n_y
     steps = _static_steps(n)
-    carries, xs, ws = ins[:nc], ins[nc:nc + nx], ins[nc + nx:]
+    carries, xs, ws = ins[:nc], ins[nc : nc + nx], ins[nc + nx :]
     tr = b.traced
     ys: list[list] = [[None] * steps for _ in range(ny)]
     cin: list[list] = [[None] * steps for _ in range(nc)]
     res: list[list] = [[None] * steps for _ in b.residuals]
     g = ins[0].graph
 
-    def fresh(label: str) -> str:                  # names no node of the copied graph can take
+    def fresh(label: str) -> str:  # names no node of the copied graph can take
         return g._unique_name(f"{n.name}{label}")
 
-    for t in (range(steps - 1, -1, -1) if b.reverse else range(steps)):
+    for t in range(steps - 1, -1, -1) if b.reverse else range(steps):
         values = carries + [S.getitem(x, t, name=fresh(f"[{t}]/{x.name}[{t}]")) for x in xs] + ws
         mm: dict[Node, Node] = dict(zip(tr.inputs + tr.captured_inputs, values))
         for node in tr.graph.nodes:
             if node not in mm:
-                mm[node] = g.constant(tr.graph._values[node], name=fresh(f"[{t}]/{node.name}")) \
-                    if node.op.name == "constant" else \
-                    apply(node.op, tuple(mm[i] for i in node.inputs), fresh(f"[{t}]/{node.name}"))
+                mm[node] = (
+                    g.constant(tr.graph._values[node], name=fresh(f"[{t}]/{node.name}"))
+                    if node.op.name == "constant"
+                    else apply(node.op, tuple(mm[i] for i in node.inputs), fresh(f"[{t}]/{node.name}"))
+                )
         for j in range(nc):
             cin[j][t] = carries[j]
         for j, r in enumerate(b.residuals):
@@ -1541,6 +1774,9 @@ def _unroll_scan(n: Node, ins: list[Node], I, S) -> list[Node]:
         carries = [mm[o] for o in tr.outputs[:nc]]
         for j in range(ny):
             ys[j][t] = mm[tr.outputs[nc + j]]
-    return carries + [I.stack(y, name=fresh(f".ys{j}")) for j, y in enumerate(ys)] + \
-        [I.stack(c, name=fresh(f".carries{j}")) for j, c in enumerate(cin)] + \
-        [I.stack(r, name=fresh(f".res{j}")) for j, r in enumerate(res)]
+    return (
+        carries
+        + [I.stack(y, name=fresh(f".ys{j}")) for j, y in enumerate(ys)]
+        + [I.stack(c, name=fresh(f".carries{j}")) for j, c in enumerate(cin)]
+        + [I.stack(r, name=fresh(f".res{j}")) for j, r in enumerate(res)]
+    )

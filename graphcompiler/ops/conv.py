@@ -31,12 +31,21 @@ IntOrTuple = int | tuple[int, ...]
 
 # -- shared helpers ---------------------------------------------------------------------------
 
+
 def _tuple(v, nd: int, what: str, low: int) -> tuple[int, ...]:
     """An int or a sequence of nd ints (each >= low) -> a tuple of nd Python ints."""
-    items = (v,) * nd if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else tuple(v) \
-        if isinstance(v, (tuple, list)) else None
-    if items is None or len(items) != nd or not all(
-            isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= low for k in items):
+    items = (
+        (v,) * nd
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+        else tuple(v)
+        if isinstance(v, (tuple, list))
+        else None
+    )
+    if (
+        items is None
+        or len(items) != nd
+        or not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= low for k in items)
+    ):
         raise ShapeError(f"{what} must be an integer >= {low} or {nd} of them, got {v!r}")
     return tuple(int(k) for k in items)
 
@@ -53,9 +62,11 @@ def _spatial_out(x_shape, kernel, stride, padding, dilation, what: str, kind: st
     out = []
     for ax, (size, k, s, p, d) in enumerate(zip(x_shape, kernel, stride, padding, dilation)):
         if size is not None and size + 2 * p < d * (k - 1) + 1:
-            raise ShapeError(f"{what}: the {kind} covers {d * (k - 1) + 1} positions along spatial axis {ax} "
-                             f"(size {k}, dilation {d}) but the input has only {size} + 2*{p} (padding) = "
-                             f"{size + 2 * p}; use a smaller {kind}, more padding or a larger input")
+            raise ShapeError(
+                f"{what}: the {kind} covers {d * (k - 1) + 1} positions along spatial axis {ax} "
+                f"(size {k}, dilation {d}) but the input has only {size} + 2*{p} (padding) = "
+                f"{size + 2 * p}; use a smaller {kind}, more padding or a larger input"
+            )
         out.append(_out_size(size, k, s, p, d))
     return tuple(out)
 
@@ -66,8 +77,10 @@ def _same(a, b) -> bool:
 
 def _float(dtype_a: np.dtype, dtype_b: np.dtype, what: str, names: tuple[str, str]) -> np.dtype:
     if dtype_a.kind != "f" or dtype_b.kind != "f":
-        raise DTypeError(f"{what} needs floating inputs, got {dtype_a} ({names[0]!r}) and {dtype_b} "
-                         f"({names[1]!r}); cast them with gc.astype(..., 'float64')")
+        raise DTypeError(
+            f"{what} needs floating inputs, got {dtype_a} ({names[0]!r}) and {dtype_b} "
+            f"({names[1]!r}); cast them with gc.astype(..., 'float64')"
+        )
     return np.result_type(dtype_a, dtype_b)
 
 
@@ -83,13 +96,16 @@ def _pad(x: np.ndarray, padding: tuple, value: float = 0.0) -> np.ndarray:
 # The convolutions work in a batch-last layout, (C, *spatial, N): the im2col copy then moves runs of N
 # contiguous numbers at a time (on small images the spatial runs are only a few numbers long).
 
+
 def _batch_last(x: np.ndarray, padding: tuple) -> np.ndarray:
     """x (N, C, *spatial) -> zero-padded (C, *padded, N), one copy."""
     nd = x.ndim - 2
-    out = np.zeros((x.shape[1],) + tuple(s + 2 * p for s, p in zip(x.shape[2:], padding)) + (x.shape[0],),
-                   dtype=x.dtype)
-    out[(slice(None),) + tuple(slice(p, p + s) for p, s in zip(padding, x.shape[2:]))] = \
-        x.transpose((1,) + tuple(range(2, 2 + nd)) + (0,))
+    out = np.zeros(
+        (x.shape[1],) + tuple(s + 2 * p for s, p in zip(x.shape[2:], padding)) + (x.shape[0],), dtype=x.dtype
+    )
+    out[(slice(None),) + tuple(slice(p, p + s) for p, s in zip(padding, x.shape[2:]))] = x.transpose(
+        (1,) + tuple(range(2, 2 + nd)) + (0,)
+    )
     return out
 
 
@@ -98,10 +114,14 @@ def _columns(xc: np.ndarray, kernel: tuple, stride: tuple, dilation: tuple, grou
     prod(out) * N) (rows: channel and tap; columns: position and image), and out's sizes."""
     nd = len(kernel)
     ext = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
-    v = sliding_window_view(xc, ext, axis=tuple(range(1, 1 + nd)))          # (C, *out', N, *ext)
-    v = v[(slice(None),) + tuple(slice(None, None, s) for s in stride) + (slice(None),)
-          + tuple(slice(None, None, d) for d in dilation)]                    # (C, *out, N, *k)
-    out = v.shape[1:1 + nd]
+    v = sliding_window_view(xc, ext, axis=tuple(range(1, 1 + nd)))  # (C, *out', N, *ext)
+    v = v[
+        (slice(None),)
+        + tuple(slice(None, None, s) for s in stride)
+        + (slice(None),)
+        + tuple(slice(None, None, d) for d in dilation)
+    ]  # (C, *out, N, *k)
+    out = v.shape[1 : 1 + nd]
     perm = (0,) + tuple(range(2 + nd, 2 + 2 * nd)) + tuple(range(1, 2 + nd))  # (C, *k, *out, N)
     cols = v.transpose(perm).reshape(groups, -1, int(np.prod(out, dtype=np.int64)) * xc.shape[-1])
     return cols, out
@@ -111,7 +131,7 @@ def _correlate_bl(xc: np.ndarray, w: np.ndarray, stride: tuple, dilation: tuple,
     """The grouped correlation in the batch-last layout: (C, *padded, N) -> (O, *out, N), one batched matmul."""
     cols, out = _columns(xc, w.shape[2:], stride, dilation, groups)
     o = w.shape[0]
-    y = np.matmul(w.reshape(groups, o // groups, -1), cols)                 # (G, Og, P * N)
+    y = np.matmul(w.reshape(groups, o // groups, -1), cols)  # (G, Og, P * N)
     return y.reshape((o,) + out + (xc.shape[-1],))
 
 
@@ -120,14 +140,14 @@ def _batch_first(y: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(y, -1, 0))
 
 
-def _correlate(x: np.ndarray, w: np.ndarray, stride: tuple, padding: tuple, dilation: tuple,
-               groups: int) -> np.ndarray:
+def _correlate(x: np.ndarray, w: np.ndarray, stride: tuple, padding: tuple, dilation: tuple, groups: int) -> np.ndarray:
     """PyTorch's conv: y[n, o] = sum_c x[n, c] (star) w[o, c], grouped; one batched matmul over the groups."""
     return _batch_first(_correlate_bl(_batch_last(x, padding), w, stride, dilation, groups))
 
 
-def _input_grad(g: np.ndarray, w: np.ndarray, in_spatial: tuple, stride: tuple, padding: tuple,
-                dilation: tuple, groups: int) -> np.ndarray:
+def _input_grad(
+    g: np.ndarray, w: np.ndarray, in_spatial: tuple, stride: tuple, padding: tuple, dilation: tuple, groups: int
+) -> np.ndarray:
     """The transposed convolution: dL/dx of y = conv(x, w) given g = dL/dy.
 
     gx[t] = sum_a gd[t + p - a d] w[a] with gd the stride-dilated g; flipping the taps makes it a stride-1
@@ -137,12 +157,12 @@ def _input_grad(g: np.ndarray, w: np.ndarray, in_spatial: tuple, stride: tuple, 
     n, o = g.shape[:2]
     kernel = w.shape[2:]
     full = tuple(s + d * (k - 1) for s, k, d in zip(in_spatial, kernel, dilation))
-    gd = np.zeros((o,) + full + (n,), dtype=np.result_type(g.dtype, w.dtype))   # batch-last
+    gd = np.zeros((o,) + full + (n,), dtype=np.result_type(g.dtype, w.dtype))  # batch-last
     src, dst = [slice(None)] * 2, [slice(None)]
     for length, size, k, s, p, d in zip(g.shape[2:], full, kernel, stride, padding, dilation):
-        q = d * (k - 1) - p                                # where g[0] lands in the padded frame
-        lo = max(0, -(q // s) if q < 0 else 0)             # entries before the frame touch padding only
-        hi = min(length, -(-(size - q) // s))              # so do entries past its end
+        q = d * (k - 1) - p  # where g[0] lands in the padded frame
+        lo = max(0, -(q // s) if q < 0 else 0)  # entries before the frame touch padding only
+        hi = min(length, -(-(size - q) // s))  # so do entries past its end
         if hi <= lo:
             return np.zeros((n, w.shape[1] * groups) + tuple(in_spatial), dtype=gd.dtype)
         src.append(slice(lo, hi))
@@ -155,18 +175,20 @@ def _input_grad(g: np.ndarray, w: np.ndarray, in_spatial: tuple, stride: tuple, 
     return _batch_first(_correlate_bl(gd, wt, (1,) * nd, dilation, groups))
 
 
-def _weight_grad(x: np.ndarray, g: np.ndarray, kernel: tuple, stride: tuple, padding: tuple,
-                 dilation: tuple, groups: int) -> np.ndarray:
+def _weight_grad(
+    x: np.ndarray, g: np.ndarray, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple, groups: int
+) -> np.ndarray:
     """dL/dw of y = conv(x, w) given g = dL/dy: g's rows times x's columns, one batched matmul."""
     nd = x.ndim - 2
     cols, _ = _columns(_batch_last(x, padding), kernel, stride, dilation, groups)
     o = g.shape[1]
-    gm = g.transpose((1,) + tuple(range(2, 2 + nd)) + (0,)).reshape(groups, o // groups, -1)   # (G, Og, P*N)
-    gw = np.matmul(gm, cols.transpose(0, 2, 1))                         # (G, Og, Cg * prod(k))
+    gm = g.transpose((1,) + tuple(range(2, 2 + nd)) + (0,)).reshape(groups, o // groups, -1)  # (G, Og, P*N)
+    gw = np.matmul(gm, cols.transpose(0, 2, 1))  # (G, Og, Cg * prod(k))
     return gw.reshape((o, x.shape[1] // groups) + tuple(kernel))
 
 
 # -- convolution ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _ConvAttrs(Op):
@@ -190,8 +212,10 @@ class _ConvAttrs(Op):
 
     def _check_rank(self, node, role: str, layout: str) -> None:
         if node.ndim != 2 + self.nd:
-            raise ShapeError(f"{self.name}: {role} {node.name!r} must have rank {2 + self.nd} {layout}, got "
-                             f"shape {fmt_shape(node.shape)}")
+            raise ShapeError(
+                f"{self.name}: {role} {node.name!r} must have rank {2 + self.nd} {layout}, got "
+                f"shape {fmt_shape(node.shape)}"
+            )
 
     def _check_weight(self, w, channels) -> tuple[int, int]:
         """(O, C/G) of the kernel, checked against the input's channels and the groups."""
@@ -201,16 +225,20 @@ class _ConvAttrs(Op):
             raise ShapeError(f"{self.name}: the kernel {w.name!r} needs a fixed shape, got {fmt_shape(w.shape)}")
         o, cg = w.shape[:2]
         if o % self.groups:
-            raise ShapeError(f"{self.name}: the kernel {w.name!r} has {o} output channels, not divisible by "
-                             f"groups={self.groups}")
+            raise ShapeError(
+                f"{self.name}: the kernel {w.name!r} has {o} output channels, not divisible by groups={self.groups}"
+            )
         if channels is not None:
             if channels % self.groups:
-                raise ShapeError(f"{self.name}: the input has {channels} channels, not divisible by "
-                                 f"groups={self.groups}")
+                raise ShapeError(
+                    f"{self.name}: the input has {channels} channels, not divisible by groups={self.groups}"
+                )
             if cg * self.groups != channels:
-                raise ShapeError(f"{self.name}: the kernel {w.name!r} {fmt_shape(w.shape)} expects "
-                                 f"{cg} x {self.groups} (groups) = {cg * self.groups} input channels but the "
-                                 f"input has {channels}; the kernel's layout is {kernel_layout}")
+                raise ShapeError(
+                    f"{self.name}: the kernel {w.name!r} {fmt_shape(w.shape)} expects "
+                    f"{cg} x {self.groups} (groups) = {cg * self.groups} input channels but the "
+                    f"input has {channels}; the kernel's layout is {kernel_layout}"
+                )
         return o, cg
 
     def _conv_args(self):
@@ -229,23 +257,30 @@ class Conv2d(_ConvAttrs):
         self._check_rank(x, "the input", self._layout())
         dtype = _float(x.dtype, w.dtype, self.name, (x.name, w.name))
         o, _ = self._check_weight(w, x.shape[1])
-        out = _spatial_out(x.shape[2:], w.shape[2:], self.stride, self.padding, self.dilation,
-                           f"{self.name} of {x.name!r} {fmt_shape(x.shape)} with {w.name!r} {fmt_shape(w.shape)}")
+        out = _spatial_out(
+            x.shape[2:],
+            w.shape[2:],
+            self.stride,
+            self.padding,
+            self.dilation,
+            f"{self.name} of {x.name!r} {fmt_shape(x.shape)} with {w.name!r} {fmt_shape(w.shape)}",
+        )
         return (x.shape[0], o) + out, dtype
 
     def kernel(self, x, w):
         return _correlate(x, w, *self._conv_args())
 
-    def flops(self, node):                             # 2 multiply-adds per output, input channel and tap
+    def flops(self, node):  # 2 multiply-adds per output, input channel and tap
         return 2 * math.prod(node.shape) * math.prod(node.inputs[1].shape[1:])
 
     def bprop(self, i, x, y, g):
-        if i == 0:                                     # dx: the transposed convolution of g with w
+        if i == 0:  # dx: the transposed convolution of g with w
             return apply(INPUT_GRAD[self.nd](*self._conv_args()), (g, x[1], x[0]))
-        return apply(WEIGHT_GRAD[self.nd](*self._conv_args(), x[1].shape[2:]), (x[0], g))   # dw
+        return apply(WEIGHT_GRAD[self.nd](*self._conv_args(), x[1].shape[2:]), (x[0], g))  # dw
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -272,30 +307,36 @@ class Conv2dInputGrad(_ConvAttrs):
         dtype = _float(g.dtype, w.dtype, self.name, (g.name, w.name))
         o, _ = self._check_weight(w, like.shape[1])
         out = _spatial_out(like.shape[2:], w.shape[2:], self.stride, self.padding, self.dilation, self.name)
-        if not _same(g.shape[1], o) or not all(_same(a, b) for a, b in zip(g.shape[2:], out)) \
-                or not _same(g.shape[0], like.shape[0]):
-            raise ShapeError(f"{self.name}: the gradient {g.name!r} {fmt_shape(g.shape)} does not match the "
-                             f"output {fmt_shape((like.shape[0], o) + out)} of a convolution of "
-                             f"{like.name!r} {fmt_shape(like.shape)} with {w.name!r} {fmt_shape(w.shape)}")
+        if (
+            not _same(g.shape[1], o)
+            or not all(_same(a, b) for a, b in zip(g.shape[2:], out))
+            or not _same(g.shape[0], like.shape[0])
+        ):
+            raise ShapeError(
+                f"{self.name}: the gradient {g.name!r} {fmt_shape(g.shape)} does not match the "
+                f"output {fmt_shape((like.shape[0], o) + out)} of a convolution of "
+                f"{like.name!r} {fmt_shape(like.shape)} with {w.name!r} {fmt_shape(w.shape)}"
+            )
         n = like.shape[0] if like.shape[0] is not None else g.shape[0]
         return (n,) + tuple(like.shape[1:]), dtype
 
     def kernel(self, g, w, like):
         return _input_grad(g, w, like.shape[2:], *self._conv_args())
 
-    def flops(self, node):                             # the stride-1 correlation it runs, per input element
+    def flops(self, node):  # the stride-1 correlation it runs, per input element
         w = node.inputs[1]
         return 2 * math.prod(node.shape) * (w.shape[0] // self.groups) * math.prod(w.shape[2:])
 
     def bprop(self, i, x, y, g):
         g_out, w, _ = x
-        if i == 0:                                     # linear in g: its adjoint is the convolution
+        if i == 0:  # linear in g: its adjoint is the convolution
             return apply(CONV[self.nd](*self._conv_args()), (g, w))
         # <G, gx(g, w)> = <g, conv(G, w)>, so d/dw is the weight gradient of conv(G, w) at g
         return apply(WEIGHT_GRAD[self.nd](*self._conv_args(), w.shape[2:]), (g, g_out))
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -324,33 +365,39 @@ class Conv2dWeightGrad(_ConvAttrs):
         dtype = _float(x.dtype, g.dtype, self.name, (x.name, g.name))
         c, o = x.shape[1], g.shape[1]
         if c is None or o is None:
-            raise ShapeError(f"{self.name}: the channels of {x.name!r} {fmt_shape(x.shape)} and {g.name!r} "
-                             f"{fmt_shape(g.shape)} must be fixed")
+            raise ShapeError(
+                f"{self.name}: the channels of {x.name!r} {fmt_shape(x.shape)} and {g.name!r} "
+                f"{fmt_shape(g.shape)} must be fixed"
+            )
         if c % self.groups or o % self.groups:
-            raise ShapeError(f"{self.name}: {c} input and {o} output channels must both be divisible by "
-                             f"groups={self.groups}")
+            raise ShapeError(
+                f"{self.name}: {c} input and {o} output channels must both be divisible by groups={self.groups}"
+            )
         out = _spatial_out(x.shape[2:], self.kernel_size, self.stride, self.padding, self.dilation, self.name)
         if not all(_same(a, b) for a, b in zip(g.shape[2:], out)) or not _same(g.shape[0], x.shape[0]):
-            raise ShapeError(f"{self.name}: the gradient {g.name!r} {fmt_shape(g.shape)} does not match the "
-                             f"output {fmt_shape((x.shape[0], o) + out)} of a convolution of {x.name!r} "
-                             f"{fmt_shape(x.shape)} with a kernel of size {self.kernel_size}")
+            raise ShapeError(
+                f"{self.name}: the gradient {g.name!r} {fmt_shape(g.shape)} does not match the "
+                f"output {fmt_shape((x.shape[0], o) + out)} of a convolution of {x.name!r} "
+                f"{fmt_shape(x.shape)} with a kernel of size {self.kernel_size}"
+            )
         return (o, c // self.groups) + self.kernel_size, dtype
 
     def kernel(self, x, g):
         return _weight_grad(x, g, self.kernel_size, *self._conv_args())
 
-    def flops(self, node):                             # per kernel entry: a sum over images and positions
+    def flops(self, node):  # per kernel entry: a sum over images and positions
         g = node.inputs[1]
         return 2 * math.prod(node.shape) * (math.prod(g.shape) // g.shape[1] if g.shape[1] else 0)
 
     def bprop(self, i, x, y, g):
         x_in, g_out = x
-        if i == 0:                                     # <G, gw(x, g)> = <g, conv(x, G)>: d/dx = conv^T(g, G)
+        if i == 0:  # <G, gw(x, g)> = <g, conv(x, G)>: d/dx = conv^T(g, G)
             return apply(INPUT_GRAD[self.nd](*self._conv_args()), (g_out, g, x_in))
-        return apply(CONV[self.nd](*self._conv_args()), (x_in, g))                  # d/dg = conv(x, G)
+        return apply(CONV[self.nd](*self._conv_args()), (x_in, g))  # d/dg = conv(x, G)
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -367,13 +414,18 @@ WEIGHT_GRAD = {1: Conv1dWeightGrad, 2: Conv2dWeightGrad}
 
 # -- pooling ----------------------------------------------------------------------------------
 
+
 def _taps(xp: np.ndarray, kernel: tuple, stride: tuple, out: tuple):
     """(index, view) for each tap (a, b) of the window: the (N, C, *out) values at offset (a, b) of every
     window of the padded xp. Pooling loops over these few taps; each step is one vectorised op on all windows."""
     for a in range(kernel[0]):
         for b in range(kernel[1]):
-            idx = (slice(None), slice(None), slice(a, a + stride[0] * (out[0] - 1) + 1, stride[0]),
-                   slice(b, b + stride[1] * (out[1] - 1) + 1, stride[1]))
+            idx = (
+                slice(None),
+                slice(None),
+                slice(a, a + stride[0] * (out[0] - 1) + 1, stride[0]),
+                slice(b, b + stride[1] * (out[1] - 1) + 1, stride[1]),
+            )
             yield idx, xp[idx]
 
 
@@ -394,22 +446,34 @@ class _PoolAttrs(Op):
 
     def _out(self, x) -> tuple:
         if x.ndim != 4:
-            raise ShapeError(f"{self.name}: the input {x.name!r} must have rank 4 (N, C, H, W), got shape "
-                             f"{fmt_shape(x.shape)}")
+            raise ShapeError(
+                f"{self.name}: the input {x.name!r} must have rank 4 (N, C, H, W), got shape {fmt_shape(x.shape)}"
+            )
         if x.dtype.kind != "f":
-            raise DTypeError(f"{self.name} needs a floating input, got {x.dtype} from {x.name!r}; cast it "
-                             "with gc.astype(x, 'float64')")
-        return _spatial_out(x.shape[2:], self.kernel_size, self.stride, self.padding, (1, 1),
-                            f"{self.name} of {x.name!r} {fmt_shape(x.shape)}", "pooling window")
+            raise DTypeError(
+                f"{self.name} needs a floating input, got {x.dtype} from {x.name!r}; cast it "
+                "with gc.astype(x, 'float64')"
+            )
+        return _spatial_out(
+            x.shape[2:],
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            (1, 1),
+            f"{self.name} of {x.name!r} {fmt_shape(x.shape)}",
+            "pooling window",
+        )
 
-    def flops(self, node):                             # a few operations per window and tap
+    def flops(self, node):  # a few operations per window and tap
         return 2 * math.prod(self.kernel_size) * max(math.prod(x.shape) for x in node.inputs + (node,))
 
     def _check_g(self, g, x) -> None:
         want = tuple(x.shape[:2]) + self._out(x)
         if g.ndim != 4 or not all(_same(a, b) for a, b in zip(g.shape, want)):
-            raise ShapeError(f"{self.name}: the gradient {g.name!r} {fmt_shape(g.shape)} does not match the "
-                             f"pooled shape {fmt_shape(want)} of {x.name!r} {fmt_shape(x.shape)}")
+            raise ShapeError(
+                f"{self.name}: the gradient {g.name!r} {fmt_shape(g.shape)} does not match the "
+                f"pooled shape {fmt_shape(want)} of {x.name!r} {fmt_shape(x.shape)}"
+            )
 
     def _taps(self, xp: np.ndarray):
         out = tuple((s - k) // st + 1 for s, k, st in zip(xp.shape[2:], self.kernel_size, self.stride))
@@ -419,7 +483,7 @@ class _PoolAttrs(Op):
         y = None
         for _, t in self._taps(xp):
             y = t.copy() if y is None else np.maximum(y, t, out=y)
-        assert y is not None                       # a pooling window has at least one tap
+        assert y is not None  # a pooling window has at least one tap
         return y
 
     def _ties(self, x: np.ndarray):
@@ -437,7 +501,7 @@ class _PoolAttrs(Op):
         acc = np.zeros(tuple(like_shape[:2]) + (like_shape[2] + 2 * p0, like_shape[3] + 2 * p1), dtype=dtype)
         for (idx, _), part in parts(acc):
             acc[idx] += part
-        return np.ascontiguousarray(acc[:, :, p0:p0 + like_shape[2], p1:p1 + like_shape[3]])
+        return np.ascontiguousarray(acc[:, :, p0 : p0 + like_shape[2], p1 : p1 + like_shape[3]])
 
 
 @dataclass(frozen=True)
@@ -446,7 +510,7 @@ class MaxPool2d(_PoolAttrs):
 
     name: ClassVar[str] = "max_pool2d"
     arity: ClassVar[int] = 1
-    scratch: ClassVar[int] = 1          # the -inf padded copy
+    scratch: ClassVar[int] = 1  # the -inf padded copy
 
     def infer(self, x):
         return tuple(x.shape[:2]) + self._out(x), x.dtype
@@ -459,6 +523,7 @@ class MaxPool2d(_PoolAttrs):
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -470,7 +535,7 @@ class MaxPool2dGrad(_PoolAttrs):
 
     name: ClassVar[str] = "max_pool2d_grad"
     arity: ClassVar[int] = 2
-    scratch: ClassVar[int] = 3          # padded x, the padded sum before the crop, the maxima and their shares
+    scratch: ClassVar[int] = 3  # padded x, the padded sum before the crop, the maxima and their shares
 
     def infer(self, g, x):
         self._check_g(g, x)
@@ -479,16 +544,16 @@ class MaxPool2dGrad(_PoolAttrs):
     def kernel(self, g, x):
         xp, y, share = self._ties(x)
         gs = g * share
-        return self._spread(lambda acc: (((idx, t), (t == y) * gs) for idx, t in self._taps(xp)), x.shape,
-                            gs.dtype)
+        return self._spread(lambda acc: (((idx, t), (t == y) * gs) for idx, t in self._taps(xp)), x.shape, gs.dtype)
 
     def bprop(self, i, x, y, g):
         if i == 1:
-            return None                                # the maxima do not move under a small change of x
+            return None  # the maxima do not move under a small change of x
         return apply(MaxPool2dGather(self.kernel_size, self.stride, self.padding), (g, x[1]))
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -499,19 +564,20 @@ class MaxPool2dGather(_PoolAttrs):
 
     name: ClassVar[str] = "max_pool2d_gather"
     arity: ClassVar[int] = 2
-    scratch: ClassVar[int] = 3          # padded x and v, the maxima and their counts
+    scratch: ClassVar[int] = 3  # padded x and v, the maxima and their counts
 
     def infer(self, v, x):
         if v.ndim != 4 or not all(_same(a, b) for a, b in zip(v.shape, x.shape)):
-            raise ShapeError(f"{self.name}: {v.name!r} {fmt_shape(v.shape)} must have the shape of "
-                             f"{x.name!r} {fmt_shape(x.shape)}")
+            raise ShapeError(
+                f"{self.name}: {v.name!r} {fmt_shape(v.shape)} must have the shape of {x.name!r} {fmt_shape(x.shape)}"
+            )
         return tuple(x.shape[:2]) + self._out(x), _float(v.dtype, x.dtype, self.name, (v.name, x.name))
 
     def kernel(self, v, x):
         xp, y, share = self._ties(x)
         vp = _pad(v, self.padding)
         out = np.zeros(y.shape, dtype=np.result_type(v.dtype, share.dtype))
-        for (idx, t) in self._taps(xp):
+        for idx, t in self._taps(xp):
             out += (t == y) * vp[idx]
         return np.multiply(out, share, out=out)
 
@@ -522,6 +588,7 @@ class MaxPool2dGather(_PoolAttrs):
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -531,7 +598,7 @@ class AvgPool2d(_PoolAttrs):
 
     name: ClassVar[str] = "avg_pool2d"
     arity: ClassVar[int] = 1
-    scratch: ClassVar[int] = 1          # the zero-padded copy
+    scratch: ClassVar[int] = 1  # the zero-padded copy
 
     def infer(self, x):
         return tuple(x.shape[:2]) + self._out(x), x.dtype
@@ -547,6 +614,7 @@ class AvgPool2d(_PoolAttrs):
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -556,7 +624,7 @@ class AvgPool2dGrad(_PoolAttrs):
 
     name: ClassVar[str] = "avg_pool2d_grad"
     arity: ClassVar[int] = 2
-    scratch: ClassVar[int] = 2          # the padded sum before the crop, g's shares
+    scratch: ClassVar[int] = 2  # the padded sum before the crop, g's shares
     shape_only: ClassVar[tuple] = (1,)
 
     def infer(self, g, like):
@@ -567,33 +635,53 @@ class AvgPool2dGrad(_PoolAttrs):
         share = g / (self.kernel_size[0] * self.kernel_size[1])
         return self._spread(lambda acc: ((tap, share) for tap in self._taps(acc)), like.shape, share.dtype)
 
-    def bprop(self, i, x, y, g):                           # linear in g: its adjoint is the average pool
+    def bprop(self, i, x, y, g):  # linear in g: its adjoint is the average pool
         return apply(AvgPool2d(self.kernel_size, self.stride, self.padding), (g,))
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
 # -- the functions of gc ------------------------------------------------------------------------
 
+
 def _conv(nd: int, x, w, stride, padding, dilation, groups, name):
     what = CONV[nd].name
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ShapeError(f"{what}: groups must be an integer >= 1, got {groups!r}")
-    op = CONV[nd](_tuple(stride, nd, f"{what}'s stride", 1), _tuple(padding, nd, f"{what}'s padding", 0),
-                  _tuple(dilation, nd, f"{what}'s dilation", 1), int(groups))
+    op = CONV[nd](
+        _tuple(stride, nd, f"{what}'s stride", 1),
+        _tuple(padding, nd, f"{what}'s padding", 0),
+        _tuple(dilation, nd, f"{what}'s dilation", 1),
+        int(groups),
+    )
     return apply(op, (x, w), name)
 
 
-def conv2d(x, w, stride: IntOrTuple = 1, padding: IntOrTuple = 0, dilation: IntOrTuple = 1, groups: int = 1,
-           name: str | None = None):
+def conv2d(
+    x,
+    w,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    name: str | None = None,
+):
     """PyTorch's conv2d (a cross-correlation): x (N, C, H, W), w (O, C/groups, kH, kW) -> (N, O, Ho, Wo)."""
     return _conv(2, x, w, stride, padding, dilation, groups, name)
 
 
-def conv1d(x, w, stride: IntOrTuple = 1, padding: IntOrTuple = 0, dilation: IntOrTuple = 1, groups: int = 1,
-           name: str | None = None):
+def conv1d(
+    x,
+    w,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    name: str | None = None,
+):
     """PyTorch's conv1d: x (N, C, W), w (O, C/groups, kW) -> (N, O, Wo)."""
     return _conv(1, x, w, stride, padding, dilation, groups, name)
 
@@ -604,13 +692,15 @@ def _pool(cls, x, kernel, stride, padding, name):
     return apply(cls(k, s, _tuple(padding, 2, f"{cls.name}'s padding", 0)), (x,), name)
 
 
-def max_pool2d(x, kernel: IntOrTuple, stride: IntOrTuple | None = None, padding: IntOrTuple = 0,
-               name: str | None = None):
+def max_pool2d(
+    x, kernel: IntOrTuple, stride: IntOrTuple | None = None, padding: IntOrTuple = 0, name: str | None = None
+):
     """The maximum of each window (stride defaults to the kernel; padding is -inf, at most half the kernel)."""
     return _pool(MaxPool2d, x, kernel, stride, padding, name)
 
 
-def avg_pool2d(x, kernel: IntOrTuple, stride: IntOrTuple | None = None, padding: IntOrTuple = 0,
-               name: str | None = None):
+def avg_pool2d(
+    x, kernel: IntOrTuple, stride: IntOrTuple | None = None, padding: IntOrTuple = 0, name: str | None = None
+):
     """The mean of each window; padded zeros count (PyTorch's default count_include_pad=True)."""
     return _pool(AvgPool2d, x, kernel, stride, padding, name)

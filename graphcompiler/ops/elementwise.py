@@ -16,6 +16,7 @@ from . import shape as S
 
 # -- shared shape rules ---------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Unary(Op):
     """An elementwise function of one array: same shape; floats only unless `any_dtype`."""
@@ -23,24 +24,26 @@ class Unary(Op):
     arity: ClassVar[int] = 1
     ufunc: ClassVar[Any] = None
     any_dtype: ClassVar[bool] = False
-    writes_out: ClassVar[bool] = True    # the kernel can write into a planned buffer
+    writes_out: ClassVar[bool] = True  # the kernel can write into a planned buffer
     elementwise: ClassVar[bool] = True
 
     def fast_kernel(self, writes, shape, in_shape, dtype):
         if self.ufunc is not None and type(self).kernel is Unary.kernel:
-            return self.ufunc, (), {}                              # the ufunc itself: one Python frame less
+            return self.ufunc, (), {}  # the ufunc itself: one Python frame less
         return self.kernel, (), {}
 
     def infer(self, x):
         if not self.any_dtype and x.dtype.kind != "f":
-            raise DTypeError(f"{self.name} needs a floating input, got {x.dtype} from {x.name!r}; "
-                             f"cast it first with gc.astype({x.name}, 'float64')")
+            raise DTypeError(
+                f"{self.name} needs a floating input, got {x.dtype} from {x.name!r}; "
+                f"cast it first with gc.astype({x.name}, 'float64')"
+            )
         return x.shape, x.dtype
 
     def kernel(self, x, out=None):
         return self.ufunc(x, out=out)
 
-    to_sympy = elementwise_to_sympy          # from the subclass's sympy_fn
+    to_sympy = elementwise_to_sympy  # from the subclass's sympy_fn
 
 
 @dataclass(frozen=True)
@@ -69,14 +72,14 @@ class Binary(Op):
     def kernel(self, a, b, out=None):
         return self.ufunc(a, b, out=out)
 
-    to_sympy = elementwise_to_sympy          # from the subclass's sympy_fn
+    to_sympy = elementwise_to_sympy  # from the subclass's sympy_fn
 
 
 @dataclass(frozen=True)
 class Comparison(Binary):
     """A comparison: a bool result, piecewise constant, so a path through it adds zero to a gradient."""
 
-    elementwise: ClassVar[bool] = False      # a bool result: never written over its inputs
+    elementwise: ClassVar[bool] = False  # a bool result: never written over its inputs
 
     piecewise_constant: ClassVar[bool] = True
 
@@ -91,13 +94,14 @@ def _result_dtype(ufunc, a: np.dtype, b: np.dtype) -> np.dtype:
 
 # -- arithmetic -----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Add(Binary):
     name: ClassVar[str] = "add"
     ufunc: ClassVar = np.add
 
     def bprop(self, i, x, y, g):
-        return S.sum_to(g, x[i])                                   # d(a+b) = da + db
+        return S.sum_to(g, x[i])  # d(a+b) = da + db
 
     sympy_fn = lambda a, b: a + b
 
@@ -108,7 +112,7 @@ class Subtract(Binary):
     ufunc: ClassVar = np.subtract
 
     def bprop(self, i, x, y, g):
-        return S.sum_to(g if i == 0 else negative(g), x[i])       # d(a-b) = da - db
+        return S.sum_to(g if i == 0 else negative(g), x[i])  # d(a-b) = da - db
 
     sympy_fn = lambda a, b: a - b
 
@@ -119,7 +123,7 @@ class Multiply(Binary):
     ufunc: ClassVar = np.multiply
 
     def bprop(self, i, x, y, g):
-        return S.sum_to(multiply(g, x[1 - i]), x[i])              # d(ab) = b da + a db
+        return S.sum_to(multiply(g, x[1 - i]), x[i])  # d(ab) = b da + a db
 
     sympy_fn = lambda a, b: a * b  # a Hadamard product of matrices
 
@@ -132,8 +136,8 @@ class Divide(Binary):
     def bprop(self, i, x, y, g):
         a, b = x
         if i == 0:
-            return S.sum_to(divide(g, b), a)                       # d(a/b)/da = 1/b
-        return S.sum_to(negative(divide(multiply(g, y), b)), b)   # d(a/b)/db = -(a/b)/b
+            return S.sum_to(divide(g, b), a)  # d(a/b)/da = 1/b
+        return S.sum_to(negative(divide(multiply(g, y), b)), b)  # d(a/b)/db = -(a/b)/b
 
     sympy_fn = lambda a, b: a / b
 
@@ -145,9 +149,9 @@ class Power(Binary):
 
     def bprop(self, i, x, y, g):
         a, b = x
-        if i == 0:                                                 # d(a^b)/da = b a^(b-1)
+        if i == 0:  # d(a^b)/da = b a^(b-1)
             return S.sum_to(multiply(g, multiply(b, power(a, subtract(b, 1)))), a)
-        safe_log = log(where(greater(a, 0), a, 1))                 # d(a^b)/db = a^b log a (0 where a <= 0)
+        safe_log = log(where(greater(a, 0), a, 1))  # d(a^b)/db = a^b log a (0 where a <= 0)
         return S.sum_to(multiply(g, multiply(y, safe_log)), b)
 
     sympy_fn = lambda a, b: a**b
@@ -158,7 +162,7 @@ class Maximum(Binary):
     name: ClassVar[str] = "maximum"
     ufunc: ClassVar = np.maximum
 
-    def bprop(self, i, x, y, g):                                   # ties share the gradient equally
+    def bprop(self, i, x, y, g):  # ties share the gradient equally
         return S.sum_to(multiply(g, _share(x[i], x[1 - i], greater, g.dtype)), x[i])
 
     sympy_fn = lambda a, b: sp.Max(a, b)
@@ -187,7 +191,7 @@ class Negative(Unary):
     any_dtype: ClassVar[bool] = True
 
     def bprop(self, i, x, y, g):
-        return negative(g)                                         # d(-a) = -da
+        return negative(g)  # d(-a) = -da
 
     sympy_fn = lambda t: -t
 
@@ -199,7 +203,7 @@ class Square(Unary):
     any_dtype: ClassVar[bool] = True
 
     def bprop(self, i, x, y, g):
-        return multiply(g, multiply(x[0], 2))                      # d(a^2) = 2a da
+        return multiply(g, multiply(x[0], 2))  # d(a^2) = 2a da
 
     sympy_fn = lambda t: t**2
 
@@ -210,7 +214,7 @@ class Sqrt(Unary):
     ufunc: ClassVar = np.sqrt
 
     def bprop(self, i, x, y, g):
-        return divide(g, multiply(y, 2))                           # d sqrt(a) = da / (2 sqrt(a))
+        return divide(g, multiply(y, 2))  # d sqrt(a) = da / (2 sqrt(a))
 
     sympy_fn = lambda t: sp.sqrt(t)
 
@@ -222,11 +226,12 @@ class Exp(Unary):
 
     def bprop(self, i, x, y, g):
         a = _over_sum_of(g, y)
-        if a is not None:        # g = a / sum(e^x) broadcast (log(sum(exp))): a e^(x - logsumexp x), finite at 1e300
+        if a is not None:  # g = a / sum(e^x) broadcast (log(sum(exp))): a e^(x - logsumexp x), finite at 1e300
             from .nn import logsumexp
+
             s = a[1]
             return multiply(a[0], exp(subtract(x[0], logsumexp(x[0], axis=s.op.axis, keepdims=True))))
-        return multiply(g, y)                                      # d e^a = e^a da: reuses y (eq. 6.52)
+        return multiply(g, y)  # d e^a = e^a da: reuses y (eq. 6.52)
 
     sympy_fn = lambda t: sp.exp(t)
 
@@ -237,7 +242,7 @@ class Log(Unary):
     ufunc: ClassVar = np.log
 
     def bprop(self, i, x, y, g):
-        return divide(g, x[0])                                     # d log a = da / a
+        return divide(g, x[0])  # d log a = da / a
 
     sympy_fn = lambda t: sp.log(t)
 
@@ -248,7 +253,7 @@ class Log1p(Unary):
     ufunc: ClassVar = np.log1p
 
     def bprop(self, i, x, y, g):
-        return divide(g, add(x[0], 1))                             # d log(1+a) = da / (1+a)
+        return divide(g, add(x[0], 1))  # d log(1+a) = da / (1+a)
 
     sympy_fn = lambda t: sp.log(1 + t)
 
@@ -259,7 +264,7 @@ class Sin(Unary):
     ufunc: ClassVar = np.sin
 
     def bprop(self, i, x, y, g):
-        return multiply(g, cos(x[0]))                              # d sin a = cos a da
+        return multiply(g, cos(x[0]))  # d sin a = cos a da
 
     sympy_fn = lambda t: sp.sin(t)
 
@@ -270,7 +275,7 @@ class Cos(Unary):
     ufunc: ClassVar = np.cos
 
     def bprop(self, i, x, y, g):
-        return negative(multiply(g, sin(x[0])))                    # d cos a = -sin a da
+        return negative(multiply(g, sin(x[0])))  # d cos a = -sin a da
 
     sympy_fn = lambda t: sp.cos(t)
 
@@ -281,7 +286,7 @@ class Tanh(Unary):
     ufunc: ClassVar = np.tanh
 
     def bprop(self, i, x, y, g):
-        return multiply(g, subtract(1, square(y)))                 # d tanh a = (1 - tanh^2 a) da
+        return multiply(g, subtract(1, square(y)))  # d tanh a = (1 - tanh^2 a) da
 
     sympy_fn = lambda t: sp.tanh(t)
 
@@ -298,14 +303,20 @@ def _over_sum_of(g: Node, y: Node):
     if n.op.name != "divide":
         return None
     a, s = n.inputs
-    from .reduce import Reduction                  # reduce.py imports this module
+    from .reduce import Reduction  # reduce.py imports this module
+
     sum_op = s.op
-    if not isinstance(sum_op, Reduction) or sum_op.name != "sum" or s.inputs[0] is not y or a.shape != s.shape \
-            or a.dtype != y.dtype:
+    if (
+        not isinstance(sum_op, Reduction)
+        or sum_op.name != "sum"
+        or s.inputs[0] is not y
+        or a.shape != s.shape
+        or a.dtype != y.dtype
+    ):
         return None
     if expanded:
         ex = g.op if g.op.name == "expand_dims" else g.inputs[0].op
-        assert isinstance(ex, S.ExpandDims)        # n is g or g.inputs[0], and n's op is expand_dims
+        assert isinstance(ex, S.ExpandDims)  # n is g or g.inputs[0], and n's op is expand_dims
         if tuple(ex.axis) != tuple(sum_op.axis):
             return None
     if not sum_op.keepdims and sum_op.axis:
@@ -323,6 +334,7 @@ def split_quotient(g: Node, y: Node, complement: bool = False) -> tuple[Node | N
     softmax and sigmoid take the quotient apart here and cancel y symbolically, so the gradient of
     log(softmax(z)) is a - softmax(z) sum(a), exact at logits of 1e300. Either part may be None.
     """
+
     def match(n):
         if complement:
             if n.op.name != "negative":
@@ -334,8 +346,7 @@ def split_quotient(g: Node, y: Node, complement: bool = False) -> tuple[Node | N
         if not complement:
             return n.inputs[0] if d is y else None
         one, s = d.inputs if d.op.name == "subtract" else (None, None)
-        if s is y and one.op.name == "constant" and one.ndim == 0 and \
-                float(one.graph._values.get(one, np.nan)) == 1.0:
+        if s is y and one.op.name == "constant" and one.ndim == 0 and float(one.graph._values.get(one, np.nan)) == 1.0:
             return n.inputs[0]
         return None
 
@@ -357,6 +368,7 @@ def split_quotient(g: Node, y: Node, complement: bool = False) -> tuple[Node | N
         for n in ns[1:]:
             out = add(out, n)
         return out
+
     return total(found), (total(rest) if rest else None)
 
 
@@ -373,13 +385,13 @@ class Sigmoid(Unary):
         np.negative(out, out=out)
         return np.exp(out, out=out)
 
-    def bprop(self, i, x, y, g):                                   # d s(a) = s(a)(1 - s(a)) da
+    def bprop(self, i, x, y, g):  # d s(a) = s(a)(1 - s(a)) da
         a, rest = split_quotient(g, y)
         b, rest = split_quotient(rest, y, complement=True) if rest is not None else (None, None)
         parts = []
-        if a is not None:        # g = a / s (log(sigmoid)): a (1 - s) = a s(-x), finite where s underflows to 0
-            parts.append(multiply(a, sigmoid(negative(x[0]))))     # s(-x), not 1 - s: exact where s rounds to 1
-        if b is not None:        # g = -b / (1 - s) (log(1 - sigmoid)): -b s, finite where 1 - s rounds to 0
+        if a is not None:  # g = a / s (log(sigmoid)): a (1 - s) = a s(-x), finite where s underflows to 0
+            parts.append(multiply(a, sigmoid(negative(x[0]))))  # s(-x), not 1 - s: exact where s rounds to 1
+        if b is not None:  # g = -b / (1 - s) (log(1 - sigmoid)): -b s, finite where 1 - s rounds to 0
             parts.append(negative(multiply(b, y)))
         if rest is not None:
             parts.append(multiply(rest, multiply(y, subtract(1, y))))
@@ -403,7 +415,7 @@ class Relu(Unary):
         return np.maximum, (np.zeros((), dtype=dtype),), {}
 
     def bprop(self, i, x, y, g):
-        return multiply(g, astype(greater(x[0], 0), g.dtype))      # d relu(a) = [a > 0] da
+        return multiply(g, astype(greater(x[0], 0), g.dtype))  # d relu(a) = [a > 0] da
 
     sympy_fn = lambda t: sp.Max(t, 0)
 
@@ -415,7 +427,7 @@ class Abs(Unary):
     any_dtype: ClassVar[bool] = True
 
     def bprop(self, i, x, y, g):
-        return multiply(g, sign(x[0]))                             # d|a| = sign(a) da
+        return multiply(g, sign(x[0]))  # d|a| = sign(a) da
 
     sympy_fn = lambda x: sp.Abs(x)
 
@@ -434,7 +446,7 @@ class Sign(Unary):
 class Identity(Unary):
     name: ClassVar[str] = "identity"
     any_dtype: ClassVar[bool] = True
-    is_view: ClassVar[bool] = True            # it returns its input
+    is_view: ClassVar[bool] = True  # it returns its input
 
     def kernel(self, x, out=None):
         if out is None:
@@ -457,6 +469,7 @@ class StopGradient(Identity):
 
 
 # -- comparisons ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Greater(Comparison):
@@ -508,6 +521,7 @@ class NotEqual(Comparison):
 
 # -- where and casts ------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Where(Op):
     name: ClassVar[str] = "where"
@@ -516,8 +530,10 @@ class Where(Op):
 
     def infer(self, c, a, b):
         if c.dtype != bool:
-            raise DTypeError(f"where's condition must be bool, got {c.dtype} from {c.name!r}; "
-                             "build it with gc.greater/less/equal or gc.astype(c, 'bool')")
+            raise DTypeError(
+                f"where's condition must be bool, got {c.dtype} from {c.name!r}; "
+                "build it with gc.greater/less/equal or gc.astype(c, 'bool')"
+            )
         return broadcast_shapes(c.shape, a.shape, b.shape), np.result_type(a.dtype, b.dtype)
 
     def kernel(self, c, a, b):
@@ -527,7 +543,7 @@ class Where(Op):
         c = x[0]
         zero = np.zeros((), g.dtype)
         if i == 1:
-            return S.sum_to(where(c, g, zero), x[1])               # the chosen branch gets the gradient
+            return S.sum_to(where(c, g, zero), x[1])  # the chosen branch gets the gradient
         return S.sum_to(where(c, zero, g), x[2])
 
     sympy_fn = lambda c, a, b: sp.Piecewise((a, c), (b, True))
@@ -555,51 +571,138 @@ class Astype(Op):
     writes_out: ClassVar[bool] = True
 
     def bprop(self, i, x, y, g):
-        return astype(g, x[0].dtype)                               # float -> float: cast the gradient back
+        return astype(g, x[0].dtype)  # float -> float: cast the gradient back
 
     def to_sympy(self, node, x):
         from ..symbolic_terms import elementwise, indicator, sp
+
         src, dst = node.inputs[0].dtype, node.dtype
-        if src.kind == "b" and dst.kind != "b":                    # [c] as 0/1 (a step function)
+        if src.kind == "b" and dst.kind != "b":  # [c] as 0/1 (a step function)
             return elementwise(node, indicator, x)
         if dst.kind == "b":
             return elementwise(node, lambda t: sp.Ne(t, 0), x)
-        if src.kind == "f" and dst.kind in "iu":                  # truncation toward zero
+        if src.kind == "f" and dst.kind in "iu":  # truncation toward zero
             return elementwise(node, lambda t: sp.sign(t) * sp.floor(sp.Abs(t)), x)
         return elementwise(node, lambda t: t, x)  # a change of precision is the identity
 
 
 # -- the public functions -------------------------------------------------------------------
 
-def add(a, b, name: str | None = None): return apply(Add(), (a, b), name)
-def subtract(a, b, name: str | None = None): return apply(Subtract(), (a, b), name)
-def multiply(a, b, name: str | None = None): return apply(Multiply(), (a, b), name)
-def divide(a, b, name: str | None = None): return apply(Divide(), (a, b), name)
-def power(a, b, name: str | None = None): return apply(Power(), (a, b), name)
-def maximum(a, b, name: str | None = None): return apply(Maximum(), (a, b), name)
-def minimum(a, b, name: str | None = None): return apply(Minimum(), (a, b), name)
-def negative(x, name: str | None = None): return apply(Negative(), (x,), name)
-def square(x, name: str | None = None): return apply(Square(), (x,), name)
-def sqrt(x, name: str | None = None): return apply(Sqrt(), (x,), name)
-def exp(x, name: str | None = None): return apply(Exp(), (x,), name)
-def log(x, name: str | None = None): return apply(Log(), (x,), name)
-def log1p(x, name: str | None = None): return apply(Log1p(), (x,), name)
-def sin(x, name: str | None = None): return apply(Sin(), (x,), name)
-def cos(x, name: str | None = None): return apply(Cos(), (x,), name)
-def tanh(x, name: str | None = None): return apply(Tanh(), (x,), name)
-def sigmoid(x, name: str | None = None): return apply(Sigmoid(), (x,), name)
-def relu(x, name: str | None = None): return apply(Relu(), (x,), name)
-def abs(x, name: str | None = None): return apply(Abs(), (x,), name)
-def sign(x, name: str | None = None): return apply(Sign(), (x,), name)
-def identity(x, name: str | None = None): return apply(Identity(), (x,), name)
-def stop_gradient(x, name: str | None = None): return apply(StopGradient(), (x,), name)
-def greater(a, b, name: str | None = None): return apply(Greater(), (a, b), name)
-def less(a, b, name: str | None = None): return apply(Less(), (a, b), name)
-def greater_equal(a, b, name: str | None = None): return apply(GreaterEqual(), (a, b), name)
-def less_equal(a, b, name: str | None = None): return apply(LessEqual(), (a, b), name)
-def equal(a, b, name: str | None = None): return apply(Equal(), (a, b), name)
-def not_equal(a, b, name: str | None = None): return apply(NotEqual(), (a, b), name)
-def where(cond, a, b, name: str | None = None): return apply(Where(), (cond, a, b), name)
+
+def add(a, b, name: str | None = None):
+    return apply(Add(), (a, b), name)
+
+
+def subtract(a, b, name: str | None = None):
+    return apply(Subtract(), (a, b), name)
+
+
+def multiply(a, b, name: str | None = None):
+    return apply(Multiply(), (a, b), name)
+
+
+def divide(a, b, name: str | None = None):
+    return apply(Divide(), (a, b), name)
+
+
+def power(a, b, name: str | None = None):
+    return apply(Power(), (a, b), name)
+
+
+def maximum(a, b, name: str | None = None):
+    return apply(Maximum(), (a, b), name)
+
+
+def minimum(a, b, name: str | None = None):
+    return apply(Minimum(), (a, b), name)
+
+
+def negative(x, name: str | None = None):
+    return apply(Negative(), (x,), name)
+
+
+def square(x, name: str | None = None):
+    return apply(Square(), (x,), name)
+
+
+def sqrt(x, name: str | None = None):
+    return apply(Sqrt(), (x,), name)
+
+
+def exp(x, name: str | None = None):
+    return apply(Exp(), (x,), name)
+
+
+def log(x, name: str | None = None):
+    return apply(Log(), (x,), name)
+
+
+def log1p(x, name: str | None = None):
+    return apply(Log1p(), (x,), name)
+
+
+def sin(x, name: str | None = None):
+    return apply(Sin(), (x,), name)
+
+
+def cos(x, name: str | None = None):
+    return apply(Cos(), (x,), name)
+
+
+def tanh(x, name: str | None = None):
+    return apply(Tanh(), (x,), name)
+
+
+def sigmoid(x, name: str | None = None):
+    return apply(Sigmoid(), (x,), name)
+
+
+def relu(x, name: str | None = None):
+    return apply(Relu(), (x,), name)
+
+
+def abs(x, name: str | None = None):
+    return apply(Abs(), (x,), name)
+
+
+def sign(x, name: str | None = None):
+    return apply(Sign(), (x,), name)
+
+
+def identity(x, name: str | None = None):
+    return apply(Identity(), (x,), name)
+
+
+def stop_gradient(x, name: str | None = None):
+    return apply(StopGradient(), (x,), name)
+
+
+def greater(a, b, name: str | None = None):
+    return apply(Greater(), (a, b), name)
+
+
+def less(a, b, name: str | None = None):
+    return apply(Less(), (a, b), name)
+
+
+def greater_equal(a, b, name: str | None = None):
+    return apply(GreaterEqual(), (a, b), name)
+
+
+def less_equal(a, b, name: str | None = None):
+    return apply(LessEqual(), (a, b), name)
+
+
+def equal(a, b, name: str | None = None):
+    return apply(Equal(), (a, b), name)
+
+
+def not_equal(a, b, name: str | None = None):
+    return apply(NotEqual(), (a, b), name)
+
+
+def where(cond, a, b, name: str | None = None):
+    return apply(Where(), (cond, a, b), name)
 
 
 def astype(x, dtype: Any, name: str | None = None):
@@ -614,13 +717,22 @@ def astype(x, dtype: Any, name: str | None = None):
 
 # -- Node's operators, installed from this layer (graph.py imports no op) ---------------------
 
-install(Node,
-        __add__=lambda self, other: add(self, other), __radd__=lambda self, other: add(other, self),
-        __sub__=lambda self, other: subtract(self, other), __rsub__=lambda self, other: subtract(other, self),
-        __mul__=lambda self, other: multiply(self, other), __rmul__=lambda self, other: multiply(other, self),
-        __truediv__=lambda self, other: divide(self, other),
-        __rtruediv__=lambda self, other: divide(other, self),
-        __pow__=lambda self, other: power(self, other), __rpow__=lambda self, other: power(other, self),
-        __neg__=lambda self: negative(self), __abs__=lambda self: abs(self),
-        __gt__=lambda self, other: greater(self, other), __lt__=lambda self, other: less(self, other),
-        __ge__=lambda self, other: greater_equal(self, other), __le__=lambda self, other: less_equal(self, other))
+install(
+    Node,
+    __add__=lambda self, other: add(self, other),
+    __radd__=lambda self, other: add(other, self),
+    __sub__=lambda self, other: subtract(self, other),
+    __rsub__=lambda self, other: subtract(other, self),
+    __mul__=lambda self, other: multiply(self, other),
+    __rmul__=lambda self, other: multiply(other, self),
+    __truediv__=lambda self, other: divide(self, other),
+    __rtruediv__=lambda self, other: divide(other, self),
+    __pow__=lambda self, other: power(self, other),
+    __rpow__=lambda self, other: power(other, self),
+    __neg__=lambda self: negative(self),
+    __abs__=lambda self: abs(self),
+    __gt__=lambda self, other: greater(self, other),
+    __lt__=lambda self, other: less(self, other),
+    __ge__=lambda self, other: greater_equal(self, other),
+    __le__=lambda self, other: less_equal(self, other),
+)

@@ -28,24 +28,29 @@ def _merge_dims(dims, what: str) -> Any:
 
 def _int_index(idx, what: str) -> None:
     if idx.dtype.kind not in "iu":
-        raise DTypeError(f"{what} takes integer indices, got {idx.dtype} from {idx.name!r}; "
-                         f"cast them with gc.astype({idx.name}, 'int64')")
+        raise DTypeError(
+            f"{what} takes integer indices, got {idx.dtype} from {idx.name!r}; "
+            f"cast them with gc.astype({idx.name}, 'int64')"
+        )
 
 
 def _check_range(idx: np.ndarray, n: int, axis: int) -> None:
     """NumPy's rule: an index i is valid for a size-n axis when -n <= i < n; anything else raises."""
     if idx.size and (idx.min() < -n or idx.max() >= n):
         bad = idx[(idx < -n) | (idx >= n)].ravel()[0]
-        raise IndexError(f"index {int(bad)} is out of range for axis {axis} of size {n} "
-                         f"(indices must be in [{-n}, {n}))")
+        raise IndexError(
+            f"index {int(bad)} is out of range for axis {axis} of size {n} (indices must be in [{-n}, {n}))"
+        )
 
 
 def _undefined(node, *args):
     from ..symbolic_terms import apply_undefined
+
     return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
 # -- stack ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Stack(Op):
@@ -58,8 +63,9 @@ class Stack(Op):
         nd = xs[0].ndim
         for x in xs:
             if x.ndim != nd:
-                raise ShapeError(f"all inputs must have the same shape; {xs[0].name!r} has rank {nd} and "
-                                 f"{x.name!r} rank {x.ndim}")
+                raise ShapeError(
+                    f"all inputs must have the same shape; {xs[0].name!r} has rank {nd} and {x.name!r} rank {x.ndim}"
+                )
         if not 0 <= self.axis <= nd:
             raise ShapeError(f"axis {self.axis} is out of range for stacking values of rank {nd}")
         shape = [_merge_dims([x.shape[k] for x in xs], f"stack: dimension {k}") for k in range(nd)]
@@ -69,13 +75,14 @@ class Stack(Op):
     def kernel(self, *xs):
         return np.stack(xs, axis=self.axis)
 
-    def bprop(self, i, x, y, g):                                   # d stack: input i gets slice i of g
+    def bprop(self, i, x, y, g):  # d stack: input i gets slice i of g
         return S.getitem(g, (slice(None),) * self.axis + (i,))
 
     to_sympy = staticmethod(_undefined)
 
 
 # -- pad, flip, roll --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Pad(Op):
@@ -89,15 +96,14 @@ class Pad(Op):
     def infer(self, x):
         pw = self.pad_width
         if len(pw) != 2 * x.ndim or any(p < 0 for p in pw):
-            raise ShapeError(f"pad_width {pw} needs a non-negative (before, after) pair for each of the "
-                             f"{x.ndim} axes")
+            raise ShapeError(f"pad_width {pw} needs a non-negative (before, after) pair for each of the {x.ndim} axes")
         return tuple(None if d is None else d + pw[2 * k] + pw[2 * k + 1] for k, d in enumerate(x.shape)), x.dtype
 
     def kernel(self, x):
         pw = self.pad_width
         return np.pad(x, [(pw[2 * k], pw[2 * k + 1]) for k in range(x.ndim)], constant_values=self.value)
 
-    def bprop(self, i, x, y, g):                                   # the padded border adds nothing
+    def bprop(self, i, x, y, g):  # the padded border adds nothing
         pw = self.pad_width
         return S.getitem(g, tuple(slice(pw[2 * k], -pw[2 * k + 1] or None) for k in range(g.ndim)))
 
@@ -117,7 +123,7 @@ class Flip(Op):
     def kernel(self, x):
         return np.flip(x, self.axis).copy()
 
-    def bprop(self, i, x, y, g):                                   # a flip is its own inverse
+    def bprop(self, i, x, y, g):  # a flip is its own inverse
         return apply(Flip(self.axis), (g,))
 
     to_sympy = staticmethod(_undefined)
@@ -139,13 +145,14 @@ class Roll(Op):
     def kernel(self, x):
         return np.roll(x, self.shift, self.axis)
 
-    def bprop(self, i, x, y, g):                                   # roll back by the same shift
+    def bprop(self, i, x, y, g):  # roll back by the same shift
         return apply(Roll(tuple(-s for s in self.shift), self.axis), (g,))
 
     to_sympy = staticmethod(_undefined)
 
 
 # -- tile and repeat, with their summing derivatives ------------------------------------------
+
 
 def _tile_shape(shape: tuple, reps: tuple) -> tuple:
     shape = (1,) * (len(reps) - len(shape)) + tuple(shape)
@@ -168,7 +175,7 @@ class Tile(Op):
     def kernel(self, x):
         return np.array(np.tile(x, self.reps), copy=True)
 
-    def bprop(self, i, x, y, g):                                   # every copy's gradient adds up
+    def bprop(self, i, x, y, g):  # every copy's gradient adds up
         return apply(TileSum(self.reps), (g, x[0]))
 
     to_sympy = staticmethod(_undefined)
@@ -185,8 +192,7 @@ class TileSum(Op):
 
     def infer(self, g, like):
         if len(self.reps) < like.ndim or g.ndim != len(self.reps):
-            raise ShapeError(f"tile_sum: reps {self.reps} do not fit {fmt_shape(g.shape)} and "
-                             f"{fmt_shape(like.shape)}")
+            raise ShapeError(f"tile_sum: reps {self.reps} do not fit {fmt_shape(g.shape)} and {fmt_shape(like.shape)}")
         return like.shape, g.dtype
 
     def kernel(self, g, like):
@@ -217,12 +223,12 @@ class Repeat(Op):
         if self.n < 0:
             raise ShapeError(f"repeat count {self.n} must be non-negative")
         d = x.shape[self.axis]
-        return x.shape[:self.axis] + (None if d is None else d * self.n,) + x.shape[self.axis + 1:], x.dtype
+        return x.shape[: self.axis] + (None if d is None else d * self.n,) + x.shape[self.axis + 1 :], x.dtype
 
     def kernel(self, x):
         return np.repeat(x, self.n, axis=self.axis)
 
-    def bprop(self, i, x, y, g):                                   # each run of n copies sums back
+    def bprop(self, i, x, y, g):  # each run of n copies sums back
         return apply(RepeatSum(self.n, self.axis), (g,))
 
     to_sympy = staticmethod(_undefined)
@@ -242,11 +248,11 @@ class RepeatSum(Op):
         d = g.shape[self.axis]
         if self.n < 1 or d is not None and d % self.n:
             raise ShapeError(f"repeat_sum: axis {self.axis} of size {d} is not a multiple of {self.n}")
-        return g.shape[:self.axis] + (None if d is None else d // self.n,) + g.shape[self.axis + 1:], g.dtype
+        return g.shape[: self.axis] + (None if d is None else d // self.n,) + g.shape[self.axis + 1 :], g.dtype
 
     def kernel(self, g):
         a = self.axis
-        return g.reshape(g.shape[:a] + (g.shape[a] // self.n, self.n) + g.shape[a + 1:]).sum(axis=a + 1)
+        return g.reshape(g.shape[:a] + (g.shape[a] // self.n, self.n) + g.shape[a + 1 :]).sum(axis=a + 1)
 
     def bprop(self, i, x, y, g):
         return apply(Repeat(self.n, self.axis), (g,))
@@ -255,6 +261,7 @@ class RepeatSum(Op):
 
 
 # -- diagonal and trace -----------------------------------------------------------------------
+
 
 def _diag_len(d1, d2, offset: int):
     if d1 is None or d2 is None:
@@ -298,7 +305,7 @@ class Diagonal(Op):
     def kernel(self, x):
         return np.diagonal(x, self.offset, self.axis1, self.axis2).copy()
 
-    def bprop(self, i, x, y, g):                                   # g back onto the diagonal of zeros
+    def bprop(self, i, x, y, g):  # g back onto the diagonal of zeros
         return apply(DiagonalScatter(self.offset, self.axis1, self.axis2), (g, x[0]))
 
     to_sympy = staticmethod(_undefined)
@@ -350,17 +357,19 @@ class Trace(Op):
     def kernel(self, x):
         return np.asarray(np.trace(x, self.offset, self.axis1, self.axis2))
 
-    def bprop(self, i, x, y, g):                                   # d tr(X) = I (on the chosen diagonal)
+    def bprop(self, i, x, y, g):  # d tr(X) = I (on the chosen diagonal)
         return apply(DiagonalScatter(self.offset, self.axis1, self.axis2), (S.expand_dims(g, -1), x[0]))
 
     def to_sympy(self, node, x):
         from ..symbolic_terms import of_matrix, sp, to_matrix
+
         if node.inputs[0].ndim == 2 and self.offset == 0:
-            return of_matrix((), sp.Trace(to_matrix(x)))           # tr(X)
+            return of_matrix((), sp.Trace(to_matrix(x)))  # tr(X)
         return _undefined(node, x)
 
 
 # -- one_hot ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class OneHotDepth(Op):
@@ -386,14 +395,16 @@ class OneHotDepth(Op):
     def kernel(self, labels):
         if labels.size and (labels.min() < 0 or labels.max() >= self.depth):
             bad = labels[(labels < 0) | (labels >= self.depth)].ravel()[0]
-            raise IndexError(f"label {int(bad)} is out of range for depth {self.depth} "
-                             f"(labels must be in [0, {self.depth}))")
+            raise IndexError(
+                f"label {int(bad)} is out of range for depth {self.depth} (labels must be in [0, {self.depth}))"
+            )
         return (labels[..., None] == np.arange(self.depth)).astype(self.dtype)
 
-    to_sympy = staticmethod(_undefined)                            # integer labels: no bprop (undefined)
+    to_sympy = staticmethod(_undefined)  # integer labels: no bprop (undefined)
 
 
 # -- gathers and their scatter-adds -----------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Take(Op):
@@ -406,13 +417,13 @@ class Take(Op):
     def infer(self, x, idx):
         _int_index(idx, "take")
         normalize_axis(self.axis, x.ndim, "take", x)
-        return x.shape[:self.axis] + idx.shape + x.shape[self.axis + 1:], x.dtype
+        return x.shape[: self.axis] + idx.shape + x.shape[self.axis + 1 :], x.dtype
 
     def kernel(self, x, idx):
         _check_range(idx, x.shape[self.axis], self.axis)
         return np.take(x, idx, axis=self.axis)
 
-    def bprop(self, i, x, y, g):                                   # repeated indices accumulate
+    def bprop(self, i, x, y, g):  # repeated indices accumulate
         return scatter_add(x[0], x[1], g, self.axis)
 
     to_sympy = staticmethod(_undefined)
@@ -430,17 +441,20 @@ class ScatterAdd(Op):
     def infer(self, target, idx, values):
         _int_index(idx, "scatter_add")
         normalize_axis(self.axis, target.ndim, "scatter_add", target)
-        want = target.shape[:self.axis] + idx.shape + target.shape[self.axis + 1:]
-        if len(want) != values.ndim or any(a is not None and b is not None and a != b
-                                           for a, b in zip(want, values.shape)):
-            raise ShapeError(f"values of shape {fmt_shape(values.shape)} do not fit indices "
-                             f"{fmt_shape(idx.shape)} into {fmt_shape(target.shape)} along axis {self.axis}; "
-                             f"they must have shape {fmt_shape(want)}")
+        want = target.shape[: self.axis] + idx.shape + target.shape[self.axis + 1 :]
+        if len(want) != values.ndim or any(
+            a is not None and b is not None and a != b for a, b in zip(want, values.shape)
+        ):
+            raise ShapeError(
+                f"values of shape {fmt_shape(values.shape)} do not fit indices "
+                f"{fmt_shape(idx.shape)} into {fmt_shape(target.shape)} along axis {self.axis}; "
+                f"they must have shape {fmt_shape(want)}"
+            )
         return target.shape, values.dtype
 
     def kernel(self, target, idx, values):
         _check_range(idx, target.shape[self.axis], self.axis)
-        if target.ndim == 1 and values.dtype.kind == "f":           # a histogram: bincount is ~7x add.at
+        if target.ndim == 1 and values.dtype.kind == "f":  # a histogram: bincount is ~7x add.at
             n = target.shape[0]
             return np.bincount(idx.ravel() % max(n, 1), values.ravel(), minlength=n).astype(values.dtype)
         out = np.zeros(target.shape, values.dtype)
@@ -450,8 +464,8 @@ class ScatterAdd(Op):
 
     def bprop(self, i, x, y, g):
         if i == 0:
-            return None                                            # read for its shape only
-        return take(g, x[1], self.axis)                            # d scatter_add / d values = gather
+            return None  # read for its shape only
+        return take(g, x[1], self.axis)  # d scatter_add / d values = gather
 
     to_sympy = staticmethod(_undefined)
 
@@ -467,19 +481,21 @@ class TakeAlongAxis(Op):
     def infer(self, x, idx):
         _int_index(idx, "take_along_axis")
         if idx.ndim != x.ndim:
-            raise ShapeError(f"indices {idx.name!r} of shape {fmt_shape(idx.shape)} must have the rank of "
-                             f"{x.name!r} {fmt_shape(x.shape)}")
+            raise ShapeError(
+                f"indices {idx.name!r} of shape {fmt_shape(idx.shape)} must have the rank of "
+                f"{x.name!r} {fmt_shape(x.shape)}"
+            )
         normalize_axis(self.axis, x.ndim, "take_along_axis", x)
         a = self.axis
-        rest = broadcast_shapes(x.shape[:a] + x.shape[a + 1:], idx.shape[:a] + idx.shape[a + 1:])
+        rest = broadcast_shapes(x.shape[:a] + x.shape[a + 1 :], idx.shape[:a] + idx.shape[a + 1 :])
         return rest[:a] + (idx.shape[a],) + rest[a:], x.dtype
 
     def kernel(self, x, idx):
         _check_range(idx, x.shape[self.axis], self.axis)
         a = self.axis
-        shape = np.broadcast_shapes(x.shape[:a] + (1,) + x.shape[a + 1:], idx.shape[:a] + (1,) + idx.shape[a + 1:])
-        xb = np.broadcast_to(x, shape[:a] + (x.shape[a],) + shape[a + 1:])
-        ib = np.broadcast_to(idx, shape[:a] + (idx.shape[a],) + shape[a + 1:])
+        shape = np.broadcast_shapes(x.shape[:a] + (1,) + x.shape[a + 1 :], idx.shape[:a] + (1,) + idx.shape[a + 1 :])
+        xb = np.broadcast_to(x, shape[:a] + (x.shape[a],) + shape[a + 1 :])
+        ib = np.broadcast_to(idx, shape[:a] + (idx.shape[a],) + shape[a + 1 :])
         return np.take_along_axis(xb, ib, axis=a)
 
     def bprop(self, i, x, y, g):
@@ -502,10 +518,12 @@ class ScatterAddAlongAxis(Op):
         _int_index(idx, "scatter_add_along_axis")
         normalize_axis(self.axis, target.ndim, "scatter_add_along_axis", target)
         if not idx.ndim == values.ndim == target.ndim:
-            raise ShapeError(f"target {fmt_shape(target.shape)}, indices {fmt_shape(idx.shape)} and values "
-                             f"{fmt_shape(values.shape)} must have one rank")
+            raise ShapeError(
+                f"target {fmt_shape(target.shape)}, indices {fmt_shape(idx.shape)} and values "
+                f"{fmt_shape(values.shape)} must have one rank"
+            )
         a = self.axis
-        rest = broadcast_shapes(target.shape[:a] + target.shape[a + 1:], idx.shape[:a] + idx.shape[a + 1:])
+        rest = broadcast_shapes(target.shape[:a] + target.shape[a + 1 :], idx.shape[:a] + idx.shape[a + 1 :])
         want = rest[:a] + (idx.shape[a],) + rest[a:]
         if any(p is not None and q is not None and p != q for p, q in zip(want, values.shape)):
             raise ShapeError(f"values of shape {fmt_shape(values.shape)} must have shape {fmt_shape(want)}")
@@ -514,7 +532,7 @@ class ScatterAddAlongAxis(Op):
     def kernel(self, target, idx, values):
         a = self.axis
         _check_range(idx, target.shape[a], a)
-        full_shape = values.shape[:a] + (target.shape[a],) + values.shape[a + 1:]
+        full_shape = values.shape[:a] + (target.shape[a],) + values.shape[a + 1 :]
         out = np.zeros(full_shape, values.dtype)
         ib = np.broadcast_to(idx, values.shape)
         grid = list(np.indices(values.shape, sparse=True))
@@ -532,6 +550,7 @@ class ScatterAddAlongAxis(Op):
 
 # -- the public functions -------------------------------------------------------------------
 
+
 def stack(xs, axis: int = 0, name: str | None = None):
     xs = list(xs)
     if not xs:
@@ -548,8 +567,10 @@ def pad(x, pad_width, value: float = 0, name: str | None = None):
         if any(int(p) != p for p in pairs.ravel()):
             raise ValueError
     except (ValueError, TypeError):
-        raise ShapeError(f"pad{' ' + repr(name) if name else ''}: pad_width {pad_width!r} must be an int, a "
-                         f"(before, after) pair or one pair per axis of {x.name!r} {fmt_shape(x.shape)}") from None
+        raise ShapeError(
+            f"pad{' ' + repr(name) if name else ''}: pad_width {pad_width!r} must be an int, a "
+            f"(before, after) pair or one pair per axis of {x.name!r} {fmt_shape(x.shape)}"
+        ) from None
     return apply(Pad(flat, float(value)), (x,), name)
 
 
@@ -561,8 +582,9 @@ def roll(x, shift, axis=None, name: str | None = None):
     """np.roll: with axis=None the flattened value is rolled (a fixed shape is needed for that)."""
     if axis is None:
         if any(d is None for d in x.shape):
-            raise ShapeError(f"roll of {x.name!r} {fmt_shape(x.shape)} with axis=None needs a fixed shape; "
-                             "give the axis")
+            raise ShapeError(
+                f"roll of {x.name!r} {fmt_shape(x.shape)} with axis=None needs a fixed shape; give the axis"
+            )
         flat = apply(Roll((int(shift),), (0,)), (S.reshape(x, (-1,)),))
         return S.reshape(flat, x.shape) if name is None else S.reshape(flat, x.shape, name=name)
     shifts = (shift,) if isinstance(shift, (int, np.integer)) else tuple(shift)
@@ -572,7 +594,7 @@ def roll(x, shift, axis=None, name: str | None = None):
     if len(shifts) != len(axes):
         raise ShapeError(f"roll: {len(shifts)} shifts for {len(axes)} axes")
     total: dict[int, int] = {}
-    for s, a in zip(shifts, axes):                               # NumPy adds the shifts of a repeated axis
+    for s, a in zip(shifts, axes):  # NumPy adds the shifts of a repeated axis
         k = normalize_axis(a, x.ndim, "roll", x)
         total[k] = total.get(k, 0) + int(s)
     keys = tuple(sorted(total))
@@ -605,8 +627,7 @@ def trace(x, offset: int = 0, axis1: int = 0, axis2: int = 1, name: str | None =
     return apply(Trace(int(offset), a1, a2), (x,), name)
 
 
-def eye(n: int, m: int | None = None, k: int = 0, dtype: Any = "float64", *, graph=None,
-        name: str | None = None):
+def eye(n: int, m: int | None = None, k: int = 0, dtype: Any = "float64", *, graph=None, name: str | None = None):
     """The identity np.eye(n, m, k, dtype): a constant of `graph` when given, else the NumPy array, which
     any op taking it alongside a node turns into a constant of that node's graph."""
     value = np.eye(int(n), None if m is None else int(m), int(k), dtype=np.dtype(dtype))
@@ -625,8 +646,9 @@ def _static_range(x, idx, axis: int, what: str, name) -> None:
         try:
             _check_range(np.asarray(idx), n, axis)
         except IndexError as e:
-            raise ShapeError(f"{what}{' ' + repr(name) if name else ''} of {x.name!r} {fmt_shape(x.shape)}: {e}") \
-                from None
+            raise ShapeError(
+                f"{what}{' ' + repr(name) if name else ''} of {x.name!r} {fmt_shape(x.shape)}: {e}"
+            ) from None
 
 
 def take(x, idx, axis: int | None = None, name: str | None = None):
@@ -653,18 +675,25 @@ def scatter_add(target, idx, values, axis: int = 0, name: str | None = None):
 def fancy_index(x, index, name: str | None = None):
     """x[idx] with an integer array or node idx, alone or after full slices (x[:, idx]): a take."""
     items = index if isinstance(index, tuple) else (index,)
-    arrays = [k for k, it in enumerate(items) if not (isinstance(it, slice) or it is None or it is Ellipsis
-                                                      or isinstance(it, (int, np.integer)))]
+    arrays = [
+        k
+        for k, it in enumerate(items)
+        if not (isinstance(it, slice) or it is None or it is Ellipsis or isinstance(it, (int, np.integer)))
+    ]
     ok = len(arrays) == 1 and all(it == slice(None) for k, it in enumerate(items) if k != arrays[0])
     if not ok:
-        raise ShapeError(f"indexing {getattr(x, 'name', x)!r}: an integer array index works alone or after "
-                         f"full slices (x[idx], x[:, idx]); got {index!r}; use gc.take / gc.take_along_axis")
+        raise ShapeError(
+            f"indexing {getattr(x, 'name', x)!r}: an integer array index works alone or after "
+            f"full slices (x[idx], x[:, idx]); got {index!r}; use gc.take / gc.take_along_axis"
+        )
     idx = items[arrays[0]]
     if not hasattr(idx, "op"):
         idx = np.asarray(idx)
         if idx.dtype == bool:
-            raise ShapeError(f"indexing {x.name!r}: a boolean mask gives a shape known only at run time, not a "
-                             "static one, and is not supported; use gc.where")
+            raise ShapeError(
+                f"indexing {x.name!r}: a boolean mask gives a shape known only at run time, not a "
+                "static one, and is not supported; use gc.where"
+            )
         if idx.dtype.kind not in "iu":
             raise DTypeError(f"indexing {x.name!r}: an array index must hold integers, got {idx.dtype}")
     return take(x, idx, axis=arrays[0], name=name)

@@ -37,16 +37,19 @@ from . import elementwise as E
 from . import reduce as R
 from . import shape as S
 
-SlogdetResult = namedtuple("SlogdetResult", "sign logabsdet")        # as numpy.linalg.slogdet returns
-EighResult = namedtuple("EighResult", "eigenvalues eigenvectors")    # as numpy.linalg.eigh returns
+SlogdetResult = namedtuple("SlogdetResult", "sign logabsdet")  # as numpy.linalg.slogdet returns
+EighResult = namedtuple("EighResult", "eigenvalues eigenvectors")  # as numpy.linalg.eigh returns
 
 
 # -- shared shape rules and run-time checks ---------------------------------------------------------
 
+
 def _float(x, what: str) -> np.dtype:
     if x.dtype.kind != "f":
-        raise DTypeError(f"{what} needs floating matrices, got {x.dtype} from {x.name!r}; "
-                         f"cast it with gc.astype({x.name}, 'float64')")
+        raise DTypeError(
+            f"{what} needs floating matrices, got {x.dtype} from {x.name!r}; "
+            f"cast it with gc.astype({x.name}, 'float64')"
+        )
     return x.dtype
 
 
@@ -54,12 +57,14 @@ def _square(a, what: str) -> tuple[tuple, Any]:
     """The batch dims and the size n of a stack of square matrices (..., n, n)."""
     _float(a, what)
     if a.ndim < 2:
-        raise ShapeError(f"{what} needs a matrix or a stack of matrices (..., n, n); {a.name!r} has shape "
-                         f"{fmt_shape(a.shape)}")
+        raise ShapeError(
+            f"{what} needs a matrix or a stack of matrices (..., n, n); {a.name!r} has shape {fmt_shape(a.shape)}"
+        )
     m, n = a.shape[-2:]
     if m is not None and n is not None and m != n:
-        raise ShapeError(f"{what} needs square matrices; {a.name!r} has shape {fmt_shape(a.shape)} "
-                         f"({m} x {n} matrices)")
+        raise ShapeError(
+            f"{what} needs square matrices; {a.name!r} has shape {fmt_shape(a.shape)} ({m} x {n} matrices)"
+        )
     return tuple(a.shape[:-2]), n if n is not None else m
 
 
@@ -70,13 +75,14 @@ def _rhs_shape(a, b, what: str) -> tuple:
     batch, n = _square(a, what)
     _float(b, what)
     if b.ndim == 0:
-        raise ShapeError(f"the right-hand side {b.name!r} is a scalar; give a vector (n,) or a "
-                         "matrix (..., n, k)")
+        raise ShapeError(f"the right-hand side {b.name!r} is a scalar; give a vector (n,) or a matrix (..., n, k)")
     nb = b.shape[0] if b.ndim == 1 else b.shape[-2]
     if n is not None and nb is not None and n != nb:
         where = "its length" if b.ndim == 1 else "its second-to-last dim"
-        raise ShapeError(f"{a.name!r} holds {n} x {n} matrices but the right-hand side {b.name!r} "
-                         f"(shape {fmt_shape(b.shape)}) has {nb} rows ({where}); they must be equal")
+        raise ShapeError(
+            f"{a.name!r} holds {n} x {n} matrices but the right-hand side {b.name!r} "
+            f"(shape {fmt_shape(b.shape)}) has {nb} rows ({where}); they must be equal"
+        )
     n = n if n is not None else nb
     if b.ndim == 1:
         return batch + (n,)
@@ -90,7 +96,7 @@ def _lapack(fn, what: str, hint: str, a: np.ndarray, *args, **kw) -> np.ndarray:
         return fn(a, *args, **kw)
     except np.linalg.LinAlgError as e:
         where = ""
-        if a.ndim > 2:                          # the error path only: find the first matrix that fails
+        if a.ndim > 2:  # the error path only: find the first matrix that fails
             for k in np.ndindex(a.shape[:-2]):
                 try:
                     fn(a[k], *[x[k] if np.ndim(x) == a.ndim else x for x in args], **kw)
@@ -111,17 +117,18 @@ def _np2_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.solve(a, b)
 
 
-SMALL_TRIANGULAR = 64     # stacks of matrices up to this size are solved by LU in one call, larger ones by trsm
+SMALL_TRIANGULAR = 64  # stacks of matrices up to this size are solved by LU in one call, larger ones by trsm
 
 
 def _solve_triangular(a: np.ndarray, b: np.ndarray, lower: bool, trans: int) -> np.ndarray:
     """scipy.linalg.solve_triangular over broadcast stacks, with solve's rule for b (any SciPy version)."""
-    from scipy.linalg import solve_triangular           # SciPy loads on first use, not with graphcompiler
+    from scipy.linalg import solve_triangular  # SciPy loads on first use, not with graphcompiler
+
     dtype = np.result_type(a.dtype, b.dtype)
     if a.ndim == 2 and b.ndim <= 2:
         return solve_triangular(a, b, lower=lower, trans=trans, check_finite=False).astype(dtype, copy=False)
     n = a.shape[-1]
-    if n <= SMALL_TRIANGULAR:        # a stack of small matrices: NumPy's solve loops in C (400x faster at n=3)
+    if n <= SMALL_TRIANGULAR:  # a stack of small matrices: NumPy's solve loops in C (400x faster at n=3)
         t = np.tril(a) if lower else np.triu(a)
         if np.any(np.diagonal(t, axis1=-2, axis2=-1) == 0):
             raise np.linalg.LinAlgError("singular matrix: a zero on the diagonal")
@@ -159,6 +166,7 @@ def _sym(x):
 
 # -- solve ---------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Solve(Op):
     """x = A^{-1} b for a square A (numpy.linalg.solve)."""
@@ -174,18 +182,20 @@ class Solve(Op):
 
     def bprop(self, i, x, y, g):
         a, b = x
-        gb = _solve_like(lambda r: solve(S.swapaxes_last(a), r), g, b)     # b_bar = A^{-T} g
+        gb = _solve_like(lambda r: solve(S.swapaxes_last(a), r), g, b)  # b_bar = A^{-T} g
         if i == 1:
             return S.sum_to(gb, b)
         ga = _outer(gb, y) if b.ndim == 1 else matmul(gb, S.swapaxes_last(y))
-        return S.sum_to(E.negative(ga), a)                         # A_bar = -b_bar x^T
+        return S.sum_to(E.negative(ga), a)  # A_bar = -b_bar x^T
 
     def to_sympy(self, node, a, b):
         from ..symbolic_terms import of_matrix, sp, to_matrix
-        return of_matrix(node.shape, sp.MatMul(sp.Inverse(to_matrix(a)), to_matrix(b)))   # A^{-1} b
+
+        return of_matrix(node.shape, sp.MatMul(sp.Inverse(to_matrix(a)), to_matrix(b)))  # A^{-1} b
 
 
 # -- inv -----------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Inv(Op):
@@ -203,14 +213,16 @@ class Inv(Op):
 
     def bprop(self, i, x, y, g):
         yt = S.swapaxes_last(y)
-        return E.negative(matmul(matmul(yt, g), yt))               # A_bar = -A^{-T} G A^{-T}
+        return E.negative(matmul(matmul(yt, g), yt))  # A_bar = -A^{-T} G A^{-T}
 
     def to_sympy(self, node, a):
         from ..symbolic_terms import of_matrix, sp, to_matrix
-        return of_matrix(node.shape, sp.Inverse(to_matrix(a)))    # A^{-1}
+
+        return of_matrix(node.shape, sp.Inverse(to_matrix(a)))  # A^{-1}
 
 
 # -- det, slogdet --------------------------------------------------------------------------------------
+
 
 def _inv_t(a):
     return S.swapaxes_last(inv(a))
@@ -236,11 +248,12 @@ class Det(Op):
         return np.asarray(np.linalg.det(a))
 
     def bprop(self, i, x, y, g):
-        return _scale_matrices(E.multiply(g, y), _inv_t(x[0]))     # A_bar = g det(A) A^{-T}
+        return _scale_matrices(E.multiply(g, y), _inv_t(x[0]))  # A_bar = g det(A) A^{-T}
 
     def to_sympy(self, node, a):
         from ..symbolic_terms import Term, sp, to_matrix
-        return Term((), sp.Determinant(to_matrix(a)), {})           # |A|
+
+        return Term((), sp.Determinant(to_matrix(a)), {})  # |A|
 
 
 @dataclass(frozen=True)
@@ -260,6 +273,7 @@ class SlogdetSign(Op):
 
     def to_sympy(self, node, a):
         from ..symbolic_terms import Term, sp, to_matrix
+
         return Term((), sp.sign(sp.Determinant(to_matrix(a))), {})  # sign |A|
 
 
@@ -278,14 +292,16 @@ class Logabsdet(Op):
         return np.asarray(np.linalg.slogdet(a)[1])
 
     def bprop(self, i, x, y, g):
-        return _scale_matrices(g, _inv_t(x[0]))                    # A_bar = g A^{-T}
+        return _scale_matrices(g, _inv_t(x[0]))  # A_bar = g A^{-T}
 
     def to_sympy(self, node, a):
         from ..symbolic_terms import Term, sp, to_matrix
-        return Term((), sp.log(sp.Abs(sp.Determinant(to_matrix(a)))), {})   # log ||A||
+
+        return Term((), sp.log(sp.Abs(sp.Determinant(to_matrix(a)))), {})  # log ||A||
 
 
 # -- triangles, cholesky, triangular_solve -----------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Triangle(Op):
@@ -310,10 +326,11 @@ class Triangle(Op):
         return out
 
     def bprop(self, i, x, y, g):
-        return triangle(g, self.lower, self.diag)                  # a mask is self-adjoint
+        return triangle(g, self.lower, self.diag)  # a mask is self-adjoint
 
     def to_sympy(self, node, x):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, x)  # no matrix-calculus form: an undefined function
 
 
@@ -331,8 +348,10 @@ def triu(x, name: str | None = None):
     return triangle(x, False, 1.0, name)
 
 
-_NOT_PD = ("cholesky needs a symmetric positive definite matrix: check the matrix, and add a small multiple of "
-           "the identity (jitter, e.g. 1e-6 I) to its diagonal if rounding makes it indefinite")
+_NOT_PD = (
+    "cholesky needs a symmetric positive definite matrix: check the matrix, and add a small multiple of "
+    "the identity (jitter, e.g. 1e-6 I) to its diagonal if rounding makes it indefinite"
+)
 
 
 @dataclass(frozen=True)
@@ -352,12 +371,13 @@ class Cholesky(Op):
     def bprop(self, i, x, y, g):
         # A_bar = sym(L^{-T} P L^{-1}) with P = Phi(L^T L_bar): two triangular solves, no inverse
         p = triangle(matmul(S.swapaxes_last(y), g), lower=True, diag=0.5)
-        s = triangular_solve(y, p, lower=True, transpose_a=True)                       # L^{-T} P
+        s = triangular_solve(y, p, lower=True, transpose_a=True)  # L^{-T} P
         a_bar = S.swapaxes_last(triangular_solve(y, S.swapaxes_last(s), lower=True, transpose_a=True))
-        return _sym(a_bar)                                                             # (L^{-T} S^T)^T = S L^{-1}
+        return _sym(a_bar)  # (L^{-T} S^T)^T = S L^{-1}
 
     def to_sympy(self, node, a):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, a)  # no closed form: an undefined function chol(A)
 
 
@@ -375,29 +395,37 @@ class TriangularSolve(Op):
         return _rhs_shape(a, b, "triangular_solve"), np.result_type(a.dtype, b.dtype)
 
     def kernel(self, a, b):
-        return _lapack(_solve_triangular, "triangular_solve",
-                       "a zero on the diagonal makes a triangular matrix singular", a, b,
-                       lower=self.lower, trans=1 if self.transpose_a else 0)
+        return _lapack(
+            _solve_triangular,
+            "triangular_solve",
+            "a zero on the diagonal makes a triangular matrix singular",
+            a,
+            b,
+            lower=self.lower,
+            trans=1 if self.transpose_a else 0,
+        )
 
     def bprop(self, i, x, y, g):
         a, b = x
         gb = _solve_like(lambda r: triangular_solve(a, r, self.lower, not self.transpose_a), g, b)  # op(A)^{-T} g
         if i == 1:
             return S.sum_to(gb, b)
-        if b.ndim == 1:                                                # -b_bar x^T, or -x b_bar^T for A^T
+        if b.ndim == 1:  # -b_bar x^T, or -x b_bar^T for A^T
             ga = _outer(y, gb) if self.transpose_a else _outer(gb, y)
         else:
             ga = matmul(y, S.swapaxes_last(gb)) if self.transpose_a else matmul(gb, S.swapaxes_last(y))
-        return S.sum_to(triangle(E.negative(ga), self.lower), a)     # only the triangle read has a gradient
+        return S.sum_to(triangle(E.negative(ga), self.lower), a)  # only the triangle read has a gradient
 
     def to_sympy(self, node, a, b):
         from ..symbolic_terms import of_matrix, sp, to_matrix
+
         A = to_matrix(a)
         inv_a = sp.Inverse(sp.Transpose(A) if self.transpose_a else A)
         return of_matrix(node.shape, sp.MatMul(inv_a, to_matrix(b)))  # A^{-1} b, A^{-T} b
 
 
 # -- eigh ----------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class EighValues(Op):
@@ -410,15 +438,16 @@ class EighValues(Op):
         batch, n = _square(a, "eigh")
         return batch + (n,), a.dtype
 
-    def kernel(self, a):                # eigvalsh: LAPACK skips the eigenvectors when only values are wanted
+    def kernel(self, a):  # eigvalsh: LAPACK skips the eigenvectors when only values are wanted
         return _lapack(np.linalg.eigvalsh, "eigh", "the eigenvalue iteration did not converge", a)
 
     def bprop(self, i, x, y, g):
         v = eigh_vectors(x[0])
-        return matmul(E.multiply(v, S.expand_dims(g, -2)), S.swapaxes_last(v))   # A_bar = V diag(g) V^T
+        return matmul(E.multiply(v, S.expand_dims(g, -2)), S.swapaxes_last(v))  # A_bar = V diag(g) V^T
 
     def to_sympy(self, node, a):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, a)  # no closed form: an undefined function
 
 
@@ -438,11 +467,12 @@ class EighVectors(Op):
 
     def bprop(self, i, x, y, g):
         f = apply(EighGap(), (eigh_values(x[0]),))
-        inner = E.multiply(f, matmul(S.swapaxes_last(y), g))                # F o (V^T V_bar)
-        return _sym(matmul(matmul(y, inner), S.swapaxes_last(y)))           # sym(V (F o V^T V_bar) V^T)
+        inner = E.multiply(f, matmul(S.swapaxes_last(y), g))  # F o (V^T V_bar)
+        return _sym(matmul(matmul(y, inner), S.swapaxes_last(y)))  # sym(V (F o V^T V_bar) V^T)
 
     def to_sympy(self, node, a):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, a)  # no closed form: an undefined function
 
 
@@ -461,25 +491,28 @@ class EighGap(Op):
         return w.shape + (w.shape[-1],), w.dtype
 
     def kernel(self, w):
-        d = w[..., None, :] - w[..., :, None]                       # d_ij = w_j - w_i
+        d = w[..., None, :] - w[..., :, None]  # d_ij = w_j - w_i
         off = ~np.eye(w.shape[-1], dtype=bool)
         if np.any((d == 0) & off):
             raise np.linalg.LinAlgError(
                 "eigh: a repeated eigenvalue makes the eigenvectors, and so their derivative, not unique; "
                 "differentiate only the eigenvalues, or a function of the eigenvectors that does not depend on "
-                "the basis chosen within an eigenspace")
+                "the basis chosen within an eigenspace"
+            )
         return np.divide(1.0, d, out=np.zeros_like(d), where=off)
 
     def bprop(self, i, x, y, g):
-        h = E.multiply(g, E.square(y))                              # dF_ij = F_ij^2 (dw_i - dw_j)
+        h = E.multiply(g, E.square(y))  # dF_ij = F_ij^2 (dw_i - dw_j)
         return E.subtract(R.sum(h, axis=-1), R.sum(h, axis=-2))
 
     def to_sympy(self, node, w):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, w)  # no matrix-calculus form: an undefined function
 
 
 # -- singular values -----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Svdvals(Op):
@@ -505,11 +538,13 @@ class Svdvals(Op):
         a = x[0]
         m, n = a.shape[-2:]
         if m is None or n is None:
-            raise GraphCompilerError(f"the derivative of svdvals of {a.name!r} (shape {fmt_shape(a.shape)}) "
-                                     "needs the matrix dims fixed when the graph is built")
+            raise GraphCompilerError(
+                f"the derivative of svdvals of {a.name!r} (shape {fmt_shape(a.shape)}) "
+                "needs the matrix dims fixed when the graph is built"
+            )
         at = S.swapaxes_last(a)
-        ratio = E.divide(g, y)                                      # g / s
-        if m >= n:                                                  # V from A^T A: A_bar = A V diag(g/s) V^T
+        ratio = E.divide(g, y)  # g / s
+        if m >= n:  # V from A^T A: A_bar = A V diag(g/s) V^T
             v = S.getitem(eigh_vectors(matmul(at, a)), (Ellipsis, slice(None, None, -1)))
             return matmul(a, matmul(E.multiply(v, S.expand_dims(ratio, -2)), S.swapaxes_last(v)))
         u = S.getitem(eigh_vectors(matmul(a, at)), (Ellipsis, slice(None, None, -1)))
@@ -517,10 +552,12 @@ class Svdvals(Op):
 
     def to_sympy(self, node, a):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, a)  # no closed form: an undefined function
 
 
 # -- the public functions (gc.linalg) --------------------------------------------------------------------
+
 
 def solve(a, b, name: str | None = None):
     """x with A x = b (numpy.linalg.solve): b a vector (n,) or a stack of matrices (..., n, k), NumPy 2's
@@ -540,8 +577,9 @@ def det(a, name: str | None = None):
 
 def slogdet(a, name: str | None = None) -> SlogdetResult:
     """(sign, logabsdet) of each matrix (numpy.linalg.slogdet): two nodes, named name_sign, name_logabsdet."""
-    return SlogdetResult(apply(SlogdetSign(), (a,), name and f"{name}_sign"),
-                         apply(Logabsdet(), (a,), name and f"{name}_logabsdet"))
+    return SlogdetResult(
+        apply(SlogdetSign(), (a,), name and f"{name}_sign"), apply(Logabsdet(), (a,), name and f"{name}_logabsdet")
+    )
 
 
 def cholesky(a, upper: bool = False, name: str | None = None):
@@ -576,8 +614,7 @@ def eigh(a, name: str | None = None) -> EighResult:
     a symmetric parametrisation such as (B + B^T)/2), and the eigenvectors' derivative assumes distinct
     eigenvalues: a repeated one raises NumericsError when that derivative runs. Each eigenvector's sign is
     LAPACK's choice, so a function of the eigenvectors should not depend on it."""
-    return EighResult(eigh_values(a, name and f"{name}_eigenvalues"),
-                      eigh_vectors(a, name and f"{name}_eigenvectors"))
+    return EighResult(eigh_values(a, name and f"{name}_eigenvalues"), eigh_vectors(a, name and f"{name}_eigenvectors"))
 
 
 def svdvals(a, name: str | None = None):
@@ -610,17 +647,18 @@ def norm(x, ord=None, axis=None, keepdims: bool = False, name: str | None = None
         x = E.astype(x, "float64")
     nd = x.ndim
     if axis is None:
-        if ord is None:                                             # the 2-norm of every entry
+        if ord is None:  # the 2-norm of every entry
             return E.sqrt(R.sum(E.square(x), axis=None, keepdims=keepdims), name=name)
         if nd not in (1, 2):
-            raise ShapeError(f"norm: ord={ord!r} needs axis= for {x.name!r} of shape {fmt_shape(x.shape)} "
-                             "(a vector or matrix norm is of a 1-D or 2-D value; give axis=k or axis=(j, k))")
+            raise ShapeError(
+                f"norm: ord={ord!r} needs axis= for {x.name!r} of shape {fmt_shape(x.shape)} "
+                "(a vector or matrix norm is of a 1-D or 2-D value; give axis=k or axis=(j, k))"
+            )
         axis = tuple(range(nd))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     if len(axes) not in (1, 2):
-        raise ShapeError(f"norm: axis={axis!r} names {len(axes)} axes; give one (a vector norm) or two "
-                         "(a matrix norm)")
-    normalize_axes(axes, nd, "norm", x)                              # range and repeat checks
+        raise ShapeError(f"norm: axis={axis!r} names {len(axes)} axes; give one (a vector norm) or two (a matrix norm)")
+    normalize_axes(axes, nd, "norm", x)  # range and repeat checks
     axes = tuple(int(a) % nd for a in axes)
     if len(axes) == 1:
         return _vector_norm(x, ord, axes[0], keepdims, name)
@@ -638,9 +676,9 @@ def _vector_norm(x, ord, ax: int, keepdims: bool, name):
         return E.sqrt(R.sum(E.square(x), axis=ax, keepdims=keepdims), name=name)
     if ord == math.inf:
         return R.max(E.abs(x), axis=ax, keepdims=keepdims, name=name)
-    if ord == -math.inf:                                            # min |x| = -max(-|x|)
+    if ord == -math.inf:  # min |x| = -max(-|x|)
         return E.negative(R.max(E.negative(E.abs(x)), axis=ax, keepdims=keepdims), name=name)
-    if ord == 0:                                                    # the count of non-zeros
+    if ord == 0:  # the count of non-zeros
         return R.sum(E.astype(E.not_equal(x, 0.0), x.dtype), axis=ax, keepdims=keepdims, name=name)
     if ord == 1:
         return R.sum(E.abs(x), axis=ax, keepdims=keepdims, name=name)
@@ -654,20 +692,20 @@ def _matrix_norm(x, ord, axes: tuple, keepdims: bool, name):
     if ord is None or ord == "fro":
         return E.sqrt(R.sum(E.square(x), axis=axes, keepdims=keepdims), name=name)
     if ord == "nuc" or _is_number(ord) and ord in (2, -2):
-        rest = tuple(k for k in range(nd) if k not in axes)         # the matrix axes last, as NumPy does
+        rest = tuple(k for k in range(nd) if k not in axes)  # the matrix axes last, as NumPy does
         s = svdvals(x if (row, col) == (nd - 2, nd - 1) else S.transpose(x, rest + (row, col)))
         if keepdims:
             r = R.sum(s, axis=-1) if ord == "nuc" else S.getitem(s, (Ellipsis, 0 if ord == 2 else -1))
             return S.expand_dims(r, tuple(sorted(axes)), name=name)
         if ord == "nuc":
             return R.sum(s, axis=-1, name=name)
-        return S.getitem(s, (Ellipsis, 0 if ord == 2 else -1), name=name)   # largest or smallest (descending)
+        return S.getitem(s, (Ellipsis, 0 if ord == 2 else -1), name=name)  # largest or smallest (descending)
     if _is_number(ord) and ord in (1, -1, math.inf, -math.inf):
-        first, second = (row, col) if ord in (1, -1) else (col, row)      # 1: column sums; inf: row sums
+        first, second = (row, col) if ord in (1, -1) else (col, row)  # 1: column sums; inf: row sums
         sums = R.sum(E.abs(x), axis=first, keepdims=True)
         if ord > 0:
             kept = R.max(sums, axis=second, keepdims=True)
-        else:                                                              # min = -max(-s)
+        else:  # min = -max(-s)
             kept = E.negative(R.max(E.negative(sums), axis=second, keepdims=True))
         if keepdims:
             return kept if name is None else E.identity(kept, name=name)

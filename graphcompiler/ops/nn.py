@@ -19,7 +19,7 @@ from . import shape as S
 
 def _stable_max(x, axis, keepdims=True):
     m = np.max(x, axis=axis, keepdims=keepdims)
-    return np.where(np.isfinite(m), m, 0)          # an all -inf slice stays -inf, not nan
+    return np.where(np.isfinite(m), m, 0)  # an all -inf slice stays -inf, not nan
 
 
 _UNSIGNED = {np.dtype(t): np.dtype("u" + t) for t in ("int8", "int16", "int32", "int64")}
@@ -34,8 +34,10 @@ def check_labels(labels: np.ndarray, c: int, batch: tuple, what: str) -> None:
     label is a huge number, so `max < c` checks both ends.
     """
     if labels.shape != tuple(batch):
-        raise ValueError(f"{what}: labels of shape {fmt_shape(labels.shape)} for logits of batch shape "
-                         f"{fmt_shape(batch)}; feed one label per row of the logits")
+        raise ValueError(
+            f"{what}: labels of shape {fmt_shape(labels.shape)} for logits of batch shape "
+            f"{fmt_shape(batch)}; feed one label per row of the logits"
+        )
     if not labels.size:
         return
     u = labels.view(_UNSIGNED[labels.dtype]) if labels.dtype in _UNSIGNED else labels
@@ -48,17 +50,23 @@ def check_labels(labels: np.ndarray, c: int, batch: tuple, what: str) -> None:
 def check_label_shapes(logits, labels, what: str = "softmax_cross_entropy") -> None:
     """The shape rule of every op that reads class labels: labels (...,) for logits (..., C)."""
     if labels.dtype.kind not in "iu":
-        raise DTypeError(f"{what} takes integer class labels, got {labels.dtype} from "
-                         f"{labels.name!r}; declare the labels with dtype='int64' (one class index per "
-                         "row), or use log_softmax and a sum for soft targets")
+        raise DTypeError(
+            f"{what} takes integer class labels, got {labels.dtype} from "
+            f"{labels.name!r}; declare the labels with dtype='int64' (one class index per "
+            "row), or use log_softmax and a sum for soft targets"
+        )
     if logits.ndim < 1 or labels.ndim != logits.ndim - 1:
-        raise ShapeError(f"logits {fmt_shape(logits.shape)} need labels of shape "
-                         f"{fmt_shape(logits.shape[:-1])}, got {fmt_shape(labels.shape)}")
+        raise ShapeError(
+            f"logits {fmt_shape(logits.shape)} need labels of shape "
+            f"{fmt_shape(logits.shape[:-1])}, got {fmt_shape(labels.shape)}"
+        )
     broadcast_shapes(logits.shape[:-1], labels.shape)
     for a, b in zip(logits.shape[:-1], labels.shape):
         if a is not None and b is not None and a != b:
-            raise ShapeError(f"logits {fmt_shape(logits.shape)} need labels of shape "
-                             f"{fmt_shape(logits.shape[:-1])}, got {fmt_shape(labels.shape)}")
+            raise ShapeError(
+                f"logits {fmt_shape(logits.shape)} need labels of shape "
+                f"{fmt_shape(logits.shape[:-1])}, got {fmt_shape(labels.shape)}"
+            )
 
 
 def _logsumexp(x, axis, keepdims):
@@ -82,10 +90,10 @@ class Softmax(Op):
         e /= np.sum(e, axis=self.axis, keepdims=True)
         return e
 
-    def bprop(self, i, x, y, g):                                   # dx = y * (g - sum(g * y))
+    def bprop(self, i, x, y, g):  # dx = y * (g - sum(g * y))
         a, rest = E.split_quotient(g, y)
         out = None
-        if a is not None:        # g = a / y (log's bprop): y * (a/y - sum(a)) = a - y sum(a), finite where y = 0
+        if a is not None:  # g = a / y (log's bprop): y * (a/y - sum(a)) = a - y sum(a), finite where y = 0
             out = E.subtract(a, E.multiply(y, R.sum(a, axis=self.axis, keepdims=True)))
         if rest is not None:
             s = R.sum(E.multiply(rest, y), axis=self.axis, keepdims=True)
@@ -95,6 +103,7 @@ class Softmax(Op):
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -116,12 +125,13 @@ class LogSoftmax(Op):
             return _log_softmax_last, (), {}
         return self.kernel, (), {}
 
-    def bprop(self, i, x, y, g):                                   # dx = g - softmax(x) * sum(g)
+    def bprop(self, i, x, y, g):  # dx = g - softmax(x) * sum(g)
         s = R.sum(g, axis=self.axis, keepdims=True)
         return E.subtract(g, E.multiply(E.exp(y), s))
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -142,12 +152,13 @@ class LogSumExp(Op):
     def kernel(self, x):
         return _logsumexp(x, self.axis, self.keepdims)
 
-    def bprop(self, i, x, y, g):                                   # dx = g * exp(x - lse) = g * softmax(x)
+    def bprop(self, i, x, y, g):  # dx = g * exp(x - lse) = g * softmax(x)
         keep = (lambda v: v) if self.keepdims or not self.axis else (lambda v: S.expand_dims(v, self.axis))
         return E.multiply(keep(g), E.exp(E.subtract(x[0], keep(y))))
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -172,6 +183,7 @@ class OneHot(Op):
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -194,7 +206,7 @@ class SoftmaxCrossEntropy(Op):
         nll = _logsumexp(logits, -1, keepdims=False) - picked
         return np.asarray(np.mean(nll), dtype=logits.dtype)
 
-    def bprop(self, i, x, y, g):                                   # dlogits = (softmax - onehot) g / n
+    def bprop(self, i, x, y, g):  # dlogits = (softmax - onehot) g / n
         logits, labels = x
         n = S.count(labels, tuple(range(labels.ndim)), g.dtype)
         diff = E.subtract(softmax(logits, -1), apply(OneHot(), (labels, logits)))
@@ -202,6 +214,7 @@ class SoftmaxCrossEntropy(Op):
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -224,7 +237,7 @@ class MSE(Op):
         d = p - t
         return np.asarray(np.mean(d * d), dtype=d.dtype)
 
-    def bprop(self, i, x, y, g):                                   # d mse = 2 (p - t) / n, and its negative
+    def bprop(self, i, x, y, g):  # d mse = 2 (p - t) / n, and its negative
         p, t = x
         d = E.subtract(p, t)
         scale = E.divide(E.multiply(g, 2), S.count(d, tuple(range(d.ndim)), g.dtype))
@@ -233,8 +246,9 @@ class MSE(Op):
 
     def to_sympy(self, node, p, t):
         from ..symbolic_terms import count, elementwise, reduce_sum
-        sq = elementwise(broadcast_shapes(p.shape, t.shape), lambda a, b: (a - b)**2, p, t)
-        total = reduce_sum(node, sq, tuple(range(sq.ndim)), False)    # ||P - T||_F^2 = tr((P-T)^T (P-T))
+
+        sq = elementwise(broadcast_shapes(p.shape, t.shape), lambda a, b: (a - b) ** 2, p, t)
+        total = reduce_sum(node, sq, tuple(range(sq.ndim)), False)  # ||P - T||_F^2 = tr((P-T)^T (P-T))
         return elementwise(node, lambda s, k: s / k, total, count(node, sq, tuple(range(sq.ndim))))
 
 

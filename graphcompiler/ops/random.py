@@ -27,6 +27,7 @@ _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 
 # -- the generator ------------------------------------------------------------------------------
 
+
 def threefry2x32(key: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Threefry-2x32 with 20 rounds (Salmon et al., SC'11) of the counters (x0, x1) under a (2,) key.
 
@@ -39,10 +40,10 @@ def threefry2x32(key: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> tuple[np.nd
     x1 = np.asarray(x1, _U32).reshape(-1) + ks[1]
     for block in range(5):
         for r in _ROTATIONS[block % 2]:
-            x0 += x1                                        # mix: x0 += x1; x1 = rotl(x1, r) ^ x0
+            x0 += x1  # mix: x0 += x1; x1 = rotl(x1, r) ^ x0
             x1 = (x1 << _U32(r)) | (x1 >> _U32(32 - r))
             x1 ^= x0
-        x0 += ks[(block + 1) % 3]                           # key injection after every 4 rounds
+        x0 += ks[(block + 1) % 3]  # key injection after every 4 rounds
         x1 += ks[(block + 2) % 3] + _U32(block + 1)
     return x0, x1
 
@@ -86,10 +87,11 @@ def uniform_values(key, shape, dtype, low, high) -> np.ndarray:
 
 def normal_values(key, shape, dtype) -> np.ndarray:
     from scipy.special import erfinv
+
     dtype = np.dtype(dtype)
     lo = np.nextafter(dtype.type(-1), dtype.type(0))
     u = uniform_bits(key, shape, dtype) * (dtype.type(1) - lo) + lo
-    u = np.maximum(u, lo)                                  # u in (-1, 1): erfinv is finite
+    u = np.maximum(u, lo)  # u in (-1, 1): erfinv is finite
     return (dtype.type(np.sqrt(2)) * erfinv(u)).astype(dtype, copy=False)
 
 
@@ -104,7 +106,7 @@ def make_key(seed: int) -> np.ndarray:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise DTypeError(f"a random seed must be an int, got {type(seed).__name__} {seed!r}")
     seed = int(seed)
-    if not -2**63 <= seed < 2**64:
+    if not -(2**63) <= seed < 2**64:
         raise ValueError(f"seed {seed} does not fit in 64 bits")
     s = seed % 2**64
     return np.array([s >> 32, s & 0xFFFFFFFF], dtype=_U32)
@@ -112,13 +114,18 @@ def make_key(seed: int) -> np.ndarray:
 
 # -- the ops ------------------------------------------------------------------------------------
 
+
 def _check_key(key) -> None:
     if key.dtype != np.uint32:
-        raise DTypeError(f"random key {key.name!r} has dtype {key.dtype}; a key is a uint32 array of shape (2,): "
-                         "make one with gc.random.key(seed) and feed it or hold it as a parameter")
+        raise DTypeError(
+            f"random key {key.name!r} has dtype {key.dtype}; a key is a uint32 array of shape (2,): "
+            "make one with gc.random.key(seed) and feed it or hold it as a parameter"
+        )
     if tuple(key.shape) != (2,):
-        raise ShapeError(f"random key {key.name!r} has shape {fmt_shape(key.shape)}; a key has shape (2,) "
-                         "(declare it with shape=(2,), dtype='uint32'; for many keys use gc.random.split)")
+        raise ShapeError(
+            f"random key {key.name!r} has shape {fmt_shape(key.shape)}; a key has shape (2,) "
+            "(declare it with shape=(2,), dtype='uint32'; for many keys use gc.random.split)"
+        )
 
 
 def _float_dtype(dtype: str, what: str) -> None:
@@ -128,6 +135,7 @@ def _float_dtype(dtype: str, what: str) -> None:
 
 def _undefined(node, *args):
     from ..symbolic_terms import apply_undefined
+
     return apply_undefined(node, *args)  # no closed form: an undefined function of the key
 
 
@@ -154,7 +162,7 @@ class RandomOp(Op):
         return like[0].shape if self.like else tuple(self.shape)
 
     def grad(self, i, x, y, g):
-        return UNDEFINED if i == 0 else None                     # a key has no derivative; like gives a shape
+        return UNDEFINED if i == 0 else None  # a key has no derivative; like gives a shape
 
     to_sympy = staticmethod(_undefined)
 
@@ -188,9 +196,9 @@ class RandomBernoulli(Op):
 
     name: ClassVar[str] = "random_bernoulli"
     arity: ClassVar[int] = 2
-    piecewise_constant: ClassVar[bool] = True                    # no gradient to p (nor to the key)
+    piecewise_constant: ClassVar[bool] = True  # no gradient to p (nor to the key)
     shape: tuple = ()
-    from_p: bool = False                                         # the shape is p's (known at run time)
+    from_p: bool = False  # the shape is p's (known at run time)
 
     def infer(self, key, p):
         _check_key(key)
@@ -199,12 +207,14 @@ class RandomBernoulli(Op):
         if self.from_p:
             return p.shape, np.dtype(bool)
         if broadcast_shapes(p.shape, self.shape) != tuple(self.shape):
-            raise ShapeError(f"probability of shape {fmt_shape(p.shape)} does not broadcast to the draw's shape "
-                             f"{fmt_shape(self.shape)}")
+            raise ShapeError(
+                f"probability of shape {fmt_shape(p.shape)} does not broadcast to the draw's shape "
+                f"{fmt_shape(self.shape)}"
+            )
         return tuple(self.shape), np.dtype(bool)
 
     def grad(self, i, x, y, g):
-        return UNDEFINED if i == 0 else None                     # a key has no derivative; p's path is flat
+        return UNDEFINED if i == 0 else None  # a key has no derivative; p's path is flat
 
     def kernel(self, key, p):
         shape = p.shape if self.from_p else self.shape
@@ -259,7 +269,7 @@ class DropoutMask(Op):
         return (kept * (1.0 / keep)).astype(like.dtype)
 
     def grad(self, i, x, y, g):
-        return UNDEFINED if i == 0 else None                     # the mask does not depend on x's value
+        return UNDEFINED if i == 0 else None  # the mask does not depend on x's value
 
     to_sympy = staticmethod(_undefined)
 
@@ -275,7 +285,9 @@ def dropout(x, rate: float, key, name: str | None = None):
         raise ShapeError(f"dropout{' ' + repr(name) if name else ''}: rate {rate} must be in [0, 1]")
     if rate == 0.0:
         from .elementwise import identity
+
         return identity(x, name=name)
     from .elementwise import multiply
+
     mask = apply(DropoutMask(rate), (key, x))
     return multiply(x, mask, name=name)

@@ -38,13 +38,13 @@ class Sum(Reduction):
     name: ClassVar[str] = "sum"
 
     def out_dtype(self, dtype):
-        return np.sum(np.zeros(1, dtype)).dtype       # NumPy's accumulator: bool and small ints -> int64
+        return np.sum(np.zeros(1, dtype)).dtype  # NumPy's accumulator: bool and small ints -> int64
 
     def kernel(self, x):
         return np.sum(x, axis=self.axis, keepdims=self.keepdims)
 
     def can_write_out(self, dtype):
-        return np.dtype(dtype).kind == "f"                       # np.add.reduce(..., out=) of a float sum
+        return np.dtype(dtype).kind == "f"  # np.add.reduce(..., out=) of a float sum
 
     def fast_kernel(self, writes, shape, in_shape, dtype):
         if writes:
@@ -52,10 +52,11 @@ class Sum(Reduction):
         return self.kernel, (), {}
 
     def bprop(self, i, x, y, g):
-        return S.broadcast_to_node(self.keep(g), x[0])            # d sum(a) = 1 for every element
+        return S.broadcast_to_node(self.keep(g), x[0])  # d sum(a) = 1 for every element
 
     def to_sympy(self, node, x):
         from ..symbolic_terms import reduce_sum
+
         return reduce_sum(node, x, self.axis, self.keepdims)  # 1^T X 1, tr(A^T B)
 
 
@@ -69,12 +70,13 @@ class Mean(Reduction):
     def kernel(self, x):
         return np.mean(x, axis=self.axis, keepdims=self.keepdims)
 
-    def bprop(self, i, x, y, g):                                   # d mean(a) = 1/n for every element
+    def bprop(self, i, x, y, g):  # d mean(a) = 1/n for every element
         n = S.count(x[0], self.axis, g.dtype)
         return S.broadcast_to_node(E.divide(self.keep(g), n), x[0])
 
     def to_sympy(self, node, x):
         from ..symbolic_terms import count, elementwise, reduce_sum
+
         total = reduce_sum(node, x, self.axis, self.keepdims)
         return elementwise(node, lambda s, k: s / k, total, count(node, node.inputs[0], self.axis))  # sum / count
 
@@ -95,6 +97,7 @@ class Max(Reduction):
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 

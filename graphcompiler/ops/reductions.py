@@ -25,7 +25,7 @@ class Prod(Reduction):
     name: ClassVar[str] = "prod"
 
     def out_dtype(self, dtype):
-        return np.prod(np.zeros(1, dtype)).dtype      # NumPy's accumulator: bool and small ints -> int64
+        return np.prod(np.zeros(1, dtype)).dtype  # NumPy's accumulator: bool and small ints -> int64
 
     def kernel(self, x):
         return np.prod(x, axis=self.axis, keepdims=self.keepdims)
@@ -44,6 +44,7 @@ class Prod(Reduction):
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -56,16 +57,18 @@ def _times_others(u, a: int, g, op):
     """
     m = u.shape[a]
     if m is None:
-        raise ShapeError(f"the derivative of {op.name} over axis {a} of {u.name!r} (shape {fmt_shape(u.shape)}) "
-                         "needs that axis's size, which is unknown (None); declare the input with a fixed size "
-                         "there, or reduce over the other axes")
+        raise ShapeError(
+            f"the derivative of {op.name} over axis {a} of {u.name!r} (shape {fmt_shape(u.shape)}) "
+            "needs that axis's size, which is unknown (None); declare the input with a fixed size "
+            "there, or reduce over the other axes"
+        )
     if m == 0:
         return S.zeros_like(u)
 
     def part(v, start, stop):
         return S.getitem(v, (slice(None),) * a + (slice(start, stop),))
 
-    levels = []                                       # (size, left half, right half) per level
+    levels = []  # (size, left half, right half) per level
     v = u
     while m > 1:
         h = m // 2
@@ -93,10 +96,11 @@ class Min(Reduction):
     def kernel(self, x):
         return np.min(x, axis=self.axis, keepdims=self.keepdims)
 
-    bprop = Max.bprop           # the gradient goes to the minima, shared equally among ties (as max)
+    bprop = Max.bprop  # the gradient goes to the minima, shared equally among ties (as max)
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -122,7 +126,7 @@ class Var(Reduction):
     def kernel(self, x):
         return np.var(x, axis=self.axis, keepdims=self.keepdims, ddof=self.ddof)
 
-    def bprop(self, i, x, y, g):                       # d var(a) = 2 (a - mean(a)) / (n - ddof)
+    def bprop(self, i, x, y, g):  # d var(a) = 2 (a - mean(a)) / (n - ddof)
         a = x[0]
         centred = E.subtract(a, R.mean(a, axis=self.axis, keepdims=True))
         scale = E.divide(E.multiply(self.keep(g), 2), _dof(self, a, g.dtype))
@@ -130,6 +134,7 @@ class Var(Reduction):
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -147,7 +152,7 @@ class Std(Reduction):
     def kernel(self, x):
         return np.std(x, axis=self.axis, keepdims=self.keepdims, ddof=self.ddof)
 
-    def bprop(self, i, x, y, g):                       # d std(a) = (a - mean(a)) / ((n - ddof) std(a))
+    def bprop(self, i, x, y, g):  # d std(a) = (a - mean(a)) / ((n - ddof) std(a))
         a = x[0]
         centred = E.subtract(a, R.mean(a, axis=self.axis, keepdims=True))
         scale = E.divide(self.keep(g), E.multiply(self.keep(y), _dof(self, a, g.dtype)))
@@ -155,6 +160,7 @@ class Std(Reduction):
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -177,11 +183,12 @@ class Cumsum(Op):
             return np.cumsum(x, axis=self.axis)
         return np.flip(np.cumsum(np.flip(x, self.axis), axis=self.axis), self.axis)
 
-    def bprop(self, i, x, y, g):                       # y_j = sum_{k<=j} x_k: dx_k = sum_{j>=k} g_j
+    def bprop(self, i, x, y, g):  # y_j = sum_{k<=j} x_k: dx_k = sum_{j>=k} g_j
         return apply(Cumsum(self.axis, not self.reverse), (g,))
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -198,8 +205,10 @@ class ArgMax(Op):
         if not 0 <= self.axis < x.ndim:
             raise ShapeError(f"{self.name}: axis {self.axis} is out of range for {x.name!r} of rank {x.ndim}")
         if x.shape[self.axis] == 0:
-            raise ShapeError(f"{self.name} of {x.name!r} over axis {self.axis} of size 0: an empty sequence "
-                             "has no maximum or minimum")
+            raise ShapeError(
+                f"{self.name} of {x.name!r} over axis {self.axis} of size 0: an empty sequence "
+                "has no maximum or minimum"
+            )
         if self.keepdims:
             return tuple(1 if k == self.axis else d for k, d in enumerate(x.shape)), np.dtype("int64")
         return tuple(d for k, d in enumerate(x.shape) if k != self.axis), np.dtype("int64")
@@ -209,6 +218,7 @@ class ArgMax(Op):
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -221,6 +231,7 @@ class ArgMin(ArgMax):
 
 
 # -- the public functions -------------------------------------------------------------------
+
 
 def prod(x, axis=None, keepdims: bool = False, name: str | None = None):
     return R._reduce(Prod, x, axis, keepdims, name)

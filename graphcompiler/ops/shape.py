@@ -18,6 +18,7 @@ from .base import Op, apply, install, broadcast_shapes, is_static, normalize_axe
 
 # -- reshape, transpose, expand/squeeze ------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Reshape(Op):
     name: ClassVar[str] = "reshape"
@@ -25,6 +26,7 @@ class Reshape(Op):
 
     def fast_kernel(self, writes, shape, in_shape, dtype):
         return _reshape_kernel(self, shape, in_shape)
+
     arity: ClassVar[int] = 1
     shape: tuple = ()
 
@@ -40,8 +42,9 @@ class Reshape(Op):
                     raise ShapeError(f"cannot reshape {fmt_shape(x.shape)} ({n} elements) to {self.shape}")
                 target[target.index(-1)] = n // known
             elif known != n:
-                raise ShapeError(f"cannot reshape {fmt_shape(x.shape)} ({n} elements) to "
-                                 f"{fmt_shape(self.shape)} ({known} elements)")
+                raise ShapeError(
+                    f"cannot reshape {fmt_shape(x.shape)} ({n} elements) to {fmt_shape(self.shape)} ({known} elements)"
+                )
             return tuple(target), x.dtype
         return tuple(None if d == -1 else d for d in target), x.dtype
 
@@ -53,6 +56,7 @@ class Reshape(Op):
 
     def to_sympy(self, node, x):
         from ..symbolic_terms import reshape
+
         return reshape(node, x)  # the same matrix, or its transpose
 
 
@@ -74,6 +78,7 @@ class ReshapeLike(Op):
 
     def to_sympy(self, node, x, like):
         from ..symbolic_terms import reshape
+
         return reshape(node, x)
 
 
@@ -86,6 +91,7 @@ class Transpose(Op):
         if len(in_shape):
             return np.ndarray.transpose, (tuple(self.axes),), {}
         return self.kernel, (), {}
+
     arity: ClassVar[int] = 1
     axes: tuple = ()
 
@@ -98,10 +104,11 @@ class Transpose(Op):
         return np.transpose(x, self.axes)
 
     def bprop(self, i, x, y, g):
-        return transpose(g, tuple(int(a) for a in np.argsort(self.axes)))   # the inverse permutation
+        return transpose(g, tuple(int(a) for a in np.argsort(self.axes)))  # the inverse permutation
 
     def to_sympy(self, node, x):
         from ..symbolic_terms import transpose
+
         return transpose(node, x, self.axes)  # X^T
 
 
@@ -112,6 +119,7 @@ class ExpandDims(Op):
 
     def fast_kernel(self, writes, shape, in_shape, dtype):
         return _reshape_kernel(self, shape, in_shape)
+
     arity: ClassVar[int] = 1
     axis: tuple = ()
 
@@ -129,6 +137,7 @@ class ExpandDims(Op):
 
     def to_sympy(self, node, x):
         from ..symbolic_terms import reshape
+
         return reshape(node, x)
 
 
@@ -139,6 +148,7 @@ class Squeeze(Op):
 
     def fast_kernel(self, writes, shape, in_shape, dtype):
         return _reshape_kernel(self, shape, in_shape)
+
     arity: ClassVar[int] = 1
     axis: tuple = ()
 
@@ -156,10 +166,12 @@ class Squeeze(Op):
 
     def to_sympy(self, node, x):
         from ..symbolic_terms import reshape
+
         return reshape(node, x)
 
 
 # -- broadcasting and its inverse -------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class BroadcastTo(Op):
@@ -181,6 +193,7 @@ class BroadcastTo(Op):
 
     def to_sympy(self, node, x):
         from ..symbolic_terms import broadcast
+
         return broadcast(node, x)  # with ones vectors: v 1^T
 
 
@@ -202,6 +215,7 @@ class BroadcastLike(Op):
 
     def to_sympy(self, node, x, like):
         from ..symbolic_terms import broadcast
+
         return broadcast(node, x)
 
 
@@ -225,6 +239,7 @@ class SumLike(Op):
 
     def to_sympy(self, node, g, like):
         from ..symbolic_terms import sum_to
+
         return sum_to(node, g, like)  # G 1, 1^T G
 
 
@@ -253,12 +268,16 @@ def sum_to(g, x):
             continue
         if d == 1:
             axes.append(lead + k)
-        else:                    # x's dim is None against a fixed size (or the other way): decide at run time
+        else:  # x's dim is None against a fixed size (or the other way): decide at run time
             return apply(SumLike(), (g, x))
     from .reduce import sum as reduce_sum
+
     out = reduce_sum(g, axis=tuple(axes), keepdims=True) if axes else g
-    return reshape(out, x.shape) if out.shape != x.shape and is_static(x.shape) else \
-        (squeeze(out, tuple(range(lead))) if lead else out)
+    return (
+        reshape(out, x.shape)
+        if out.shape != x.shape and is_static(x.shape)
+        else (squeeze(out, tuple(range(lead))) if lead else out)
+    )
 
 
 def broadcast_to_node(g, x):
@@ -293,6 +312,7 @@ class ZerosLike(Op):
 
     def to_sympy(self, node, x):
         from ..symbolic_terms import zeros
+
         return zeros(node)
 
 
@@ -315,6 +335,7 @@ class Count(Op):
 
     def to_sympy(self, node, x):
         from ..symbolic_terms import count
+
         return count(node, node.inputs[0], self.axis)  # a product of dims, n at run time
 
 
@@ -327,6 +348,7 @@ def count(x, axis, dtype):
 
 
 # -- slicing and concatenation ---------------------------------------------------------------
+
 
 def _encode_index(index, ndim: int, what: str) -> tuple:
     """A static NumPy basic index -> a hashable tuple: ("i", k), ("s", start, stop, step), ("new",), ("...",)."""
@@ -348,8 +370,10 @@ def _encode_index(index, ndim: int, what: str) -> tuple:
         elif isinstance(it, (int, np.integer)) and not isinstance(it, bool):
             out.append(("i", int(it)))
         else:
-            raise ShapeError(f"{what}: only static ints, slices, None and ... can index a node, not "
-                             f"{type(it).__name__} {it!r} (no fancy or boolean indexing)")
+            raise ShapeError(
+                f"{what}: only static ints, slices, None and ... can index a node, not "
+                f"{type(it).__name__} {it!r} (no fancy or boolean indexing)"
+            )
     if sum(1 for it in out if it[0] == "...") > 1:
         raise ShapeError(f"{what}: an index can have only one ellipsis")
     consumed = sum(1 for it in out if it[0] in ("i", "s"))
@@ -382,7 +406,7 @@ class GetItem(Op):
         n_used = sum(1 for it in idx if it[0] in ("i", "s"))
         if ("...",) in idx:
             k = idx.index(("...",))
-            idx[k:k + 1] = [("s", None, None, None)] * (x.ndim - n_used)
+            idx[k : k + 1] = [("s", None, None, None)] * (x.ndim - n_used)
         idx += [("s", None, None, None)] * (x.ndim - sum(1 for it in idx if it[0] in ("i", "s")))
         shape, axis = [], 0
         for it in idx:
@@ -402,10 +426,11 @@ class GetItem(Op):
         return x[_decode_index(self.index)]
 
     def bprop(self, i, x, y, g):
-        return apply(ScatterLike(self.index), (g, x[0]))            # g placed into zeros of x's shape
+        return apply(ScatterLike(self.index), (g, x[0]))  # g placed into zeros of x's shape
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -431,6 +456,7 @@ class ScatterLike(Op):
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -445,8 +471,9 @@ class Concatenate(Op):
             raise ShapeError("cannot concatenate scalars; reshape them to (1,) first")
         for x in xs:
             if x.ndim != nd:
-                raise ShapeError(f"all inputs must have the same rank; {xs[0].name!r} has rank {nd} "
-                                 f"and {x.name!r} rank {x.ndim}")
+                raise ShapeError(
+                    f"all inputs must have the same rank; {xs[0].name!r} has rank {nd} and {x.name!r} rank {x.ndim}"
+                )
         shape = []
         for k in range(nd):
             dims = [x.shape[k] for x in xs]
@@ -455,8 +482,9 @@ class Concatenate(Op):
             else:
                 fixed = {d for d in dims if d is not None}
                 if len(fixed) > 1:
-                    raise ShapeError(f"dimension {k} differs ({', '.join(map(str, dims))}); only axis "
-                                     f"{self.axis} may differ")
+                    raise ShapeError(
+                        f"dimension {k} differs ({', '.join(map(str, dims))}); only axis {self.axis} may differ"
+                    )
                 shape.append(fixed.pop() if fixed else None)
         dtype = np.result_type(*[x.dtype for x in xs])
         return tuple(shape), dtype
@@ -469,6 +497,7 @@ class Concatenate(Op):
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
@@ -482,13 +511,13 @@ class ConcatPart(Op):
     part: int = 0
 
     def reads_value(self, i: int) -> bool:
-        return i == 0                 # the other inputs give only their sizes along the axis
+        return i == 0  # the other inputs give only their sizes along the axis
 
     def infer(self, g, *likes):
         return likes[self.part].shape, g.dtype
 
     def kernel(self, g, *likes):
-        start = sum(l.shape[self.axis] for l in likes[:self.part])
+        start = sum(l.shape[self.axis] for l in likes[: self.part])
         stop = start + likes[self.part].shape[self.axis]
         return g[(slice(None),) * self.axis + (slice(start, stop),)]
 
@@ -500,17 +529,21 @@ class ConcatPart(Op):
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
 # -- the public functions -------------------------------------------------------------------
 
+
 def reshape(x, shape, name: str | None = None):
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
     for d in shape:
         if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < -1:
-            raise ShapeError(f"reshape{' ' + repr(name) if name else ''}: target {shape!r} must hold "
-                             "non-negative ints and at most one -1")
+            raise ShapeError(
+                f"reshape{' ' + repr(name) if name else ''}: target {shape!r} must hold "
+                "non-negative ints and at most one -1"
+            )
     return apply(Reshape(tuple(int(d) for d in shape)), (x,), name)
 
 
@@ -545,8 +578,10 @@ def broadcast_to(x, shape, name: str | None = None):
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
     for d in shape:
         if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 0:
-            raise ShapeError(f"broadcast_to: target {shape!r} must hold non-negative ints; to follow "
-                             "another node's run-time shape pass that node instead")
+            raise ShapeError(
+                f"broadcast_to: target {shape!r} must hold non-negative ints; to follow "
+                "another node's run-time shape pass that node instead"
+            )
     return apply(BroadcastTo(tuple(int(d) for d in shape)), (x,), name)
 
 
@@ -556,12 +591,13 @@ def zeros_like(x, name: str | None = None):
 
 def getitem(x, index, name: str | None = None):
     from . import indexing
-    if indexing.is_fancy(index):                 # an integer array or node: a gather (take), not a view
+
+    if indexing.is_fancy(index):  # an integer array or node: a gather (take), not a view
         return indexing.fancy_index(x, index, name)
     return apply(GetItem(_encode_index(index, _ndim(x), f"indexing {getattr(x, 'name', x)!r}")), (x,), name)
 
 
-install(Node, __getitem__=getitem, T=property(lambda self: transpose(self)))   # x[1:3], x.T
+install(Node, __getitem__=getitem, T=property(lambda self: transpose(self)))  # x[1:3], x.T
 
 
 def concatenate(xs, axis: int = 0, name: str | None = None):
@@ -581,8 +617,10 @@ def split(x, indices_or_sections, axis: int = 0, name: str | None = None):
     if isinstance(indices_or_sections, (int, np.integer)):
         k = int(indices_or_sections)
         if n is None or k <= 0 or n % k:
-            raise ShapeError(f"split: cannot cut axis {axis} of {x.name!r} (size {n}) into {k} equal parts"
-                             "; give the cut indices instead")
+            raise ShapeError(
+                f"split: cannot cut axis {axis} of {x.name!r} (size {n}) into {k} equal parts"
+                "; give the cut indices instead"
+            )
         cuts = [n // k * j for j in range(1, k)]
     else:
         cuts = [int(c) for c in indices_or_sections]

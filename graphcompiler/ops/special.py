@@ -24,18 +24,20 @@ from .elementwise import Binary, Unary
 def _special() -> Any:
     """scipy.special, imported on first use (a kernel runs), never at `import graphcompiler`."""
     import scipy.special  # type: ignore[import-untyped]
+
     return scipy.special
 
 
 # -- stable log-domain functions --------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class LogAddExp(Binary):
     name: ClassVar[str] = "logaddexp"
-    ufunc: ClassVar = np.logaddexp                    # max(a, b) + log1p(exp(-|a - b|)): finite at +-800
+    ufunc: ClassVar = np.logaddexp  # max(a, b) + log1p(exp(-|a - b|)): finite at +-800
 
-    def bprop(self, i, x, y, g):                      # d log(e^a + e^b)/da = e^a/(e^a + e^b) = sigmoid(a - b)
-        return S.sum_to(E.multiply(g, E.sigmoid(E.subtract(x[i], x[1 - i]))), x[i])   # exact at +-800
+    def bprop(self, i, x, y, g):  # d log(e^a + e^b)/da = e^a/(e^a + e^b) = sigmoid(a - b)
+        return S.sum_to(E.multiply(g, E.sigmoid(E.subtract(x[i], x[1 - i]))), x[i])  # exact at +-800
 
     sympy_fn = lambda a, b: sp.log(sp.exp(a) + sp.exp(b))
 
@@ -44,11 +46,11 @@ class LogAddExp(Binary):
 class Softplus(Unary):
     name: ClassVar[str] = "softplus"
 
-    def kernel(self, x, out=None):                    # log(1 + e^x) = logaddexp(0, x): exact at +-800
+    def kernel(self, x, out=None):  # log(1 + e^x) = logaddexp(0, x): exact at +-800
         return np.logaddexp(0, x, out=out)
 
     def bprop(self, i, x, y, g):
-        return E.multiply(g, E.sigmoid(x[0]))         # d softplus(a) = sigmoid(a) da
+        return E.multiply(g, E.sigmoid(x[0]))  # d softplus(a) = sigmoid(a) da
 
     sympy_fn = lambda t: sp.log(1 + sp.exp(t))
 
@@ -57,20 +59,21 @@ class Softplus(Unary):
 class LogSigmoid(Unary):
     name: ClassVar[str] = "log_sigmoid"
 
-    def kernel(self, x, out=None):                    # log sigmoid(x) = -softplus(-x)
+    def kernel(self, x, out=None):  # log sigmoid(x) = -softplus(-x)
         if out is None:
             return np.negative(np.logaddexp(0, np.negative(x)))
-        np.negative(x, out=out)                       # elementwise, so safe when out is x
+        np.negative(x, out=out)  # elementwise, so safe when out is x
         np.logaddexp(0, out, out=out)
         return np.negative(out, out=out)
 
     def bprop(self, i, x, y, g):
-        return E.multiply(g, E.sigmoid(E.negative(x[0])))   # d log s(a) = 1 - s(a) = s(-a), exact for a >> 0
+        return E.multiply(g, E.sigmoid(E.negative(x[0])))  # d log s(a) = 1 - s(a) = s(-a), exact for a >> 0
 
     sympy_fn = lambda t: -sp.log(1 + sp.exp(-t))
 
 
 # -- special functions (SciPy) ----------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Erf(Unary):
@@ -79,7 +82,7 @@ class Erf(Unary):
     def kernel(self, x, out=None):
         return _special().erf(x, out=out)
 
-    def bprop(self, i, x, y, g):                      # d erf(a) = 2/sqrt(pi) e^(-a^2) da
+    def bprop(self, i, x, y, g):  # d erf(a) = 2/sqrt(pi) e^(-a^2) da
         return E.multiply(g, E.multiply(E.exp(E.negative(E.square(x[0]))), 2 / np.sqrt(np.pi)))
 
     sympy_fn = lambda t: sp.erf(t)
@@ -89,11 +92,11 @@ class Erf(Unary):
 class Gammaln(Unary):
     name: ClassVar[str] = "gammaln"
 
-    def kernel(self, x, out=None):                    # log|Gamma(x)|, accurate at 1e300 where Gamma overflows
+    def kernel(self, x, out=None):  # log|Gamma(x)|, accurate at 1e300 where Gamma overflows
         return _special().gammaln(x, out=out)
 
     def bprop(self, i, x, y, g):
-        return E.multiply(g, digamma(x[0]))           # d log Gamma(a) = psi(a) da
+        return E.multiply(g, digamma(x[0]))  # d log Gamma(a) = psi(a) da
 
     sympy_fn = lambda t: sp.loggamma(t)
 
@@ -106,7 +109,7 @@ class Digamma(Unary):
         return _special().digamma(x, out=out)
 
     def bprop(self, i, x, y, g):
-        return E.multiply(g, polygamma(1, x[0]))      # d psi(a) = psi'(a) da (the trigamma function)
+        return E.multiply(g, polygamma(1, x[0]))  # d psi(a) = psi'(a) da (the trigamma function)
 
     sympy_fn = lambda t: sp.polygamma(0, t)
 
@@ -127,14 +130,16 @@ class Polygamma(Unary):
         return np.asarray(_special().polygamma(self.n, x), dtype=x.dtype)
 
     def bprop(self, i, x, y, g):
-        return E.multiply(g, polygamma(self.n + 1, x[0]))   # d psi^(n)(a) = psi^(n+1)(a) da
+        return E.multiply(g, polygamma(self.n + 1, x[0]))  # d psi^(n)(a) = psi^(n+1)(a) da
 
     def to_sympy(self, node, x):
         from ..symbolic_terms import elementwise, sp
+
         return elementwise(node, lambda t: sp.polygamma(self.n, t), x)
 
 
 # -- elementary functions ---------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Expm1(Unary):
@@ -142,7 +147,7 @@ class Expm1(Unary):
     ufunc: ClassVar = np.expm1
 
     def bprop(self, i, x, y, g):
-        return E.multiply(g, E.exp(x[0]))             # d (e^a - 1) = e^a da
+        return E.multiply(g, E.exp(x[0]))  # d (e^a - 1) = e^a da
 
     sympy_fn = lambda t: sp.exp(t) - 1
 
@@ -153,7 +158,7 @@ class Tan(Unary):
     ufunc: ClassVar = np.tan
 
     def bprop(self, i, x, y, g):
-        return E.multiply(g, E.add(E.square(y), 1))   # d tan a = (1 + tan^2 a) da
+        return E.multiply(g, E.add(E.square(y), 1))  # d tan a = (1 + tan^2 a) da
 
     sympy_fn = lambda t: sp.tan(t)
 
@@ -175,7 +180,7 @@ class Sinh(Unary):
     ufunc: ClassVar = np.sinh
 
     def bprop(self, i, x, y, g):
-        return E.multiply(g, cosh(x[0]))              # d sinh a = cosh a da
+        return E.multiply(g, cosh(x[0]))  # d sinh a = cosh a da
 
     sympy_fn = lambda t: sp.sinh(t)
 
@@ -186,7 +191,7 @@ class Cosh(Unary):
     ufunc: ClassVar = np.cosh
 
     def bprop(self, i, x, y, g):
-        return E.multiply(g, sinh(x[0]))              # d cosh a = sinh a da
+        return E.multiply(g, sinh(x[0]))  # d cosh a = sinh a da
 
     sympy_fn = lambda t: sp.cosh(t)
 
@@ -203,6 +208,7 @@ class Reciprocal(Unary):
 
 
 # -- piecewise constant: rounding (a zero derivative, like the comparisons) -------------------
+
 
 @dataclass(frozen=True)
 class Floor(Unary):
@@ -232,10 +238,12 @@ class Round(Unary):
 
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
+
         return apply_undefined(node, *args)  # SymPy has no round-half-to-even: an undefined function
 
 
 # -- mod and clip ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Mod(Binary):
@@ -244,7 +252,7 @@ class Mod(Binary):
     name: ClassVar[str] = "mod"
     ufunc: ClassVar = np.mod
 
-    def bprop(self, i, x, y, g):                      # a mod b = a - b floor(a/b); floor is locally constant
+    def bprop(self, i, x, y, g):  # a mod b = a - b floor(a/b); floor is locally constant
         a, b = x
         if i == 0:
             return S.sum_to(g, a)
@@ -263,8 +271,10 @@ class Clip(Op):
 
     def infer(self, *xs):
         if len(xs) != 1 + self.lower + self.upper:
-            raise ShapeError(f"clip with lower={self.lower}, upper={self.upper} takes "
-                             f"{1 + self.lower + self.upper} inputs, got {len(xs)}")
+            raise ShapeError(
+                f"clip with lower={self.lower}, upper={self.upper} takes "
+                f"{1 + self.lower + self.upper} inputs, got {len(xs)}"
+            )
         for v in xs:
             if v.dtype == bool:
                 raise DTypeError(f"clip of a bool value {v.name!r}; cast it with gc.astype")
@@ -290,6 +300,7 @@ class Clip(Op):
 
         def ind(c):
             return E.astype(c, dt)
+
         if i == 0:
             inside = None
             if lo is not None:
@@ -298,12 +309,12 @@ class Clip(Op):
                 up = ind(E.less_equal(a, hi))
                 inside = up if inside is None else E.multiply(inside, up)
             return S.sum_to(g if inside is None else E.multiply(g, inside), a)
-        if self.lower and i == 1:                     # lo is returned where x < lo <= hi
+        if self.lower and i == 1:  # lo is returned where x < lo <= hi
             w = ind(E.less(a, lo))
             if hi is not None:
                 w = E.multiply(w, ind(E.less_equal(lo, hi)))
             return S.sum_to(E.multiply(g, w), lo)
-        m = a if lo is None else E.maximum(a, lo)     # hi is returned where max(x, lo) > hi
+        m = a if lo is None else E.maximum(a, lo)  # hi is returned where max(x, lo) > hi
         return S.sum_to(E.multiply(g, ind(E.greater(m, hi))), hi)
 
     def to_sympy(self, node, *args):
@@ -313,27 +324,75 @@ class Clip(Op):
             lo, hi = self._bounds((x, *b))
             v = x if lo is None else sp.Max(x, lo)
             return v if hi is None else sp.Min(v, hi)
+
         return elementwise(node, f, *args)
 
 
 # -- the public functions -------------------------------------------------------------------
 
-def logaddexp(a, b, name: str | None = None): return apply(LogAddExp(), (a, b), name)
-def softplus(x, name: str | None = None): return apply(Softplus(), (x,), name)
-def log_sigmoid(x, name: str | None = None): return apply(LogSigmoid(), (x,), name)
-def erf(x, name: str | None = None): return apply(Erf(), (x,), name)
-def gammaln(x, name: str | None = None): return apply(Gammaln(), (x,), name)
-def digamma(x, name: str | None = None): return apply(Digamma(), (x,), name)
-def expm1(x, name: str | None = None): return apply(Expm1(), (x,), name)
-def tan(x, name: str | None = None): return apply(Tan(), (x,), name)
-def arctan(x, name: str | None = None): return apply(Arctan(), (x,), name)
-def sinh(x, name: str | None = None): return apply(Sinh(), (x,), name)
-def cosh(x, name: str | None = None): return apply(Cosh(), (x,), name)
-def reciprocal(x, name: str | None = None): return apply(Reciprocal(), (x,), name)
-def floor(x, name: str | None = None): return apply(Floor(), (x,), name)
-def ceil(x, name: str | None = None): return apply(Ceil(), (x,), name)
-def round(x, name: str | None = None): return apply(Round(), (x,), name)
-def mod(a, b, name: str | None = None): return apply(Mod(), (a, b), name)
+
+def logaddexp(a, b, name: str | None = None):
+    return apply(LogAddExp(), (a, b), name)
+
+
+def softplus(x, name: str | None = None):
+    return apply(Softplus(), (x,), name)
+
+
+def log_sigmoid(x, name: str | None = None):
+    return apply(LogSigmoid(), (x,), name)
+
+
+def erf(x, name: str | None = None):
+    return apply(Erf(), (x,), name)
+
+
+def gammaln(x, name: str | None = None):
+    return apply(Gammaln(), (x,), name)
+
+
+def digamma(x, name: str | None = None):
+    return apply(Digamma(), (x,), name)
+
+
+def expm1(x, name: str | None = None):
+    return apply(Expm1(), (x,), name)
+
+
+def tan(x, name: str | None = None):
+    return apply(Tan(), (x,), name)
+
+
+def arctan(x, name: str | None = None):
+    return apply(Arctan(), (x,), name)
+
+
+def sinh(x, name: str | None = None):
+    return apply(Sinh(), (x,), name)
+
+
+def cosh(x, name: str | None = None):
+    return apply(Cosh(), (x,), name)
+
+
+def reciprocal(x, name: str | None = None):
+    return apply(Reciprocal(), (x,), name)
+
+
+def floor(x, name: str | None = None):
+    return apply(Floor(), (x,), name)
+
+
+def ceil(x, name: str | None = None):
+    return apply(Ceil(), (x,), name)
+
+
+def round(x, name: str | None = None):
+    return apply(Round(), (x,), name)
+
+
+def mod(a, b, name: str | None = None):
+    return apply(Mod(), (a, b), name)
 
 
 def polygamma(n: int, x, name: str | None = None):
