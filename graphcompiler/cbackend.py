@@ -1468,6 +1468,14 @@ class CEvaluator:
         if self.nan_check:
             self.fallback_reason = "nan_check runs on the NumPy evaluator (it checks every step's value)"
             return self._to_numpy()
+        if lowered.memory_budget is not None and gen.arena_bytes > lowered.arena_bytes:
+            # the compiler's buffer plan fits the budget; C's own arena is planned from its fused loops and
+            # is usually smaller, but where it is not, the budget wins over native speed
+            self.fallback_reason = (
+                f"under memory_budget, C's arena ({gen.arena_bytes} bytes) would exceed the compiler's budgeted "
+                f"plan ({lowered.arena_bytes} bytes): this program runs on the NumPy evaluator"
+            )
+            return self._to_numpy()
         try:
             tc = toolchain()
             try:

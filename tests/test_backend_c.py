@@ -331,3 +331,32 @@ def test_views_of_constants_are_constants_in_c():
     z = x * gc.broadcast_to(c, (3, 4)) + gc.expand_dims(c, 0) + gc.transpose(gc.broadcast_to(c, (2, 4)))[1:2, 0:1]
     p, _ = both([z], {"x": np.ones((3, 4))}, optimize=False)
     assert native(p) and "gc_run_1" not in p.source("c")
+
+
+def test_memory_budget_is_kept_on_c():
+    """Under memory_budget the C arena never exceeds the compiler's budgeted plan (else it runs on NumPy), and
+    the results equal the NumPy evaluator's under the same budget."""
+    rng = np.random.default_rng(5)
+    g = gc.Graph("narrow")
+    x = g.input("x", (64, 32))
+    h = x
+    params = []
+    for k in range(8):
+        W = g.parameter(f"W{k}", rng.normal(size=(32, 32)) * 0.2)
+        params.append(W)
+        h = gc.tanh(h @ W)
+    J = gc.sum(h * h)
+    grads = gc.build_grad(J, params)
+    outs = [J] + [grads[p] for p in params]
+    feed = {"x": rng.normal(size=(64, 32))}
+    free = gc.compile(outs)
+    free.run(feed)
+    budget = int(free.stats["peak_bytes"] * 0.8)
+    ref = gc.compile(outs, memory_budget=budget).run(feed)
+    p = gc.compile(outs, memory_budget=budget, backend="c")
+    got = p.run(feed)
+    ev = p._last.evaluator
+    assert p.lowered.memory_budget == budget
+    assert ev.fallback_reason is not None or ev._arena_bytes <= p.lowered.arena_bytes
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

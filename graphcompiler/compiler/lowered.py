@@ -23,6 +23,8 @@ LoweredProgram fields:
   arena of arena_bytes (aligned to ALIGN), or None when each buffer is a separate array. Buffers are memory
   an evaluator owns: it allocates them once per concurrent run (not per call) and may reuse them across runs.
 - leaf_specs: per leaf, its concrete (shape, dtype): what a backend that compiles for static shapes needs.
+- memory_budget: compile's memory_budget (bytes) or None; the buffer plan above fits it, and a backend that
+  plans memory of its own (the C arena) must not exceed that plan under a budget.
 - nan_check: the evaluator checks every floating step's result for NaN/inf and raises NumericsError naming
   the step (its label) and its inputs' ranges.
 
@@ -153,6 +155,7 @@ class LoweredProgram:
     arena_bytes: int
     nan_check: bool = False
     leaf_specs: tuple = ()  # per leaf: (concrete shape, dtype), in the order of `leaves` (native backends)
+    memory_budget: int | None = None  # compile's budget in bytes: a backend planning its own memory stays within it
 
     @property
     def feeds(self) -> tuple:

@@ -17,6 +17,7 @@ the evaluator, and introspection. The passes never mutate the user's graph (ir.p
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -129,6 +130,8 @@ def specialize(
         nodes, roots, copies, _, cost = choose(nodes, roots, int(memory_budget), ctx, plan_peak)
     plan = schedule_and_plan(nodes, roots, passes, nan_check, copies)
     lowered, leaf_nodes = lower(plan, nodes, roots, ctx, n_outputs, updates, nan_check)
+    if memory_budget is not None:
+        lowered = dataclasses.replace(lowered, memory_budget=int(memory_budget))
     forward = sum(flops(n) for n in plan.order if not n.is_gradient and n not in copies)
     return Specialized(nodes, roots, plan, lowered, leaf_nodes, copies, removed, cost or 0, unbudgeted, forward)
 
