@@ -210,8 +210,14 @@ def run_demo(
     _write_loss_curve(result, out / "loss_curve.png")
     result.seconds = time.perf_counter() - t_start
 
+    _log_summary(result, epochs, out, log, f"graphcompiler export {out / 'd2l_mlp.json'} --node dJ/dW2")
+    return result
+
+
+def _log_summary(result: DemoResult, epochs: int, out: Path, log, hint: str) -> None:
+    """The demo's last lines: the training figures, every file written or skipped, a command to try next."""
     log(
-        f"trained {epochs} epochs in {result.train_seconds:.1f} s: final loss {losses[-1]:.4f}, "
+        f"trained {epochs} epochs in {result.train_seconds:.1f} s: final loss {result.losses[-1]:.4f}, "
         f"held-out accuracy {result.accuracy:.1%}"
     )
     log(f"wrote {len(result.files)} files to {out}/:")
@@ -219,8 +225,7 @@ def run_demo(
         log(f"  {path}  ({what})")
     for what, why in result.skipped.items():
         log(f"  skipped {what}: {why}")
-    log(f"done in {result.seconds:.1f} s. Try: graphcompiler export {out / 'd2l_mlp.json'} --node dJ/dW2")
-    return result
+    log(f"done in {result.seconds:.1f} s. Try: {hint}")
 
 
 def _progress(epochs, enabled: bool):

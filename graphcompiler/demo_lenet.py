@@ -18,7 +18,7 @@ import numpy as np
 
 from .autodiff import build_grad
 from .compiler import compile
-from .demo import DemoResult, GradCheck, _progress, _write_loss_curve, _write_pictures, load_digits_split
+from .demo import DemoResult, GradCheck, _progress, _log_summary, _write_loss_curve, _write_pictures, load_digits_split
 from .errors import GraphCompilerError
 from .graph import Graph, Node
 from .ops import (
@@ -197,16 +197,7 @@ def run_lenet_demo(
     _write_memory(train, {"x": X_train[:batch], "y": y_train[:batch]}, net, out, result)
     _write_loss_curve(result, out / "lenet_loss_curve.png", "LeNet-style convnet on scikit-learn digits")
     result.seconds = time.perf_counter() - t_start
-    log(
-        f"trained {epochs} epochs in {result.train_seconds:.1f} s: final loss {result.losses[-1]:.4f}, "
-        f"held-out accuracy {result.accuracy:.1%}"
-    )
-    log(f"wrote {len(result.files)} files to {out}/:")
-    for what, p in result.files.items():
-        log(f"  {p}  ({what})")
-    for what, why in result.skipped.items():
-        log(f"  skipped {what}: {why}")
-    log(f"done in {result.seconds:.1f} s. Try: graphcompiler show {out / 'lenet.json'}")
+    _log_summary(result, epochs, out, log, f"graphcompiler show {out / 'lenet.json'}")
     return result
 
 
