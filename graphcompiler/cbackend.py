@@ -1592,18 +1592,7 @@ class CEvaluator:
             finally:
                 pool.append(arena)
         try:
-            rc = self._call(self._fn, leaves, outs, self._spec, arena[1], self._nogil)
-            while rc < 0:  # a leaf in another layout: made contiguous, then again
-                k = -rc - 1
-                shape, dt = self._leaf_meta[k]
-                v = np.ascontiguousarray(leaves[k], dtype=dt)
-                if v.shape != tuple(shape):
-                    raise ExecutionError(
-                        f"leaf {self.lowered.leaf_names[k]!r} has shape {v.shape}, the program "
-                        f"was specialised for {tuple(shape)}"
-                    )
-                leaves[k] = v
-                rc = self._call(self._fn, leaves, outs, self._spec, arena[1], self._nogil)
+            rc = self._call_fixing(self._fn, leaves, outs, arena[1])
         finally:
             pool.append(arena)
         if rc:
