@@ -146,12 +146,15 @@ def schedule_and_plan(
     """
     reuse, inplace = "buffers" in passes, not nan_check
     if "schedule" in passes:
-        plan = plan_buffers(memory_order(nodes, roots, recomputed), roots, reuse=reuse, inplace=inplace)
+        order = memory_order(nodes, roots, recomputed)
+        plan = plan_buffers(order, roots, reuse=reuse, inplace=inplace)
         by_index = sorted(nodes, key=lambda n: n.index)
         if not recomputed and len(by_index) <= 20_000 and is_topological(by_index):
-            other = plan_buffers(declared_order(by_index), roots, reuse=reuse, inplace=inplace)
-            if other.peak_bytes < plan.peak_bytes:
-                plan = other
+            declared = declared_order(by_index)
+            if declared != order:  # (the same order would give the same plan)
+                other = plan_buffers(declared, roots, reuse=reuse, inplace=inplace)
+                if other.peak_bytes < plan.peak_bytes:
+                    plan = other
         return plan
     by_index = sorted(nodes, key=lambda n: n.index)
     order = declared_order(by_index if is_topological(by_index) and not recomputed else nodes)

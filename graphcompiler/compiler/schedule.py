@@ -39,61 +39,125 @@ def memory_order(nodes, keep, lazy=None) -> list:
     and any step reading only lazy steps, waits until a step that needs it has everything else it reads,
     or until nothing else can run; and never before the step it repeats.
     """
-    steps = [n for n in nodes if not is_leaf(n)]
-    pos = {n: k for k, n in enumerate(steps)}
-    deps = {}
-    consumers: dict = {}
-    view = {}
-    for n in steps:
-        ds = {x for x in value_inputs(n) if x in pos}
-        deps[n] = ds
-        consumers[n] = []
-        view[n] = n.op.is_view
-    for n in steps:
-        for x in deps[n]:
-            consumers[x].append(n)
-    height: dict[Node, int] = {}
-    for n in reversed(steps):
-        cs = consumers[n]
-        height[n] = 1 + max([height[c] for c in cs]) if cs else 1
-    roots_of: dict = {}  # the memory a step's inputs occupy
-    readers: dict = {n: set() for n in steps}  # non-view steps reading a root, not yet run
-    size = {}
-    for n in steps:
-        ds = deps[n]
-        rs = ds
-        for x in ds:
-            if view[x]:
-                rs = set()
-                for y in ds:
-                    rs |= roots_of[y] if view[y] else {y}
-                break
-        roots_of[n] = rs
-        if view[n]:
-            size[n] = 0
-        else:
-            for r in rs:
-                readers[r].add(n)
-            size[n] = 0 if None in n.shape else nbytes(n)
-    keep = set(keep)
-    for n in list(keep):
-        if n in roots_of and view[n]:
-            keep |= roots_of[n]
-    waiting = {n: len(deps[n]) for n in steps}
-    repeats = dict(lazy) if isinstance(lazy, dict) else {}
-    lazy = {n for n in (lazy or ()) if n in pos}
-    followers: dict = {}
-    for c, original in repeats.items():  # a copy runs after the step it repeats
-        if c in pos and original in pos:
-            followers.setdefault(original, []).append(c)
-            waiting[c] += 1
-    if lazy:
-        for n in steps:  # reading only recomputed values: wait as well
-            if n not in lazy and deps[n] and all(x in lazy for x in deps[n]):
-                lazy.add(n)
-        hard = {n: sum(1 for x in deps[n] if x not in lazy) for n in steps}
+    g = StepGraph(nodes, keep)
+    order = _greedy(g, _Lazy(g, lazy) if lazy else None)
+    if len(order) != len(g.steps):
+        raise AssertionError("schedule: the graph has a cycle")
+    steps = g.steps
+    return [steps[k] for k in order]
+
+
+class StepGraph:
+    """The steps of a program numbered in their topological order, with what the scheduler reads of them
+    as lists indexed by that number (a few lists instead of dictionaries keyed by node: big graphs stay fast).
+    """
+
+    def __init__(self, nodes, keep):
+        steps = [n for n in nodes if not is_leaf(n)]
+        pos = {n: k for k, n in enumerate(steps)}
+        self.steps, self.pos = steps, pos
+        self.deps = deps = [_step_inputs(n, pos) for n in steps]  # distinct, in the order read
+        self.consumers = consumers = [[] for _ in steps]  # in topological order
+        for k, ds in enumerate(deps):
+            for x in ds:
+                consumers[x].append(k)
+        self.view = [n.op.is_view for n in steps]
+        self.height = _heights(consumers)
+        self.roots_of, self.readers, self.size = self._memory(steps)
+        self.keep = self._kept(keep)
+
+    def _memory(self, steps):
+        """Per step: the roots whose memory its inputs occupy, and its own bytes; per root: its readers."""
+        deps, view = self.deps, self.view
+        roots_of: list = [()] * len(steps)
+        readers: list[set] = [set() for _ in steps]  # non-view steps reading a root, not yet run
+        size = [0] * len(steps)
+        for k, n in enumerate(steps):
+            rs = deps[k]
+            if rs and (view[rs[0]] or len(rs) > 1 and any([view[x] for x in rs])):
+                merged: dict = {}
+                for y in rs:
+                    merged.update(dict.fromkeys(roots_of[y]) if view[y] else {y: None})
+                rs = tuple(merged)
+            roots_of[k] = rs
+            if not view[k]:
+                for r in rs:
+                    readers[r].add(k)
+                size[k] = 0 if None in n.shape else nbytes(n)
+        return roots_of, readers, size
+
+    def _kept(self, keep) -> list[bool]:
+        """Per step: whether its memory lives to the end (a kept value, or the root of a kept view)."""
+        kept = [False] * len(self.steps)
+        for n in keep:
+            k = self.pos.get(n)
+            if k is not None:
+                kept[k] = True
+                if self.view[k]:
+                    for r in self.roots_of[k]:
+                        kept[r] = True
+        return kept
+
+
+def _step_inputs(n, pos) -> tuple:
+    """The positions of the steps whose values n reads, each once, in the order n reads them."""
+    ins = value_inputs(n)
+    if len(ins) == 2:  # the common cases first (this runs once per step)
+        a, b = pos.get(ins[0]), pos.get(ins[1])
+        if a is None:
+            return () if b is None else (b,)
+        return (a,) if b is None or b == a else (a, b)
+    if len(ins) == 1:
+        k = pos.get(ins[0])
+        return () if k is None else (k,)
+    return tuple(dict.fromkeys(k for k in map(pos.get, ins) if k is not None))
+
+
+def _heights(consumers) -> list[int]:
+    """Per step: the length of the longest path of steps from it to the end."""
+    height = [1] * len(consumers)
+    for k in range(len(consumers) - 1, -1, -1):
+        cs = consumers[k]
+        if cs:
+            height[k] = 1 + max([height[c] for c in cs])
+    return height
+
+
+class _Lazy:
+    """The recomputed steps (and the steps reading only them) and what holds them back."""
+
+    def __init__(self, g: StepGraph, lazy):
+        pos, deps = g.pos, g.deps
+        self.extra = [0] * len(g.steps)  # inputs a step waits for beyond its own: the step it repeats
+        self.followers: dict[int, list[int]] = {}  # a step -> the copies that must run after it
+        if isinstance(lazy, dict):
+            for c, original in lazy.items():
+                if c in pos and original in pos:
+                    self.followers.setdefault(pos[original], []).append(pos[c])
+                    self.extra[pos[c]] += 1
+        self.steps = steps = {pos[n] for n in lazy if n in pos}
+        for k, ds in enumerate(deps):  # reading only recomputed values: wait as well
+            if k not in steps and ds and all(x in steps for x in ds):
+                steps.add(k)
+        self.hard = [sum(1 for x in ds if x not in steps) for ds in deps]  # inputs that are not lazy
+
+
+def _greedy(g: StepGraph, lz: _Lazy | None) -> list[int]:
+    """List scheduling: run the candidate that frees the most bytes net, with one step of look-ahead."""
+    deps, consumers, view, height = g.deps, g.consumers, g.view, g.height
+    roots_of, readers, size, kept = g.roots_of, g.readers, g.size, g.keep
+    waiting = [len(ds) for ds in deps]
+    lazy: set = set()
     released: set = set()
+    followers: dict = {}
+    hard: list = []
+    if lz is not None:
+        lazy, followers, hard = lz.steps, lz.followers, lz.hard
+        waiting = [w + e for w, e in zip(waiting, lz.extra)]
     dormant: list = []  # lazy steps whose inputs exist, by urgency
+    version = [0] * len(deps)
+    done = [False] * len(deps)
+    push, pop = heapq.heappush, heapq.heappop
 
     def net(n, also=None) -> int:
         """Bytes n allocates minus the bytes it frees (`also`: a step taken as run just before it)."""
@@ -101,11 +165,11 @@ def memory_order(nodes, keep, lazy=None) -> list:
         if not view[n]:
             for r in roots_of[n]:
                 left = readers[r]
-                if r not in keep and (len(left) == 1 or also is not None and len(left) == 2 and also in left):
+                if not kept[r] and (len(left) == 1 or also is not None and len(left) == 2 and also in left):
                     freed += size[r]
         return size[n] - freed
 
-    def key(n):
+    def entry(n) -> tuple:
         # one step of look-ahead: an allocation that lets a consumer free more right after is worth it
         own = net(n)
         best = own
@@ -113,65 +177,66 @@ def memory_order(nodes, keep, lazy=None) -> list:
             for c in consumers[n]:
                 if waiting[c] == 1:
                     best = min(best, own + net(c, also=n))
-        return (best, -height[n], pos[n])
+        return (best, -height[n], n, version[n])
 
-    version = dict.fromkeys(steps, 0)
-    heap = [(key(n), 0, n) for n in steps if waiting[n] == 0 and n not in lazy]
-    heapq.heapify(heap)
-    order = []
-    done = set()
+    def reconsider(n) -> None:
+        version[n] += 1
+        push(heap, entry(n))
 
-    def ready(n):
+    def ready(n) -> None:
         if n in lazy and n not in released:
-            heapq.heappush(dormant, (-height[n], pos[n], n))
+            push(dormant, (-height[n], n))
         else:
-            heapq.heappush(heap, (key(n), version[n], n))
+            push(heap, entry(n))
 
-    def release(n):
+    def release(n) -> None:
         stack = [n]
         while stack:
             m = stack.pop()
             if m in released:
                 continue
             released.add(m)
-            if waiting[m] == 0 and m not in done:
-                heapq.heappush(heap, (key(m), version[m], m))
+            if waiting[m] == 0 and not done[m]:
+                push(heap, entry(m))
             stack.extend(x for x in deps[m] if x in lazy and x not in released)
 
-    for n in steps if lazy else ():
+    heap = [entry(n) for n in range(len(deps)) if waiting[n] == 0 and n not in lazy]
+    heapq.heapify(heap)
+    for n in range(len(deps)) if lazy else ():
         if n not in lazy and hard[n] == 0:
             for x in deps[n]:
                 if x in lazy:
                     release(x)
         if n in lazy and waiting[n] == 0:
             ready(n)
+    order = []
     while heap or dormant:
         if not heap:  # nothing else can run: the most urgent lazy step
-            _, _, m = heapq.heappop(dormant)
-            if m not in done and m not in released:
+            m = pop(dormant)[1]
+            if not done[m] and m not in released:
                 release(m)
             continue
-        _, ver, best = heapq.heappop(heap)
-        if best in done or ver != version[best]:
+        best = pop(heap)
+        n = best[2]
+        if done[n] or best[3] != version[n]:
             continue
-        done.add(best)
-        order.append(best)
-        if not view[best]:
-            for r in roots_of[best]:
+        done[n] = True
+        order.append(n)
+        if not view[n]:
+            for r in roots_of[n]:
                 left = readers[r]
-                left.discard(best)
+                left.discard(n)
                 if len(left) == 1:  # its last reader now frees it: a better score
                     (other,) = left
-                    if waiting[other] == 0 and other not in done and (other not in lazy or other in released):
-                        version[other] += 1
-                        heapq.heappush(heap, (key(other), version[other], other))
-        for c in followers.get(best, ()):
+                    if waiting[other] == 0 and not done[other] and (other not in lazy or other in released):
+                        reconsider(other)
+        for c in followers.get(n, ()):
             waiting[c] -= 1
             if waiting[c] == 0:
                 ready(c)
-        for c in consumers[best]:
+        for c in consumers[n]:
             waiting[c] -= 1
-            if lazy and best not in lazy:
+            if lazy and n not in lazy:
                 hard[c] -= 1
                 if hard[c] == 0 and (c not in lazy or c in released):
                     for x in deps[c]:
@@ -181,9 +246,6 @@ def memory_order(nodes, keep, lazy=None) -> list:
                 ready(c)
             elif waiting[c] == 1:  # its last missing input now looks ahead to it
                 for d in deps[c]:
-                    if d not in done and waiting[d] == 0 and (d not in lazy or d in released):
-                        version[d] += 1
-                        heapq.heappush(heap, (key(d), version[d], d))
-    if len(order) != len(steps):
-        raise AssertionError("schedule: the graph has a cycle")
+                    if not done[d] and waiting[d] == 0 and (d not in lazy or d in released):
+                        reconsider(d)
     return order
