@@ -63,52 +63,16 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True, inp
 
     inplace=False keeps every input intact through its last step (nan_check reads the inputs after it).
     """
-    end = len(order)
     outputs = set(keep)
-    values: dict[Node, Value] = {}
-    for k, n in enumerate(order):
-        x0 = n.inputs[0] if n.inputs else None
-        if n.op.is_view and x0 is not None:
-            root = values[x0].root if x0 in values else None
-            v = Value(n, "view", k, root=root)
-        elif can_write_out(n.op, n.dtype) and worth_a_buffer(n.shape) and n not in outputs and reuse:
-            v = Value(n, "buffer", k, root=n)
-        else:
-            v = Value(n, "fresh", k, root=n)
-        values[n] = v
-        for x in set(value_inputs(n)):
-            if x in values:
-                values[x].readers.append(k)
-    for n in order:  # each value's own last read; roots cover their views
-        v = values[n]
-        v.last = end if n in outputs else max(v.readers, default=v.first)
-    if reuse and inplace:  # an output may take over the memory of a dying input
-        for k, n in enumerate(order):
-            v = values[n]
-            if n in outputs and v.kind == "fresh" and is_elementwise(n):
-                for x in value_inputs(n):
-                    xv = values.get(x)
-                    if (
-                        xv is not None
-                        and xv.kind in ("buffer", "fresh")
-                        and xv.into is None
-                        and x not in outputs
-                        and xv.readers == [k]
-                        and x.shape == n.shape
-                        and x.dtype == n.dtype
-                        and x.ndim
-                        and not any(values[y].root is x for y in value_inputs(n) if y in values and y is not x)
-                        and not _viewed(x, values)
-                    ):
-                        xv.kind, v.into, v.inplace = "fresh", x, True
-                        xv.last = end
-                        break
-    for n in reversed(order):
-        v = values[n]
+    values = _live_ranges(order, outputs, reuse)
+    if reuse and inplace:
+        _outputs_over_dying_inputs(order, values, outputs)
+    vs = [values[n] for n in order]
+    for v in reversed(vs):  # a root lives as long as its views
         if v.kind == "view" and v.root is not None:
             r = values[v.root]
-            r.last = max(r.last, v.last)
-
+            if v.last > r.last:
+                r.last = v.last
     groups = _inplace_groups(order, values, outputs, reuse and inplace)
     offsets = None
     if reuse and len(groups) <= ARENA_LIMIT:
@@ -116,29 +80,88 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True, inp
     else:
         buffers = _pools(order, values, groups, outputs, reuse)
         resident = sum(size * dt.itemsize for size, dt in buffers)
-    for n in order:
-        v = values[n]
+    for v in vs:
         if v.kind == "view" and v.root is not None:
             v.buffer = values[v.root].buffer
-    fresh_delta = [0] * (end + 2)
-    for n in order:
-        v = values[n]
-        if v.kind == "fresh":
-            fresh_delta[v.first] += v.nbytes
-            fresh_delta[min(v.last, end) + 1] -= v.nbytes
-        extra = scratch_bytes(n)  # a kernel's own temporaries, during its step
-        if extra:
-            fresh_delta[v.first] += extra
-            fresh_delta[v.first + 1] -= extra
-    live, acc = [], 0
-    for k in range(end):
-        acc += fresh_delta[k]
-        live.append(resident + acc)
-    if end:
-        acc += fresh_delta[end]
+    live = _live_bytes(order, vs, resident)
     peak = max(live, default=resident)
     peak_step = live.index(peak) if live else 0
     return BufferPlan(order, values, buffers, live, peak, peak_step, resident, offsets)
+
+
+def _live_ranges(order: list[Node], outputs: set, reuse: bool) -> dict[Node, Value]:
+    """Each step's Value: its kind, the steps reading it, and its own last read (outputs: the end)."""
+    end = len(order)
+    values: dict[Node, Value] = {}
+    get = values.get
+    for k, n in enumerate(order):
+        ins = n.inputs
+        if n.op.is_view and ins:
+            x0 = get(ins[0])
+            v = Value(n, "view", k, root=None if x0 is None else x0.root)
+        elif can_write_out(n.op, n.dtype) and worth_a_buffer(n.shape) and n not in outputs and reuse:
+            v = Value(n, "buffer", k, root=n)
+        else:
+            v = Value(n, "fresh", k, root=n)
+        values[n] = v
+        ins = value_inputs(n)
+        if len(ins) == 2 and ins[0] is not ins[1]:  # (the common cases first: this runs once per step)
+            for x in ins:
+                xv = get(x)
+                if xv is not None:
+                    xv.readers.append(k)
+        else:
+            for x in ins if len(ins) == 1 else set(ins):
+                xv = get(x)
+                if xv is not None:
+                    xv.readers.append(k)
+    for n, v in values.items():  # readers were added in step order
+        v.last = end if n in outputs else v.readers[-1] if v.readers else v.first
+    return values
+
+
+def _outputs_over_dying_inputs(order: list[Node], values: dict[Node, Value], outputs: set) -> None:
+    """An elementwise output may take over the memory of an input whose last reader it is."""
+    end = len(order)
+    for k, n in enumerate(order):
+        v = values[n]
+        if n in outputs and v.kind == "fresh" and is_elementwise(n):
+            for x in value_inputs(n):
+                xv = values.get(x)
+                if (
+                    xv is not None
+                    and xv.kind in ("buffer", "fresh")
+                    and xv.into is None
+                    and x not in outputs
+                    and xv.readers == [k]
+                    and x.shape == n.shape
+                    and x.dtype == n.dtype
+                    and x.ndim
+                    and not any(values[y].root is x for y in value_inputs(n) if y in values and y is not x)
+                    and not _viewed(x, values)
+                ):
+                    xv.kind, v.into, v.inplace = "fresh", x, True
+                    xv.last = end
+                    break
+
+
+def _live_bytes(order: list[Node], vs: list[Value], resident: int) -> list[int]:
+    """Bytes live after each step: the planned buffers, the fresh values and the kernels' temporaries."""
+    end = len(order)
+    fresh_delta = [0] * (end + 2)
+    for n, v in zip(order, vs):
+        if v.kind == "fresh":
+            fresh_delta[v.first] += v.nbytes
+            fresh_delta[min(v.last, end) + 1] -= v.nbytes
+        if n.op.scratch:
+            extra = scratch_bytes(n)  # a kernel's own temporaries, during its step
+            fresh_delta[v.first] += extra
+            fresh_delta[v.first + 1] -= extra
+    live, acc = [], resident
+    for k in range(end):
+        acc += fresh_delta[k]
+        live.append(acc)
+    return live
 
 
 ARENA_LIMIT = 800  # groups; beyond it, buffers are pooled by size (packing is quadratic)
@@ -152,29 +175,36 @@ def _inplace_groups(order, values, outputs, inplace: bool) -> list[list[Node]]:
         v = values[n]
         if v.kind != "buffer":
             continue
-        if inplace and is_elementwise(n):
-            ins = value_inputs(n)
-            for x in ins:
-                xv = values.get(x)
-                if (
-                    xv is not None
-                    and xv.kind == "buffer"
-                    and xv.last == k
-                    and x not in outputs
-                    and x.shape == n.shape
-                    and x.dtype == n.dtype
-                    and x in group_of
-                    and groups[group_of[x]][-1] is x
-                    and all(y is x or values.get(y) is None or values[y].root is not x for y in ins)
-                ):
-                    v.inplace = True
-                    group_of[n] = group_of[x]
-                    groups[group_of[n]].append(n)
-                    break
-        if n not in group_of:
+        g = _dying_group(k, n, values, outputs, group_of, groups) if inplace and is_elementwise(n) else None
+        if g is None:
             group_of[n] = len(groups)
             groups.append([n])
+        else:
+            v.inplace = True
+            group_of[n] = g
+            groups[g].append(n)
     return groups
+
+
+def _dying_group(k, n, values, outputs, group_of, groups) -> int | None:
+    """The group of an input of step k (n) that dies there and whose memory n can be written into."""
+    ins = value_inputs(n)
+    for x in ins:
+        g = group_of.get(x)
+        if g is None:
+            continue
+        xv = values[x]
+        if (
+            xv.kind == "buffer"
+            and xv.last == k
+            and x not in outputs
+            and x.shape == n.shape
+            and x.dtype == n.dtype
+            and groups[g][-1] is x
+            and all(y is x or values.get(y) is None or values[y].root is not x for y in ins)
+        ):
+            return g
+    return None
 
 
 def _pack(groups, values) -> tuple[list, list[int], int]:
@@ -219,9 +249,9 @@ def _pools(order, values, groups, outputs, reuse) -> list[tuple[int, np.dtype]]:
     start: dict[int, list[int]] = {}
     for g, members in enumerate(groups):
         start.setdefault(values[members[0]].first, []).append(g)
-        last = max(values[m].last for m in members)
+        last = values[members[0]].last if len(members) == 1 else max(values[m].last for m in members)
         dying.setdefault(last, []).append(g)
-    for k in range(len(order)):
+    for k in sorted(start.keys() | dying.keys()):  # the steps where a group starts or dies, in order
         for g in start.get(k, ()):
             n = groups[g][0]
             key = (math.prod(n.shape), n.dtype.str)
@@ -235,8 +265,9 @@ def _pools(order, values, groups, outputs, reuse) -> list[tuple[int, np.dtype]]:
         for g in dying.get(k, ()):  # memory whose last reader was this step
             n = groups[g][0]
             if reuse and n not in outputs:
-                size, dt = buffers[values[n].buffer]
-                free.setdefault((size, dt.str), []).append(values[n].buffer)
+                b = values[n].buffer
+                size, dt = buffers[b]
+                free.setdefault((size, dt.str), []).append(b)
     return buffers
 
 
