@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ..graph import Node
-from ..ops.base import Constant, Input, Parameter
+from ..ops.base import Constant, Input, Op, Parameter
 from .ir import Context
 from .lowered import BufferView, Const, LoweredProgram, LoweredStep, OutSlot
 
@@ -31,6 +31,32 @@ def lower(
     nan_check: bool = False,
 ) -> tuple[LoweredProgram, list[Node]]:
     """The LoweredProgram of a buffer plan, and the graph nodes of its leaves (in the order of `leaves`)."""
+    slot, leaf_nodes, leaf_slots, leaf_kinds, leaf_specs = _leaves(nodes, ctx)
+    for n in plan.order:
+        slot[n] = len(slot)
+    steps = _steps(plan, slot, ctx)
+    results, copy = _results(plan, roots, slot, ctx, n_outputs)
+    lowered = LoweredProgram(
+        steps,
+        len(slot),
+        tuple(leaf_slots),
+        tuple(n.name for n in leaf_nodes),
+        tuple(leaf_kinds),
+        tuple(results),
+        tuple(copy),
+        n_outputs,
+        tuple(updates),
+        tuple(plan.buffers),
+        None if plan.offsets is None else tuple(plan.offsets),
+        plan.resident_bytes,
+        nan_check,
+        tuple(leaf_specs),
+    )
+    return lowered, leaf_nodes
+
+
+def _leaves(nodes: Sequence[Node], ctx: Context) -> tuple[dict[Node, int], list, list, list, list]:
+    """The slots of the inputs and parameters (first, in the order of `nodes`), and what a run says of each."""
     slot: dict[Node, int] = {}
     leaf_nodes, leaf_slots, leaf_kinds, leaf_specs = [], [], [], []
     for n in nodes:
@@ -41,38 +67,34 @@ def lower(
             leaf_slots.append(slot[n])
             leaf_kinds.append("feed" if isinstance(op, Input) else "parameter")
             leaf_specs.append((tuple(n.shape), n.dtype))
-    for n in plan.order:
-        slot[n] = len(slot)
-    drops: dict[int, list[int]] = {}
+    return slot, leaf_nodes, leaf_slots, leaf_kinds, leaf_specs
+
+
+def _steps(plan: "BufferPlan", slot: dict[Node, int], ctx: Context) -> tuple[LoweredStep, ...]:
+    """One LoweredStep per step of the schedule: its kernel, arguments, `out=`, frees and names."""
     values = plan.values
-    end = len(plan.order)
-    for n in plan.order:
-        v = values[n]
-        if v.kind != "buffer" and v.last < end:
-            drops.setdefault(max(v.readers, default=v.first), []).append(slot[n])
-    steps = []
+    drops = _frees(plan, slot)
+    views: dict[tuple, BufferView] = {}  # equal records shared: one per buffer, shape and dtype
     origin = ctx.source.get
+    steps = []
     for k, n in enumerate(plan.order):
         v = values[n]
         op = n.op
         in_shape = n.inputs[0].shape if n.inputs else ()
         fn, extra, kw = op.fast_kernel(v.kind == "buffer", n.shape, in_shape, n.dtype)
-        args: list = []
-        for i, x in enumerate(n.inputs):
-            if not op.reads_value(i):
-                args.append(Const(np.broadcast_to(np.empty((), x.dtype), x.shape)))
-            elif isinstance(x.op, Constant):
-                args.append(Const(ctx.value(x)))
-            else:
-                args.append(slot[x])
+        args = _arguments(n, slot, ctx)
         out: BufferView | OutSlot | None = None
         if v.kind == "buffer":
             assert v.buffer is not None  # the plan gives every buffer value its buffer
-            out = BufferView(v.buffer, n.shape, n.dtype)
+            key = (v.buffer, n.shape, n.dtype)
+            out = views.get(key)
+            if out is None:
+                out = views[key] = BufferView(v.buffer, n.shape, n.dtype)
         elif v.into is not None:  # an output written over its dying input's array
             fn, extra, kw = op.fast_kernel(True, n.shape, in_shape, n.dtype)
             out = OutSlot(slot[v.into])
-        args += [Const(e) for e in extra]
+        if extra:
+            args += [Const(e) for e in extra]
         user = origin(n, n)
         steps.append(
             LoweredStep(
@@ -91,6 +113,37 @@ def lower(
                 None if user is n else (user.name, user.op.name, tuple([x.name for x in user.inputs])),
             )
         )
+    return tuple(steps)
+
+
+def _frees(plan: "BufferPlan", slot: dict[Node, int]) -> dict[int, list[int]]:
+    """Step -> the slots of values (not in planned buffers, not kept) whose last reader it is."""
+    drops: dict[int, list[int]] = {}
+    end = len(plan.order)
+    for n, v in plan.values.items():
+        if v.kind != "buffer" and v.last < end:
+            drops.setdefault(max(v.readers, default=v.first), []).append(slot[n])
+    return drops
+
+
+def _arguments(n: Node, slot: dict[Node, int], ctx: Context) -> list:
+    """A step's arguments: slots, constants' values, and stand-ins for inputs read only for their shape."""
+    op = n.op
+    every = not op.shape_only and type(op).reads_value is Op.reads_value  # (the common case)
+    args: list = []
+    for i, x in enumerate(n.inputs):
+        if not (every or op.reads_value(i)):
+            args.append(Const(np.broadcast_to(np.empty((), x.dtype), x.shape)))
+        elif isinstance(x.op, Constant):
+            args.append(Const(ctx.value(x)))
+        else:
+            args.append(slot[x])
+    return args
+
+
+def _results(plan: "BufferPlan", roots: Sequence[Node], slot: dict[Node, int], ctx: Context, n_outputs: int):
+    """What a run returns (slots, or constants the optimiser folded), and which must be handed out as copies."""
+    values = plan.values
     results: list = []
     copy: list[bool] = []
     seen: set[Node] = set()
@@ -103,23 +156,7 @@ def lower(
         kind = values[r].kind if r in values else "leaf"
         copy.append(kind not in ("fresh", "buffer") or r in seen or (kind == "buffer" and len(results) <= n_outputs))
         seen.add(r)
-    lowered = LoweredProgram(
-        tuple(steps),
-        len(slot),
-        tuple(leaf_slots),
-        tuple(n.name for n in leaf_nodes),
-        tuple(leaf_kinds),
-        tuple(results),
-        tuple(copy),
-        n_outputs,
-        tuple(updates),
-        tuple(plan.buffers),
-        None if plan.offsets is None else tuple(plan.offsets),
-        plan.resident_bytes,
-        nan_check,
-        tuple(leaf_specs),
-    )
-    return lowered, leaf_nodes
+    return results, copy
 
 
 def can_write_out(op, dtype) -> bool:
