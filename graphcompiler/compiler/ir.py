@@ -18,6 +18,11 @@ from ..graph import Graph, Node
 from ..ops.base import Constant, Input, Op, Parameter
 
 
+_NODE_FIELDS = ("name", "op", "inputs", "shape", "dtype", "graph", "index", "is_gradient", "origin")
+if tuple(f.name for f in dataclasses.fields(Node)) != _NODE_FIELDS:  # Context.rebuild copies each of them
+    raise ImportError("graph.Node's fields changed: update compiler/ir.py's Context.rebuild and _NODE_FIELDS")
+
+
 class Context:
     """What the passes share: the graph, the values of stand-in constants, fresh names and pass counters."""
 
@@ -83,7 +88,17 @@ class Context:
 
     def rebuild(self, node: Node, inputs: tuple[Node, ...], shape: tuple | None = None) -> Node:
         """The same value as `node`, reading new inputs (and, when specialised, with concrete shapes)."""
-        new = dataclasses.replace(node, inputs=inputs, shape=node.shape if shape is None else tuple(shape))
+        new = Node(  # what dataclasses.replace makes, without its per-call look at the fields (_NODE_FIELDS)
+            name=node.name,
+            op=node.op,
+            inputs=inputs,
+            shape=node.shape if shape is None else tuple(shape),
+            dtype=node.dtype,
+            graph=node.graph,
+            index=node.index,
+            is_gradient=node.is_gradient,
+            origin=node.origin,
+        )
         self.source[new] = self.source.get(node, node)
         if node in self.consts:
             self.consts[new] = self.consts[node]

@@ -445,6 +445,9 @@ def fold_constant(n: Node, ctx: Context, budget: FoldBudget | None = None) -> No
     sums and means over broadcast axes, which have a closed form; so is everything once the budget's time
     is spent.
     """
+    ins = n.inputs
+    if ins and not ctx.is_const(ins[0]) and n.op.reads_value(0):
+        return None  # (the common case, first: an input that is computed)
     if is_leaf(n) or n.op.name in ("one_hot",):
         return None
     if budget is not None and budget.spent():
@@ -499,69 +502,90 @@ def simplify(
     inputs; a node's replacement is simplified again until no rule applies (the fixpoint). `shapes=True`
     adds the rules that need concrete shapes.
     """
+    rewriter = _Rewriter(ctx, rule_table(shapes))
+    replaced: dict[Node, Node] = {}
+    for n in nodes:
+        replaced[n] = rewriter.visit(n, replaced)
+    new_roots = [replaced[r] for r in roots]
+    return topo_order(new_roots), new_roots
+
+
+def rule_table(shapes: bool) -> dict[str, list[Rule]]:
+    """Op name -> its rules, in the order they are tried (with the shape rules first when `shapes`)."""
     table = dict(RULES)
     if shapes:
         for k, v in SHAPE_RULES.items():
             table[k] = v + table.get(k, [])
-    budget = FoldBudget()
-    replaced: dict[Node, Node] = {}
-    seen: dict[tuple, Node] = {}  # (op, inputs) -> node: common subexpressions
-    consts: dict[tuple, Node] = {}  # small constants by value
+    return table
 
-    def canonical(m: Node) -> Node:
+
+class _Rewriter:
+    """One simplify call's state: the rules, the folding budget, and the values met so far (for merging)."""
+
+    def __init__(self, ctx: Context, table: dict[str, list[Rule]]):
+        self.ctx = ctx
+        self.table = table
+        self.budget = FoldBudget()
+        self.seen: dict[tuple, Node] = {}  # (op, inputs) -> node: common subexpressions
+        self.consts: dict[tuple, Node] = {}  # small constants by value
+        self.settled: set[Node] = set()  # nodes no rule applies to
+
+    def visit(self, n: Node, replaced: dict[Node, Node]) -> Node:
+        """The simplified replacement of n, whose inputs have their replacements in `replaced`."""
+        ctx = self.ctx
+        if is_leaf(n):
+            m = self.canonical(n)
+        else:
+            ins = tuple([replaced[x] for x in n.inputs])
+            m = n if ins == n.inputs else ctx.rebuild(n, ins)
+            m = self.settle(m)
+            if m is not n and not is_leaf(m) and ctx.graph._by_name.get(m.name) is not m:
+                ctx.source.setdefault(m, ctx.origin_of(n))  # m computes the value of the user's node n
+        self.settled.add(m)
+        return m
+
+    def canonical(self, m: Node) -> Node:
+        """The first node met that computes m's value: the same small constant, or the same op on the same
+        inputs."""
         if m.op.name == "constant":
-            v = ctx.value(m)
+            v = self.ctx.value(m)
             if v.size <= 16:
-                ckey = (v.dtype.str, v.shape, v.tobytes())
-                first = consts.setdefault(ckey, m)
+                first = self.consts.setdefault((v.dtype.str, v.shape, v.tobytes()), m)
                 if first is not m:
-                    ctx.count("cse")
+                    self.ctx.count("cse")
                 return first
             return m
         if is_leaf(m):
             return m
-        key = (m.op, m.inputs)
-        first = seen.setdefault(key, m)
+        first = self.seen.setdefault((m.op, m.inputs), m)
         if first is not m:
-            ctx.count("cse")  # the same op on the same inputs: one value
+            self.ctx.count("cse")  # the same op on the same inputs: one value
         return first
 
-    def settle(m: Node) -> Node:
+    def settle(self, m: Node) -> Node:
         """Apply rules to m until none does (each replacement's new inputs are settled first)."""
+        ctx, settled = self.ctx, self.settled
         for _ in range(64):
-            m = canonical(m)
+            m = self.canonical(m)
             if is_leaf(m):
                 return m
-            new, rule_name = fold_constant(m, ctx, budget), "fold"
+            new, rule_name = fold_constant(m, ctx, self.budget), "fold"
             if new is None:
-                for rule in table.get(m.op.name, ()):
-                    new = rule(m, ctx)
-                    if new is not None and (new.shape != m.shape or new.dtype != m.dtype):
-                        new = None  # a replacement must be the same value: never change shape
-                    if new is not None:
-                        rule_name = rule.__name__
-                        break
+                new, rule_name = self.rewrite(m)
             if new is None:
                 return m
             ctx.count(rule_name)
-            ins = tuple(x if x in settled else settle(x) for x in new.inputs)
+            ins = tuple([x if x in settled else self.settle(x) for x in new.inputs])
             if ins != new.inputs:
                 new = ctx.rebuild(new, ins)
             m = new
         return m
 
-    settled: set[Node] = set()
-    for n in nodes:
-        if is_leaf(n):
-            m = canonical(n)
-            settled.add(m)
-        else:
-            ins = tuple(replaced[x] for x in n.inputs)
-            m = n if ins == n.inputs else ctx.rebuild(n, ins)
-            m = settle(m)
-            if m is not n and not is_leaf(m) and not (m.name in ctx.graph._by_name and ctx.graph._by_name[m.name] is m):
-                ctx.source.setdefault(m, ctx.origin_of(n))  # m computes the value of the user's node n
-        replaced[n] = m
-        settled.add(m)
-    new_roots = [replaced[r] for r in roots]
-    return topo_order(new_roots), new_roots
+    def rewrite(self, m: Node) -> tuple[Node | None, str]:
+        """The first rule's replacement of m (of m's exact shape and dtype) and the rule's name, or None."""
+        for rule in self.table.get(m.op.name, ()):
+            new = rule(m, self.ctx)
+            if new is not None and new.shape == m.shape and new.dtype == m.dtype:
+                return new, rule.__name__
+            # (a replacement of another shape or dtype would not be the same value: never taken)
+        return None, ""
