@@ -187,6 +187,8 @@ def _zeros_named(graph: Graph, t: Node, name: str) -> Node:
 
 
 def _check_part(part: Node, x: Node, v: Node, i: int) -> None:
+    if part.shape == x.shape:
+        return  # (the common case, first)
     ok = len(part.shape) == len(x.shape) and all(a is None or b is None or a == b for a, b in zip(part.shape, x.shape))
     if not ok:  # a bprop rule broke its contract: a bug in the op, reported with everything needed to fix it
         raise GraphCompilerError(
