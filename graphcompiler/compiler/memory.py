@@ -73,12 +73,12 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True, inp
             r = values[v.root]
             if v.last > r.last:
                 r.last = v.last
-    groups = _inplace_groups(order, values, outputs, reuse and inplace)
+    groups = _inplace_groups(vs, values, outputs, reuse and inplace)
     offsets = None
     if reuse and len(groups) <= ARENA_LIMIT:
-        buffers, offsets, resident = _pack(groups, values)
+        buffers, offsets, resident = _pack(groups)
     else:
-        buffers = _pools(order, values, groups, outputs, reuse)
+        buffers = _pools(groups, outputs, reuse)
         resident = sum(size * dt.itemsize for size, dt in buffers)
     for v in vs:
         if v.kind == "view" and v.root is not None:
@@ -123,9 +123,10 @@ def _live_ranges(order: list[Node], outputs: set, reuse: bool) -> dict[Node, Val
 def _outputs_over_dying_inputs(order: list[Node], values: dict[Node, Value], outputs: set) -> None:
     """An elementwise output may take over the memory of an input whose last reader it is."""
     end = len(order)
-    for k, n in enumerate(order):
+    for n in sorted((n for n in outputs if n in values), key=lambda n: values[n].first):  # in step order
         v = values[n]
-        if n in outputs and v.kind == "fresh" and is_elementwise(n):
+        k = v.first
+        if v.kind == "fresh" and is_elementwise(n):
             for x in value_inputs(n):
                 xv = values.get(x)
                 if (
@@ -167,47 +168,57 @@ def _live_bytes(order: list[Node], vs: list[Value], resident: int) -> list[int]:
 ARENA_LIMIT = 800  # groups; beyond it, buffers are pooled by size (packing is quadratic)
 
 
-def _inplace_groups(order, values, outputs, inplace: bool) -> list[list[Node]]:
-    """Buffer values in chains that share memory: an elementwise step written over an input dying there."""
-    group_of: dict[Node, int] = {}
-    groups: list[list[Node]] = []
-    for k, n in enumerate(order):
-        v = values[n]
+def _inplace_groups(vs: list[Value], values, outputs, inplace: bool) -> list[list[Value]]:
+    """Buffer values in chains that share memory: an elementwise step written over an input dying there.
+
+    While grouping, a value's `buffer` holds its group's number (the buffers are assigned afterwards).
+    """
+    groups: list[list[Value]] = []
+    for k, v in enumerate(vs):
         if v.kind != "buffer":
             continue
-        g = _dying_group(k, n, values, outputs, group_of, groups) if inplace and is_elementwise(n) else None
+        n = v.node
+        g = _dying_group(k, n, values, outputs, groups) if inplace and is_elementwise(n) else None
         if g is None:
-            group_of[n] = len(groups)
-            groups.append([n])
+            v.buffer = len(groups)
+            groups.append([v])
         else:
             v.inplace = True
-            group_of[n] = g
-            groups[g].append(n)
+            v.buffer = g
+            groups[g].append(v)
     return groups
 
 
-def _dying_group(k, n, values, outputs, group_of, groups) -> int | None:
+def _dying_group(k: int, n: Node, values, outputs, groups) -> int | None:
     """The group of an input of step k (n) that dies there and whose memory n can be written into."""
     ins = value_inputs(n)
     for x in ins:
-        g = group_of.get(x)
-        if g is None:
-            continue
-        xv = values[x]
+        xv = values.get(x)
         if (
-            xv.kind == "buffer"
+            xv is not None
+            and xv.kind == "buffer"
             and xv.last == k
             and x not in outputs
             and x.shape == n.shape
             and x.dtype == n.dtype
-            and groups[g][-1] is x
-            and all(y is x or values.get(y) is None or values[y].root is not x for y in ins)
+            and groups[xv.buffer][-1] is xv
+            and not _viewed_by(x, ins, values)
         ):
-            return g
+            return xv.buffer
     return None
 
 
-def _pack(groups, values) -> tuple[list, list[int], int]:
+def _viewed_by(x: Node, ins, values) -> bool:
+    """Another of the inputs `ins` is a view of x's memory."""
+    for y in ins:
+        if y is not x:
+            yv = values.get(y)
+            if yv is not None and yv.root is x:
+                return True
+    return False
+
+
+def _pack(groups: list[list[Value]]) -> tuple[list, list[int], int]:
     """Place each group at an offset of one arena so that groups live at once never overlap.
 
     Greedy by size: the largest first, each at the lowest offset free over its whole live range. Unlike
@@ -215,11 +226,11 @@ def _pack(groups, values) -> tuple[list, list[int], int]:
     """
     info = []
     for g, members in enumerate(groups):
-        n = members[0]
+        n = members[0].node
         elements = math.prod(n.shape)
         nb = -(-elements * n.dtype.itemsize // ALIGN) * ALIGN
-        first = values[n].first
-        last = max(max(values[m].last for m in members), first)
+        first = members[0].first
+        last = max(max(m.last for m in members), first)
         info.append((nb, first, last, g, elements, n.dtype))
     placed: list[tuple[int, int, int, int]] = []  # (first, last, offset, end)
     offsets = [0] * len(groups)
@@ -236,39 +247,53 @@ def _pack(groups, values) -> tuple[list, list[int], int]:
         arena = max(arena, off + nb)
     for g, members in enumerate(groups):
         for m in members:
-            values[m].buffer = g
+            m.buffer = g
     buffers = [(elements, dtype) for _, _, _, _, elements, dtype in sorted(info, key=lambda t: t[3])]
     return buffers, offsets, arena
 
 
-def _pools(order, values, groups, outputs, reuse) -> list[tuple[int, np.dtype]]:
+def _pools(groups: list[list[Value]], outputs, reuse) -> list[tuple[int, np.dtype]]:
     """Buffers pooled by (size, dtype): a group takes a buffer freed by a group that died before it."""
     buffers: list[tuple[int, np.dtype]] = []
     free: dict[tuple[int, str], list[int]] = {}
     dying: dict[int, list[int]] = {}
     start: dict[int, list[int]] = {}
     for g, members in enumerate(groups):
-        start.setdefault(values[members[0]].first, []).append(g)
-        last = values[members[0]].last if len(members) == 1 else max(values[m].last for m in members)
+        start.setdefault(members[0].first, []).append(g)
+        last = members[0].last if len(members) == 1 else max([m.last for m in members])
         dying.setdefault(last, []).append(g)
+    key_of = _PoolKeys()
     for k in sorted(start.keys() | dying.keys()):  # the steps where a group starts or dies, in order
         for g in start.get(k, ()):
-            n = groups[g][0]
-            key = (math.prod(n.shape), n.dtype.str)
+            members = groups[g]
+            n = members[0].node
+            key = key_of(n)
             pool = free.get(key) if reuse else None
             b = pool.pop() if pool else None
             if b is None:
                 b = len(buffers)
                 buffers.append((key[0], n.dtype))
-            for m in groups[g]:
-                values[m].buffer = b
+            for m in members:
+                m.buffer = b
         for g in dying.get(k, ()):  # memory whose last reader was this step
-            n = groups[g][0]
-            if reuse and n not in outputs:
-                b = values[n].buffer
-                size, dt = buffers[b]
-                free.setdefault((size, dt.str), []).append(b)
+            head = groups[g][0]
+            if reuse and head.node not in outputs:
+                free.setdefault(key_of(head.node), []).append(head.buffer)
     return buffers
+
+
+class _PoolKeys:
+    """(elements, dtype string) of a value: which buffers it may share (dtype strings made once per dtype)."""
+
+    def __init__(self):
+        self.strs: dict[np.dtype, str] = {}
+
+    def __call__(self, n: Node) -> tuple[int, str]:
+        dt = n.dtype
+        s = self.strs.get(dt)
+        if s is None:
+            s = self.strs[dt] = dt.str
+        return math.prod(n.shape), s
 
 
 def scratch_bytes(node: Node) -> int:
