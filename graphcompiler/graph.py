@@ -485,7 +485,9 @@ class Graph:
         raise AssertionError("unreachable")
 
     def _auto_name(self, opname: str) -> str:
-        counter = self._counters.setdefault(opname, itertools.count(1))
+        counter = self._counters.get(opname)
+        if counter is None:
+            counter = self._counters[opname] = itertools.count(1)
         while True:
             cand = f"{opname}_{next(counter)}"
             if cand not in self._by_name:

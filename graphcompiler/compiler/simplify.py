@@ -571,9 +571,12 @@ class _Rewriter:
                 return m
             new, rule_name = fold_constant(m, ctx, self.budget), "fold"
             if new is None:
-                new, rule_name = self.rewrite(m)
-            if new is None:
-                return m
+                rules = self.table.get(m.op.name)
+                if not rules:
+                    return m
+                new, rule_name = self.rewrite(m, rules)
+                if new is None:
+                    return m
             ctx.count(rule_name)
             ins = tuple([x if x in settled else self.settle(x) for x in new.inputs])
             if ins != new.inputs:
@@ -581,9 +584,9 @@ class _Rewriter:
             m = new
         return m
 
-    def rewrite(self, m: Node) -> tuple[Node | None, str]:
+    def rewrite(self, m: Node, rules: list[Rule]) -> tuple[Node | None, str]:
         """The first rule's replacement of m (of m's exact shape and dtype) and the rule's name, or None."""
-        for rule in self.table.get(m.op.name, ()):
+        for rule in rules:
             new = rule(m, self.ctx)
             if new is not None and new.shape == m.shape and new.dtype == m.dtype:
                 return new, rule.__name__

@@ -100,12 +100,13 @@ def apply(op: Op, args: tuple, name: str | None = None) -> Node:
 
     A rejected op adds nothing to the graph: constants are added only after the shape rule accepts.
     """
-    if all(type(a) is Node for a in args):  # the common case: no constants to make
+    pending = False
+    if all([type(a) is Node for a in args]):  # the common case: no constants to make
         graph = args[0].graph
         for n in args:
             if n.graph is not graph:
                 _mixed_graphs(op, name, args)
-        xs = list(args)
+        xs = args
     else:
         nodes = [a for a in args if isinstance(a, Node)]
         if not nodes:
@@ -119,6 +120,7 @@ def apply(op: Op, args: tuple, name: str | None = None) -> Node:
         floats = [n.dtype for n in nodes if n.dtype.kind == "f"]
         like = np.result_type(*floats) if floats else nodes[0].dtype
         xs = [a if isinstance(a, Node) else _Pending(_as_constant(a, like, op, name)) for a in args]
+        pending = True
     if op.arity is not None and len(xs) != op.arity:
         raise GraphCompilerError(f"{op.name} takes {op.arity} inputs, got {len(xs)}")
     try:
@@ -129,7 +131,7 @@ def apply(op: Op, args: tuple, name: str | None = None) -> Node:
         raise
     if name is not None:
         graph._check_new_name(name, op.name)
-    if any(type(x) is _Pending for x in xs):
+    if pending:
         xs = [graph.constant(x.value) if type(x) is _Pending else x for x in xs]
     return graph._add(op, tuple(xs), dtype, shape, name)
 
