@@ -159,10 +159,10 @@ class Program:
         self._ctx, nodes, self._static = fr.ctx, fr.nodes, fr.static
         self.stats: dict[str, Any] = dict(fr.stats)
         self._nodes, self._roots = nodes, fr.roots
-        origins = {self._ctx.origin_of(n) for n in nodes}
-        self.nodes = sorted((o for o in origins if graph._by_name.get(o.name) is o), key=lambda n: n.index)
-        self.inputs = [self._ctx.origin_of(n) for n in nodes if isinstance(n.op, Input)]
-        self._feedable = {n.name: n for n in nodes if isinstance(n.op, (Input, Parameter))}
+        self.nodes = _graph_nodes(graph, {self._ctx.origin_of(n) for n in nodes})
+        leaves = [n for n in nodes if not n.inputs]  # (every input and parameter, and a few other nodes)
+        self.inputs = [self._ctx.origin_of(n) for n in leaves if isinstance(n.op, Input)]
+        self._feedable = {n.name: n for n in leaves if isinstance(n.op, (Input, Parameter))}
         self._origin = {n: self._ctx.origin_of(n) for n in self._feedable.values()}
         self._static_dims = {
             n: [(k, d) for k, d in enumerate(n.shape) if d is not None] for n in self._feedable.values()
@@ -171,14 +171,14 @@ class Program:
         for n in self._feedable.values():
             entry = (self._origin[n], n, n.ndim, n.dtype, tuple(self._static_dims[n]))
             self._fast[n.name] = self._fast[self._origin[n]] = entry
-        self._checks = [(self._ctx.origin_of(n), n.name, n.shape, n.dtype) for n in nodes if isinstance(n.op, Input)]
+        self._checks = [(self._ctx.origin_of(n), n.name, n.shape, n.dtype) for n in leaves if isinstance(n.op, Input)]
         self._cache: OrderedDict[tuple, Specialization] = OrderedDict()
         self._last: Specialization | None = None
         self._symbolic_steps: list[Step] | None = None  # made when asked for before a run
         self.stats.update(
             {
                 "nodes_out": len(nodes),
-                "steps": sum(1 for n in nodes if not is_leaf(n)),
+                "steps": len(nodes) - sum(1 for n in leaves if is_leaf(n)),
                 "buffers": 0,
                 "peak_bytes": 0,
                 "removed_specialize": 0,
@@ -528,6 +528,13 @@ class Program:
             return {"image/svg+xml": to_dot(self)._repr_image_svg_xml(), "text/plain": str(self)}
         except Exception:  # no viz module or no dot binary: the listing
             return {"text/plain": str(self)}
+
+
+def _graph_nodes(graph: Graph, origins: set[Node]) -> list[Node]:
+    """The nodes of the user's graph among `origins`, in the graph's order (stand-ins left out)."""
+    if len(graph) <= 4 * len(origins):  # a walk of the graph costs less than a sort
+        return [n for n in graph._nodes if n in origins]
+    return sorted((o for o in origins if graph._by_name.get(o.name) is o), key=lambda n: n.index)
 
 
 def _value(s: Step) -> Node:
