@@ -162,10 +162,12 @@ def schedule_and_plan(
 
 
 def is_topological(order) -> bool:
-    seen = set()
+    """Every step of `order` comes after the steps whose values it reads."""
+    seen: set[Node] = set()
     for n in order:
-        if any(x not in seen and not is_leaf(x) for x in value_inputs(n)):
-            return False
+        for x in value_inputs(n):
+            if x not in seen and not is_leaf(x):
+                return False
         seen.add(n)
     return True
 

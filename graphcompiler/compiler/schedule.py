@@ -56,9 +56,11 @@ class StepGraph:
         steps = [n for n in nodes if not is_leaf(n)]
         pos = {n: k for k, n in enumerate(steps)}
         self.steps, self.pos = steps, pos
-        self.deps = deps = [_step_inputs(n, pos) for n in steps]  # distinct, in the order read
+        self.deps = deps = []  # per step: the steps it reads, each once, in the order read
         self.consumers = consumers = [[] for _ in steps]  # in topological order
-        for k, ds in enumerate(deps):
+        for k, n in enumerate(steps):
+            ds = _step_inputs(n, pos)
+            deps.append(ds)
             for x in ds:
                 consumers[x].append(k)
         self.view = [n.op.is_view for n in steps]
@@ -230,10 +232,11 @@ def _greedy(g: StepGraph, lz: _Lazy | None) -> list[int]:
                     (other,) = left
                     if waiting[other] == 0 and not done[other] and (other not in lazy or other in released):
                         reconsider(other)
-        for c in followers.get(n, ()):
-            waiting[c] -= 1
-            if waiting[c] == 0:
-                ready(c)
+        if followers:
+            for c in followers.get(n, ()):
+                waiting[c] -= 1
+                if waiting[c] == 0:
+                    ready(c)
         for c in consumers[n]:
             waiting[c] -= 1
             if lazy and n not in lazy:
@@ -243,7 +246,10 @@ def _greedy(g: StepGraph, lz: _Lazy | None) -> list[int]:
                         if x in lazy:
                             release(x)
             if waiting[c] == 0:
-                ready(c)
+                if lazy:
+                    ready(c)
+                else:
+                    push(heap, entry(c))  # (ready, without lazy steps)
             elif waiting[c] == 1:  # its last missing input now looks ahead to it
                 for d in deps[c]:
                     if not done[d] and waiting[d] == 0 and (d not in lazy or d in released):

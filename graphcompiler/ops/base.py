@@ -174,7 +174,7 @@ def _describe(xs) -> str:
 def broadcast_shapes(*shapes: tuple) -> tuple:
     """NumPy broadcasting with None dims: None broadcasts with 1 and matches any fixed size."""
     first = shapes[0]
-    if all(s == first for s in shapes):
+    if all([s == first for s in shapes]):
         return tuple(first)
     ndim = max((len(s) for s in shapes), default=0)
     out = []
