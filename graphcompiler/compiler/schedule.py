@@ -40,7 +40,7 @@ def memory_order(nodes, keep, lazy=None) -> list:
     or until nothing else can run; and never before the step it repeats.
     """
     g = StepGraph(nodes, keep)
-    order = _greedy(g, _Lazy(g, lazy) if lazy else None)
+    order = _ListScheduler(g, _Lazy(g, lazy) if lazy else None).run()
     if len(order) != len(g.steps):
         raise AssertionError("schedule: the graph has a cycle")
     steps = g.steps
@@ -144,54 +144,68 @@ class _Lazy:
         self.hard = [sum(1 for x in ds if x not in steps) for ds in deps]  # inputs that are not lazy
 
 
-def _greedy(g: StepGraph, lz: _Lazy | None) -> list[int]:
-    """List scheduling: run the candidate that frees the most bytes net, with one step of look-ahead."""
-    deps, consumers, view, height = g.deps, g.consumers, g.view, g.height
-    roots_of, readers, size, kept = g.roots_of, g.readers, g.size, g.keep
-    waiting = [len(ds) for ds in deps]
-    lazy: set = set()
-    released: set = set()
-    followers: dict = {}
-    hard: list = []
-    if lz is not None:
-        lazy, followers, hard = lz.steps, lz.followers, lz.hard
-        waiting = [w + e for w, e in zip(waiting, lz.extra)]
-    dormant: list = []  # lazy steps whose inputs exist, by urgency
-    version = [0] * len(deps)
-    done = [False] * len(deps)
-    push, pop = heapq.heappush, heapq.heappop
+class _ListScheduler:
+    """Greedy list scheduling over a StepGraph: the candidate that frees the most bytes net runs next.
 
-    def net(n, also=None) -> int:
+    Candidates wait in a heap of (net bytes, -height, step, version); a candidate whose score changes is
+    pushed again with a new version, and the stale entry is skipped when popped. Lazy steps (recomputations)
+    wait in `dormant` until released (a reader of theirs has everything else) or until nothing else can run.
+    """
+
+    def __init__(self, g: StepGraph, lz: _Lazy | None):
+        self.g = g
+        self.waiting = [len(ds) for ds in g.deps]  # inputs not yet computed
+        self.lazy: set = set()
+        self.followers: dict = {}
+        self.hard: list = []
+        if lz is not None:
+            self.lazy, self.followers, self.hard = lz.steps, lz.followers, lz.hard
+            self.waiting = [w + e for w, e in zip(self.waiting, lz.extra)]
+        self.released: set = set()
+        self.dormant: list = []  # lazy steps whose inputs exist, by urgency
+        self.version = [0] * len(g.deps)
+        self.done = [False] * len(g.deps)
+        self.heap: list = []
+
+    def net(self, n: int, also: int | None = None) -> int:
         """Bytes n allocates minus the bytes it frees (`also`: a step taken as run just before it)."""
+        g = self.g
         freed = 0
-        if not view[n]:
-            for r in roots_of[n]:
+        if not g.view[n]:
+            readers, kept, size = g.readers, g.keep, g.size
+            for r in g.roots_of[n]:
                 left = readers[r]
                 if not kept[r] and (len(left) == 1 or also is not None and len(left) == 2 and also in left):
                     freed += size[r]
-        return size[n] - freed
+        return g.size[n] - freed
 
-    def entry(n) -> tuple:
-        # one step of look-ahead: an allocation that lets a consumer free more right after is worth it
-        own = net(n)
+    def entry(self, n: int) -> tuple:
+        """n's heap entry. One step of look-ahead: an allocation that lets a consumer free more right after
+        is worth it."""
+        own = self.net(n)
         best = own
         if own > 0:
-            for c in consumers[n]:
+            waiting = self.waiting
+            for c in self.g.consumers[n]:
                 if waiting[c] == 1:
-                    best = min(best, own + net(c, also=n))
-        return (best, -height[n], n, version[n])
+                    best = min(best, own + self.net(c, also=n))
+        return (best, -self.g.height[n], n, self.version[n])
 
-    def reconsider(n) -> None:
-        version[n] += 1
-        push(heap, entry(n))
+    def reconsider(self, n: int) -> None:
+        """n's score changed: push it again (its older entry is skipped when popped)."""
+        self.version[n] += 1
+        heapq.heappush(self.heap, self.entry(n))
 
-    def ready(n) -> None:
-        if n in lazy and n not in released:
-            push(dormant, (-height[n], n))
+    def ready(self, n: int) -> None:
+        """n's inputs exist: a candidate, or dormant if it is a lazy step not yet released."""
+        if n in self.lazy and n not in self.released:
+            heapq.heappush(self.dormant, (-self.g.height[n], n))
         else:
-            push(heap, entry(n))
+            heapq.heappush(self.heap, self.entry(n))
 
-    def release(n) -> None:
+    def release(self, n: int) -> None:
+        """Let lazy step n (and the lazy steps it reads) run as soon as their inputs exist."""
+        lazy, released, waiting, done = self.lazy, self.released, self.waiting, self.done
         stack = [n]
         while stack:
             m = stack.pop()
@@ -199,59 +213,76 @@ def _greedy(g: StepGraph, lz: _Lazy | None) -> list[int]:
                 continue
             released.add(m)
             if waiting[m] == 0 and not done[m]:
-                push(heap, entry(m))
-            stack.extend(x for x in deps[m] if x in lazy and x not in released)
+                heapq.heappush(self.heap, self.entry(m))
+            stack.extend(x for x in self.g.deps[m] if x in lazy and x not in released)
 
-    heap = [entry(n) for n in range(len(deps)) if waiting[n] == 0 and n not in lazy]
-    heapq.heapify(heap)
-    for n in range(len(deps)) if lazy else ():
-        if n not in lazy and hard[n] == 0:
-            for x in deps[n]:
-                if x in lazy:
-                    release(x)
-        if n in lazy and waiting[n] == 0:
-            ready(n)
-    order = []
-    while heap or dormant:
-        if not heap:  # nothing else can run: the most urgent lazy step
-            m = pop(dormant)[1]
-            if not done[m] and m not in released:
-                release(m)
-            continue
-        best = pop(heap)
-        n = best[2]
-        if done[n] or best[3] != version[n]:
-            continue
-        done[n] = True
-        order.append(n)
-        if not view[n]:
-            for r in roots_of[n]:
+    def start(self) -> None:
+        """The first candidates: the steps that read no step; lazy steps whose readers need only them."""
+        lazy, waiting, deps, hard = self.lazy, self.waiting, self.g.deps, self.hard
+        self.heap = [self.entry(n) for n in range(len(deps)) if waiting[n] == 0 and n not in lazy]
+        heapq.heapify(self.heap)
+        for n in range(len(deps)) if lazy else ():
+            if n not in lazy and hard[n] == 0:
+                for x in deps[n]:
+                    if x in lazy:
+                        self.release(x)
+            if n in lazy and waiting[n] == 0:
+                self.ready(n)
+
+    def run(self) -> list[int]:
+        """The order: candidates by score until none is left (then the most urgent dormant step, released)."""
+        self.start()
+        heap, dormant, done, version = self.heap, self.dormant, self.done, self.version
+        order = []
+        while heap or dormant:
+            if not heap:  # nothing else can run: the most urgent lazy step
+                m = heapq.heappop(dormant)[1]
+                if not done[m] and m not in self.released:
+                    self.release(m)
+                continue
+            best = heapq.heappop(heap)
+            n = best[2]
+            if done[n] or best[3] != version[n]:
+                continue
+            done[n] = True
+            order.append(n)
+            self.ran(n)
+        return order
+
+    def ran(self, n: int) -> None:
+        """Step n has run: its inputs lose a reader, its consumers wait for one input less."""
+        g, waiting, done, lazy, released = self.g, self.waiting, self.done, self.lazy, self.released
+        if not g.view[n]:
+            readers = g.readers
+            for r in g.roots_of[n]:
                 left = readers[r]
                 left.discard(n)
                 if len(left) == 1:  # its last reader now frees it: a better score
                     (other,) = left
                     if waiting[other] == 0 and not done[other] and (other not in lazy or other in released):
-                        reconsider(other)
-        if followers:
-            for c in followers.get(n, ()):
+                        self.reconsider(other)
+        if self.followers:
+            for c in self.followers.get(n, ()):
                 waiting[c] -= 1
                 if waiting[c] == 0:
-                    ready(c)
-        for c in consumers[n]:
+                    self.ready(c)
+        deps = g.deps
+        for c in g.consumers[n]:
             waiting[c] -= 1
             if lazy and n not in lazy:
-                hard[c] -= 1
-                if hard[c] == 0 and (c not in lazy or c in released):
-                    for x in deps[c]:
-                        if x in lazy:
-                            release(x)
+                self.unblock(c)
             if waiting[c] == 0:
-                if lazy:
-                    ready(c)
-                else:
-                    push(heap, entry(c))  # (ready, without lazy steps)
+                self.ready(c)
             elif waiting[c] == 1:  # its last missing input now looks ahead to it
                 for d in deps[c]:
                     if not done[d] and waiting[d] == 0 and (d not in lazy or d in released):
-                        reconsider(d)
-    return order
+                        self.reconsider(d)
+
+    def unblock(self, c: int) -> None:
+        """A step that is not lazy ran and c reads it: once c has all such inputs, its lazy inputs may run."""
+        lazy = self.lazy
+        self.hard[c] -= 1
+        if self.hard[c] == 0 and (c not in lazy or c in self.released):
+            for x in self.g.deps[c]:
+                if x in lazy:
+                    self.release(x)
