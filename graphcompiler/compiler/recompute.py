@@ -88,50 +88,67 @@ def choose(
     plan_peak(nodes, roots, copies) schedules and plans a candidate program and returns its peak.
     Returns (nodes, roots, copies, peak, extra FLOPs).
     """
-    keep = set(roots)
-    cands = candidates(nodes, keep)
-    best = None
-    smallest = None
-    tried: dict[frozenset, tuple] = {}
+    cands = candidates(nodes, set(roots))
+    trials = _Trials(nodes, roots, budget, ctx, plan_peak)
+    trials.run(set())
+    if trials.best is None and cands:
+        _checkpoints(trials, cands)
+        _by_bytes_per_flop(trials, cands)
+        trials.run(set(cands))
+    return _result(trials.best, trials.smallest, budget, nodes, roots)
 
-    def trial(drop: set[Node]):
-        nonlocal best, smallest
+
+class _Trials:
+    """The recomputations tried so far: each one's program, planned peak and extra FLOPs; the cheapest that
+    meets the budget (`best`) and the smallest peak seen (`smallest`)."""
+
+    def __init__(self, nodes, roots, budget: int, ctx: Context, plan_peak):
+        self.nodes, self.roots, self.budget, self.ctx, self.plan_peak = nodes, roots, budget, ctx, plan_peak
+        self.best: tuple | None = None  # (program, peak, cost)
+        self.smallest: int | None = None
+        self.tried: dict[frozenset, tuple] = {}
+
+    def run(self, drop: set[Node]) -> tuple:
+        """Plan the program with `drop` recomputed (once per set): (program, peak, extra FLOPs)."""
         key = frozenset(drop)
-        if key in tried:
-            return tried[key]
-        res = with_recomputation(nodes, roots, drop, ctx) if drop else (nodes, roots, {})
-        peak = plan_peak(*res)
+        if key in self.tried:
+            return self.tried[key]
+        res = with_recomputation(self.nodes, self.roots, drop, self.ctx) if drop else (self.nodes, self.roots, {})
+        peak = self.plan_peak(*res)
         cost = sum(flops(c) for c in res[2])
-        tried[key] = (res, peak, cost)
-        if smallest is None or peak < smallest:
-            smallest = peak
-        if peak <= budget and (best is None or cost < best[2] or cost == best[2] and peak < best[1]):
-            best = (res, peak, cost)
-        return tried[key]
+        self.tried[key] = (res, peak, cost)
+        if self.smallest is None or peak < self.smallest:
+            self.smallest = peak
+        best = self.best
+        if peak <= self.budget and (best is None or cost < best[2] or cost == best[2] and peak < best[1]):
+            self.best = (res, peak, cost)
+        return self.tried[key]
 
-    trial(set())
-    if best is not None or not cands:
-        return _result(best, smallest, budget, nodes, roots)
-    # checkpoints every k-th candidate (Chen et al.'s square-root scheme for a chain)
+
+def _checkpoints(trials: _Trials, cands: list[Node]) -> None:
+    """Checkpoints every k-th candidate (Chen et al.'s square-root scheme for a chain), for growing k."""
     n = len(cands)
     k = 2
     while k <= max(2, n):
-        drop = {c for i, c in enumerate(cands) if (i + 1) % k}
-        trial(drop)
-        if best is not None and k > 2 * math.isqrt(n) + 2:
+        trials.run({c for i, c in enumerate(cands) if (i + 1) % k})
+        if trials.best is not None and k > 2 * math.isqrt(n) + 2:
             break
         k = k + 1 if k < 4 else int(k * 1.5)
-    # greedy by bytes saved per FLOP of recomputation: the first prefix that meets the budget, then the
-    # shortest such prefix by bisection
+
+
+def _by_bytes_per_flop(trials: _Trials, cands: list[Node]) -> None:
+    """Greedy by bytes saved per FLOP of recomputation: the first prefix of the ranking that meets the
+    budget (doubling), then the shortest such prefix by bisection. Long chains keep the checkpoints."""
+    n = len(cands)
     ranked = sorted(cands, key=lambda c: -nbytes(c) / max(flops(c), 1))
     m, prev = 1, 0
-    while not (best is not None and n > 300):  # long chains: the checkpoints are good enough
-        _, peak, _ = trial(set(ranked[:m]))
-        if peak <= budget:
+    while not (trials.best is not None and n > 300):  # long chains: the checkpoints are good enough
+        _, peak, _ = trials.run(set(ranked[:m]))
+        if peak <= trials.budget:
             lo, hi = prev, m
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                if trial(set(ranked[:mid]))[1] <= budget:
+                if trials.run(set(ranked[:mid]))[1] <= trials.budget:
                     hi = mid
                 else:
                     lo = mid
@@ -139,8 +156,6 @@ def choose(
         if m == n:
             break
         prev, m = m, min(n, 2 * m)
-    trial(set(cands))
-    return _result(best, smallest, budget, nodes, roots)
 
 
 def _result(best, smallest, budget, nodes, roots):
