@@ -133,29 +133,8 @@ class NumpyEvaluator:
         return compile("\n".join(lines), "<graphcompiler program>", "exec"), env
 
     def _loop(self, lowered: LoweredProgram, outs: list) -> Callable:
-        template: list = [None] * lowered.n_slots
-        plan = []
-        for st, out in zip(lowered.steps, outs):
-            slots = []
-            for a in st.args:
-                if isinstance(a, Const):
-                    template.append(a.value)
-                    slots.append(len(template) - 1)
-                else:
-                    slots.append(a)
-            kw = dict(st.kw)
-            if isinstance(out, OutSlot):
-                plan.append((6, st.kernel, tuple(slots), out.slot, None, st.slot, kw, st.frees))
-                continue
-            if len(slots) == 1 and not kw:
-                code, a, b = (1 if out is not None else 3), slots[0], 0
-            elif len(slots) == 2 and not kw:
-                code, a, b = (2 if out is not None else 4), slots[0], slots[1]
-            else:
-                code, a, b = 5, tuple(slots), 0
-                if out is not None:
-                    kw["out"] = out
-            plan.append((code, st.kernel, a, b, out, st.slot, kw, st.frees))
+        template: list = [None] * lowered.n_slots  # the values of a run's start: constants appended
+        plan = _loop_plan(lowered, outs, template)
         results = []
         for r in lowered.results:
             if isinstance(r, Const):
@@ -237,6 +216,38 @@ class NumpyEvaluator:
                     describe_step(node), node.op.name, result, [values[a] for a in args], [i.name for i in node.inputs]
                 )
             values[out] = result
+
+
+def _loop_plan(lowered: LoweredProgram, outs: list, template: list) -> list[tuple]:
+    """One tuple per step for NumpyEvaluator's loop: (code, kernel, a, b, out, slot, kw, frees).
+
+    code 1, 2: a kernel of one or two slots a, b writing into `out`; 3, 4: the same allocating its result;
+    5: any other call, arguments in the slots a (with out= in kw); 6: out= is the array of slot b. Constant
+    arguments are appended to `template` (the values list a run starts from) and read from their slots.
+    """
+    plan = []
+    for st, out in zip(lowered.steps, outs):
+        slots = []
+        for a in st.args:
+            if isinstance(a, Const):
+                template.append(a.value)
+                slots.append(len(template) - 1)
+            else:
+                slots.append(a)
+        kw = dict(st.kw)
+        if isinstance(out, OutSlot):
+            plan.append((6, st.kernel, tuple(slots), out.slot, None, st.slot, kw, st.frees))
+            continue
+        if len(slots) == 1 and not kw:
+            code, a, b = (1 if out is not None else 3), slots[0], 0
+        elif len(slots) == 2 and not kw:
+            code, a, b = (2 if out is not None else 4), slots[0], slots[1]
+        else:
+            code, a, b = 5, tuple(slots), 0
+            if out is not None:
+                kw["out"] = out
+        plan.append((code, st.kernel, a, b, out, st.slot, kw, st.frees))
+    return plan
 
 
 def _error_class(e: Exception) -> type:
