@@ -278,6 +278,7 @@ def _pools(groups: list[list[Value]], outputs, reuse) -> list[tuple[int, np.dtyp
         for g in dying.get(k, ()):  # memory whose last reader was this step
             head = groups[g][0]
             if reuse and head.node not in outputs:
+                assert head.buffer is not None  # given above, when the group started
                 free.setdefault(key_of(head.node), []).append(head.buffer)
     return buffers
 
@@ -285,7 +286,7 @@ def _pools(groups: list[list[Value]], outputs, reuse) -> list[tuple[int, np.dtyp
 class _PoolKeys:
     """(elements, dtype string) of a value: which buffers it may share (dtype strings made once per dtype)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.strs: dict[np.dtype, str] = {}
 
     def __call__(self, n: Node) -> tuple[int, str]:

@@ -10,6 +10,7 @@ reader, and then it is pushed again with the new score (the old entry is skipped
 from __future__ import annotations
 
 import heapq
+from typing import Iterable
 
 from ..graph import Node
 from .ir import is_leaf, nbytes, value_inputs
@@ -52,12 +53,13 @@ class StepGraph:
     as lists indexed by that number (a few lists instead of dictionaries keyed by node: big graphs stay fast).
     """
 
-    def __init__(self, nodes, keep):
+    def __init__(self, nodes: Iterable[Node], keep: Iterable[Node]) -> None:
         steps = [n for n in nodes if not is_leaf(n)]
         pos = {n: k for k, n in enumerate(steps)}
         self.steps, self.pos = steps, pos
-        self.deps = deps = []  # per step: the steps it reads, each once, in the order read
-        self.consumers = consumers = [[] for _ in steps]  # in topological order
+        deps: list[tuple] = []  # per step: the steps it reads, each once, in the order read
+        consumers: list[list[int]] = [[] for _ in steps]  # per step: the steps reading it, in topological order
+        self.deps, self.consumers = deps, consumers
         for k, n in enumerate(steps):
             ds = _step_inputs(n, pos)
             deps.append(ds)
@@ -68,7 +70,7 @@ class StepGraph:
         self.roots_of, self.readers, self.size = self._memory(steps)
         self.keep = self._kept(keep)
 
-    def _memory(self, steps):
+    def _memory(self, steps: list[Node]) -> tuple[list, list[set], list[int]]:
         """Per step: the roots whose memory its inputs occupy, and its own bytes; per root: its readers."""
         deps, view = self.deps, self.view
         roots_of: list = [()] * len(steps)
@@ -88,7 +90,7 @@ class StepGraph:
                 size[k] = 0 if None in n.shape else nbytes(n)
         return roots_of, readers, size
 
-    def _kept(self, keep) -> list[bool]:
+    def _kept(self, keep: Iterable[Node]) -> list[bool]:
         """Per step: whether its memory lives to the end (a kept value, or the root of a kept view)."""
         kept = [False] * len(self.steps)
         for n in keep:
@@ -101,7 +103,7 @@ class StepGraph:
         return kept
 
 
-def _step_inputs(n, pos) -> tuple:
+def _step_inputs(n: Node, pos: dict[Node, int]) -> tuple:
     """The positions of the steps whose values n reads, each once, in the order n reads them."""
     ins = value_inputs(n)
     if len(ins) == 2:  # the common cases first (this runs once per step)
@@ -115,7 +117,7 @@ def _step_inputs(n, pos) -> tuple:
     return tuple(dict.fromkeys(k for k in map(pos.get, ins) if k is not None))
 
 
-def _heights(consumers) -> list[int]:
+def _heights(consumers: list[list[int]]) -> list[int]:
     """Per step: the length of the longest path of steps from it to the end."""
     height = [1] * len(consumers)
     for k in range(len(consumers) - 1, -1, -1):
@@ -128,7 +130,7 @@ def _heights(consumers) -> list[int]:
 class _Lazy:
     """The recomputed steps (and the steps reading only them) and what holds them back."""
 
-    def __init__(self, g: StepGraph, lazy):
+    def __init__(self, g: StepGraph, lazy: Iterable[Node]) -> None:
         pos, deps = g.pos, g.deps
         self.extra = [0] * len(g.steps)  # inputs a step waits for beyond its own: the step it repeats
         self.followers: dict[int, list[int]] = {}  # a step -> the copies that must run after it

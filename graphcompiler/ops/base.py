@@ -106,7 +106,7 @@ def apply(op: Op, args: tuple, name: str | None = None) -> Node:
         for n in args:
             if n.graph is not graph:
                 _mixed_graphs(op, name, args)
-        xs = args
+        xs = list(args)
     else:
         nodes = [a for a in args if isinstance(a, Node)]
         if not nodes:
