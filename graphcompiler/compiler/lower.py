@@ -129,10 +129,11 @@ def _frees(plan: "BufferPlan", slot: dict[Node, int]) -> dict[int, list[int]]:
 def _arguments(n: Node, slot: dict[Node, int], ctx: Context) -> list:
     """A step's arguments: slots, constants' values, and stand-ins for inputs read only for their shape."""
     op = n.op
-    every = not op.shape_only and type(op).reads_value is Op.reads_value  # (the common case)
+    if not op.shape_only and type(op).reads_value is Op.reads_value:  # the common case: every input is read
+        return [Const(ctx.value(x)) if isinstance(x.op, Constant) else slot[x] for x in n.inputs]
     args: list = []
     for i, x in enumerate(n.inputs):
-        if not (every or op.reads_value(i)):
+        if not op.reads_value(i):
             args.append(Const(np.broadcast_to(np.empty((), x.dtype), x.shape)))
         elif isinstance(x.op, Constant):
             args.append(Const(ctx.value(x)))

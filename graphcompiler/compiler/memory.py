@@ -99,7 +99,7 @@ def _live_ranges(order: list[Node], outputs: set, reuse: bool) -> dict[Node, Val
         if n.op.is_view and ins:
             x0 = get(ins[0])
             v = Value(n, "view", k, root=None if x0 is None else x0.root)
-        elif can_write_out(n.op, n.dtype) and worth_a_buffer(n.shape) and n not in outputs and reuse:
+        elif reuse and n not in outputs and worth_a_buffer(n.shape) and can_write_out(n.op, n.dtype):
             v = Value(n, "buffer", k, root=n)
         else:
             v = Value(n, "fresh", k, root=n)

@@ -149,9 +149,9 @@ def schedule_and_plan(
         order = memory_order(nodes, roots, recomputed)
         plan = plan_buffers(order, roots, reuse=reuse, inplace=inplace)
         by_index = sorted(nodes, key=lambda n: n.index)
-        if not recomputed and len(by_index) <= 20_000 and is_topological(by_index):
+        if not recomputed and len(by_index) <= 20_000:
             declared = declared_order(by_index)
-            if declared != order:  # (the same order would give the same plan)
+            if declared != order and is_topological(by_index):  # (the same order would give the same plan)
                 other = plan_buffers(declared, roots, reuse=reuse, inplace=inplace)
                 if other.peak_bytes < plan.peak_bytes:
                     plan = other
