@@ -67,14 +67,16 @@ class StepGraph:
                 consumers[x].append(k)
         self.view = [n.op.is_view for n in steps]
         self.height = _heights(consumers)
-        self.roots_of, self.readers, self.size = self._memory(steps)
+        self.roots_of, self.readers, self.reader_sum, self.size = self._memory(steps)
         self.keep = self._kept(keep)
 
-    def _memory(self, steps: list[Node]) -> tuple[list, list[set], list[int]]:
-        """Per step: the roots whose memory its inputs occupy, and its own bytes; per root: its readers."""
+    def _memory(self, steps: list[Node]) -> tuple[list, list[int], list[int], list[int]]:
+        """Per step: the roots whose memory its inputs occupy, and its own bytes; per root: how many non-view
+        steps read it and the sum of their numbers (when one is left, the sum names it)."""
         deps, view = self.deps, self.view
         roots_of: list = [()] * len(steps)
-        readers: list[set] = [set() for _ in steps]  # non-view steps reading a root, not yet run
+        readers = [0] * len(steps)  # non-view steps reading a root, not yet run
+        reader_sum = [0] * len(steps)
         size = [0] * len(steps)
         for k, n in enumerate(steps):
             rs = deps[k]
@@ -86,9 +88,14 @@ class StepGraph:
             roots_of[k] = rs
             if not view[k]:
                 for r in rs:
-                    readers[r].add(k)
+                    readers[r] += 1
+                    reader_sum[r] += k
                 size[k] = 0 if None in n.shape else nbytes(n)
-        return roots_of, readers, size
+        return roots_of, readers, reader_sum, size
+
+    def reads(self, n: int, r: int) -> bool:
+        """Whether step n (not yet run) is one of root r's readers left."""
+        return not self.view[n] and r in self.roots_of[n]
 
     def _kept(self, keep: Iterable[Node]) -> list[bool]:
         """Per step: whether its memory lives to the end (a kept value, or the root of a kept view)."""
@@ -177,7 +184,7 @@ class _ListScheduler:
             readers, kept, size = g.readers, g.keep, g.size
             for r in g.roots_of[n]:
                 left = readers[r]
-                if not kept[r] and (len(left) == 1 or also is not None and len(left) == 2 and also in left):
+                if not kept[r] and (left == 1 or left == 2 and also is not None and g.reads(also, r)):
                     freed += size[r]
         return g.size[n] - freed
 
@@ -255,12 +262,12 @@ class _ListScheduler:
         """Step n has run: its inputs lose a reader, its consumers wait for one input less."""
         g, waiting, done, lazy, released = self.g, self.waiting, self.done, self.lazy, self.released
         if not g.view[n]:
-            readers = g.readers
+            readers, reader_sum = g.readers, g.reader_sum
             for r in g.roots_of[n]:
-                left = readers[r]
-                left.discard(n)
-                if len(left) == 1:  # its last reader now frees it: a better score
-                    (other,) = left
+                readers[r] -= 1
+                reader_sum[r] -= n
+                if readers[r] == 1:  # its last reader now frees it: a better score
+                    other = reader_sum[r]
                     if waiting[other] == 0 and not done[other] and (other not in lazy or other in released):
                         self.reconsider(other)
         if self.followers:
