@@ -7,20 +7,14 @@ with a fresh unique name. Neither is added to the graph.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from typing import Callable, Iterable
 
 import numpy as np
 
-from ..graph import Graph, Node
+from ..graph import Graph, Node, new_node
 from ..ops.base import Constant, Input, Op, Parameter
-
-
-_NODE_FIELDS = ("name", "op", "inputs", "shape", "dtype", "graph", "index", "is_gradient", "origin")
-if tuple(f.name for f in dataclasses.fields(Node)) != _NODE_FIELDS:  # Context.rebuild copies each of them
-    raise ImportError("graph.Node's fields changed: update compiler/ir.py's Context.rebuild and _NODE_FIELDS")
 
 
 class Context:
@@ -55,16 +49,16 @@ class Context:
         """A stand-in node op(*inputs) that takes the place of `like` (its gradient marks, a fresh name)."""
         inputs = tuple(inputs)
         shape, dtype = op.infer(*inputs)
-        return Node(
-            name=name or self.fresh_name(like.name),
-            op=op,
-            inputs=inputs,
-            shape=tuple(shape),
-            dtype=np.dtype(dtype),
-            graph=like.graph,
-            index=like.index,
-            is_gradient=like.is_gradient,
-            origin=like.origin,
+        return new_node(
+            name or self.fresh_name(like.name),
+            op,
+            inputs,
+            tuple(shape),
+            np.dtype(dtype),
+            like.graph,
+            like.index,
+            like.is_gradient,
+            like.origin,
         )
 
     def constant(self, value, like: Node) -> Node:
@@ -72,32 +66,32 @@ class Context:
         arr = np.asarray(value)
         if arr.flags.writeable and arr.base is None:
             arr.setflags(write=False)
-        n = Node(
-            name=self.fresh_name(like.name),
-            op=Constant(),
-            inputs=(),
-            shape=arr.shape,
-            dtype=arr.dtype,
-            graph=like.graph,
-            index=like.index,
-            is_gradient=like.is_gradient,
-            origin=like.origin,
+        n = new_node(
+            self.fresh_name(like.name),
+            Constant(),
+            (),
+            arr.shape,
+            arr.dtype,
+            like.graph,
+            like.index,
+            like.is_gradient,
+            like.origin,
         )
         self.consts[n] = arr
         return n
 
     def rebuild(self, node: Node, inputs: tuple[Node, ...], shape: tuple | None = None) -> Node:
         """The same value as `node`, reading new inputs (and, when specialised, with concrete shapes)."""
-        new = Node(  # what dataclasses.replace makes, without its per-call look at the fields (_NODE_FIELDS)
-            name=node.name,
-            op=node.op,
-            inputs=inputs,
-            shape=node.shape if shape is None else tuple(shape),
-            dtype=node.dtype,
-            graph=node.graph,
-            index=node.index,
-            is_gradient=node.is_gradient,
-            origin=node.origin,
+        new = new_node(  # what dataclasses.replace(node, ...) makes, faster
+            node.name,
+            node.op,
+            inputs,
+            node.shape if shape is None else tuple(shape),
+            node.dtype,
+            node.graph,
+            node.index,
+            node.is_gradient,
+            node.origin,
         )
         self.source[new] = self.source.get(node, node)
         if node in self.consts:
@@ -145,12 +139,12 @@ def topo_order(roots: Iterable[Node], edges: Callable[[Node], Iterable[Node]] = 
     return order
 
 
-_LEAVES = frozenset({Input, Parameter, Constant})
+LEAF_TYPES = frozenset({Input, Parameter, Constant})  # the op types of leaves (exactly: not subclasses)
 
 
 def is_leaf(node: Node) -> bool:
     """An input, a parameter or a constant: a value a run is given, not a step."""
-    return type(node.op) in _LEAVES
+    return type(node.op) in LEAF_TYPES
 
 
 def nbytes(node: Node) -> int:

@@ -18,7 +18,7 @@ from ..ops import nn as NN
 from ..ops import shape as S
 from ..ops.base import Op
 from . import fused as F
-from .ir import Context, is_leaf, topo_order
+from .ir import LEAF_TYPES, Context, is_leaf, topo_order
 
 Rule = Callable[[Node, Context], "Node | None"]
 
@@ -547,27 +547,27 @@ class _Rewriter:
     def canonical(self, m: Node) -> Node:
         """The first node met that computes m's value: the same small constant, or the same op on the same
         inputs."""
-        if m.op.name == "constant":
+        op = m.op
+        if type(op) not in LEAF_TYPES and op.name != "constant":  # the common case first: a step
+            first = self.seen.setdefault((op, m.inputs), m)
+            if first is not m:
+                self.ctx.count("cse")  # the same op on the same inputs: one value
+            return first
+        if op.name == "constant":
             v = self.ctx.value(m)
             if v.size <= 16:
                 first = self.consts.setdefault((v.dtype.str, v.shape, v.tobytes()), m)
                 if first is not m:
                     self.ctx.count("cse")
                 return first
-            return m
-        if is_leaf(m):
-            return m
-        first = self.seen.setdefault((m.op, m.inputs), m)
-        if first is not m:
-            self.ctx.count("cse")  # the same op on the same inputs: one value
-        return first
+        return m  # an input or a parameter
 
     def settle(self, m: Node) -> Node:
         """Apply rules to m until none does (each replacement's new inputs are settled first)."""
         ctx, settled = self.ctx, self.settled
         for _ in range(64):
             m = self.canonical(m)
-            if is_leaf(m):
+            if type(m.op) in LEAF_TYPES:  # (is_leaf)
                 return m
             new, rule_name = fold_constant(m, ctx, self.budget), "fold"
             if new is None:
