@@ -588,15 +588,26 @@ class Graph:
                 self._consumers[src].remove(node)
         del self._nodes[n:]
 
-    @contextlib.contextmanager
-    def _gradient_scope(self, origin: tuple[Node, int] | None):
+    def _gradient_scope(self, origin: tuple[Node, int] | None) -> "_GradientScope":
         """Nodes made inside are marked is_gradient, with origin = the forward edge being differentiated."""
-        saved = (self._in_gradient, self._origin)
-        self._in_gradient, self._origin = True, origin
-        try:
-            yield
-        finally:
-            self._in_gradient, self._origin = saved
+        return _GradientScope(self, origin)
+
+
+class _GradientScope:
+    """Graph._gradient_scope's context (a class: build_grad enters one per edge, a generator costs more)."""
+
+    __slots__ = ("graph", "origin", "saved")
+
+    def __init__(self, graph: Graph, origin: tuple[Node, int] | None):
+        self.graph, self.origin = graph, origin
+
+    def __enter__(self) -> None:
+        g = self.graph
+        self.saved = (g._in_gradient, g._origin)
+        g._in_gradient, g._origin = True, self.origin
+
+    def __exit__(self, *exc: object) -> None:
+        self.graph._in_gradient, self.graph._origin = self.saved
 
 
 @contextlib.contextmanager
