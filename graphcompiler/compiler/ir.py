@@ -117,21 +117,22 @@ def value_inputs(node: Node) -> tuple[Node, ...]:
     return tuple(x for i, x in enumerate(node.inputs) if op.reads_value(i))
 
 
-def topo_order(roots: Iterable[Node], edges: Callable[[Node], Iterable[Node]] = lambda n: n.inputs) -> list[Node]:
-    """Every node the roots reach through `edges`, inputs before consumers (iterative depth-first)."""
+def topo_order(roots: Iterable[Node], edges: Callable[[Node], Iterable[Node]] | None = None) -> list[Node]:
+    """Every node the roots reach through `edges` (default: the inputs), inputs before consumers (iterative
+    depth-first)."""
     order: list[Node] = []
     seen: set[Node] = set()
     for root in roots:
         if root in seen:
             continue
         seen.add(root)
-        stack = [(root, iter(edges(root)))]
+        stack = [(root, iter(root.inputs if edges is None else edges(root)))]
         while stack:
             node, it = stack[-1]
             for x in it:
                 if x not in seen:
                     seen.add(x)
-                    stack.append((x, iter(edges(x))))
+                    stack.append((x, iter(x.inputs if edges is None else edges(x))))
                     break
             else:
                 stack.pop()

@@ -38,6 +38,8 @@ def _const_all(ctx: Context, x: Node, v: float) -> bool:
     a = ctx.value(x)
     if a.size > _SMALL or a.dtype.kind not in "biuf":
         return False
+    if a.size == 1:
+        return bool(a.item() == v)  # (the common case: a scalar; the same answer without a NumPy reduction)
     return bool(np.all(a == v))
 
 
