@@ -129,7 +129,9 @@ def _heights(consumers: list[list[int]]) -> list[int]:
     height = [1] * len(consumers)
     for k in range(len(consumers) - 1, -1, -1):
         cs = consumers[k]
-        if cs:
+        if len(cs) == 1:
+            height[k] = 1 + height[cs[0]]
+        elif cs:
             height[k] = 1 + max([height[c] for c in cs])
     return height
 
