@@ -64,6 +64,37 @@ def _trace(
     """Call `call` on stand-in nodes made from specs (name, shape, dtype); return the body it built."""
     mark = len(graph)
     frame: dict[Node, Node] = {}
+    standins, outs = _call_on_standins(graph, title, specs, call, out_like, frame, mark)
+    made = graph._nodes[mark:]
+    variant = _depending_on(standins, made)
+    # the body: the variant ancestors of the outputs; everything else they read is captured
+    traced = _copy_body(
+        graph,
+        title,
+        [nm for nm, _, _ in specs],
+        standins,
+        outs,
+        made,
+        _variant_ancestors(outs, variant),
+        _folded_constants(made, variant, frame),
+        frame,
+        mark,
+    )
+    traced.captured = _hoist_invariants(graph, mark, made, frame, traced.captured)
+    return traced
+
+
+def _call_on_standins(
+    graph: Graph,
+    title: str,
+    specs: Sequence[tuple[str, tuple, np.dtype]],
+    call: Callable[[list[Node]], list[Any]],
+    out_like: Sequence[Node | None] | None,
+    frame: dict[Node, Node],
+    mark: int,
+) -> tuple[list[Node], list[Node]]:
+    """Run the user's body on new stand-in inputs of `graph` inside the trace `frame`: the stand-ins and the
+    body's results as nodes of `graph` (numbers become constants). On failure the nodes it made are removed."""
     _FRAMES.append(frame)
     try:
         standins = [graph.input(graph._unique_name(f"{title}.{nm}"), shape, dt) for nm, shape, dt in specs]
@@ -83,12 +114,20 @@ def _trace(
         graph._truncate(mark)
         raise
     _FRAMES.pop()
-    made = graph._nodes[mark:]
+    return standins, outs
+
+
+def _depending_on(standins: list[Node], made: list[Node]) -> set[Node]:
+    """The stand-ins and the nodes made while tracing that depend on one (they vary from step to step)."""
     variant = set(standins)
     for n in made:
         if n not in variant and any(x in variant for x in n.inputs):
             variant.add(n)
-    # the body: the variant ancestors of the outputs; everything else they read is captured
+    return variant
+
+
+def _variant_ancestors(outs: list[Node], variant: set[Node]) -> set[Node]:
+    """The variant nodes the outputs are computed from: the nodes the body graph computes."""
     need: set[Node] = set()
     stack = [o for o in outs if o in variant]
     while stack:
@@ -97,18 +136,12 @@ def _trace(
             continue
         need.add(n)
         stack.extend(x for x in n.inputs if x in variant)
-    body = Graph(f"{title}/body")
-    m: dict[Node, Node] = {}
-    short = [nm for nm, _, _ in specs]
-    inputs = []
-    for s, nm in zip(standins, short):
-        m[s] = body.input(body._unique_name(nm), s.shape, s.dtype)
-        inputs.append(m[s])
-    captured: list[Node] = []  # nodes of `made` or of the outer graph (resolved below)
-    captured_inputs: list[Node] = []
-    by_target: dict[Node, Node] = {}
+    return need
 
-    const_only: set[Node] = set()  # made from constants alone: copied into the body (folded)
+
+def _folded_constants(made: list[Node], variant: set[Node], frame: dict[Node, Node]) -> set[Node]:
+    """The nodes made while tracing from constants alone: copied into the body (folded there), not captured."""
+    const_only: set[Node] = set()
     for n in made:
         if (
             n.inputs
@@ -117,6 +150,33 @@ def _trace(
             and all(x in const_only or x.op.name == "constant" for x in n.inputs)
         ):
             const_only.add(n)
+    return const_only
+
+
+def _copy_body(
+    graph: Graph,
+    title: str,
+    names: list[str],
+    standins: list[Node],
+    outs: list[Node],
+    made: list[Node],
+    need: set[Node],
+    const_only: set[Node],
+    frame: dict[Node, Node],
+    mark: int,
+) -> Traced:
+    """Copy the nodes `need` into a graph of their own (inputs for the stand-ins, named `names`); every other
+    node they read is a constant of the body, a folded constant, or captured: an input of the body read from
+    `graph` (through `frame`, an alias reads the outer node it stands for)."""
+    body = Graph(f"{title}/body")
+    m: dict[Node, Node] = {}
+    inputs = []
+    for s, nm in zip(standins, names):
+        m[s] = body.input(body._unique_name(nm), s.shape, s.dtype)
+        inputs.append(m[s])
+    captured: list[Node] = []  # nodes of `made` or of the outer graph (hoisted by the caller)
+    captured_inputs: list[Node] = []
+    by_target: dict[Node, Node] = {}
 
     def read(x: Node) -> Node:
         if x in m:
@@ -145,13 +205,18 @@ def _trace(
     for n in made:
         if n in need and n not in m:
             ins = tuple(read(x) for x in n.inputs)
-            if n.is_gradient:
-                with body._gradient_scope(None):
-                    m[n] = body._add(n.op, ins, n.dtype, n.shape, body._unique_name(n.name))
-            else:
+            with body._gradient_scope(None) if n.is_gradient else contextlib.nullcontext():
                 m[n] = body._add(n.op, ins, n.dtype, n.shape, body._unique_name(n.name))
     body_outs = [read(o) for o in outs]
-    # hoist the loop-invariant values (made while tracing, not depending on a stand-in) out of the loop
+    return Traced(body, inputs, captured_inputs, captured, body_outs)
+
+
+def _hoist_invariants(
+    graph: Graph, mark: int, made: list[Node], frame: dict[Node, Node], captured: list[Node]
+) -> list[Node]:
+    """Hoist the loop-invariant values (made while tracing, not depending on a stand-in) out of the loop: the
+    traced nodes are removed from `graph` and those the body captured are made again there, in order.
+    Returns `captured` with each of them replaced by its new node."""
     made_set = set(made)
     hoist: set[Node] = set()
     stack = [c for c in captured if c in made_set]
@@ -170,8 +235,7 @@ def _trace(
         else:
             new_ins = tuple(remade.get(t, t) for t in (frame.get(x, x) for x in ins))
             remade[n] = graph._add(op, new_ins, dt, shape, graph._unique_name(name))
-    captured = [remade.get(c, c) for c in captured]
-    return Traced(body, inputs, captured_inputs, captured, body_outs)
+    return [remade.get(c, c) for c in captured]
 
 
 def _as_node(graph: Graph, value: Any, like: Node | None, title: str) -> Node:
@@ -775,6 +839,31 @@ def _scan_impl(
     `init` is a node or a tuple of nodes; `xs` a node, a tuple of nodes or None (then `length` steps). The
     body is traced once; outer nodes it reads are captured as inputs of the scan.
     """
+    graph, inits, init_tuple, xss, xs_tuple = _scan_operands(init, xs, length)
+    title = name or graph._auto_name("scan")
+    nc, nx = len(inits), len(xss)
+    pn = _param_names(fn, 2, ["carry", "x"])
+    cnames = [pn[0]] if nc == 1 and not init_tuple else [f"{pn[0]}{k}" for k in range(nc)]
+    xnames = [pn[1]] if nx == 1 and not xs_tuple else [f"{pn[1]}{k}" for k in range(nx)]
+    if _names is not None:  # the reverse scan of a gradient names its stand-ins
+        cnames, xnames = list(_names[0]), list(_names[1])
+    specs = [(nm, n.shape, n.dtype) for nm, n in zip(cnames, inits)] + [
+        (nm, x.shape[1:], x.dtype) for nm, x in zip(xnames, xss)
+    ]
+    shape_y: dict = {}
+    call = _scan_step_caller(fn, title, nc, init_tuple, xs_tuple, bool(xss), shape_y)
+    traced = _trace(graph, title, specs, call, out_like=inits)
+    _check_carries_keep_shape(title, traced, inits)
+    ny = shape_y["n"]
+    body = ScanBody(title, traced, nc, nx, ny, bool(reverse), None if xss or length is None else int(length))
+    ins = tuple(inits + xss + traced.captured)
+    body.carry_names = cnames
+    return _scan_results(graph, title, body, ins, init_tuple, shape_y["tuple"])
+
+
+def _scan_operands(init, xs, length) -> tuple[Graph, list[Node], bool, list[Node], bool]:
+    """(graph, inits, init is a tuple, xs, xs is a tuple) of a scan, checked: numbers in init become constants
+    (of the operands' float dtype), and the xs are arrays of one length along axis 0."""
     inits, init_tuple = _flat(init, "init")
     xss: list
     if xs is None:
@@ -810,22 +899,20 @@ def _scan_impl(
         lens = {x.shape[0] for x in xss} - {None}
         if lens and lens != {length}:
             raise ShapeError(f"scan: length={length} but xs have {sorted(lens)} steps along axis 0")
-    title = name or graph._auto_name("scan")
-    nc, nx = len(inits), len(xss)
-    pn = _param_names(fn, 2, ["carry", "x"])
-    cnames = [pn[0]] if nc == 1 and not init_tuple else [f"{pn[0]}{k}" for k in range(nc)]
-    xnames = [pn[1]] if nx == 1 and not xs_tuple else [f"{pn[1]}{k}" for k in range(nx)]
-    if _names is not None:  # the reverse scan of a gradient names its stand-ins
-        cnames, xnames = list(_names[0]), list(_names[1])
-    specs = [(nm, n.shape, n.dtype) for nm, n in zip(cnames, inits)] + [
-        (nm, x.shape[1:], x.dtype) for nm, x in zip(xnames, xss)
-    ]
-    shape_y: dict = {}
+    return graph, inits, init_tuple, xss, xs_tuple
+
+
+def _scan_step_caller(
+    fn: Callable, title: str, nc: int, init_tuple: bool, xs_tuple: bool, has_xs: bool, shape_y: dict
+) -> Callable[[list[Node]], list[Node]]:
+    """The function _trace calls on the stand-ins: fn(carry, x_t) in the structure of init and xs (x_t None
+    for a scan without xs), its pair checked and flattened to the carries then the ys.
+    It records in shape_y whether y is a tuple ("tuple") and how many ys there are ("n")."""
 
     def call(standins):
         c = standins[:nc]
         xv = standins[nc:]
-        res = fn(tuple(c) if init_tuple else c[0], (tuple(xv) if xs_tuple else xv[0]) if xss else None)
+        res = fn(tuple(c) if init_tuple else c[0], (tuple(xv) if xs_tuple else xv[0]) if has_xs else None)
         if not isinstance(res, (tuple, list)) or len(res) != 2:
             raise GraphCompilerError(
                 f"scan {title!r}: the body must return a pair (new carry, y), got {type(res).__name__}"
@@ -841,8 +928,12 @@ def _scan_impl(
         shape_y["tuple"], shape_y["n"] = y_tuple, len(ys)
         return new_cs + ys
 
-    traced = _trace(graph, title, specs, call, out_like=inits)
-    for k, (c_in, c_out) in enumerate(zip(traced.inputs[:nc], traced.outputs[:nc])):
+    return call
+
+
+def _check_carries_keep_shape(title: str, traced: Traced, inits: list[Node]) -> None:
+    """Each carry the body returns has the dtype and shape of the carry it was given."""
+    for k, (c_in, c_out) in enumerate(zip(traced.inputs[: len(inits)], traced.outputs[: len(inits)])):
         if c_out.dtype != c_in.dtype:
             raise DTypeError(
                 f"scan {title!r}: the body's carry {k} out ({c_out.name!r}, {c_out.op.name}) has "
@@ -859,17 +950,18 @@ def _scan_impl(
                 f"shape {fmt_shape(c_out.shape)} but the carry in ({inits[k].name!r}) has shape "
                 f"{fmt_shape(c_in.shape)}; the carry must keep its shape from step to step"
             )
-    ny = shape_y["n"]
-    body = ScanBody(title, traced, nc, nx, ny, bool(reverse), None if xss or length is None else int(length))
-    ins = tuple(inits + xss + traced.captured)
-    body.carry_names = cnames
+
+
+def _scan_results(graph: Graph, title: str, body: ScanBody, ins: tuple, init_tuple: bool, y_tuple: bool):
+    """The scan node on `ins`, and its named results: (final carry, ys) in the structure of init and y."""
+    nc, ny = body.n_carry, body.n_y
     group = apply(Scan(body), ins, graph._unique_name(title))
     outs = []
     for k in range(nc + ny):
-        label = cnames[k] if k < nc else ("ys" if ny == 1 else f"ys{k - nc}")
+        label = body.carry_names[k] if k < nc else ("ys" if ny == 1 else f"ys{k - nc}")
         outs.append(result(group, k, graph._unique_name(f"{title}.{label}")))
     carry = tuple(outs[:nc]) if init_tuple else outs[0]
-    ys = tuple(outs[nc:]) if shape_y["tuple"] else (outs[nc] if ny else None)
+    ys = tuple(outs[nc:]) if y_tuple else (outs[nc] if ny else None)
     return carry, ys
 
 
