@@ -1020,7 +1020,15 @@ def _vjp_graph(body: ScanBody, kind: str, kk: int, fc: list[int], fx: list[int],
         z = E.add(z, t)
     d = build_grad(z, targets, disconnected="zero")
     outs = [d[c[j]] for j in fc] + [d[w[j]] for j in fw] + [d[x[j]] for j in fx]
-    # the forward values the gradient reads: kept per step when they depend on the carry or the slice
+    residuals, needed = _step_residuals(tr, m, outs)
+    got = body.vjp_cache[key] = _Vjp(vg, c, x, w, seeds, gin, outs, residuals, needed)
+    return got
+
+
+def _step_residuals(tr: Traced, m: dict[Node, Node], outs: list[Node]) -> tuple[dict[Node, Node], set[Node]]:
+    """(residuals, needed) of a step's gradient `outs`, whose forward part is the body copied by `m`: the
+    forward values it reads that depend on the carry or the slice (kept per step: each maps to its body
+    node), and the nodes a reverse step computes or reads (it stops at a residual)."""
     varying = set(tr.inputs)
     for n in tr.graph.nodes:
         if n.inputs and any(i in varying for i in n.inputs):
@@ -1038,8 +1046,7 @@ def _vjp_graph(body: ScanBody, kind: str, kk: int, fc: list[int], fx: list[int],
             residuals[n] = forward[n]
             continue
         stack.extend(n.inputs)
-    got = body.vjp_cache[key] = _Vjp(vg, c, x, w, seeds, gin, outs, residuals, needed)
-    return got
+    return residuals, needed
 
 
 def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node) -> list:
@@ -1048,7 +1055,6 @@ def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node)
     got = body.grad_cache.get(key)
     if got is not None:
         return got
-    from . import elementwise as E
     from . import shape as S
 
     nc, nx, nw = body.n_carry, body.n_x, body.n_w
@@ -1061,66 +1067,134 @@ def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node)
     vjp = _vjp_graph(body, kind, kk, fc, fx, fw)
     body.want_stacks = True
     graph = y.graph
-    traced = body.traced
-    cn = body.carry_names
-    xn = [n.name for n in traced.inputs[nc : nc + nx]]
     # the reverse scan's slices: the carries-in, slices and residuals its steps read, and the cotangent
     used_c = [j for j in range(nc) if vjp.c[j] in vjp.needed]
     used_x = [j for j in range(nx) if vjp.x[j] in vjp.needed]
     used_w = [j for j in range(nw) if vjp.w[j] in vjp.needed]
     res = list(vjp.residuals.items())
-    stacked = [result(group, nc + body.n_y + j, graph._unique_name(f"{body.name}.{cn[j]}_stack")) for j in used_c]
-    for vnode, bnode in res:
-        idx = body.residual_index(bnode)
-        if idx >= 2 * nc + body.n_y:
-            label = f"{body.name}.{bnode.name}_stack"
-        else:
-            label = None
-        stacked.append(_result_of(group, idx, graph, label))
+    stacked = _checkpoints(body, group, graph, used_c, [b for _, b in res])
     rc_init = [g if (kind == "carry" and kk == j) else S.zeros_like(inits[j]) for j in fc] + [
         S.zeros_like(ws[j]) for j in fw
     ]
     r_xs = stacked[: len(used_c)] + [xss[j] for j in used_x] + stacked[len(used_c) :] + ([g] if kind != "carry" else [])
     pad: list[str] = []
     if not r_xs and (nx or nc):  # a step that reads nothing per step still runs once per step
-        r_xs = [xss[0]] if nx else [result(group, nc + body.n_y, graph._unique_name(f"{body.name}.{cn[0]}_stack"))]
+        r_xs = (
+            [xss[0]]
+            if nx
+            else [result(group, nc + body.n_y, graph._unique_name(f"{body.name}.{body.carry_names[0]}_stack"))]
+        )
         pad = ["steps"]
+    rc, rys = _scan_impl(
+        _reverse_step(vjp, ws, len(fc), len(fw), used_c, used_x, used_w, [v for v, _ in res]),
+        tuple(rc_init),
+        tuple(r_xs) if r_xs else None,
+        reverse=not body.reverse,
+        length=None if r_xs else body.length,
+        name=f"{body.name}.grad",
+        _names=_reverse_names(body, kind, kk, fc, fw, used_c, used_x, [b for _, b in res], pad),
+    )
+    xn = [n.name for n in body.traced.inputs[nc : nc + nx]]
+    for n in list(rc) + list(rys):  # the reverse scan knows the scan it differentiates
+        n.inputs[0].op.body.forward = body
+        n.inputs[0].op.body.y_names = [f"d{xn[j]}".removesuffix("_t") for j in fx]
+        break
+    grads = body.grad_cache[key] = _cotangents_by_input(len(x), nc, nx, fc, fx, fw, rc, rys)
+    return grads
+
+
+def _cotangents_by_input(n_inputs: int, nc: int, nx: int, fc: list[int], fx: list[int], fw: list[int], rc, rys) -> list:
+    """The cotangent of each input of the scan (None for one that is not float): its init's from the reverse
+    scan's final carries `rc`, its xs' from its ys `rys`, its captured values' from the carries after them."""
+    grads: list = [None] * n_inputs
+    for p, j in enumerate(fc):
+        grads[j] = rc[p]
+    for p, j in enumerate(fx):
+        grads[nc + j] = rys[p]
+    for p, j in enumerate(fw):
+        grads[nc + nx + j] = rc[len(fc) + p]
+    return grads
+
+
+def _checkpoints(body: ScanBody, group: Node, graph: Graph, used_c: list[int], residuals: list[Node]) -> list[Node]:
+    """The stacked values the reverse scan reads per step, as results of the forward scan node `group`: the
+    carries-in h_0..h_{T-1} it reads (indices used_c), then each residual body node's value at every step."""
+    nc, cn = body.n_carry, body.carry_names
+    stacked = [result(group, nc + body.n_y + j, graph._unique_name(f"{body.name}.{cn[j]}_stack")) for j in used_c]
+    for bnode in residuals:
+        idx = body.residual_index(bnode)
+        if idx >= 2 * nc + body.n_y:
+            label = f"{body.name}.{bnode.name}_stack"
+        else:
+            label = None
+        stacked.append(_result_of(group, idx, graph, label))
+    return stacked
+
+
+def _reverse_step(
+    vjp: _Vjp,
+    ws: list[Node],
+    n_fc: int,
+    n_fw: int,
+    used_c: list[int],
+    used_x: list[int],
+    used_w: list[int],
+    residuals: list[Node],
+) -> Callable:
+    """The reverse scan's body: carry (d float carries, d float captured values so far), slices (the used
+    carries-in, slices and residuals (nodes of vjp.graph), then the cotangent if any) -> (the carry after
+    this step, the d float slices). It replays the gradient part of one step; captured values are aliases."""
+    from . import elementwise as E
 
     def rev(carry, xt):
         carry, xt = list(carry), list(xt) if xt is not None else []
-        gcs, gws = carry[: len(fc)], carry[len(fc) :]
-        k = 0
-        m: dict[Node, Node] = {}
-        for j in used_c:
-            m[vjp.c[j]] = xt[k]
-            k += 1
-        for j in used_x:
-            m[vjp.x[j]] = xt[k]
-            k += 1
-        for vnode, _ in res:
-            m[vnode] = xt[k]
-            k += 1
+        gcs, gws = carry[:n_fc], carry[n_fc:]
+        slots = [vjp.c[j] for j in used_c] + [vjp.x[j] for j in used_x] + residuals
+        m: dict[Node, Node] = dict(zip(slots, xt))
         if vjp.gin is not None:
-            m[vjp.gin] = xt[k]
+            m[vjp.gin] = xt[len(slots)]
         for gj, seed in zip(gcs, vjp.seeds):
             m[seed] = gj
         for j in used_w:
             m[vjp.w[j]] = alias(ws[j])
-        out_graph = carry[0].graph if carry else xt[0].graph
-        for n in vjp.graph.nodes:  # replay the gradient part of one step
-            if n in m or n not in vjp.needed:
-                continue
-            if n.op.name == "constant":
-                m[n] = out_graph.constant(vjp.graph._values[n])
-            elif not n.inputs:
-                raise GraphCompilerError(f"internal error: {n.name!r} of the step's gradient has no value")
-            else:
-                m[n] = apply(n.op, tuple(m[i] for i in n.inputs))
-        outs = [m[o] for o in vjp.outs]
-        new_gc = outs[: len(fc)]
-        new_gw = [E.add(gw, dw) for gw, dw in zip(gws, outs[len(fc) : len(fc) + len(fw)])]
-        return tuple(new_gc + new_gw), tuple(outs[len(fc) + len(fw) :])
+        outs = _replay_gradient(vjp, m, carry[0].graph if carry else xt[0].graph)
+        new_gc = outs[:n_fc]
+        new_gw = [E.add(gw, dw) for gw, dw in zip(gws, outs[n_fc : n_fc + n_fw])]
+        return tuple(new_gc + new_gw), tuple(outs[n_fc + n_fw :])
 
+    return rev
+
+
+def _replay_gradient(vjp: _Vjp, m: dict[Node, Node], out_graph: Graph) -> list[Node]:
+    """Apply the gradient part of one step (the nodes of vjp.graph it needs) in the current trace, its leaves
+    given by `m`; its results vjp.outs."""
+    for n in vjp.graph.nodes:
+        if n in m or n not in vjp.needed:
+            continue
+        if n.op.name == "constant":
+            m[n] = out_graph.constant(vjp.graph._values[n])
+        elif not n.inputs:
+            raise GraphCompilerError(f"internal error: {n.name!r} of the step's gradient has no value")
+        else:
+            m[n] = apply(n.op, tuple(m[i] for i in n.inputs))
+    return [m[o] for o in vjp.outs]
+
+
+def _reverse_names(
+    body: ScanBody,
+    kind: str,
+    kk: int,
+    fc: list[int],
+    fw: list[int],
+    used_c: list[int],
+    used_x: list[int],
+    residuals: list[Node],
+    pad: list[str],
+) -> tuple[list[str], list[str]]:
+    """The names of the reverse scan's stand-ins, as BPTT writes them: its carries dh_{t+1} and dW, its
+    slices h_{t-1}, x_t, the residuals' r_t and the cotangent dy_t (t+1 and t-1 swap for a reverse scan)."""
+    nc, cn, traced = body.n_carry, body.carry_names, body.traced
+    xn = [n.name for n in traced.inputs[nc : nc + body.n_x]]
     step = "t+1" if not body.reverse else "t-1"
     here = "t-1" if not body.reverse else "t+1"
     seed = {
@@ -1128,36 +1202,14 @@ def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node)
         "carries": f"d{cn[kk] if nc > kk else ''}_t",
         "res": f"d{body.residuals[kk].name if kind == 'res' else ''}_t",
     }
-    names = (
+    return (
         [f"d{cn[j]}_{{{step}}}" for j in fc] + [f"d{traced.captured_inputs[j].name}" for j in fw],
         [f"{cn[j]}_{{{here}}}" for j in used_c]
         + [xn[j] for j in used_x]
-        + [f"{b.name}_t" for _, b in res]
+        + [f"{b.name}_t" for b in residuals]
         + ([seed[kind]] if kind != "carry" else [])
         + pad,
     )
-    rc, rys = _scan_impl(
-        rev,
-        tuple(rc_init),
-        tuple(r_xs) if r_xs else None,
-        reverse=not body.reverse,
-        length=None if r_xs else body.length,
-        name=f"{body.name}.grad",
-        _names=names,
-    )
-    for n in list(rc) + list(rys):
-        n.inputs[0].op.body.forward = body
-        n.inputs[0].op.body.y_names = [f"d{xn[j]}".removesuffix("_t") for j in fx]
-        break
-    grads: list = [None] * len(x)
-    for p, j in enumerate(fc):
-        grads[j] = rc[p]
-    for p, j in enumerate(fx):
-        grads[nc + j] = rys[p]
-    for p, j in enumerate(fw):
-        grads[nc + nx + j] = rc[len(fc) + p]
-    body.grad_cache[key] = grads
-    return grads
 
 
 def _result_of(group: Node, index: int, graph: Graph, label: str | None) -> Node:
