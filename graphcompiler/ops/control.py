@@ -595,21 +595,27 @@ class ScanBody(_Group):
         with self._lock:  # the body's compiled program reuses its buffers: one loop at a time
             return self._loop(arrays, stacks=self.want_stacks)
 
+    def _count_steps(self, xs: list[np.ndarray]):
+        """The number of steps: the length of the xs along axis 0 (the same for each), else `length`."""
+        if not xs:
+            return self.length
+        steps = xs[0].shape[0]
+        for k, x in enumerate(xs[1:], 1):
+            if x.shape[0] != steps:
+                raise ShapeError(
+                    f"scan {self.name!r}: xs 0 has {steps} steps but xs {k} has {x.shape[0]}; "
+                    "every xs must have the same length along axis 0"
+                )
+        return steps
+
     def _loop(self, arrays, stacks: bool) -> list:
+        """Run the body once per step: the results of the node (the stacked carries-in and residuals only
+        with `stacks`, else None)."""
         nc, nx = self.n_carry, self.n_x
         carries = [np.asarray(a) for a in arrays[:nc]]
         xs = [np.asarray(a) for a in arrays[nc : nc + nx]]
         ws = list(arrays[nc + nx :])
-        if xs:
-            steps = xs[0].shape[0]
-            for k, x in enumerate(xs[1:], 1):
-                if x.shape[0] != steps:
-                    raise ShapeError(
-                        f"scan {self.name!r}: xs 0 has {steps} steps but xs {k} has {x.shape[0]}; "
-                        "every xs must have the same length along axis 0"
-                    )
-        else:
-            steps = self.length
+        steps = self._count_steps(xs)
         res = list(self.residuals) if stacks else []
         prog = self.program_of(self.traced, res)
         nr = len(res)
@@ -1346,6 +1352,25 @@ def _cond_impl(pred: Node, true_fn: Callable, false_fn: Callable, *operands, nam
     Both branches are traced once and must return values of the same shapes and dtypes; only the branch
     taken runs, and the gradient is the gradient of the branch taken.
     """
+    graph, ops = _cond_operands(pred, operands)
+    title = name or graph._auto_name("cond")
+    names = _param_names(true_fn, len(ops), [f"a{k}" for k in range(len(ops))])
+    specs = [(nm, o.shape, o.dtype) for nm, o in zip(names, ops)]
+    structure: dict = {}
+    t = _trace(graph, f"{title}.true", specs, _branch_caller(true_fn, "true", structure))
+    f = _trace(graph, f"{title}.false", specs, _branch_caller(false_fn, "false", structure), out_like=list(t.outputs))
+    _check_branches_agree(title, t, f, structure)
+    captured, picks = _union_captured((t, f))
+    body = CondBody(title, (t, f), len(ops), captured, picks)
+    ins = (pred, *ops, *captured)
+    group = apply(Cond(body), ins, graph._unique_name(title))
+    outs = [result(group, k, graph._unique_name(f"{title}.out{k}")) for k in range(len(t.outputs))]
+    return tuple(outs) if structure["true"][0] else outs[0]
+
+
+def _cond_operands(pred, operands: tuple) -> tuple[Graph, list[Node]]:
+    """The graph of a cond and its operands as nodes of it (numbers become constants), checked: `pred` must
+    be a scalar bool node."""
     if not isinstance(pred, Node):
         raise GraphCompilerError(
             f"cond: pred must be a scalar bool graph node, got {type(pred).__name__} "
@@ -1367,22 +1392,24 @@ def _cond_impl(pred: Node, true_fn: Callable, false_fn: Callable, *operands, nam
     for o in ops:
         if o.graph is not graph:
             raise GraphCompilerError(f"cond: operand {o.name!r} belongs to graph {o.graph.name!r}, not {graph.name!r}")
-    title = name or graph._auto_name("cond")
-    names = _param_names(true_fn, len(ops), [f"a{k}" for k in range(len(ops))])
-    specs = [(nm, o.shape, o.dtype) for nm, o in zip(names, ops)]
-    structure: dict = {}
+    return graph, ops
 
-    def caller(fn, which):
-        def call(standins):
-            res = fn(*standins)
-            outs, tup = _flat(res, "result")
-            structure.setdefault(which, (tup, len(outs)))
-            return outs
 
-        return call
+def _branch_caller(fn: Callable, which: str, structure: dict) -> Callable[[list[Node]], list[Node]]:
+    """The function _trace calls on a branch's stand-ins: fn(*operands), its results flattened; it records
+    in structure[which] (whether they are a tuple, how many)."""
 
-    t = _trace(graph, f"{title}.true", specs, caller(true_fn, "true"))
-    f = _trace(graph, f"{title}.false", specs, caller(false_fn, "false"), out_like=[o for o in t.outputs])
+    def call(standins):
+        res = fn(*standins)
+        outs, tup = _flat(res, "result")
+        structure.setdefault(which, (tup, len(outs)))
+        return outs
+
+    return call
+
+
+def _check_branches_agree(title: str, t: Traced, f: Traced, structure: dict) -> None:
+    """The two branches return as many values, of the same shapes and dtypes."""
     if structure["true"][1] != structure["false"][1]:
         raise GraphCompilerError(
             f"cond {title!r}: the true branch returns {structure['true'][1]} values and the "
@@ -1397,18 +1424,19 @@ def _cond_impl(pred: Node, true_fn: Callable, false_fn: Callable, *operands, nam
                 f"{fmt_shape(a.shape)}, {a.dtype} but the false branch's ({b.name!r}, {b.op.name}) "
                 f"has {fmt_shape(b.shape)}, {b.dtype}; both branches must agree"
             )
+
+
+def _union_captured(parts: tuple[Traced, Traced]) -> tuple[list[Node], tuple[list[int], list[int]]]:
+    """The outer nodes two traced bodies capture, each once (inputs of the node), and for each body the
+    positions in that list of its captured inputs."""
     captured: list[Node] = []
     picks: tuple[list[int], list[int]] = ([], [])
-    for side, tr in enumerate((t, f)):
+    for side, tr in enumerate(parts):
         for c in tr.captured:
             if c not in captured:
                 captured.append(c)
             picks[side].append(captured.index(c))
-    body = CondBody(title, (t, f), len(ops), captured, picks)
-    ins = (pred, *ops, *captured)
-    group = apply(Cond(body), ins, graph._unique_name(title))
-    outs = [result(group, k, graph._unique_name(f"{title}.out{k}")) for k in range(len(t.outputs))]
-    return tuple(outs) if structure["true"][0] else outs[0]
+    return captured, picks
 
 
 def cond_vjp(body: CondBody, x: tuple[Node, ...], y: Node, g: Node) -> list:
@@ -1601,21 +1629,48 @@ def _while_loop_impl(
         return tuple(cs) if tup else cs[0]
 
     if max_steps is not None:
-        if not isinstance(max_steps, (int, np.integer)) or max_steps < 0:
-            raise GraphCompilerError(f"while_loop: max_steps must be a non-negative int, not {max_steps!r}")
-
-        def step(c, _):
-            cs = list(c) if tup else [c]
-            p = cond_fn(c)
-            new = cond(p, lambda *a: body_fn(pack(list(a))), lambda *a: pack(list(a)), *cs)
-            return new, None
-
-        carry, _ = scan(step, pack(inits), length=int(max_steps), name=name)
-        return carry
+        return _bounded_while(cond_fn, body_fn, inits, tup, pack, max_steps, name)
     title = name or graph._auto_name("while_loop")
     names = _param_names(cond_fn, 1, ["carry"])
     cnames = [names[0]] if not tup else [f"{names[0]}{k}" for k in range(len(inits))]
     specs = [(nm, n.shape, n.dtype) for nm, n in zip(cnames, inits)]
+    test = _trace(graph, f"{title}.cond", specs, _while_test_caller(cond_fn, pack, title))
+    stp = _trace(graph, f"{title}.body", specs, _while_step_caller(body_fn, pack, title, len(inits)), out_like=inits)
+    for k, (c_in, c_out) in enumerate(zip(stp.inputs, stp.outputs)):
+        if c_out.dtype != c_in.dtype or c_out.shape != c_in.shape:
+            raise ShapeError(
+                f"while_loop {title!r}: body_fn's carry {k} out ({c_out.name!r}, {c_out.op.name}) has "
+                f"shape {fmt_shape(c_out.shape)}, {c_out.dtype} but the carry in ({inits[k].name!r}) has "
+                f"{fmt_shape(c_in.shape)}, {c_in.dtype}; the carry must keep its shape and dtype"
+            )
+    captured, picks = _union_captured((test, stp))
+    body = WhileBody(title, test, stp, len(inits), captured, picks)
+    ins = (*inits, *captured)
+    group = apply(While(body), ins, graph._unique_name(title))
+    outs = [result(group, k, graph._unique_name(f"{title}.{cnames[k]}")) for k in range(len(inits))]
+    return pack(outs)
+
+
+def _bounded_while(
+    cond_fn: Callable, body_fn: Callable, inits: list[Node], tup: bool, pack: Callable, max_steps, name: str | None
+):
+    """A while_loop of at most max_steps steps: a scan of max_steps steps whose body is a cond (step or keep
+    the carry), so it has a derivative."""
+    if not isinstance(max_steps, (int, np.integer)) or max_steps < 0:
+        raise GraphCompilerError(f"while_loop: max_steps must be a non-negative int, not {max_steps!r}")
+
+    def step(c, _):
+        cs = list(c) if tup else [c]
+        p = cond_fn(c)
+        new = cond(p, lambda *a: body_fn(pack(list(a))), lambda *a: pack(list(a)), *cs)
+        return new, None
+
+    carry, _ = scan(step, pack(inits), length=int(max_steps), name=name)
+    return carry
+
+
+def _while_test_caller(cond_fn: Callable, pack: Callable, title: str) -> Callable[[list[Node]], list[Node]]:
+    """The function _trace calls on the condition's stand-ins: [cond_fn(carry)], checked to be a scalar bool."""
 
     def test_call(s):
         p = cond_fn(pack(s))
@@ -1626,35 +1681,23 @@ def _while_loop_impl(
             )
         return [p]
 
+    return test_call
+
+
+def _while_step_caller(
+    body_fn: Callable, pack: Callable, title: str, n_carry: int
+) -> Callable[[list[Node]], list[Node]]:
+    """The function _trace calls on the body's stand-ins: body_fn(carry) flattened, one value per carry."""
+
     def step_call(s):
         outs, _ = _flat(body_fn(pack(s)), "carry")
-        if len(outs) != len(inits):
+        if len(outs) != n_carry:
             raise GraphCompilerError(
-                f"while_loop {title!r}: body_fn returned {len(outs)} carries for an init of {len(inits)}"
+                f"while_loop {title!r}: body_fn returned {len(outs)} carries for an init of {n_carry}"
             )
         return outs
 
-    test = _trace(graph, f"{title}.cond", specs, test_call)
-    stp = _trace(graph, f"{title}.body", specs, step_call, out_like=inits)
-    for k, (c_in, c_out) in enumerate(zip(stp.inputs, stp.outputs)):
-        if c_out.dtype != c_in.dtype or c_out.shape != c_in.shape:
-            raise ShapeError(
-                f"while_loop {title!r}: body_fn's carry {k} out ({c_out.name!r}, {c_out.op.name}) has "
-                f"shape {fmt_shape(c_out.shape)}, {c_out.dtype} but the carry in ({inits[k].name!r}) has "
-                f"{fmt_shape(c_in.shape)}, {c_in.dtype}; the carry must keep its shape and dtype"
-            )
-    captured: list[Node] = []
-    picks: tuple[list[int], list[int]] = ([], [])
-    for b, tr in enumerate((test, stp)):
-        for c in tr.captured:
-            if c not in captured:
-                captured.append(c)
-            picks[b].append(captured.index(c))
-    body = WhileBody(title, test, stp, len(inits), captured, picks)
-    ins = (*inits, *captured)
-    group = apply(While(body), ins, graph._unique_name(title))
-    outs = [result(group, k, graph._unique_name(f"{title}.{cnames[k]}")) for k in range(len(inits))]
-    return pack(outs)
+    return step_call
 
 
 def _guarded(impl: Callable, graph_of: Callable) -> Callable:
@@ -1724,48 +1767,11 @@ def draw_bodies(dot, nodes: Sequence[Node], ids: dict, esc: Callable, depth: int
         if not isinstance(op, (Scan, Cond, While)) or n not in ids:  # the ops with has_body
             continue
         body = op.body
-        if isinstance(body, ScanBody):
-            parts = [("body", body.traced)]
-            rev = body.forward is not None
-            title = (
-                f"reverse scan {n.name} (gradient of {body.forward.name})"
-                if body.forward is not None
-                else f"scan {n.name}{' (reverse)' if body.reverse else ''}"
-            )
-        elif isinstance(body, CondBody):
-            parts = [("true", body.branches[0]), ("false", body.branches[1])]
-            rev, title = n.is_gradient, f"cond {n.name}"
-        else:
-            parts = [("cond", body.test), ("body", body.step)]
-            rev, title = n.is_gradient, f"while_loop {n.name}"
+        parts, rev, title = _body_parts(n, body)
         for k, (label, traced) in enumerate(parts):
             prefix = f"{ids[n]}_b{depth}{k}_"
             sub_ids = {m: f"{prefix}{i}" for i, m in enumerate(traced.graph.nodes)}
-            with dot.subgraph(name=f"cluster_{prefix}") as box:
-                box.attr(
-                    label=f"<<B>{esc(title)}</B>: {esc(label)}>",
-                    style="rounded,dashed" if not rev else "dashed",
-                    color="#8a6d3b" if not rev else "#3b6d8a",
-                    fontsize="10",
-                    labeljust="l",
-                )
-                for m in traced.graph.nodes:
-                    shape = "ellipse" if m.op.name == "input" else "box"
-                    text = f"{m.name}\n{m.op.name} {fmt_shape(m.shape)}"
-                    box.node(
-                        sub_ids[m],
-                        label=text,
-                        shape=shape,
-                        fontsize="9",
-                        style="filled" + (",rounded" if shape == "box" and not m.is_gradient else ""),
-                        fillcolor="#f3f0e8" if not m.is_gradient else "#e8eef3",
-                    )
-                for m in traced.graph.nodes:
-                    for x in m.inputs:
-                        box.edge(sub_ids[x], sub_ids[m])
-                inner = [m for m in traced.graph.nodes if getattr(m.op, "has_body", False)]
-                if inner and depth < 3:
-                    draw_bodies(box, inner, sub_ids, esc, depth + 1)
+            _draw_body_box(dot, prefix, traced, sub_ids, f"<<B>{esc(title)}</B>: {esc(label)}>", rev, esc, depth)
             for o in dict.fromkeys(traced.outputs):
                 dot.edge(sub_ids[o], ids[n], style="dashed", color="#8a6d3b", arrowhead="empty", constraint="false")
         if isinstance(body, ScanBody) and body.forward is not None:
@@ -1779,6 +1785,53 @@ def draw_bodies(dot, nodes: Sequence[Node], ids: dict, esc: Callable, depth: int
                     constraint="false",
                     tooltip=f"{n.name} runs the gradient of {fwd.name}'s body backwards",
                 )
+
+
+def _body_parts(n: Node, body: _Group) -> tuple[list[tuple[str, Traced]], bool, str]:
+    """(the labelled traced bodies to draw, drawn as a gradient's, the boxes' title) of control-flow node n."""
+    if isinstance(body, ScanBody):
+        title = (
+            f"reverse scan {n.name} (gradient of {body.forward.name})"
+            if body.forward is not None
+            else f"scan {n.name}{' (reverse)' if body.reverse else ''}"
+        )
+        return [("body", body.traced)], body.forward is not None, title
+    if isinstance(body, CondBody):
+        return [("true", body.branches[0]), ("false", body.branches[1])], n.is_gradient, f"cond {n.name}"
+    assert isinstance(body, WhileBody)  # the third op with a body
+    return [("cond", body.test), ("body", body.step)], n.is_gradient, f"while_loop {n.name}"
+
+
+def _draw_body_box(
+    dot, prefix: str, traced: Traced, sub_ids: dict, label: str, rev: bool, esc: Callable, depth: int
+) -> None:
+    """One body's nodes and edges in a box (a graphviz cluster) of `dot`; the bodies of its own control-flow
+    nodes in boxes inside it, three levels deep at most."""
+    with dot.subgraph(name=f"cluster_{prefix}") as box:
+        box.attr(
+            label=label,
+            style="rounded,dashed" if not rev else "dashed",
+            color="#8a6d3b" if not rev else "#3b6d8a",
+            fontsize="10",
+            labeljust="l",
+        )
+        for m in traced.graph.nodes:
+            shape = "ellipse" if m.op.name == "input" else "box"
+            text = f"{m.name}\n{m.op.name} {fmt_shape(m.shape)}"
+            box.node(
+                sub_ids[m],
+                label=text,
+                shape=shape,
+                fontsize="9",
+                style="filled" + (",rounded" if shape == "box" and not m.is_gradient else ""),
+                fillcolor="#f3f0e8" if not m.is_gradient else "#e8eef3",
+            )
+        for m in traced.graph.nodes:
+            for x in m.inputs:
+                box.edge(sub_ids[x], sub_ids[m])
+        inner = [m for m in traced.graph.nodes if getattr(m.op, "has_body", False)]
+        if inner and depth < 3:
+            draw_bodies(box, inner, sub_ids, esc, depth + 1)
 
 
 # -- symbolic export: a scan as its recurrence ------------------------------------------------------
