@@ -53,14 +53,14 @@ def trace_body(
     traced = _copy_body(
         graph,
         title,
-        [nm for nm, _, _ in specs],
-        standins,
-        outs,
-        made,
-        _variant_ancestors(outs, variant),
-        _folded_constants(made, variant, frame),
-        frame,
-        mark,
+        names=[nm for nm, _, _ in specs],
+        standins=standins,
+        outs=outs,
+        made=made,
+        need=_variant_ancestors(outs, variant),
+        const_only=_folded_constants(made, variant, frame),
+        frame=frame,
+        mark=mark,
     )
     traced.captured = _hoist_invariants(graph, mark, made, frame, traced.captured)
     return traced
