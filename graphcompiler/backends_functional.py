@@ -566,6 +566,12 @@ def _one_hot_depth(env, st, labels):
     return one_hot(env, labels, st.op.depth, _dt(env, st.dtype))
 
 
+@kernel("eye_like")
+def _eye_like(env, st, like):
+    n = st.shape[0]
+    return env.xp.eye(n, n, k=st.op.k, dtype=_dt(env, st.dtype))
+
+
 @kernel("softmax_cross_entropy")
 def _softmax_cross_entropy(env, st, logits, labels):
     xp = env.xp

@@ -57,8 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add in (_add_demo, _add_render, _add_grad, _add_export, _add_run, _add_explore, _add_show):
+        add(sub)
+    return p
 
-    d = sub.add_parser(
+
+def _add_demo(sub) -> None:
+    """The `demo` command."""
+    c = sub.add_parser(
         "demo",
         help="train the D2L MLP on scikit-learn's digits and write its pictures",
         description="Declare the D2L one-hidden-layer MLP (relu, softmax cross-entropy, weight "
@@ -67,87 +73,99 @@ def build_parser() -> argparse.ArgumentParser:
         "the forward and backward pictures, the derivation of the gradients, the memory report "
         "and the loss curve into the output folder.",
     )
-    d.add_argument("--out", default="demo-output", metavar="DIR", help="output folder (default: ./demo-output)")
-    d.add_argument(
+    c.add_argument("--out", default="demo-output", metavar="DIR", help="output folder (default: ./demo-output)")
+    c.add_argument(
         "--model",
         choices=("mlp", "lenet"),
         default="mlp",
         help="mlp: the D2L MLP (default); lenet: a LeNet-style convnet on the 8x8 images",
     )
-    d.add_argument(
+    c.add_argument(
         "--epochs", type=_positive_int, default=None, help="training epochs (default: 30 for the MLP, 15 for LeNet)"
     )
-    d.add_argument("--hidden", type=_positive_int, default=128, help="hidden units of the MLP (default: 128)")
-    d.add_argument("--seed", type=int, default=0, help="random seed of the split, the weights and the batches")
-    d.add_argument("--no-progress", action="store_true", help="no progress bar")
-    d.set_defaults(func=_cmd_demo)
+    c.add_argument("--hidden", type=_positive_int, default=128, help="hidden units of the MLP (default: 128)")
+    c.add_argument("--seed", type=int, default=0, help="random seed of the split, the weights and the batches")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.set_defaults(func=_cmd_demo)
 
-    r = sub.add_parser(
+
+def _add_render(sub) -> None:
+    """The `render` command."""
+    c = sub.add_parser(
         "render",
         help="draw a graph file (SVG, PNG, PDF or DOT)",
         description="Draw a saved graph with Graphviz; the format follows the suffix of OUT.",
     )
-    r.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
-    r.add_argument("-o", "--output", required=True, metavar="OUT", help="the picture: OUT.svg, .png, .pdf or .dot")
-    r.add_argument(
+    c.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
+    c.add_argument("-o", "--output", required=True, metavar="OUT", help="the picture: OUT.svg, .png, .pdf or .dot")
+    c.add_argument(
         "--show", choices=("forward", "backward", "all"), default="all", help="which nodes to draw (default: all)"
     )
-    r.set_defaults(func=_cmd_render)
+    c.set_defaults(func=_cmd_render)
 
-    g = sub.add_parser(
+
+def _add_grad(sub) -> None:
+    """The `grad` command."""
+    c = sub.add_parser(
         "grad",
         help="add the gradients of a node to a graph file (build_grad) and save",
         description="Load a graph, add d<OF>/d<W> for each W of --wrt as graph nodes "
         "(Algorithms 6.5/6.6), and save the grown graph to OUT.",
     )
-    g.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
-    g.add_argument("--of", required=True, metavar="J", help="the scalar node to differentiate")
-    g.add_argument(
+    c.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
+    c.add_argument("--of", required=True, metavar="J", help="the scalar node to differentiate")
+    c.add_argument(
         "--wrt",
         required=True,
         metavar="W1,W2",
         type=_names,
         help="comma-separated names of the nodes to differentiate with respect to",
     )
-    g.add_argument("-o", "--output", required=True, metavar="OUT", help="where to save the graph with gradients")
-    g.add_argument(
+    c.add_argument("-o", "--output", required=True, metavar="OUT", help="where to save the graph with gradients")
+    c.add_argument(
         "--disconnected",
         choices=("raise", "zero"),
         default="raise",
         help="a target J does not depend on: an error (default) or a zeros gradient",
     )
-    g.set_defaults(func=_cmd_grad)
+    c.set_defaults(func=_cmd_grad)
 
-    e = sub.add_parser(
+
+def _add_export(sub) -> None:
+    """The `export` command."""
+    c = sub.add_parser(
         "export",
         help="print a node as a SymPy expression or LaTeX",
         description="Print a node of a graph file as a formula in the graph's leaves; "
         "gradients come out in the textbook's closed form.",
     )
-    e.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
-    e.add_argument("--node", required=True, metavar="NAME", help="the node to export, e.g. dJ/dW2")
-    e.add_argument("--latex", action="store_true", help="print LaTeX instead of the SymPy expression")
-    e.add_argument(
+    c.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
+    c.add_argument("--node", required=True, metavar="NAME", help="the node to export, e.g. dJ/dW2")
+    c.add_argument("--latex", action="store_true", help="print LaTeX instead of the SymPy expression")
+    c.add_argument(
         "--expand",
         action="store_true",
         help="write everything in the graph's leaves instead of keeping named intermediates (dJ/do, h) as symbols",
     )
-    e.add_argument(
+    c.add_argument(
         "--derivation",
         action="store_true",
         help="print the backward pass that computes the gradient node(s) of --node (comma-separated), "
         "one equation per step, in the order backprop computes them",
     )
-    e.set_defaults(func=_cmd_export)
+    c.set_defaults(func=_cmd_export)
 
-    u = sub.add_parser(
+
+def _add_run(sub) -> None:
+    """The `run` command."""
+    c = sub.add_parser(
         "run",
         help="compile a graph file and run it on .npy feeds",
         description="Compile the graph's outputs and run them once. Inputs are fed from .npy "
         "files; parameters use the values stored in the file unless fed.",
     )
-    u.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
-    u.add_argument(
+    c.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
+    c.add_argument(
         "--feed",
         action="append",
         default=[],
@@ -155,26 +173,29 @@ def build_parser() -> argparse.ArgumentParser:
         type=_feed,
         help="feed a node from a .npy file (repeat for each input)",
     )
-    u.add_argument(
+    c.add_argument(
         "--fetch",
         type=_names,
         metavar="A,B",
         help="comma-separated nodes to compute (default: every node that no other node reads)",
     )
-    u.add_argument("-o", "--output", metavar="OUT.npz", help="also save the results, by node name, to OUT.npz")
-    u.add_argument("--nan-check", action="store_true", help="stop at the first step producing NaN or infinity")
-    u.set_defaults(func=_cmd_run)
+    c.add_argument("-o", "--output", metavar="OUT.npz", help="also save the results, by node name, to OUT.npz")
+    c.add_argument("--nan-check", action="store_true", help="stop at the first step producing NaN or infinity")
+    c.set_defaults(func=_cmd_run)
 
-    x = sub.add_parser(
+
+def _add_explore(sub) -> None:
+    """The `explore` command."""
+    c = sub.add_parser(
         "explore",
         help="write an interactive HTML page of a graph file (click nodes, step through build_grad)",
         description="Write one self-contained HTML page (no network needed): "
         "the forward and backward graph, each node's op, shape, origin edge, formula and (with "
         "--feed) value, and a stepper through build_grad's sweep (Algorithm 6.6).",
     )
-    x.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
-    x.add_argument("-o", "--output", required=True, metavar="OUT.html", help="the page to write")
-    x.add_argument(
+    c.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
+    c.add_argument("-o", "--output", required=True, metavar="OUT.html", help="the page to write")
+    c.add_argument(
         "--feed",
         action="append",
         default=[],
@@ -182,16 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=_feed,
         help="feed an input from a .npy file to show every node's value (repeat for each input)",
     )
-    x.set_defaults(func=_cmd_explore)
+    c.set_defaults(func=_cmd_explore)
 
-    s = sub.add_parser(
+
+def _add_show(sub) -> None:
+    """The `show` command."""
+    c = sub.add_parser(
         "show",
         help="print a graph file as a listing, one node per line",
         description="Print the text form of a saved graph (what print(graph) shows).",
     )
-    s.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
-    s.set_defaults(func=_cmd_show)
-    return p
+    c.add_argument("file", metavar="FILE", help="a graph file written by graph.save")
+    c.set_defaults(func=_cmd_show)
 
 
 # -- the commands ---------------------------------------------------------------------------------------

@@ -176,27 +176,7 @@ def run_demo(
     predict = compile([mlp.o])
     log(f"training step: {train.stats['nodes_out']} steps compiled from {train.stats['nodes_in']} graph nodes")
 
-    rng = np.random.default_rng(seed)
-    losses, accuracies = result.losses, result.accuracies
-    bar = _progress(range(1, epochs + 1), enabled=progress)
-    t_train = time.perf_counter()
-    for epoch in bar:
-        order = rng.permutation(len(X_train))
-        total = 0.0
-        for k in range(0, len(order), batch):
-            idx = order[k : k + batch]
-            (J_val,) = train.run({"x": X_train[idx], "y": y_train[idx]})
-            total += float(J_val) * len(idx)
-        losses.append(total / len(order))
-        (logits,) = predict.run({"x": X_test})
-        accuracies.append(float(np.mean(np.argmax(logits, axis=1) == y_test)))
-        line = f"epoch {epoch:2d}/{epochs}: loss {losses[-1]:.4f}, held-out accuracy {accuracies[-1]:.1%}"
-        if hasattr(bar, "set_postfix_str"):
-            bar.set_postfix_str(f"loss {losses[-1]:.4f} acc {accuracies[-1]:.1%}")
-            bar.write(line)
-        else:
-            log(line)
-    result.train_seconds = time.perf_counter() - t_train
+    train_epochs(result, train, predict, (X_train, y_train, X_test, y_test), epochs, batch, seed, progress, log)
     batch_feed = {"x": X_train[:batch], "y": y_train[:batch]}
     _write_graph_file(mlp, hidden, lam, seed, out, result)
     np.save(out / "x_test.npy", X_test)
@@ -212,6 +192,43 @@ def run_demo(
 
     _log_summary(result, epochs, out, log, f"graphcompiler export {out / 'd2l_mlp.json'} --node dJ/dW2")
     return result
+
+
+def train_epochs(
+    result: DemoResult,
+    train,
+    predict,
+    data: tuple,
+    epochs: int,
+    batch: int,
+    seed: int,
+    progress: bool,
+    log: Callable[[str], None],
+) -> None:
+    """SGD over shuffled minibatches: `train` runs one step (returning J, applying its updates), `predict`
+    gives the held-out logits; each epoch's mean loss and held-out accuracy go into result, one line each."""
+    X_train, y_train, X_test, y_test = data
+    rng = np.random.default_rng(seed)
+    bar = _progress(range(1, epochs + 1), enabled=progress)
+    t_train = time.perf_counter()
+    for epoch in bar:
+        order = rng.permutation(len(X_train))
+        total = 0.0
+        for k in range(0, len(order), batch):
+            idx = order[k : k + batch]
+            (J_val,) = train.run({"x": X_train[idx], "y": y_train[idx]})
+            total += float(J_val) * len(idx)
+        result.losses.append(total / len(order))
+        (logits,) = predict.run({"x": X_test})
+        result.accuracies.append(float(np.mean(np.argmax(logits, axis=1) == y_test)))
+        loss, acc = result.losses[-1], result.accuracies[-1]
+        line = f"epoch {epoch:2d}/{epochs}: loss {loss:.4f}, held-out accuracy {acc:.1%}"
+        if hasattr(bar, "set_postfix_str"):
+            bar.set_postfix_str(f"loss {loss:.4f} acc {acc:.1%}")
+            bar.write(line)
+        else:
+            log(line)
+    result.train_seconds = time.perf_counter() - t_train
 
 
 def _log_summary(result: DemoResult, epochs: int, out: Path, log, hint: str) -> None:

@@ -18,7 +18,15 @@ import numpy as np
 
 from .autodiff import build_grad
 from .compiler import compile
-from .demo import DemoResult, GradCheck, _progress, _log_summary, _write_loss_curve, _write_pictures, load_digits_split
+from .demo import (
+    DemoResult,
+    GradCheck,
+    _log_summary,
+    _write_loss_curve,
+    _write_pictures,
+    load_digits_split,
+    train_epochs,
+)
 from .errors import GraphCompilerError
 from .graph import Graph, Node
 from .ops import (
@@ -161,30 +169,9 @@ def run_lenet_demo(
     predict = compile([net.o])
     log(f"training step: {train.stats['nodes_out']} steps compiled from {train.stats['nodes_in']} graph nodes")
 
-    rng = np.random.default_rng(seed)
-    bar = _progress(range(1, epochs + 1), enabled=progress)
-    t_train = time.perf_counter()
+    data = (X_train, y_train, X_test, y_test)
     with _one_blas_thread():  # minibatch matmuls are small: BLAS threads only contend
-        for epoch in bar:
-            order = rng.permutation(len(X_train))
-            total = 0.0
-            for k in range(0, len(order), batch):
-                idx = order[k : k + batch]
-                (J_val,) = train.run({"x": X_train[idx], "y": y_train[idx]})
-                total += float(J_val) * len(idx)
-            result.losses.append(total / len(order))
-            (logits,) = predict.run({"x": X_test})
-            result.accuracies.append(float(np.mean(np.argmax(logits, axis=1) == y_test)))
-            line = (
-                f"epoch {epoch:2d}/{epochs}: loss {result.losses[-1]:.4f}, held-out accuracy "
-                f"{result.accuracies[-1]:.1%}"
-            )
-            if hasattr(bar, "set_postfix_str"):
-                bar.set_postfix_str(f"loss {result.losses[-1]:.4f} acc {result.accuracies[-1]:.1%}")
-                bar.write(line)
-            else:
-                log(line)
-    result.train_seconds = time.perf_counter() - t_train
+        train_epochs(result, train, predict, data, epochs, batch, seed, progress, log)
 
     path = out / "lenet.json"
     net.graph.save(path)

@@ -95,6 +95,9 @@ class Op:
     # The SymPy rule of an elementwise op: scalar bodies in, a scalar body out (`lambda a, b: a + b`), which
     # ops.base.elementwise_to_sympy applies entry by entry. Read from the class, so a lambda is not bound.
     sympy_fn: ClassVar[Any] = None
+    # its to_sympy rule knows rank > 2 values (the n x chw matrices of the export); otherwise such a node
+    # exports as an undefined function of the op. Elementwise rules from sympy_fn always know them.
+    sympy_any_rank: ClassVar[bool] = False
     # facts the compiler and the runtime read off the class (compiler/memory.py, schedule.py, lower.py):
     is_view: ClassVar[bool] = False  # the kernel returns a view of its first input (no memory of its own)
     writes_out: ClassVar[bool] = False  # the kernel takes out=: it can write into a planned buffer

@@ -23,6 +23,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from .errors import GraphCompilerError, fmt_shape
 from .graph import GraphMismatchError, Node, provide
 from .ops import control as _control
+from .ops.base import elementwise_to_sympy
 
 # The term algebra the op rules use, re-exported: op blocks written `from ..symbolic import elementwise, sp`
 # keep working (new blocks import from ..symbolic_terms, which does not load the export).
@@ -34,10 +35,13 @@ from .symbolic_terms import (
     ElementwiseMap,
     OpFunction,  # noqa: F401
     OpMatrix,
+    NoMatrixForm,
     Ones,
+    TensorSymbol,
     Term,
     _as_scalar,
     _bound,
+    _dim,
     _Latex,
     _mshape,
     apply_undefined,
@@ -96,7 +100,11 @@ def _kept(node: Node) -> bool:
 def symbol_of(node: Node):
     """The Symbol (scalar) or MatrixSymbol (array, 1-D as a column, None dims as n) that names node."""
     ms = _mshape(node.shape)
-    return sp.Symbol(node.name, real=True) if ms is None else sp.MatrixSymbol(node.name, *ms)
+    if ms is None:
+        return sp.Symbol(node.name, real=True)
+    if node.ndim > 2:  # n x chw, knowing its shape (n, c, h, w)
+        return TensorSymbol(node.name, *ms, tuple(_dim(d) for d in node.shape))  # type: ignore[call-arg]  # SymPy types MatrixSymbol(name, n, m)
+    return sp.MatrixSymbol(node.name, *ms)
 
 
 def _number(v):
@@ -114,8 +122,7 @@ def _leaf_term(node: Node) -> Term:
         value = np.asarray(node.graph._values[node])
         if value.ndim == 0 or value.size and np.all(value == value.flat[0]):
             return Term(node.shape, _number(value.flat[0] if value.size else 0), {})
-        _mshape(value.shape)  # rank > 2 has no matrix form: raises
-        mat = sp.ImmutableMatrix(value.reshape(value.shape[0], -1).tolist())  # (k,) -> a k x 1 column
+        mat = sp.ImmutableMatrix(value.reshape(value.shape[0], -1).tolist())  # (k,) k x 1; (n, c, h, w) n x chw
         return of_matrix(node.shape, mat)
     return of_matrix(node.shape, symbol_of(node))
 
@@ -218,6 +225,14 @@ def _kept_inputs(root: Node) -> list[Node]:
     return out
 
 
+def _rule_fits(n: Node) -> bool:
+    """An op's SymPy rule reads values of rank 2 or less, unless its op declares `sympy_any_rank` (its rule
+    knows the n x chw form of rank > 2 values); an elementwise rule from `sympy_fn` always does."""
+    if n.ndim <= 2 and all(x.ndim <= 2 for x in n.inputs):
+        return True
+    return bool(getattr(n.op, "sympy_any_rank", False)) or getattr(type(n.op), "to_sympy", None) is elementwise_to_sympy
+
+
 def _terms(root: Node, form: Form, max_size: int = MAX_SIZE, intermediates: dict | None = None) -> Term:
     """The Term of root, built once per node in index order (a DAG walk, never a tree walk).
 
@@ -246,9 +261,14 @@ def _terms(root: Node, form: Form, max_size: int = MAX_SIZE, intermediates: dict
             terms[n] = _leaf_term(n)
         else:
             rule = getattr(n.op, "to_sympy", None)
+            if rule is not None and not _rule_fits(n):
+                rule = None  # a rank > 2 value its rule does not declare: an undefined function
             args = [terms[x] for x in n.inputs]
             try:
-                terms[n] = rule(n, *args) if rule is not None else apply_undefined(n, *args)
+                try:
+                    terms[n] = rule(n, *args) if rule is not None else apply_undefined(n, *args)
+                except NoMatrixForm:  # the rule met a rank > 2 case it has no matrix for
+                    terms[n] = apply_undefined(n, *args)
             except GraphCompilerError:
                 raise
             except Exception as e:  # a SymPy failure: name the node and op being exported
@@ -451,18 +471,41 @@ def evaluate(expr, values: Mapping[Any, Any], graph=None) -> np.ndarray:
 _LAMBDIFIED: dict = {}
 
 
+def _where_printer():
+    """SciPy's NumPy printer with a Piecewise as nested where(): SymPy's select() fails when one condition
+    is an array and another the literal True (a clip of a scalar between array bounds)."""
+    from sympy.printing.numpy import SciPyPrinter
+
+    class WherePrinter(SciPyPrinter):
+        def _print_Piecewise(self, expr):
+            out = "nan"
+            for e, c in reversed(expr.args):
+                out = self._print(e) if c == sp.true else f"where({self._print(c)}, {self._print(e)}, {out})"
+            return out
+
+    return WherePrinter({"fully_qualified_modules": False, "inline": True, "allow_unknown_functions": True})
+
+
 def _lambdified(syms: tuple, e) -> Callable:
     """sp.lambdify, remembered: one body is evaluated many times (every node of a graph reads it)."""
     f = _LAMBDIFIED.get((syms, e))
     if f is None:
         if len(_LAMBDIFIED) > 4096:
             _LAMBDIFIED.clear()
-        f = _LAMBDIFIED[(syms, e)] = sp.lambdify(syms, e, modules="numpy")
+        f = _LAMBDIFIED[(syms, e)] = sp.lambdify(syms, e, modules=["scipy", "numpy"], printer=_where_printer())
     return f
 
 
 def _as2d(a: np.ndarray) -> np.ndarray:
-    return a.reshape(-1, 1) if a.ndim == 1 else a.reshape(1, 1) if a.ndim == 0 else a
+    """An array as the matrix export writes it: (k,) a column, a scalar 1 x 1, (n, c, h, w) n x chw."""
+    return a.reshape(-1, 1) if a.ndim == 1 else a.reshape(1, 1) if a.ndim == 0 else a.reshape(len(a), -1)
+
+
+def _as_shape(v: np.ndarray, shape: tuple) -> np.ndarray:
+    """A matrix (or scalar) back to the NumPy shape it stands for; one None dim is read from its size."""
+    if len(shape) <= 2:
+        return v.reshape(-1) if len(shape) == 1 else v.reshape(()) if not shape else v
+    return v.reshape(tuple(-1 if d is None else d for d in shape))
 
 
 class _Evaluator:
@@ -503,6 +546,11 @@ class _Evaluator:
             return self.mat(e.base) ** self.scalar(e.exp)
         if isinstance(e, sp.Transpose):
             return self.mat(e.arg).T
+        if isinstance(e, sp.KroneckerProduct):
+            out = self.mat(e.args[0])
+            for a in e.args[1:]:
+                out = np.kron(out, self.mat(a))
+            return out
         if isinstance(e, sp.Inverse):
             return np.linalg.inv(self.mat(e.arg))
         if isinstance(e, ElementwiseApplyFunction):
@@ -516,10 +564,9 @@ class _Evaluator:
 
     def kernel(self, e) -> np.ndarray:
         args = []
-        for a, (ndim, dtype) in zip(e.operands, e.in_meta):
+        for a, (shape, dtype) in zip(e.operands, e.in_meta):
             v = self.mat(a) if getattr(a, "is_Matrix", False) else np.asarray(self.scalar(a))
-            v = v.reshape(-1) if ndim == 1 else v.reshape(()) if ndim == 0 else v
-            args.append(v.astype(np.dtype(dtype)))
+            args.append(_as_shape(v, shape).astype(np.dtype(dtype)))
         return np.asarray(e.op.kernel(*args), dtype=float)
 
     def scalar(self, e, extra: dict | None = None):

@@ -4,8 +4,11 @@ A value is carried as a `Term`: a scalar SymPy body over placeholder symbols, ea
 Elementwise ops only combine bodies, so `c*W2 + c*W2` collects to `2c W2` and `g (1 - tanh(z)^2)` stays one
 Hadamard product with phi'(z); a Term becomes a matrix expression (MatAdd, MatMul, Hadamard products,
 elementwise maps, ones matrices, traces) only where an op needs a matrix. Arrays are matrices in column form:
-(m, n) is m x n, a 1-D (k,) is a k x 1 column, a None dim is the Symbol n. Ops with no matrix-calculus form
-(softmax, the cross-entropy, one_hot, slicing) are undefined functions named after the op.
+(m, n) is m x n, a 1-D (k,) is a k x 1 column, a None dim is the Symbol n. An array of rank 3 or more (a batch
+of images) is the matrix of its first axis by the rest, as im2col writes it: (n, c, h, w) is n x chw, a
+`TensorSymbol` that keeps its full shape, so flattening it for a dense layer is the same matrix. Ops with no
+matrix-calculus form (softmax, the cross-entropy, one_hot, slicing) are undefined functions named after the op,
+and so is any op on a rank > 2 value whose rule does not declare `sympy_any_rank` (see NoMatrixForm).
 
 Each op's SymPy rule lives in its block (`Op.sympy_fn`, or `Op.to_sympy(node, *terms)` calling the helpers
 below); the export that walks a graph (to_sympy, to_latex, derivation, evaluate) is symbolic.py. This module
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 import sympy as sp
+from sympy.core.symbol import Str
 from sympy.logic.boolalg import Boolean
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.printing.latex import LatexPrinter
@@ -32,6 +36,8 @@ if TYPE_CHECKING:  # for type hints only: this module sits below graph.py
 
 __all__ = [
     "Term",
+    "TensorSymbol",
+    "NoMatrixForm",
     "Ones",
     "ElementwiseFunction",
     "ElementwiseMap",
@@ -96,17 +102,35 @@ def _dim(d):
 
 
 def _mshape(shape: tuple) -> tuple | None:
-    """The matrix shape of a NumPy shape: () -> None (a scalar), (k,) -> (k, 1), (m, n) -> (m, n)."""
+    """The matrix shape of a NumPy shape: () -> None (a scalar), (k,) -> (k, 1), (m, n) -> (m, n), and a
+    rank > 2 array its first axis by the rest: (n, c, h, w) -> (n, c h w)."""
     if len(shape) == 0:
         return None
     if len(shape) == 1:
         return (_dim(shape[0]), sp.Integer(1))
-    if len(shape) == 2:
-        return (_dim(shape[0]), _dim(shape[1]))
-    raise GraphCompilerError(
-        f"symbolic export writes arrays of rank 0, 1 or 2 as scalars and matrices; a value "
-        f"of shape {fmt_shape(shape)} has no matrix form. Reshape it to a matrix first"
-    )
+    return (_dim(shape[0]), sp.Mul(*[_dim(d) for d in shape[1:]]))
+
+
+class NoMatrixForm(GraphCompilerError):
+    """A helper met a rank > 2 value it has no matrix form for; the export writes that node as an undefined
+    function of its inputs instead (never a wrong matrix)."""
+
+
+def _no_form(what: str, shape: tuple) -> NoMatrixForm:
+    return NoMatrixForm(f"{what} of a value of shape {fmt_shape(shape)} has no matrix form")
+
+
+class TensorSymbol(sp.MatrixSymbol):
+    """A named array of rank 3 or more: the matrix of its first axis by the rest (n x chw for (n, c, h, w)),
+    printed by its name; `tensor_shape` is its NumPy shape (None dims as n)."""
+
+    def __new__(cls, name: Any, rows: Any, cols: Any, tensor_shape: tuple) -> TensorSymbol:
+        name = name if isinstance(name, Str) else Str(name)
+        return sp.Basic.__new__(cls, name, sp.sympify(rows), sp.sympify(cols), sp.Tuple(*tensor_shape))
+
+    @property
+    def tensor_shape(self) -> tuple:
+        return tuple(self.args[3])
 
 
 class Ones(sp.OneMatrix):
@@ -147,6 +171,8 @@ def _bcast_matrix(m, src: tuple, dst: tuple):
     """Matrix m of NumPy shape src broadcast to dst, with ones vectors: (k, 1) -> v 1^T, (1, k) -> 1 r."""
     if tuple(src) == tuple(dst):
         return m
+    if len(dst) > 2:
+        return _bcast_tensor(m, tuple(src), tuple(dst))
     if len(src) == 1 and len(dst) == 2:  # a 1-D value lines up with the last axis: it is a row
         m, src = m.T, (1, src[0])
     if len(dst) == 1:  # (1,) -> (k,)
@@ -155,6 +181,40 @@ def _bcast_matrix(m, src: tuple, dst: tuple):
         m = sp.MatMul(Ones(_dim(dst[0]), 1), m)
     if src[1] == 1 and dst[1] != 1:
         m = sp.MatMul(m, Ones(1, _dim(dst[1])))
+    return m
+
+
+def _prod(dims) -> Any:
+    return sp.Mul(*[_dim(d) for d in dims])
+
+
+def _bcast_tensor(m, src: tuple, dst: tuple):
+    """m of shape src broadcast to a rank > 2 dst, in the first-axis-by-the-rest form: along the first axis
+    1_n r; along leading or trailing axes of the rest, Kronecker products with ones rows (a bias (1, c, 1, 1)
+    over (n, c, h, w) is 1_n (b^T kron 1_{hw}^T)). A broadcast in the middle of the rest has no such form."""
+    full = (1,) * (len(dst) - len(src)) + src
+    if len(src) < len(dst):  # the value is one row of the aligned shape: its matrix as that row
+        rows, cols = _mshape(src) or (sp.Integer(1), sp.Integer(1))
+        if len(src) > 1 and rows != 1 and cols != 1:
+            raise _no_form(f"broadcasting to {fmt_shape(dst)}", src)
+        m = m.T if len(src) and cols == 1 and rows != 1 else m
+    rest, drest = full[1:], dst[1:]
+    moved = [k for k, (a, b) in enumerate(zip(rest, drest)) if a == 1 and b != 1]
+    lead = 0
+    while lead < len(rest) and rest[lead] == 1:
+        lead += 1
+    trail = len(rest)
+    while trail > lead and rest[trail - 1] == 1:
+        trail -= 1
+    if any(lead <= k < trail for k in moved):
+        raise _no_form(f"broadcasting to {fmt_shape(dst)}", src)
+    pre, post = _prod(drest[:lead]), _prod(drest[trail:])
+    if pre != 1:
+        m = sp.KroneckerProduct(Ones(1, pre), m)
+    if post != 1:
+        m = sp.KroneckerProduct(m, Ones(1, post))
+    if full[0] == 1 and dst[0] != 1:
+        m = sp.MatMul(Ones(_dim(dst[0]), 1), m)
     return m
 
 
@@ -259,6 +319,9 @@ class ElementwiseFunction(ElementwiseApplyFunction):
     def _sympystr(self, printer):
         return _print_applied(printer, self.function, [self.expr], latex=False)
 
+    def _mathml_presentation(self, printer):
+        return _mathml_applied(printer, self.function, [self.expr])
+
 
 class ElementwiseMap(sp.MatrixExpr):
     """A function of several same-shaped matrices applied entry by entry: max(A, B), where(A > B, A, C)."""
@@ -285,6 +348,9 @@ class ElementwiseMap(sp.MatrixExpr):
 
     def _sympystr(self, printer):
         return _print_applied(printer, self.function, self.args[1:], latex=False)
+
+    def _mathml_presentation(self, printer):
+        return _mathml_applied(printer, self.function, self.args[1:])
 
 
 class _Latex(LatexPrinter):
@@ -347,6 +413,53 @@ def _print_applied(printer, fn, mats, latex: bool) -> str:
     return out
 
 
+def _mathml_applied(printer, fn, mats):
+    """Presentation MathML of f(M): the body's MathML with each variable's <mi> replaced by its matrix."""
+    marks = {"gcarg" + "abcdefghijklmnopqrstuvwxyz"[k % 26] * (1 + k // 26): m for k, m in enumerate(mats)}
+    body = printer._print(fn.expr.xreplace({v: sp.Symbol(k) for v, k in zip(fn.variables, marks)}))
+    for mi in list(body.getElementsByTagName("mi")) if body.tagName != "mi" else [body]:
+        text = mi.firstChild.nodeValue if mi.firstChild is not None else None
+        if text in marks:
+            m = marks[text]
+            arg = printer._print(m)
+            if not isinstance(m, sp.MatrixSymbol):
+                arg = _mathml_fenced(printer, [arg])
+            if mi is body:
+                return arg
+            mi.parentNode.replaceChild(arg, mi)
+    return body
+
+
+def _mathml_fenced(printer, parts, name: str | None = None):
+    """<mrow>name ( a , b ) </mrow> in presentation MathML."""
+    dom = printer.dom
+    row = dom.createElement("mrow")
+    if name is not None:
+        mi = dom.createElement("mi")
+        mi.appendChild(dom.createTextNode(name))
+        row.appendChild(mi)
+    for k, text in enumerate(["("] + [","] * (len(parts) - 1) + [")"]):
+        mo = dom.createElement("mo")
+        mo.appendChild(dom.createTextNode(text))
+        row.appendChild(mo)
+        if k < len(parts):
+            row.appendChild(parts[k])
+    return row
+
+
+def _mathml_call(self, printer):
+    """An undefined function of an op in presentation MathML: name(args), or the book's a * b for a convolution."""
+    args = [printer._print(a) for a in _value_args(self.op, self.operands)]
+    if getattr(self, "latex_form", None) == "{0} \\ast {1}" and len(args) == 2:
+        row = printer.dom.createElement("mrow")
+        mo = printer.dom.createElement("mo")
+        mo.appendChild(printer.dom.createTextNode("\u2217"))
+        for part in (args[0], mo, args[1]):
+            row.appendChild(part)
+        return row
+    return _mathml_fenced(printer, args, self.op.name)
+
+
 def _only_in_calls(expr, v) -> bool:
     """True when v appears only as a whole argument of function calls (tanh(v), [v > 0]): no brackets needed."""
     if expr == v:
@@ -363,8 +476,9 @@ class OpMatrix(sp.MatrixExpr):
     """An op with no matrix form applied to matrices; a subclass per op (its name is the op's name)."""
 
     op: Any = None
-    in_meta: tuple = ()  # (ndim, dtype) of each operand, to call the op's kernel
+    in_meta: tuple = ()  # (shape, dtype) of each operand, to call the op's kernel
     out_ndim: int = 2
+    latex_form: str | None = None  # the book's notation, e.g. "{0} \\ast {1}" for a convolution
 
     def __new__(cls, rows, cols, *operands):
         return sp.Basic.__new__(cls, sp.sympify(rows), sp.sympify(cols), *operands)
@@ -378,10 +492,15 @@ class OpMatrix(sp.MatrixExpr):
         return self.args[2:]
 
     def _latex(self, printer):
+        if self.latex_form is not None:
+            operands = _value_args(self.op, self.operands)
+            return self.latex_form.format(*[printer.parenthesize(a, PRECEDENCE["Mul"], strict=True) for a in operands])
         return _latex_call(self.op, self.operands, printer)
 
     def _sympystr(self, printer):
         return _str_call(self.op, self.operands, printer)
+
+    _mathml_presentation = _mathml_call
 
 
 class OpFunction(sp.Function):
@@ -390,6 +509,7 @@ class OpFunction(sp.Function):
     op: Any = None
     in_meta: tuple = ()
     out_ndim: int = 0
+    is_commutative = True  # a number, though its arguments are matrices: it may scale a matrix
 
     @property
     def operands(self):
@@ -401,6 +521,8 @@ class OpFunction(sp.Function):
 
     def _sympystr(self, printer):
         return _str_call(self.op, self.args, printer)
+
+    _mathml_presentation = _mathml_call
 
 
 def _value_args(op, args) -> list:
@@ -420,14 +542,18 @@ def _str_call(op, args, printer) -> str:
 _OP_CLASSES: dict[tuple, type] = {}
 
 
-def apply_undefined(node: Node, *terms: Term) -> Term:
-    """node's op applied as an undefined function of its inputs' matrix forms (the rule for ops without one)."""
-    meta = tuple((x.ndim, x.dtype.str) for x in node.inputs)
-    key = (node.op, meta, node.ndim)
+def apply_undefined(node: Node, *terms: Term, latex: str | None = None) -> Term:
+    """node's op applied as an undefined function of its inputs' matrix forms (the rule for ops without one);
+    `latex` is the book's notation for it, a format string over the operands ("{0} \\ast {1}")."""
+    meta = tuple((tuple(x.shape), x.dtype.str) for x in node.inputs)
+    key = (node.op, meta, node.ndim, latex)
     cls = _OP_CLASSES.get(key)
     if cls is None:
         base = OpFunction if node.ndim == 0 else OpMatrix
-        cls = _OP_CLASSES[key] = type(node.op.name, (base,), {"op": node.op, "in_meta": meta, "out_ndim": node.ndim})
+        attrs = {"op": node.op, "in_meta": meta, "out_ndim": node.ndim, "latex_form": latex}
+        if latex is not None:  # SymPy's printers read it: X * W is bracketed inside a product
+            attrs["precedence"] = PRECEDENCE["Mul"]
+        cls = _OP_CLASSES[key] = type(node.op.name, (base,), attrs)
     args = [to_matrix(t) for t in terms]
     if node.ndim == 0:
         return Term((), cls(*args), {})
@@ -515,6 +641,8 @@ def reduce_sum(node: Node | _Shape, x: Term, axis: tuple, keepdims: bool) -> Ter
         return Term(node.shape, k * x.body, {})
     if len(axis) == x.ndim:  # a full sum: a scalar
         return Term(node.shape, _full_sum(x), {})
+    if x.ndim > 2 and not (axis == (0,) and keepdims or axis == tuple(range(1, x.ndim))):
+        raise _no_form(f"sum over axes {axis}", x.shape)  # only 1^T X and X 1 keep the n x chw form
     m = to_matrix(x)
     rows, cols = _matrix_shape(x.shape)
     if axis == (0,):  # column sums

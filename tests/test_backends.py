@@ -229,7 +229,8 @@ def test_cupy_on_a_gpu():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_shape_and_random_ops_agree(backend):
-    """pad, tile, repeat and their gradients, dropout and bernoulli draws: the NumPy evaluator's numbers."""
+    """pad, tile, repeat and their gradients, dropout and bernoulli draws, eye_like: the NumPy evaluator's
+    numbers."""
     g = gc.Graph("t")
     x = g.input("x", shape=(None, 3))
     k = g.input("k", shape=(2,), dtype="uint32")
@@ -240,6 +241,7 @@ def test_shape_and_random_ops_agree(backend):
     t = t + gc.sum(gc.dropout(h, 0.3, k) ** 2)
     gr = gc.build_grad(t, [x, W])
     outs += [t, gr[x], gr[W], gc.random.bernoulli(k, 0.3, (20,)), gc.one_hot(gc.astype(x[:, 0] > 0, "int64"), 2)]
+    outs.append(gc.matmul(h, gc.transpose(h)) + gc.eye_like(h, 0, k=1))  # sized by the run-time batch
     feeds = {"x": np.random.default_rng(0).standard_normal((4, 3)), "k": gc.random.key(3)}
     ref = gc.compile(outs).run(feeds)
     got = computed(gc.compile(outs, backend=backend).run(feeds))

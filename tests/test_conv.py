@@ -332,12 +332,47 @@ def test_to_dot_shows_each_op():
         assert op in src, op
 
 
-def test_to_sympy_of_a_convolution_says_what_to_do():
-    """Symbolic export writes rank 0-2 values only; a convolution's rank-3/4 values get a clear error."""
-    g, _, grads, _ = _lenet_like()
-    for node in (g["c1"], g["p1"], g["c2"], grads[g["w1"]]):
-        with pytest.raises(gc.GraphCompilerError, match=r"no matrix form\. Reshape it to a matrix"):
-            gc.to_sympy(node)
+def test_convnet_exports_and_the_export_evaluates_to_the_programs_values():
+    """A convnet's values (rank 3 and 4: matrices of their first axis by the rest) export, the convolution
+    reads X * W in LaTeX, and every export, gradients and second order included, evaluates (undefined
+    functions by their kernels) to what the compiled program computes."""
+    from graphcompiler.symbolic import TensorSymbol, evaluate
+
+    g, J, grads, hv = _lenet_like()
+    x = np.random.default_rng(2).standard_normal((3, 2, 6, 6))
+    nodes = [g["c1"], g["p1"], g["c2"], J, grads[g["w1"]], grads[g["w2"]], grads[g["x"]], hv[g["w1"]]]
+    outs = gc.compile(nodes).run({"x": x})
+    for node, want in zip(nodes, outs):
+        got = evaluate(gc.to_sympy(node, form="leaves"), {"x": x}, graph=g)
+        np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-9, atol=1e-10, err_msg=node.name)
+    assert gc.to_latex(g["c1"]) == r"x \ast w_{1}"
+    assert gc.to_latex(g["p1"]) == r"\operatorname{max\_pool2d}\left(\max\left(0, c_{1}\right)\right)"  # c1 named
+    assert gc.to_latex(g["p1"], form="leaves") == (
+        r"\operatorname{max\_pool2d}\left(\max\left(0, \left(x \ast w_{1}\right)\right)\right)")
+    sym = gc.to_sympy(g["c1"]).args[2]
+    assert isinstance(sym, TensorSymbol) and sym.tensor_shape[1:] == (2, 6, 6) and sym.shape[1] == 72
+
+
+def test_convolution_bias_broadcast_exports_as_kronecker_products():
+    """A bias (c,) reshaped to (1, c, 1, 1) and added to (n, c, h, w) is 1_n (b^T kron 1_hw^T) in the
+    n x chw form, and evaluates to the program's value; a broadcast in the middle of the rest axes has no
+    such form and exports as an undefined function, still evaluating right."""
+    from graphcompiler.symbolic import evaluate
+
+    rng = np.random.default_rng(3)
+    g = gc.Graph()
+    x = g.input("X", shape=(None, 3, 4, 5))
+    b = g.input("b", shape=(3,))
+    m = g.input("m", shape=(3, 1, 5))
+    y = gc.conv2d(x, g.parameter("W", rng.standard_normal((2, 3, 1, 1)))) + gc.reshape(b[:2], (1, 2, 1, 1))
+    z = x * m  # (3, 1, 5) over (n, 3, 4, 5): the middle axis broadcasts
+    tex = gc.to_latex(y)
+    assert r"\otimes \mathbf{1}_{20}^{T}" in tex and r"\mathbf{1}_{n}" in tex, tex
+    feeds = {"X": rng.standard_normal((2, 3, 4, 5)), "b": rng.standard_normal(3), "m": rng.standard_normal((3, 1, 5))}
+    for node, want in zip([y, z], gc.compile([y, z]).run(feeds)):
+        got = evaluate(gc.to_sympy(node), feeds, graph=g)
+        np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-12, err_msg=node.name)
+    assert "multiply" in str(gc.to_sympy(z))
 
 
 # -- many random configurations: the adjoint identities, and PyTorch's autograd when installed ----------

@@ -60,6 +60,9 @@ CASES: list[Case] = [
     Case("trace_squared", lambda x: gc.trace(x @ x), lambda x: np.trace(x @ x), [(3, 3)]),
     Case("eye", lambda x: x * gc.eye(3) + gc.eye(3, 3, 1) @ x, lambda x: x * np.eye(3) + np.eye(3, 3, 1) @ x,
          [(3, 3)]),
+    Case("eye_like", lambda x: x * gc.eye_like(x) + gc.eye_like(x, 0, k=1) @ x,
+         lambda x: x * np.eye(3) + np.eye(3, 3, 1) @ x, [(3, 3)]),
+    Case("eye_like_batched", lambda x: x + gc.eye_like(x, -1), lambda x: x + np.eye(4), [(2, 4, 4)]),
     Case("take0_repeated", lambda x: gc.take(x, I([0, 2, 2, 1, 2]), 0), lambda x: np.take(x, [0, 2, 2, 1, 2], 0),
          [(3, 2)]),
     Case("take1_2d_index", lambda x: gc.take(x, I([[0, 1], [1, 1], [2, 0]]), 1),
@@ -194,6 +197,38 @@ def test_eye_as_constant_and_in_a_graph():
     assert e.op.name == "constant" and e.dtype == np.float32 and e.name == "I3"
     np.testing.assert_array_equal(g.value(e), np.eye(3))
     np.testing.assert_array_equal(gc.eye(2, 3, k=1), np.eye(2, 3, 1))
+    with pytest.raises(gc.GraphCompilerError, match="graph=g"):
+        gc.eye(3, name="I")  # a name with no graph to hold the node is not dropped silently
+
+
+def test_eye_like_takes_its_size_at_run_time(tmp_path):
+    """K + s I for a kernel matrix of run-time size: the identity follows K's (None) dim on every run, its
+    gradient in s is tr(dJ/dA), the export writes I_n, and it saves and loads; eye(node) says what to write."""
+    from graphcompiler.symbolic import evaluate
+
+    g = gc.Graph()
+    K = g.input("K", shape=(None, None))
+    s = g.parameter("s", np.array(0.5))
+    A = gc.add(K, s * gc.eye_like(K), name="A")
+    J = gc.sum(A * A, name="J")
+    grads = gc.build_grad(J, [s, K])
+    prog = gc.compile([A, grads[s], grads[K]])
+    rng = np.random.default_rng(0)
+    for n in (2, 5):
+        kv = rng.standard_normal((n, n))
+        a, ds, dk = prog.run({"K": kv})
+        np.testing.assert_allclose(a, kv + 0.5 * np.eye(n))
+        np.testing.assert_allclose(ds, np.trace(2 * a))
+        np.testing.assert_allclose(dk, 2 * a)
+        for node, want in zip([A, grads[s], grads[K]], (a, ds, dk)):
+            got = evaluate(gc.to_sympy(node, form="leaves"), {"K": kv}, graph=g)
+            np.testing.assert_allclose(got.reshape(np.shape(want)), want, rtol=1e-12)
+    assert gc.to_latex(A) == r"s \mathbb{I} + K"
+    g.save(tmp_path / "g.json")
+    h = gc.load(tmp_path / "g.json")
+    np.testing.assert_array_equal(gc.compile([h["A"]]).run({"K": kv})[0], a)
+    with pytest.raises(gc.ShapeError, match=r"eye_like\(x, axis\)"):
+        gc.eye(K)
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -348,7 +383,8 @@ def test_loader_checks_the_new_ops_attributes(tmp_path):
 
 
 def test_every_indexing_op_of_the_contract_exists_and_is_exercised():
-    for name in "stack pad flip roll tile repeat diagonal trace eye one_hot take take_along_axis scatter_add".split():
+    names = "stack pad flip roll tile repeat diagonal trace eye eye_like one_hot take take_along_axis scatter_add"
+    for name in names.split():
         assert callable(getattr(gc, name)), name
     tested = " ".join(c.id for c in CASES)
     for name in "stack pad flip roll tile repeat diagonal trace eye take take_along_axis scatter_add".split():

@@ -173,11 +173,16 @@ def test_ops_without_matrix_form_are_undefined_functions():
     assert isinstance(gc.to_sympy(gc.softmax(o)), OpMatrix)
 
 
-def test_rank_three_and_bad_arguments_are_reported():
+def test_rank_three_exports_and_bad_arguments_are_reported():
     g = gc.Graph()
-    t = g.input("t", shape=(2, 3, 4))
-    with pytest.raises(GraphCompilerError, match=r"\(2, 3, 4\)"):
-        gc.to_sympy(gc.tanh(t))
+    t = g.input("t", shape=(2, 3, 4))  # the 2 x 12 matrix of its first axis by the rest, knowing its shape
+    e = gc.to_sympy(gc.tanh(t))
+    assert str(e) == "tanh(t)" and e.args[1].shape == (2, 12) and e.args[1].tensor_shape == (2, 3, 4)
+    tv = np.random.default_rng(0).standard_normal((2, 3, 4))
+    np.testing.assert_allclose(evaluate(e, {"t": tv}), np.tanh(tv).reshape(2, 12))
+    u = gc.transpose(t, (1, 0, 2))  # no matrix form: an undefined function that evaluates by its kernel
+    assert str(gc.to_sympy(u)) == "transpose(t)"
+    np.testing.assert_array_equal(evaluate(gc.to_sympy(u), {"t": tv}), tv.transpose(1, 0, 2).reshape(3, 8))
     with pytest.raises(GraphCompilerError, match="Node"):
         gc.to_sympy("t")
     with pytest.raises(GraphCompilerError, match="form"):
@@ -266,9 +271,12 @@ def test_every_node_of_first_and_second_derivatives_exports_and_evaluates(rng):
 
 
 def _table_cases():
-    """The op table of test_ops (every op on broadcasting shapes) where every value has rank <= 2."""
+    """The op tables (every op on broadcasting and batched shapes, rank > 2 included: such values export as
+    the matrix of their first axis by the rest)."""
     from test_ops import CASES
-    return [c for c in CASES if all(len(s) <= 2 for s in c.shapes)]
+    from test_ops_indexing import CASES as INDEXING
+    from test_ops_special import CASES as SPECIAL
+    return [*CASES, *SPECIAL, *INDEXING]
 
 
 @pytest.mark.parametrize("case", _table_cases(), ids=lambda c: c.id)
@@ -278,8 +286,6 @@ def test_op_table_exports_evaluate_with_their_first_derivatives(case):
     g = gc.Graph(case.id)
     xs = [g.input(f"x{k}", shape=a.shape) for k, a in enumerate(arrays)]
     y = case.build(*xs)
-    if y.ndim > 2:
-        pytest.skip("rank > 2: no matrix form")
     weights = g.constant(rng.uniform(0.5, 1.5, size=y.shape), name="w")
     grads = gc.build_grad(gc.sum(y * weights, name="J"), xs)
     nodes = [y] + [grads[x] for x in xs]
@@ -480,3 +486,25 @@ def test_derivation_refuses_nodes_of_two_graphs():
     g2, grads2, _ = d2l_mlp("tanh", "mse")
     with pytest.raises(gc.GraphMismatchError, match="two|graph"):
         gc.derivation([grads1[g1["W1"]], grads2[g2["W2"]]])
+
+
+def test_presentation_mathml_writes_the_matrices_where_the_bodies_read_them():
+    """The explorer's formulas (presentation MathML): relu(x W) is max(0, (x W)), not a map over a bound
+    variable; undefined functions print their op and value operands only; a convolution reads X ∗ W."""
+    from sympy.printing.mathml import mathml
+
+    g = gc.Graph()
+    x = g.input("x", shape=(None, 4))
+    W = g.parameter("W", np.ones((4, 3)))
+    y = g.input("y", shape=(None,), dtype="int64")
+    h = gc.relu(gc.matmul(x, W), name="h")
+    L = gc.softmax_cross_entropy(gc.maximum(h, gc.tanh(h)), y)
+    img = g.input("X", shape=(None, 1, 5, 5))
+    c = gc.conv2d(img, g.parameter("K", np.ones((2, 1, 3, 3))))
+    for node in (h, L, c):
+        text = mathml(gc.to_sympy(node, form="leaves"), printer="presentation")
+        assert "elementwise" not in text.lower() and "gcarg" not in text and "&#x21A6;" not in text, text
+    assert "<mi>x</mi><mo>&InvisibleTimes;</mo><mi>W</mi>" in mathml(gc.to_sympy(h), printer="presentation")
+    assert "<mi>softmax_cross_entropy</mi>" in mathml(gc.to_sympy(L, form="leaves"), printer="presentation")
+    conv = mathml(gc.to_sympy(c), printer="presentation")
+    assert conv == "<mrow><mi>X</mi><mo>&#8727;</mo><mi>K</mi></mrow>", conv

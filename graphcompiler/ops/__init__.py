@@ -41,6 +41,7 @@ from .nn import log_softmax, logsumexp, mse, softmax, softmax_cross_entropy
 from .indexing import (
     diagonal,
     eye,
+    eye_like,
     flip,
     one_hot,
     pad,

@@ -252,6 +252,7 @@ class Conv2d(_ConvAttrs):
     name: ClassVar[str] = "conv2d"
     arity: ClassVar[int] = 2
     nd: ClassVar[int] = 2
+    sympy_any_rank: ClassVar[bool] = True
 
     def infer(self, x, w):
         self._check_rank(x, "the input", self._layout())
@@ -281,7 +282,7 @@ class Conv2d(_ConvAttrs):
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
 
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+        return apply_undefined(node, *args, latex=r"{0} \ast {1}")  # the books' X * W (evaluates by the kernel)
 
 
 @dataclass(frozen=True)

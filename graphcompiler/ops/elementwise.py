@@ -553,6 +553,7 @@ class Where(Op):
 @dataclass(frozen=True)
 class Astype(Op):
     name: ClassVar[str] = "astype"
+    sympy_any_rank: ClassVar[bool] = True
     arity: ClassVar[int] = 1
     dtype: str = "float64"
 

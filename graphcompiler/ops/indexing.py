@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import DTypeError, ShapeError, fmt_shape
+from ..errors import DTypeError, GraphCompilerError, ShapeError, fmt_shape
 from .base import Op, apply, broadcast_shapes, normalize_axes, normalize_axis
 from . import shape as S
 
@@ -403,6 +403,38 @@ class OneHotDepth(Op):
     to_sympy = staticmethod(_undefined)  # integer labels: no bprop (undefined)
 
 
+@dataclass(frozen=True)
+class EyeLike(Op):
+    """eye_like(x, axis): the identity as large as x's axis, which may be a run-time (None) dim; x is read
+    for its shape only (K + s * eye_like(K) for a kernel matrix of any size)."""
+
+    name: ClassVar[str] = "eye_like"
+    arity: ClassVar[int] = 1
+    shape_only: ClassVar[tuple] = (0,)
+    piecewise_constant: ClassVar[bool] = True
+    axis: int = -1
+    k: int = 0
+    dtype: str = "float64"
+
+    def __post_init__(self):
+        object.__setattr__(self, "dtype", np.dtype(self.dtype).name)
+
+    def infer(self, x):
+        axis = normalize_axis(self.axis, x.ndim, "eye_like", x)
+        return (x.shape[axis], x.shape[axis]), np.dtype(self.dtype)
+
+    def kernel(self, x):
+        n = x.shape[self.axis]
+        return np.eye(n, n, self.k, dtype=self.dtype)
+
+    def to_sympy(self, node, x):
+        from ..symbolic_terms import _dim, of_matrix, sp
+
+        if self.k:
+            return _undefined(node, x)
+        return of_matrix(node.shape, sp.Identity(_dim(node.shape[0])))  # I_n (n: a run-time dim)
+
+
 # -- gathers and their scatter-adds -----------------------------------------------------------
 
 
@@ -628,10 +660,28 @@ def trace(x, offset: int = 0, axis1: int = 0, axis2: int = 1, name: str | None =
 
 
 def eye(n: int, m: int | None = None, k: int = 0, dtype: Any = "float64", *, graph=None, name: str | None = None):
-    """The identity np.eye(n, m, k, dtype): a constant of `graph` when given, else the NumPy array, which
-    any op taking it alongside a node turns into a constant of that node's graph."""
+    """The identity np.eye(n, m, k, dtype) of fixed size, as jnp.eye: a constant of `graph` when given, else
+    the NumPy array, which any op taking it alongside a node turns into a constant of that node's graph.
+    For an identity sized at run time (a None dim), use eye_like."""
+    if hasattr(n, "op") or hasattr(m, "op"):
+        raise ShapeError(
+            "eye(n) takes int sizes (a graph's shapes do not depend on values); for an identity as large as "
+            "a run-time dim of a node x, write gc.eye_like(x, axis)"
+        )
+    if name is not None and graph is None:
+        raise GraphCompilerError(
+            f"eye({n}, name={name!r}) has no graph to put a named node in: pass graph=g (a named constant), "
+            "or drop name= (a NumPy array that becomes a constant of the graph it is used with)"
+        )
     value = np.eye(int(n), None if m is None else int(m), int(k), dtype=np.dtype(dtype))
     return value if graph is None else graph.constant(value, name=name)
+
+
+def eye_like(x, axis: int = -1, k: int = 0, dtype: Any = None, name: str | None = None):
+    """The n x n identity (ones on diagonal k) with n = x.shape[axis], a run-time dim when it is None:
+    `K + s * gc.eye_like(K)`. dtype: x's floating dtype by default."""
+    dt = np.dtype(dtype) if dtype is not None else x.dtype if x.dtype.kind == "f" else np.dtype("float64")
+    return apply(EyeLike(normalize_axis(axis, x.ndim, "eye_like", x), int(k), dt.name), (x,), name)
 
 
 def one_hot(labels, depth: int, dtype: Any = "float64", name: str | None = None):

@@ -223,6 +223,7 @@ class MSE(Op):
     """mean((prediction - target)^2) over every element (shapes broadcast)."""
 
     name: ClassVar[str] = "mse"
+    sympy_any_rank: ClassVar[bool] = True
     scratch: ClassVar[int] = 1
     arity: ClassVar[int] = 2
 

@@ -36,6 +36,7 @@ class Reduction(Op):
 @dataclass(frozen=True)
 class Sum(Reduction):
     name: ClassVar[str] = "sum"
+    sympy_any_rank: ClassVar[bool] = True
 
     def out_dtype(self, dtype):
         return np.sum(np.zeros(1, dtype)).dtype  # NumPy's accumulator: bool and small ints -> int64
@@ -63,6 +64,7 @@ class Sum(Reduction):
 @dataclass(frozen=True)
 class Mean(Reduction):
     name: ClassVar[str] = "mean"
+    sympy_any_rank: ClassVar[bool] = True
 
     def out_dtype(self, dtype):
         return dtype if dtype.kind == "f" else np.dtype("float64")

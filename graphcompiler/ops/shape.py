@@ -22,6 +22,7 @@ from .base import Op, apply, install, broadcast_shapes, is_static, normalize_axe
 @dataclass(frozen=True)
 class Reshape(Op):
     name: ClassVar[str] = "reshape"
+    sympy_any_rank: ClassVar[bool] = True
     is_view: ClassVar[bool] = True
 
     def fast_kernel(self, writes, shape, in_shape, dtype):
@@ -63,6 +64,7 @@ class Reshape(Op):
 @dataclass(frozen=True)
 class ReshapeLike(Op):
     name: ClassVar[str] = "reshape_like"
+    sympy_any_rank: ClassVar[bool] = True
     is_view: ClassVar[bool] = True
     arity: ClassVar[int] = 2
     shape_only: ClassVar[tuple] = (1,)
@@ -115,6 +117,7 @@ class Transpose(Op):
 @dataclass(frozen=True)
 class ExpandDims(Op):
     name: ClassVar[str] = "expand_dims"
+    sympy_any_rank: ClassVar[bool] = True
     is_view: ClassVar[bool] = True
 
     def fast_kernel(self, writes, shape, in_shape, dtype):
@@ -144,6 +147,7 @@ class ExpandDims(Op):
 @dataclass(frozen=True)
 class Squeeze(Op):
     name: ClassVar[str] = "squeeze"
+    sympy_any_rank: ClassVar[bool] = True
     is_view: ClassVar[bool] = True
 
     def fast_kernel(self, writes, shape, in_shape, dtype):
@@ -176,6 +180,7 @@ class Squeeze(Op):
 @dataclass(frozen=True)
 class BroadcastTo(Op):
     name: ClassVar[str] = "broadcast_to"
+    sympy_any_rank: ClassVar[bool] = True
     is_view: ClassVar[bool] = True
     arity: ClassVar[int] = 1
     shape: tuple = ()
@@ -200,6 +205,7 @@ class BroadcastTo(Op):
 @dataclass(frozen=True)
 class BroadcastLike(Op):
     name: ClassVar[str] = "broadcast_like"
+    sympy_any_rank: ClassVar[bool] = True
     is_view: ClassVar[bool] = True
     arity: ClassVar[int] = 2
     shape_only: ClassVar[tuple] = (1,)
@@ -300,6 +306,7 @@ def reshape_to(g, x):
 @dataclass(frozen=True)
 class ZerosLike(Op):
     name: ClassVar[str] = "zeros_like"
+    sympy_any_rank: ClassVar[bool] = True
     arity: ClassVar[int] = 1
     shape_only: ClassVar[tuple] = (0,)
     piecewise_constant: ClassVar[bool] = True
@@ -321,6 +328,7 @@ class Count(Op):
     """The number of elements of x (over `axis`) as a scalar of `dtype`: a mean's divisor at run time."""
 
     name: ClassVar[str] = "count"
+    sympy_any_rank: ClassVar[bool] = True
     arity: ClassVar[int] = 1
     shape_only: ClassVar[tuple] = (0,)
     piecewise_constant: ClassVar[bool] = True

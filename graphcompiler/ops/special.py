@@ -119,6 +119,7 @@ class Polygamma(Unary):
     """psi^(n)(x), the n-th derivative of digamma: the derivative rules of digamma and of itself need it."""
 
     name: ClassVar[str] = "polygamma"
+    sympy_any_rank: ClassVar[bool] = True
     writes_out: ClassVar[bool] = False
     n: int = 1
 
@@ -266,6 +267,7 @@ class Clip(Op):
     """min(max(x, lo), hi) as np.clip; `lower`/`upper` say whether lo/hi are inputs (None leaves a side open)."""
 
     name: ClassVar[str] = "clip"
+    sympy_any_rank: ClassVar[bool] = True
     lower: bool = True
     upper: bool = True
 
