@@ -1,0 +1,99 @@
+"""The fast paths behind compile time (issue 11, item 8): they make the same records as the slow ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import graphcompiler as gc
+from graphcompiler.compiler import pipeline
+from graphcompiler.compiler.ir import Context
+from graphcompiler.compiler.schedule import declared_order, memory_order
+from graphcompiler.graph import Node, new_node
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_new_node_makes_the_record_the_dataclass_makes():
+    g = gc.Graph("g")
+    x = g.input("x", shape=(None, 3))
+    y = gc.tanh(x)
+    fields = [f.name for f in dataclasses.fields(Node)]
+    args = ("y2", y.op, (x,), (None, 3), np.dtype("float32"), g, 7, True, (y, 0))
+    fast, slow = new_node(*args), Node(*args)
+    assert type(fast) is Node
+    assert [getattr(fast, f) for f in fields] == [getattr(slow, f) for f in fields]
+    assert fast != slow and hash(fast) != hash(slow)  # identity is equality, as for any Node
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.name = "other"  # type: ignore[misc]
+
+
+def test_rebuild_keeps_every_field_but_the_inputs_and_shape():
+    g = gc.Graph("g")
+    x = g.input("x", shape=(None,))
+    w = g.input("w", shape=(None,))
+    y = gc.sin(x)
+    ctx = Context(g)
+    r = ctx.rebuild(y, (w,), (5,))
+    for f in dataclasses.fields(Node):
+        if f.name == "inputs":
+            assert r.inputs == (w,)
+        elif f.name == "shape":
+            assert r.shape == (5,)
+        else:
+            assert getattr(r, f.name) == getattr(y, f.name), f.name
+    assert ctx.origin_of(r) is y
+
+
+def _chain(n):
+    g = gc.Graph("chain")
+    w = g.input("w", shape=(16,), dtype="float64")
+    z = w
+    for k in range(n):
+        z = (gc.sin if k % 2 == 0 else gc.tanh)(z)
+    seed = g.constant(np.ones(16), name="seed")
+    grads = gc.build_grad(z, [w], seed=seed)
+    return g, w, z, grads[w]
+
+
+def test_the_memory_order_of_a_chain_is_its_declared_order_and_planned_once(monkeypatch):
+    g, w, z, dw = _chain(40)
+    prog = gc.compile([z, dw])
+    nodes = prog._last.nodes
+    order = memory_order(nodes, [z, dw])
+    assert order == declared_order(sorted(nodes, key=lambda n: n.index))
+    plans = []
+    real = pipeline.plan_buffers
+    monkeypatch.setattr(pipeline, "plan_buffers", lambda *a, **k: plans.append(1) or real(*a, **k))
+    again = gc.compile([z, dw])
+    assert len(plans) == 1  # the declared order is the same list: not planned a second time
+    assert again.stats["peak_bytes"] == prog.stats["peak_bytes"]
+    W = np.linspace(-1, 1, 16)
+    got = again.run({"w": W})
+    ref, g_ = W.copy(), np.ones(16)
+    xs = []
+    for k in range(40):
+        xs.append(ref)
+        ref = np.sin(ref) if k % 2 == 0 else np.tanh(ref)
+    for k in range(39, -1, -1):
+        g_ = g_ * (np.cos(xs[k]) if k % 2 == 0 else 1 - np.tanh(xs[k]) ** 2)
+    np.testing.assert_allclose(got[0], ref, rtol=1e-12)
+    np.testing.assert_allclose(got[1], g_, rtol=1e-10)
+
+
+def test_compile_time_script_reports_every_pass():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "compile_time.py"), "--n", "20", "40", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    rows = {line.split()[0] for line in out.splitlines()[2:] if line.strip()}
+    assert {"build_grad", "prune", "simplify", "schedule", "plan", "lower", "load", "compile", "total"} <= rows
+    assert "growth x2" in out
