@@ -175,14 +175,38 @@ def build_report(
 ) -> MemoryReport:
     """The report of one plan; `source(node)` names the graph node a program node stands for."""
     order = plan.order
-    readers: dict[Node, list[Node]] = {}
-    for n in order:
-        for x in value_inputs(n):
-            readers.setdefault(x, []).append(n)
 
     def phase(n: Node) -> str:
         return "recomputed" if n in recomputed else "backward" if n.is_gradient else "forward"
 
+    rows, by_buffer = _rows(plan, recomputed, phase)
+    buffers = [(b, size * dt.itemsize, by_buffer.get(b, [])) for b, (size, dt) in enumerate(plan.buffers)]
+    return MemoryReport(
+        program_name,
+        rows,
+        buffers,
+        list(plan.live),
+        [phase(n) for n in order],
+        [n.name for n in order],
+        plan.peak_bytes,
+        plan.peak_step,
+        plan.resident_bytes,
+        declared_peak,
+        budget,
+        unbudgeted,
+        len(recomputed),
+        live_value_bytes(plan),
+    )
+
+
+def _rows(plan: BufferPlan, recomputed: set[Node], phase) -> tuple[list[MemoryRow], dict[int, list[str]]]:
+    """One MemoryRow per step (with the backward steps a forward value is kept for), and the names of the
+    values each buffer holds."""
+    order = plan.order
+    readers: dict[Node, list[Node]] = {}
+    for n in order:
+        for x in value_inputs(n):
+            readers.setdefault(x, []).append(n)
     rows = []
     by_buffer: dict[int, list[str]] = {}
     for n in order:
@@ -207,23 +231,7 @@ def build_report(
         if v.kind == "buffer":
             assert v.buffer is not None  # the plan gives every buffer value its buffer
             by_buffer.setdefault(v.buffer, []).append(n.name)
-    buffers = [(b, size * dt.itemsize, by_buffer.get(b, [])) for b, (size, dt) in enumerate(plan.buffers)]
-    return MemoryReport(
-        program_name,
-        rows,
-        buffers,
-        list(plan.live),
-        [phase(n) for n in order],
-        [n.name for n in order],
-        plan.peak_bytes,
-        plan.peak_step,
-        plan.resident_bytes,
-        declared_peak,
-        budget,
-        unbudgeted,
-        len(recomputed),
-        live_value_bytes(plan),
-    )
+    return rows, by_buffer
 
 
 def _unit(x: float) -> tuple[float, str]:
