@@ -95,7 +95,12 @@ def _steps(plan: "BufferPlan", slot: dict[Node, int], ctx: Context) -> tuple[Low
             out = OutSlot(slot[v.into])
         if extra:
             args += [Const(e) for e in extra]
+        names = tuple([x.name for x in n.inputs])
         user = origin(n, n)
+        computes: tuple | None = None  # the user's node this step computes, when it is not the step itself
+        if user is not n:
+            user_names = tuple([x.name for x in user.inputs])
+            computes = (user.name, user.op.name, names if user_names == names else user_names)
         steps.append(
             LoweredStep(
                 op,
@@ -107,23 +112,23 @@ def _steps(plan: "BufferPlan", slot: dict[Node, int], ctx: Context) -> tuple[Low
                 n.dtype,
                 out,
                 kw,
-                tuple(drops.get(k, ())),
+                drops.get(k, ()),
                 n.name,
-                tuple([x.name for x in n.inputs]),
-                None if user is n else (user.name, user.op.name, tuple([x.name for x in user.inputs])),
+                names,
+                computes,
             )
         )
     return tuple(steps)
 
 
-def _frees(plan: "BufferPlan", slot: dict[Node, int]) -> dict[int, list[int]]:
+def _frees(plan: "BufferPlan", slot: dict[Node, int]) -> dict[int, tuple[int, ...]]:
     """Step -> the slots of values (not in planned buffers, not kept) whose last reader it is."""
     drops: dict[int, list[int]] = {}
     end = len(plan.order)
     for n, v in plan.values.items():
         if v.kind != "buffer" and v.last < end:
             drops.setdefault(max(v.readers, default=v.first), []).append(slot[n])
-    return drops
+    return {k: tuple(d) for k, d in drops.items()}
 
 
 def _arguments(n: Node, slot: dict[Node, int], ctx: Context) -> list:
