@@ -473,19 +473,18 @@ def ew_expr(st, ops: list[str], in_dtypes: list) -> str:
     name, dt = st.op_name, np.dtype(st.dtype)
     T = ctype(dt)
     if name in ("where", "astype") or name in _COMPARE:
-        return _mixed_dtype_expr(name, dt, ops, in_dtypes)
+        return _mixed_dtype_expr(name, dt, T, ops, in_dtypes)
     if dt.kind == "b" or any(np.dtype(d).kind == "b" for d in in_dtypes) and name not in _BINARY_OPS:
         if name not in ("identity", "stop_gradient"):
             raise Unsupported(f"{name} on bool")
     a = f"(({T})({ops[0]}))"
     if name in _BINARY_OPS or name in ("maximum", "minimum", "power", "logaddexp"):
-        return _binary_expr(name, dt, a, f"(({T})({ops[1]}))")
-    return _unary_expr(name, dt, a)
+        return _binary_expr(name, dt, T, a, f"(({T})({ops[1]}))")
+    return _unary_expr(name, dt, T, a)
 
 
-def _mixed_dtype_expr(name: str, dt: np.dtype, ops: list[str], in_dtypes: list) -> str:
-    """where, the comparisons and astype: the steps whose operands' dtypes differ from their result's."""
-    T = ctype(dt)
+def _mixed_dtype_expr(name: str, dt: np.dtype, T: str, ops: list[str], in_dtypes: list) -> str:
+    """where, the comparisons and astype: the steps whose operands' dtypes differ from their result's (C type T)."""
     if name == "where":
         return f"({ops[0]} ? ({T})({ops[1]}) : ({T})({ops[2]}))"
     if name in _COMPARE:
@@ -499,9 +498,8 @@ def _mixed_dtype_expr(name: str, dt: np.dtype, ops: list[str], in_dtypes: list) 
     return f"(({T})({ops[0]}))"
 
 
-def _binary_expr(name: str, dt: np.dtype, a: str, b: str) -> str:
-    """A binary op on operands `a` and `b` already cast to the result's C type."""
-    T = ctype(dt)
+def _binary_expr(name: str, dt: np.dtype, T: str, a: str, b: str) -> str:
+    """A binary op on operands `a` and `b` already cast to the result's C type T."""
     if name in _BINARY_OPS:
         if name == "divide" and dt.kind != "f":
             raise Unsupported("integer divide")
@@ -519,9 +517,8 @@ def _binary_expr(name: str, dt: np.dtype, a: str, b: str) -> str:
     return f"gc_logaddexp_{T}({a}, {b})"
 
 
-def _unary_expr(name: str, dt: np.dtype, a: str) -> str:
-    """A unary op on operand `a` already cast to the result's C type."""
-    T = ctype(dt)
+def _unary_expr(name: str, dt: np.dtype, T: str, a: str) -> str:
+    """A unary op on operand `a` already cast to the result's C type T."""
     if name in _UNARY_F:
         if dt.kind != "f":
             raise Unsupported(f"{name} of integers")
