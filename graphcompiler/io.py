@@ -62,6 +62,7 @@ MAX_ATTR_ITEMS = 64  # entries of a tuple attribute (axes, a reshape target, an 
 MAX_INT = 2**62  # |int| in attributes and dims: a product of dims stays in int64
 
 NODE_KEYS = ("name", "op", "inputs", "shape", "dtype", "attrs", "is_gradient", "origin")
+_NODE_FIELDS = frozenset(NODE_KEYS) | {"value"}  # the fields a node record may have
 VALUE_KEYS = ("dtype", "shape", "data")
 TOP_KEYS = ("format", "version", "name", "nodes")
 
@@ -551,7 +552,7 @@ def _check_fields(rec: dict, at: str) -> None:
     missing = [k for k in NODE_KEYS if k not in rec]
     if missing:
         raise GraphFileError(f"{at}: missing field(s) {', '.join(map(repr, missing))}")
-    extra = sorted(set(rec) - set(NODE_KEYS) - {"value"})
+    extra = sorted(rec.keys() - _NODE_FIELDS)
     if extra:
         raise GraphFileError(f"{at}: unknown field(s) {', '.join(map(repr, extra))}")
 
