@@ -319,6 +319,9 @@ class ElementwiseFunction(ElementwiseApplyFunction):
     def _sympystr(self, printer):
         return _print_applied(printer, self.function, [self.expr], latex=False)
 
+    def _mathml_presentation(self, printer):
+        return _mathml_applied(printer, self.function, [self.expr])
+
 
 class ElementwiseMap(sp.MatrixExpr):
     """A function of several same-shaped matrices applied entry by entry: max(A, B), where(A > B, A, C)."""
@@ -345,6 +348,9 @@ class ElementwiseMap(sp.MatrixExpr):
 
     def _sympystr(self, printer):
         return _print_applied(printer, self.function, self.args[1:], latex=False)
+
+    def _mathml_presentation(self, printer):
+        return _mathml_applied(printer, self.function, self.args[1:])
 
 
 class _Latex(LatexPrinter):
@@ -407,6 +413,53 @@ def _print_applied(printer, fn, mats, latex: bool) -> str:
     return out
 
 
+def _mathml_applied(printer, fn, mats):
+    """Presentation MathML of f(M): the body's MathML with each variable's <mi> replaced by its matrix."""
+    marks = {"gcarg" + "abcdefghijklmnopqrstuvwxyz"[k % 26] * (1 + k // 26): m for k, m in enumerate(mats)}
+    body = printer._print(fn.expr.xreplace({v: sp.Symbol(k) for v, k in zip(fn.variables, marks)}))
+    for mi in list(body.getElementsByTagName("mi")) if body.tagName != "mi" else [body]:
+        text = mi.firstChild.nodeValue if mi.firstChild is not None else None
+        if text in marks:
+            m = marks[text]
+            arg = printer._print(m)
+            if not isinstance(m, sp.MatrixSymbol):
+                arg = _mathml_fenced(printer, [arg])
+            if mi is body:
+                return arg
+            mi.parentNode.replaceChild(arg, mi)
+    return body
+
+
+def _mathml_fenced(printer, parts, name: str | None = None):
+    """<mrow>name ( a , b ) </mrow> in presentation MathML."""
+    dom = printer.dom
+    row = dom.createElement("mrow")
+    if name is not None:
+        mi = dom.createElement("mi")
+        mi.appendChild(dom.createTextNode(name))
+        row.appendChild(mi)
+    for k, text in enumerate(["("] + [","] * (len(parts) - 1) + [")"]):
+        mo = dom.createElement("mo")
+        mo.appendChild(dom.createTextNode(text))
+        row.appendChild(mo)
+        if k < len(parts):
+            row.appendChild(parts[k])
+    return row
+
+
+def _mathml_call(self, printer):
+    """An undefined function of an op in presentation MathML: name(args), or the book's a * b for a convolution."""
+    args = [printer._print(a) for a in _value_args(self.op, self.operands)]
+    if getattr(self, "latex_form", None) == "{0} \\ast {1}" and len(args) == 2:
+        row = printer.dom.createElement("mrow")
+        mo = printer.dom.createElement("mo")
+        mo.appendChild(printer.dom.createTextNode("\u2217"))
+        for part in (args[0], mo, args[1]):
+            row.appendChild(part)
+        return row
+    return _mathml_fenced(printer, args, self.op.name)
+
+
 def _only_in_calls(expr, v) -> bool:
     """True when v appears only as a whole argument of function calls (tanh(v), [v > 0]): no brackets needed."""
     if expr == v:
@@ -447,6 +500,8 @@ class OpMatrix(sp.MatrixExpr):
     def _sympystr(self, printer):
         return _str_call(self.op, self.operands, printer)
 
+    _mathml_presentation = _mathml_call
+
 
 class OpFunction(sp.Function):
     """A scalar-valued op with no matrix form (softmax_cross_entropy): an undefined function of its args."""
@@ -466,6 +521,8 @@ class OpFunction(sp.Function):
 
     def _sympystr(self, printer):
         return _str_call(self.op, self.args, printer)
+
+    _mathml_presentation = _mathml_call
 
 
 def _value_args(op, args) -> list:

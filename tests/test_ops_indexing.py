@@ -197,6 +197,8 @@ def test_eye_as_constant_and_in_a_graph():
     assert e.op.name == "constant" and e.dtype == np.float32 and e.name == "I3"
     np.testing.assert_array_equal(g.value(e), np.eye(3))
     np.testing.assert_array_equal(gc.eye(2, 3, k=1), np.eye(2, 3, 1))
+    with pytest.raises(gc.GraphCompilerError, match="graph=g"):
+        gc.eye(3, name="I")  # a name with no graph to hold the node is not dropped silently
 
 
 def test_eye_like_takes_its_size_at_run_time(tmp_path):

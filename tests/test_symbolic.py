@@ -486,3 +486,25 @@ def test_derivation_refuses_nodes_of_two_graphs():
     g2, grads2, _ = d2l_mlp("tanh", "mse")
     with pytest.raises(gc.GraphMismatchError, match="two|graph"):
         gc.derivation([grads1[g1["W1"]], grads2[g2["W2"]]])
+
+
+def test_presentation_mathml_writes_the_matrices_where_the_bodies_read_them():
+    """The explorer's formulas (presentation MathML): relu(x W) is max(0, (x W)), not a map over a bound
+    variable; undefined functions print their op and value operands only; a convolution reads X ∗ W."""
+    from sympy.printing.mathml import mathml
+
+    g = gc.Graph()
+    x = g.input("x", shape=(None, 4))
+    W = g.parameter("W", np.ones((4, 3)))
+    y = g.input("y", shape=(None,), dtype="int64")
+    h = gc.relu(gc.matmul(x, W), name="h")
+    L = gc.softmax_cross_entropy(gc.maximum(h, gc.tanh(h)), y)
+    img = g.input("X", shape=(None, 1, 5, 5))
+    c = gc.conv2d(img, g.parameter("K", np.ones((2, 1, 3, 3))))
+    for node in (h, L, c):
+        text = mathml(gc.to_sympy(node, form="leaves"), printer="presentation")
+        assert "elementwise" not in text.lower() and "gcarg" not in text and "&#x21A6;" not in text, text
+    assert "<mi>x</mi><mo>&InvisibleTimes;</mo><mi>W</mi>" in mathml(gc.to_sympy(h), printer="presentation")
+    assert "<mi>softmax_cross_entropy</mi>" in mathml(gc.to_sympy(L, form="leaves"), printer="presentation")
+    conv = mathml(gc.to_sympy(c), printer="presentation")
+    assert conv == "<mrow><mi>X</mi><mo>&#8727;</mo><mi>K</mi></mrow>", conv

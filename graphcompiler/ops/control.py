@@ -1,8 +1,9 @@
 """Control flow: scan, cond and while_loop, each a body traced once into a sub-graph of its own.
 
-A body is a Python function called once on stand-in nodes. Nodes of the enclosing graph it reads (weights)
-are captured and become explicit inputs of the loop node, so the outer graph's edges stay honest; values of
-the body that do not depend on the stand-ins are hoisted out of the loop into the enclosing graph.
+A body is a Python function called once on stand-in nodes (ops/tracing.py). Nodes of the enclosing graph it
+reads (weights) are captured and become explicit inputs of the loop node, so the outer graph's edges stay
+honest; values of the body that do not depend on the stand-ins are hoisted out of the loop into the enclosing
+graph.
 
 A node has one value, so a loop with several results (carries, stacked outputs) is one node per result, all
 sharing one `ScanBody`: the first of them to run computes every result in one pass and the others take theirs
@@ -33,189 +34,9 @@ from ..errors import (
 )
 from ..graph import Graph, Node, service
 from .base import Op, apply
+from .tracing import Traced, alias, inline, trace_body
 
 __all__ = ["cond", "scan", "while_loop"]
-
-
-# -- tracing a body -------------------------------------------------------------------------------
-
-_FRAMES: list[dict] = []  # open traces (innermost last): alias stand-ins -> the outer node they stand for
-_LOCK = threading.RLock()
-
-
-@dataclasses.dataclass
-class Traced:
-    """A traced body: its own graph, its inputs (stand-ins, then captured values) and its outputs."""
-
-    graph: Graph
-    inputs: list[Node]  # body input nodes for the stand-ins, in order
-    captured_inputs: list[Node]  # body input nodes for the captured outer nodes
-    captured: list[Node]  # the outer nodes they read (inputs of the loop node)
-    outputs: list[Node]  # body nodes of the results
-
-
-def _trace(
-    graph: Graph,
-    title: str,
-    specs: Sequence[tuple[str, tuple, np.dtype]],
-    call: Callable[[list[Node]], list[Any]],
-    out_like: Sequence[Node | None] | None = None,
-) -> Traced:
-    """Call `call` on stand-in nodes made from specs (name, shape, dtype); return the body it built."""
-    mark = len(graph)
-    frame: dict[Node, Node] = {}
-    _FRAMES.append(frame)
-    try:
-        standins = [graph.input(graph._unique_name(f"{title}.{nm}"), shape, dt) for nm, shape, dt in specs]
-        outs = call(standins)
-        outs = [
-            o if isinstance(o, Node) else _as_node(graph, o, out_like[k] if out_like else None, title)
-            for k, o in enumerate(outs)
-        ]
-        for o in outs:
-            if o.graph is not graph:
-                raise GraphCompilerError(
-                    f"{title}: the body returned node {o.name!r} of graph "
-                    f"{o.graph.name!r}; it must return nodes of graph {graph.name!r}"
-                )
-    except BaseException:
-        _FRAMES.pop()
-        graph._truncate(mark)
-        raise
-    _FRAMES.pop()
-    made = graph._nodes[mark:]
-    variant = set(standins)
-    for n in made:
-        if n not in variant and any(x in variant for x in n.inputs):
-            variant.add(n)
-    # the body: the variant ancestors of the outputs; everything else they read is captured
-    need: set[Node] = set()
-    stack = [o for o in outs if o in variant]
-    while stack:
-        n = stack.pop()
-        if n in need:
-            continue
-        need.add(n)
-        stack.extend(x for x in n.inputs if x in variant)
-    body = Graph(f"{title}/body")
-    m: dict[Node, Node] = {}
-    short = [nm for nm, _, _ in specs]
-    inputs = []
-    for s, nm in zip(standins, short):
-        m[s] = body.input(body._unique_name(nm), s.shape, s.dtype)
-        inputs.append(m[s])
-    captured: list[Node] = []  # nodes of `made` or of the outer graph (resolved below)
-    captured_inputs: list[Node] = []
-    by_target: dict[Node, Node] = {}
-
-    const_only: set[Node] = set()  # made from constants alone: copied into the body (folded)
-    for n in made:
-        if (
-            n.inputs
-            and n not in variant
-            and n not in frame
-            and all(x in const_only or x.op.name == "constant" for x in n.inputs)
-        ):
-            const_only.add(n)
-
-    def read(x: Node) -> Node:
-        if x in m:
-            return m[x]
-        target = frame.get(x, x)
-        if target in by_target:
-            m[x] = by_target[target]
-        elif target in const_only:
-            m[x] = by_target[target] = body._add(
-                target.op,
-                tuple(read(i) for i in target.inputs),
-                target.dtype,
-                target.shape,
-                body._unique_name(target.name),
-            )
-        elif target.op.name == "constant" and target.index < mark:
-            m[x] = by_target[target] = body.constant(graph._values[target], name=body._unique_name(target.name))
-        elif target.op.name == "constant":  # made while tracing (a Python number): kept in the body
-            m[x] = by_target[target] = body.constant(graph._values[target])
-        else:
-            m[x] = by_target[target] = body.input(body._unique_name(target.name), target.shape, target.dtype)
-            captured.append(target)
-            captured_inputs.append(m[x])
-        return m[x]
-
-    for n in made:
-        if n in need and n not in m:
-            ins = tuple(read(x) for x in n.inputs)
-            if n.is_gradient:
-                with body._gradient_scope(None):
-                    m[n] = body._add(n.op, ins, n.dtype, n.shape, body._unique_name(n.name))
-            else:
-                m[n] = body._add(n.op, ins, n.dtype, n.shape, body._unique_name(n.name))
-    body_outs = [read(o) for o in outs]
-    # hoist the loop-invariant values (made while tracing, not depending on a stand-in) out of the loop
-    made_set = set(made)
-    hoist: set[Node] = set()
-    stack = [c for c in captured if c in made_set]
-    while stack:
-        n = stack.pop()
-        if n in hoist:
-            continue
-        hoist.add(n)
-        stack.extend(t for t in (frame.get(x, x) for x in n.inputs) if t in made_set)
-    keep = [(n, n.op, n.inputs, n.dtype, n.shape, n.name, graph._values.get(n)) for n in made if n in hoist]
-    graph._truncate(mark)
-    remade: dict[Node, Node] = {}
-    for n, op, ins, dt, shape, name, value in keep:
-        if op.name == "constant":
-            remade[n] = graph.constant(value)
-        else:
-            new_ins = tuple(remade.get(t, t) for t in (frame.get(x, x) for x in ins))
-            remade[n] = graph._add(op, new_ins, dt, shape, graph._unique_name(name))
-    captured = [remade.get(c, c) for c in captured]
-    return Traced(body, inputs, captured_inputs, captured, body_outs)
-
-
-def _as_node(graph: Graph, value: Any, like: Node | None, title: str) -> Node:
-    try:
-        arr = np.asarray(value, dtype=like.dtype if like is not None else None)
-    except (TypeError, ValueError):
-        raise GraphCompilerError(
-            f"{title}: the body returned {type(value).__name__} {value!r}; return graph nodes (or numbers)"
-        ) from None
-    if arr.dtype == object or arr.dtype.kind not in "biuf":
-        raise GraphCompilerError(
-            f"{title}: the body returned {type(value).__name__} {value!r}; return graph nodes (or numbers)"
-        )
-    return graph.constant(arr)
-
-
-def alias(node: Node) -> Node:
-    """A stand-in for an outer node inside the current trace: build_grad sees it as a leaf of its own."""
-    frame = _FRAMES[-1]
-    g = node.graph
-    s = g.input(g._unique_name(f"{node.name}.alias"), node.shape, node.dtype)
-    frame[s] = node
-    return s
-
-
-def inline(traced: Traced, values: Sequence[Node]) -> list[Node]:
-    """Re-apply the body's ops in the current graph on `values` (for its inputs, then its captured inputs)."""
-    body = traced.graph
-    m: dict[Node, Node] = dict(zip(traced.inputs + traced.captured_inputs, values))
-    g = values[0].graph if values else None
-    for n in body.nodes:
-        if n in m:
-            continue
-        if n.op.name == "constant":
-            if g is None:
-                raise GraphCompilerError(
-                    f"internal error: body constant {n.name!r} inlined with no values to give the graph to put it in"
-                )
-            m[n] = g.constant(body._values[n])
-        elif n.op.name in ("input", "parameter"):
-            raise GraphCompilerError(f"internal error: body input {n.name!r} has no value to inline")
-        else:
-            m[n] = apply(n.op, tuple(m[x] for x in n.inputs))
-    return [m[o] for o in traced.outputs]
 
 
 # -- shapes of a body on other input shapes -------------------------------------------------------
@@ -531,21 +352,27 @@ class ScanBody(_Group):
         with self._lock:  # the body's compiled program reuses its buffers: one loop at a time
             return self._loop(arrays, stacks=self.want_stacks)
 
+    def _count_steps(self, xs: list[np.ndarray]):
+        """The number of steps: the length of the xs along axis 0 (the same for each), else `length`."""
+        if not xs:
+            return self.length
+        steps = xs[0].shape[0]
+        for k, x in enumerate(xs[1:], 1):
+            if x.shape[0] != steps:
+                raise ShapeError(
+                    f"scan {self.name!r}: xs 0 has {steps} steps but xs {k} has {x.shape[0]}; "
+                    "every xs must have the same length along axis 0"
+                )
+        return steps
+
     def _loop(self, arrays, stacks: bool) -> list:
+        """Run the body once per step: the results of the node (the stacked carries-in and residuals only
+        with `stacks`, else None)."""
         nc, nx = self.n_carry, self.n_x
         carries = [np.asarray(a) for a in arrays[:nc]]
         xs = [np.asarray(a) for a in arrays[nc : nc + nx]]
         ws = list(arrays[nc + nx :])
-        if xs:
-            steps = xs[0].shape[0]
-            for k, x in enumerate(xs[1:], 1):
-                if x.shape[0] != steps:
-                    raise ShapeError(
-                        f"scan {self.name!r}: xs 0 has {steps} steps but xs {k} has {x.shape[0]}; "
-                        "every xs must have the same length along axis 0"
-                    )
-        else:
-            steps = self.length
+        steps = self._count_steps(xs)
         res = list(self.residuals) if stacks else []
         prog = self.program_of(self.traced, res)
         nr = len(res)
@@ -775,6 +602,31 @@ def _scan_impl(
     `init` is a node or a tuple of nodes; `xs` a node, a tuple of nodes or None (then `length` steps). The
     body is traced once; outer nodes it reads are captured as inputs of the scan.
     """
+    graph, inits, init_tuple, xss, xs_tuple = _scan_operands(init, xs, length)
+    title = name or graph._auto_name("scan")
+    nc, nx = len(inits), len(xss)
+    pn = _param_names(fn, 2, ["carry", "x"])
+    cnames = [pn[0]] if nc == 1 and not init_tuple else [f"{pn[0]}{k}" for k in range(nc)]
+    xnames = [pn[1]] if nx == 1 and not xs_tuple else [f"{pn[1]}{k}" for k in range(nx)]
+    if _names is not None:  # the reverse scan of a gradient names its stand-ins
+        cnames, xnames = list(_names[0]), list(_names[1])
+    specs = [(nm, n.shape, n.dtype) for nm, n in zip(cnames, inits)] + [
+        (nm, x.shape[1:], x.dtype) for nm, x in zip(xnames, xss)
+    ]
+    shape_y: dict = {}
+    call = _scan_step_caller(fn, title, nc, init_tuple, xs_tuple, bool(xss), shape_y)
+    traced = trace_body(graph, title, specs, call, out_like=inits)
+    _check_carries_keep_shape(title, traced, inits)
+    ny = shape_y["n"]
+    body = ScanBody(title, traced, nc, nx, ny, bool(reverse), None if xss or length is None else int(length))
+    ins = tuple(inits + xss + traced.captured)
+    body.carry_names = cnames
+    return _scan_results(graph, title, body, ins, init_tuple, shape_y["tuple"])
+
+
+def _scan_operands(init, xs, length) -> tuple[Graph, list[Node], bool, list[Node], bool]:
+    """(graph, inits, init is a tuple, xs, xs is a tuple) of a scan, checked: numbers in init become constants
+    (of the operands' float dtype), and the xs are arrays of one length along axis 0."""
     inits, init_tuple = _flat(init, "init")
     xss: list
     if xs is None:
@@ -810,22 +662,20 @@ def _scan_impl(
         lens = {x.shape[0] for x in xss} - {None}
         if lens and lens != {length}:
             raise ShapeError(f"scan: length={length} but xs have {sorted(lens)} steps along axis 0")
-    title = name or graph._auto_name("scan")
-    nc, nx = len(inits), len(xss)
-    pn = _param_names(fn, 2, ["carry", "x"])
-    cnames = [pn[0]] if nc == 1 and not init_tuple else [f"{pn[0]}{k}" for k in range(nc)]
-    xnames = [pn[1]] if nx == 1 and not xs_tuple else [f"{pn[1]}{k}" for k in range(nx)]
-    if _names is not None:  # the reverse scan of a gradient names its stand-ins
-        cnames, xnames = list(_names[0]), list(_names[1])
-    specs = [(nm, n.shape, n.dtype) for nm, n in zip(cnames, inits)] + [
-        (nm, x.shape[1:], x.dtype) for nm, x in zip(xnames, xss)
-    ]
-    shape_y: dict = {}
+    return graph, inits, init_tuple, xss, xs_tuple
+
+
+def _scan_step_caller(
+    fn: Callable, title: str, nc: int, init_tuple: bool, xs_tuple: bool, has_xs: bool, shape_y: dict
+) -> Callable[[list[Node]], list[Node]]:
+    """The function trace_body calls on the stand-ins: fn(carry, x_t) in the structure of init and xs (x_t None
+    for a scan without xs), its pair checked and flattened to the carries then the ys.
+    It records in shape_y whether y is a tuple ("tuple") and how many ys there are ("n")."""
 
     def call(standins):
         c = standins[:nc]
         xv = standins[nc:]
-        res = fn(tuple(c) if init_tuple else c[0], (tuple(xv) if xs_tuple else xv[0]) if xss else None)
+        res = fn(tuple(c) if init_tuple else c[0], (tuple(xv) if xs_tuple else xv[0]) if has_xs else None)
         if not isinstance(res, (tuple, list)) or len(res) != 2:
             raise GraphCompilerError(
                 f"scan {title!r}: the body must return a pair (new carry, y), got {type(res).__name__}"
@@ -841,8 +691,12 @@ def _scan_impl(
         shape_y["tuple"], shape_y["n"] = y_tuple, len(ys)
         return new_cs + ys
 
-    traced = _trace(graph, title, specs, call, out_like=inits)
-    for k, (c_in, c_out) in enumerate(zip(traced.inputs[:nc], traced.outputs[:nc])):
+    return call
+
+
+def _check_carries_keep_shape(title: str, traced: Traced, inits: list[Node]) -> None:
+    """Each carry the body returns has the dtype and shape of the carry it was given."""
+    for k, (c_in, c_out) in enumerate(zip(traced.inputs[: len(inits)], traced.outputs[: len(inits)])):
         if c_out.dtype != c_in.dtype:
             raise DTypeError(
                 f"scan {title!r}: the body's carry {k} out ({c_out.name!r}, {c_out.op.name}) has "
@@ -859,17 +713,18 @@ def _scan_impl(
                 f"shape {fmt_shape(c_out.shape)} but the carry in ({inits[k].name!r}) has shape "
                 f"{fmt_shape(c_in.shape)}; the carry must keep its shape from step to step"
             )
-    ny = shape_y["n"]
-    body = ScanBody(title, traced, nc, nx, ny, bool(reverse), None if xss or length is None else int(length))
-    ins = tuple(inits + xss + traced.captured)
-    body.carry_names = cnames
+
+
+def _scan_results(graph: Graph, title: str, body: ScanBody, ins: tuple, init_tuple: bool, y_tuple: bool):
+    """The scan node on `ins`, and its named results: (final carry, ys) in the structure of init and y."""
+    nc, ny = body.n_carry, body.n_y
     group = apply(Scan(body), ins, graph._unique_name(title))
     outs = []
     for k in range(nc + ny):
-        label = cnames[k] if k < nc else ("ys" if ny == 1 else f"ys{k - nc}")
+        label = body.carry_names[k] if k < nc else ("ys" if ny == 1 else f"ys{k - nc}")
         outs.append(result(group, k, graph._unique_name(f"{title}.{label}")))
     carry = tuple(outs[:nc]) if init_tuple else outs[0]
-    ys = tuple(outs[nc:]) if shape_y["tuple"] else (outs[nc] if ny else None)
+    ys = tuple(outs[nc:]) if y_tuple else (outs[nc] if ny else None)
     return carry, ys
 
 
@@ -928,7 +783,15 @@ def _vjp_graph(body: ScanBody, kind: str, kk: int, fc: list[int], fx: list[int],
         z = E.add(z, t)
     d = build_grad(z, targets, disconnected="zero")
     outs = [d[c[j]] for j in fc] + [d[w[j]] for j in fw] + [d[x[j]] for j in fx]
-    # the forward values the gradient reads: kept per step when they depend on the carry or the slice
+    residuals, needed = _step_residuals(tr, m, outs)
+    got = body.vjp_cache[key] = _Vjp(vg, c, x, w, seeds, gin, outs, residuals, needed)
+    return got
+
+
+def _step_residuals(tr: Traced, m: dict[Node, Node], outs: list[Node]) -> tuple[dict[Node, Node], set[Node]]:
+    """(residuals, needed) of a step's gradient `outs`, whose forward part is the body copied by `m`: the
+    forward values it reads that depend on the carry or the slice (kept per step: each maps to its body
+    node), and the nodes a reverse step computes or reads (it stops at a residual)."""
     varying = set(tr.inputs)
     for n in tr.graph.nodes:
         if n.inputs and any(i in varying for i in n.inputs):
@@ -946,8 +809,7 @@ def _vjp_graph(body: ScanBody, kind: str, kk: int, fc: list[int], fx: list[int],
             residuals[n] = forward[n]
             continue
         stack.extend(n.inputs)
-    got = body.vjp_cache[key] = _Vjp(vg, c, x, w, seeds, gin, outs, residuals, needed)
-    return got
+    return residuals, needed
 
 
 def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node) -> list:
@@ -956,7 +818,6 @@ def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node)
     got = body.grad_cache.get(key)
     if got is not None:
         return got
-    from . import elementwise as E
     from . import shape as S
 
     nc, nx, nw = body.n_carry, body.n_x, body.n_w
@@ -969,66 +830,134 @@ def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node)
     vjp = _vjp_graph(body, kind, kk, fc, fx, fw)
     body.want_stacks = True
     graph = y.graph
-    traced = body.traced
-    cn = body.carry_names
-    xn = [n.name for n in traced.inputs[nc : nc + nx]]
     # the reverse scan's slices: the carries-in, slices and residuals its steps read, and the cotangent
     used_c = [j for j in range(nc) if vjp.c[j] in vjp.needed]
     used_x = [j for j in range(nx) if vjp.x[j] in vjp.needed]
     used_w = [j for j in range(nw) if vjp.w[j] in vjp.needed]
     res = list(vjp.residuals.items())
-    stacked = [result(group, nc + body.n_y + j, graph._unique_name(f"{body.name}.{cn[j]}_stack")) for j in used_c]
-    for vnode, bnode in res:
-        idx = body.residual_index(bnode)
-        if idx >= 2 * nc + body.n_y:
-            label = f"{body.name}.{bnode.name}_stack"
-        else:
-            label = None
-        stacked.append(_result_of(group, idx, graph, label))
+    stacked = _checkpoints(body, group, graph, used_c, [b for _, b in res])
     rc_init = [g if (kind == "carry" and kk == j) else S.zeros_like(inits[j]) for j in fc] + [
         S.zeros_like(ws[j]) for j in fw
     ]
     r_xs = stacked[: len(used_c)] + [xss[j] for j in used_x] + stacked[len(used_c) :] + ([g] if kind != "carry" else [])
     pad: list[str] = []
     if not r_xs and (nx or nc):  # a step that reads nothing per step still runs once per step
-        r_xs = [xss[0]] if nx else [result(group, nc + body.n_y, graph._unique_name(f"{body.name}.{cn[0]}_stack"))]
+        r_xs = (
+            [xss[0]]
+            if nx
+            else [result(group, nc + body.n_y, graph._unique_name(f"{body.name}.{body.carry_names[0]}_stack"))]
+        )
         pad = ["steps"]
+    rc, rys = _scan_impl(
+        _reverse_step(vjp, ws, len(fc), len(fw), used_c, used_x, used_w, [v for v, _ in res]),
+        tuple(rc_init),
+        tuple(r_xs) if r_xs else None,
+        reverse=not body.reverse,
+        length=None if r_xs else body.length,
+        name=f"{body.name}.grad",
+        _names=_reverse_names(body, kind, kk, fc, fw, used_c, used_x, [b for _, b in res], pad),
+    )
+    xn = [n.name for n in body.traced.inputs[nc : nc + nx]]
+    for n in list(rc) + list(rys):  # the reverse scan knows the scan it differentiates
+        n.inputs[0].op.body.forward = body
+        n.inputs[0].op.body.y_names = [f"d{xn[j]}".removesuffix("_t") for j in fx]
+        break
+    grads = body.grad_cache[key] = _cotangents_by_input(len(x), nc, nx, fc, fx, fw, rc, rys)
+    return grads
+
+
+def _cotangents_by_input(n_inputs: int, nc: int, nx: int, fc: list[int], fx: list[int], fw: list[int], rc, rys) -> list:
+    """The cotangent of each input of the scan (None for one that is not float): its init's from the reverse
+    scan's final carries `rc`, its xs' from its ys `rys`, its captured values' from the carries after them."""
+    grads: list = [None] * n_inputs
+    for p, j in enumerate(fc):
+        grads[j] = rc[p]
+    for p, j in enumerate(fx):
+        grads[nc + j] = rys[p]
+    for p, j in enumerate(fw):
+        grads[nc + nx + j] = rc[len(fc) + p]
+    return grads
+
+
+def _checkpoints(body: ScanBody, group: Node, graph: Graph, used_c: list[int], residuals: list[Node]) -> list[Node]:
+    """The stacked values the reverse scan reads per step, as results of the forward scan node `group`: the
+    carries-in h_0..h_{T-1} it reads (indices used_c), then each residual body node's value at every step."""
+    nc, cn = body.n_carry, body.carry_names
+    stacked = [result(group, nc + body.n_y + j, graph._unique_name(f"{body.name}.{cn[j]}_stack")) for j in used_c]
+    for bnode in residuals:
+        idx = body.residual_index(bnode)
+        if idx >= 2 * nc + body.n_y:
+            label = f"{body.name}.{bnode.name}_stack"
+        else:
+            label = None
+        stacked.append(_result_of(group, idx, graph, label))
+    return stacked
+
+
+def _reverse_step(
+    vjp: _Vjp,
+    ws: list[Node],
+    n_fc: int,
+    n_fw: int,
+    used_c: list[int],
+    used_x: list[int],
+    used_w: list[int],
+    residuals: list[Node],
+) -> Callable:
+    """The reverse scan's body: carry (d float carries, d float captured values so far), slices (the used
+    carries-in, slices and residuals (nodes of vjp.graph), then the cotangent if any) -> (the carry after
+    this step, the d float slices). It replays the gradient part of one step; captured values are aliases."""
+    from . import elementwise as E
 
     def rev(carry, xt):
         carry, xt = list(carry), list(xt) if xt is not None else []
-        gcs, gws = carry[: len(fc)], carry[len(fc) :]
-        k = 0
-        m: dict[Node, Node] = {}
-        for j in used_c:
-            m[vjp.c[j]] = xt[k]
-            k += 1
-        for j in used_x:
-            m[vjp.x[j]] = xt[k]
-            k += 1
-        for vnode, _ in res:
-            m[vnode] = xt[k]
-            k += 1
+        gcs, gws = carry[:n_fc], carry[n_fc:]
+        slots = [vjp.c[j] for j in used_c] + [vjp.x[j] for j in used_x] + residuals
+        m: dict[Node, Node] = dict(zip(slots, xt))
         if vjp.gin is not None:
-            m[vjp.gin] = xt[k]
+            m[vjp.gin] = xt[len(slots)]
         for gj, seed in zip(gcs, vjp.seeds):
             m[seed] = gj
         for j in used_w:
             m[vjp.w[j]] = alias(ws[j])
-        out_graph = carry[0].graph if carry else xt[0].graph
-        for n in vjp.graph.nodes:  # replay the gradient part of one step
-            if n in m or n not in vjp.needed:
-                continue
-            if n.op.name == "constant":
-                m[n] = out_graph.constant(vjp.graph._values[n])
-            elif not n.inputs:
-                raise GraphCompilerError(f"internal error: {n.name!r} of the step's gradient has no value")
-            else:
-                m[n] = apply(n.op, tuple(m[i] for i in n.inputs))
-        outs = [m[o] for o in vjp.outs]
-        new_gc = outs[: len(fc)]
-        new_gw = [E.add(gw, dw) for gw, dw in zip(gws, outs[len(fc) : len(fc) + len(fw)])]
-        return tuple(new_gc + new_gw), tuple(outs[len(fc) + len(fw) :])
+        outs = _replay_gradient(vjp, m, carry[0].graph if carry else xt[0].graph)
+        new_gc = outs[:n_fc]
+        new_gw = [E.add(gw, dw) for gw, dw in zip(gws, outs[n_fc : n_fc + n_fw])]
+        return tuple(new_gc + new_gw), tuple(outs[n_fc + n_fw :])
 
+    return rev
+
+
+def _replay_gradient(vjp: _Vjp, m: dict[Node, Node], out_graph: Graph) -> list[Node]:
+    """Apply the gradient part of one step (the nodes of vjp.graph it needs) in the current trace, its leaves
+    given by `m`; its results vjp.outs."""
+    for n in vjp.graph.nodes:
+        if n in m or n not in vjp.needed:
+            continue
+        if n.op.name == "constant":
+            m[n] = out_graph.constant(vjp.graph._values[n])
+        elif not n.inputs:
+            raise GraphCompilerError(f"internal error: {n.name!r} of the step's gradient has no value")
+        else:
+            m[n] = apply(n.op, tuple(m[i] for i in n.inputs))
+    return [m[o] for o in vjp.outs]
+
+
+def _reverse_names(
+    body: ScanBody,
+    kind: str,
+    kk: int,
+    fc: list[int],
+    fw: list[int],
+    used_c: list[int],
+    used_x: list[int],
+    residuals: list[Node],
+    pad: list[str],
+) -> tuple[list[str], list[str]]:
+    """The names of the reverse scan's stand-ins, as BPTT writes them: its carries dh_{t+1} and dW, its
+    slices h_{t-1}, x_t, the residuals' r_t and the cotangent dy_t (t+1 and t-1 swap for a reverse scan)."""
+    nc, cn, traced = body.n_carry, body.carry_names, body.traced
+    xn = [n.name for n in traced.inputs[nc : nc + body.n_x]]
     step = "t+1" if not body.reverse else "t-1"
     here = "t-1" if not body.reverse else "t+1"
     seed = {
@@ -1036,36 +965,14 @@ def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node)
         "carries": f"d{cn[kk] if nc > kk else ''}_t",
         "res": f"d{body.residuals[kk].name if kind == 'res' else ''}_t",
     }
-    names = (
+    return (
         [f"d{cn[j]}_{{{step}}}" for j in fc] + [f"d{traced.captured_inputs[j].name}" for j in fw],
         [f"{cn[j]}_{{{here}}}" for j in used_c]
         + [xn[j] for j in used_x]
-        + [f"{b.name}_t" for _, b in res]
+        + [f"{b.name}_t" for b in residuals]
         + ([seed[kind]] if kind != "carry" else [])
         + pad,
     )
-    rc, rys = _scan_impl(
-        rev,
-        tuple(rc_init),
-        tuple(r_xs) if r_xs else None,
-        reverse=not body.reverse,
-        length=None if r_xs else body.length,
-        name=f"{body.name}.grad",
-        _names=names,
-    )
-    for n in list(rc) + list(rys):
-        n.inputs[0].op.body.forward = body
-        n.inputs[0].op.body.y_names = [f"d{xn[j]}".removesuffix("_t") for j in fx]
-        break
-    grads: list = [None] * len(x)
-    for p, j in enumerate(fc):
-        grads[j] = rc[p]
-    for p, j in enumerate(fx):
-        grads[nc + j] = rys[p]
-    for p, j in enumerate(fw):
-        grads[nc + nx + j] = rc[len(fc) + p]
-    body.grad_cache[key] = grads
-    return grads
 
 
 def _result_of(group: Node, index: int, graph: Graph, label: str | None) -> Node:
@@ -1202,6 +1109,27 @@ def _cond_impl(pred: Node, true_fn: Callable, false_fn: Callable, *operands, nam
     Both branches are traced once and must return values of the same shapes and dtypes; only the branch
     taken runs, and the gradient is the gradient of the branch taken.
     """
+    graph, ops = _cond_operands(pred, operands)
+    title = name or graph._auto_name("cond")
+    names = _param_names(true_fn, len(ops), [f"a{k}" for k in range(len(ops))])
+    specs = [(nm, o.shape, o.dtype) for nm, o in zip(names, ops)]
+    structure: dict = {}
+    t = trace_body(graph, f"{title}.true", specs, _branch_caller(true_fn, "true", structure))
+    f = trace_body(
+        graph, f"{title}.false", specs, _branch_caller(false_fn, "false", structure), out_like=list(t.outputs)
+    )
+    _check_branches_agree(title, t, f, structure)
+    captured, picks = _union_captured((t, f))
+    body = CondBody(title, (t, f), len(ops), captured, picks)
+    ins = (pred, *ops, *captured)
+    group = apply(Cond(body), ins, graph._unique_name(title))
+    outs = [result(group, k, graph._unique_name(f"{title}.out{k}")) for k in range(len(t.outputs))]
+    return tuple(outs) if structure["true"][0] else outs[0]
+
+
+def _cond_operands(pred, operands: tuple) -> tuple[Graph, list[Node]]:
+    """The graph of a cond and its operands as nodes of it (numbers become constants), checked: `pred` must
+    be a scalar bool node."""
     if not isinstance(pred, Node):
         raise GraphCompilerError(
             f"cond: pred must be a scalar bool graph node, got {type(pred).__name__} "
@@ -1223,22 +1151,24 @@ def _cond_impl(pred: Node, true_fn: Callable, false_fn: Callable, *operands, nam
     for o in ops:
         if o.graph is not graph:
             raise GraphCompilerError(f"cond: operand {o.name!r} belongs to graph {o.graph.name!r}, not {graph.name!r}")
-    title = name or graph._auto_name("cond")
-    names = _param_names(true_fn, len(ops), [f"a{k}" for k in range(len(ops))])
-    specs = [(nm, o.shape, o.dtype) for nm, o in zip(names, ops)]
-    structure: dict = {}
+    return graph, ops
 
-    def caller(fn, which):
-        def call(standins):
-            res = fn(*standins)
-            outs, tup = _flat(res, "result")
-            structure.setdefault(which, (tup, len(outs)))
-            return outs
 
-        return call
+def _branch_caller(fn: Callable, which: str, structure: dict) -> Callable[[list[Node]], list[Node]]:
+    """The function trace_body calls on a branch's stand-ins: fn(*operands), its results flattened; it records
+    in structure[which] (whether they are a tuple, how many)."""
 
-    t = _trace(graph, f"{title}.true", specs, caller(true_fn, "true"))
-    f = _trace(graph, f"{title}.false", specs, caller(false_fn, "false"), out_like=[o for o in t.outputs])
+    def call(standins):
+        res = fn(*standins)
+        outs, tup = _flat(res, "result")
+        structure.setdefault(which, (tup, len(outs)))
+        return outs
+
+    return call
+
+
+def _check_branches_agree(title: str, t: Traced, f: Traced, structure: dict) -> None:
+    """The two branches return as many values, of the same shapes and dtypes."""
     if structure["true"][1] != structure["false"][1]:
         raise GraphCompilerError(
             f"cond {title!r}: the true branch returns {structure['true'][1]} values and the "
@@ -1253,18 +1183,19 @@ def _cond_impl(pred: Node, true_fn: Callable, false_fn: Callable, *operands, nam
                 f"{fmt_shape(a.shape)}, {a.dtype} but the false branch's ({b.name!r}, {b.op.name}) "
                 f"has {fmt_shape(b.shape)}, {b.dtype}; both branches must agree"
             )
+
+
+def _union_captured(parts: tuple[Traced, Traced]) -> tuple[list[Node], tuple[list[int], list[int]]]:
+    """The outer nodes two traced bodies capture, each once (inputs of the node), and for each body the
+    positions in that list of its captured inputs."""
     captured: list[Node] = []
     picks: tuple[list[int], list[int]] = ([], [])
-    for side, tr in enumerate((t, f)):
+    for side, tr in enumerate(parts):
         for c in tr.captured:
             if c not in captured:
                 captured.append(c)
             picks[side].append(captured.index(c))
-    body = CondBody(title, (t, f), len(ops), captured, picks)
-    ins = (pred, *ops, *captured)
-    group = apply(Cond(body), ins, graph._unique_name(title))
-    outs = [result(group, k, graph._unique_name(f"{title}.out{k}")) for k in range(len(t.outputs))]
-    return tuple(outs) if structure["true"][0] else outs[0]
+    return captured, picks
 
 
 def cond_vjp(body: CondBody, x: tuple[Node, ...], y: Node, g: Node) -> list:
@@ -1457,21 +1388,50 @@ def _while_loop_impl(
         return tuple(cs) if tup else cs[0]
 
     if max_steps is not None:
-        if not isinstance(max_steps, (int, np.integer)) or max_steps < 0:
-            raise GraphCompilerError(f"while_loop: max_steps must be a non-negative int, not {max_steps!r}")
-
-        def step(c, _):
-            cs = list(c) if tup else [c]
-            p = cond_fn(c)
-            new = cond(p, lambda *a: body_fn(pack(list(a))), lambda *a: pack(list(a)), *cs)
-            return new, None
-
-        carry, _ = scan(step, pack(inits), length=int(max_steps), name=name)
-        return carry
+        return _bounded_while(cond_fn, body_fn, inits, tup, pack, max_steps, name)
     title = name or graph._auto_name("while_loop")
     names = _param_names(cond_fn, 1, ["carry"])
     cnames = [names[0]] if not tup else [f"{names[0]}{k}" for k in range(len(inits))]
     specs = [(nm, n.shape, n.dtype) for nm, n in zip(cnames, inits)]
+    test = trace_body(graph, f"{title}.cond", specs, _while_test_caller(cond_fn, pack, title))
+    stp = trace_body(
+        graph, f"{title}.body", specs, _while_step_caller(body_fn, pack, title, len(inits)), out_like=inits
+    )
+    for k, (c_in, c_out) in enumerate(zip(stp.inputs, stp.outputs)):
+        if c_out.dtype != c_in.dtype or c_out.shape != c_in.shape:
+            raise ShapeError(
+                f"while_loop {title!r}: body_fn's carry {k} out ({c_out.name!r}, {c_out.op.name}) has "
+                f"shape {fmt_shape(c_out.shape)}, {c_out.dtype} but the carry in ({inits[k].name!r}) has "
+                f"{fmt_shape(c_in.shape)}, {c_in.dtype}; the carry must keep its shape and dtype"
+            )
+    captured, picks = _union_captured((test, stp))
+    body = WhileBody(title, test, stp, len(inits), captured, picks)
+    ins = (*inits, *captured)
+    group = apply(While(body), ins, graph._unique_name(title))
+    outs = [result(group, k, graph._unique_name(f"{title}.{cnames[k]}")) for k in range(len(inits))]
+    return pack(outs)
+
+
+def _bounded_while(
+    cond_fn: Callable, body_fn: Callable, inits: list[Node], tup: bool, pack: Callable, max_steps, name: str | None
+):
+    """A while_loop of at most max_steps steps: a scan of max_steps steps whose body is a cond (step or keep
+    the carry), so it has a derivative."""
+    if not isinstance(max_steps, (int, np.integer)) or max_steps < 0:
+        raise GraphCompilerError(f"while_loop: max_steps must be a non-negative int, not {max_steps!r}")
+
+    def step(c, _):
+        cs = list(c) if tup else [c]
+        p = cond_fn(c)
+        new = cond(p, lambda *a: body_fn(pack(list(a))), lambda *a: pack(list(a)), *cs)
+        return new, None
+
+    carry, _ = scan(step, pack(inits), length=int(max_steps), name=name)
+    return carry
+
+
+def _while_test_caller(cond_fn: Callable, pack: Callable, title: str) -> Callable[[list[Node]], list[Node]]:
+    """The function trace_body calls on the condition's stand-ins: [cond_fn(carry)], checked to be a scalar bool."""
 
     def test_call(s):
         p = cond_fn(pack(s))
@@ -1482,35 +1442,23 @@ def _while_loop_impl(
             )
         return [p]
 
+    return test_call
+
+
+def _while_step_caller(
+    body_fn: Callable, pack: Callable, title: str, n_carry: int
+) -> Callable[[list[Node]], list[Node]]:
+    """The function trace_body calls on the body's stand-ins: body_fn(carry) flattened, one value per carry."""
+
     def step_call(s):
         outs, _ = _flat(body_fn(pack(s)), "carry")
-        if len(outs) != len(inits):
+        if len(outs) != n_carry:
             raise GraphCompilerError(
-                f"while_loop {title!r}: body_fn returned {len(outs)} carries for an init of {len(inits)}"
+                f"while_loop {title!r}: body_fn returned {len(outs)} carries for an init of {n_carry}"
             )
         return outs
 
-    test = _trace(graph, f"{title}.cond", specs, test_call)
-    stp = _trace(graph, f"{title}.body", specs, step_call, out_like=inits)
-    for k, (c_in, c_out) in enumerate(zip(stp.inputs, stp.outputs)):
-        if c_out.dtype != c_in.dtype or c_out.shape != c_in.shape:
-            raise ShapeError(
-                f"while_loop {title!r}: body_fn's carry {k} out ({c_out.name!r}, {c_out.op.name}) has "
-                f"shape {fmt_shape(c_out.shape)}, {c_out.dtype} but the carry in ({inits[k].name!r}) has "
-                f"{fmt_shape(c_in.shape)}, {c_in.dtype}; the carry must keep its shape and dtype"
-            )
-    captured: list[Node] = []
-    picks: tuple[list[int], list[int]] = ([], [])
-    for b, tr in enumerate((test, stp)):
-        for c in tr.captured:
-            if c not in captured:
-                captured.append(c)
-            picks[b].append(captured.index(c))
-    body = WhileBody(title, test, stp, len(inits), captured, picks)
-    ins = (*inits, *captured)
-    group = apply(While(body), ins, graph._unique_name(title))
-    outs = [result(group, k, graph._unique_name(f"{title}.{cnames[k]}")) for k in range(len(inits))]
-    return pack(outs)
+    return step_call
 
 
 def _guarded(impl: Callable, graph_of: Callable) -> Callable:
@@ -1580,48 +1528,11 @@ def draw_bodies(dot, nodes: Sequence[Node], ids: dict, esc: Callable, depth: int
         if not isinstance(op, (Scan, Cond, While)) or n not in ids:  # the ops with has_body
             continue
         body = op.body
-        if isinstance(body, ScanBody):
-            parts = [("body", body.traced)]
-            rev = body.forward is not None
-            title = (
-                f"reverse scan {n.name} (gradient of {body.forward.name})"
-                if body.forward is not None
-                else f"scan {n.name}{' (reverse)' if body.reverse else ''}"
-            )
-        elif isinstance(body, CondBody):
-            parts = [("true", body.branches[0]), ("false", body.branches[1])]
-            rev, title = n.is_gradient, f"cond {n.name}"
-        else:
-            parts = [("cond", body.test), ("body", body.step)]
-            rev, title = n.is_gradient, f"while_loop {n.name}"
+        parts, rev, title = _body_parts(n, body)
         for k, (label, traced) in enumerate(parts):
             prefix = f"{ids[n]}_b{depth}{k}_"
             sub_ids = {m: f"{prefix}{i}" for i, m in enumerate(traced.graph.nodes)}
-            with dot.subgraph(name=f"cluster_{prefix}") as box:
-                box.attr(
-                    label=f"<<B>{esc(title)}</B>: {esc(label)}>",
-                    style="rounded,dashed" if not rev else "dashed",
-                    color="#8a6d3b" if not rev else "#3b6d8a",
-                    fontsize="10",
-                    labeljust="l",
-                )
-                for m in traced.graph.nodes:
-                    shape = "ellipse" if m.op.name == "input" else "box"
-                    text = f"{m.name}\n{m.op.name} {fmt_shape(m.shape)}"
-                    box.node(
-                        sub_ids[m],
-                        label=text,
-                        shape=shape,
-                        fontsize="9",
-                        style="filled" + (",rounded" if shape == "box" and not m.is_gradient else ""),
-                        fillcolor="#f3f0e8" if not m.is_gradient else "#e8eef3",
-                    )
-                for m in traced.graph.nodes:
-                    for x in m.inputs:
-                        box.edge(sub_ids[x], sub_ids[m])
-                inner = [m for m in traced.graph.nodes if getattr(m.op, "has_body", False)]
-                if inner and depth < 3:
-                    draw_bodies(box, inner, sub_ids, esc, depth + 1)
+            _draw_body_box(dot, prefix, traced, sub_ids, f"<<B>{esc(title)}</B>: {esc(label)}>", rev, esc, depth)
             for o in dict.fromkeys(traced.outputs):
                 dot.edge(sub_ids[o], ids[n], style="dashed", color="#8a6d3b", arrowhead="empty", constraint="false")
         if isinstance(body, ScanBody) and body.forward is not None:
@@ -1635,6 +1546,53 @@ def draw_bodies(dot, nodes: Sequence[Node], ids: dict, esc: Callable, depth: int
                     constraint="false",
                     tooltip=f"{n.name} runs the gradient of {fwd.name}'s body backwards",
                 )
+
+
+def _body_parts(n: Node, body: _Group) -> tuple[list[tuple[str, Traced]], bool, str]:
+    """(the labelled traced bodies to draw, drawn as a gradient's, the boxes' title) of control-flow node n."""
+    if isinstance(body, ScanBody):
+        title = (
+            f"reverse scan {n.name} (gradient of {body.forward.name})"
+            if body.forward is not None
+            else f"scan {n.name}{' (reverse)' if body.reverse else ''}"
+        )
+        return [("body", body.traced)], body.forward is not None, title
+    if isinstance(body, CondBody):
+        return [("true", body.branches[0]), ("false", body.branches[1])], n.is_gradient, f"cond {n.name}"
+    assert isinstance(body, WhileBody)  # the third op with a body
+    return [("cond", body.test), ("body", body.step)], n.is_gradient, f"while_loop {n.name}"
+
+
+def _draw_body_box(
+    dot, prefix: str, traced: Traced, sub_ids: dict, label: str, rev: bool, esc: Callable, depth: int
+) -> None:
+    """One body's nodes and edges in a box (a graphviz cluster) of `dot`; the bodies of its own control-flow
+    nodes in boxes inside it, three levels deep at most."""
+    with dot.subgraph(name=f"cluster_{prefix}") as box:
+        box.attr(
+            label=label,
+            style="rounded,dashed" if not rev else "dashed",
+            color="#8a6d3b" if not rev else "#3b6d8a",
+            fontsize="10",
+            labeljust="l",
+        )
+        for m in traced.graph.nodes:
+            shape = "ellipse" if m.op.name == "input" else "box"
+            text = f"{m.name}\n{m.op.name} {fmt_shape(m.shape)}"
+            box.node(
+                sub_ids[m],
+                label=text,
+                shape=shape,
+                fontsize="9",
+                style="filled" + (",rounded" if shape == "box" and not m.is_gradient else ""),
+                fillcolor="#f3f0e8" if not m.is_gradient else "#e8eef3",
+            )
+        for m in traced.graph.nodes:
+            for x in m.inputs:
+                box.edge(sub_ids[x], sub_ids[m])
+        inner = [m for m in traced.graph.nodes if getattr(m.op, "has_body", False)]
+        if inner and depth < 3:
+            draw_bodies(box, inner, sub_ids, esc, depth + 1)
 
 
 # -- symbolic export: a scan as its recurrence ------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import DTypeError, ShapeError, fmt_shape
+from ..errors import DTypeError, GraphCompilerError, ShapeError, fmt_shape
 from .base import Op, apply, broadcast_shapes, normalize_axes, normalize_axis
 from . import shape as S
 
@@ -667,6 +667,11 @@ def eye(n: int, m: int | None = None, k: int = 0, dtype: Any = "float64", *, gra
         raise ShapeError(
             "eye(n) takes int sizes (a graph's shapes do not depend on values); for an identity as large as "
             "a run-time dim of a node x, write gc.eye_like(x, axis)"
+        )
+    if name is not None and graph is None:
+        raise GraphCompilerError(
+            f"eye({n}, name={name!r}) has no graph to put a named node in: pass graph=g (a named constant), "
+            "or drop name= (a NumPy array that becomes a constant of the graph it is used with)"
         )
     value = np.eye(int(n), None if m is None else int(m), int(k), dtype=np.dtype(dtype))
     return value if graph is None else graph.constant(value, name=name)
