@@ -1095,6 +1095,11 @@ def _getitem(self: Node, index):
     fname = f"indexing {self.name!r}"
     _refuse_boolean_nodes(items, fname)
     expanded = _expand_masks(self, items, fname)
+    taken = sum(it is not None and it is not Ellipsis for it in expanded)  # axes the items index
+    if taken > self.ndim:
+        raise ShapeError(
+            f"{fname}: too many indices ({taken}) for a value of rank {self.ndim}, shape {fmt_shape(self.shape)}"
+        )
     pos = [k for k, it in enumerate(expanded) if _is_array_index(it)]
     others_full = all(isinstance(it, slice) and it == slice(None) for k, it in enumerate(expanded) if k not in pos)
     if (
