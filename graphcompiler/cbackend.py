@@ -472,38 +472,53 @@ def ew_expr(st, ops: list[str], in_dtypes: list) -> str:
     """The C expression of an elementwise step on operand expressions `ops` (of dtypes in_dtypes)."""
     name, dt = st.op_name, np.dtype(st.dtype)
     T = ctype(dt)
+    if name in ("where", "astype") or name in _COMPARE:
+        return _mixed_dtype_expr(name, dt, T, ops, in_dtypes)
+    if dt.kind == "b" or any(np.dtype(d).kind == "b" for d in in_dtypes) and name not in _BINARY_OPS:
+        if name not in ("identity", "stop_gradient"):
+            raise Unsupported(f"{name} on bool")
+    a = f"(({T})({ops[0]}))"
+    if name in _BINARY_OPS or name in ("maximum", "minimum", "power", "logaddexp"):
+        return _binary_expr(name, dt, T, a, f"(({T})({ops[1]}))")
+    return _unary_expr(name, dt, T, a)
+
+
+def _mixed_dtype_expr(name: str, dt: np.dtype, T: str, ops: list[str], in_dtypes: list) -> str:
+    """where, the comparisons and astype: the steps whose operands' dtypes differ from their result's (C type T)."""
     if name == "where":
         return f"({ops[0]} ? ({T})({ops[1]}) : ({T})({ops[2]}))"
     if name in _COMPARE:
         common = ctype(np.result_type(*in_dtypes))
         return f"(({common})({ops[0]}) {_COMPARE[name]} ({common})({ops[1]}))"
-    if name == "astype":
-        src = np.dtype(in_dtypes[0])
-        if dt.kind == "b":
-            return f"(({ops[0]}) != 0)"
-        if src.kind == "f" and dt.kind in "iu":
-            raise Unsupported("astype from float to int")
-        return f"(({T})({ops[0]}))"
-    if dt.kind == "b" or any(np.dtype(d).kind == "b" for d in in_dtypes) and name not in _BINARY_OPS:
-        if name not in ("identity", "stop_gradient"):
-            raise Unsupported(f"{name} on bool")
-    a = f"(({T})({ops[0]}))"
+    src = np.dtype(in_dtypes[0])  # astype
+    if dt.kind == "b":
+        return f"(({ops[0]}) != 0)"
+    if src.kind == "f" and dt.kind in "iu":
+        raise Unsupported("astype from float to int")
+    return f"(({T})({ops[0]}))"
+
+
+def _binary_expr(name: str, dt: np.dtype, T: str, a: str, b: str) -> str:
+    """A binary op on operands `a` and `b` already cast to the result's C type T."""
     if name in _BINARY_OPS:
-        b = f"(({T})({ops[1]}))"
         if name == "divide" and dt.kind != "f":
             raise Unsupported("integer divide")
         if dt.kind == "b":
             raise Unsupported(f"{name} on bool")
         return f"({a} {_BINARY_OPS[name]} {b})"
     if name in ("maximum", "minimum"):
-        b = f"(({T})({ops[1]}))"
         if dt.kind == "f":
             return f"gc_{name[:3]}_{T}({a}, {b})"
         return f"(({a}) {'>' if name == 'maximum' else '<'} ({b}) ? ({a}) : ({b}))"
+    if dt.kind != "f":
+        raise Unsupported("integer power" if name == "power" else f"{name} of integers")
     if name == "power":
-        if dt.kind != "f":
-            raise Unsupported("integer power")
-        return f"{_fn('pow', dt)}({a}, (({T})({ops[1]})))"
+        return f"{_fn('pow', dt)}({a}, {b})"
+    return f"gc_logaddexp_{T}({a}, {b})"
+
+
+def _unary_expr(name: str, dt: np.dtype, T: str, a: str) -> str:
+    """A unary op on operand `a` already cast to the result's C type T."""
     if name in _UNARY_F:
         if dt.kind != "f":
             raise Unsupported(f"{name} of integers")
@@ -522,18 +537,14 @@ def ew_expr(st, ops: list[str], in_dtypes: list) -> str:
         return f"(({T})(({a} > 0) - ({a} < 0)))"
     if name == "relu":
         return f"gc_max_{T}({a}, ({T})0)" if dt.kind == "f" else f"({a} > 0 ? {a} : ({T})0)"
-    if name in ("reciprocal", "softplus", "log_sigmoid", "logaddexp"):
+    if name in ("reciprocal", "softplus", "log_sigmoid", "sigmoid"):
         if dt.kind != "f":
             raise Unsupported(f"{name} of integers")
         if name == "reciprocal":
             return f"(({T})1 / {a})"
-        if name == "logaddexp":
-            return f"gc_logaddexp_{T}({a}, (({T})({ops[1]})))"
+        if name == "sigmoid":
+            return f"gc_sigmoid_{T}({a})"
         return f"gc_logaddexp_{T}(({T})0, {a})" if name == "softplus" else f"(-gc_logaddexp_{T}(({T})0, -{a}))"
-    if name == "sigmoid":
-        if dt.kind != "f":
-            raise Unsupported("sigmoid of integers")
-        return f"gc_sigmoid_{T}({a})"
     raise Unsupported(name)
 
 
@@ -623,55 +634,45 @@ class Generator:
             self.allocs[a][2] = max(self.allocs[a][2], pos)
 
     def generate(self) -> str:
+        """The C source: the steps in order (elementwise runs fused), the results copied out, the arena planned."""
+        if len(self.lw.steps) > STEP_LIMIT:
+            raise Unsupported(f"{len(self.lw.steps)} steps (over {STEP_LIMIT})")
+        self._index_slots()
+        self.lines = []
+        self._emit_steps()
+        self._copy_results()
+        self.plan_arena()
+        return self._functions()
+
+    def _index_slots(self) -> None:
+        """Where leaves and results live (C-contiguous arrays passed in P[0..]), each step by its slot, and
+        which steps read each slot."""
         lw = self.lw
-        steps = lw.steps
-        if len(steps) > STEP_LIMIT:
-            raise Unsupported(f"{len(steps)} steps (over {STEP_LIMIT})")
-        # leaves: C-contiguous arrays passed in P[0..]
         self.leaf_index = {s: k for k, s in enumerate(lw.leaves)}
         self.res_index: dict[int, int] = {}
         n_leaves = len(lw.leaves)
         for k, r in enumerate(lw.results):
             if isinstance(r, int) and r not in self.leaf_index and r not in self.res_index:
                 self.res_index[r] = n_leaves + k
-        by_slot = {st.slot: st for st in steps}
-        self.by_slot = by_slot
+        self.by_slot = {st.slot: st for st in lw.steps}
         readers: dict[int, list[int]] = {}
-        for k, st in enumerate(steps):
+        for k, st in enumerate(lw.steps):
             for a in st.args:
                 if isinstance(a, int):
                     readers.setdefault(a, []).append(k)
-        results = {r for r in lw.results if isinstance(r, int)}
-        # fusion: elementwise steps of one shape connected by their values form one loop (a group), emitted
-        # when a step outside it first reads one of its values (or at the end); a member's value is stored
-        # only when a step outside the group or the results read it, otherwise it lives in a register.
-        self.readers, self.results = readers, results
+        self.readers = readers
+        self.results = {r for r in lw.results if isinstance(r, int)}
+
+    def _emit_steps(self) -> None:
+        """Every step, in order. Fusion: elementwise steps of one shape connected by their values form one loop
+        (a group), emitted when a step outside it first reads one of its values (or at the end); a member's
+        value is stored only when a step outside the group or the results read it, otherwise it lives in a
+        register."""
+        steps = self.lw.steps
         group_of: dict[int, list] = {}  # slot -> its open group (a list of step indices)
-        self.lines = []
         for k, st in enumerate(steps):
-            mine = None
-            if st.op_name in ELEMENTWISE and not self._all_const(st) and self._ew_ok(st):
-                cands: list = []
-                for a in st.args:
-                    g = group_of.get(a) if isinstance(a, int) else None
-                    if g is not None and steps[g[0]].shape == st.shape and all(g is not c for c in cands):
-                        cands.append(g)
-                if cands:
-                    mine = cands[0]
-                    for g in cands[1:]:  # open groups merge (none of their values is read outside yet)
-                        mine.extend(g)
-                        for m in g:
-                            group_of[steps[m].slot] = mine
-                    mine.sort()
-                    mine.append(k)
-                else:
-                    mine = [k]
-            for a in st.args:  # a step outside a group reading its value closes it
-                g = group_of.get(a) if isinstance(a, int) else None
-                if g is not None and g is not mine:
-                    self.close(g, k)
-                    for m in g:
-                        group_of.pop(steps[m].slot, None)
+            mine = self._join_group(st, k, group_of)
+            self._close_groups_read_by(st, k, mine, group_of)
             if mine is not None:
                 group_of[st.slot] = mine
                 continue
@@ -680,8 +681,42 @@ class Generator:
             self.emit_step(st, k)
         for g in {id(g): g for g in group_of.values()}.values():
             self.close(g, len(steps))
-        # results that must be copied out (leaves, views, duplicates)
-        self.copies: list[tuple[int, Any]] = []
+
+    def _join_group(self, st, k: int, group_of: dict[int, list]) -> list | None:
+        """The open group step k joins (merging the open groups it reads), a new group, or None (not fusible)."""
+        steps = self.lw.steps
+        if not (st.op_name in ELEMENTWISE and not self._all_const(st) and self._ew_ok(st)):
+            return None
+        cands: list = []
+        for a in st.args:
+            g = group_of.get(a) if isinstance(a, int) else None
+            if g is not None and steps[g[0]].shape == st.shape and all(g is not c for c in cands):
+                cands.append(g)
+        if not cands:
+            return [k]
+        mine = cands[0]
+        for g in cands[1:]:  # open groups merge (none of their values is read outside yet)
+            mine.extend(g)
+            for m in g:
+                group_of[steps[m].slot] = mine
+        mine.sort()
+        mine.append(k)
+        return mine
+
+    def _close_groups_read_by(self, st, k: int, mine: list | None, group_of: dict[int, list]) -> None:
+        """A step outside a group reading its value closes it (emits its loop)."""
+        steps = self.lw.steps
+        for a in st.args:
+            g = group_of.get(a) if isinstance(a, int) else None
+            if g is not None and g is not mine:
+                self.close(g, k)
+                for m in g:
+                    group_of.pop(steps[m].slot, None)
+
+    def _copy_results(self) -> None:
+        """Copy into their result arrays the results not computed there (leaves, views, duplicates)."""
+        lw = self.lw
+        n_leaves = len(lw.leaves)
         seen: set = set()
         for k, r in enumerate(lw.results):
             if isinstance(r, Const):
@@ -691,12 +726,14 @@ class Generator:
                 seen.add(r)
                 continue
             seen.add(r)
-            src = self.get(r, len(steps))
+            src = self.get(r, len(lw.steps))
             shape = src.shape
             dst = Layout(("res", n_leaves + k), 0, shape, c_strides(shape, src.dtype.itemsize), src.dtype)
             self.lines.append(f"    /* result {k}: a copy */")
             self.copy_loop(src, dst)
-        self.plan_arena()
+
+    def _functions(self) -> str:
+        """The prelude, then one C function per segment (`gc_run`, or `gc_run_0`, ... around Python steps)."""
         head = [f"#include <stdint.h>\ntypedef {self.blas_int} gc_int;", _PRELUDE, self.vec_prelude()]
         body = self.lines[0]
         parts = re.split(r"@@SPLIT \d+@@", body)
@@ -870,25 +907,11 @@ class Generator:
 
     def vector_loop(self, group, inside, lays, names, stored, outs, scalar_body) -> bool:
         """A flat loop over W elements at a time (float types, contiguous or scalar operands), the rest scalar."""
-        if self.vec is None:
+        fit = self._vector_fit(group, lays)
+        if fit is None:
             return False
-        dt = np.dtype(group[-1].dtype)
-        if dt.kind != "f" or dt.itemsize not in (4, 8):
-            return False
-        if any(np.dtype(st.dtype) != dt or st.op_name not in self._VEC_FUNCS | self._VEC_OPS for st in group):
-            return False
-        if any(l.dtype != dt for l in lays):
-            return False
-        shape = group[-1].shape
-        strides = [_bcast(l, shape) if l.scalar is None else (0,) * len(shape) for l in lays]
-        sizes, st_ = _loops(shape, strides)
-        if len(sizes) != 1 or any(s[0] not in (0, dt.itemsize) for s in st_):
-            return False
-        n = sizes[0]
-        isa, nbytes = self.vec
-        w = nbytes // dt.itemsize
-        if n < w:
-            return False
+        dt, n, w, strides = fit
+        isa, nbytes = self.vec or ("", 0)
         T = ctype(dt)
         V = f"gc_v{w}{'d' if dt.itemsize == 8 else 'f'}"
         suffix = "" if dt.itemsize == 8 else "f"
@@ -897,45 +920,62 @@ class Generator:
         L.append("    {")
         L.append("        long i0 = 0;")
         L.append(f"        for (; i0 + {w} <= {n}L; i0 += {w}) {{")
-
-        def vload(j):
-            l, s = lays[j], st_[j][0]
-            if l.scalar is not None:
-                return f"(({V}){{0}} + {l.scalar})"
-            if s == 0:
-                return f"(({V}){{0}} + *(const {T} *){l.ptr()})"
-            return f"gc_load_{V}({l.ptr()} + i0 * {s}L)"
-
         for stp in group:
             ops = []
             for a in stp.args:
                 if isinstance(a, int) and a in inside:
                     ops.append(f"t{a}")
                 else:
-                    ops.append(vload(names[id(a) if isinstance(a, Const) else a]))
-            name = stp.op_name
-            if name in _BINARY_OPS:
-                e = f"({ops[0]} {_BINARY_OPS[name]} {ops[1]})"
-            elif name == "negative":
-                e = f"(-{ops[0]})"
-            elif name == "square":
-                e = f"({ops[0]} * {ops[0]})"
-            elif name in ("identity", "stop_gradient"):
-                e = ops[0]
-            else:
-                e = f"_ZGV{isa}N{w}v_{name}{suffix}({ops[0]})"
-                self.vec_used.add(("fn", name, V, isa, w, suffix))
-            L.append(f"            const {V} t{stp.slot} = {e};")
-        for j, (stp, out) in enumerate(zip(stored, outs)):
+                    j = names[id(a) if isinstance(a, Const) else a]
+                    ops.append(_vector_operand(lays[j], strides[j][0], V, T))
+            L.append(f"            const {V} t{stp.slot} = {self._vector_expr(stp.op_name, ops, V, isa, w, suffix)};")
+        for stp, out in zip(stored, outs):
             L.append(f"            gc_store_{V}({out.ptr()} + i0 * {dt.itemsize}L, t{stp.slot});")
         L.append("        }")
         L.append(f"        for (; i0 < {n}L; i0++) {{")
-        offs = [f"i0 * {s[0]}L" if s[0] else "0" for s in st_]
+        offs = [f"i0 * {s[0]}L" if s[0] else "0" for s in strides]
         for line in scalar_body(offs):
             L.append("            " + line)
         L.append("        }")
         L.append("    }")
         return True
+
+    def _vector_fit(self, group, lays) -> tuple | None:
+        """(dtype, elements, elements per vector, operands' strides) where the group can run as one flat vector
+        loop: vectors available, one float type throughout, ops libmvec or C's operators cover, operands contiguous
+        or scalar over a single loop of at least one vector's length; else None."""
+        if self.vec is None:
+            return None
+        dt = np.dtype(group[-1].dtype)
+        if dt.kind != "f" or dt.itemsize not in (4, 8):
+            return None
+        if any(np.dtype(st.dtype) != dt or st.op_name not in self._VEC_FUNCS | self._VEC_OPS for st in group):
+            return None
+        if any(l.dtype != dt for l in lays):
+            return None
+        shape = group[-1].shape
+        strides = [_bcast(l, shape) if l.scalar is None else (0,) * len(shape) for l in lays]
+        sizes, st_ = _loops(shape, strides)
+        if len(sizes) != 1 or any(s[0] not in (0, dt.itemsize) for s in st_):
+            return None
+        n = sizes[0]
+        w = self.vec[1] // dt.itemsize
+        if n < w:
+            return None
+        return dt, n, w, st_
+
+    def _vector_expr(self, name: str, ops: list[str], V: str, isa: str, w: int, suffix: str) -> str:
+        """The vector expression of one step: C's operators on GCC vectors, or libmvec's W-wide function."""
+        if name in _BINARY_OPS:
+            return f"({ops[0]} {_BINARY_OPS[name]} {ops[1]})"
+        if name == "negative":
+            return f"(-{ops[0]})"
+        if name == "square":
+            return f"({ops[0]} * {ops[0]})"
+        if name in ("identity", "stop_gradient"):
+            return ops[0]
+        self.vec_used.add(("fn", name, V, isa, w, suffix))
+        return f"_ZGV{isa}N{w}v_{name}{suffix}({ops[0]})"
 
     def vec_prelude(self) -> str:
         out = []
@@ -1432,6 +1472,15 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
+def _vector_operand(lay: Layout, stride: int, V: str, T: str) -> str:
+    """A vector of W operand elements at i0: a scalar or one element broadcast, else W contiguous elements."""
+    if lay.scalar is not None:
+        return f"(({V}){{0}} + {lay.scalar})"
+    if stride == 0:
+        return f"(({V}){{0}} + *(const {T} *){lay.ptr()})"
+    return f"gc_load_{V}({lay.ptr()} + i0 * {stride}L)"
+
+
 def _comment(text: str) -> str:
     return text.replace("*/", "* /").replace("\n", " ")
 
@@ -1458,40 +1507,63 @@ class CEvaluator:
         try:
             gen = self._generate(lowered, _vector_isa())
         except Unsupported as e:
-            ops = sorted({st.op_name for st in lowered.steps if _unknown(st)}) or [str(e)]
-            self.fallback_reason = f"the C backend does not translate {', '.join(ops)} ({e})"
-            _warn_once(
-                "ops:" + ",".join(ops),
-                f"graphcompiler: {self.fallback_reason}; this program runs on the NumPy evaluator",
-            )
-            return self._to_numpy()
-        if self.nan_check:
-            self.fallback_reason = "nan_check runs on the NumPy evaluator (it checks every step's value)"
-            return self._to_numpy()
-        if lowered.memory_budget is not None and gen.arena_bytes > lowered.arena_bytes:
-            # the compiler's buffer plan fits the budget; C's own arena is planned from its fused loops and
-            # is usually smaller, but where it is not, the budget wins over native speed
-            self.fallback_reason = (
-                f"under memory_budget, C's arena ({gen.arena_bytes} bytes) would exceed the compiler's budgeted "
-                f"plan ({lowered.arena_bytes} bytes): this program runs on the NumPy evaluator"
-            )
+            return self._untranslated(lowered, e)
+        reason = self._numpy_reason(lowered, gen)
+        if reason is not None:
+            self.fallback_reason = reason
             return self._to_numpy()
         try:
             tc = toolchain()
-            try:
-                path, self.flags = build_program(tc["cc"], self.source or "")
-            except CompileError:
-                if not gen.vec_used:
-                    raise
-                gen = self._generate(lowered, None)  # without libmvec's vector functions
-                path, self.flags = build_program(tc["cc"], self.source or "")
+            gen, path = self._compile(lowered, gen, tc["cc"])
         except CompileError as e:
             self.fallback_reason = str(e)
             _warn_once(
                 "cc:" + str(e)[:200], f"graphcompiler: backend 'c' is unavailable: {e}; running on the NumPy evaluator"
             )
             return self._to_numpy()
-        lib = ctypes.CDLL(path)
+        self._bind(ctypes.CDLL(path), gen, tc)
+        self.path = path
+        self._record_layout(lowered, gen)
+        self._pool = [self._arena()]
+        return self
+
+    def _untranslated(self, lowered: LoweredProgram, e: Unsupported) -> "CEvaluator":
+        """The generator refused the program: say which ops once, and run it on the NumPy evaluator."""
+        ops = sorted({st.op_name for st in lowered.steps if _unknown(st)}) or [str(e)]
+        self.fallback_reason = f"the C backend does not translate {', '.join(ops)} ({e})"
+        _warn_once(
+            "ops:" + ",".join(ops),
+            f"graphcompiler: {self.fallback_reason}; this program runs on the NumPy evaluator",
+        )
+        return self._to_numpy()
+
+    def _numpy_reason(self, lowered: LoweredProgram, gen: Generator) -> str | None:
+        """Why a translated program still runs on the NumPy evaluator (nan_check, the memory budget), or None."""
+        if self.nan_check:
+            return "nan_check runs on the NumPy evaluator (it checks every step's value)"
+        if lowered.memory_budget is not None and gen.arena_bytes > lowered.arena_bytes:
+            # the compiler's buffer plan fits the budget; C's own arena is planned from its fused loops and
+            # is usually smaller, but where it is not, the budget wins over native speed
+            return (
+                f"under memory_budget, C's arena ({gen.arena_bytes} bytes) would exceed the compiler's budgeted "
+                f"plan ({lowered.arena_bytes} bytes): this program runs on the NumPy evaluator"
+            )
+        return None
+
+    def _compile(self, lowered: LoweredProgram, gen: Generator, cc: str) -> tuple[Generator, str]:
+        """The shared object's path (and the generator of its source): where the compiler refuses libmvec's
+        vector functions, the program is generated again without them."""
+        try:
+            path, self.flags = build_program(cc, self.source or "")
+        except CompileError:
+            if not gen.vec_used:
+                raise
+            gen = self._generate(lowered, None)  # without libmvec's vector functions
+            path, self.flags = build_program(cc, self.source or "")
+        return gen, path
+
+    def _bind(self, lib: Any, gen: Generator, tc: dict) -> None:
+        """The library's entry points: gc_init given the BLAS, then gc_run (or one gc_run_i per C segment)."""
         lib.gc_init.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         lib.gc_init(*tc["blas"][:2])
         self._lib = lib
@@ -1500,26 +1572,33 @@ class CEvaluator:
         else:
             self._fn = None
             self._fns = [ctypes.cast(getattr(lib, f"gc_run_{i}"), ctypes.c_void_p).value for i in range(gen.n_segments)]
-            n_leaves = len(lowered.leaves)
-
-            def where(lay):
-                kind, k = lay.base
-                if kind == "arena":
-                    return ("arena", gen.allocs[k][3] + lay.offset, lay)
-                return (kind, k if kind == "leaf" else k - n_leaves, lay)
-
-            self._py = [
-                (st, [(a[0], a[1] if a[0] == "const" else where(a[1])) for a in args], where(out))
-                for st, args, out, _ in gen.py_steps
-            ]
-            ops = sorted({st.op_name for st, *_ in gen.py_steps})
-            self.numpy_steps = ops
-            _warn_once(
-                "hybrid:" + ",".join(ops),
-                f"graphcompiler: the C backend runs {', '.join(ops)} through NumPy kernels between C segments",
-            )
+            self._bind_python_steps(gen)
         self._call = tc["call"]
-        self.path = path
+
+    def _bind_python_steps(self, gen: Generator) -> None:
+        """Where each step run by NumPy between two C segments finds its arguments and writes its value."""
+        n_leaves = len(self.lowered.leaves)
+
+        def where(lay):
+            kind, k = lay.base
+            if kind == "arena":
+                return ("arena", gen.allocs[k][3] + lay.offset, lay)
+            return (kind, k if kind == "leaf" else k - n_leaves, lay)
+
+        self._py = [
+            (st, [(a[0], a[1] if a[0] == "const" else where(a[1])) for a in args], where(out))
+            for st, args, out, _ in gen.py_steps
+        ]
+        ops = sorted({st.op_name for st, *_ in gen.py_steps})
+        self.numpy_steps = ops
+        _warn_once(
+            "hybrid:" + ",".join(ops),
+            f"graphcompiler: the C backend runs {', '.join(ops)} through NumPy kernels between C segments",
+        )
+
+    def _record_layout(self, lowered: LoweredProgram, gen: Generator) -> None:
+        """What each run needs: the leaves' dtypes and sizes (checked by the call helper), the arena and its
+        constants, the result arrays to allocate, and whether the call releases the GIL."""
         meta = gen.leaf_meta
         self._spec = np.array(
             [
@@ -1531,9 +1610,8 @@ class CEvaluator:
         self._leaf_meta = [meta[s] for s in lowered.leaves]
         self._arena_bytes = gen.arena_bytes
         self._consts = [(gen.allocs[i][3], v) for i, v in gen.consts]
-        n_leaves = len(lowered.leaves)
         outs = []  # (shape, dtype) of each result array C writes
-        for k, r in enumerate(lowered.results):
+        for r in lowered.results:
             if isinstance(r, Const):
                 outs.append(((), np.dtype(np.asarray(r.value).dtype)))
             else:
@@ -1544,8 +1622,6 @@ class CEvaluator:
         self._const_results = {k: r.value for k, r in enumerate(lowered.results) if isinstance(r, Const)}
         flops = sum(int(np.prod(st.shape, dtype=np.int64)) for st in lowered.steps)
         self._nogil = flops > 20000
-        self._pool = [self._arena()]
-        return self
 
     def _generate(self, lowered, vec):
         gen = Generator(lowered, vec)

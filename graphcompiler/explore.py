@@ -102,48 +102,23 @@ def explore_inline(
 
 
 def _page_data(subject: Any, program: Any, values: Mapping[Any, Any] | None) -> dict:
+    """The page's JSON: one record per node (what it is, its links, its formulas and value, its place in the
+    program) and the steps to play through (the program's schedule, or forward then backward)."""
     from . import viz
 
     nodes: list[Node] = list(subject.nodes)
     ids = {n: f"n{k}" for k, n in enumerate(nodes)}  # the ids viz.to_dot gives (show="all")
     kinds = viz.classify(nodes)
-    consumers: dict[Node, list[Node]] = {n: [] for n in nodes}
-    for n in nodes:
-        for x in n.inputs:
-            if x in consumers and n not in consumers[x]:
-                consumers[x].append(n)
+    consumers = _consumers(nodes)
     computed = _values(nodes, values) if values is not None else {}
     entries = _grad_table_entries(nodes)
-    leaves_size, textbook_size = _expansion_sizes(nodes)
+    sizes = _expansion_sizes(nodes)
     budget = FORMULA_BUDGET
     plan = subject.plan
     records = []
     for n in nodes:
-        rec: dict[str, Any] = {
-            "id": ids[n],
-            "name": n.name,
-            "op": n.op.name,
-            "shape": fmt_shape(n.shape),
-            "dtype": str(n.dtype),
-            "attrs": {k: _short(v) for k, v in n.attrs.items()},
-            "kind": kinds.get(n, ""),
-            "gradient": bool(n.is_gradient),
-            "inputs": [ids[x] for x in n.inputs if x in ids],
-            "consumers": [ids[c] for c in consumers[n]],
-        }
-        if n.origin is not None and n.origin[0] in ids:
-            v, i = n.origin
-            rec["origin"] = {"node": ids[v], "index": i, "input": ids.get(v.inputs[i]) if i < len(v.inputs) else None}
-        if n in entries:
-            rec["entry_of"] = ids.get(entries[n][1])
-        form: Literal["leaves", "textbook"] = "textbook" if n.is_gradient else "leaves"
-        size = (textbook_size if n.is_gradient else leaves_size)[n]
-        if size <= FORMULA_TERMS and size <= budget:
-            budget -= size
-            rec["formula"] = _mathml(n, form)
-        if n.is_gradient and leaves_size[n] <= min(FORMULA_TERMS, budget):
-            budget -= leaves_size[n]
-            rec["formula_leaves"] = _mathml(n, "leaves")
+        rec = _node_record(n, ids, kinds, consumers, entries)
+        budget = _add_formulas(rec, n, sizes, budget)
         if n in computed:
             rec["value"] = _describe_value(computed[n])
         if plan is not None:
@@ -160,6 +135,54 @@ def _page_data(subject: Any, program: Any, values: Mapping[Any, Any] | None) -> 
     else:
         data["steps"] = _forward_steps(nodes, ids) + _backward_steps(nodes, ids, entries, consumers)
     return data
+
+
+def _consumers(nodes: list[Node]) -> dict[Node, list[Node]]:
+    """Each node's readers among `nodes`, each once, in the order of the nodes."""
+    consumers: dict[Node, list[Node]] = {n: [] for n in nodes}
+    for n in nodes:
+        for x in n.inputs:
+            if x in consumers and n not in consumers[x]:
+                consumers[x].append(n)
+    return consumers
+
+
+def _node_record(n: Node, ids: dict, kinds: dict, consumers: dict, entries: dict) -> dict[str, Any]:
+    """What the side panel shows of a node and where it links to: its op, shape, inputs and readers, and on a
+    gradient node the forward input its bprop made it for and the gradient table entry it feeds."""
+    rec: dict[str, Any] = {
+        "id": ids[n],
+        "name": n.name,
+        "op": n.op.name,
+        "shape": fmt_shape(n.shape),
+        "dtype": str(n.dtype),
+        "attrs": {k: _short(v) for k, v in n.attrs.items()},
+        "kind": kinds.get(n, ""),
+        "gradient": bool(n.is_gradient),
+        "inputs": [ids[x] for x in n.inputs if x in ids],
+        "consumers": [ids[c] for c in consumers[n]],
+    }
+    if n.origin is not None and n.origin[0] in ids:
+        v, i = n.origin
+        rec["origin"] = {"node": ids[v], "index": i, "input": ids.get(v.inputs[i]) if i < len(v.inputs) else None}
+    if n in entries:
+        rec["entry_of"] = ids.get(entries[n][1])
+    return rec
+
+
+def _add_formulas(rec: dict[str, Any], n: Node, sizes: tuple[dict, dict], budget: int) -> int:
+    """The node's formula as MathML (a gradient in textbook form, also in its leaves), each only where its
+    expansion is small and the page's budget of terms allows; returns the budget left."""
+    leaves_size, textbook_size = sizes
+    form: Literal["leaves", "textbook"] = "textbook" if n.is_gradient else "leaves"
+    size = (textbook_size if n.is_gradient else leaves_size)[n]
+    if size <= FORMULA_TERMS and size <= budget:
+        budget -= size
+        rec["formula"] = _mathml(n, form)
+    if n.is_gradient and leaves_size[n] <= min(FORMULA_TERMS, budget):
+        budget -= leaves_size[n]
+        rec["formula_leaves"] = _mathml(n, "leaves")
+    return budget
 
 
 def _short(v: Any, limit: int = 80) -> Any:

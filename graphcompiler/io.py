@@ -62,6 +62,7 @@ MAX_ATTR_ITEMS = 64  # entries of a tuple attribute (axes, a reshape target, an 
 MAX_INT = 2**62  # |int| in attributes and dims: a product of dims stays in int64
 
 NODE_KEYS = ("name", "op", "inputs", "shape", "dtype", "attrs", "is_gradient", "origin")
+_NODE_FIELDS = frozenset(NODE_KEYS) | {"value"}  # the fields a node record may have
 VALUE_KEYS = ("dtype", "shape", "data")
 TOP_KEYS = ("format", "version", "name", "nodes")
 
@@ -503,34 +504,10 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
     at = f"{where}: node {i}"
     if not isinstance(rec, dict):
         raise GraphFileError(f"{at}: a node must be a JSON object, got a {_json_type(rec)}")
-    name = rec.get("name")
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
-        raise GraphFileError(
-            f'{at}, field "name": must be a non-empty string of at most {MAX_NAME} characters, got {_short(name)}'
-        )
-    if name in by_name:
-        raise GraphFileError(
-            f'{at}, field "name": the name {name!r} is already used by node {by_name[name].index}; names must be unique'
-        )
+    name = _check_name(rec.get("name"), at, by_name)
     at = f"{where}: node {i} {name!r}"
-    missing = [k for k in NODE_KEYS if k not in rec]
-    if missing:
-        raise GraphFileError(f"{at}: missing field(s) {', '.join(map(repr, missing))}")
-    extra = sorted(set(rec) - set(NODE_KEYS) - {"value"})
-    if extra:
-        raise GraphFileError(f"{at}: unknown field(s) {', '.join(map(repr, extra))}")
-
-    opname = rec["op"]
-    if not isinstance(opname, str) or opname not in OPS:
-        close = (
-            difflib.get_close_matches(opname, list(OPS), n=1) if isinstance(opname, str) and len(opname) <= 100 else []
-        )  # difflib is quadratic
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise GraphFileError(
-            f'{at}, field "op": {_short(opname)} is not an op of this graphcompiler'
-            f"{hint}; only the ops of gc.OPS can be loaded (an op of your own: "
-            "gc.register_op(cls) before loading)"
-        )
+    _check_fields(rec, at)
+    opname = _check_op(rec["op"], at)
     at = f"{where}: node {i} {name!r} ({opname})"
     cls = OPS[opname]
 
@@ -553,18 +530,62 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
     if not isinstance(is_gradient, bool):
         raise GraphFileError(f'{at}, field "is_gradient": must be true or false, got {_short(is_gradient)}')
     origin = _check_origin(rec["origin"], at, is_gradient, by_name)
+    value = _check_value(rec, opname, at, shape, dtype, lim, total)
+    return _Spec(i, name, opname, inputs, shape, dtype, attrs, is_gradient, origin, value)
 
-    value = None
+
+def _check_name(name: Any, at: str, by_name: dict) -> str:
+    """A node's "name": a non-empty string of at most MAX_NAME characters that no earlier node has."""
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+        raise GraphFileError(
+            f'{at}, field "name": must be a non-empty string of at most {MAX_NAME} characters, got {_short(name)}'
+        )
+    if name in by_name:
+        raise GraphFileError(
+            f'{at}, field "name": the name {name!r} is already used by node {by_name[name].index}; names must be unique'
+        )
+    return name
+
+
+def _check_fields(rec: dict, at: str) -> None:
+    """A node record has every field of NODE_KEYS and no other but "value"."""
+    missing = [k for k in NODE_KEYS if k not in rec]
+    if missing:
+        raise GraphFileError(f"{at}: missing field(s) {', '.join(map(repr, missing))}")
+    extra = sorted(rec.keys() - _NODE_FIELDS)
+    if extra:
+        raise GraphFileError(f"{at}: unknown field(s) {', '.join(map(repr, extra))}")
+
+
+def _check_op(opname: Any, at: str) -> str:
+    """A node's "op": the name of an op in gc.OPS (the error suggests the closest name)."""
+    if not isinstance(opname, str) or opname not in OPS:
+        close = (
+            difflib.get_close_matches(opname, list(OPS), n=1) if isinstance(opname, str) and len(opname) <= 100 else []
+        )  # difflib is quadratic
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise GraphFileError(
+            f'{at}, field "op": {_short(opname)} is not an op of this graphcompiler'
+            f"{hint}; only the ops of gc.OPS can be loaded (an op of your own: "
+            "gc.register_op(cls) before loading)"
+        )
+    return opname
+
+
+def _check_value(
+    rec: dict, opname: str, at: str, shape: tuple, dtype: np.dtype, lim: dict, total: list
+) -> np.ndarray | None:
+    """A node's optional "value": a parameter's (optional) or a constant's (required) array; no other op has one."""
     if opname in ("parameter", "constant"):
         raw = rec.get("value")
         if raw is None:
             if opname == "constant":
                 raise GraphFileError(f'{at}, field "value": a constant needs its value')
-        else:
-            value = _check_array(raw, f'{at}, field "value"', shape, dtype, lim, total)
-    elif "value" in rec:
+            return None
+        return _check_array(raw, f'{at}, field "value"', shape, dtype, lim, total)
+    if "value" in rec:
         raise GraphFileError(f'{at}, field "value": only parameters and constants hold a value')
-    return _Spec(i, name, opname, inputs, shape, dtype, attrs, is_gradient, origin, value)
+    return None
 
 
 def _check_dims(dims: Any, at: str, *, allow_none: bool) -> tuple:

@@ -1093,28 +1093,13 @@ def _getitem(self: Node, index):
     if not any(_is_array_index(it) for it in items):
         return _basic_getitem(self, index)
     fname = f"indexing {self.name!r}"
-    for it in items:
-        if isinstance(it, Node) and it.dtype == bool:
-            raise ShapeError(
-                f"{fname} with the boolean node {it.name!r} ({it.op.name}, shape {fmt_shape(it.shape)}): the "
-                "number of selected elements depends on run-time values, so the result has no static shape; "
-                "use numpy.where(mask, x, 0) (and a sum), or a constant NumPy boolean mask"
-            )
-    expanded: list = []
-    for it in items:
-        if isinstance(it, (np.ndarray, list)) and np.asarray(it).dtype == bool:
-            mask = np.asarray(it)  # a constant mask: its selection is known now
-            dims = self.shape[len(expanded) : len(expanded) + mask.ndim]
-            if any(d is not None and d != m for d, m in zip(dims, mask.shape)):
-                raise ShapeError(
-                    f"{fname}: the boolean mask of shape {fmt_shape(mask.shape)} does not match "
-                    f"the indexed dimensions {fmt_shape(dims)} of shape {fmt_shape(self.shape)}"
-                )
-            expanded.extend(np.nonzero(mask))
-        elif isinstance(it, list):
-            expanded.append(np.asarray(it))
-        else:
-            expanded.append(it)
+    _refuse_boolean_nodes(items, fname)
+    expanded = _expand_masks(self, items, fname)
+    taken = sum(it is not None and it is not Ellipsis for it in expanded)  # axes the items index
+    if taken > self.ndim:
+        raise ShapeError(
+            f"{fname}: too many indices ({taken}) for a value of rank {self.ndim}, shape {fmt_shape(self.shape)}"
+        )
     pos = [k for k, it in enumerate(expanded) if _is_array_index(it)]
     others_full = all(isinstance(it, slice) and it == slice(None) for k, it in enumerate(expanded) if k not in pos)
     if (
@@ -1123,19 +1108,56 @@ def _getitem(self: Node, index):
         and pos == list(range(pos[0], pos[-1] + 1))
         and not any(isinstance(expanded[k], Node) for k in pos)
     ):
-        # several arrays over consecutive axes: reshape those axes into one and index it with a flat index
-        axis, arrays = pos[0], [np.asarray(expanded[k]) for k in pos]
-        dims = _static(self, fname, dims=range(axis, axis + len(arrays)))
-        for a, d in zip(arrays, dims):
-            if a.dtype.kind not in "iu" or (a.size and (a.max() >= d or a.min() < -d)):
-                raise ShapeError(f"{fname}: index array {a!r} does not index an axis of size {d}")
-        arrays = [np.where(a < 0, a + d, a) for a, d in zip(arrays, dims)]
-        flat = np.ravel_multi_index(tuple(np.broadcast_arrays(*arrays)), dims).astype(np.int64)
-        shape = tuple(self.shape[:axis]) + (int(np.prod(dims)),) + tuple(self.shape[axis + len(arrays) :])
-        merged = _gc("reshape", fname)(self, tuple(-1 if d is None else d for d in shape))
-        rest = expanded[pos[-1] + 1 :]
-        return _basic_getitem(merged, tuple(expanded[:axis]) + (flat,) + tuple(rest))
+        return _index_consecutive_arrays(self, expanded, pos, fname)
     return _basic_getitem(self, tuple(expanded) if len(expanded) > 1 else expanded[0])
+
+
+def _refuse_boolean_nodes(items: tuple, fname: str) -> None:
+    """A boolean node as an index selects a number of elements known only at run time: refused."""
+    for it in items:
+        if isinstance(it, Node) and it.dtype == bool:
+            raise ShapeError(
+                f"{fname} with the boolean node {it.name!r} ({it.op.name}, shape {fmt_shape(it.shape)}): the "
+                "number of selected elements depends on run-time values, so the result has no static shape; "
+                "use numpy.where(mask, x, 0) (and a sum), or a constant NumPy boolean mask"
+            )
+
+
+def _expand_masks(x: Node, items: tuple, fname: str) -> list:
+    """The index items with each constant boolean mask replaced by its integer indices (np.nonzero, one array
+    per masked axis) and lists made arrays."""
+    expanded: list = []
+    for it in items:
+        if isinstance(it, (np.ndarray, list)) and np.asarray(it).dtype == bool:
+            mask = np.asarray(it)  # a constant mask: its selection is known now
+            dims = x.shape[len(expanded) : len(expanded) + mask.ndim]
+            if any(d is not None and d != m for d, m in zip(dims, mask.shape)):
+                raise ShapeError(
+                    f"{fname}: the boolean mask of shape {fmt_shape(mask.shape)} does not match "
+                    f"the indexed dimensions {fmt_shape(dims)} of shape {fmt_shape(x.shape)}"
+                )
+            expanded.extend(np.nonzero(mask))
+        elif isinstance(it, list):
+            expanded.append(np.asarray(it))
+        else:
+            expanded.append(it)
+    return expanded
+
+
+def _index_consecutive_arrays(x: Node, expanded: list, pos: list[int], fname: str) -> Node:
+    """Several constant integer arrays over consecutive axes (at positions `pos`, every other item `:`): those
+    axes reshaped into one, indexed with one flat index."""
+    axis, arrays = pos[0], [np.asarray(expanded[k]) for k in pos]
+    dims = _static(x, fname, dims=range(axis, axis + len(arrays)))
+    for a, d in zip(arrays, dims):
+        if a.dtype.kind not in "iu" or (a.size and (a.max() >= d or a.min() < -d)):
+            raise ShapeError(f"{fname}: index array {a!r} does not index an axis of size {d}")
+    arrays = [np.where(a < 0, a + d, a) for a, d in zip(arrays, dims)]
+    flat = np.ravel_multi_index(tuple(np.broadcast_arrays(*arrays)), dims).astype(np.int64)
+    shape = tuple(x.shape[:axis]) + (int(np.prod(dims)),) + tuple(x.shape[axis + len(arrays) :])
+    merged = _gc("reshape", fname)(x, tuple(-1 if d is None else d for d in shape))
+    rest = expanded[pos[-1] + 1 :]
+    return _basic_getitem(merged, tuple(expanded[:axis]) + (flat,) + tuple(rest))
 
 
 def _array(self, dtype=None, copy=None):

@@ -118,7 +118,9 @@ def _number(v):
 
 
 def _leaf_term(node: Node) -> Term:
-    if node.op.name == "constant" and (node.is_gradient or is_auto_named(node)):
+    """A leaf's Term: unnamed constants as numbers (or a matrix of numbers), anything else as its symbol. A
+    compiled program's folded constants live outside the graph: they stay symbols named after their node."""
+    if node.op.name == "constant" and (node.is_gradient or is_auto_named(node)) and node in node.graph._values:
         value = np.asarray(node.graph._values[node])
         if value.ndim == 0 or value.size and np.all(value == value.flat[0]):
             return Term(node.shape, _number(value.flat[0] if value.size else 0), {})
@@ -233,8 +235,28 @@ def _rule_fits(n: Node) -> bool:
     return bool(getattr(n.op, "sympy_any_rank", False)) or getattr(type(n.op), "to_sympy", None) is elementwise_to_sympy
 
 
+def _inputs_first(root: Node, keep: Callable[[Node], bool]) -> list[Node]:
+    """The nodes root reads (not past kept ones), each after its inputs: a depth-first post-order. Not the
+    nodes' index order: a compiled program's stand-in nodes share the index of the graph node they replace."""
+    order: list[Node] = []
+    seen: set[Node] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        n, inputs_done = stack.pop()
+        if inputs_done:
+            order.append(n)
+            continue
+        if n in seen:
+            continue
+        seen.add(n)
+        stack.append((n, True))
+        if not keep(n):
+            stack.extend((x, False) for x in reversed(n.inputs) if x not in seen)
+    return order
+
+
 def _terms(root: Node, form: Form, max_size: int = MAX_SIZE, intermediates: dict | None = None) -> Term:
-    """The Term of root, built once per node in index order (a DAG walk, never a tree walk).
+    """The Term of root, built once per node, inputs first (a DAG walk, never a tree walk).
 
     A value read more than once whose expression has grown past SHARE_SIZE nodes is kept as a symbol
     named after its node (an intermediate; its definition goes into `intermediates` when given), so a
@@ -254,7 +276,7 @@ def _terms(root: Node, form: Form, max_size: int = MAX_SIZE, intermediates: dict
                 stack.append(x)
     terms: dict[Node, Term] = {}
     memo: dict = {}
-    for n in sorted(need, key=lambda n: n.index):
+    for n in _inputs_first(root, keep):
         if keep(n):
             terms[n] = of_matrix(n.shape, symbol_of(n))
         elif n.is_leaf:

@@ -570,7 +570,13 @@ def elementwise(node_or_shape, fn: Callable, *terms: Term) -> Term:
     env = {}
     for t in ts:
         env.update(t.env)
-    return Term(shape, fn(*[t.body for t in ts]), env)
+    bodies = [t.body for t in ts]
+    try:
+        return Term(shape, fn(*bodies), env)
+    except TypeError:  # arithmetic on a bool (x * [z > 0], as NumPy allows): the bool as its 0/1 indicator
+        if not any(_is_bool(b) for b in bodies):
+            raise
+        return Term(shape, fn(*[indicator(b) if _is_bool(b) else b for b in bodies]), env)
 
 
 def indicator(cond):

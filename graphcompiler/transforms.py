@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, overload
+from typing import Any, Callable, Iterable, Sequence, overload
 
 import numpy as np
 
@@ -260,11 +260,27 @@ def jvp(outputs: Node | Sequence[Node], inputs: Node | Sequence[Node], tangents:
     per output, u = build_grad(sum_k <y_k, U_k>, x) and build_grad(<u, v>, [U_1, ...]) gives every J_k v.
     """
     from .autodiff import build_grad
-    from .ops import elementwise as E, reduce as R, shape as S
+    from .ops import elementwise as E, shape as S
 
     ys, _ = _as_list(outputs)
     xs, _ = _as_list(inputs)
     vs, _ = _as_list(tangents)
+    _check_jvp_args(ys, xs, vs)
+    graph = ys[0].graph
+    Us = [S.zeros_like(y, name=graph._unique_name(f"jvp_cotangent/{y.name}")) for y in ys]
+    if len(ys) == 1:  # u = U^T J: one VJP seeded with U
+        vjp = build_grad(ys[0], xs, seed=Us[0], disconnected="zero")
+    else:  # u = sum_k U_k^T J_k: one VJP for all outputs
+        vjp = build_grad(_inner(zip(ys, Us)), xs, disconnected="zero")
+    inner = _inner((vjp[x], v) for x, v in zip(xs, vs))  # <u, v>, linear in U
+    table = build_grad(inner, Us, disconnected="zero")  # d<u, v>/dU_k = J_k v
+    out = [E.identity(table[U], name=graph._unique_name(f"jvp({y.name})")) for y, U in zip(ys, Us)]
+    _check_linear(out, Us)
+    return out
+
+
+def _check_jvp_args(ys: list, xs: list, vs: list) -> None:
+    """One tangent node per input, of its shape; at least one input and one output; floating outputs only."""
     if len(xs) != len(vs):
         raise GraphCompilerError(f"jvp: {len(xs)} inputs but {len(vs)} tangents; give one tangent per input")
     if not xs or not ys:
@@ -282,32 +298,24 @@ def jvp(outputs: Node | Sequence[Node], inputs: Node | Sequence[Node], tangents:
                 f"jvp: the tangent {v.name!r} has shape {fmt_shape(v.shape)} but its input "
                 f"{x.name!r} ({x.op.name}) has shape {fmt_shape(x.shape)}; they must match"
             )
-    graph = ys[0].graph
     for y in ys:
         if y.dtype.kind != "f":
             raise GraphCompilerError(
                 f"jvp: output {y.name!r} ({y.op.name}) has dtype {y.dtype}; only floating "
                 "outputs have a Jacobian-vector product"
             )
-    Us = [S.zeros_like(y, name=graph._unique_name(f"jvp_cotangent/{y.name}")) for y in ys]
-    if len(ys) == 1:  # u = U^T J: one VJP seeded with U
-        vjp = build_grad(ys[0], xs, seed=Us[0], disconnected="zero")
-    else:  # u = sum_k U_k^T J_k: one VJP for all outputs
-        paired = None
-        for y, U in zip(ys, Us):
-            term = R.sum(E.multiply(y, U))
-            paired = term if paired is None else E.add(paired, term)
-        assert paired is not None  # ys has several outputs here
-        vjp = build_grad(paired, xs, disconnected="zero")
-    inner = None  # <u, v>, linear in U
-    for x, v in zip(xs, vs):
-        term = R.sum(E.multiply(vjp[x], v))
-        inner = term if inner is None else E.add(inner, term)
-    assert inner is not None  # xs is not empty (checked above)
-    table = build_grad(inner, Us, disconnected="zero")  # d<u, v>/dU_k = J_k v
-    out = [E.identity(table[U], name=graph._unique_name(f"jvp({y.name})")) for y, U in zip(ys, Us)]
-    _check_linear(out, Us)
-    return out
+
+
+def _inner(pairs: Iterable[tuple[Node, Node]]) -> Node:
+    """sum_k <a_k, b_k> over the (a_k, b_k) pairs (at least one), as graph nodes."""
+    from .ops import elementwise as E, reduce as R
+
+    total = None
+    for a, b in pairs:
+        term = R.sum(E.multiply(a, b))
+        total = term if total is None else E.add(total, term)
+    assert total is not None  # callers pass at least one pair
+    return total
 
 
 def _check_linear(results: list[Node], Us: list[Node]) -> None:

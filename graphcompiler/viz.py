@@ -309,34 +309,15 @@ def to_dot(
         from .ops.control import unroll as _unroll
 
         what = _unroll(what, 16 if unroll is True else int(unroll))
-    if show not in ("all", "forward", "backward"):
-        raise GraphCompilerError(f"show must be 'all', 'forward' or 'backward', not {show!r}")
-    if rankdir not in ("LR", "RL", "TB", "BT"):
-        raise GraphCompilerError(f"rankdir must be 'LR', 'RL', 'TB' or 'BT', not {rankdir!r}")
-    import graphviz
-
+    _check_options(show, rankdir)
     subject = _subject(what)
     kinds = classify(subject.nodes)
     outputs = set(subject.outputs)
     visible, ctx = _visible(subject.nodes, show, context)
     layout = _Layout(visible, collapse)
-    visible_set, ctx_set, plan = layout.visible_set, set(ctx), subject.plan
+    ctx_set, plan = set(ctx), subject.plan
 
-    dot = graphviz.Digraph(name=_safe_name(subject.title), strict=False)
-    dot.attr(
-        "graph",
-        rankdir=rankdir,
-        fontname=FONT,
-        fontsize="12",
-        nodesep="0.2",
-        ranksep="0.3",
-        bgcolor="white",
-        pad="0.2",
-        newrank="true",
-    )
-    dot.attr("node", fontname=FONT, fontsize="11", margin="0.08,0.03", height="0.3", penwidth="1.2")
-    dot.attr("edge", fontname=FONT, fontsize="8", arrowsize="0.6", color=FORWARD_EDGE)
-
+    dot = _digraph(subject.title, rankdir)
     members = _emit_nodes(dot, layout, kinds, outputs, ctx_set, plan, group)
     anchors = layout.anchored if align and not layout.collapsed else {}
     _emit_edges(dot, layout, kinds, ctx_set, anchors, align, edge_shapes)
@@ -350,19 +331,60 @@ def to_dot(
 
     heading = f"<B>{_esc(title if title is not None else subject.title)}</B>"
     if legend:
-        used = {kinds[n] for n in visible if n not in ctx_set}
-        ops = {
-            n.op.name
-            if n.op.name in ("input", "parameter", "constant")
-            else ("backward" if n.is_gradient else "forward")
-            for n in visible
-        }
-        if any(is_optimizer_state(n) for n in visible):
-            ops.add("optimizer state")
-        dashed = any(kinds[n] == PARAMS_BACKWARD and any(x in visible_set for x in n.inputs) for n in visible)
-        heading = _legend(heading, used, ops, bool(outputs & visible_set), bool(ctx), provenance, dashed, plan)
+        drawn_outputs = bool(outputs & layout.visible_set)
+        heading = _legend_of(heading, layout, kinds, ctx_set, drawn_outputs, provenance, plan)
     dot.attr("graph", label=f"<{heading}>", labelloc="t", labeljust="l")
     return dot
+
+
+def _check_options(show: Show, rankdir: str) -> None:
+    if show not in ("all", "forward", "backward"):
+        raise GraphCompilerError(f"show must be 'all', 'forward' or 'backward', not {show!r}")
+    if rankdir not in ("LR", "RL", "TB", "BT"):
+        raise GraphCompilerError(f"rankdir must be 'LR', 'RL', 'TB' or 'BT', not {rankdir!r}")
+
+
+def _digraph(title: str, rankdir: str) -> graphviz.Digraph:
+    """An empty picture with the house style: fonts, spacing, a white background, forward-colored edges."""
+    import graphviz
+
+    dot = graphviz.Digraph(name=_safe_name(title), strict=False)
+    dot.attr(
+        "graph",
+        rankdir=rankdir,
+        fontname=FONT,
+        fontsize="12",
+        nodesep="0.2",
+        ranksep="0.3",
+        bgcolor="white",
+        pad="0.2",
+        newrank="true",
+    )
+    dot.attr("node", fontname=FONT, fontsize="11", margin="0.08,0.03", height="0.3", penwidth="1.2")
+    dot.attr("edge", fontname=FONT, fontsize="8", arrowsize="0.6", color=FORWARD_EDGE)
+    return dot
+
+
+def _legend_of(
+    heading: str,
+    layout: _Layout,
+    kinds: dict[Node, str],
+    ctx_set: set[Node],
+    outputs: bool,
+    provenance: bool,
+    plan: "_Plan | None",
+) -> str:
+    """The heading with the legend of what this picture draws: the kinds and ops of its nodes, the marks."""
+    visible, visible_set = layout.visible, layout.visible_set
+    used = {kinds[n] for n in visible if n not in ctx_set}
+    ops = {
+        n.op.name if n.op.name in ("input", "parameter", "constant") else ("backward" if n.is_gradient else "forward")
+        for n in visible
+    }
+    if any(is_optimizer_state(n) for n in visible):
+        ops.add("optimizer state")
+    dashed = any(kinds[n] == PARAMS_BACKWARD and any(x in visible_set for x in n.inputs) for n in visible)
+    return _legend(heading, used, ops, outputs, bool(ctx_set), provenance, dashed, plan)
 
 
 def _visible(nodes: list[Node], show: Show, context: bool) -> tuple[list[Node], list[Node]]:

@@ -348,6 +348,15 @@ def test_integer_array_indexing():
     np.testing.assert_array_equal(got[1], X[:, [3, 1]])
 
 
+def test_too_many_array_indices_is_a_shape_error():
+    g = gc.Graph()
+    y = g.input("y", shape=(None, 5))
+    with pytest.raises(gc.ShapeError, match=r"too many indices \(3\) for a value of rank 2, shape \(None, 5\)"):
+        y[:, [0, 4], [1, 2]]
+    assert [n.name for n in g.nodes] == ["y"]  # nothing added
+    assert y[:, [0, 4]].shape == (None, 2)
+
+
 # -- refusals ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("make", [lambda x: np.asarray(x), lambda x: np.array(x), lambda x: float(x[0, 0]),

@@ -508,3 +508,29 @@ def test_presentation_mathml_writes_the_matrices_where_the_bodies_read_them():
     assert "<mi>softmax_cross_entropy</mi>" in mathml(gc.to_sympy(L, form="leaves"), printer="presentation")
     conv = mathml(gc.to_sympy(c), printer="presentation")
     assert conv == "<mrow><mi>X</mi><mo>&#8727;</mo><mi>K</mi></mrow>", conv
+
+
+def test_a_programs_stand_in_nodes_export_inputs_first():
+    """A compiled program's nodes (stand-ins such as L~1, L~2 share the index of the graph node they replace)
+    export: the walk visits each node after its inputs, whatever their indices."""
+    from graphcompiler.symbolic import _inputs_first
+
+    g = gc.Graph()
+    x = g.input("x", shape=(None, 4))
+    y = g.input("y", shape=(None,), dtype="int64")
+    W1 = g.parameter("W1", np.full((4, 5), 0.1))
+    W2 = g.parameter("W2", np.full((5, 3), 0.1))
+    o = gc.matmul(gc.relu(gc.matmul(x, W1), name="h"), W2, name="o")
+    J = gc.add(gc.softmax_cross_entropy(o, y, name="L"), 0.01 * gc.sum(W1 * W1), name="J")
+    grads = gc.build_grad(J, [W1, W2])
+    prog = gc.compile([J, grads[W1], grads[W2]])
+    nodes = gc.viz._subject(prog).nodes  # the program's own nodes, as its picture and the explorer show them
+    shared: dict = {}
+    for n in nodes:
+        shared.setdefault(n.index, []).append(n)
+    assert any(len(v) > 1 for v in shared.values())  # stand-ins that share an index exist (L~1, L~2)
+    for n in nodes:
+        order = _inputs_first(n, lambda m: False)
+        where = {m: k for k, m in enumerate(order)}
+        assert order[-1] is n and all(where[i] < where[m] for m in order for i in m.inputs)
+        gc.to_sympy(n, form="leaves")
