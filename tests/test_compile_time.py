@@ -97,3 +97,75 @@ def test_compile_time_script_reports_every_pass():
     rows = {line.split()[0] for line in out.splitlines()[2:] if line.strip()}
     assert {"build_grad", "prune", "simplify", "schedule", "plan", "lower", "load", "compile", "total"} <= rows
     assert "growth x2" in out
+
+
+def _rule_graphs():
+    """Graphs on which every rule of simplify.LOOKS_FOR fires at least once (and some on which none do)."""
+    g = gc.Graph("rules")
+    x = g.input("x", shape=(4, 3))
+    y = g.input("y", shape=(4, 3))
+    labels = g.input("labels", shape=(4,), dtype="int64")
+    mask = x > y
+    outs = [
+        x * 1.0,
+        x + 0.0,
+        x - 0.0,
+        0.0 - x,
+        x / 1.0,
+        2.0 * (3.0 * x),
+        x + (-y),
+        (-x) + y,
+        x - (-y),
+        y * gc.astype(mask, "float64"),
+        gc.build_grad(gc.softmax_cross_entropy(x, labels), [x])[x],  # softmax(x) - OneHot(labels)
+        gc.broadcast_to(gc.sum(x, axis=0), (4, 3)) * y,
+        -(-x),
+        -(2.0 * x),
+        gc.log(gc.softmax(x, axis=0)),
+        gc.log(gc.exp(x)),
+        gc.log(1.0 + gc.exp(y)),
+        gc.log(gc.sum(gc.exp(x), axis=1)),
+        gc.tanh(x) * gc.sin(y) - gc.cos(x) / gc.exp(y),
+    ]
+    feeds = {"x": np.linspace(-1, 1, 12).reshape(4, 3), "y": np.linspace(2, 1, 12).reshape(4, 3)}
+    return outs, {**feeds, "labels": np.arange(4) % 3}
+
+
+def test_rule_gates_change_nothing_simplify_does(monkeypatch):
+    from graphcompiler.compiler import simplify as S
+
+    outs, feeds = _rule_graphs()
+    gated = gc.compile(outs)
+    fired = set(gated.stats["rewrites"])
+    assert {r.__name__ for r in S.LOOKS_FOR} <= fired | {"fold"}, sorted({r.__name__ for r in S.LOOKS_FOR} - fired)
+    monkeypatch.setattr(S, "LOOKS_FOR", {})  # every rule tried on every node of its op
+    plain = gc.compile(outs)
+    assert plain.stats["rewrites"] == gated.stats["rewrites"]
+    assert [s.op for s in plain.schedule] == [s.op for s in gated.schedule]
+    for a, b in zip(plain.run(feeds), gated.run(feeds)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_rule_fires_only_on_the_inputs_it_looks_for(monkeypatch):
+    from graphcompiler.compiler import simplify as S
+
+    seen = []
+    for name, rules in S.RULES.items():
+        wrapped = []
+        for rule in rules:
+            looks = S.LOOKS_FOR.get(rule)
+
+            def check(n, ctx, rule=rule, looks=looks):
+                new = rule(n, ctx)
+                if new is not None and looks is not None:
+                    seen.append(rule.__name__)
+                    assert any(x.op.name in looks for x in n.inputs), (rule.__name__, n)
+                return new
+
+            check.__name__ = rule.__name__
+            wrapped.append(check)
+        monkeypatch.setitem(S.RULES, name, wrapped)
+    monkeypatch.setattr(S, "LOOKS_FOR", {})
+    outs, feeds = _rule_graphs()
+    gc.compile(outs).run(feeds)
+    assert len(set(seen)) >= 12

@@ -391,6 +391,29 @@ SHAPE_RULES: dict[str, list[Rule]] = {
     "zeros_like": [zeros_fold],
 }
 
+# The inputs a rule can fire on, by their op's name ("constant": a constant input): a rule listed here returns
+# None unless one of the node's inputs is such a node. When every rule of an op is listed, the driver tries
+# them only on the nodes that have such an input (most products and differences of a big gradient have none).
+LOOKS_FOR: dict[Rule, frozenset[str]] = {
+    times_one: frozenset({"constant"}),
+    plus_zero: frozenset({"constant"}),
+    minus_zero: frozenset({"constant"}),
+    zero_minus: frozenset({"constant"}),
+    over_one: frozenset({"constant"}),
+    scale_scale: frozenset({"constant"}),
+    add_neg: frozenset({"negative"}),
+    sub_neg: frozenset({"negative"}),
+    mask_multiply: frozenset({"astype"}),
+    minus_one_hot: frozenset({"one_hot"}),
+    absorb_broadcast: frozenset({"broadcast_to", "broadcast_like", "constant"}),
+    neg_neg: frozenset({"negative"}),
+    neg_scaled: frozenset({"multiply"}),
+    log_of_softmax: frozenset({"softmax"}),
+    log_exp: frozenset({"exp"}),
+    log_one_plus: frozenset({"add"}),
+    log_sum_exp: frozenset({"sum"}),
+}
+
 
 # -- the driver ---------------------------------------------------------------------------------
 
@@ -521,12 +544,25 @@ def rule_table(shapes: bool) -> dict[str, list[Rule]]:
     return table
 
 
+def input_gate(rules: list[Rule]) -> frozenset[str] | None:
+    """The input op names one of which a node needs for any of `rules` to fire (LOOKS_FOR), or None when a
+    rule may fire on any node of its op."""
+    names: set[str] = set()
+    for rule in rules:
+        looks = LOOKS_FOR.get(rule)
+        if looks is None:
+            return None
+        names |= looks
+    return frozenset(names)
+
+
 class _Rewriter:
     """One simplify call's state: the rules, the folding budget, and the values met so far (for merging)."""
 
     def __init__(self, ctx: Context, table: dict[str, list[Rule]]):
         self.ctx = ctx
         self.table = table
+        self.gates = {name: input_gate(rules) for name, rules in table.items()}  # (LOOKS_FOR)
         self.budget = FoldBudget()
         self.seen: dict[tuple, Node] = {}  # (op, inputs) -> node: common subexpressions
         self.consts: dict[tuple, Node] = {}  # small constants by value
@@ -574,7 +610,7 @@ class _Rewriter:
             new, rule_name = fold_constant(m, ctx, self.budget), "fold"
             if new is None:
                 rules = self.table.get(m.op.name)
-                if not rules:
+                if not rules or not self.may_fire(m):
                     return m
                 new, rule_name = self.rewrite(m, rules)
                 if new is None:
@@ -585,6 +621,16 @@ class _Rewriter:
                 new = ctx.rebuild(new, ins)
             m = new
         return m
+
+    def may_fire(self, m: Node) -> bool:
+        """Whether some rule of m's op can fire on m: always, unless they all look for inputs m lacks."""
+        gate = self.gates[m.op.name]
+        if gate is None:
+            return True
+        for x in m.inputs:
+            if x.op.name in gate:
+                return True
+        return False
 
     def rewrite(self, m: Node, rules: list[Rule]) -> tuple[Node | None, str]:
         """The first rule's replacement of m (of m's exact shape and dtype) and the rule's name, or None."""
