@@ -32,9 +32,10 @@ def lower(
 ) -> tuple[LoweredProgram, list[Node]]:
     """The LoweredProgram of a buffer plan, and the graph nodes of its leaves (in the order of `leaves`)."""
     slot, leaf_nodes, leaf_slots, leaf_kinds, leaf_specs = _leaves(nodes, ctx)
-    for n in plan.order:
-        slot[n] = len(slot)
-    steps = _steps(plan, slot, ctx)
+    first = len(slot)  # step k of the schedule writes slot first + k
+    for k, n in enumerate(plan.order):
+        slot[n] = first + k
+    steps = _steps(plan, slot, first, ctx)
     results, copy = _results(plan, roots, slot, ctx, n_outputs)
     lowered = LoweredProgram(
         steps,
@@ -70,7 +71,7 @@ def _leaves(nodes: Sequence[Node], ctx: Context) -> tuple[dict[Node, int], list,
     return slot, leaf_nodes, leaf_slots, leaf_kinds, leaf_specs
 
 
-def _steps(plan: "BufferPlan", slot: dict[Node, int], ctx: Context) -> tuple[LoweredStep, ...]:
+def _steps(plan: "BufferPlan", slot: dict[Node, int], first: int, ctx: Context) -> tuple[LoweredStep, ...]:
     """One LoweredStep per step of the schedule: its kernel, arguments, `out=`, frees and names."""
     values = plan.values
     drops = _frees(plan, slot)
@@ -107,7 +108,7 @@ def _steps(plan: "BufferPlan", slot: dict[Node, int], ctx: Context) -> tuple[Low
                 op.name,
                 fn,
                 tuple(args),
-                slot[n],
+                first + k,
                 n.shape,
                 n.dtype,
                 out,

@@ -64,10 +64,9 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True, inp
     inplace=False keeps every input intact through its last step (nan_check reads the inputs after it).
     """
     outputs = set(keep)
-    values = _live_ranges(order, outputs, reuse)
+    values, vs = _live_ranges(order, outputs, reuse)
     if reuse and inplace:
         _outputs_over_dying_inputs(order, values, outputs)
-    vs = [values[n] for n in order]
     for v in reversed(vs):  # a root lives as long as its views
         if v.kind == "view" and v.root is not None:
             r = values[v.root]
@@ -89,10 +88,11 @@ def plan_buffers(order: list[Node], keep: list[Node], *, reuse: bool = True, inp
     return BufferPlan(order, values, buffers, live, peak, peak_step, resident, offsets)
 
 
-def _live_ranges(order: list[Node], outputs: set, reuse: bool) -> dict[Node, Value]:
-    """Each step's Value: its kind, the steps reading it, and its own last read (outputs: the end)."""
-    end = len(order)
+def _live_ranges(order: list[Node], outputs: set, reuse: bool) -> tuple[dict[Node, Value], list[Value]]:
+    """Each step's Value (by node, and in the order of the steps): its kind, the steps reading it, and its own
+    last read (outputs: the end)."""
     values: dict[Node, Value] = {}
+    vs: list[Value] = []
     get = values.get
     for k, n in enumerate(order):
         ins = n.inputs
@@ -104,6 +104,7 @@ def _live_ranges(order: list[Node], outputs: set, reuse: bool) -> dict[Node, Val
         else:
             v = Value(n, "fresh", k, root=n)
         values[n] = v
+        vs.append(v)
         ins = value_inputs(n)
         if len(ins) == 2 and ins[0] is not ins[1]:  # (the common cases first: this runs once per step)
             for x in ins:
@@ -115,9 +116,13 @@ def _live_ranges(order: list[Node], outputs: set, reuse: bool) -> dict[Node, Val
                 xv = get(x)
                 if xv is not None:
                     xv.readers.append(k)
-    for n, v in values.items():  # readers were added in step order
-        v.last = end if n in outputs else v.readers[-1] if v.readers else v.first
-    return values
+    for v in vs:  # readers were added in step order
+        v.last = v.readers[-1] if v.readers else v.first
+    for n in outputs:
+        out = get(n)
+        if out is not None:
+            out.last = len(order)
+    return values, vs
 
 
 def _outputs_over_dying_inputs(order: list[Node], values: dict[Node, Value], outputs: set) -> None:
