@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -108,17 +108,21 @@ def _depending_on(standins: list[Node], made: list[Node]) -> set[Node]:
     return variant
 
 
-def _variant_ancestors(outs: list[Node], variant: set[Node]) -> set[Node]:
-    """The variant nodes the outputs are computed from: the nodes the body graph computes."""
-    need: set[Node] = set()
-    stack = [o for o in outs if o in variant]
+def _walk_back(start: Iterable[Node], inputs_of: Callable[[Node], Iterable[Node]]) -> set[Node]:
+    """The nodes reached from `start` by following `inputs_of` (start included)."""
+    seen: set[Node] = set()
+    stack = list(start)
     while stack:
         n = stack.pop()
-        if n in need:
-            continue
-        need.add(n)
-        stack.extend(x for x in n.inputs if x in variant)
-    return need
+        if n not in seen:
+            seen.add(n)
+            stack.extend(inputs_of(n))
+    return seen
+
+
+def _variant_ancestors(outs: list[Node], variant: set[Node]) -> set[Node]:
+    """The variant nodes the outputs are computed from: the nodes the body graph computes."""
+    return _walk_back((o for o in outs if o in variant), lambda n: (x for x in n.inputs if x in variant))
 
 
 def _folded_constants(made: list[Node], variant: set[Node], frame: dict[Node, Node]) -> set[Node]:
@@ -200,14 +204,10 @@ def _hoist_invariants(
     traced nodes are removed from `graph` and those the body captured are made again there, in order.
     Returns `captured` with each of them replaced by its new node."""
     made_set = set(made)
-    hoist: set[Node] = set()
-    stack = [c for c in captured if c in made_set]
-    while stack:
-        n = stack.pop()
-        if n in hoist:
-            continue
-        hoist.add(n)
-        stack.extend(t for t in (frame.get(x, x) for x in n.inputs) if t in made_set)
+    hoist = _walk_back(
+        (c for c in captured if c in made_set),
+        lambda n: (t for t in (frame.get(x, x) for x in n.inputs) if t in made_set),
+    )
     keep = [(n, n.op, n.inputs, n.dtype, n.shape, n.name, graph._values.get(n)) for n in made if n in hoist]
     graph._truncate(mark)
     remade: dict[Node, Node] = {}
