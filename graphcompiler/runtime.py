@@ -135,13 +135,7 @@ class NumpyEvaluator:
     def _loop(self, lowered: LoweredProgram, outs: list) -> Callable:
         template: list = [None] * lowered.n_slots  # the values of a run's start: constants appended
         plan = _loop_plan(lowered, outs, template)
-        results = []
-        for r in lowered.results:
-            if isinstance(r, Const):
-                template.append(r.value)
-                results.append(len(template) - 1)
-            else:
-                results.append(r)
+        results = [_slot_of(template, r) for r in lowered.results]
         copy = [c or isinstance(r, Const) for r, c in zip(lowered.results, lowered.copy)]
         leaf_slots = lowered.leaves
         evaluator = self
@@ -218,6 +212,14 @@ class NumpyEvaluator:
             values[out] = result
 
 
+def _slot_of(template: list, a: Any) -> int:
+    """The slot a run reads `a` from: a constant is appended to `template` (the values a run starts from)."""
+    if isinstance(a, Const):
+        template.append(a.value)
+        return len(template) - 1
+    return a
+
+
 def _loop_plan(lowered: LoweredProgram, outs: list, template: list) -> list[tuple]:
     """One tuple per step for NumpyEvaluator's loop: (code, kernel, a, b, out, slot, kw, frees).
 
@@ -225,15 +227,10 @@ def _loop_plan(lowered: LoweredProgram, outs: list, template: list) -> list[tupl
     5: any other call, arguments in the slots a (with out= in kw); 6: out= is the array of slot b. Constant
     arguments are appended to `template` (the values list a run starts from) and read from their slots.
     """
-    plan = []
+    plan: list[tuple] = []
     for st, out in zip(lowered.steps, outs):
-        slots = []
-        for a in st.args:
-            if isinstance(a, Const):
-                template.append(a.value)
-                slots.append(len(template) - 1)
-            else:
-                slots.append(a)
+        slots: list[Any] = [_slot_of(template, a) for a in st.args]
+        a: Any
         kw = dict(st.kw)
         if isinstance(out, OutSlot):
             plan.append((6, st.kernel, tuple(slots), out.slot, None, st.slot, kw, st.frees))
