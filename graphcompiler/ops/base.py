@@ -54,6 +54,7 @@ __all__ = [
     "size_of",
     "sp",
     "elementwise_to_sympy",
+    "undefined_to_sympy",
 ]
 
 
@@ -78,6 +79,14 @@ def elementwise_to_sympy(self: Op, node: Node, *terms: Any) -> Any:
 
     fn = type(self).sympy_fn
     return apply_undefined(node, *terms) if fn is None else elementwise(node, fn, *terms)
+
+
+def undefined_to_sympy(self: Op, node: Node, *terms: Any) -> Any:
+    """The SymPy rule of an op with no matrix-calculus form: an undefined function of its inputs named after
+    the op (its kernel evaluates it). An op block says so with `to_sympy = undefined_to_sympy`."""
+    from ..symbolic_terms import apply_undefined
+
+    return apply_undefined(node, *terms)
 
 
 # -- building nodes -------------------------------------------------------------------------

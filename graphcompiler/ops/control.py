@@ -33,7 +33,7 @@ from ..errors import (
     fmt_shape,
 )
 from ..graph import Graph, Node, service
-from .base import Op, apply
+from .base import Op, apply, undefined_to_sympy
 from .tracing import Traced, alias, inline, trace_body
 
 __all__ = ["cond", "scan", "while_loop"]
@@ -495,10 +495,7 @@ class Scan(Op):
     def vjp(self, node, x, y, g):
         return scan_vjp(self.body, node, x, y, g)
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)
+    to_sympy = undefined_to_sympy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1097,10 +1094,7 @@ class Cond(Op):
     def vjp(self, node, x, y, g):
         return cond_vjp(self.body, x, y, g)
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)
+    to_sympy = undefined_to_sympy
 
 
 def _cond_impl(pred: Node, true_fn: Callable, false_fn: Callable, *operands, name: str | None = None):
@@ -1363,10 +1357,7 @@ class While(Op):
             "a scan of at most N steps, which has a derivative)"
         )
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)
+    to_sympy = undefined_to_sympy
 
 
 def _while_loop_impl(

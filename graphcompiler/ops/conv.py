@@ -24,7 +24,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import DTypeError, ShapeError, fmt_shape
-from .base import Op, apply
+from .base import Op, apply, undefined_to_sympy
 
 IntOrTuple = int | tuple[int, ...]
 
@@ -335,10 +335,7 @@ class Conv2dInputGrad(_ConvAttrs):
         # <G, gx(g, w)> = <g, conv(G, w)>, so d/dw is the weight gradient of conv(G, w) at g
         return apply(WEIGHT_GRAD[self.nd](*self._conv_args(), w.shape[2:]), (g, g_out))
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -396,10 +393,7 @@ class Conv2dWeightGrad(_ConvAttrs):
             return apply(INPUT_GRAD[self.nd](*self._conv_args()), (g_out, g, x_in))
         return apply(CONV[self.nd](*self._conv_args()), (x_in, g))  # d/dg = conv(x, G)
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -522,10 +516,7 @@ class MaxPool2d(_PoolAttrs):
     def bprop(self, i, x, y, g):
         return apply(MaxPool2dGrad(self.kernel_size, self.stride, self.padding), (g, x[0]))
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -552,10 +543,7 @@ class MaxPool2dGrad(_PoolAttrs):
             return None  # the maxima do not move under a small change of x
         return apply(MaxPool2dGather(self.kernel_size, self.stride, self.padding), (g, x[1]))
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -587,10 +575,7 @@ class MaxPool2dGather(_PoolAttrs):
             return None
         return apply(MaxPool2dGrad(self.kernel_size, self.stride, self.padding), (g, x[1]))
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -613,10 +598,7 @@ class AvgPool2d(_PoolAttrs):
     def bprop(self, i, x, y, g):
         return apply(AvgPool2dGrad(self.kernel_size, self.stride, self.padding), (g, x[0]))
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -639,10 +621,7 @@ class AvgPool2dGrad(_PoolAttrs):
     def bprop(self, i, x, y, g):  # linear in g: its adjoint is the average pool
         return apply(AvgPool2d(self.kernel_size, self.stride, self.padding), (g,))
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 # -- the functions of gc ------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import DTypeError, GraphCompilerError, ShapeError, fmt_shape
-from .base import Op, apply, broadcast_shapes, normalize_axes, normalize_axis
+from .base import Op, apply, broadcast_shapes, normalize_axes, normalize_axis, undefined_to_sympy
 from . import shape as S
 
 
@@ -41,12 +41,6 @@ def _check_range(idx: np.ndarray, n: int, axis: int) -> None:
         raise IndexError(
             f"index {int(bad)} is out of range for axis {axis} of size {n} (indices must be in [{-n}, {n}))"
         )
-
-
-def _undefined(node, *args):
-    from ..symbolic_terms import apply_undefined
-
-    return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
 
 
 # -- stack ------------------------------------------------------------------------------------
@@ -78,7 +72,7 @@ class Stack(Op):
     def bprop(self, i, x, y, g):  # d stack: input i gets slice i of g
         return S.getitem(g, (slice(None),) * self.axis + (i,))
 
-    to_sympy = staticmethod(_undefined)
+    to_sympy = undefined_to_sympy
 
 
 # -- pad, flip, roll --------------------------------------------------------------------------
@@ -107,7 +101,7 @@ class Pad(Op):
         pw = self.pad_width
         return S.getitem(g, tuple(slice(pw[2 * k], -pw[2 * k + 1] or None) for k in range(g.ndim)))
 
-    to_sympy = staticmethod(_undefined)
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -126,7 +120,7 @@ class Flip(Op):
     def bprop(self, i, x, y, g):  # a flip is its own inverse
         return apply(Flip(self.axis), (g,))
 
-    to_sympy = staticmethod(_undefined)
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -148,7 +142,7 @@ class Roll(Op):
     def bprop(self, i, x, y, g):  # roll back by the same shift
         return apply(Roll(tuple(-s for s in self.shift), self.axis), (g,))
 
-    to_sympy = staticmethod(_undefined)
+    to_sympy = undefined_to_sympy
 
 
 # -- tile and repeat, with their summing derivatives ------------------------------------------
@@ -178,7 +172,7 @@ class Tile(Op):
     def bprop(self, i, x, y, g):  # every copy's gradient adds up
         return apply(TileSum(self.reps), (g, x[0]))
 
-    to_sympy = staticmethod(_undefined)
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -206,7 +200,7 @@ class TileSum(Op):
             return None
         return S.reshape_to(apply(Tile(self.reps), (g,)), x[0])
 
-    to_sympy = staticmethod(_undefined)
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -231,7 +225,7 @@ class Repeat(Op):
     def bprop(self, i, x, y, g):  # each run of n copies sums back
         return apply(RepeatSum(self.n, self.axis), (g,))
 
-    to_sympy = staticmethod(_undefined)
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -257,7 +251,7 @@ class RepeatSum(Op):
     def bprop(self, i, x, y, g):
         return apply(Repeat(self.n, self.axis), (g,))
 
-    to_sympy = staticmethod(_undefined)
+    to_sympy = undefined_to_sympy
 
 
 # -- diagonal and trace -----------------------------------------------------------------------
@@ -308,7 +302,7 @@ class Diagonal(Op):
     def bprop(self, i, x, y, g):  # g back onto the diagonal of zeros
         return apply(DiagonalScatter(self.offset, self.axis1, self.axis2), (g, x[0]))
 
-    to_sympy = staticmethod(_undefined)
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -337,7 +331,7 @@ class DiagonalScatter(Op):
             return None
         return S.sum_to(apply(Diagonal(self.offset, self.axis1, self.axis2), (g,)), x[0])
 
-    to_sympy = staticmethod(_undefined)
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -365,7 +359,7 @@ class Trace(Op):
 
         if node.inputs[0].ndim == 2 and self.offset == 0:
             return of_matrix((), sp.Trace(to_matrix(x)))  # tr(X)
-        return _undefined(node, x)
+        return undefined_to_sympy(self, node, x)
 
 
 # -- one_hot ------------------------------------------------------------------------------------
@@ -400,7 +394,7 @@ class OneHotDepth(Op):
             )
         return (labels[..., None] == np.arange(self.depth)).astype(self.dtype)
 
-    to_sympy = staticmethod(_undefined)  # integer labels: no bprop (undefined)
+    to_sympy = undefined_to_sympy  # integer labels: no bprop (undefined)
 
 
 @dataclass(frozen=True)
@@ -431,7 +425,7 @@ class EyeLike(Op):
         from ..symbolic_terms import _dim, of_matrix, sp
 
         if self.k:
-            return _undefined(node, x)
+            return undefined_to_sympy(self, node, x)
         return of_matrix(node.shape, sp.Identity(_dim(node.shape[0])))  # I_n (n: a run-time dim)
 
 
@@ -458,7 +452,7 @@ class Take(Op):
     def bprop(self, i, x, y, g):  # repeated indices accumulate
         return scatter_add(x[0], x[1], g, self.axis)
 
-    to_sympy = staticmethod(_undefined)
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -499,7 +493,7 @@ class ScatterAdd(Op):
             return None  # read for its shape only
         return take(g, x[1], self.axis)  # d scatter_add / d values = gather
 
-    to_sympy = staticmethod(_undefined)
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -533,7 +527,7 @@ class TakeAlongAxis(Op):
     def bprop(self, i, x, y, g):
         return apply(ScatterAddAlongAxis(self.axis), (x[0], x[1], g))
 
-    to_sympy = staticmethod(_undefined)
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -577,7 +571,7 @@ class ScatterAddAlongAxis(Op):
             return None
         return apply(TakeAlongAxis(self.axis), (g, x[1]))
 
-    to_sympy = staticmethod(_undefined)
+    to_sympy = undefined_to_sympy
 
 
 # -- the public functions -------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import DTypeError, ShapeError, fmt_shape
-from .base import Op, apply, broadcast_shapes, normalize_axes, normalize_axis, float_dtype
+from .base import Op, apply, broadcast_shapes, float_dtype, normalize_axes, normalize_axis, undefined_to_sympy
 from . import elementwise as E
 from . import reduce as R
 from . import shape as S
@@ -101,10 +101,7 @@ class Softmax(Op):
             out = part if out is None else E.add(out, part)
         return out
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -129,10 +126,7 @@ class LogSoftmax(Op):
         s = R.sum(g, axis=self.axis, keepdims=True)
         return E.subtract(g, E.multiply(E.exp(y), s))
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -156,10 +150,7 @@ class LogSumExp(Op):
         keep = (lambda v: v) if self.keepdims or not self.axis else (lambda v: S.expand_dims(v, self.axis))
         return E.multiply(keep(g), E.exp(E.subtract(x[0], keep(y))))
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -181,10 +172,7 @@ class OneHot(Op):
         np.put_along_axis(out, labels[..., None], 1, axis=-1)
         return out
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -212,10 +200,7 @@ class SoftmaxCrossEntropy(Op):
         diff = E.subtract(softmax(logits, -1), apply(OneHot(), (labels, logits)))
         return E.multiply(diff, E.divide(g, n))
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)

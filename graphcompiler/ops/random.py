@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import DTypeError, ShapeError, fmt_shape
-from .base import UNDEFINED, Op, apply, broadcast_shapes
+from .base import Op, UNDEFINED, apply, broadcast_shapes, undefined_to_sympy
 
 _U32 = np.uint32
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
@@ -133,12 +133,6 @@ def _float_dtype(dtype: str, what: str) -> None:
         raise DTypeError(f"{what} draws float32 or float64, not {dtype}")
 
 
-def _undefined(node, *args):
-    from ..symbolic_terms import apply_undefined
-
-    return apply_undefined(node, *args)  # no closed form: an undefined function of the key
-
-
 @dataclass(frozen=True)
 class RandomOp(Op):
     """A draw of `shape` from a key; with a second input (`like`), of that node's run-time shape instead."""
@@ -164,7 +158,7 @@ class RandomOp(Op):
     def grad(self, i, x, y, g):
         return UNDEFINED if i == 0 else None  # a key has no derivative; like gives a shape
 
-    to_sympy = staticmethod(_undefined)
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -221,7 +215,7 @@ class RandomBernoulli(Op):
         dtype = p.dtype if p.dtype in (np.float32, np.float64) else np.float64
         return uniform_bits(key, shape, dtype) < p
 
-    to_sympy = staticmethod(_undefined)
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -241,7 +235,7 @@ class RandomSplit(Op):
     def kernel(self, key):
         return split_keys(key, self.n)
 
-    to_sympy = staticmethod(_undefined)
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -271,7 +265,7 @@ class DropoutMask(Op):
     def grad(self, i, x, y, g):
         return UNDEFINED if i == 0 else None  # the mask does not depend on x's value
 
-    to_sympy = staticmethod(_undefined)
+    to_sympy = undefined_to_sympy
 
 
 def dropout(x, rate: float, key, name: str | None = None):

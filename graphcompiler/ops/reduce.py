@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .base import Op, apply, normalize_axes
+from .base import Op, apply, normalize_axes, undefined_to_sympy
 from . import elementwise as E
 from . import shape as S
 
@@ -97,10 +97,7 @@ class Max(Reduction):
         ties = sum(hit, axis=self.axis, keepdims=True)
         return E.multiply(hit, E.divide(self.keep(g), ties))
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 def _reduce(cls, x, axis, keepdims, name):

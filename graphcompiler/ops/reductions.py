@@ -16,7 +16,7 @@ from ..errors import ShapeError, fmt_shape
 from . import elementwise as E
 from . import reduce as R
 from . import shape as S
-from .base import Op, apply, normalize_axes, normalize_axis
+from .base import Op, apply, normalize_axes, normalize_axis, undefined_to_sympy
 from .reduce import Max, Reduction
 
 
@@ -42,10 +42,7 @@ class Prod(Reduction):
             gk = _times_others(us[k], axes[k], gk, self)
         return gk
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 def _times_others(u, a: int, g, op):
@@ -98,10 +95,7 @@ class Min(Reduction):
 
     bprop = Max.bprop  # the gradient goes to the minima, shared equally among ties (as max)
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 def _dof(op, x, dtype):
@@ -132,10 +126,7 @@ class Var(Reduction):
         scale = E.divide(E.multiply(self.keep(g), 2), _dof(self, a, g.dtype))
         return E.multiply(centred, scale)
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -158,10 +149,7 @@ class Std(Reduction):
         scale = E.divide(self.keep(g), E.multiply(self.keep(y), _dof(self, a, g.dtype)))
         return E.multiply(centred, scale)
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -186,10 +174,7 @@ class Cumsum(Op):
     def bprop(self, i, x, y, g):  # y_j = sum_{k<=j} x_k: dx_k = sum_{j>=k} g_j
         return apply(Cumsum(self.axis, not self.reverse), (g,))
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -216,10 +201,7 @@ class ArgMax(Op):
     def kernel(self, x):
         return np.argmax(x, axis=self.axis, keepdims=self.keepdims).astype(np.int64, copy=False)
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,17 @@ import numpy as np
 
 from ..errors import ShapeError, fmt_shape
 from ..graph import Node
-from .base import Op, apply, install, broadcast_shapes, is_static, normalize_axes, normalize_axis, size_of
+from .base import (
+    Op,
+    apply,
+    broadcast_shapes,
+    install,
+    is_static,
+    normalize_axes,
+    normalize_axis,
+    size_of,
+    undefined_to_sympy,
+)
 
 
 # -- reshape, transpose, expand/squeeze ------------------------------------------------------
@@ -436,10 +446,7 @@ class GetItem(Op):
     def bprop(self, i, x, y, g):
         return apply(ScatterLike(self.index), (g, x[0]))  # g placed into zeros of x's shape
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -462,10 +469,7 @@ class ScatterLike(Op):
     def bprop(self, i, x, y, g):
         return apply(GetItem(self.index), (g,))
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -503,10 +507,7 @@ class Concatenate(Op):
     def bprop(self, i, x, y, g):
         return apply(ConcatPart(self.axis, i), (g, *x))
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 @dataclass(frozen=True)
@@ -535,10 +536,7 @@ class ConcatPart(Op):
         parts = [g if k == self.part else zeros_like(l) for k, l in enumerate(x[1:])]
         return concatenate(parts, axis=self.axis)
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # no matrix-calculus form: an undefined function
+    to_sympy = undefined_to_sympy
 
 
 # -- the public functions -------------------------------------------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import DTypeError, ShapeError
 from . import elementwise as E
 from . import shape as S
-from .base import Op, apply, broadcast_shapes, sp
+from .base import Op, apply, broadcast_shapes, sp, undefined_to_sympy
 from .elementwise import Binary, Unary
 
 
@@ -237,10 +237,7 @@ class Round(Unary):
     ufunc: ClassVar = np.rint
     piecewise_constant: ClassVar[bool] = True
 
-    def to_sympy(self, node, *args):
-        from ..symbolic_terms import apply_undefined
-
-        return apply_undefined(node, *args)  # SymPy has no round-half-to-even: an undefined function
+    to_sympy = undefined_to_sympy  # SymPy has no round-half-to-even: an undefined function
 
 
 # -- mod and clip ---------------------------------------------------------------------------
