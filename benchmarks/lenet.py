@@ -22,12 +22,9 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS
     os.environ[_var] = "1"
 
 import argparse
-import gc as pygc
 import platform
 import re
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +35,7 @@ sys.path.insert(0, str(HERE.parent))
 import graphcompiler as gc
 from graphcompiler.demo_lenet import build_lenet, init_params, load_digit_images
 from graphcompiler.ops import conv as C
+from run import interleaved  # benchmarks/run.py: interleaved samples, median and min
 
 LR, LAM = 0.05, 1e-4
 BEGIN, END = "<!-- lenet-benchmark:begin -->", "<!-- lenet-benchmark:end -->"
@@ -189,23 +187,6 @@ def torch_setup(X, Y):
 
 
 # -- timing -------------------------------------------------------------------------------------------
-
-def interleaved(fns: dict, repeats: int, inner: int) -> dict:
-    for f in fns.values():
-        f()
-    samples = {k: [] for k in fns}
-    pygc.disable()
-    try:
-        for _ in range(repeats):
-            for k, f in fns.items():
-                t = time.perf_counter()
-                for _ in range(inner):
-                    f()
-                samples[k].append((time.perf_counter() - t) / inner)
-    finally:
-        pygc.enable()
-    return {k: {"median": statistics.median(v), "min": min(v)} for k, v in samples.items()}
-
 
 def check_same_step(batch: int, X, Y) -> float:
     """graphcompiler's SGD step and the handwritten one from the same start give the same parameters."""
