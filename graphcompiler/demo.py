@@ -98,20 +98,24 @@ def gradient_check(
     mlp: MLP, X: np.ndarray, y: np.ndarray, *, per_param: int = 3, eps: float = 1e-4, seed: int = 0
 ) -> GradCheck:
     """Compare a few entries of dJ/dW (the compiled gradient nodes) with (J(W + eps) - J(W - eps)) / 2 eps."""
+    return central_differences(mlp.graph, mlp.J, mlp.grads, [mlp.W1, mlp.W2], {"x": X, "y": y}, per_param, eps, seed)
+
+
+def central_differences(graph, J, grads, params, feeds: dict, per_param: int, eps: float, seed: int) -> GradCheck:
+    """`per_param` random entries of each compiled dJ/dp against (J(p + eps) - J(p - eps)) / 2 eps."""
     rng = np.random.default_rng(seed)
-    params = [mlp.W1, mlp.W2]
-    symbolic = compile([mlp.grads[p] for p in params]).run({"x": X, "y": y})
-    cost = compile([mlp.J])
+    symbolic = compile([grads[p] for p in params]).run(feeds)
+    cost = compile([J])
     entries = []
     for p, grad in zip(params, symbolic):
-        value = np.array(mlp.graph.value(p))
+        value = np.array(graph.value(p))
         for _ in range(per_param):
             idx = tuple(int(rng.integers(n)) for n in p.shape)
             plus, minus = value.copy(), value.copy()
             plus[idx] += eps
             minus[idx] -= eps
-            j_plus = float(cost.run({"x": X, "y": y, p: plus})[0])
-            j_minus = float(cost.run({"x": X, "y": y, p: minus})[0])
+            j_plus = float(cost.run({**feeds, p: plus})[0])
+            j_minus = float(cost.run({**feeds, p: minus})[0])
             entries.append((p.name, idx, float(grad[idx]), (j_plus - j_minus) / (2 * eps)))
     return GradCheck(entries)
 

@@ -24,6 +24,7 @@ from .demo import (
     _log_summary,
     _write_loss_curve,
     _write_pictures,
+    central_differences,
     load_digits_split,
     train_epochs,
 )
@@ -119,21 +120,7 @@ def gradient_check(
     net: LeNet, X: np.ndarray, y: np.ndarray, *, per_param: int = 2, eps: float = 1e-5, seed: int = 0
 ) -> GradCheck:
     """A few entries of every dJ/dparameter against central differences of J."""
-    rng = np.random.default_rng(seed)
-    symbolic = compile([net.grads[p] for p in net.params]).run({"x": X, "y": y})
-    cost = compile([net.J])
-    entries = []
-    for p, grad in zip(net.params, symbolic):
-        value = np.array(net.graph.value(p))
-        for _ in range(per_param):
-            idx = tuple(int(rng.integers(n)) for n in p.shape)
-            plus, minus = value.copy(), value.copy()
-            plus[idx] += eps
-            minus[idx] -= eps
-            j_plus = float(cost.run({"x": X, "y": y, p: plus})[0])
-            j_minus = float(cost.run({"x": X, "y": y, p: minus})[0])
-            entries.append((p.name, idx, float(grad[idx]), (j_plus - j_minus) / (2 * eps)))
-    return GradCheck(entries)
+    return central_differences(net.graph, net.J, net.grads, net.params, {"x": X, "y": y}, per_param, eps, seed)
 
 
 def run_lenet_demo(
