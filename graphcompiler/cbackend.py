@@ -418,6 +418,11 @@ def _loops(shape: tuple, strides_list: list) -> tuple[list, list]:
 
 # -- elementwise expressions ---------------------------------------------------------------------
 
+# ops the generator writes as strided views of their first input (no loop of their own)
+_VIEWS = frozenset(
+    {"reshape", "reshape_like", "transpose", "expand_dims", "squeeze", "broadcast_to", "broadcast_like", "getitem"}
+)
+
 _UNARY_F = {
     "sqrt": "sqrt",
     "exp": "exp",
@@ -1025,16 +1030,7 @@ class Generator:
         if fn is not None:
             fn(st, pos)
             return
-        if name in (
-            "reshape",
-            "reshape_like",
-            "transpose",
-            "expand_dims",
-            "squeeze",
-            "broadcast_to",
-            "broadcast_like",
-            "getitem",
-        ):
+        if name in _VIEWS:
             self.view(st, pos)
             return
         if (name in ("count", "zeros_like") or name in ELEMENTWISE) and self._all_const(st):
@@ -1746,19 +1742,5 @@ def _leaf_meta(lw: LoweredProgram) -> dict:
 def _unknown(st) -> bool:
     name = st.op_name
     return not (
-        name in ELEMENTWISE
-        or hasattr(Generator, "op_" + name)
-        or name
-        in (
-            "reshape",
-            "reshape_like",
-            "transpose",
-            "expand_dims",
-            "squeeze",
-            "broadcast_to",
-            "broadcast_like",
-            "getitem",
-            "count",
-            "zeros_like",
-        )
+        name in ELEMENTWISE or hasattr(Generator, "op_" + name) or name in _VIEWS or name in ("count", "zeros_like")
     )
