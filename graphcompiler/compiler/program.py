@@ -215,30 +215,11 @@ class Program:
                     for n in spec.leaf_nodes
                 ),
             )
-        values = self.graph._values
         if not self.updates:
-            try:
-                leaves = [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
-            except KeyError:
-                self._leaves(spec, fed)  # raises the FeedError
-            if self.nan_check:
-                check_leaves_finite(spec.leaf_nodes, leaves, fed)
-            results = spec.evaluator.run(leaves, **options) if options else spec.evaluator.run(leaves)
-            if spec.any_scalar:
-                results = [
-                    np.asarray(r) if s and isinstance(r, _NUMPY_LIKE) else r for r, s in zip(results, spec.scalar_out)
-                ]
-            return results
-        lock = self._update_lock
-        lock.acquire()  # read the parameters, compute, write: as if runs took turns
-        try:
-            try:
-                leaves = [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
-            except KeyError:
-                self._leaves(spec, fed)  # raises the FeedError
-            if self.nan_check:
-                check_leaves_finite(spec.leaf_nodes, leaves, fed)
-            results = spec.evaluator.run(leaves, **options) if options else spec.evaluator.run(leaves)
+            return self._scalars_as_arrays(spec, self._evaluate(spec, fed, options))
+        values = self.graph._values
+        with self._update_lock:  # read the parameters, compute, write: as if runs took turns
+            results = self._evaluate(spec, fed, options)
             k = len(self.outputs)
             for p, v in zip(self.updates, results[k:]):
                 stored = values.get(p)
@@ -246,11 +227,24 @@ class Program:
                     values[p] = np.array(v, dtype=p.dtype)
                 else:
                     stored[...] = v
-        finally:
-            lock.release()
-        outs = results[:k]
+        return self._scalars_as_arrays(spec, results[:k])
+
+    def _evaluate(self, spec: Any, fed: dict, options: dict) -> list:
+        """One run of the specialised program's evaluator on the feeds and the stored parameter values."""
+        values = self.graph._values
+        try:
+            leaves = [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
+        except KeyError:
+            self._leaves(spec, fed)  # raises the FeedError
+        if self.nan_check:
+            check_leaves_finite(spec.leaf_nodes, leaves, fed)
+        return spec.evaluator.run(leaves, **options) if options else spec.evaluator.run(leaves)
+
+    @staticmethod
+    def _scalars_as_arrays(spec: Any, outs: list) -> list:
+        """0-d outputs as NumPy arrays (an evaluator may give NumPy scalars), other results as they are."""
         if spec.any_scalar:
-            outs = [np.asarray(r) if s and isinstance(r, _NUMPY_LIKE) else r for r, s in zip(outs, spec.scalar_out)]
+            return [np.asarray(r) if s and isinstance(r, _NUMPY_LIKE) else r for r, s in zip(outs, spec.scalar_out)]
         return outs
 
     def _check_options(self, options: Mapping[str, Any]) -> None:
