@@ -107,8 +107,9 @@ def _dof(op, x, dtype):
 
 
 @dataclass(frozen=True)
-class Var(Reduction):
-    name: ClassVar[str] = "var"
+class _Spread(Reduction):
+    """var and std: a ddof, and a floating result (float64 for integer input, as NumPy)."""
+
     ddof: int = 0
 
     def __post_init__(self):
@@ -116,6 +117,11 @@ class Var(Reduction):
 
     def out_dtype(self, dtype):
         return dtype if dtype.kind == "f" else np.dtype("float64")
+
+
+@dataclass(frozen=True)
+class Var(_Spread):
+    name: ClassVar[str] = "var"
 
     def kernel(self, x):
         return np.var(x, axis=self.axis, keepdims=self.keepdims, ddof=self.ddof)
@@ -130,15 +136,8 @@ class Var(Reduction):
 
 
 @dataclass(frozen=True)
-class Std(Reduction):
+class Std(_Spread):
     name: ClassVar[str] = "std"
-    ddof: int = 0
-
-    def __post_init__(self):
-        _check_ddof(self.ddof, self.name)
-
-    def out_dtype(self, dtype):
-        return dtype if dtype.kind == "f" else np.dtype("float64")
 
     def kernel(self, x):
         return np.std(x, axis=self.axis, keepdims=self.keepdims, ddof=self.ddof)
