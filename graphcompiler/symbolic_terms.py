@@ -448,16 +448,19 @@ def _mathml_fenced(printer, parts, name: str | None = None):
 
 
 def _mathml_call(self, printer):
-    """An undefined function of an op in presentation MathML: name(args), or the book's a * b for a convolution."""
+    """An undefined function of an op in presentation MathML: name(args), or its operator between its
+    operands where the op has one (a convolution: a ∗ b)."""
     args = [printer._print(a) for a in _value_args(self.op, self.operands)]
-    if getattr(self, "latex_form", None) == "{0} \\ast {1}" and len(args) == 2:
-        row = printer.dom.createElement("mrow")
-        mo = printer.dom.createElement("mo")
-        mo.appendChild(printer.dom.createTextNode("\u2217"))
-        for part in (args[0], mo, args[1]):
-            row.appendChild(part)
-        return row
-    return _mathml_fenced(printer, args, self.op.name)
+    if self.infix is None:
+        return _mathml_fenced(printer, args, self.op.name)
+    row = printer.dom.createElement("mrow")
+    for k, part in enumerate(args):
+        if k:
+            mo = printer.dom.createElement("mo")
+            mo.appendChild(printer.dom.createTextNode(self.infix[1]))
+            row.appendChild(mo)
+        row.appendChild(part)
+    return row
 
 
 def _only_in_calls(expr, v) -> bool:
@@ -478,7 +481,7 @@ class OpMatrix(sp.MatrixExpr):
     op: Any = None
     in_meta: tuple = ()  # (shape, dtype) of each operand, to call the op's kernel
     out_ndim: int = 2
-    latex_form: str | None = None  # the book's notation, e.g. "{0} \\ast {1}" for a convolution
+    infix: tuple[str, str] | None = None  # the book's operator (LaTeX, MathML) between operands: X * W
 
     def __new__(cls, rows, cols, *operands):
         return sp.Basic.__new__(cls, sp.sympify(rows), sp.sympify(cols), *operands)
@@ -492,9 +495,9 @@ class OpMatrix(sp.MatrixExpr):
         return self.args[2:]
 
     def _latex(self, printer):
-        if self.latex_form is not None:
+        if self.infix is not None:
             operands = _value_args(self.op, self.operands)
-            return self.latex_form.format(*[printer.parenthesize(a, PRECEDENCE["Mul"], strict=True) for a in operands])
+            return f" {self.infix[0]} ".join(printer.parenthesize(a, PRECEDENCE["Mul"], strict=True) for a in operands)
         return _latex_call(self.op, self.operands, printer)
 
     def _sympystr(self, printer):
@@ -509,6 +512,7 @@ class OpFunction(sp.Function):
     op: Any = None
     in_meta: tuple = ()
     out_ndim: int = 0
+    infix: tuple[str, str] | None = None  # never set for a scalar op today; _mathml_call reads it
     is_commutative = True  # a number, though its arguments are matrices: it may scale a matrix
 
     @property
@@ -542,16 +546,16 @@ def _str_call(op, args, printer) -> str:
 _OP_CLASSES: dict[tuple, type] = {}
 
 
-def apply_undefined(node: Node, *terms: Term, latex: str | None = None) -> Term:
+def apply_undefined(node: Node, *terms: Term, infix: tuple[str, str] | None = None) -> Term:
     """node's op applied as an undefined function of its inputs' matrix forms (the rule for ops without one);
-    `latex` is the book's notation for it, a format string over the operands ("{0} \\ast {1}")."""
+    `infix` is the book's operator for it, as (LaTeX, MathML): (r"\\ast", "∗") writes a convolution X * W."""
     meta = tuple((tuple(x.shape), x.dtype.str) for x in node.inputs)
-    key = (node.op, meta, node.ndim, latex)
+    key = (node.op, meta, node.ndim, infix)
     cls = _OP_CLASSES.get(key)
     if cls is None:
         base = OpFunction if node.ndim == 0 else OpMatrix
-        attrs = {"op": node.op, "in_meta": meta, "out_ndim": node.ndim, "latex_form": latex}
-        if latex is not None:  # SymPy's printers read it: X * W is bracketed inside a product
+        attrs = {"op": node.op, "in_meta": meta, "out_ndim": node.ndim, "infix": infix}
+        if infix is not None:  # SymPy's printers read it: X * W is bracketed inside a product
             attrs["precedence"] = PRECEDENCE["Mul"]
         cls = _OP_CLASSES[key] = type(node.op.name, (base,), attrs)
     args = [to_matrix(t) for t in terms]

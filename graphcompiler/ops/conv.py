@@ -282,7 +282,7 @@ class Conv2d(_ConvAttrs):
     def to_sympy(self, node, *args):
         from ..symbolic_terms import apply_undefined
 
-        return apply_undefined(node, *args, latex=r"{0} \ast {1}")  # the books' X * W (evaluates by the kernel)
+        return apply_undefined(node, *args, infix=(r"\ast", "\u2217"))  # the books' X * W (evaluated by the kernel)
 
 
 @dataclass(frozen=True)
