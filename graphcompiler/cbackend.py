@@ -43,7 +43,9 @@ import numpy as np
 from .compiler.lowered import ALIGN, Const, LoweredProgram
 from .errors import ExecutionError, GraphCompilerError
 
-FLAGS = ("-O2", "-fPIC", "-shared", "-std=c99", "-fno-math-errno")  # never -ffast-math: NaN/inf must survive
+# never -ffast-math: NaN/inf must survive. A GNU standard, as C99 with trigraphs off (`??/` would be a backslash);
+# GNU modes allow contracting a * b + c into one FMA, which ISO modes do not: off, as NumPy rounds each op.
+FLAGS = ("-O2", "-fPIC", "-shared", "-std=gnu99", "-ffp-contract=off", "-fno-math-errno")
 # For programs, where the host allows: -O3 -march=native, and glibc's vector math (libmvec, glibc 2.35+ on
 # x86-64) declared SIMD-callable so that fused loops of sin/exp/tanh vectorise as NumPy's own loops do.
 NATIVE_FLAGS = ("-O3", "-march=native")
@@ -570,38 +572,46 @@ static inline T gc_sigmoid_##T(T a) { if (a >= 0) return (T)1 / ((T)1 + exp##S(-
     return e / ((T)1 + e); }
 GC_DEF(double, )
 GC_DEF(float, f)
-/* C (m x n, row-major, contiguous) = A (m x k) B (k x n), A and B by byte strides (one of them unit). */
+/* C (m x n, row-major, contiguous) = A (m x k) B (k x n), A and B by byte strides (one of them unit). Sizes and
+   strides are 64-bit; BLAS is called only where every size and leading dimension fits its integer (gc_int). */
+#define GC_FITS(x) ((int64_t)(gc_int)(x) == (int64_t)(x))
 #define GC_MM(T, NAME, GEMM) \
-static void NAME(int m, int n, int k, const char *a, long ra, long ca, const char *b, long rb, long cb, T *c) { \
+static void NAME(int64_t m, int64_t n, int64_t k, const char *a, int64_t ra, int64_t ca, const char *b, int64_t rb, \
+                 int64_t cb, T *c) { \
     if (m == 0 || n == 0) return; \
-    if (k == 0) { memset(c, 0, sizeof(T) * (size_t)m * n); return; } \
-    const long z = (long)sizeof(T); \
+    if (k == 0) { memset(c, 0, sizeof(T) * (size_t)m * (size_t)n); return; } \
+    const int64_t z = (int64_t)sizeof(T); \
     if (GEMM && (ca == z || k == 1 || ra == z || m == 1) && (cb == z || n == 1 || rb == z || k == 1)) { \
-        char ta, tb; gc_int lda, ldb, m_ = m, n_ = n, k_ = k; T one = 1, zero = 0; \
-        if (ca == z || k == 1) { ta = 'N'; lda = (m == 1) ? k : (int)(ra / z); if (lda < k) lda = k; } \
-        else { ta = 'T'; lda = (k == 1) ? m : (int)(ca / z); if (lda < m) lda = m; } \
-        if (cb == z || n == 1) { tb = 'N'; ldb = (k == 1) ? n : (int)(rb / z); if (ldb < n) ldb = n; } \
-        else { tb = 'T'; ldb = (n == 1) ? k : (int)(cb / z); if (ldb < k) ldb = k; } \
-        GEMM(&tb, &ta, &n_, &m_, &k_, &one, (void *)b, &ldb, (void *)a, &lda, &zero, c, &n_); \
-        return; \
+        char ta, tb; int64_t lda, ldb; \
+        if (ca == z || k == 1) { ta = 'N'; lda = (m == 1) ? k : ra / z; if (lda < k) lda = k; } \
+        else { ta = 'T'; lda = (k == 1) ? m : ca / z; if (lda < m) lda = m; } \
+        if (cb == z || n == 1) { tb = 'N'; ldb = (k == 1) ? n : rb / z; if (ldb < n) ldb = n; } \
+        else { tb = 'T'; ldb = (n == 1) ? k : cb / z; if (ldb < k) ldb = k; } \
+        if (GC_FITS(m) && GC_FITS(n) && GC_FITS(k) && GC_FITS(lda) && GC_FITS(ldb)) { \
+            gc_int m_ = (gc_int)m, n_ = (gc_int)n, k_ = (gc_int)k, lda_ = (gc_int)lda, ldb_ = (gc_int)ldb; \
+            T one = 1, zero = 0; \
+            GEMM(&tb, &ta, &n_, &m_, &k_, &one, (void *)b, &ldb_, (void *)a, &lda_, &zero, c, &n_); \
+            return; \
+        } \
     } \
-    for (int i = 0; i < m; i++) { \
-        T *ci = c + (size_t)i * n; \
-        for (int j = 0; j < n; j++) ci[j] = 0; \
-        for (int p = 0; p < k; p++) { \
+    for (int64_t i = 0; i < m; i++) { \
+        T *ci = c + (size_t)i * (size_t)n; \
+        for (int64_t j = 0; j < n; j++) ci[j] = 0; \
+        for (int64_t p = 0; p < k; p++) { \
             T av = *(const T *)(a + i * ra + p * ca); \
             const char *bp = b + p * rb; \
-            for (int j = 0; j < n; j++) ci[j] += av * *(const T *)(bp + j * cb); \
+            for (int64_t j = 0; j < n; j++) ci[j] += av * *(const T *)(bp + j * cb); \
         } \
     } \
 }
 GC_MM(float, gc_mm_float, gc_sgemm)
 GC_MM(double, gc_mm_double, gc_dgemm)
 #define GC_MMI(T) \
-static void gc_mm_##T(int m, int n, int k, const char *a, long ra, long ca, const char *b, long rb, long cb, T *c) { \
-    for (int i = 0; i < m; i++) for (int j = 0; j < n; j++) { T s = 0; \
-        for (int p = 0; p < k; p++) s += *(const T *)(a + i * ra + p * ca) * *(const T *)(b + p * rb + j * cb); \
-        c[(size_t)i * n + j] = s; } \
+static void gc_mm_##T(int64_t m, int64_t n, int64_t k, const char *a, int64_t ra, int64_t ca, const char *b, \
+                      int64_t rb, int64_t cb, T *c) { \
+    for (int64_t i = 0; i < m; i++) for (int64_t j = 0; j < n; j++) { T s = 0; \
+        for (int64_t p = 0; p < k; p++) s += *(const T *)(a + i * ra + p * ca) * *(const T *)(b + p * rb + j * cb); \
+        c[(size_t)i * (size_t)n + j] = s; } \
 }
 GC_MMI(int64_t)
 GC_MMI(int32_t)
@@ -682,7 +692,7 @@ class Generator:
                 group_of[st.slot] = mine
                 continue
             self.pos = k
-            self.lines.append(f"    /* [{k}] {_comment(st.label)} */")
+            self.lines.append(_comment(k, st))
             self.emit_step(st, k)
         for g in {id(g): g for g in group_of.values()}.values():
             self.close(g, len(steps))
@@ -835,11 +845,11 @@ class Generator:
         for d, n in enumerate(sizes):
             v = f"i{d}"
             ind += "    "
-            self.lines.append(f"{ind}for (long {v} = 0; {v} < {n}L; {v}++) {{")
+            self.lines.append(f"{ind}for (int64_t {v} = 0; {v} < {n}LL; {v}++) {{")
             idx.append(v)
         offs = []
         for j, l in enumerate(layouts):
-            terms = [f"{v} * {s}L" for v, s in zip(idx, st[j]) if s]
+            terms = [f"{v} * {s}LL" for v, s in zip(idx, st[j]) if s]
             offs.append(" + ".join(terms) if terms else "0")
         for line in body(offs):
             self.lines.append(ind + "    " + line)
@@ -866,8 +876,8 @@ class Generator:
         group = [steps[m] for m in sorted(set(members))]
         inside = {st.slot for st in group}
         self.pos = pos
-        for st in group:
-            self.lines.append(f"    /* [{self.index_of(st)}] {_comment(st.label)} */")
+        for m in sorted(set(members)):
+            self.lines.append(_comment(m, steps[m]))
         ext: dict = {}
         order: list = []
         for st in group:
@@ -923,8 +933,8 @@ class Generator:
         self.vec_used.add((V, T, nbytes, isa, w, suffix))
         L = self.lines
         L.append("    {")
-        L.append("        long i0 = 0;")
-        L.append(f"        for (; i0 + {w} <= {n}L; i0 += {w}) {{")
+        L.append("        int64_t i0 = 0;")
+        L.append(f"        for (; i0 + {w} <= {n}LL; i0 += {w}) {{")
         for stp in group:
             ops = []
             for a in stp.args:
@@ -935,10 +945,10 @@ class Generator:
                     ops.append(_vector_operand(lays[j], strides[j][0], V, T))
             L.append(f"            const {V} t{stp.slot} = {self._vector_expr(stp.op_name, ops, V, isa, w, suffix)};")
         for stp, out in zip(stored, outs):
-            L.append(f"            gc_store_{V}({out.ptr()} + i0 * {dt.itemsize}L, t{stp.slot});")
+            L.append(f"            gc_store_{V}({out.ptr()} + i0 * {dt.itemsize}LL, t{stp.slot});")
         L.append("        }")
-        L.append(f"        for (; i0 < {n}L; i0++) {{")
-        offs = [f"i0 * {s[0]}L" if s[0] else "0" for s in strides]
+        L.append(f"        for (; i0 < {n}LL; i0++) {{")
+        offs = [f"i0 * {s[0]}LL" if s[0] else "0" for s in strides]
         for line in scalar_body(offs):
             L.append("            " + line)
         L.append("        }")
@@ -996,9 +1006,6 @@ class Generator:
                 _, name, V, isa, w, suffix = item
                 out.append(f"extern {V} _ZGV{isa}N{w}v_{name}{suffix}({V});")
         return "\n".join(out)
-
-    def index_of(self, st) -> int:
-        return st.slot - len(self.lw.leaves)
 
     # other steps
     def emit_step(self, st, k: int) -> None:
@@ -1143,17 +1150,17 @@ class Generator:
             init, upd = "0", "a += v;"
         L = self.lines
         L.append("    {")
-        L.append("        long o = 0;")
+        L.append("        int64_t o = 0;")
         ind = "        "
         for d in kept:
-            L.append(f"{ind}for (long k{d} = 0; k{d} < {x.shape[d]}L; k{d}++) {{")
+            L.append(f"{ind}for (int64_t k{d} = 0; k{d} < {x.shape[d]}LL; k{d}++) {{")
             ind += "    "
         L.append(f"{ind}{acc} a = {init};")
         inner = ind
         for d in red:
-            L.append(f"{inner}for (long k{d} = 0; k{d} < {x.shape[d]}L; k{d}++) {{")
+            L.append(f"{inner}for (int64_t k{d} = 0; k{d} < {x.shape[d]}LL; k{d}++) {{")
             inner += "    "
-        terms = [f"k{d} * {s}L" for d, s in enumerate(x.strides) if s and x.shape[d] > 1]
+        terms = [f"k{d} * {s}LL" for d, s in enumerate(x.strides) if s and x.shape[d] > 1]
         off = " + ".join(terms) or "0"
         L.append(f"{inner}const {acc} v = ({acc})({self.load(x, off)});")
         L.append(f"{inner}{upd}")
@@ -1186,12 +1193,12 @@ class Generator:
             n = int(np.prod(shape, dtype=np.int64))
             A = ctype(a.dtype)
             self.lines += [
-                "    { double s8[8] = {0, 0, 0, 0, 0, 0, 0, 0}; double s = 0; long i = 0;",
+                "    { double s8[8] = {0, 0, 0, 0, 0, 0, 0, 0}; double s = 0; int64_t i = 0;",
                 f"      const {A} *x = (const {A} *){a.ptr()}, *y = (const {A} *){b.ptr()};",
-                f"      for (; i + 8 <= {n}L; i += 8) for (int j = 0; j < 8; j++) "
+                f"      for (; i + 8 <= {n}LL; i += 8) for (int64_t j = 0; j < 8; j++) "
                 "s8[j] += (double)x[i + j] * (double)y[i + j];",
-                f"      for (; i < {n}L; i++) s += (double)x[i] * (double)y[i];",
-                "      for (int j = 0; j < 8; j++) s += s8[j];",
+                f"      for (; i < {n}LL; i++) s += (double)x[i] * (double)y[i];",
+                "      for (int64_t j = 0; j < 8; j++) s += s8[j];",
                 f"      *({T} *){out.ptr()} = ({T})s; }}",
             ]
             return
@@ -1241,8 +1248,8 @@ class Generator:
 
         def body(o):
             return [
-                f"{fn}({m}, {n}, {k}, {aptr} + {o[0]}, {ast[-2]}L, {ast[-1]}L, {bptr} + {o[1]}, {bst[-2]}L, "
-                f"{bst[-1]}L, ({T} *)({out.ptr()} + {o[2]}));"
+                f"{fn}({m}, {n}, {k}, {aptr} + {o[0]}, {ast[-2]}LL, {ast[-1]}LL, {bptr} + {o[1]}, {bst[-2]}LL, "
+                f"{bst[-1]}LL, ({T} *)({out.ptr()} + {o[2]}));"
             ]
 
         if not batch:
@@ -1280,14 +1287,14 @@ class Generator:
         """For each (o, i): m = max over the axis (stable: 0 where not finite), s = sum exp(x - m); then body."""
         L = self.lines
         ex = _fn("exp", x.dtype)
-        L.append(f"    for (long o = 0; o < {outer}L; o++) for (long i = 0; i < {inner}L; i++) {{")
-        L.append(f"        const {T} *xr = (const {T} *){x.ptr()} + o * {n * inner}L + i;")
+        L.append(f"    for (int64_t o = 0; o < {outer}LL; o++) for (int64_t i = 0; i < {inner}LL; i++) {{")
+        L.append(f"        const {T} *xr = (const {T} *){x.ptr()} + o * {n * inner}LL + i;")
         L.append(f"        {T} m = -INFINITY;")
-        L.append(f"        for (long j = 0; j < {n}L; j++) m = gc_max_{T}(m, xr[j * {inner}L]);")
+        L.append(f"        for (int64_t j = 0; j < {n}LL; j++) m = gc_max_{T}(m, xr[j * {inner}LL]);")
         if stable:
             L.append("        if (!isfinite(m)) m = 0;")
         L.append("        double s = 0;")
-        L.append(f"        for (long j = 0; j < {n}L; j++) s += (double){ex}(xr[j * {inner}L] - m);")
+        L.append(f"        for (int64_t j = 0; j < {n}LL; j++) s += (double){ex}(xr[j * {inner}LL] - m);")
         L.extend("        " + b for b in body)
         L.append("    }")
 
@@ -1304,8 +1311,8 @@ class Generator:
             T,
             True,
             [
-                f"{T} *yr = ({T} *){out.ptr()} + o * {n * inner}L + i;",
-                f"for (long j = 0; j < {n}L; j++) yr[j * {inner}L] = ({T})({ex}(xr[j * {inner}L] - m) / ({T})s);",
+                f"{T} *yr = ({T} *){out.ptr()} + o * {n * inner}LL + i;",
+                f"for (int64_t j = 0; j < {n}LL; j++) yr[j * {inner}LL] = ({T})({ex}(xr[j * {inner}LL] - m) / ({T})s);",
             ],
         )
 
@@ -1324,9 +1331,9 @@ class Generator:
             T,
             not last,
             [
-                f"{T} *yr = ({T} *){out.ptr()} + o * {n * inner}L + i;",
+                f"{T} *yr = ({T} *){out.ptr()} + o * {n * inner}LL + i;",
                 f"const {T} ls = {lg}(({T})s);",
-                f"for (long j = 0; j < {n}L; j++) yr[j * {inner}L] = (xr[j * {inner}L] - m) - ls;",
+                f"for (int64_t j = 0; j < {n}LL; j++) yr[j * {inner}LL] = (xr[j * {inner}LL] - m) - ls;",
             ],
         )
 
@@ -1344,7 +1351,7 @@ class Generator:
         out = self.store(st, pos)
         lg = _fn("log", st.dtype)
         self._row_loop(
-            x, outer, n, inner, T, True, [f"(({T} *){out.ptr()})[o * {inner}L + i] = ({T})({lg}(({T})s) + m);"]
+            x, outer, n, inner, T, True, [f"(({T} *){out.ptr()})[o * {inner}LL + i] = ({T})({lg}(({T})s) + m);"]
         )
 
     def _labels(self, st, pos, logits_arg, labels_arg, wrap: bool):
@@ -1364,7 +1371,7 @@ class Generator:
         lo = -c if wrap else 0
         LT = ctype(lab.dtype)
         self.lines.append(
-            f"    for (long r = 0; r < {rows}L; r++) {{ "
+            f"    for (int64_t r = 0; r < {rows}LL; r++) {{ "
             f"const int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
             f" if (l < {lo}LL || l >= {c}LL) return {k + 1}; }}"
         )
@@ -1402,8 +1409,8 @@ class Generator:
         self.check_labels(lab, rows, c, pos, False)
         self.lines.append("    { double tot = 0;")
         self.lines.append(
-            f"    for (long r = 0; r < {rows}L; r++) tot += (double)((const {T} *){x.ptr()})"
-            f"[r * {c}L + ((const {LT} *){lab.ptr()})[r]];"
+            f"    for (int64_t r = 0; r < {rows}LL; r++) tot += (double)((const {T} *){x.ptr()})"
+            f"[r * {c}LL + ((const {LT} *){lab.ptr()})[r]];"
         )
         self.lines.append(
             f"    *({T} *){out.ptr()} = ({T})(tot * (-1.0 / (double){rows})); }}"
@@ -1419,9 +1426,9 @@ class Generator:
         out = self.store(st, pos)
         self.copy_loop(x, out)
         self.lines.append(
-            f"    for (long r = 0; r < {rows}L; r++) {{ "
+            f"    for (int64_t r = 0; r < {rows}LL; r++) {{ "
             f"int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
-            f" if (l < 0) l += {c}; (({T} *){out.ptr()})[r * {c}L + l] -= 1; }}"
+            f" if (l < 0) l += {c}; (({T} *){out.ptr()})[r * {c}LL + l] -= 1; }}"
         )
 
     def op_one_hot(self, st, pos):
@@ -1436,9 +1443,9 @@ class Generator:
         out = self.store(st, pos)
         self.lines.append(f"    memset({out.ptr()}, 0, {rows * c * np.dtype(st.dtype).itemsize});")
         self.lines.append(
-            f"    for (long r = 0; r < {rows}L; r++) {{ "
+            f"    for (int64_t r = 0; r < {rows}LL; r++) {{ "
             f"int64_t l = (int64_t)((const {LT} *){lab.ptr()})[r];"
-            f" if (l < 0) l += {c}; (({T} *){out.ptr()})[r * {c}L + l] = 1; }}"
+            f" if (l < 0) l += {c}; (({T} *){out.ptr()})[r * {c}LL + l] = 1; }}"
         )
 
     # the arena
@@ -1474,11 +1481,18 @@ def _vector_operand(lay: Layout, stride: int, V: str, T: str) -> str:
         return f"(({V}){{0}} + {lay.scalar})"
     if stride == 0:
         return f"(({V}){{0}} + *(const {T} *){lay.ptr()})"
-    return f"gc_load_{V}({lay.ptr()} + i0 * {stride}L)"
+    return f"gc_load_{V}({lay.ptr()} + i0 * {stride}LL)"
 
 
-def _comment(text: str) -> str:
-    return text.replace("*/", "* /").replace("\n", " ")
+def _comment(k: int, st) -> str:
+    """A step's comment in the C source: its number in the lowered program and its op's name (and the op of the
+    user's node it computes, where that differs), nothing the user wrote: a node name could end the comment (a
+    backslash or the trigraph ??/ before a newline splices lines). Only letters, digits and underscores of an
+    op's name are kept. Errors name the step by its label (step.label), from Python."""
+    ops = [st.op_name]
+    if st.user is not None and st.user[1] != st.op_name:
+        ops.append(st.user[1])
+    return "    /* [%d] %s */" % (k, " of ".join(re.sub(r"[^A-Za-z0-9_]", "_", str(o))[:64] for o in ops))
 
 
 # -- the evaluator --------------------------------------------------------------------------------
