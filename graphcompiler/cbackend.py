@@ -11,8 +11,15 @@
   the NumPy kernels' stabilisation; a label out of range makes the C function return its step, and the run is
   repeated on the NumPy evaluator, which raises the same ExecutionError naming the user's node.
 Values get their own arena (liveness-planned, one per concurrent run, from a pool like the NumPy evaluator's);
-results are fresh arrays the caller owns. The shared object is cached under a hash of the source, compiler
-and flags in GRAPHCOMPILER_CACHE_DIR (or $XDG_CACHE_HOME/graphcompiler, ~/.cache/graphcompiler).
+results are fresh arrays the caller owns. The generated C holds no text of the user's (steps are commented by
+number and op name), and compiles with trigraphs off; its sizes, strides and loop counters are 64-bit.
+
+The shared object is cached under a hash of the source, compiler and flags in GRAPHCOMPILER_CACHE_DIR (or
+$XDG_CACHE_HOME/graphcompiler, ~/.cache/graphcompiler), a folder only its owner may write (another is refused,
+saying why once, for a private one), next to the sha256 of its bytes recorded when it was compiled: an object
+that does not match (truncated, replaced, unrecorded) is compiled again, never loaded. The folder is kept under
+GRAPHCOMPILER_CACHE_MAX bytes (default 256 MiB), the least recently used objects going first; the library of a
+specialisation the Program evicts is closed once no run holds it.
 
 A step whose op the generator does not know splits the C function into segments: Python runs that step's
 NumPy kernel on views of the values between two C calls (a warning names the ops, once). A program with
@@ -26,16 +33,20 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import hmac
 import importlib.machinery
 import importlib.util
 import math
 import os
 import re
 import shutil
+import stat
 import sys
 import sysconfig
 import threading
+import time
 import warnings
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
@@ -64,14 +75,206 @@ def _warn_once(key: str, message: str) -> None:
 # -- the toolchain --------------------------------------------------------------------------------
 
 
+# -- the disk cache: a private folder, every object checked against its recorded hash, bounded by size ----------
+
+CACHE_MAX = 256 << 20  # bytes of the cache folder, unless GRAPHCOMPILER_CACHE_MAX says otherwise
+_PRIVATE: list = []  # the private folder this process made, when the configured one was refused
+_KNOWN: dict[str, str] = {}  # path -> sha256 of each library this process compiled or checked
+_STALE_S = 3600  # a temporary file older than this was left by a compile that died: removed when trimming
+
+
 def cache_dir() -> str:
-    """Where compiled programs live: GRAPHCOMPILER_CACHE_DIR, else $XDG_CACHE_HOME/graphcompiler, else ~/.cache."""
-    d = os.environ.get("GRAPHCOMPILER_CACHE_DIR")
-    if not d:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        d = os.path.join(base, "graphcompiler")
-    os.makedirs(d, exist_ok=True)
-    return d
+    """Where compiled programs live: GRAPHCOMPILER_CACHE_DIR, else $XDG_CACHE_HOME/graphcompiler, else
+    ~/.cache/graphcompiler, created private (0700). A folder another user could write to (group or others may
+    write, or it belongs to someone else) could have its objects replaced: it is refused, saying why once, for
+    the default folder when that one is safe, else a private temporary folder of this process."""
+    d = os.environ.get("GRAPHCOMPILER_CACHE_DIR") or _default_cache_dir()
+    why = _unsafe(d)
+    if why is None:
+        return d
+    private = _private_dir(d)
+    _warn_once(
+        "cachedir:" + d,
+        f"graphcompiler: not using the cache folder {d!r}: {why}; using {private!r} instead (set "
+        "GRAPHCOMPILER_CACHE_DIR to a folder only you can write)",
+    )
+    return private
+
+
+_REPLACEABLE = "another user could replace the compiled programs it holds"
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "graphcompiler")
+
+
+def _unsafe(d: str) -> str | None:
+    """Why folder d (created 0700 when missing) must not hold compiled code, or None when only its owner, this
+    user, can write to it."""
+    if os.path.lexists(d) and not os.path.isdir(d):
+        return "it is not a folder"
+    try:
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        st = os.stat(d)
+        link = os.lstat(d)
+    except OSError as e:
+        return f"it cannot be made or read ({e.strerror or e})"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a folder"
+    if not hasattr(os, "getuid"):  # no POSIX owners or modes (Windows): the user's profile folders are private
+        return None
+    me = os.getuid()
+    for what, s in (("it", st), ("the link to it", link)):
+        if s.st_uid != me:
+            return f"{what} is owned by user {s.st_uid}, not by you (user {me}): {_REPLACEABLE}"
+    writers = [w for w, bit in (("group", stat.S_IWGRP), ("others", stat.S_IWOTH)) if st.st_mode & bit]
+    if writers:
+        return f"it is writable by {' and '.join(writers)} (mode {stat.S_IMODE(st.st_mode):o}): {_REPLACEABLE}"
+    return None
+
+
+def _private_dir(refused: str) -> str:
+    """The default cache folder when it is not the refused one and is safe, else a 0700 temporary folder made
+    once per process (and removed at its exit)."""
+    default = _default_cache_dir()
+    if os.path.abspath(default) != os.path.abspath(refused) and _unsafe(default) is None:
+        return default
+    with _LOCK:
+        if not _PRIVATE or _PRIVATE[0][0] != os.getpid():
+            import atexit
+            import tempfile
+
+            d = tempfile.mkdtemp(prefix="graphcompiler-")  # 0700, this user's
+            atexit.register(_remove_private, os.getpid(), d)
+            _PRIVATE[:] = [(os.getpid(), d)]
+        return _PRIVATE[0][1]
+
+
+def _remove_private(pid: int, d: str) -> None:
+    if os.getpid() == pid:  # not from a forked child: the folder is its parent's
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def cache_max() -> int:
+    """The cache folder's size limit in bytes: GRAPHCOMPILER_CACHE_MAX (a number of bytes, or with K, M, G or T:
+    200M, 1.5GiB), else CACHE_MAX. A value that is not a size says so once and keeps CACHE_MAX."""
+    raw = os.environ.get("GRAPHCOMPILER_CACHE_MAX", "").strip()
+    if not raw:
+        return CACHE_MAX
+    m = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([kmgt]?)(?:i?b)?", raw, re.IGNORECASE)
+    if m is None:
+        _warn_once(
+            "cachemax:" + raw,
+            f"graphcompiler: GRAPHCOMPILER_CACHE_MAX={raw!r} is not a size (a number of bytes, or with K, M, G or "
+            f"T, e.g. 200M); the cache keeps its default limit of {CACHE_MAX >> 20} MiB",
+        )
+        return CACHE_MAX
+    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2).lower() or " "))
+
+
+def _digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _record(path: str) -> str:
+    """The integrity record of a cached library: the sha256 of its bytes, written when it was compiled."""
+    return path + ".sha256"
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _trusted(path: str) -> bool | None:
+    """Whether the cached library at path may be loaded: a regular file of this user whose sha256 is the one its
+    record holds (and the one this process saw, where it compiled or checked it before). None: no entry at all;
+    False: a bad one (truncated, replaced, without a record), compiled again."""
+    if not (os.path.lexists(path) or os.path.lexists(_record(path))):
+        return None
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+            return False
+        with open(_record(path), "rb") as f:
+            recorded = f.read(200).decode("ascii", "replace").strip()
+        actual = _digest(path)
+    except OSError:
+        return False
+    if not (hmac.compare_digest(actual, recorded) and hmac.compare_digest(actual, _KNOWN.get(path, actual))):
+        _warn_once(
+            "digest:" + path,
+            f"graphcompiler: the cached object {path!r} did not match the sha256 recorded when it was compiled "
+            "(truncated, or replaced); it is compiled again, and the file found there is not loaded",
+        )
+        return False
+    _KNOWN[path] = actual
+    return True
+
+
+def _use(path: str) -> None:
+    """Mark a cache entry as just used (the size limit removes the least recently used first)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def _discard(path: str) -> None:
+    """Remove a bad or evicted entry (library and record), as far as this user may."""
+    for p in (path, _record(path)):
+        try:
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.rmdir(p)
+            elif os.path.lexists(p):
+                os.unlink(p)
+        except OSError:
+            pass
+    _KNOWN.pop(path, None)
+
+
+def trim_cache(d: str, keep: str = "") -> None:
+    """Bound folder d by cache_max(): the least recently used entries go first (a library and its record
+    together; `keep`, the one just written, stays), and temporary files left by compiles that died. Only the
+    files this module names (gc_*) count and go."""
+    limit = cache_max()
+    now = time.time()
+    entries: dict[str, list] = {}  # library path -> [last use, bytes]
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return
+    for name in names:
+        p = os.path.join(d, name)
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if not name.startswith("gc_"):  # not ours: never touched (the folder may be one the user shares)
+            continue
+        if name.endswith(".tmp") or name.startswith("gc_src_"):
+            if now - st.st_mtime > _STALE_S:
+                _discard(p)
+            continue
+        lib = p[: -len(".sha256")] if name.endswith(".sha256") else p
+        e = entries.setdefault(lib, [0.0, 0])
+        e[1] += st.st_size
+        if lib == p:
+            e[0] = st.st_mtime
+    total = sum(size for _, size in entries.values())
+    for lib, (_, size) in sorted(entries.items(), key=lambda kv: kv[1][0]):
+        if total <= limit:
+            break
+        if lib != keep:
+            _discard(lib)  # a process that has it open keeps its mapping; the next load compiles it again
+            total -= size
 
 
 def find_compiler() -> str | None:
@@ -91,29 +294,44 @@ def _compiler_id(cc: str) -> str:
 
 
 def _build(cc: str, source: str, suffix: str, extra: Sequence[str] = (), libs: Sequence[str] = ()) -> str:
-    """Compile `source` into the cache (under a hash of source, compiler, flags and host); return the path."""
+    """Compile `source` into the cache (under a hash of source, compiler, flags and host); return the path.
+
+    An entry found there is used only when its bytes match the sha256 recorded when it was compiled; otherwise
+    (or when there is none) the source is compiled, its record written, and the folder trimmed to its limit.
+    Every failure, the folder's included, is a CompileError (the program then runs on NumPy, saying why)."""
     flags = list(FLAGS) + list(extra)
     key = hashlib.sha256("\0".join([source, _compiler_id(cc), *flags, *libs, _host()]).encode()).hexdigest()[:32]
     d = cache_dir()
     path = os.path.join(d, f"gc_{key}{suffix}")
-    if os.path.exists(path):
+    found = _trusted(path)
+    if found:
+        _use(path)
         return path
     import subprocess
     import tempfile
 
-    fd, src = tempfile.mkstemp(suffix=".c", dir=d)
-    with os.fdopen(fd, "w") as f:
-        f.write(source)
-    tmp = path + f".{os.getpid()}.{threading.get_ident()}.tmp"
+    src = tmp = ""
     try:
+        if found is False:
+            _discard(path)
+        fd, src = tempfile.mkstemp(prefix="gc_src_", suffix=".c", dir=d)
+        with os.fdopen(fd, "w") as f:
+            f.write(source)
+        tmp = path + f".{os.getpid()}.{threading.get_ident()}.tmp"
         r = subprocess.run([cc, *flags, src, "-o", tmp, *libs, "-lm"], capture_output=True, text=True)
         if r.returncode != 0:
             raise CompileError(f"{cc} failed ({r.returncode}): {r.stderr.strip()[:2000]}")
+        digest = _digest(tmp)
+        _write_atomically(_record(path), (digest + "\n").encode())
         os.replace(tmp, path)  # atomic: another process sees all of it or nothing
+        _KNOWN[path] = digest
+    except OSError as e:
+        raise CompileError(f"the cache folder {d!r} cannot hold the compiled program: {e}") from None
     finally:
         for p in (src, tmp):
-            if os.path.exists(p):
+            if p and os.path.exists(p):
                 os.unlink(p)
+    trim_cache(d, keep=path)
     return path
 
 
@@ -261,10 +479,11 @@ def toolchain() -> dict:
             src = _HELPER.replace("MODNAME", name)
             ext = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
             path = _build(cc, src, ext, ["-I" + inc, "-I" + np.get_include()])
-            final = os.path.join(os.path.dirname(path), name + ext)
-            if not os.path.exists(final):  # the module's file name must match its init function
+            final = os.path.join(os.path.dirname(path), name + ext)  # its name must match its init function
+            if not (os.path.isfile(final) and not os.path.islink(final) and _digest(final) == _KNOWN[path]):
                 shutil.copyfile(path, final + ".tmp")
                 os.replace(final + ".tmp", final)
+            _use(final)
             loader = importlib.machinery.ExtensionFileLoader(name, final)
             spec = importlib.util.spec_from_file_location(name, final, loader=loader)
             assert spec is not None
@@ -1498,6 +1717,37 @@ def _comment(k: int, st) -> str:
 # -- the evaluator --------------------------------------------------------------------------------
 
 
+class _Library:
+    """One dlopen of a compiled program and its entry points (gc_init given the BLAS, then gc_run, or one gc_run_i
+    per C segment). It is closed (dlclose) when the last reference goes: the evaluator's, and each run's in
+    flight, so no call ever runs in an unloaded library."""
+
+    __slots__ = ("fn", "fns", "_cdll", "__weakref__")
+
+    def __init__(self, path: str, n_segments: int, blas: tuple):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError as e:
+            raise CompileError(f"the compiled program {path!r} does not load: {e}") from None
+        finalizer = weakref.finalize(self, _dlclose, lib._handle)
+        finalizer.atexit = False  # at exit the process unmaps everything itself
+        self._cdll = lib
+        lib.gc_init.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.gc_init(*blas[:2])
+        entry = ["gc_run"] if n_segments == 1 else [f"gc_run_{i}" for i in range(n_segments)]
+        fns = [ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in entry]
+        self.fn = fns[0] if n_segments == 1 else None
+        self.fns = fns
+
+
+def _dlclose(handle: int) -> None:
+    import _ctypes
+
+    close = getattr(_ctypes, "dlclose", None) or getattr(_ctypes, "FreeLibrary", None)
+    if close is not None:
+        close(handle)
+
+
 class CEvaluator:
     """Runs a LoweredProgram as one compiled C function; falls back to the NumPy evaluator (see module doc)."""
 
@@ -1510,6 +1760,7 @@ class CEvaluator:
         self.fallback_reason: str | None = None
         self._numpy: Any = None
         self._pool: list = []
+        self._lib: _Library | None = None
 
     def load(self, lowered: LoweredProgram) -> "CEvaluator":
         self.lowered = lowered
@@ -1525,17 +1776,35 @@ class CEvaluator:
         try:
             tc = toolchain()
             gen, path = self._compile(lowered, gen, tc["cc"])
+            self._n_segments = gen.n_segments
+            self._lib = _Library(path, gen.n_segments, tc["blas"])
         except CompileError as e:
             self.fallback_reason = str(e)
             _warn_once(
                 "cc:" + str(e)[:200], f"graphcompiler: backend 'c' is unavailable: {e}; running on the NumPy evaluator"
             )
             return self._to_numpy()
-        self._bind(ctypes.CDLL(path), gen, tc)
         self.path = path
+        self._call = tc["call"]
+        if gen.n_segments > 1:
+            self._bind_python_steps(gen)
         self._record_layout(lowered, gen)
         self._pool = [self._arena()]
         return self
+
+    def close(self) -> None:
+        """Give back the compiled library and the arenas (the Program calls this when it evicts the
+        specialisation). The library is closed (dlclose) once no run holds it any more; a later run opens it
+        again (compiling it again if it left the disk cache meanwhile)."""
+        self._lib = None  # a run in flight keeps its own reference: closed when it ends
+        self._pool = []
+
+    def _reopen(self) -> "_Library":
+        tc = toolchain()
+        path, _ = build_program(tc["cc"], self.source or "")
+        lib = self._lib = _Library(path, self._n_segments, tc["blas"])
+        self.path = path
+        return lib
 
     def _untranslated(self, lowered: LoweredProgram, e: Unsupported) -> "CEvaluator":
         """The generator refused the program: say which ops once, and run it on the NumPy evaluator."""
@@ -1571,19 +1840,6 @@ class CEvaluator:
             gen = self._generate(lowered, None)  # without libmvec's vector functions
             path, self.flags = build_program(cc, self.source or "")
         return gen, path
-
-    def _bind(self, lib: Any, gen: Generator, tc: dict) -> None:
-        """The library's entry points: gc_init given the BLAS, then gc_run (or one gc_run_i per C segment)."""
-        lib.gc_init.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        lib.gc_init(*tc["blas"][:2])
-        self._lib = lib
-        if gen.n_segments == 1:
-            self._fn = ctypes.cast(lib.gc_run, ctypes.c_void_p).value
-        else:
-            self._fn = None
-            self._fns = [ctypes.cast(getattr(lib, f"gc_run_{i}"), ctypes.c_void_p).value for i in range(gen.n_segments)]
-            self._bind_python_steps(gen)
-        self._call = tc["call"]
 
     def _bind_python_steps(self, gen: Generator) -> None:
         """Where each step run by NumPy between two C segments finds its arguments and writes its value."""
@@ -1672,13 +1928,16 @@ class CEvaluator:
             arena = pool.pop()
         except IndexError:
             arena = self._arena()
-        if self._fn is None:
+        lib = self._lib  # held to the end of this run: close() cannot unload it under the call
+        if lib is None:
+            lib = self._reopen()
+        if lib.fn is None:
             try:
-                return self._run_segments(leaves, outs, arena)
+                return self._run_segments(lib.fns, leaves, outs, arena)
             finally:
                 pool.append(arena)
         try:
-            rc = self._call_fixing(self._fn, leaves, outs, arena[1])
+            rc = self._call_fixing(lib.fn, leaves, outs, arena[1])
         finally:
             pool.append(arena)
         if rc:
@@ -1702,7 +1961,7 @@ class CEvaluator:
             rc = self._call(fn, leaves, outs, self._spec, addr, self._nogil)
         return rc
 
-    def _run_segments(self, leaves, outs, arena) -> list:
+    def _run_segments(self, fns, leaves, outs, arena) -> list:
         """C segments with NumPy kernels between them (steps C does not translate)."""
         buf, addr = arena
 
@@ -1712,7 +1971,7 @@ class CEvaluator:
             off = k if kind == "arena" else lay.offset
             return np.ndarray(lay.shape, lay.dtype, buffer=base, offset=off, strides=lay.strides)
 
-        for i, fn in enumerate(self._fns):
+        for i, fn in enumerate(fns):
             rc = self._call_fixing(fn, leaves, outs, addr)
             if rc:
                 self._fail(rc - 1, leaves)

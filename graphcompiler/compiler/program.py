@@ -352,7 +352,10 @@ class Program:
         )
         self._cache[spec.signature] = spec
         while len(self._cache) > self.cache_size:  # the least recently used go, with their buffers
-            self._cache.popitem(last=False)
+            evicted = self._cache.popitem(last=False)[1]
+            close = getattr(evicted.evaluator, "close", None)  # e.g. "c": its compiled library (when unused)
+            if close is not None:
+                close()
         self._use(spec)
         return spec
 
