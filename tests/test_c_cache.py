@@ -274,3 +274,41 @@ def test_a_closed_evaluator_opens_its_library_again():
     os.unlink(ev.path)  # even when the file went meanwhile
     ev.close()
     np.testing.assert_allclose(p.run(feeds)[0], expected(8.0), rtol=1e-13, atol=1e-13)
+
+
+@needs_cc
+def test_closing_while_other_threads_run_never_unloads_a_library_under_a_call():
+    import threading
+
+    p, feeds = program(10.0, n=200)
+    ev = p._last.evaluator
+    want = expected(10.0, 200)
+    errors: list = []
+    stop = threading.Event()
+
+    def work():
+        try:
+            for _ in range(60):
+                np.testing.assert_allclose(p.run(feeds)[0], want, rtol=1e-13, atol=1e-13)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    def closer():
+        while not stop.is_set():
+            ev.close()
+
+    ts = [threading.Thread(target=work) for _ in range(4)]
+    c = threading.Thread(target=closer)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads switch often: closes land between and during runs
+    try:
+        c.start()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    finally:
+        stop.set()
+        c.join()
+        sys.setswitchinterval(interval)
+    assert not errors, errors[0]
