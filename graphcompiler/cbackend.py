@@ -1799,10 +1799,18 @@ class CEvaluator:
         self._lib = None  # a run in flight keeps its own reference: closed when it ends
         self._pool = []
 
-    def _reopen(self) -> "_Library":
-        tc = toolchain()
-        path, _ = build_program(tc["cc"], self.source or "")
-        lib = self._lib = _Library(path, self._n_segments, tc["blas"])
+    def _reopen(self) -> "_Library | None":
+        """The library again after close(); None when it cannot be had any more (the NumPy evaluator runs the
+        program from then on, saying why once)."""
+        try:
+            tc = toolchain()
+            path, _ = build_program(tc["cc"], self.source or "")
+            lib = self._lib = _Library(path, self._n_segments, tc["blas"])
+        except CompileError as e:
+            self.fallback_reason = str(e)
+            _warn_once("cc:" + str(e)[:200], f"graphcompiler: backend 'c' is unavailable: {e}; running on NumPy")
+            self._to_numpy()
+            return None
         self.path = path
         return lib
 
@@ -1922,15 +1930,17 @@ class CEvaluator:
         """Compute one call: fresh result arrays, the C function over one arena from the pool."""
         if type(leaves) is not list:
             leaves = list(leaves)
+        lib = self._lib  # held to the end of this run: close() cannot unload it under the call
+        if lib is None:
+            lib = self._reopen()
+            if lib is None:
+                return self._numpy.run(leaves)
         outs = [np.empty(s, d) for s, d in self._outs]
         pool = self._pool
         try:
             arena = pool.pop()
         except IndexError:
             arena = self._arena()
-        lib = self._lib  # held to the end of this run: close() cannot unload it under the call
-        if lib is None:
-            lib = self._reopen()
         if lib.fn is None:
             try:
                 return self._run_segments(lib.fns, leaves, outs, arena)

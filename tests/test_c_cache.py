@@ -315,3 +315,20 @@ def test_closing_while_other_threads_run_never_unloads_a_library_under_a_call():
         c.join()
         sys.setswitchinterval(interval)
     assert not errors, errors[0]
+
+
+@needs_cc
+def test_a_library_that_cannot_be_had_again_after_close_runs_on_numpy(monkeypatch):
+    p, feeds = program(11.0)
+    ev = p._last.evaluator
+    ev.close()
+
+    def refuse(*args, **kw):
+        raise cbackend.CompileError("the compiler is gone")
+
+    monkeypatch.setattr(cbackend, "build_program", refuse)
+    with pytest.warns(RuntimeWarning, match="the compiler is gone"):
+        got = p.run(feeds)
+    np.testing.assert_allclose(got[0], expected(11.0), rtol=1e-13, atol=1e-13)
+    assert "the compiler is gone" in ev.fallback_reason
+    np.testing.assert_allclose(p.run(feeds)[0], expected(11.0), rtol=1e-13, atol=1e-13)
