@@ -480,7 +480,8 @@ def toolchain() -> dict:
             ext = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
             path = _build(cc, src, ext, ["-I" + inc, "-I" + np.get_include()])
             final = os.path.join(os.path.dirname(path), name + ext)  # its name must match its init function
-            if not (os.path.isfile(final) and not os.path.islink(final) and _digest(final) == _KNOWN[path]):
+            want = _KNOWN.get(path)
+            if not (want and os.path.isfile(final) and not os.path.islink(final) and _digest(final) == want):
                 shutil.copyfile(path, final + ".tmp")
                 os.replace(final + ".tmp", final)
             _use(final)

@@ -95,6 +95,23 @@ def test_a_replaced_library_is_compiled_again_not_loaded(tmp_path):
 
 
 @needs_cc
+def test_a_replaced_call_helper_is_copied_again_not_loaded(private_cache, tmp_path):
+    compiled_elsewhere(2.5)  # a fresh process builds the call helper (a Python extension) into the folder
+    helpers = [f for f in os.listdir(private_cache) if f.startswith("gc_call_")]
+    assert len(helpers) == 1
+    marker = tmp_path / "loaded"
+    evil = tmp_path / "evil.c"
+    evil.write_text(
+        "extern int creat(const char *, unsigned);\n"
+        f'__attribute__((constructor)) static void gc_evil(void) {{ creat("{marker}", 0644); }}\n'
+    )
+    helper = os.path.join(private_cache, helpers[0])
+    subprocess.run([CC, "-shared", "-fPIC", str(evil), "-o", helper], check=True)
+    compiled_elsewhere(2.5)  # the next process finds it replaced
+    assert not marker.exists(), "the replaced call helper was loaded"
+
+
+@needs_cc
 @pytest.mark.parametrize("damage", ["truncated", "empty", "no record", "bad record", "a folder"])
 def test_a_damaged_entry_is_compiled_again(damage):
     path = compiled_elsewhere(3.0)
