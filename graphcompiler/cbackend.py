@@ -72,9 +72,6 @@ def _warn_once(key: str, message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
-# -- the toolchain --------------------------------------------------------------------------------
-
-
 # -- the disk cache: a private folder, every object checked against its recorded hash, bounded by size ----------
 
 CACHE_MAX = 256 << 20  # bytes of the cache folder, unless GRAPHCOMPILER_CACHE_MAX says otherwise
@@ -275,6 +272,9 @@ def trim_cache(d: str, keep: str = "") -> None:
         if lib != keep:
             _discard(lib)  # a process that has it open keeps its mapping; the next load compiles it again
             total -= size
+
+
+# -- the toolchain --------------------------------------------------------------------------------
 
 
 def find_compiler() -> str | None:
@@ -1733,10 +1733,13 @@ class _Library:
         finalizer = weakref.finalize(self, _dlclose, lib._handle)
         finalizer.atexit = False  # at exit the process unmaps everything itself
         self._cdll = lib
-        lib.gc_init.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        lib.gc_init(*blas[:2])
         entry = ["gc_run"] if n_segments == 1 else [f"gc_run_{i}" for i in range(n_segments)]
-        fns = [ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in entry]
+        try:
+            fns = [ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in entry]
+            lib.gc_init.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        except AttributeError as e:
+            raise CompileError(f"the compiled program {path!r} lacks an entry point: {e}") from None
+        lib.gc_init(*blas[:2])
         self.fn = fns[0] if n_segments == 1 else None
         self.fns = fns
 
