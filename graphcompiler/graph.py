@@ -54,9 +54,9 @@ DTYPES = (
 )  # the dtypes a value may have (no float128: its size and meaning differ between machines)
 
 # Characters no name may hold: C0 controls (newline, escape), DEL, C1 controls, the line and paragraph
-# separators, the bidirectional overrides and isolates (they reorder what a terminal shows), and lone
-# surrogates (not text: printing one fails).
-_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+# separators, the bidirectional overrides and isolates (they reorder what a terminal shows), lone
+# surrogates (not text: printing one fails) and the noncharacters U+FFFE, U+FFFF (not allowed in XML, the SVG).
+_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]")
 
 
 class InvalidNameError(GraphCompilerError, ValueError):
@@ -73,10 +73,23 @@ def name_problem(name: Any) -> str | None:
     if bad is not None:
         ch = bad.group()
         return (
-            f"{_cut(name)} holds the control character {ch!r} (U+{ord(ch):04X}) at position {bad.start()}; "
-            "names are printed and written to files, so they may not hold control characters"
+            f"{_cut(name)} holds {ch!r} (U+{ord(ch):04X}, {_kind(ch)}) at position {bad.start()}; names are "
+            "printed and written to files, so they may not hold control characters: use printable text"
         )
     return None
+
+
+def _kind(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x20 or 0x7F <= code <= 0x9F:
+        return "a control character"
+    if code in (0x2028, 0x2029):
+        return "a line or paragraph separator"
+    if 0xD800 <= code <= 0xDFFF:
+        return "a lone surrogate, not text"
+    if code >= 0xFFFE:
+        return "a noncharacter"
+    return "a bidirectional override, which reorders the text a terminal shows"
 
 
 def check_name(name: Any, what: str) -> str:
