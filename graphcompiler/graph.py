@@ -156,7 +156,7 @@ class Undefined:
     edge: "tuple[Node, int] | None" = None
 
     def __repr__(self) -> str:
-        return "UNDEFINED" if self.edge is None else f"Undefined({self.edge[0].name}:{self.edge[1]})"
+        return "UNDEFINED" if self.edge is None else f"Undefined({escape(self.edge[0].name)}:{self.edge[1]})"
 
 
 UNDEFINED = Undefined()  # a bprop's answer for an input with no derivative

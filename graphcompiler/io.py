@@ -216,8 +216,14 @@ def _needs(graph: Graph) -> dict[str, int]:
         need["max_total_bytes"] = max(need["max_total_bytes"], total)
         for n in g.nodes:
             if isinstance(n.op, (Scan, Cond, While)):
-                n.op.body.record(lambda traced: stack.append(traced.graph) or {})
+                n.op.body.record(lambda traced: _push(stack, traced.graph))
     return need
+
+
+def _push(stack: list, graph: Graph) -> dict:
+    """An `encode` for a body's record that only collects its graphs (the record itself is dropped)."""
+    stack.append(graph)
+    return {}
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -810,6 +816,7 @@ def _body_record(n: Node, depth: int) -> dict:
             f"node {n.name!r} ({n.op.name}): its body is nested {depth} deep, but a graph file holds bodies "
             f"nested at most {MAX_DEPTH} deep; save the inner loop's graph on its own or nest fewer loops"
         )
+    assert isinstance(n.op, (Scan, Cond, While))
     rec = n.op.body.record(lambda traced: _traced_record(traced, depth))
     for key, v in rec.items():
         if _is_int(v) and not 0 <= v <= MAX_STEPS:
