@@ -673,31 +673,38 @@ class Graph:
     def _check_fits(self, op: "Op", inputs: tuple, shape: tuple, dtype: np.dtype, name: str | None) -> None:
         """The node op(*inputs) -> shape, dtype fits a graph file (the limits above), or an error that says which
         limit it passes; checked before anything is added, so a refused op adds nothing."""
-        what = f"{op.name} node {_cut(name) if name else ''}".rstrip()
-        if len(inputs) > MAX_INPUTS:
-            raise GraphCompilerError(
-                f"{what}: {len(inputs)} inputs, over the limit of {MAX_INPUTS} a node may have (a graph file "
-                "holds no more); combine them in steps, e.g. concatenate groups of them, then the groups"
-            )
-        if len(shape) > MAX_RANK:
-            raise ShapeError(f"{what}: shape {fmt_shape(shape)} has {len(shape)} dimensions; at most {MAX_RANK}")
         size = 1
         for d in shape:
             if d is not None:
                 size *= d
-                if size > MAX_INT:
-                    raise ShapeError(f"{what}: shape {fmt_shape(shape)} has more than 2**62 elements")
-        if dtype.name not in DTYPES and dtype.kind != "O":  # object: a control-flow node's list of results
-            raise DTypeError(f"{what}: dtype {dtype} is not supported; use one of {', '.join(DTYPES)}")
+        if (
+            len(inputs) > MAX_INPUTS
+            or len(shape) > MAX_RANK
+            or size > MAX_INT
+            or dtype not in _FILE_DTYPES
+            or (size == 0 and any(d is not None and d > MAX_INT for d in shape))
+        ):
+            _refuse_fit(op, inputs, shape, dtype, name)
         checks = _ATTR_FIELDS.get(type(op))
         if checks is None:
             checks = _ATTR_FIELDS[type(op)] = tuple(
                 f.name for f in dataclasses.fields(op) if f.name != "body"
             )  # a control-flow body is checked by its own construction
         for key in checks:
-            problem = _attr_problem(getattr(op, key))
+            v = getattr(op, key)
+            t = type(v)
+            if t is bool or t is int and -MAX_INT <= v <= MAX_INT:
+                continue  # the common attributes, at the cost of a type test
+            if t is tuple and len(v) <= MAX_ATTR_ITEMS:
+                for item in v:
+                    if type(item) is not int or not -MAX_INT <= item <= MAX_INT:
+                        break
+                else:
+                    continue  # a tuple of ints (axes, a shape)
+            problem = _attr_problem(v)
             if problem is not None:
-                raise GraphCompilerError(f"{what}: attribute {key}={_cut(getattr(op, key))} {problem}")
+                what = f"{op.name} node {_cut(name) if name else ''}".rstrip()
+                raise GraphCompilerError(f"{what}: attribute {key}={_cut(v)} {problem}")
 
     def _rename(self, node: Node, name: str) -> Node:
         """Give a fresh node that nothing reads yet a readable name (build_grad's dJ/dx)."""
@@ -732,6 +739,23 @@ class Graph:
 
 
 _ATTR_FIELDS: dict[type, tuple[str, ...]] = {}  # op class -> the attributes _check_fits reads
+# the dtypes of DTYPES in this machine's byte order, and object: a control-flow node's list of results
+_FILE_DTYPES = frozenset([np.dtype(n) for n in DTYPES] + [np.dtype(object)])
+
+
+def _refuse_fit(op: "Op", inputs: tuple, shape: tuple, dtype: np.dtype, name: str | None) -> None:
+    """The error for a node over a limit of the graph file (Graph._check_fits found one)."""
+    what = f"{op.name} node {_cut(name) if name else ''}".rstrip()
+    if len(inputs) > MAX_INPUTS:
+        raise GraphCompilerError(
+            f"{what}: {len(inputs)} inputs, over the limit of {MAX_INPUTS} a node may have (a graph file "
+            "holds no more); combine them in steps, e.g. concatenate groups of them, then the groups"
+        )
+    if len(shape) > MAX_RANK:
+        raise ShapeError(f"{what}: shape {fmt_shape(shape)} has {len(shape)} dimensions; at most {MAX_RANK}")
+    if dtype not in _FILE_DTYPES:
+        raise DTypeError(f"{what}: dtype {dtype} is not supported; use one of {', '.join(DTYPES)}")
+    raise ShapeError(f"{what}: shape {fmt_shape(shape)} has more than 2**62 elements (or a dimension over 2**62)")
 
 
 def _attr_problem(v: Any, depth: int = 0) -> str | None:
@@ -819,7 +843,7 @@ def _dtype(dtype: Any, what: str) -> np.dtype:
         raise DTypeError(f"{what}: {dtype!r} is not a dtype ({e}); use e.g. 'float32', 'float64', 'int64'") from None
     if dt.name not in DTYPES:
         raise DTypeError(f"{what}: dtype {dt} is not supported; use one of {', '.join(DTYPES)}")
-    return dt
+    return dt if dt.isnative else dt.newbyteorder("=")  # '>f8' is float64, as a file would read it back
 
 
 def _check_shape(shape: Any, *, allow_none: bool, what: str) -> Shape:
