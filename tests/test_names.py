@@ -179,6 +179,8 @@ def test_the_gradient_of_a_scan_with_a_long_name_saves_and_loads():
     (lambda g: gc.expand_dims(g.input("x", shape=(1,) * 32), 0), gc.ShapeError, "33 dimensions"),
     (lambda g: gc.broadcast_to(g.input("x", shape=(1,)), (2**40, 2**40)), gc.ShapeError, "2**62"),
     (lambda g: gc.concatenate([g.input("x", shape=(1,))] * 4097), gc.GraphCompilerError, "4097 inputs"),
+    (lambda g: gc.diagonal(g.input("x", shape=(3, 3)), offset=2**70), gc.GraphCompilerError, "offset="),
+    (lambda g: gc.roll(g.input("x", shape=(3,)), shift=2**63, axis=0), gc.GraphCompilerError, "over 2**62"),
 ])
 def test_the_build_enforces_each_limit_of_the_loader(make, error, fragment):
     """Each of these was built before, then saved to a file the loader refused."""
@@ -337,3 +339,10 @@ def test_escape_is_the_clis():
     from graphcompiler import cli
     assert cli.escape is G.escape
     assert G.escape("a\x1b[2Jb\n", keep="\n") == "a\\x1b[2Jb\n" and G.escape("plain") == "plain"
+
+
+def test_the_loader_and_the_graph_share_one_set_of_limits():
+    for name in ("DTYPES", "MAX_NAME", "MAX_RANK", "MAX_INPUTS", "MAX_ATTR_ITEMS", "MAX_INT", "MAX_DEPTH",
+                 "MAX_STEPS"):
+        assert getattr(io, name) is getattr(G, name), name
+    assert io.name_problem is G.name_problem
