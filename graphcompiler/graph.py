@@ -472,6 +472,7 @@ class Graph:
         self._counters: dict[str, itertools.count] = {}
         self._origin: tuple[Node, int] | None = None  # set while build_grad asks an op's bprop
         self._in_gradient = False
+        self._depth = 0  # how deep control-flow bodies nest inside this graph (a graph file holds MAX_DEPTH)
 
     # -- leaves ----------------------------------------------------------------------------
     def input(self, name: str, shape: Shape = (), dtype: Any = "float64") -> Node:
@@ -687,9 +688,12 @@ class Graph:
             _refuse_fit(op, inputs, shape, dtype, name)
         checks = _ATTR_FIELDS.get(type(op))
         if checks is None:
-            checks = _ATTR_FIELDS[type(op)] = tuple(
-                f.name for f in dataclasses.fields(op) if f.name != "body"
-            )  # a control-flow body is checked by its own construction
+            fields = [f.name for f in dataclasses.fields(op)]
+            if "body" in fields:  # a control-flow op: its body's record, as io.py writes it
+                _BODY_OPS.add(type(op))
+            checks = _ATTR_FIELDS[type(op)] = tuple(k for k in fields if k != "body")
+        if type(op) in _BODY_OPS:
+            self._check_body(op, name)
         for key in checks:
             v = getattr(op, key)
             t = type(v)
@@ -705,6 +709,26 @@ class Graph:
             if problem is not None:
                 what = f"{op.name} node {_cut(name) if name else ''}".rstrip()
                 raise GraphCompilerError(f"{what}: attribute {key}={_cut(v)} {problem}")
+
+    def _check_body(self, op: "Op", name: str | None) -> None:
+        """A control-flow op's body fits a graph file: nested at most MAX_DEPTH deep, and every count of its
+        record (a scan's length, its numbers of carries and inputs) at most MAX_STEPS."""
+        graphs: list[Graph] = []
+        record = getattr(op, "body").record(lambda traced: _collect(graphs, traced.graph))
+        what = f"{op.name} node {_cut(name) if name else ''}".rstrip()
+        for key, v in record.items():
+            if type(v) is int and not 0 <= v <= MAX_STEPS:
+                raise GraphCompilerError(
+                    f"{what}: its {key} is {v}, over the limit of {MAX_STEPS} (2**31) a graph file holds; "
+                    "split the loop into loops of fewer steps"
+                )
+        depth = 1 + max((g._depth for g in graphs), default=0)
+        if depth > MAX_DEPTH:
+            raise GraphCompilerError(
+                f"{what}: its body nests control flow {depth} deep, over the limit of {MAX_DEPTH} a graph file "
+                "holds; move an inner loop out, or unroll one"
+            )
+        self._depth = max(self._depth, depth)
 
     def _rename(self, node: Node, name: str) -> Node:
         """Give a fresh node that nothing reads yet a readable name (build_grad's dJ/dx)."""
@@ -739,6 +763,15 @@ class Graph:
 
 
 _ATTR_FIELDS: dict[type, tuple[str, ...]] = {}  # op class -> the attributes _check_fits reads
+_BODY_OPS: set[type] = set()  # op classes with a control-flow body (ops/control.py): scan, cond, while_loop
+
+
+def _collect(graphs: list, graph: Graph) -> dict:
+    """The `encode` of a body's record that only collects the body's graphs (_check_body)."""
+    graphs.append(graph)
+    return {}
+
+
 # the dtypes of DTYPES in this machine's byte order, and object: a control-flow node's list of results
 _FILE_DTYPES = frozenset([np.dtype(n) for n in DTYPES] + [np.dtype(object)])
 

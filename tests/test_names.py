@@ -220,18 +220,41 @@ def test_save_warns_when_the_file_needs_raised_load_limits(tmp_path, monkeypatch
     assert_same_graph(g, gc.load(path, max_nodes=3, max_array_elements=40))
 
 
-def test_save_refuses_bodies_nested_deeper_than_a_file_holds(monkeypatch):
-    monkeypatch.setattr(io, "MAX_DEPTH", 1)              # the same check as at 8, with two loops
+def _nested(levels: int) -> gc.Graph:
+    """A graph of `levels` scans, each in the body of the one outside it."""
+    def nest(c, level):
+        if level == 0:
+            return c * 2.0
+        out, _ = gc.scan(lambda d, _: (nest(d, level - 1), d), c, length=2)
+        return out
+
     g = gc.Graph("g")
-    x = g.input("x", shape=(2,))
+    nest(g.constant(1.0, name="c0"), levels)
+    return g
 
-    def outer(c, xi):
-        inner, _ = gc.scan(lambda d, _: (d * 2.0, d), c, length=2)
-        return inner + xi, c
 
-    gc.scan(outer, g.constant(np.zeros(2), name="c0"), gc.expand_dims(x, 0), name="outer")
+def test_bodies_nested_deeper_than_a_file_holds_are_refused_on_build():
+    round_trip(_nested(G.MAX_DEPTH))                     # 8 deep: built, saved and loaded
+    with pytest.raises(gc.GraphCompilerError, match="nests control flow 9 deep, over the limit of 8") as info:
+        _nested(G.MAX_DEPTH + 1)
+    assert not isinstance(info.value, gc.GraphFileError)
+
+
+def test_save_refuses_bodies_nested_deeper_than_a_file_holds(monkeypatch):
+    g = _nested(2)
+    monkeypatch.setattr(io, "MAX_DEPTH", 1)              # save's own check, behind the graph's
     with pytest.raises(gc.GraphCompilerError, match="nested 2 deep"):
         io.dumps(g)
+
+
+def test_a_scan_longer_than_a_file_holds_is_refused_on_build():
+    g = gc.Graph("g")
+    c0 = g.constant(0.0, name="c0")
+    with pytest.raises(gc.GraphCompilerError, match=r"length is 1099511627776, over the limit of 2147483648"):
+        gc.scan(lambda c, _: (c + 1.0, c), c0, length=2**40)
+    assert [n.name for n in g.nodes] == ["c0"]
+    gc.scan(lambda c, _: (c + 1.0, c), c0, length=G.MAX_STEPS, name="long")  # the limit itself: saved, loaded
+    round_trip(g)
 
 
 # the property test: random graphs with random names, their gradients, saved and loaded back equal
