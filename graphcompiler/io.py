@@ -16,6 +16,7 @@ import difflib
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -186,8 +187,6 @@ def _warn_over_limits(text: str, graph: Graph, where: str) -> None:
     need["max_json_containers"], need["max_json_values"] = containers, values
     over = {k: v for k, v in need.items() if v > LIMITS[k]}
     if over:
-        import warnings
-
         args = ", ".join(f"{k}={v}" for k, v in over.items())
         warnings.warn(
             f"graph {graph.name!r} saved to {where!r} is over the default limits of gc.load "
