@@ -369,3 +369,11 @@ def test_the_loader_and_the_graph_share_one_set_of_limits():
                  "MAX_STEPS"):
         assert getattr(io, name) is getattr(G, name), name
     assert io.name_problem is G.name_problem
+
+
+def test_a_node_over_a_limit_adds_none_of_its_constants():
+    g = gc.Graph("g")
+    x = g.input("x", shape=(1,))
+    with pytest.raises(gc.GraphCompilerError, match="4097 inputs"):
+        gc.concatenate([x] * 4096 + [np.ones(1)])         # the array would become a constant node
+    assert [n.name for n in g.nodes] == ["x"]
