@@ -14,6 +14,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from .errors import GraphCompilerError, fmt_shape
+from .graph import escape  # the one escaping of names for a terminal, shared with print(graph)
 
 PROG = "graphcompiler"
 PICTURE_SUFFIXES = (".svg", ".png", ".pdf", ".dot")
@@ -344,11 +345,7 @@ def _cmd_explore(args) -> int:
 
 def _cmd_show(args) -> int:
     graph = _load(args.file)
-    text = str(graph)
-    # a file's names are untrusted text: escape them whole (a name holding a newline cannot fake a line)
-    for name in sorted((n.name for n in graph.nodes if not _printable(n.name)), key=len, reverse=True):
-        text = text.replace(name, escape(name))
-    print(escape(text, keep="\n"))
+    print(escape(str(graph), keep="\n"))  # str(graph) escapes each name; this keeps only its own newlines
     return 0
 
 
@@ -381,19 +378,6 @@ def _load_npy(path: str, name: str) -> np.ndarray:
     if not isinstance(value, np.ndarray):
         raise CommandError(f"feed {name!r}: {path!r} holds several arrays (an .npz); save one array with np.save")
     return value
-
-
-def _printable(text: str) -> bool:
-    return text.isprintable()
-
-
-def escape(text: str, keep: str = "") -> str:
-    """Text from a file made safe for a terminal: control and format characters (escape sequences, a
-    carriage return, right-to-left overrides, zero-width marks) written as Python escapes, e.g. \\x1b.
-    `keep` lists characters left as they are (the listing's own newlines)."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() or c in keep or c == " " else repr(c)[1:-1] for c in text)
 
 
 def _names(text: str) -> list[str]:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import hashlib
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
@@ -23,6 +25,104 @@ if TYPE_CHECKING:
     import networkx as nx
 
 Shape = tuple  # a tuple of ints and None (a dimension fixed only when the program runs)
+
+
+# -- what a graph may hold: the limits of a graph file ----------------------------------------
+# io.py's loader refuses a file over any of these; the graph refuses a node over them as it is built (and
+# derived names are shortened to fit), so every graph that can be made can be saved and loaded back.
+
+MAX_NAME = 1000  # characters in a node or graph name, and in a string attribute
+MAX_RANK = 32  # dimensions of a shape (NumPy allows 64; no op here needs more than a handful)
+MAX_INPUTS = 4096  # inputs of one node (concatenate takes any number)
+MAX_ATTR_ITEMS = 64  # entries of a tuple attribute (axes, a reshape target, an index)
+MAX_INT = 2**62  # |int| in attributes and dims, and the number of elements of a shape: stays in int64
+MAX_STEPS = 2**31  # the counts of a control-flow body record: a scan's length, its numbers of carries and xs
+MAX_DEPTH = 8  # control-flow bodies inside bodies
+DTYPES = (
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+)  # the dtypes a value may have (no float128: its size and meaning differ between machines)
+
+# Characters no name may hold: C0 controls (newline, escape), DEL, C1 controls, the line and paragraph
+# separators, the bidirectional overrides and isolates (they reorder what a terminal shows), lone
+# surrogates (not text: printing one fails) and the noncharacters U+FFFE, U+FFFF (not allowed in XML, the SVG).
+_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]")
+
+
+class InvalidNameError(GraphCompilerError, ValueError):
+    """A name that is not a non-empty string of at most MAX_NAME characters, or holds a control character."""
+
+
+def name_problem(name: Any) -> str | None:
+    """Why `name` cannot name a node or a graph (None if it can): the one rule of graph.py and the loader."""
+    if not isinstance(name, str) or not name:
+        return f"must be a non-empty string, not {_cut(name)}"
+    if len(name) > MAX_NAME:
+        return f"{_cut(name)} has {len(name)} characters; a name has at most {MAX_NAME}"
+    bad = _REFUSED.search(name)
+    if bad is not None:
+        ch = bad.group()
+        return (
+            f"{_cut(name)} holds {ch!r} (U+{ord(ch):04X}, {_kind(ch)}) at position {bad.start()}; names are "
+            "printed and written to files, so they may not hold control characters: use printable text"
+        )
+    return None
+
+
+def _kind(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x20 or 0x7F <= code <= 0x9F:
+        return "a control character"
+    if code in (0x2028, 0x2029):
+        return "a line or paragraph separator"
+    if 0xD800 <= code <= 0xDFFF:
+        return "a lone surrogate, not text"
+    if code >= 0xFFFE:
+        return "a noncharacter"
+    return "a bidirectional override, which reorders the text a terminal shows"
+
+
+def check_name(name: Any, what: str) -> str:
+    """`name` if it can name a node or graph; InvalidNameError saying why not (`what`: what it would name)."""
+    problem = name_problem(name)
+    if problem is not None:
+        raise InvalidNameError(f"{what} name {problem}")
+    return name
+
+
+def fit_name(text: str) -> str:
+    """A derived name (d<z>/d<x>, <scan>.<carry>, <title>/body) cut to MAX_NAME characters: an over-long text
+    keeps its start and ends in "~" and 16 hex digits of the SHA-256 of the whole text, so the short name is
+    the same on every run and different texts stay apart."""
+    if len(text) <= MAX_NAME:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{text[: MAX_NAME - 17]}~{digest}"
+
+
+def escape(text: str, keep: str = "") -> str:
+    """Text made safe for a terminal: control and format characters (escape sequences, a carriage return,
+    right-to-left overrides, zero-width marks) written as Python escapes, e.g. \\x1b. `keep` lists characters
+    left as they are (a listing's own newlines). Names from the graph and from files print through it."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in keep or c == " " else repr(c)[1:-1] for c in text)
+
+
+def _cut(v: Any, limit: int = 60) -> str:
+    """repr of a value for a message, cut short (a name may be a thousand characters)."""
+    text = repr(v)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # -- the Op protocol ------------------------------------------------------------------------
@@ -56,7 +156,7 @@ class Undefined:
     edge: "tuple[Node, int] | None" = None
 
     def __repr__(self) -> str:
-        return "UNDEFINED" if self.edge is None else f"Undefined({self.edge[0].name}:{self.edge[1]})"
+        return "UNDEFINED" if self.edge is None else f"Undefined({escape(self.edge[0].name)}:{self.edge[1]})"
 
 
 UNDEFINED = Undefined()  # a bprop's answer for an input with no derivative
@@ -198,10 +298,11 @@ def register_op(cls: type) -> type:
     if not (isinstance(cls, type) and issubclass(cls, Op)) or cls is Op:
         raise GraphCompilerError(f"register_op takes a subclass of gc.Op, got {cls!r}")
     name = cls.__dict__.get("name")
-    if not isinstance(name, str) or not name or name in LEAF_OPS:
+    if not isinstance(name, str) or name_problem(name) is not None or name in LEAF_OPS:
         raise GraphCompilerError(
-            f"register_op: {cls.__name__} needs its own class attribute `name` (a string "
-            f"naming the op, not one of {', '.join(LEAF_OPS)}); got {name!r}"
+            f"register_op: {cls.__name__} needs its own class attribute `name` (a string of at most "
+            f"{MAX_NAME} characters, none a control character, naming the op, not one of "
+            f"{', '.join(LEAF_OPS)}); got {_cut(name)}"
         )
     if not dataclasses.is_dataclass(cls):
         raise GraphCompilerError(
@@ -258,7 +359,7 @@ class Node:
         return not self.inputs
 
     def __repr__(self) -> str:
-        return f"<Node {self.name}: {self.op.name} {fmt_shape(self.shape)} {self.dtype}>"
+        return f"<Node {escape(self.name)}: {self.op.name} {fmt_shape(self.shape)} {self.dtype}>"
 
     def __str__(self) -> str:
         return self.name
@@ -363,7 +464,7 @@ class Graph:
     """A static graph of named nodes. It only grows: build_grad inserts the derivative subgraph into it."""
 
     def __init__(self, name: str | None = None):
-        self.name = name or "graph"
+        self.name = "graph" if name is None or name == "" else check_name(name, "a graph")
         self._nodes: list[Node] = []
         self._by_name: dict[str, Node] = {}
         self._consumers: dict[Node, list[Node]] = {}
@@ -371,6 +472,7 @@ class Graph:
         self._counters: dict[str, itertools.count] = {}
         self._origin: tuple[Node, int] | None = None  # set while build_grad asks an op's bprop
         self._in_gradient = False
+        self._depth = 0  # how deep control-flow bodies nest inside this graph (a graph file holds MAX_DEPTH)
 
     # -- leaves ----------------------------------------------------------------------------
     def input(self, name: str, shape: Shape = (), dtype: Any = "float64") -> Node:
@@ -513,10 +615,12 @@ class Graph:
         return node
 
     def _unique_name(self, base: str) -> str:
-        if base not in self._by_name:
-            return base
+        """A name made from others (d<z>/d<x>): `base`, else base_2, base_3, ..., each cut to fit (fit_name)."""
+        cand = fit_name(base)
+        if cand not in self._by_name:
+            return cand
         for k in itertools.count(2):
-            cand = f"{base}_{k}"
+            cand = fit_name(f"{base}_{k}")
             if cand not in self._by_name:
                 return cand
         raise AssertionError("unreachable")
@@ -526,7 +630,7 @@ class Graph:
         if counter is None:
             counter = self._counters[opname] = itertools.count(1)
         while True:
-            cand = f"{opname}_{next(counter)}"
+            cand = fit_name(f"{opname}_{next(counter)}")
             if cand not in self._by_name:
                 return cand
 
@@ -536,12 +640,14 @@ class Graph:
             name = self._auto_name(op.name)
         else:
             self._check_new_name(name, op.name)
+        inputs, shape, dtype = tuple(inputs), tuple(shape), np.dtype(dtype)
+        self._check_fits(op, inputs, shape, dtype, name)
         node = new_node(
             name,
             op,
-            tuple(inputs),
-            tuple(shape),
-            np.dtype(dtype),
+            inputs,
+            shape,
+            dtype,
             self,
             len(self._nodes),
             self._in_gradient,
@@ -555,14 +661,74 @@ class Graph:
         return node
 
     def _check_new_name(self, name: str, opname: str) -> None:
-        if not isinstance(name, str) or not name:
-            raise GraphCompilerError(f"a node name must be a non-empty string, not {name!r}")
+        problem = name_problem(name)
+        if problem is not None:
+            raise InvalidNameError(f"the {opname} node's name {problem}")
         if name in self._by_name:
             old = self._by_name[name]
             raise DuplicateNameError(
                 f"graph {self.name!r} already has a node named {name!r} ({old.op.name}, shape "
                 f"{fmt_shape(old.shape)}); give the new {opname} node another name or none"
             )
+
+    def _check_fits(self, op: "Op", inputs: tuple, shape: tuple, dtype: np.dtype, name: str | None) -> None:
+        """The node op(*inputs) -> shape, dtype fits a graph file (the limits above), or an error that says which
+        limit it passes; checked before anything is added, so a refused op adds nothing."""
+        size = 1
+        for d in shape:
+            if d is not None:
+                size *= d
+        if (
+            len(inputs) > MAX_INPUTS
+            or len(shape) > MAX_RANK
+            or size > MAX_INT
+            or dtype not in _FILE_DTYPES
+            or (size == 0 and any(d is not None and d > MAX_INT for d in shape))
+        ):
+            _refuse_fit(op, inputs, shape, dtype, name)
+        checks = _ATTR_FIELDS.get(type(op))
+        if checks is None:
+            fields = [f.name for f in dataclasses.fields(op)]
+            if "body" in fields:  # a control-flow op: its body's record, as io.py writes it
+                _BODY_OPS.add(type(op))
+            checks = _ATTR_FIELDS[type(op)] = tuple(k for k in fields if k != "body")
+        if type(op) in _BODY_OPS:
+            self._check_body(op, name)
+        for key in checks:
+            v = getattr(op, key)
+            t = type(v)
+            if t is bool or t is int and -MAX_INT <= v <= MAX_INT:
+                continue  # the common attributes, at the cost of a type test
+            if t is tuple and len(v) <= MAX_ATTR_ITEMS:
+                for item in v:
+                    if type(item) is not int or not -MAX_INT <= item <= MAX_INT:
+                        break
+                else:
+                    continue  # a tuple of ints (axes, a shape)
+            problem = _attr_problem(v)
+            if problem is not None:
+                what = f"{op.name} node {_cut(name) if name else ''}".rstrip()
+                raise GraphCompilerError(f"{what}: attribute {key}={_cut(v)} {problem}")
+
+    def _check_body(self, op: "Op", name: str | None) -> None:
+        """A control-flow op's body fits a graph file: nested at most MAX_DEPTH deep, and every count of its
+        record (a scan's length, its numbers of carries and inputs) at most MAX_STEPS."""
+        graphs: list[Graph] = []
+        record = getattr(op, "body").record(lambda traced: _collect(graphs, traced.graph))
+        what = f"{op.name} node {_cut(name) if name else ''}".rstrip()
+        for key, v in record.items():
+            if type(v) is int and not 0 <= v <= MAX_STEPS:
+                raise GraphCompilerError(
+                    f"{what}: its {key} is {v}, over the limit of {MAX_STEPS} (2**31) a graph file holds; "
+                    "split the loop into loops of fewer steps"
+                )
+        depth = 1 + max((g._depth for g in graphs), default=0)
+        if depth > MAX_DEPTH:
+            raise GraphCompilerError(
+                f"{what}: its body nests control flow {depth} deep, over the limit of {MAX_DEPTH} a graph file "
+                "holds; move an inner loop out, or unroll one"
+            )
+        self._depth = max(self._depth, depth)
 
     def _rename(self, node: Node, name: str) -> Node:
         """Give a fresh node that nothing reads yet a readable name (build_grad's dJ/dx)."""
@@ -596,6 +762,54 @@ class Graph:
         return _GradientScope(self, origin)
 
 
+_ATTR_FIELDS: dict[type, tuple[str, ...]] = {}  # op class -> the attributes _check_fits reads
+_BODY_OPS: set[type] = set()  # op classes with a control-flow body (ops/control.py): scan, cond, while_loop
+
+
+def _collect(graphs: list, graph: Graph) -> dict:
+    """The `encode` of a body's record that only collects the body's graphs (_check_body)."""
+    graphs.append(graph)
+    return {}
+
+
+# the dtypes of DTYPES in this machine's byte order, and object: a control-flow node's list of results
+_FILE_DTYPES = frozenset([np.dtype(n) for n in DTYPES] + [np.dtype(object)])
+
+
+def _refuse_fit(op: "Op", inputs: tuple, shape: tuple, dtype: np.dtype, name: str | None) -> None:
+    """The error for a node over a limit of the graph file (Graph._check_fits found one)."""
+    what = f"{op.name} node {_cut(name) if name else ''}".rstrip()
+    if len(inputs) > MAX_INPUTS:
+        raise GraphCompilerError(
+            f"{what}: {len(inputs)} inputs, over the limit of {MAX_INPUTS} a node may have (a graph file "
+            "holds no more); combine them in steps, e.g. concatenate groups of them, then the groups"
+        )
+    if len(shape) > MAX_RANK:
+        raise ShapeError(f"{what}: shape {fmt_shape(shape)} has {len(shape)} dimensions; at most {MAX_RANK}")
+    if dtype not in _FILE_DTYPES:
+        raise DTypeError(f"{what}: dtype {dtype} is not supported; use one of {', '.join(DTYPES)}")
+    raise ShapeError(f"{what}: shape {fmt_shape(shape)} has more than 2**62 elements (or a dimension over 2**62)")
+
+
+def _attr_problem(v: Any, depth: int = 0) -> str | None:
+    """Why attribute value `v` cannot be written to a graph file and read back (None: it can)."""
+    if isinstance(v, (bool, type(None))):
+        return None
+    if isinstance(v, (int, np.integer)):
+        return None if abs(int(v)) <= MAX_INT else "is over 2**62 in size (a graph file's limit)"
+    if isinstance(v, str):
+        return name_problem(v) if v else None
+    if isinstance(v, tuple) and depth < 2:
+        if len(v) > MAX_ATTR_ITEMS:
+            return f"has {len(v)} entries; a graph file holds at most {MAX_ATTR_ITEMS}"
+        for item in v:
+            problem = _attr_problem(item, depth + 1)
+            if problem is not None:
+                return problem
+        return None
+    return None  # floats (io.py writes inf and nan too), and a user's op's own kinds, which save judges
+
+
 class _GradientScope:
     """Graph._gradient_scope's context (a class: build_grad enters one per edge, a generator costs more)."""
 
@@ -627,7 +841,8 @@ def paused_gc():
 
 
 def format_nodes(nodes, title: str | None = None) -> str:
-    """One line per node: name = op[attrs](inputs)  shape dtype, with gradient marks."""
+    """One line per node: name = op[attrs](inputs)  shape dtype, with gradient marks. Every character a
+    terminal would act on (an escape sequence, a newline inside a name) is written as a Python escape."""
     rows = []
     for n in nodes:
         attrs = n.op.attrs()
@@ -636,11 +851,11 @@ def format_nodes(nodes, title: str | None = None) -> str:
         mark = ""
         if n.is_gradient:
             mark = f"  # grad of {n.origin[0].name}:{n.origin[1]}" if n.origin else "  # grad"
-        rows.append((n.name, rhs, fmt_shape(n.shape), str(n.dtype), mark))
+        rows.append((escape(n.name), escape(rhs), fmt_shape(n.shape), str(n.dtype), escape(mark)))
     w0 = max((len(r[0]) for r in rows), default=0)
     w1 = max((len(r[1]) for r in rows), default=0)
     w2 = max((len(r[2]) for r in rows), default=0)
-    lines = [title] if title else []
+    lines = [escape(title)] if title else []
     lines += [f"  {a:<{w0}} = {b:<{w1}}  {c:<{w2}}  {d}{e}" for a, b, c, d, e in rows]
     return "\n".join(lines)
 
@@ -659,9 +874,9 @@ def _dtype(dtype: Any, what: str) -> np.dtype:
         dt = np.dtype(dtype)
     except TypeError as e:
         raise DTypeError(f"{what}: {dtype!r} is not a dtype ({e}); use e.g. 'float32', 'float64', 'int64'") from None
-    if dt.kind not in "biuf":
-        raise DTypeError(f"{what}: dtype {dt} is not supported; use bool, an integer or a float dtype")
-    return dt
+    if dt.name not in DTYPES:
+        raise DTypeError(f"{what}: dtype {dt} is not supported; use one of {', '.join(DTYPES)}")
+    return dt if dt.isnative else dt.newbyteorder("=")  # '>f8' is float64, as a file would read it back
 
 
 def _check_shape(shape: Any, *, allow_none: bool, what: str) -> Shape:

@@ -16,13 +16,27 @@ import difflib
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import GraphCompilerError, GraphFileError, fmt_shape
-from .graph import Graph, Node, install
+from .graph import (
+    DTYPES,
+    MAX_ATTR_ITEMS,
+    MAX_DEPTH,
+    MAX_INPUTS,
+    MAX_INT,
+    MAX_NAME,
+    MAX_RANK,
+    MAX_STEPS,
+    Graph,
+    Node,
+    install,
+    name_problem,
+)
 from .ops import OPS  # the allowlist of op names: the only classes a file can name
 from .ops.base import Op
 from .ops.control import Cond, Scan, While
@@ -30,21 +44,6 @@ from .ops.control import Cond, Scan, While
 FORMAT = "graphcompiler-graph"
 VERSION = 2  # written; 2 added the bodies of scan, cond and while_loop
 READS = (1, 2)  # versions this loader reads: every file an earlier graphcompiler wrote
-
-DTYPES = (
-    "bool",
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "uint8",
-    "uint16",
-    "uint32",
-    "uint64",
-    "float16",
-    "float32",
-    "float64",
-)  # the dtype allowlist
 
 LIMITS = {  # the defaults of load's size limits (callers may raise or lower them)
     "max_file_bytes": 256 * 2**20,  # the file itself, checked before it is read
@@ -55,11 +54,8 @@ LIMITS = {  # the defaults of load's size limits (callers may raise or lower the
     "max_json_containers": 2**22,  # JSON lists and objects, counted before parsing (each costs ~64 bytes)
     "max_json_values": 2**23,  # JSON values in lists and objects (commas), counted before parsing
 }
-MAX_RANK = 32  # NumPy allows 64; no op here needs more than a handful
-MAX_NAME = 1000  # characters in a node or graph name
-MAX_INPUTS = 4096  # inputs of one node (concatenate takes any number)
-MAX_ATTR_ITEMS = 64  # entries of a tuple attribute (axes, a reshape target, an index)
-MAX_INT = 2**62  # |int| in attributes and dims: a product of dims stays in int64
+# The fixed limits (DTYPES, MAX_NAME, MAX_RANK, MAX_INPUTS, MAX_ATTR_ITEMS, MAX_INT, MAX_DEPTH, MAX_STEPS) are
+# graph.py's: a graph refuses a node over them as it is built, so what save writes, load reads.
 
 NODE_KEYS = ("name", "op", "inputs", "shape", "dtype", "attrs", "is_gradient", "origin")
 _NODE_FIELDS = frozenset(NODE_KEYS) | {"value"}  # the fields a node record may have
@@ -74,7 +70,9 @@ def save(graph: Graph, path: str | os.PathLike) -> None:
     """Write `graph` to `path` as one JSON file of data, atomically: a crash or a full disk while saving
     leaves the old file as it was (the text goes to a fresh temporary file in the same directory, is
     flushed to disk, and only then renamed over `path`; a failed attempt removes its temporary file)."""
-    data = dumps(graph).encode("utf-8")
+    text = dumps(graph)
+    _warn_over_limits(text, graph, str(path))
+    data = text.encode("utf-8")
     path = Path(path)
     folder = path.parent
     for _ in range(100):
@@ -122,12 +120,13 @@ def dumps(graph: Graph) -> str:
     """The JSON text of `graph`: one node per line, in creation order."""
     if not isinstance(graph, Graph):
         raise GraphCompilerError(f"save takes a gc.Graph, got {type(graph).__name__}")
-    rows = [json.dumps(_node_record(graph, n), separators=(",", ":"), allow_nan=False) for n in graph.nodes]
+    rows = [json.dumps(_node_record(graph, n, 0), separators=(",", ":"), allow_nan=False) for n in graph.nodes]
     head = json.dumps({"format": FORMAT, "version": VERSION, "name": graph.name})[:-1]
     return head + ', "nodes": [\n' + ",\n".join(rows) + "\n]}\n"
 
 
-def _node_record(graph: Graph, n: Node) -> dict:
+def _node_record(graph: Graph, n: Node, depth: int) -> dict:
+    """A node as the file holds it; `depth`: how many bodies the graph is nested in."""
     rec = {
         "name": n.name,
         "op": n.op.name,
@@ -135,7 +134,7 @@ def _node_record(graph: Graph, n: Node) -> dict:
         "shape": list(n.shape),
         "dtype": n.dtype.name,
         "attrs": (
-            {"body": n.op.body.record(_traced_record)}
+            {"body": _body_record(n, depth + 1)}
             if isinstance(n.op, (Scan, Cond, While))
             else {k: _encode_attr(n, k, v) for k, v in n.attrs.items()}
         ),
@@ -151,8 +150,8 @@ def _node_record(graph: Graph, n: Node) -> dict:
 def _encode_attr(n: Node, key: str, v: Any):
     if isinstance(v, (bool, int, str)) or v is None:
         return v
-    if isinstance(v, float) and math.isfinite(v):
-        return v
+    if isinstance(v, float):  # JSON has no inf or nan: they are written as strings (pad's value=-inf)
+        return v if math.isfinite(v) else str(v)
     if isinstance(v, np.integer):
         return int(v)
     if isinstance(v, tuple):
@@ -171,6 +170,59 @@ def _encode_array(arr: np.ndarray) -> dict:
         "shape": list(arr.shape),
         "data": base64.b64encode(little.tobytes()).decode("ascii"),
     }
+
+
+class GraphFileWarning(UserWarning):
+    """A graph file that save wrote but that gc.load reads only with some of its limits raised."""
+
+
+def _warn_over_limits(text: str, graph: Graph, where: str) -> None:
+    """Warn when the file is over a default limit of load (its size, nodes, values): the fixed limits the
+    graph enforces as it is built, but these are the reader's to raise, so the warning says how."""
+    need = _needs(graph)
+    need["max_file_bytes"] = len(text.encode("utf-8")) if not text.isascii() else len(text)
+    containers, values = _quick_counts(text, "[", "{", ",")
+    if containers > LIMITS["max_json_containers"] or values > LIMITS["max_json_values"]:
+        containers, values = _counts_outside_strings(text.encode("utf-8"))
+    need["max_json_containers"], need["max_json_values"] = containers, values
+    over = {k: v for k, v in need.items() if v > LIMITS[k]}
+    if over:
+        args = ", ".join(f"{k}={v}" for k, v in over.items())
+        warnings.warn(
+            f"graph {graph.name!r} saved to {where!r} is over the default limits of gc.load "
+            f"({', '.join(f'{k}={LIMITS[k]}' for k in over)}); load it with gc.load(path, {args})",
+            GraphFileWarning,
+            stacklevel=3,
+        )
+
+
+def _needs(graph: Graph) -> dict[str, int]:
+    """The largest node count, value and total of values of the graph and of each body (each is one
+    document of the file, checked against the limits on its own)."""
+    need = dict.fromkeys(("max_nodes", "max_array_elements", "max_array_bytes", "max_total_bytes"), 0)
+    stack, seen = [graph], set()
+    while stack:
+        g = stack.pop()
+        if id(g) in seen:
+            continue
+        seen.add(id(g))
+        need["max_nodes"] = max(need["max_nodes"], len(g))
+        total = 0
+        for arr in g._values.values():
+            need["max_array_elements"] = max(need["max_array_elements"], arr.size)
+            need["max_array_bytes"] = max(need["max_array_bytes"], arr.nbytes)
+            total += arr.nbytes
+        need["max_total_bytes"] = max(need["max_total_bytes"], total)
+        for n in g.nodes:
+            if isinstance(n.op, (Scan, Cond, While)):
+                n.op.body.record(lambda traced: _push(stack, traced.graph))
+    return need
+
+
+def _push(stack: list, graph: Graph) -> dict:
+    """An `encode` for a body's record that only collects its graphs (the record itself is dropped)."""
+    stack.append(graph)
+    return {}
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -437,10 +489,9 @@ def _check_document(doc: Any, where: str, lim: dict) -> tuple[list[_Spec], str]:
             f"{VERSION} has {', '.join(TOP_KEYS)}"
         )
     name = doc.get("name", "graph")
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
-        raise GraphFileError(
-            f'{where}: field "name" must be a non-empty string of at most {MAX_NAME} characters, got {_short(name)}'
-        )
+    problem = name_problem(name)
+    if problem is not None:
+        raise GraphFileError(f'{where}: field "name": the graph name {problem}')
     nodes = doc.get("nodes")
     if not isinstance(nodes, list):
         raise GraphFileError(f'{where}: field "nodes" must be a list of node objects, got {_short(nodes)}')
@@ -535,11 +586,11 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
 
 
 def _check_name(name: Any, at: str, by_name: dict) -> str:
-    """A node's "name": a non-empty string of at most MAX_NAME characters that no earlier node has."""
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
-        raise GraphFileError(
-            f'{at}, field "name": must be a non-empty string of at most {MAX_NAME} characters, got {_short(name)}'
-        )
+    """A node's "name": a non-empty string of at most MAX_NAME characters, no control character in it
+    (graph.name_problem, the rule the graph itself applies), that no earlier node has."""
+    problem = name_problem(name)
+    if problem is not None:
+        raise GraphFileError(f'{at}, field "name": the node name {problem}')
     if name in by_name:
         raise GraphFileError(
             f'{at}, field "name": the name {name!r} is already used by node {by_name[name].index}; names must be unique'
@@ -683,6 +734,9 @@ def _check_attrs(cls: type[Op], attrs: Any, at: str) -> dict:
     return out
 
 
+_NON_FINITE = ("inf", "-inf", "nan")  # a float attribute's values JSON has no number for (str(float) of them)
+
+
 def _check_attr(key: str, default: Any, v: Any, at: str):
     if isinstance(default, bool):
         if not isinstance(v, bool):
@@ -693,14 +747,19 @@ def _check_attr(key: str, default: Any, v: Any, at: str):
             raise GraphFileError(f"{at}: must be an integer, got {_short(v)}")
         return v
     if isinstance(default, float):
+        if isinstance(v, str) and v in _NON_FINITE:
+            return float(v)
         if not (_is_int(v) and abs(v) <= MAX_INT or isinstance(v, float)):
-            raise GraphFileError(f"{at}: must be a number, got {_short(v)}")
+            raise GraphFileError(f'{at}: must be a number (or "inf", "-inf", "nan"), got {_short(v)}')
         return float(v)
     if isinstance(default, str):
         if key == "dtype":
             return _check_dtype(v, at).name
         if not isinstance(v, str) or len(v) > MAX_NAME:
-            raise GraphFileError(f"{at}: must be a string, got {_short(v)}")
+            raise GraphFileError(f"{at}: must be a string of at most {MAX_NAME} characters, got {_short(v)}")
+        problem = name_problem(v) if v else None
+        if problem is not None:
+            raise GraphFileError(f"{at}: the string {problem}")
         return v
     if isinstance(default, tuple):
         if not isinstance(v, list) or len(v) > MAX_ATTR_ITEMS:
@@ -746,14 +805,32 @@ def _check_index(v: list, at: str) -> tuple:
 # -- control flow: bodies as nested graphs (ops/control.py) ------------------------------------------
 
 CONTROL_OPS = ("scan", "cond", "while_loop")
-MAX_DEPTH = 8  # bodies inside bodies
 
 
-def _traced_record(traced) -> dict:
+def _body_record(n: Node, depth: int) -> dict:
+    """A control-flow node's body record, refused (as the loader would refuse it) when it is nested deeper
+    than MAX_DEPTH or counts more than MAX_STEPS (a scan's length): save never writes a file load refuses."""
+    if depth > MAX_DEPTH:
+        raise GraphCompilerError(
+            f"node {n.name!r} ({n.op.name}): its body is nested {depth} deep, but a graph file holds bodies "
+            f"nested at most {MAX_DEPTH} deep; save the inner loop's graph on its own or nest fewer loops"
+        )
+    assert isinstance(n.op, (Scan, Cond, While))
+    rec = n.op.body.record(lambda traced: _traced_record(traced, depth))
+    for key, v in rec.items():
+        if _is_int(v) and not 0 <= v <= MAX_STEPS:
+            raise GraphCompilerError(
+                f"node {n.name!r} ({n.op.name}): its body's {key} is {v}, but a graph file holds counts of "
+                f"at most {MAX_STEPS} (2**31); a loop of more steps cannot be saved"
+            )
+    return rec
+
+
+def _traced_record(traced, depth: int) -> dict:
     """A traced body: its graph (nodes as in the file itself), and the names of its inputs and outputs."""
     g = traced.graph
     return {
-        "graph": {"name": g.name, "nodes": [_node_record(g, m) for m in g.nodes]},
+        "graph": {"name": g.name, "nodes": [_node_record(g, m, depth) for m in g.nodes]},
         "inputs": [x.name for x in traced.inputs],
         "captured": [x.name for x in traced.captured_inputs],
         "outputs": [o.name for o in traced.outputs],
@@ -836,11 +913,14 @@ def _build(specs: list[_Spec], name: str, where: str) -> Graph:
                     f"shape inference gives {fmt_shape(shape)} and {np.dtype(dtype)}"
                 )
         origin = None if s.origin is None else (graph[s.origin[0]], s.origin[1])
-        if s.is_gradient:
-            with graph._gradient_scope(origin):
+        try:
+            if s.is_gradient:
+                with graph._gradient_scope(origin):
+                    node = graph._add(op, inputs, s.dtype, s.shape, s.name)
+            else:
                 node = graph._add(op, inputs, s.dtype, s.shape, s.name)
-        else:
-            node = graph._add(op, inputs, s.dtype, s.shape, s.name)
+        except GraphCompilerError as e:  # a limit of the graph (graph._check_fits) the checks above let by
+            raise GraphFileError(f"{at}: {e}") from None
         if s.value is not None:
             if s.op == "constant":
                 s.value.setflags(write=False)

@@ -153,14 +153,14 @@ def test_labels_are_escaped_so_any_name_is_valid_svg():
     b = gc.sin(a, name="x:1 port")
     c = gc.multiply(b, g.constant(2.0, name="{braces}|bar"), name="back\\slash\\N")
     d = gc.sum(c, name="it's <b>bold</b>")
-    gc.exp(d, name="tab\tbell\x07 ünï €")
+    gc.exp(d, name="tab bell ünï €")       # control characters are refused in names (tests/test_names.py)
     gc.build_grad(d, [a])
     svg_text = viz.svg(g, provenance=True, edge_shapes=True)
     root = parse(svg_text)                     # a label that was not escaped would break the XML
     names = set(drawn_nodes(root))
     assert {'a<b>&"c', "x:1 port", "{braces}|bar", "back\\slash\\N", "it's <b>bold</b>"} <= names
     assert g.name in texts(root)
-    assert "tab\\x09bell\\x07 ünï €" in names          # control characters (invalid in XML) shown as \xNN
+    assert "tab bell ünï €" in names
     assert "<b>bold</b>" not in svg_text       # the markup in a name is text, never markup
     tips = {a.get(XLINK + "title") for a in root.iter(SVG + "a")}
     assert any(t and t.startswith("back\\slash\\N: multiply") for t in tips)   # \N is not dot's node id

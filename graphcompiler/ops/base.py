@@ -140,7 +140,8 @@ def apply(op: Op, args: tuple, name: str | None = None) -> Node:
         raise
     if name is not None:
         graph._check_new_name(name, op.name)
-    if pending:
+    if pending:  # the node must fit a graph file before its constants are added (a refused op adds nothing)
+        graph._check_fits(op, tuple(xs), tuple(shape), np.dtype(dtype), name)
         xs = [graph.constant(x.value) if type(x) is _Pending else x for x in xs]
     return graph._add(op, tuple(xs), dtype, shape, name)
 

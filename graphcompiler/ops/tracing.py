@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GraphCompilerError
-from ..graph import Graph, Node
+from ..graph import Graph, Node, fit_name
 from .base import apply
 
 __all__ = ["Traced", "alias", "inline", "trace_body"]
@@ -154,7 +154,7 @@ def _copy_body(
     """Copy the nodes `need` into a graph of their own (inputs for the stand-ins, named `names`); every other
     node they read is a constant of the body, a folded constant, or captured: an input of the body read from
     `graph` (through `frame`, an alias reads the outer node it stands for)."""
-    body = Graph(f"{title}/body")
+    body = Graph(fit_name(f"{title}/body"))
     m: dict[Node, Node] = {}
     inputs = []
     for s, nm in zip(standins, names):
