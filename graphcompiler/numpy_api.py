@@ -34,6 +34,7 @@ import numpy as np
 from .errors import DTypeError, GraphCompilerError, ShapeError, fmt_shape
 from .graph import Node
 from .graph import install as install_on
+from .ops.base import Deferred
 
 __all__ = ["numpy_functions", "OpNotAvailableError", "UnsupportedFunctionError"]
 
@@ -204,6 +205,11 @@ def _ufunc_table() -> dict:
         np.ceil: _op("ceil", "numpy.ceil"),
         np.rint: _op("round", "numpy.rint"),  # both round half to even
         np.remainder: _op("mod", "numpy.remainder"),
+        np.floor_divide: _op("floor_divide", "numpy.floor_divide"),
+        np.bitwise_and: _op("bitwise_and", "numpy.bitwise_and"),
+        np.bitwise_or: _op("bitwise_or", "numpy.bitwise_or"),
+        np.bitwise_xor: _op("bitwise_xor", "numpy.bitwise_xor"),
+        np.invert: _op("invert", "numpy.invert"),
         np.matmul: _op("matmul", "numpy.matmul"),
         np.positive: lambda x: x if isinstance(x, Node) else E.identity(x),
         np.reciprocal: lambda x: E.divide(1, x),  # 1/x, exactly what np.reciprocal computes
@@ -1090,6 +1096,9 @@ def _getitem(self: Node, index):
     indices with np.nonzero: the result's shape is static) and several integer arrays over consecutive axes
     (one flat index into those axes). A boolean *node* is refused: its selection's size is a run-time value."""
     items = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(it, Deferred) for it in items):  # x[x == 0]: the comparison's node (refused below)
+        items = tuple(it.node() if isinstance(it, Deferred) else it for it in items)
+        index = items if isinstance(index, tuple) else items[0]
     if not any(_is_array_index(it) for it in items):
         return _basic_getitem(self, index)
     fname = f"indexing {self.name!r}"

@@ -12,6 +12,7 @@ import numpy as np
 
 from .errors import GraphCompilerError, ShapeError, fmt_shape
 from .graph import Graph, Node
+from .ops.base import Deferred
 
 __all__ = ["Spec", "make_graph", "function", "grad", "value_and_grad", "jvp", "jacobian", "hessian"]
 
@@ -65,6 +66,8 @@ def _flatten_outputs(graph: Graph, result) -> tuple[list[Node], str]:
         kind, items = ("list" if isinstance(result, list) else "tuple"), list(result)
     outs = []
     for k, r in enumerate(items):
+        if isinstance(r, Deferred):  # `x == y` returned: its elementwise node
+            r = r.node()
         if isinstance(r, Node):
             if r.graph is not graph:
                 raise GraphCompilerError(
