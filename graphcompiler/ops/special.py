@@ -268,7 +268,14 @@ class _Bits(Binary):
             )
         return super().infer(a, b)
 
-    to_sympy = undefined_to_sympy
+    logic: ClassVar[Any] = None  # the SymPy connective on bools (sp.And, ...); integers export undefined
+
+    def to_sympy(self, node, *terms):
+        from ..symbolic_terms import apply_undefined, elementwise
+
+        if node.dtype.kind != "b":
+            return apply_undefined(node, *terms)
+        return elementwise(node, lambda a, b: type(self).logic(sp, a, b), *terms)
 
 
 @dataclass(frozen=True)
@@ -277,6 +284,7 @@ class BitwiseAnd(_Bits):
 
     name: ClassVar[str] = "bitwise_and"
     ufunc: ClassVar = np.bitwise_and
+    logic = staticmethod(lambda sp, a, b: sp.And(a, b))
 
 
 @dataclass(frozen=True)
@@ -285,6 +293,7 @@ class BitwiseOr(_Bits):
 
     name: ClassVar[str] = "bitwise_or"
     ufunc: ClassVar = np.bitwise_or
+    logic = staticmethod(lambda sp, a, b: sp.Or(a, b))
 
 
 @dataclass(frozen=True)
@@ -293,6 +302,7 @@ class BitwiseXor(_Bits):
 
     name: ClassVar[str] = "bitwise_xor"
     ufunc: ClassVar = np.bitwise_xor
+    logic = staticmethod(lambda sp, a, b: sp.Xor(a, b))
 
 
 @dataclass(frozen=True)
@@ -311,7 +321,10 @@ class Invert(Unary):
             )
         return x.shape, x.dtype
 
-    to_sympy = undefined_to_sympy
+    def to_sympy(self, node, x):
+        from ..symbolic_terms import apply_undefined, elementwise
+
+        return elementwise(node, lambda t: sp.Not(t), x) if node.dtype.kind == "b" else apply_undefined(node, x)
 
 
 # -- mod and clip ---------------------------------------------------------------------------
