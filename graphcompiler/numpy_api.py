@@ -292,12 +292,13 @@ def array_ufunc(self: Node, ufunc, method: str, *inputs, **kwargs):
         keepdims = kwargs.pop("keepdims", False)
         _refuse("initial" in kwargs, fname, "initial=")
         _refuse(bool(kwargs), fname, f"keyword(s) {', '.join(kwargs)}")
+        dtype = _reduce_dtype(dtype, fname)
         if dtype is not None:
             x = _gc("astype", fname)(x, dtype)
         if method == "reduce":
-            return _gc(_REDUCE[ufunc.__name__], fname)(x, axis=axis, keepdims=keepdims)
+            return _as_dtype(_gc(_REDUCE[ufunc.__name__], fname)(x, axis=axis, keepdims=keepdims), dtype, fname)
         if ufunc.__name__ == "add":
-            return _gc("cumsum", fname)(x, axis=axis)
+            return _as_dtype(_gc("cumsum", fname)(x, axis=axis), dtype, fname)
     raise UnsupportedFunctionError(f"{fname} is not supported on graph nodes; gc.numpy_functions() lists what is")
 
 
@@ -368,15 +369,42 @@ def _reduction(func, op: str):
         x, axis, dtype = a["a"], a.get("axis"), a.get("dtype")
         keepdims = a.get("keepdims", np._NoValue)
         keepdims = False if keepdims is np._NoValue else bool(keepdims)
+        dtype = _reduce_dtype(dtype, fname, floats_only=op in ("var", "std"))
         if dtype is not None:
             x = _gc("astype", fname)(x, dtype)
         if isinstance(axis, list):
             axis = tuple(axis)
         if "ddof" in sig.parameters:
-            return _gc(op, fname)(x, axis=axis, keepdims=keepdims, ddof=a.get("ddof", 0))
-        return _gc(op, fname)(x, axis=axis, keepdims=keepdims)
+            y = _gc(op, fname)(x, axis=axis, keepdims=keepdims, ddof=a.get("ddof", 0))
+        else:
+            y = _gc(op, fname)(x, axis=axis, keepdims=keepdims)
+        return _as_dtype(y, dtype, fname)
 
     return impl
+
+
+def _reduce_dtype(dtype, fname: str, floats_only: bool = False) -> np.dtype | None:
+    """NumPy's dtype= of a reduction: the accumulator and the result's dtype. The input is cast to it and
+    the result too (np.mean(x, dtype=int) truncates the mean toward zero, as NumPy's unsafe cast does)."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, Node):
+        raise DTypeError(f"{fname}: dtype= is the node {dtype.name!r}; a dtype is a NumPy dtype (e.g. 'float32')")
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise DTypeError(f"{fname}: dtype={dtype!r} is not a dtype; use e.g. 'float32' or 'int64'") from None
+    if dt.kind not in ("f" if floats_only else "iuf"):
+        raise UnsupportedFunctionError(
+            f"{fname}(..., dtype={dt}) is not supported on graph nodes: give "
+            f"{'a floating' if floats_only else 'an integer or floating'} dtype, or cast the input "
+            "(x.astype(...)) and reduce without dtype="
+        )
+    return dt
+
+
+def _as_dtype(y, dtype: np.dtype | None, fname: str):
+    return y if dtype is None or y.dtype == dtype else _gc("astype", fname)(y, dtype)
 
 
 def _reg_reduction(funcs, op):
@@ -412,10 +440,11 @@ implements(np.argmin)(_arg_reduction("argmin"))
 @implements(np.cumsum)
 def _cumsum(a, axis=None, dtype=None, out=None):
     _refuse_out(out, "numpy.cumsum")
+    dtype = _reduce_dtype(dtype, "numpy.cumsum")
     x = a if dtype is None else _gc("astype", "numpy.cumsum")(a, dtype)
     if axis is None:  # NumPy: the running sum of the flattened array
-        return _gc("cumsum", "numpy.cumsum")(_flat(x), axis=0)
-    return _gc("cumsum", "numpy.cumsum")(x, axis=axis)
+        return _as_dtype(_gc("cumsum", "numpy.cumsum")(_flat(x), axis=0), dtype, "numpy.cumsum")
+    return _as_dtype(_gc("cumsum", "numpy.cumsum")(x, axis=axis), dtype, "numpy.cumsum")
 
 
 @implements(np.trace)

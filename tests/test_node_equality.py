@@ -133,3 +133,39 @@ def test_the_package_itself_makes_no_comparison_nodes(monkeypatch, tmp_path, mak
     gc.jvp([n["s"]], [n["W1"]], [n["W1"]])
     assert made == []
     assert not any(m.op.name in ("equal", "not_equal") for m in g.nodes)
+
+
+# -- small ones: dtype= of NumPy reductions -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: np.mean(x, dtype=int), lambda x: np.mean(x, dtype=np.int32), lambda x: np.mean(x, dtype=np.float32),
+    lambda x: np.sum(x, dtype=int), lambda x: np.sum(x, axis=0, dtype=np.int32), lambda x: np.prod(x, dtype=int),
+    lambda x: np.var(x, dtype=np.float32), lambda x: np.std(x, axis=1, dtype=np.float32),
+    lambda x: x.mean(axis=1, dtype=int), lambda x: np.add.reduce(x, axis=0, dtype=np.int32),
+    lambda x: np.cumsum(x, dtype=np.int32),
+])
+def test_reduction_dtype_is_the_accumulator_and_result_dtype_as_numpy(call):
+    a = np.array([[1.5, 2.5, 3.7, -1.2], [-3.5, 0.4, 7.9, 2.2]])
+    got, ref = gc.function(call)(a), call(a)
+    assert got.dtype == np.asarray(ref).dtype
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
+
+
+def test_reduction_dtypes_numpy_computes_otherwise_are_refused():
+    g = gc.Graph()
+    x = g.input("x", (2, 3))
+    for call in (lambda: np.var(x, dtype=int), lambda: np.std(x, dtype=bool), lambda: np.sum(x, dtype=bool),
+                 lambda: np.mean(x, dtype=x)):
+        with pytest.raises(gc.GraphCompilerError, match="dtype"):
+            call()
+
+
+def test_a_node_is_no_dtype_for_gc_astype():
+    g = gc.Graph()
+    x, y = g.input("x", (2,)), g.input("y", (2,), "int64")
+    with pytest.raises(gc.DTypeError, match="dtype is a node"):
+        gc.astype(x, y)
+    with pytest.raises(gc.DTypeError, match="dtype is a node"):
+        x.astype(y)
+    assert gc.astype(x, y.dtype).dtype == np.int64

@@ -707,6 +707,8 @@ def where(cond, a, b, name: str | None = None):
 
 
 def astype(x, dtype: Any, name: str | None = None):
+    if isinstance(dtype, (Node, Deferred)):  # np.dtype would read its .dtype: say what was meant instead
+        raise DTypeError(f"astype: the dtype is a node ({dtype!r}); give a dtype, e.g. 'float32' or y.dtype")
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -735,13 +737,15 @@ class DeferredComparison(Deferred):
     __hash__ = object.__hash__
 
     def __init__(self, a: Node, b: Any, negate: bool):
-        self.a, self.b, self.negate, self._node = a, b, negate, None
+        self.a, self.b, self.negate = a, b, negate
+        self._node: Node | None = None
 
     def node(self) -> Node:
         """The `equal` (or `not_equal`) node of a's graph; made on the first call only."""
-        if self._node is None:
-            self._node = (not_equal if self.negate else equal)(self.a, self.b)
-        return self._node
+        made = self._node
+        if made is None:
+            made = self._node = (not_equal if self.negate else equal)(self.a, self.b)
+        return made
 
     def _text(self) -> str:
         b = (
