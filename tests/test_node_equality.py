@@ -169,3 +169,18 @@ def test_a_node_is_no_dtype_for_gc_astype():
     with pytest.raises(gc.DTypeError, match="dtype is a node"):
         x.astype(y)
     assert gc.astype(x, y.dtype).dtype == np.int64
+
+
+def test_comparisons_as_control_flow_predicates():
+    g = gc.Graph()
+    x = g.input("x", ())
+    picked = gc.cond(x == 0, lambda a: a + 1, lambda a: a * 2, x)
+    bounded = gc.while_loop(lambda h: h != 5.0, lambda h: h + 1, x, max_steps=10)
+    free = gc.while_loop(lambda h: h != 5.0, lambda h: h + 1, x)
+    _, ys = gc.scan(lambda h, t: (h + t, h == t), x, g.constant(np.array([0.0, 1.0, 2.0])))
+    prog = gc.compile([picked, bounded, free, ys])
+    for v in (0.0, 1.0, 3.0):
+        p, b, f, y = prog.run({"x": v})
+        assert p == (v + 1 if v == 0 else v * 2) and b == f == 5.0
+        h = v + np.concatenate([[0.0], np.cumsum([0.0, 1.0])])
+        np.testing.assert_array_equal(y, h == np.array([0.0, 1.0, 2.0]))
