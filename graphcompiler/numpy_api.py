@@ -206,6 +206,7 @@ def _ufunc_table() -> dict:
         np.rint: _op("round", "numpy.rint"),  # both round half to even
         np.remainder: _op("mod", "numpy.remainder"),
         np.floor_divide: _op("floor_divide", "numpy.floor_divide"),
+        np.divmod: lambda a, b: (_gc("floor_divide", "numpy.divmod")(a, b), _gc("mod", "numpy.divmod")(a, b)),
         np.bitwise_and: _op("bitwise_and", "numpy.bitwise_and"),
         np.bitwise_or: _op("bitwise_or", "numpy.bitwise_or"),
         np.bitwise_xor: _op("bitwise_xor", "numpy.bitwise_xor"),

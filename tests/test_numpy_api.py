@@ -92,6 +92,7 @@ CASES: dict[str, tuple] = {
     "numpy.isfinite": (lambda a: np.isfinite(np.log(a) / a), [np.round(N(3, 4))]),
     "numpy.logical_not": (lambda a: np.logical_not(a > 0), [N(3, 4)]),
     "numpy.floor_divide": (lambda a, b: np.floor_divide(a, b) * a, [3 * N(3, 4), P(4)]),
+    "numpy.divmod": (lambda a, b: np.divmod(a, b)[0] * a + np.divmod(a, b)[1], [3 * N(3, 4), P(4)]),
     "numpy.bitwise_and": (lambda a, b: np.where(np.bitwise_and(a > 0, b > 0), a, b), [N(3, 4), N(4)]),
     "numpy.bitwise_or": (lambda a, b: np.where(np.bitwise_or(a > 0, b > 0), a, b), [N(3, 4), N(4)]),
     "numpy.bitwise_xor": (lambda a, b: np.where(np.bitwise_xor(a > 0, b > 0), a, b), [N(3, 4), N(4)]),

@@ -79,6 +79,8 @@ for sc, sa, sb in [((3, 2), (3, 2), (3, 2)), ((2,), (3, 2), ()), ((3, 1), (2,), 
 LOGIC = [
     ("floor_divide", lambda a, b: gc.floor_divide(a, b) * a, lambda a, b: np.floor_divide(a, b) * a),
     ("floordiv_op", lambda a, b: (a // b) * a + 3.0 // b, lambda a, b: (a // b) * a + 3.0 // b),
+    ("divmod", lambda a, b: divmod(a, b)[0] * a + divmod(a, b)[1] + divmod(2.5, b)[1],
+     lambda a, b: divmod(a, b)[0] * a + divmod(a, b)[1] + divmod(2.5, b)[1]),
     ("bitwise_and", lambda a, b: gc.where(gc.bitwise_and(a > 0, b > 1), a, b),
      lambda a, b: np.where((a > 0) & (b > 1), a, b)),
     ("bitwise_or", lambda a, b: gc.where(gc.bitwise_or(a > 0, b > 1), a, b),

@@ -833,7 +833,8 @@ def _operator(name: str):
 
 for _name in (
     "__add__ __radd__ __sub__ __rsub__ __mul__ __rmul__ __truediv__ __rtruediv__ __floordiv__ __rfloordiv__ "
-    "__mod__ __rmod__ __pow__ __rpow__ __matmul__ __rmatmul__ __and__ __rand__ __or__ __ror__ __xor__ __rxor__ "
+    "__divmod__ __rdivmod__ __mod__ __rmod__ __pow__ __rpow__ __matmul__ __rmatmul__ "
+    "__and__ __rand__ __or__ __ror__ __xor__ __rxor__ "
     "__lt__ __le__ __gt__ __ge__ __eq__ __ne__ __neg__ __pos__ __abs__ __invert__ __getitem__ __len__ __iter__"
 ).split():
     setattr(DeferredComparison, _name, _operator(_name))

@@ -515,6 +515,8 @@ install(
     __xor__=lambda self, other: bitwise_xor(self, other),
     __rxor__=lambda self, other: bitwise_xor(other, self),
     __invert__=lambda self: invert(self),
+    __divmod__=lambda self, other: (floor_divide(self, other), mod(self, other)),
+    __rdivmod__=lambda self, other: (floor_divide(other, self), mod(other, self)),
 )
 
 
