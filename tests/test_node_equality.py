@@ -184,3 +184,11 @@ def test_comparisons_as_control_flow_predicates():
         assert p == (v + 1 if v == 0 else v * 2) and b == f == 5.0
         h = v + np.concatenate([[0.0], np.cumsum([0.0, 1.0])])
         np.testing.assert_array_equal(y, h == np.array([0.0, 1.0, 2.0]))
+
+
+def test_writing_into_a_comparison_is_refused():
+    g = gc.Graph()
+    x = g.input("x", (3,))
+    for target in (x, np.ones(3)):
+        with pytest.raises(gc.GraphCompilerError, match="out="):
+            np.add(target, 1, out=(x == 0,))

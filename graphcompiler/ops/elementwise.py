@@ -794,8 +794,13 @@ class DeferredComparison(Deferred):
         raise self._no_value("int()")
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        inputs = tuple(x.node() if isinstance(x, Deferred) else x for x in inputs)
-        return getattr(ufunc, method)(*inputs, **kwargs)  # again, now on nodes: Node.__array_ufunc__
+        made, changed = _made(inputs)
+        if not changed:  # only in out=
+            raise GraphCompilerError(
+                f"numpy.{ufunc.__name__}(..., out=...) cannot write into `{self._text()}`: a comparison of nodes "
+                "has no storage until a program runs; drop out= and use the returned value"
+            )
+        return getattr(ufunc, method)(*made, **kwargs)  # again, now on nodes: Node.__array_ufunc__
 
     def __array_function__(self, func, types, args, kwargs):
         args, changed = _made(args)
