@@ -142,6 +142,7 @@ _UNARY = {
     "floor": "floor",
     "ceil": "ceil",
     "round": "round",
+    "invert": "invert",
 }
 _BINARY = {
     "add": "add",
@@ -159,6 +160,10 @@ _BINARY = {
     "not_equal": "not_equal",
     "logaddexp": "logaddexp",
     "mod": "remainder",
+    "floor_divide": "floor_divide",
+    "bitwise_and": "bitwise_and",
+    "bitwise_or": "bitwise_or",
+    "bitwise_xor": "bitwise_xor",
 }
 
 

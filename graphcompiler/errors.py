@@ -40,6 +40,15 @@ class ExecutionError(GraphCompilerError):
     """A kernel failed while a program ran; the message names the step being executed."""
 
 
+class GraphCompilerWarning(UserWarning):
+    """Base class of graphcompiler's warnings: a result that runs but may not be what the code meant."""
+
+
+class FrozenRandomnessWarning(GraphCompilerWarning):
+    """A traced function drew host random numbers (np.random, a RandomState, a Generator): drawn once while
+    tracing, they are constants of the graph, the same in every later call. Use gc.random with a key argument."""
+
+
 def fmt_shape(shape) -> str:
     """Write a shape as a Python tuple, `(None, 4)`, the way every message in the package does."""
     if shape is None:

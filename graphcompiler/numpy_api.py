@@ -34,6 +34,7 @@ import numpy as np
 from .errors import DTypeError, GraphCompilerError, ShapeError, fmt_shape
 from .graph import Node
 from .graph import install as install_on
+from .ops.base import Deferred
 
 __all__ = ["numpy_functions", "OpNotAvailableError", "UnsupportedFunctionError"]
 
@@ -204,6 +205,12 @@ def _ufunc_table() -> dict:
         np.ceil: _op("ceil", "numpy.ceil"),
         np.rint: _op("round", "numpy.rint"),  # both round half to even
         np.remainder: _op("mod", "numpy.remainder"),
+        np.floor_divide: _op("floor_divide", "numpy.floor_divide"),
+        np.divmod: lambda a, b: (_gc("floor_divide", "numpy.divmod")(a, b), _gc("mod", "numpy.divmod")(a, b)),
+        np.bitwise_and: _op("bitwise_and", "numpy.bitwise_and"),
+        np.bitwise_or: _op("bitwise_or", "numpy.bitwise_or"),
+        np.bitwise_xor: _op("bitwise_xor", "numpy.bitwise_xor"),
+        np.invert: _op("invert", "numpy.invert"),
         np.matmul: _op("matmul", "numpy.matmul"),
         np.positive: lambda x: x if isinstance(x, Node) else E.identity(x),
         np.reciprocal: lambda x: E.divide(1, x),  # 1/x, exactly what np.reciprocal computes
@@ -286,12 +293,13 @@ def array_ufunc(self: Node, ufunc, method: str, *inputs, **kwargs):
         keepdims = kwargs.pop("keepdims", False)
         _refuse("initial" in kwargs, fname, "initial=")
         _refuse(bool(kwargs), fname, f"keyword(s) {', '.join(kwargs)}")
+        dtype = _reduce_dtype(dtype, fname)
         if dtype is not None:
             x = _gc("astype", fname)(x, dtype)
         if method == "reduce":
-            return _gc(_REDUCE[ufunc.__name__], fname)(x, axis=axis, keepdims=keepdims)
+            return _as_dtype(_gc(_REDUCE[ufunc.__name__], fname)(x, axis=axis, keepdims=keepdims), dtype, fname)
         if ufunc.__name__ == "add":
-            return _gc("cumsum", fname)(x, axis=axis)
+            return _as_dtype(_gc("cumsum", fname)(x, axis=axis), dtype, fname)
     raise UnsupportedFunctionError(f"{fname} is not supported on graph nodes; gc.numpy_functions() lists what is")
 
 
@@ -362,15 +370,42 @@ def _reduction(func, op: str):
         x, axis, dtype = a["a"], a.get("axis"), a.get("dtype")
         keepdims = a.get("keepdims", np._NoValue)
         keepdims = False if keepdims is np._NoValue else bool(keepdims)
+        dtype = _reduce_dtype(dtype, fname, floats_only=op in ("var", "std"))
         if dtype is not None:
             x = _gc("astype", fname)(x, dtype)
         if isinstance(axis, list):
             axis = tuple(axis)
         if "ddof" in sig.parameters:
-            return _gc(op, fname)(x, axis=axis, keepdims=keepdims, ddof=a.get("ddof", 0))
-        return _gc(op, fname)(x, axis=axis, keepdims=keepdims)
+            y = _gc(op, fname)(x, axis=axis, keepdims=keepdims, ddof=a.get("ddof", 0))
+        else:
+            y = _gc(op, fname)(x, axis=axis, keepdims=keepdims)
+        return _as_dtype(y, dtype, fname)
 
     return impl
+
+
+def _reduce_dtype(dtype, fname: str, floats_only: bool = False) -> np.dtype | None:
+    """NumPy's dtype= of a reduction: the accumulator and the result's dtype. The input is cast to it and
+    the result too (np.mean(x, dtype=int) truncates the mean toward zero, as NumPy's unsafe cast does)."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, Node):
+        raise DTypeError(f"{fname}: dtype= is the node {dtype.name!r}; a dtype is a NumPy dtype (e.g. 'float32')")
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise DTypeError(f"{fname}: dtype={dtype!r} is not a dtype; use e.g. 'float32' or 'int64'") from None
+    if dt.kind not in ("f" if floats_only else "iuf"):
+        raise UnsupportedFunctionError(
+            f"{fname}(..., dtype={dt}) is not supported on graph nodes: give "
+            f"{'a floating' if floats_only else 'an integer or floating'} dtype, or cast the input "
+            "(x.astype(...)) and reduce without dtype="
+        )
+    return dt
+
+
+def _as_dtype(y, dtype: np.dtype | None, fname: str):
+    return y if dtype is None or y.dtype == dtype else _gc("astype", fname)(y, dtype)
 
 
 def _reg_reduction(funcs, op):
@@ -406,10 +441,11 @@ implements(np.argmin)(_arg_reduction("argmin"))
 @implements(np.cumsum)
 def _cumsum(a, axis=None, dtype=None, out=None):
     _refuse_out(out, "numpy.cumsum")
+    dtype = _reduce_dtype(dtype, "numpy.cumsum")
     x = a if dtype is None else _gc("astype", "numpy.cumsum")(a, dtype)
     if axis is None:  # NumPy: the running sum of the flattened array
-        return _gc("cumsum", "numpy.cumsum")(_flat(x), axis=0)
-    return _gc("cumsum", "numpy.cumsum")(x, axis=axis)
+        return _as_dtype(_gc("cumsum", "numpy.cumsum")(_flat(x), axis=0), dtype, "numpy.cumsum")
+    return _as_dtype(_gc("cumsum", "numpy.cumsum")(x, axis=axis), dtype, "numpy.cumsum")
 
 
 @implements(np.trace)
@@ -1090,6 +1126,9 @@ def _getitem(self: Node, index):
     indices with np.nonzero: the result's shape is static) and several integer arrays over consecutive axes
     (one flat index into those axes). A boolean *node* is refused: its selection's size is a run-time value."""
     items = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(it, Deferred) for it in items):  # x[x == 0]: the comparison's node (refused below)
+        items = tuple(it.node() if isinstance(it, Deferred) else it for it in items)
+        index = items if isinstance(index, tuple) else items[0]
     if not any(_is_array_index(it) for it in items):
         return _basic_getitem(self, index)
     fname = f"indexing {self.name!r}"

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import functools
 import inspect
+import random
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence, overload
 
 import numpy as np
 
-from .errors import GraphCompilerError, ShapeError, fmt_shape
+from .errors import FrozenRandomnessWarning, GraphCompilerError, ShapeError, fmt_shape
 from .graph import Graph, Node
+from .ops.base import Deferred
 
 __all__ = ["Spec", "make_graph", "function", "grad", "value_and_grad", "jvp", "jacobian", "hessian"]
 
@@ -65,6 +68,8 @@ def _flatten_outputs(graph: Graph, result) -> tuple[list[Node], str]:
         kind, items = ("list" if isinstance(result, list) else "tuple"), list(result)
     outs = []
     for k, r in enumerate(items):
+        if isinstance(r, Deferred):  # `x == y` returned: its elementwise node
+            r = r.node()
         if isinstance(r, Node):
             if r.graph is not graph:
                 raise GraphCompilerError(
@@ -129,7 +134,9 @@ class Function:
         sig = tuple((arr.shape, arr.dtype.str) for arr in arrays)
         traced = self._cache.get(sig)
         if traced is None:
-            traced = self._build(self.fn, [Spec(arr.shape, arr.dtype) for arr in arrays])
+            specs = [Spec(arr.shape, arr.dtype) for arr in arrays]
+            traced = self._build(self.fn, specs)
+            _warn_if_frozen_randomness(self, traced.graph, specs)
             self._cache[sig] = traced
         self._last = traced
         return traced, arrays
@@ -165,6 +172,61 @@ class Function:
                 "it is traced for a signature"
             )
         return self._last
+
+
+def _warn_if_frozen_randomness(f: Function, graph: Graph, specs: list[Spec]) -> None:
+    """Trace fn a second time (once per signature, on its first call) and compare the two traces' constants:
+    a constant that differs was drawn from host randomness (np.random.*, a RandomState, default_rng()) or
+    other changing state, and is frozen into every later call. Warn (FrozenRandomnessWarning) naming it.
+
+    NumPy's global RNG and Python's `random` are restored after the second trace, so the first call advances
+    them as one trace does; a RandomState or Generator object the function closes over is drawn from twice.
+    A function with side effects (printing, appending to a list) has them twice on a signature's first call.
+    """
+    states = np.random.get_state(), random.getstate()
+    try:
+        again, _, _, _ = _trace(f.fn, specs)
+    except Exception as e:  # it traced once, so it depends on changing state: say so, keep the first trace
+        warnings.warn(
+            f"{f._what}({f.fn.__name__}): tracing it a second time (to check for host randomness) raised "
+            f"{type(e).__name__}: {e}; the graph of its first trace is used for every call with these "
+            "shapes. A function traced by gc should compute the same graph each time it is called",
+            FrozenRandomnessWarning,
+            stacklevel=4,
+        )
+        return
+    finally:
+        np.random.set_state(states[0])
+        random.setstate(states[1])
+    first = graph.nodes[: len(again)]
+    if len(first) < len(again) or any(a.op.name != b.op.name or a.shape != b.shape for a, b in zip(first, again.nodes)):
+        warnings.warn(
+            f"{f._what}({f.fn.__name__}): traced twice, it built two different graphs; it depends on state that "
+            "changes between calls (host randomness, a counter), and the first trace is frozen into every call "
+            "with these shapes. Pass what changes as an argument (random numbers: gc.random with a key argument)",
+            FrozenRandomnessWarning,
+            stacklevel=4,
+        )
+        return
+    for a, b in zip(first, again.nodes):
+        if a.op.name == "constant" and not _same_value(graph._values[a], again._values[b]):
+            readers = [c for c in graph.consumers(a) if c.index < len(again)]
+            read = f", read by {readers[0].name!r} ({readers[0].op.name})" if readers else ""
+            warnings.warn(
+                f"{f._what}({f.fn.__name__}): the constant {a.name!r} (shape {fmt_shape(a.shape)}, {a.dtype}"
+                f"{read}) took different values in two traces: it was drawn from host randomness (np.random, "
+                "a RandomState, np.random.default_rng()) or other changing state while tracing, so the values "
+                "of the first trace are frozen into every call with these shapes. For random numbers that "
+                "change per call, pass a key as an argument and draw with gc.random (gc.random.normal(key, "
+                "shape), gc.random.split)",
+                FrozenRandomnessWarning,
+                stacklevel=4,
+            )
+            return
+
+
+def _same_value(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
 
 
 def _structure(values, traced: _Traced):

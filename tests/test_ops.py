@@ -74,6 +74,26 @@ for sc, sa, sb in [((3, 2), (3, 2), (3, 2)), ((2,), (3, 2), ()), ((3, 1), (2,), 
     CASES.append(Case(f"where{sc}{sa}{sb}", lambda c, a, b: gc.where(c > 0, a, b),
                       lambda c, a, b: np.where(c > 0, a, b), [sc, sa, sb], [away, normal, normal]))
 
+# floor_divide: locally constant (zero derivative), here times a so the a-path is seen; logic ops on bools
+# choose between branches (a path through a bool adds zero)
+LOGIC = [
+    ("floor_divide", lambda a, b: gc.floor_divide(a, b) * a, lambda a, b: np.floor_divide(a, b) * a),
+    ("floordiv_op", lambda a, b: (a // b) * a + 3.0 // b, lambda a, b: (a // b) * a + 3.0 // b),
+    ("divmod", lambda a, b: divmod(a, b)[0] * a + divmod(a, b)[1] + divmod(2.5, b)[1],
+     lambda a, b: divmod(a, b)[0] * a + divmod(a, b)[1] + divmod(2.5, b)[1]),
+    ("bitwise_and", lambda a, b: gc.where(gc.bitwise_and(a > 0, b > 1), a, b),
+     lambda a, b: np.where((a > 0) & (b > 1), a, b)),
+    ("bitwise_or", lambda a, b: gc.where(gc.bitwise_or(a > 0, b > 1), a, b),
+     lambda a, b: np.where((a > 0) | (b > 1), a, b)),
+    ("bitwise_xor", lambda a, b: gc.where(gc.bitwise_xor(a > 0, b > 1), a, b),
+     lambda a, b: np.where((a > 0) ^ (b > 1), a, b)),
+    ("invert", lambda a, b: gc.where(gc.invert(a > 0), a, b), lambda a, b: np.where(~(a > 0), a, b)),
+    ("logic_ops", lambda a, b: gc.where(~((a > 0) & (b > 1) | (a < -1) ^ (b < 0.7)), a, b),
+     lambda a, b: np.where(~((a > 0) & (b > 1) | (a < -1) ^ (b < 0.7)), a, b)),
+]
+for (name, f, ref), (sa, sb) in itertools.product(LOGIC, [((3, 2), (3, 2)), ((2,), (3, 2)), ((3, 1), (2,))]):
+    CASES.append(Case(f"{name}{sa}{sb}", f, ref, [sa, sb], [away, pos]))
+
 MATMUL = [((3,), (3,)), ((3,), (3, 2)), ((2, 3), (3,)), ((2, 3), (3, 4)), ((2, 2, 3), (3, 4)),
           ((2, 3), (2, 3, 4)), ((2, 2, 3), (2, 3, 4)), ((2, 1, 2, 3), (3, 3, 2)), ((2, 2, 3), (3,)),
           ((3,), (2, 3, 2))]
@@ -191,6 +211,26 @@ def test_comparisons_forward_and_zero_derivative():
         dx, dy = gc.compile([gx[x], gx[y]]).run({"x": a, "y": b})
         np.testing.assert_array_equal(dx, ref(a, b).astype(float))
         np.testing.assert_array_equal(dy, np.zeros(2))
+
+
+def test_integer_floor_divide_and_bits_as_numpy():
+    a, b = np.array([7, -7, 5, 0, 12]), np.array([2, 3, -2, 5, 7])
+    g = gc.Graph()
+    x, y = g.input("x", (5,), "int64"), g.input("y", (5,), "int64")
+    outs = [x // y, x & y, x | 6, 5 ^ y, ~x, gc.invert(x > 0), 20 // y, x & True]
+    refs = [a // b, a & b, a | 6, 5 ^ b, ~a, ~(a > 0), 20 // b, a & True]
+    for out, ref, node in zip(gc.compile(outs).run({"x": a, "y": b}), refs, outs):
+        assert node.dtype == np.asarray(ref).dtype, node
+        np.testing.assert_array_equal(out, ref)
+
+
+def test_floats_in_bit_ops_are_refused_clearly():
+    g = gc.Graph()
+    x = g.input("x", (2,))
+    for make in (lambda: ~x, lambda: x & x, lambda: True | x, lambda: x ^ 1):
+        with pytest.raises(gc.DTypeError, match="bool or|bools or integers"):
+            make()
+    assert len(g) == 1
 
 
 def test_max_shares_gradient_among_ties():

@@ -93,6 +93,10 @@ for shape in [(3, 2), (2, 3, 2)]:
                               lambda x, f=f, axis=axis, keep=keep: f(x, axis=axis, keepdims=keep),
                               lambda x, ref=ref, axis=axis, keep=keep: ref(x, axis=axis, keepdims=keep),
                               [shape], [dom]))
+for shape, axis in [((1,), None), ((), None), ((3, 1), 1), ((1, 2), 0), ((2, 1, 2), 1)]:
+    for name, f, ref in [("var", gc.var, np.var), ("std", gc.std, np.std)]:  # one element: identically 0
+        CASES.append(Case(f"{name}_one{shape}axis={axis}", lambda x, f=f, a=axis: f(x, axis=a) + x * x,
+                          lambda x, ref=ref, a=axis: ref(x, axis=a) + x * x, [shape], [normal]))
 for shape, axis in [((7,), 0), ((2, 5), 1), ((6, 2), 0), ((3, 4, 3), (0, 2)), ((9,), None)]:
     for dom in (normal, with_zeros):           # longer and odd axes: every level of the product tree
         CASES.append(Case(f"prod{shape}axis={axis},{dom.__name__}", lambda x, a=axis: gc.prod(x, axis=a),

@@ -59,12 +59,12 @@ def test_function_caches_per_signature():
     s, e = f(a, b)
     np.testing.assert_allclose(s, (a * b).sum(0), rtol=1e-14)
     np.testing.assert_allclose(e, np.exp(a), rtol=1e-14)
-    f(b, a)
-    assert len(calls) == 1 and len(f.signatures) == 1
+    f(b, a)  # a signature's first call traces twice (the second trace checks for host randomness)
+    assert len(calls) == 2 and len(f.signatures) == 1
     f(a[:2], b[:2])
-    assert len(calls) == 2 and len(f.signatures) == 2
+    assert len(calls) == 4 and len(f.signatures) == 2
     f(a.astype(np.float32), b.astype(np.float32))
-    assert len(calls) == 3
+    assert len(calls) == 6
     assert isinstance(f.graph, gc.Graph) and isinstance(f.program, gc.Program)
     assert f.graph.inputs()[0].dtype == np.float32
     single = gc.function(lambda x: np.tanh(x))

@@ -57,6 +57,9 @@ from .indexing import (
 from .random import dropout
 from .special import (
     arctan,
+    bitwise_and,
+    bitwise_or,
+    bitwise_xor,
     ceil,
     clip,
     cosh,
@@ -64,7 +67,9 @@ from .special import (
     erf,
     expm1,
     floor,
+    floor_divide,
     gammaln,
+    invert,
     log_sigmoid,
     logaddexp,
     mod,

@@ -38,6 +38,7 @@ __all__ = [
     "UNDEFINED",
     "ZERO",
     "Constant",
+    "Deferred",
     "Input",
     "Op",
     "Parameter",
@@ -92,6 +93,16 @@ def undefined_to_sympy(self: Op, node: Node, *terms: Any) -> Any:
 # -- building nodes -------------------------------------------------------------------------
 
 
+class Deferred:
+    """A value that becomes a node only where an op reads it (`x == 0`: ops/elementwise.py); `node()` makes
+    it, once. `apply` turns every Deferred argument into its node, so each gc op takes one."""
+
+    __slots__ = ()
+
+    def node(self) -> Node:
+        raise NotImplementedError
+
+
 class _Pending:
     """A constant not yet in the graph: ops see its shape and dtype, and it is added only if the op is."""
 
@@ -117,6 +128,7 @@ def apply(op: Op, args: tuple, name: str | None = None) -> Node:
                 _mixed_graphs(op, name, args)
         xs = list(args)
     else:
+        args = tuple(a.node() if isinstance(a, Deferred) else a for a in args)
         nodes = [a for a in args if isinstance(a, Node)]
         if not nodes:
             raise GraphCompilerError(

@@ -33,7 +33,7 @@ from ..errors import (
     fmt_shape,
 )
 from ..graph import Graph, Node, service
-from .base import Op, apply, undefined_to_sympy
+from .base import Deferred, Op, apply, undefined_to_sympy
 from .tracing import Traced, alias, inline, trace_body
 
 __all__ = ["cond", "scan", "while_loop"]
@@ -1426,6 +1426,7 @@ def _while_test_caller(cond_fn: Callable, pack: Callable, title: str) -> Callabl
 
     def test_call(s):
         p = cond_fn(pack(s))
+        p = p.node() if isinstance(p, Deferred) else p  # `carry != 0`: its elementwise node
         if not isinstance(p, Node) or tuple(p.shape) != () or p.dtype != np.bool_:
             raise ShapeError(
                 f"while_loop {title!r}: cond_fn must return a scalar bool node, got "
@@ -1494,6 +1495,7 @@ def cond(pred: Node, true_fn: Callable, false_fn: Callable, *operands, name: str
     Both branches are traced once and must return values of the same shapes and dtypes; only the branch
     taken runs, and the gradient is the gradient of the branch taken.
     """
+    pred = pred.node() if isinstance(pred, Deferred) else pred  # `x == 0`: its elementwise node
     return _guarded(_cond_impl, lambda *a: _graph_of(a[0], a[3:]))(pred, true_fn, false_fn, *operands, name=name)
 
 

@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import DTypeError
+from ..errors import DTypeError, GraphCompilerError, fmt_shape
 from ..graph import Node
-from .base import Op, apply, broadcast_shapes, elementwise_to_sympy, install, sp
+from .base import Deferred, Op, apply, broadcast_shapes, elementwise_to_sympy, install, sp
 from . import shape as S
 
 
@@ -707,6 +707,8 @@ def where(cond, a, b, name: str | None = None):
 
 
 def astype(x, dtype: Any, name: str | None = None):
+    if isinstance(dtype, (Node, Deferred)):  # np.dtype would read its .dtype: say what was meant instead
+        raise DTypeError(f"astype: the dtype is a node ({dtype!r}); give a dtype, e.g. 'float32' or y.dtype")
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -714,6 +716,156 @@ def astype(x, dtype: Any, name: str | None = None):
     if dt.kind not in "biuf":
         raise DTypeError(f"astype: dtype {dt} is not supported; use bool, an integer or a float dtype")
     return apply(Astype(dt.name), (x,), name)
+
+
+# -- x == y and x != y: elementwise, never a silent Python bool ------------------------------
+
+
+class DeferredComparison(Deferred):
+    """`a == b` or `a != b` with the node a on the left: not yet a node.
+
+    Where an op, a NumPy function or an operator reads it, it becomes the elementwise `equal` / `not_equal`
+    node of a's graph (once: `node()` caches it), so `np.where(x == 0, 1.0, x)` in traced NumPy code compares
+    element by element. Used as a Python bool it adds nothing to the graph: between two nodes it is identity
+    (`node in nodes`, `list.index` and dict probes work as for any object); with a number or an array it
+    raises, since the node has no value until a program runs. A deferred object, not a node, because
+    `node in nodes` asks `==` of every element: a node made each time would grow the user's graph.
+    """
+
+    __slots__ = ("a", "b", "negate", "_node")
+    __array_priority__ = 1001  # NumPy arrays defer to its reflected operators, as to a node's
+    __hash__ = object.__hash__
+
+    def __init__(self, a: Node, b: Any, negate: bool):
+        self.a, self.b, self.negate = a, b, negate
+        self._node: Node | None = None
+
+    def node(self) -> Node:
+        """The `equal` (or `not_equal`) node of a's graph; made on the first call only."""
+        made = self._node
+        if made is None:
+            made = self._node = (not_equal if self.negate else equal)(self.a, self.b)
+        return made
+
+    def _text(self) -> str:
+        b = (
+            self.b.name
+            if isinstance(self.b, Node)
+            else type(self.b).__name__
+            if isinstance(self.b, (Deferred, np.ndarray, list, tuple))
+            else repr(self.b)
+        )
+        return f"{self.a.name} {'!=' if self.negate else '=='} {b}"
+
+    def __bool__(self) -> bool:
+        if type(self.b) is Node:
+            return (self.a is self.b) is not self.negate  # nodes compared as Python objects: identity
+        a = self.a
+        raise GraphCompilerError(
+            f"`{self._text()}`: node {a.name!r} ({a.op.name}, shape {fmt_shape(a.shape)}) has no value until a "
+            "program runs, so the comparison cannot be a Python bool (if, and, or, assert); it is elementwise: "
+            "choose inside the graph with gc.where / numpy.where, or compare nodes as objects with `is`"
+        )
+
+    def __repr__(self) -> str:
+        made = f" = {self._node.name}" if self._node is not None else ""
+        return f"<deferred comparison {self._text()}{made}>"
+
+    def __getattr__(self, name: str) -> Any:
+        # .shape, .dtype, .astype, .sum ... read the node; private and special names (probes such as
+        # __array_interface__ or _repr_html_) do not make it
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.node(), name)
+
+    def _no_value(self, what: str) -> GraphCompilerError:
+        return GraphCompilerError(
+            f"{what} of `{self._text()}`: a comparison of nodes has no value until a program runs; "
+            "compile and run it (gc.compile, gc.function), or keep computing with graph ops"
+        )
+
+    def __array__(self, dtype=None, copy=None):
+        raise self._no_value("numpy.asarray")
+
+    def __float__(self):
+        raise self._no_value("float()")
+
+    def __int__(self):
+        raise self._no_value("int()")
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        made, changed = _made(inputs)
+        if not changed:  # only in out=
+            raise GraphCompilerError(
+                f"numpy.{ufunc.__name__}(..., out=...) cannot write into `{self._text()}`: a comparison of nodes "
+                "has no storage until a program runs; drop out= and use the returned value"
+            )
+        return getattr(ufunc, method)(*made, **kwargs)  # again, now on nodes: Node.__array_ufunc__
+
+    def __array_function__(self, func, types, args, kwargs):
+        args, changed = _made(args)
+        kwargs, changed_k = _made(kwargs)
+        if not (changed or changed_k):
+            return NotImplemented
+        return func(*args, **kwargs)  # again, now on nodes: Node.__array_function__
+
+
+def _made(obj: Any) -> tuple[Any, bool]:
+    """obj with each Deferred in it (in nested lists, tuples and dict values) replaced by its node."""
+    if isinstance(obj, Deferred):
+        return obj.node(), True
+    if isinstance(obj, (list, tuple)):
+        parts = [_made(o) for o in obj]
+        if not any(c for _, c in parts):
+            return obj, False
+        items = [p for p, _ in parts]
+        return (items if isinstance(obj, list) else tuple(items)), True
+    if isinstance(obj, dict):
+        parts2 = {k: _made(v) for k, v in obj.items()}
+        if not any(c for _, c in parts2.values()):
+            return obj, False
+        return {k: p for k, (p, _) in parts2.items()}, True
+    return obj, False
+
+
+def _operator(name: str):
+    def method(self: DeferredComparison, *args: Any) -> Any:
+        return getattr(self.node(), name)(*args)  # whatever the op layers installed on Node
+
+    method.__name__ = name
+    return method
+
+
+for _name in (
+    "__add__ __radd__ __sub__ __rsub__ __mul__ __rmul__ __truediv__ __rtruediv__ __floordiv__ __rfloordiv__ "
+    "__divmod__ __rdivmod__ __mod__ __rmod__ __pow__ __rpow__ __matmul__ __rmatmul__ "
+    "__and__ __rand__ __or__ __ror__ __xor__ __rxor__ "
+    "__lt__ __le__ __gt__ __ge__ __eq__ __ne__ __neg__ __pos__ __abs__ __invert__ __getitem__ __len__ __iter__"
+).split():
+    setattr(DeferredComparison, _name, _operator(_name))
+DeferredComparison.__hash__ = object.__hash__  # type: ignore[assignment]  # __eq__ set above keeps it; be explicit
+
+
+_COMPARABLE = (Node, Deferred, bool, int, float, complex, np.generic, np.ndarray)
+
+
+def _comparison(negate: bool):
+    def compare(self: Node, other: Any) -> Any:
+        # a node, a number or an array: elementwise; anything else (None, a string, an object) is no value a
+        # node can equal, so Python's own fallback answers (identity: False for ==)
+        if isinstance(other, _COMPARABLE) or (isinstance(other, (list, tuple)) and _numeric(other)):
+            return DeferredComparison(self, other, negate)
+        return NotImplemented
+
+    compare.__name__ = "__ne__" if negate else "__eq__"
+    return compare
+
+
+def _numeric(seq: list | tuple) -> bool:
+    try:
+        return np.asarray(seq).dtype.kind in "biufc"
+    except (TypeError, ValueError):
+        return False
 
 
 # -- Node's operators, installed from this layer (graph.py imports no op) ---------------------
@@ -736,4 +888,6 @@ install(
     __lt__=lambda self, other: less(self, other),
     __ge__=lambda self, other: greater_equal(self, other),
     __le__=lambda self, other: less_equal(self, other),
+    __eq__=_comparison(negate=False),
+    __ne__=_comparison(negate=True),
 )

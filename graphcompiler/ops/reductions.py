@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import ShapeError, fmt_shape
+from ..errors import ShapeError, UndefinedGradientError, fmt_shape
 from . import elementwise as E
 from . import reduce as R
 from . import shape as S
@@ -118,6 +118,21 @@ class _Spread(Reduction):
     def out_dtype(self, dtype):
         return dtype if dtype.kind == "f" else np.dtype("float64")
 
+    def divisor(self, a, y, dtype):
+        """n - ddof for the derivative. Where it is known to be <= 0 NumPy's value is inf or nan and has no
+        derivative: UndefinedGradientError (build_grad leaves the graph as it was). Where n is known only
+        at run time, a node that is NaN there, so such a gradient reads NaN, never a finite wrong number."""
+        dof = _dof(self, a, dtype)
+        if isinstance(dof, np.ndarray):
+            if dof <= 0:
+                raise UndefinedGradientError(
+                    f"the derivative of {self.name} {y.name!r} (ddof={self.ddof}, over axes {self.axis} of "
+                    f"{a.name!r}, shape {fmt_shape(a.shape)}) is undefined: n - ddof = {int(dof)} <= 0, so its value "
+                    "is NumPy's inf or nan; use a ddof smaller than the number of reduced elements"
+                )
+            return dof
+        return E.where(E.greater(dof, np.zeros((), dtype)), dof, np.full((), np.nan, dtype))
+
 
 @dataclass(frozen=True)
 class Var(_Spread):
@@ -128,9 +143,10 @@ class Var(_Spread):
 
     def bprop(self, i, x, y, g):  # d var(a) = 2 (a - mean(a)) / (n - ddof)
         a = x[0]
+        dof = self.divisor(a, y, g.dtype)
         centred = E.subtract(a, R.mean(a, axis=self.axis, keepdims=True))
-        scale = E.divide(E.multiply(self.keep(g), 2), _dof(self, a, g.dtype))
-        return E.multiply(centred, scale)
+        scale = E.divide(E.multiply(self.keep(g), 2), dof)
+        return E.multiply(centred, scale)  # one element: centred is 0, so 0 (var is identically 0 there)
 
     to_sympy = undefined_to_sympy
 
@@ -143,10 +159,17 @@ class Std(_Spread):
         return np.std(x, axis=self.axis, keepdims=self.keepdims, ddof=self.ddof)
 
     def bprop(self, i, x, y, g):  # d std(a) = (a - mean(a)) / ((n - ddof) std(a))
+        # Where std(a) = 0 (one element: std is identically 0; equal entries: a kink, as |t| at 0) the
+        # derivative is 0. The double where: the divisor is made 1 there first, so no 0/0 is ever computed
+        # and the derivative of this rule (a second derivative) is finite too.
         a = x[0]
+        dof = self.divisor(a, y, g.dtype)
+        s = self.keep(y)
+        flat = E.equal(s, np.zeros((), s.dtype))
+        safe = E.where(flat, np.ones((), s.dtype), s)
         centred = E.subtract(a, R.mean(a, axis=self.axis, keepdims=True))
-        scale = E.divide(self.keep(g), E.multiply(self.keep(y), _dof(self, a, g.dtype)))
-        return E.multiply(centred, scale)
+        scale = E.divide(self.keep(g), E.multiply(safe, dof))
+        return E.where(flat, np.zeros((), g.dtype), E.multiply(centred, scale))
 
     to_sympy = undefined_to_sympy
 

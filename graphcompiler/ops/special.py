@@ -16,7 +16,8 @@ import numpy as np
 from ..errors import DTypeError, ShapeError
 from . import elementwise as E
 from . import shape as S
-from .base import Op, apply, broadcast_shapes, sp, undefined_to_sympy
+from ..graph import Node
+from .base import Op, apply, broadcast_shapes, install, sp, undefined_to_sympy
 from .elementwise import Binary, Unary
 
 
@@ -240,6 +241,92 @@ class Round(Unary):
     to_sympy = undefined_to_sympy  # SymPy has no round-half-to-even: an undefined function
 
 
+@dataclass(frozen=True)
+class FloorDivide(Binary):
+    """a // b (np.floor_divide): floor(a / b) for floats, integer division for integers. Locally constant, so
+    its derivative is zero (as NumPy's and JAX's conventions), like floor's; integers carry no gradient."""
+
+    name: ClassVar[str] = "floor_divide"
+    ufunc: ClassVar = np.floor_divide
+    piecewise_constant: ClassVar[bool] = True
+
+    sympy_fn = lambda a, b: sp.floor(a / b)
+
+
+# -- logic and bits on bools and integers: no derivative (bool paths add zero, integers have none) --------
+
+
+@dataclass(frozen=True)
+class _Bits(Binary):
+    """An elementwise op of bools or integers (NumPy's dtype rule: floats are refused with a DTypeError)."""
+
+    def infer(self, a, b):
+        if a.dtype.kind not in "biu" or b.dtype.kind not in "biu":
+            raise DTypeError(
+                f"{self.name} takes bools or integers, got {a.dtype} ({a.name!r}) and {b.dtype} ({b.name!r}); "
+                "compare floats first (x > 0) or cast them (gc.astype(x, 'bool'))"
+            )
+        return super().infer(a, b)
+
+    logic: ClassVar[Any] = None  # the SymPy connective on bools (sp.And, ...); integers export undefined
+
+    def to_sympy(self, node, *terms):
+        from ..symbolic_terms import apply_undefined, elementwise
+
+        if node.dtype.kind != "b":
+            return apply_undefined(node, *terms)
+        return elementwise(node, lambda a, b: type(self).logic(sp, a, b), *terms)
+
+
+@dataclass(frozen=True)
+class BitwiseAnd(_Bits):
+    """a & b: logical and of bools, bitwise and of integers."""
+
+    name: ClassVar[str] = "bitwise_and"
+    ufunc: ClassVar = np.bitwise_and
+    logic = staticmethod(lambda sp, a, b: sp.And(a, b))
+
+
+@dataclass(frozen=True)
+class BitwiseOr(_Bits):
+    """a | b: logical or of bools, bitwise or of integers."""
+
+    name: ClassVar[str] = "bitwise_or"
+    ufunc: ClassVar = np.bitwise_or
+    logic = staticmethod(lambda sp, a, b: sp.Or(a, b))
+
+
+@dataclass(frozen=True)
+class BitwiseXor(_Bits):
+    """a ^ b: logical xor of bools, bitwise xor of integers."""
+
+    name: ClassVar[str] = "bitwise_xor"
+    ufunc: ClassVar = np.bitwise_xor
+    logic = staticmethod(lambda sp, a, b: sp.Xor(a, b))
+
+
+@dataclass(frozen=True)
+class Invert(Unary):
+    """~x: logical not of bools, bitwise not of integers (np.invert)."""
+
+    name: ClassVar[str] = "invert"
+    ufunc: ClassVar = np.invert
+    any_dtype: ClassVar[bool] = True
+
+    def infer(self, x):
+        if x.dtype.kind not in "biu":
+            raise DTypeError(
+                f"invert (~) takes a bool or an integer, got {x.dtype} from {x.name!r}; for a float condition "
+                "use a comparison (x <= 0 for ~(x > 0)) or numpy.logical_not"
+            )
+        return x.shape, x.dtype
+
+    def to_sympy(self, node, x):
+        from ..symbolic_terms import apply_undefined, elementwise
+
+        return elementwise(node, lambda t: sp.Not(t), x) if node.dtype.kind == "b" else apply_undefined(node, x)
+
+
 # -- mod and clip ---------------------------------------------------------------------------
 
 
@@ -392,6 +479,45 @@ def round(x, name: str | None = None):
 
 def mod(a, b, name: str | None = None):
     return apply(Mod(), (a, b), name)
+
+
+def floor_divide(a, b, name: str | None = None):
+    """a // b, as np.floor_divide; its derivative is zero (locally constant)."""
+    return apply(FloorDivide(), (a, b), name)
+
+
+def bitwise_and(a, b, name: str | None = None):
+    """a & b of bools or integers, as np.bitwise_and (np.logical_and on bools)."""
+    return apply(BitwiseAnd(), (a, b), name)
+
+
+def bitwise_or(a, b, name: str | None = None):
+    return apply(BitwiseOr(), (a, b), name)
+
+
+def bitwise_xor(a, b, name: str | None = None):
+    return apply(BitwiseXor(), (a, b), name)
+
+
+def invert(x, name: str | None = None):
+    """~x of a bool or an integer, as np.invert."""
+    return apply(Invert(), (x,), name)
+
+
+install(
+    Node,
+    __floordiv__=lambda self, other: floor_divide(self, other),
+    __rfloordiv__=lambda self, other: floor_divide(other, self),
+    __and__=lambda self, other: bitwise_and(self, other),
+    __rand__=lambda self, other: bitwise_and(other, self),
+    __or__=lambda self, other: bitwise_or(self, other),
+    __ror__=lambda self, other: bitwise_or(other, self),
+    __xor__=lambda self, other: bitwise_xor(self, other),
+    __rxor__=lambda self, other: bitwise_xor(other, self),
+    __invert__=lambda self: invert(self),
+    __divmod__=lambda self, other: (floor_divide(self, other), mod(self, other)),
+    __rdivmod__=lambda self, other: (floor_divide(other, self), mod(other, self)),
+)
 
 
 def polygamma(n: int, x, name: str | None = None):

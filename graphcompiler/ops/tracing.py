@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import GraphCompilerError
 from ..graph import Graph, Node, fit_name
-from .base import apply
+from .base import Deferred, apply
 
 __all__ = ["Traced", "alias", "inline", "trace_body"]
 
@@ -81,6 +81,7 @@ def _call_on_standins(
     try:
         standins = [graph.input(graph._unique_name(f"{title}.{nm}"), shape, dt) for nm, shape, dt in specs]
         outs = call(standins)
+        outs = [o.node() if isinstance(o, Deferred) else o for o in outs]  # `x == y` returned
         outs = [
             o if isinstance(o, Node) else _as_node(graph, o, out_like[k] if out_like else None, title)
             for k, o in enumerate(outs)
