@@ -3,6 +3,7 @@
 generator's own markers, and never run at load; index arithmetic in the generated C is 64-bit."""
 
 import ctypes
+import json
 import os
 import re
 
@@ -11,6 +12,7 @@ import pytest
 
 import graphcompiler as gc
 from graphcompiler import cbackend
+from graphcompiler.graph import name_problem
 
 needs_cc = pytest.mark.skipif(cbackend.find_compiler() is None, reason="no C compiler on this machine")
 
@@ -52,8 +54,21 @@ def hostile_graph(tagged):
     return g, [J, grads[W], grads[x], c], {tagged[0]: np.arange(12.0).reshape(3, 4) / 10}
 
 
+# Graph and the loader refuse names with control characters (graph.name_problem); the generator must still
+# keep every name out of the C, so the allowed ones are compiled and the refused ones are checked refused.
+ALLOWED = [h for h in HOSTILE if name_problem(h) is None]
+REFUSED = [h for h in HOSTILE if name_problem(h) is not None]
+
+
 def tagged_names():
-    return [f"usr{k}_{HOSTILE[k % len(HOSTILE)]}" for k in range(2 + 6 + 3 + 3)]
+    return [f"usr{k}_{ALLOWED[k % len(ALLOWED)]}" for k in range(2 + 6 + 3 + 3)]
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_names_with_control_characters_are_refused_before_any_c(name):
+    g = gc.Graph("refused")
+    with pytest.raises(gc.GraphCompilerError, match="control character"):
+        g.input(name, shape=(3,))
 
 
 @pytest.fixture(autouse=True)
@@ -107,11 +122,19 @@ def payload(marker: str, splice: str) -> str:
 @pytest.mark.parametrize("splice", ["\\\r", "??/\r", "\\\r\n", "??/\n", "\\\n", ""])
 def test_a_payload_in_a_node_name_from_a_graph_file_never_runs(tmp_path, splice):
     marker = str(tmp_path / "pwned")
+    name = payload(marker, splice)
     g = gc.Graph("evil")
     x = g.input("x", shape=(3,))
-    gc.exp(x, name=payload(marker, splice))
+    gc.exp(x, name="PLACEHOLDER")
     path = tmp_path / "evil.json"
     g.save(str(path))
+    # the file is written by hand, as an attacker would: the name goes in as JSON text
+    path.write_text(path.read_text().replace('"PLACEHOLDER"', json.dumps(name)))
+    if name_problem(name) is not None:  # a splice made of control characters: the loader refuses the file
+        with pytest.raises(gc.GraphFileError, match="control character"):
+            gc.load(str(path))
+        assert not os.path.exists(marker)
+        return
     g2 = gc.load(str(path))
     node = next(n for n in g2.nodes if n.name.startswith("*"))
     p = gc.compile([node], backend="c")  # static shapes: compiled and loaded here
