@@ -362,10 +362,17 @@ def test_while_loop_values_and_bounded_gradient(rng):
     d = gc.build_grad(bounded, [k, c0])
     got = gc.compile([bounded, d[k], d[c0]]).run({"c0": 1.0, "k": 1.7})
     np.testing.assert_allclose(got, [1.7 ** 9, 9 * 1.7 ** 8, 1.7 ** 9])
-    # max_steps cuts the loop short: 5 steps only
-    short = gc.while_loop(lambda c: gc.less(c, 100.0), lambda c: c * k, c0, max_steps=5)
-    np.testing.assert_allclose(gc.compile(short).run({"c0": 1.0, "k": 1.7})[0], 1.7 ** 5)
-    check_gradients(g, bounded * bounded, [k, c0], {"c0": np.array(1.0), "k": np.array(1.7)})
+    # a condition still holding after max_steps steps raises (never a value cut short); the program stays usable
+    short = gc.while_loop(lambda c: gc.less(c, 100.0), lambda c: c * k, c0, max_steps=5, name="short")
+    prog = gc.compile(short)
+    with pytest.raises(gc.ExecutionError, match=r"'short'.*max_steps=5"):
+        prog.run({"c0": 1.0, "k": 1.7})
+    np.testing.assert_allclose(prog.run({"c0": 1.0, "k": 3.0})[0], 3.0 ** 5)
+    check_gradients(g, bounded * bounded, [k, c0], {"c0": np.array(1.0), "k": np.array(1.7)}, second=False)
+    # a second derivative would need the per-step values as differentiable arrays of a length known only at
+    # run time: it is refused by name, never silently zero
+    with pytest.raises(gc.UndefinedGradientError, match="second derivative"):
+        gc.build_grad(d[k] * d[k], [k])
 
 
 def test_while_loop_tuple_carry_with_counter():
