@@ -1678,7 +1678,7 @@ class CEvaluator:
         while rc < 0:  # a leaf in another layout: made contiguous, then again
             k = -rc - 1
             shape, dt = self._leaf_meta[k]
-            v = np.ascontiguousarray(leaves[k], dtype=dt)
+            v = np.asarray(leaves[k], dtype=dt, order="C")  # ascontiguousarray makes a 0-d array 1-d
             if v.shape != tuple(shape):
                 raise ExecutionError(
                     f"leaf {self.lowered.leaf_names[k]!r} has shape {v.shape}, the program "
