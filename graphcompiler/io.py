@@ -523,7 +523,10 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
         dtype = np.dtype(object)
         attrs = _check_control_attrs(cls, rec["attrs"], at, lim)
     else:
-        dtype = _check_dtype(rec["dtype"], f'{at}, field "dtype"')
+        # a tape (the steps of a bounded while_loop, read by its gradient) is a result of dtype "object"; the
+        # result's own shape rule checks it against its loop when the node is built
+        tape = opname == "result" and rec["dtype"] == "object" and shape == ()
+        dtype = np.dtype(object) if tape else _check_dtype(rec["dtype"], f'{at}, field "dtype"')
         attrs = _check_attrs(cls, rec["attrs"], at)
 
     is_gradient = rec["is_gradient"]

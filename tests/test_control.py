@@ -468,6 +468,27 @@ def test_bounded_while_loop_gradient_against_central_differences_when_it_stops_e
     check_gradients(g, L, [W, x, h0], feeds, second=False)
 
 
+def test_bounded_while_loop_gradient_saves_and_loads(tmp_path):
+    """The gradient reads the loop's steps as object results (tapes): the file loads them back, and the
+    loaded loop still raises at its bound."""
+    g = gc.Graph("w4")
+    W = g.input("W", (3, 3))
+    h0 = g.input("h0", (3,))
+    _, h = gc.while_loop(lambda c: gc.less(c[0], 3), lambda c: (c[0] + 1, gc.tanh(gc.matmul(W, c[1]))),
+                         (g.constant(np.int64(0)), h0), max_steps=2**40, name="loop")
+    d = gc.build_grad(gc.sum(h), [W, h0])
+    _, short = gc.while_loop(lambda c: gc.less(c[0], 3), lambda c: (c[0] + 1, c[1] * 2.0),
+                             (g.constant(np.int64(0)), h0), max_steps=2, name="short")
+    g.save(tmp_path / "w.json")
+    g2 = gc.load(tmp_path / "w.json")
+    f = {"W": np.eye(3) * 0.5 + 0.1, "h0": np.ones(3)}
+    want = gc.compile([h, d[W], d[h0]]).run(f)
+    got = gc.compile([g2[n.name] for n in (h, d[W], d[h0])]).run(f)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    with pytest.raises(gc.ExecutionError, match=r"'short'.*max_steps=2"):
+        gc.compile(g2[short.name]).run(f)
+
 def test_scan_length_is_limited_where_the_scan_is_built():
     from graphcompiler.ops.control import MAX_SCAN_LENGTH
 

@@ -797,10 +797,9 @@ def _scan_operands(init, xs, length, until: bool = False) -> tuple[Graph, list[N
 
 def _tape_row(tape: Node) -> tuple[tuple, np.dtype]:
     """(shape, dtype) of one step's value of a tape (a stacked result of a bounded while_loop)."""
-    group = tape.inputs[0]
-    body = group.op.body
-    assert isinstance(tape.op, Result) and isinstance(body, ScanBody)  # tapes are results of a loop
-    node = body.stacked_node(*body.output_kind(tape.op.index))
+    op = tape.inputs[0].op
+    assert isinstance(tape.op, Result) and isinstance(op, Scan)  # tapes are results of a bounded while_loop
+    node = op.body.stacked_node(*op.body.output_kind(tape.op.index))
     return node.shape, node.dtype
 
 
