@@ -16,6 +16,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
+from .budget import time_budget
 from .errors import FeedError, GraphCompilerError, fmt_shape
 
 PROG = "graphcompiler"
@@ -185,6 +186,11 @@ def _add_run(sub) -> None:
     )
     c.add_argument("-o", "--output", metavar="OUT.npz", help="also save the results, by node name, to OUT.npz")
     c.add_argument("--nan-check", action="store_true", help="stop at the first step producing NaN or infinity")
+    _add_max_seconds(c)
+    c.set_defaults(func=_cmd_run)
+
+
+def _add_max_seconds(c) -> None:
     c.add_argument(
         "--max-seconds",
         type=_seconds,
@@ -193,7 +199,6 @@ def _add_run(sub) -> None:
         help=f"stop the run with an error after S seconds (default {MAX_SECONDS:g}: a graph file may hold a loop "
         "that never ends); 0 or none: no limit",
     )
-    c.set_defaults(func=_cmd_run)
 
 
 def _add_explore(sub) -> None:
@@ -215,6 +220,7 @@ def _add_explore(sub) -> None:
         type=_feed,
         help="feed an input from a .npy file to show every node's value (repeat for each input)",
     )
+    _add_max_seconds(c)
     c.set_defaults(func=_cmd_explore)
 
 
@@ -349,7 +355,8 @@ def _cmd_explore(args) -> int:
 
     graph = _load(args.file)
     feeds = {_node(graph, name, args.file): _load_npy(path, name) for name, path in args.feed}
-    explore(graph, args.output, values=feeds or None)
+    with time_budget(args.max_seconds):  # computing the values runs the file's loops
+        explore(graph, args.output, values=feeds or None)
     print(f"wrote {args.output}")
     return 0
 

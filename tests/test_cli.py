@@ -413,6 +413,10 @@ def test_run_stops_an_endless_loop_at_max_seconds(capsys, tmp_path):
     assert parse(["run", "f.json", "--max-seconds", "0"]).max_seconds is None
     status, _, err = cli(capsys, "run", path, "--max-seconds", "-2")
     assert status == 2 and "positive number of seconds" in err
+    # explore computes every node's value when fed: the same budget
+    status, _, err = cli(capsys, "explore", path, "-o", tmp_path / "e.html", "--feed", f"c0={tmp_path / 'c0.npy'}",
+                         "--max-seconds", "0.3")
+    assert_one_line_error(status, err, "'spin'", "0.3 s")
 
 
 def test_run_checks_feed_files_before_reading_them(capsys, mlp_file, tmp_path):
