@@ -12,6 +12,12 @@ sharing one `ScanBody`: the first of them to run computes every result in one pa
 The derivative of a scan is a scan (backpropagation through time): the reverse scan's body is the forward
 body's own `build_grad`, fed the forward carries h_0..h_{T-1} kept as a stacked output of the forward scan.
 Because the reverse scan is an ordinary Scan, its own derivative (second order) follows by the same rule.
+
+A bounded while_loop (max_steps=N) is a scan whose last carry is the condition on the others: it stops at the
+first step where that fails, raises ExecutionError when it still holds after N steps, and keeps the values its
+gradient reads per step in tapes (object results, grown as it runs), so a loop that ends early costs the steps
+it ran and its gradient, a reverse scan over the tapes, as many. Its second derivative is refused by name.
+Every loop iteration checks the run's time budget (budget.py, Program.run(max_seconds=)).
 """
 
 from __future__ import annotations
