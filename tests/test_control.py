@@ -368,11 +368,7 @@ def test_while_loop_values_and_bounded_gradient(rng):
     with pytest.raises(gc.ExecutionError, match=r"'short'.*max_steps=5"):
         prog.run({"c0": 1.0, "k": 1.7})
     np.testing.assert_allclose(prog.run({"c0": 1.0, "k": 3.0})[0], 3.0 ** 5)
-    check_gradients(g, bounded * bounded, [k, c0], {"c0": np.array(1.0), "k": np.array(1.7)}, second=False)
-    # a second derivative would need the per-step values as differentiable arrays of a length known only at
-    # run time: it is refused by name, never silently zero
-    with pytest.raises(gc.UndefinedGradientError, match="second derivative"):
-        gc.build_grad(d[k] * d[k], [k])
+    check_gradients(g, bounded * bounded, [k, c0], {"c0": np.array(1.0), "k": np.array(1.7)})
 
 
 def test_while_loop_tuple_carry_with_counter():
@@ -465,7 +461,7 @@ def test_bounded_while_loop_gradient_against_central_differences_when_it_stops_e
                          (g.constant(np.int64(0)), h0), max_steps=10**9)
     L = gc.sum(h * h)
     feeds = {"W": rng.normal(size=(3, 3)) * 0.5, "x": rng.normal(size=3), "h0": rng.normal(size=3)}
-    check_gradients(g, L, [W, x, h0], feeds, second=False)
+    check_gradients(g, L, [W, x, h0], feeds)   # second order too: Hessian-vector products through the tapes
 
 
 def test_bounded_while_loop_gradient_saves_and_loads(tmp_path):
@@ -477,13 +473,14 @@ def test_bounded_while_loop_gradient_saves_and_loads(tmp_path):
     _, h = gc.while_loop(lambda c: gc.less(c[0], 3), lambda c: (c[0] + 1, gc.tanh(gc.matmul(W, c[1]))),
                          (g.constant(np.int64(0)), h0), max_steps=2**40, name="loop")
     d = gc.build_grad(gc.sum(h), [W, h0])
+    dd = gc.build_grad(gc.sum(d[W] * d[W]) + gc.sum(d[h0]), [W])   # second order: sums of tapes
     _, short = gc.while_loop(lambda c: gc.less(c[0], 3), lambda c: (c[0] + 1, c[1] * 2.0),
                              (g.constant(np.int64(0)), h0), max_steps=2, name="short")
     g.save(tmp_path / "w.json")
     g2 = gc.load(tmp_path / "w.json")
     f = {"W": np.eye(3) * 0.5 + 0.1, "h0": np.ones(3)}
-    want = gc.compile([h, d[W], d[h0]]).run(f)
-    got = gc.compile([g2[n.name] for n in (h, d[W], d[h0])]).run(f)
+    want = gc.compile([h, d[W], d[h0], dd[W]]).run(f)
+    got = gc.compile([g2[n.name] for n in (h, d[W], d[h0], dd[W])]).run(f)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-12)
     with pytest.raises(gc.ExecutionError, match=r"'short'.*max_steps=2"):

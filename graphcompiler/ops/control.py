@@ -16,7 +16,8 @@ Because the reverse scan is an ordinary Scan, its own derivative (second order) 
 A bounded while_loop (max_steps=N) is a scan whose last carry is the condition on the others: it stops at the
 first step where that fails, raises ExecutionError when it still holds after N steps, and keeps the values its
 gradient reads per step in tapes (object results, grown as it runs), so a loop that ends early costs the steps
-it ran and its gradient, a reverse scan over the tapes, as many. Its second derivative is refused by name.
+it ran and its gradient, a reverse scan over the tapes, as many. A scan over tapes stacks its own results
+in tapes, and a tape's gradient is a tape (Result.grad), so the second derivative follows by the same rule.
 Every loop iteration checks the run's time budget (budget.py, Program.run(max_seconds=)).
 """
 
@@ -40,7 +41,7 @@ from ..errors import (
     UndefinedGradientError,
     fmt_shape,
 )
-from ..graph import Graph, Node, service
+from ..graph import ZERO, Graph, Node, Undefined, service
 from .base import Op, apply, undefined_to_sympy
 from .tracing import Traced, alias, inline, trace_body
 
@@ -410,6 +411,7 @@ class ScanBody(_Group):
         xs = [_slices(a) for a in arrays[nc : nc + nx]]
         ws = list(arrays[nc + nx :])
         steps = self._count_steps(xs)
+        shapes = [np.shape(a) for a in arrays[:nc]] + [x.shape for x in xs] + [np.shape(w) for w in ws]
         res = list(self.residuals) if stacks else []
         prog = self.program_of(self.traced, res)
         nr = len(res)
@@ -420,7 +422,6 @@ class ScanBody(_Group):
         ys: list = [None] * self.n_y
         cstack = [np.empty((steps,) + c.shape, c.dtype) for c in carries] if stacks else []
         if steps == 0:
-            shapes = [a.shape for a in arrays]
             ys = [
                 np.zeros(self.out_shape(nc + j, shapes, 0), self.traced.outputs[nc + j].dtype) for j in range(self.n_y)
             ]
@@ -451,9 +452,11 @@ class ScanBody(_Group):
                 rstack[j][t] = r
         if steps == 0:  # the result must not share the init's memory (planned buffers)
             carries = [np.array(c, copy=True) for c in carries]
-            shapes = [a.shape for a in arrays]
             rstack = [np.zeros(self.out_shape(2 * nc + self.n_y + j, shapes, 0), res[j].dtype) for j in range(nr)]
-        return carries + ys + (cstack if stacks else [None] * nc) + (rstack if stacks else [None] * len(self.residuals))
+        stacked = ys + (cstack if stacks else [None] * nc) + (rstack if stacks else [None] * len(self.residuals))
+        if any(_holds_tape(a) for a in arrays[nc : nc + nx]):  # slices of tapes: its stacked results are tapes
+            stacked = [None if v is None else Tape(v) for v in stacked]
+        return carries + stacked
 
     def _loop_until(self, arrays, stacks: bool) -> list:
         """A bounded while_loop: step while the last carry (the condition on the others) holds, at most
@@ -513,10 +516,18 @@ class Tape:
     def __repr__(self) -> str:
         return f"<tape of {len(self.array)} steps>"
 
+    def __add__(self, other: Tape) -> Tape:  # two paths' cotangents of one tape (build_grad sums them)
+        return Tape(self.array + other.array)
+
 
 def _tape(rows: list, shape: tuple, dtype) -> Tape:
     """The tape of these rows (shape (0, *shape) for none)."""
     return Tape(np.stack(rows) if rows else np.empty((0, *shape), dtype))
+
+
+def _holds_tape(a) -> bool:
+    """Whether the value a is a tape (as it is, or in a 0-d object array)."""
+    return isinstance(a, Tape) or isinstance(a, np.ndarray) and a.dtype == OBJECT and a.ndim == 0
 
 
 def _slices(a) -> np.ndarray:
@@ -559,7 +570,7 @@ class Scan(Op):
     def flops(self, node: Node) -> int:
         """The body's cost times the number of steps (recomputation weighs a loop as the loop it is)."""
         b = self.body
-        steps = node.inputs[b.n_carry].shape[0] if b.n_x else b.length
+        steps = (None if _is_tape(node.inputs[b.n_carry]) else node.inputs[b.n_carry].shape[0]) if b.n_x else b.length
         if b.until or steps is None:  # a while_loop's steps are known when it runs
             steps = 1000 if steps is None else min(steps, 1000)
         return _body_flops(b.traced) * steps
@@ -605,8 +616,8 @@ class Scan(Op):
         if not b.n_outputs():
             return (), OBJECT
         kind, j = b.output_kind(index)
-        if b.until and kind in ("carries", "res"):
-            return (), OBJECT  # a tape: the steps the loop runs
+        if kind != "carry" and (b.until or any(_is_tape(x) for x in xs[nc : nc + nx])):
+            return (), OBJECT  # a tape: the steps a bounded while_loop runs (or a scan over its tapes)
         shape = b.out_shape(index, in_shapes, steps)
         dtype = xs[j].dtype if kind in ("carry", "carries") else b.stacked_node(kind, j).dtype
         return shape, dtype
@@ -647,7 +658,7 @@ class Result(Op):
                 f"{group.op.n_results()} results, and a result reads that node's inputs after it"
             )
         shape, dtype = group.op.result_shape(self.index, xs)
-        if self.integer != (np.dtype(dtype).kind != "f"):
+        if self.integer != _no_gradient(group.op, self.index, dtype):
             raise GraphCompilerError(
                 f"result {self.index} of {group.name!r}: integer={self.integer} but the result has dtype {dtype}"
             )
@@ -664,7 +675,15 @@ class Result(Op):
     def grad(self, i, x, y, g):
         if i == 0:
             return None
-        return super().grad(i, x, y, g)
+        if not (_is_tape(y) or _is_tape(x[i])):
+            return super().grad(i, x, y, g)
+        # a tape (dtype object) carries the gradient of its rows
+        if self.integer or x[i].dtype.kind == "b":
+            return ZERO
+        if not _is_tape(x[i]) and x[i].dtype.kind != "f":
+            return Undefined((y, i))
+        part = self.bprop(i, x, y, g)
+        return ZERO if part is None else part
 
     def bprop(self, i, x, y, g):
         return x[0].op.vjp(x[0], x[1:], y, g)[i - 1]
@@ -681,7 +700,14 @@ def result(group: Node, index: int, name: str | None = None) -> Node:
     if not isinstance(op, (Scan, Cond, While)):
         raise GraphCompilerError(f"result takes a scan, cond or while_loop node, not {group.name!r} ({op.name})")
     _, dtype = op.result_shape(index, group.inputs)
-    return apply(Result(index, np.dtype(dtype).kind != "f"), (group, *group.inputs), name)
+    return apply(Result(index, _no_gradient(op, index, dtype)), (group, *group.inputs), name)
+
+
+def _no_gradient(op: Op, index: int, dtype) -> bool:
+    """Whether result `index` of a control-flow op carries no gradient: not float (for a tape: its rows)."""
+    if np.dtype(dtype) == OBJECT and isinstance(op, Scan):
+        dtype = op.body.stacked_node(*op.body.output_kind(index)).dtype
+    return np.dtype(dtype).kind != "f"
 
 
 # -- the public scan --------------------------------------------------------------------------------
@@ -802,9 +828,13 @@ def _scan_operands(init, xs, length, until: bool = False) -> tuple[Graph, list[N
 
 
 def _tape_row(tape: Node) -> tuple[tuple, np.dtype]:
-    """(shape, dtype) of one step's value of a tape (a stacked result of a bounded while_loop)."""
-    op = tape.inputs[0].op
-    assert isinstance(tape.op, Result) and isinstance(op, Scan)  # tapes are results of a bounded while_loop
+    """(shape, dtype) of one step's value of a tape: a stacked result of a bounded while_loop or of a scan over
+    its tapes, or a sum of tapes (two paths' cotangents of one, as build_grad adds them)."""
+    while not isinstance(tape.op, Result) and tape.inputs:
+        tape = tape.inputs[0]
+    op = tape.inputs[0].op if tape.inputs else None
+    if not (isinstance(tape.op, Result) and isinstance(op, Scan)):
+        raise GraphCompilerError(f"internal error: {tape.name!r} ({tape.op.name}) is not a loop's tape")
     node = op.body.stacked_node(*op.body.output_kind(tape.op.index))
     return node.shape, node.dtype
 
@@ -968,15 +998,8 @@ def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node)
     assert isinstance(y.op, Result)  # the bprop of a scan is asked for one of its results
     kind, kk = body.output_kind(y.op.index)
     inits, xss, ws = list(x[:nc]), list(x[nc : nc + nx]), list(x[nc + nx :])
-    if any(_is_tape(s) for s in xss):
-        fwd = body.forward.name if body.forward is not None else body.name
-        raise UndefinedGradientError(
-            f"the derivative of {y.name!r} (shape {fmt_shape(y.shape)}), the gradient of bounded while_loop "
-            f"{fwd!r}, is not available: its steps are known only when it runs (a second derivative through a "
-            "while_loop). Write the loop as gc.scan(..., length=N) for a second derivative"
-        )
     fc = [j for j in range(nc) if inits[j].dtype.kind == "f"]
-    fx = [j for j in range(nx) if xss[j].dtype.kind == "f"]
+    fx = [j for j in range(nx) if (_tape_row(xss[j])[1] if _is_tape(xss[j]) else xss[j].dtype).kind == "f"]
     fw = [j for j in range(nw) if ws[j].dtype.kind == "f"]
     vjp = _vjp_graph(body, kind, kk, fc, fx, fw)
     body.want_stacks = True
@@ -1868,7 +1891,7 @@ def _scan_body(n: Node) -> ScanBody:
 
 def _static_steps(n: Node):
     b = _scan_body(n)
-    if b.until:  # a while_loop: its steps are known when it runs
+    if b.until or b.n_x and _is_tape(n.inputs[b.n_carry]):  # a while_loop's steps are known when it runs
         return None
     return n.inputs[b.n_carry].shape[0] if b.n_x else b.length
 
