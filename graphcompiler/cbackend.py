@@ -1965,7 +1965,7 @@ class CEvaluator:
         while rc < 0:  # a leaf in another layout: made contiguous, then again
             k = -rc - 1
             shape, dt = self._leaf_meta[k]
-            v = np.ascontiguousarray(leaves[k], dtype=dt)
+            v = np.asarray(leaves[k], dtype=dt, order="C")  # ascontiguousarray makes a 0-d array 1-d
             if v.shape != tuple(shape):
                 raise ExecutionError(
                     f"leaf {self.lowered.leaf_names[k]!r} has shape {v.shape}, the program "
@@ -1978,9 +1978,14 @@ class CEvaluator:
     def _run_segments(self, fns, leaves, outs, arena) -> list:
         """C segments with NumPy kernels between them (steps C does not translate)."""
         buf, addr = arena
+        # object values (a loop's results) stay Python objects of this run: in the raw arena, a pointer left by
+        # an earlier run (or bytes of another value) would be released as if it were one (a crash)
+        objects: dict = {}
 
         def view(w):
             kind, k, lay = w
+            if lay.dtype == object:
+                return objects[kind, k]
             base = buf if kind == "arena" else leaves[k] if kind == "leaf" else outs[k]
             off = k if kind == "arena" else lay.offset
             return np.ndarray(lay.shape, lay.dtype, buffer=base, offset=off, strides=lay.strides)
@@ -1993,6 +1998,9 @@ class CEvaluator:
                 st, args, out = self._py[i]
                 try:
                     vals = [a[1] if a[0] == "const" else view(a[1]) for a in args]
+                    if out[2].dtype == object:
+                        objects[out[0], out[1]] = st.kernel(*vals, **st.kw)
+                        continue
                     np.copyto(view(out), st.kernel(*vals, **st.kw), casting="unsafe")
                 except GraphCompilerError:
                     raise

@@ -7,16 +7,21 @@ non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from .errors import GraphCompilerError, fmt_shape
+from .budget import time_budget
+from .errors import FeedError, GraphCompilerError, fmt_shape
 from .graph import escape  # the one escaping of names for a terminal, shared with print(graph)
 
 PROG = "graphcompiler"
+MAX_SECONDS = 60.0  # the default time budget of `graphcompiler run` (a graph file may hold a loop that never ends)
 PICTURE_SUFFIXES = (".svg", ".png", ".pdf", ".dot")
 
 
@@ -182,7 +187,19 @@ def _add_run(sub) -> None:
     )
     c.add_argument("-o", "--output", metavar="OUT.npz", help="also save the results, by node name, to OUT.npz")
     c.add_argument("--nan-check", action="store_true", help="stop at the first step producing NaN or infinity")
+    _add_max_seconds(c)
     c.set_defaults(func=_cmd_run)
+
+
+def _add_max_seconds(c) -> None:
+    c.add_argument(
+        "--max-seconds",
+        type=_seconds,
+        default=MAX_SECONDS,
+        metavar="S",
+        help=f"stop the run with an error after S seconds (default {MAX_SECONDS:g}: a graph file may hold a loop "
+        "that never ends); 0 or none: no limit",
+    )
 
 
 def _add_explore(sub) -> None:
@@ -204,6 +221,7 @@ def _add_explore(sub) -> None:
         type=_feed,
         help="feed an input from a .npy file to show every node's value (repeat for each input)",
     )
+    _add_max_seconds(c)
     c.set_defaults(func=_cmd_explore)
 
 
@@ -320,7 +338,7 @@ def _cmd_run(args) -> int:
                 for n in missing
             )
         )
-    values = program.run(feeds)
+    values = program.run(feeds, max_seconds=args.max_seconds)
     with np.printoptions(precision=6, suppress=True, threshold=50, edgeitems=3, linewidth=100):
         for node, value in zip(outputs, values):
             body = np.array2string(np.asarray(value), prefix="  ")
@@ -338,7 +356,8 @@ def _cmd_explore(args) -> int:
 
     graph = _load(args.file)
     feeds = {_node(graph, name, args.file): _load_npy(path, name) for name, path in args.feed}
-    explore(graph, args.output, values=feeds or None)
+    with time_budget(args.max_seconds):  # computing the values runs the file's loops
+        explore(graph, args.output, values=feeds or None)
     print(f"wrote {args.output}")
     return 0
 
@@ -369,15 +388,62 @@ def _node(graph, name: str, path: str):
 
 
 def _load_npy(path: str, name: str) -> np.ndarray:
+    """The array of a .npy feed file, checked before anything is allocated: a regular file (a FIFO or a device
+    would block or never end), a header of numbers (never unpickled) whose shape and dtype account for exactly
+    the bytes that follow it (a header claiming 10**12 rows is refused, not allocated)."""
     try:
-        value = np.load(path, allow_pickle=False)  # never unpickle: a feed file is data only
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise FeedError(
+                f"feed {name!r}: {path!r} is not a regular file (a FIFO, a device or a folder); "
+                "feed an array saved with np.save"
+            )
+        # O_NONBLOCK: should the path become a FIFO after the check, opening it does not wait for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise CommandError(f"feed {name!r}: no such file {path!r}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise FeedError(f"feed {name!r}: {path!r} is not a regular file; feed an array saved with np.save")
+        shape, dtype = _npy_header(f, path, name)
+        data = st.st_size - f.tell()
+        need = math.prod(shape) * dtype.itemsize
+        if need != data:
+            raise FeedError(
+                f"feed {name!r}: {path!r}'s header says shape {fmt_shape(shape)}, {dtype} ({need} bytes of data) "
+                f"but {data} bytes follow it (a truncated or corrupted file); save the array again with np.save"
+            )
+        f.seek(0)
+        try:
+            return np.lib.format.read_array(f, allow_pickle=False)  # never unpickle: a feed file is data only
+        except ValueError as e:
+            raise FeedError(f"feed {name!r}: {path!r} is not a .npy array of numbers ({_one_line(e)})") from None
+
+
+def _npy_header(f, path: str, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of the .npy header at the start of f, checked: a .npy file of numbers (no objects)."""
+    head = f.read(6)
+    if head.startswith(b"PK"):
+        raise FeedError(f"feed {name!r}: {path!r} holds several arrays (an .npz); save one array with np.save")
+    if head != b"\x93NUMPY":
+        raise FeedError(f"feed {name!r}: {path!r} is not a .npy file (no NumPy header); save the array with np.save")
+    f.seek(0)
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"format version {version[0]}.{version[1]} is not 1.0 or 2.0")
     except ValueError as e:
-        raise CommandError(f"feed {name!r}: {path!r} is not a .npy array of numbers ({_one_line(e)})") from None
-    if not isinstance(value, np.ndarray):
-        raise CommandError(f"feed {name!r}: {path!r} holds several arrays (an .npz); save one array with np.save")
-    return value
+        raise FeedError(f"feed {name!r}: {path!r} has a bad .npy header ({_one_line(e)})") from None
+    if dtype.hasobject:
+        raise FeedError(
+            f"feed {name!r}: {path!r} holds Python objects ({dtype}); a feed is an array of numbers "
+            "(object arrays are never unpickled)"
+        )
+    return tuple(shape), dtype
 
 
 def _names(text: str) -> list[str]:
@@ -392,6 +458,19 @@ def _feed(text: str) -> tuple[str, str]:
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"{text!r} is not NAME=FILE.npy (e.g. --feed x=x.npy)")
     return name, path
+
+
+def _seconds(text: str) -> float | None:
+    """--max-seconds: a positive number of seconds; 0 or none: no limit."""
+    if text.strip().lower() in ("0", "none", "0.0"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (or 0/none: no limit)") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds (or 0/none: no limit)")
+    return value
 
 
 def _positive_int(text: str) -> int:

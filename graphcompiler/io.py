@@ -574,7 +574,10 @@ def _check_node(i: int, rec: Any, by_name: dict, where: str, lim: dict, total: l
         dtype = np.dtype(object)
         attrs = _check_control_attrs(cls, rec["attrs"], at, lim)
     else:
-        dtype = _check_dtype(rec["dtype"], f'{at}, field "dtype"')
+        # a tape (the steps of a bounded while_loop, read by its gradient) is a result of dtype "object" (or a
+        # sum of two, in a second derivative); the op's own shape rule checks it when the node is built
+        tape = opname in ("result", "add") and rec["dtype"] == "object" and shape == ()
+        dtype = np.dtype(object) if tape else _check_dtype(rec["dtype"], f'{at}, field "dtype"')
         attrs = _check_attrs(cls, rec["attrs"], at)
 
     is_gradient = rec["is_gradient"]

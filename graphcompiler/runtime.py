@@ -18,10 +18,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import budget
 from .compiler.lowered import Const, LoweredProgram, OutSlot
 from .errors import ExecutionError, GraphCompilerError, NumericsError, fmt_shape
 
 CODEGEN_LIMIT = 3000  # steps; longer programs run in the loop (Python's compiler is slow on huge functions)
+CHECK_EVERY = 256  # steps between two checks of the run's time budget (budget.py; loops check every iteration)
 
 
 def describe_step(node) -> str:
@@ -86,7 +88,13 @@ class NumpyEvaluator:
         return len(self._pool)
 
     def _codegen(self, lowered: LoweredProgram):
-        env: dict[str, Any] = {"_fail": self._fail, "_chk": self._check, "_GCE": GraphCompilerError, "_copy": _copy}
+        env: dict[str, Any] = {
+            "_fail": self._fail,
+            "_chk": self._check,
+            "_GCE": GraphCompilerError,
+            "_copy": _copy,
+            "_due": self._due,
+        }
         lines = ["def _run(_L):"]
         if lowered.leaves:
             lines.append("    " + ", ".join(f"v{s}" for s in lowered.leaves) + ", = _L")
@@ -119,6 +127,8 @@ class NumpyEvaluator:
                 lines.append(f"        _chk({k}, v{st.slot}, ({ins}{',' if ins else ''}))")
             if st.frees:
                 lines.append("        del " + ", ".join(f"v{d}" for d in st.frees))
+            if k % CHECK_EVERY == CHECK_EVERY - 1:
+                lines.append(f"        _due({k})")
         if not lowered.steps:
             lines.append("        pass")
         lines += ["    except _GCE:", "        raise", "    except Exception as _e:", "        _fail(_s, _e, locals())"]
@@ -168,6 +178,8 @@ class NumpyEvaluator:
                     if drop:
                         for d in drop:
                             values[d] = None
+                    if k % CHECK_EVERY == CHECK_EVERY - 1:
+                        evaluator._due(k)
             except GraphCompilerError:
                 raise
             except Exception as e:
@@ -187,6 +199,10 @@ class NumpyEvaluator:
         raise _error_class(e)(
             f"while computing {st.label}: {type(e).__name__}: {e} (input shapes {', '.join(shapes)})"
         ) from e
+
+    def _due(self, k: int) -> None:
+        """Stop the run (ExecutionError) when its time budget is spent: called after every CHECK_EVERY steps."""
+        budget.check(lambda: f"after computing {self.steps[k].label}")
 
     def _check(self, k: int, result, args) -> None:
         st = self.steps[k]

@@ -389,3 +389,75 @@ def test_demo_without_graphviz_still_writes_the_rest(tmp_path, monkeypatch):
     assert {p.name for p in result.files.values()} >= {"loss_curve.png", "memory.png", "derivation.tex",
                                                         "d2l_mlp.json"}
     assert len(result.losses) == 2 and result.accuracy > 0.5
+
+
+# -- bounded work and checked feed files (issue 22) -----------------------------------------------------
+
+def test_run_stops_an_endless_loop_at_max_seconds(capsys, tmp_path):
+    """A small graph file whose while_loop never ends: `run` stops at --max-seconds with one line naming the
+    loop and the budget (it used to run forever); the default budget is MAX_SECONDS, 0/none lift it."""
+    from graphcompiler.cli import MAX_SECONDS, build_parser
+
+    g = gc.Graph("endless")
+    c0 = g.input("c0", ())
+    gc.while_loop(lambda c: gc.greater(c, -1.0), lambda c: c + 1.0, c0, name="spin")
+    path = tmp_path / "endless.json"
+    g.save(path)
+    assert path.stat().st_size < 20_000
+    np.save(tmp_path / "c0.npy", np.array(0.0))
+    status, _, err = cli(capsys, "run", path, "--feed", f"c0={tmp_path / 'c0.npy'}", "--max-seconds", "0.3")
+    assert_one_line_error(status, err, "'spin'", "0.3 s", "--max-seconds")
+    parse = build_parser().parse_args
+    assert parse(["run", "f.json"]).max_seconds == MAX_SECONDS > 0
+    assert parse(["run", "f.json", "--max-seconds", "none"]).max_seconds is None
+    assert parse(["run", "f.json", "--max-seconds", "0"]).max_seconds is None
+    status, _, err = cli(capsys, "run", path, "--max-seconds", "-2")
+    assert status == 2 and "positive number of seconds" in err
+    # explore computes every node's value when fed: the same budget
+    status, _, err = cli(capsys, "explore", path, "-o", tmp_path / "e.html", "--feed", f"c0={tmp_path / 'c0.npy'}",
+                         "--max-seconds", "0.3")
+    assert_one_line_error(status, err, "'spin'", "0.3 s")
+
+
+def test_run_checks_feed_files_before_reading_them(capsys, mlp_file, tmp_path):
+    path, *_ = mlp_file
+    y_feed = f"y={tmp_path / 'y.npy'}"
+    # a header that claims 10**12 rows over 24 bytes of data: refused, not allocated (was a raw MemoryError)
+    with open(tmp_path / "huge.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (10**12, 4)})
+        f.write(b"\0" * 24)
+    status, _, err = cli(capsys, "run", path, "--feed", f"x={tmp_path / 'huge.npy'}", "--feed", y_feed)
+    assert_one_line_error(status, err, "'x'", "huge.npy", "(1000000000000, 4)", "24 bytes")
+    # a truncated file
+    np.save(tmp_path / "cut.npy", np.zeros((6, 4)))
+    data = (tmp_path / "cut.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(data[:-8])
+    status, _, err = cli(capsys, "run", path, "--feed", f"x={tmp_path / 'cut.npy'}", "--feed", y_feed)
+    assert_one_line_error(status, err, "cut.npy", "(6, 4)", "truncated")
+    # not a .npy file, an .npz, a folder
+    (tmp_path / "text.npy").write_text("1, 2, 3")
+    np.savez(tmp_path / "two.npz", a=np.zeros(2), b=np.ones(2))
+    for bad, words in (("text.npy", "not a .npy file"), ("two.npz", "several arrays"), (".", "not a regular file")):
+        status, _, err = cli(capsys, "run", path, "--feed", f"x={tmp_path / bad}", "--feed", y_feed)
+        assert_one_line_error(status, err, words)
+    # an object array: refused from its header (never unpickled)
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    status, _, err = cli(capsys, "run", path, "--feed", f"x={tmp_path / 'obj.npy'}", "--feed", y_feed)
+    assert_one_line_error(status, err, "obj.npy", "Python objects")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs here")
+def test_run_refuses_a_fifo_feed_without_blocking(mlp_file, tmp_path):
+    """A FIFO as a feed file: one line, at once (opening it used to wait forever for a writer). In a subprocess,
+    so a hang fails the test instead of stopping the suite."""
+    import os
+
+    path, *_ = mlp_file
+    os.mkfifo(tmp_path / "fifo.npy")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "graphcompiler", "run", str(path), "--feed", f"x={tmp_path / 'fifo.npy'}",
+         "--feed", f"y={tmp_path / 'y.npy'}"],
+        capture_output=True, text=True, timeout=60, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 1
+    assert "fifo.npy" in done.stderr and "not a regular file" in done.stderr and "Traceback" not in done.stderr

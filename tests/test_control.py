@@ -362,9 +362,12 @@ def test_while_loop_values_and_bounded_gradient(rng):
     d = gc.build_grad(bounded, [k, c0])
     got = gc.compile([bounded, d[k], d[c0]]).run({"c0": 1.0, "k": 1.7})
     np.testing.assert_allclose(got, [1.7 ** 9, 9 * 1.7 ** 8, 1.7 ** 9])
-    # max_steps cuts the loop short: 5 steps only
-    short = gc.while_loop(lambda c: gc.less(c, 100.0), lambda c: c * k, c0, max_steps=5)
-    np.testing.assert_allclose(gc.compile(short).run({"c0": 1.0, "k": 1.7})[0], 1.7 ** 5)
+    # a condition still holding after max_steps steps raises (never a value cut short); the program stays usable
+    short = gc.while_loop(lambda c: gc.less(c, 100.0), lambda c: c * k, c0, max_steps=5, name="short")
+    prog = gc.compile(short)
+    with pytest.raises(gc.ExecutionError, match=r"'short'.*max_steps=5"):
+        prog.run({"c0": 1.0, "k": 1.7})
+    np.testing.assert_allclose(prog.run({"c0": 1.0, "k": 3.0})[0], 3.0 ** 5)
     check_gradients(g, bounded * bounded, [k, c0], {"c0": np.array(1.0), "k": np.array(1.7)})
 
 
@@ -387,6 +390,112 @@ def test_while_loop_tuple_carry_with_counter():
         v = np.cos(v)
     np.testing.assert_allclose(got[1:], [v, dv])
 
+
+
+def test_bounded_while_loop_raises_when_the_bound_is_reached_forward_and_in_its_gradient():
+    """A loop still running after max_steps steps is an error naming the loop and the bound, also when only
+    its derivative is asked for (the gradient program runs the forward loop too), on every backend that runs it."""
+    g = gc.Graph("ode")
+    y0 = g.input("y0", ())
+    rate = g.input("rate", ())
+    t_y = gc.while_loop(lambda c: gc.less(c[0], 3.0), lambda c: (c[0] + 0.01, c[1] * (1.0 + 0.01 * rate)),
+                        (g.constant(0.0), y0), max_steps=62, name="euler")
+    d = gc.build_grad(t_y[1], [rate, y0])
+    for backend in ("numpy", "c"):
+        for outs in ([t_y[1]], [d[rate]], [t_y[1], d[y0]]):
+            prog = gc.compile(outs, backend=backend)
+            with pytest.raises(gc.ExecutionError, match=r"'euler'.*max_steps=62"):
+                prog.run({"y0": 1.0, "rate": 0.5})
+    # enough steps: the value and the gradient of the 300 steps it ran
+    t_y = gc.while_loop(lambda c: gc.less(c[0], 3.0 - 1e-9), lambda c: (c[0] + 0.01, c[1] * (1.0 + 0.01 * rate)),
+                        (g.constant(0.0), y0), max_steps=10**6, name="euler2")
+    d = gc.build_grad(t_y[1], [rate])
+    got = gc.compile([t_y[0], t_y[1], d[rate]]).run({"y0": 1.0, "rate": 0.5})
+    np.testing.assert_allclose(got, [3.0, 1.005 ** 300, 300 * 0.01 * 1.005 ** 299], rtol=1e-9)
+
+
+def test_bounded_while_loop_costs_the_steps_it_runs():
+    """max_steps=2**40 with a loop that stops after one step: the forward run and its gradient return at once
+    (they used to run, or allocate, 2**40 steps: the old code never returned). In a subprocess, so a hang fails."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import numpy as np, graphcompiler as gc
+g = gc.Graph("w")
+c0 = g.input("c0", ())
+k = g.input("k", ())
+W = g.input("W", (3, 3))
+h0 = g.input("h0", (3,))
+out = gc.while_loop(lambda c: gc.less(c, 1.5), lambda c: c * k, c0, max_steps=2**40)
+i, h = gc.while_loop(lambda c: gc.less(c[0], 2), lambda c: (c[0] + 1, gc.tanh(gc.matmul(W, c[1]))),
+                     (g.constant(np.int64(0)), h0), max_steps=2**40)
+d = gc.build_grad(out, [k, c0])
+dh = gc.build_grad(gc.sum(h), [W, h0])
+r = gc.compile([out, d[k], d[c0], i, h, dh[W], dh[h0]]).run(
+    {"c0": 1.0, "k": 1.7, "W": np.eye(3) * 0.5, "h0": np.ones(3)})
+print(" ".join(f"{float(np.sum(v)):.12g}" for v in r))
+"""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=root, env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    vals = [float(v) for v in done.stdout.split()]
+    h1 = np.tanh(0.5 * np.ones(3))
+    h2 = np.tanh(0.5 * h1)
+    assert vals[:4] == pytest.approx([1.7, 1.0, 1.7, 2])
+    assert vals[4] == pytest.approx(np.sum(h2))
+    # dsum(h2)/dh0 through two tanh steps of W = I/2
+    dh0 = (1 - h2 ** 2) * 0.5 * (1 - h1 ** 2) * 0.5
+    assert vals[6] == pytest.approx(np.sum(dh0))
+
+
+def test_bounded_while_loop_gradient_against_central_differences_when_it_stops_early(rng):
+    g = gc.Graph("w3")
+    W = g.input("W", (3, 3))
+    x = g.input("x", (3,))
+    h0 = g.input("h0", (3,))
+    _, h = gc.while_loop(lambda c: gc.less(c[0], 4),
+                         lambda c: (c[0] + 1, gc.tanh(gc.matmul(W, c[1]) + x)),
+                         (g.constant(np.int64(0)), h0), max_steps=10**9)
+    L = gc.sum(h * h)
+    feeds = {"W": rng.normal(size=(3, 3)) * 0.5, "x": rng.normal(size=3), "h0": rng.normal(size=3)}
+    check_gradients(g, L, [W, x, h0], feeds)   # second order too: Hessian-vector products through the tapes
+
+
+def test_bounded_while_loop_gradient_saves_and_loads(tmp_path):
+    """The gradient reads the loop's steps as object results (tapes): the file loads them back, and the
+    loaded loop still raises at its bound."""
+    g = gc.Graph("w4")
+    W = g.input("W", (3, 3))
+    h0 = g.input("h0", (3,))
+    _, h = gc.while_loop(lambda c: gc.less(c[0], 3), lambda c: (c[0] + 1, gc.tanh(gc.matmul(W, c[1]))),
+                         (g.constant(np.int64(0)), h0), max_steps=2**40, name="loop")
+    d = gc.build_grad(gc.sum(h), [W, h0])
+    dd = gc.build_grad(gc.sum(d[W] * d[W]) + gc.sum(d[h0]), [W])   # second order: sums of tapes
+    _, short = gc.while_loop(lambda c: gc.less(c[0], 3), lambda c: (c[0] + 1, c[1] * 2.0),
+                             (g.constant(np.int64(0)), h0), max_steps=2, name="short")
+    g.save(tmp_path / "w.json")
+    g2 = gc.load(tmp_path / "w.json")
+    f = {"W": np.eye(3) * 0.5 + 0.1, "h0": np.ones(3)}
+    want = gc.compile([h, d[W], d[h0], dd[W]]).run(f)
+    got = gc.compile([g2[n.name] for n in (h, d[W], d[h0], dd[W])]).run(f)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    with pytest.raises(gc.ExecutionError, match=r"'short'.*max_steps=2"):
+        gc.compile(g2[short.name]).run(f)
+
+def test_scan_length_is_limited_where_the_scan_is_built():
+    from graphcompiler.ops.control import MAX_SCAN_LENGTH
+
+    g = gc.Graph("long")
+    h0 = g.input("h0", (2,))
+    n = len(g)
+    with pytest.raises(gc.GraphCompilerError, match=rf"length={2**40}.*{MAX_SCAN_LENGTH}"):
+        gc.scan(lambda h, _: (h + 1.0, None), h0, length=2**40)
+    assert len(g) == n
+    gc.scan(lambda h, _: (h + 1.0, None), h0, length=MAX_SCAN_LENGTH)  # the limit itself is allowed
 
 # -- errors and the other views of a graph --------------------------------------------------------
 

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..budget import time_budget
 from ..errors import FeedError, GraphCompilerError, NumericsError, ShapeError, fmt_shape
 from ..graph import Graph, Node, paused_gc
 from ..ops.base import Input, Parameter
@@ -192,12 +193,23 @@ class Program:
             self._specialize({n: n.shape for n in self.inputs})
 
     # -- running ---------------------------------------------------------------------------
-    def run(self, feeds: Mapping[Any, Any] | None = None, **options: Any) -> list[np.ndarray]:
+    def run(
+        self, feeds: Mapping[Any, Any] | None = None, *, max_seconds: float | None = None, **options: Any
+    ) -> list[np.ndarray]:
         """Compute the outputs on `feeds` (by name or node); then apply the updates in place.
 
+        `max_seconds`: a time budget; once spent, the run stops with ExecutionError naming the step or loop it
+        was executing (checked in every iteration of scan and while_loop, and between steps), and no update is
+        applied. None (the default): no limit of its own (a run inside another run keeps that run's budget).
         `options` go to the backend's evaluator (API section 12): `sharding=` and `numpy=` on "jax",
         `compute=` and `chunks=` on "dask"; a backend refuses the options it does not know.
         """
+        if max_seconds is not None:
+            with time_budget(max_seconds):
+                return self._run(feeds, options)
+        return self._run(feeds, options)
+
+    def _run(self, feeds: Mapping[Any, Any] | None, options: dict) -> list[np.ndarray]:
         if options:
             self._check_options(options)
         fed = self._check_feeds(feeds) if feeds else self._check_feeds({})

@@ -12,6 +12,13 @@ sharing one `ScanBody`: the first of them to run computes every result in one pa
 The derivative of a scan is a scan (backpropagation through time): the reverse scan's body is the forward
 body's own `build_grad`, fed the forward carries h_0..h_{T-1} kept as a stacked output of the forward scan.
 Because the reverse scan is an ordinary Scan, its own derivative (second order) follows by the same rule.
+
+A bounded while_loop (max_steps=N) is a scan whose last carry is the condition on the others: it stops at the
+first step where that fails, raises ExecutionError when it still holds after N steps, and keeps the values its
+gradient reads per step in tapes (object results, grown as it runs), so a loop that ends early costs the steps
+it ran and its gradient, a reverse scan over the tapes, as many. A scan over tapes stacks its own results
+in tapes, and a tape's gradient is a tape (Result.grad), so the second derivative follows by the same rule.
+Every loop iteration checks the run's time budget (budget.py, Program.run(max_seconds=)).
 """
 
 from __future__ import annotations
@@ -25,18 +32,27 @@ from typing import Any, ClassVar, cast
 
 import numpy as np
 
+from .. import budget
 from ..errors import (
     DTypeError,
+    ExecutionError,
     GraphCompilerError,
     ShapeError,
     UndefinedGradientError,
     fmt_shape,
 )
-from ..graph import Graph, Node, service
+from ..graph import ZERO, Graph, Node, Undefined, service
 from .base import Deferred, Op, apply, undefined_to_sympy
 from .tracing import Traced, alias, inline, trace_body
 
-__all__ = ["cond", "scan", "while_loop"]
+__all__ = ["MAX_SCAN_LENGTH", "MAX_WHILE_STEPS", "cond", "scan", "while_loop"]
+
+# The most steps of a scan without xs (gc.scan(length=N), and a scan body read from a graph file): its stacked
+# results are allocated up front. io.py's loader reads scan bodies through ScanBody.from_record, which checks it.
+MAX_SCAN_LENGTH = 2**31
+# The largest max_steps of a bounded while_loop (a file's too): nothing is allocated for the bound, a run stops
+# at the first step whose condition fails, and a run's time budget (Program.run(max_seconds=)) bounds the rest.
+MAX_WHILE_STEPS = 2**62
 
 
 # -- shapes of a body on other input shapes -------------------------------------------------------
@@ -129,16 +145,16 @@ def body_shapes(traced: Traced, in_shapes: Sequence[tuple], cache: dict, extra: 
 # -- the loop body shared by the nodes of one scan ----------------------------------------------
 
 
-def _get(rec: dict, key: str, kind, what: str):
-    """A field of a body record read from a file, of the given type (ints are not bools)."""
+def _get(rec: dict, key: str, kind, what: str, limit: int = MAX_SCAN_LENGTH):
+    """A field of a body record read from a file, of the given type (ints are not bools, and in [0, limit])."""
     v: Any = rec.get(key) if isinstance(rec, dict) else None
     ok = isinstance(v, kind) and not (kind is int and isinstance(v, bool))
     if kind is list and ok and key.endswith("names"):
         ok = all(isinstance(x, str) for x in v)
-    if not ok or kind is int and not 0 <= v <= 2**31:
+    if not ok or kind is int and not 0 <= v <= limit:
         raise GraphCompilerError(
             f"the {what} record's field {key!r} must be a {kind.__name__}"
-            f"{' (non-negative)' if kind is int else ''}, got {v!r:.60}"
+            f"{f' in [0, {limit}]' if kind is int else ''}, got {v!r:.60}"
         )
     return v
 
@@ -216,11 +232,24 @@ OBJECT = np.dtype(object)
 class ScanBody(_Group):
     """One scan: its traced body, how many carries/xs/captured inputs, and the run-time cache of results."""
 
-    def __init__(self, name: str, traced: Traced, n_carry: int, n_x: int, n_y: int, reverse: bool, length: int | None):
+    def __init__(
+        self,
+        name: str,
+        traced: Traced,
+        n_carry: int,
+        n_x: int,
+        n_y: int,
+        reverse: bool,
+        length: int | None,
+        until: bool = False,
+    ):
         self.name, self.traced = name, traced
         self.n_carry, self.n_x, self.n_y = n_carry, n_x, n_y
         self.n_w = len(traced.captured)
         self.reverse, self.length = reverse, length
+        # a bounded while_loop: its last carry is the condition on the others; the loop steps while it holds,
+        # at most `length` (max_steps) times, and its stacked results ("tapes") hold only the steps it ran
+        self.until = until
         self.want_stacks = False
         self.residuals: list[Node] = []  # body values the gradient reads, kept per step (stacked results)
         self.carry_names = [f"carry{k}" for k in range(n_carry)]
@@ -236,8 +265,10 @@ class ScanBody(_Group):
         return self.traced.graph
 
     def record(self, encode: Callable) -> dict:
-        """The file form (io.py): the body as a nested graph, and the counts that say how to run it."""
+        """The file form (io.py): the body as a nested graph, and the counts that say how to run it ("until"
+        only for a bounded while_loop)."""
         return {
+            **({"until": True} if self.until else {}),
             "name": self.name,
             "traced": encode(self.traced),
             "n_carry": self.n_carry,
@@ -256,13 +287,16 @@ class ScanBody(_Group):
         name = _get(rec, "name", str, what)
         nc, nx, ny = (_get(rec, k, int, what) for k in ("n_carry", "n_x", "n_y"))
         reverse = _get(rec, "reverse", bool, what)
-        length = None if nx else _get(rec, "length", int, what)
+        until = _get(rec, "until", bool, what) if "until" in rec else False
+        if until and (nx or ny or not nc):
+            raise GraphCompilerError("a bounded while_loop's scan body record has carries only (n_x, n_y 0)")
+        length = None if nx else _get(rec, "length", int, what, MAX_WHILE_STEPS if until else MAX_SCAN_LENGTH)
         if nx and rec.get("length") is not None:
             raise GraphCompilerError("a scan body record with xs has length null")
         names = _get(rec, "carry_names", list, what)
         stacks = _get(rec, "stacks", bool, what)
         res_names = _get(rec, "residuals", list, what)
-        if set(rec) != {
+        if set(rec) - {"until"} != {
             "name",
             "traced",
             "n_carry",
@@ -288,7 +322,9 @@ class ScanBody(_Group):
                     f"the body's carry {k} out has shape {fmt_shape(c_out.shape)}, {c_out.dtype} but "
                     f"the carry in {fmt_shape(c_in.shape)}, {c_in.dtype}"
                 )
-        body = cls(name, traced, nc, nx, ny, reverse, length)
+        if until and (traced.outputs[nc - 1].shape != () or traced.outputs[nc - 1].dtype != np.bool_):
+            raise ShapeError("a bounded while_loop's scan body must end its carry with a scalar bool")
+        body = cls(name, traced, nc, nx, ny, reverse, length, until)
         body.carry_names, body.want_stacks = names, stacks
         g = traced.graph
         if not all(isinstance(r, str) and r in g and g[r].inputs for r in res_names):
@@ -350,6 +386,8 @@ class ScanBody(_Group):
 
     def _compute(self, arrays) -> list:
         with self._lock:  # the body's compiled program reuses its buffers: one loop at a time
+            if self.until:
+                return self._loop_until(arrays, stacks=self.want_stacks)
             return self._loop(arrays, stacks=self.want_stacks)
 
     def _count_steps(self, xs: list[np.ndarray]):
@@ -370,9 +408,10 @@ class ScanBody(_Group):
         with `stacks`, else None)."""
         nc, nx = self.n_carry, self.n_x
         carries = [np.asarray(a) for a in arrays[:nc]]
-        xs = [np.asarray(a) for a in arrays[nc : nc + nx]]
+        xs = [_slices(a) for a in arrays[nc : nc + nx]]
         ws = list(arrays[nc + nx :])
         steps = self._count_steps(xs)
+        shapes = [np.shape(a) for a in arrays[:nc]] + [x.shape for x in xs] + [np.shape(w) for w in ws]
         res = list(self.residuals) if stacks else []
         prog = self.program_of(self.traced, res)
         nr = len(res)
@@ -383,13 +422,13 @@ class ScanBody(_Group):
         ys: list = [None] * self.n_y
         cstack = [np.empty((steps,) + c.shape, c.dtype) for c in carries] if stacks else []
         if steps == 0:
-            shapes = [a.shape for a in arrays]
             ys = [
                 np.zeros(self.out_shape(nc + j, shapes, 0), self.traced.outputs[nc + j].dtype) for j in range(self.n_y)
             ]
         order = range(steps - 1, -1, -1) if self.reverse else range(steps)
         run = None
         for t in order:
+            budget.check(lambda: f"scan {self.name!r}, at step {t} of {steps}")
             for k, c in enumerate(carries):
                 feeds[c_in[k]] = c
                 if stacks:
@@ -413,9 +452,95 @@ class ScanBody(_Group):
                 rstack[j][t] = r
         if steps == 0:  # the result must not share the init's memory (planned buffers)
             carries = [np.array(c, copy=True) for c in carries]
-            shapes = [a.shape for a in arrays]
             rstack = [np.zeros(self.out_shape(2 * nc + self.n_y + j, shapes, 0), res[j].dtype) for j in range(nr)]
-        return carries + ys + (cstack if stacks else [None] * nc) + (rstack if stacks else [None] * len(self.residuals))
+        stacked = ys + (cstack if stacks else [None] * nc) + (rstack if stacks else [None] * len(self.residuals))
+        if any(_holds_tape(a) for a in arrays[nc : nc + nx]):  # slices of tapes: its stacked results are tapes
+            stacked = [None if v is None else Tape(v) for v in stacked]
+        return carries + stacked
+
+    def _loop_until(self, arrays, stacks: bool) -> list:
+        """A bounded while_loop: step while the last carry (the condition on the others) holds, at most
+        `length` times; a condition still holding after that raises. The stacks (with `stacks`) hold the steps
+        run, grown as they run."""
+        nc = self.n_carry
+        carries = [np.asarray(a) for a in arrays[:nc]]
+        res = list(self.residuals) if stacks else []
+        prog = self.program_of(self.traced, res)
+        c_in = self.traced.inputs[:nc]
+        feeds: dict[Node, Any] = dict(zip(self.traced.captured_inputs, arrays[nc:]))
+        cstack: list[list] = [[] for _ in range(nc)]
+        rstack: list[list] = [[] for _ in res]
+        run = None
+        t = 0
+        while bool(carries[-1]):
+            if t == self.length:
+                raise ExecutionError(
+                    f"while_loop {self.name!r}: its condition still holds after max_steps={self.length} steps, "
+                    "so its result would be cut short; raise max_steps (gc.while_loop(..., max_steps=N)) or "
+                    "check that the loop ends"
+                )
+            budget.check(lambda: f"while_loop {self.name!r}, at step {t} (max_steps={self.length})")
+            feeds.update(zip(c_in, carries))
+            if stacks:
+                for k, c in enumerate(carries):
+                    cstack[k].append(c)
+            if run is None:
+                out, run = _first_step(prog, feeds)
+            else:
+                out = run(feeds)
+            carries = [np.asarray(o) for o in out[:nc]]
+            for j in range(len(res)):
+                rstack[j].append(np.asarray(out[nc + j]))
+            t += 1
+        if t == 0:  # the result must not share the init's memory (planned buffers)
+            carries = [np.array(c, copy=True) for c in carries]
+        if not stacks:
+            return carries + [None] * (nc + len(self.residuals))
+        inits = [np.asarray(a) for a in arrays[:nc]]
+        return (
+            carries
+            + [_tape(s, c.shape, c.dtype) for s, c in zip(cstack, inits)]
+            + [_tape(s, tuple(d or 0 for d in r.shape), r.dtype) for s, r in zip(rstack, res)]
+        )
+
+
+class Tape:
+    """The value of a tape: the per-step values of a bounded while_loop, stacked along a new axis 0. An object
+    of its own (as Results), so a backend keeps it whole as the one object value of its node."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+    def __repr__(self) -> str:
+        return f"<tape of {len(self.array)} steps>"
+
+    def __add__(self, other: Tape) -> Tape:  # two paths' cotangents of one tape (build_grad sums them)
+        return Tape(self.array + other.array)
+
+
+def _tape(rows: list, shape: tuple, dtype) -> Tape:
+    """The tape of these rows (shape (0, *shape) for none)."""
+    return Tape(np.stack(rows) if rows else np.empty((0, *shape), dtype))
+
+
+def _holds_tape(a) -> bool:
+    """Whether the value a is a tape (as it is, or in a 0-d object array)."""
+    return isinstance(a, Tape) or isinstance(a, np.ndarray) and a.dtype == OBJECT and a.ndim == 0
+
+
+def _slices(a) -> np.ndarray:
+    """The array a scan slices along axis 0: an array, or a tape (as it is, or in a 0-d object array)."""
+    if isinstance(a, np.ndarray) and a.dtype == OBJECT and a.ndim == 0:
+        a = a.item()
+    return a.array if isinstance(a, Tape) else np.asarray(a)
+
+
+def _is_tape(x) -> bool:
+    """A stacked result of a bounded while_loop: an object value (its number of steps is known only when it
+    runs) whose rows a reverse scan reads as its slices."""
+    return x.dtype == OBJECT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -445,8 +570,10 @@ class Scan(Op):
     def flops(self, node: Node) -> int:
         """The body's cost times the number of steps (recomputation weighs a loop as the loop it is)."""
         b = self.body
-        steps = node.inputs[b.n_carry].shape[0] if b.n_x else b.length
-        return _body_flops(b.traced) * (steps if steps is not None else 1000)
+        steps = (None if _is_tape(node.inputs[b.n_carry]) else node.inputs[b.n_carry].shape[0]) if b.n_x else b.length
+        if b.until or steps is None:  # a while_loop's steps are known when it runs
+            steps = 1000 if steps is None else min(steps, 1000)
+        return _body_flops(b.traced) * steps
 
     def result_name(self, index: int) -> str:
         kind, j = self.body.output_kind(index)
@@ -462,7 +589,10 @@ class Scan(Op):
         if len(xs) != nc + nx + b.n_w:
             raise GraphCompilerError(f"scan {b.name!r} takes {nc + nx + b.n_w} inputs, got {len(xs)}")
         steps = b.length if nx == 0 else None
+        body_ins = b.traced.inputs + b.traced.captured_inputs
         for k, x in enumerate(xs[nc : nc + nx]):
+            if _is_tape(x):  # its steps are known when it runs
+                continue
             if not x.shape:
                 raise ShapeError(f"scan {b.name!r}: xs {k} ({x.name!r}) is a scalar; xs are sliced along axis 0")
             d = x.shape[0]
@@ -473,9 +603,10 @@ class Scan(Op):
                         f"{d}, at {x.name!r} of shape {fmt_shape(x.shape)})"
                     )
                 steps = d
-        in_shapes = [x.shape for x in xs]
-        body_ins = b.traced.inputs + b.traced.captured_inputs
+        in_shapes = [(None, *n.shape) if _is_tape(x) else x.shape for x, n in zip(xs, body_ins)]
         for k, (x, n) in enumerate(zip(xs, body_ins)):
+            if nc <= k < nc + nx and _is_tape(x):
+                continue
             s = x.shape[1:] if nc <= k < nc + nx else x.shape
             if not _compatible(tuple(s), n.shape) or x.dtype != n.dtype:
                 raise ShapeError(
@@ -485,6 +616,8 @@ class Scan(Op):
         if not b.n_outputs():
             return (), OBJECT
         kind, j = b.output_kind(index)
+        if kind != "carry" and (b.until or any(_is_tape(x) for x in xs[nc : nc + nx])):
+            return (), OBJECT  # a tape: the steps a bounded while_loop runs (or a scan over its tapes)
         shape = b.out_shape(index, in_shapes, steps)
         dtype = xs[j].dtype if kind in ("carry", "carries") else b.stacked_node(kind, j).dtype
         return shape, dtype
@@ -525,7 +658,7 @@ class Result(Op):
                 f"{group.op.n_results()} results, and a result reads that node's inputs after it"
             )
         shape, dtype = group.op.result_shape(self.index, xs)
-        if self.integer != (np.dtype(dtype).kind != "f"):
+        if self.integer != _no_gradient(group.op, self.index, dtype):
             raise GraphCompilerError(
                 f"result {self.index} of {group.name!r}: integer={self.integer} but the result has dtype {dtype}"
             )
@@ -542,7 +675,15 @@ class Result(Op):
     def grad(self, i, x, y, g):
         if i == 0:
             return None
-        return super().grad(i, x, y, g)
+        if not (_is_tape(y) or _is_tape(x[i])):
+            return super().grad(i, x, y, g)
+        # a tape (dtype object) carries the gradient of its rows
+        if self.integer or x[i].dtype.kind == "b":
+            return ZERO
+        if not _is_tape(x[i]) and x[i].dtype.kind != "f":
+            return Undefined((y, i))
+        part = self.bprop(i, x, y, g)
+        return ZERO if part is None else part
 
     def bprop(self, i, x, y, g):
         return x[0].op.vjp(x[0], x[1:], y, g)[i - 1]
@@ -559,7 +700,14 @@ def result(group: Node, index: int, name: str | None = None) -> Node:
     if not isinstance(op, (Scan, Cond, While)):
         raise GraphCompilerError(f"result takes a scan, cond or while_loop node, not {group.name!r} ({op.name})")
     _, dtype = op.result_shape(index, group.inputs)
-    return apply(Result(index, np.dtype(dtype).kind != "f"), (group, *group.inputs), name)
+    return apply(Result(index, _no_gradient(op, index, dtype)), (group, *group.inputs), name)
+
+
+def _no_gradient(op: Op, index: int, dtype) -> bool:
+    """Whether result `index` of a control-flow op carries no gradient: not float (for a tape: its rows)."""
+    if np.dtype(dtype) == OBJECT and isinstance(op, Scan):
+        dtype = op.body.stacked_node(*op.body.output_kind(index)).dtype
+    return np.dtype(dtype).kind != "f"
 
 
 # -- the public scan --------------------------------------------------------------------------------
@@ -593,13 +741,14 @@ def _scan_impl(
     reverse: bool = False,
     name: str | None = None,
     _names: tuple[list[str], list[str]] | None = None,
+    _until: bool = False,
 ):
     """Loop fn(carry, x_t) -> (carry, y_t) over axis 0 of xs; return (final carry, ys stacked on axis 0).
 
     `init` is a node or a tuple of nodes; `xs` a node, a tuple of nodes or None (then `length` steps). The
     body is traced once; outer nodes it reads are captured as inputs of the scan.
     """
-    graph, inits, init_tuple, xss, xs_tuple = _scan_operands(init, xs, length)
+    graph, inits, init_tuple, xss, xs_tuple = _scan_operands(init, xs, length, _until)
     title = name or graph._auto_name("scan")
     nc, nx = len(inits), len(xss)
     pn = _param_names(fn, 2, ["carry", "x"])
@@ -608,22 +757,25 @@ def _scan_impl(
     if _names is not None:  # the reverse scan of a gradient names its stand-ins
         cnames, xnames = list(_names[0]), list(_names[1])
     specs = [(nm, n.shape, n.dtype) for nm, n in zip(cnames, inits)] + [
-        (nm, x.shape[1:], x.dtype) for nm, x in zip(xnames, xss)
+        (nm, *(_tape_row(x) if _is_tape(x) else (x.shape[1:], x.dtype))) for nm, x in zip(xnames, xss)
     ]
     shape_y: dict = {}
     call = _scan_step_caller(fn, title, nc, init_tuple, xs_tuple, bool(xss), shape_y)
     traced = trace_body(graph, title, specs, call, out_like=inits)
     _check_carries_keep_shape(title, traced, inits)
     ny = shape_y["n"]
-    body = ScanBody(title, traced, nc, nx, ny, bool(reverse), None if xss or length is None else int(length))
+    body = ScanBody(
+        title, traced, nc, nx, ny, bool(reverse), None if xss or length is None else int(length), until=_until
+    )
     ins = tuple(inits + xss + traced.captured)
     body.carry_names = cnames
     return _scan_results(graph, title, body, ins, init_tuple, shape_y["tuple"])
 
 
-def _scan_operands(init, xs, length) -> tuple[Graph, list[Node], bool, list[Node], bool]:
+def _scan_operands(init, xs, length, until: bool = False) -> tuple[Graph, list[Node], bool, list[Node], bool]:
     """(graph, inits, init is a tuple, xs, xs is a tuple) of a scan, checked: numbers in init become constants
-    (of the operands' float dtype), and the xs are arrays of one length along axis 0."""
+    (of the operands' float dtype), the xs are arrays of one length along axis 0 (or the tapes of a bounded
+    while_loop), and a length is at most MAX_SCAN_LENGTH (MAX_WHILE_STEPS for a bounded while_loop)."""
     inits, init_tuple = _flat(init, "init")
     xss: list
     if xs is None:
@@ -649,17 +801,42 @@ def _scan_operands(init, xs, length) -> tuple[Graph, list[Node], bool, list[Node
             raise GraphCompilerError(f"scan: init and xs must be nodes of one graph, got {n!r}")
     if not xss and (length is None or not isinstance(length, (int, np.integer)) or length < 0):
         raise GraphCompilerError("scan without xs needs length= (a non-negative int number of steps)")
+    limit = MAX_WHILE_STEPS if until else MAX_SCAN_LENGTH
+    if length is not None and isinstance(length, (int, np.integer)) and length > limit:
+        what = f"while_loop: max_steps={length}" if until else f"scan: length={length}"
+        raise GraphCompilerError(
+            f"{what} is more than the {limit} steps a graph allows (and a graph file loads); "
+            + (
+                "pass a smaller max_steps"
+                if until
+                else "scan fewer steps at a time (its stacked results are allocated for every step)"
+            )
+        )
     for k, x in enumerate(xss):
+        if _is_tape(x):
+            continue
         if not x.shape:
             raise ShapeError(
                 f"scan: xs {k} ({x.name!r}, {x.op.name}) is a scalar of shape (); xs are sliced "
                 "along axis 0, so each needs at least one axis"
             )
     if xss and length is not None:
-        lens = {x.shape[0] for x in xss} - {None}
+        lens = {x.shape[0] for x in xss if not _is_tape(x)} - {None}
         if lens and lens != {length}:
             raise ShapeError(f"scan: length={length} but xs have {sorted(lens)} steps along axis 0")
     return graph, inits, init_tuple, xss, xs_tuple
+
+
+def _tape_row(tape: Node) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) of one step's value of a tape: a stacked result of a bounded while_loop or of a scan over
+    its tapes, or a sum of tapes (two paths' cotangents of one, as build_grad adds them)."""
+    while not isinstance(tape.op, Result) and tape.inputs:
+        tape = tape.inputs[0]
+    op = tape.inputs[0].op if tape.inputs else None
+    if not (isinstance(tape.op, Result) and isinstance(op, Scan)):
+        raise GraphCompilerError(f"internal error: {tape.name!r} ({tape.op.name}) is not a loop's tape")
+    node = op.body.stacked_node(*op.body.output_kind(tape.op.index))
+    return node.shape, node.dtype
 
 
 def _scan_step_caller(
@@ -822,7 +999,7 @@ def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node)
     kind, kk = body.output_kind(y.op.index)
     inits, xss, ws = list(x[:nc]), list(x[nc : nc + nx]), list(x[nc + nx :])
     fc = [j for j in range(nc) if inits[j].dtype.kind == "f"]
-    fx = [j for j in range(nx) if xss[j].dtype.kind == "f"]
+    fx = [j for j in range(nx) if (_tape_row(xss[j])[1] if _is_tape(xss[j]) else xss[j].dtype).kind == "f"]
     fw = [j for j in range(nw) if ws[j].dtype.kind == "f"]
     vjp = _vjp_graph(body, kind, kk, fc, fx, fw)
     body.want_stacks = True
@@ -1294,8 +1471,11 @@ class WhileBody(_Group):
         t_feeds = dict(zip(self.test.captured_inputs, [ws[p] for p in self.picks[0]]))
         s_feeds = dict(zip(self.step.captured_inputs, [ws[p] for p in self.picks[1]]))
         t_run = s_run = None  # after a first checked run, the loaded evaluators directly
+        t = 0
         with self._lock:
             while True:
+                budget.check(lambda: f"while_loop {self.name!r}, at step {t}")
+                t += 1
                 t_feeds.update(zip(self.test.inputs, carries))
                 if t_run is None:
                     out, t_run = _first_step(tp, t_feeds)
@@ -1365,8 +1545,10 @@ def _while_loop_impl(
 ):
     """Repeat carry = body_fn(carry) while cond_fn(carry) (a scalar bool node) holds; return the carry.
 
-    With max_steps, at most that many steps run (a scan of max_steps steps whose body is a cond), and the
-    result has a derivative; without it, the loop runs until cond_fn fails and has no derivative.
+    With max_steps, at most that many steps run, and the result has a derivative (a reverse scan over the
+    steps run); a condition still holding after max_steps steps raises ExecutionError when the program runs.
+    Without it, the loop runs until cond_fn fails (or the run's time budget, max_seconds, is spent) and has no
+    derivative.
     """
     inits, tup = _flat(init, "init")
     nodes = [n for n in inits if isinstance(n, Node)]
@@ -1379,7 +1561,7 @@ def _while_loop_impl(
         return tuple(cs) if tup else cs[0]
 
     if max_steps is not None:
-        return _bounded_while(cond_fn, body_fn, inits, tup, pack, max_steps, name)
+        return _bounded_while(cond_fn, body_fn, inits, tup, pack, max_steps, name, graph)
     title = name or graph._auto_name("while_loop")
     names = _param_names(cond_fn, 1, ["carry"])
     cnames = [names[0]] if not tup else [f"{names[0]}{k}" for k in range(len(inits))]
@@ -1404,21 +1586,39 @@ def _while_loop_impl(
 
 
 def _bounded_while(
-    cond_fn: Callable, body_fn: Callable, inits: list[Node], tup: bool, pack: Callable, max_steps, name: str | None
+    cond_fn: Callable,
+    body_fn: Callable,
+    inits: list[Node],
+    tup: bool,
+    pack: Callable,
+    max_steps,
+    name: str | None,
+    graph: Graph,
 ):
-    """A while_loop of at most max_steps steps: a scan of max_steps steps whose body is a cond (step or keep
-    the carry), so it has a derivative."""
-    if not isinstance(max_steps, (int, np.integer)) or max_steps < 0:
+    """A while_loop of at most max_steps steps, with a derivative: a scan whose last carry is the condition
+    (cond_fn of init, then of each new carry). It steps while that holds, and raises when it still holds after
+    max_steps steps; its gradient is a reverse scan over the steps it ran."""
+    if not isinstance(max_steps, (int, np.integer)) or isinstance(max_steps, bool) or max_steps < 0:
         raise GraphCompilerError(f"while_loop: max_steps must be a non-negative int, not {max_steps!r}")
+    title = name or graph._auto_name("while_loop")
+    test = _while_test_caller(cond_fn, pack, title)
+    step_of = _while_step_caller(body_fn, pack, title, len(inits))
 
     def step(c, _):
-        cs = list(c) if tup else [c]
-        p = cond_fn(c)
-        new = cond(p, lambda *a: body_fn(pack(list(a))), lambda *a: pack(list(a)), *cs)
-        return new, None
+        new = step_of(list(c[:-1]))
+        return (*new, test(new)[0]), None
 
-    carry, _ = scan(step, pack(inits), length=int(max_steps), name=name)
-    return carry
+    names = _param_names(cond_fn, 1, ["carry"])
+    cnames = [names[0]] if not tup else [f"{names[0]}{k}" for k in range(len(inits))]
+    carry, _ = _scan_impl(
+        step,
+        (*inits, test(inits)[0]),
+        length=int(max_steps),
+        name=title,
+        _names=([*cnames, "running"], []),
+        _until=True,
+    )
+    return pack(list(carry[:-1]))
 
 
 def _while_test_caller(cond_fn: Callable, pack: Callable, title: str) -> Callable[[list[Node]], list[Node]]:
@@ -1502,8 +1702,10 @@ def cond(pred: Node, true_fn: Callable, false_fn: Callable, *operands, name: str
 def while_loop(cond_fn: Callable, body_fn: Callable, init, *, max_steps: int | None = None, name: str | None = None):
     """Repeat carry = body_fn(carry) while cond_fn(carry) (a scalar bool node) holds; return the final carry.
 
-    With max_steps, at most that many steps run (a scan of max_steps steps whose body is a cond), and the
-    result has a derivative; without it, the loop runs until cond_fn fails and has no derivative.
+    With max_steps, at most that many steps run, and the result has a derivative (a reverse scan over the
+    steps run); a condition still holding after max_steps steps raises ExecutionError when the program runs.
+    Without it, the loop runs until cond_fn fails (or the run's time budget, max_seconds, is spent) and has no
+    derivative.
     """
     return _guarded(_while_loop_impl, lambda *a: _graph_of(a[2]))(
         cond_fn, body_fn, init, max_steps=max_steps, name=name
@@ -1691,6 +1893,8 @@ def _scan_body(n: Node) -> ScanBody:
 
 def _static_steps(n: Node):
     b = _scan_body(n)
+    if b.until or b.n_x and _is_tape(n.inputs[b.n_carry]):  # a while_loop's steps are known when it runs
+        return None
     return n.inputs[b.n_carry].shape[0] if b.n_x else b.length
 
 
