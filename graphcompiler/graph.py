@@ -37,7 +37,18 @@ MAX_INPUTS = 4096  # inputs of one node (concatenate takes any number)
 MAX_ATTR_ITEMS = 64  # entries of a tuple attribute (axes, a reshape target, an index)
 MAX_INT = 2**62  # |int| in attributes and dims, and the number of elements of a shape: stays in int64
 MAX_STEPS = 2**31  # the counts of a control-flow body record: a scan's length, its numbers of carries and xs
+# a bounded while_loop's max_steps: nothing is allocated for the bound (a run stops at the first step whose
+# condition fails; Program.run(max_seconds=) bounds the rest), so it may be far larger than a scan's length
+MAX_WHILE_STEPS = 2**62
 MAX_DEPTH = 8  # control-flow bodies inside bodies
+
+
+def record_limit(record: dict, key: str) -> int:
+    """The largest value a count of a control-flow body record may hold: MAX_STEPS, or MAX_WHILE_STEPS for the
+    length (the bound) of a bounded while_loop's scan (its record says "until")."""
+    return MAX_WHILE_STEPS if key == "length" and record.get("until") is True else MAX_STEPS
+
+
 DTYPES = (
     "bool",
     "int8",
@@ -734,10 +745,10 @@ class Graph:
         record = getattr(op, "body").record(lambda traced: _collect(graphs, traced.graph))
         what = f"{op.name} node {_cut(name) if name else ''}".rstrip()
         for key, v in record.items():
-            if type(v) is int and not 0 <= v <= MAX_STEPS:
+            if type(v) is int and not 0 <= v <= record_limit(record, key):
                 raise GraphCompilerError(
-                    f"{what}: its {key} is {v}, over the limit of {MAX_STEPS} (2**31) a graph file holds; "
-                    "split the loop into loops of fewer steps"
+                    f"{what}: its {key} is {v}, over the limit of {record_limit(record, key)} a graph file "
+                    "holds; split the loop into loops of fewer steps"
                 )
         depth = 1 + max((g._depth for g in graphs), default=0)
         if depth > MAX_DEPTH:

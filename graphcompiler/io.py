@@ -31,7 +31,7 @@ from .graph import (
     MAX_INT,
     MAX_NAME,
     MAX_RANK,
-    MAX_STEPS,
+    record_limit,
     Graph,
     Node,
     install,
@@ -821,10 +821,10 @@ def _body_record(n: Node, depth: int) -> dict:
     assert isinstance(n.op, (Scan, Cond, While))
     rec = n.op.body.record(lambda traced: _traced_record(traced, depth))
     for key, v in rec.items():
-        if _is_int(v) and not 0 <= v <= MAX_STEPS:
+        if _is_int(v) and not 0 <= v <= record_limit(rec, key):
             raise GraphCompilerError(
                 f"node {n.name!r} ({n.op.name}): its body's {key} is {v}, but a graph file holds counts of "
-                f"at most {MAX_STEPS} (2**31); a loop of more steps cannot be saved"
+                f"at most {record_limit(rec, key)}; a loop of more steps cannot be saved"
             )
     return rec
 

@@ -41,7 +41,7 @@ from ..errors import (
     UndefinedGradientError,
     fmt_shape,
 )
-from ..graph import ZERO, Graph, Node, Undefined, service
+from ..graph import MAX_STEPS, MAX_WHILE_STEPS, ZERO, Graph, Node, Undefined, fit_name, name_problem, service
 from .base import Deferred, Op, apply, undefined_to_sympy
 from .tracing import Traced, alias, inline, trace_body
 
@@ -49,10 +49,8 @@ __all__ = ["MAX_SCAN_LENGTH", "MAX_WHILE_STEPS", "cond", "scan", "while_loop"]
 
 # The most steps of a scan without xs (gc.scan(length=N), and a scan body read from a graph file): its stacked
 # results are allocated up front. io.py's loader reads scan bodies through ScanBody.from_record, which checks it.
-MAX_SCAN_LENGTH = 2**31
-# The largest max_steps of a bounded while_loop (a file's too): nothing is allocated for the bound, a run stops
-# at the first step whose condition fails, and a run's time budget (Program.run(max_seconds=)) bounds the rest.
-MAX_WHILE_STEPS = 2**62
+# A bounded while_loop's max_steps may reach MAX_WHILE_STEPS. Both are the graph file's limits (graph.py).
+MAX_SCAN_LENGTH = MAX_STEPS
 
 
 # -- shapes of a body on other input shapes -------------------------------------------------------
@@ -150,7 +148,9 @@ def _get(rec: dict, key: str, kind, what: str, limit: int = MAX_SCAN_LENGTH):
     v: Any = rec.get(key) if isinstance(rec, dict) else None
     ok = isinstance(v, kind) and not (kind is int and isinstance(v, bool))
     if kind is list and ok and key.endswith("names"):
-        ok = all(isinstance(x, str) for x in v)
+        ok = all(isinstance(x, str) and name_problem(x) is None for x in v)
+    if kind is str and ok and key == "name" and name_problem(v) is not None:
+        raise GraphCompilerError(f"the {what} record's name {name_problem(v)}")
     if not ok or kind is int and not 0 <= v <= limit:
         raise GraphCompilerError(
             f"the {what} record's field {key!r} must be a {kind.__name__}"
@@ -932,7 +932,7 @@ def _vjp_graph(body: ScanBody, kind: str, kk: int, fc: list[int], fx: list[int],
     if got is not None:
         return got
     tr, nc, nx = body.traced, body.n_carry, body.n_x
-    vg = Graph(f"{body.name}/vjp")
+    vg = Graph(fit_name(f"{body.name}/vjp"))
     c = [vg.input(f"c{j}", n.shape, n.dtype) for j, n in enumerate(tr.inputs[:nc])]
     x = [vg.input(f"x{j}", n.shape, n.dtype) for j, n in enumerate(tr.inputs[nc : nc + nx])]
     w = [vg.input(f"w{j}", n.shape, n.dtype) for j, n in enumerate(tr.captured_inputs)]
@@ -1028,7 +1028,7 @@ def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node)
         tuple(r_xs) if r_xs else None,
         reverse=not body.reverse,
         length=None if r_xs else body.length,
-        name=f"{body.name}.grad",
+        name=fit_name(f"{body.name}.grad"),
         _names=_reverse_names(body, kind, kk, fc, fw, used_c, used_x, [b for _, b in res], pad),
     )
     xn = [n.name for n in body.traced.inputs[nc : nc + nx]]
@@ -1399,7 +1399,7 @@ def cond_vjp(body: CondBody, x: tuple[Node, ...], y: Node, g: Node) -> list:
 
         return f
 
-    res = cond(pred, vjp_of(0), vjp_of(1), *ops, g, name=f"{body.name}.grad")
+    res = cond(pred, vjp_of(0), vjp_of(1), *ops, g, name=fit_name(f"{body.name}.grad"))
     res = res if isinstance(res, tuple) else (res,)
     grads: list = [None] * len(x)
     for p, j in enumerate(fo):
@@ -1851,7 +1851,7 @@ def unroll(graph: Graph, max_steps: int = 16) -> Graph:
     from . import indexing as I
     from . import shape as S
 
-    out = Graph(f"{graph.name} (unrolled)")
+    out = Graph(fit_name(f"{graph.name} (unrolled)"))
     m: dict[Node, Node] = {}
     unrolled: dict[Node, list[Node]] = {}
 
