@@ -11,6 +11,7 @@ buffers, recomputed steps and the live bytes of the memory plan.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import os
@@ -63,18 +64,48 @@ def page_html(what: Any, *, values: Mapping[Any, Any] | None = None, title: str 
             f"the explorer draws the graph with Graphviz's `dot`, which failed ({e}); "
             "install Graphviz (apt-get install graphviz)"
         ) from None
-    svg_text = svg_text[svg_text.find("<svg") :]  # drop the XML prologue and DOCTYPE
+    svg_text = svg_text[svg_text.find("<svg") :]  # drop the XML prologue and DOCTYPE (the graph's name is a word)
     program = what if hasattr(what, "schedule") and hasattr(what, "graph") else None
     data = _page_data(subject, program, values)
     data["title"] = title or (subject.title if program is not None else f"graph {subject.title!r}")
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    return (
-        _TEMPLATE.replace("%TITLE%", html.escape(data["title"]))
-        .replace("%STYLE%", _static("explorer.css"))
-        .replace("%SCRIPT%", _static("explorer.js"))
-        .replace("%SVG%", svg_text)
-        .replace("%DATA%", payload)
+    return _page(data["title"], svg_text, data)
+
+
+def _page(title: str, svg_text: str, data: dict) -> str:
+    """The template filled in one pass (what is inserted is never searched for placeholders again), under a
+    policy that runs only the page's own script and styles: no inline handlers, nothing loaded from anywhere."""
+    script, style = _static("explorer.js"), _static("explorer.css")
+    policy = (
+        f"default-src 'none'; script-src {_csp_hash(script)}; style-src {_csp_hash(style)}; img-src data:; "
+        "base-uri 'none'; form-action 'none'"
     )
+    parts = {
+        "CSP": html.escape(policy, quote=True),
+        "TITLE": html.escape(title),
+        "STYLE": style,
+        "SCRIPT": script,
+        "SVG": svg_text,
+        "DATA": _json_in_html(data),
+    }
+    return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], _TEMPLATE)
+
+
+_PLACEHOLDER = re.compile(r"%(CSP|TITLE|STYLE|SCRIPT|SVG|DATA)%")
+
+
+def _csp_hash(text: str) -> str:
+    """The Content-Security-Policy source that allows exactly this inline script or style."""
+    import base64
+    import hashlib
+
+    return f"'sha256-{base64.b64encode(hashlib.sha256(text.encode('utf-8')).digest()).decode()}'"
+
+
+def _json_in_html(data: Any) -> str:
+    """JSON to sit inside a <script> element: no character of it can end the element or open a comment
+    (<, >, & as \\u escapes; non-ASCII, U+2028 and U+2029 included, escaped by json.dumps)."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 class Inline:
@@ -186,6 +217,8 @@ def _add_formulas(rec: dict[str, Any], n: Node, sizes: tuple[dict, dict], budget
 
 
 def _short(v: Any, limit: int = 80) -> Any:
+    if isinstance(v, float) and not np.isfinite(v):  # JSON has no nan or inf
+        return repr(v)
     if v is None or isinstance(v, (bool, int, float, str)):
         return v if not isinstance(v, str) or len(v) <= limit else v[:limit] + "…"
     text = repr(v) if not isinstance(v, np.ndarray) else f"array{fmt_shape(v.shape)} {v.dtype}"
@@ -407,7 +440,7 @@ def _heatmap(m: np.ndarray) -> str:
     cell = max(2, min(24, 240 // max(rows, cols)))
     return (
         f'<img class="heatmap" alt="heat map of a {rows}x{cols} matrix (scale {scale:.3g})" '
-        f'width="{cols * cell}" height="{rows * cell}" style="image-rendering:pixelated" '
+        f'width="{cols * cell}" height="{rows * cell}" '
         f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
     )
 
@@ -439,17 +472,83 @@ def _expansion_sizes(nodes: list[Node]) -> tuple[dict[Node, int], dict[Node, int
 def _mathml(n: Node, form: Literal["leaves", "textbook"]) -> str | None:
     """The node's SymPy export as presentation MathML; None where it cannot be exported (rank > 2, ...)."""
     try:
-        from sympy.printing.mathml import mathml
-
         from .symbolic import to_sympy
 
         expr = to_sympy(n, form=form, max_size=20 * FORMULA_TERMS)
-        body = mathml(expr, printer="presentation")
+        body = _mathml_printer()().doprint(expr)
         if len(body) > 100 * FORMULA_TERMS:  # a long formula helps nobody on a side panel
             return None
     except Exception:  # an export the symbolic layer refuses (rank > 2): no formula shown
         return None
-    return f'<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">{body}</math>'
+    return f'<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">{_clean_mathml(body)}</math>'
+
+
+@functools.cache
+def _mathml_printer() -> type:
+    """SymPy's presentation MathML printer with the names of symbols escaped: SymPy writes every text raw
+    (its own texts are entities), so a node named <img onerror=...> would otherwise be markup on the page."""
+    from sympy.printing.mathml import MathMLPresentationPrinter
+
+    class Printer(MathMLPresentationPrinter):
+        def _split_super_sub(self, name: str) -> tuple[str, list[str], list[str]]:
+            base, supers, subs = super()._split_super_sub(name)  # W_1 is W with a subscript 1
+            return _text(base), [_text(t) for t in supers], [_text(t) for t in subs]
+
+    return Printer
+
+
+def _text(s: str) -> str:
+    """Text for an element's content: markup characters as entities, control characters (not allowed in XML)
+    as a visible \\xNN, like the picture's labels."""
+    s = "".join(c if ord(c) >= 32 and ord(c) != 127 else f"\\x{ord(c):02x}" for c in s)
+    return html.escape(s, quote=False)
+
+
+# the presentation MathML a formula may use, and the attributes SymPy's printer writes on it; anything else
+# (an element or attribute some printer path let through from a name) is dropped, its text kept as text
+_MATHML_TAGS = frozenset(
+    "math mi mn mo ms mtext mspace mrow mfrac msqrt mroot mstyle merror mpadded mphantom mfenced menclose "
+    "msub msup msubsup munder mover munderover mmultiscripts mprescripts none mtable mtr mtd".split()
+)
+_MATHML_ATTRS = frozenset(
+    "xmlns display mathvariant mathsize stretchy fence separator separators open close form lspace rspace "
+    "largeop movablelimits accent accentunder linethickness bevelled notation columnalign rowalign "
+    "columnspacing rowspacing columnlines rowlines frame width height depth scriptlevel displaystyle "
+    "minsize maxsize symmetric".split()
+)
+
+
+def _clean_mathml(text: str) -> str:
+    """The MathML written again from what an HTML parser reads in it, keeping only MathML elements and their
+    presentation attributes, every text and value escaped: whatever a printer let through stays text."""
+    from html.parser import HTMLParser
+
+    out: list[str] = []
+
+    class Clean(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]], end: str = ">") -> None:
+            if tag in _MATHML_TAGS:
+                kept = "".join(
+                    f' {k}="{html.escape(v or "", quote=True)}"'
+                    for k, v in attrs
+                    if k in _MATHML_ATTRS and (k != "xmlns" or v == "http://www.w3.org/1998/Math/MathML")
+                )
+                out.append(f"<{tag}{kept}{end}")
+
+        def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            self.handle_starttag(tag, attrs, end="/>")
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag in _MATHML_TAGS:
+                out.append(f"</{tag}>")
+
+        def handle_data(self, data: str) -> None:
+            out.append(_text(data))
+
+    parser = Clean(convert_charrefs=True)
+    parser.feed(text)
+    parser.close()
+    return "".join(out)
 
 
 def _static(name: str) -> str:
@@ -462,7 +561,9 @@ def _static(name: str) -> str:
 # -- the page ---------------------------------------------------------------------------------------------------
 
 _TEMPLATE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>%TITLE%</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="%CSP%">
+<title>%TITLE%</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>%STYLE%</style></head>
 <body>

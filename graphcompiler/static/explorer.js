@@ -14,7 +14,7 @@ function clearMarks(){ marked.forEach(([el, c]) => el.classList.remove(c)); mark
 function mark(id, cls){ const g = gOf[id]; if (g){ g.classList.add(cls); marked.push([g, cls]); } }
 function markEdge(src, dst){ const e = edges[src + "->" + dst]; if (e){ e.classList.add("gc-origin"); marked.push([e, "gc-origin"]); } }
 function esc(s){ return String(s).replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c])); }
-function link(id){ const n = byId[id]; return n ? '<span class="link" data-id="' + id + '">' + esc(n.name) + '</span>' : ""; }
+function link(id){ const n = byId[id]; return n ? '<span class="link" data-id="' + esc(id) + '">' + esc(n.name) + '</span>' : ""; }
 function row(k, v){ return "<tr><td>" + k + "</td><td>" + v + "</td></tr>"; }
 function show(id, keepMarks){
   const n = byId[id]; if (!n) return;
