@@ -14,8 +14,10 @@ from __future__ import annotations
 import functools
 import html
 import json
+import math
 import os
 import re
+import time
 from typing import Any, Literal, Mapping
 
 import numpy as np
@@ -24,8 +26,10 @@ from .errors import GraphCompilerError, fmt_shape
 from .graph import Graph, Node
 
 QUICK_LAYOUT_FROM = 120  # nodes: larger pictures get Graphviz's bounded (quicker, rougher) ranking
+LAYERED_LAYOUT_FROM = 250  # nodes: larger pictures are placed by _layered_positions, in linear time (dot: minutes)
 FORMULA_TERMS = 80  # a formula whose expansion would have more terms than this is not exported
 FORMULA_BUDGET = 4_000  # terms exported on one page in all (a 500-node chain: the first formulas only)
+FORMULA_SECONDS = 2.0  # on a page of LAYERED_LAYOUT_FROM nodes or more: SymPy's time for formulas in all
 NUMBERS_UP_TO = 36  # elements: printed as numbers
 HEATMAP_UP_TO = 64 * 64  # elements of a matrix: drawn as a heat map
 
@@ -54,21 +58,139 @@ def page_html(what: Any, *, values: Mapping[Any, Any] | None = None, title: str 
     from . import viz
 
     subject = viz._subject(what)
+    layered = len(subject.nodes) >= LAYERED_LAYOUT_FROM
     try:
-        dot = viz.to_dot(what, show="all")
-        if len(subject.nodes) > QUICK_LAYOUT_FROM:  # bound the network simplex passes: seconds, not minutes
-            dot.attr("graph", nslimit="2", nslimit1="2")
-        svg_text = dot.pipe(format="svg").decode("utf-8")
-    except Exception as e:  # graphviz.ExecutableNotFound and friends: say what is missing
+        svg_text = _draw(what, subject, layered)
+    except graphviz_missing() as e:
         raise GraphCompilerError(
-            f"the explorer draws the graph with Graphviz's `dot`, which failed ({e}); "
+            f"the explorer draws the graph with Graphviz, which is not installed ({e}); "
             "install Graphviz (apt-get install graphviz)"
+        ) from None
+    except Exception as e:  # Graphviz itself failed (dot crashes on some very deep graphs)
+        engine = "neato -n2 (positions given)" if layered else "dot"
+        raise GraphCompilerError(
+            f"Graphviz's {engine} failed to lay out the {len(subject.nodes)} nodes of {subject.title!r} ({e}); "
+            "explore a part of it (gc.explore([node, ...]) draws those nodes and their ancestors)"
         ) from None
     svg_text = svg_text[svg_text.find("<svg") :]  # drop the XML prologue and DOCTYPE (the graph's name is a word)
     program = what if hasattr(what, "schedule") and hasattr(what, "graph") else None
     data = _page_data(subject, program, values)
     data["title"] = title or (subject.title if program is not None else f"graph {subject.title!r}")
     return _page(data["title"], svg_text, data)
+
+
+def graphviz_missing() -> type[Exception]:
+    import graphviz
+
+    return graphviz.ExecutableNotFound
+
+
+def _draw(what: Any, subject: Any, layered: bool) -> str:
+    """The picture as SVG. Up to LAYERED_LAYOUT_FROM nodes, dot lays it out (its network simplex passes bounded
+    above QUICK_LAYOUT_FROM); above, dot's x-coordinate pass alone takes minutes (it grows with the nodes times
+    the ranks every long edge crosses) and crashes on some deep graphs, so the nodes are placed here, in
+    linear time, and Graphviz only draws them (neato -n2: the given positions, straight edges). The picture
+    is then rougher: edges may cross nodes, and the bodies of scans are left out."""
+    from . import viz
+
+    dot = viz.to_dot(what, show="all", bodies=not layered)
+    if not layered:
+        if len(subject.nodes) > QUICK_LAYOUT_FROM:  # bound the network simplex passes: seconds, not minutes
+            dot.attr("graph", nslimit="2", nslimit1="2")
+        return dot.pipe(format="svg").decode("utf-8")
+    nodes = list(subject.nodes)
+    for k, (x, y) in enumerate(_layered_positions(nodes, [_node_size(n, subject.plan) for n in nodes])):
+        dot.body.append(f'\tn{k} [pos="{x:.1f},{y:.1f}!"]\n')  # the ids viz.to_dot gives (show="all")
+    dot.attr("graph", splines="false", outputorder="edgesfirst")
+    return dot.pipe(format="svg", engine="neato", neato_no_op=2).decode("utf-8")
+
+
+def _node_size(n: Node, plan: Any) -> tuple[float, float]:
+    """(width, height) in points that a node's label will need, estimated from its lines of text (generously:
+    an estimate too small makes neighbours overlap, one too large only spreads the picture)."""
+    from . import viz
+
+    lines = [
+        html.unescape(re.sub(r"<[^>]*>", "", t)) for t in viz._label(n, plan.notes(n) if plan else []).split("<BR/>")
+    ]
+    width = max([7.2 * len(lines[0])] + [5.6 * len(t) for t in lines[1:]]) + 16
+    height = 15.0 + 12.0 * (len(lines) - 1) + 10
+    if n.op.name == "input":  # an ellipse around the text
+        width, height = 1.45 * width, 1.3 * height
+    elif n.op.name == "parameter":  # a cylinder's rims
+        height += 10
+    return width, height
+
+
+def _layered_positions(nodes: list[Node], sizes: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Positions (points, Graphviz's y upwards) for a layered left-to-right picture, in time linear in the
+    nodes and edges. A node's column is the one before its first reader (a W^T of the backward pass stands by
+    the product that reads it, not in column 1 with an edge across the picture), an output's one past its
+    furthest input; the order within a column follows the barycentre of the inputs, then of the readers,
+    then of the inputs again (the sweeps of Sugiyama et al., without their crossing counts); each node sits
+    level with its inputs where there is room."""
+    index = {n: k for k, n in enumerate(nodes)}
+    inputs = [[index[x] for x in n.inputs if x in index] for n in nodes]
+    readers: list[list[int]] = [[] for _ in nodes]
+    for k, ins in enumerate(inputs):
+        for i in ins:
+            readers[i].append(k)
+    column = [0] * len(nodes)
+    order = _topological_order(inputs, readers)
+    for k in order:  # as early as its inputs allow: the longest path from the leaves
+        column[k] = 1 + max((column[i] for i in inputs[k]), default=-1)
+    for k in reversed(order):  # then as late as its readers allow: next to the first of them
+        if readers[k]:
+            column[k] = min(column[r] for r in readers[k]) - 1
+    columns: list[list[int]] = [[] for _ in range(max(column, default=0) + 1)]
+    for k in range(len(nodes)):
+        columns[column[k]].append(k)
+    place = [0.0] * len(nodes)
+    for c in columns:
+        for j, k in enumerate(c):
+            place[k] = j
+
+    def sweep(order: list[list[int]], links: list[list[int]]) -> None:
+        for c in order:
+            for k in c:
+                near = [place[i] for i in links[k] if column[i] != column[k]]
+                place[k] = sum(near) / len(near) if near else place[k]
+            c.sort(key=lambda k: place[k])
+            for j, k in enumerate(c):
+                place[k] = j
+
+    sweep(columns, inputs)
+    sweep(columns[::-1], readers)
+    sweep(columns, inputs)
+    x = [0.0] * len(nodes)
+    y = [0.0] * len(nodes)
+    left = 0.0
+    for c in columns:
+        width = max((sizes[k][0] for k in c), default=0.0)
+        below = 0.0  # the lowest free y in this column (y grows downwards here, flipped at the end)
+        for k in c:
+            level = [y[i] for i in inputs[k] if column[i] < column[k]]
+            top = max(below, sum(level) / len(level) - sizes[k][1] / 2) if level else below
+            x[k], y[k] = left + width / 2, top + sizes[k][1] / 2
+            below = top + sizes[k][1] + 14
+        left += width + 40
+    return [(x[k], -y[k]) for k in range(len(nodes))]
+
+
+def _topological_order(inputs: list[list[int]], readers: list[list[int]]) -> list[int]:
+    """Kahn's order (inputs first); nodes on a cycle, which a graph cannot have, come last in list order."""
+    waiting = [len(set(ins)) for ins in inputs]
+    ready = [k for k, w in enumerate(waiting) if w == 0]
+    order: list[int] = []
+    while ready:
+        k = ready.pop()
+        order.append(k)
+        for r in set(readers[k]):
+            waiting[r] -= 1
+            if waiting[r] == 0:
+                ready.append(r)
+    seen = set(order)
+    return order + [k for k in range(len(inputs)) if k not in seen]
 
 
 def _page(title: str, svg_text: str, data: dict) -> str:
@@ -145,11 +267,14 @@ def _page_data(subject: Any, program: Any, values: Mapping[Any, Any] | None) -> 
     entries = _grad_table_entries(nodes)
     sizes = _expansion_sizes(nodes)
     budget = FORMULA_BUDGET
+    # SymPy prints some formulas of a deep graph in a tenth of a second each: a large page stops in time
+    deadline = time.monotonic() + FORMULA_SECONDS if len(nodes) >= LAYERED_LAYOUT_FROM else math.inf
     plan = subject.plan
     records = []
     for n in nodes:
         rec = _node_record(n, ids, kinds, consumers, entries)
-        budget = _add_formulas(rec, n, sizes, budget)
+        if time.monotonic() < deadline:
+            budget = _add_formulas(rec, n, sizes, budget)
         if n in computed:
             rec["value"] = _describe_value(computed[n])
         if plan is not None:
@@ -485,14 +610,74 @@ def _mathml(n: Node, form: Literal["leaves", "textbook"]) -> str | None:
 
 @functools.cache
 def _mathml_printer() -> type:
-    """SymPy's presentation MathML printer with the names of symbols escaped: SymPy writes every text raw
-    (its own texts are entities), so a node named <img onerror=...> would otherwise be markup on the page."""
+    """SymPy's presentation MathML printer, with two changes. The names of symbols are escaped: SymPy writes
+    every text raw (its own texts are entities), so a node named <img onerror=...> would be markup on the
+    page. And whether a matrix product is negative is read from its coefficient alone: SymPy's Mul asks
+    first whether -e == e, which for a MatMul evaluates -e through the whole expression (seconds for each
+    formula of a deep network's gradient); a product of matrices equals its negative only when it is zero."""
+    from sympy import Function, MatMul
     from sympy.printing.mathml import MathMLPresentationPrinter
+    from sympy.printing.precedence import PRECEDENCE, precedence_traditional
+
+    def negative(e: Any) -> bool:
+        if isinstance(e, MatMul):
+            return bool(e.args[0].is_Number and e.args[0].is_extended_negative)
+        return bool(e.could_extract_minus_sign())
+
+    def precedence(e: Any) -> int:
+        if not isinstance(e, MatMul):
+            return precedence_traditional(e)
+        if any(
+            isinstance(a, Function) and getattr(a, "precedence", PRECEDENCE["Mul"]) < PRECEDENCE["Mul"] for a in e.args
+        ):
+            return PRECEDENCE["Mul"]
+        return PRECEDENCE["Add"] if negative(e) else PRECEDENCE["Mul"]
 
     class Printer(MathMLPresentationPrinter):
         def _split_super_sub(self, name: str) -> tuple[str, list[str], list[str]]:
             base, supers, subs = super()._split_super_sub(name)  # W_1 is W with a subscript 1
             return _text(base), [_text(t) for t in supers], [_text(t) for t in subs]
+
+        def _mo(self, text: str) -> Any:
+            mo = self.dom.createElement("mo")
+            mo.appendChild(self.dom.createTextNode(text))
+            return mo
+
+        def parenthesize(self, item: Any, level: int, strict: bool = False) -> Any:
+            p = precedence(item)
+            if p < level or (not strict and p <= level):
+                row = self.dom.createElement("mrow")
+                for part in (self._l_paren(), self._print(item), self._r_paren()):
+                    row.appendChild(part)
+                return row
+            return self._print(item)
+
+        def _print_Add(self, expr: Any, order: Any = None) -> Any:
+            row = self.dom.createElement("mrow")
+            terms = self._as_ordered_terms(expr, order=order)
+            row.appendChild(self._print(terms[0]))
+            for t in terms[1:]:
+                minus = negative(t)
+                row.appendChild(self._mo("-" if minus else "+"))
+                row.appendChild(self._print(-t if minus else t))
+            return row
+
+        def _print_MatMul(self, expr: Any) -> Any:
+            from sympy import Mul
+
+            row = self.dom.createElement("mrow")
+            args = list(expr.args)
+            if isinstance(args[0], Mul):
+                args = list(args[0].as_ordered_factors()) + args[1:]
+            if negative(expr):
+                args = args[1:] if args[0] == -1 else [-args[0]] + args[1:]
+                row.appendChild(self._mo("-"))
+            level = precedence(expr)
+            for k, a in enumerate(args):
+                if k:
+                    row.appendChild(self._mo("&InvisibleTimes;"))
+                row.appendChild(self.parenthesize(a, level, False))
+            return row
 
     return Printer
 
@@ -518,36 +703,27 @@ _MATHML_ATTRS = frozenset(
 )
 
 
+_TOKEN = re.compile(r'<(/?)([a-z]+)((?:\s+[a-z]+="[^"<>]*")*)\s*(/?)>|[^<]+|<')
+_ATTR = re.compile(r'([a-z]+)="([^"]*)"')
+
+
 def _clean_mathml(text: str) -> str:
-    """The MathML written again from what an HTML parser reads in it, keeping only MathML elements and their
-    presentation attributes, every text and value escaped: whatever a printer let through stays text."""
-    from html.parser import HTMLParser
-
+    """The MathML written again keeping only MathML elements (a tag of exactly the form SymPy writes) and
+    their presentation attributes; every other piece, whatever a printer let through, becomes escaped text."""
     out: list[str] = []
-
-    class Clean(HTMLParser):
-        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]], end: str = ">") -> None:
-            if tag in _MATHML_TAGS:
-                kept = "".join(
-                    f' {k}="{html.escape(v or "", quote=True)}"'
-                    for k, v in attrs
-                    if k in _MATHML_ATTRS and (k != "xmlns" or v == "http://www.w3.org/1998/Math/MathML")
-                )
-                out.append(f"<{tag}{kept}{end}")
-
-        def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-            self.handle_starttag(tag, attrs, end="/>")
-
-        def handle_endtag(self, tag: str) -> None:
-            if tag in _MATHML_TAGS:
-                out.append(f"</{tag}>")
-
-        def handle_data(self, data: str) -> None:
-            out.append(_text(data))
-
-    parser = Clean(convert_charrefs=True)
-    parser.feed(text)
-    parser.close()
+    for m in _TOKEN.finditer(text):
+        close, tag, attrs, empty = m.groups()
+        if tag is None or tag not in _MATHML_TAGS:
+            out.append(_text(html.unescape(m.group(0))))
+        elif close:
+            out.append(f"</{tag}>" if not attrs and not empty else "")
+        else:
+            kept = "".join(
+                f' {k}="{html.escape(html.unescape(v), quote=True)}"'
+                for k, v in _ATTR.findall(attrs)
+                if k in _MATHML_ATTRS and (k != "xmlns" or v == "http://www.w3.org/1998/Math/MathML")
+            )
+            out.append(f"<{tag}{kept}{empty}>")
     return "".join(out)
 
 

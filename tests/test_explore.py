@@ -418,5 +418,66 @@ def test_mathml_keeps_only_mathml():
     dirty = ('<mrow><mi mathvariant="bold" onclick="alert(1)">W</mi><mo>&#x2218;</mo><img src=x onerror=alert(1)>'
              '<script>alert(2)</script><mi href="javascript:alert(3)">a&lt;b</mi><mspace width="1em"/></mrow>')
     clean = _clean_mathml(dirty)
-    assert clean == ('<mrow><mi mathvariant="bold">W</mi><mo>\u2218</mo>alert(2)<mi>a&lt;b</mi>'
-                     '<mspace width="1em"/></mrow>')
+    assert clean == ('<mrow><mi mathvariant="bold">W</mi><mo>\u2218</mo>&lt;img src=x onerror=alert(1)&gt;'
+                     '&lt;script&gt;alert(2)&lt;/script&gt;<mi>a&lt;b</mi><mspace width="1em"/></mrow>')
+
+
+# -- large pages: a layout in linear time ---------------------------------------------------------------------
+
+def _chain(n: int) -> gc.Graph:
+    g = gc.Graph("chain")
+    w = g.parameter("w", np.array(0.5))
+    x = w
+    while 2 * len(g) < n:
+        x = gc.sin(x) * 1.01
+    gc.build_grad(gc.sum(x), [w])
+    return g
+
+
+def test_large_page_is_placed_by_the_layered_layout(monkeypatch):
+    """From LAYERED_LAYOUT_FROM nodes the positions are computed here (dot takes minutes): every node is drawn,
+    each at its own place; below the threshold dot lays the picture out."""
+    explore_module = __import__("graphcompiler.explore", fromlist=["_layered_positions"])
+    calls = []
+    real = explore_module._layered_positions
+
+    def spy(nodes, sizes):
+        calls.append(len(nodes))
+        return real(nodes, sizes)
+
+    monkeypatch.setattr(explore_module, "_layered_positions", spy)
+    small = _chain(explore_module.LAYERED_LAYOUT_FROM - 20)
+    page_html(small)
+    assert calls == []
+    big = _chain(explore_module.LAYERED_LAYOUT_FROM + 20)
+    text = page_html(big)
+    assert calls == [len(big)]
+    groups = re.findall(r'<g id="node\d+" class="node">\s*<title>(n\d+)</title>(.*?)</g>', text, re.S)
+    assert sorted(int(t[1:]) for t, _ in groups) == list(range(len(big))), "every node drawn once"
+    centres = {re.search(r'<text[^>]* x="([-\d.]+)" y="([-\d.]+)"', body).groups() for _, body in groups}
+    assert len(centres) == len(big), "each node at a place of its own"
+
+
+def test_layered_positions_run_left_to_right_without_overlaps():
+    """On a random DAG: every edge goes from left to right, and no two nodes' boxes overlap."""
+    from graphcompiler.explore import _layered_positions
+    rng = np.random.default_rng(0)
+    g = gc.Graph("random")
+    nodes = [g.parameter(f"p{k}", np.ones(3)) for k in range(5)]
+    for k in range(300):
+        a, b = rng.choice(len(nodes), 2)
+        nodes.append(gc.add(nodes[a], nodes[b]) if k % 3 else gc.tanh(nodes[a]))
+    order = list(g.nodes)
+    sizes = [(20.0 + 3 * (k % 7), 20.0 + 2 * (k % 5)) for k in range(len(order))]
+    pos = _layered_positions(order, sizes)
+    at = {n: k for k, n in enumerate(order)}
+    for n in order:
+        for x in n.inputs:
+            assert pos[at[x]][0] < pos[at[n]][0], f"{x.name} -> {n.name} does not run to the right"
+    boxes = sorted((pos[k][0] - w / 2, pos[k][0] + w / 2, pos[k][1] - h / 2, pos[k][1] + h / 2)
+                   for k, (w, h) in enumerate(sizes))
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            if b[0] >= a[1]:
+                break
+            assert a[3] <= b[2] or b[3] <= a[2], f"boxes {a} and {b} overlap"

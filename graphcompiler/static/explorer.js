@@ -43,7 +43,8 @@ function show(id, keepMarks){
     h += '<h2>formula</h2><div id="info-formula">' + n.formula + '</div>';
     if (n.formula_leaves) h += '<details><summary>in the leaves</summary>' + n.formula_leaves + '</details>';
   } else if (n.inputs.length){
-    h += '<h2>formula</h2><p class="hint">not on this page (its expansion is large, or it has no matrix form): ' +
+    h += '<h2>formula</h2><p class="hint">not on this page (its expansion is large, it has no matrix form, or the ' +
+      'time a large page gives its formulas was spent): ' +
       'gc.to_sympy(g["' + esc(n.name) + '"]) exports it</p>';
   }
   if (n.value){
