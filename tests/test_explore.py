@@ -481,3 +481,19 @@ def test_layered_positions_run_left_to_right_without_overlaps():
             if b[0] >= a[1]:
                 break
             assert a[3] <= b[2] or b[3] <= a[2], f"boxes {a} and {b} overlap"
+
+
+def test_mathml_printer_writes_what_sympy_writes(mlp):
+    """The explorer's printer (names escaped, a product's sign read from its coefficient) writes the same
+    MathML as SymPy's own for names without markup: the MLP's formulas, and products with a minus sign."""
+    from sympy.printing.mathml import mathml
+
+    from graphcompiler.explore import _mathml_printer
+    from graphcompiler.symbolic import to_sympy
+    g = gc.Graph("signs")
+    A, B, C = (g.parameter(n, np.ones((2, 2))) for n in ("A", "B", "C"))
+    signed = [gc.matmul(-A, B), A - gc.matmul(B, C), gc.matmul(A, B) - gc.matmul(-C, B) * 2.0]
+    exprs = [to_sympy(n, form=form) for n in list(mlp.graph.nodes) + signed for form in ("leaves", "textbook")]
+    mine = [_mathml_printer()().doprint(e) for e in exprs]
+    assert mine == [mathml(e, printer="presentation") for e in exprs]
+    assert sum("<mo>-</mo>" in m for m in mine) >= 3
