@@ -61,7 +61,7 @@ def page_html(what: Any, *, values: Mapping[Any, Any] | None = None, title: str 
     layered = len(subject.nodes) >= LAYERED_LAYOUT_FROM
     try:
         svg_text = _draw(what, subject, layered)
-    except graphviz_missing() as e:
+    except _graphviz_missing() as e:
         raise GraphCompilerError(
             f"the explorer draws the graph with Graphviz, which is not installed ({e}); "
             "install Graphviz (apt-get install graphviz)"
@@ -79,7 +79,7 @@ def page_html(what: Any, *, values: Mapping[Any, Any] | None = None, title: str 
     return _page(data["title"], svg_text, data)
 
 
-def graphviz_missing() -> type[Exception]:
+def _graphviz_missing() -> type[Exception]:
     import graphviz
 
     return graphviz.ExecutableNotFound
@@ -689,8 +689,8 @@ def _text(s: str) -> str:
     return html.escape(s, quote=False)
 
 
-# the presentation MathML a formula may use, and the attributes SymPy's printer writes on it; anything else
-# (an element or attribute some printer path let through from a name) is dropped, its text kept as text
+# the presentation MathML a formula may use, and the attributes SymPy's printer writes on it; any other
+# element (markup some printer path let through from a name) is written as text, any other attribute dropped
 _MATHML_TAGS = frozenset(
     "math mi mn mo ms mtext mspace mrow mfrac msqrt mroot mstyle merror mpadded mphantom mfenced menclose "
     "msub msup msubsup munder mover munderover mmultiscripts mprescripts none mtable mtr mtd".split()
