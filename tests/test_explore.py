@@ -497,3 +497,14 @@ def test_mathml_printer_writes_what_sympy_writes(mlp):
     mine = [_mathml_printer()().doprint(e) for e in exprs]
     assert mine == [mathml(e, printer="presentation") for e in exprs]
     assert sum("<mo>-</mo>" in m for m in mine) >= 3
+
+
+def test_page_json_has_no_nan_and_no_markup():
+    """JSON.parse refuses NaN (a nan attribute left the page dead): non-finite attributes are text; and the
+    JSON in the page has no character that ends its <script> element or opens a comment."""
+    from graphcompiler.explore import _json_in_html, _short
+    data = {"attrs": {"fill": _short(float("nan")), "hi": _short(float("inf"))},
+            "name": "</script><!--<script>&\u2028"}
+    text = _json_in_html(data)
+    assert json.loads(text) == {"attrs": {"fill": "nan", "hi": "inf"}, "name": data["name"]}
+    assert not set("<>&\u2028\u2029") & set(text) and "NaN" not in text and "Infinity" not in text
