@@ -1,11 +1,12 @@
 """Times of the explorer page (gc.explore) in a real headless Chromium: writing it, rendering it, a click.
 
-  python benchmarks/explorer.py [--screenshots docs/figures]
+  python benchmarks/explorer.py [--sizes 500,1000,2000,5000] [--screenshots docs/figures]
 
-For the demo's MLP page (with a minibatch's values) and a 500-node page (a chain of sin and its gradient):
-the time to write the page (Graphviz's layout and the formulas), to load and render it in the browser (from
-navigation to the page's script having run, then one frame), and to answer a click on a node (the panel
-filled and laid out), median of 20 clicks. --screenshots writes the pictures the README shows.
+For the demo's MLP page (with a minibatch's values), then for each size a chain of sin and its gradient and a
+deep MLP's gradient (tanh layers) of about that many nodes: the time to write the page (the layout, dot's up to
+explore.LAYERED_LAYOUT_FROM nodes and the linear layered one above, and the formulas), to load and render it in
+the browser (from navigation to the page's script having run, then one frame), and to answer a click on a node
+(the panel filled and laid out), median of 20 clicks. --screenshots writes the pictures the README shows.
 """
 
 from __future__ import annotations
@@ -45,8 +46,25 @@ def chain_page(folder: Path, n: int = 500) -> tuple[Path, float, int, str]:
         x = gc.sin(x) * 1.01
     gc.build_grad(gc.sum(x), [w])
     t = time.perf_counter()
-    path = gc.explore(g, folder / "chain.html")
+    path = gc.explore(g, folder / f"chain{n}.html")
     return Path(path), time.perf_counter() - t, len(g), "dsum_1/dw"
+
+
+def mlp_page(folder: Path, n: int = 500) -> tuple[Path, float, int, str]:
+    """A deep MLP (a tanh layer is 15 nodes with its gradient) and the gradient of a squared norm."""
+    g = gc.Graph("deep mlp")
+    rng = np.random.default_rng(0)
+    h = g.input("x", (4, 8))
+    params = []
+    for k in range(max(1, n // 15)):
+        W = g.parameter(f"layer{k}/W", rng.normal(size=(8, 8)) / 8)
+        b = g.parameter(f"layer{k}/b", np.zeros(8))
+        h = gc.tanh(gc.matmul(h, W, name=f"layer{k}/z0") + b, name=f"layer{k}/h")
+        params += [W, b]
+    gc.build_grad(gc.sum(h * h, name="J"), params)
+    t = time.perf_counter()
+    path = gc.explore(g, folder / f"mlp{n}.html")
+    return Path(path), time.perf_counter() - t, len(g), "dJ/dlayer0/W"
 
 
 RENDER = """
@@ -74,6 +92,7 @@ def measure(driver, path: Path, node: str) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--screenshots", metavar="DIR", help="also write explorer screenshots into DIR")
+    ap.add_argument("--sizes", default="500,1000,2000,5000", help="node counts of the large pages (comma-separated)")
     args = ap.parse_args()
     why = browser.missing()
     if why:
@@ -83,8 +102,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             print(f"{'page':<24}{'nodes':>7}{'write (s)':>11}{'KiB':>8}{'render (ms)':>13}{'click (ms)':>12}")
-            for make in (demo_page, chain_page):
-                path, write, nodes, node = make(folder)
+            makers = [(demo_page, 0)] + [(m, int(n)) for n in args.sizes.split(",") for m in (chain_page, mlp_page)]
+            for make, size in makers:
+                path, write, nodes, node = make(folder, size) if size else make(folder)
                 rendered, click = measure(driver, path, node)
                 print(f"{path.stem:<24}{nodes:>7}{write:>11.2f}{path.stat().st_size / 1024:>8.0f}"
                       f"{rendered:>13.0f}{click:>12.1f}")

@@ -11,10 +11,13 @@ buffers, recomputed steps and the live bytes of the memory plan.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
+import math
 import os
 import re
+import time
 from typing import Any, Literal, Mapping
 
 import numpy as np
@@ -23,8 +26,10 @@ from .errors import GraphCompilerError, fmt_shape
 from .graph import Graph, Node
 
 QUICK_LAYOUT_FROM = 120  # nodes: larger pictures get Graphviz's bounded (quicker, rougher) ranking
+LAYERED_LAYOUT_FROM = 250  # nodes: larger pictures are placed by _layered_positions, in linear time (dot: minutes)
 FORMULA_TERMS = 80  # a formula whose expansion would have more terms than this is not exported
 FORMULA_BUDGET = 4_000  # terms exported on one page in all (a 500-node chain: the first formulas only)
+FORMULA_SECONDS = 2.0  # on a page of LAYERED_LAYOUT_FROM nodes or more: SymPy's time for formulas in all
 NUMBERS_UP_TO = 36  # elements: printed as numbers
 HEATMAP_UP_TO = 64 * 64  # elements of a matrix: drawn as a heat map
 
@@ -53,28 +58,176 @@ def page_html(what: Any, *, values: Mapping[Any, Any] | None = None, title: str 
     from . import viz
 
     subject = viz._subject(what)
+    layered = len(subject.nodes) >= LAYERED_LAYOUT_FROM
     try:
-        dot = viz.to_dot(what, show="all")
-        if len(subject.nodes) > QUICK_LAYOUT_FROM:  # bound the network simplex passes: seconds, not minutes
-            dot.attr("graph", nslimit="2", nslimit1="2")
-        svg_text = dot.pipe(format="svg").decode("utf-8")
-    except Exception as e:  # graphviz.ExecutableNotFound and friends: say what is missing
+        svg_text = _draw(what, subject, layered)
+    except _graphviz_missing() as e:
         raise GraphCompilerError(
-            f"the explorer draws the graph with Graphviz's `dot`, which failed ({e}); "
+            f"the explorer draws the graph with Graphviz, which is not installed ({e}); "
             "install Graphviz (apt-get install graphviz)"
         ) from None
-    svg_text = svg_text[svg_text.find("<svg") :]  # drop the XML prologue and DOCTYPE
+    except Exception as e:  # Graphviz itself failed (dot crashes on some very deep graphs)
+        engine = "neato -n2 (positions given)" if layered else "dot"
+        raise GraphCompilerError(
+            f"Graphviz's {engine} failed to lay out the {len(subject.nodes)} nodes of {subject.title!r} ({e}); "
+            "explore a part of it (gc.explore([node, ...]) draws those nodes and their ancestors)"
+        ) from None
+    svg_text = svg_text[svg_text.find("<svg") :]  # drop the XML prologue and DOCTYPE (the graph's name is a word)
     program = what if hasattr(what, "schedule") and hasattr(what, "graph") else None
     data = _page_data(subject, program, values)
     data["title"] = title or (subject.title if program is not None else f"graph {subject.title!r}")
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    return (
-        _TEMPLATE.replace("%TITLE%", html.escape(data["title"]))
-        .replace("%STYLE%", _static("explorer.css"))
-        .replace("%SCRIPT%", _static("explorer.js"))
-        .replace("%SVG%", svg_text)
-        .replace("%DATA%", payload)
+    return _page(data["title"], svg_text, data)
+
+
+def _graphviz_missing() -> type[Exception]:
+    import graphviz
+
+    return graphviz.ExecutableNotFound
+
+
+def _draw(what: Any, subject: Any, layered: bool) -> str:
+    """The picture as SVG. Up to LAYERED_LAYOUT_FROM nodes, dot lays it out (its network simplex passes bounded
+    above QUICK_LAYOUT_FROM); above, dot's x-coordinate pass alone takes minutes (it grows with the nodes times
+    the ranks every long edge crosses) and crashes on some deep graphs, so the nodes are placed here, in
+    linear time, and Graphviz only draws them (neato -n2: the given positions, straight edges). The picture
+    is then rougher: edges may cross nodes, and the bodies of scans are left out."""
+    from . import viz
+
+    dot = viz.to_dot(what, show="all", bodies=not layered)
+    if not layered:
+        if len(subject.nodes) > QUICK_LAYOUT_FROM:  # bound the network simplex passes: seconds, not minutes
+            dot.attr("graph", nslimit="2", nslimit1="2")
+        return dot.pipe(format="svg").decode("utf-8")
+    nodes = list(subject.nodes)
+    for k, (x, y) in enumerate(_layered_positions(nodes, [_node_size(n, subject.plan) for n in nodes])):
+        dot.body.append(f'\tn{k} [pos="{x:.1f},{y:.1f}!"]\n')  # the ids viz.to_dot gives (show="all")
+    dot.attr("graph", splines="false", outputorder="edgesfirst")
+    return dot.pipe(format="svg", engine="neato", neato_no_op=2).decode("utf-8")
+
+
+def _node_size(n: Node, plan: Any) -> tuple[float, float]:
+    """(width, height) in points that a node's label will need, estimated from its lines of text (generously:
+    an estimate too small makes neighbours overlap, one too large only spreads the picture)."""
+    from . import viz
+
+    lines = [
+        html.unescape(re.sub(r"<[^>]*>", "", t)) for t in viz._label(n, plan.notes(n) if plan else []).split("<BR/>")
+    ]
+    width = max([7.2 * len(lines[0])] + [5.6 * len(t) for t in lines[1:]]) + 16
+    height = 15.0 + 12.0 * (len(lines) - 1) + 10
+    if n.op.name == "input":  # an ellipse around the text
+        width, height = 1.45 * width, 1.3 * height
+    elif n.op.name == "parameter":  # a cylinder's rims
+        height += 10
+    return width, height
+
+
+def _layered_positions(nodes: list[Node], sizes: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Positions (points, Graphviz's y upwards) for a layered left-to-right picture, in time linear in the
+    nodes and edges. A node's column is the one before its first reader (a W^T of the backward pass stands by
+    the product that reads it, not in column 1 with an edge across the picture), an output's one past its
+    furthest input; the order within a column follows the barycentre of the inputs, then of the readers,
+    then of the inputs again (the sweeps of Sugiyama et al., without their crossing counts); each node sits
+    level with its inputs where there is room."""
+    index = {n: k for k, n in enumerate(nodes)}
+    inputs = [[index[x] for x in n.inputs if x in index] for n in nodes]
+    readers: list[list[int]] = [[] for _ in nodes]
+    for k, ins in enumerate(inputs):
+        for i in ins:
+            readers[i].append(k)
+    column = [0] * len(nodes)
+    order = _topological_order(inputs, readers)
+    for k in order:  # as early as its inputs allow: the longest path from the leaves
+        column[k] = 1 + max((column[i] for i in inputs[k]), default=-1)
+    for k in reversed(order):  # then as late as its readers allow: next to the first of them
+        if readers[k]:
+            column[k] = min(column[r] for r in readers[k]) - 1
+    columns: list[list[int]] = [[] for _ in range(max(column, default=0) + 1)]
+    for k in range(len(nodes)):
+        columns[column[k]].append(k)
+    place = [0.0] * len(nodes)
+    for c in columns:
+        for j, k in enumerate(c):
+            place[k] = j
+
+    def sweep(order: list[list[int]], links: list[list[int]]) -> None:
+        for c in order:
+            for k in c:
+                near = [place[i] for i in links[k] if column[i] != column[k]]
+                place[k] = sum(near) / len(near) if near else place[k]
+            c.sort(key=lambda k: place[k])
+            for j, k in enumerate(c):
+                place[k] = j
+
+    sweep(columns, inputs)
+    sweep(columns[::-1], readers)
+    sweep(columns, inputs)
+    x = [0.0] * len(nodes)
+    y = [0.0] * len(nodes)
+    left = 0.0
+    for c in columns:
+        width = max((sizes[k][0] for k in c), default=0.0)
+        below = 0.0  # the lowest free y in this column (y grows downwards here, flipped at the end)
+        for k in c:
+            level = [y[i] for i in inputs[k] if column[i] < column[k]]
+            top = max(below, sum(level) / len(level) - sizes[k][1] / 2) if level else below
+            x[k], y[k] = left + width / 2, top + sizes[k][1] / 2
+            below = top + sizes[k][1] + 14
+        left += width + 40
+    return [(x[k], -y[k]) for k in range(len(nodes))]
+
+
+def _topological_order(inputs: list[list[int]], readers: list[list[int]]) -> list[int]:
+    """Kahn's order (inputs first); nodes on a cycle, which a graph cannot have, come last in list order."""
+    waiting = [len(set(ins)) for ins in inputs]
+    ready = [k for k, w in enumerate(waiting) if w == 0]
+    order: list[int] = []
+    while ready:
+        k = ready.pop()
+        order.append(k)
+        for r in set(readers[k]):
+            waiting[r] -= 1
+            if waiting[r] == 0:
+                ready.append(r)
+    seen = set(order)
+    return order + [k for k in range(len(inputs)) if k not in seen]
+
+
+def _page(title: str, svg_text: str, data: dict) -> str:
+    """The template filled in one pass (what is inserted is never searched for placeholders again), under a
+    policy that runs only the page's own script and styles: no inline handlers, nothing loaded from anywhere."""
+    script, style = _static("explorer.js"), _static("explorer.css")
+    policy = (
+        f"default-src 'none'; script-src {_csp_hash(script)}; style-src {_csp_hash(style)}; img-src data:; "
+        "base-uri 'none'; form-action 'none'"
     )
+    parts = {
+        "CSP": html.escape(policy, quote=True),
+        "TITLE": html.escape(title),
+        "STYLE": style,
+        "SCRIPT": script,
+        "SVG": svg_text,
+        "DATA": _json_in_html(data),
+    }
+    return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], _TEMPLATE)
+
+
+_PLACEHOLDER = re.compile(r"%(CSP|TITLE|STYLE|SCRIPT|SVG|DATA)%")
+
+
+def _csp_hash(text: str) -> str:
+    """The Content-Security-Policy source that allows exactly this inline script or style."""
+    import base64
+    import hashlib
+
+    return f"'sha256-{base64.b64encode(hashlib.sha256(text.encode('utf-8')).digest()).decode()}'"
+
+
+def _json_in_html(data: Any) -> str:
+    """JSON to sit inside a <script> element: no character of it can end the element or open a comment
+    (<, >, & as \\u escapes; non-ASCII, U+2028 and U+2029 included, escaped by json.dumps)."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 class Inline:
@@ -114,11 +267,14 @@ def _page_data(subject: Any, program: Any, values: Mapping[Any, Any] | None) -> 
     entries = _grad_table_entries(nodes)
     sizes = _expansion_sizes(nodes)
     budget = FORMULA_BUDGET
+    # SymPy prints some formulas of a deep graph in a tenth of a second each: a large page stops in time
+    deadline = time.monotonic() + FORMULA_SECONDS if len(nodes) >= LAYERED_LAYOUT_FROM else math.inf
     plan = subject.plan
     records = []
     for n in nodes:
         rec = _node_record(n, ids, kinds, consumers, entries)
-        budget = _add_formulas(rec, n, sizes, budget)
+        if time.monotonic() < deadline:
+            budget = _add_formulas(rec, n, sizes, budget)
         if n in computed:
             rec["value"] = _describe_value(computed[n])
         if plan is not None:
@@ -186,6 +342,8 @@ def _add_formulas(rec: dict[str, Any], n: Node, sizes: tuple[dict, dict], budget
 
 
 def _short(v: Any, limit: int = 80) -> Any:
+    if isinstance(v, float) and not np.isfinite(v):  # JSON has no nan or inf
+        return repr(v)
     if v is None or isinstance(v, (bool, int, float, str)):
         return v if not isinstance(v, str) or len(v) <= limit else v[:limit] + "…"
     text = repr(v) if not isinstance(v, np.ndarray) else f"array{fmt_shape(v.shape)} {v.dtype}"
@@ -407,7 +565,7 @@ def _heatmap(m: np.ndarray) -> str:
     cell = max(2, min(24, 240 // max(rows, cols)))
     return (
         f'<img class="heatmap" alt="heat map of a {rows}x{cols} matrix (scale {scale:.3g})" '
-        f'width="{cols * cell}" height="{rows * cell}" style="image-rendering:pixelated" '
+        f'width="{cols * cell}" height="{rows * cell}" '
         f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
     )
 
@@ -439,17 +597,134 @@ def _expansion_sizes(nodes: list[Node]) -> tuple[dict[Node, int], dict[Node, int
 def _mathml(n: Node, form: Literal["leaves", "textbook"]) -> str | None:
     """The node's SymPy export as presentation MathML; None where it cannot be exported (rank > 2, ...)."""
     try:
-        from sympy.printing.mathml import mathml
-
         from .symbolic import to_sympy
 
         expr = to_sympy(n, form=form, max_size=20 * FORMULA_TERMS)
-        body = mathml(expr, printer="presentation")
+        body = _mathml_printer()().doprint(expr)
         if len(body) > 100 * FORMULA_TERMS:  # a long formula helps nobody on a side panel
             return None
     except Exception:  # an export the symbolic layer refuses (rank > 2): no formula shown
         return None
-    return f'<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">{body}</math>'
+    return f'<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">{_clean_mathml(body)}</math>'
+
+
+@functools.cache
+def _mathml_printer() -> type:
+    """SymPy's presentation MathML printer, with two changes. The names of symbols are escaped: SymPy writes
+    every text raw (its own texts are entities), so a node named <img onerror=...> would be markup on the
+    page. And whether a matrix product is negative is read from its coefficient alone: SymPy's Mul asks
+    first whether -e == e, which for a MatMul evaluates -e through the whole expression (seconds for each
+    formula of a deep network's gradient); a product of matrices equals its negative only when it is zero."""
+    from sympy import Function, MatMul
+    from sympy.printing.mathml import MathMLPresentationPrinter
+    from sympy.printing.precedence import PRECEDENCE, precedence_traditional
+
+    def negative(e: Any) -> bool:
+        if isinstance(e, MatMul):
+            return bool(e.args[0].is_Number and e.args[0].is_extended_negative)
+        return bool(e.could_extract_minus_sign())
+
+    def precedence(e: Any) -> int:
+        if not isinstance(e, MatMul):
+            return precedence_traditional(e)
+        if any(
+            isinstance(a, Function) and getattr(a, "precedence", PRECEDENCE["Mul"]) < PRECEDENCE["Mul"] for a in e.args
+        ):
+            return PRECEDENCE["Mul"]
+        return PRECEDENCE["Add"] if negative(e) else PRECEDENCE["Mul"]
+
+    class Printer(MathMLPresentationPrinter):
+        def _split_super_sub(self, name: str) -> tuple[str, list[str], list[str]]:
+            base, supers, subs = super()._split_super_sub(name)  # W_1 is W with a subscript 1
+            return _text(base), [_text(t) for t in supers], [_text(t) for t in subs]
+
+        def _mo(self, text: str) -> Any:
+            mo = self.dom.createElement("mo")
+            mo.appendChild(self.dom.createTextNode(text))
+            return mo
+
+        def parenthesize(self, item: Any, level: int, strict: bool = False) -> Any:
+            p = precedence(item)
+            if p < level or (not strict and p <= level):
+                row = self.dom.createElement("mrow")
+                for part in (self._l_paren(), self._print(item), self._r_paren()):
+                    row.appendChild(part)
+                return row
+            return self._print(item)
+
+        def _print_Add(self, expr: Any, order: Any = None) -> Any:
+            row = self.dom.createElement("mrow")
+            terms = self._as_ordered_terms(expr, order=order)
+            row.appendChild(self._print(terms[0]))
+            for t in terms[1:]:
+                minus = negative(t)
+                row.appendChild(self._mo("-" if minus else "+"))
+                row.appendChild(self._print(-t if minus else t))
+            return row
+
+        def _print_MatMul(self, expr: Any) -> Any:
+            from sympy import Mul
+
+            row = self.dom.createElement("mrow")
+            args = list(expr.args)
+            if isinstance(args[0], Mul):
+                args = list(args[0].as_ordered_factors()) + args[1:]
+            if negative(expr):
+                args = args[1:] if args[0] == -1 else [-args[0]] + args[1:]
+                row.appendChild(self._mo("-"))
+            level = precedence(expr)
+            for k, a in enumerate(args):
+                if k:
+                    row.appendChild(self._mo("&InvisibleTimes;"))
+                row.appendChild(self.parenthesize(a, level, False))
+            return row
+
+    return Printer
+
+
+def _text(s: str) -> str:
+    """Text for an element's content: markup characters as entities, control characters (not allowed in XML)
+    as a visible \\xNN, like the picture's labels."""
+    s = "".join(c if ord(c) >= 32 and ord(c) != 127 else f"\\x{ord(c):02x}" for c in s)
+    return html.escape(s, quote=False)
+
+
+# the presentation MathML a formula may use, and the attributes SymPy's printer writes on it; any other
+# element (markup some printer path let through from a name) is written as text, any other attribute dropped
+_MATHML_TAGS = frozenset(
+    "math mi mn mo ms mtext mspace mrow mfrac msqrt mroot mstyle merror mpadded mphantom mfenced menclose "
+    "msub msup msubsup munder mover munderover mmultiscripts mprescripts none mtable mtr mtd".split()
+)
+_MATHML_ATTRS = frozenset(
+    "xmlns display mathvariant mathsize stretchy fence separator separators open close form lspace rspace "
+    "largeop movablelimits accent accentunder linethickness bevelled notation columnalign rowalign "
+    "columnspacing rowspacing columnlines rowlines frame width height depth scriptlevel displaystyle "
+    "minsize maxsize symmetric".split()
+)
+
+
+_TOKEN = re.compile(r'<(/?)([a-z]+)((?:\s+[a-z]+="[^"<>]*")*)\s*(/?)>|[^<]+|<')
+_ATTR = re.compile(r'([a-z]+)="([^"]*)"')
+
+
+def _clean_mathml(text: str) -> str:
+    """The MathML written again keeping only MathML elements (a tag of exactly the form SymPy writes) and
+    their presentation attributes; every other piece, whatever a printer let through, becomes escaped text."""
+    out: list[str] = []
+    for m in _TOKEN.finditer(text):
+        close, tag, attrs, empty = m.groups()
+        if tag is None or tag not in _MATHML_TAGS:
+            out.append(_text(html.unescape(m.group(0))))
+        elif close:
+            out.append(f"</{tag}>" if not attrs and not empty else "")
+        else:
+            kept = "".join(
+                f' {k}="{html.escape(html.unescape(v), quote=True)}"'
+                for k, v in _ATTR.findall(attrs)
+                if k in _MATHML_ATTRS and (k != "xmlns" or v == "http://www.w3.org/1998/Math/MathML")
+            )
+            out.append(f"<{tag}{kept}{empty}>")
+    return "".join(out)
 
 
 def _static(name: str) -> str:
@@ -462,7 +737,9 @@ def _static(name: str) -> str:
 # -- the page ---------------------------------------------------------------------------------------------------
 
 _TEMPLATE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>%TITLE%</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="%CSP%">
+<title>%TITLE%</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>%STYLE%</style></head>
 <body>

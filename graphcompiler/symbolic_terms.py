@@ -18,6 +18,7 @@ when a graph is exported).
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -436,7 +437,7 @@ def _mathml_fenced(printer, parts, name: str | None = None):
     row = dom.createElement("mrow")
     if name is not None:
         mi = dom.createElement("mi")
-        mi.appendChild(dom.createTextNode(name))
+        mi.appendChild(dom.createTextNode(html.escape(name, quote=False)))  # SymPy's text nodes are raw
         row.appendChild(mi)
     for k, text in enumerate(["("] + [","] * (len(parts) - 1) + [")"]):
         mo = dom.createElement("mo")

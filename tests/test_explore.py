@@ -240,3 +240,271 @@ def test_heatmap_is_a_png_of_the_matrix():
     pixels = [[tuple(r[3 * j:3 * j + 3]) for j in range(2)] for r in rows]
     assert pixels == [[(255, 127, 127), (127, 127, 255)], [(255, 191, 191), (0, 0, 0)],
                       [(255, 255, 255), (255, 0, 0)]]
+
+
+# -- hostile names: a page's data never runs as script ----------------------------------------------------
+
+# each sets window.__pwned or calls alert where it runs; the placeholders are the template's own words
+HOSTILE = [
+    "<script>window.__pwned=1</script>",
+    '<img src=x onerror="window.__pwned=1">',
+    "<img src=x onerror=alert(1)>",
+    "<img src=x onerror=window.__pwned=1>",
+    '"><svg onload=alert(2)>',
+    "'><svg/onload=alert(3)>",
+    "</svg><img src=x onerror=alert(4)>",
+    "</script><script>alert(5)</script>",
+    "</math><img src=x onerror=alert(6)>",
+    "<!--<script>alert(7)</script>-->",
+    "%TITLE%", "%STYLE%", "%SCRIPT%", "%SVG%", "%DATA%", "%CSP%",
+    "&lt;img src=x onerror=alert(8)&gt;",
+    "it's \"quoted\"",
+    "back\\slash\\u003c\\",
+    "line\u2028sep\u2029para",
+    "ctl\x01\x08\x1b\x7f end",
+]
+HOSTILE_TITLE = "<script>window.__pwned=1</script>%DATA%<img src=x onerror=alert(9)>%SVG%%SCRIPT%"
+
+# before the page loads: alerts are counted, not shown, and the policy's refusals recorded
+HOOKS = """
+window.__alerts = [];
+window.alert = window.confirm = window.prompt = m => { window.__alerts.push(String(m)); };
+window.__csp = [];
+document.addEventListener("securitypolicyviolation", e => window.__csp.push(e.violatedDirective + " " + e.blockedURI));
+"""
+
+
+def _hostile_graph() -> gc.Graph:
+    """Parameters and ops named with HOSTILE (each name once), a cost and its gradients: the names reach the
+    picture, the panel, the formulas (leaves and textbook form), the stepper's text and the values."""
+    g = gc.Graph(HOSTILE_TITLE)
+    params = [g.parameter(name, np.full((2, 2), 0.1 * (k + 1))) for k, name in enumerate(HOSTILE)]
+    acc = params[0]
+    for k, p in enumerate(params[1:]):
+        acc = gc.multiply(gc.tanh(acc, name=f"tanh {HOSTILE[k]}"), p, name=f"times {HOSTILE[k + 1]}")
+    J = gc.sum(acc, name="J <img src=x onerror=alert(10)>")
+    gc.build_grad(J, params)
+    return g
+
+
+def _browser_with_hooks():
+    browser.require_browser()
+    d = browser.start()
+    d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOOKS})
+    return d
+
+
+def test_page_data_survives_hostile_names():
+    """Every name comes back out of the page's JSON exactly; nothing in the HTML outside the data block is the
+    JSON (the template is filled once) and no name's markup appears unescaped anywhere in the page."""
+    g = _hostile_graph()
+    text = page_html(g, values={})
+    data = _page_data(text)
+    assert [n["name"] for n in data["nodes"]] == [n.name for n in g.nodes]
+    assert data["title"] == f"graph {HOSTILE_TITLE!r}"
+    markup = text[: text.rindex("<script>")]                       # the page without its own script
+    assert markup.count('id="gc-data"') == 1 and markup.count("<script") == 1 and markup.count("<svg") == 1
+    assert "<img" not in markup and "<math" not in markup, "markup of the data is escaped in the page's text"
+    mathml = {"math", "mrow", "mi", "mo", "mn", "msub", "msup", "msubsup", "mfrac", "msqrt", "mtext", "mfenced",
+              "mover", "munder", "mtable", "mtr", "mtd", "mstyle", "mspace"}
+    formulas = [n[k] for n in data["nodes"] for k in ("formula", "formula_leaves") if k in n]
+    assert len(formulas) >= len(HOSTILE)
+    for f in formulas:
+        assert set(re.findall(r"<([a-zA-Z][^\s/>]*)", f)) <= mathml, f"markup of a name in a formula: {f}"
+
+
+def test_browser_hostile_names_run_nothing(tmp_path):
+    """The real browser: names that are markup and script show as text, and nothing of them runs, whatever
+    is clicked (each node's panel with its formulas and value, every step of the stepper)."""
+    from selenium.webdriver.common.by import By
+    g = _hostile_graph()
+    feeds = {}                                         # the parameters hold values: every node is computed
+    d = _browser_with_hooks()
+    try:
+        path = gc.explore(g, tmp_path / "hostile.html", values=feeds)
+        d.get(Path(path).resolve().as_uri())
+        assert d.execute_script("return document.body.dataset.ready") == "1", "the page's own script ran"
+        assert d.find_element(By.TAG_NAME, "h1").get_attribute("textContent") == f"graph {HOSTILE_TITLE!r}"
+        assert d.title == f"graph {HOSTILE_TITLE!r}"
+        nodes = d.execute_script("return window.gcExplorer.data.nodes")
+        assert len(d.find_elements(By.CSS_SELECTOR, "#graph g.node")) == len(g.nodes) == len(nodes)
+        browser.click_node(d, HOSTILE[2])              # a real click on a node of the picture
+        shown_formulas = 0
+        for n in nodes:
+            d.execute_script("window.gcExplorer.show(arguments[0])", n["id"])
+            assert d.find_element(By.ID, "info-name").get_attribute("textContent") == n["name"]
+            if n.get("formula"):
+                shown_formulas += 1
+                assert d.find_element(By.CSS_SELECTOR, "#info-formula math").is_displayed()
+        assert shown_formulas >= len(HOSTILE), "the formulas (with the names as leaves) were shown"
+        leaves = d.execute_script("return document.getElementById('info-formula').textContent")
+        assert "<img src=x onerror=" in leaves or "</script>" in leaves, "a name shows as text in a formula"
+        steps = d.execute_script("return window.gcExplorer.data.steps")
+        for k in range(len(steps)):
+            d.execute_script("window.gcExplorer.go(arguments[0])", k)
+            assert d.find_element(By.ID, "step-title").get_attribute("textContent") == steps[k]["title"]
+        d.find_element(By.ID, "first").click()
+        d.find_element(By.ID, "next").click()
+        pwned, alerts = d.execute_script("return [window.__pwned, window.__alerts]")
+        assert pwned is None and alerts == [], f"a name ran as script: __pwned={pwned}, alerts={alerts}"
+        handlers = d.execute_script(
+            "return Array.from(document.querySelectorAll('*')).filter(e => Array.from(e.attributes)"
+            ".some(a => a.name.startsWith('on'))).map(e => e.outerHTML.slice(0, 80))")
+        assert handlers == [], "an element carries an event handler attribute"
+        assert d.execute_script("return document.scripts.length") == 2
+        assert d.execute_script("return window.__csp") == [], "the names were escaped: the policy had nothing to stop"
+    finally:
+        d.quit()
+
+
+@pytest.mark.parametrize("title, leaf", [
+    ("%DATA%", "<img src=x onerror=alert(1)>"),        # the title pulled the page's JSON into the heading
+    ("plain", "<img src=x onerror=alert(1)>"),         # a leaf's name went raw into the formula's MathML
+    ("%SVG%", "</svg><img src=x onerror=alert(1)>"),
+])
+def test_browser_one_hostile_name_runs_nothing(tmp_path, title, leaf):
+    g = gc.Graph(title)
+    a = g.parameter(leaf, np.ones((2, 2)))
+    t = gc.tanh(a, name="t")
+    gc.build_grad(gc.sum(t, name="J"), [a])
+    d = _browser_with_hooks()
+    try:
+        d.get(Path(gc.explore(g, tmp_path / "one.html")).resolve().as_uri())
+        browser.click_node(d, "t")                     # its formula is tanh(<leaf>)
+        assert leaf in d.execute_script("return document.getElementById('info-formula').textContent")
+        assert d.execute_script("return [window.__pwned, window.__alerts]") == [None, []]
+    finally:
+        d.quit()
+
+
+def test_browser_policy_stops_markup_that_gets_through(tmp_path, mlp, feeds):
+    """The second line of defence: markup put into a page (as a name that escaped its escaping would be) does
+    not run, since the page's policy allows only its own script (by hash) and no inline handlers; while the
+    page's own features, formulas, heat maps, the stepper and the memory plot, raise no complaint of it."""
+    from selenium.webdriver.common.by import By
+    program = gc.compile([mlp.J, mlp.grads[mlp.W1], mlp.grads[mlp.W2]])
+    program.run(feeds)
+    d = _browser_with_hooks()
+    try:
+        path = Path(gc.explore(mlp.graph, tmp_path / "mlp.html", values=feeds))
+        d.get(path.resolve().as_uri())
+        browser.click_node(d, "dJ/dW2")
+        assert d.find_element(By.CSS_SELECTOR, "#info-formula math").is_displayed()
+        assert d.find_element(By.CSS_SELECTOR, "#info-value img.heatmap").is_displayed()
+        d.find_element(By.ID, "next").click()
+        d.get(Path(gc.explore(program, tmp_path / "program.html")).resolve().as_uri())
+        d.find_element(By.ID, "next").click()
+        assert d.find_element(By.CSS_SELECTOR, "svg.memplot").is_displayed()
+        assert d.execute_script("return [window.__alerts, window.__csp]") == [[], []]
+        text = path.read_text()
+        injected = ('<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+                    '<svg onload="window.__pwned=3"></svg><img src="https://example.invalid/x.png">')
+        bad = tmp_path / "injected.html"
+        bad.write_text(text.replace("<main>", injected + "<main>", 1))
+        d.get(bad.resolve().as_uri())
+        assert d.execute_script("return document.body.dataset.ready") == "1"
+        d.execute_script("document.getElementById('info').innerHTML = arguments[0]", injected)
+        d.execute_script("return 0")
+        assert d.execute_script("return window.__pwned") is None
+        refused = " ".join(d.execute_script("return window.__csp"))
+        assert "script-src" in refused and "img-src" in refused
+    finally:
+        d.quit()
+
+
+def test_mathml_keeps_only_mathml():
+    """What a printer might let through of a name is rewritten as text; MathML and its attributes stay."""
+    from graphcompiler.explore import _clean_mathml
+    dirty = ('<mrow><mi mathvariant="bold" onclick="alert(1)">W</mi><mo>&#x2218;</mo><img src=x onerror=alert(1)>'
+             '<script>alert(2)</script><mi href="javascript:alert(3)">a&lt;b</mi><mspace width="1em"/></mrow>')
+    clean = _clean_mathml(dirty)
+    assert clean == ('<mrow><mi mathvariant="bold">W</mi><mo>\u2218</mo>&lt;img src=x onerror=alert(1)&gt;'
+                     '&lt;script&gt;alert(2)&lt;/script&gt;<mi>a&lt;b</mi><mspace width="1em"/></mrow>')
+
+
+# -- large pages: a layout in linear time ---------------------------------------------------------------------
+
+def _chain(n: int) -> gc.Graph:
+    g = gc.Graph("chain")
+    w = g.parameter("w", np.array(0.5))
+    x = w
+    while 2 * len(g) < n:
+        x = gc.sin(x) * 1.01
+    gc.build_grad(gc.sum(x), [w])
+    return g
+
+
+def test_large_page_is_placed_by_the_layered_layout(monkeypatch):
+    """From LAYERED_LAYOUT_FROM nodes the positions are computed here (dot takes minutes): every node is drawn,
+    each at its own place; below the threshold dot lays the picture out."""
+    explore_module = __import__("graphcompiler.explore", fromlist=["_layered_positions"])
+    calls = []
+    real = explore_module._layered_positions
+
+    def spy(nodes, sizes):
+        calls.append(len(nodes))
+        return real(nodes, sizes)
+
+    monkeypatch.setattr(explore_module, "_layered_positions", spy)
+    small = _chain(explore_module.LAYERED_LAYOUT_FROM - 20)
+    page_html(small)
+    assert calls == []
+    big = _chain(explore_module.LAYERED_LAYOUT_FROM + 20)
+    text = page_html(big)
+    assert calls == [len(big)]
+    groups = re.findall(r'<g id="node\d+" class="node">\s*<title>(n\d+)</title>(.*?)</g>', text, re.S)
+    assert sorted(int(t[1:]) for t, _ in groups) == list(range(len(big))), "every node drawn once"
+    centres = {re.search(r'<text[^>]* x="([-\d.]+)" y="([-\d.]+)"', body).groups() for _, body in groups}
+    assert len(centres) == len(big), "each node at a place of its own"
+
+
+def test_layered_positions_run_left_to_right_without_overlaps():
+    """On a random DAG: every edge goes from left to right, and no two nodes' boxes overlap."""
+    from graphcompiler.explore import _layered_positions
+    rng = np.random.default_rng(0)
+    g = gc.Graph("random")
+    nodes = [g.parameter(f"p{k}", np.ones(3)) for k in range(5)]
+    for k in range(300):
+        a, b = rng.choice(len(nodes), 2)
+        nodes.append(gc.add(nodes[a], nodes[b]) if k % 3 else gc.tanh(nodes[a]))
+    order = list(g.nodes)
+    sizes = [(20.0 + 3 * (k % 7), 20.0 + 2 * (k % 5)) for k in range(len(order))]
+    pos = _layered_positions(order, sizes)
+    at = {n: k for k, n in enumerate(order)}
+    for n in order:
+        for x in n.inputs:
+            assert pos[at[x]][0] < pos[at[n]][0], f"{x.name} -> {n.name} does not run to the right"
+    boxes = sorted((pos[k][0] - w / 2, pos[k][0] + w / 2, pos[k][1] - h / 2, pos[k][1] + h / 2)
+                   for k, (w, h) in enumerate(sizes))
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            if b[0] >= a[1]:
+                break
+            assert a[3] <= b[2] or b[3] <= a[2], f"boxes {a} and {b} overlap"
+
+
+def test_mathml_printer_writes_what_sympy_writes(mlp):
+    """The explorer's printer (names escaped, a product's sign read from its coefficient) writes the same
+    MathML as SymPy's own for names without markup: the MLP's formulas, and products with a minus sign."""
+    from sympy.printing.mathml import mathml
+
+    from graphcompiler.explore import _mathml_printer
+    from graphcompiler.symbolic import to_sympy
+    g = gc.Graph("signs")
+    A, B, C = (g.parameter(n, np.ones((2, 2))) for n in ("A", "B", "C"))
+    signed = [gc.matmul(-A, B), A - gc.matmul(B, C), gc.matmul(A, B) - gc.matmul(-C, B) * 2.0]
+    exprs = [to_sympy(n, form=form) for n in list(mlp.graph.nodes) + signed for form in ("leaves", "textbook")]
+    mine = [_mathml_printer()().doprint(e) for e in exprs]
+    assert mine == [mathml(e, printer="presentation") for e in exprs]
+    assert sum("<mo>-</mo>" in m for m in mine) >= 3
+
+
+def test_page_json_has_no_nan_and_no_markup():
+    """JSON.parse refuses NaN (a nan attribute left the page dead): non-finite attributes are text; and the
+    JSON in the page has no character that ends its <script> element or opens a comment."""
+    from graphcompiler.explore import _json_in_html, _short
+    data = {"attrs": {"fill": _short(float("nan")), "hi": _short(float("inf"))},
+            "name": "</script><!--<script>&\u2028"}
+    text = _json_in_html(data)
+    assert json.loads(text) == {"attrs": {"fill": "nan", "hi": "inf"}, "name": data["name"]}
+    assert not set("<>&\u2028\u2029") & set(text) and "NaN" not in text and "Infinity" not in text

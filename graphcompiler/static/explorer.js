@@ -14,7 +14,7 @@ function clearMarks(){ marked.forEach(([el, c]) => el.classList.remove(c)); mark
 function mark(id, cls){ const g = gOf[id]; if (g){ g.classList.add(cls); marked.push([g, cls]); } }
 function markEdge(src, dst){ const e = edges[src + "->" + dst]; if (e){ e.classList.add("gc-origin"); marked.push([e, "gc-origin"]); } }
 function esc(s){ return String(s).replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c])); }
-function link(id){ const n = byId[id]; return n ? '<span class="link" data-id="' + id + '">' + esc(n.name) + '</span>' : ""; }
+function link(id){ const n = byId[id]; return n ? '<span class="link" data-id="' + esc(id) + '">' + esc(n.name) + '</span>' : ""; }
 function row(k, v){ return "<tr><td>" + k + "</td><td>" + v + "</td></tr>"; }
 function show(id, keepMarks){
   const n = byId[id]; if (!n) return;
@@ -43,7 +43,8 @@ function show(id, keepMarks){
     h += '<h2>formula</h2><div id="info-formula">' + n.formula + '</div>';
     if (n.formula_leaves) h += '<details><summary>in the leaves</summary>' + n.formula_leaves + '</details>';
   } else if (n.inputs.length){
-    h += '<h2>formula</h2><p class="hint">not on this page (its expansion is large, or it has no matrix form): ' +
+    h += '<h2>formula</h2><p class="hint">not on this page (its expansion is large, it has no matrix form, or the ' +
+      'time a large page gives its formulas was spent): ' +
       'gc.to_sympy(g["' + esc(n.name) + '"]) exports it</p>';
   }
   if (n.value){
