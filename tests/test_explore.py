@@ -260,8 +260,8 @@ HOSTILE = [
     "&lt;img src=x onerror=alert(8)&gt;",
     "it's \"quoted\"",
     "back\\slash\\u003c\\",
-    "line\u2028sep\u2029para",
-    "ctl\x01\x08\x1b\x7f end",
+    "zero\u200bwidth \u00e9 \u2603 \U0001f600",  # (control characters and U+2028/9 are refused by Graph)
+    "\\x1b[2J \\u2028 as text",
 ]
 HOSTILE_TITLE = "<script>window.__pwned=1</script>%DATA%<img src=x onerror=alert(9)>%SVG%%SCRIPT%"
 
