@@ -4,14 +4,16 @@ The job of the whole package in one run: declare the one-hidden-layer MLP of D2L
 l2 weight decay), check build_grad's gradients against central differences, compile a training step whose
 `updates` apply SGD, train on the 8x8 handwritten digits that ship with scikit-learn (no download), and write
 the forward and backward pictures, the derivation of the gradients, the memory report and the loss curve.
+The pieces both demos use (Model, the gradient check, train_sgd, the files) live here; demo_lenet imports them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -21,19 +23,36 @@ from .errors import GraphCompilerError
 from .graph import Graph, Node
 from .ops import add, matmul, multiply, relu, softmax_cross_entropy, sum
 
+if TYPE_CHECKING:
+    from .compiler.program import Program
+    from .compiler.report import MemoryReport
+
 
 @dataclass
-class MLP:
-    """The demo's model: z = x W1, h = relu(z), o = h W2, L = l(o, y), s = lambda/2 (|W1|^2 + |W2|^2), J = L + s."""
+class Model:
+    """A demo's network: its graph, the inputs x (the images) and y (their labels), the logits o, the cost J, the
+    parameters and build_grad's dJ/dp of each."""
 
     graph: Graph
     x: Node
     y: Node
-    W1: Node
-    W2: Node
+    params: list[Node]
     o: Node
     J: Node
     grads: dict[Node, Node]
+
+
+@dataclass
+class MLP(Model):
+    """The demo's model: z = x W1, h = relu(z), o = h W2, L = l(o, y), s = lambda/2 (|W1|^2 + |W2|^2), J = L + s."""
+
+    @property
+    def W1(self) -> Node:
+        return self.params[0]
+
+    @property
+    def W2(self) -> Node:
+        return self.params[1]
 
 
 def build_mlp(n_in: int, n_hidden: int, n_out: int, *, lam: float = 1e-4, seed: int = 0) -> MLP:
@@ -53,7 +72,7 @@ def build_mlp(n_in: int, n_hidden: int, n_out: int, *, lam: float = 1e-4, seed: 
     s = multiply(lam_node / 2, sum(W1 * W1) + sum(W2 * W2), name="s")
     J = add(L, s, name="J")
     grads = build_grad(J, [W1, W2])  # Algorithms 6.5/6.6: dJ/dW1, dJ/dW2 added to g
-    return MLP(g, x, y, W1, W2, o, J, grads)
+    return MLP(g, x, y, [W1, W2], o, J, grads)
 
 
 def load_digits_split(seed: int = 0, test_fraction: float = 0.2):
@@ -98,17 +117,17 @@ def gradient_check(
     mlp: MLP, X: np.ndarray, y: np.ndarray, *, per_param: int = 3, eps: float = 1e-4, seed: int = 0
 ) -> GradCheck:
     """Compare a few entries of dJ/dW (the compiled gradient nodes) with (J(W + eps) - J(W - eps)) / 2 eps."""
-    return central_differences(mlp.graph, mlp.J, mlp.grads, [mlp.W1, mlp.W2], {"x": X, "y": y}, per_param, eps, seed)
+    return central_differences(mlp, {"x": X, "y": y}, per_param, eps, seed)
 
 
-def central_differences(graph, J, grads, params, feeds: dict, per_param: int, eps: float, seed: int) -> GradCheck:
+def central_differences(model: Model, feeds: dict, per_param: int, eps: float, seed: int) -> GradCheck:
     """`per_param` random entries of each compiled dJ/dp against (J(p + eps) - J(p - eps)) / 2 eps."""
     rng = np.random.default_rng(seed)
-    symbolic = compile([grads[p] for p in params]).run(feeds)
-    cost = compile([J])
+    symbolic = compile([model.grads[p] for p in model.params]).run(feeds)
+    cost = compile([model.J])
     entries = []
-    for p, grad in zip(params, symbolic):
-        value = np.array(graph.value(p))
+    for p, grad in zip(model.params, symbolic):
+        value = np.array(model.graph.value(p))
         for _ in range(per_param):
             idx = tuple(int(rng.integers(n)) for n in p.shape)
             plus, minus = value.copy(), value.copy()
@@ -118,6 +137,14 @@ def central_differences(graph, J, grads, params, feeds: dict, per_param: int, ep
             j_minus = float(cost.run({**feeds, p: minus})[0])
             entries.append((p.name, idx, float(grad[idx]), (j_plus - j_minus) / (2 * eps)))
     return GradCheck(entries)
+
+
+def _accepted(check: GradCheck, log: Callable[[str], None]) -> GradCheck:
+    """A demo goes on only when build_grad's gradients agree with central differences; the check is logged."""
+    if check.max_rel_error > 1e-4:
+        raise GraphCompilerError(f"{check}: that is too large; the derivative rules or the evaluator are wrong")
+    log(str(check))
+    return check
 
 
 # -- the demo -------------------------------------------------------------------------------------------
@@ -154,17 +181,12 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Train the D2L MLP on the digits and write its pictures, derivation, memory report and loss curve to `out`."""
-    t_start = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    t_start, out = time.perf_counter(), _output_folder(out)
     X_train, X_test, y_train, y_test = load_digits_split(seed)
     n_classes = int(y_train.max()) + 1
     mlp = build_mlp(X_train.shape[1], hidden, n_classes, lam=lam, seed=seed)
 
-    check = gradient_check(mlp, X_train[:16], y_train[:16], seed=seed)
-    if check.max_rel_error > 1e-4:
-        raise GraphCompilerError(f"{check}: that is too large; the derivative rules or the evaluator are wrong")
-    log(str(check))
+    check = _accepted(gradient_check(mlp, X_train[:16], y_train[:16], seed=seed), log)
     log(
         f"data: scikit-learn digits, {len(X_train)} training and {len(X_test)} held-out images of "
         f"{X_train.shape[1]} pixels, {n_classes} classes"
@@ -173,29 +195,65 @@ def run_demo(
         f"model: {mlp.graph.name}, {X_train.shape[1]}-{hidden}-{n_classes} relu MLP, softmax cross-entropy, "
         f"weight decay lambda={lam:g}; {len(mlp.graph)} nodes after build_grad"
     )
-
-    result = DemoResult(out, check, [], [], 0.0, 0.0)
-    # one SGD step: J is returned, W <- W - lr dJ/dW is applied in place after the run (API section 3)
-    train = compile([mlp.J], updates={p: p - lr * mlp.grads[p] for p in (mlp.W1, mlp.W2)})
-    predict = compile([mlp.o])
-    log(f"training step: {train.stats['nodes_out']} steps compiled from {train.stats['nodes_in']} graph nodes")
-
-    train_epochs(result, train, predict, (X_train, y_train, X_test, y_test), epochs, batch, seed, progress, log)
+    data = (X_train, y_train, X_test, y_test)
+    result, train = train_sgd(
+        mlp, check, data, out, epochs=epochs, batch=batch, lr=lr, seed=seed, progress=progress, log=log
+    )
     batch_feed = {"x": X_train[:batch], "y": y_train[:batch]}
     _write_graph_file(mlp, hidden, lam, seed, out, result)
-    np.save(out / "x_test.npy", X_test)
-    np.save(out / "y_test.npy", y_test)
-    result.files["held-out images x, to feed with graphcompiler run"] = out / "x_test.npy"
-    result.files["held-out labels y"] = out / "y_test.npy"
+    _save_held_out(result, X_test, y_test, "x_test.npy", "held-out images x, to feed with graphcompiler run")
     _write_pictures(mlp.graph, out / "mlp", result, ("forward graph", "backward graph (build_grad's subgraph B)"))
     _write_explorer(mlp, batch_feed, out, result)
     _write_derivation(mlp, out, result)
     _write_memory(mlp, train, batch_feed, out, result)
     _write_loss_curve(result, out / "loss_curve.png")
-    result.seconds = time.perf_counter() - t_start
-
-    _log_summary(result, epochs, out, log, f"graphcompiler export {out / 'd2l_mlp.json'} --node dJ/dW2")
+    _finish(result, t_start, epochs, log, f"graphcompiler export {out / 'd2l_mlp.json'} --node dJ/dW2")
     return result
+
+
+# -- what both demos do -----------------------------------------------------------------------------------
+
+
+def _output_folder(out: str | Path) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def train_sgd(
+    model: Model,
+    check: GradCheck,
+    data: tuple,
+    out: Path,
+    *,
+    epochs: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    progress: bool,
+    log: Callable[[str], None],
+    one_blas_thread: bool = False,
+) -> tuple[DemoResult, Program]:
+    """Compile one SGD step of `model` and its prediction, and train it on `data` (train_epochs): the result
+    so far, and the training step (for its memory report). `one_blas_thread`: small matmuls, where BLAS
+    threads only contend."""
+    result = DemoResult(out, check, [], [], 0.0, 0.0)
+    # one SGD step: J is returned, p <- p - lr dJ/dp is applied in place after the run (API section 3)
+    train = compile([model.J], updates={p: p - lr * model.grads[p] for p in model.params})
+    predict = compile([model.o])
+    log(f"training step: {train.stats['nodes_out']} steps compiled from {train.stats['nodes_in']} graph nodes")
+    with _one_blas_thread() if one_blas_thread else contextlib.nullcontext():
+        train_epochs(result, train, predict, data, epochs, batch, seed, progress, log)
+    return result, train
+
+
+def _one_blas_thread():
+    """Limit BLAS to one thread while training (threadpoolctl comes with scikit-learn); a no-op without it."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
 
 
 def train_epochs(
@@ -235,8 +293,11 @@ def train_epochs(
     result.train_seconds = time.perf_counter() - t_train
 
 
-def _log_summary(result: DemoResult, epochs: int, out: Path, log, hint: str) -> None:
-    """The demo's last lines: the training figures, every file written or skipped, a command to try next."""
+def _finish(result: DemoResult, t_start: float, epochs: int, log, hint: str) -> None:
+    """The time the demo took, and its last lines: the training figures, every file written or skipped, a
+    command to try next."""
+    result.seconds = time.perf_counter() - t_start
+    out = result.out
     log(
         f"trained {epochs} epochs in {result.train_seconds:.1f} s: final loss {result.losses[-1]:.4f}, "
         f"held-out accuracy {result.accuracy:.1%}"
@@ -258,6 +319,31 @@ def _progress(epochs, enabled: bool):
 
 
 # -- the files ------------------------------------------------------------------------------------------
+
+
+def _save_held_out(result: DemoResult, X_test: np.ndarray, y_test: np.ndarray, x_file: str, x_what: str) -> None:
+    """The held-out images and labels, to feed to the saved graph with `graphcompiler run`."""
+    np.save(result.out / x_file, X_test)
+    np.save(result.out / "y_test.npy", y_test)
+    result.files[x_what] = result.out / x_file
+    result.files["held-out labels y"] = result.out / "y_test.npy"
+
+
+def _one_step_memory(model: Model, train: Program, feed: dict) -> MemoryReport:
+    """The training step's memory report for one run on `feed` (its shapes); that run's SGD update is undone."""
+    saved = {p: np.array(model.graph.value(p)) for p in model.params}
+    train.run(feed)
+    for p, value in saved.items():
+        model.graph.set_value(p, value)
+    return train.memory_report()
+
+
+def _save_memory(result: DemoResult, report: MemoryReport, text: str, prefix: str = "") -> None:
+    """The memory report as text (`text`) and its plot of the live bytes over the training step."""
+    (result.out / f"{prefix}memory_report.txt").write_text(text)
+    report.plot(result.out / f"{prefix}memory.png")
+    result.files["memory report"] = result.out / f"{prefix}memory_report.txt"
+    result.files["live bytes over the training step"] = result.out / f"{prefix}memory.png"
 
 
 def _write_graph_file(mlp: MLP, hidden: int, lam: float, seed: int, out: Path, result: DemoResult) -> None:
@@ -326,11 +412,7 @@ def _write_memory(mlp: MLP, train, feed: dict, out: Path, result: DemoResult) ->
     then the training step's memory report (each value, its buffer, its live range, what backward keeps)."""
     infer = compile([mlp.J])
     infer.run(feed)
-    saved = {p: np.array(mlp.graph.value(p)) for p in (mlp.W1, mlp.W2)}
-    train.run(feed)  # the report is for the last run's shapes: one full minibatch
-    for p, value in saved.items():  # ... and that run's SGD update is undone
-        mlp.graph.set_value(p, value)
-    report = train.memory_report()
+    report = _one_step_memory(mlp, train, feed)  # the report is for one full minibatch
     lines = [
         f"Memory of one step on a minibatch of {len(feed['y'])} (peak_bytes: the program's own buffers, "
         "not the feeds or the parameters)",
@@ -339,10 +421,7 @@ def _write_memory(mlp: MLP, train, feed: dict, out: Path, result: DemoResult) ->
         "",
         str(report),
     ]
-    (out / "memory_report.txt").write_text("\n".join(lines) + "\n")
-    report.plot(out / "memory.png")
-    result.files["memory report"] = out / "memory_report.txt"
-    result.files["live bytes over the training step"] = out / "memory.png"
+    _save_memory(result, report, "\n".join(lines) + "\n")
 
 
 def _write_loss_curve(result: DemoResult, path: Path, title: str = "D2L MLP on scikit-learn digits") -> None:

@@ -17,19 +17,23 @@ from pathlib import Path
 import numpy as np
 
 from .autodiff import build_grad
-from .compiler import compile
 from .demo import (
     DemoResult,
     GradCheck,
-    _log_summary,
+    Model,
+    _accepted,
+    _finish,
+    _one_step_memory,
+    _output_folder,
+    _save_held_out,
+    _save_memory,
     _write_loss_curve,
     _write_pictures,
     central_differences,
     load_digits_split,
-    train_epochs,
+    train_sgd,
 )
-from .errors import GraphCompilerError
-from .graph import Graph, Node
+from .graph import Graph
 from .ops import (
     add,
     conv2d,
@@ -57,14 +61,8 @@ SHAPES = {
 
 
 @dataclass
-class LeNet:
-    graph: Graph
-    x: Node
-    y: Node
-    params: list[Node]
-    o: Node
-    J: Node
-    grads: dict[Node, Node]
+class LeNet(Model):
+    """The convnet of the module's docstring, its cost J = cross-entropy + lambda/2 |W|^2 and every dJ/dp."""
 
 
 def init_params(seed: int = 0) -> dict[str, np.ndarray]:
@@ -120,7 +118,7 @@ def gradient_check(
     net: LeNet, X: np.ndarray, y: np.ndarray, *, per_param: int = 2, eps: float = 1e-5, seed: int = 0
 ) -> GradCheck:
     """A few entries of every dJ/dparameter against central differences of J."""
-    return central_differences(net.graph, net.J, net.grads, net.params, {"x": X, "y": y}, per_param, eps, seed)
+    return central_differences(net, {"x": X, "y": y}, per_param, eps, seed)
 
 
 def run_lenet_demo(
@@ -135,68 +133,46 @@ def run_lenet_demo(
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Train the convnet on the digits with SGD and write its pictures, memory report and loss curve to `out`."""
-    t_start = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    t_start, out = time.perf_counter(), _output_folder(out)
     X_train, X_test, y_train, y_test = load_digit_images(seed)
     net = build_lenet(lam=lam, seed=seed)
 
-    check = gradient_check(net, X_train[:8], y_train[:8], seed=seed)
-    if check.max_rel_error > 1e-4:
-        raise GraphCompilerError(f"{check}: that is too large; the derivative rules or the evaluator are wrong")
-    log(str(check))
+    check = _accepted(gradient_check(net, X_train[:8], y_train[:8], seed=seed), log)
     log(f"data: scikit-learn digits, {len(X_train)} training and {len(X_test)} held-out 8x8 images (NCHW), 10 classes")
     log(
         f"model: {net.graph.name}, conv 1->6 5x5 pad 2, relu, max pool 2, conv 6->16 5x5 pad 2, relu, max pool 2, "
         f"dense 64-120-84-10, softmax cross-entropy, weight decay lambda={lam:g}; {len(net.graph)} nodes after "
         "build_grad"
     )
-    result = DemoResult(out, check, [], [], 0.0, 0.0)
-    train = compile([net.J], updates={p: p - lr * net.grads[p] for p in net.params})
-    predict = compile([net.o])
-    log(f"training step: {train.stats['nodes_out']} steps compiled from {train.stats['nodes_in']} graph nodes")
-
     data = (X_train, y_train, X_test, y_test)
-    with _one_blas_thread():  # minibatch matmuls are small: BLAS threads only contend
-        train_epochs(result, train, predict, data, epochs, batch, seed, progress, log)
+    result, train = train_sgd(
+        net,
+        check,
+        data,
+        out,
+        epochs=epochs,
+        batch=batch,
+        lr=lr,
+        seed=seed,
+        progress=progress,
+        log=log,
+        one_blas_thread=True,
+    )
 
     path = out / "lenet.json"
     net.graph.save(path)
     result.files["the trained convnet with its gradients and SGD updates, for the graphcompiler command"] = path
-    np.save(out / "x_test_images.npy", X_test)
-    np.save(out / "y_test.npy", y_test)
-    result.files["held-out images x (N, 1, 8, 8), to feed with graphcompiler run"] = out / "x_test_images.npy"
-    result.files["held-out labels y"] = out / "y_test.npy"
+    _save_held_out(
+        result, X_test, y_test, "x_test_images.npy", "held-out images x (N, 1, 8, 8), to feed with graphcompiler run"
+    )
     _write_pictures(net.graph, out / "lenet", result, ("forward graph of the convnet", "its backward graph"))
-    _write_memory(train, {"x": X_train[:batch], "y": y_train[:batch]}, net, out, result)
-    _write_loss_curve(result, out / "lenet_loss_curve.png", "LeNet-style convnet on scikit-learn digits")
-    result.seconds = time.perf_counter() - t_start
-    _log_summary(result, epochs, out, log, f"graphcompiler show {out / 'lenet.json'}")
-    return result
-
-
-def _one_blas_thread():
-    """Limit BLAS to one thread while training (threadpoolctl comes with scikit-learn); a no-op without it."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(1)
-
-
-def _write_memory(train, feed: dict, net: LeNet, out: Path, result: DemoResult) -> None:
-    """The training step's memory report for one minibatch (that run's SGD update is undone)."""
-    saved = {p: np.array(net.graph.value(p)) for p in net.params}
-    train.run(feed)
-    for p, value in saved.items():
-        net.graph.set_value(p, value)
-    report = train.memory_report()
-    (out / "lenet_memory_report.txt").write_text(
+    feed = {"x": X_train[:batch], "y": y_train[:batch]}
+    report = _one_step_memory(net, train, feed)
+    text = (
         f"Memory of one LeNet training step on a minibatch of {len(feed['y'])} (peak_bytes: "
         f"{train.stats['peak_bytes']:,d})\n\n{report}\n"
     )
-    report.plot(out / "lenet_memory.png")
-    result.files["memory report"] = out / "lenet_memory_report.txt"
-    result.files["live bytes over the training step"] = out / "lenet_memory.png"
+    _save_memory(result, report, text, prefix="lenet_")
+    _write_loss_curve(result, out / "lenet_loss_curve.png", "LeNet-style convnet on scikit-learn digits")
+    _finish(result, t_start, epochs, log, f"graphcompiler show {out / 'lenet.json'}")
+    return result

@@ -100,7 +100,7 @@ def test_compile_time_script_reports_every_pass():
 
 
 def _rule_graphs():
-    """Graphs on which every rule of simplify.LOOKS_FOR fires at least once (and some on which none do)."""
+    """Graphs on which every rule with a trigger (@looks_for) fires at least once (and some on which none do)."""
     g = gc.Graph("rules")
     x = g.input("x", shape=(4, 3))
     y = g.input("y", shape=(4, 3))
@@ -138,7 +138,7 @@ def test_rule_gates_change_nothing_simplify_does(monkeypatch):
     gated = gc.compile(outs)
     fired = set(gated.stats["rewrites"])
     assert {r.__name__ for r in S.LOOKS_FOR} <= fired | {"fold"}, sorted({r.__name__ for r in S.LOOKS_FOR} - fired)
-    monkeypatch.setattr(S, "LOOKS_FOR", {})  # every rule tried on every node of its op
+    monkeypatch.setattr(S, "LOOKS_FOR", {})  # no trigger declared: every rule tried on every node of its op
     plain = gc.compile(outs)
     assert plain.stats["rewrites"] == gated.stats["rewrites"]
     assert [s.op for s in plain.schedule] == [s.op for s in gated.schedule]
@@ -169,3 +169,51 @@ def test_a_rule_fires_only_on_the_inputs_it_looks_for(monkeypatch):
     outs, feeds = _rule_graphs()
     gc.compile(outs).run(feeds)
     assert len(set(seen)) >= 12
+
+
+def test_a_rules_trigger_is_written_once_beside_it():
+    """LOOKS_FOR is filled by the @looks_for over each rule's def, and nowhere else in simplify.py."""
+    import ast
+
+    from graphcompiler.compiler import simplify as S
+
+    tree = ast.parse(Path(S.__file__).read_text())
+    (table,) = [n for n in tree.body if isinstance(n, ast.AnnAssign) and getattr(n.target, "id", "") == "LOOKS_FOR"]
+    assert isinstance(table.value, ast.Dict) and not table.value.keys  # declared empty: no second list
+    declared = {}
+    for fn in tree.body:
+        for d in getattr(fn, "decorator_list", []):
+            if isinstance(d, ast.Call) and getattr(d.func, "id", "") == "looks_for":
+                declared[fn.name] = frozenset(a.value for a in d.args)
+    assert {rule.__name__: looks for rule, looks in S.LOOKS_FOR.items()} == declared
+    tables = {rule for rules in [*S.RULES.values(), *S.SHAPE_RULES.values()] for rule in rules}
+    assert set(S.LOOKS_FOR) <= tables and len(declared) >= 17
+
+
+def test_a_rule_without_a_trigger_is_tried_on_every_node_of_its_op(monkeypatch):
+    from graphcompiler.compiler import simplify as S
+
+    assert S.input_gate(S.RULES["divide"]) is not None  # divide's own rules fire only on some inputs
+    tried = []
+
+    def divide_seen(n, ctx):  # declares no trigger
+        tried.append(n.inputs)
+        return None
+
+    monkeypatch.setitem(S.RULES, "divide", [*S.RULES["divide"], divide_seen])
+    assert S.input_gate(S.RULES["divide"]) is None
+    g = gc.Graph("g")
+    x, y = g.input("x", shape=(3,)), g.input("y", shape=(3,))
+    p = gc.compile([gc.tanh(x) / gc.exp(y)])  # no constant or broadcast input: the declared rules are skipped
+    assert [tuple(n.op.name for n in ins) for ins in tried] == [("tanh", "exp")]
+    np.testing.assert_allclose(p.run({"x": np.ones(3), "y": np.zeros(3)})[0], np.tanh(np.ones(3)))
+
+
+@pytest.mark.parametrize("names", [(), ("multipy",), ("constant", "")])
+def test_looks_for_refuses_a_trigger_that_names_no_op(names):
+    from graphcompiler.compiler import simplify as S
+
+    before = dict(S.LOOKS_FOR)
+    with pytest.raises(gc.GraphCompilerError, match="@looks_for names the ops"):
+        S.looks_for(*names)
+    assert S.LOOKS_FOR == before

@@ -52,3 +52,33 @@ def test_demo_lenet_trains_and_writes_its_files(tmp_path):
         assert (out / "lenet_forward.svg").read_text().lstrip().startswith("<?xml")
     for path in out.iterdir():
         assert str(path) in stdout
+
+
+def test_the_demos_share_one_home_for_their_common_steps():
+    """demo_lenet takes the steps both demos make from demo.py; it defines only what is its model's own."""
+    import ast
+    import inspect
+
+    from graphcompiler import demo, demo_lenet
+
+    def defined(module):
+        return {n.name for n in ast.parse(inspect.getsource(module)).body if isinstance(n, ast.FunctionDef)}
+
+    assert defined(demo) & defined(demo_lenet) == {"gradient_check"}      # each model's own, by its name
+    assert issubclass(demo_lenet.LeNet, demo.Model) and issubclass(demo.MLP, demo.Model)
+
+
+def test_the_memory_report_step_leaves_the_parameters_as_they_were(tmp_path):
+    from graphcompiler.demo import GradCheck, _one_step_memory, build_mlp, train_sgd
+
+    X, _, y, _ = load_digit_images(0)
+    X = X.reshape(len(X), -1)
+    mlp = build_mlp(64, 8, 10)
+    data = (X[:40], y[:40], X[40:60], y[40:60])
+    result, train = train_sgd(mlp, GradCheck([]), data, tmp_path, epochs=1, batch=20, lr=0.1, seed=0,
+                              progress=False, log=lambda line: None)
+    before = [np.array(mlp.graph.value(p)) for p in mlp.params]
+    report = _one_step_memory(mlp, train, {"x": X[:20], "y": y[:20]})
+    assert "kept for backward" in str(report) and len(result.losses) == 1
+    for p, value in zip(mlp.params, before):
+        np.testing.assert_array_equal(mlp.graph.value(p), value)

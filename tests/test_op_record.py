@@ -1,4 +1,6 @@
-"""The op record: the facts compiler/ and runtime.py need are declared on the op class, not found by name."""
+"""The op record: the facts compiler/ and runtime.py need are declared on the op class, not found by name; and its
+declarative SymPy rule: an op that takes the elementwise default `to_sympy` declares its `sympy_fn`, so no
+elementwise op silently exports as an undefined function."""
 
 import ast
 from dataclasses import dataclass
@@ -11,7 +13,8 @@ import graphcompiler as gc
 from graphcompiler.ops import elementwise as E
 from graphcompiler.ops import nn as NN
 from graphcompiler.ops import shape as S
-from graphcompiler.ops.base import Op, apply
+from graphcompiler.ops import LEAF_OPS, OPS
+from graphcompiler.ops.base import Op, apply, elementwise_to_sympy
 
 ROOT = Path(gc.__file__).parent
 RULE_TABLE = {"simplify.py"}      # its rewrite rules match op patterns by name (a table keyed by op name)
@@ -88,3 +91,16 @@ def test_a_users_op_gets_the_defaults_and_its_declared_facts():
     kinds = {s.node.name: p._last.plan.values[s.value].kind for s in p.schedule}
     assert kinds["t"] == "fresh" and kinds["f"] == "view"
     assert t.op.flops(t) == 12
+
+
+# -- the declarative SymPy rule -----------------------------------------------------------------------------------
+
+def test_elementwise_ops_declare_their_sympy_rule():
+    missing = [name for name, cls in OPS.items()
+               if name not in LEAF_OPS and cls.to_sympy is elementwise_to_sympy and cls.sympy_fn is None]
+    assert not missing, f"ops with the elementwise SymPy default but no sympy_fn: {missing}"
+
+
+def test_some_ops_use_the_declarative_rule():
+    declarative = {name for name, cls in OPS.items() if getattr(cls, "to_sympy", None) is elementwise_to_sympy}
+    assert {"add", "tanh", "greater", "where"} <= declarative

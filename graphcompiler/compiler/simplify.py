@@ -3,6 +3,8 @@
 Each rule is one line of the table RULES: an op name, the rule, and its algebra. A rule looks at one node
 (whose inputs are already simplified) and returns the node that replaces it, or None. A replacement has the
 node's exact shape and dtype; the driver checks that, so a rule can never change what a program computes.
+A rule that can fire only on nodes with certain inputs says which beside it (@looks_for), and the driver
+skips the nodes that have none of them.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import GraphCompilerError
 from ..graph import Node
 from ..ops import elementwise as E
 from ..ops import nn as NN
 from ..ops import shape as S
-from ..ops.base import Op
+from ..ops.base import OPS, Op
 from . import fused as F
 from .ir import LEAF_TYPES, Context, is_leaf, topo_order
 
@@ -69,6 +72,32 @@ def _mk(ctx: Context, op: Op, inputs, n: Node) -> Node:
     return ctx.node(op, inputs, like=n)
 
 
+# -- a rule's trigger ---------------------------------------------------------------------------
+
+# The inputs a rule can fire on, by their op's name ("constant": a constant input), as each rule declares them
+# with @looks_for: such a rule returns None unless one of the node's inputs is such a node. When every rule of an
+# op declares them, the driver tries the rules only on the nodes that have such an input (most products and
+# differences of a big gradient have none). A rule that declares nothing is tried on every node of its op.
+LOOKS_FOR: dict[Rule, frozenset[str]] = {}  # filled by @looks_for only
+
+
+def looks_for(*names: str) -> Callable[[Rule], Rule]:
+    """Declare, beside a rule, the input ops it fires on: `@looks_for("constant")` over `def times_one`."""
+    unknown = [x for x in names if x not in OPS]
+    if not names or unknown:
+        raise GraphCompilerError(
+            f"a rule's @looks_for names the ops of the inputs it fires on, at least one, each an op of the op "
+            f"table (or 'constant'); got {names!r}{f', not ops: {unknown}' if unknown else ''}. Leave "
+            "@looks_for off a rule that may fire on any node of its op"
+        )
+
+    def declare(rule: Rule) -> Rule:
+        LOOKS_FOR[rule] = frozenset(names)
+        return rule
+
+    return declare
+
+
 # -- the rules ----------------------------------------------------------------------------------
 
 
@@ -82,19 +111,23 @@ def _drop_unit(n, ctx, unit):
     return None
 
 
+@looks_for("constant")
 def times_one(n, ctx):  # x * 1 -> x,  1 * x -> x (seeds of ones too)
     return _drop_unit(n, ctx, 1)
 
 
+@looks_for("constant")
 def plus_zero(n, ctx):  # x + 0 -> x,  0 + x -> x
     return _drop_unit(n, ctx, 0)
 
 
+@looks_for("constant")
 def minus_zero(n, ctx):  # x - 0 -> x
     a, b = _binary_args(n)
     return a if _const_all(ctx, b, 0) and _same(n, a) else None
 
 
+@looks_for("constant")
 def zero_minus(n, ctx):  # 0 - x -> -x
     a, b = _binary_args(n)
     if _const_all(ctx, a, 0) and _same(n, b) and b.dtype.kind == "f":
@@ -102,16 +135,19 @@ def zero_minus(n, ctx):  # 0 - x -> -x
     return None
 
 
+@looks_for("constant")
 def over_one(n, ctx):  # x / 1 -> x
     a, b = _binary_args(n)
     return a if _const_all(ctx, b, 1) and _same(n, a) else None
 
 
+@looks_for("negative")
 def neg_neg(n, ctx):  # --x -> x
     x = n.inputs[0]
     return x.inputs[0] if x.op.name == "negative" and _same(n, x.inputs[0]) else None
 
 
+@looks_for("multiply")
 def neg_scaled(n, ctx):  # -(c * x) -> (-c) * x   (c a scalar constant)
     x = n.inputs[0]
     if x.op.name == "multiply":
@@ -123,6 +159,7 @@ def neg_scaled(n, ctx):  # -(c * x) -> (-c) * x   (c a scalar constant)
     return None
 
 
+@looks_for("negative")
 def add_neg(n, ctx):  # a + (-b) -> a - b,  (-a) + b -> b - a
     a, b = _binary_args(n)
     if b.op.name == "negative":
@@ -132,6 +169,7 @@ def add_neg(n, ctx):  # a + (-b) -> a - b,  (-a) + b -> b - a
     return None
 
 
+@looks_for("negative")
 def sub_neg(n, ctx):  # a - (-b) -> a + b
     a, b = _binary_args(n)
     return _mk(ctx, E.Add(), (a, b.inputs[0]), n) if b.op.name == "negative" else None
@@ -145,6 +183,7 @@ def twice(n, ctx):  # x + x -> 2 * x   (exact in floating point)
 
 
 # g * float(mask) -> g * mask   (NumPy multiplies by a bool as 0/1)
+@looks_for("astype")
 def mask_multiply(n, ctx):
     a, b = _binary_args(n)
     for k, m in ((1, b), (0, a)):
@@ -155,6 +194,7 @@ def mask_multiply(n, ctx):
     return None
 
 
+@looks_for("constant")
 def scale_scale(n, ctx):  # c1 * (c2 * x) -> (c1 c2) * x   (scalar c1, c2)
     a, b = _binary_args(n)
     for c, m in ((a, b), (b, a)):
@@ -169,6 +209,7 @@ def scale_scale(n, ctx):  # c1 * (c2 * x) -> (c1 c2) * x   (scalar c1, c2)
     return None
 
 
+@looks_for("broadcast_to", "broadcast_like", "constant")
 def absorb_broadcast(n, ctx):  # f(broadcast(a), b) -> f(a, b)   (f broadcasts anyway)
     ins = list(n.inputs)
     for k, x in enumerate(ins):
@@ -241,16 +282,19 @@ def squeeze_expand(n, ctx):  # squeeze(expand_dims(x, a), a) -> x, and back
     return None
 
 
+@looks_for("softmax")
 def log_of_softmax(n, ctx):  # log(softmax(x)) -> log_softmax(x)
     x = n.inputs[0]
     return _mk(ctx, NN.LogSoftmax(x.op.axis), x.inputs, n) if x.op.name == "softmax" else None
 
 
+@looks_for("exp")
 def log_exp(n, ctx):  # log(exp(x)) -> x
     x = n.inputs[0]
     return x.inputs[0] if x.op.name == "exp" and _same(n, x.inputs[0]) else None
 
 
+@looks_for("add")
 def log_one_plus(n, ctx):  # log(1 + x) -> log1p(x)
     x = n.inputs[0]
     if x.op.name != "add":
@@ -262,6 +306,7 @@ def log_one_plus(n, ctx):  # log(1 + x) -> log1p(x)
     return None
 
 
+@looks_for("sum")
 def log_sum_exp(n, ctx):  # log(sum(exp(x), axis)) -> logsumexp(x, axis)
     s = n.inputs[0]
     if s.op.name == "sum" and s.inputs[0].op.name == "exp" and s.dtype == s.inputs[0].dtype:
@@ -282,6 +327,7 @@ def softmax_as_exp(n, ctx):
     return _mk(ctx, E.Exp(), (_mk(ctx, NN.LogSoftmax(n.op.axis), n.inputs, n),), n) if n.op.axis == n.ndim - 1 else None
 
 
+@looks_for("one_hot")
 def minus_one_hot(n, ctx):  # p - one_hot(y) -> p with 1 taken off at the labels
     p, h = _binary_args(n)
     if h.op.name == "one_hot" and _same(n, p) and h.shape == p.shape:
@@ -390,30 +436,6 @@ SHAPE_RULES: dict[str, list[Rule]] = {
     "reshape_like": [like_identity, like_static],
     "zeros_like": [zeros_fold],
 }
-
-# The inputs a rule can fire on, by their op's name ("constant": a constant input): a rule listed here returns
-# None unless one of the node's inputs is such a node. When every rule of an op is listed, the driver tries
-# them only on the nodes that have such an input (most products and differences of a big gradient have none).
-LOOKS_FOR: dict[Rule, frozenset[str]] = {
-    times_one: frozenset({"constant"}),
-    plus_zero: frozenset({"constant"}),
-    minus_zero: frozenset({"constant"}),
-    zero_minus: frozenset({"constant"}),
-    over_one: frozenset({"constant"}),
-    scale_scale: frozenset({"constant"}),
-    add_neg: frozenset({"negative"}),
-    sub_neg: frozenset({"negative"}),
-    mask_multiply: frozenset({"astype"}),
-    minus_one_hot: frozenset({"one_hot"}),
-    absorb_broadcast: frozenset({"broadcast_to", "broadcast_like", "constant"}),
-    neg_neg: frozenset({"negative"}),
-    neg_scaled: frozenset({"multiply"}),
-    log_of_softmax: frozenset({"softmax"}),
-    log_exp: frozenset({"exp"}),
-    log_one_plus: frozenset({"add"}),
-    log_sum_exp: frozenset({"sum"}),
-}
-
 
 # -- the driver ---------------------------------------------------------------------------------
 
@@ -545,8 +567,8 @@ def rule_table(shapes: bool) -> dict[str, list[Rule]]:
 
 
 def input_gate(rules: list[Rule]) -> frozenset[str] | None:
-    """The input op names one of which a node needs for any of `rules` to fire (LOOKS_FOR), or None when a
-    rule may fire on any node of its op."""
+    """The input op names one of which a node needs for any of `rules` to fire (their @looks_for), or None
+    when a rule may fire on any node of its op (it declares no trigger)."""
     names: set[str] = set()
     for rule in rules:
         looks = LOOKS_FOR.get(rule)
@@ -562,7 +584,7 @@ class _Rewriter:
     def __init__(self, ctx: Context, table: dict[str, list[Rule]]):
         self.ctx = ctx
         self.table = table
-        self.gates = {name: input_gate(rules) for name, rules in table.items()}  # (LOOKS_FOR)
+        self.gates = {name: input_gate(rules) for name, rules in table.items()}  # (@looks_for)
         self.budget = FoldBudget()
         self.seen: dict[tuple, Node] = {}  # (op, inputs) -> node: common subexpressions
         self.consts: dict[tuple, Node] = {}  # small constants by value
