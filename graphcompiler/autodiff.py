@@ -274,4 +274,3 @@ def _path(src: Node, dst: Node, pruned: set[Node]) -> list[Node]:
         out.append(step)
         step = prev[step]
     return out
-

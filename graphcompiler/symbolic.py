@@ -668,4 +668,3 @@ class _Evaluator:
         out = _lambdified(syms, e)(*[args[s] for s in syms])
         shape = next((np.shape(v) for v in (extra or {}).values()), ())
         return np.broadcast_to(np.asarray(out, dtype=float), shape) if shape else np.asarray(out, dtype=float)
-

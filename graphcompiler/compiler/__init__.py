@@ -64,4 +64,3 @@ def compile(
         backend=backend,
         cache_size=cache_size,
     )
-

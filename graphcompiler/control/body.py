@@ -474,6 +474,7 @@ class Results:
     def __repr__(self) -> str:
         return f"<{len(self.values)} results>"
 
+
 # -- the op of a control-flow node, and its results ---------------------------------------------------
 
 

@@ -454,9 +454,7 @@ def scan(fn: Callable, init, xs=None, *, length: int | None = None, reverse: boo
     body is traced once; outer nodes it reads are captured as inputs of the scan, and values that do not
     depend on the carry or the slice are hoisted out of the loop.
     """
-    return guarded(scan_impl, lambda *a: graph_of(a[1], a[2]))(
-        fn, init, xs, length=length, reverse=reverse, name=name
-    )
+    return guarded(scan_impl, lambda *a: graph_of(a[1], a[2]))(fn, init, xs, length=length, reverse=reverse, name=name)
 
 
 def scan_impl(

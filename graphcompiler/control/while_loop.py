@@ -162,9 +162,7 @@ def while_loop(cond_fn: Callable, body_fn: Callable, init, *, max_steps: int | N
     Without it, the loop runs until cond_fn fails (or the run's time budget, max_seconds, is spent) and has no
     derivative.
     """
-    return guarded(_while_loop_impl, lambda *a: graph_of(a[2]))(
-        cond_fn, body_fn, init, max_steps=max_steps, name=name
-    )
+    return guarded(_while_loop_impl, lambda *a: graph_of(a[2]))(cond_fn, body_fn, init, max_steps=max_steps, name=name)
 
 
 def _while_loop_impl(
