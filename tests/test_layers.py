@@ -94,6 +94,20 @@ def test_no_import_circle_across_units():
             visit(u, [])
 
 
+def test_control_flow_imports_what_it_uses():
+    """Control flow (control/) stands above autodiff and the compiler and imports build_grad and compile
+    directly; nothing at or below its layer imports it back (autodiff, the compiler and io reach its nodes
+    through the op record: has_body, vjp), and no string-keyed registry in graph.py stands in for an import."""
+    imports = _imports()
+    uses = {_unit(t) for m, t, _ in imports if _unit(m) == "control"}
+    assert {"autodiff", "compiler"} <= uses, f"control imports {sorted(uses)}"
+    back = [f"{m}:{line} imports {t}" for m, t, line in imports
+            if _unit(t) == "control" and _unit(m) != "control" and RANKS.get(_unit(m), 99) <= RANKS["control"]]
+    assert not back, "\n".join(back)
+    import graphcompiler.graph as G
+    assert not [n for n in ("SERVICES", "provide", "service") if hasattr(G, n)]
+
+
 @pytest.mark.parametrize("module", ["graphcompiler"])
 def test_import_loads_no_heavy_dependency(module):
     code = f"import {module}, sys; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
