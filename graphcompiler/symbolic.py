@@ -8,7 +8,8 @@ matrix-calculus form), is symbolic_terms.py. This module walks a graph with it.
 Two forms: form="leaves" writes a node in terms of the graph's inputs, parameters and named constants;
 form="textbook" keeps the nodes a user named (h, o) and the gradients of named nodes (dJ/do, dJ/dh) as
 symbols, which gives the seeds' closed forms (dJ/dW2 = dJ/do h^T + lambda W2). to_sympy exports a gradient
-node in the textbook form and any other node in its leaves unless form= says otherwise.
+node in the textbook form and any other node in its leaves unless form= says otherwise. `recurrence` exports
+a scan (control/scan.py) as the equations its body runs, h_t = f(h_{t-1}, x_t).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from __future__ import annotations
 import html
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence
 
 import numpy as np
 
@@ -329,7 +329,7 @@ def to_dot(
     if provenance:
         _emit_provenance(dot, layout)
     if bodies:  # control flow (control/): each body in a box
-        draw_bodies(dot, [n for n in visible if layout.rep(n) == layout.ids[n]], layout.ids, _esc)
+        _draw_bodies(dot, [n for n in visible if layout.rep(n) == layout.ids[n]], layout.ids)
 
     heading = f"<B>{_esc(title if title is not None else subject.title)}</B>"
     if legend:
@@ -762,7 +762,7 @@ def _swatch(fill: str, border: str, text: str, width: int = 1) -> str:
 # -- control flow: each body drawn in a box next to its node ---------------------------------------
 
 
-def draw_bodies(dot, nodes: Sequence[Node], ids: dict, esc: Callable, depth: int = 0) -> None:
+def _draw_bodies(dot: graphviz.Digraph, nodes: Sequence[Node], ids: dict, depth: int = 0) -> None:
     """Add to the graphviz picture `dot` a box per control-flow node among `nodes` holding its body's nodes;
     a dashed edge runs from each body output to its node, and from a reverse scan's box to the forward scan."""
     for n in nodes:
@@ -774,11 +774,11 @@ def draw_bodies(dot, nodes: Sequence[Node], ids: dict, esc: Callable, depth: int
         for k, (label, traced) in enumerate(parts):
             prefix = f"{ids[n]}_b{depth}{k}_"
             sub_ids = {m: f"{prefix}{i}" for i, m in enumerate(traced.graph.nodes)}
-            _draw_body_box(dot, prefix, traced, sub_ids, f"<<B>{esc(title)}</B>: {esc(label)}>", rev, esc, depth)
+            _draw_body_box(dot, prefix, traced, sub_ids, f"<<B>{_esc(title)}</B>: {_esc(label)}>", rev, depth)
             for o in dict.fromkeys(traced.outputs):
                 dot.edge(sub_ids[o], ids[n], style="dashed", color="#8a6d3b", arrowhead="empty", constraint="false")
         if isinstance(body, ScanBody) and body.forward is not None:
-            fwd = next((m for m in ids if getattr(m.op, "body", None) is body.forward), None)
+            fwd = next((m for m in ids if isinstance(m.op, BodyOp) and m.op.body is body.forward), None)
             if fwd is not None:
                 dot.edge(
                     ids[n],
@@ -807,7 +807,7 @@ def _body_parts(n: Node, body: BodyGroup) -> tuple[list[tuple[str, Traced]], boo
 
 
 def _draw_body_box(
-    dot: graphviz.Digraph, prefix: str, traced: Traced, sub_ids: dict, label: str, rev: bool, esc: Callable, depth: int
+    dot: graphviz.Digraph, prefix: str, traced: Traced, sub_ids: dict, label: str, rev: bool, depth: int
 ) -> None:
     """One body's nodes and edges in a box (a graphviz cluster) of `dot`; the bodies of its own control-flow
     nodes in boxes inside it, three levels deep at most."""
@@ -833,9 +833,9 @@ def _draw_body_box(
         for m in traced.graph.nodes:
             for x in m.inputs:
                 box.edge(sub_ids[x], sub_ids[m])
-        inner = [m for m in traced.graph.nodes if getattr(m.op, "has_body", False)]
+        inner = [m for m in traced.graph.nodes if m.op.has_body]
         if inner and depth < 3:
-            draw_bodies(box, inner, sub_ids, esc, depth + 1)
+            _draw_bodies(box, inner, sub_ids, depth + 1)
 
 
 # -- a Program's plan ---------------------------------------------------------------------------
