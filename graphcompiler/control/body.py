@@ -634,11 +634,12 @@ def union_captured(parts: tuple[Traced, Traced]) -> tuple[list[Node], tuple[list
     return captured, picks
 
 
-def guarded(impl: Callable, graph_of: Callable) -> Callable:
-    """A rejected control-flow op adds nothing to the graph (nodes hoisted before the failure are removed)."""
+def guarded(impl: Callable, graph_in: Callable) -> Callable:
+    """impl, made so that a rejected control-flow op adds nothing to the graph (nodes hoisted before the failure
+    are removed); graph_in(*args) finds the graph in impl's arguments."""
 
     def run(*args, **kw):
-        graph = graph_of(*args)
+        graph = graph_in(*args)
         mark = len(graph) if graph is not None else None
         try:
             return impl(*args, **kw)
@@ -650,7 +651,8 @@ def guarded(impl: Callable, graph_of: Callable) -> Callable:
     return run
 
 
-def graph_of(*args):
+def graph_of(*args) -> Graph | None:
+    """The graph of the first node among args (each a node, a number, or a tuple or list of them)."""
     for a in args:
         for n in a if isinstance(a, (tuple, list)) else (a,):
             if isinstance(n, Node):
