@@ -22,6 +22,7 @@ random = _import_module(".random", __name__)  # gc.random (keys, split, normal, 
 linalg = _import_module(".linalg", __name__)  # gc.linalg (solve, cholesky, ...), not ops.linalg (matmul)
 from .autodiff import build_grad
 from .compiler import compile
+from .control import cond, scan, while_loop  # control flow: above autodiff and the compiler
 from .compiler.program import Program
 from .compiler.backends import backends
 from .runtime import NumpyEvaluator

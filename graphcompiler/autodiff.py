@@ -24,7 +24,6 @@ from .graph import (
     carries_gradient,
     edge_mark,
     paused_gc,
-    provide,
 )
 from .ops import elementwise as E
 from .ops import shape as S
@@ -275,6 +274,3 @@ def _path(src: Node, dst: Node, pruned: set[Node]) -> list[Node]:
         out.append(step)
         step = prev[step]
     return out
-
-
-provide(build_grad=build_grad)  # control flow differentiates its bodies with it (graph.service)

@@ -1,6 +1,6 @@
 """The time budget of a run: `Program.run(feeds, max_seconds=S)` (and `graphcompiler run --max-seconds S`).
 
-A bottom layer (it imports errors.py only), so that the control-flow kernels of ops/control.py, the NumPy
+A bottom layer (it imports errors.py only), so that the control-flow kernels of control/, the NumPy
 evaluator and Program all read the same budget. The budget is a context variable: each thread (and each
 nested run inside a kernel) sees the deadline of the run it belongs to, and a nested run never extends the
 deadline of the run around it. Nothing is checked, and nothing costs, while no budget is set.

@@ -216,6 +216,8 @@ class Op:
     # shape: with writes_out, it may write over an input dying there
     broadcasting: ClassVar[bool] = False  # its inputs broadcast against each other (shape line-up checks)
     scratch: ClassVar[int] = 0  # temporaries its kernel allocates, in multiples of its largest input
+    has_body: ClassVar[bool] = False  # a control-flow op (control/): its `body` holds traced sub-graphs (io.py
+    # writes and reads their record, viz.py draws them)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -458,27 +460,6 @@ def new_node(
     s_grad(n, is_gradient)
     s_origin(n, origin)
     return n
-
-
-SERVICES: dict[str, Any] = {}  # functions of the layers above that an op calls when it runs (see `service`)
-
-
-def provide(**functions: Any) -> None:
-    """Called by a higher layer at its import: offer its functions (build_grad, compile, to_sympy) to the ops
-    that need them at run time, such as control flow compiling and differentiating its bodies."""
-    SERVICES.update(functions)
-
-
-def service(name: str) -> Any:
-    """A function a higher layer provided; importing the package provides build_grad and compile, importing
-    graphcompiler.symbolic provides to_sympy (gc.to_sympy and gc.recurrence load it)."""
-    fn = SERVICES.get(name)
-    if fn is None:
-        raise GraphCompilerError(
-            f"{name} is not available yet: import graphcompiler (and, for symbolic export, "
-            "graphcompiler.symbolic) before using control flow"
-        )
-    return fn
 
 
 def install(cls: type, **methods: Any) -> None:
@@ -791,7 +772,7 @@ class Graph:
 
 
 _ATTR_FIELDS: dict[type, tuple[str, ...]] = {}  # op class -> the attributes _check_fits reads
-_BODY_OPS: set[type] = set()  # op classes with a control-flow body (ops/control.py): scan, cond, while_loop
+_BODY_OPS: set[type] = set()  # op classes with a control-flow body (control/): scan, cond, while_loop
 
 
 def _collect(graphs: list, graph: Graph) -> dict:

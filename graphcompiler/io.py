@@ -18,7 +18,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -39,7 +39,6 @@ from .graph import (
 )
 from .ops import OPS  # the allowlist of op names: the only classes a file can name
 from .ops.base import Op
-from .ops.control import Cond, Scan, While
 
 FORMAT = "graphcompiler-graph"
 VERSION = 2  # written; 2 added the bodies of scan, cond and while_loop
@@ -135,7 +134,7 @@ def _node_record(graph: Graph, n: Node, depth: int) -> dict:
         "dtype": n.dtype.name,
         "attrs": (
             {"body": _body_record(n, depth + 1)}
-            if isinstance(n.op, (Scan, Cond, While))
+            if n.op.has_body
             else {k: _encode_attr(n, k, v) for k, v in n.attrs.items()}
         ),
         "is_gradient": bool(n.is_gradient),
@@ -214,8 +213,8 @@ def _needs(graph: Graph) -> dict[str, int]:
             total += arr.nbytes
         need["max_total_bytes"] = max(need["max_total_bytes"], total)
         for n in g.nodes:
-            if isinstance(n.op, (Scan, Cond, While)):
-                n.op.body.record(lambda traced: _push(stack, traced.graph))
+            if n.op.has_body:
+                _body(n.op).record(lambda traced: _push(stack, traced.graph))
     return need
 
 
@@ -805,9 +804,17 @@ def _check_index(v: list, at: str) -> tuple:
     return tuple(out)
 
 
-# -- control flow: bodies as nested graphs (ops/control.py) ------------------------------------------
+# -- control flow: bodies as nested graphs (control/) -------------------------------------------------
 
+# The control-flow ops (control/, a layer above this one, whose classes join OPS when graphcompiler is
+# imported): a file names them, and an op record with has_body writes and reads its body's own record.
 CONTROL_OPS = ("scan", "cond", "while_loop")
+
+
+def _body(op: Op) -> Any:
+    """The traced body of a control-flow op (op.has_body): body.record(encode) writes its record, and the op
+    class's body_type.from_record(record, traced_of) reads one."""
+    return cast(Any, op).body
 
 
 def _body_record(n: Node, depth: int) -> dict:
@@ -818,8 +825,7 @@ def _body_record(n: Node, depth: int) -> dict:
             f"node {n.name!r} ({n.op.name}): its body is nested {depth} deep, but a graph file holds bodies "
             f"nested at most {MAX_DEPTH} deep; save the inner loop's graph on its own or nest fewer loops"
         )
-    assert isinstance(n.op, (Scan, Cond, While))
-    rec = n.op.body.record(lambda traced: _traced_record(traced, depth))
+    rec = _body(n.op).record(lambda traced: _traced_record(traced, depth))
     for key, v in rec.items():
         if _is_int(v) and not 0 <= v <= record_limit(rec, key):
             raise GraphCompilerError(
@@ -841,7 +847,7 @@ def _traced_record(traced, depth: int) -> dict:
 
 
 def _check_control_attrs(cls: type[Op], attrs: Any, at: str, lim: dict) -> dict:
-    assert issubclass(cls, (Scan, Cond, While))  # the classes CONTROL_OPS names in OPS
+    assert cls.has_body  # the classes CONTROL_OPS names in OPS
     if not isinstance(attrs, dict) or set(attrs) != {"body"} or not isinstance(attrs["body"], dict):
         raise GraphFileError(
             f'{at}, field "attrs": a {cls.name} node has one attribute, "body" (an object), got {_short(attrs)}'
@@ -880,7 +886,7 @@ def _check_control_attrs(cls: type[Op], attrs: Any, at: str, lim: dict) -> dict:
         return lists
 
     try:
-        body = cls.body_type.from_record(attrs["body"], traced_of)
+        body = cast(Any, cls).body_type.from_record(attrs["body"], traced_of)
     except GraphFileError:
         raise
     except Exception as e:  # the body's own consistency checks

@@ -51,17 +51,17 @@ class OpNotAvailableError(UnsupportedFunctionError):
 
 
 def _gc(path: str, for_what: str) -> Callable:
-    """gc.<path> (e.g. "einsum", "linalg.solve"), looked up now so ops added later are found."""
-    import graphcompiler as gc
+    """gc.<path> (e.g. "einsum", "linalg.solve"), looked up now so ops added later are found: an op of the op
+    library, or for "linalg.<name>" a function of gc.linalg."""
+    from . import linalg, ops
 
-    obj: Any = gc
-    for part in path.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise OpNotAvailableError(
-                f"{for_what} needs gc.{path}, not available in this build of graphcompiler; "
-                "write it with other NumPy functions, or use a build that has that op"
-            )
+    where, _, name = path.rpartition(".")
+    obj = getattr({"": ops, "linalg": linalg}.get(where), name, None) if where in ("", "linalg") else None
+    if obj is None:
+        raise OpNotAvailableError(
+            f"{for_what} needs gc.{path}, not available in this build of graphcompiler; "
+            "write it with other NumPy functions, or use a build that has that op"
+        )
     return obj
 
 

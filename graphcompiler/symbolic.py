@@ -8,7 +8,8 @@ matrix-calculus form), is symbolic_terms.py. This module walks a graph with it.
 Two forms: form="leaves" writes a node in terms of the graph's inputs, parameters and named constants;
 form="textbook" keeps the nodes a user named (h, o) and the gradients of named nodes (dJ/do, dJ/dh) as
 symbols, which gives the seeds' closed forms (dJ/dW2 = dJ/do h^T + lambda W2). to_sympy exports a gradient
-node in the textbook form and any other node in its leaves unless form= says otherwise.
+node in the textbook form and any other node in its leaves unless form= says otherwise. `recurrence` exports
+a scan (control/scan.py) as the equations its body runs, h_t = f(h_{t-1}, x_t).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from .errors import GraphCompilerError, fmt_shape
-from .graph import GraphMismatchError, Node, provide
-from .ops import control as _control
+from .graph import GraphMismatchError, Node
 from .ops.base import elementwise_to_sympy
+from .control.scan import Scan  # gc.recurrence reads a scan's body
 
 # The term algebra the op rules use, re-exported: op blocks written `from ..symbolic import elementwise, sp`
 # keep working (new blocks import from ..symbolic_terms, which does not load the export).
@@ -457,6 +458,55 @@ def _schedule(eqs: dict) -> list[Node]:
     return done
 
 
+# -- a scan as its recurrence ------------------------------------------------------------------
+
+
+def recurrence(node: Node) -> list:
+    """The recurrence a scan runs, as SymPy equations: for a carry h and a slice x, `h_t = f(h_{t-1}, x_t)`
+    and `y_t = ...` (for a reverse scan, from h_{t+1}); the reverse scan of a gradient gives the backward
+    recurrence of backpropagation through time. `node` is a scan node or one of its results."""
+    group = node.inputs[0] if node.op.name == "result" else node
+    if not isinstance(group.op, Scan):
+        raise GraphCompilerError(
+            f"recurrence takes a scan node or one of its results, not {node.name!r} ({node.op.name})"
+        )
+    body = group.op.body
+    tr, nc = body.traced, body.n_carry
+    prev = "t+1" if body.reverse else "t-1"
+
+    def named(name: str) -> str:
+        return name if name.endswith(("_t", "}")) else f"{name}_{{{prev}}}"
+
+    rename = {c.name: named(c.name) for c in tr.inputs[:nc]}
+    rename.update({x.name: x.name if x.name.endswith(("_t", "}")) else f"{x.name}_t" for x in tr.inputs[nc:]})
+
+    def fix(e):
+        subs = {}
+        for a in e.atoms(sp.MatrixSymbol):
+            if a.name in rename:
+                subs[a] = sp.MatrixSymbol(rename[a.name], *a.shape)
+        for a in e.atoms(sp.Symbol):
+            if a.name in rename:
+                subs[a] = sp.Symbol(rename[a.name])
+        return e.xreplace(subs)
+
+    def lhs_like(e, name):
+        return sp.MatrixSymbol(name, *e.shape) if getattr(e, "is_Matrix", False) else sp.Symbol(name)
+
+    eqs = []
+    for k, out in enumerate(tr.outputs):
+        rhs = fix(to_sympy(out))
+        if k < nc:
+            base = body.carry_names[k]
+            base = base[: -len("_{t+1}")] if base.endswith(("_{t+1}", "_{t-1}")) else base
+            lhs = lhs_like(rhs, f"{base}_t")
+        else:
+            names = getattr(body, "y_names", None)
+            lhs = lhs_like(rhs, f"{names[k - nc]}_t" if names else f"y{k - nc if body.n_y > 1 else ''}_t")
+        eqs.append(sp.Eq(lhs, rhs, evaluate=False))
+    return eqs
+
+
 # -- evaluating an exported expression with NumPy ----------------------------------------------
 
 
@@ -619,7 +669,3 @@ class _Evaluator:
         out = _lambdified(syms, e)(*[args[s] for s in syms])
         shape = next((np.shape(v) for v in (extra or {}).values()), ())
         return np.broadcast_to(np.asarray(out, dtype=float), shape) if shape else np.asarray(out, dtype=float)
-
-
-provide(to_sympy=to_sympy)  # gc.recurrence exports a scan's body with it (graph.service)
-recurrence = _control.recurrence  # gc.recurrence: a scan as h_t = f(h_{t-1}, x_t), and its gradient's recurrence

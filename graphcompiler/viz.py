@@ -20,10 +20,16 @@ from __future__ import annotations
 import html
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence
 
 import numpy as np
 
+from .compiler.program import Program
+from .control.body import BodyGroup, BodyOp, Traced
+from .control.cond import CondBody
+from .control.scan import ScanBody
+from .control.unroll import unroll as unrolled
+from .control.while_loop import WhileBody
 from .errors import GraphCompilerError, fmt_shape
 from .graph import Graph, Node, install
 
@@ -306,9 +312,7 @@ def to_dot(
     scans of up to 16 steps (or the number given) written out step by step instead.
     """
     if unroll and isinstance(what, Graph):
-        from .ops.control import unroll as _unroll
-
-        what = _unroll(what, 16 if unroll is True else int(unroll))
+        what = unrolled(what, 16 if unroll is True else int(unroll))
     _check_options(show, rankdir)
     subject = _subject(what)
     kinds = classify(subject.nodes)
@@ -324,10 +328,8 @@ def to_dot(
     _emit_ranks(dot, layout, members, anchors, align)
     if provenance:
         _emit_provenance(dot, layout)
-    if bodies:  # control flow (ops/control.py): each body in a box
-        from .ops.control import draw_bodies
-
-        draw_bodies(dot, [n for n in visible if layout.rep(n) == layout.ids[n]], layout.ids, _esc)
+    if bodies:  # control flow (control/): each body in a box
+        _draw_bodies(dot, [n for n in visible if layout.rep(n) == layout.ids[n]], layout.ids)
 
     heading = f"<B>{_esc(title if title is not None else subject.title)}</B>"
     if legend:
@@ -757,6 +759,85 @@ def _swatch(fill: str, border: str, text: str, width: int = 1) -> str:
     )
 
 
+# -- control flow: each body drawn in a box next to its node ---------------------------------------
+
+
+def _draw_bodies(dot: graphviz.Digraph, nodes: Sequence[Node], ids: dict, depth: int = 0) -> None:
+    """Add to the graphviz picture `dot` a box per control-flow node among `nodes` holding its body's nodes;
+    a dashed edge runs from each body output to its node, and from a reverse scan's box to the forward scan."""
+    for n in nodes:
+        op = n.op
+        if not isinstance(op, BodyOp) or n not in ids:
+            continue
+        body = op.body
+        parts, rev, title = _body_parts(n, body)
+        for k, (label, traced) in enumerate(parts):
+            prefix = f"{ids[n]}_b{depth}{k}_"
+            sub_ids = {m: f"{prefix}{i}" for i, m in enumerate(traced.graph.nodes)}
+            _draw_body_box(dot, prefix, traced, sub_ids, f"<<B>{_esc(title)}</B>: {_esc(label)}>", rev, depth)
+            for o in dict.fromkeys(traced.outputs):
+                dot.edge(sub_ids[o], ids[n], style="dashed", color="#8a6d3b", arrowhead="empty", constraint="false")
+        if isinstance(body, ScanBody) and body.forward is not None:
+            fwd = next((m for m in ids if isinstance(m.op, BodyOp) and m.op.body is body.forward), None)
+            if fwd is not None:
+                dot.edge(
+                    ids[n],
+                    ids[fwd],
+                    style="dotted",
+                    color="#3b6d8a",
+                    constraint="false",
+                    tooltip=f"{n.name} runs the gradient of {fwd.name}'s body backwards",
+                )
+
+
+def _body_parts(n: Node, body: BodyGroup) -> tuple[list[tuple[str, Traced]], bool, str]:
+    """(the labelled traced bodies to draw, drawn as a gradient's, the boxes' title) of control-flow node n."""
+    if isinstance(body, ScanBody):
+        title = (
+            f"reverse scan {n.name} (gradient of {body.forward.name})"
+            if body.forward is not None
+            else f"scan {n.name}{' (reverse)' if body.reverse else ''}"
+        )
+        return [("body", body.traced)], body.forward is not None, title
+    if isinstance(body, CondBody):
+        return [("true", body.branches[0]), ("false", body.branches[1])], n.is_gradient, f"cond {n.name}"
+    if not isinstance(body, WhileBody):
+        raise GraphCompilerError(f"internal error: viz draws no body of {type(body).__name__} ({n.name!r})")
+    return [("cond", body.test), ("body", body.step)], n.is_gradient, f"while_loop {n.name}"
+
+
+def _draw_body_box(
+    dot: graphviz.Digraph, prefix: str, traced: Traced, sub_ids: dict, label: str, rev: bool, depth: int
+) -> None:
+    """One body's nodes and edges in a box (a graphviz cluster) of `dot`; the bodies of its own control-flow
+    nodes in boxes inside it, three levels deep at most."""
+    with dot.subgraph(name=f"cluster_{prefix}") as box:
+        box.attr(
+            label=label,
+            style="rounded,dashed" if not rev else "dashed",
+            color="#8a6d3b" if not rev else "#3b6d8a",
+            fontsize="10",
+            labeljust="l",
+        )
+        for m in traced.graph.nodes:
+            shape = "ellipse" if m.op.name == "input" else "box"
+            text = f"{m.name}\n{m.op.name} {fmt_shape(m.shape)}"
+            box.node(
+                sub_ids[m],
+                label=text,
+                shape=shape,
+                fontsize="9",
+                style="filled" + (",rounded" if shape == "box" and not m.is_gradient else ""),
+                fillcolor="#f3f0e8" if not m.is_gradient else "#e8eef3",
+            )
+        for m in traced.graph.nodes:
+            for x in m.inputs:
+                box.edge(sub_ids[x], sub_ids[m])
+        inner = [m for m in traced.graph.nodes if m.op.has_body]
+        if inner and depth < 3:
+            _draw_bodies(box, inner, sub_ids, depth + 1)
+
+
 # -- a Program's plan ---------------------------------------------------------------------------
 
 
@@ -886,5 +967,7 @@ def mimebundle(what: Any, text: str) -> dict[str, str]:
         return {"text/plain": text}
 
 
-# a Graph in a notebook shows its picture (graph.py, the layer below, does not import this module)
+# a Graph and a Program in a notebook show their pictures (graph.py and compiler/, the layers below, do not
+# import this module)
 install(Graph, _repr_mimebundle_=lambda self, include=None, exclude=None: mimebundle(self, str(self)))
+install(Program, _repr_mimebundle_=lambda self, include=None, exclude=None: mimebundle(self, str(self)))

@@ -487,7 +487,7 @@ def test_bounded_while_loop_gradient_saves_and_loads(tmp_path):
         gc.compile(g2[short.name]).run(f)
 
 def test_scan_length_is_limited_where_the_scan_is_built():
-    from graphcompiler.ops.control import MAX_SCAN_LENGTH
+    from graphcompiler.control import MAX_SCAN_LENGTH
 
     g = gc.Graph("long")
     h0 = g.input("h0", (2,))
@@ -679,7 +679,7 @@ def test_lstm_residuals_are_kept_and_saved(tmp_path, rng):
 def test_unrolled_picture_is_the_same_computation(rng):
     g, L, ins, h_T, hs = rnn_graph()
     grads = gc.build_grad(L, list(ins))
-    from graphcompiler.ops.control import unroll
+    from graphcompiler.control.unroll import unroll
     u = unroll(g, max_steps=8)
     assert not any(n.op.name in ("scan", "result") for n in u.nodes)
     assert sum(n.op.name == "tanh" for n in u.nodes) >= T

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import graphcompiler as gc
-from graphcompiler.ops import control
+from graphcompiler import control
 from graphcompiler import graph as G
 from graphcompiler import io
 from test_io import assert_same_graph

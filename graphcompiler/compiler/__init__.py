@@ -15,7 +15,7 @@ import os
 from typing import Iterable, Mapping
 
 from ..errors import GraphCompilerError
-from ..graph import Graph, GraphMismatchError, Node, provide
+from ..graph import Graph, GraphMismatchError, Node
 from .program import CACHE_SIZE, Program
 
 DEFAULT_BACKEND = os.environ.get("GRAPHCOMPILER_BACKEND", "numpy")  # compile's backend when none is named
@@ -64,6 +64,3 @@ def compile(
         backend=backend,
         cache_size=cache_size,
     )
-
-
-provide(compile=compile)  # control flow compiles its bodies with it (graph.service)

@@ -530,13 +530,7 @@ class Program:
             f"peak {_fmt_bytes(self.stats.get('peak_bytes', 0))}>"
         )
 
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        try:
-            from ..viz import to_dot
-
-            return {"image/svg+xml": to_dot(self)._repr_image_svg_xml(), "text/plain": str(self)}
-        except Exception:  # no viz module or no dot binary: the listing
-            return {"text/plain": str(self)}
+    # _repr_mimebundle_ (its picture in a notebook) is installed by viz.py, the layer above
 
 
 def _graph_nodes(graph: Graph, origins: set[Node]) -> list[Node]:

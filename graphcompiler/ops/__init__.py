@@ -82,4 +82,3 @@ from .special import (
 from .reductions import argmax, argmin, cumsum, min, prod, std, var
 from .contract import einsum, outer, tensordot
 from .conv import avg_pool2d, conv1d, conv2d, max_pool2d
-from .control import cond, scan, while_loop  # gc.recurrence: from graphcompiler.symbolic (export)
