@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "graphcompiler"
 # or units of its own rank that do not import it back. symbolic_terms imports nothing of the package but
 # errors: the op blocks' SymPy rules use it (inside the rule, so SymPy loads only when a graph is exported).
 RANKS = {"errors": 0, "budget": 1, "symbolic_terms": 1, "graph": 2, "ops": 3,
-         "autodiff": 4, "compiler": 4, "runtime": 4, "io": 4, "viz": 4, "symbolic": 4, "linalg": 4, "random": 4,
+         "autodiff": 4, "compiler": 4, "backends": 4, "io": 4, "viz": 4, "symbolic": 4, "linalg": 4, "random": 4,
          "cli": 5, "demo": 5, "__main__": 5, "__init__": 5, "_lazy": 5}
 HEAVY = ("sympy", "networkx", "graphviz", "matplotlib", "sklearn", "tqdm")
 

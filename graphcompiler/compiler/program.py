@@ -22,7 +22,7 @@ from ..errors import FeedError, GraphCompilerError, NumericsError, ShapeError, f
 from ..graph import Graph, Node, paused_gc
 from ..ops.base import Input, Parameter
 from . import pipeline
-from .backends import evaluator_class, new_evaluator
+from ..backends import evaluator_class, new_evaluator
 from .ir import is_leaf, value_inputs
 from .lowered import LoweredProgram
 from .memory import BufferPlan, plan_buffers

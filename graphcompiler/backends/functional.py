@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .compiler.lowered import Const, LoweredProgram
-from .errors import ExecutionError, GraphCompilerError
+from .lowered import Const, LoweredProgram
+from ..errors import ExecutionError, GraphCompilerError
 
 Kernel = Callable[..., Any]
 KERNELS: dict[str, Kernel] = {}
@@ -44,7 +44,7 @@ class Env:
 
     def check_finite(self, st, r, args):
         """nan_check: r, after checking it holds no NaN or infinity (NumericsError naming the step)."""
-        from .runtime import check_finite
+        from .numpy import check_finite
 
         check_finite(st.label, st.op_name, np.asarray(r), [np.asarray(a) for a in args], st.arg_names)
         return r

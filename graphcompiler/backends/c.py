@@ -51,8 +51,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .compiler.lowered import ALIGN, Const, LoweredProgram
-from .errors import ExecutionError, GraphCompilerError
+from .lowered import ALIGN, Const, LoweredProgram
+from ..errors import ExecutionError, GraphCompilerError
 
 # never -ffast-math: NaN/inf must survive. A GNU standard, as C99 with trigraphs off (`??/` would be a backslash);
 # GNU modes allow contracting a * b + c into one FMA, which ISO modes do not: off, as NumPy rounds each op.
@@ -1912,7 +1912,7 @@ class CEvaluator:
         return gen
 
     def _to_numpy(self):
-        from .runtime import NumpyEvaluator
+        from .numpy import NumpyEvaluator
 
         self._numpy = NumpyEvaluator(self.nan_check).load(self.lowered)
         self.run = self._numpy.run  # type: ignore[method-assign]
@@ -2012,7 +2012,7 @@ class CEvaluator:
 
     def _fail(self, k: int | None, leaves) -> None:
         """A step reported an error: the NumPy evaluator raises it with its usual message."""
-        from .runtime import NumpyEvaluator
+        from .numpy import NumpyEvaluator
 
         if self._numpy is None:
             self._numpy = NumpyEvaluator(self.nan_check).load(self.lowered)
