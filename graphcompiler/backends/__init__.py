@@ -1,4 +1,4 @@
-"""The backends and their registry: `compile(..., backend=NAME)` picks the evaluator class that runs the lowered program.
+"""The backends and their registry: `compile(..., backend=NAME)` picks the evaluator class that runs a program.
 
 One module per evaluator: numpy.py (NumpyEvaluator, the reference), c.py (generated C), functional.py (pure
 array-API calls, shared by jax.py, dask.py and cupy.py); lowered.py is the contract they all read (the compiler
