@@ -698,8 +698,17 @@ _C_MATH = {
     np.log2: "log2",
     np.log10: "log10",
     np.trunc: "trunc",
+    np.fabs: "fabs",
 }
-_C_MATH2 = {np.arctan2: "atan2", np.hypot: "hypot", np.copysign: "copysign"}  # binary, floats
+_C_MATH2 = {  # binary, floats
+    np.arctan2: "atan2",
+    np.hypot: "hypot",
+    np.copysign: "copysign",
+    np.fmod: "fmod",
+    np.fmax: "fmax",
+    np.fmin: "fmin",
+    np.nextafter: "nextafter",
+}
 _ARITH = {np.add: "+", np.subtract: "-", np.multiply: "*", np.divide: "/"}
 _COMPARE = {
     np.greater: ">",
