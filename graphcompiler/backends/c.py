@@ -672,7 +672,7 @@ _RESHAPES = (Reshape, ReshapeLike, ExpandDims, Squeeze)  # views that copy into 
 _FOLDABLE = (Count, ZerosLike)  # ops of constants only: computed once by NumPy at generation, stored as literals
 
 # NumPy ufunc -> the C99 <math.h> function of the same value on floats (float32: the name with an f)
-_C_MATH = {
+_C_MATH: dict[Any, str] = {
     np.sqrt: "sqrt",
     np.exp: "exp",
     np.log: "log",
@@ -700,7 +700,7 @@ _C_MATH = {
     np.trunc: "trunc",
     np.fabs: "fabs",
 }
-_C_MATH2 = {  # binary, floats
+_C_MATH2: dict[Any, str] = {  # binary, floats
     np.arctan2: "atan2",
     np.hypot: "hypot",
     np.copysign: "copysign",
@@ -709,8 +709,8 @@ _C_MATH2 = {  # binary, floats
     np.fmin: "fmin",
     np.nextafter: "nextafter",
 }
-_ARITH = {np.add: "+", np.subtract: "-", np.multiply: "*", np.divide: "/"}
-_COMPARE = {
+_ARITH: dict[Any, str] = {np.add: "+", np.subtract: "-", np.multiply: "*", np.divide: "/"}
+_COMPARE: dict[Any, str] = {
     np.greater: ">",
     np.less: "<",
     np.greater_equal: ">=",
@@ -843,7 +843,7 @@ def _reciprocal(st, ops, in_dtypes, dt, T):
 
 
 # the ufuncs whose C is an expression of its own (not a <math.h> function or an operator)
-_UFUNC_EXPR: dict[np.ufunc, Expr] = {
+_UFUNC_EXPR: dict[Any, Expr] = {
     np.maximum: _maximum,
     np.minimum: _minimum,
     np.power: _power,
@@ -927,15 +927,16 @@ def ew_expr(st, ops: list[str], in_dtypes: list) -> str:
         raise Unsupported(st.op_name)
     dt = np.dtype(st.dtype)
     T = ctype(dt)
-    if fn.mixed:
+    if getattr(fn, "mixed", False):
         return fn(st, ops, in_dtypes, dt, T)
-    if fn.bools != "any" and (dt.kind == "b" or any(np.dtype(d).kind == "b" for d in in_dtypes) and fn.bools != "in"):
+    bools = getattr(fn, "bools", "none")
+    if bools != "any" and (dt.kind == "b" or any(np.dtype(d).kind == "b" for d in in_dtypes) and bools != "in"):
         raise Unsupported(f"{st.op_name} on bool")
     return fn(st, [f"(({T})({o}))" for o in ops], in_dtypes, dt, T)
 
 
 # the vectorised loops (GCC vector types): C's operators, or glibc's libmvec functions called directly
-_VEC_OPS = {np.add: "+", np.subtract: "-", np.multiply: "*", np.divide: "/"}
+_VEC_OPS: dict[Any, str] = {np.add: "+", np.subtract: "-", np.multiply: "*", np.divide: "/"}
 
 
 def _vector_from_ufunc(u: np.ufunc) -> Callable | None:
@@ -1385,7 +1386,9 @@ class Generator:
             self.vec_used.add(("fn", name, V, isa, w, suffix))
             return f"_ZGV{isa}N{w}v_{name}{suffix}({x})"
 
-        return C_VECTOR(st.op)(ops, call)
+        vexpr = C_VECTOR(st.op)
+        assert vexpr is not None  # _vector_fit admitted only steps that have one
+        return vexpr(ops, call)
 
     def vec_prelude(self) -> str:
         out = []

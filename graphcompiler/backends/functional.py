@@ -787,7 +787,8 @@ def _dt(env, dtype):
 def coverage() -> list[str]:
     """The op names with a functional kernel (the op table's classes and the optimiser's fused ops)."""
     classes = set(OPS.values()) | set(KERNELS.classes())
-    return sorted({c.name for c in classes if isinstance(getattr(c, "name", None), str) and KERNELS.lookup(c)})
+    names = {c: getattr(c, "name", None) for c in classes}
+    return sorted(n for c, n in names.items() if isinstance(n, str) and KERNELS.lookup(c))
 
 
 def missing_kernels(lowered: LoweredProgram) -> list[str]:
@@ -828,7 +829,10 @@ def evaluate(env: Env, lowered: LoweredProgram, leaves: Sequence[Any], wrap_erro
         # the graph inputs only: the NumPy call's extra constants (fast_kernel's) follow them
         args = [_const(env, a.value) if isinstance(a, Const) else values[a] for a in st.args[: len(st.arg_names)]]
         try:
-            r = KERNELS(st.op)(env, st, *args)
+            kernel = KERNELS(st.op)
+            if kernel is None:  # load's check_coverage refuses such a program first
+                raise GraphCompilerError(f"no {env.name} kernel for op {st.op_name} (used by {st.label})")
+            r = kernel(env, st, *args)
             want = _dt(env, st.dtype)
             if getattr(r, "dtype", None) != want:
                 r = xp.astype(env.asarray(r) if not hasattr(r, "dtype") else r, want)
