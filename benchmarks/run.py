@@ -210,7 +210,7 @@ def c_backend(outputs, feeds, ref) -> dict | None:
     import tempfile
     import numpy as np
     import graphcompiler as gc
-    from graphcompiler import cbackend
+    from graphcompiler.backends import c as cbackend
     try:
         cbackend.toolchain()
     except gc.GraphCompilerError:

@@ -24,8 +24,8 @@ from .autodiff import build_grad
 from .compiler import compile
 from .control import cond, scan, while_loop  # control flow: above autodiff and the compiler
 from .compiler.program import Program
-from .compiler.backends import backends
-from .runtime import NumpyEvaluator
+from . import backends  # the package, callable: gc.backends() lists them
+from .backends.numpy import NumpyEvaluator
 from ._lazy import __dir__, __getattr__  # to_sympy, to_latex, derivation: SymPy loads on first use
 from .io import load
 from .viz import render, to_dot

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import graphcompiler as gc
-from graphcompiler import cbackend
-from graphcompiler.cbackend import CEvaluator
+from graphcompiler.backends import c as cbackend
+from graphcompiler.backends.c import CEvaluator
 
 from test_compiler import random_graph
 

@@ -10,7 +10,7 @@ from test_compiler import PASS_SETS, d2l_mlp, random_graph
 from test_lowered import mlp
 
 import graphcompiler as gc
-from graphcompiler.backends_functional import KERNELS, coverage
+from graphcompiler.backends.functional import KERNELS, coverage
 
 jax = pytest.importorskip("jax")
 da = pytest.importorskip("dask.array")
@@ -402,8 +402,8 @@ def test_runs_from_several_threads_agree(backend):
 @given(random_graph(), st.sampled_from(PASS_SETS))
 def test_functional_kernels_on_numpy_agree_with_the_numpy_evaluator(outputs, optimize):
     """The functional evaluator on NumPy's array API namespace (cheap: many graphs) against the out= evaluator."""
-    from graphcompiler.backends_functional import ArrayApiEvaluator
-    from graphcompiler.compiler import backends
+    from graphcompiler.backends.functional import ArrayApiEvaluator
+    import graphcompiler.backends as backends
     rng = np.random.default_rng(1)
     feeds = {"a": rng.standard_normal((3, 4)) * 0.5, "b": rng.standard_normal((3, 4)) * 0.5}
     ref = gc.compile(outputs, optimize=optimize).run(feeds)

@@ -14,8 +14,8 @@ import test_ops_indexing
 import test_ops_special
 
 import graphcompiler as gc
-from graphcompiler.backends_functional import KERNELS, ArrayApiEvaluator
-from graphcompiler.compiler import backends
+from graphcompiler.backends.functional import KERNELS, ArrayApiEvaluator
+import graphcompiler.backends as backends
 
 CASES = list(test_ops.CASES) + list(test_ops_special.CASES) + list(test_ops_indexing.CASES)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import graphcompiler as gc
-from graphcompiler import cbackend
+from graphcompiler.backends import c as cbackend
 
 CC = cbackend.find_compiler()
 needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler on this machine")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import graphcompiler as gc
-from graphcompiler import cbackend
+from graphcompiler.backends import c as cbackend
 from graphcompiler.graph import name_problem
 
 needs_cc = pytest.mark.skipif(cbackend.find_compiler() is None, reason="no C compiler on this machine")

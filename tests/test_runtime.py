@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import graphcompiler as gc
-from graphcompiler.runtime import CODEGEN_LIMIT
+from graphcompiler.backends.numpy import CODEGEN_LIMIT
 
 
 def small():

@@ -165,7 +165,7 @@ def test_the_cache_of_specialisations_is_bounded():
 
 def test_concurrent_runs_of_a_program_run_in_the_loop():
     """A program longer than CODEGEN_LIMIT runs in the loop evaluator: each runner has its own buffers too."""
-    from graphcompiler.runtime import CODEGEN_LIMIT
+    from graphcompiler.backends.numpy import CODEGEN_LIMIT
     g = gc.Graph("long")
     x = g.input("x", shape=(None, 32))
     z = x

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from ..backends.lowered import BufferView, Const, LoweredProgram, LoweredStep, OutSlot
 from ..graph import Node
 from ..ops.base import Constant, Input, Op, Parameter
 from .ir import Context
-from .lowered import BufferView, Const, LoweredProgram, LoweredStep, OutSlot
 
 if TYPE_CHECKING:
     from .memory import BufferPlan

@@ -17,14 +17,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..backends import evaluator_class, new_evaluator
+from ..backends.lowered import LoweredProgram
 from ..budget import time_budget
 from ..errors import FeedError, GraphCompilerError, NumericsError, ShapeError, fmt_shape
 from ..graph import Graph, Node, paused_gc
 from ..ops.base import Input, Parameter
 from . import pipeline
-from .backends import evaluator_class, new_evaluator
 from .ir import is_leaf, value_inputs
-from .lowered import LoweredProgram
 from .memory import BufferPlan, plan_buffers
 from .pipeline import PASSES, concretize, is_topological, passes_of  # noqa: F401  (PASSES, concretize: API)
 from .report import MemoryReport, build_report

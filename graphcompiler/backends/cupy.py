@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from .backends_functional import Env, check_coverage, evaluate
-from .compiler.lowered import LoweredProgram
-from .errors import GraphCompilerError
+from .functional import Env, check_coverage, evaluate
+from .lowered import LoweredProgram
+from ..errors import GraphCompilerError
 
 
 def availability() -> tuple[bool, str]:

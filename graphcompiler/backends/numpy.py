@@ -18,9 +18,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import budget
-from .compiler.lowered import Const, LoweredProgram, OutSlot
-from .errors import ExecutionError, GraphCompilerError, NumericsError, fmt_shape
+from .. import budget
+from .lowered import Const, LoweredProgram, OutSlot
+from ..errors import ExecutionError, GraphCompilerError, NumericsError, fmt_shape
 
 CODEGEN_LIMIT = 3000  # steps; longer programs run in the loop (Python's compiler is slow on huge functions)
 CHECK_EVERY = 256  # steps between two checks of the run's time budget (budget.py; loops check every iteration)

@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from .backends_functional import Env, check_coverage, check_range, evaluate
-from .compiler.lowered import LoweredProgram
-from .errors import ExecutionError, FeedError, GraphCompilerError
+from .functional import Env, check_coverage, check_range, evaluate
+from .lowered import LoweredProgram
+from ..errors import ExecutionError, FeedError, GraphCompilerError
 
 
 def availability() -> tuple[bool, str]:

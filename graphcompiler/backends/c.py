@@ -47,12 +47,33 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .compiler.lowered import ALIGN, Const, LoweredProgram
-from .errors import ExecutionError, GraphCompilerError
+from ..errors import ExecutionError, GraphCompilerError
+from ..ops.elementwise import Astype, Identity, Relu, Sigmoid, StopGradient, Where
+from ..ops.fused import DotAll, MinusOneHot, PickMean
+from ..ops.linalg import Matmul
+from ..ops.nn import MSE, LogSoftmax, LogSumExp, OneHot, Softmax, SoftmaxCrossEntropy
+from ..ops.reduce import Max, Mean, Sum
+from ..ops.reductions import Min, Prod
+from ..ops.shape import (
+    BroadcastLike,
+    BroadcastTo,
+    Count,
+    ExpandDims,
+    GetItem,
+    Reshape,
+    ReshapeLike,
+    Squeeze,
+    SumLike,
+    Transpose,
+    ZerosLike,
+)
+from ..ops.special import Erf, LogSigmoid, Softplus
+from .dispatch import Dispatch
+from .lowered import ALIGN, Const, LoweredProgram
 
 # never -ffast-math: NaN/inf must survive. A GNU standard, as C99 with trigraphs off (`??/` would be a backslash);
 # GNU modes allow contracting a * b + c into one FMA, which ISO modes do not: off, as NumPy rounds each op.
@@ -639,56 +660,260 @@ def _loops(shape: tuple, strides_list: list) -> tuple[list, list]:
 
 
 # -- elementwise expressions ---------------------------------------------------------------------
+#
+# An elementwise step's C expression is found from its op record (dispatch.py): from the ufunc the op class
+# declares, through the tables below keyed by the ufunc object (written once for every op that declares it),
+# or registered for the class (the ops NumPy has no ufunc for: relu, sigmoid, where, ...). An op with neither
+# runs as a NumPy segment between C segments.
 
 # ops the generator writes as strided views of their first input (no loop of their own)
-_VIEWS = frozenset(
-    {"reshape", "reshape_like", "transpose", "expand_dims", "squeeze", "broadcast_to", "broadcast_like", "getitem"}
-)
+_VIEWS = (Reshape, ReshapeLike, Transpose, ExpandDims, Squeeze, BroadcastTo, BroadcastLike, GetItem)
+_RESHAPES = (Reshape, ReshapeLike, ExpandDims, Squeeze)  # views that copy into their own buffer when they must
+_FOLDABLE = (Count, ZerosLike)  # ops of constants only: computed once by NumPy at generation, stored as literals
 
-_UNARY_F = {
-    "sqrt": "sqrt",
-    "exp": "exp",
-    "log": "log",
-    "log1p": "log1p",
-    "sin": "sin",
-    "cos": "cos",
-    "tanh": "tanh",
-    "expm1": "expm1",
-    "tan": "tan",
-    "arctan": "atan",
-    "sinh": "sinh",
-    "cosh": "cosh",
-    "floor": "floor",
-    "ceil": "ceil",
-    "round": "rint",
-    "erf": "erf",
+# NumPy ufunc -> the C99 <math.h> function of the same value on floats (float32: the name with an f)
+_C_MATH: dict[Any, str] = {
+    np.sqrt: "sqrt",
+    np.exp: "exp",
+    np.log: "log",
+    np.log1p: "log1p",
+    np.sin: "sin",
+    np.cos: "cos",
+    np.tanh: "tanh",
+    np.expm1: "expm1",
+    np.tan: "tan",
+    np.arctan: "atan",
+    np.sinh: "sinh",
+    np.cosh: "cosh",
+    np.floor: "floor",
+    np.ceil: "ceil",
+    np.rint: "rint",
+    np.arcsin: "asin",
+    np.arccos: "acos",
+    np.arcsinh: "asinh",
+    np.arccosh: "acosh",
+    np.arctanh: "atanh",
+    np.cbrt: "cbrt",
+    np.exp2: "exp2",
+    np.log2: "log2",
+    np.log10: "log10",
+    np.trunc: "trunc",
+    np.fabs: "fabs",
 }
-_BINARY_OPS = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
-_COMPARE = {"greater": ">", "less": "<", "greater_equal": ">=", "less_equal": "<=", "equal": "==", "not_equal": "!="}
-ELEMENTWISE = (
-    set(_UNARY_F)
-    | set(_BINARY_OPS)
-    | set(_COMPARE)
-    | {
-        "negative",
-        "square",
-        "abs",
-        "sign",
-        "relu",
-        "sigmoid",
-        "identity",
-        "stop_gradient",
-        "maximum",
-        "minimum",
-        "power",
-        "where",
-        "astype",
-        "reciprocal",
-        "softplus",
-        "log_sigmoid",
-        "logaddexp",
-    }
-)
+_C_MATH2: dict[Any, str] = {  # binary, floats
+    np.arctan2: "atan2",
+    np.hypot: "hypot",
+    np.copysign: "copysign",
+    np.fmod: "fmod",
+    np.fmax: "fmax",
+    np.fmin: "fmin",
+    np.nextafter: "nextafter",
+}
+_ARITH: dict[Any, str] = {np.add: "+", np.subtract: "-", np.multiply: "*", np.divide: "/"}
+_COMPARE: dict[Any, str] = {
+    np.greater: ">",
+    np.less: "<",
+    np.greater_equal: ">=",
+    np.less_equal: "<=",
+    np.equal: "==",
+    np.not_equal: "!=",
+}
+
+Expr = Callable[..., str]  # expr(st, ops, in_dtypes, dt, T) -> the C expression of the step
+
+
+def _expr(mixed: bool = False, bools: str = "none") -> Callable[[Expr], Expr]:
+    """Mark an expression: `mixed` ones see their operands as they are (their dtypes differ from the result's),
+    the others get them cast to the result's C type T; `bools`: "none" (refused on bool), "in" (bool operands
+    allowed, C's arithmetic promotes them) or "any"."""
+
+    def mark(fn: Expr) -> Expr:
+        fn.mixed, fn.bools = mixed, bools  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def _floats_only(st, dt: np.dtype) -> None:
+    if dt.kind != "f":
+        raise Unsupported(f"{st.op_name} of integers")
+
+
+def _from_ufunc(u: np.ufunc) -> Expr | None:
+    """The C expression of an op that declares `ufunc = u`, from the tables above; None: no C for it."""
+    if u in _C_MATH:
+        f = _C_MATH[u]
+
+        @_expr()
+        def math1(st, ops, in_dtypes, dt, T):
+            _floats_only(st, dt)
+            return f"{_fn(f, dt)}({ops[0]})"
+
+        return math1
+    if u in _C_MATH2:
+        f2 = _C_MATH2[u]
+
+        @_expr()
+        def math2(st, ops, in_dtypes, dt, T):
+            _floats_only(st, dt)
+            return f"{_fn(f2, dt)}({ops[0]}, {ops[1]})"
+
+        return math2
+    if u in _ARITH:
+        sym = _ARITH[u]
+
+        @_expr(bools="in")
+        def arith(st, ops, in_dtypes, dt, T):
+            if u is np.divide and dt.kind != "f":
+                raise Unsupported("integer divide")
+            if dt.kind == "b":
+                raise Unsupported(f"{st.op_name} on bool")
+            return f"({ops[0]} {sym} {ops[1]})"
+
+        return arith
+    if u in _COMPARE:
+        cmp = _COMPARE[u]
+
+        @_expr(mixed=True)
+        def compare(st, ops, in_dtypes, dt, T):
+            common = ctype(np.result_type(*in_dtypes))
+            return f"(({common})({ops[0]}) {cmp} ({common})({ops[1]}))"
+
+        return compare
+    return _UFUNC_EXPR.get(u)
+
+
+@_expr()
+def _maximum(st, ops, in_dtypes, dt, T):
+    a, b = ops
+    if dt.kind == "f":
+        return f"gc_max_{T}({a}, {b})"
+    return f"(({a}) > ({b}) ? ({a}) : ({b}))"
+
+
+@_expr()
+def _minimum(st, ops, in_dtypes, dt, T):
+    a, b = ops
+    if dt.kind == "f":
+        return f"gc_min_{T}({a}, {b})"
+    return f"(({a}) < ({b}) ? ({a}) : ({b}))"
+
+
+@_expr()
+def _power(st, ops, in_dtypes, dt, T):
+    if dt.kind != "f":
+        raise Unsupported("integer power")
+    return f"{_fn('pow', dt)}({ops[0]}, {ops[1]})"
+
+
+@_expr()
+def _logaddexp(st, ops, in_dtypes, dt, T):
+    _floats_only(st, dt)
+    return f"gc_logaddexp_{T}({ops[0]}, {ops[1]})"
+
+
+@_expr()
+def _negative(st, ops, in_dtypes, dt, T):
+    return f"(-{ops[0]})"
+
+
+@_expr()
+def _square(st, ops, in_dtypes, dt, T):
+    return f"({ops[0]} * {ops[0]})"
+
+
+@_expr()
+def _abs(st, ops, in_dtypes, dt, T):
+    a = ops[0]
+    return f"{_fn('fabs', dt)}({a})" if dt.kind == "f" else f"({a} < 0 ? -{a} : {a})"
+
+
+@_expr()
+def _sign(st, ops, in_dtypes, dt, T):
+    a = ops[0]
+    if dt.kind == "f":
+        return f"gc_sign_{T}({a})"
+    return f"(({T})(({a} > 0) - ({a} < 0)))"
+
+
+@_expr()
+def _reciprocal(st, ops, in_dtypes, dt, T):
+    _floats_only(st, dt)
+    return f"(({T})1 / {ops[0]})"
+
+
+# the ufuncs whose C is an expression of its own (not a <math.h> function or an operator)
+_UFUNC_EXPR: dict[Any, Expr] = {
+    np.maximum: _maximum,
+    np.minimum: _minimum,
+    np.power: _power,
+    np.logaddexp: _logaddexp,
+    np.negative: _negative,
+    np.square: _square,
+    np.absolute: _abs,
+    np.sign: _sign,
+    np.reciprocal: _reciprocal,
+}
+
+C_EXPR = Dispatch("c", derive=_from_ufunc)  # op class -> its elementwise C expression
+
+
+@C_EXPR.register(Identity, StopGradient)
+@_expr(bools="any")
+def _identity(st, ops, in_dtypes, dt, T):
+    return ops[0]
+
+
+@C_EXPR.register(Relu)
+@_expr()
+def _relu(st, ops, in_dtypes, dt, T):
+    a = ops[0]
+    return f"gc_max_{T}({a}, ({T})0)" if dt.kind == "f" else f"({a} > 0 ? {a} : ({T})0)"
+
+
+@C_EXPR.register(Sigmoid)
+@_expr()
+def _sigmoid(st, ops, in_dtypes, dt, T):
+    _floats_only(st, dt)
+    return f"gc_sigmoid_{T}({ops[0]})"
+
+
+@C_EXPR.register(Softplus)
+@_expr()
+def _softplus(st, ops, in_dtypes, dt, T):
+    _floats_only(st, dt)
+    return f"gc_logaddexp_{T}(({T})0, {ops[0]})"
+
+
+@C_EXPR.register(LogSigmoid)
+@_expr()
+def _log_sigmoid(st, ops, in_dtypes, dt, T):
+    _floats_only(st, dt)
+    return f"(-gc_logaddexp_{T}(({T})0, -{ops[0]}))"
+
+
+@C_EXPR.register(Erf)
+@_expr()
+def _erf(st, ops, in_dtypes, dt, T):
+    _floats_only(st, dt)
+    return f"{_fn('erf', dt)}({ops[0]})"
+
+
+@C_EXPR.register(Where)
+@_expr(mixed=True)
+def _where(st, ops, in_dtypes, dt, T):
+    return f"({ops[0]} ? ({T})({ops[1]}) : ({T})({ops[2]}))"
+
+
+@C_EXPR.register(Astype)
+@_expr(mixed=True)
+def _astype(st, ops, in_dtypes, dt, T):
+    src = np.dtype(in_dtypes[0])
+    if dt.kind == "b":
+        return f"(({ops[0]}) != 0)"
+    if src.kind == "f" and dt.kind in "iu":
+        raise Unsupported("astype from float to int")
+    return f"(({T})({ops[0]}))"
 
 
 def _fn(name: str, dt) -> str:
@@ -697,82 +922,41 @@ def _fn(name: str, dt) -> str:
 
 def ew_expr(st, ops: list[str], in_dtypes: list) -> str:
     """The C expression of an elementwise step on operand expressions `ops` (of dtypes in_dtypes)."""
-    name, dt = st.op_name, np.dtype(st.dtype)
+    fn = C_EXPR(st.op)
+    if fn is None:
+        raise Unsupported(st.op_name)
+    dt = np.dtype(st.dtype)
     T = ctype(dt)
-    if name in ("where", "astype") or name in _COMPARE:
-        return _mixed_dtype_expr(name, dt, T, ops, in_dtypes)
-    if dt.kind == "b" or any(np.dtype(d).kind == "b" for d in in_dtypes) and name not in _BINARY_OPS:
-        if name not in ("identity", "stop_gradient"):
-            raise Unsupported(f"{name} on bool")
-    a = f"(({T})({ops[0]}))"
-    if name in _BINARY_OPS or name in ("maximum", "minimum", "power", "logaddexp"):
-        return _binary_expr(name, dt, T, a, f"(({T})({ops[1]}))")
-    return _unary_expr(name, dt, T, a)
+    if getattr(fn, "mixed", False):
+        return fn(st, ops, in_dtypes, dt, T)
+    bools = getattr(fn, "bools", "none")
+    if bools != "any" and (dt.kind == "b" or any(np.dtype(d).kind == "b" for d in in_dtypes) and bools != "in"):
+        raise Unsupported(f"{st.op_name} on bool")
+    return fn(st, [f"(({T})({o}))" for o in ops], in_dtypes, dt, T)
 
 
-def _mixed_dtype_expr(name: str, dt: np.dtype, T: str, ops: list[str], in_dtypes: list) -> str:
-    """where, the comparisons and astype: the steps whose operands' dtypes differ from their result's (C type T)."""
-    if name == "where":
-        return f"({ops[0]} ? ({T})({ops[1]}) : ({T})({ops[2]}))"
-    if name in _COMPARE:
-        common = ctype(np.result_type(*in_dtypes))
-        return f"(({common})({ops[0]}) {_COMPARE[name]} ({common})({ops[1]}))"
-    src = np.dtype(in_dtypes[0])  # astype
-    if dt.kind == "b":
-        return f"(({ops[0]}) != 0)"
-    if src.kind == "f" and dt.kind in "iu":
-        raise Unsupported("astype from float to int")
-    return f"(({T})({ops[0]}))"
+# the vectorised loops (GCC vector types): C's operators, or glibc's libmvec functions called directly
+_VEC_OPS: dict[Any, str] = {np.add: "+", np.subtract: "-", np.multiply: "*", np.divide: "/"}
 
 
-def _binary_expr(name: str, dt: np.dtype, T: str, a: str, b: str) -> str:
-    """A binary op on operands `a` and `b` already cast to the result's C type T."""
-    if name in _BINARY_OPS:
-        if name == "divide" and dt.kind != "f":
-            raise Unsupported("integer divide")
-        if dt.kind == "b":
-            raise Unsupported(f"{name} on bool")
-        return f"({a} {_BINARY_OPS[name]} {b})"
-    if name in ("maximum", "minimum"):
-        if dt.kind == "f":
-            return f"gc_{name[:3]}_{T}({a}, {b})"
-        return f"(({a}) {'>' if name == 'maximum' else '<'} ({b}) ? ({a}) : ({b}))"
-    if dt.kind != "f":
-        raise Unsupported("integer power" if name == "power" else f"{name} of integers")
-    if name == "power":
-        return f"{_fn('pow', dt)}({a}, {b})"
-    return f"gc_logaddexp_{T}({a}, {b})"
+def _vector_from_ufunc(u: np.ufunc) -> Callable | None:
+    """vexpr(ops, call) -> the vector expression of an op declaring `ufunc = u`; call(fname, x) a libmvec call."""
+    if u in _VEC_OPS:
+        return lambda ops, call: f"({ops[0]} {_VEC_OPS[u]} {ops[1]})"
+    if u is np.negative:
+        return lambda ops, call: f"(-{ops[0]})"
+    if u is np.square:
+        return lambda ops, call: f"({ops[0]} * {ops[0]})"
+    if _C_MATH.get(u) in _SIMD_FUNCS:
+        return lambda ops, call: call(_C_MATH[u], ops[0])
+    return None
 
 
-def _unary_expr(name: str, dt: np.dtype, T: str, a: str) -> str:
-    """A unary op on operand `a` already cast to the result's C type T."""
-    if name in _UNARY_F:
-        if dt.kind != "f":
-            raise Unsupported(f"{name} of integers")
-        return f"{_fn(_UNARY_F[name], dt)}({a})"
-    if name in ("identity", "stop_gradient"):
-        return a
-    if name == "negative":
-        return f"(-{a})"
-    if name == "square":
-        return f"({a} * {a})"
-    if name == "abs":
-        return f"{_fn('fabs', dt)}({a})" if dt.kind == "f" else f"({a} < 0 ? -{a} : {a})"
-    if name == "sign":
-        if dt.kind == "f":
-            return f"gc_sign_{T}({a})"
-        return f"(({T})(({a} > 0) - ({a} < 0)))"
-    if name == "relu":
-        return f"gc_max_{T}({a}, ({T})0)" if dt.kind == "f" else f"({a} > 0 ? {a} : ({T})0)"
-    if name in ("reciprocal", "softplus", "log_sigmoid", "sigmoid"):
-        if dt.kind != "f":
-            raise Unsupported(f"{name} of integers")
-        if name == "reciprocal":
-            return f"(({T})1 / {a})"
-        if name == "sigmoid":
-            return f"gc_sigmoid_{T}({a})"
-        return f"gc_logaddexp_{T}(({T})0, {a})" if name == "softplus" else f"(-gc_logaddexp_{T}(({T})0, -{a}))"
-    raise Unsupported(name)
+C_VECTOR = Dispatch("c-vector", derive=_vector_from_ufunc)
+C_VECTOR.register(Identity, StopGradient)(lambda ops, call: ops[0])
+
+# the steps with a generator method of their own (Generator.c_sum, ...): op class -> method(self, st, pos)
+EMIT = Dispatch("c")
 
 
 _PRELUDE = r"""#include <math.h>
@@ -920,7 +1104,7 @@ class Generator:
     def _join_group(self, st, k: int, group_of: dict[int, list]) -> list | None:
         """The open group step k joins (merging the open groups it reads), a new group, or None (not fusible)."""
         steps = self.lw.steps
-        if not (st.op_name in ELEMENTWISE and not self._all_const(st) and self._ew_ok(st)):
+        if not (C_EXPR(st.op) is not None and not self._all_const(st) and self._ew_ok(st)):
             return None
         cands: list = []
         for a in st.args:
@@ -1136,10 +1320,6 @@ class Generator:
         if not self.vector_loop(group, inside, lays, names, stored, outs, body):
             self.nd_loop(group[-1].shape, lays, body)
 
-    # vectorised groups: GCC vector types and glibc's libmvec functions called directly
-    _VEC_FUNCS = {"sin", "cos", "exp", "log", "tanh", "log1p"}
-    _VEC_OPS = {"add", "subtract", "multiply", "divide", "negative", "square", "identity", "stop_gradient"}
-
     def vector_loop(self, group, inside, lays, names, stored, outs, scalar_body) -> bool:
         """A flat loop over W elements at a time (float types, contiguous or scalar operands), the rest scalar."""
         fit = self._vector_fit(group, lays)
@@ -1163,7 +1343,7 @@ class Generator:
                 else:
                     j = names[id(a) if isinstance(a, Const) else a]
                     ops.append(_vector_operand(lays[j], strides[j][0], V, T))
-            L.append(f"            const {V} t{stp.slot} = {self._vector_expr(stp.op_name, ops, V, isa, w, suffix)};")
+            L.append(f"            const {V} t{stp.slot} = {self._vector_expr(stp, ops, V, isa, w, suffix)};")
         for stp, out in zip(stored, outs):
             L.append(f"            gc_store_{V}({out.ptr()} + i0 * {dt.itemsize}LL, t{stp.slot});")
         L.append("        }")
@@ -1184,7 +1364,7 @@ class Generator:
         dt = np.dtype(group[-1].dtype)
         if dt.kind != "f" or dt.itemsize not in (4, 8):
             return None
-        if any(np.dtype(st.dtype) != dt or st.op_name not in self._VEC_FUNCS | self._VEC_OPS for st in group):
+        if any(np.dtype(st.dtype) != dt or C_VECTOR(st.op) is None for st in group):
             return None
         if any(l.dtype != dt for l in lays):
             return None
@@ -1199,18 +1379,16 @@ class Generator:
             return None
         return dt, n, w, st_
 
-    def _vector_expr(self, name: str, ops: list[str], V: str, isa: str, w: int, suffix: str) -> str:
+    def _vector_expr(self, st, ops: list[str], V: str, isa: str, w: int, suffix: str) -> str:
         """The vector expression of one step: C's operators on GCC vectors, or libmvec's W-wide function."""
-        if name in _BINARY_OPS:
-            return f"({ops[0]} {_BINARY_OPS[name]} {ops[1]})"
-        if name == "negative":
-            return f"(-{ops[0]})"
-        if name == "square":
-            return f"({ops[0]} * {ops[0]})"
-        if name in ("identity", "stop_gradient"):
-            return ops[0]
-        self.vec_used.add(("fn", name, V, isa, w, suffix))
-        return f"_ZGV{isa}N{w}v_{name}{suffix}({ops[0]})"
+
+        def call(name: str, x: str) -> str:
+            self.vec_used.add(("fn", name, V, isa, w, suffix))
+            return f"_ZGV{isa}N{w}v_{name}{suffix}({x})"
+
+        vexpr = C_VECTOR(st.op)
+        assert vexpr is not None  # _vector_fit admitted only steps that have one
+        return vexpr(ops, call)
 
     def vec_prelude(self) -> str:
         out = []
@@ -1251,20 +1429,19 @@ class Generator:
         self.lines.append(f"@@SPLIT {len(self.py_steps) - 1}@@")
 
     def _emit_step(self, st, k: int) -> None:
-        name = st.op_name
         pos = k
-        fn = getattr(self, "op_" + name, None)
+        fn = EMIT(st.op)
         if fn is not None:
-            fn(st, pos)
+            fn(self, st, pos)
             return
-        if name in _VIEWS:
+        if isinstance(st.op, _VIEWS):
             self.view(st, pos)
             return
-        if (name in ("count", "zeros_like") or name in ELEMENTWISE) and self._all_const(st):
+        if (isinstance(st.op, _FOLDABLE) or C_EXPR(st.op) is not None) and self._all_const(st):
             v = np.asarray(st.kernel(*[a.value for a in st.args], **st.kw))
             self.fold(st, v, pos)
             return
-        raise Unsupported(name)
+        raise Unsupported(st.op_name)
 
     def fold(self, st, v, pos) -> None:
         v = np.asarray(v, dtype=st.dtype).reshape(st.shape)
@@ -1306,14 +1483,15 @@ class Generator:
             if st.slot in self.res_index:  # a result that is a view: copied out at the end
                 pass
             return
-        if st.op_name in ("reshape", "reshape_like", "expand_dims", "squeeze"):
+        if isinstance(st.op, _RESHAPES):
             out = self.store(st, pos)
             flat = Layout(out.base, out.offset, src.shape, c_strides(src.shape, dt.itemsize), dt)
             self.copy_loop(src, flat)
             return
         raise Unsupported(f"{st.op_name} that copies")
 
-    def op_sum_like(self, st, pos):
+    @EMIT.register(SumLike)
+    def c_sum_like(self, st, pos):
         g = self.get(st.args[0], pos)
         shape = tuple(st.shape)
         if g.shape == shape:
@@ -1325,25 +1503,30 @@ class Generator:
         axes = tuple(range(lead)) + tuple(lead + k for k, d in enumerate(shape) if d == 1 and g.shape[lead + k] != 1)
         self.reduce(st, g, axes, "sum", pos)
 
-    def op_sum(self, st, pos):
+    @EMIT.register(Sum)
+    def c_sum(self, st, pos):
         self.reduce(st, self.get(st.args[0], pos), tuple(st.op.axis), "sum", pos)
 
-    def op_mean(self, st, pos):
+    @EMIT.register(Mean)
+    def c_mean(self, st, pos):
         self.reduce(st, self.get(st.args[0], pos), tuple(st.op.axis), "mean", pos)
 
-    def op_max(self, st, pos):
+    @EMIT.register(Max)
+    def c_max(self, st, pos):
         x = self.get(st.args[0], pos)
         if any(x.shape[a] == 0 for a in st.op.axis):
             raise Unsupported("max over an empty axis")
         self.reduce(st, x, tuple(st.op.axis), "max", pos)
 
-    def op_min(self, st, pos):
+    @EMIT.register(Min)
+    def c_min(self, st, pos):
         x = self.get(st.args[0], pos)
         if any(x.shape[a] == 0 for a in st.op.axis):
             raise Unsupported("min over an empty axis")
         self.reduce(st, x, tuple(st.op.axis), "min", pos)
 
-    def op_prod(self, st, pos):
+    @EMIT.register(Prod)
+    def c_prod(self, st, pos):
         self.reduce(st, self.get(st.args[0], pos), tuple(st.op.axis), "prod", pos)
 
     def reduce(self, st, x: Layout, axes: tuple, kind: str, pos) -> None:
@@ -1394,7 +1577,8 @@ class Generator:
             L.append(f"{ind}}}")
         L.append("    }")
 
-    def op_dot_all(self, st, pos):
+    @EMIT.register(DotAll)
+    def c_dot_all(self, st, pos):
         a, b = self.get(st.args[0], pos), self.get(st.args[1], pos)
         out = self.store(st, pos)
         T = ctype(st.dtype)
@@ -1427,7 +1611,8 @@ class Generator:
         self.nd_loop(shape, lays, lambda o: [f"s += (double)({self.load(a, o[0])}) * (double)({self.load(b, o[1])});"])
         self.lines.append(f"    *({T} *){out.ptr()} = ({T})s; }}")
 
-    def op_mse(self, st, pos):
+    @EMIT.register(MSE)
+    def c_mse(self, st, pos):
         a, b = self.get(st.args[0], pos), self.get(st.args[1], pos)
         out = self.store(st, pos)
         T = ctype(st.dtype)
@@ -1443,7 +1628,8 @@ class Generator:
         )
         self.lines.append(f"    *({T} *){out.ptr()} = ({T})(s / (double){n}); }}")
 
-    def op_matmul(self, st, pos):
+    @EMIT.register(Matmul)
+    def c_matmul(self, st, pos):
         a, b = self.get(st.args[0], pos), self.get(st.args[1], pos)
         if a.scalar is not None or b.scalar is not None:
             raise Unsupported("matmul of a literal")
@@ -1518,7 +1704,8 @@ class Generator:
         L.extend("        " + b for b in body)
         L.append("    }")
 
-    def op_softmax(self, st, pos):
+    @EMIT.register(Softmax)
+    def c_softmax(self, st, pos):
         T = ctype(st.dtype)
         x, outer, n, inner = self._rows(st, pos, st.op.axis)
         out = self.store(st, pos)
@@ -1536,7 +1723,8 @@ class Generator:
             ],
         )
 
-    def op_log_softmax(self, st, pos):
+    @EMIT.register(LogSoftmax)
+    def c_log_softmax(self, st, pos):
         T = ctype(st.dtype)
         axis = st.op.axis % len(st.shape)
         x, outer, n, inner = self._rows(st, pos, axis)
@@ -1557,7 +1745,8 @@ class Generator:
             ],
         )
 
-    def op_logsumexp(self, st, pos):
+    @EMIT.register(LogSumExp)
+    def c_logsumexp(self, st, pos):
         axes = tuple(st.op.axis)
         x0 = self.get(st.args[0], pos)
         if not axes or list(axes) != list(range(axes[0], axes[-1] + 1)):
@@ -1596,7 +1785,8 @@ class Generator:
             f" if (l < {lo}LL || l >= {c}LL) return {k + 1}; }}"
         )
 
-    def op_softmax_cross_entropy(self, st, pos):
+    @EMIT.register(SoftmaxCrossEntropy)
+    def c_softmax_cross_entropy(self, st, pos):
         x, lab, c, rows = self._labels(st, pos, st.args[0], st.args[1], False)
         out = self.store(st, pos)
         T = ctype(st.dtype)
@@ -1621,7 +1811,8 @@ class Generator:
             else f"    *({T} *){out.ptr()} = NAN; }}"
         )
 
-    def op_pick_mean(self, st, pos):
+    @EMIT.register(PickMean)
+    def c_pick_mean(self, st, pos):
         x, lab, c, rows = self._labels(st, pos, st.args[0], st.args[1], False)
         out = self.store(st, pos)
         T = ctype(st.dtype)
@@ -1638,7 +1829,8 @@ class Generator:
             else f"    *({T} *){out.ptr()} = NAN; }}"
         )
 
-    def op_minus_one_hot(self, st, pos):
+    @EMIT.register(MinusOneHot)
+    def c_minus_one_hot(self, st, pos):
         x, lab, c, rows = self._labels(st, pos, st.args[0], st.args[1], True)
         T = ctype(st.dtype)
         LT = ctype(lab.dtype)
@@ -1651,7 +1843,8 @@ class Generator:
             f" if (l < 0) l += {c}; (({T} *){out.ptr()})[r * {c}LL + l] -= 1; }}"
         )
 
-    def op_one_hot(self, st, pos):
+    @EMIT.register(OneHot)
+    def c_one_hot(self, st, pos):
         lab = self.contiguous(self.get(st.args[0], pos), pos)
         T = ctype(st.dtype)
         LT = ctype(lab.dtype) if lab.scalar is None else None
@@ -1912,7 +2105,7 @@ class CEvaluator:
         return gen
 
     def _to_numpy(self):
-        from .runtime import NumpyEvaluator
+        from .numpy import NumpyEvaluator
 
         self._numpy = NumpyEvaluator(self.nan_check).load(self.lowered)
         self.run = self._numpy.run  # type: ignore[method-assign]
@@ -2012,7 +2205,7 @@ class CEvaluator:
 
     def _fail(self, k: int | None, leaves) -> None:
         """A step reported an error: the NumPy evaluator raises it with its usual message."""
-        from .runtime import NumpyEvaluator
+        from .numpy import NumpyEvaluator
 
         if self._numpy is None:
             self._numpy = NumpyEvaluator(self.nan_check).load(self.lowered)
@@ -2035,7 +2228,6 @@ def _leaf_meta(lw: LoweredProgram) -> dict:
 
 
 def _unknown(st) -> bool:
-    name = st.op_name
-    return not (
-        name in ELEMENTWISE or hasattr(Generator, "op_" + name) or name in _VIEWS or name in ("count", "zeros_like")
-    )
+    """Whether the generator has no C for the step's op (by its record: class or ufunc)."""
+    op = st.op
+    return not (C_EXPR(op) is not None or EMIT(op) is not None or isinstance(op, _VIEWS + _FOLDABLE))

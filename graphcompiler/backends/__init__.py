@@ -1,6 +1,13 @@
-"""The backend registry: `compile(..., backend=NAME)` picks the evaluator class that runs the lowered program.
+"""The backends and their registry: `compile(..., backend=NAME)` picks the evaluator class that runs a program.
 
-A backend is an Evaluator (compiler/lowered.py): `load(lowered)` once per specialisation, `run(leaves)` per
+One module per evaluator: numpy.py (NumpyEvaluator, the reference), c.py (generated C), functional.py (pure
+array-API calls, shared by jax.py, dask.py and cupy.py); lowered.py is the contract they all read (the compiler
+writes it, the backends import nothing of the compiler). Kernels are found from the op record (its class, its
+`ufunc`), never from tables keyed by op-name strings: dispatch.py.
+
+The package is callable: `gc.backends()` lists the registered backends (the function `backends` below).
+
+A backend is an Evaluator (lowered.py): `load(lowered)` once per specialisation, `run(leaves)` per
 call. Register one by adding its name here, as the class itself or as "module:Class" (imported only when a
 program asks for it, so `import graphcompiler` does not load JAX or dask).
 """
@@ -8,16 +15,18 @@ program asks for it, so `import graphcompiler` does not load JAX or dask).
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any, Callable
 
 from ..errors import GraphCompilerError
 
 BACKENDS: dict[str, Any] = {
-    "numpy": "graphcompiler.runtime:NumpyEvaluator",
-    "c": "graphcompiler.cbackend:CEvaluator",
-    "jax": "graphcompiler.backends_jax:JaxEvaluator",
-    "dask": "graphcompiler.backends_dask:DaskEvaluator",
-    "cupy": "graphcompiler.backends_cupy:CupyEvaluator",
+    "numpy": "graphcompiler.backends.numpy:NumpyEvaluator",
+    "c": "graphcompiler.backends.c:CEvaluator",
+    "jax": "graphcompiler.backends.jax:JaxEvaluator",
+    "dask": "graphcompiler.backends.dask:DaskEvaluator",
+    "cupy": "graphcompiler.backends.cupy:CupyEvaluator",
 }
 
 
@@ -69,3 +78,13 @@ def backends() -> list[dict]:
                         ok, why = False, f"{type(e).__name__}: {e}"
         out.append({"name": name, "available": bool(ok), "why": why})
     return out
+
+
+class _Package(types.ModuleType):
+    """`graphcompiler.backends` is both this package and the listing `gc.backends()` (API section 12)."""
+
+    def __call__(self) -> list[dict]:
+        return backends()
+
+
+sys.modules[__name__].__class__ = _Package

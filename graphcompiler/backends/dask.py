@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .backends_functional import Env, check_coverage, evaluate, range_message
-from .compiler.lowered import LoweredProgram
-from .errors import ExecutionError, GraphCompilerError, NumericsError
+from .functional import Env, check_coverage, evaluate, range_message
+from .lowered import LoweredProgram
+from ..errors import ExecutionError, GraphCompilerError, NumericsError
 
 
 def availability() -> tuple[bool, str]:
