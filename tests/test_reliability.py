@@ -54,7 +54,7 @@ def test_label_batch_size_must_match_logits_in_optimised_program():
 
 
 def test_fused_label_kernels_check_batch_size_themselves():
-    from graphcompiler.compiler.fused import MinusOneHot, PickMean
+    from graphcompiler.ops.fused import MinusOneHot, PickMean
     logp = np.log(np.full((4, 3), 1 / 3))
     with pytest.raises(ValueError, match="labels of shape"):
         PickMean().kernel(logp, np.array([0]))

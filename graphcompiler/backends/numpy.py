@@ -1,4 +1,4 @@
-"""The NumPy evaluator: runs a LoweredProgram (compiler/lowered.py) on NumPy arrays, apart from the graph.
+"""The NumPy evaluator: runs a LoweredProgram (backends/lowered.py) on NumPy arrays, apart from the graph.
 
 `load` turns the lowered steps into straight-line Python once (one line per step, values in local variables),
 so a run does no graph walking, no look-up and no dictionary building; very long programs run in a tight loop

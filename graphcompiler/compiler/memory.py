@@ -18,7 +18,7 @@ import numpy as np
 from ..graph import Node
 from .ir import nbytes, value_inputs
 from .lower import can_write_out, worth_a_buffer
-from .lowered import ALIGN
+from ..backends.lowered import ALIGN
 
 
 @dataclass(slots=True)

@@ -26,7 +26,7 @@ from ..graph import Graph, Node
 from ..ops.base import Input, Op
 from .ir import Context, is_leaf, topo_order, value_inputs
 from .lower import lower
-from .lowered import LoweredProgram
+from ..backends.lowered import LoweredProgram
 from .memory import BufferPlan, plan_buffers
 from .recompute import choose, flops
 from .schedule import declared_order, memory_order

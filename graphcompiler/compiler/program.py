@@ -399,7 +399,7 @@ class Program:
     # -- introspection ---------------------------------------------------------------------
     @property
     def lowered(self) -> LoweredProgram | None:
-        """The lowered program (compiler/lowered.py) of the last run's shapes; None before shapes are known."""
+        """The lowered program (backends/lowered.py) of the last run's shapes; None before shapes are known."""
         return self._last.lowered if self._last is not None else None
 
     @property

@@ -20,7 +20,7 @@ from ..ops import elementwise as E
 from ..ops import nn as NN
 from ..ops import shape as S
 from ..ops.base import OPS, Op
-from . import fused as F
+from ..ops import fused as F
 from .ir import LEAF_TYPES, Context, is_leaf, topo_order
 
 Rule = Callable[[Node, Context], "Node | None"]
