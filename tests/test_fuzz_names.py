@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import graphcompiler as gc
-from graphcompiler import cbackend, io
+from graphcompiler import io
+from graphcompiler.backends import c as cbackend
 from graphcompiler.explore import page_html
 from graphcompiler.graph import name_problem
 
