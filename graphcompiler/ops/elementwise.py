@@ -1,4 +1,9 @@
-"""Elementwise ops: arithmetic, functions, comparisons, where and casts, each with its derivative rule."""
+"""Elementwise ops: arithmetic, functions, comparisons, where and casts, each with its derivative rule.
+
+Also logsumexp (re-exported by nn.py): exp's derivative of log(sum(exp(x))) builds a logsumexp node and
+logsumexp's derivative builds exp, so the two blocks live in one module. Broadcasting ops' derivatives sum
+back with shape.sum_to; this module imports shape.py and base.py only.
+"""
 
 from __future__ import annotations
 

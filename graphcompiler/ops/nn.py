@@ -18,7 +18,7 @@ from .base import Op, apply, broadcast_shapes, float_dtype, normalize_axis, unde
 from . import elementwise as E
 from . import reduce as R
 from . import shape as S
-from .elementwise import LogSumExp, logsumexp, logsumexp_kernel, stable_max  # noqa: F401  logsumexp: see there
+from .elementwise import LogSumExp, logsumexp, logsumexp_kernel, stable_max  # noqa: F401  LogSumExp re-exported
 
 
 _UNSIGNED = {np.dtype(t): np.dtype("u" + t) for t in ("int8", "int16", "int32", "int64")}
