@@ -94,6 +94,33 @@ def test_no_import_circle_across_units():
             visit(u, [])
 
 
+def test_the_op_modules_import_one_another_without_a_circle():
+    """Inside ops/ the modules stand in layers too (base -> shape -> elementwise -> reduce -> indexing, nn,
+    linalg, ...): no circle among them, counting imports inside functions (a circle dodged at import time by
+    a function-local import is still a circle)."""
+    edges: dict[str, dict[str, int]] = {}
+    for m, t, line in _imports():
+        if m.startswith("graphcompiler.ops.") and t.startswith("graphcompiler.ops.") and m != t:
+            edges.setdefault(m, {}).setdefault(t, line)
+    state: dict[str, int] = {}
+
+    def visit(u: str, path: list[str]) -> None:
+        state[u] = 1
+        for v in sorted(edges.get(u, ())):
+            if state.get(v) == 1:
+                ring = path[path.index(v):] + [u, v] if v in path else [u, v]
+                steps = [f"{a}:{edges[a][b]} imports {b}" for a, b in zip(ring, ring[1:])]
+                raise AssertionError("import circle among the op modules:\n" + "\n".join(steps))
+            if v not in state:
+                visit(v, path + [u])
+        state[u] = 2
+
+    assert "graphcompiler.ops.elementwise" in edges  # the edges were read
+    for u in sorted(edges):
+        if u not in state:
+            visit(u, [])
+
+
 def test_control_flow_imports_what_it_uses():
     """Control flow (control/) stands above autodiff and the compiler and imports build_grad and compile
     directly; nothing at or below its layer imports it back (autodiff, the compiler and io reach its nodes

@@ -16,6 +16,7 @@ from .elementwise import (
     less_equal,
     log,
     log1p,
+    logsumexp,
     maximum,
     minimum,
     multiply,
@@ -37,7 +38,7 @@ from .shape import broadcast_to, concatenate, expand_dims, getitem, reshape, spl
 from .reduce import max, mean, sum
 from .linalg import matmul
 from . import linalg_ops  # noqa: F401  registers gc.linalg's ops; public as graphcompiler.linalg
-from .nn import log_softmax, logsumexp, mse, softmax, softmax_cross_entropy
+from .nn import log_softmax, mse, softmax, softmax_cross_entropy
 from .indexing import (
     diagonal,
     eye,

@@ -1,4 +1,9 @@
-"""Elementwise ops: arithmetic, functions, comparisons, where and casts, each with its derivative rule."""
+"""Elementwise ops: arithmetic, functions, comparisons, where and casts, each with its derivative rule.
+
+Also logsumexp (re-exported by nn.py): exp's derivative of log(sum(exp(x))) builds a logsumexp node and
+logsumexp's derivative builds exp, so the two blocks live in one module. Broadcasting ops' derivatives sum
+back with shape.sum_to; this module imports shape.py and base.py only.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,18 @@ import numpy as np
 
 from ..errors import DTypeError, GraphCompilerError, fmt_shape
 from ..graph import Node
-from .base import Deferred, Op, apply, broadcast_shapes, elementwise_to_sympy, install, sp
+from .base import (
+    Deferred,
+    Op,
+    apply,
+    broadcast_shapes,
+    elementwise_to_sympy,
+    float_dtype,
+    install,
+    normalize_axes,
+    sp,
+    undefined_to_sympy,
+)
 from . import shape as S
 
 
@@ -227,8 +243,6 @@ class Exp(Unary):
     def bprop(self, i, x, y, g):
         a = _over_sum_of(g, y)
         if a is not None:  # g = a / sum(e^x) broadcast (log(sum(exp))): a e^(x - logsumexp x), finite at 1e300
-            from .nn import logsumexp
-
             s = a[1]
             return multiply(a[0], exp(subtract(x[0], logsumexp(x[0], axis=s.op.axis, keepdims=True))))
         return multiply(g, y)  # d e^a = e^a da: reuses y (eq. 6.52)
@@ -303,11 +317,9 @@ def _over_sum_of(g: Node, y: Node):
     if n.op.name != "divide":
         return None
     a, s = n.inputs
-    from .reduce import Reduction  # reduce.py imports this module
-
     sum_op = s.op
     if (
-        not isinstance(sum_op, Reduction)
+        not isinstance(sum_op, S.Reduction)
         or sum_op.name != "sum"
         or s.inputs[0] is not y
         or a.shape != s.shape
@@ -324,6 +336,44 @@ def _over_sum_of(g: Node, y: Node):
             return None
         a = S.expand_dims(a, sum_op.axis)
     return a, s
+
+
+# -- logsumexp: exp's derivative of log(sum(exp(x))) builds it, and its own derivative builds exp -----
+
+
+def stable_max(x, axis, keepdims=True):
+    m = np.max(x, axis=axis, keepdims=keepdims)
+    return np.where(np.isfinite(m), m, 0)  # an all -inf slice stays -inf, not nan
+
+
+def logsumexp_kernel(x, axis, keepdims):
+    m = stable_max(x, axis)
+    s = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return s if keepdims else np.squeeze(s, axis=axis)
+
+
+@dataclass(frozen=True)
+class LogSumExp(Op):
+    name: ClassVar[str] = "logsumexp"
+    scratch: ClassVar[int] = 2
+    arity: ClassVar[int] = 1
+    axis: tuple = ()
+    keepdims: bool = False
+
+    def infer(self, x):
+        float_dtype(x, "logsumexp")
+        if self.keepdims:
+            return tuple(1 if k in self.axis else d for k, d in enumerate(x.shape)), x.dtype
+        return tuple(d for k, d in enumerate(x.shape) if k not in self.axis), x.dtype
+
+    def kernel(self, x):
+        return logsumexp_kernel(x, self.axis, self.keepdims)
+
+    def bprop(self, i, x, y, g):  # dx = g * exp(x - lse) = g * softmax(x)
+        keep = (lambda v: v) if self.keepdims or not self.axis else (lambda v: S.expand_dims(v, self.axis))
+        return multiply(keep(g), exp(subtract(x[0], keep(y))))
+
+    to_sympy = undefined_to_sympy
 
 
 def split_quotient(g: Node, y: Node, complement: bool = False) -> tuple[Node | None, Node | None]:
@@ -628,6 +678,10 @@ def square(x, name: str | None = None):
 
 def sqrt(x, name: str | None = None):
     return apply(Sqrt(), (x,), name)
+
+
+def logsumexp(x, axis=None, keepdims: bool = False, name: str | None = None):
+    return apply(LogSumExp(normalize_axes(axis, x.ndim, "logsumexp", x), bool(keepdims)), (x,), name)
 
 
 def exp(x, name: str | None = None):

@@ -1,5 +1,6 @@
-"""Shape and indexing ops: stack, pad, flip, roll, tile, repeat, diagonal, trace, eye, one_hot, take,
-take_along_axis and scatter_add, each with its derivative rule (integer-array gathers scatter-add back).
+"""Shape and indexing ops: stack, pad, flip, roll, tile, repeat, diagonal, trace, eye, one_hot and
+take_along_axis, each with its derivative rule (integer-array gathers scatter-add back). take and scatter_add
+are defined in shape.py, beside getitem (x[idx] is a take), and re-exported here.
 
 Kernels always return fresh arrays (never a view of an input): the memory planner treats every op not in
 its view list as owning its result. Integer indices are checked at run time: an index outside [-n, n)
@@ -13,9 +14,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import DTypeError, GraphCompilerError, ShapeError, fmt_shape
+from ..errors import GraphCompilerError, ShapeError, fmt_shape
 from .base import Op, apply, broadcast_shapes, normalize_axes, normalize_axis, undefined_to_sympy
 from . import shape as S
+from .shape import _check_range, _int_index, _static_range
+from .shape import ScatterAdd, Take, fancy_index, is_fancy, scatter_add, take  # noqa: F401  defined with getitem
 
 
 def _merge_dims(dims, what: str) -> Any:
@@ -24,23 +27,6 @@ def _merge_dims(dims, what: str) -> Any:
     if len(fixed) > 1:
         raise ShapeError(f"{what}: sizes {', '.join(map(str, dims))} differ")
     return fixed.pop() if fixed else None
-
-
-def _int_index(idx, what: str) -> None:
-    if idx.dtype.kind not in "iu":
-        raise DTypeError(
-            f"{what} takes integer indices, got {idx.dtype} from {idx.name!r}; "
-            f"cast them with gc.astype({idx.name}, 'int64')"
-        )
-
-
-def _check_range(idx: np.ndarray, n: int, axis: int) -> None:
-    """NumPy's rule: an index i is valid for a size-n axis when -n <= i < n; anything else raises."""
-    if idx.size and (idx.min() < -n or idx.max() >= n):
-        bad = idx[(idx < -n) | (idx >= n)].ravel()[0]
-        raise IndexError(
-            f"index {int(bad)} is out of range for axis {axis} of size {n} (indices must be in [{-n}, {n}))"
-        )
 
 
 # -- stack ------------------------------------------------------------------------------------
@@ -433,70 +419,6 @@ class EyeLike(Op):
 
 
 @dataclass(frozen=True)
-class Take(Op):
-    """np.take(x, idx, axis): x.shape[:axis] + idx.shape + x.shape[axis+1:]; indices checked at run time."""
-
-    name: ClassVar[str] = "take"
-    arity: ClassVar[int] = 2
-    axis: int = 0
-
-    def infer(self, x, idx):
-        _int_index(idx, "take")
-        normalize_axis(self.axis, x.ndim, "take", x)
-        return x.shape[: self.axis] + idx.shape + x.shape[self.axis + 1 :], x.dtype
-
-    def kernel(self, x, idx):
-        _check_range(idx, x.shape[self.axis], self.axis)
-        return np.take(x, idx, axis=self.axis)
-
-    def bprop(self, i, x, y, g):  # repeated indices accumulate
-        return scatter_add(x[0], x[1], g, self.axis)
-
-    to_sympy = undefined_to_sympy
-
-
-@dataclass(frozen=True)
-class ScatterAdd(Op):
-    """Zeros of target's shape with values added at idx along axis (np.add.at): the derivative of take."""
-
-    name: ClassVar[str] = "scatter_add"
-    arity: ClassVar[int] = 3
-    shape_only: ClassVar[tuple] = (0,)
-    axis: int = 0
-
-    def infer(self, target, idx, values):
-        _int_index(idx, "scatter_add")
-        normalize_axis(self.axis, target.ndim, "scatter_add", target)
-        want = target.shape[: self.axis] + idx.shape + target.shape[self.axis + 1 :]
-        if len(want) != values.ndim or any(
-            a is not None and b is not None and a != b for a, b in zip(want, values.shape)
-        ):
-            raise ShapeError(
-                f"values of shape {fmt_shape(values.shape)} do not fit indices "
-                f"{fmt_shape(idx.shape)} into {fmt_shape(target.shape)} along axis {self.axis}; "
-                f"they must have shape {fmt_shape(want)}"
-            )
-        return target.shape, values.dtype
-
-    def kernel(self, target, idx, values):
-        _check_range(idx, target.shape[self.axis], self.axis)
-        if target.ndim == 1 and values.dtype.kind == "f":  # a histogram: bincount is ~7x add.at
-            n = target.shape[0]
-            return np.bincount(idx.ravel() % max(n, 1), values.ravel(), minlength=n).astype(values.dtype)
-        out = np.zeros(target.shape, values.dtype)
-        a, k = self.axis, idx.ndim
-        np.add.at(np.moveaxis(out, a, 0), idx, np.moveaxis(values, tuple(range(a, a + k)), tuple(range(k))))
-        return out
-
-    def bprop(self, i, x, y, g):
-        if i == 0:
-            return None  # read for its shape only
-        return take(g, x[1], self.axis)  # d scatter_add / d values = gather
-
-    to_sympy = undefined_to_sympy
-
-
-@dataclass(frozen=True)
 class TakeAlongAxis(Op):
     """np.take_along_axis(x, idx, axis): idx of x's rank, broadcast with x on the other axes."""
 
@@ -683,67 +605,7 @@ def one_hot(labels, depth: int, dtype: Any = "float64", name: str | None = None)
     return apply(OneHotDepth(int(depth), np.dtype(dtype).name), (labels,), name)
 
 
-def _static_range(x, idx, axis: int, what: str, name) -> None:
-    """An index given as a NumPy value is checked at once against a fixed size (a run checks the rest)."""
-    n = x.shape[axis]
-    if n is not None and not hasattr(idx, "op") and np.asarray(idx).dtype.kind in "iu":
-        try:
-            _check_range(np.asarray(idx), n, axis)
-        except IndexError as e:
-            raise ShapeError(
-                f"{what}{' ' + repr(name) if name else ''} of {x.name!r} {fmt_shape(x.shape)}: {e}"
-            ) from None
-
-
-def take(x, idx, axis: int | None = None, name: str | None = None):
-    """np.take(x, idx, axis): axis=None takes from the flattened x. Its derivative scatter-adds."""
-    if axis is None:
-        x, axis = S.reshape(x, (-1,)), 0
-    axis = normalize_axis(axis, x.ndim, "take", x)
-    _static_range(x, idx, axis, "take", name)
-    return apply(Take(axis), (x, idx), name)
-
-
 def take_along_axis(x, idx, axis: int, name: str | None = None):
     axis = normalize_axis(axis, x.ndim, "take_along_axis", x)
     _static_range(x, idx, axis, "take_along_axis", name)
     return apply(TakeAlongAxis(axis), (x, idx), name)
-
-
-def scatter_add(target, idx, values, axis: int = 0, name: str | None = None):
-    """Zeros of target's shape (target is read for its shape only) with values added at idx along axis;
-    repeated indices accumulate (np.add.at). The derivative of take; its own derivative is take."""
-    return apply(ScatterAdd(normalize_axis(axis, target.ndim, "scatter_add", target)), (target, idx, values), name)
-
-
-def fancy_index(x, index, name: str | None = None):
-    """x[idx] with an integer array or node idx, alone or after full slices (x[:, idx]): a take."""
-    items = index if isinstance(index, tuple) else (index,)
-    arrays = [
-        k
-        for k, it in enumerate(items)
-        if not (isinstance(it, slice) or it is None or it is Ellipsis or isinstance(it, (int, np.integer)))
-    ]
-    ok = len(arrays) == 1 and all(it == slice(None) for k, it in enumerate(items) if k != arrays[0])
-    if not ok:
-        raise ShapeError(
-            f"indexing {getattr(x, 'name', x)!r}: an integer array index works alone or after "
-            f"full slices (x[idx], x[:, idx]); got {index!r}; use gc.take / gc.take_along_axis"
-        )
-    idx = items[arrays[0]]
-    if not hasattr(idx, "op"):
-        idx = np.asarray(idx)
-        if idx.dtype == bool:
-            raise ShapeError(
-                f"indexing {x.name!r}: a boolean mask gives a shape known only at run time, not a "
-                "static one, and is not supported; use gc.where"
-            )
-        if idx.dtype.kind not in "iu":
-            raise DTypeError(f"indexing {x.name!r}: an array index must hold integers, got {idx.dtype}")
-    return take(x, idx, axis=arrays[0], name=name)
-
-
-def is_fancy(index) -> bool:
-    """Whether a getitem index holds an integer array or node (then it is a take, not a static slice)."""
-    items = index if isinstance(index, tuple) else (index,)
-    return any(hasattr(it, "op") or isinstance(it, (list, np.ndarray)) for it in items)

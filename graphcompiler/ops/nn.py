@@ -1,4 +1,7 @@
-"""The neural-network ops: softmax, log_softmax, logsumexp and the losses, with stable kernels.
+"""The neural-network ops: softmax, log_softmax and the losses, with stable kernels.
+
+logsumexp is defined in elementwise.py (exp's derivative builds it, and its derivative builds exp) and
+re-exported here.
 
 Each kernel subtracts the maximum before exponentiating, so logits of +-1e4 give finite results.
 """
@@ -11,15 +14,11 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import DTypeError, ShapeError, fmt_shape
-from .base import Op, apply, broadcast_shapes, float_dtype, normalize_axes, normalize_axis, undefined_to_sympy
+from .base import Op, apply, broadcast_shapes, float_dtype, normalize_axis, undefined_to_sympy
 from . import elementwise as E
 from . import reduce as R
 from . import shape as S
-
-
-def _stable_max(x, axis, keepdims=True):
-    m = np.max(x, axis=axis, keepdims=keepdims)
-    return np.where(np.isfinite(m), m, 0)  # an all -inf slice stays -inf, not nan
+from .elementwise import LogSumExp, logsumexp, logsumexp_kernel, stable_max  # noqa: F401  LogSumExp re-exported
 
 
 _UNSIGNED = {np.dtype(t): np.dtype("u" + t) for t in ("int8", "int16", "int32", "int64")}
@@ -69,12 +68,6 @@ def check_label_shapes(logits, labels, what: str = "softmax_cross_entropy") -> N
             )
 
 
-def _logsumexp(x, axis, keepdims):
-    m = _stable_max(x, axis)
-    s = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
-    return s if keepdims else np.squeeze(s, axis=axis)
-
-
 @dataclass(frozen=True)
 class Softmax(Op):
     name: ClassVar[str] = "softmax"
@@ -86,7 +79,7 @@ class Softmax(Op):
         return x.shape, float_dtype(x, "softmax")
 
     def kernel(self, x):
-        e = np.exp(x - _stable_max(x, self.axis))
+        e = np.exp(x - stable_max(x, self.axis))
         e /= np.sum(e, axis=self.axis, keepdims=True)
         return e
 
@@ -115,7 +108,7 @@ class LogSoftmax(Op):
         return x.shape, float_dtype(x, "log_softmax")
 
     def kernel(self, x):
-        return x - _logsumexp(x, self.axis, keepdims=True)
+        return x - logsumexp_kernel(x, self.axis, keepdims=True)
 
     def fast_kernel(self, writes, shape, in_shape, dtype):
         if len(shape) and self.axis == len(shape) - 1:
@@ -125,30 +118,6 @@ class LogSoftmax(Op):
     def bprop(self, i, x, y, g):  # dx = g - softmax(x) * sum(g)
         s = R.sum(g, axis=self.axis, keepdims=True)
         return E.subtract(g, E.multiply(E.exp(y), s))
-
-    to_sympy = undefined_to_sympy
-
-
-@dataclass(frozen=True)
-class LogSumExp(Op):
-    name: ClassVar[str] = "logsumexp"
-    scratch: ClassVar[int] = 2
-    arity: ClassVar[int] = 1
-    axis: tuple = ()
-    keepdims: bool = False
-
-    def infer(self, x):
-        float_dtype(x, "logsumexp")
-        if self.keepdims:
-            return tuple(1 if k in self.axis else d for k, d in enumerate(x.shape)), x.dtype
-        return tuple(d for k, d in enumerate(x.shape) if k not in self.axis), x.dtype
-
-    def kernel(self, x):
-        return _logsumexp(x, self.axis, self.keepdims)
-
-    def bprop(self, i, x, y, g):  # dx = g * exp(x - lse) = g * softmax(x)
-        keep = (lambda v: v) if self.keepdims or not self.axis else (lambda v: S.expand_dims(v, self.axis))
-        return E.multiply(keep(g), E.exp(E.subtract(x[0], keep(y))))
 
     to_sympy = undefined_to_sympy
 
@@ -191,7 +160,7 @@ class SoftmaxCrossEntropy(Op):
     def kernel(self, logits, labels):
         check_labels(labels, logits.shape[-1], logits.shape[:-1], "softmax_cross_entropy")
         picked = np.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
-        nll = _logsumexp(logits, -1, keepdims=False) - picked
+        nll = logsumexp_kernel(logits, -1, keepdims=False) - picked
         return np.asarray(np.mean(nll), dtype=logits.dtype)
 
     def bprop(self, i, x, y, g):  # dlogits = (softmax - onehot) g / n
@@ -244,10 +213,6 @@ def softmax(x, axis: int = -1, name: str | None = None):
 
 def log_softmax(x, axis: int = -1, name: str | None = None):
     return apply(LogSoftmax(normalize_axis(axis, x.ndim, "log_softmax", x)), (x,), name)
-
-
-def logsumexp(x, axis=None, keepdims: bool = False, name: str | None = None):
-    return apply(LogSumExp(normalize_axes(axis, x.ndim, "logsumexp", x), bool(keepdims)), (x,), name)
 
 
 def softmax_cross_entropy(logits, labels, name: str | None = None):

@@ -1,4 +1,9 @@
-"""Reductions: sum, mean, max over axes, with keepdims; their derivatives broadcast g back."""
+"""Reductions: sum, mean, max over axes, with keepdims; their derivatives broadcast g back.
+
+The Reduction base class and the Sum op are defined in shape.py, beside broadcast_to: broadcasting's
+derivative sums (sum_to) and sum's derivative broadcasts, so the two sit in one module below the arithmetic.
+mean and max, whose derivatives divide and compare, are defined here above elementwise.py.
+"""
 
 from __future__ import annotations
 
@@ -7,58 +12,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from .base import Op, apply, normalize_axes, undefined_to_sympy
+from .base import undefined_to_sympy
 from . import elementwise as E
 from . import shape as S
-
-
-@dataclass(frozen=True)
-class Reduction(Op):
-    arity: ClassVar[int] = 1
-    axis: tuple = ()
-    keepdims: bool = False
-
-    def infer(self, x):
-        if self.keepdims:
-            shape = tuple(1 if k in self.axis else d for k, d in enumerate(x.shape))
-        else:
-            shape = tuple(d for k, d in enumerate(x.shape) if k not in self.axis)
-        return shape, self.out_dtype(x.dtype)
-
-    def out_dtype(self, dtype):
-        return dtype
-
-    def keep(self, g):
-        """g with the reduced axes put back as size 1 (the keepdims form)."""
-        return g if self.keepdims or not self.axis else S.expand_dims(g, self.axis)
-
-
-@dataclass(frozen=True)
-class Sum(Reduction):
-    name: ClassVar[str] = "sum"
-    sympy_any_rank: ClassVar[bool] = True
-
-    def out_dtype(self, dtype):
-        return np.sum(np.zeros(1, dtype)).dtype  # NumPy's accumulator: bool and small ints -> int64
-
-    def kernel(self, x):
-        return np.sum(x, axis=self.axis, keepdims=self.keepdims)
-
-    def can_write_out(self, dtype):
-        return np.dtype(dtype).kind == "f"  # np.add.reduce(..., out=) of a float sum
-
-    def fast_kernel(self, writes, shape, in_shape, dtype):
-        if writes:
-            return np.add.reduce, (), {"axis": tuple(self.axis), "keepdims": self.keepdims}
-        return self.kernel, (), {}
-
-    def bprop(self, i, x, y, g):
-        return S.broadcast_to_node(self.keep(g), x[0])  # d sum(a) = 1 for every element
-
-    def to_sympy(self, node, x):
-        from ..symbolic_terms import reduce_sum
-
-        return reduce_sum(node, x, self.axis, self.keepdims)  # 1^T X 1, tr(A^T B)
+from .shape import Reduction, Sum, reduction
 
 
 @dataclass(frozen=True)
@@ -100,18 +57,13 @@ class Max(Reduction):
     to_sympy = undefined_to_sympy
 
 
-def _reduce(cls, x, axis, keepdims, name):
-    axes = normalize_axes(axis, x.ndim, cls.name, x)
-    return apply(cls(axes, bool(keepdims)), (x,), name)
-
-
 def sum(x, axis=None, keepdims: bool = False, name: str | None = None):
-    return _reduce(Sum, x, axis, keepdims, name)
+    return reduction(Sum, x, axis, keepdims, name)
 
 
 def mean(x, axis=None, keepdims: bool = False, name: str | None = None):
-    return _reduce(Mean, x, axis, keepdims, name)
+    return reduction(Mean, x, axis, keepdims, name)
 
 
 def max(x, axis=None, keepdims: bool = False, name: str | None = None):
-    return _reduce(Max, x, axis, keepdims, name)
+    return reduction(Max, x, axis, keepdims, name)

@@ -238,11 +238,11 @@ class ArgMin(ArgMax):
 
 
 def prod(x, axis=None, keepdims: bool = False, name: str | None = None):
-    return R._reduce(Prod, x, axis, keepdims, name)
+    return S.reduction(Prod, x, axis, keepdims, name)
 
 
 def min(x, axis=None, keepdims: bool = False, name: str | None = None):
-    return R._reduce(Min, x, axis, keepdims, name)
+    return S.reduction(Min, x, axis, keepdims, name)
 
 
 def _check_ddof(ddof, what: str) -> int:

@@ -1,4 +1,7 @@
-"""Ops that move data without arithmetic: reshape, transpose, broadcast, slicing, concatenation.
+"""Ops that move data without arithmetic: reshape, transpose, broadcast, slicing, gathers, concatenation.
+
+getitem is defined here with both its forms: a static slice (a view) and an integer array index (a take,
+whose derivative scatter-adds); indexing.py re-exports take, scatter_add and their op classes.
 
 Also the internal `*_like` ops the derivative rules need when a size is fixed only at run time: their second
 input is read for its shape alone (`shape_only`), so a compiled program need not keep its value alive.
@@ -11,7 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import ShapeError, fmt_shape
+from ..errors import DTypeError, ShapeError, fmt_shape
 from ..graph import Node
 from .base import (
     Op,
@@ -185,6 +188,8 @@ class Squeeze(Op):
 
 
 # -- broadcasting and its inverse -------------------------------------------------------------
+# broadcast_to's derivative sums the broadcast axes (sum_to, a Sum node) and sum's derivative broadcasts, so the
+# Sum op and its Reduction base class are defined here; reduce.py defines sum, mean and max on top of them.
 
 
 @dataclass(frozen=True)
@@ -268,6 +273,61 @@ def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
     return np.sum(g, axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
 
 
+@dataclass(frozen=True)
+class Reduction(Op):
+    arity: ClassVar[int] = 1
+    axis: tuple = ()
+    keepdims: bool = False
+
+    def infer(self, x):
+        if self.keepdims:
+            shape = tuple(1 if k in self.axis else d for k, d in enumerate(x.shape))
+        else:
+            shape = tuple(d for k, d in enumerate(x.shape) if k not in self.axis)
+        return shape, self.out_dtype(x.dtype)
+
+    def out_dtype(self, dtype):
+        return dtype
+
+    def keep(self, g):
+        """g with the reduced axes put back as size 1 (the keepdims form)."""
+        return g if self.keepdims or not self.axis else expand_dims(g, self.axis)
+
+
+@dataclass(frozen=True)
+class Sum(Reduction):
+    name: ClassVar[str] = "sum"
+    sympy_any_rank: ClassVar[bool] = True
+
+    def out_dtype(self, dtype):
+        return np.sum(np.zeros(1, dtype)).dtype  # NumPy's accumulator: bool and small ints -> int64
+
+    def kernel(self, x):
+        return np.sum(x, axis=self.axis, keepdims=self.keepdims)
+
+    def can_write_out(self, dtype):
+        return np.dtype(dtype).kind == "f"  # np.add.reduce(..., out=) of a float sum
+
+    def fast_kernel(self, writes, shape, in_shape, dtype):
+        if writes:
+            return np.add.reduce, (), {"axis": tuple(self.axis), "keepdims": self.keepdims}
+        return self.kernel, (), {}
+
+    def bprop(self, i, x, y, g):
+        return broadcast_to_node(self.keep(g), x[0])  # d sum(a) = 1 for every element
+
+    def to_sympy(self, node, x):
+        from ..symbolic_terms import reduce_sum
+
+        return reduce_sum(node, x, self.axis, self.keepdims)  # 1^T X 1, tr(A^T B)
+
+
+def reduction(cls, x, axis, keepdims, name):
+    """A node of the Reduction `cls` over `axis` (None: every axis) of x."""
+    axes = normalize_axes(axis, x.ndim, cls.name, x)
+    return apply(cls(axes, bool(keepdims)), (x,), name)
+
+
 def sum_to(g, x):
     """The gradient g of a broadcast result, summed to the shape of the operand x (undoes broadcasting).
 
@@ -286,9 +346,7 @@ def sum_to(g, x):
             axes.append(lead + k)
         else:  # x's dim is None against a fixed size (or the other way): decide at run time
             return apply(SumLike(), (g, x))
-    from .reduce import sum as reduce_sum
-
-    out = reduce_sum(g, axis=tuple(axes), keepdims=True) if axes else g
+    out = reduction(Sum, g, tuple(axes), True, None) if axes else g
     return (
         reshape(out, x.shape)
         if out.shape != x.shape and is_static(x.shape)
@@ -596,10 +654,8 @@ def zeros_like(x, name: str | None = None):
 
 
 def getitem(x, index, name: str | None = None):
-    from . import indexing
-
-    if indexing.is_fancy(index):  # an integer array or node: a gather (take), not a view
-        return indexing.fancy_index(x, index, name)
+    if is_fancy(index):  # an integer array or node: a gather (take), not a view
+        return fancy_index(x, index, name)
     return apply(GetItem(_encode_index(index, _ndim(x), f"indexing {getattr(x, 'name', x)!r}")), (x,), name)
 
 
@@ -636,6 +692,150 @@ def split(x, indices_or_sections, axis: int = 0, name: str | None = None):
         index = (slice(None),) * axis + (slice(a, b),)
         parts.append(getitem(x, index, name=None if name is None else f"{name}_{j}"))
     return parts
+
+
+# -- gathers: x[idx] with an integer array or node (a take), and the scatter-add that undoes one ---------
+
+
+def _int_index(idx, what: str) -> None:
+    if idx.dtype.kind not in "iu":
+        raise DTypeError(
+            f"{what} takes integer indices, got {idx.dtype} from {idx.name!r}; "
+            f"cast them with gc.astype({idx.name}, 'int64')"
+        )
+
+
+def _check_range(idx: np.ndarray, n: int, axis: int) -> None:
+    """NumPy's rule: an index i is valid for a size-n axis when -n <= i < n; anything else raises."""
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        bad = idx[(idx < -n) | (idx >= n)].ravel()[0]
+        raise IndexError(
+            f"index {int(bad)} is out of range for axis {axis} of size {n} (indices must be in [{-n}, {n}))"
+        )
+
+
+@dataclass(frozen=True)
+class Take(Op):
+    """np.take(x, idx, axis): x.shape[:axis] + idx.shape + x.shape[axis+1:]; indices checked at run time."""
+
+    name: ClassVar[str] = "take"
+    arity: ClassVar[int] = 2
+    axis: int = 0
+
+    def infer(self, x, idx):
+        _int_index(idx, "take")
+        normalize_axis(self.axis, x.ndim, "take", x)
+        return x.shape[: self.axis] + idx.shape + x.shape[self.axis + 1 :], x.dtype
+
+    def kernel(self, x, idx):
+        _check_range(idx, x.shape[self.axis], self.axis)
+        return np.take(x, idx, axis=self.axis)
+
+    def bprop(self, i, x, y, g):  # repeated indices accumulate
+        return scatter_add(x[0], x[1], g, self.axis)
+
+    to_sympy = undefined_to_sympy
+
+
+@dataclass(frozen=True)
+class ScatterAdd(Op):
+    """Zeros of target's shape with values added at idx along axis (np.add.at): the derivative of take."""
+
+    name: ClassVar[str] = "scatter_add"
+    arity: ClassVar[int] = 3
+    shape_only: ClassVar[tuple] = (0,)
+    axis: int = 0
+
+    def infer(self, target, idx, values):
+        _int_index(idx, "scatter_add")
+        normalize_axis(self.axis, target.ndim, "scatter_add", target)
+        want = target.shape[: self.axis] + idx.shape + target.shape[self.axis + 1 :]
+        if len(want) != values.ndim or any(
+            a is not None and b is not None and a != b for a, b in zip(want, values.shape)
+        ):
+            raise ShapeError(
+                f"values of shape {fmt_shape(values.shape)} do not fit indices "
+                f"{fmt_shape(idx.shape)} into {fmt_shape(target.shape)} along axis {self.axis}; "
+                f"they must have shape {fmt_shape(want)}"
+            )
+        return target.shape, values.dtype
+
+    def kernel(self, target, idx, values):
+        _check_range(idx, target.shape[self.axis], self.axis)
+        if target.ndim == 1 and values.dtype.kind == "f":  # a histogram: bincount is ~7x add.at
+            n = target.shape[0]
+            return np.bincount(idx.ravel() % max(n, 1), values.ravel(), minlength=n).astype(values.dtype)
+        out = np.zeros(target.shape, values.dtype)
+        a, k = self.axis, idx.ndim
+        np.add.at(np.moveaxis(out, a, 0), idx, np.moveaxis(values, tuple(range(a, a + k)), tuple(range(k))))
+        return out
+
+    def bprop(self, i, x, y, g):
+        if i == 0:
+            return None  # read for its shape only
+        return take(g, x[1], self.axis)  # d scatter_add / d values = gather
+
+    to_sympy = undefined_to_sympy
+
+
+def _static_range(x, idx, axis: int, what: str, name) -> None:
+    """An index given as a NumPy value is checked at once against a fixed size (a run checks the rest)."""
+    n = x.shape[axis]
+    if n is not None and not hasattr(idx, "op") and np.asarray(idx).dtype.kind in "iu":
+        try:
+            _check_range(np.asarray(idx), n, axis)
+        except IndexError as e:
+            raise ShapeError(
+                f"{what}{' ' + repr(name) if name else ''} of {x.name!r} {fmt_shape(x.shape)}: {e}"
+            ) from None
+
+
+def take(x, idx, axis: int | None = None, name: str | None = None):
+    """np.take(x, idx, axis): axis=None takes from the flattened x. Its derivative scatter-adds."""
+    if axis is None:
+        x, axis = reshape(x, (-1,)), 0
+    axis = normalize_axis(axis, x.ndim, "take", x)
+    _static_range(x, idx, axis, "take", name)
+    return apply(Take(axis), (x, idx), name)
+
+
+def scatter_add(target, idx, values, axis: int = 0, name: str | None = None):
+    """Zeros of target's shape (target is read for its shape only) with values added at idx along axis;
+    repeated indices accumulate (np.add.at). The derivative of take; its own derivative is take."""
+    return apply(ScatterAdd(normalize_axis(axis, target.ndim, "scatter_add", target)), (target, idx, values), name)
+
+
+def fancy_index(x, index, name: str | None = None):
+    """x[idx] with an integer array or node idx, alone or after full slices (x[:, idx]): a take."""
+    items = index if isinstance(index, tuple) else (index,)
+    arrays = [
+        k
+        for k, it in enumerate(items)
+        if not (isinstance(it, slice) or it is None or it is Ellipsis or isinstance(it, (int, np.integer)))
+    ]
+    ok = len(arrays) == 1 and all(it == slice(None) for k, it in enumerate(items) if k != arrays[0])
+    if not ok:
+        raise ShapeError(
+            f"indexing {getattr(x, 'name', x)!r}: an integer array index works alone or after "
+            f"full slices (x[idx], x[:, idx]); got {index!r}; use gc.take / gc.take_along_axis"
+        )
+    idx = items[arrays[0]]
+    if not hasattr(idx, "op"):
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            raise ShapeError(
+                f"indexing {x.name!r}: a boolean mask gives a shape known only at run time, not a "
+                "static one, and is not supported; use gc.where"
+            )
+        if idx.dtype.kind not in "iu":
+            raise DTypeError(f"indexing {x.name!r}: an array index must hold integers, got {idx.dtype}")
+    return take(x, idx, axis=arrays[0], name=name)
+
+
+def is_fancy(index) -> bool:
+    """Whether a getitem index holds an integer array or node (then it is a take, not a static slice)."""
+    items = index if isinstance(index, tuple) else (index,)
+    return any(hasattr(it, "op") or isinstance(it, (list, np.ndarray)) for it in items)
 
 
 def _ndim(x) -> int:
