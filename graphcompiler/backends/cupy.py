@@ -1,6 +1,6 @@
 """backend="cupy": the program on CuPy arrays, on a GPU.
 
-It runs the functional evaluator (backends_functional.py) on CuPy's array API namespace (array-api-compat):
+It runs the functional evaluator (backends/functional.py) on CuPy's array API namespace (array-api-compat):
 every step one CuPy call, results copied back to NumPy (or kept on the device with numpy=False). Not the
 NumPy evaluator's out= plan: its kernels include NumPy-only calls (np.ndarray.transpose, np.add.at) that
 CuPy arrays do not take. Where CuPy or a GPU is absent, `availability()` says which.

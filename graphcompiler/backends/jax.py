@@ -1,6 +1,6 @@
 """backend="jax": the whole specialised program as one jax.jit function (API section 12).
 
-The functional evaluator (backends_functional.py) traces the lowered program on jax.numpy once per
+The functional evaluator (backends/functional.py) traces the lowered program on jax.numpy once per
 specialisation. float64 graphs keep float64: tracing and every call run inside `jax.enable_x64(True)`, a
 context manager (thread-local), so the user's global JAX configuration is untouched. Parameters whose new
 values the program computes are donated (`donate_argnums`) when they come from NumPy (a fresh device copy
