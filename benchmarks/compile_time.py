@@ -27,7 +27,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 import numpy as np  # noqa: E402
 
 import graphcompiler as gc  # noqa: E402
-from graphcompiler import runtime  # noqa: E402
+from graphcompiler.backends import numpy as runtime  # noqa: E402
 from graphcompiler.compiler import pipeline  # noqa: E402
 from models import gc_chain  # noqa: E402
 
