@@ -553,8 +553,7 @@ class Graph:
         self._values[node] = np.array(arr, dtype=node.dtype, copy=True)
 
     def stored_value(self, node: Node) -> np.ndarray | None:
-        """The array stored for a parameter or constant node, itself: no copy, no check (do not write to it);
-        None for a node that holds none (a parameter not yet set, any other node)."""
+        """The stored array of a parameter or constant itself (no copy, no check: do not write it); else None."""
         return self._values.get(node)
 
     def stored_values(self) -> Mapping[Node, np.ndarray]:
@@ -562,9 +561,7 @@ class Graph:
         return MappingProxyType(self._values)
 
     def update_value(self, node: Node, value: Any) -> None:
-        """Store a run's new value of parameter `node`: written in place into its stored array when that is
-        writable (views value() gave out see it), else as a new array of its dtype. Unchecked: a compiled
-        program's update, whose shape and dtype the compiler fixed, is the caller."""
+        """Store a compiled run's new value of a parameter, unchecked: in place if the stored array is writable."""
         stored = self._values.get(node)
         if stored is None or not stored.flags.writeable:
             self._values[node] = np.array(value, dtype=node.dtype)
@@ -652,8 +649,7 @@ class Graph:
         return node
 
     def unique_name(self, base: str) -> str:
-        """A name no node has yet, made from others (d<z>/d<x>): `base`, else base_2, base_3, ..., each cut to
-        fit a graph file (fit_name)."""
+        """A name no node has yet, made from others (d<z>/d<x>): `base`, else base_2, ..., each cut by fit_name."""
         cand = fit_name(base)
         if cand not in self._by_name:
             return cand
@@ -664,8 +660,7 @@ class Graph:
         raise AssertionError("unreachable")
 
     def auto_name(self, opname: str) -> str:
-        """The next automatic name of an op kind no node has yet: opname_1, opname_2, ... (the name a node
-        given none gets)."""
+        """The next free automatic name of an op kind, opname_1, opname_2, ... (what an unnamed node gets)."""
         counter = self._counters.get(opname)
         if counter is None:
             counter = self._counters[opname] = itertools.count(1)
@@ -683,10 +678,8 @@ class Graph:
         name: str | None = None,
         value: np.ndarray | None = None,
     ) -> Node:
-        """Append op(*inputs) with the shape and dtype its caller already inferred (ops' apply, io.load,
-        control/), named `name` or automatically, storing `value` as given for a parameter or constant; the
-        name and the graph-file limits are checked first, so a refused node adds nothing. The only place nodes
-        are made."""
+        """Append op(*inputs), its shape and dtype already inferred, and a leaf's `value` (stored as given); a node
+        refused (a bad or taken name, a file limit passed) adds nothing. The only place nodes are made."""
         if value is not None and op.name not in ("parameter", "constant"):
             raise GraphCompilerError(f"a {op.name} node holds no stored value; only parameters and constants do")
         if name is None:
@@ -716,8 +709,7 @@ class Graph:
         return node
 
     def check_node(self, op: "Op", inputs: tuple, shape: tuple, dtype: np.dtype, name: str | None) -> None:
-        """Raise the error add_node would for this node (its name invalid or taken, a graph-file limit passed),
-        adding nothing: for a caller that must add other nodes (its inputs' constants) before it."""
+        """Raise the error add_node would for this node (a bad or taken name, a file limit passed); adds nothing."""
         if name is not None:
             self._check_new_name(name, op.name)
         self._check_fits(op, inputs, shape, dtype, name)
@@ -793,8 +785,7 @@ class Graph:
         self._depth = max(self._depth, depth)
 
     def rename(self, node: Node, name: str) -> Node:
-        """Give a node that nothing reads yet a new name (build_grad's dz/dx): returns the renamed node, which
-        replaces `node` in the graph (do not use `node` after)."""
+        """A node nothing reads yet, renamed (build_grad's dz/dx): the returned node replaces `node` in the graph."""
         if node.graph is not self or self._nodes[node.index] is not node or self._consumers[node]:
             raise GraphCompilerError(
                 f"node {node.name!r} cannot be renamed: only a node of graph {self.name!r} that nothing reads can"
@@ -815,8 +806,7 @@ class Graph:
         return new
 
     def rollback(self, mark: int) -> None:
-        """Remove every node made after the first `mark` (a len(graph) taken earlier), with its stored value:
-        the graph as it was then (undoes a failed build_grad or trace)."""
+        """Remove the nodes made after the first `mark` (a len(graph) taken earlier): the graph as it was then."""
         for node in reversed(self._nodes[mark:]):
             del self._by_name[node.name]
             del self._consumers[node]
@@ -826,8 +816,7 @@ class Graph:
         del self._nodes[mark:]
 
     def marking_gradient(self, origin: tuple[Node, int] | None) -> "_GradientScope":
-        """A context in which the nodes made are marked is_gradient, with `origin` the forward edge (node, input
-        index) being differentiated, or None; the marks before it are restored on leaving."""
+        """A context whose new nodes are is_gradient, with origin `origin` (the forward edge (node, i), or None)."""
         return _GradientScope(self, origin)
 
 
