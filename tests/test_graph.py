@@ -202,7 +202,7 @@ def _graph_private_members(graph_py: Path) -> set[str]:
 
 def private_graph_uses(package: Path) -> list[str]:
     """Every read of one of Graph's private members outside graph.py: `<expr>._x` where _x is one and <expr> is
-    not a class's own `self` (Program's self._nodes is its own)."""
+    not a class's own `self` (Program's self._nodes is its own), or getattr(<expr>, "_x")."""
     private = _graph_private_members(package / "graph.py")
     found = []
     for path in sorted(package.rglob("*.py")):
@@ -213,6 +213,15 @@ def private_graph_uses(package: Path) -> list[str]:
                 isinstance(n, ast.Attribute)
                 and n.attr in private
                 and not (isinstance(n.value, ast.Name) and n.value.id in ("self", "cls"))
+            ):
+                found.append((str(path.relative_to(package)), n.lineno, n.col_offset, ast.unparse(n)))
+            elif (
+                isinstance(n, ast.Call)
+                and isinstance(n.func, ast.Name)
+                and n.func.id in ("getattr", "setattr")
+                and len(n.args) >= 2
+                and isinstance(n.args[1], ast.Constant)
+                and n.args[1].value in private
             ):
                 found.append((str(path.relative_to(package)), n.lineno, n.col_offset, ast.unparse(n)))
     return [f"{p}:{line}: {text}" for p, line, _, text in sorted(found)]
@@ -230,12 +239,14 @@ def test_the_seam_scan_finds_private_uses(tmp_path):
         "    a = node.graph._values[node]\n"
         "    b = graph._check_fits\n"
         "    c = self.graph._by_name\n"
+        "    d = getattr(graph, '_nodes')\n"
         "    return self._values, node.graph.stored_value(node)\n"  # a class's own self._values is its own
     )
     assert [u.split(": ")[1] for u in private_graph_uses(tmp_path)] == [
         "node.graph._values",
         "graph._check_fits",
         "self.graph._by_name",
+        "getattr(graph, '_nodes')",
     ]
 
 
