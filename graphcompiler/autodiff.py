@@ -53,7 +53,7 @@ def build_grad(
         with paused_gc():
             return _build(graph, z, targets, seed, disconnected)
     except BaseException:
-        graph._truncate(mark)  # a failed build_grad leaves the graph as it was
+        graph.rollback(mark)  # a failed build_grad leaves the graph as it was
         raise
 
 
@@ -81,7 +81,7 @@ def _bprop(graph: Graph, v: Node, i: int, g_v: Grad) -> Grad:
     if isinstance(g_v, Undefined):  # an undefined gradient passes on, unless the edge adds zero
         return ZERO if edge_mark(v.op, v.inputs[i], v, i) is ZERO else g_v
     assert isinstance(g_v, Node)  # the sweep skips a ZERO gradient
-    with graph._gradient_scope((v, i)):
+    with graph.marking_gradient((v, i)):
         part = v.op.grad(i, v.inputs, v, g_v)  # bprop behind the rules every op shares (graph.edge_mark)
     if isinstance(part, Node):
         _check_part(part, v.inputs[i], v, i)
@@ -98,11 +98,11 @@ class _Naming:
         self.owner: dict[Node, Node] = {}  # gradient node -> the node v whose grad_table entry it is
 
     def name(self, v: Node) -> str:
-        return self.graph._unique_name(f"d{self.z.name}/d{v.name}")
+        return self.graph.unique_name(f"d{self.z.name}/d{v.name}")
 
     def seed(self, seed) -> Node:
         z, graph = self.z, self.graph
-        with graph._gradient_scope(None):
+        with graph.marking_gradient(None):
             if seed is None:
                 g_z = graph.constant(np.ones((), z.dtype), name=self.name(z))
             elif isinstance(seed, Node):
@@ -126,13 +126,13 @@ class _Naming:
             if (
                 p.index >= self.fresh_from
                 and p not in self.owner
-                and not graph._consumers[p]
+                and not graph.is_read(p)
                 and p.op.name not in LEAF_OPS
             ):
-                p = graph._rename(p, self.name(v))
+                p = graph.rename(p, self.name(v))
                 self.owner[p] = v
             return p
-        with graph._gradient_scope(None):  # a node read twice gets the sum of both paths
+        with graph.marking_gradient(None):  # a node read twice gets the sum of both paths
             total = nodes[0]
             for k, p in enumerate(nodes[1:], start=2):
                 total = E.add(total, p, name=self.name(v) if k == len(nodes) else None)
@@ -156,7 +156,7 @@ class _Naming:
             return _zeros_named(graph, t, self.name(t))
         if self.owner.get(g_t) is t:
             return g_t
-        with graph._gradient_scope(None):  # a gradient passed through unchanged: t's name
+        with graph.marking_gradient(None):  # a gradient passed through unchanged: t's name
             return E.identity(g_t, name=self.name(t))
 
 
@@ -177,7 +177,7 @@ def pruned_graph(z: Node, targets: list[Node]) -> set[Node]:
 
 
 def _zeros_named(graph: Graph, t: Node, name: str) -> Node:
-    with graph._gradient_scope(None):
+    with graph.marking_gradient(None):
         if not t.shape:
             return graph.constant(np.zeros((), t.dtype), name=name)
         if is_static(t.shape):

@@ -15,7 +15,8 @@ import itertools
 import math
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping
 
 import numpy as np
 
@@ -487,7 +488,7 @@ class Graph:
     def input(self, name: str, shape: Shape = (), dtype: Any = "float64") -> Node:
         """A value fed when the program runs; None dims are fixed only then."""
         shape = _check_shape(shape, allow_none=True, what=f"input {name!r}")
-        return self._add(Input(), (), _dtype(dtype, f"input {name!r}"), shape, name)
+        return self.add_node(Input(), (), _dtype(dtype, f"input {name!r}"), shape, name)
 
     def parameter(self, name: str, value: Any = None, *, shape: Shape | None = None, dtype: Any = None) -> Node:
         """A value stored in the graph between runs (weights); declared by value or by shape and dtype."""
@@ -499,13 +500,11 @@ class Graph:
                     f"{what}: the value has shape {fmt_shape(arr.shape)} but shape="
                     f"{fmt_shape(tuple(shape))} was declared; give one or make them agree"
                 )
-            node = self._add(Parameter(), (), arr.dtype, arr.shape, name)
-            self._values[node] = arr
-            return node
+            return self.add_node(Parameter(), (), arr.dtype, arr.shape, name, arr)
         if shape is None:
             raise ShapeError(f"{what}: give a value or a shape (and dtype, default float64)")
         shape = _check_shape(shape, allow_none=False, what=what)
-        return self._add(Parameter(), (), _dtype(dtype or "float64", what), shape, name)
+        return self.add_node(Parameter(), (), _dtype(dtype or "float64", what), shape, name)
 
     def constant(self, value: Any, name: str | None = None, dtype: Any = None) -> Node:
         """A fixed value; unnamed constants get an automatic name."""
@@ -516,9 +515,7 @@ class Graph:
                 "give numbers (bool, int or float)"
             )
         arr.setflags(write=False)
-        node = self._add(Constant(), (), arr.dtype, arr.shape, name)
-        self._values[node] = arr
-        return node
+        return self.add_node(Constant(), (), arr.dtype, arr.shape, name, arr)
 
     # -- values ----------------------------------------------------------------------------
     def value(self, node: Node | str) -> np.ndarray | None:
@@ -555,6 +552,22 @@ class Graph:
             )
         self._values[node] = np.array(arr, dtype=node.dtype, copy=True)
 
+    def stored_value(self, node: Node) -> np.ndarray | None:
+        """The stored array of a parameter or constant itself (no copy, no check: do not write it); else None."""
+        return self._values.get(node)
+
+    def stored_values(self) -> Mapping[Node, np.ndarray]:
+        """Every stored value by node, as a read-only live view of the graph's table (nothing is copied)."""
+        return MappingProxyType(self._values)
+
+    def update_value(self, node: Node, value: Any) -> None:
+        """Store a compiled run's new value of a parameter, unchecked: in place if the stored array is writable."""
+        stored = self._values.get(node)
+        if stored is None or not stored.flags.writeable:
+            self._values[node] = np.array(value, dtype=node.dtype)
+        else:
+            stored[...] = value
+
     # -- look-up ---------------------------------------------------------------------------
     @property
     def nodes(self) -> list[Node]:
@@ -566,6 +579,10 @@ class Graph:
             return self._by_name[name]
         except KeyError:
             raise KeyError(_unknown_name(self, name)) from None
+
+    def get(self, name: str) -> Node | None:
+        """The node named `name`, or None if the graph has none (no error, no suggestions)."""
+        return self._by_name.get(name)
 
     def __contains__(self, item: Node | str) -> bool:
         if isinstance(item, Node):
@@ -581,6 +598,14 @@ class Graph:
     def consumers(self, node: Node | str) -> list[Node]:
         """The nodes that read `node`, in creation order (once each, even a node that reads it twice)."""
         return list(dict.fromkeys(self._consumers[self._lookup(node)]))
+
+    def is_read(self, node: Node) -> bool:
+        """Whether some node of this graph reads `node` (a node of this graph)."""
+        return bool(self._consumers[node])
+
+    def nodes_since(self, mark: int) -> list[Node]:
+        """The nodes made after the first `mark` (a len(graph) taken earlier), in creation order."""
+        return self._nodes[mark:]
 
     def inputs(self) -> list[Node]:
         return [n for n in self._nodes if n.op.name == "input"]
@@ -623,8 +648,8 @@ class Graph:
             raise GraphMismatchError(f"{node!r} is not a node of graph {self.name!r}")
         return node
 
-    def _unique_name(self, base: str) -> str:
-        """A name made from others (d<z>/d<x>): `base`, else base_2, base_3, ..., each cut to fit (fit_name)."""
+    def unique_name(self, base: str) -> str:
+        """A name no node has yet, made from others (d<z>/d<x>): `base`, else base_2, ..., each cut by fit_name."""
         cand = fit_name(base)
         if cand not in self._by_name:
             return cand
@@ -634,7 +659,8 @@ class Graph:
                 return cand
         raise AssertionError("unreachable")
 
-    def _auto_name(self, opname: str) -> str:
+    def auto_name(self, opname: str) -> str:
+        """The next free automatic name of an op kind, opname_1, opname_2, ... (what an unnamed node gets)."""
         counter = self._counters.get(opname)
         if counter is None:
             counter = self._counters[opname] = itertools.count(1)
@@ -643,10 +669,21 @@ class Graph:
             if cand not in self._by_name:
                 return cand
 
-    def _add(self, op: "Op", inputs: tuple[Node, ...], dtype: np.dtype, shape: Shape, name: str | None) -> Node:
-        """Append a node whose shape and dtype are already checked. The only place nodes are made."""
+    def add_node(
+        self,
+        op: "Op",
+        inputs: tuple[Node, ...],
+        dtype: np.dtype,
+        shape: Shape,
+        name: str | None = None,
+        value: np.ndarray | None = None,
+    ) -> Node:
+        """Append op(*inputs), its shape and dtype already inferred, and a leaf's `value` (stored as given); a node
+        refused (a bad or taken name, a file limit passed) adds nothing. The only place nodes are made."""
+        if value is not None and op.name not in ("parameter", "constant"):
+            raise GraphCompilerError(f"a {op.name} node holds no stored value; only parameters and constants do")
         if name is None:
-            name = self._auto_name(op.name)
+            name = self.auto_name(op.name)
         else:
             self._check_new_name(name, op.name)
         inputs, shape, dtype = tuple(inputs), tuple(shape), np.dtype(dtype)
@@ -667,7 +704,15 @@ class Graph:
         self._consumers[node] = []
         for src in inputs:
             self._consumers[src].append(node)
+        if value is not None:
+            self._values[node] = value
         return node
+
+    def check_node(self, op: "Op", inputs: tuple, shape: tuple, dtype: np.dtype, name: str | None) -> None:
+        """Raise the error add_node would for this node (a bad or taken name, a file limit passed); adds nothing."""
+        if name is not None:
+            self._check_new_name(name, op.name)
+        self._check_fits(op, inputs, shape, dtype, name)
 
     def _check_new_name(self, name: str, opname: str) -> None:
         problem = name_problem(name)
@@ -739,9 +784,13 @@ class Graph:
             )
         self._depth = max(self._depth, depth)
 
-    def _rename(self, node: Node, name: str) -> Node:
-        """Give a fresh node that nothing reads yet a readable name (build_grad's dJ/dx)."""
-        assert not self._consumers[node] and self._nodes[node.index] is node
+    def rename(self, node: Node, name: str) -> Node:
+        """A node nothing reads yet, renamed (build_grad's dz/dx): the returned node replaces `node` in the graph."""
+        if node.graph is not self or self._nodes[node.index] is not node or self._consumers[node]:
+            raise GraphCompilerError(
+                f"node {node.name!r} cannot be renamed: only a node of graph {self.name!r} that nothing reads can"
+            )
+        self._check_new_name(name, node.op.name)
         new = new_node(
             name, node.op, node.inputs, node.shape, node.dtype, self, node.index, node.is_gradient, node.origin
         )
@@ -756,18 +805,18 @@ class Graph:
             self._values[new] = self._values.pop(node)
         return new
 
-    def _truncate(self, n: int) -> None:
-        """Remove every node made after the first n (undo a failed build_grad)."""
-        for node in reversed(self._nodes[n:]):
+    def rollback(self, mark: int) -> None:
+        """Remove the nodes made after the first `mark` (a len(graph) taken earlier): the graph as it was then."""
+        for node in reversed(self._nodes[mark:]):
             del self._by_name[node.name]
             del self._consumers[node]
             self._values.pop(node, None)
             for src in node.inputs:
                 self._consumers[src].remove(node)
-        del self._nodes[n:]
+        del self._nodes[mark:]
 
-    def _gradient_scope(self, origin: tuple[Node, int] | None) -> "_GradientScope":
-        """Nodes made inside are marked is_gradient, with origin = the forward edge being differentiated."""
+    def marking_gradient(self, origin: tuple[Node, int] | None) -> "_GradientScope":
+        """A context whose new nodes are is_gradient, with origin `origin` (the forward edge (node, i), or None)."""
         return _GradientScope(self, origin)
 
 
@@ -820,7 +869,7 @@ def _attr_problem(v: Any, depth: int = 0) -> str | None:
 
 
 class _GradientScope:
-    """Graph._gradient_scope's context (a class: build_grad enters one per edge, a generator costs more)."""
+    """Graph.marking_gradient's context (a class: build_grad enters one per edge, a generator costs more)."""
 
     __slots__ = ("graph", "origin", "saved")
 

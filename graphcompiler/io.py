@@ -141,7 +141,7 @@ def _node_record(graph: Graph, n: Node, depth: int) -> dict:
         "origin": None if n.origin is None else [n.origin[0].name, int(n.origin[1])],
     }
     if n.op.name in ("parameter", "constant"):
-        arr = graph._values.get(n)
+        arr = graph.stored_value(n)
         rec["value"] = None if arr is None else _encode_array(arr)
     return rec
 
@@ -207,7 +207,7 @@ def _needs(graph: Graph) -> dict[str, int]:
         seen.add(id(g))
         need["max_nodes"] = max(need["max_nodes"], len(g))
         total = 0
-        for arr in g._values.values():
+        for arr in g.stored_values().values():
             need["max_array_elements"] = max(need["max_array_elements"], arr.size)
             need["max_array_bytes"] = max(need["max_array_bytes"], arr.nbytes)
             total += arr.nbytes
@@ -922,18 +922,16 @@ def _build(specs: list[_Spec], name: str, where: str) -> Graph:
                     f"shape inference gives {fmt_shape(shape)} and {np.dtype(dtype)}"
                 )
         origin = None if s.origin is None else (graph[s.origin[0]], s.origin[1])
+        if s.value is not None and s.op == "constant":
+            s.value.setflags(write=False)
         try:
             if s.is_gradient:
-                with graph._gradient_scope(origin):
-                    node = graph._add(op, inputs, s.dtype, s.shape, s.name)
+                with graph.marking_gradient(origin):
+                    graph.add_node(op, inputs, s.dtype, s.shape, s.name, s.value)
             else:
-                node = graph._add(op, inputs, s.dtype, s.shape, s.name)
-        except GraphCompilerError as e:  # a limit of the graph (graph._check_fits) the checks above let by
+                graph.add_node(op, inputs, s.dtype, s.shape, s.name, s.value)
+        except GraphCompilerError as e:  # a limit of the graph (graph.add_node's checks) the checks above let by
             raise GraphFileError(f"{at}: {e}") from None
-        if s.value is not None:
-            if s.op == "constant":
-                s.value.setflags(write=False)
-            graph._values[node] = s.value
     return graph
 
 

@@ -72,12 +72,12 @@ def _grads(loss_or_grads: Node | Mapping[Node, Node], params: Sequence[Node], wh
 
 def _slot(graph: Graph, who: str, slot: str, p: Node) -> Node:
     """A zero-initialised state parameter of p's shape and dtype, named who/slot/p."""
-    return graph.parameter(graph._unique_name(f"{who}/{slot}/{p.name}"), np.zeros(p.shape, p.dtype))
+    return graph.parameter(graph.unique_name(f"{who}/{slot}/{p.name}"), np.zeros(p.shape, p.dtype))
 
 
 def step_count(graph: Graph, name: str = "step") -> Node:
     """A new int64 scalar parameter starting at 0: the step count schedules read and optimizers increment."""
-    return graph.parameter(graph._unique_name(name), np.zeros((), np.int64))
+    return graph.parameter(graph.unique_name(name), np.zeros((), np.int64))
 
 
 def _lr(lr: LR, step: Node, dtype) -> Any:

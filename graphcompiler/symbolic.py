@@ -121,8 +121,9 @@ def _number(v):
 def _leaf_term(node: Node) -> Term:
     """A leaf's Term: unnamed constants as numbers (or a matrix of numbers), anything else as its symbol. A
     compiled program's folded constants live outside the graph: they stay symbols named after their node."""
-    if node.op.name == "constant" and (node.is_gradient or is_auto_named(node)) and node in node.graph._values:
-        value = np.asarray(node.graph._values[node])
+    stored = node.graph.stored_value(node) if node.op.name == "constant" else None
+    if stored is not None and (node.is_gradient or is_auto_named(node)):
+        value = np.asarray(stored)
         if value.ndim == 0 or value.size and np.all(value == value.flat[0]):
             return Term(node.shape, _number(value.flat[0] if value.size else 0), {})
         mat = sp.ImmutableMatrix(value.reshape(value.shape[0], -1).tolist())  # (k,) k x 1; (n, c, h, w) n x chw
@@ -520,7 +521,7 @@ def evaluate(expr, values: Mapping[Any, Any], graph=None) -> np.ndarray:
     """
     vals = {}
     if graph is not None:  # parameters' stored values and named constants by default
-        vals.update({n.name: np.asarray(v) for n, v in graph._values.items() if v is not None})
+        vals.update({n.name: np.asarray(v) for n, v in graph.stored_values().items() if v is not None})
     vals.update({(k.name if isinstance(k, Node) else str(k)): np.asarray(v) for k, v in values.items()})
     dims: dict = {_N: int(vals["n"])} if "n" in vals and vals["n"].ndim == 0 else {}
     for k, v in values.items():  # a node given as a key tells n by its None dims

@@ -209,7 +209,7 @@ def _warn_if_frozen_randomness(f: Function, graph: Graph, specs: list[Spec]) -> 
         )
         return
     for a, b in zip(first, again.nodes):
-        if a.op.name == "constant" and not _same_value(graph._values[a], again._values[b]):
+        if a.op.name == "constant" and not _same_value(graph.stored_value(a), again.stored_value(b)):
             readers = [c for c in graph.consumers(a) if c.index < len(again)]
             read = f", read by {readers[0].name!r} ({readers[0].op.name})" if readers else ""
             warnings.warn(
@@ -225,7 +225,9 @@ def _warn_if_frozen_randomness(f: Function, graph: Graph, specs: list[Spec]) -> 
             return
 
 
-def _same_value(a: np.ndarray, b: np.ndarray) -> bool:
+def _same_value(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:  # a constant always holds its value: never met
+        return a is b
     return a.shape == b.shape and a.dtype == b.dtype and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
 
 
@@ -329,14 +331,14 @@ def jvp(outputs: Node | Sequence[Node], inputs: Node | Sequence[Node], tangents:
     vs, _ = _as_list(tangents)
     _check_jvp_args(ys, xs, vs)
     graph = ys[0].graph
-    Us = [S.zeros_like(y, name=graph._unique_name(f"jvp_cotangent/{y.name}")) for y in ys]
+    Us = [S.zeros_like(y, name=graph.unique_name(f"jvp_cotangent/{y.name}")) for y in ys]
     if len(ys) == 1:  # u = U^T J: one VJP seeded with U
         vjp = build_grad(ys[0], xs, seed=Us[0], disconnected="zero")
     else:  # u = sum_k U_k^T J_k: one VJP for all outputs
         vjp = build_grad(_inner(zip(ys, Us)), xs, disconnected="zero")
     inner = _inner((vjp[x], v) for x, v in zip(xs, vs))  # <u, v>, linear in U
     table = build_grad(inner, Us, disconnected="zero")  # d<u, v>/dU_k = J_k v
-    out = [E.identity(table[U], name=graph._unique_name(f"jvp({y.name})")) for y, U in zip(ys, Us)]
+    out = [E.identity(table[U], name=graph.unique_name(f"jvp({y.name})")) for y, U in zip(ys, Us)]
     _check_linear(out, Us)
     return out
 
@@ -441,7 +443,7 @@ def jacobian(y: Node, x: Node | Sequence[Node]) -> Node | list[Node]:
         stacked = rows[t][0] if m == 1 else S.concatenate(rows[t], axis=0)
         out.append(
             S.reshape(
-                stacked, tuple(y.shape) + tuple(t.shape), name=y.graph._unique_name(f"jacobian({y.name}, {t.name})")
+                stacked, tuple(y.shape) + tuple(t.shape), name=y.graph.unique_name(f"jacobian({y.name}, {t.name})")
             )
         )
     return out[0] if single else out

@@ -102,7 +102,7 @@ def check_valid(g: gc.Graph) -> None:
         if n.inputs:
             shape, dtype = n.op.infer(*n.inputs)
             assert tuple(shape) == n.shape and np.dtype(dtype) == n.dtype
-        v = g._values.get(n)
+        v = g.stored_value(n)
         if v is not None:
             assert v.shape == n.shape and v.dtype == n.dtype
         if n.origin is not None:

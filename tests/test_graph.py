@@ -3,7 +3,9 @@ and the errors raised while building a graph (API section 6)."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -178,3 +180,103 @@ def test_bad_shapes_and_indices():
         x[x > 0]          # a boolean node: run-time size (a constant NumPy mask is static: issue 14 takes it)
     with pytest.raises(gc.ShapeError):
         g.input("bad", shape=(-1, 2))
+
+
+# -- the seam: other layers use Graph only through its public methods (issue 23, item 4) --------------------
+
+PACKAGE = Path(gc.__file__).parent
+
+
+def _graph_private_members(graph_py: Path) -> set[str]:
+    """Graph's private members: its _methods and the self._attributes it sets or reads."""
+    tree = ast.parse(graph_py.read_text())
+    cls = next(c for c in tree.body if isinstance(c, ast.ClassDef) and c.name == "Graph")
+    names = set()
+    for n in ast.walk(cls):
+        if isinstance(n, ast.FunctionDef):
+            names.add(n.name)
+        elif isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self":
+            names.add(n.attr)
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def private_graph_uses(package: Path) -> list[str]:
+    """Every read of one of Graph's private members outside graph.py: `<expr>._x` where _x is one and <expr> is
+    not a class's own `self` (Program's self._nodes is its own), or getattr(<expr>, "_x")."""
+    private = _graph_private_members(package / "graph.py")
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path == package / "graph.py":
+            continue
+        for n in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(n, ast.Attribute)
+                and n.attr in private
+                and not (isinstance(n.value, ast.Name) and n.value.id in ("self", "cls"))
+            ):
+                found.append((str(path.relative_to(package)), n.lineno, n.col_offset, ast.unparse(n)))
+            elif (
+                isinstance(n, ast.Call)
+                and isinstance(n.func, ast.Name)
+                and n.func.id in ("getattr", "setattr")
+                and len(n.args) >= 2
+                and isinstance(n.args[1], ast.Constant)
+                and n.args[1].value in private
+            ):
+                found.append((str(path.relative_to(package)), n.lineno, n.col_offset, ast.unparse(n)))
+    return [f"{p}:{line}: {text}" for p, line, _, text in sorted(found)]
+
+
+def test_no_module_but_graph_py_uses_graph_private_members():
+    assert {"_values", "_by_name", "_consumers", "_nodes"} <= _graph_private_members(PACKAGE / "graph.py")
+    assert private_graph_uses(PACKAGE) == []
+
+
+def test_the_seam_scan_finds_private_uses(tmp_path):
+    (tmp_path / "graph.py").write_text((PACKAGE / "graph.py").read_text())
+    (tmp_path / "user.py").write_text(
+        "def f(graph, node, self):\n"
+        "    a = node.graph._values[node]\n"
+        "    b = graph._check_fits\n"
+        "    c = self.graph._by_name\n"
+        "    d = getattr(graph, '_nodes')\n"
+        "    return self._values, node.graph.stored_value(node)\n"  # a class's own self._values is its own
+    )
+    assert [u.split(": ")[1] for u in private_graph_uses(tmp_path)] == [
+        "node.graph._values",
+        "graph._check_fits",
+        "self.graph._by_name",
+        "getattr(graph, '_nodes')",
+    ]
+
+
+def test_public_graph_methods_for_the_layers_above():
+    g = gc.Graph("seam")
+    w = g.parameter("w", np.array([1.0, 2.0]))
+    c = g.constant(3.0, name="c")
+    x = g.input("x", shape=(2,))
+    assert g.stored_value(w) is g.stored_values()[w] and g.stored_value(x) is None
+    assert set(g.stored_values()) == {w, c}
+    with pytest.raises(TypeError):
+        g.stored_values()[x] = np.zeros(2)  # a read-only view
+    assert g.unique_name("w") == "w_2" and g.unique_name("fresh") == "fresh"
+    assert g.auto_name("add") == "add_1" and g.auto_name("add") == "add_2"
+    assert g.get("w") is w and g.get("nope") is None
+    mark = len(g)
+    y = gc.add(x, w, name="y")
+    assert g.nodes_since(mark) == [y] and g.is_read(x) and not g.is_read(y)
+    z = g.rename(y, "z")
+    assert g.get("y") is None and g["z"] is z and g.consumers(x) == [z]
+    with pytest.raises(gc.GraphCompilerError, match="renamed"):
+        g.rename(x, "x2")  # z reads x
+    with g.marking_gradient((z, 0)):
+        d = gc.multiply(z, c, name="d")
+    e = g.add_node(d.op, (z, c), d.dtype, d.shape, "e")
+    assert d.is_gradient and d.origin == (z, 0) and not e.is_gradient and e.origin is None
+    with pytest.raises(gc.GraphCompilerError, match="name"):
+        g.check_node(d.op, (z, c), d.shape, d.dtype, "e")  # taken: add_node would refuse it too
+    stored = g.stored_value(w)
+    g.update_value(w, np.array([5.0, 6.0]))
+    assert g.stored_value(w) is stored and list(g.value(w)) == [5.0, 6.0]  # in place
+    g.rollback(mark)
+    assert len(g) == mark and g.get("z") is None and not g.is_read(x) and g.get("e") is None

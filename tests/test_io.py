@@ -155,8 +155,8 @@ def test_loaded_constants_are_read_only_and_parameters_writable(tmp_path, rng):
     g = mlp_graph(rng)
     g.save(tmp_path / "g.json")
     g2 = gc.load(tmp_path / "g.json")
-    assert not g2._values[g2["lambda"]].flags.writeable
-    assert g2._values[g2["W1"]].flags.writeable
+    assert not g2.stored_value(g2["lambda"]).flags.writeable
+    assert g2.stored_value(g2["W1"]).flags.writeable
 
 
 # -- the loader's checks --------------------------------------------------------------------

@@ -149,8 +149,8 @@ def test_derived_names_are_cut_deterministically_and_stay_distinct():
     assert G.fit_name(a) == G.fit_name(a) and G.fit_name(a) != G.fit_name(b)
     assert len(G.fit_name(a)) == G.MAX_NAME and G.fit_name("short") == "short"
     g = gc.Graph("g")
-    first = gc.identity(g.input("i"), name=g._unique_name(a))
-    second = g._unique_name(a)                            # taken: the _2 variant, also cut to fit
+    first = gc.identity(g.input("i"), name=g.unique_name(a))
+    second = g.unique_name(a)                            # taken: the _2 variant, also cut to fit
     assert first.name == G.fit_name(a) and second == G.fit_name(a + "_2") != first.name
 
 
@@ -299,8 +299,8 @@ def test_random_graphs_with_random_names_save_and_load_equal(gname, pname, cname
         assert G.name_problem(gname) is not None
         g = gc.Graph()
     x = _named(lambda n: g.input(n or "x", shape=(None, 3)), pname if pname and pname != "x" else None)
-    w = _named(lambda n: g.parameter(n or g._unique_name("w"), np.arange(3.0) - 1), pname)
-    m = _named(lambda n: g.parameter(n or g._unique_name("m"), np.eye(3)), cname)
+    w = _named(lambda n: g.parameter(n or g.unique_name("w"), np.arange(3.0) - 1), pname)
+    m = _named(lambda n: g.parameter(n or g.unique_name("m"), np.eye(3)), cname)
     pool = [x, w, m]
     for kind, i, j, k, name in plan:
         a, b = pool[i % len(pool)], pool[j % len(pool)]

@@ -71,14 +71,14 @@ def test_updates_use_the_same_runs_values_in_place():
     g = gc.Graph("swap")
     A = g.parameter("A", np.array([1.0, 2.0]))
     B = g.parameter("B", np.array([3.0, 4.0]))
-    stored_A = g._values[A]
+    stored_A = g.stored_value(A)
     total = gc.sum(A * B, name="total")
     p = gc.compile([total], updates={A: B, B: A + B})
     (t,) = p.run({})
     assert t == 11.0                                               # outputs from the values before the update
     np.testing.assert_array_equal(g.value(A), [3.0, 4.0])
     np.testing.assert_array_equal(g.value(B), [4.0, 6.0])          # A + B with the old A
-    assert g._values[A] is stored_A                                # in place
+    assert g.stored_value(A) is stored_A                                # in place
 
 
 def test_sgd_updates_train():

@@ -32,7 +32,10 @@ class Context:
     def value(self, node: Node) -> np.ndarray:
         """The value of a constant node (a graph constant or one the optimiser made)."""
         v = self.consts.get(node)
-        return self.graph._values[node] if v is None else v
+        if v is None:
+            v = self.graph.stored_value(node)
+            assert v is not None  # a graph constant always holds its value
+        return v
 
     def is_const(self, node: Node) -> bool:
         return type(node.op) is Constant
@@ -41,7 +44,7 @@ class Context:
     def fresh_name(self, base: str) -> str:
         while True:
             name = f"{base.split('~')[0]}~{next(self._fresh)}"
-            if name not in self.graph._by_name and name not in self._names:
+            if name not in self.graph and name not in self._names:
                 self._names.add(name)
                 return name
 

@@ -229,21 +229,17 @@ class Program:
             )
         if not self.updates:
             return self._scalars_as_arrays(spec, self._evaluate(spec, fed, options))
-        values = self.graph._values
+        graph = self.graph
         with self._update_lock:  # read the parameters, compute, write: as if runs took turns
             results = self._evaluate(spec, fed, options)
             k = len(self.outputs)
             for p, v in zip(self.updates, results[k:]):
-                stored = values.get(p)
-                if stored is None or not stored.flags.writeable:
-                    values[p] = np.array(v, dtype=p.dtype)
-                else:
-                    stored[...] = v
+                graph.update_value(p, v)
         return self._scalars_as_arrays(spec, results[:k])
 
     def _evaluate(self, spec: Any, fed: dict, options: dict) -> list:
         """One run of the specialised program's evaluator on the feeds and the stored parameter values."""
-        values = self.graph._values
+        values = self.graph.stored_values()
         try:
             leaves = [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
         except KeyError:
@@ -269,7 +265,7 @@ class Program:
             )
 
     def _leaves(self, spec: Specialization, fed: dict) -> list:
-        values = self.graph._values
+        values = self.graph.stored_values()
         try:
             return [fed[n] if n in fed else values[n] for n in spec.leaf_nodes]
         except KeyError:
@@ -536,8 +532,8 @@ class Program:
 def _graph_nodes(graph: Graph, origins: set[Node]) -> list[Node]:
     """The nodes of the user's graph among `origins`, in the graph's order (stand-ins left out)."""
     if len(graph) <= 4 * len(origins):  # a walk of the graph costs less than a sort
-        return [n for n in graph._nodes if n in origins]
-    return sorted((o for o in origins if graph._by_name.get(o.name) is o), key=lambda n: n.index)
+        return [n for n in graph if n in origins]
+    return sorted((o for o in origins if graph.get(o.name) is o), key=lambda n: n.index)
 
 
 def _value(s: Step) -> Node:

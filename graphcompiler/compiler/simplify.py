@@ -599,7 +599,7 @@ class _Rewriter:
             ins = tuple([replaced[x] for x in n.inputs])
             m = n if ins == n.inputs else ctx.rebuild(n, ins)
             m = self.settle(m)
-            if m is not n and not is_leaf(m) and ctx.graph._by_name.get(m.name) is not m:
+            if m is not n and not is_leaf(m) and ctx.graph.get(m.name) is not m:
                 ctx.source.setdefault(m, ctx.origin_of(n))  # m computes the value of the user's node n
         self.settled.add(m)
         return m

@@ -84,7 +84,7 @@ def trace_body(
     mark = len(graph)
     frame: dict[Node, Node] = {}
     standins, outs = _call_on_standins(graph, title, specs, call, out_like, frame, mark)
-    made = graph._nodes[mark:]
+    made = graph.nodes_since(mark)
     variant = _depending_on(standins, made)
     # the body: the variant ancestors of the outputs; everything else they read is captured
     traced = _copy_body(
@@ -116,7 +116,7 @@ def _call_on_standins(
     body's results as nodes of `graph` (numbers become constants). On failure the nodes it made are removed."""
     _FRAMES.append(frame)
     try:
-        standins = [graph.input(graph._unique_name(f"{title}.{nm}"), shape, dt) for nm, shape, dt in specs]
+        standins = [graph.input(graph.unique_name(f"{title}.{nm}"), shape, dt) for nm, shape, dt in specs]
         outs = call(standins)
         outs = [o.node() if isinstance(o, Deferred) else o for o in outs]  # `x == y` returned
         outs = [
@@ -131,7 +131,7 @@ def _call_on_standins(
                 )
     except BaseException:
         _FRAMES.pop()
-        graph._truncate(mark)
+        graph.rollback(mark)
         raise
     _FRAMES.pop()
     return standins, outs
@@ -196,7 +196,7 @@ def _copy_body(
     m: dict[Node, Node] = {}
     inputs = []
     for s, nm in zip(standins, names):
-        m[s] = body.input(body._unique_name(nm), s.shape, s.dtype)
+        m[s] = body.input(body.unique_name(nm), s.shape, s.dtype)
         inputs.append(m[s])
     captured: list[Node] = []  # nodes of `made` or of the outer graph (hoisted by the caller)
     captured_inputs: list[Node] = []
@@ -209,19 +209,19 @@ def _copy_body(
         if target in by_target:
             m[x] = by_target[target]
         elif target in const_only:
-            m[x] = by_target[target] = body._add(
+            m[x] = by_target[target] = body.add_node(
                 target.op,
                 tuple(read(i) for i in target.inputs),
                 target.dtype,
                 target.shape,
-                body._unique_name(target.name),
+                body.unique_name(target.name),
             )
         elif target.op.name == "constant" and target.index < mark:
-            m[x] = by_target[target] = body.constant(graph._values[target], name=body._unique_name(target.name))
+            m[x] = by_target[target] = body.constant(graph.stored_value(target), name=body.unique_name(target.name))
         elif target.op.name == "constant":  # made while tracing (a Python number): kept in the body
-            m[x] = by_target[target] = body.constant(graph._values[target])
+            m[x] = by_target[target] = body.constant(graph.stored_value(target))
         else:
-            m[x] = by_target[target] = body.input(body._unique_name(target.name), target.shape, target.dtype)
+            m[x] = by_target[target] = body.input(body.unique_name(target.name), target.shape, target.dtype)
             captured.append(target)
             captured_inputs.append(m[x])
         return m[x]
@@ -229,8 +229,8 @@ def _copy_body(
     for n in made:
         if n in need and n not in m:
             ins = tuple(read(x) for x in n.inputs)
-            with body._gradient_scope(None) if n.is_gradient else contextlib.nullcontext():
-                m[n] = body._add(n.op, ins, n.dtype, n.shape, body._unique_name(n.name))
+            with body.marking_gradient(None) if n.is_gradient else contextlib.nullcontext():
+                m[n] = body.add_node(n.op, ins, n.dtype, n.shape, body.unique_name(n.name))
     body_outs = [read(o) for o in outs]
     return Traced(body, inputs, captured_inputs, captured, body_outs)
 
@@ -246,15 +246,15 @@ def _hoist_invariants(
         (c for c in captured if c in made_set),
         lambda n: (t for t in (frame.get(x, x) for x in n.inputs) if t in made_set),
     )
-    keep = [(n, n.op, n.inputs, n.dtype, n.shape, n.name, graph._values.get(n)) for n in made if n in hoist]
-    graph._truncate(mark)
+    keep = [(n, n.op, n.inputs, n.dtype, n.shape, n.name, graph.stored_value(n)) for n in made if n in hoist]
+    graph.rollback(mark)
     remade: dict[Node, Node] = {}
     for n, op, ins, dt, shape, name, value in keep:
         if op.name == "constant":
             remade[n] = graph.constant(value)
         else:
             new_ins = tuple(remade.get(t, t) for t in (frame.get(x, x) for x in ins))
-            remade[n] = graph._add(op, new_ins, dt, shape, graph._unique_name(name))
+            remade[n] = graph.add_node(op, new_ins, dt, shape, graph.unique_name(name))
     return [remade.get(c, c) for c in captured]
 
 
@@ -276,7 +276,7 @@ def alias(node: Node) -> Node:
     """A stand-in for an outer node inside the current trace: build_grad sees it as a leaf of its own."""
     frame = _FRAMES[-1]
     g = node.graph
-    s = g.input(g._unique_name(f"{node.name}.alias"), node.shape, node.dtype)
+    s = g.input(g.unique_name(f"{node.name}.alias"), node.shape, node.dtype)
     frame[s] = node
     return s
 
@@ -294,7 +294,7 @@ def inline(traced: Traced, values: Sequence[Node]) -> list[Node]:
                 raise GraphCompilerError(
                     f"internal error: body constant {n.name!r} inlined with no values to give the graph to put it in"
                 )
-            m[n] = g.constant(body._values[n])
+            m[n] = g.constant(body.stored_value(n))
         elif n.op.name in ("input", "parameter"):
             raise GraphCompilerError(f"internal error: body input {n.name!r} has no value to inline")
         else:
@@ -645,7 +645,7 @@ def guarded(impl: Callable, graph_in: Callable) -> Callable:
             return impl(*args, **kw)
         except BaseException:
             if mark is not None and len(graph) > mark:
-                graph._truncate(mark)
+                graph.rollback(mark)
             raise
 
     return run

@@ -163,7 +163,7 @@ def _cond_impl(pred: Node, true_fn: Callable, false_fn: Callable, *operands, nam
     taken runs, and the gradient is the gradient of the branch taken.
     """
     graph, ops = _cond_operands(pred, operands)
-    title = name or graph._auto_name("cond")
+    title = name or graph.auto_name("cond")
     names = param_names(true_fn, len(ops), [f"a{k}" for k in range(len(ops))])
     specs = [(nm, o.shape, o.dtype) for nm, o in zip(names, ops)]
     structure: dict = {}
@@ -175,8 +175,8 @@ def _cond_impl(pred: Node, true_fn: Callable, false_fn: Callable, *operands, nam
     captured, picks = union_captured((t, f))
     body = CondBody(title, (t, f), len(ops), captured, picks)
     ins = (pred, *ops, *captured)
-    group = apply(Cond(body), ins, graph._unique_name(title))
-    outs = [result(group, k, graph._unique_name(f"{title}.out{k}")) for k in range(len(t.outputs))]
+    group = apply(Cond(body), ins, graph.unique_name(title))
+    outs = [result(group, k, graph.unique_name(f"{title}.out{k}")) for k in range(len(t.outputs))]
     return tuple(outs) if structure["true"][0] else outs[0]
 
 

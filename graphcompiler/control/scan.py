@@ -474,7 +474,7 @@ def scan_impl(
     body is traced once; outer nodes it reads are captured as inputs of the scan.
     """
     graph, inits, init_tuple, xss, xs_tuple = _scan_operands(init, xs, length, _until)
-    title = name or graph._auto_name("scan")
+    title = name or graph.auto_name("scan")
     nc, nx = len(inits), len(xss)
     pn = param_names(fn, 2, ["carry", "x"])
     cnames = [pn[0]] if nc == 1 and not init_tuple else [f"{pn[0]}{k}" for k in range(nc)]
@@ -617,11 +617,11 @@ def _check_carries_keep_shape(title: str, traced: Traced, inits: list[Node]) -> 
 def _scan_results(graph: Graph, title: str, body: ScanBody, ins: tuple, init_tuple: bool, y_tuple: bool):
     """The scan node on `ins`, and its named results: (final carry, ys) in the structure of init and y."""
     nc, ny = body.n_carry, body.n_y
-    group = apply(Scan(body), ins, graph._unique_name(title))
+    group = apply(Scan(body), ins, graph.unique_name(title))
     outs = []
     for k in range(nc + ny):
         label = body.carry_names[k] if k < nc else ("ys" if ny == 1 else f"ys{k - nc}")
-        outs.append(result(group, k, graph._unique_name(f"{title}.{label}")))
+        outs.append(result(group, k, graph.unique_name(f"{title}.{label}")))
     carry = tuple(outs[:nc]) if init_tuple else outs[0]
     ys = tuple(outs[nc:]) if y_tuple else (outs[nc] if ny else None)
     return carry, ys
@@ -661,7 +661,7 @@ def _vjp_graph(body: ScanBody, kind: str, kk: int, fc: list[int], fx: list[int],
     for n in tr.graph.nodes:
         if n not in m:
             m[n] = (
-                vg.constant(tr.graph._values[n])
+                vg.constant(tr.graph.stored_value(n))
                 if n.op.name == "constant"
                 else apply(n.op, tuple(m[i] for i in n.inputs))
             )
@@ -738,7 +738,7 @@ def scan_vjp(body: ScanBody, group: Node, x: tuple[Node, ...], y: Node, g: Node)
         r_xs = (
             [xss[0]]
             if nx
-            else [result(group, nc + body.n_y, graph._unique_name(f"{body.name}.{body.carry_names[0]}_stack"))]
+            else [result(group, nc + body.n_y, graph.unique_name(f"{body.name}.{body.carry_names[0]}_stack"))]
         )
         pad = ["steps"]
     rc, rys = scan_impl(
@@ -776,7 +776,7 @@ def _checkpoints(body: ScanBody, group: Node, graph: Graph, used_c: list[int], r
     """The stacked values the reverse scan reads per step, as results of the forward scan node `group`: the
     carries-in h_0..h_{T-1} it reads (indices used_c), then each residual body node's value at every step."""
     nc, cn = body.n_carry, body.carry_names
-    stacked = [result(group, nc + body.n_y + j, graph._unique_name(f"{body.name}.{cn[j]}_stack")) for j in used_c]
+    stacked = [result(group, nc + body.n_y + j, graph.unique_name(f"{body.name}.{cn[j]}_stack")) for j in used_c]
     for bnode in residuals:
         idx = body.residual_index(bnode)
         if idx >= 2 * nc + body.n_y:
@@ -827,7 +827,7 @@ def _replay_gradient(vjp: _Vjp, m: dict[Node, Node], out_graph: Graph) -> list[N
         if n in m or n not in vjp.needed:
             continue
         if n.op.name == "constant":
-            m[n] = out_graph.constant(vjp.graph._values[n])
+            m[n] = out_graph.constant(vjp.graph.stored_value(n))
         elif not n.inputs:
             raise GraphCompilerError(f"internal error: {n.name!r} of the step's gradient has no value")
         else:
@@ -872,4 +872,4 @@ def _result_of(group: Node, index: int, graph: Graph, label: str | None) -> Node
     for n in graph.consumers(group):
         if isinstance(n.op, Result) and n.op.index == index:
             return n
-    return result(group, index, graph._unique_name(label) if label else None)
+    return result(group, index, graph.unique_name(label) if label else None)

@@ -27,19 +27,19 @@ def unroll(graph: Graph, max_steps: int = 16) -> Graph:
 
     def scope(n: Node):
         origin = None if n.origin is None or m.get(n.origin[0]) is None else (m[n.origin[0]], n.origin[1])
-        return out._gradient_scope(origin) if n.is_gradient else contextlib.nullcontext()
+        return out.marking_gradient(origin) if n.is_gradient else contextlib.nullcontext()
 
     for n in graph.nodes:
         with scope(n):
             if n.op.name == "input":
                 m[n] = out.input(n.name, n.shape, n.dtype)
             elif n.op.name == "parameter":
-                v = graph._values.get(n)
+                v = graph.stored_value(n)
                 m[n] = (
                     out.parameter(n.name, v) if v is not None else out.parameter(n.name, shape=n.shape, dtype=n.dtype)
                 )
             elif n.op.name == "constant":
-                m[n] = out.constant(graph._values[n], name=n.name)
+                m[n] = out.constant(graph.stored_value(n), name=n.name)
             elif isinstance(n.op, Result) and n.inputs[0] in unrolled:
                 m[n] = E.identity(unrolled[n.inputs[0]][n.op.index], name=n.name)  # the loop's result, named
             elif (
@@ -50,7 +50,7 @@ def unroll(graph: Graph, max_steps: int = 16) -> Graph:
             ):
                 unrolled[n] = _unroll_scan(n, [m[x] for x in n.inputs], I, S)
             else:
-                m[n] = out._add(n.op, tuple(m[x] for x in n.inputs), n.dtype, n.shape, n.name)
+                m[n] = out.add_node(n.op, tuple(m[x] for x in n.inputs), n.dtype, n.shape, n.name)
     return out
 
 
@@ -78,7 +78,7 @@ def _unroll_scan(n: Node, ins: list[Node], I, S) -> list[Node]:
     g = ins[0].graph
 
     def fresh(label: str) -> str:  # names no node of the copied graph can take
-        return g._unique_name(f"{n.name}{label}")
+        return g.unique_name(f"{n.name}{label}")
 
     for t in range(steps - 1, -1, -1) if b.reverse else range(steps):
         values = carries + [S.getitem(x, t, name=fresh(f"[{t}]/{x.name}[{t}]")) for x in xs] + ws
@@ -86,7 +86,7 @@ def _unroll_scan(n: Node, ins: list[Node], I, S) -> list[Node]:
         for node in tr.graph.nodes:
             if node not in mm:
                 mm[node] = (
-                    g.constant(tr.graph._values[node], name=fresh(f"[{t}]/{node.name}"))
+                    g.constant(tr.graph.stored_value(node), name=fresh(f"[{t}]/{node.name}"))
                     if node.op.name == "constant"
                     else apply(node.op, tuple(mm[i] for i in node.inputs), fresh(f"[{t}]/{node.name}"))
                 )

@@ -187,7 +187,7 @@ def _while_loop_impl(
 
     if max_steps is not None:
         return _bounded_while(cond_fn, body_fn, inits, tup, pack, max_steps, name, graph)
-    title = name or graph._auto_name("while_loop")
+    title = name or graph.auto_name("while_loop")
     names = param_names(cond_fn, 1, ["carry"])
     cnames = [names[0]] if not tup else [f"{names[0]}{k}" for k in range(len(inits))]
     specs = [(nm, n.shape, n.dtype) for nm, n in zip(cnames, inits)]
@@ -205,8 +205,8 @@ def _while_loop_impl(
     captured, picks = union_captured((test, stp))
     body = WhileBody(title, test, stp, len(inits), captured, picks)
     ins = (*inits, *captured)
-    group = apply(While(body), ins, graph._unique_name(title))
-    outs = [result(group, k, graph._unique_name(f"{title}.{cnames[k]}")) for k in range(len(inits))]
+    group = apply(While(body), ins, graph.unique_name(title))
+    outs = [result(group, k, graph.unique_name(f"{title}.{cnames[k]}")) for k in range(len(inits))]
     return pack(outs)
 
 
@@ -225,7 +225,7 @@ def _bounded_while(
     max_steps steps; its gradient is a reverse scan over the steps it ran."""
     if not isinstance(max_steps, (int, np.integer)) or isinstance(max_steps, bool) or max_steps < 0:
         raise GraphCompilerError(f"while_loop: max_steps must be a non-negative int, not {max_steps!r}")
-    title = name or graph._auto_name("while_loop")
+    title = name or graph.auto_name("while_loop")
     test = _while_test_caller(cond_fn, pack, title)
     step_of = _while_step_caller(body_fn, pack, title, len(inits))
 

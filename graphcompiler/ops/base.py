@@ -150,12 +150,10 @@ def apply(op: Op, args: tuple, name: str | None = None) -> Node:
         raise type(e)(f"{op.name}{' ' + repr(name) if name else ''}: {e}; inputs: {_describe(xs)}") from None
     except GraphCompilerError:
         raise
-    if name is not None:
-        graph._check_new_name(name, op.name)
     if pending:  # the node must fit a graph file before its constants are added (a refused op adds nothing)
-        graph._check_fits(op, tuple(xs), tuple(shape), np.dtype(dtype), name)
+        graph.check_node(op, tuple(xs), tuple(shape), np.dtype(dtype), name)
         xs = [graph.constant(x.value) if type(x) is _Pending else x for x in xs]
-    return graph._add(op, tuple(xs), dtype, shape, name)
+    return graph.add_node(op, tuple(xs), dtype, shape, name)
 
 
 def _mixed_graphs(op: Op, name: str | None, nodes) -> None:

@@ -396,7 +396,7 @@ def split_quotient(g: Node, y: Node, complement: bool = False) -> tuple[Node | N
         if not complement:
             return n.inputs[0] if d is y else None
         one, s = d.inputs if d.op.name == "subtract" else (None, None)
-        if s is y and one.op.name == "constant" and one.ndim == 0 and float(one.graph._values.get(one, np.nan)) == 1.0:
+        if s is y and one.op.name == "constant" and one.ndim == 0 and one.graph.stored_value(one) == 1.0:
             return n.inputs[0]
         return None
 
