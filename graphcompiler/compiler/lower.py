@@ -164,13 +164,3 @@ def _results(plan: "BufferPlan", roots: Sequence[Node], slot: dict[Node, int], c
         copy.append(kind not in ("fresh", "buffer") or r in seen or (kind == "buffer" and len(results) <= n_outputs))
         seen.add(r)
     return results, copy
-
-
-def can_write_out(op, dtype) -> bool:
-    """Whether the evaluator can have this op write into a planned buffer (`out=`): the op record says."""
-    return op.can_write_out(dtype)
-
-
-def worth_a_buffer(shape) -> bool:
-    """A planned buffer pays for values with elements; NumPy's scalars are cheaper than out= on a 0-d array."""
-    return len(shape) > 0

@@ -17,8 +17,17 @@ import numpy as np
 
 from ..graph import Node
 from .ir import nbytes, value_inputs
-from .lower import can_write_out, worth_a_buffer
 from ..backends.lowered import ALIGN
+
+
+def can_write_out(op, dtype) -> bool:
+    """Whether the evaluator can have this op write into a planned buffer (`out=`): the op record says."""
+    return op.can_write_out(dtype)
+
+
+def worth_a_buffer(shape) -> bool:
+    """A planned buffer pays for values with elements; NumPy's scalars are cheaper than out= on a 0-d array."""
+    return len(shape) > 0
 
 
 @dataclass(slots=True)
