@@ -8,15 +8,23 @@ entry whose op is missing in this build raises `OpNotAvailableError` ("numpy.X n
 What NumPy offers but the table lacks raises `UnsupportedFunctionError` naming the function.
 
 A node has no value until a program runs, so `np.asarray(node)`, `float(node)`, `int(node)` and `bool(node)`
-raise. Writing into a node (`out=`, `node[i] = v`) is refused: graphs only grow.
+raise. NumPy never dispatches `np.array(list)` / `np.asarray(list)` (they always return an ndarray, asking
+each item for `__array__`), so a list holding nodes raises there too, saying to write `np.stack` or
+`np.array(list, like=node)`: with `like=` (NEP 35) NumPy hands the call to the node, which builds the stack.
+The joining functions (stack, concatenate, hstack, vstack, dstack, column_stack, append, block) take mixed
+lists of nodes, arrays, numbers and lists holding nodes, each read as NumPy's asanyarray reads it (a Python
+float is float64), so the result has NumPy's dtype. Writing into a node (`out=`, `node[i] = v`) is refused:
+graphs only grow.
 
 Compositions of existing ops, for NumPy functions with no op of their own: ravel = reshape(-1); swapaxes,
 moveaxis, rollaxis, matrix_transpose = transpose; hstack, vstack, column_stack, dstack, atleast_*d =
 concatenate / expand_dims / reshape; rot90 = flip + transpose; triu/tril = where(constant mask, x, 0); diag of a
 vector = where(constant eye, v, 0); full_like/zeros_like/ones_like = broadcast_to of a constant (zeros_like(a)
 + v for run-time shapes); diff = x[1:] - x[:-1]; kron = a[:, None, :, None] * b[None, :, None, :] reshaped;
-reciprocal = 1 / x; dot/inner of N-D operands = tensordot; multi_dot = matmuls left to right; average with
-weights = sum(a w) / sum(w); isnan = x != x; isinf/isfinite = |x| ==/< inf; logical_* = comparisons with 0.
+append = concatenate (of both flattened without an axis); array_split, hsplit, vsplit, dsplit = split at cut
+indices; block = concatenates, innermost lists along the last axis; reciprocal = 1 / x; dot/inner of N-D
+operands = tensordot; multi_dot = matmuls left to right; average with weights = sum(a w) / sum(w); isnan =
+x != x; isinf/isfinite = |x| ==/< inf; logical_* = comparisons with 0.
 These compute exactly what NumPy computes (values moved, or the same single arithmetic operation). log2,
 log10 (log(x) / log(base)), exp2 (2 ** x), deg2rad/rad2deg and multi_dot (another association order) agree
 with NumPy to rounding.
@@ -865,11 +873,11 @@ def _block(arrays):
     fname = "numpy.block"
     graph = _graph_of(arrays)
 
-    def depths(obj, path):  # (depth of every leaf), checked as NumPy checks nesting
+    def depths(obj, path):  # the depth of every leaf, with the nesting checked as NumPy checks it
         if isinstance(obj, tuple):
             raise ShapeError(f"{fname}: arrays{path} is a tuple; numpy.block takes nested lists only")
         if not isinstance(obj, list):
-            return [len(path)]
+            return [path.count("[")]
         if not obj:
             raise ShapeError(f"{fname}: arrays{path} is an empty list")
         return [d for k, o in enumerate(obj) for d in depths(o, f"{path}[{k}]")]
@@ -878,7 +886,7 @@ def _block(arrays):
     if len(ds) > 1:
         raise ShapeError(f"{fname}: the lists are nested to different depths {sorted(ds)}; nest them evenly")
     depth = ds.pop()
-    leaves: list[Node] = []
+    leaves = []
 
     def lift(obj):
         if isinstance(obj, list):
@@ -893,9 +901,7 @@ def _block(arrays):
         if not isinstance(obj, list):
             if obj.ndim == ndim:
                 return obj
-            return _gc("reshape", fname)(
-                obj, (1,) * (ndim - obj.ndim) + tuple(-1 if d is None else d for d in obj.shape)
-            )
+            return _gc("expand_dims", fname)(obj, tuple(range(ndim - obj.ndim)))  # leading 1s, as NumPy
         parts = [build(o, level + 1) for o in obj]
         return parts[0] if len(parts) == 1 else _gc("concatenate", fname)(parts, axis=level - depth + ndim)
 
