@@ -8,15 +8,23 @@ entry whose op is missing in this build raises `OpNotAvailableError` ("numpy.X n
 What NumPy offers but the table lacks raises `UnsupportedFunctionError` naming the function.
 
 A node has no value until a program runs, so `np.asarray(node)`, `float(node)`, `int(node)` and `bool(node)`
-raise. Writing into a node (`out=`, `node[i] = v`) is refused: graphs only grow.
+raise. NumPy never dispatches `np.array(list)` / `np.asarray(list)` (they always return an ndarray, asking
+each item for `__array__`), so a list holding nodes raises there too, saying to write `np.stack` or
+`np.array(list, like=node)`: with `like=` (NEP 35) NumPy hands the call to the node, which builds the stack.
+The joining functions (stack, concatenate, hstack, vstack, dstack, column_stack, append, block) take mixed
+lists of nodes, arrays, numbers and lists holding nodes, each read as NumPy's asanyarray reads it (a Python
+float is float64), so the result has NumPy's dtype. Writing into a node (`out=`, `node[i] = v`) is refused:
+graphs only grow.
 
 Compositions of existing ops, for NumPy functions with no op of their own: ravel = reshape(-1); swapaxes,
 moveaxis, rollaxis, matrix_transpose = transpose; hstack, vstack, column_stack, dstack, atleast_*d =
 concatenate / expand_dims / reshape; rot90 = flip + transpose; triu/tril = where(constant mask, x, 0); diag of a
 vector = where(constant eye, v, 0); full_like/zeros_like/ones_like = broadcast_to of a constant (zeros_like(a)
 + v for run-time shapes); diff = x[1:] - x[:-1]; kron = a[:, None, :, None] * b[None, :, None, :] reshaped;
-reciprocal = 1 / x; dot/inner of N-D operands = tensordot; multi_dot = matmuls left to right; average with
-weights = sum(a w) / sum(w); isnan = x != x; isinf/isfinite = |x| ==/< inf; logical_* = comparisons with 0.
+append = concatenate (of both flattened without an axis); array_split, hsplit, vsplit, dsplit = split at cut
+indices; block = concatenates, innermost lists along the last axis; reciprocal = 1 / x; dot/inner of N-D
+operands = tensordot; multi_dot = matmuls left to right; average with weights = sum(a w) / sum(w); isnan =
+x != x; isinf/isfinite = |x| ==/< inf; logical_* = comparisons with 0.
 These compute exactly what NumPy computes (values moved, or the same single arithmetic operation). log2,
 log10 (log(x) / log(base)), exp2 (2 ** x), deg2rad/rad2deg and multi_dot (another association order) agree
 with NumPy to rounding.
@@ -112,6 +120,38 @@ def _lift_all(xs) -> list[Node]:
     graph = _graph_of(xs)
     like = _like_dtype(xs)
     return [_lift(x, graph, like) for x in xs]
+
+
+def _holds_node(obj) -> bool:
+    return isinstance(obj, Node) or (isinstance(obj, (list, tuple)) and any(_holds_node(o) for o in obj))
+
+
+def _as_array_node(obj, graph, fname: str) -> Node:
+    """obj as NumPy's asanyarray reads it, as a node of `graph`: a node as is; a number or array a constant of
+    NumPy's dtype for it (a Python float is float64, as np.asarray(2.0)); a (nested) list or tuple holding
+    nodes the stack of its items along a new first axis (dtypes promoted as NumPy promotes arrays)."""
+    if isinstance(obj, Node):
+        return obj
+    if isinstance(obj, (list, tuple)) and _holds_node(obj):
+        if not obj:
+            raise ShapeError(f"{fname}: an empty list among nodes has no shape to stack")
+        items = [_as_array_node(o, graph, fname) for o in obj]
+        shapes = {x.shape for x in items}
+        if len(shapes) > 1:
+            raise ShapeError(
+                f"{fname}: the items of a list of nodes must have one shape to make an array, got "
+                f"{', '.join(f'{x.name!r} {fmt_shape(x.shape)}' for x in items)}; concatenate them instead"
+            )
+        return _gc("stack", fname)(items, axis=0)
+    return _lift(obj, graph)
+
+
+def _lift_arrays(xs, fname: str) -> list[Node]:
+    """The operands of a joining function (stack, concatenate, ...) as nodes of the nodes' graph, each read as
+    NumPy's asanyarray reads it, so the result's dtype is NumPy's."""
+    xs = list(xs)
+    graph = _graph_of(xs)
+    return [_as_array_node(x, graph, fname) for x in xs]
 
 
 def _no_value(node: Node, what: str) -> GraphCompilerError:
@@ -336,6 +376,8 @@ def array_function(self: Node, func, types, args, kwargs):
         )
     if not all(issubclass(t, (Node, np.ndarray)) for t in types):
         return NotImplemented
+    if func in _LIKE_FUNCS:  # np.array(obj, like=self): NumPy passes obj and leaves `like` out
+        kwargs = {**kwargs, "_like": self}
     return impl(*args, **kwargs)
 
 
@@ -651,13 +693,16 @@ def _atleast_3d(*arys):
 
 @implements(np.column_stack)
 def _column_stack(tup):
-    xs = [x if x.ndim >= 2 else _gc("expand_dims", "numpy.column_stack")(_atleast_1d(x), 1) for x in _lift_all(tup)]
+    xs = [
+        x if x.ndim >= 2 else _gc("expand_dims", "numpy.column_stack")(_atleast_1d(x), 1)
+        for x in _lift_arrays(tup, "numpy.column_stack")
+    ]
     return _concatenate(xs, axis=1)
 
 
 @implements(np.dstack)
 def _dstack(tup):
-    xs = _atleast_3d(*_lift_all(tup))
+    xs = _atleast_3d(*_lift_arrays(tup, "numpy.dstack"))
     return _concatenate([xs] if isinstance(xs, Node) else list(xs), axis=2)
 
 
@@ -725,7 +770,7 @@ def _real(val):
 @implements(np.concatenate)
 def _concatenate(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
     _refuse_out(out, "numpy.concatenate")
-    xs = _lift_all(arrays)
+    xs = _lift_arrays(arrays, "numpy.concatenate")
     if axis is None:
         xs, axis = [_flat(x) for x in xs], 0
     if dtype is not None:
@@ -736,7 +781,7 @@ def _concatenate(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
 @implements(np.stack)
 def _stack(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
     _refuse_out(out, "numpy.stack")
-    xs = _lift_all(arrays)
+    xs = _lift_arrays(arrays, "numpy.stack")
     if dtype is not None:
         xs = [_gc("astype", "numpy.stack")(x, dtype) for x in xs]
     return _gc("stack", "numpy.stack")(xs, axis=axis)
@@ -744,21 +789,136 @@ def _stack(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
 
 @implements(np.hstack)
 def _hstack(tup, *, dtype=None, casting="same_kind"):
-    xs = _atleast_1d(*_lift_all(tup))
+    xs = _atleast_1d(*_lift_arrays(tup, "numpy.hstack"))
     xs = [xs] if isinstance(xs, Node) else list(xs)
     return _concatenate(xs, axis=0 if xs[0].ndim == 1 else 1, dtype=dtype)
 
 
 @implements(np.vstack)
 def _vstack(tup, *, dtype=None, casting="same_kind"):
-    xs = _atleast_2d(*_lift_all(tup))
+    xs = _atleast_2d(*_lift_arrays(tup, "numpy.vstack"))
     xs = [xs] if isinstance(xs, Node) else list(xs)
     return _concatenate(xs, axis=0, dtype=dtype)
 
 
+@implements(np.append)
+def _append(arr, values, axis=None):
+    arr, values = _lift_arrays([arr, values], "numpy.append")
+    if axis is None:  # NumPy: both flattened
+        return _concatenate([_flat(arr), _flat(values)], axis=0)
+    return _concatenate([arr, values], axis=axis)
+
+
+def _cuts(ary, indices_or_sections, fname: str):
+    """indices_or_sections as Python ints (a node there would make the number of pieces a run-time fact)."""
+    if isinstance(indices_or_sections, Node):
+        raise UnsupportedFunctionError(
+            f"{fname}: the cut indices or number of sections must be Python ints or a NumPy array, not node "
+            f"{indices_or_sections.name!r}: the number and shapes of the pieces are fixed when the graph is built"
+        )
+    if isinstance(indices_or_sections, (int, np.integer)):
+        return int(indices_or_sections)
+    return [int(c) for c in indices_or_sections]
+
+
+def _split_node(ary, indices_or_sections, axis, fname: str):
+    x = _lift_arrays([ary], fname)[0]
+    return _gc("split", fname)(x, _cuts(x, indices_or_sections, fname), axis=axis)
+
+
 @implements(np.split)
 def _split(ary, indices_or_sections, axis=0):
-    return _gc("split", "numpy.split")(ary, indices_or_sections, axis=axis)
+    return _split_node(ary, indices_or_sections, axis, "numpy.split")
+
+
+@implements(np.array_split)
+def _array_split(ary, indices_or_sections, axis=0):
+    fname = "numpy.array_split"
+    x = _lift_arrays([ary], fname)[0]
+    cuts = _cuts(x, indices_or_sections, fname)
+    if isinstance(cuts, int):  # NumPy: the first n % k pieces one longer
+        if cuts <= 0:
+            raise ShapeError(f"{fname}: the number of sections must be positive, got {cuts}")
+        from .ops.shape import normalize_axis
+
+        ax = normalize_axis(axis, x.ndim, fname, x)
+        n = _static(x, fname, dims=(ax,))[0]
+        each, extra = divmod(n, cuts)
+        sizes = [each + 1] * extra + [each] * (cuts - extra)
+        cuts = [int(c) for c in np.cumsum(sizes)[:-1]]
+        axis = ax
+    return _gc("split", fname)(x, cuts, axis=axis)
+
+
+def _split_at(axis_of, least: int, fname: str):
+    def impl(ary, indices_or_sections):
+        x = _lift_arrays([ary], fname)[0]
+        if x.ndim < least:
+            raise ShapeError(
+                f"{fname} needs rank {least} or more, {x.name!r} has shape {fmt_shape(x.shape)}; use numpy.split "
+                "with an axis"
+            )
+        return _split_node(x, indices_or_sections, axis_of(x), fname)
+
+    return impl
+
+
+implements(np.hsplit)(_split_at(lambda x: 1 if x.ndim > 1 else 0, 1, "numpy.hsplit"))
+implements(np.vsplit)(_split_at(lambda x: 0, 2, "numpy.vsplit"))
+implements(np.dsplit)(_split_at(lambda x: 2, 3, "numpy.dsplit"))
+
+
+@implements(np.block)
+def _block(arrays):
+    fname = "numpy.block"
+    graph = _graph_of(arrays)
+
+    def depths(obj, path):  # the depth of every leaf, with the nesting checked as NumPy checks it
+        if isinstance(obj, tuple):
+            raise ShapeError(f"{fname}: arrays{path} is a tuple; numpy.block takes nested lists only")
+        if not isinstance(obj, list):
+            return [path.count("[")]
+        if not obj:
+            raise ShapeError(f"{fname}: arrays{path} is an empty list")
+        return [d for k, o in enumerate(obj) for d in depths(o, f"{path}[{k}]")]
+
+    ds = set(depths(arrays, ""))
+    if len(ds) > 1:
+        raise ShapeError(f"{fname}: the lists are nested to different depths {sorted(ds)}; nest them evenly")
+    depth = ds.pop()
+    leaves = []
+
+    def lift(obj):
+        if isinstance(obj, list):
+            return [lift(o) for o in obj]
+        leaves.append(_as_array_node(obj, graph, fname))
+        return leaves[-1]
+
+    tree = lift(arrays)
+    ndim = max([depth] + [x.ndim for x in leaves])
+
+    def build(obj, level):  # the innermost lists join along the last axis, the outermost along -depth
+        if not isinstance(obj, list):
+            if obj.ndim == ndim:
+                return obj
+            return _gc("expand_dims", fname)(obj, tuple(range(ndim - obj.ndim)))  # leading 1s, as NumPy
+        parts = [build(o, level + 1) for o in obj]
+        return parts[0] if len(parts) == 1 else _gc("concatenate", fname)(parts, axis=level - depth + ndim)
+
+    return build(tree, 0)
+
+
+_LIKE_FUNCS = (np.array, np.asarray, np.asanyarray)
+
+
+@implements(*_LIKE_FUNCS)
+def _array_like(obj, dtype=None, order=None, *, _like: Node, ndmin=0, **kw):
+    """np.array(obj, like=node) (NEP 35: the one way np.array reaches a node): obj holding nodes as the node
+    numpy.stack builds, a plain list or array as a constant of the graph of `like`."""
+    fname = "numpy.array(..., like=node)"
+    _refuse(bool(ndmin), fname, "ndmin=")
+    x = _as_array_node(obj, _graph_of(obj) or _like.graph, fname)
+    return x if dtype is None or np.dtype(dtype) == x.dtype else _gc("astype", fname)(x, dtype)
 
 
 @implements(np.where)
@@ -1202,8 +1362,9 @@ def _index_consecutive_arrays(x: Node, expanded: list, pos: list[int], fname: st
 def _array(self, dtype=None, copy=None):
     err = _no_value(self, "numpy.asarray / numpy.array")
     raise type(err)(
-        f"{err}. (A NumPy function given a list of nodes converts the list to an array: combine "
-        "the nodes first with numpy.stack or numpy.concatenate.)"
+        f"{err}. numpy.array and numpy.asarray always return a NumPy array, so given a list that holds nodes "
+        "they cannot build a node: write numpy.stack([a, b]) for np.array([a, b]) (numpy.concatenate for "
+        "pieces of one axis), or np.array([a, b], like=a), which NumPy hands to the node"
     )
 
 
