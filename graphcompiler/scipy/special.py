@@ -1,0 +1,366 @@
+"""gc.scipy.special: scipy.special's functions on graph nodes, as compositions of gc ops (as jax.scipy.special).
+
+Each function takes nodes, NumPy arrays and numbers; arrays and numbers become constants of the nodes'
+graph. With no node among the arguments it returns scipy.special's own value. Derivatives are those of
+the composition, so every order works; where a branch would be undefined (log 0, a division by 0) the
+other branch is fed a safe value first (the double `where`), so no NaN reaches a gradient.
+
+erfc, log_ndtr and their kin are exact in the far tail: for z >= 2.5, erfc(z) = e^(-z^2) / (sqrt(pi) t(z))
+with t the continued fraction z + (1/2)/(z + 1/(z + (3/2)/(z + ...))) cut after 32 terms (relative error
+under 1e-14 there), computed in the log domain, so log_ndtr(-30) = -454.32... and not log(0).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import DTypeError, GraphCompilerError
+from ..graph import Node
+from ..ops import (
+    astype,
+    digamma as _digamma,
+    equal,
+    erf as _erf,
+    exp,
+    floor,
+    gammaln as _gammaln,
+    greater,
+    greater_equal,
+    less,
+    log,
+    log1p,
+    log_sigmoid,
+    log_softmax as _log_softmax,
+    logsumexp as _logsumexp,
+    max as _max,
+    multiply,
+    not_equal,
+    sigmoid,
+    sign,
+    softmax as _softmax,
+    square,
+    stop_gradient,
+    sum as _sum,
+    where,
+)
+from ..ops.base import Deferred
+from ..ops.special import polygamma as _polygamma
+
+_TAIL = 2.5  # erfc(z) from its continued fraction at z >= _TAIL, 1 - erf(z) below
+_TERMS = 32
+_LOG_SQRT_PI = 0.5 * np.log(np.pi)
+
+
+@functools.cache
+def scipy_module(name: str) -> Any:
+    """scipy.special or scipy.stats, imported on first use (a call with no node), never at import."""
+    import importlib
+
+    return importlib.import_module(f"scipy.{name}")
+
+
+def lift(who: str, *values: Any) -> list[Any] | None:
+    """The values as float nodes of one graph (None stays None), or None when no value is a node.
+
+    Numbers and arrays become constants of the nodes' graph, in the floating dtype of the nodes (float64
+    when none is floating); integer and bool nodes are cast to it.
+    """
+    values = tuple(v.node() if isinstance(v, Deferred) else v for v in values)
+    nodes = [v for v in values if isinstance(v, Node)]
+    if not nodes:
+        return None
+    graph = nodes[0].graph
+    floats = [n.dtype for n in nodes if n.dtype.kind == "f"]
+    dtype = np.result_type(*floats) if floats else np.dtype("float64")
+    out: list[Any] = []
+    for k, v in enumerate(values):
+        if v is None or isinstance(v, Node):
+            out.append(v if v is None or v.dtype.kind == "f" else astype(v, dtype))
+            continue
+        arr = np.asarray(v)
+        if arr.dtype.kind not in "biuf":
+            raise DTypeError(
+                f"gc.scipy.{who}: argument {k} is {type(v).__name__} {v!r} (dtype {arr.dtype}); give a node, "
+                "a number or a real numeric array"
+            )
+        if arr.dtype.kind != "f" or not isinstance(v, np.ndarray):
+            arr = arr.astype(dtype)
+        out.append(graph.constant(arr))
+    return out
+
+
+def lifted(who: str, fallback: Callable[[], Callable]) -> Callable:
+    """Decorate a composition of nodes: its arguments are lifted (`lift`); with no node among them, the call
+    goes to `fallback()` (SciPy's function) with the arguments as given."""
+
+    def wrap(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            bound = sig.bind(*args, **kwargs)
+            bound.apply_defaults()
+            nodes = lift(who, *bound.arguments.values())
+            if nodes is None:
+                return fallback()(*args, **kwargs)
+            return fn(*nodes)
+
+        return call
+
+    return wrap
+
+
+def _special(name: str) -> Callable:
+    return lifted(f"special.{name}", lambda: getattr(scipy_module("special"), name))
+
+
+def _safe(cond: Node, x: Node, value: float) -> Node:
+    """x where cond is false, `value` where it is true: the input of a branch that `where` then discards,
+    so that branch never computes log 0 or 0/0 (whose NaN would reach the gradient)."""
+    return where(cond, value, x)
+
+
+# -- the log domain ---------------------------------------------------------------------------
+
+
+def logsumexp(a, axis=None, b=None, keepdims: bool = False, return_sign: bool = False):
+    """log(sum(b * exp(a))) over axis, as scipy.special.logsumexp; with return_sign, (log|s|, sign(s))."""
+    nodes = lift("special.logsumexp", a, b)
+    if nodes is None:
+        return scipy_module("special").logsumexp(a, axis=axis, b=b, keepdims=keepdims, return_sign=return_sign)
+    x, scale = nodes
+    if scale is None:
+        out = _logsumexp(x, axis=axis, keepdims=keepdims)
+        if return_sign:
+            return out, sign(exp(out))  # 1, or 0 where every a is -inf (as SciPy)
+        return out
+    top = stop_gradient(_max(x, axis=axis, keepdims=True))
+    top = where(greater(top, -np.inf), top, 0.0)  # all -inf: shift by 0, not by -inf (NaN)
+    s = _sum(multiply(scale, exp(x - top)), axis=axis, keepdims=keepdims)
+    shift = top if keepdims else _sum(top, axis=axis)
+    if return_sign:
+        return log(abs(s)) + shift, sign(s)
+    return log(s) + shift  # NaN where the sum is negative, as SciPy
+
+
+def _over(fn: Callable, x: Node, axis) -> Node:
+    if axis is None or not isinstance(axis, (int, np.integer)):
+        return x - _logsumexp(x, axis=axis, keepdims=True)
+    return fn(x, axis=int(axis))
+
+
+def softmax(x, axis=None):
+    """exp(x) / sum(exp(x)) over axis (all elements when None, as scipy.special.softmax)."""
+    nodes = lift("special.softmax", x)
+    if nodes is None:
+        return scipy_module("special").softmax(x, axis=axis)
+    if axis is None or not isinstance(axis, (int, np.integer)):
+        return exp(_over(_log_softmax, nodes[0], axis))
+    return _softmax(nodes[0], axis=int(axis))
+
+
+def log_softmax(x, axis=None):
+    """x - logsumexp(x) over axis (all elements when None, as scipy.special.log_softmax)."""
+    nodes = lift("special.log_softmax", x)
+    if nodes is None:
+        return scipy_module("special").log_softmax(x, axis=axis)
+    return _over(_log_softmax, nodes[0], axis)
+
+
+@_special("expit")
+def expit(x):
+    """1 / (1 + exp(-x)), the logistic sigmoid."""
+    return sigmoid(x)
+
+
+@_special("log_expit")
+def log_expit(x):
+    """log(expit(x)), exact for large |x|."""
+    return log_sigmoid(x)
+
+
+@_special("logit")
+def logit(p):
+    """log(p / (1 - p)), the inverse of expit."""
+    return log(p) - log1p(-p)
+
+
+def _x_log(x: Node, y: Node, log_fn: Callable, lowest: float) -> Node:
+    """x * log_fn(y), 0 where x == 0 and log_fn(y) is not finite (y <= lowest or y == inf), NaN where y is NaN.
+
+    Where x == 0 and log_fn(y) is finite the product itself gives 0, so d/dx is log_fn(y) there (as JAX);
+    elsewhere at x == 0 log_fn reads 1 - lowest, a safe value, so no NaN reaches the gradient."""
+    bad = equal(x, 0.0) & ~(greater(y, lowest) & less(y, np.inf))
+    value = x * log_fn(where(bad, 1.0 + lowest, y))
+    return where(not_equal(y, y), np.nan, value)
+
+
+@_special("xlogy")
+def xlogy(x, y):
+    """x * log(y), 0 where x == 0 (NaN where y is NaN); finite derivatives at x == 0."""
+    return _x_log(x, y, log, 0.0)
+
+
+@_special("xlog1py")
+def xlog1py(x, y):
+    """x * log1p(y), 0 where x == 0 (NaN where y is NaN); finite derivatives at x == 0."""
+    return _x_log(x, y, log1p, -1.0)
+
+
+@_special("entr")
+def entr(x):
+    """-x log x for x > 0, 0 at 0, -inf for x < 0."""
+    return where(less(x, 0.0), -np.inf, -xlogy(x, x))
+
+
+@_special("rel_entr")
+def rel_entr(x, y):
+    """x log(x / y) for x, y > 0; 0 where x == 0 and y >= 0; inf otherwise."""
+    ok = greater(x, 0.0) & greater(y, 0.0)
+    value = xlogy(x, _safe(ok, x, 1.0)) - xlogy(x, _safe(ok, y, 1.0))
+    return where(ok, value, where(equal(x, 0.0) & greater_equal(y, 0.0), 0.0, np.inf))
+
+
+# -- gamma and beta ---------------------------------------------------------------------------
+
+
+@_special("gammaln")
+def gammaln(x):
+    """log |Gamma(x)|."""
+    return _gammaln(x)
+
+
+@_special("digamma")
+def digamma(x):
+    """psi(x) = d log Gamma(x) / dx."""
+    return _digamma(x)
+
+
+def psi(x):
+    """Another name of digamma."""
+    return digamma(x)
+
+
+def polygamma(n: int, x):
+    """psi^(n)(x), the n-th derivative of digamma (n a non-negative integer)."""
+    nodes = lift("special.polygamma", x)
+    if nodes is None:
+        return scipy_module("special").polygamma(n, x)
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
+        raise GraphCompilerError(f"gc.scipy.special.polygamma: n must be a non-negative integer, got {n!r}")
+    return _polygamma(int(n), nodes[0])
+
+
+@_special("betaln")
+def betaln(a, b):
+    """log |B(a, b)| = gammaln(a) + gammaln(b) - gammaln(a + b)."""
+    return _gammaln(a) + _gammaln(b) - _gammaln(a + b)
+
+
+def multigammaln(a, d: int):
+    """log of the multivariate gamma function of dimension d: d(d-1)/4 log(pi) + sum_j gammaln(a - j/2)."""
+    nodes = lift("special.multigammaln", a)
+    if nodes is None:
+        return scipy_module("special").multigammaln(a, d)
+    if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 1:
+        raise GraphCompilerError(f"gc.scipy.special.multigammaln: d must be a positive integer, got {d!r}")
+    x = nodes[0]
+    out = d * (d - 1) / 4 * np.log(np.pi) + _gammaln(x)
+    for j in range(1, int(d)):
+        out = out + _gammaln(x - j / 2)
+    return out
+
+
+# -- the error function and the normal distribution -----------------------------------------------
+
+
+@_special("erf")
+def erf(x):
+    """2/sqrt(pi) * integral of exp(-t^2) from 0 to x."""
+    return _erf(x)
+
+
+def _fraction(z: Node) -> Node:
+    """t(z) with erfc(z) = e^(-z^2) / (sqrt(pi) t(z)): Laplace's continued fraction, for z >= _TAIL."""
+    t = z
+    for k in range(_TERMS, 0, -1):
+        t = z + (k / 2) / t
+    return t
+
+
+def _log_erfc(z: Node) -> Node:
+    tail = greater_equal(z, _TAIL)
+    far = -square(_safe(~tail, z, _TAIL)) - log(_fraction(_safe(~tail, z, _TAIL))) - _LOG_SQRT_PI
+    return where(tail, far, log1p(-_erf(_safe(tail, z, 0.0))))
+
+
+def _erfc(z: Node) -> Node:
+    tail = greater_equal(z, _TAIL)
+    zt = _safe(~tail, z, _TAIL)
+    far = exp(-square(zt) - log(_fraction(zt)) - _LOG_SQRT_PI)
+    return where(tail, far, 1.0 - _erf(_safe(tail, z, 0.0)))
+
+
+@_special("erfc")
+def erfc(x):
+    """1 - erf(x), exact in relative terms for large x (the continued fraction beyond 2.5)."""
+    return _erfc(x)
+
+
+@_special("erfcx")
+def erfcx(x):
+    """exp(x^2) erfc(x), the scaled complementary error function (finite for large x)."""
+    tail = greater_equal(x, _TAIL)
+    far = 1.0 / (np.sqrt(np.pi) * _fraction(_safe(~tail, x, _TAIL)))
+    near = _safe(tail, x, 0.0)
+    return where(tail, far, exp(square(near)) * (1.0 - _erf(near)))
+
+
+@_special("ndtr")
+def ndtr(x):
+    """The standard normal CDF, 0.5 erfc(-x / sqrt 2)."""
+    return 0.5 * _erfc(x * -np.sqrt(0.5))
+
+
+@_special("log_ndtr")
+def log_ndtr(x):
+    """log of the standard normal CDF, exact far in both tails (log_ndtr(-30) is finite; log_ndtr(10) is
+    -7.6e-24, not 0)."""
+    right = greater(x, 0.0)
+    upper = log1p(-0.5 * _erfc(_safe(~right, x, 1.0) * np.sqrt(0.5)))
+    lower = _log_erfc(_safe(right, x, 0.0) * -np.sqrt(0.5)) - np.log(2.0)
+    return where(right, upper, lower)
+
+
+def is_integer(x: Node) -> Node:
+    """Where x is a whole number (a bool node)."""
+    return equal(floor(x), x)
+
+
+__all__ = [
+    "betaln",
+    "digamma",
+    "entr",
+    "erf",
+    "erfc",
+    "erfcx",
+    "expit",
+    "gammaln",
+    "log_expit",
+    "log_ndtr",
+    "log_softmax",
+    "logit",
+    "logsumexp",
+    "multigammaln",
+    "ndtr",
+    "polygamma",
+    "psi",
+    "rel_entr",
+    "softmax",
+    "xlog1py",
+    "xlogy",
+]
