@@ -13,6 +13,7 @@ under 1e-14 there), computed in the log domain, so log_ndtr(-30) = -454.32... an
 from __future__ import annotations
 
 import functools
+import math
 import inspect
 from typing import Any, Callable
 
@@ -52,7 +53,7 @@ from ..ops.special import polygamma as _polygamma
 
 _TAIL = 2.5  # erfc(z) from its continued fraction at z >= _TAIL, 1 - erf(z) below
 _TERMS = 32
-_LOG_SQRT_PI = 0.5 * np.log(np.pi)
+_LOG_SQRT_PI = 0.5 * math.log(np.pi)
 
 
 @functools.cache
@@ -221,7 +222,7 @@ def entr(x):
 def rel_entr(x, y):
     """x log(x / y) for x, y > 0; 0 where x == 0 and y >= 0; inf otherwise."""
     ok = greater(x, 0.0) & greater(y, 0.0)
-    value = xlogy(x, _safe(ok, x, 1.0)) - xlogy(x, _safe(ok, y, 1.0))
+    value = xlogy(x, _safe(~ok, x, 1.0)) - xlogy(x, _safe(~ok, y, 1.0))
     return where(ok, value, where(equal(x, 0.0) & greater_equal(y, 0.0), 0.0, np.inf))
 
 
@@ -269,7 +270,7 @@ def multigammaln(a, d: int):
     if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 1:
         raise GraphCompilerError(f"gc.scipy.special.multigammaln: d must be a positive integer, got {d!r}")
     x = nodes[0]
-    out = d * (d - 1) / 4 * np.log(np.pi) + _gammaln(x)
+    out = d * (d - 1) / 4 * math.log(np.pi) + _gammaln(x)
     for j in range(1, int(d)):
         out = out + _gammaln(x - j / 2)
     return out
@@ -315,7 +316,7 @@ def erfc(x):
 def erfcx(x):
     """exp(x^2) erfc(x), the scaled complementary error function (finite for large x)."""
     tail = greater_equal(x, _TAIL)
-    far = 1.0 / (np.sqrt(np.pi) * _fraction(_safe(~tail, x, _TAIL)))
+    far = 1.0 / (math.sqrt(np.pi) * _fraction(_safe(~tail, x, _TAIL)))
     near = _safe(tail, x, 0.0)
     return where(tail, far, exp(square(near)) * (1.0 - _erf(near)))
 
@@ -323,7 +324,7 @@ def erfcx(x):
 @_special("ndtr")
 def ndtr(x):
     """The standard normal CDF, 0.5 erfc(-x / sqrt 2)."""
-    return 0.5 * _erfc(x * -np.sqrt(0.5))
+    return 0.5 * _erfc(x * -math.sqrt(0.5))
 
 
 @_special("log_ndtr")
@@ -331,8 +332,8 @@ def log_ndtr(x):
     """log of the standard normal CDF, exact far in both tails (log_ndtr(-30) is finite; log_ndtr(10) is
     -7.6e-24, not 0)."""
     right = greater(x, 0.0)
-    upper = log1p(-0.5 * _erfc(_safe(~right, x, 1.0) * np.sqrt(0.5)))
-    lower = _log_erfc(_safe(right, x, 0.0) * -np.sqrt(0.5)) - np.log(2.0)
+    upper = log1p(-0.5 * _erfc(_safe(~right, x, 1.0) * math.sqrt(0.5)))
+    lower = _log_erfc(_safe(right, x, 0.0) * -math.sqrt(0.5)) - math.log(2.0)
     return where(right, upper, lower)
 
 

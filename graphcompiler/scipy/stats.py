@@ -10,6 +10,7 @@ that `where` discards is fed a safe value, so gradients stay finite.
 from __future__ import annotations
 
 import functools
+import math
 import inspect
 from typing import Callable
 
@@ -41,7 +42,7 @@ from ..ops import (
 from ..linalg import cholesky, triangular_solve
 from .special import betaln, gammaln, is_integer, lift, log_ndtr, ndtr, scipy_module, xlog1py, xlogy
 
-_LOG_2PI = np.log(2 * np.pi)
+_LOG_2PI = math.log(2 * np.pi)
 
 
 def _method(fn: Callable) -> Callable:
@@ -181,7 +182,7 @@ class Cauchy(Continuous):
 
     @_method
     def logpdf(self, x, loc=0, scale=1):
-        return -np.log(np.pi) - log(scale) - log1p(square((x - loc) / scale))
+        return -math.log(np.pi) - log(scale) - log1p(square((x - loc) / scale))
 
     @_method
     def cdf(self, x, loc=0, scale=1):
