@@ -125,6 +125,26 @@ def _safe(cond: Node, x: Node, value: float) -> Node:
     return where(cond, value, x)
 
 
+def _keep(cond: Node, x: Node, value: float) -> Node:
+    """x where cond is true, `value` elsewhere (`_safe` the other way round)."""
+    return where(cond, x, value)
+
+
+def both(a: Node, b: Node) -> Node:
+    """a and b, elementwise (through `where`, which every backend runs natively)."""
+    return where(a, b, False)
+
+
+def either(a: Node, b: Node) -> Node:
+    """a or b, elementwise."""
+    return where(a, True, b)
+
+
+def negate(a: Node) -> Node:
+    """not a, elementwise."""
+    return where(a, False, True)
+
+
 # -- the log domain ---------------------------------------------------------------------------
 
 
@@ -195,7 +215,7 @@ def _x_log(x: Node, y: Node, log_fn: Callable, lowest: float) -> Node:
 
     Where x == 0 and log_fn(y) is finite the product itself gives 0, so d/dx is log_fn(y) there (as JAX);
     elsewhere at x == 0 log_fn reads 1 - lowest, a safe value, so no NaN reaches the gradient."""
-    bad = equal(x, 0.0) & ~(greater(y, lowest) & less(y, np.inf))
+    bad = both(equal(x, 0.0), negate(both(greater(y, lowest), less(y, np.inf))))
     value = x * log_fn(where(bad, 1.0 + lowest, y))
     return where(not_equal(y, y), np.nan, value)
 
@@ -221,9 +241,9 @@ def entr(x):
 @_special("rel_entr")
 def rel_entr(x, y):
     """x log(x / y) for x, y > 0; 0 where x == 0 and y >= 0; inf otherwise."""
-    ok = greater(x, 0.0) & greater(y, 0.0)
-    value = xlogy(x, _safe(~ok, x, 1.0)) - xlogy(x, _safe(~ok, y, 1.0))
-    return where(ok, value, where(equal(x, 0.0) & greater_equal(y, 0.0), 0.0, np.inf))
+    ok = both(greater(x, 0.0), greater(y, 0.0))
+    value = xlogy(x, _keep(ok, x, 1.0)) - xlogy(x, _keep(ok, y, 1.0))
+    return where(ok, value, where(both(equal(x, 0.0), greater_equal(y, 0.0)), 0.0, np.inf))
 
 
 # -- gamma and beta ---------------------------------------------------------------------------
@@ -295,13 +315,13 @@ def _fraction(z: Node) -> Node:
 
 def _log_erfc(z: Node) -> Node:
     tail = greater_equal(z, _TAIL)
-    far = -square(_safe(~tail, z, _TAIL)) - log(_fraction(_safe(~tail, z, _TAIL))) - _LOG_SQRT_PI
+    far = -square(_keep(tail, z, _TAIL)) - log(_fraction(_keep(tail, z, _TAIL))) - _LOG_SQRT_PI
     return where(tail, far, log1p(-_erf(_safe(tail, z, 0.0))))
 
 
 def _erfc(z: Node) -> Node:
     tail = greater_equal(z, _TAIL)
-    zt = _safe(~tail, z, _TAIL)
+    zt = _keep(tail, z, _TAIL)
     far = exp(-square(zt) - log(_fraction(zt)) - _LOG_SQRT_PI)
     return where(tail, far, 1.0 - _erf(_safe(tail, z, 0.0)))
 
@@ -316,7 +336,7 @@ def erfc(x):
 def erfcx(x):
     """exp(x^2) erfc(x), the scaled complementary error function (finite for large x)."""
     tail = greater_equal(x, _TAIL)
-    far = 1.0 / (math.sqrt(np.pi) * _fraction(_safe(~tail, x, _TAIL)))
+    far = 1.0 / (math.sqrt(np.pi) * _fraction(_keep(tail, x, _TAIL)))
     near = _safe(tail, x, 0.0)
     return where(tail, far, exp(square(near)) * (1.0 - _erf(near)))
 
@@ -332,14 +352,14 @@ def log_ndtr(x):
     """log of the standard normal CDF, exact far in both tails (log_ndtr(-30) is finite; log_ndtr(10) is
     -7.6e-24, not 0)."""
     right = greater(x, 0.0)
-    upper = log1p(-0.5 * _erfc(_safe(~right, x, 1.0) * math.sqrt(0.5)))
+    upper = log1p(-0.5 * _erfc(_keep(right, x, 1.0) * math.sqrt(0.5)))
     lower = _log_erfc(_safe(right, x, 0.0) * -math.sqrt(0.5)) - math.log(2.0)
     return where(right, upper, lower)
 
 
-def is_integer(x: Node) -> Node:
-    """Where x is a whole number (a bool node)."""
-    return equal(floor(x), x)
+def not_integer(x: Node) -> Node:
+    """Where x is not a whole number (a bool node)."""
+    return not_equal(floor(x), x)
 
 
 __all__ = [

@@ -40,7 +40,20 @@ from ..ops import (
     where,
 )
 from ..linalg import cholesky, triangular_solve
-from .special import betaln, gammaln, is_integer, lift, log_ndtr, ndtr, scipy_module, xlog1py, xlogy
+from .special import (
+    betaln,
+    both,
+    either,
+    gammaln,
+    lift,
+    negate,
+    not_integer,
+    log_ndtr,
+    ndtr,
+    scipy_module,
+    xlog1py,
+    xlogy,
+)
 
 _LOG_2PI = math.log(2 * np.pi)
 
@@ -130,8 +143,8 @@ class Uniform(Continuous):
 
     @_method
     def logpdf(self, x, loc=0, scale=1):
-        inside = greater_equal(x, loc) & less_equal(x, loc + scale)
-        return _outside(~inside, -log(scale) + 0.0 * x)
+        inside = both(greater_equal(x, loc), less_equal(x, loc + scale))
+        return where(inside, -log(scale) + 0.0 * x, -np.inf)
 
     @_method
     def cdf(self, x, loc=0, scale=1):
@@ -174,7 +187,7 @@ class Laplace(Continuous):
     def cdf(self, x, loc=0, scale=1):
         y = (x - loc) / scale
         neg = less(y, 0.0)
-        return where(neg, 0.5 * exp(_safe(~neg, y, 0.0)), 1.0 - 0.5 * exp(-_safe(neg, y, 0.0)))
+        return where(neg, 0.5 * exp(where(neg, y, 0.0)), 1.0 - 0.5 * exp(-_safe(neg, y, 0.0)))
 
 
 class Cauchy(Continuous):
@@ -253,7 +266,7 @@ class Beta(Continuous):
     @_method
     def logpdf(self, x, a, b, loc=0, scale=1):
         y = (x - loc) / scale
-        out = less(y, 0.0) | greater(y, 1.0)
+        out = either(less(y, 0.0), greater(y, 1.0))
         ys = _safe(out, y, 0.5)
         return _outside(out, xlogy(a - 1.0, ys) + xlog1py(b - 1.0, -ys) - betaln(a, b) - log(scale))
 
@@ -267,7 +280,7 @@ class Poisson(Discrete):
     @_method
     def logpmf(self, k, mu, loc=0):
         j = k - loc
-        out = less(j, 0.0) | ~is_integer(j)
+        out = either(less(j, 0.0), not_integer(j))
         js = _safe(out, j, 0.0)
         return _outside(out, xlogy(js, mu) - gammaln(js + 1.0) - mu)
 
@@ -278,7 +291,7 @@ class Bernoulli(Discrete):
     @_method
     def logpmf(self, k, p, loc=0):
         j = k - loc
-        out = ~(equal(j, 0.0) | equal(j, 1.0))
+        out = negate(either(equal(j, 0.0), equal(j, 1.0)))
         js = _safe(out, j, 0.0)
         return _outside(out, xlogy(js, p) + xlog1py(1.0 - js, -p))
 
@@ -294,7 +307,7 @@ class Binom(Discrete):
     @_method
     def logpmf(self, k, n, p, loc=0):
         j = k - loc
-        out = less(j, 0.0) | greater(j, n) | ~is_integer(j)
+        out = either(either(less(j, 0.0), greater(j, n)), not_integer(j))
         js = _safe(out, j, 0.0)
         count = gammaln(n + 1.0) - gammaln(js + 1.0) - gammaln(n - js + 1.0)
         return _outside(out, count + xlogy(js, p) + xlog1py(n - js, -p))
@@ -306,7 +319,7 @@ class Geom(Discrete):
     @_method
     def logpmf(self, k, p, loc=0):
         j = k - loc
-        out = less(j, 1.0) | ~is_integer(j)
+        out = either(less(j, 1.0), not_integer(j))
         js = _safe(out, j, 1.0)
         return _outside(out, xlog1py(js - 1.0, -p) + log(p))
 
