@@ -38,6 +38,7 @@ SPECIAL = [  # name, domains of the arguments
     ("xlog1py", ["real", "neg1"]),
     ("entr", ["pos"]),
     ("rel_entr", ["pos", "pos"]),
+    ("kl_div", ["pos", "pos"]),
     ("gammaln", ["pos"]),
     ("digamma", ["pos"]),
     ("betaln", ["pos", "pos"]),
@@ -202,6 +203,10 @@ STATS = [  # distribution, method, domains of the arguments (x first)
     ("bernoulli", "cdf", ["real", "unit"]),
     ("binom", "logpmf", ["count", "big", "unit"]),
     ("geom", "logpmf", ["count", "unit"]),
+    ("nbinom", "logpmf", ["count", "big", "unit"]),
+    ("nbinom", "pmf", ["count", "big", "unit"]),
+    ("pareto", "logpdf", ["big", "big"]),
+    ("pareto", "pdf", ["big", "big"]),
 ]
 DIFFERENTIABLE = {"count": False, "bit": False}  # pmf arguments k are not differentiated
 
@@ -246,6 +251,8 @@ def test_stats_derivatives(dist, method, domains):
     ("bernoulli", "logpmf", ([-1.0, 0.0, 0.5, 1.0, 2.0], 0.3)),
     ("binom", "logpmf", ([-1.0, 0.0, 2.5, 3.0, 5.0, 6.0], 5.0, 0.4)),
     ("geom", "logpmf", ([0.0, 1.0, 2.5, 3.0], 0.4)),
+    ("nbinom", "logpmf", ([-1.0, 0.0, 2.5, 3.0], 4.5, 0.3)),
+    ("pareto", "logpdf", ([0.5, 1.0, 2.0], 3.0)),
 ])
 def test_outside_the_support_as_scipy_and_gradients_finite(dist, method, args):
     x = np.array(args[0])
@@ -299,6 +306,19 @@ def test_multivariate_normal_refuses_what_it_cannot_do():
         T.multivariate_normal.logpdf(x, np.zeros(2), np.eye(2))
     with pytest.raises(gc.ShapeError, match="disagree"):
         T.multivariate_normal.logpdf(x, np.zeros(3), np.eye(2))
+
+
+def test_multinomial():
+    p = np.array([0.2, 0.3, 0.5])
+    x = np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0], [1.0, 2.0, 2.0], [-1.0, 3.0, 4.0], [0.5, 2.5, 3.0]])
+    want = st.multinomial.logpmf(x, 6, p)  # the last three: a wrong total, a negative count, not whole: -inf
+    got = gc.function(lambda u, q: [T.multinomial.logpmf(u, 6, q), T.multinomial.pmf(u, 6, q)])(x, p)
+    np.testing.assert_allclose(got[0], want, rtol=1e-12)
+    np.testing.assert_allclose(got[1], st.multinomial.pmf(x, 6, p), rtol=1e-12)
+    d = gc.grad(lambda q: gc.sum(T.multinomial.logpmf(x[:2], 6, q)))(p)
+    np.testing.assert_allclose(d, x[:2].sum(0) / p, rtol=1e-12)
+    with pytest.raises(gc.ShapeError, match="last axes"):
+        gc.function(lambda q: T.multinomial.logpmf(x, 6, q))(np.ones(4) / 4)
 
 
 def test_dirichlet():

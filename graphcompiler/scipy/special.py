@@ -246,6 +246,12 @@ def rel_entr(x, y):
     return where(ok, value, where(both(equal(x, 0.0), greater_equal(y, 0.0)), 0.0, np.inf))
 
 
+@_special("kl_div")
+def kl_div(x, y):
+    """x log(x / y) - x + y for x, y > 0; y where x == 0 and y >= 0; inf otherwise."""
+    return rel_entr(x, y) - x + y
+
+
 # -- gamma and beta ---------------------------------------------------------------------------
 
 
@@ -371,6 +377,7 @@ __all__ = [
     "erfcx",
     "expit",
     "gammaln",
+    "kl_div",
     "log_expit",
     "log_ndtr",
     "log_softmax",

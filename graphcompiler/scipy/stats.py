@@ -30,6 +30,9 @@ from ..ops import (
     greater_equal,
     less,
     less_equal,
+    max as gc_max,
+    min as gc_min,
+    not_equal,
     log,
     log1p,
     log_sigmoid,
@@ -40,6 +43,7 @@ from ..ops import (
     where,
 )
 from ..linalg import cholesky, triangular_solve
+from ..ops.base import Deferred
 from .special import (
     betaln,
     both,
@@ -93,13 +97,18 @@ class Distribution:
         return f"gc.scipy.stats.{self.name}"
 
 
+def _has_node(args: tuple, kwargs: dict) -> bool:
+    return any(isinstance(v, (Node, Deferred)) for v in (*args, *kwargs.values()))
+
+
 class Continuous(Distribution):
     def logpdf(self, *args, **kwargs):
         raise NotImplementedError
 
     def pdf(self, *args, **kwargs):
-        value = self.logpdf(*args, **kwargs)
-        return exp(value) if isinstance(value, Node) else getattr(scipy_module("stats"), self.name).pdf(*args, **kwargs)
+        if not _has_node(args, kwargs):
+            return getattr(scipy_module("stats"), self.name).pdf(*args, **kwargs)
+        return exp(self.logpdf(*args, **kwargs))
 
 
 class Discrete(Distribution):
@@ -107,8 +116,9 @@ class Discrete(Distribution):
         raise NotImplementedError
 
     def pmf(self, *args, **kwargs):
-        value = self.logpmf(*args, **kwargs)
-        return exp(value) if isinstance(value, Node) else getattr(scipy_module("stats"), self.name).pmf(*args, **kwargs)
+        if not _has_node(args, kwargs):
+            return getattr(scipy_module("stats"), self.name).pmf(*args, **kwargs)
+        return exp(self.logpmf(*args, **kwargs))
 
 
 # -- continuous, location and scale ---------------------------------------------------------------
@@ -271,6 +281,16 @@ class Beta(Continuous):
         return _outside(out, xlogy(a - 1.0, ys) + xlog1py(b - 1.0, -ys) - betaln(a, b) - log(scale))
 
 
+class Pareto(Continuous):
+    name = "pareto"
+
+    @_method
+    def logpdf(self, x, b, loc=0, scale=1):
+        y = (x - loc) / scale
+        out = less(y, 1.0)
+        return _outside(out, log(b) - (b + 1.0) * log(_safe(out, y, 1.0)) - log(scale))
+
+
 # -- discrete ---------------------------------------------------------------------------------------
 
 
@@ -322,6 +342,18 @@ class Geom(Discrete):
         out = either(less(j, 1.0), not_integer(j))
         js = _safe(out, j, 1.0)
         return _outside(out, xlog1py(js - 1.0, -p) + log(p))
+
+
+class Nbinom(Discrete):
+    name = "nbinom"
+
+    @_method
+    def logpmf(self, k, n, p, loc=0):
+        j = k - loc
+        out = either(less(j, 0.0), not_integer(j))
+        js = _safe(out, j, 0.0)
+        count = gammaln(js + n) - gammaln(n) - gammaln(js + 1.0)
+        return _outside(out, count + xlogy(n, p) + xlog1py(js, -p))
 
 
 # -- multivariate ---------------------------------------------------------------------------------
@@ -382,10 +414,30 @@ class MultivariateNormal(Continuous):
         return squeeze(out) if any(k == 1 for k in out.shape) else out
 
     def pdf(self, x, mean=None, cov=1, allow_singular=False):
-        value = self.logpdf(x, mean, cov, allow_singular)
-        if isinstance(value, Node):
-            return exp(value)
-        return scipy_module("stats").multivariate_normal.pdf(x, mean, cov, allow_singular=allow_singular)
+        if not _has_node((x, mean, cov), {}):
+            return scipy_module("stats").multivariate_normal.pdf(x, mean, cov, allow_singular=allow_singular)
+        return exp(self.logpdf(x, mean, cov, allow_singular))
+
+
+class Multinomial(Discrete):
+    """logpmf/pmf(x, n, p): x's last axis holds the counts of the K outcomes, p their probabilities."""
+
+    name = "multinomial"
+
+    @_method
+    def logpmf(self, x, n, p):
+        if p.ndim < 1 or x.ndim < 1 or p.shape[-1] not in (x.shape[-1], None) and x.shape[-1] is not None:
+            raise ShapeError(
+                f"gc.scipy.stats.multinomial.logpmf: x of shape {x.shape} and p of shape {p.shape}; their last "
+                "axes hold the K outcomes and must agree"
+            )
+        out = either(
+            either(less(gc_min(x, axis=-1), 0.0), not_equal(_sum(x, axis=-1), n)),
+            gc_max(not_integer(x), axis=-1),
+        )
+        xs = where(not_integer(x), 0.0, x)
+        value = gammaln(n + 1.0) + _sum(xlogy(xs, p) - gammaln(xs + 1.0), axis=-1)
+        return _outside(out, value)
 
 
 class Dirichlet(Continuous):
@@ -420,6 +472,9 @@ bernoulli = Bernoulli()
 binom = Binom()
 geom = Geom()
 multivariate_normal = MultivariateNormal()
+multinomial = Multinomial()
+pareto = Pareto()
+nbinom = Nbinom()
 dirichlet = Dirichlet()
 
 __all__ = [
@@ -434,8 +489,11 @@ __all__ = [
     "geom",
     "laplace",
     "logistic",
+    "multinomial",
     "multivariate_normal",
+    "nbinom",
     "norm",
+    "pareto",
     "poisson",
     "t",
     "uniform",
