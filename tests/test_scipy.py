@@ -98,6 +98,7 @@ def test_special_with_a_constant_argument():
     np.testing.assert_allclose(got, ss.xlogy([1.0, 0.0, 2.5], y) + ss.betaln([1.0, 0.0, 2.5], 2.0), rtol=RTOL)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # erfcx(30) is inf, as SciPy's
 @pytest.mark.parametrize("x", [-40.0, -30.0, -20.0, -8.0, -3.0, 0.0, 3.0, 8.0, 10.0, 30.0])
 def test_the_normal_tails_are_exact(x):
     """log_ndtr/logcdf far in the lower tail (where ndtr underflows) and erfc/ndtr relative to their size."""
@@ -348,6 +349,17 @@ def test_autograd_style_use():
     np.testing.assert_allclose(dm, np.linalg.solve(cov, pts.sum(0)), rtol=1e-10)
 
 
+def test_scipy_keywords_and_defaults():
+    x = np.array([-1.0, 0.5, 2.0])
+    f = gc.function(lambda v, m: [T.norm.logpdf(v, scale=2.0, loc=m), T.norm.logpdf(v), T.t.pdf(v, df=3.0),
+                                  T.gamma.logpdf(v + 2.0, a=2.5, scale=0.5), T.poisson.logpmf(k=np.arange(3), mu=m)])
+    got = f(x, np.array(0.7))
+    want = [st.norm.logpdf(x, scale=2.0, loc=0.7), st.norm.logpdf(x), st.t.pdf(x, df=3.0),
+            st.gamma.logpdf(x + 2.0, a=2.5, scale=0.5), st.poisson.logpmf(k=np.arange(3), mu=0.7)]
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
 def test_float32_stays_float32():
     x = np.array([-1.0, 0.5, 2.0], np.float32)
     got = gc.function(lambda v: T.norm.logpdf(v, 0.5, 2.0))(x)
@@ -375,6 +387,7 @@ def _available(name: str) -> bool:
     return any(b["name"] == name and b["available"] for b in gc.backends())
 
 
+@pytest.mark.filterwarnings("ignore:graphcompiler. the C backend runs")
 @pytest.mark.parametrize("backend", ["numpy", "c", "jax"])
 def test_every_backend_runs_the_compositions(backend):
     """The functions are gc ops only, so the C and JAX backends run them, derivatives included, unchanged."""
