@@ -47,6 +47,7 @@ SPECIAL = [  # name, domains of the arguments
     ("erfcx", ["real"]),
     ("ndtr", ["real"]),
     ("log_ndtr", ["real"]),
+    ("ndtri", ["unit"]),
 ]
 SHAPES = {1: [(), (5,), (3, 4)], 2: [(3, 4), (4,)], 3: [(3, 1), (1, 4), ()]}
 
@@ -109,6 +110,22 @@ def test_the_normal_tails_are_exact(x):
     for k, (a, b) in enumerate(zip(got, want)):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=0, err_msg=f"output {k} at x = {x}")
     assert np.isfinite(got[0]) and got[0] < -400 if x <= -30 else True
+
+
+def test_ndtri_across_the_range():
+    """The inverse of ndtr to about 1e-15 from p = 1e-300 to 1 - 1e-16, exact 0 at 1/2, the edges as SciPy's,
+    and d ndtri/dp = 1 / pdf(ndtri(p)) there."""
+    p = np.array([0.0, 1e-300, 1e-50, 1e-10, 1e-3, 0.3, 0.5, 0.5 + 1e-12, 0.5 - 1e-9, 0.9, 1 - 1e-10, 1 - 1e-16, 1.0,
+                  1.5, -0.1, np.nan])
+    got = gc.function(S.ndtri)(p)
+    want = ss.ndtri(p)
+    np.testing.assert_allclose(got, want, rtol=5e-15, atol=0)
+    assert got[6] == 0.0
+    inside = slice(1, 12)
+    d = gc.grad(lambda v: gc.sum(S.ndtri(v)))(p[inside])
+    np.testing.assert_allclose(d, np.exp(-st.norm.logpdf(want[inside])), rtol=1e-12)
+    np.testing.assert_allclose(gc.function(lambda v: T.norm.ppf(v, 1.0, 2.0))(p), st.norm.ppf(p, 1.0, 2.0),
+                               rtol=5e-15)
 
 
 def test_log_ndtr_derivative_in_the_tail():
@@ -174,6 +191,8 @@ STATS = [  # distribution, method, domains of the arguments (x first)
     ("norm", "logcdf", ["real", "real", "pos"]),
     ("norm", "sf", ["real", "real", "pos"]),
     ("norm", "logsf", ["real", "real", "pos"]),
+    ("norm", "ppf", ["unit", "real", "pos"]),
+    ("norm", "isf", ["unit", "real", "pos"]),
     ("t", "logpdf", ["real", "big", "real", "pos"]),
     ("t", "pdf", ["real", "big", "real", "pos"]),
     ("gamma", "logpdf", ["pos", "big", "real", "pos"]),

@@ -32,6 +32,7 @@ from ..ops import (
     greater,
     greater_equal,
     less,
+    less_equal,
     log,
     log1p,
     log_sigmoid,
@@ -43,6 +44,7 @@ from ..ops import (
     sigmoid,
     sign,
     softmax as _softmax,
+    sqrt,
     square,
     stop_gradient,
     sum as _sum,
@@ -54,6 +56,7 @@ from ..ops.special import polygamma as _polygamma
 _TAIL = 2.5  # erfc(z) from its continued fraction at z >= _TAIL, 1 - erf(z) below
 _TERMS = 32
 _LOG_SQRT_PI = 0.5 * math.log(np.pi)
+_LOG_SQRT_2PI = 0.5 * math.log(2 * np.pi)
 
 
 @functools.cache
@@ -363,6 +366,34 @@ def log_ndtr(x):
     return where(right, upper, lower)
 
 
+@_special("ndtri")
+def ndtri(p):
+    """The inverse of ndtr: x with ndtr(x) = p (-inf at 0, inf at 1, NaN outside [0, 1]).
+
+    In the lower half, log_ndtr(x) = log(q) with q = min(p, 1 - p) is solved by Newton's method from the
+    rational start of Abramowitz and Stegun 26.2.23 (error under 4.5e-4), four steps; the upper half is its
+    mirror image; near p = 1/2, two more steps on 0.5 erf(x / sqrt 2) = p - 1/2. The steps are graph nodes,
+    and at their fixed point the derivative of a Newton step in its start is 0, so the derivatives of the
+    result are those of the inverse (1 / pdf(x), ...)."""
+    upper = greater(p, 0.5)
+    edge = either(either(less_equal(p, 0.0), greater_equal(p, 1.0)), not_equal(p, p))
+    ps = _safe(edge, p, 0.25)
+    log_q = where(upper, log1p(-_keep(upper, ps, 0.25)), log(_safe(upper, ps, 0.25)))
+    t = sqrt(-2.0 * log_q)
+    x = (2.515517 + t * (0.802853 + t * 0.010328)) / (1.0 + t * (1.432788 + t * (0.189269 + t * 0.001308))) - t
+    for _ in range(4):  # Newton on log_ndtr(x) = log q; d log_ndtr/dx = pdf(x) / ndtr(x)
+        log_cdf = log_ndtr(x)
+        x = x - (log_cdf - log_q) * exp(log_cdf + 0.5 * square(x) + _LOG_SQRT_2PI)
+    x = where(upper, -x, x)
+    half = ps - 0.5  # exact for p in [0.25, 0.75]: there two Newton steps on erf keep x's relative accuracy at 0
+    mid = x
+    for _ in range(2):
+        mid = mid - (0.5 * _erf(mid * math.sqrt(0.5)) - half) * exp(0.5 * square(mid) + _LOG_SQRT_2PI)
+    x = where(less(abs(half), 0.25), mid, x)
+    bound = where(less_equal(p, 0.0), -np.inf, np.inf)
+    return where(edge, where(both(greater_equal(p, 0.0), less_equal(p, 1.0)), bound, np.nan), x)
+
+
 def not_integer(x: Node) -> Node:
     """Where x is not a whole number (a bool node)."""
     return not_equal(floor(x), x)
@@ -385,6 +416,7 @@ __all__ = [
     "logsumexp",
     "multigammaln",
     "ndtr",
+    "ndtri",
     "polygamma",
     "psi",
     "rel_entr",

@@ -54,6 +54,7 @@ from .special import (
     not_integer,
     log_ndtr,
     ndtr,
+    ndtri,
     scipy_module,
     xlog1py,
     xlogy,
@@ -146,6 +147,14 @@ class Norm(Continuous):
     @_method
     def logsf(self, x, loc=0, scale=1):
         return log_ndtr((loc - x) / scale)
+
+    @_method
+    def ppf(self, q, loc=0, scale=1):
+        return loc + scale * ndtri(q)
+
+    @_method
+    def isf(self, q, loc=0, scale=1):
+        return loc - scale * ndtri(q)
 
 
 class Uniform(Continuous):
