@@ -379,11 +379,19 @@ def test_scipy_keywords_and_defaults():
         np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
-def test_float32_stays_float32():
-    x = np.array([-1.0, 0.5, 2.0], np.float32)
-    got = gc.function(lambda v: T.norm.logpdf(v, 0.5, 2.0))(x)
+@pytest.mark.parametrize("fn,ref", [
+    (lambda v: T.norm.logpdf(v, 0.5, 2.0), lambda v: st.norm.logpdf(v, 0.5, 2.0)),
+    (S.ndtri, ss.ndtri), (S.log_ndtr, ss.log_ndtr), (S.erfc, ss.erfc),
+    (lambda v: S.rel_entr(v, 0.5), lambda v: ss.rel_entr(v, 0.5)),
+    (lambda v: T.gamma.logpdf(v, 2.0), lambda v: st.gamma.logpdf(v, 2.0)),
+    (lambda v: T.poisson.logpmf(v, 2.0), lambda v: st.poisson.logpmf(v, 2.0)),
+], ids=["norm.logpdf", "ndtri", "log_ndtr", "erfc", "rel_entr", "gamma.logpdf", "poisson.logpmf"])
+def test_float32_stays_float32(fn, ref):
+    """Numbers take the nodes' dtype (as in every gc op), also where both branches of a where are numbers."""
+    x = np.array([0.25, 0.5, 0.75], np.float32)
+    got = gc.function(fn)(x)
     assert got.dtype == np.float32
-    np.testing.assert_allclose(got, st.norm.logpdf(x, 0.5, 2.0), rtol=1e-6)
+    np.testing.assert_allclose(got, ref(x.astype(float)), rtol=2e-5)
 
 
 def test_bad_argument_is_a_clear_error():

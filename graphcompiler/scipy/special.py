@@ -246,7 +246,8 @@ def rel_entr(x, y):
     """x log(x / y) for x, y > 0; 0 where x == 0 and y >= 0; inf otherwise."""
     ok = both(greater(x, 0.0), greater(y, 0.0))
     value = xlogy(x, _keep(ok, x, 1.0)) - xlogy(x, _keep(ok, y, 1.0))
-    return where(ok, value, where(both(equal(x, 0.0), greater_equal(y, 0.0)), 0.0, np.inf))
+    zero, inf = np.zeros((), value.dtype), np.array(np.inf, value.dtype)  # typed: where's branches are both constants
+    return where(ok, value, where(both(equal(x, 0.0), greater_equal(y, 0.0)), zero, inf))
 
 
 @_special("kl_div")
@@ -390,7 +391,7 @@ def ndtri(p):
     for _ in range(2):
         mid = mid - (0.5 * _erf(mid * math.sqrt(0.5)) - half) * exp(0.5 * square(mid) + _LOG_SQRT_2PI)
     x = where(less(abs(half), 0.25), mid, x)
-    bound = where(less_equal(p, 0.0), -np.inf, np.inf)
+    bound = where(less_equal(p, 0.0), np.array(-np.inf, x.dtype), np.array(np.inf, x.dtype))  # typed constants
     return where(edge, where(both(greater_equal(p, 0.0), less_equal(p, 1.0)), bound, np.nan), x)
 
 
