@@ -399,8 +399,14 @@ def test_bad_argument_is_a_clear_error():
     x = g.input("x", (3,))
     with pytest.raises(gc.DTypeError, match="norm.logpdf.*str"):
         T.norm.logpdf(x, "a")
-    with pytest.raises(gc.ShapeError):
+    with pytest.raises(gc.ShapeError, match=r"stats.norm.logpdf: .*x \(3,\), loc \(4,\), scale \(\)"):
         T.norm.logpdf(x, np.zeros(4))
+    with pytest.raises(gc.ShapeError, match=r"special.xlogy: .*x \(3,\), y \(2,\)"):
+        S.xlogy(x, np.zeros(2))
+    n = len(g.nodes)
+    with pytest.raises(gc.ShapeError, match="stats.poisson.logpmf"):
+        T.poisson.logpmf(x, mu=np.ones((2, 2)))
+    assert len(g.nodes) == n  # a refused call adds nothing to the graph
 
 
 def test_import_graphcompiler_does_not_load_scipy():

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import DTypeError, GraphCompilerError
+from ..errors import DTypeError, GraphCompilerError, ShapeError, fmt_shape
 from ..graph import Node
 from ..ops import (
     astype,
@@ -50,7 +50,7 @@ from ..ops import (
     sum as _sum,
     where,
 )
-from ..ops.base import Deferred
+from ..ops.base import Deferred, broadcast_shapes
 from ..ops.special import polygamma as _polygamma
 
 _TAIL = 2.5  # erfc(z) from its continued fraction at z >= _TAIL, 1 - erf(z) below
@@ -67,7 +67,7 @@ def scipy_module(name: str) -> Any:
     return importlib.import_module(f"scipy.{name}")
 
 
-def lift(who: str, *values: Any) -> list[Any] | None:
+def lift(who: str, *values: Any, names: list[str] | None = None) -> list[Any] | None:
     """The values as float nodes of one graph (None stays None), or None when no value is a node.
 
     Numbers and arrays become constants of the nodes' graph, in the floating dtype of the nodes (float64
@@ -77,6 +77,8 @@ def lift(who: str, *values: Any) -> list[Any] | None:
     nodes = [v for v in values if isinstance(v, Node)]
     if not nodes:
         return None
+    if names is not None:  # before any constant joins the graph: a refused call adds nothing
+        check_broadcast(who, names, values)
     graph = nodes[0].graph
     floats = [n.dtype for n in nodes if n.dtype.kind == "f"]
     dtype = np.result_type(*floats) if floats else np.dtype("float64")
@@ -97,6 +99,19 @@ def lift(who: str, *values: Any) -> list[Any] | None:
     return out
 
 
+def check_broadcast(who: str, names: list[str], nodes: list[Any]) -> None:
+    """The arguments of an elementwise function broadcast together, or a ShapeError naming each of them."""
+    given = [(k, n.shape if isinstance(n, Node) else np.shape(n)) for k, n in zip(names, nodes) if n is not None]
+    try:
+        broadcast_shapes(*(shape for _, shape in given))
+    except ShapeError:
+        shapes = ", ".join(f"{k} {fmt_shape(shape)}" for k, shape in given)
+        raise ShapeError(
+            f"gc.scipy.{who}: the arguments do not broadcast together: {shapes}; give shapes that NumPy "
+            "broadcasts (equal sizes or 1, aligned from the right)"
+        ) from None
+
+
 def lifted(who: str, fallback: Callable[[], Callable]) -> Callable:
     """Decorate a composition of nodes: its arguments are lifted (`lift`); with no node among them, the call
     goes to `fallback()` (SciPy's function) with the arguments as given."""
@@ -108,7 +123,7 @@ def lifted(who: str, fallback: Callable[[], Callable]) -> Callable:
         def call(*args, **kwargs):
             bound = sig.bind(*args, **kwargs)
             bound.apply_defaults()
-            nodes = lift(who, *bound.arguments.values())
+            nodes = lift(who, *bound.arguments.values(), names=list(bound.arguments))
             if nodes is None:
                 return fallback()(*args, **kwargs)
             return fn(*nodes)

@@ -72,7 +72,8 @@ def _method(fn: Callable) -> Callable:
         bound = sig.bind(self, *args, **kwargs)
         bound.apply_defaults()
         values = list(bound.arguments.values())[1:]
-        nodes = lift(f"stats.{self.name}.{fn.__name__}", *values)
+        who = f"stats.{self.name}.{fn.__name__}"
+        nodes = lift(who, *values, names=list(bound.arguments)[1:] if self.elementwise else None)
         if nodes is None:
             return getattr(getattr(scipy_module("stats"), self.name), fn.__name__)(*args, **kwargs)
         return fn(self, *nodes)
@@ -93,6 +94,7 @@ class Distribution:
     """A distribution's methods; pdf = exp(logpdf) (pmf = exp(logpmf)) unless a subclass says otherwise."""
 
     name = ""
+    elementwise = True  # its arguments broadcast together (not dirichlet's, multinomial's x and p)
 
     def __repr__(self) -> str:
         return f"gc.scipy.stats.{self.name}"
@@ -432,6 +434,7 @@ class Multinomial(Discrete):
     """logpmf/pmf(x, n, p): x's last axis holds the counts of the K outcomes, p their probabilities."""
 
     name = "multinomial"
+    elementwise = False
 
     @_method
     def logpmf(self, x, n, p):
@@ -453,6 +456,7 @@ class Dirichlet(Continuous):
     """logpdf/pdf(x, alpha): as SciPy, x's FIRST axis holds the K components (x of shape (K,) or (K, n))."""
 
     name = "dirichlet"
+    elementwise = False
 
     @_method
     def logpdf(self, x, alpha):
