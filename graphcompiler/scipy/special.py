@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -99,7 +99,7 @@ def lift(who: str, *values: Any, names: list[str] | None = None) -> list[Any] | 
     return out
 
 
-def check_broadcast(who: str, names: list[str], nodes: list[Any]) -> None:
+def check_broadcast(who: str, names: list[str], nodes: Sequence[Any]) -> None:
     """The arguments of an elementwise function broadcast together, or a ShapeError naming each of them."""
     given = [(k, n.shape if isinstance(n, Node) else np.shape(n)) for k, n in zip(names, nodes) if n is not None]
     try:
