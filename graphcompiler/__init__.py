@@ -20,6 +20,7 @@ from importlib import import_module as _import_module
 
 random = _import_module(".random", __name__)  # gc.random (keys, split, normal, ...), not ops.random
 linalg = _import_module(".linalg", __name__)  # gc.linalg (solve, cholesky, ...), not ops.linalg (matmul)
+scipy = _import_module(".scipy", __name__)  # gc.scipy.special/stats: gc ops only; SciPy loads on a call without nodes
 from .autodiff import build_grad
 from .compiler import compile
 from .control import cond, scan, while_loop  # control flow: above autodiff and the compiler

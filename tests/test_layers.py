@@ -17,9 +17,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "graphcompiler"
 # errors: the op blocks' SymPy rules use it (inside the rule, so SymPy loads only when a graph is exported).
 # control (scan, cond, while_loop) stands above autodiff and the compiler, which it imports; viz draws its
 # bodies and symbolic exports a scan's recurrence, so they stand above it.
+# scipy (gc.scipy.special, gc.scipy.stats) composes ops and gc.linalg; SciPy itself loads only in its calls.
 RANKS = {"errors": 0, "budget": 1, "symbolic_terms": 1, "graph": 2, "ops": 3,
          "autodiff": 4, "compiler": 4, "backends": 4, "io": 4, "linalg": 4, "random": 4,
-         "control": 5, "viz": 6, "symbolic": 6,
+         "control": 5, "scipy": 5, "viz": 6, "symbolic": 6,
          "cli": 7, "demo": 7, "__main__": 7, "__init__": 7, "_lazy": 7}
 HEAVY = ("sympy", "networkx", "graphviz", "matplotlib", "sklearn", "tqdm")
 
