@@ -1,0 +1,165 @@
+"""Pytrees, as jax.tree_util: nested tuples, lists, dicts and None flattened to a list of leaves and a
+hashable structure (a PyTreeDef), and rebuilt from them.
+
+The order is deterministic: tuples and lists in order, dicts by sorted key (as JAX, so {"b": 1, "a": 2}
+and {"a": 2, "b": 1} have one structure), namedtuples by field. None is structure with no leaf (as JAX: it
+gets no gradient). Anything else is a leaf: an array, a number, a node, a string (the callers check leaves).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from .errors import GraphCompilerError
+
+__all__ = ["PyTreeDef", "tree_flatten", "tree_unflatten", "tree_leaves", "tree_structure", "tree_map", "leaf_paths"]
+
+
+@dataclass(frozen=True)
+class PyTreeDef:
+    """The structure of a pytree: kind ("leaf", "none", "tuple", "list", "dict", "namedtuple"), the dict's sorted
+    keys or the namedtuple's class (meta), and the children's structures. Equal structures hash equal."""
+
+    kind: str
+    children: tuple[PyTreeDef, ...] = ()
+    meta: Any = None
+
+    @property
+    def num_leaves(self) -> int:
+        if self.kind == "leaf":
+            return 1
+        return sum(c.num_leaves for c in self.children)
+
+    def __repr__(self) -> str:
+        return f"PyTreeDef({self._text()})"
+
+    def _text(self) -> str:
+        inner = [c._text() for c in self.children]
+        if self.kind == "leaf":
+            return "*"
+        if self.kind == "none":
+            return "None"
+        if self.kind == "list":
+            return f"[{', '.join(inner)}]"
+        if self.kind == "dict":
+            return "{" + ", ".join(f"{k!r}: {t}" for k, t in zip(self.meta, inner)) + "}"
+        if self.kind == "namedtuple":
+            return f"{self.meta.__name__}({', '.join(inner)})"
+        return f"({inner[0]},)" if len(inner) == 1 else f"({', '.join(inner)})"
+
+
+LEAF = PyTreeDef("leaf")
+NONE = PyTreeDef("none")
+
+
+def _is_namedtuple(x: Any) -> bool:
+    return isinstance(x, tuple) and type(x) is not tuple and hasattr(type(x), "_fields")
+
+
+def _sorted_keys(d: dict) -> tuple:
+    try:
+        return tuple(sorted(d))
+    except TypeError:
+        raise GraphCompilerError(
+            f"a dict in a pytree has keys that cannot be sorted together ({', '.join(sorted({type(k).__name__ for k in d}))}); "
+            "pytree dicts are ordered by sorted key (as JAX): use keys of one type (strings)"
+        ) from None
+
+
+def _children(x: Any) -> tuple[str, list, Any] | None:
+    """(kind, children, meta) of a pytree node, None for a leaf."""
+    if x is None:
+        return "none", [], None
+    if type(x) is tuple:
+        return "tuple", list(x), None
+    if _is_namedtuple(x):
+        return "namedtuple", list(x), type(x)
+    if type(x) is list:
+        return "list", list(x), None
+    if type(x) is dict:
+        keys = _sorted_keys(x)
+        return "dict", [x[k] for k in keys], keys
+    return None
+
+
+def tree_flatten(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> tuple[list, PyTreeDef]:
+    """(leaves, structure) of a pytree; is_leaf(x) True stops the descent at x."""
+    leaves: list = []
+
+    def walk(x: Any) -> PyTreeDef:
+        node = None if is_leaf is not None and is_leaf(x) else _children(x)
+        if node is None:
+            leaves.append(x)
+            return LEAF
+        kind, children, meta = node
+        if kind == "none":
+            return NONE
+        return PyTreeDef(kind, tuple(walk(c) for c in children), meta)
+
+    return leaves, walk(tree)
+
+
+def tree_unflatten(treedef: PyTreeDef, leaves) -> Any:
+    """The pytree of structure treedef holding leaves (in tree_flatten's order)."""
+    leaves = list(leaves)
+    if len(leaves) != treedef.num_leaves:
+        raise GraphCompilerError(f"tree_unflatten: {treedef!r} holds {treedef.num_leaves} leaves, got {len(leaves)}")
+    it = iter(leaves)
+
+    def build(t: PyTreeDef) -> Any:
+        if t.kind == "leaf":
+            return next(it)
+        if t.kind == "none":
+            return None
+        children = [build(c) for c in t.children]
+        if t.kind == "list":
+            return children
+        if t.kind == "dict":
+            return dict(zip(t.meta, children))
+        if t.kind == "namedtuple":
+            return t.meta(*children)
+        return tuple(children)
+
+    return build(treedef)
+
+
+def tree_leaves(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> list:
+    """The leaves of a pytree, in tree_flatten's order."""
+    return tree_flatten(tree, is_leaf)[0]
+
+
+def tree_structure(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> PyTreeDef:
+    """The structure of a pytree."""
+    return tree_flatten(tree, is_leaf)[1]
+
+
+def tree_map(f: Callable, tree: Any, *rest: Any, is_leaf: Callable[[Any], bool] | None = None) -> Any:
+    """f applied leaf by leaf (to the matching leaves of rest, which have tree's structure), in its structure."""
+    leaves, treedef = tree_flatten(tree, is_leaf)
+    others = []
+    for k, r in enumerate(rest):
+        r_leaves, r_def = tree_flatten(r, is_leaf)
+        if r_def != treedef:
+            raise GraphCompilerError(f"tree_map: tree {k + 1} has structure {r_def!r}, but the first has {treedef!r}")
+        others.append(r_leaves)
+    return tree_unflatten(treedef, [f(*xs) for xs in zip(leaves, *others)])
+
+
+def leaf_paths(treedef: PyTreeDef, prefix: str = "") -> list[str]:
+    """Each leaf's path as Python would index it (`params['layer1'][0]` with prefix "params")."""
+    return list(_paths(treedef, prefix))
+
+
+def _paths(t: PyTreeDef, prefix: str) -> Iterator[str]:
+    if t.kind == "leaf":
+        yield prefix
+    elif t.kind == "dict":
+        for k, c in zip(t.meta, t.children):
+            yield from _paths(c, f"{prefix}[{k!r}]")
+    elif t.kind == "namedtuple":
+        for field, c in zip(t.meta._fields, t.children):
+            yield from _paths(c, f"{prefix}.{field}")
+    else:
+        for k, c in enumerate(t.children):
+            yield from _paths(c, f"{prefix}[{k}]")
