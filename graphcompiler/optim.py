@@ -245,7 +245,7 @@ def global_norm(grads: Mapping[Node, Node] | Sequence[Node] | Any) -> Node:
     from .ops import reduce as R
 
     E = _E()
-    gs = list(grads.values()) if _is_table(grads) else tree_leaves(grads)
+    gs = list(grads.values()) if isinstance(grads, Mapping) and _is_table(grads) else tree_leaves(grads)
     total = None
     for g in gs:
         s = R.sum(E.square(g))
@@ -264,7 +264,7 @@ def clip_by_global_norm(grads: Mapping[Node, Node] | Any, max_norm: float | Node
     def clip(g: Node) -> Node:
         return E.multiply(g, E.astype(scale, g.dtype) if scale.dtype != g.dtype else scale)
 
-    if _is_table(grads):
+    if isinstance(grads, Mapping) and _is_table(grads):
         return {p: clip(g) for p, g in grads.items()}
     return tree_map(clip, grads)
 

@@ -61,8 +61,9 @@ def _sorted_keys(d: dict) -> tuple:
     try:
         return tuple(sorted(d))
     except TypeError:
+        types = ", ".join(sorted({type(k).__name__ for k in d}))
         raise GraphCompilerError(
-            f"a dict in a pytree has keys that cannot be sorted together ({', '.join(sorted({type(k).__name__ for k in d}))}); "
+            f"a dict in a pytree has keys that cannot be sorted together ({types}); "
             "pytree dicts are ordered by sorted key (as JAX): use keys of one type (strings)"
         ) from None
 

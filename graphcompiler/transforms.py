@@ -58,9 +58,9 @@ def _leaf_array(a: Any, where: str, who: str) -> _Leaf:
     else:
         why = ""
     if arr is None or arr.dtype.kind not in "biuf":
-        what = f"of dtype {arr.dtype}, " if arr is not None else ""
+        what = f" (dtype {arr.dtype})" if arr is not None else why
         raise GraphCompilerError(
-            f"{who}: the argument {where} is {what}a {type(a).__name__}{why}; an argument is a numeric array, a number, "
+            f"{who}: the argument {where} is {type(a).__name__}{what}; an argument is a numeric array, a number, "
             "a gc.Spec(shape, dtype), or nested lists, tuples and dicts of them (None: no value)"
         )
     return _Leaf(arr)
