@@ -38,18 +38,11 @@ def _spec(a: Any, where: str = "an argument") -> Spec:
         return a
     if isinstance(a, Node):
         raise GraphCompilerError(f"make_graph takes specs or example arrays, not the node {a.name!r} ({where})")
-    return Spec(*_leaf_array(a, where, "make_graph").shape_dtype)
+    arr = _leaf_array(a, where, "make_graph")
+    return Spec(arr.shape, arr.dtype)
 
 
-class _Leaf:
-    """One argument leaf as an array, with its signature entry."""
-
-    def __init__(self, arr: np.ndarray):
-        self.arr = arr
-        self.shape_dtype = (arr.shape, arr.dtype)
-
-
-def _leaf_array(a: Any, where: str, who: str) -> _Leaf:
+def _leaf_array(a: Any, where: str, who: str) -> np.ndarray:
     """A numeric array for the leaf `a` at path `where`, or a GraphCompilerError naming the path."""
     try:
         arr = np.asarray(a)
@@ -63,7 +56,7 @@ def _leaf_array(a: Any, where: str, who: str) -> _Leaf:
             f"{who}: the argument {where} is {type(a).__name__}{what}; an argument is a numeric array, a number, "
             "a gc.Spec(shape, dtype), or nested lists, tuples and dicts of them (None: no value)"
         )
-    return _Leaf(arr)
+    return arr
 
 
 def _arg_names(fn: Callable, n: int) -> list[str]:
@@ -166,7 +159,7 @@ class Function:
                     f"{self._what}({self.fn.__name__}): argument {path} is the node {a.name!r}; "
                     "a compiled function takes NumPy arrays (call fn itself on nodes)"
                 )
-            arrays.append(_leaf_array(a, path, f"{self._what}({self.fn.__name__})").arr)
+            arrays.append(_leaf_array(a, path, f"{self._what}({self.fn.__name__})"))
         sig = (trees, tuple((arr.shape, arr.dtype.str) for arr in arrays))
         traced = self._cache.get(sig)
         if traced is None:

@@ -257,3 +257,14 @@ def test_optim_errors_and_clipping_with_pytrees():
         gc.optim.adam(J, {"layer1": params["layer1"], "layer2": (x, params["layer2"][1])})
     with pytest.raises(gc.GraphCompilerError, match="at least one parameter"):
         gc.optim.sgd(J, {"a": None}, lr=0.1)
+
+
+def test_a_list_argument_is_a_pytree_as_in_jax():
+    """A Python list is structure, not an array (as jax.jit): fn gets a list of scalar nodes, and NumPy
+    functions that would read it as one array say so rather than freeze it."""
+    out = gc.function(lambda v: [v[1], v[0]])([1.0, 2.0])
+    assert isinstance(out, list) and [float(o) for o in out] == [2.0, 1.0]
+    np.testing.assert_array_equal(gc.function(lambda v: np.stack(v))([1.0, 2.0]), [1.0, 2.0])
+    with pytest.raises(gc.GraphCompilerError, match="no value until a program runs"):
+        gc.function(lambda v: np.sum(v))([1.0, 2.0])
+    np.testing.assert_array_equal(gc.function(lambda v: np.sum(v))(np.array([1.0, 2.0])), 3.0)  # an array is a leaf
