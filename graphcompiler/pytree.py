@@ -1,13 +1,15 @@
 """Pytrees, as jax.tree_util: nested tuples, lists, dicts and None flattened to a list of leaves and a
 hashable structure (a PyTreeDef), and rebuilt from them.
 
-The order is deterministic: tuples and lists in order, dicts by sorted key (as JAX, so {"b": 1, "a": 2}
-and {"a": 2, "b": 1} have one structure), namedtuples by field. None is structure with no leaf (as JAX: it
-gets no gradient). Anything else is a leaf: an array, a number, a node, a string (the callers check leaves).
+The order is deterministic: tuples and lists in order, dicts (and defaultdicts) by sorted key (as JAX, so
+{"b": 1, "a": 2} and {"a": 2, "b": 1} have one structure), OrderedDicts in their order, namedtuples by
+field. None is structure with no leaf (as JAX: it gets no gradient). Anything else is a leaf: an array, a
+number, a node, a string (the callers check leaves).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -18,8 +20,9 @@ __all__ = ["PyTreeDef", "tree_flatten", "tree_unflatten", "tree_leaves", "tree_s
 
 @dataclass(frozen=True)
 class PyTreeDef:
-    """The structure of a pytree: kind ("leaf", "none", "tuple", "list", "dict", "namedtuple"), the dict's sorted
-    keys or the namedtuple's class (meta), and the children's structures. Equal structures hash equal."""
+    """The structure of a pytree: kind ("leaf", "none", "tuple", "list", "dict", "OrderedDict", "defaultdict",
+    "namedtuple"), what rebuilds it (meta: a dict's keys, sorted but an OrderedDict's in order; a defaultdict's
+    (default_factory, keys); a namedtuple's class), and the children's structures. Equal structures hash equal."""
 
     kind: str
     children: tuple[PyTreeDef, ...] = ()
@@ -42,11 +45,16 @@ class PyTreeDef:
             return "None"
         if self.kind == "list":
             return f"[{', '.join(inner)}]"
-        if self.kind == "dict":
-            return "{" + ", ".join(f"{k!r}: {t}" for k, t in zip(self.meta, inner)) + "}"
+        if self.kind in ("dict", "OrderedDict", "defaultdict"):
+            text = "{" + ", ".join(f"{k!r}: {t}" for k, t in zip(_keys(self), inner)) + "}"
+            return text if self.kind == "dict" else f"{self.kind}({text})"
         if self.kind == "namedtuple":
             return f"{self.meta.__name__}({', '.join(inner)})"
         return f"({inner[0]},)" if len(inner) == 1 else f"({', '.join(inner)})"
+
+
+def _keys(t: PyTreeDef) -> tuple:
+    return t.meta[1] if t.kind == "defaultdict" else t.meta
 
 
 LEAF = PyTreeDef("leaf")
@@ -81,6 +89,12 @@ def _children(x: Any) -> tuple[str, list, Any] | None:
     if type(x) is dict:
         keys = _sorted_keys(x)
         return "dict", [x[k] for k in keys], keys
+    if type(x) is OrderedDict:  # in its own order, as JAX
+        keys = tuple(x)
+        return "OrderedDict", [x[k] for k in keys], keys
+    if type(x) is defaultdict:
+        keys = _sorted_keys(x)
+        return "defaultdict", [x[k] for k in keys], (x.default_factory, keys)
     return None
 
 
@@ -118,6 +132,10 @@ def tree_unflatten(treedef: PyTreeDef, leaves) -> Any:
             return children
         if t.kind == "dict":
             return dict(zip(t.meta, children))
+        if t.kind == "OrderedDict":
+            return OrderedDict(zip(t.meta, children))
+        if t.kind == "defaultdict":
+            return defaultdict(t.meta[0], zip(t.meta[1], children))
         if t.kind == "namedtuple":
             return t.meta(*children)
         return tuple(children)
@@ -155,8 +173,8 @@ def leaf_paths(treedef: PyTreeDef, prefix: str = "") -> list[str]:
 def _paths(t: PyTreeDef, prefix: str) -> Iterator[str]:
     if t.kind == "leaf":
         yield prefix
-    elif t.kind == "dict":
-        for k, c in zip(t.meta, t.children):
+    elif t.kind in ("dict", "OrderedDict", "defaultdict"):
+        for k, c in zip(_keys(t), t.children):
             yield from _paths(c, f"{prefix}[{k!r}]")
     elif t.kind == "namedtuple":
         for field, c in zip(t.meta._fields, t.children):

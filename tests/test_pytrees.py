@@ -3,7 +3,7 @@ gc.value_and_grad and gc.make_graph, and as the parameters of gc.optim; gc.tree_
 
 from __future__ import annotations
 
-from collections import namedtuple
+from collections import OrderedDict, defaultdict, namedtuple
 
 import numpy as np
 import pytest
@@ -47,6 +47,11 @@ def test_tree_flatten_order_structure_and_round_trip():
     assert gc.tree_structure([1, 2]) != gc.tree_structure((1, 2))
     assert gc.tree_leaves([None, (None,)]) == []
     assert gc.tree_map(lambda a, b: a * 10 + b, {"p": (1, 2)}, {"p": (3, 4)}) == {"p": (13, 24)}
+    ordered = OrderedDict([("z", 1), ("a", 2)])  # its own order, as JAX; a defaultdict is sorted as a dict
+    assert gc.tree_leaves([ordered, defaultdict(list, {"z": 1, "a": 2})]) == [1, 2, 2, 1]
+    back = gc.tree_map(lambda v: v + 1, [ordered, defaultdict(list, {"z": 1, "a": 2})])
+    assert type(back[0]) is OrderedDict and list(back[0]) == ["z", "a"] and back[1].default_factory is list
+    assert repr(gc.tree_structure(ordered)) == "PyTreeDef(OrderedDict({'z': *, 'a': *}))"
     with pytest.raises(gc.GraphCompilerError, match="structure"):
         gc.tree_map(lambda a, b: a, {"p": (1, 2)}, {"p": [3, 4]})
     with pytest.raises(gc.GraphCompilerError, match="cannot be sorted"):
@@ -194,6 +199,8 @@ def test_bad_leaves_are_errors_naming_the_path():
     ragged = [np.ones(2), [np.ones(3), np.ones(2)]]
     out = gc.function(lambda v: v)(ragged)  # what NumPy calls inhomogeneous is a pytree: fine
     assert isinstance(out, list) and out[1][0].shape == (3,)
+    with pytest.raises(gc.UndefinedGradientError, match=r"\"p\['n'\]\" \(input, shape \(\)\) has dtype int64"):
+        gc.grad(lambda p: np.sum(p["a"] * p["n"]))({"a": np.ones(2), "n": 3})
     g = gc.Graph("g")
     node = g.input("n", (2,))
     with pytest.raises(gc.GraphCompilerError, match=r"argument p\['w'\] is the node 'n'"):
