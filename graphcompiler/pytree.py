@@ -10,7 +10,6 @@ number, a node, a string (the callers check leaves).
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from .errors import GraphCompilerError
@@ -18,21 +17,29 @@ from .errors import GraphCompilerError
 __all__ = ["PyTreeDef", "tree_flatten", "tree_unflatten", "tree_leaves", "tree_structure", "tree_map", "leaf_paths"]
 
 
-@dataclass(frozen=True)
 class PyTreeDef:
     """The structure of a pytree: kind ("leaf", "none", "tuple", "list", "dict", "OrderedDict", "defaultdict",
     "namedtuple"), what rebuilds it (meta: a dict's keys, sorted but an OrderedDict's in order; a defaultdict's
-    (default_factory, keys); a namedtuple's class), and the children's structures. Equal structures hash equal."""
+    (default_factory, keys); a namedtuple's class), and the children's structures. Immutable; equal structures
+    hash equal (the hash and the leaf count are computed once: a compiled function looks its signature up on
+    every call)."""
 
-    kind: str
-    children: tuple[PyTreeDef, ...] = ()
-    meta: Any = None
+    __slots__ = ("kind", "children", "meta", "num_leaves", "_hash")
 
-    @property
-    def num_leaves(self) -> int:
-        if self.kind == "leaf":
-            return 1
-        return sum(c.num_leaves for c in self.children)
+    def __init__(self, kind: str, children: tuple[PyTreeDef, ...] = (), meta: Any = None):
+        self.kind, self.children, self.meta = kind, children, meta
+        self.num_leaves: int = 1 if kind == "leaf" else sum(c.num_leaves for c in children)
+        self._hash = hash((kind, children, meta))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, PyTreeDef) or self._hash != other._hash:
+            return False
+        return self.kind == other.kind and self.meta == other.meta and self.children == other.children
 
     def __repr__(self) -> str:
         return f"PyTreeDef({self._text()})"
@@ -57,6 +64,7 @@ def _keys(t: PyTreeDef) -> tuple:
     return t.meta[1] if t.kind == "defaultdict" else t.meta
 
 
+_NODE_TYPES = frozenset({tuple, list, dict, OrderedDict, defaultdict})
 LEAF = PyTreeDef("leaf")
 NONE = PyTreeDef("none")
 
@@ -103,6 +111,9 @@ def tree_flatten(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> tup
     leaves: list = []
 
     def walk(x: Any) -> PyTreeDef:
+        if type(x) not in _NODE_TYPES and not isinstance(x, tuple) and x is not None:  # a leaf, checked fast
+            leaves.append(x)
+            return LEAF
         node = None if is_leaf is not None and is_leaf(x) else _children(x)
         if node is None:
             leaves.append(x)

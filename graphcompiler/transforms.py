@@ -44,19 +44,32 @@ def _spec(a: Any, where: str = "an argument") -> Spec:
 
 def _leaf_array(a: Any, where: str, who: str) -> np.ndarray:
     """A numeric array for the leaf `a` at path `where`, or a GraphCompilerError naming the path."""
+    arr = _numeric(a)
+    if arr is None:
+        raise _leaf_error(a, where, who)
+    return arr
+
+
+def _numeric(a: Any) -> np.ndarray | None:
+    """`a` as a numeric array (bool, integer, float), or None when it is not one (a node, a string, an object)."""
+    if isinstance(a, Node):
+        return None
     try:
         arr = np.asarray(a)
+    except (TypeError, ValueError):
+        return None
+    return arr if arr.dtype.kind in "biuf" else None
+
+
+def _leaf_error(a: Any, where: str, who: str) -> GraphCompilerError:
+    try:
+        what = f" (dtype {np.asarray(a).dtype})"
     except (TypeError, ValueError) as e:
-        arr, why = None, f" ({e})"
-    else:
-        why = ""
-    if arr is None or arr.dtype.kind not in "biuf":
-        what = f" (dtype {arr.dtype})" if arr is not None else why
-        raise GraphCompilerError(
-            f"{who}: the argument {where} is {type(a).__name__}{what}; an argument is a numeric array, a number, "
-            "a gc.Spec(shape, dtype), or nested lists, tuples and dicts of them (None: no value)"
-        )
-    return arr
+        what = f" ({e})"
+    return GraphCompilerError(
+        f"{who}: the argument {where} is {type(a).__name__}{what}; an argument is a numeric array, a number, "
+        "a gc.Spec(shape, dtype), or nested lists, tuples and dicts of them (None: no value)"
+    )
 
 
 def _arg_names(fn: Callable, n: int) -> list[str]:
@@ -73,17 +86,20 @@ def _arg_names(fn: Callable, n: int) -> list[str]:
     return names
 
 
-def _flatten_args(args: Sequence, names: list[str]) -> tuple[list, tuple[PyTreeDef, ...], list[str]]:
-    """The leaves of all arguments in order, each argument's structure, and each leaf's path (`params['W']`)."""
+def _flatten_args(args: Sequence) -> tuple[list, tuple[PyTreeDef, ...]]:
+    """The leaves of all arguments in order, and each argument's structure."""
     leaves: list = []
     trees = []
-    paths: list[str] = []
-    for a, name in zip(args, names):
+    for a in args:
         arg_leaves, tree = tree_flatten(a)
         leaves += arg_leaves
         trees.append(tree)
-        paths += leaf_paths(tree, name)
-    return leaves, tuple(trees), paths
+    return leaves, tuple(trees)
+
+
+def _arg_paths(trees: Sequence[PyTreeDef], names: list[str]) -> list[str]:
+    """Each argument leaf's path, as Python indexes it (`params['layer1'][0]`)."""
+    return [path for tree, name in zip(trees, names) for path in leaf_paths(tree, name)]
 
 
 def _output_nodes(graph: Graph, leaves: list, paths: list[str]) -> list[Node]:
@@ -119,7 +135,8 @@ def make_graph(fn: Callable, *specs, name: str | None = None) -> tuple[Graph, li
     of what fn returned (a tuple or list gives several).
     """
     names = _arg_names(fn, len(specs))
-    leaves, trees, paths = _flatten_args(specs, names)
+    leaves, trees = _flatten_args(specs)
+    paths = _arg_paths(trees, names)
     graph, inputs, outputs, _ = _trace(fn, [_spec(s, p) for s, p in zip(leaves, paths)], trees, names)
     if name is not None:
         graph.name = name
@@ -150,25 +167,32 @@ class Function:
         functools.update_wrapper(self, fn)
 
     def _traced(self, args) -> tuple[_Traced, list[np.ndarray]]:
-        names = _arg_names(self.fn, len(args))
-        leaves, trees, paths = _flatten_args(args, names)
+        leaves, trees = _flatten_args(args)
         arrays = []
-        for a, path in zip(leaves, paths):
-            if isinstance(a, Node):
-                raise GraphCompilerError(
-                    f"{self._what}({self.fn.__name__}): argument {path} is the node {a.name!r}; "
-                    "a compiled function takes NumPy arrays (call fn itself on nodes)"
-                )
-            arrays.append(_leaf_array(a, path, f"{self._what}({self.fn.__name__})"))
-        sig = (trees, tuple((arr.shape, arr.dtype.str) for arr in arrays))
+        for k, a in enumerate(leaves):
+            arr = a if type(a) is np.ndarray and a.dtype.kind in "biuf" else _numeric(a)  # ndarrays checked fast
+            if arr is None:
+                raise self._bad_leaf(a, _arg_paths(trees, _arg_names(self.fn, len(args)))[k])
+            arrays.append(arr)
+        sig = (trees, tuple((arr.shape, arr.dtype) for arr in arrays))
         traced = self._cache.get(sig)
         if traced is None:
+            names = _arg_names(self.fn, len(args))
             specs = [Spec(arr.shape, arr.dtype) for arr in arrays]
             traced = self._build(self.fn, specs, trees, names)
             _warn_if_frozen_randomness(self, traced.graph, specs, trees, names)
             self._cache[sig] = traced
         self._last = traced
         return traced, arrays
+
+    def _bad_leaf(self, a: Any, path: str) -> GraphCompilerError:
+        who = f"{self._what}({self.fn.__name__})"
+        if isinstance(a, Node):
+            return GraphCompilerError(
+                f"{who}: argument {path} is the node {a.name!r}; a compiled function takes NumPy arrays (call fn "
+                "itself on nodes)"
+            )
+        return _leaf_error(a, path, who)
 
     def __call__(self, *args, **kwargs):
         if kwargs:
