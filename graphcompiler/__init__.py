@@ -37,3 +37,4 @@ from . import numpy_api as _numpy_api  # installs NumPy's protocols on Node (np.
 from .numpy_api import numpy_functions
 from .transforms import Spec, function, grad, hessian, jacobian, jvp, make_graph, value_and_grad
 from . import optim
+from .pytree import PyTreeDef, tree_flatten, tree_leaves, tree_map, tree_structure, tree_unflatten

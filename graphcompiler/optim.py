@@ -9,6 +9,10 @@ all read the state as it was before that step.
 Learning rates are numbers, scalar nodes, or callables of the step-count node (a schedule such as
 `lambda step: gc.optim.exponential_decay(step, 0.1, 0.5, decay_steps=100)`), evaluated at the step count
 before the increment (0 on the first step).
+
+Parameters are one node or a pytree of them (nested lists, tuples and dicts, as gc.tree_flatten reads them:
+`{"layer1": (W1, b1), ...}`); gradients are the loss node, a {parameter: gradient} dict, or a pytree of
+gradient nodes in the parameters' structure. The updates are always the flat {node: new value} dict.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 
 from .errors import GraphCompilerError
 from .graph import Graph, Node
+from .pytree import leaf_paths, tree_flatten, tree_leaves, tree_map, tree_structure
 
 __all__ = [
     "sgd",
@@ -42,32 +47,56 @@ def _E():
     return E
 
 
-def _grads(loss_or_grads: Node | Mapping[Node, Node], params: Sequence[Node], who: str) -> dict[Node, Node]:
-    params = [params] if isinstance(params, Node) else list(params)
-    if not params:
+def _params(params: Any, who: str) -> list[Node]:
+    """The parameter nodes of params: one node, or a pytree of them (nested lists, tuples, dicts; None skipped)."""
+    leaves, tree = tree_flatten(params)
+    if not leaves:
         raise GraphCompilerError(f"{who}: give at least one parameter to optimize")
-    for p in params:
+    for p, path in zip(leaves, leaf_paths(tree, "params")):
         if not isinstance(p, Node) or p.op.name != "parameter":
             raise GraphCompilerError(
-                f"{who}: {getattr(p, 'name', p)!r} is not a parameter node; only parameters "
-                "(g.parameter) can be updated"
+                f"{who}: {path} ({getattr(p, 'name', type(p).__name__)!r}) is not a parameter node; only "
+                "parameters (g.parameter) can be updated"
             )
         if p.dtype.kind != "f":
             raise GraphCompilerError(
                 f"{who}: parameter {p.name!r} has dtype {p.dtype}; only floating parameters can be optimized"
             )
+    return leaves
+
+
+def _is_table(grads: Any) -> bool:
+    """A {parameter node: gradient node} dict (build_grad's table), not a pytree of gradients."""
+    return isinstance(grads, Mapping) and bool(grads) and all(isinstance(k, Node) for k in grads)
+
+
+def _grads(loss_or_grads: Any, params: Any, who: str) -> dict[Node, Node]:
+    """{parameter: gradient} from the loss node, a {parameter: gradient} dict, or gradients in params' structure."""
+    nodes = _params(params, who)
     if isinstance(loss_or_grads, Node):
         from .autodiff import build_grad
 
-        return build_grad(loss_or_grads, params)
-    grads = dict(loss_or_grads)
-    missing = [p.name for p in params if p not in grads]
-    if missing:
+        return build_grad(loss_or_grads, list(dict.fromkeys(nodes)))
+    if _is_table(loss_or_grads):
+        grads = dict(loss_or_grads)
+        missing = [p.name for p in nodes if p not in grads]
+        if missing:
+            raise GraphCompilerError(
+                f"{who}: no gradient given for {', '.join(missing)}; pass the loss node, or a "
+                "dict {parameter: gradient node} covering every parameter"
+            )
+        return {p: grads[p] for p in nodes}
+    g_leaves, g_tree = tree_flatten(loss_or_grads)
+    p_tree = tree_structure(params)
+    if g_tree != p_tree:
         raise GraphCompilerError(
-            f"{who}: no gradient given for {', '.join(missing)}; pass the loss node, or a "
-            "dict {parameter: gradient node} covering every parameter"
+            f"{who}: the gradients have the structure {g_tree!r} but the parameters {p_tree!r}; pass the loss "
+            "node, a dict {parameter: gradient node}, or gradients in the parameters' structure"
         )
-    return {p: grads[p] for p in params}
+    for g, path in zip(g_leaves, leaf_paths(g_tree, "grads")):
+        if not isinstance(g, Node):
+            raise GraphCompilerError(f"{who}: the gradient {path} is a {type(g).__name__}, not a graph node")
+    return dict(zip(nodes, g_leaves))
 
 
 def _slot(graph: Graph, who: str, slot: str, p: Node) -> Node:
@@ -94,12 +123,12 @@ def _increment(step: Node) -> Node:
 
 
 def _graph(params) -> Graph:
-    return (params if isinstance(params, Node) else list(params)[0]).graph
+    return tree_leaves(params)[0].graph
 
 
 def sgd(
-    loss_or_grads: Node | Mapping[Node, Node],
-    params: Sequence[Node],
+    loss_or_grads: Node | Mapping[Node, Node] | Any,
+    params: Node | Sequence[Node] | Any,
     lr: LR,
     momentum: float = 0.0,
     nesterov: bool = False,
@@ -153,8 +182,8 @@ def _adam(who, loss_or_grads, params, lr, b1, b2, eps, weight_decay) -> dict[Nod
 
 
 def adam(
-    loss_or_grads: Node | Mapping[Node, Node],
-    params: Sequence[Node],
+    loss_or_grads: Node | Mapping[Node, Node] | Any,
+    params: Node | Sequence[Node] | Any,
     lr: LR = 1e-3,
     b1: float = 0.9,
     b2: float = 0.999,
@@ -166,8 +195,8 @@ def adam(
 
 
 def adamw(
-    loss_or_grads: Node | Mapping[Node, Node],
-    params: Sequence[Node],
+    loss_or_grads: Node | Mapping[Node, Node] | Any,
+    params: Node | Sequence[Node] | Any,
     lr: LR = 1e-3,
     b1: float = 0.9,
     b2: float = 0.999,
@@ -179,8 +208,8 @@ def adamw(
 
 
 def rmsprop(
-    loss_or_grads: Node | Mapping[Node, Node],
-    params: Sequence[Node],
+    loss_or_grads: Node | Mapping[Node, Node] | Any,
+    params: Node | Sequence[Node] | Any,
     lr: LR = 1e-2,
     alpha: float = 0.99,
     eps: float = 1e-8,
@@ -210,12 +239,13 @@ def rmsprop(
 # -- gradient clipping and schedules -----------------------------------------------------------------
 
 
-def global_norm(grads: Mapping[Node, Node] | Sequence[Node]) -> Node:
-    """sqrt(sum of squares of every gradient's entries), one scalar node."""
+def global_norm(grads: Mapping[Node, Node] | Sequence[Node] | Any) -> Node:
+    """sqrt(sum of squares of every gradient's entries), one scalar node; grads is a {parameter: gradient}
+    dict or a pytree of gradient nodes."""
     from .ops import reduce as R
 
     E = _E()
-    gs = list(grads.values()) if isinstance(grads, Mapping) else list(grads)
+    gs = list(grads.values()) if isinstance(grads, Mapping) and _is_table(grads) else tree_leaves(grads)
     total = None
     for g in gs:
         s = R.sum(E.square(g))
@@ -223,13 +253,20 @@ def global_norm(grads: Mapping[Node, Node] | Sequence[Node]) -> Node:
     return E.sqrt(total)
 
 
-def clip_by_global_norm(grads: Mapping[Node, Node], max_norm: float | Node) -> dict[Node, Node]:
+def clip_by_global_norm(grads: Mapping[Node, Node] | Any, max_norm: float | Node) -> Any:
     """Scale every gradient by max_norm / max(global_norm, max_norm) (TensorFlow's clip_by_global_norm):
-    unchanged when the global norm is within max_norm, else all scaled together onto the sphere."""
+    unchanged when the global norm is within max_norm, else all scaled together onto the sphere. Returns the
+    gradients as given: a {parameter: gradient} dict, or a pytree of gradient nodes in its structure."""
     E = _E()
     norm = global_norm(grads)
     scale = E.divide(max_norm, E.maximum(norm, max_norm))
-    return {p: E.multiply(g, E.astype(scale, g.dtype) if scale.dtype != g.dtype else scale) for p, g in grads.items()}
+
+    def clip(g: Node) -> Node:
+        return E.multiply(g, E.astype(scale, g.dtype) if scale.dtype != g.dtype else scale)
+
+    if isinstance(grads, Mapping) and _is_table(grads):
+        return {p: clip(g) for p, g in grads.items()}
+    return tree_map(clip, grads)
 
 
 def exponential_decay(step: Node, lr0: float, rate: float, decay_steps: int = 1, staircase: bool = False) -> Node:

@@ -13,8 +13,9 @@ from typing import Any, Callable, Iterable, Sequence, overload
 import numpy as np
 
 from .errors import FrozenRandomnessWarning, GraphCompilerError, ShapeError, fmt_shape
-from .graph import Graph, Node
+from .graph import Graph, Node, fit_name
 from .ops.base import Deferred
+from .pytree import LEAF, NONE, PyTreeDef, leaf_paths, tree_flatten, tree_unflatten
 
 __all__ = ["Spec", "make_graph", "function", "grad", "value_and_grad", "jvp", "jacobian", "hessian"]
 
@@ -32,18 +33,43 @@ class Spec:
         object.__setattr__(self, "dtype", np.dtype(self.dtype))
 
 
-def _spec(a: Any) -> Spec:
+def _spec(a: Any, where: str = "an argument") -> Spec:
     if isinstance(a, Spec):
         return a
     if isinstance(a, Node):
-        raise GraphCompilerError(f"make_graph takes specs or example arrays, not the node {a.name!r}")
-    arr = np.asarray(a)
-    if arr.dtype.kind not in "biuf":
-        raise GraphCompilerError(
-            f"cannot trace an argument of dtype {arr.dtype} ({type(a).__name__}); give a "
-            "numeric array, a number or a gc.Spec(shape, dtype)"
-        )
+        raise GraphCompilerError(f"make_graph takes specs or example arrays, not the node {a.name!r} ({where})")
+    arr = _leaf_array(a, where, "make_graph")
     return Spec(arr.shape, arr.dtype)
+
+
+def _leaf_array(a: Any, where: str, who: str) -> np.ndarray:
+    """A numeric array for the leaf `a` at path `where`, or a GraphCompilerError naming the path."""
+    arr = _numeric(a)
+    if arr is None:
+        raise _leaf_error(a, where, who)
+    return arr
+
+
+def _numeric(a: Any) -> np.ndarray | None:
+    """`a` as a numeric array (bool, integer, float), or None when it is not one (a node, a string, an object)."""
+    if isinstance(a, Node):
+        return None
+    try:
+        arr = np.asarray(a)
+    except (TypeError, ValueError):
+        return None
+    return arr if arr.dtype.kind in "biuf" else None
+
+
+def _leaf_error(a: Any, where: str, who: str) -> GraphCompilerError:
+    try:
+        what = f" (dtype {np.asarray(a).dtype})"
+    except (TypeError, ValueError) as e:
+        what = f" ({e})"
+    return GraphCompilerError(
+        f"{who}: the argument {where} is {type(a).__name__}{what}; an argument is a numeric array, a number, "
+        "a gc.Spec(shape, dtype), or nested lists, tuples and dicts of them (None: no value)"
+    )
 
 
 def _arg_names(fn: Callable, n: int) -> list[str]:
@@ -60,41 +86,58 @@ def _arg_names(fn: Callable, n: int) -> list[str]:
     return names
 
 
-def _flatten_outputs(graph: Graph, result) -> tuple[list[Node], str]:
-    """The outputs of fn as a list of nodes, and how they were returned ("one", "tuple" or "list")."""
-    kind = "one"
-    items = [result]
-    if isinstance(result, (tuple, list)):
-        kind, items = ("list" if isinstance(result, list) else "tuple"), list(result)
+def _flatten_args(args: Sequence) -> tuple[list, tuple[PyTreeDef, ...]]:
+    """The leaves of all arguments in order, and each argument's structure."""
+    leaves: list = []
+    trees = []
+    for a in args:
+        arg_leaves, tree = tree_flatten(a)
+        leaves += arg_leaves
+        trees.append(tree)
+    return leaves, tuple(trees)
+
+
+def _arg_paths(trees: Sequence[PyTreeDef], names: list[str]) -> list[str]:
+    """Each argument leaf's path, as Python indexes it (`params['layer1'][0]`)."""
+    return [path for tree, name in zip(trees, names) for path in leaf_paths(tree, name)]
+
+
+def _output_nodes(graph: Graph, leaves: list, paths: list[str]) -> list[Node]:
+    """The leaves fn returned as nodes of graph: a number or array becomes a constant."""
     outs = []
-    for k, r in enumerate(items):
+    for r, path in zip(leaves, paths):
         if isinstance(r, Deferred):  # `x == y` returned: its elementwise node
             r = r.node()
         if isinstance(r, Node):
             if r.graph is not graph:
                 raise GraphCompilerError(
-                    f"output {k} ({r.name!r}) belongs to graph {r.graph.name!r}, not to the traced function's graph"
+                    f"output {path} ({r.name!r}) belongs to graph {r.graph.name!r}, not to the traced function's graph"
                 )
             outs.append(r)
         else:
             try:
                 outs.append(graph.constant(np.asarray(r)))  # an output that does not depend on the inputs
-            except GraphCompilerError:
+            except (GraphCompilerError, TypeError, ValueError):
                 raise GraphCompilerError(
-                    f"output {k} of the traced function is {type(r).__name__}; return nodes, "
-                    "arrays or numbers (or a tuple/list of them)"
+                    f"output {path} of the traced function is {type(r).__name__}; return nodes, "
+                    "arrays or numbers (or nested tuples, lists and dicts of them)"
                 ) from None
-    return outs, kind
+    return outs
 
 
 def make_graph(fn: Callable, *specs, name: str | None = None) -> tuple[Graph, list[Node], list[Node]]:
     """Call fn with one input node per spec and return (graph, inputs, outputs).
 
     A spec is an example array (its shape and dtype are used) or a `gc.Spec(shape, dtype)` (None dims
-    allowed). fn may be plain NumPy code: NumPy functions called on nodes build graph nodes (numpy_api).
-    `outputs` is always a list, one node per value fn returned (a tuple or list gives several).
+    allowed), or nested lists, tuples and dicts of them (a pytree: fn gets the same structure of nodes).
+    fn may be plain NumPy code: NumPy functions called on nodes build graph nodes (numpy_api).
+    `inputs` and `outputs` are flat lists, one node per leaf (in tree_flatten's order) of the arguments and
+    of what fn returned (a tuple or list gives several).
     """
-    graph, inputs, outputs, _ = _trace(fn, [_spec(s) for s in specs])
+    names = _arg_names(fn, len(specs))
+    leaves, trees = _flatten_args(specs)
+    paths = _arg_paths(trees, names)
+    graph, inputs, outputs, _ = _trace(fn, [_spec(s, p) for s, p in zip(leaves, paths)], trees, names)
     if name is not None:
         graph.name = name
     return graph, inputs, outputs
@@ -104,15 +147,16 @@ def make_graph(fn: Callable, *specs, name: str | None = None) -> tuple[Graph, li
 
 
 class _Traced:
-    """One signature's graph, program and output structure."""
+    """One signature's graph, program, and the structure its outputs are returned in."""
 
-    def __init__(self, graph, inputs, outputs, program, kind, n_value: int):
+    def __init__(self, graph: Graph, inputs: list[Node], outputs: list[Node], program, out_tree: PyTreeDef):
         self.graph, self.inputs, self.outputs, self.program = graph, inputs, outputs, program
-        self.kind, self.n_value = kind, n_value
+        self.out_tree = out_tree
 
 
 class Function:
-    """A Python function traced and compiled once per signature (argument shapes and dtypes), then run."""
+    """A Python function traced and compiled once per signature (the arguments' pytree structures and their
+    leaves' shapes and dtypes), then run."""
 
     def __init__(self, fn: Callable, build: Callable, what: str):
         self.fn = fn
@@ -123,23 +167,32 @@ class Function:
         functools.update_wrapper(self, fn)
 
     def _traced(self, args) -> tuple[_Traced, list[np.ndarray]]:
+        leaves, trees = _flatten_args(args)
         arrays = []
-        for k, a in enumerate(args):
-            if isinstance(a, Node):
-                raise GraphCompilerError(
-                    f"{self._what}({self.fn.__name__}): argument {k} is the node {a.name!r}; "
-                    "a compiled function takes NumPy arrays (call fn itself on nodes)"
-                )
-            arrays.append(np.asarray(a))
-        sig = tuple((arr.shape, arr.dtype.str) for arr in arrays)
+        for k, a in enumerate(leaves):
+            arr = a if type(a) is np.ndarray and a.dtype.kind in "biuf" else _numeric(a)  # ndarrays checked fast
+            if arr is None:
+                raise self._bad_leaf(a, _arg_paths(trees, _arg_names(self.fn, len(args)))[k])
+            arrays.append(arr)
+        sig = (trees, tuple((arr.shape, arr.dtype) for arr in arrays))
         traced = self._cache.get(sig)
         if traced is None:
+            names = _arg_names(self.fn, len(args))
             specs = [Spec(arr.shape, arr.dtype) for arr in arrays]
-            traced = self._build(self.fn, specs)
-            _warn_if_frozen_randomness(self, traced.graph, specs)
+            traced = self._build(self.fn, specs, trees, names)
+            _warn_if_frozen_randomness(self, traced.graph, specs, trees, names)
             self._cache[sig] = traced
         self._last = traced
         return traced, arrays
+
+    def _bad_leaf(self, a: Any, path: str) -> GraphCompilerError:
+        who = f"{self._what}({self.fn.__name__})"
+        if isinstance(a, Node):
+            return GraphCompilerError(
+                f"{who}: argument {path} is the node {a.name!r}; a compiled function takes NumPy arrays (call fn "
+                "itself on nodes)"
+            )
+        return _leaf_error(a, path, who)
 
     def __call__(self, *args, **kwargs):
         if kwargs:
@@ -147,8 +200,8 @@ class Function:
                 f"{self._what}({self.fn.__name__}): pass arguments by position (got {', '.join(kwargs)} by keyword)"
             )
         traced, arrays = self._traced(args)
-        values = traced.program.run(dict(zip(traced.inputs, arrays)))
-        return _structure(values, traced)
+        values = traced.program.run(dict(zip(traced.inputs, arrays))) if traced.program is not None else []
+        return tree_unflatten(traced.out_tree, values)
 
     @property
     def graph(self) -> Graph:
@@ -162,7 +215,7 @@ class Function:
 
     @property
     def signatures(self) -> list[tuple]:
-        """The (shape, dtype) signatures compiled so far."""
+        """The signatures compiled so far: (the arguments' pytree structures, the leaves' (shape, dtype))."""
         return list(self._cache)
 
     def _require(self) -> _Traced:
@@ -174,7 +227,7 @@ class Function:
         return self._last
 
 
-def _warn_if_frozen_randomness(f: Function, graph: Graph, specs: list[Spec]) -> None:
+def _warn_if_frozen_randomness(f: Function, graph: Graph, specs: list[Spec], trees, names) -> None:
     """Trace fn a second time (once per signature, on its first call) and compare the two traces' constants:
     a constant that differs was drawn from host randomness (np.random.*, a RandomState, default_rng()) or
     other changing state, and is frozen into every later call. Warn (FrozenRandomnessWarning) naming it.
@@ -185,7 +238,7 @@ def _warn_if_frozen_randomness(f: Function, graph: Graph, specs: list[Spec]) -> 
     """
     states = np.random.get_state(), random.getstate()
     try:
-        again, _, _, _ = _trace(f.fn, specs)
+        again, _, _, _ = _trace(f.fn, specs, trees, names)
     except Exception as e:  # it traced once, so it depends on changing state: say so, keep the first trace
         warnings.warn(
             f"{f._what}({f.fn.__name__}): tracing it a second time (to check for host randomness) raised "
@@ -231,34 +284,37 @@ def _same_value(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
 
 
-def _structure(values, traced: _Traced):
-    if traced.n_value < 0:  # plain function: as fn returned
-        if traced.kind == "one":
-            return values[0]
-        return list(values) if traced.kind == "list" else tuple(values)
-    value = values[0] if traced.n_value else None
-    grads = values[traced.n_value :]
-    g = grads[0] if traced.kind == "one" else tuple(grads)
-    return (value, g) if traced.n_value else g
-
-
-def _trace(fn, specs) -> tuple[Graph, list[Node], list[Node], str]:
+def _trace(fn, specs, trees, names) -> tuple[Graph, list[Node], list[Node], PyTreeDef]:
+    """fn called on input nodes (one per spec, arranged in the arguments' structures): (graph, the flat input
+    nodes, the flat output nodes, the structure fn returned them in)."""
     graph = Graph(getattr(fn, "__name__", None) or "fn")
-    inputs = [graph.input(n, s.shape, s.dtype) for n, s in zip(_arg_names(fn, len(specs)), specs)]
-    outputs, kind = _flatten_outputs(graph, fn(*inputs))
-    return graph, inputs, outputs, kind
+    inputs: list[Node] = []
+    args = []
+    for tree, name in zip(trees, names):
+        leaf_specs = specs[len(inputs) : len(inputs) + tree.num_leaves]
+        nodes = [
+            graph.input(graph.unique_name(fit_name(path)), s.shape, s.dtype)
+            for path, s in zip(leaf_paths(tree, name), leaf_specs)
+        ]
+        inputs += nodes
+        args.append(tree_unflatten(tree, nodes))
+    leaves, out_tree = tree_flatten(fn(*args))
+    outputs = _output_nodes(graph, leaves, leaf_paths(out_tree, ""))
+    return graph, inputs, outputs, out_tree
 
 
-def _build_plain(fn, specs) -> _Traced:
+def _build_plain(fn, specs, trees, names) -> _Traced:
     from .compiler import compile
 
-    graph, inputs, outputs, kind = _trace(fn, specs)
-    return _Traced(graph, inputs, outputs, compile(outputs), kind, -1)
+    graph, inputs, outputs, out_tree = _trace(fn, specs, trees, names)
+    return _Traced(graph, inputs, outputs, compile(outputs) if outputs else None, out_tree)
 
 
 def function(fn: Callable) -> Function:
-    """Trace fn and compile it once per signature of argument shapes and dtypes; calls return NumPy arrays
-    (a tuple or list where fn returns several). `f.graph` and `f.program` show the last signature's."""
+    """Trace fn and compile it once per signature (the arguments' pytree structures, their leaves' shapes and
+    dtypes); calls return NumPy arrays in the structure fn returned (a tuple, list or dict of them, nested as
+    it was). Arguments may be nested lists, tuples and dicts of arrays (None: no value), as JAX's pytrees.
+    `f.graph` and `f.program` show the last signature's."""
     return Function(fn, _build_plain, "gc.function")
 
 
@@ -271,36 +327,55 @@ def _argnums(argnums, n: int, who: str) -> tuple[tuple[int, ...], bool]:
     return tuple(a % n for a in nums), single
 
 
-def _grad_builder(argnums, with_value: bool, who: str):
-    def build(fn, specs):
+def _grad_builder(argnums, with_value: bool, has_aux: bool, who: str):
+    def build(fn, specs, trees, names):
         from .autodiff import build_grad
         from .compiler import compile
 
-        graph, inputs, outs, _ = _trace(fn, specs)
-        if len(outs) != 1 or outs[0].shape != ():
+        graph, inputs, outs, out_tree = _trace(fn, specs, trees, names)
+        value_outs, aux_outs, aux_tree = outs, [], NONE
+        if has_aux:
+            if out_tree.kind not in ("tuple", "list") or len(out_tree.children) != 2:
+                raise GraphCompilerError(
+                    f"{who}({fn.__name__}, has_aux=True) needs a function returning a pair (value, aux); it "
+                    f"returned the structure {out_tree!r}"
+                )
+            n_value = out_tree.children[0].num_leaves
+            value_outs, aux_outs, aux_tree = outs[:n_value], outs[n_value:], out_tree.children[1]
+        if len(value_outs) != 1 or value_outs[0].shape != ():
             raise ShapeError(
                 f"{who}({fn.__name__}) needs a function returning one scalar; it returned "
-                f"{', '.join(fmt_shape(o.shape) for o in outs)}; reduce it (np.sum, np.mean)"
+                f"{', '.join(fmt_shape(o.shape) for o in value_outs) or 'no value'}; reduce it (np.sum, np.mean)"
             )
-        nums, single = _argnums(argnums, len(inputs), who)
-        targets = [inputs[a] for a in nums]
-        table = build_grad(outs[0], targets, disconnected="zero")
+        nums, single = _argnums(argnums, len(trees), who)
+        starts = np.cumsum([0] + [t.num_leaves for t in trees]).tolist()
+        targets = [x for a in nums for x in inputs[starts[a] : starts[a + 1]]]
+        table = build_grad(value_outs[0], list(dict.fromkeys(targets)), disconnected="zero") if targets else {}
         grads = [table[t] for t in targets]
-        outputs = ([outs[0]] if with_value else []) + grads
-        return _Traced(graph, inputs, outputs, compile(outputs), "one" if single else "tuple", int(with_value))
+        grad_tree = trees[nums[0]] if single else PyTreeDef("tuple", tuple(trees[a] for a in nums))
+        if with_value:  # ((value, aux), grads) or (value, grads)
+            value_tree = PyTreeDef("tuple", (LEAF, aux_tree)) if has_aux else LEAF
+            outputs, tree = [value_outs[0], *aux_outs, *grads], PyTreeDef("tuple", (value_tree, grad_tree))
+        elif has_aux:  # (grads, aux)
+            outputs, tree = [*grads, *aux_outs], PyTreeDef("tuple", (grad_tree, aux_tree))
+        else:
+            outputs, tree = grads, grad_tree
+        return _Traced(graph, inputs, outputs, compile(outputs) if outputs else None, tree)
 
     return build
 
 
-def grad(fn: Callable, argnums: int | Sequence[int] = 0) -> Function:
-    """A callable returning d fn / d args[argnums] (a tuple for a tuple of argnums) for a scalar fn, built
-    with build_grad and compiled once per signature. Arguments fn does not use get zeros (as in JAX)."""
-    return Function(fn, _grad_builder(argnums, False, "gc.grad"), "gc.grad")
+def grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Function:
+    """A callable returning d fn / d args[argnums] for a scalar fn, built with build_grad and compiled once per
+    signature. An argument may be a pytree (nested lists, tuples and dicts of arrays; None: no value): its
+    gradient has its structure; a tuple of argnums gives a tuple of them. Arguments fn does not use get zeros
+    (as in JAX). has_aux=True: fn returns (value, aux) and the callable (gradient, aux)."""
+    return Function(fn, _grad_builder(argnums, False, has_aux, "gc.grad"), "gc.grad")
 
 
-def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0) -> Function:
-    """Like grad, returning (fn(*args), gradient) from one program."""
-    return Function(fn, _grad_builder(argnums, True, "gc.value_and_grad"), "gc.value_and_grad")
+def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Function:
+    """Like grad, returning (fn(*args), gradient) from one program; with has_aux=True, ((value, aux), gradient)."""
+    return Function(fn, _grad_builder(argnums, True, has_aux, "gc.value_and_grad"), "gc.value_and_grad")
 
 
 # -- forward mode and whole derivatives, as graph nodes ----------------------------------------------
