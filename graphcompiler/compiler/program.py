@@ -255,26 +255,29 @@ class Program:
 
     def _hot_path(self, spec: Specialization, feeds: Mapping | None, fed: dict) -> tuple | None:
         """The fast path for runs fed as `feeds` was (checked as `fed`), or None when it has none."""
-        feeds = feeds or {}
-        checks, by_origin = [], {}
-        for key, value in feeds.items():
+        checks: list[tuple] = []
+        by_origin: dict[Node, Any] = {}
+        fed_items: Any = feeds.items() if feeds else ()
+        for key, value in fed_items:
             entry = self._fast.get(key)
-            if entry is None or fed.get(entry[0]) is not value or entry[0] in by_origin:
-                return None  # an ignored key, a converted value, or a node fed twice
+            if entry is None or type(value) is not np.ndarray:
+                return None  # an ignored key, or not a NumPy array (a subclass, an engine's array)
+            if fed.get(entry[0]) is not value or entry[0] in by_origin:
+                return None  # a converted value, or a node fed twice
             by_origin[entry[0]] = key
-            checks.append((key, value.dtype, value.shape))
+            checks.append((key, fed[entry[0]].dtype, fed[entry[0]].shape))
         sources = tuple((by_origin.get(n), n) for n in spec.leaf_nodes)
         scalars = tuple(k for k, s in enumerate(spec.scalar_out) if s)
         return tuple(checks), sources, spec, scalars
 
     @staticmethod
-    def _fed_as_last(hot: tuple, feeds: Mapping | None) -> bool:
+    def _fed_as_last(hot: tuple, feeds: Any) -> bool:
         """Whether feeds has the keys of the fast path's run, each an array of the same dtype and shape."""
         checks = hot[0]
         if (len(feeds) if feeds else 0) != len(checks):
             return False
         for key, dtype, shape in checks:
-            v = feeds.get(key)  # type: ignore[union-attr]  (no checks: feeds is not read)
+            v = feeds.get(key)
             if type(v) is not np.ndarray or v.shape != shape or v.dtype != dtype:
                 return False
         return True
