@@ -147,3 +147,93 @@ def test_old_execute_interface_still_runs():
     values = [np.ones((2, 3)), g.value(W), None]
     ev.execute([(z, z.op.kernel, [0, 1], 2)], values)
     np.testing.assert_array_equal(values[2], np.ones((2, 3)) @ g.value(W))
+
+
+# -- the fast path: a run fed like the last one skips the feed checks, with the same results and errors --
+
+
+def fast_net():
+    rng = np.random.default_rng(0)
+    g = gc.Graph("fast")
+    x = g.input("x", shape=(None, 3))
+    y = g.input("y", shape=(None,), dtype="int64")
+    W = g.parameter("W", rng.standard_normal((3, 4)))
+    J = gc.softmax_cross_entropy(gc.matmul(gc.tanh(x), W), y, name="J")
+    return g, x, y, W, J, gc.build_grad(J, [W])[W]
+
+
+def by_hand(X, Y, W):
+    """J and dJ/dW of fast_net in NumPy."""
+    h = np.tanh(X)
+    o = h @ W
+    logp = o - o.max(axis=1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    n = len(Y)
+    p = np.exp(logp)
+    p[np.arange(n), Y] -= 1
+    return -logp[np.arange(n), Y].mean(), h.T @ p / n
+
+
+def test_a_run_fed_like_the_last_skips_the_feed_checks(monkeypatch):
+    g, x, y, W, J, dW = fast_net()
+    p = gc.compile([J, dW])
+    X, Y = np.ones((5, 3)), np.arange(5) % 4
+    first = p.run({"x": X, "y": Y})
+    checked = []
+    check = p._check_feeds
+    monkeypatch.setattr(p, "_check_feeds", lambda feeds: checked.append(1) or check(feeds))
+    again = p.run({"x": X, "y": Y})
+    assert checked == []  # the fast path: no feed conversion, signature or cache look-up
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    p.run({"x": X.astype(np.float32), "y": Y})  # a value that needs a cast: checked again
+    assert checked == [1]
+
+
+def test_the_fast_path_gives_the_slow_paths_results_and_errors():
+    g, x, y, W, J, dW = fast_net()
+    p = gc.compile([J, dW])
+    rng = np.random.default_rng(2)
+    for n in (5, 5, 7, 5, 5, 2, 2, 7):  # alternate signatures; repeats take the fast path
+        X, Y = rng.standard_normal((n, 3)), rng.integers(0, 4, n)
+        j, d = p.run({x: X, "y": Y})
+        rj, rd = by_hand(X, Y, g.value(W))
+        np.testing.assert_allclose(j, rj, rtol=1e-12)
+        np.testing.assert_allclose(d, rd, rtol=1e-12, atol=1e-15)
+        assert isinstance(j, np.ndarray) and j.shape == ()  # a 0-d output is an array on both paths
+        X[...] = 0.0  # the caller owns the results; the feeds are read afresh by the next run
+        assert d is not p.run({x: X, "y": Y})[1]
+    X, Y = np.ones((5, 3)), np.arange(5) % 4
+    good = p.run({"x": X, "y": Y})
+    good = p.run({"x": X, "y": Y})
+    with pytest.raises(gc.FeedError, match=r"\(None, 3\).*\(5, 4\)"):  # same keys, another shape
+        p.run({"x": np.ones((5, 4)), "y": Y})
+    with pytest.raises(gc.FeedError, match="'y'"):  # a key missing
+        p.run({"x": X})
+    with pytest.raises(gc.FeedError, match=r"did you mean 'x'"):  # a key unknown
+        p.run({"x": X, "xx": X})
+    with pytest.raises(gc.ExecutionError, match="out of range"):  # a kernel fails on the fast path
+        p.run({"x": X, "y": Y + 4})
+    with pytest.raises(gc.ExecutionError, match="out of range"):
+        p.run({"x": X, "y": Y + 4})
+    after = p.run({"x": X, "y": Y})  # a good run after failed ones
+    for a, b in zip(good, after):
+        np.testing.assert_array_equal(a, b)
+    g.set_value(W, np.zeros((3, 4)))  # a new stored value (a new array) is read by the next run
+    np.testing.assert_allclose(p.run({"x": X, "y": Y})[0], np.log(4.0))
+    np.testing.assert_allclose(p.run({"x": X, "y": Y, "W": np.ones((3, 4))})[0], np.log(4.0))  # W fed
+    np.testing.assert_allclose(p.run({"x": X, "y": Y, "W": np.ones((3, 4))})[0], np.log(4.0))
+    np.testing.assert_allclose(p.run({"x": X, "y": Y})[0], np.log(4.0))
+
+
+def test_the_fast_path_applies_each_update_once_in_place():
+    g = gc.Graph("count")
+    x = g.input("x", shape=(2,))
+    c = g.parameter("c", np.zeros(2))
+    stored = g.stored_value(c)
+    p = gc.compile([gc.sum(c)], updates={c: c + x})
+    X = np.array([1.0, 2.0])
+    seen = [float(p.run({"x": X})[0]) for _ in range(5)]
+    assert seen == [0.0, 3.0, 6.0, 9.0, 12.0]
+    np.testing.assert_array_equal(g.value(c), [5.0, 10.0])
+    assert g.stored_value(c) is stored
