@@ -226,6 +226,11 @@ def _ufunc_table() -> dict:
         np.cos: _op("cos", "numpy.cos"),
         np.tan: _op("tan", "numpy.tan"),
         np.arctan: _op("arctan", "numpy.arctan"),
+        np.arcsin: _op("arcsin", "numpy.arcsin"),
+        np.arccos: _op("arccos", "numpy.arccos"),
+        np.arcsinh: _op("arcsinh", "numpy.arcsinh"),
+        np.arccosh: _op("arccosh", "numpy.arccosh"),
+        np.arctanh: _op("arctanh", "numpy.arctanh"),
         np.sinh: _op("sinh", "numpy.sinh"),
         np.cosh: _op("cosh", "numpy.cosh"),
         np.tanh: _op("tanh", "numpy.tanh"),
@@ -241,6 +246,9 @@ def _ufunc_table() -> dict:
         np.equal: _op("equal", "numpy.equal"),
         np.not_equal: _op("not_equal", "numpy.not_equal"),
         np.logaddexp: _op("logaddexp", "numpy.logaddexp"),
+        np.logaddexp2: _op("logaddexp2", "numpy.logaddexp2"),
+        np.fmax: _op("fmax", "numpy.fmax"),
+        np.fmin: _op("fmin", "numpy.fmin"),
         np.floor: _op("floor", "numpy.floor"),
         np.ceil: _op("ceil", "numpy.ceil"),
         np.rint: _op("round", "numpy.rint"),  # both round half to even
@@ -945,6 +953,12 @@ def _clip(a, a_min=np._NoValue, a_max=np._NoValue, out=None, *, min=np._NoValue,
     if hi is None:
         return _gc("maximum", "numpy.clip")(a, lo)
     return _gc("clip", "numpy.clip")(a, lo, hi)
+
+
+@implements(np.nan_to_num)
+def _nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
+    _refuse(copy is not True, "numpy.nan_to_num", "copy=False (graph nodes are never changed in place)")
+    return _gc("nan_to_num", "numpy.nan_to_num")(x, nan=nan, posinf=posinf, neginf=neginf)
 
 
 @implements(np.pad)

@@ -57,7 +57,12 @@ from .indexing import (
 )
 from .random import dropout
 from .special import (
+    arccos,
+    arccosh,
+    arcsin,
+    arcsinh,
     arctan,
+    arctanh,
     bitwise_and,
     bitwise_or,
     bitwise_xor,
@@ -69,11 +74,15 @@ from .special import (
     expm1,
     floor,
     floor_divide,
+    fmax,
+    fmin,
     gammaln,
     invert,
     log_sigmoid,
     logaddexp,
+    logaddexp2,
     mod,
+    nan_to_num,
     reciprocal,
     round,
     sinh,

@@ -1,0 +1,162 @@
+"""The NumPy functions of issue 27 item 5 at their edges: the inverse trigonometric and hyperbolic functions
+outside their domains (NaN, +-inf, as NumPy, and derivatives as NumPy's values imply), fmax/fmin with NaN
+operands (the gradient goes to the side chosen), nan_to_num (derivative 1 where kept, 0 where replaced),
+logaddexp2 far out, and each new op on every backend with its derivative. The smooth insides are rows of the
+op tables (tests/test_ops_special.py) and of tests/test_numpy_api.py."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import graphcompiler as gc
+from graphcompiler.backends.c import find_compiler
+
+
+def _values_and_grads(fn, *arrays, dtype="float64"):
+    """fn's value on nodes fed `arrays`, and the gradient of sum(fn) with respect to each (numpy backend)."""
+    g = gc.Graph("edges")
+    xs = [g.input(f"x{k}", shape=np.shape(a), dtype=dtype) for k, a in enumerate(arrays)]
+    y = fn(*xs)
+    grads = gc.build_grad(gc.sum(y), xs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the NaN and inf are the point here
+        res = gc.compile([y, *(grads[x] for x in xs)]).run({x.name: a for x, a in zip(xs, arrays)})
+    return [np.asarray(r) for r in res]
+
+
+def _same(got, want):
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)  # equal_nan by default; inf must match inf
+
+
+# -- domains ----------------------------------------------------------------------------------------
+EDGES = [
+    ("arcsin", gc.arcsin, np.arcsin, [-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5], lambda x: 1 / np.sqrt(1 - x * x)),
+    ("arccos", gc.arccos, np.arccos, [-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5], lambda x: -1 / np.sqrt(1 - x * x)),
+    ("arccosh", gc.arccosh, np.arccosh, [-2.0, 0.0, 0.5, 1.0, 1.5, 3.0, 1e200],
+     lambda x: 1 / (np.sqrt(x - 1) * np.sqrt(x + 1))),
+    ("arctanh", gc.arctanh, np.arctanh, [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5], lambda x: 1 / (1 - x * x)),
+    ("arcsinh", gc.arcsinh, np.arcsinh, [-1e200, -3.0, 0.0, 0.5, 1e200], lambda x: 1 / np.sqrt(1 + x * x)),
+]
+
+
+@pytest.mark.parametrize("name,f,ref,xs,deriv", EDGES, ids=[e[0] for e in EDGES])
+def test_inverse_functions_at_and_outside_their_domain(name, f, ref, xs, deriv):
+    x = np.array(xs)
+    y, dx = _values_and_grads(f, x)
+    with np.errstate(all="ignore"):
+        want_y, want_d = ref(x), deriv(x)
+        inside = ~np.isnan(want_y)
+        want_d = np.where(inside, want_d, np.nan)  # no value, no derivative: NaN where NumPy's value is NaN
+    _same(y, want_y)
+    _same(dx, want_d)
+
+
+def test_arctanh_and_arccosh_derivatives_are_exact_near_their_edges():
+    """1 - x^2 and x^2 - 1 cancel near |x| = 1; the rules use (1 - x)(1 + x) and sqrt(x - 1) sqrt(x + 1)."""
+    x = np.array([1 - 2.0**-40, -(1 - 2.0**-40)])
+    _, dx = _values_and_grads(gc.arctanh, x)
+    np.testing.assert_allclose(dx, 1 / ((1 - x) * (1 + x)), rtol=1e-15)
+    x = np.array([1 + 2.0**-40])
+    _, dx = _values_and_grads(gc.arccosh, x)
+    np.testing.assert_allclose(dx, 1 / np.sqrt((x - 1) * (x + 1)), rtol=1e-15)
+
+
+# -- fmax, fmin ----------------------------------------------------------------------------------------
+A = np.array([1.0, np.nan, 3.0, np.nan, 2.0, -1.0])
+B = np.array([2.0, 5.0, np.nan, np.nan, 2.0, -4.0])
+
+
+@pytest.mark.parametrize("f,ref", [(gc.fmax, np.fmax), (gc.fmin, np.fmin)], ids=["fmax", "fmin"])
+def test_fmax_fmin_ignore_nan_and_send_the_gradient_to_the_side_chosen(f, ref):
+    y, da, db = _values_and_grads(f, A, B)
+    _same(y, ref(A, B))
+    larger = f is gc.fmax
+    pick_a = np.array([not larger, False, True, False, 0.5, larger], dtype=float)
+    pick_b = np.array([larger, True, False, False, 0.5, not larger], dtype=float)
+    np.testing.assert_array_equal(da, pick_a)  # where both are NaN neither gets any
+    np.testing.assert_array_equal(db, pick_b)
+
+
+def test_fmax_broadcasts_and_sums_the_gradient_back():
+    a = np.array([[1.0, np.nan], [5.0, 0.0], [np.nan, np.nan]])
+    b = np.array([2.0, np.nan])
+    y, da, db = _values_and_grads(np.fmax, a, b)  # through NumPy's dispatch on nodes
+    _same(y, np.fmax(a, b))
+    np.testing.assert_array_equal(da, [[0, 0], [1, 1], [0, 0]])
+    np.testing.assert_array_equal(db, [2, 0])
+
+
+# -- nan_to_num -----------------------------------------------------------------------------------------
+X = np.array([1.5, np.nan, np.inf, -np.inf, -2.0, 0.0])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_nan_to_num_values_and_derivative(dtype):
+    x = X.astype(dtype)
+    y, dx = _values_and_grads(gc.nan_to_num, x, dtype=dtype)
+    want = np.nan_to_num(x)
+    assert y.dtype == want.dtype
+    np.testing.assert_array_equal(y, want)  # posinf and neginf: the dtype's largest and lowest finite values
+    np.testing.assert_array_equal(dx, [1, 0, 0, 0, 1, 1])
+
+
+def test_nan_to_num_by_numpy_with_replacements():
+    y, dx = _values_and_grads(lambda t: np.nan_to_num(t, nan=-7.0, posinf=9.0, neginf=-9.0) * 2.0, X)
+    np.testing.assert_array_equal(y, np.nan_to_num(X, nan=-7.0, posinf=9.0, neginf=-9.0) * 2.0)
+    np.testing.assert_array_equal(dx, [2, 0, 0, 0, 2, 2])
+
+
+def test_nan_to_num_refusals_and_integers():
+    g = gc.Graph("n")
+    x = g.input("x", shape=(3,))
+    with pytest.raises(gc.GraphCompilerError, match="copy=False"):
+        np.nan_to_num(x, copy=False)
+    with pytest.raises(gc.GraphCompilerError, match="takes a node"):
+        gc.nan_to_num(np.array([1.0, np.nan]))
+    k = g.input("k", shape=(3,), dtype="int64")
+    assert gc.nan_to_num(k) is k  # nothing to replace in an integer
+
+
+# -- logaddexp2 --------------------------------------------------------------------------------------------
+def test_logaddexp2_far_out_and_its_derivative():
+    a = np.array([-2000.0, 2000.0, 3.0, -1.0, 1000.0])
+    b = np.array([-2000.0, -2000.0, 3.5, 40.0, 999.0])
+    y, da, db = _values_and_grads(gc.logaddexp2, a, b)
+    np.testing.assert_allclose(y, np.logaddexp2(a, b), rtol=1e-14)
+    share = 1 / (1 + np.exp2(b - a))  # d/da log2(2^a + 2^b) = 2^a / (2^a + 2^b)
+    np.testing.assert_allclose(da, share, rtol=1e-13, atol=1e-300)
+    np.testing.assert_allclose(db, 1 - share, rtol=1e-13, atol=1e-300)
+
+
+# -- every backend, no backend edit -------------------------------------------------------------------------
+NEW = [("arcsin", gc.arcsin, 0.8), ("arccos", gc.arccos, 0.8), ("arcsinh", gc.arcsinh, 3.0),
+       ("arccosh", lambda t: gc.arccosh(gc.add(gc.square(t), 1.5)), 2.0), ("arctanh", gc.arctanh, 0.8),
+       ("fmax", lambda t: gc.fmax(t, gc.multiply(t, -0.5)), 2.0),
+       ("fmin", lambda t: gc.fmin(t, gc.multiply(t, -0.5)), 2.0),
+       ("logaddexp2", lambda t: gc.logaddexp2(t, gc.multiply(t, 0.3)), 3.0)]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "c", "jax", "dask"])
+@pytest.mark.parametrize("name,f,scale", NEW, ids=[n[0] for n in NEW])
+def test_new_ops_on_every_backend(backend, name, f, scale):
+    if backend == "c" and find_compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    if backend in ("jax", "dask"):
+        pytest.importorskip(backend)
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-scale, scale, size=(4, 3))
+    g = gc.Graph(name)
+    xn = g.input("x", shape=(4, 3))
+    y = f(xn)
+    dx = gc.build_grad(gc.sum(gc.multiply(y, y)), [xn])[xn]
+    want = [np.asarray(r) for r in gc.compile([y, dx]).run({"x": x})]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a NumPy segment inside a C program warns: refused
+        got = gc.compile([y, dx], backend=backend).run({"x": x})
+    got = [np.asarray(r.compute() if hasattr(r, "compute") else r) for r in got]
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
