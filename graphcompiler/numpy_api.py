@@ -501,12 +501,11 @@ def _cumsum(a, axis=None, dtype=None, out=None):
 @implements(np.trace)
 def _trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
     _refuse_out(out, "numpy.trace")
-    _refuse(
-        offset != 0 or (axis1, axis2) != (0, 1) or a.ndim != 2,
-        "numpy.trace",
-        "an offset, other axes or a rank other than 2",
-    )
-    return _gc("trace", "numpy.trace")(a)
+    if a.ndim < 2:
+        raise ShapeError(f"numpy.trace needs at least 2 dimensions, {a.name!r} has shape {fmt_shape(a.shape)}")
+    dtype = _reduce_dtype(dtype, "numpy.trace")
+    x = a if dtype is None else _gc("astype", "numpy.trace")(a, dtype)
+    return _as_dtype(_gc("trace", "numpy.trace")(x, int(offset), axis1, axis2), dtype, "numpy.trace")
 
 
 # contractions ---------------------------------------------------------------------------------
@@ -1016,24 +1015,35 @@ def _repeat(a, repeats, axis=None):
 
 @implements(np.diagonal)
 def _diagonal(a, offset=0, axis1=0, axis2=1):
-    _refuse(
-        offset != 0 or (axis1, axis2) != (0, 1) or a.ndim != 2,
-        "numpy.diagonal",
-        "an offset, other axes or a rank other than 2",
-    )
-    return _gc("diagonal", "numpy.diagonal")(a)
+    if a.ndim < 2:
+        raise ShapeError(f"numpy.diagonal needs at least 2 dimensions, {a.name!r} has shape {fmt_shape(a.shape)}")
+    return _gc("diagonal", "numpy.diagonal")(a, int(offset), axis1, axis2)
+
+
+def _on_diagonal(v: Node, k: int, fname: str) -> Node:
+    """The square matrix of side n + |k| with 1-D v on its k-th diagonal and zeros elsewhere: where(mask, v, 0)
+    with v padded to the side and laid along the rows (k >= 0: row i holds v[i]) or the columns (k < 0)."""
+    (n,) = _static(v, fname)
+    side = n + abs(k)
+    mask = v.graph.constant(np.eye(side, k=k, dtype=bool))
+    along = _gc("pad", fname)(v, (0, abs(k))) if k else v
+    along = _gc("expand_dims", fname)(along, 1 if k > 0 else 0)
+    return _gc("where", fname)(mask, along, 0)  # exact: no 0 * v, so inf and NaN stay on the diagonal only
 
 
 @implements(np.diag)
 def _diag(v, k=0):
-    _refuse(k != 0, "numpy.diag", "k != 0")
+    k = int(k)
     if v.ndim == 2:
-        return _gc("diagonal", "numpy.diag")(v)
+        return _gc("diagonal", "numpy.diag")(v, k)
     if v.ndim != 1:
         raise ShapeError(f"numpy.diag takes a 1-D or 2-D input, {v.name!r} has shape {fmt_shape(v.shape)}")
-    (n,) = _static(v, "numpy.diag")
-    eye = v.graph.constant(np.eye(n, dtype=bool))  # where(I, v, 0): exact, no 0 * v
-    return _gc("where", "numpy.diag")(eye, _gc("expand_dims", "numpy.diag")(v, 0), 0)
+    return _on_diagonal(v, k, "numpy.diag")
+
+
+@implements(np.diagflat)
+def _diagflat(v, k=0):
+    return _on_diagonal(_flat(v) if v.ndim != 1 else v, int(k), "numpy.diagflat")
 
 
 def _tri(fname, upper):

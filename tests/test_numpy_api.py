@@ -191,6 +191,7 @@ CASES: dict[str, tuple] = {
     "numpy.repeat": (lambda a: np.repeat(a, 2, axis=0), [N(3, 4)]),
     "numpy.diagonal": (lambda a: np.diagonal(a), [N(4, 4)]),
     "numpy.diag": (lambda a: np.diag(a), [N(4)]),
+    "numpy.diagflat": (lambda a: np.diagflat(a, -1), [N(2, 2)]),
     "numpy.triu": (lambda a: np.triu(a, 1), [N(4, 4)]),
     "numpy.tril": (lambda a: np.tril(a), [N(3, 4)]),
     "numpy.full_like": (lambda a: np.full_like(a, 3.0) + a, [N(3, 4)]),

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 import graphcompiler as gc
+from gradcheck import check_gradients
+
 from graphcompiler.backends.c import find_compiler
 
 
@@ -160,3 +162,50 @@ def test_new_ops_on_every_backend(backend, name, f, scale):
     got = [np.asarray(r.compute() if hasattr(r, "compute") else r) for r in got]
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+# -- trace, diagonal, diag, diagflat with offsets and axes --------------------------------------------------
+DIAGS = [
+    ("trace_offset", lambda a: np.trace(a, 1), (3, 4)),
+    ("trace_negative_offset", lambda a: np.trace(a, -2), (4, 3)),
+    ("trace_axes", lambda a: np.trace(a, offset=1, axis1=2, axis2=0), (3, 2, 4)),
+    ("trace_negative_axes", lambda a: np.trace(a, -1, -1, -2), (2, 3, 3)),
+    ("trace_offset_past_the_end", lambda a: np.trace(a, 5) + np.sum(a), (3, 3)),
+    ("diagonal_offset_axes", lambda a: np.diagonal(a, -1, 2, 1), (2, 3, 4)),
+    ("diag_k", lambda a: np.diag(a, 2), (3,)),
+    ("diag_negative_k", lambda a: np.diag(a, -1), (3,)),
+    ("diag_of_matrix_k", lambda a: np.diag(a, -1), (3, 4)),
+    ("diag_of_matrix_k_up", lambda a: np.diag(a, 2), (3, 4)),
+    ("diagflat", lambda a: np.diagflat(a), (2, 2)),
+    ("diagflat_k", lambda a: np.diagflat(a, 1), (2, 3)),
+    ("diagflat_scalar", lambda a: np.diagflat(a, -2), ()),
+]
+
+
+@pytest.mark.parametrize("name,fn,shape", DIAGS, ids=[d[0] for d in DIAGS])
+def test_diagonals_with_offsets_and_axes_match_numpy_with_derivatives(name, fn, shape):
+    rng = np.random.default_rng(len(name))
+    a = rng.standard_normal(shape)
+    g = gc.Graph(name)
+    x = g.input("x", shape=shape)
+    y = fn(x)
+    want = fn(a)
+    got = gc.compile([y]).run({"x": a})[0]
+    assert np.shape(got) == np.shape(want)
+    np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-14)
+    w = g.constant(rng.uniform(0.5, 1.5, size=np.shape(want)))
+    check_gradients(g, gc.sum(gc.square(y) * w), [x], {"x": a})
+
+
+def test_trace_dtype_and_rank_errors():
+    g = gc.Graph("t")
+    x = g.input("x", shape=(3, 3), dtype="float32")
+    y = np.trace(x, 1, dtype="float64")
+    assert y.dtype == np.float64
+    a = np.arange(9, dtype="float32").reshape(3, 3)
+    np.testing.assert_allclose(gc.compile([y]).run({"x": a})[0], np.trace(a, 1, dtype="float64"))
+    v = g.input("v", shape=(3,))
+    with pytest.raises(gc.ShapeError, match="at least 2 dimensions"):
+        np.trace(v)
+    with pytest.raises(gc.ShapeError, match="at least 2 dimensions"):
+        np.diagonal(v)
