@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import string
 import sys
 from typing import Any, Callable
 
@@ -567,11 +568,41 @@ def _multi_dot(arrays, *, out=None):
     return y
 
 
+def _sublist_letters(sub) -> str:
+    """An einsum sublist ([0, 1, Ellipsis]) as subscripts ("AB..."): NumPy's letters, 0-25 -> A-Z, 26-51 -> a-z."""
+    letters = string.ascii_uppercase + string.ascii_lowercase
+    try:
+        items = list(sub)
+    except TypeError:
+        items = None
+    if items is None or isinstance(sub, (str, Node)):
+        raise UnsupportedFunctionError(
+            f"numpy.einsum: in the interleaved form each operand is followed by a list of axis labels, got {sub!r}"
+        )
+    out = []
+    for s in items:
+        if s is Ellipsis:
+            out.append("...")
+        elif isinstance(s, (int, np.integer)) and not isinstance(s, bool) and 0 <= int(s) < len(letters):
+            out.append(letters[int(s)])
+        else:
+            raise UnsupportedFunctionError(
+                f"numpy.einsum: an axis label is an integer in [0, 52) or Ellipsis, got {s!r} in sublist {sub!r}"
+            )
+    return "".join(out)
+
+
 @implements(np.einsum)
 def _einsum(subscripts, *operands, out=None, optimize=False, **kw):
     _refuse_out(out, "numpy.einsum")
-    _refuse(not isinstance(subscripts, str), "numpy.einsum", "the interleaved (operand, sublist) form")
     _refuse(bool(kw), "numpy.einsum", f"keyword(s) {', '.join(kw)}")
+    if not isinstance(subscripts, str):  # interleaved: op0, sublist0, op1, sublist1, ..., [sublist_out]
+        args = (subscripts, *operands)
+        pairs, rest = args[: len(args) // 2 * 2], args[len(args) // 2 * 2 :]
+        operands = pairs[0::2]
+        subscripts = ",".join(_sublist_letters(s) for s in pairs[1::2])
+        if rest:
+            subscripts += "->" + _sublist_letters(rest[0])
     return _gc("einsum", "numpy.einsum")(subscripts, *_lift_all(operands))
 
 

@@ -209,3 +209,39 @@ def test_trace_dtype_and_rank_errors():
         np.trace(v)
     with pytest.raises(gc.ShapeError, match="at least 2 dimensions"):
         np.diagonal(v)
+
+
+# -- einsum's interleaved (operand, sublist) form -------------------------------------------------------------
+ELL = Ellipsis
+INTERLEAVED = [
+    ("matmul", lambda a, b: np.einsum(a, [0, 1], b, [1, 2], [0, 2]), [(2, 3), (3, 4)]),
+    ("implicit_output", lambda a, b: np.einsum(a, [0, 1], b, [1, 2]), [(2, 3), (3, 4)]),
+    ("trace", lambda a: np.einsum(a, [5, 5]), [(3, 3)]),
+    ("lowercase_labels", lambda a, b: np.einsum(a, [30, 1], b, [1, 40], [40, 30]), [(2, 3), (3, 4)]),
+    ("ellipsis", lambda a, b: np.einsum(a, [ELL, 0, 1], b, [ELL, 1, 2], [ELL, 0, 2]), [(2, 2, 3), (3, 2)]),
+    ("to_scalar", lambda a, b: np.einsum(a, [0], b, [0], []), [(4,), (4,)]),
+]
+
+
+@pytest.mark.parametrize("name,fn,shapes", INTERLEAVED, ids=[c[0] for c in INTERLEAVED])
+def test_einsum_interleaved_form(name, fn, shapes):
+    rng = np.random.default_rng(len(name))
+    arrays = [rng.standard_normal(s) for s in shapes]
+    g = gc.Graph(name)
+    xs = [g.input(f"x{k}", shape=s) for k, s in enumerate(shapes)]
+    y = fn(*xs)
+    want = fn(*arrays)
+    got = gc.compile([y]).run({x.name: a for x, a in zip(xs, arrays)})[0]
+    assert np.shape(got) == np.shape(want)
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+    w = g.constant(rng.uniform(0.5, 1.5, size=np.shape(want)))
+    check_gradients(g, gc.sum(gc.square(y) * w), xs, {x.name: a for x, a in zip(xs, arrays)})
+
+
+def test_einsum_interleaved_bad_labels_are_named():
+    g = gc.Graph("e")
+    x = g.input("x", shape=(2, 2))
+    with pytest.raises(gc.GraphCompilerError, match=r"integer in \[0, 52\) or Ellipsis, got 60"):
+        np.einsum(x, [0, 60])
+    with pytest.raises(gc.GraphCompilerError, match="integer in"):
+        np.einsum(x, ["i", "j"])
