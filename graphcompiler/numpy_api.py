@@ -499,6 +499,14 @@ def _cumsum(a, axis=None, dtype=None, out=None):
     return _as_dtype(_gc("cumsum", "numpy.cumsum")(x, axis=axis), dtype, "numpy.cumsum")
 
 
+@implements(np.cumprod)
+def _cumprod(a, axis=None, dtype=None, out=None):
+    _refuse_out(out, "numpy.cumprod")
+    dtype = _reduce_dtype(dtype, "numpy.cumprod")
+    x = a if dtype is None else _gc("astype", "numpy.cumprod")(a, dtype)
+    return _as_dtype(_gc("cumprod", "numpy.cumprod")(x, axis=axis), dtype, "numpy.cumprod")
+
+
 @implements(np.trace)
 def _trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
     _refuse_out(out, "numpy.trace")

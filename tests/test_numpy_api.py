@@ -132,6 +132,7 @@ CASES: dict[str, tuple] = {
     "numpy.std": (lambda a: np.std(a, axis=0), [N(3, 4)]),
     "numpy.argmax": (lambda a: np.argmax(a, axis=1), [N(3, 4)]),
     "numpy.argmin": (lambda a: np.argmin(a), [N(3, 4)]),
+    "numpy.cumprod": (lambda a: np.cumprod(a, axis=1), [N(3, 4) * np.array([1.0, 0.0, 1.0, 1.0])]),
     "numpy.cumsum": (lambda a: np.cumsum(a, axis=1), [N(3, 4)]),
     "numpy.trace": (lambda a: np.trace(a), [N(4, 4)]),
     # contractions

@@ -89,6 +89,6 @@ from .special import (
     softplus,
     tan,
 )
-from .reductions import argmax, argmin, cumsum, min, prod, std, var
+from .reductions import argmax, argmin, cumprod, cumsum, min, prod, std, var
 from .contract import einsum, outer, tensordot
 from .conv import avg_pool2d, conv1d, conv2d, max_pool2d

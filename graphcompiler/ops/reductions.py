@@ -274,6 +274,29 @@ def cumsum(x, axis: int | None = None, name: str | None = None):
     return apply(Cumsum(a, False), (x,), name)
 
 
+def cumprod(x, axis: int | None = None, name: str | None = None):
+    """np.cumprod: running products along axis (None: over the flattened array).
+
+    A composition: y[..., j] = prod over k of where(k <= j, x[..., k], 1), one product per position, so the
+    derivatives of any order are prod's, exact where x has zeros (no division by x). It holds n x n values per
+    run along the axis (n its length, which must be known when the graph is built)."""
+    x, a = _flat_or_axis(x, axis, "cumprod")
+    n = x.shape[a]
+    if not isinstance(n, (int, np.integer)):
+        raise ShapeError(
+            f"cumprod of {x.name!r} (shape {fmt_shape(x.shape)}) along axis {a}: that axis' length must be known "
+            "when the graph is built; give the input a fixed shape there"
+        )
+    last = S.transpose(x, [d for d in range(x.ndim) if d != a] + [a]) if a != x.ndim - 1 else x
+    upto = x.graph.constant(np.tril(np.ones((int(n), int(n)), dtype=bool)))  # [j, k]: k <= j
+    y = prod(E.where(upto, S.expand_dims(last, -2), 1), axis=-1)
+    if a != x.ndim - 1:
+        back = list(range(x.ndim - 1))
+        back.insert(a, x.ndim - 1)
+        y = S.transpose(y, back)
+    return y if name is None else E.identity(y, name=name)
+
+
 def argmax(x, axis: int | None = None, keepdims: bool = False, name: str | None = None):
     """np.argmax: int64 indices of the maxima (None: into the flattened array); carries no gradient."""
     if axis is None and keepdims:
