@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import operator
 import string
 import sys
 from typing import Any, Callable
@@ -811,6 +812,99 @@ def _average(a, axis=None, weights=None, returned=False, *, keepdims=np._NoValue
 @implements(np.real)
 def _real(val):
     return val if isinstance(val, Node) else _lift(val, _graph_of(val))
+
+
+@implements(np.real_if_close)
+def _real_if_close(a, tol=100):
+    if a.dtype.kind == "c":
+        raise DTypeError(f"numpy.real_if_close of complex node {a.name!r}: complex graph values are not supported")
+    return a  # a real array comes back as it is
+
+
+@implements(np.select)
+def _select(condlist, choicelist, default=0):
+    """where(c0, x0, where(c1, x1, ... default)): the first true condition picks, as NumPy's select."""
+    conds, choices = list(condlist), list(choicelist)
+    if len(conds) != len(choices):
+        raise ShapeError(f"numpy.select: {len(conds)} conditions for {len(choices)} choices; give one per choice")
+    if not conds:
+        raise ShapeError("numpy.select needs at least one condition and choice")
+    graph = _graph_of([conds, choices, default])
+    for c in conds:
+        dt = c.dtype if isinstance(c, Node) else np.asarray(c).dtype
+        if dt != np.bool_:
+            name = repr(c.name) if isinstance(c, Node) else "an array"
+            raise DTypeError(f"numpy.select: condition {name} is {dt}, not bool; compare it (x > 0) first")
+    items = _lift_all([*choices, default])
+    out = items[-1]
+    for c, x in zip(reversed(conds), reversed(items[:-1])):
+        out = _gc("where", "numpy.select")(_lift(c, graph), x, out)
+    return out
+
+
+@implements(np.cross)
+def _cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
+    """The cross product of 3-vectors: (a1 b2 - a2 b1, a2 b0 - a0 b2, a0 b1 - a1 b0), batches broadcast."""
+    from .ops import elementwise as E
+    from .ops.shape import normalize_axis
+
+    if axis is not None:
+        axisa = axisb = axisc = axis
+    a, b = _lift_all([a, b])
+    parts = []
+    for x, ax, which in ((a, axisa, "a"), (b, axisb, "b")):
+        ax = normalize_axis(ax, x.ndim, "numpy.cross", x)
+        if x.shape[ax] != 3:
+            raise ShapeError(
+                f"numpy.cross on graph nodes takes 3-vectors: {which} ({x.name!r}, shape {fmt_shape(x.shape)}) "
+                f"has {x.shape[ax]} along axis {ax} (2-vectors are deprecated in NumPy 2)"
+            )
+        index = [slice(None)] * x.ndim
+        comps = []
+        for k in range(3):
+            index[ax] = k
+            comps.append(_gc("getitem", "numpy.cross")(x, tuple(index)))
+        parts.append(comps)
+    (a0, a1, a2), (b0, b1, b2) = parts
+    mul, sub = E.multiply, E.subtract
+    c = [sub(mul(a1, b2), mul(a2, b1)), sub(mul(a2, b0), mul(a0, b2)), sub(mul(a0, b1), mul(a1, b0))]
+    return _gc("stack", "numpy.cross")(c, axis=normalize_axis(axisc, c[0].ndim + 1, "numpy.cross", c[0]))
+
+
+@implements(np.linspace)
+def _linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0):
+    """start + k (stop - start) / div for k < num, as NumPy (the last one exactly stop when endpoint);
+    start and stop may be nodes (then so are the values, differentiable in both)."""
+    from .ops import elementwise as E
+    from .ops.shape import normalize_axis
+
+    num = operator.index(num)
+    if num < 0:
+        raise ShapeError(f"numpy.linspace: num is {num}, it must be >= 0")
+    if dtype is not None and np.dtype(dtype).kind != "f":
+        raise UnsupportedFunctionError(f"numpy.linspace on graph nodes: dtype={np.dtype(dtype)} (floats only)")
+    start, stop = _lift_all([start, stop])
+    fl = np.result_type(start.dtype, stop.dtype, np.float64 if dtype is None else dtype)
+    if fl.kind != "f":
+        fl = np.dtype("float64")
+    start, stop = (x if x.dtype == fl else E.astype(x, fl) for x in (start, stop))
+    delta = E.subtract(stop, start)
+    nd = max(start.ndim, stop.ndim)
+    div = (num - 1) if endpoint else num
+    k = start.graph.constant(np.arange(num, dtype=fl).reshape((num,) + (1,) * nd))
+    step = E.divide(delta, float(div)) if div > 0 else E.multiply(delta, np.nan)
+    y = E.add(E.multiply(k, step), start) if div > 0 else E.add(E.multiply(k, delta), start)
+    if endpoint and num > 1:
+        last = start.graph.constant((np.arange(num) == num - 1).reshape((num,) + (1,) * nd))
+        y = E.where(last, stop, y)
+    axis = normalize_axis(axis, nd + 1, "numpy.linspace", y)
+    if axis != 0:
+        order = list(range(1, nd + 1))
+        order.insert(axis, 0)
+        y = _gc("transpose", "numpy.linspace")(y, order)
+    if dtype is not None and y.dtype != np.dtype(dtype):
+        y = E.astype(y, dtype)
+    return (y, step) if retstep else y
 
 
 @implements(np.concatenate)

@@ -245,3 +245,60 @@ def test_einsum_interleaved_bad_labels_are_named():
         np.einsum(x, [0, 60])
     with pytest.raises(gc.GraphCompilerError, match="integer in"):
         np.einsum(x, ["i", "j"])
+
+
+# -- select, cross, linspace, real_if_close ---------------------------------------------------------------
+def _check_against_numpy(fn, shapes, seed=0, second=True):
+    """fn on nodes against fn on arrays, then its derivatives against central differences."""
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal(s) for s in shapes]
+    g = gc.Graph("c")
+    xs = [g.input(f"x{k}", shape=s) for k, s in enumerate(shapes)]
+    y = fn(*xs)
+    want = fn(*arrays)
+    got = gc.compile([y]).run({x.name: a for x, a in zip(xs, arrays)})[0]
+    assert np.shape(got) == np.shape(want) and got.dtype == np.asarray(want).dtype
+    np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-14)
+    w = g.constant(rng.uniform(0.5, 1.5, size=np.shape(want)))
+    check_gradients(g, gc.sum(gc.square(y) * w), xs, {x.name: a for x, a in zip(xs, arrays)}, second=second)
+
+
+MORE = [
+    ("select", lambda a, b: np.select([a > 0.5, b < 0, a < -1], [a * b, b, 2.0], default=a), [(3, 4), (4,)]),
+    ("select_array_conditions", lambda a: np.select([np.eye(3, dtype=bool)], [a], 7.0), [(3, 3)]),
+    ("cross", lambda a, b: np.cross(a, b), [(4, 3), (3,)]),
+    ("cross_axes", lambda a, b: np.cross(a, b, axisa=0, axisb=1, axisc=0), [(3, 2), (2, 3)]),
+    ("cross_axis", lambda a, b: np.cross(a, b, axis=0), [(3, 2, 1), (3, 1, 2)]),
+    ("linspace_nodes", lambda a, b: np.linspace(a, b, 5), [(), ()]),
+    ("linspace_arrays_axis", lambda a, b: np.linspace(a, b, 4, axis=-1), [(2, 3), (3,)]),
+    ("linspace_no_endpoint", lambda a, b: np.linspace(a, b, 6, endpoint=False, axis=1), [(2,), (2,)]),
+    ("linspace_retstep", lambda a, b: np.linspace(a, b, 3, retstep=True)[1] * np.linspace(a, b, 3), [(2,), ()]),
+    ("linspace_number_start", lambda b: np.linspace(1.0, b, 4), [(2,)]),
+    ("linspace_one", lambda a, b: np.linspace(a, b, 1), [(2,), (2,)]),
+    ("real_if_close", lambda a: np.real_if_close(a) * 2.0, [(3,)]),
+]
+
+
+@pytest.mark.parametrize("name,fn,shapes", MORE, ids=[m[0] for m in MORE])
+def test_compositions_match_numpy_with_derivatives(name, fn, shapes):
+    _check_against_numpy(fn, shapes, seed=len(name))
+
+
+def test_linspace_endpoint_is_exact_and_empty_works():
+    g = gc.Graph("l")
+    a, b = g.input("a", shape=()), g.input("b", shape=())
+    y = np.linspace(a, b, 7)
+    got = gc.compile([y]).run({"a": 0.1, "b": 0.7})[0]
+    np.testing.assert_array_equal(got, np.linspace(0.1, 0.7, 7))  # the same formula: equal, not close
+    assert np.linspace(a, b, 0).shape == (0,)
+
+
+def test_select_and_cross_refusals_are_named():
+    g = gc.Graph("r")
+    x = g.input("x", shape=(2, 3))
+    with pytest.raises(gc.DTypeError, match="not bool"):
+        np.select([x], [x])
+    with pytest.raises(gc.ShapeError, match="2 conditions for 1 choices"):
+        np.select([x > 0, x < 0], [x])
+    with pytest.raises(gc.ShapeError, match="takes 3-vectors"):
+        np.cross(x, x, axis=0)
