@@ -508,6 +508,26 @@ def _cumprod(a, axis=None, dtype=None, out=None):
     return _as_dtype(_gc("cumprod", "numpy.cumprod")(x, axis=axis), dtype, "numpy.cumprod")
 
 
+def _sort_args(fname, kind, order, stable):
+    _refuse(order is not None, fname, "order= (structured arrays)")
+    if kind not in (None, "quicksort", "mergesort", "heapsort", "stable") or stable not in (None, True, False):
+        raise UnsupportedFunctionError(f"{fname}: kind={kind!r}, stable={stable!r} are not sorting options")
+
+
+@implements(np.sort)
+def _sort(a, axis=-1, kind=None, order=None, *, stable=None):
+    """Always the stable order (a valid answer for every kind: the sorted values are the same)."""
+    _sort_args("numpy.sort", kind, order, stable)
+    return _gc("sort", "numpy.sort")(a, axis)
+
+
+@implements(np.argsort)
+def _argsort(a, axis=-1, kind=None, order=None, *, stable=None):
+    """Always the stable order: ties keep their order (NumPy's default kind may order ties otherwise)."""
+    _sort_args("numpy.argsort", kind, order, stable)
+    return _gc("argsort", "numpy.argsort")(a, axis)
+
+
 @implements(np.trace)
 def _trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
     _refuse_out(out, "numpy.trace")

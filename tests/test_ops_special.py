@@ -118,6 +118,8 @@ for shape in [(4,), (3, 2), (2, 3, 2)]:
     for axis in list(range(len(shape))) + [-1, None]:
         CASES.append(Case(f"cumsum{shape}axis={axis}", lambda x, a=axis: gc.cumsum(x, a),
                           lambda x, a=axis: np.cumsum(x, a), [shape]))
+        CASES.append(Case(f"sort{shape}axis={axis}", lambda x, a=axis: gc.sort(x, a),
+                          lambda x, a=axis: np.sort(x, a), [shape]))
         for dom in (normal, with_zeros):   # zeros: the derivative is prod's, no division by x
             CASES.append(Case(f"cumprod{shape}axis={axis},{dom.__name__}", lambda x, a=axis: gc.cumprod(x, a),
                               lambda x, a=axis: np.cumprod(x, a), [shape], [dom]))

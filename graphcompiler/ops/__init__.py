@@ -51,6 +51,7 @@ from .indexing import (
     scatter_add,
     stack,
     take,
+    sort,
     take_along_axis,
     tile,
     trace,
@@ -89,6 +90,6 @@ from .special import (
     softplus,
     tan,
 )
-from .reductions import argmax, argmin, cumprod, cumsum, min, prod, std, var
+from .reductions import argmax, argmin, argsort, cumprod, cumsum, min, prod, std, var
 from .contract import einsum, outer, tensordot
 from .conv import avg_pool2d, conv1d, conv2d, max_pool2d

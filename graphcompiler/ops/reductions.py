@@ -234,6 +234,27 @@ class ArgMin(ArgMax):
         return np.argmin(x, axis=self.axis, keepdims=self.keepdims).astype(np.int64, copy=False)
 
 
+@dataclass(frozen=True)
+class ArgSort(Op):
+    """The indices that sort x along `axis` (stable: ties keep their order, NaN last), as int64; no derivative
+    (a permutation is locally constant): sort's derivative flows through take_along_axis instead."""
+
+    name: ClassVar[str] = "argsort"
+    arity: ClassVar[int] = 1
+    piecewise_constant: ClassVar[bool] = True  # a path through the permutation adds zero
+    axis: int = -1
+
+    def infer(self, x):
+        if not 0 <= self.axis < x.ndim:
+            raise ShapeError(f"argsort: axis {self.axis} is out of range for {x.name!r} of rank {x.ndim}")
+        return tuple(x.shape), np.dtype("int64")
+
+    def kernel(self, x):
+        return np.argsort(x, axis=self.axis, kind="stable").astype(np.int64, copy=False)
+
+    to_sympy = undefined_to_sympy
+
+
 # -- the public functions -------------------------------------------------------------------
 
 
@@ -295,6 +316,12 @@ def cumprod(x, axis: int | None = None, name: str | None = None):
         back.insert(a, x.ndim - 1)
         y = S.transpose(y, back)
     return y if name is None else E.identity(y, name=name)
+
+
+def argsort(x, axis: int | None = -1, name: str | None = None):
+    """np.argsort(x, axis, kind="stable"): axis=None sorts the flattened x."""
+    x, a = _flat_or_axis(x, axis, "argsort")
+    return apply(ArgSort(a), (x,), name)
 
 
 def argmax(x, axis: int | None = None, keepdims: bool = False, name: str | None = None):
