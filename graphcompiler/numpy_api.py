@@ -927,6 +927,63 @@ def _linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axi
     return (y, step) if retstep else y
 
 
+@implements(np.gradient)
+def _gradient(f, *varargs, axis=None, edge_order=1):
+    """NumPy's second-order central differences inside and one-sided ones of edge_order at the ends, with a
+    uniform spacing per axis (numbers; coordinate arrays are refused): a composition of slices."""
+    from .ops import elementwise as E
+    from .ops.shape import normalize_axes
+
+    fname = "numpy.gradient"
+    axes = tuple(range(f.ndim)) if axis is None else normalize_axes(axis, f.ndim, fname, f)
+    if len(varargs) == 0:
+        spacing = [1.0] * len(axes)
+    elif len(varargs) == 1 and np.ndim(varargs[0]) == 0:
+        spacing = [varargs[0]] * len(axes)
+    elif len(varargs) == len(axes) and all(np.ndim(v) == 0 for v in varargs):
+        spacing = list(varargs)
+    else:
+        raise UnsupportedFunctionError(
+            f"{fname} on graph nodes: give no spacing, one number, or one number per axis ({len(axes)}); "
+            "coordinate arrays are not supported"
+        )
+    if any(isinstance(h, Node) for h in spacing):
+        raise UnsupportedFunctionError(f"{fname}: a spacing that is a node (give numbers)")
+    _refuse(edge_order not in (1, 2), fname, f"edge_order={edge_order!r} (1 or 2)")
+    x = f if f.dtype.kind == "f" else E.astype(f, "float64")
+    out = []
+    for ax, h in zip(axes, spacing):
+        n = x.shape[ax]
+        if not isinstance(n, (int, np.integer)) or n < edge_order + 1:
+            raise ShapeError(
+                f"{fname} of {f.name!r} (shape {fmt_shape(f.shape)}) along axis {ax}: it needs at least "
+                f"edge_order + 1 = {edge_order + 1} known elements there"
+            )
+        h = float(h)
+
+        def at(sl, ax=ax):
+            index = [slice(None)] * x.ndim
+            index[ax] = sl
+            return _gc("getitem", fname)(x, tuple(index))
+
+        inner = E.divide(E.subtract(at(slice(2, None)), at(slice(None, -2))), 2.0 * h)
+        if edge_order == 1:
+            first = E.divide(E.subtract(at(slice(1, 2)), at(slice(0, 1))), h)
+            last = E.divide(E.subtract(at(slice(-1, None)), at(slice(-2, -1))), h)
+        else:  # the formulas and the order of terms NumPy uses for a uniform spacing
+            a, b, c = -1.5 / h, 2.0 / h, -0.5 / h
+            first = E.add(
+                E.add(E.multiply(at(slice(0, 1)), a), E.multiply(at(slice(1, 2)), b)), E.multiply(at(slice(2, 3)), c)
+            )
+            a, b, c = 0.5 / h, -2.0 / h, 1.5 / h
+            last = E.add(
+                E.add(E.multiply(at(slice(-3, -2)), a), E.multiply(at(slice(-2, -1)), b)),
+                E.multiply(at(slice(-1, None)), c),
+            )
+        out.append(_gc("concatenate", fname)([first, inner, last], axis=ax))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
 @implements(np.concatenate)
 def _concatenate(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
     _refuse_out(out, "numpy.concatenate")

@@ -134,6 +134,7 @@ CASES: dict[str, tuple] = {
     "numpy.argmin": (lambda a: np.argmin(a), [N(3, 4)]),
     "numpy.sort": (lambda a: np.sort(a, axis=0), [N(3, 4)]),
     "numpy.argsort": (lambda a: np.argsort(a, axis=None), [N(3, 4)]),
+    "numpy.gradient": (lambda a: np.gradient(a, 0.5, edge_order=2), [N(4, 3)]),
     "numpy.cumprod": (lambda a: np.cumprod(a, axis=1), [N(3, 4) * np.array([1.0, 0.0, 1.0, 1.0])]),
     "numpy.cumsum": (lambda a: np.cumsum(a, axis=1), [N(3, 4)]),
     "numpy.trace": (lambda a: np.trace(a), [N(4, 4)]),

@@ -332,3 +332,41 @@ def test_sort_refuses_order():
     x = g.input("x", shape=(3,))
     with pytest.raises(gc.GraphCompilerError, match="order="):
         np.sort(x, order="f")
+
+
+# -- gradient ------------------------------------------------------------------------------------------------
+GRADIENTS = [
+    ("vector", lambda a: np.gradient(a), (5,)),
+    ("spacing", lambda a: np.gradient(a, 0.25), (4, 3)),
+    ("per_axis_spacing_edge_order_2", lambda a: np.gradient(a, 0.5, 2.0, edge_order=2), (3, 4)),
+    ("one_axis", lambda a: np.gradient(a, 0.3, axis=-1, edge_order=2), (2, 3, 4)),
+    ("two_of_three_axes", lambda a: np.gradient(a, axis=(0, 2)), (2, 3, 4)),
+]
+
+
+@pytest.mark.parametrize("name,fn,shape", GRADIENTS, ids=[c[0] for c in GRADIENTS])
+def test_gradient_matches_numpy_exactly_with_derivatives(name, fn, shape):
+    rng = np.random.default_rng(len(name))
+    a = rng.standard_normal(shape)
+    g = gc.Graph(name)
+    x = g.input("x", shape=shape)
+    ys, wants = fn(x), fn(a)
+    ys = list(ys) if isinstance(ys, tuple) else [ys]
+    wants = list(wants) if isinstance(wants, (tuple, list)) else [wants]
+    assert len(ys) == len(wants)
+    for got, want in zip(gc.compile(ys).run({"x": a}), wants):
+        np.testing.assert_array_equal(got, want)  # NumPy's formulas in NumPy's order: equal, not close
+    cost = None
+    for y in ys:
+        term = gc.sum(gc.square(y) * g.constant(rng.uniform(0.5, 1.5, size=y.shape)))
+        cost = term if cost is None else cost + term
+    check_gradients(g, cost, [x], {"x": a})
+
+
+def test_gradient_refusals_are_named():
+    g = gc.Graph("r")
+    x = g.input("x", shape=(2, 3))
+    with pytest.raises(gc.ShapeError, match="at least edge_order"):
+        np.gradient(x, edge_order=2)
+    with pytest.raises(gc.GraphCompilerError, match="coordinate arrays"):
+        np.gradient(x, np.arange(2.0), np.arange(3.0))
