@@ -528,6 +528,32 @@ def _argsort(a, axis=-1, kind=None, order=None, *, stable=None):
     return _gc("argsort", "numpy.argsort")(a, axis)
 
 
+def _check_kth(a, kth, axis, fname):
+    n = a.size if axis is None else a.shape[axis]
+    ks = np.atleast_1d(np.asarray(kth))
+    if ks.dtype.kind not in "iu" or ks.ndim != 1:
+        raise UnsupportedFunctionError(f"{fname}: kth is an integer or a sequence of integers, got {kth!r}")
+    if isinstance(n, (int, np.integer)) and ((ks >= n) | (ks < -n)).any():
+        raise ShapeError(f"{fname} of {a.name!r} (shape {fmt_shape(a.shape)}): kth {kth!r} out of range for {n}")
+
+
+@implements(np.partition)
+def _partition(a, kth, axis=-1, kind="introselect", order=None):
+    """The sorted array: a valid partition for every kth (each kth element in its sorted place, the smaller
+    before it, the larger after it); only the order among those may differ from NumPy's introselect."""
+    _refuse(order is not None, "numpy.partition", "order= (structured arrays)")
+    _check_kth(a, kth, axis, "numpy.partition")
+    return _gc("sort", "numpy.partition")(a, axis)
+
+
+@implements(np.argpartition)
+def _argpartition(a, kth, axis=-1, kind="introselect", order=None):
+    """The stable sorting permutation: a valid argpartition for every kth (see numpy.partition here)."""
+    _refuse(order is not None, "numpy.argpartition", "order= (structured arrays)")
+    _check_kth(a, kth, axis, "numpy.argpartition")
+    return _gc("argsort", "numpy.argpartition")(a, axis)
+
+
 @implements(np.trace)
 def _trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
     _refuse_out(out, "numpy.trace")

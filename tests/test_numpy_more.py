@@ -370,3 +370,20 @@ def test_gradient_refusals_are_named():
         np.gradient(x, edge_order=2)
     with pytest.raises(gc.GraphCompilerError, match="coordinate arrays"):
         np.gradient(x, np.arange(2.0), np.arange(3.0))
+
+
+def test_partition_puts_every_kth_in_place_and_sends_gradients_back():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((3, 6))
+    g = gc.Graph("p")
+    x = g.input("x", shape=a.shape)
+    y = np.partition(x, (1, 4), axis=1)
+    got = gc.compile([y]).run({"x": a})[0]
+    want = np.partition(a, (1, 4), axis=1)
+    np.testing.assert_array_equal(got[:, [1, 4]], want[:, [1, 4]])
+    assert (got[:, :1] <= got[:, 1:2]).all() and (got[:, 5:] >= got[:, 4:5]).all()
+    idx = gc.compile([np.argpartition(x, 2, axis=None)]).run({"x": a})[0]
+    assert a.reshape(-1)[idx[2]] == np.partition(a, 2, axis=None)[2]
+    check_gradients(g, gc.sum(gc.square(y[:, 1]) + y[:, 4]), [x], {"x": a})
+    with pytest.raises(gc.ShapeError, match="out of range"):
+        np.partition(x, 6)
