@@ -24,10 +24,15 @@ vector = where(constant eye, v, 0); full_like/zeros_like/ones_like = broadcast_t
 append = concatenate (of both flattened without an axis); array_split, hsplit, vsplit, dsplit = split at cut
 indices; block = concatenates, innermost lists along the last axis; reciprocal = 1 / x; dot/inner of N-D
 operands = tensordot; multi_dot = matmuls left to right; average with weights = sum(a w) / sum(w); isnan =
-x != x; isinf/isfinite = |x| ==/< inf; logical_* = comparisons with 0.
+x != x; isinf/isfinite = |x| ==/< inf; logical_* = comparisons with 0; diag(v, k)/diagflat = where(eye(n + |k|,
+k), padded v, 0); select = a chain of where; cross = the three products of components, stacked; nan_to_num =
+where; einsum's interleaved form = its subscripts; real_if_close of a real node = the node; gradient = slices
+(NumPy's formulas, uniform spacings); sort = take_along_axis(x, argsort(x)) (stable); partition/argpartition =
+sort/argsort (a valid partition; only the order between the kth places can differ from NumPy's).
 These compute exactly what NumPy computes (values moved, or the same single arithmetic operation). log2,
-log10 (log(x) / log(base)), exp2 (2 ** x), deg2rad/rad2deg and multi_dot (another association order) agree
-with NumPy to rounding.
+log10 (log(x) / log(base)), exp2 (2 ** x), deg2rad/rad2deg, logaddexp2 (logaddexp(a ln 2, b ln 2) / ln 2),
+linspace (NumPy's formula on nodes), cumprod (a product per position, exact at zeros) and multi_dot (another
+association order) agree with NumPy to rounding.
 """
 
 from __future__ import annotations
