@@ -309,7 +309,8 @@ def cumprod(x, axis: int | None = None, name: str | None = None):
             "when the graph is built; give the input a fixed shape there"
         )
     last = S.transpose(x, [d for d in range(x.ndim) if d != a] + [a]) if a != x.ndim - 1 else x
-    upto = x.graph.constant(np.tril(np.ones((int(n), int(n)), dtype=bool)))  # [j, k]: k <= j
+    # [j, k]: k <= j, as a comparison of a constant (a bool constant would not export to SymPy as a number)
+    upto = E.greater(x.graph.constant(np.tril(np.ones((int(n), int(n))))), 0.5)
     y = prod(E.where(upto, S.expand_dims(last, -2), 1), axis=-1)
     if a != x.ndim - 1:
         back = list(range(x.ndim - 1))
