@@ -929,7 +929,12 @@ def _linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axi
     from .ops import elementwise as E
     from .ops.shape import normalize_axis
 
-    num = operator.index(num)
+    try:
+        num = operator.index(num)
+    except TypeError:
+        raise UnsupportedFunctionError(
+            f"numpy.linspace: num is {num!r}; give an integer (known when building)"
+        ) from None
     if num < 0:
         raise ShapeError(f"numpy.linspace: num is {num}, it must be >= 0")
     if dtype is not None and np.dtype(dtype).kind != "f":

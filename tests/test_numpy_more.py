@@ -307,6 +307,8 @@ def test_select_and_cross_refusals_are_named():
         np.select([x > 0, x < 0], [x])
     with pytest.raises(gc.ShapeError, match="takes 3-vectors"):
         np.cross(x, x, axis=0)
+    with pytest.raises(gc.GraphCompilerError, match="give an integer"):
+        np.linspace(x, x, 2.5)
 
 
 # -- sort ---------------------------------------------------------------------------------------------------
