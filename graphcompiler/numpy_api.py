@@ -24,16 +24,23 @@ vector = where(constant eye, v, 0); full_like/zeros_like/ones_like = broadcast_t
 append = concatenate (of both flattened without an axis); array_split, hsplit, vsplit, dsplit = split at cut
 indices; block = concatenates, innermost lists along the last axis; reciprocal = 1 / x; dot/inner of N-D
 operands = tensordot; multi_dot = matmuls left to right; average with weights = sum(a w) / sum(w); isnan =
-x != x; isinf/isfinite = |x| ==/< inf; logical_* = comparisons with 0.
+x != x; isinf/isfinite = |x| ==/< inf; logical_* = comparisons with 0; diag(v, k)/diagflat = where(eye(n + |k|,
+k), padded v, 0); select = a chain of where; cross = the three products of components, stacked; nan_to_num =
+where; einsum's interleaved form = its subscripts; real_if_close of a real node = the node; gradient = slices
+(NumPy's formulas, uniform spacings); sort = take_along_axis(x, argsort(x)) (stable); partition/argpartition =
+sort/argsort (a valid partition; only the order between the kth places can differ from NumPy's).
 These compute exactly what NumPy computes (values moved, or the same single arithmetic operation). log2,
-log10 (log(x) / log(base)), exp2 (2 ** x), deg2rad/rad2deg and multi_dot (another association order) agree
-with NumPy to rounding.
+log10 (log(x) / log(base)), exp2 (2 ** x), deg2rad/rad2deg, logaddexp2 (logaddexp(a ln 2, b ln 2) / ln 2),
+linspace (NumPy's formula on nodes), cumprod (a product per position, exact at zeros) and multi_dot (another
+association order) agree with NumPy to rounding.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import operator
+import string
 import sys
 from typing import Any, Callable
 
@@ -226,6 +233,11 @@ def _ufunc_table() -> dict:
         np.cos: _op("cos", "numpy.cos"),
         np.tan: _op("tan", "numpy.tan"),
         np.arctan: _op("arctan", "numpy.arctan"),
+        np.arcsin: _op("arcsin", "numpy.arcsin"),
+        np.arccos: _op("arccos", "numpy.arccos"),
+        np.arcsinh: _op("arcsinh", "numpy.arcsinh"),
+        np.arccosh: _op("arccosh", "numpy.arccosh"),
+        np.arctanh: _op("arctanh", "numpy.arctanh"),
         np.sinh: _op("sinh", "numpy.sinh"),
         np.cosh: _op("cosh", "numpy.cosh"),
         np.tanh: _op("tanh", "numpy.tanh"),
@@ -241,6 +253,9 @@ def _ufunc_table() -> dict:
         np.equal: _op("equal", "numpy.equal"),
         np.not_equal: _op("not_equal", "numpy.not_equal"),
         np.logaddexp: _op("logaddexp", "numpy.logaddexp"),
+        np.logaddexp2: _op("logaddexp2", "numpy.logaddexp2"),
+        np.fmax: _op("fmax", "numpy.fmax"),
+        np.fmin: _op("fmin", "numpy.fmin"),
         np.floor: _op("floor", "numpy.floor"),
         np.ceil: _op("ceil", "numpy.ceil"),
         np.rint: _op("round", "numpy.rint"),  # both round half to even
@@ -490,15 +505,68 @@ def _cumsum(a, axis=None, dtype=None, out=None):
     return _as_dtype(_gc("cumsum", "numpy.cumsum")(x, axis=axis), dtype, "numpy.cumsum")
 
 
+@implements(np.cumprod)
+def _cumprod(a, axis=None, dtype=None, out=None):
+    _refuse_out(out, "numpy.cumprod")
+    dtype = _reduce_dtype(dtype, "numpy.cumprod")
+    x = a if dtype is None else _gc("astype", "numpy.cumprod")(a, dtype)
+    return _as_dtype(_gc("cumprod", "numpy.cumprod")(x, axis=axis), dtype, "numpy.cumprod")
+
+
+def _sort_args(fname, kind, order, stable):
+    _refuse(order is not None, fname, "order= (structured arrays)")
+    if kind not in (None, "quicksort", "mergesort", "heapsort", "stable") or stable not in (None, True, False):
+        raise UnsupportedFunctionError(f"{fname}: kind={kind!r}, stable={stable!r} are not sorting options")
+
+
+@implements(np.sort)
+def _sort(a, axis=-1, kind=None, order=None, *, stable=None):
+    """Always the stable order (a valid answer for every kind: the sorted values are the same)."""
+    _sort_args("numpy.sort", kind, order, stable)
+    return _gc("sort", "numpy.sort")(a, axis)
+
+
+@implements(np.argsort)
+def _argsort(a, axis=-1, kind=None, order=None, *, stable=None):
+    """Always the stable order: ties keep their order (NumPy's default kind may order ties otherwise)."""
+    _sort_args("numpy.argsort", kind, order, stable)
+    return _gc("argsort", "numpy.argsort")(a, axis)
+
+
+def _check_kth(a, kth, axis, fname):
+    n = a.size if axis is None else a.shape[axis]
+    ks = np.atleast_1d(np.asarray(kth))
+    if ks.dtype.kind not in "iu" or ks.ndim != 1:
+        raise UnsupportedFunctionError(f"{fname}: kth is an integer or a sequence of integers, got {kth!r}")
+    if isinstance(n, (int, np.integer)) and ((ks >= n) | (ks < -n)).any():
+        raise ShapeError(f"{fname} of {a.name!r} (shape {fmt_shape(a.shape)}): kth {kth!r} out of range for {n}")
+
+
+@implements(np.partition)
+def _partition(a, kth, axis=-1, kind="introselect", order=None):
+    """The sorted array: a valid partition for every kth (each kth element in its sorted place, the smaller
+    before it, the larger after it); only the order among those may differ from NumPy's introselect."""
+    _refuse(order is not None, "numpy.partition", "order= (structured arrays)")
+    _check_kth(a, kth, axis, "numpy.partition")
+    return _gc("sort", "numpy.partition")(a, axis)
+
+
+@implements(np.argpartition)
+def _argpartition(a, kth, axis=-1, kind="introselect", order=None):
+    """The stable sorting permutation: a valid argpartition for every kth (see numpy.partition here)."""
+    _refuse(order is not None, "numpy.argpartition", "order= (structured arrays)")
+    _check_kth(a, kth, axis, "numpy.argpartition")
+    return _gc("argsort", "numpy.argpartition")(a, axis)
+
+
 @implements(np.trace)
 def _trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
     _refuse_out(out, "numpy.trace")
-    _refuse(
-        offset != 0 or (axis1, axis2) != (0, 1) or a.ndim != 2,
-        "numpy.trace",
-        "an offset, other axes or a rank other than 2",
-    )
-    return _gc("trace", "numpy.trace")(a)
+    if a.ndim < 2:
+        raise ShapeError(f"numpy.trace needs at least 2 dimensions, {a.name!r} has shape {fmt_shape(a.shape)}")
+    dtype = _reduce_dtype(dtype, "numpy.trace")
+    x = a if dtype is None else _gc("astype", "numpy.trace")(a, dtype)
+    return _as_dtype(_gc("trace", "numpy.trace")(x, int(offset), axis1, axis2), dtype, "numpy.trace")
 
 
 # contractions ---------------------------------------------------------------------------------
@@ -560,11 +628,41 @@ def _multi_dot(arrays, *, out=None):
     return y
 
 
+def _sublist_letters(sub) -> str:
+    """An einsum sublist ([0, 1, Ellipsis]) as subscripts ("AB..."): NumPy's letters, 0-25 -> A-Z, 26-51 -> a-z."""
+    letters = string.ascii_uppercase + string.ascii_lowercase
+    try:
+        items = list(sub)
+    except TypeError:
+        items = None
+    if items is None or isinstance(sub, (str, Node)):
+        raise UnsupportedFunctionError(
+            f"numpy.einsum: in the interleaved form each operand is followed by a list of axis labels, got {sub!r}"
+        )
+    out = []
+    for s in items:
+        if s is Ellipsis:
+            out.append("...")
+        elif isinstance(s, (int, np.integer)) and not isinstance(s, bool) and 0 <= int(s) < len(letters):
+            out.append(letters[int(s)])
+        else:
+            raise UnsupportedFunctionError(
+                f"numpy.einsum: an axis label is an integer in [0, 52) or Ellipsis, got {s!r} in sublist {sub!r}"
+            )
+    return "".join(out)
+
+
 @implements(np.einsum)
 def _einsum(subscripts, *operands, out=None, optimize=False, **kw):
     _refuse_out(out, "numpy.einsum")
-    _refuse(not isinstance(subscripts, str), "numpy.einsum", "the interleaved (operand, sublist) form")
     _refuse(bool(kw), "numpy.einsum", f"keyword(s) {', '.join(kw)}")
+    if not isinstance(subscripts, str):  # interleaved: op0, sublist0, op1, sublist1, ..., [sublist_out]
+        args = (subscripts, *operands)
+        pairs, rest = args[: len(args) // 2 * 2], args[len(args) // 2 * 2 :]
+        operands = pairs[0::2]
+        subscripts = ",".join(_sublist_letters(s) for s in pairs[1::2])
+        if rest:
+            subscripts += "->" + _sublist_letters(rest[0])
     return _gc("einsum", "numpy.einsum")(subscripts, *_lift_all(operands))
 
 
@@ -767,6 +865,161 @@ def _real(val):
     return val if isinstance(val, Node) else _lift(val, _graph_of(val))
 
 
+@implements(np.real_if_close)
+def _real_if_close(a, tol=100):
+    if a.dtype.kind == "c":
+        raise DTypeError(f"numpy.real_if_close of complex node {a.name!r}: complex graph values are not supported")
+    return a  # a real array comes back as it is
+
+
+@implements(np.select)
+def _select(condlist, choicelist, default=0):
+    """where(c0, x0, where(c1, x1, ... default)): the first true condition picks, as NumPy's select."""
+    conds, choices = list(condlist), list(choicelist)
+    if len(conds) != len(choices):
+        raise ShapeError(f"numpy.select: {len(conds)} conditions for {len(choices)} choices; give one per choice")
+    if not conds:
+        raise ShapeError("numpy.select needs at least one condition and choice")
+    graph = _graph_of([conds, choices, default])
+    for c in conds:
+        dt = c.dtype if isinstance(c, Node) else np.asarray(c).dtype
+        if dt != np.bool_:
+            name = repr(c.name) if isinstance(c, Node) else "an array"
+            raise DTypeError(f"numpy.select: condition {name} is {dt}, not bool; compare it (x > 0) first")
+    items = _lift_all([*choices, default])
+    out = items[-1]
+    for c, x in zip(reversed(conds), reversed(items[:-1])):
+        out = _gc("where", "numpy.select")(_lift(c, graph), x, out)
+    return out
+
+
+@implements(np.cross)
+def _cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
+    """The cross product of 3-vectors: (a1 b2 - a2 b1, a2 b0 - a0 b2, a0 b1 - a1 b0), batches broadcast."""
+    from .ops import elementwise as E
+    from .ops.shape import normalize_axis
+
+    if axis is not None:
+        axisa = axisb = axisc = axis
+    a, b = _lift_all([a, b])
+    parts = []
+    for x, ax, which in ((a, axisa, "a"), (b, axisb, "b")):
+        ax = normalize_axis(ax, x.ndim, "numpy.cross", x)
+        if x.shape[ax] != 3:
+            raise ShapeError(
+                f"numpy.cross on graph nodes takes 3-vectors: {which} ({x.name!r}, shape {fmt_shape(x.shape)}) "
+                f"has {x.shape[ax]} along axis {ax} (2-vectors are deprecated in NumPy 2)"
+            )
+        index = [slice(None)] * x.ndim
+        comps = []
+        for k in range(3):
+            index[ax] = k
+            comps.append(_gc("getitem", "numpy.cross")(x, tuple(index)))
+        parts.append(comps)
+    (a0, a1, a2), (b0, b1, b2) = parts
+    mul, sub = E.multiply, E.subtract
+    c = [sub(mul(a1, b2), mul(a2, b1)), sub(mul(a2, b0), mul(a0, b2)), sub(mul(a0, b1), mul(a1, b0))]
+    return _gc("stack", "numpy.cross")(c, axis=normalize_axis(axisc, c[0].ndim + 1, "numpy.cross", c[0]))
+
+
+@implements(np.linspace)
+def _linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0):
+    """start + k (stop - start) / div for k < num, as NumPy (the last one exactly stop when endpoint);
+    start and stop may be nodes (then so are the values, differentiable in both)."""
+    from .ops import elementwise as E
+    from .ops.shape import normalize_axis
+
+    try:
+        num = operator.index(num)
+    except TypeError:
+        raise UnsupportedFunctionError(
+            f"numpy.linspace: num is {num!r}; give an integer (known when building)"
+        ) from None
+    if num < 0:
+        raise ShapeError(f"numpy.linspace: num is {num}, it must be >= 0")
+    if dtype is not None and np.dtype(dtype).kind != "f":
+        raise UnsupportedFunctionError(f"numpy.linspace on graph nodes: dtype={np.dtype(dtype)} (floats only)")
+    start, stop = _lift_all([start, stop])
+    fl = np.result_type(start.dtype, stop.dtype, np.float64 if dtype is None else dtype)
+    if fl.kind != "f":
+        fl = np.dtype("float64")
+    start, stop = (x if x.dtype == fl else E.astype(x, fl) for x in (start, stop))
+    delta = E.subtract(stop, start)
+    nd = max(start.ndim, stop.ndim)
+    div = (num - 1) if endpoint else num
+    k = start.graph.constant(np.arange(num, dtype=fl).reshape((num,) + (1,) * nd))
+    step = E.divide(delta, float(div)) if div > 0 else E.multiply(delta, np.nan)
+    y = E.add(E.multiply(k, step), start) if div > 0 else E.add(E.multiply(k, delta), start)
+    if endpoint and num > 1:
+        last = start.graph.constant((np.arange(num) == num - 1).reshape((num,) + (1,) * nd))
+        y = E.where(last, stop, y)
+    axis = normalize_axis(axis, nd + 1, "numpy.linspace", y)
+    if axis != 0:
+        order = list(range(1, nd + 1))
+        order.insert(axis, 0)
+        y = _gc("transpose", "numpy.linspace")(y, order)
+    if dtype is not None and y.dtype != np.dtype(dtype):
+        y = E.astype(y, dtype)
+    return (y, step) if retstep else y
+
+
+@implements(np.gradient)
+def _gradient(f, *varargs, axis=None, edge_order=1):
+    """NumPy's second-order central differences inside and one-sided ones of edge_order at the ends, with a
+    uniform spacing per axis (numbers; coordinate arrays are refused): a composition of slices."""
+    from .ops import elementwise as E
+    from .ops.shape import normalize_axes
+
+    fname = "numpy.gradient"
+    axes = tuple(range(f.ndim)) if axis is None else normalize_axes(axis, f.ndim, fname, f)
+    if len(varargs) == 0:
+        spacing = [1.0] * len(axes)
+    elif len(varargs) == 1 and np.ndim(varargs[0]) == 0:
+        spacing = [varargs[0]] * len(axes)
+    elif len(varargs) == len(axes) and all(np.ndim(v) == 0 for v in varargs):
+        spacing = list(varargs)
+    else:
+        raise UnsupportedFunctionError(
+            f"{fname} on graph nodes: give no spacing, one number, or one number per axis ({len(axes)}); "
+            "coordinate arrays are not supported"
+        )
+    if any(isinstance(h, Node) for h in spacing):
+        raise UnsupportedFunctionError(f"{fname}: a spacing that is a node (give numbers)")
+    _refuse(edge_order not in (1, 2), fname, f"edge_order={edge_order!r} (1 or 2)")
+    x = f if f.dtype.kind == "f" else E.astype(f, "float64")
+    out = []
+    for ax, h in zip(axes, spacing):
+        n = x.shape[ax]
+        if not isinstance(n, (int, np.integer)) or n < edge_order + 1:
+            raise ShapeError(
+                f"{fname} of {f.name!r} (shape {fmt_shape(f.shape)}) along axis {ax}: it needs at least "
+                f"edge_order + 1 = {edge_order + 1} known elements there"
+            )
+        h = float(h)
+
+        def at(sl, ax=ax):
+            index = [slice(None)] * x.ndim
+            index[ax] = sl
+            return _gc("getitem", fname)(x, tuple(index))
+
+        inner = E.divide(E.subtract(at(slice(2, None)), at(slice(None, -2))), 2.0 * h)
+        if edge_order == 1:
+            first = E.divide(E.subtract(at(slice(1, 2)), at(slice(0, 1))), h)
+            last = E.divide(E.subtract(at(slice(-1, None)), at(slice(-2, -1))), h)
+        else:  # the formulas and the order of terms NumPy uses for a uniform spacing
+            a, b, c = -1.5 / h, 2.0 / h, -0.5 / h
+            first = E.add(
+                E.add(E.multiply(at(slice(0, 1)), a), E.multiply(at(slice(1, 2)), b)), E.multiply(at(slice(2, 3)), c)
+            )
+            a, b, c = 0.5 / h, -2.0 / h, 1.5 / h
+            last = E.add(
+                E.add(E.multiply(at(slice(-3, -2)), a), E.multiply(at(slice(-2, -1)), b)),
+                E.multiply(at(slice(-1, None)), c),
+            )
+        out.append(_gc("concatenate", fname)([first, inner, last], axis=ax))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
 @implements(np.concatenate)
 def _concatenate(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
     _refuse_out(out, "numpy.concatenate")
@@ -947,6 +1200,12 @@ def _clip(a, a_min=np._NoValue, a_max=np._NoValue, out=None, *, min=np._NoValue,
     return _gc("clip", "numpy.clip")(a, lo, hi)
 
 
+@implements(np.nan_to_num)
+def _nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
+    _refuse(copy is not True, "numpy.nan_to_num", "copy=False (graph nodes are never changed in place)")
+    return _gc("nan_to_num", "numpy.nan_to_num")(x, nan=nan, posinf=posinf, neginf=neginf)
+
+
 @implements(np.pad)
 def _pad(array, pad_width, mode="constant", **kwargs):
     _refuse(mode != "constant", "numpy.pad", f"mode={mode!r} (only 'constant')")
@@ -1002,24 +1261,35 @@ def _repeat(a, repeats, axis=None):
 
 @implements(np.diagonal)
 def _diagonal(a, offset=0, axis1=0, axis2=1):
-    _refuse(
-        offset != 0 or (axis1, axis2) != (0, 1) or a.ndim != 2,
-        "numpy.diagonal",
-        "an offset, other axes or a rank other than 2",
-    )
-    return _gc("diagonal", "numpy.diagonal")(a)
+    if a.ndim < 2:
+        raise ShapeError(f"numpy.diagonal needs at least 2 dimensions, {a.name!r} has shape {fmt_shape(a.shape)}")
+    return _gc("diagonal", "numpy.diagonal")(a, int(offset), axis1, axis2)
+
+
+def _on_diagonal(v: Node, k: int, fname: str) -> Node:
+    """The square matrix of side n + |k| with 1-D v on its k-th diagonal and zeros elsewhere: where(mask, v, 0)
+    with v padded to the side and laid along the rows (k >= 0: row i holds v[i]) or the columns (k < 0)."""
+    (n,) = _static(v, fname)
+    side = n + abs(k)
+    mask = v.graph.constant(np.eye(side, k=k, dtype=bool))
+    along = _gc("pad", fname)(v, (0, abs(k))) if k else v
+    along = _gc("expand_dims", fname)(along, 1 if k > 0 else 0)
+    return _gc("where", fname)(mask, along, 0)  # exact: no 0 * v, so inf and NaN stay on the diagonal only
 
 
 @implements(np.diag)
 def _diag(v, k=0):
-    _refuse(k != 0, "numpy.diag", "k != 0")
+    k = int(k)
     if v.ndim == 2:
-        return _gc("diagonal", "numpy.diag")(v)
+        return _gc("diagonal", "numpy.diag")(v, k)
     if v.ndim != 1:
         raise ShapeError(f"numpy.diag takes a 1-D or 2-D input, {v.name!r} has shape {fmt_shape(v.shape)}")
-    (n,) = _static(v, "numpy.diag")
-    eye = v.graph.constant(np.eye(n, dtype=bool))  # where(I, v, 0): exact, no 0 * v
-    return _gc("where", "numpy.diag")(eye, _gc("expand_dims", "numpy.diag")(v, 0), 0)
+    return _on_diagonal(v, k, "numpy.diag")
+
+
+@implements(np.diagflat)
+def _diagflat(v, k=0):
+    return _on_diagonal(_flat(v) if v.ndim != 1 else v, int(k), "numpy.diagflat")
 
 
 def _tri(fname, upper):

@@ -47,6 +47,14 @@ def with_zeros(rng, shape):     # prod's hard case: rows with one zero and with 
     return x
 
 
+def inside(rng, shape):         # inside (-1, 1), away from arcsin's and arctanh's edges
+    return rng.uniform(-0.9, 0.9, size=shape)
+
+
+def above_one(rng, shape):      # arccosh's domain, away from its edge at 1
+    return rng.uniform(1.2, 3.0, size=shape)
+
+
 CASES: list[Case] = []
 
 UNARY = [
@@ -60,7 +68,10 @@ UNARY = [
     ("polygamma3", lambda x: polygamma(3, x), lambda x: sps.polygamma(3, x), pos),
     ("expm1", gc.expm1, np.expm1, normal), ("tan", gc.tan, np.tan, small),
     ("arctan", gc.arctan, np.arctan, normal), ("sinh", gc.sinh, np.sinh, normal),
-    ("cosh", gc.cosh, np.cosh, normal), ("reciprocal", gc.reciprocal, np.reciprocal, pos),
+    ("cosh", gc.cosh, np.cosh, normal), ("arcsin", gc.arcsin, np.arcsin, inside),
+    ("arccos", gc.arccos, np.arccos, inside), ("arcsinh", gc.arcsinh, np.arcsinh, normal),
+    ("arccosh", gc.arccosh, np.arccosh, above_one), ("arctanh", gc.arctanh, np.arctanh, inside),
+    ("nan_to_num", gc.nan_to_num, np.nan_to_num, normal), ("reciprocal", gc.reciprocal, np.reciprocal, pos),
     ("floor", gc.floor, np.floor, wide), ("ceil", gc.ceil, np.ceil, wide), ("round", gc.round, np.round, wide),
     ("clip_numbers", lambda x: gc.clip(x, -0.5, 0.7), lambda x: np.clip(x, -0.5, 0.7), normal),
     ("clip_lower_only", lambda x: gc.clip(x, -0.5, None), lambda x: np.clip(x, -0.5, None), normal),
@@ -69,7 +80,9 @@ UNARY = [
 for (name, f, ref, dom), shape in itertools.product(UNARY, SHAPES):
     CASES.append(Case(f"{name}{shape}", f, ref, [shape], [dom]))
 
-BINARY = [("logaddexp", gc.logaddexp, np.logaddexp, normal, normal), ("mod", gc.mod, np.mod, wide, pos)]
+BINARY = [("logaddexp", gc.logaddexp, np.logaddexp, normal, normal), ("mod", gc.mod, np.mod, wide, pos),
+          ("logaddexp2", gc.logaddexp2, np.logaddexp2, normal, normal), ("fmax", gc.fmax, np.fmax, normal, normal),
+          ("fmin", gc.fmin, np.fmin, normal, normal)]
 for (name, f, ref, da, db), (sa, sb) in itertools.product(BINARY, PAIRS + [((2, 3, 2), (3, 1))]):
     CASES.append(Case(f"{name}{sa}{sb}", f, ref, [sa, sb], [da, db]))
 
@@ -105,6 +118,11 @@ for shape in [(4,), (3, 2), (2, 3, 2)]:
     for axis in list(range(len(shape))) + [-1, None]:
         CASES.append(Case(f"cumsum{shape}axis={axis}", lambda x, a=axis: gc.cumsum(x, a),
                           lambda x, a=axis: np.cumsum(x, a), [shape]))
+        CASES.append(Case(f"sort{shape}axis={axis}", lambda x, a=axis: gc.sort(x, a),
+                          lambda x, a=axis: np.sort(x, a), [shape]))
+        for dom in (normal, with_zeros):   # zeros: the derivative is prod's, no division by x
+            CASES.append(Case(f"cumprod{shape}axis={axis},{dom.__name__}", lambda x, a=axis: gc.cumprod(x, a),
+                              lambda x, a=axis: np.cumprod(x, a), [shape], [dom]))
 
 # -- contractions -------------------------------------------------------------------------------
 EINSUM = [

@@ -50,7 +50,7 @@ from ..ops.linalg_ops import Triangle
 from ..ops.nn import MSE, LogSoftmax, LogSumExp, OneHot, Softmax, SoftmaxCrossEntropy
 from ..ops.random import DropoutMask, RandomBernoulli, RandomNormal, RandomSplit, RandomUniform
 from ..ops.reduce import Max, Mean, Sum
-from ..ops.reductions import ArgMax, ArgMin, Cumsum, Min, Prod, Std, Var
+from ..ops.reductions import ArgMax, ArgMin, ArgSort, Cumsum, Min, Prod, Std, Var
 from ..ops.shape import (
     BroadcastLike,
     BroadcastTo,
@@ -297,6 +297,11 @@ def _cumsum(env, st, x):
 @kernel(ArgMax, ArgMin)
 def _argmax(env, st, x):
     return getattr(env.xp, st.op_name)(x, axis=st.op.axis, keepdims=st.op.keepdims)
+
+
+@kernel(ArgSort)
+def _argsort(env, st, x):
+    return env.xp.astype(env.xp.argsort(x, axis=st.op.axis, stable=True), env.xp.int64)
 
 
 @kernel(Matmul)

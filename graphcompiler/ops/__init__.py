@@ -51,13 +51,19 @@ from .indexing import (
     scatter_add,
     stack,
     take,
+    sort,
     take_along_axis,
     tile,
     trace,
 )
 from .random import dropout
 from .special import (
+    arccos,
+    arccosh,
+    arcsin,
+    arcsinh,
     arctan,
+    arctanh,
     bitwise_and,
     bitwise_or,
     bitwise_xor,
@@ -69,17 +75,21 @@ from .special import (
     expm1,
     floor,
     floor_divide,
+    fmax,
+    fmin,
     gammaln,
     invert,
     log_sigmoid,
     logaddexp,
+    logaddexp2,
     mod,
+    nan_to_num,
     reciprocal,
     round,
     sinh,
     softplus,
     tan,
 )
-from .reductions import argmax, argmin, cumsum, min, prod, std, var
+from .reductions import argmax, argmin, argsort, cumprod, cumsum, min, prod, std, var
 from .contract import einsum, outer, tensordot
 from .conv import avg_pool2d, conv1d, conv2d, max_pool2d

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import GraphCompilerError, ShapeError, fmt_shape
 from .base import Op, apply, broadcast_shapes, normalize_axes, normalize_axis, undefined_to_sympy
 from . import shape as S
+from .reductions import ArgSort, _flat_or_axis
 from .shape import _check_range, _int_index, _static_range
 from .shape import ScatterAdd, Take, fancy_index, is_fancy, scatter_add, take  # noqa: F401  defined with getitem
 
@@ -609,3 +610,10 @@ def take_along_axis(x, idx, axis: int, name: str | None = None):
     axis = normalize_axis(axis, x.ndim, "take_along_axis", x)
     _static_range(x, idx, axis, "take_along_axis", name)
     return apply(TakeAlongAxis(axis), (x, idx), name)
+
+
+def sort(x, axis: int | None = -1, name: str | None = None):
+    """np.sort(x, axis): take_along_axis(x, argsort(x)), so the gradient goes back through the permutation
+    (each sorted value's gradient to the element it came from; ties: to the one the stable sort put there)."""
+    x, a = _flat_or_axis(x, axis, "sort")
+    return take_along_axis(x, apply(ArgSort(a), (x,)), a, name=name)

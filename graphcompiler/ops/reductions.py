@@ -234,6 +234,27 @@ class ArgMin(ArgMax):
         return np.argmin(x, axis=self.axis, keepdims=self.keepdims).astype(np.int64, copy=False)
 
 
+@dataclass(frozen=True)
+class ArgSort(Op):
+    """The indices that sort x along `axis` (stable: ties keep their order, NaN last), as int64; no derivative
+    (a permutation is locally constant): sort's derivative flows through take_along_axis instead."""
+
+    name: ClassVar[str] = "argsort"
+    arity: ClassVar[int] = 1
+    piecewise_constant: ClassVar[bool] = True  # a path through the permutation adds zero
+    axis: int = -1
+
+    def infer(self, x):
+        if not 0 <= self.axis < x.ndim:
+            raise ShapeError(f"argsort: axis {self.axis} is out of range for {x.name!r} of rank {x.ndim}")
+        return tuple(x.shape), np.dtype("int64")
+
+    def kernel(self, x):
+        return np.argsort(x, axis=self.axis, kind="stable").astype(np.int64, copy=False)
+
+    to_sympy = undefined_to_sympy
+
+
 # -- the public functions -------------------------------------------------------------------
 
 
@@ -272,6 +293,36 @@ def cumsum(x, axis: int | None = None, name: str | None = None):
     """np.cumsum: running sums along axis (None: over the flattened array)."""
     x, a = _flat_or_axis(x, axis, "cumsum")
     return apply(Cumsum(a, False), (x,), name)
+
+
+def cumprod(x, axis: int | None = None, name: str | None = None):
+    """np.cumprod: running products along axis (None: over the flattened array).
+
+    A composition: y[..., j] = prod over k of where(k <= j, x[..., k], 1), one product per position, so the
+    derivatives of any order are prod's, exact where x has zeros (no division by x). It holds n x n values per
+    run along the axis (n its length, which must be known when the graph is built)."""
+    x, a = _flat_or_axis(x, axis, "cumprod")
+    n = x.shape[a]
+    if not isinstance(n, (int, np.integer)):
+        raise ShapeError(
+            f"cumprod of {x.name!r} (shape {fmt_shape(x.shape)}) along axis {a}: that axis' length must be known "
+            "when the graph is built; give the input a fixed shape there"
+        )
+    last = S.transpose(x, [d for d in range(x.ndim) if d != a] + [a]) if a != x.ndim - 1 else x
+    # [j, k]: k <= j, as a comparison of a constant (a bool constant would not export to SymPy as a number)
+    upto = E.greater(x.graph.constant(np.tril(np.ones((int(n), int(n))))), 0.5)
+    y = prod(E.where(upto, S.expand_dims(last, -2), 1), axis=-1)
+    if a != x.ndim - 1:
+        back = list(range(x.ndim - 1))
+        back.insert(a, x.ndim - 1)
+        y = S.transpose(y, back)
+    return y if name is None else E.identity(y, name=name)
+
+
+def argsort(x, axis: int | None = -1, name: str | None = None):
+    """np.argsort(x, axis, kind="stable"): axis=None sorts the flattened x."""
+    x, a = _flat_or_axis(x, axis, "argsort")
+    return apply(ArgSort(a), (x,), name)
 
 
 def argmax(x, axis: int | None = None, keepdims: bool = False, name: str | None = None):

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import DTypeError, ShapeError
+from ..errors import DTypeError, GraphCompilerError, ShapeError
 from . import elementwise as E
 from . import shape as S
 from ..graph import Node
@@ -207,6 +207,109 @@ class Reciprocal(Unary):
         return E.negative(E.multiply(g, E.square(y)))  # d (1/a) = -da / a^2 = -y^2 da
 
     sympy_fn = lambda t: 1 / t
+
+
+# -- inverse trigonometric and hyperbolic functions (outside their domain: NaN, as NumPy, derivative too) --
+
+
+def _sqrt_one_minus_square(a):
+    """sqrt((1 - a)(1 + a)): exact near |a| = 1 (no cancellation in 1 - a^2), NaN for |a| > 1."""
+    return E.sqrt(E.multiply(E.subtract(1.0, a), E.add(a, 1.0)))
+
+
+@dataclass(frozen=True)
+class Arcsin(Unary):
+    name: ClassVar[str] = "arcsin"
+    ufunc: ClassVar = np.arcsin
+
+    def bprop(self, i, x, y, g):
+        return E.divide(g, _sqrt_one_minus_square(x[0]))  # d asin a = da / sqrt(1 - a^2)
+
+    sympy_fn = lambda t: sp.asin(t)
+
+
+@dataclass(frozen=True)
+class Arccos(Unary):
+    name: ClassVar[str] = "arccos"
+    ufunc: ClassVar = np.arccos
+
+    def bprop(self, i, x, y, g):
+        return E.negative(E.divide(g, _sqrt_one_minus_square(x[0])))  # d acos a = -da / sqrt(1 - a^2)
+
+    sympy_fn = lambda t: sp.acos(t)
+
+
+@dataclass(frozen=True)
+class Arcsinh(Unary):
+    name: ClassVar[str] = "arcsinh"
+    ufunc: ClassVar = np.arcsinh
+
+    def bprop(self, i, x, y, g):
+        return E.divide(g, E.sqrt(E.add(E.square(x[0]), 1.0)))  # d asinh a = da / sqrt(1 + a^2)
+
+    sympy_fn = lambda t: sp.asinh(t)
+
+
+@dataclass(frozen=True)
+class Arccosh(Unary):
+    """acosh x; NaN for x < 1 (as NumPy), and so is its derivative there."""
+
+    name: ClassVar[str] = "arccosh"
+    ufunc: ClassVar = np.arccosh
+
+    def bprop(self, i, x, y, g):  # d acosh a = da / sqrt(a^2 - 1), as sqrt(a - 1) sqrt(a + 1): NaN for a < 1
+        a = x[0]
+        return E.divide(g, E.multiply(E.sqrt(E.subtract(a, 1.0)), E.sqrt(E.add(a, 1.0))))
+
+    sympy_fn = lambda t: sp.acosh(t)
+
+
+@dataclass(frozen=True)
+class Arctanh(Unary):
+    """atanh x; +-inf at x = +-1 and NaN for |x| > 1 (as NumPy), and so is its derivative."""
+
+    name: ClassVar[str] = "arctanh"
+    ufunc: ClassVar = np.arctanh
+
+    def bprop(self, i, x, y, g):  # d atanh a = da / (1 - a^2); squaring the root makes it NaN for |a| > 1
+        return E.divide(g, E.square(_sqrt_one_minus_square(x[0])))
+
+    sympy_fn = lambda t: sp.atanh(t)
+
+
+# -- NaN-ignoring maximum and minimum -------------------------------------------------------------------
+
+
+def _nan_ignoring_share(mine, other, wins, dtype):
+    """1 where `mine` is chosen (it wins, or `other` is NaN and `mine` is not), 1/2 on a tie, 0 elsewhere."""
+    only_mine = E.multiply(E.astype(E.not_equal(other, other), dtype), E.astype(E.equal(mine, mine), dtype))
+    return E.add(E._share(mine, other, wins, dtype), only_mine)
+
+
+@dataclass(frozen=True)
+class Fmax(Binary):
+    """max(a, b) ignoring a NaN operand (np.fmax); the gradient goes to the side chosen, halves on a tie."""
+
+    name: ClassVar[str] = "fmax"
+    ufunc: ClassVar = np.fmax
+
+    def bprop(self, i, x, y, g):
+        return S.sum_to(E.multiply(g, _nan_ignoring_share(x[i], x[1 - i], E.greater, g.dtype)), x[i])
+
+    sympy_fn = lambda a, b: sp.Max(a, b)
+
+
+@dataclass(frozen=True)
+class Fmin(Binary):
+    """min(a, b) ignoring a NaN operand (np.fmin); the gradient goes to the side chosen, halves on a tie."""
+
+    name: ClassVar[str] = "fmin"
+    ufunc: ClassVar = np.fmin
+
+    def bprop(self, i, x, y, g):
+        return S.sum_to(E.multiply(g, _nan_ignoring_share(x[i], x[1 - i], E.less, g.dtype)), x[i])
+
+    sympy_fn = lambda a, b: sp.Min(a, b)
 
 
 # -- piecewise constant: rounding (a zero derivative, like the comparisons) -------------------
@@ -502,6 +605,65 @@ def bitwise_xor(a, b, name: str | None = None):
 def invert(x, name: str | None = None):
     """~x of a bool or an integer, as np.invert."""
     return apply(Invert(), (x,), name)
+
+
+def arcsin(x, name: str | None = None):
+    return apply(Arcsin(), (x,), name)
+
+
+def arccos(x, name: str | None = None):
+    return apply(Arccos(), (x,), name)
+
+
+def arcsinh(x, name: str | None = None):
+    return apply(Arcsinh(), (x,), name)
+
+
+def arccosh(x, name: str | None = None):
+    """acosh x: NaN for x < 1, as np.arccosh."""
+    return apply(Arccosh(), (x,), name)
+
+
+def arctanh(x, name: str | None = None):
+    """atanh x: +-inf at +-1, NaN for |x| > 1, as np.arctanh."""
+    return apply(Arctanh(), (x,), name)
+
+
+def fmax(a, b, name: str | None = None):
+    """np.fmax: the larger of a and b, the other where one is NaN (NaN only where both are)."""
+    return apply(Fmax(), (a, b), name)
+
+
+def fmin(a, b, name: str | None = None):
+    """np.fmin: the smaller of a and b, the other where one is NaN (NaN only where both are)."""
+    return apply(Fmin(), (a, b), name)
+
+
+def logaddexp2(a, b, name: str | None = None):
+    """log2(2^a + 2^b), as np.logaddexp2: logaddexp(a ln 2, b ln 2) / ln 2 (finite at +-2000, like logaddexp)."""
+    ln2 = float(np.log(2.0))
+    return E.multiply(logaddexp(E.multiply(a, ln2), E.multiply(b, ln2)), 1.0 / ln2, name=name)
+
+
+def nan_to_num(x, nan: float = 0.0, posinf: float | None = None, neginf: float | None = None, name: str | None = None):
+    """np.nan_to_num(x, nan=, posinf=, neginf=) of a float node: NaN -> nan, +inf -> posinf (default the
+    dtype's largest finite value), -inf -> neginf (default its lowest). The derivative is 1 where x is finite
+    and 0 where a value was replaced. Integer and bool nodes come back as they are (nothing to replace)."""
+    if not isinstance(x, Node):
+        raise GraphCompilerError(f"gc.nan_to_num takes a node, got {type(x).__name__}: call np.nan_to_num on arrays")
+    dtype = np.dtype(x.dtype)
+    if dtype.kind not in "fc":
+        return x if name is None else E.identity(x, name=name)
+    if dtype.kind == "c":
+        raise DTypeError(
+            f"nan_to_num of complex node {x.name!r} ({dtype}) is not supported: pass its real and "
+            "imaginary parts separately"
+        )
+    info = np.finfo(dtype)
+    hi = float(info.max) if posinf is None else float(posinf)
+    lo = float(info.min) if neginf is None else float(neginf)
+    inner = E.where(E.equal(x, np.inf), hi, E.where(E.equal(x, -np.inf), lo, x))
+    return E.where(E.not_equal(x, x), float(nan), inner, name=name)
 
 
 install(
