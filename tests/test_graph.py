@@ -280,3 +280,28 @@ def test_public_graph_methods_for_the_layers_above():
     assert g.stored_value(w) is stored and list(g.value(w)) == [5.0, 6.0]  # in place
     g.rollback(mark)
     assert len(g) == mark and g.get("z") is None and not g.is_read(x) and g.get("e") is None
+
+
+def test_build_grad_of_a_parameter_read_many_times_compares_no_nodes(monkeypatch):
+    """Renaming a gradient node (dJ/dw) finds it among its inputs' readers by identity, from the end: a
+    parameter read n times made list.index compare nodes O(n) times per rename (quadratic in build_grad: 10,000
+    reads took about a minute). Every `==` between nodes goes through DeferredComparison; none may be made."""
+    from graphcompiler.ops import elementwise as E
+
+    made = []
+    original = E.DeferredComparison.__init__
+    monkeypatch.setattr(E.DeferredComparison, "__init__", lambda self, *a: (made.append(1), original(self, *a))[1])
+    g = gc.Graph("shared")
+    x = g.input("x", shape=(4,))
+    w = g.parameter("w", np.linspace(0.1, 0.4, 4))
+    h = x
+    for _ in range(300):
+        h = gc.tanh(h * w + w * w)  # w read three times per layer, twice by one node
+    grads = gc.build_grad(gc.sum(h, name="J"), [w, x])
+    assert not made
+    for n in g.nodes:  # every reader is listed once, renamed nodes included (and no stale pre-rename node)
+        for src in n.inputs:
+            assert sum(r is n for r in g.consumers(src)) == 1
+    ids = {id(n) for n in g.nodes}
+    assert all(id(r) in ids for n in g.nodes for r in g.consumers(n))
+    assert grads[w].name == "dJ/dw" and grads[x].name == "dJ/dx"
